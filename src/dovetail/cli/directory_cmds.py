@@ -1,0 +1,303 @@
+"""Directory verbs: tenant, domain, mailbox, alias, resolve (``postmap -q`` for addresses)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress
+
+from ..config import parse_size
+from ..directory.addresses import display_address, display_domain
+from .context import Context, console, emit_json, emit_table, fail
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+tenant_app = typer.Typer(help="Tenants: the customers who own domains.", no_args_is_help=True)
+domain_app = typer.Typer(help="Domains we receive mail for.", no_args_is_help=True)
+mailbox_app = typer.Typer(help="Mailboxes (each a Maildir) with passwords and quotas.", no_args_is_help=True)
+alias_app = typer.Typer(help="Aliases: an address forwarding to one or more targets.", no_args_is_help=True)
+
+
+def _quota(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        fail(f"quota {text!r}: {exc}")
+
+
+def _read_password(password: str | None, stdin: bool) -> str:
+    if stdin:
+        pw = sys.stdin.readline().rstrip("\r\n")
+    elif password is not None:
+        pw = password
+    else:
+        fail("give --password PASSWORD or --password-stdin")
+    if not pw:
+        fail("empty password")
+    return pw
+
+
+# --- tenants ------------------------------------------------------------------------------------
+
+@tenant_app.command("add")
+def tenant_add(ctx: typer.Context, name: str,
+               display_name: Annotated[str, typer.Option("--display-name")] = "", as_json: JsonOpt = False) -> None:
+    """Add a tenant (a short lowercase name; it becomes the folder mail/<tenant>/)."""
+    t = ctx.obj.directory.tenant_add(name, display_name)
+    emit_json(t) if as_json else print(f"tenant {t['name']} added")
+
+
+@tenant_app.command("list")
+def tenant_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List tenants with their domain counts."""
+    rows = ctx.obj.directory.tenant_list()
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table(["tenant", "display name", "enabled", "domains"],
+                   [[r["name"], r["display_name"], "yes" if r["enabled"] else "no", r["domains"]] for r in rows])
+
+
+@tenant_app.command("rm")
+def tenant_rm(ctx: typer.Context, name: str,
+              force: Annotated[bool, typer.Option("--force", help="Also delete its domains.")] = False,
+              as_json: JsonOpt = False) -> None:
+    """Delete a tenant; refused while it owns domains unless --force."""
+    n = ctx.obj.directory.tenant_rm(name, force=force)
+    emit_json({"removed": name, "domains": n}) if as_json else print(f"tenant {name} removed"
+                                                                        + (f" with {n} domain(s)" if n else ""))
+
+
+# --- domains ------------------------------------------------------------------------------------
+
+def _domain_json(d) -> dict:  # noqa: ANN001
+    return {"name": display_domain(d.name), "ascii": d.name, "tenant": d.tenant, "enabled": d.enabled,
+            "catchall": d.catchall, "plus_separator": d.plus_separator, "postmaster": d.postmaster}
+
+
+@domain_app.command("add")
+def domain_add(ctx: typer.Context, name: str,
+               tenant: Annotated[str, typer.Option("--tenant", "-t", help="Owning tenant.")],
+               postmaster: Annotated[str | None, typer.Option(
+                   "--postmaster", help="Where postmaster@/abuse@ go when no mailbox or alias has them.")] = None,
+               plus_separator: Annotated[str, typer.Option("--plus-separator")] = "+",
+               as_json: JsonOpt = False) -> None:
+    """Add a domain (IDN accepted) to a tenant."""
+    d = ctx.obj.directory.domain_add(name, tenant, postmaster=postmaster, plus_separator=plus_separator)
+    emit_json(_domain_json(d)) if as_json else print(f"domain {display_domain(d.name)} added to tenant {d.tenant}")
+
+
+@domain_app.command("list")
+def domain_list(ctx: typer.Context, tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None,
+                as_json: JsonOpt = False) -> None:
+    """List domains."""
+    rows = ctx.obj.directory.domain_list(tenant)
+    if as_json:
+        emit_json([_domain_json(d) for d in rows])
+    else:
+        emit_table(["domain", "tenant", "enabled", "catch-all", "postmaster", "+"],
+                   [[display_domain(d.name), d.tenant, "yes" if d.enabled else "no", d.catchall or "-",
+                     d.postmaster or "-", d.plus_separator] for d in rows])
+
+
+@domain_app.command("rm")
+def domain_rm(ctx: typer.Context, name: str,
+              force: Annotated[bool, typer.Option("--force", help="Also delete its mailboxes.")] = False,
+              as_json: JsonOpt = False) -> None:
+    """Delete a domain; refused while it has mailboxes unless --force. Maildirs stay on disk."""
+    ctx.obj.directory.domain_rm(name, force=force)
+    emit_json({"removed": name}) if as_json else print(f"domain {name} removed")
+
+
+@domain_app.command("catchall")
+def domain_catchall(ctx: typer.Context, name: str,
+                    target: Annotated[str | None, typer.Argument(help="Address unknown recipients go to.")] = None,
+                    off: Annotated[bool, typer.Option("--off", help="Remove the catch-all.")] = False,
+                    as_json: JsonOpt = False) -> None:
+    """Set (NAME TARGET) or remove (NAME --off) a domain's catch-all."""
+    if off == (target is not None):
+        fail("give either a TARGET or --off")
+    d = ctx.obj.directory.domain_set(name, catchall=None if off else target)
+    if as_json:
+        emit_json(_domain_json(d))
+    else:
+        print(f"catch-all of {display_domain(d.name)}: {d.catchall or 'off'}")
+
+
+# --- mailboxes ----------------------------------------------------------------------------------
+
+@mailbox_app.command("add")
+def mailbox_add(ctx: typer.Context, address: str,
+                password: Annotated[str | None, typer.Option("--password", "-p")] = None,
+                password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
+                quota: Annotated[str | None, typer.Option("--quota", help="e.g. 2G; 0 = unlimited")] = None,
+                as_json: JsonOpt = False) -> None:
+    """Add a mailbox with a password (argon2id) and an optional quota."""
+    from ..mailauth.passwords import hash_password
+
+    c: Context = ctx.obj
+    pw = _read_password(password, password_stdin)
+    q = _quota(quota)
+    addr = c.directory.mailbox_add(address, hash_password(pw),
+                                   quota_bytes=c.config["directory.default_quota"] if q is None else q)
+    emit_json({"address": addr}) if as_json else print(f"mailbox {display_address(addr)} added")
+
+
+@mailbox_app.command("list")
+def mailbox_list(ctx: typer.Context, domain: Annotated[str | None, typer.Option("--domain", "-d")] = None,
+                 tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None,
+                 as_json: JsonOpt = False) -> None:
+    """List mailboxes."""
+    rows = ctx.obj.directory.mailbox_list(domain=domain, tenant=tenant)
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table(["address", "tenant", "quota", "enabled"],
+                   [[display_address(r["address"]), r["tenant"], _human(r["quota_bytes"]),
+                     "yes" if r["enabled"] else "no"] for r in rows])
+
+
+@mailbox_app.command("rm")
+def mailbox_rm(ctx: typer.Context, address: str, as_json: JsonOpt = False) -> None:
+    """Delete a mailbox from the directory (its Maildir stays on disk)."""
+    ctx.obj.directory.mailbox_rm(address)
+    emit_json({"removed": address}) if as_json else print(f"mailbox {address} removed")
+
+
+@mailbox_app.command("passwd")
+def mailbox_passwd(ctx: typer.Context, address: str,
+                   password: Annotated[str | None, typer.Option("--password", "-p")] = None,
+                   password_stdin: Annotated[bool, typer.Option("--password-stdin")] = False,
+                   as_json: JsonOpt = False) -> None:
+    """Change a mailbox's password."""
+    from ..mailauth.passwords import hash_password
+
+    pw = _read_password(password, password_stdin)
+    ctx.obj.directory.mailbox_set(address, password_hash=hash_password(pw))
+    emit_json({"address": address, "changed": "password"}) if as_json else print(f"password of {address} changed")
+
+
+@mailbox_app.command("quota")
+def mailbox_quota(ctx: typer.Context, address: str,
+                  quota: Annotated[str, typer.Argument(help="e.g. 500M, 2G; 0 = unlimited")],
+                  as_json: JsonOpt = False) -> None:
+    """Set a mailbox's quota."""
+    q = _quota(quota)
+    ctx.obj.directory.mailbox_set(address, quota_bytes=q)
+    emit_json({"address": address, "quota_bytes": q}) if as_json else print(f"quota of {address}: {_human(q)}")
+
+
+@mailbox_app.command("import-passwd")
+def mailbox_import(ctx: typer.Context, file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+                   as_json: JsonOpt = False) -> None:
+    """Import users from a Dovecot passwd-file (user@domain:{SCHEME}hash:...), keeping their hashes."""
+    from ..directory import DirectoryError
+    from ..mailauth.passwords import parse_passwd_line, split_scheme
+
+    c: Context = ctx.obj
+    lines = file.read_text(errors="replace").splitlines()
+    added, skipped = [], []
+    with Progress(console=console, transient=True, disable=as_json) as progress:
+        task = progress.add_task("importing", total=len(lines))
+        for n, line in enumerate(lines, 1):
+            progress.advance(task)
+            try:
+                entry = parse_passwd_line(line)
+                if entry is None:
+                    continue
+                user, hashed = entry
+                split_scheme(hashed)
+                added.append(c.directory.mailbox_add(user, hashed,
+                                                     quota_bytes=c.config["directory.default_quota"]))
+            except (ValueError, DirectoryError) as exc:
+                skipped.append({"line": n, "reason": str(exc)})
+    if as_json:
+        emit_json({"added": added, "skipped": skipped})
+    else:
+        for s in skipped:
+            print(f"{file}:{s['line']}: skipped: {s['reason']}")
+        print(f"{len(added)} mailbox(es) imported, {len(skipped)} skipped")
+    if skipped and not added:
+        raise typer.Exit(2)
+
+
+# --- aliases ------------------------------------------------------------------------------------
+
+@alias_app.command("add")
+def alias_add(ctx: typer.Context, source: str, targets: list[str], as_json: JsonOpt = False) -> None:
+    """Add an alias SOURCE → TARGET... (targets of any tenant's domain, or external)."""
+    have = ctx.obj.directory.alias_add(source, targets)
+    emit_json({"source": source, "targets": have}) if as_json else print(f"{source} -> {', '.join(have)}")
+
+
+@alias_app.command("list")
+def alias_list(ctx: typer.Context, domain: Annotated[str | None, typer.Option("--domain", "-d")] = None,
+               tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None,
+               as_json: JsonOpt = False) -> None:
+    """List aliases."""
+    rows = ctx.obj.directory.alias_list(domain=domain, tenant=tenant)
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table(["alias", "tenant", "targets"],
+                   [[display_address(r["source"]), r["tenant"], ", ".join(r["targets"])] for r in rows])
+
+
+@alias_app.command("rm")
+def alias_rm(ctx: typer.Context, source: str,
+             targets: Annotated[list[str] | None, typer.Argument(help="Only these targets.")] = None,
+             as_json: JsonOpt = False) -> None:
+    """Remove an alias, or only some of its targets."""
+    ctx.obj.directory.alias_rm(source, targets or [])
+    emit_json({"removed": source, "targets": targets or "all"}) if as_json else print(f"alias {source} updated")
+
+
+# --- resolve ------------------------------------------------------------------------------------
+
+def resolve(ctx: typer.Context, address: str,
+            verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show each lookup.")] = False,
+            as_json: JsonOpt = False) -> None:
+    """Show how ADDRESS routes: its final mailboxes, external targets, or why it is refused."""
+    res = ctx.obj.resolver.resolve_uncached(address)
+    if as_json:
+        emit_json({"address": res.address, "status": res.status, "reason": res.reason,
+                   "mailboxes": [{"address": m.address, "tenant": m.tenant, "maildir": str(m.maildir),
+                                  "detail": m.detail, "quota_bytes": m.quota_bytes} for m in res.mailboxes],
+                   "external": res.external, "steps": res.steps})
+    else:
+        if verbose or not res.ok:
+            for step in res.steps:
+                print(f"  {step}")
+        if res.ok:
+            for m in res.mailboxes:
+                print(f"{display_address(m.address)}\tmailbox\t{m.maildir}" + (f"\tdetail={m.detail}" if m.detail
+                                                                                else ""))
+            for e in res.external:
+                print(f"{e}\texternal")
+        else:
+            print(f"{address}: {res.status}: {res.reason}")
+    if not res.ok:
+        raise typer.Exit(1)
+
+
+def _human(n: int | None) -> str:
+    if not n:
+        return "unlimited"
+    for unit in ("B", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n:g}{unit}" if unit == "B" else f"{n:.4g}{unit}"
+        n /= 1024
+    return str(n)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(tenant_app, name="tenant")
+    app.add_typer(domain_app, name="domain")
+    app.add_typer(mailbox_app, name="mailbox")
+    app.add_typer(alias_app, name="alias")
+    app.command("resolve")(resolve)

@@ -1,0 +1,345 @@
+"""Configuration: one TOML file in the data directory, every key with a default.
+
+The key registry below is the single source of truth: `dovetail init` writes it out commented
+(like ``postconf -d``), ``dovetail config show`` prints what differs from it (like ``postconf -n``)
+and ``dovetail config set`` validates against it before touching the file. tomlkit is used for
+editing so an operator's comments and layout survive ``config set``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+CONFIG_NAME = "dovetail.toml"
+
+
+class ConfigError(ValueError):
+    """A config value was refused; the message names the key, the value and why."""
+
+    def __init__(self, key: str, value: object, why: str) -> None:
+        super().__init__(f"{key} = {value!r}: {why}")
+        self.key, self.value, self.why = key, value, why
+
+
+# --- value parsers -----------------------------------------------------------------------------
+
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_size(value: object) -> int:
+    """Bytes from an int or a string like ``50M`` (binary units, as Postfix and Dovecot use)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 10485760 or 10M")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+    m = re.fullmatch(r"\s*(\d+)\s*([kmgtKMGT]?)i?[bB]?\s*", str(value))
+    if not m:
+        raise ValueError("expected a size such as 10485760 or 10M")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string like ``300s``, ``5d``, ``1h``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 300, 300s, 5m, 5d")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return float(value)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdwSMHDW]?)\s*", str(value))
+    if not m:
+        raise ValueError("expected a duration such as 300, 300s, 5m, 5d")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2).lower()]
+
+
+def parse_hostport(value: object) -> str:
+    """``host:port`` (``[v6]:port`` for IPv6); an empty string disables the listener."""
+    text = str(value).strip()
+    if text == "":
+        return ""
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]*):(\d+)", text)
+    if not m:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:2525 or [::1]:2525")
+    port = int(m.group(2) or m.group(4))
+    if not 0 < port < 65536:
+        raise ValueError("port must be 1-65535")
+    return text
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    """Split a validated ``host:port`` into its parts."""
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"yes", "true", "on", "1"}:
+        return True
+    if text in {"no", "false", "off", "0"}:
+        return False
+    raise ValueError("expected yes/no or true/false")
+
+
+def _parse_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError("expected an integer") from None
+
+
+def _parse_str(value: object) -> str:
+    return str(value)
+
+
+def _parse_networks(value: object) -> list[str]:
+    items = value if isinstance(value, list) else [v for v in re.split(r"[,\s]+", str(value)) if v]
+    out = []
+    for item in items:
+        try:
+            out.append(str(ipaddress.ip_network(str(item), strict=False)))
+        except ValueError:
+            raise ValueError(f"{item!r} is not a network such as 10.0.0.0/8") from None
+    return out
+
+
+def _one_of(*choices: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return text
+
+    return parse
+
+
+def _at_least(parse: Callable[[object], Any], low: float) -> Callable[[object], Any]:
+    def checked(value: object) -> Any:
+        result = parse(value)
+        if result < low:
+            raise ValueError(f"must be at least {low:g}")
+        return result
+
+    return checked
+
+
+def _database_url(value: object) -> str:
+    text = str(value).strip()
+    if text and not re.match(r"^(sqlite|postgresql)(\+\w+)?://", text):
+        raise ValueError("expected empty (SQLite in the data directory), sqlite:///PATH or postgresql://...")
+    return text
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: dotted name, default, parser/validator and a one-line description."""
+
+    name: str
+    default: Any
+    parse: Callable[[object], Any]
+    doc: str
+
+
+def _k(name: str, default: Any, parse: Callable[[object], Any], doc: str) -> Key:
+    return Key(name, default, parse, doc)
+
+
+_size = parse_size
+_dur = parse_duration
+_int1 = _at_least(_parse_int, 1)
+_int0 = _at_least(_parse_int, 0)
+
+KEYS: list[Key] = [
+    _k("server.hostname", "", _parse_str, "name in greetings and Received: headers (empty: this host's FQDN)"),
+    _k("listen.smtp", "127.0.0.1:2525", parse_hostport, "MX listener (production: 0.0.0.0:25)"),
+    _k("listen.submission", "127.0.0.1:2587", parse_hostport, "submission listener with STARTTLS (587)"),
+    _k("listen.submissions", "", parse_hostport, "submission listener with implicit TLS (465); empty: off"),
+    _k("listen.imap", "127.0.0.1:1143", parse_hostport, "IMAP listener (143)"),
+    _k("listen.imaps", "", parse_hostport, "IMAP listener with implicit TLS (993); empty: off"),
+    _k("listen.http", "127.0.0.1:8025", parse_hostport, "web admin and REST API"),
+    _k("database.url", "", _database_url, "empty: SQLite dovetail.db in the data directory; or postgresql://..."),
+    _k("log.level", "info", _one_of("debug", "info", "warning", "error"), "lowest level logged"),
+    _k("log.file", "", _parse_str, "also log to this file (empty: stderr only)"),
+    _k("log.format", "text", _one_of("text", "json"), "text lines like mail.log, or JSON"),
+    _k("tls.cert", "tls/cert.pem", _parse_str, "certificate chain, relative to the data directory"),
+    _k("tls.key", "tls/key.pem", _parse_str, "private key, relative to the data directory"),
+    _k("directory.cache_check_interval", "1s", _dur, "how often workers look for directory changes"),
+    _k("directory.alias_depth_limit", 20, _int1, "maximal alias expansion depth (loop guard)"),
+    _k("directory.default_postmaster", "", _parse_str,
+       "where postmaster@/abuse@ go when a domain has no mailbox, alias or --postmaster for them"),
+    _k("directory.default_quota", "0", _size, "quota of new mailboxes (0: unlimited)"),
+    _k("auth.trusted_networks", ["127.0.0.0/8", "::1/128"], _parse_networks,
+       "clients that count as secure: plaintext AUTH/LOGIN allowed without TLS"),
+    _k("smtp.max_message_size", "50M", _size, "largest message accepted (552 5.3.4 beyond)"),
+    _k("smtp.max_recipients", 1000, _int1, "recipients per message (452 4.5.3 beyond)"),
+    _k("smtp.max_line_length", 65536, _at_least(_parse_int, 1000), "longest DATA line accepted"),
+    _k("smtp.max_command_length", 2048, _at_least(_parse_int, 512), "longest command line accepted"),
+    _k("smtp.hard_error_limit", 20, _int1, "errors in one session before disconnect"),
+    _k("smtp.max_connections", 1000, _int1, "concurrent SMTP connections per worker"),
+    _k("smtp.max_connections_per_ip", 50, _int1, "concurrent SMTP connections per client IP"),
+    _k("smtp.idle_timeout", "300s", _at_least(_dur, 1), "cut off a client silent for this long"),
+    _k("smtp.data_timeout", "600s", _at_least(_dur, 1), "longest DATA transfer"),
+    _k("smtp.bare_lf", "tolerate", _one_of("tolerate", "refuse"), "bare LF line endings in DATA"),
+    _k("smtp.over_quota", "defer", _one_of("defer", "reject"), "452 4.2.2 (defer) or 552 5.2.2 (reject)"),
+    _k("queue.minimal_backoff", "300s", _at_least(_dur, 1), "first retry delay of a deferred message"),
+    _k("queue.maximal_backoff", "4000s", _at_least(_dur, 1), "longest retry delay"),
+    _k("queue.maximal_lifetime", "5d", _dur, "deferred messages bounce after this long"),
+    _k("queue.bounce_lifetime", "5d", _dur, "lifetime of bounce messages"),
+    _k("queue.delivery_concurrency", 20, _int1, "parallel deliveries"),
+    _k("imap.max_connections_per_user", 20, _int1, "concurrent IMAP sessions per user and IP"),
+    _k("imap.autologout", "30m", _at_least(_dur, 60), "idle authenticated sessions are logged out"),
+    _k("imap.max_literal_size", "50M", _size, "largest APPEND (APPENDLIMIT)"),
+]
+
+KEY_INDEX: dict[str, Key] = {k.name: k for k in KEYS}
+
+
+def _lookup(doc: dict[str, Any], dotted: str) -> Any:
+    node: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(dotted)
+        node = node[part]
+    return node
+
+
+def _flatten(doc: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for name, value in doc.items():
+        dotted = f"{prefix}{name}"
+        if isinstance(value, dict) and not dotted.startswith("services.") and dotted != "services":
+            yield from _flatten(value, dotted + ".")
+        elif dotted == "services" and isinstance(value, dict):
+            for svc, table in value.items():
+                yield f"services.{svc}", table
+        else:
+            yield dotted, value
+
+
+@dataclass
+class Config:
+    """The effective configuration of one data directory: defaults overlaid with dovetail.toml."""
+
+    data_dir: Path
+    values: dict[str, Any] = field(default_factory=dict)
+    explicit: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def path(self, key: str) -> Path:
+        """A path-valued key resolved against the data directory."""
+        return self.data_dir / self.values[key]
+
+    @property
+    def hostname(self) -> str:
+        return self.values["server.hostname"] or socket.getfqdn()
+
+    @property
+    def database_url(self) -> str:
+        return self.values["database.url"] or f"sqlite:///{(self.data_dir / 'dovetail.db').resolve()}"
+
+
+def validate(key: str, raw: object) -> Any:
+    """Parse one value for ``key``; raises ConfigError naming key, value and why."""
+    spec = KEY_INDEX.get(key)
+    if spec is None:
+        raise ConfigError(key, raw, "unknown key (see `dovetail config show --all`)")
+    try:
+        return spec.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(key, raw, str(exc)) from None
+
+
+def load(data_dir: Path) -> Config:
+    """Read ``<data_dir>/dovetail.toml`` (missing file: all defaults); refuse bad values."""
+    path = data_dir / CONFIG_NAME
+    doc: dict[str, Any] = {}
+    if path.exists():
+        try:
+            doc = tomlkit.parse(path.read_text()).unwrap()
+        except tomlkit.exceptions.ParseError as exc:
+            raise ConfigError(str(path), "", f"not valid TOML: {exc}") from None
+    cfg = Config(data_dir=data_dir)
+    for spec in KEYS:
+        cfg.values[spec.name] = spec.parse(spec.default)
+    for dotted, raw in _flatten(doc):
+        if dotted.startswith("services."):
+            cfg.extra[dotted] = raw
+            continue
+        cfg.values[dotted] = validate(dotted, raw)
+        cfg.explicit[dotted] = raw
+    return cfg
+
+
+def default_file_text() -> str:
+    """The commented config written by ``dovetail init``: every key with its default."""
+    lines = [
+        "# Dovetail configuration. Every key has a default; uncomment to change one.",
+        "# `dovetail config show` prints what differs from the defaults, `--all` everything.",
+        "# `dovetail config set key=value` edits this file and validates the value.",
+    ]
+    section = None
+    for spec in KEYS:
+        sect, _, name = spec.name.rpartition(".")
+        if sect != section:
+            lines += ["", f"[{sect}]"]
+            section = sect
+        lines.append(f"# {spec.doc}")
+        lines.append(f"# {name} = {tomlkit.item(spec.default).as_string()}")
+    return "\n".join(lines) + "\n"
+
+
+def set_value(data_dir: Path, key: str, raw: str) -> Any:
+    """Validate and write ``key = raw`` into dovetail.toml, keeping the file's comments."""
+    spec = KEY_INDEX.get(key)
+    if spec is None:
+        raise ConfigError(key, raw, "unknown key (see `dovetail config show --all`)")
+    parsed = validate(key, raw)
+    path = data_dir / CONFIG_NAME
+    doc = tomlkit.parse(path.read_text()) if path.exists() else tomlkit.document()
+    # Store the operator's spelling ("50M", "5d") when it parses, the typed value otherwise.
+    stored: Any
+    if isinstance(spec.default, bool):
+        stored = parsed
+    elif isinstance(spec.default, int) and not isinstance(spec.default, bool):
+        stored = parsed
+    elif isinstance(spec.default, list):
+        stored = parsed
+    else:
+        stored = raw
+    sect, _, name = key.rpartition(".")
+    table = doc
+    for part in sect.split("."):
+        if part not in table:
+            table[part] = tomlkit.table()
+        table = table[part]
+    table[name] = stored
+    tmp = path.with_suffix(".toml.tmp")
+    tmp.write_text(tomlkit.dumps(doc))
+    os.replace(tmp, path)
+    return parsed
+
+
+def render_value(value: Any) -> str:
+    """A value as TOML would spell it, for ``config show``."""
+    return tomlkit.item(value).as_string()

@@ -1,0 +1,265 @@
+"""Recipient resolution: the one function SMTP, the CLI and the API use to route an address.
+
+Order, as Postfix applies virtual_alias_maps before virtual_mailbox_maps, but with the catch-all
+last so it never shadows a real mailbox (a classic Postfix pitfall):
+
+1. exact alias            ``sales@example.com`` → its targets, expanded recursively
+2. mailbox                ``bob@example.com``
+3. without the +tag       ``bob+news@`` → alias or mailbox ``bob@`` (tag kept as ``detail``)
+4. postmaster@ / abuse@   always resolve (RFC 5321 §4.5.1, RFC 2142): the domain's ``--postmaster``,
+                          else its catch-all, else ``directory.default_postmaster``, else the
+                          system mailbox ``mail/_system/postmaster/``
+5. domain catch-all
+6. unknown
+
+Resolutions are cached per address in-process; the cache is dropped when the directory's
+generation counter moves, checked at most every ``directory.cache_check_interval`` so the RCPT
+hot path does not touch the database.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import Connection
+
+from .addresses import AddressError, normalize_domain, normalize_local
+from .store import Directory, DomainInfo, generation
+
+SYSTEM_TENANT = "_system"
+POSTMASTER_LOCALS = ("postmaster", "abuse")
+
+
+@dataclass(frozen=True)
+class MailboxTarget:
+    """A final local destination: a mailbox of ours and its Maildir."""
+
+    address: str
+    tenant: str
+    domain: str
+    local_part: str
+    maildir: Path
+    quota_bytes: int
+    detail: str | None = None
+
+
+@dataclass
+class Resolution:
+    """How an address routes. ``ok`` with mailboxes and/or external targets, or a refusal ``reason``."""
+
+    address: str
+    status: str  # ok | unknown | not_local | disabled | loop | invalid
+    mailboxes: list[MailboxTarget] = field(default_factory=list)
+    external: list[str] = field(default_factory=list)
+    reason: str = ""
+    steps: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+class _Loop(Exception):
+    pass
+
+
+class Resolver:
+    """Resolves recipient addresses against the directory with a generation-checked cache."""
+
+    def __init__(self, directory: Directory, mail_root: Path, *, depth_limit: int = 20,
+                 default_postmaster: str = "", check_interval: float = 1.0, cache_size: int = 100_000) -> None:
+        self.directory = directory
+        self.mail_root = mail_root
+        self.depth_limit = depth_limit
+        self.default_postmaster = default_postmaster
+        self.check_interval = check_interval
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, Resolution] = OrderedDict()
+        self._generation = -1
+        self._checked_at = 0.0
+        self._lock = threading.Lock()
+        self.db_lookups = 0  # for tests and metrics: how often the database was asked
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._cache.clear()
+            self._checked_at = 0.0
+
+    def _fresh(self, conn: Connection | None = None) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < self.check_interval:
+            return
+        if conn is None:
+            with self.directory.engine.connect() as c:
+                gen = generation(c)
+        else:
+            gen = generation(conn)
+        self._checked_at = now
+        if gen != self._generation:
+            self._cache.clear()
+            self._generation = gen
+
+    def resolve(self, address: str) -> Resolution:
+        """Route one address (cached). Never raises for bad input: returns status ``invalid``."""
+        key = address.strip().strip("<>").lower()
+        with self._lock:
+            self._fresh()
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
+        result = self.resolve_uncached(address)
+        with self._lock:
+            self._cache[key] = result
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return result
+
+    def is_local_domain(self, domain: str) -> bool:
+        """True when ``domain`` is one of ours (used for relay decisions)."""
+        res = self.resolve(f"postmaster@{domain}")
+        return res.status != "not_local" and res.status != "invalid"
+
+    def resolve_uncached(self, address: str) -> Resolution:
+        text = address.strip()
+        if text.startswith("<") and text.endswith(">"):
+            text = text[1:-1]
+        res = Resolution(address=text, status="ok")
+        self.db_lookups += 1
+        with self.directory.engine.connect() as conn:
+            try:
+                local, dom = _split(text)
+            except AddressError as exc:
+                res.status, res.reason = "invalid", str(exc)
+                return res
+            domain = self.directory.lookup_domain(conn, dom)
+            if domain is None:
+                res.status, res.reason = "not_local", f"{dom} is not a domain of ours"
+                res.steps.append(f"{dom}: not one of our domains")
+                return res
+            res.address = f"{local}@{dom}"
+            if not domain.enabled:
+                res.status, res.reason = "disabled", f"domain {dom} is disabled"
+                return res
+            try:
+                found = self._route(conn, local, domain, res, depth=0, path=())
+            except _Loop as exc:
+                res.status, res.reason = "loop", str(exc)
+                return res
+            if not found and res.status == "ok":
+                res.status, res.reason = "unknown", f"no mailbox, alias or catch-all for {local}@{dom}"
+            # de-duplicate, keeping order
+            seen: set[tuple[str, str | None]] = set()
+            uniq = []
+            for mb in res.mailboxes:
+                if (mb.address, mb.detail) not in seen:
+                    seen.add((mb.address, mb.detail))
+                    uniq.append(mb)
+            res.mailboxes = uniq
+            res.external = list(dict.fromkeys(res.external))
+            if res.status == "ok" and not res.mailboxes and not res.external:
+                res.status, res.reason = "loop", f"alias loop: {res.address} expands to nothing deliverable"
+        return res
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _route(self, conn: Connection, local: str, domain: DomainInfo, res: Resolution, *,
+               depth: int, path: tuple[str, ...], detail: str | None = None) -> bool:
+        """Route ``local@domain`` into ``res``; False when nothing matches (unknown)."""
+        address = f"{local}@{domain.name}"
+        if depth > self.depth_limit:
+            raise _Loop(f"alias expansion deeper than {self.depth_limit} at {address}")
+        indent = "  " * depth
+        if not domain.enabled:
+            res.steps.append(f"{indent}{address}: domain disabled")
+            return False
+        targets = self.directory.lookup_alias(conn, domain.id, local)
+        if targets is not None:
+            res.steps.append(f"{indent}{address}: alias -> {', '.join(targets)}")
+            self._expand(conn, address, targets, domain, res, depth, path, detail)
+            return True
+        if self._mailbox(conn, local, domain, res, indent, detail):
+            return True
+        sep = domain.plus_separator
+        if sep and sep in local and not local.startswith(sep):
+            base, tag = local.split(sep, 1)
+            res.steps.append(f"{indent}{address}: no exact match, trying {base}@{domain.name} (detail {tag!r})")
+            targets = self.directory.lookup_alias(conn, domain.id, base)
+            if targets is not None:
+                res.steps.append(f"{indent}{base}@{domain.name}: alias -> {', '.join(targets)}")
+                self._expand(conn, f"{base}@{domain.name}", targets, domain, res, depth, path, tag)
+                return True
+            if self._mailbox(conn, base, domain, res, indent, tag):
+                return True
+            local = base
+        if local in POSTMASTER_LOCALS:
+            target = domain.postmaster or domain.catchall or self.default_postmaster
+            if target:
+                res.steps.append(f"{indent}{address}: {local} of the domain -> {target}")
+                self._expand(conn, address, [target], domain, res, depth, path, detail)
+            else:
+                res.steps.append(f"{indent}{address}: {local} of the domain -> system postmaster mailbox")
+                res.mailboxes.append(MailboxTarget(
+                    address=f"postmaster@{domain.name}", tenant=SYSTEM_TENANT, domain="", local_part="postmaster",
+                    maildir=self.mail_root / SYSTEM_TENANT / "postmaster", quota_bytes=0, detail=detail))
+            return True
+        if domain.catchall:
+            res.steps.append(f"{indent}{address}: catch-all -> {domain.catchall}")
+            self._expand(conn, address, [domain.catchall], domain, res, depth, path, detail)
+            return True
+        res.steps.append(f"{indent}{address}: unknown")
+        return False
+
+    def _mailbox(self, conn: Connection, local: str, domain: DomainInfo, res: Resolution, indent: str,
+                 detail: str | None) -> bool:
+        row = self.directory.lookup_mailbox(conn, domain.id, local)
+        if row is None:
+            return False
+        address = f"{local}@{domain.name}"
+        if not row["enabled"]:
+            res.steps.append(f"{indent}{address}: mailbox disabled")
+            if not indent:
+                res.status, res.reason = "disabled", f"mailbox {address} is disabled"
+            return True
+        res.steps.append(f"{indent}{address}: mailbox {domain.tenant}/{domain.name}/{local}"
+                         + (f" (detail {detail!r})" if detail else ""))
+        res.mailboxes.append(MailboxTarget(
+            address=address, tenant=domain.tenant, domain=domain.name, local_part=local,
+            maildir=self.mail_root / domain.tenant / domain.name / local,
+            quota_bytes=int(row["quota_bytes"] or 0), detail=detail))
+        return True
+
+    def _expand(self, conn: Connection, source: str, targets: list[str], source_domain: DomainInfo,
+                res: Resolution, depth: int, path: tuple[str, ...], detail: str | None) -> None:
+        path = path + (source,)
+        for target in targets:
+            try:
+                t_local, t_dom = _split(target)
+            except AddressError:
+                res.steps.append(f"{'  ' * (depth + 1)}{target}: invalid target, skipped")
+                continue
+            t_addr = f"{t_local}@{t_dom}"
+            domain = source_domain if t_dom == source_domain.name else self.directory.lookup_domain(conn, t_dom)
+            if domain is None:
+                res.steps.append(f"{'  ' * (depth + 1)}{t_addr}: external")
+                res.external.append(t_addr)
+                continue
+            if t_addr in path:
+                # Postfix convention: an alias listing itself means "and deliver to my mailbox".
+                if t_addr == source and self._mailbox(conn, t_local, domain, res, "  " * (depth + 1), detail):
+                    continue
+                res.steps.append(f"{'  ' * (depth + 1)}{t_addr}: loop, dropped")
+                continue
+            if not self._route(conn, t_local, domain, res, depth=depth + 1, path=path, detail=detail):
+                res.steps.append(f"{'  ' * (depth + 1)}{t_addr}: target does not exist, dropped")
+
+
+def _split(address: str) -> tuple[str, str]:
+    local, at, dom = address.rpartition("@")
+    if not at:
+        raise AddressError(f"{address!r} is not an address (local@domain)")
+    return normalize_local(local), normalize_domain(dom)

@@ -1,0 +1,76 @@
+"""Tables of the directory: tenants own domains; domains hold mailboxes and aliases.
+
+SQLAlchemy Core, not the ORM: the hot path (recipient resolution) wants plain rows and the
+schema must run unchanged on SQLite and PostgreSQL. Migrations in ``dovetail/migrations``.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+_now = sa.func.current_timestamp()
+
+tenants = sa.Table(
+    "tenants", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("display_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
+)
+
+domains = sa.Table(
+    "domains", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(253), nullable=False, unique=True),  # A-label, lowercase
+    sa.Column("tenant_id", sa.Integer, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("catchall", sa.String(320), nullable=True),
+    sa.Column("plus_separator", sa.String(4), nullable=False, server_default="+"),
+    sa.Column("postmaster", sa.String(320), nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
+)
+
+mailboxes = sa.Table(
+    "mailboxes", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("domain_id", sa.Integer, sa.ForeignKey("domains.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("local_part", sa.String(64), nullable=False),  # lowercase
+    sa.Column("password_hash", sa.String(512), nullable=True),
+    sa.Column("quota_bytes", sa.BigInteger, nullable=False, server_default="0"),  # 0 = unlimited
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
+    sa.UniqueConstraint("domain_id", "local_part", name="uq_mailboxes_address"),
+)
+
+aliases = sa.Table(
+    "aliases", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("domain_id", sa.Integer, sa.ForeignKey("domains.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("local_part", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
+    sa.UniqueConstraint("domain_id", "local_part", name="uq_aliases_address"),
+)
+
+alias_targets = sa.Table(
+    "alias_targets", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("alias_id", sa.Integer, sa.ForeignKey("aliases.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("target", sa.String(320), nullable=False),
+)
+
+# One row; bumped by every directory write so other processes drop their caches.
+directory_state = sa.Table(
+    "directory_state", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("generation", sa.BigInteger, nullable=False, server_default="0"),
+)

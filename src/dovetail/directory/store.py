@@ -1,0 +1,342 @@
+"""Directory writes and listings: tenants, domains, mailboxes, aliases, catch-all.
+
+Every write bumps ``directory_state.generation`` in the same transaction, which is how resolver
+caches in other processes (SMTP workers) learn that what they hold is stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from .addresses import (
+    AddressError,
+    check_tenant_name,
+    display_domain,
+    normalize_address,
+    normalize_domain,
+    split_address,
+)
+from .schema import alias_targets, aliases, directory_state, domains, mailboxes, tenants
+
+
+class DirectoryError(ValueError):
+    """A refused directory change (unknown name, duplicate, dependants without --force)."""
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    id: int
+    name: str
+    tenant: str
+    enabled: bool
+    catchall: str | None
+    plus_separator: str
+    postmaster: str | None
+
+    @property
+    def display_name(self) -> str:
+        return display_domain(self.name)
+
+
+def _bump(conn: Connection) -> None:
+    conn.execute(directory_state.update().values(generation=directory_state.c.generation + 1))
+
+
+def generation(conn: Connection) -> int:
+    return int(conn.execute(sa.select(directory_state.c.generation)).scalar_one())
+
+
+class Directory:
+    """CRUD over the directory tables; one instance per engine, safe to share between threads."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # --- tenants -------------------------------------------------------------------------------
+
+    def tenant_add(self, name: str, display_name: str = "", enabled: bool = True) -> dict[str, Any]:
+        slug = _checked(check_tenant_name, name)
+        with self.engine.begin() as conn:
+            if conn.execute(sa.select(tenants.c.id).where(tenants.c.name == slug)).first():
+                raise DirectoryError(f"tenant {slug!r} already exists")
+            conn.execute(tenants.insert().values(name=slug, display_name=display_name or slug, enabled=enabled))
+            _bump(conn)
+        return {"name": slug, "display_name": display_name or slug, "enabled": enabled}
+
+    def tenant_list(self) -> list[dict[str, Any]]:
+        ndomains = (sa.select(sa.func.count()).select_from(domains)
+                    .where(domains.c.tenant_id == tenants.c.id).scalar_subquery())
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(tenants.c.name, tenants.c.display_name, tenants.c.enabled,
+                                          ndomains.label("domains")).order_by(tenants.c.name))
+            return [dict(r._mapping) for r in rows]
+
+    def tenant_set(self, name: str, *, enabled: bool | None = None, display_name: str | None = None) -> None:
+        values: dict[str, Any] = {}
+        if enabled is not None:
+            values["enabled"] = enabled
+        if display_name is not None:
+            values["display_name"] = display_name
+        with self.engine.begin() as conn:
+            tid = self._tenant_id(conn, name)
+            if values:
+                conn.execute(tenants.update().where(tenants.c.id == tid).values(**values))
+                _bump(conn)
+
+    def tenant_rm(self, name: str, force: bool = False) -> int:
+        """Delete a tenant; refused while it owns domains unless ``force``. Returns domains removed."""
+        with self.engine.begin() as conn:
+            tid = self._tenant_id(conn, name)
+            count = conn.execute(sa.select(sa.func.count()).select_from(domains)
+                                 .where(domains.c.tenant_id == tid)).scalar_one()
+            if count and not force:
+                raise DirectoryError(f"tenant {name!r} still owns {count} domain(s); use --force to delete them too")
+            for (did,) in conn.execute(sa.select(domains.c.id).where(domains.c.tenant_id == tid)).all():
+                self._delete_domain_rows(conn, did)
+            conn.execute(tenants.delete().where(tenants.c.id == tid))
+            _bump(conn)
+        return int(count)
+
+    def _tenant_id(self, conn: Connection, name: str) -> int:
+        tid = conn.execute(sa.select(tenants.c.id).where(tenants.c.name == name.strip().lower())).scalar()
+        if tid is None:
+            raise DirectoryError(f"no such tenant {name!r}")
+        return int(tid)
+
+    # --- domains -------------------------------------------------------------------------------
+
+    def domain_add(self, name: str, tenant: str, postmaster: str | None = None,
+                   plus_separator: str = "+", enabled: bool = True) -> DomainInfo:
+        dom = _checked(normalize_domain, name)
+        if postmaster:
+            postmaster = _checked(normalize_address, postmaster)
+        if len(plus_separator) != 1 or plus_separator.isalnum() or plus_separator in "@/.\\\"":
+            raise DirectoryError(f"plus separator {plus_separator!r}: must be one character such as + or -")
+        with self.engine.begin() as conn:
+            tid = self._tenant_id(conn, tenant)
+            if conn.execute(sa.select(domains.c.id).where(domains.c.name == dom)).first():
+                raise DirectoryError(f"domain {display_domain(dom)!r} already exists")
+            conn.execute(domains.insert().values(name=dom, tenant_id=tid, enabled=enabled,
+                                                 postmaster=postmaster, plus_separator=plus_separator))
+            _bump(conn)
+        return self.domain_get(dom)
+
+    def domain_get(self, name: str) -> DomainInfo:
+        dom = _checked(normalize_domain, name)
+        with self.engine.connect() as conn:
+            row = conn.execute(_domain_select().where(domains.c.name == dom)).first()
+        if row is None:
+            raise DirectoryError(f"no such domain {name!r}")
+        return DomainInfo(**row._mapping)
+
+    def domain_list(self, tenant: str | None = None) -> list[DomainInfo]:
+        query = _domain_select().order_by(domains.c.name)
+        if tenant:
+            query = query.where(tenants.c.name == tenant.strip().lower())
+        with self.engine.connect() as conn:
+            return [DomainInfo(**r._mapping) for r in conn.execute(query)]
+
+    def domain_set(self, name: str, **values: Any) -> DomainInfo:
+        """Change enabled/catchall/postmaster/plus_separator of a domain."""
+        dom = _checked(normalize_domain, name)
+        if values.get("catchall"):
+            values["catchall"] = _checked(normalize_address, values["catchall"])
+        if values.get("postmaster"):
+            values["postmaster"] = _checked(normalize_address, values["postmaster"])
+        with self.engine.begin() as conn:
+            result = conn.execute(domains.update().where(domains.c.name == dom).values(**values))
+            if result.rowcount == 0:
+                raise DirectoryError(f"no such domain {name!r}")
+            _bump(conn)
+        return self.domain_get(dom)
+
+    def domain_rm(self, name: str, force: bool = False) -> None:
+        dom = _checked(normalize_domain, name)
+        with self.engine.begin() as conn:
+            did = conn.execute(sa.select(domains.c.id).where(domains.c.name == dom)).scalar()
+            if did is None:
+                raise DirectoryError(f"no such domain {name!r}")
+            n = conn.execute(sa.select(sa.func.count()).select_from(mailboxes)
+                             .where(mailboxes.c.domain_id == did)).scalar_one()
+            if n and not force:
+                raise DirectoryError(f"domain {name!r} still has {n} mailbox(es); use --force to delete them too")
+            self._delete_domain_rows(conn, did)
+            _bump(conn)
+
+    def _delete_domain_rows(self, conn: Connection, did: int) -> None:
+        alias_ids = sa.select(aliases.c.id).where(aliases.c.domain_id == did)
+        conn.execute(alias_targets.delete().where(alias_targets.c.alias_id.in_(alias_ids)))
+        conn.execute(aliases.delete().where(aliases.c.domain_id == did))
+        conn.execute(mailboxes.delete().where(mailboxes.c.domain_id == did))
+        conn.execute(domains.delete().where(domains.c.id == did))
+
+    def _domain_id(self, conn: Connection, dom: str) -> int:
+        did = conn.execute(sa.select(domains.c.id).where(domains.c.name == dom)).scalar()
+        if did is None:
+            raise DirectoryError(
+                f"{display_domain(dom)!r} is not one of our domains (add it with `dovetail domain add`)")
+        return int(did)
+
+    # --- mailboxes -----------------------------------------------------------------------------
+
+    def mailbox_add(self, address: str, password_hash: str | None, quota_bytes: int = 0,
+                    enabled: bool = True) -> str:
+        local, dom = _checked(split_address, address)
+        with self.engine.begin() as conn:
+            did = self._domain_id(conn, dom)
+            if conn.execute(sa.select(mailboxes.c.id).where(mailboxes.c.domain_id == did,
+                                                            mailboxes.c.local_part == local)).first():
+                raise DirectoryError(f"mailbox {local}@{dom} already exists")
+            conn.execute(mailboxes.insert().values(domain_id=did, local_part=local, password_hash=password_hash,
+                                                   quota_bytes=quota_bytes, enabled=enabled))
+            _bump(conn)
+        return f"{local}@{dom}"
+
+    def mailbox_list(self, domain: str | None = None, tenant: str | None = None) -> list[dict[str, Any]]:
+        query = (sa.select((mailboxes.c.local_part + "@" + domains.c.name).label("address"),
+                           tenants.c.name.label("tenant"), mailboxes.c.quota_bytes, mailboxes.c.enabled)
+                 .select_from(mailboxes.join(domains).join(tenants))
+                 .order_by(domains.c.name, mailboxes.c.local_part))
+        if domain:
+            query = query.where(domains.c.name == _checked(normalize_domain, domain))
+        if tenant:
+            query = query.where(tenants.c.name == tenant.strip().lower())
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(query)]
+
+    def mailbox_get(self, address: str) -> dict[str, Any] | None:
+        """The mailbox row (with tenant and domain) for login, or None."""
+        try:
+            local, dom = split_address(address)
+        except AddressError:
+            return None
+        query = (sa.select(mailboxes.c.local_part, domains.c.name.label("domain"), tenants.c.name.label("tenant"),
+                           mailboxes.c.password_hash, mailboxes.c.quota_bytes,
+                           (mailboxes.c.enabled & domains.c.enabled & tenants.c.enabled).label("enabled"))
+                 .select_from(mailboxes.join(domains).join(tenants))
+                 .where(domains.c.name == dom, mailboxes.c.local_part == local))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return dict(row._mapping) if row else None
+
+    def mailbox_set(self, address: str, **values: Any) -> None:
+        """Change password_hash / quota_bytes / enabled of a mailbox."""
+        local, dom = _checked(split_address, address)
+        with self.engine.begin() as conn:
+            did = self._domain_id(conn, dom)
+            result = conn.execute(mailboxes.update().where(mailboxes.c.domain_id == did,
+                                                           mailboxes.c.local_part == local).values(**values))
+            if result.rowcount == 0:
+                raise DirectoryError(f"no such mailbox {local}@{dom}")
+            _bump(conn)
+
+    def mailbox_rm(self, address: str) -> None:
+        local, dom = _checked(split_address, address)
+        with self.engine.begin() as conn:
+            did = self._domain_id(conn, dom)
+            result = conn.execute(mailboxes.delete().where(mailboxes.c.domain_id == did,
+                                                           mailboxes.c.local_part == local))
+            if result.rowcount == 0:
+                raise DirectoryError(f"no such mailbox {local}@{dom}")
+            _bump(conn)
+
+    # --- aliases -------------------------------------------------------------------------------
+
+    def alias_add(self, source: str, targets: Iterable[str]) -> list[str]:
+        """Add targets to an alias (created on first use). Returns the alias's full target list."""
+        local, dom = _checked(split_address, source)
+        clean = [_checked(normalize_address, t) for t in targets]
+        if not clean:
+            raise DirectoryError("an alias needs at least one target")
+        with self.engine.begin() as conn:
+            did = self._domain_id(conn, dom)
+            aid = conn.execute(sa.select(aliases.c.id).where(aliases.c.domain_id == did,
+                                                             aliases.c.local_part == local)).scalar()
+            if aid is None:
+                aid = conn.execute(aliases.insert().values(domain_id=did, local_part=local)).inserted_primary_key[0]
+            have = set(conn.execute(sa.select(alias_targets.c.target).where(alias_targets.c.alias_id == aid))
+                       .scalars())
+            for target in clean:
+                if target not in have:
+                    conn.execute(alias_targets.insert().values(alias_id=aid, target=target))
+                    have.add(target)
+            _bump(conn)
+            return sorted(have)
+
+    def alias_list(self, domain: str | None = None, tenant: str | None = None) -> list[dict[str, Any]]:
+        query = (sa.select((aliases.c.local_part + "@" + domains.c.name).label("source"),
+                           tenants.c.name.label("tenant"), alias_targets.c.target)
+                 .select_from(aliases.join(domains).join(tenants).join(alias_targets))
+                 .order_by(domains.c.name, aliases.c.local_part, alias_targets.c.target))
+        if domain:
+            query = query.where(domains.c.name == _checked(normalize_domain, domain))
+        if tenant:
+            query = query.where(tenants.c.name == tenant.strip().lower())
+        out: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                entry = out.setdefault(row.source, {"source": row.source, "tenant": row.tenant, "targets": []})
+                entry["targets"].append(row.target)
+        return list(out.values())
+
+    def alias_rm(self, source: str, targets: Iterable[str] = ()) -> None:
+        """Remove some targets of an alias, or the whole alias when none are named."""
+        local, dom = _checked(split_address, source)
+        drop = [_checked(normalize_address, t) for t in targets]
+        with self.engine.begin() as conn:
+            did = self._domain_id(conn, dom)
+            aid = conn.execute(sa.select(aliases.c.id).where(aliases.c.domain_id == did,
+                                                             aliases.c.local_part == local)).scalar()
+            if aid is None:
+                raise DirectoryError(f"no such alias {local}@{dom}")
+            if drop:
+                result = conn.execute(alias_targets.delete().where(alias_targets.c.alias_id == aid,
+                                                                   alias_targets.c.target.in_(drop)))
+                if result.rowcount == 0:
+                    raise DirectoryError(f"alias {local}@{dom} has none of those targets")
+                left = conn.execute(sa.select(sa.func.count()).select_from(alias_targets)
+                                    .where(alias_targets.c.alias_id == aid)).scalar_one()
+            else:
+                left = 0
+            if not left:
+                conn.execute(alias_targets.delete().where(alias_targets.c.alias_id == aid))
+                conn.execute(aliases.delete().where(aliases.c.id == aid))
+            _bump(conn)
+
+    # --- lookups for the resolver (uncached; the resolver caches) --------------------------------
+
+    def lookup_domain(self, conn: Connection, dom: str) -> DomainInfo | None:
+        row = conn.execute(_domain_select().where(domains.c.name == dom)).first()
+        return DomainInfo(**row._mapping) if row else None
+
+    def lookup_alias(self, conn: Connection, domain_id: int, local: str) -> list[str] | None:
+        aid = conn.execute(sa.select(aliases.c.id).where(aliases.c.domain_id == domain_id,
+                                                         aliases.c.local_part == local)).scalar()
+        if aid is None:
+            return None
+        return list(conn.execute(sa.select(alias_targets.c.target).where(alias_targets.c.alias_id == aid)
+                                 .order_by(alias_targets.c.id)).scalars())
+
+    def lookup_mailbox(self, conn: Connection, domain_id: int, local: str) -> dict[str, Any] | None:
+        row = conn.execute(sa.select(mailboxes.c.local_part, mailboxes.c.quota_bytes, mailboxes.c.enabled)
+                           .where(mailboxes.c.domain_id == domain_id, mailboxes.c.local_part == local)).first()
+        return dict(row._mapping) if row else None
+
+
+def _domain_select() -> sa.Select:
+    return (sa.select(domains.c.id, domains.c.name, tenants.c.name.label("tenant"),
+                      (domains.c.enabled & tenants.c.enabled).label("enabled"),
+                      domains.c.catchall, domains.c.plus_separator, domains.c.postmaster)
+            .select_from(domains.join(tenants)))
+
+
+def _checked(fn, value):  # noqa: ANN001, ANN202
+    try:
+        return fn(value)
+    except AddressError as exc:
+        raise DirectoryError(str(exc)) from None
