@@ -6,6 +6,7 @@ migrations in ``migrations/``, on both engines.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -52,8 +53,13 @@ def alembic_config(engine: Engine) -> AlembicConfig:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (a no-op when it is there)."""
-    command.upgrade(alembic_config(engine), "head")
+    """Bring the schema to the newest migrations (a no-op when it is there).
+
+    Each area (directory, replies, web, outbound) keeps its own branch of revisions rooted at
+    ``0001``, so ``heads`` upgrades them all.
+    """
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    command.upgrade(alembic_config(engine), "heads")
 
 
 def connect_and_migrate(cfg: Config) -> Engine:
