@@ -1,0 +1,145 @@
+"""Virtual mailbox delivery into Maildir (Postfix's virtual(8)).
+
+For each recipient the resolver names the mailboxes (``MailboxTarget``). Each mailbox gets its own
+copy of the message with ``Return-Path:`` and ``Delivered-To:`` prepended and LF line endings.
+Copies are never hard-linked across mailboxes: ``Delivered-To:`` differs per mailbox and is what
+loop detection relies on, so like Postfix's virtual we write one file per mailbox. Two recipients
+of one message that resolve to the same Maildir get one copy.
+
+A recipient that resolves to several mailboxes is retried as a whole when one of them fails
+temporarily, so the mailboxes that succeeded may get a second copy on the retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from dovetail.delivery.loops import scan_headers
+from dovetail.delivery.maildir import QuotaCache, lf_chunks, write_message
+from dovetail.queue.agent import DeliveryResult
+from dovetail.queue.envelope import QueueRecipient
+from dovetail.queue.qfile import QueuedMessage
+
+RELAY = "virtual"
+_CTL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class MailboxTarget:
+    """One mailbox a recipient's mail goes to; ``detail`` is the +tag of the address, if any."""
+
+    address: str
+    maildir: Path
+    quota_bytes: int | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """The resolver's answer for an address that has no mailbox."""
+
+    reason: str = "user unknown"
+    dsn_code: str = "5.1.1"
+
+
+class RecipientRejected(Exception):
+    """A resolver may raise this instead of returning ``Rejection``."""
+
+    def __init__(self, reason: str = "user unknown", dsn_code: str = "5.1.1") -> None:
+        super().__init__(reason)
+        self.rejection = Rejection(reason, dsn_code)
+
+
+Resolver = Callable[[str], "list[MailboxTarget] | Rejection"]
+
+
+@dataclass
+class MaildirConfig:
+    hop_count_limit: int = 50
+    quota_bounce: bool = False
+    header_limit: int = 1024 * 1024
+
+
+class MaildirDeliveryAgent:
+    """``deliver`` runs the blocking file work in a worker thread, one thread per call."""
+
+    def __init__(self, resolve: Resolver, config: MaildirConfig | None = None) -> None:
+        self.resolve = resolve
+        self.config = config or MaildirConfig()
+        self.quota = QuotaCache()
+
+    async def deliver(self, message: QueuedMessage, recipients: list[QueueRecipient]) -> list[DeliveryResult]:
+        return await asyncio.to_thread(self.deliver_sync, message, recipients)
+
+    def deliver_sync(self, message: QueuedMessage, recipients: list[QueueRecipient]) -> list[DeliveryResult]:
+        facts = scan_headers(message.read_headers(self.config.header_limit))
+        if facts.received > self.config.hop_count_limit:
+            reason = f"mail forwarding loop: too many hops ({facts.received} Received: headers)"
+            return [DeliveryResult(r, "bounced", "5.4.6", reason, RELAY) for r in recipients]
+        done: dict[Path, DeliveryResult | None] = {}
+        return [self._one(message, rcpt, facts.delivered_to, done) for rcpt in recipients]
+
+    def _one(
+        self,
+        message: QueuedMessage,
+        rcpt: QueueRecipient,
+        seen: frozenset[str],
+        done: dict[Path, DeliveryResult | None],
+    ) -> DeliveryResult:
+        try:
+            resolved = self.resolve(rcpt.address)
+        except RecipientRejected as exc:
+            resolved = exc.rejection
+        except Exception as exc:
+            return DeliveryResult(rcpt, "deferred", "4.3.0", f"mailbox lookup failed: {exc}", RELAY)
+        if isinstance(resolved, Rejection):
+            return DeliveryResult(rcpt, "bounced", resolved.dsn_code, resolved.reason, RELAY)
+        if not resolved:
+            return DeliveryResult(rcpt, "bounced", "5.1.1", "user unknown", RELAY)
+        for target in resolved:
+            if rcpt.address.lower() in seen or target.address.lower() in seen:
+                reason = f"mail forwarding loop for {target.address}"
+                return DeliveryResult(rcpt, "bounced", "5.4.6", reason, RELAY)
+        for target in resolved:
+            full = self._over_quota(message, target)
+            if full is not None:
+                return DeliveryResult(rcpt, full[0], full[1], full[2], RELAY)
+        for target in resolved:
+            key = target.maildir.resolve()
+            if key in done:
+                continue
+            try:
+                write_message(target.maildir, self._content(message, target.address))
+            except OSError as exc:
+                return DeliveryResult(rcpt, "deferred", *_io_error(exc), RELAY)
+            done[key] = None
+        return DeliveryResult(rcpt, "sent", "2.0.0", "delivered to maildir", RELAY)
+
+    def _over_quota(self, message: QueuedMessage, target: MailboxTarget) -> tuple[str, str, str] | None:
+        if target.quota_bytes is None:
+            return None
+        used = self.quota.usage(target.maildir)
+        if used + message.size <= target.quota_bytes:
+            return None
+        reason = f"mailbox full: {used} of {target.quota_bytes} bytes used"
+        return ("bounced", "5.2.2", reason) if self.config.quota_bounce else ("deferred", "4.2.2", reason)
+
+    @staticmethod
+    def _content(message: QueuedMessage, address: str) -> Iterator[bytes]:
+        sender = _CTL.sub("", message.envelope.sender)
+        yield f"Return-Path: <{sender}>\nDelivered-To: {_CTL.sub('', address)}\n".encode()
+        with message.open() as stream:
+            yield from lf_chunks(iter(lambda: stream.read(65536), b""))
+
+
+def _io_error(exc: OSError) -> tuple[str, str]:
+    if exc.errno == errno.ENOSPC:
+        return "4.3.1", f"mail system full: cannot write maildir: {exc.strerror}"
+    if exc.errno == errno.EDQUOT:
+        return "4.2.2", f"mailbox over disk quota: {exc.strerror}"
+    return "4.3.0", f"cannot write maildir: {exc.strerror or exc}"
