@@ -1,0 +1,585 @@
+"""asyncio adapter for the SMTP core: sockets, TLS, timeouts, connection limits and the backend calls.
+
+Built on ``asyncio.Protocol`` (not streams) because it avoids a StreamReader copy per read and runs
+fastest under uvloop, which is used when the caller installs it. One task per connection drives the
+sans-I/O core; reading pauses while unparsed input piles up behind a slow backend write or commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import socket
+import ssl
+from collections import Counter
+
+from dovetail.log import get_logger
+from dovetail.smtp import events as ev
+from dovetail.smtp.backend import Backend, Envelope, EnvelopeRecipient, MessageSink, SessionInfo
+from dovetail.smtp.limits import Limits
+from dovetail.smtp.protocol import SmtpConnection, State
+from dovetail.smtp.received import received_header
+from dovetail.smtp.reply import Reply
+
+log = get_logger("smtpd")
+
+TEMP_FAIL = Reply(451, "4.3.0", "Error: temporary failure")
+QUEUE_FAIL = Reply(451, "4.3.0", "Error: queue file write error")
+_LOGIN_USER = base64.b64encode(b"Username:").decode()
+_LOGIN_PASS = base64.b64encode(b"Password:").decode()
+
+
+class SmtpServer:
+    """An SMTP listener: ``await start(sock=...)`` on a socket bound by the master, ``await stop(grace)``."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        limits: Limits | None = None,
+        hostname: str = "localhost",
+        ssl_context: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
+        *,
+        listener: str = "mx",
+        auth: bool = False,
+        auth_plaintext: bool = False,
+    ) -> None:
+        if implicit_tls and ssl_context is None:
+            raise ValueError("implicit_tls needs an ssl_context")
+        self.backend = backend
+        self.limits = limits or Limits()
+        self.hostname = hostname
+        self.ssl_context = ssl_context
+        self.implicit_tls = implicit_tls
+        self.listener = listener
+        self.auth = auth
+        self.auth_plaintext = auth_plaintext
+        self.connections_total = 0
+        self.connections_refused = 0
+        self.messages_accepted = 0
+        self._server: asyncio.Server | None = None
+        self._port = 0
+        self._sessions: set[_Session] = set()
+        self._per_ip: Counter[str] = Counter()
+        self.stopping = False
+
+    @property
+    def active_connections(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def reading_paused(self) -> int:
+        """Sessions whose socket reads are paused because input piled up behind the backend."""
+        return sum(1 for s in self._sessions if s.paused)
+
+    def buffered(self) -> int:
+        """Octets received and not yet parsed, over all sessions."""
+        return sum(s.conn.buffered for s in self._sessions if s.conn is not None)
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return list(self._server.sockets) if self._server else []
+
+    @property
+    def port(self) -> int:
+        """The listening port (kept after ``stop`` closes the socket)."""
+        return self._port
+
+    async def start(self, sock: socket.socket | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Serve on ``sock`` (bound and listening, maybe shared with sibling workers) or host/port."""
+        loop = asyncio.get_running_loop()
+        kwargs: dict = {}
+        if self.implicit_tls:
+            kwargs = {"ssl": self.ssl_context, "ssl_handshake_timeout": self.limits.tls_handshake_timeout}
+        if sock is not None:
+            self._server = await loop.create_server(lambda: _Session(self), sock=sock, **kwargs)
+        else:
+            self._server = await loop.create_server(lambda: _Session(self), host, port, **kwargs)
+        self._port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self, grace: float = 30.0) -> None:
+        """Stop accepting; idle sessions get 421 now, transactions in flight get ``grace`` seconds."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        for session in list(self._sessions):
+            session.wake()
+        tasks = [s.task for s in self._sessions if s.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for session in list(self._sessions):
+                session.force_close(Reply(421, "4.3.2", f"{self.hostname} Service shutting down"))
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+
+    def _admit(self, session: _Session) -> Reply | None:
+        ip = session.info.client_ip
+        self.connections_total += 1
+        if len(self._sessions) >= self.limits.max_connections:
+            return Reply(421, "4.7.0", f"{self.hostname} Error: too many connections")
+        if self._per_ip[ip] >= self.limits.max_connections_per_ip:
+            return Reply(421, "4.7.0", f"{self.hostname} Error: too many connections from {ip}")
+        if self.stopping:
+            return Reply(421, "4.3.2", f"{self.hostname} Service shutting down")
+        self._sessions.add(session)
+        self._per_ip[ip] += 1
+        return None
+
+    def _release(self, session: _Session) -> None:
+        if session in self._sessions:
+            self._sessions.discard(session)
+            ip = session.info.client_ip
+            self._per_ip[ip] -= 1
+            if self._per_ip[ip] <= 0:
+                del self._per_ip[ip]
+
+
+def _tls_info(info: SessionInfo, transport: asyncio.BaseTransport) -> None:
+    obj = transport.get_extra_info("ssl_object")
+    info.tls = True
+    if obj is not None:
+        info.tls_version = obj.version()
+        cipher = obj.cipher()
+        info.tls_cipher = cipher[0] if cipher else None
+
+
+class _Session(asyncio.Protocol):
+    """One client connection: moves bytes between the socket and the core, awaits the backend."""
+
+    def __init__(self, server: SmtpServer) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.conn: SmtpConnection | None = None
+        self.info = SessionInfo("", 0, listener=server.listener)
+        self.task: asyncio.Task | None = None
+        self._out = bytearray()
+        self._waiter: asyncio.Future | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._eof = False
+        self._paused = False
+        self._closed = False
+        self._cmd_mark = self.loop.time()
+        self._data_mark = 0.0
+        self._last_rx = 0.0
+        self.envelope: Envelope | None = None
+        self.sink: MessageSink | None = None
+        self._sink_failed = False
+        self._sasl: list[str] = []
+        self._open_error: Reply | None = None
+        self.counts: dict[str, list[int]] = {}
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.info.client_ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        self.info.client_port = int(peer[1]) if isinstance(peer, tuple) and len(peer) > 1 else 0
+        if self.server.implicit_tls:
+            _tls_info(self.info, transport)
+        refusal = self.server._admit(self)
+        if refusal is not None:
+            self.server.connections_refused += 1
+            log.warning(f"refused connection from {self.info.peer}: {refusal}")
+            self.transport.write(refusal.render())
+            self.transport.close()
+            self._closed = True
+            return
+        server = self.server
+        self.conn = SmtpConnection(
+            server.limits,
+            tls_available=server.ssl_context is not None,
+            auth_available=server.auth,
+            hostname=server.hostname,
+            tls_active=server.implicit_tls,
+            auth_plaintext=server.auth_plaintext,
+        )
+        self.task = self.loop.create_task(self._run())
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn is None or self._closed:
+            return
+        self.conn.receive_data(data)
+        self._last_rx = self.loop.time()
+        if self.conn.buffered > self.server.limits.read_buffer_high and not self._paused:
+            self._paused = True
+            with contextlib.suppress(Exception):
+                self.transport.pause_reading()
+        self.wake()
+
+    def eof_received(self) -> bool:
+        """Half-close: answer what was pipelined before the EOF, then close ourselves."""
+        self._eof = True
+        self.wake()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._closed = True
+        self._writable.set()
+        self.wake()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # -- driving the core ------------------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    def force_close(self, reply: Reply) -> None:
+        """Close now (server stop after grace): tell the client, drop any open message."""
+        if self.conn is not None and not self._closed:
+            self._out += self.conn.shutdown(reply)
+            self._flush()
+        self._close()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    async def _run(self) -> None:
+        log.info(f"connect from {self.info.peer}")
+        try:
+            self._out += self.conn.greeting()
+            await self._loop()
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception(f"error in session with {self.info.peer}")
+        finally:
+            await self._drop_message()
+            self._flush()
+            self._close()
+            self.server._release(self)
+            log.info(f"disconnect from {self.info.peer} {self._count_text()}")
+
+    async def _loop(self) -> None:
+        conn = self.conn
+        limits = self.server.limits
+        while True:
+            event = conn.next_event()
+            if isinstance(event, ev.NeedData):
+                self._flush()
+                if conn.closing or self._closed:
+                    return
+                if self._eof:
+                    log.info(f"lost connection after {self._phase()} from {self.info.peer}")
+                    return
+                if self.server.stopping and not conn.in_transaction:
+                    self._out += conn.shutdown(Reply(421, "4.3.2", f"{self.server.hostname} Service shutting down"))
+                    return
+                if self._paused:
+                    self._paused = False
+                    self.transport.resume_reading()
+                if conn.state in (State.DATA, State.BDAT):
+                    deadline = min(self._last_rx + limits.data_timeout, self._data_mark + limits.max_data_time)
+                else:
+                    deadline = self._cmd_mark + limits.idle_timeout
+                if deadline <= self.loop.time():
+                    log.info(f"timeout after {self._phase()} from {self.info.peer}")
+                    self._out += conn.shutdown(Reply(421, "4.4.2", f"{self.server.hostname} Error: timeout exceeded"))
+                    return
+                await self._wait_input(deadline)
+                continue
+            await self._handle(event)
+            if conn.closing:
+                self._flush()
+                return
+            if not self._writable.is_set():
+                self._flush()
+                try:
+                    await asyncio.wait_for(self._writable.wait(), limits.idle_timeout)
+                except TimeoutError:
+                    log.info(f"timeout (client not reading) from {self.info.peer}")
+                    return
+
+    async def _wait_input(self, deadline: float) -> None:
+        fut = self.loop.create_future()
+        self._waiter = fut
+        timer = self.loop.call_at(deadline, lambda: fut.done() or fut.set_result(False))
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def _phase(self) -> str:
+        state = self.conn.state if self.conn else State.INIT
+        if state is State.DATA:
+            return "DATA"
+        if state is State.BDAT:
+            return "BDAT"
+        return (self.conn.last_verb or "CONNECT").upper() if self.conn else "CONNECT"
+
+    def _flush(self) -> None:
+        if self._out and not self._closed and self.transport is not None:
+            self.transport.write(bytes(self._out))
+        self._out.clear()
+
+    def _close(self) -> None:
+        if not self._closed and self.transport is not None:
+            self._closed = True
+            self.transport.close()
+
+    def _count(self, name: str, ok: bool) -> None:
+        if not name:
+            return
+        entry = self.counts.setdefault(name, [0, 0])
+        entry[0] += ok
+        entry[1] += 1
+
+    def _count_text(self) -> str:
+        parts = []
+        good = total = 0
+        for name, (ok, n) in self.counts.items():
+            parts.append(f"{name}={ok}" if ok == n else f"{name}={ok}/{n}")
+            good, total = good + ok, total + n
+        parts.append(f"commands={good}" if good == total else f"commands={good}/{total}")
+        return " ".join(parts)
+
+    # -- events ----------------------------------------------------------------------------------
+
+    async def _handle(self, event: ev.Event) -> None:
+        conn = self.conn
+        if isinstance(event, ev.DataChunk):
+            await self._write_sink(event.data)
+            return
+        if isinstance(event, ev.DataAbort):
+            await self._drop_message()
+            return
+        if isinstance(event, ev.BdatStart):
+            self._data_mark = self.loop.time()
+            if event.first:
+                self._open_error = await self._open_message()
+            return
+        self._cmd_mark = self.loop.time()
+        verb = conn.last_verb
+        try:
+            reply = await self._decide(event)
+        except Exception:
+            log.exception(f"backend failure for {self.info.peer}")
+            await self._drop_message()
+            reply = TEMP_FAIL
+        if isinstance(event, ev.DataStart) and reply.code == 354:
+            self._data_mark = self._last_rx = self.loop.time()
+        elif not (reply.code == 334 and isinstance(event, (ev.Auth, ev.AuthResponse))):
+            self._count(verb, reply.code < 400)
+        self._out += conn.send_reply(reply)
+        if isinstance(event, ev.StartTls) and reply.code == 220:
+            await self._start_tls()
+
+    async def _decide(self, event: ev.Event) -> Reply:
+        conn, info, backend = self.conn, self.info, self.server.backend
+        if isinstance(event, (ev.Helo, ev.Ehlo)):
+            await self._drop_message()
+            self.envelope = None
+            info.helo, info.esmtp = event.hostname, isinstance(event, ev.Ehlo)
+            return conn.default_reply(event)
+        if isinstance(event, ev.Mail):
+            reply = await backend.check_sender(info, event.address, event.params)
+            if reply is None or reply.code < 400:
+                p = event.params
+                self.envelope = Envelope(
+                    sender=event.address,
+                    ret=p.ret,
+                    envid=p.envid,
+                    body_type=p.body,
+                    smtputf8=p.smtputf8,
+                    size_hint=p.size,
+                )
+                return reply or conn.default_reply(event)
+            self._log_reject("MAIL", reply, event.address, None)
+            return reply
+        if isinstance(event, ev.Rcpt):
+            reply = await backend.check_recipient(info, event.address, event.params)
+            if reply is None or reply.code < 400:
+                rp = event.params
+                self.envelope.recipients.append(EnvelopeRecipient(event.address, rp.notify, rp.orcpt))
+                return reply or conn.default_reply(event)
+            self._log_reject("RCPT", reply, self.envelope.sender, event.address)
+            return reply
+        if isinstance(event, ev.DataStart):
+            return await self._open_message() or conn.default_reply(event)
+        if isinstance(event, ev.MessageEnd):
+            return await self._commit()
+        if isinstance(event, ev.BdatEnd):
+            if self._open_error is not None:
+                reply, self._open_error = self._open_error, None
+                await self._drop_message()
+                return reply
+            if self._sink_failed or self.sink is None:
+                await self._drop_message()
+                return QUEUE_FAIL
+            return await self._commit() if event.last else conn.default_reply(event)
+        if isinstance(event, ev.Rset):
+            await self._drop_message()
+            self.envelope = None
+            return conn.default_reply(event)
+        if isinstance(event, (ev.Auth, ev.AuthResponse)):
+            return await self._sasl_step(event)
+        if isinstance(event, ev.ProtocolError):
+            if conn.state in (State.DATA, State.BDAT):
+                await self._drop_message()
+            if event.reply.code >= 500 and conn.state is not State.DATA:
+                log.info(f"{self.info.peer}: {event.reply}")
+            if event.close:
+                log.warning(f"{event.reply} from {self.info.peer}")
+            return event.reply
+        return conn.default_reply(event)
+
+    def _log_reject(self, what: str, reply: Reply, sender: str, rcpt: str | None) -> None:
+        to = f" to=<{rcpt}>" if rcpt is not None else ""
+        log.info(
+            f"NOQUEUE: reject: {what} from {self.info.peer}: {reply}; from=<{sender}>{to} "
+            f"proto={'ESMTP' if self.info.esmtp else 'SMTP'} helo=<{self.info.helo}>"
+        )
+
+    # -- message plumbing ------------------------------------------------------------------------
+
+    async def _open_message(self) -> Reply | None:
+        """Open the sink and write the Received: header; a Reply means it failed."""
+        self._open_error = None
+        self._sink_failed = False
+        env = self.envelope
+        if env is None or not env.recipients:
+            return Reply(503, "5.5.1", "Error: need RCPT command")
+        try:
+            sink = await self.server.backend.open_message(self.info, env)
+        except Exception:
+            log.exception(f"open_message failed for {self.info.peer}")
+            return QUEUE_FAIL
+        self.sink = sink
+        log.info(f"client={self.info.peer}", qid=sink.queue_id)
+        header = received_header(
+            self.info,
+            self.server.hostname,
+            self.conn.protocol_name,
+            sink.queue_id,
+            [r.address for r in env.recipients],
+        )
+        await self._write_sink(header)
+        return QUEUE_FAIL if self._sink_failed else None
+
+    async def _write_sink(self, data: bytes) -> None:
+        if self.sink is None or self._sink_failed:
+            return
+        try:
+            await self.sink.write(data)
+        except Exception:
+            log.exception(f"write failed for {self.info.peer}", qid=self.sink.queue_id)
+            self._sink_failed = True
+            await self._abort_sink()
+
+    async def _abort_sink(self) -> None:
+        sink = self.sink
+        if sink is None:
+            return
+        try:
+            await sink.abort()
+        except Exception:
+            log.exception("abort failed", qid=sink.queue_id)
+
+    async def _drop_message(self) -> None:
+        """Forget the open message (limit hit, error, RSET, disconnect): the sink sees abort, not the tail."""
+        if self.sink is not None and not self._sink_failed:
+            await self._abort_sink()
+        self.sink = None
+        self._sink_failed = False
+
+    async def _commit(self) -> Reply:
+        sink, env = self.sink, self.envelope
+        self.envelope = None
+        if sink is None or self._sink_failed:
+            await self._drop_message()
+            return QUEUE_FAIL
+        self.sink = None
+        try:
+            reply = await sink.commit()
+        except Exception:
+            log.exception("commit failed", qid=sink.queue_id)
+            with contextlib.suppress(Exception):
+                await sink.abort()
+            return QUEUE_FAIL
+        if reply.code < 400:
+            self.server.messages_accepted += 1
+            log.info(
+                f"from=<{env.sender}>, nrcpt={len(env.recipients)}, proto={self.conn.protocol_name}",
+                qid=sink.queue_id,
+            )
+        else:
+            log.info(f"reject: end of data from {self.info.peer}: {reply}", qid=sink.queue_id)
+        return reply
+
+    # -- STARTTLS and AUTH -----------------------------------------------------------------------
+
+    async def _start_tls(self) -> None:
+        self._flush()
+        try:
+            transport = await self.loop.start_tls(
+                self.transport,
+                self,
+                self.server.ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=self.server.limits.tls_handshake_timeout,
+            )
+        except (OSError, ssl.SSLError, ConnectionError, TimeoutError) as exc:
+            log.info(f"TLS handshake failed for {self.info.peer}: {exc!r}")
+            self.conn.shutdown(Reply(421, "4.7.0", "TLS handshake failed"))
+            self._close()
+            return
+        if transport is None:
+            self._close()
+            return
+        self.transport = transport
+        self._paused = False
+        self._cmd_mark = self.loop.time()
+        self.info.helo, self.info.esmtp = None, False
+        _tls_info(self.info, transport)
+        info = self.info
+        log.info(f"TLS connection established from {info.peer}: {info.tls_version} {info.tls_cipher}")
+
+    async def _sasl_step(self, event: ev.Auth | ev.AuthResponse) -> Reply:
+        """PLAIN (RFC 4616) and LOGIN; credentials go to ``backend.authenticate``."""
+        if isinstance(event, ev.Auth):
+            self._sasl = [event.mechanism]
+            if event.initial is None:
+                return Reply(334, "", "" if event.mechanism == "PLAIN" else _LOGIN_USER)
+            data = event.initial
+        else:
+            data = event.data
+        try:
+            decoded = b"" if data == "=" else base64.b64decode(data, validate=True)
+            text = decoded.decode("utf-8")
+        except (binascii.Error, ValueError):
+            return Reply(501, "5.5.2", "Error: cannot decode response")
+        mech = self._sasl[0]
+        if mech == "LOGIN":
+            self._sasl.append(text)
+            if len(self._sasl) == 2:
+                return Reply(334, "", _LOGIN_PASS)
+            _, username, password = self._sasl
+        else:
+            parts = text.split("\0")
+            if len(parts) != 3:
+                return Reply(501, "5.5.2", "Error: invalid PLAIN response")
+            _, username, password = parts
+        self._sasl = []
+        user = await self.server.backend.authenticate(self.info, mech, username, password)
+        if user is None:
+            log.warning(f"{self.info.peer}: SASL {mech} authentication failed")
+            return Reply(535, "5.7.8", "Error: authentication failed")
+        self.info.auth_user = user
+        log.info(f"{self.info.peer}: sasl_method={mech}, sasl_username={user}")
+        return Reply(235, "2.7.0", "Authentication successful")
