@@ -1,5 +1,7 @@
 # The two commands of the README: `make run` and `make test`.
-PYTHON ?= python3
+# Debian's interpreter when present: workers that drop root must still read the stdlib
+# (an interpreter under /root, as pyenv installs it, is unreadable to the service user).
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 DATA   ?= ./dovetail-data

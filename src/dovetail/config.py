@@ -167,6 +167,8 @@ _int0 = _at_least(_parse_int, 0)
 
 KEYS: list[Key] = [
     _k("server.hostname", "", _parse_str, "name in greetings and Received: headers (empty: this host's FQDN)"),
+    _k("server.user", "dovetail", _parse_str, "unprivileged user the workers run as when started as root"),
+    _k("server.shutdown_grace", "30s", _dur, "on stop, time given to transactions and commands in flight"),
     _k("listen.smtp", "127.0.0.1:2525", parse_hostport, "MX listener (production: 0.0.0.0:25)"),
     _k("listen.submission", "127.0.0.1:2587", parse_hostport, "submission listener with STARTTLS (587)"),
     _k("listen.submissions", "", parse_hostport, "submission listener with implicit TLS (465); empty: off"),
@@ -195,7 +197,8 @@ KEYS: list[Key] = [
     _k("smtp.max_connections_per_ip", 50, _int1, "concurrent SMTP connections per client IP"),
     _k("smtp.idle_timeout", "300s", _at_least(_dur, 1), "cut off a client silent for this long"),
     _k("smtp.data_timeout", "600s", _at_least(_dur, 1), "longest DATA transfer"),
-    _k("smtp.bare_lf", "tolerate", _one_of("tolerate", "refuse"), "bare LF line endings in DATA"),
+    _k("smtp.bare_lf", "normalize", _one_of("normalize", "reject"),
+       "bare LF in DATA: store as CRLF (normalize) or answer 550 5.5.2 and disconnect (reject)"),
     _k("smtp.over_quota", "defer", _one_of("defer", "reject"), "452 4.2.2 (defer) or 552 5.2.2 (reject)"),
     _k("queue.minimal_backoff", "300s", _at_least(_dur, 1), "first retry delay of a deferred message"),
     _k("queue.maximal_backoff", "4000s", _at_least(_dur, 1), "longest retry delay"),
@@ -239,6 +242,7 @@ class Config:
     values: dict[str, Any] = field(default_factory=dict)
     explicit: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)  # from the command line; survive reloads
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]

@@ -108,5 +108,10 @@ def init(root: Path) -> list[str]:
         created.append(str(cert))
     from .db import connect_and_migrate
 
-    connect_and_migrate(cfg)
+    connect_and_migrate(cfg).dispose()
+    if os.geteuid() == 0:
+        from .master.privileges import chown_tree, ensure_system_user
+
+        uid, gid = ensure_system_user(cfg["server.user"])
+        chown_tree(root, uid, gid, skip=("tls",))
     return created

@@ -32,7 +32,16 @@ def show(
     else:
         names = [k for k in cfg.values if k in cfg.explicit]
     values = {k: cfg.values[k] for k in names}
-    services = dict(cfg.extra) if (all_ or not keys) else {}
+    services: dict = {}
+    if all_:
+        from ..master.services import service_specs
+
+        for name, spec in service_specs(cfg).items():
+            for key, value in spec.to_dict().items():
+                if key != "name":
+                    services[f"services.{name}.{key}"] = list(value) if isinstance(value, tuple) else value
+    elif not keys:
+        services = {f"{k}.{sub}": v for k, table in cfg.extra.items() for sub, v in table.items()}
     if as_json:
         emit_json({**values, **services})
         return

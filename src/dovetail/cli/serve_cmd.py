@@ -32,6 +32,7 @@ def serve(ctx: typer.Context,
                  submission), "listen.imap": _addr("imap", imap), "listen.http": _addr("http", http)}.items()
                  if v is not None}
     cfg = c.config
+    cfg.overrides = overrides
     cfg.values.update(overrides)
     raise typer.Exit(run(cfg))
 

@@ -27,6 +27,7 @@ log = get_logger("smtpd")
 
 TEMP_FAIL = Reply(451, "4.3.0", "Error: temporary failure")
 QUEUE_FAIL = Reply(451, "4.3.0", "Error: queue file write error")
+DRAIN_IDLE = 2.0  # seconds a session between transactions may still start one after stop()
 _LOGIN_USER = base64.b64encode(b"Username:").decode()
 _LOGIN_PASS = base64.b64encode(b"Password:").decode()
 
@@ -64,6 +65,7 @@ class SmtpServer:
         self._sessions: set[_Session] = set()
         self._per_ip: Counter[str] = Counter()
         self.stopping = False
+        self.stop_started = 0.0
 
     @property
     def active_connections(self) -> int:
@@ -102,6 +104,7 @@ class SmtpServer:
     async def stop(self, grace: float = 30.0) -> None:
         """Stop accepting; idle sessions get 421 now, transactions in flight get ``grace`` seconds."""
         self.stopping = True
+        self.stop_started = asyncio.get_running_loop().time()
         if self._server is not None:
             self._server.close()
         for session in list(self._sessions):
@@ -121,8 +124,6 @@ class SmtpServer:
             return Reply(421, "4.7.0", f"{self.hostname} Error: too many connections")
         if self._per_ip[ip] >= self.limits.max_connections_per_ip:
             return Reply(421, "4.7.0", f"{self.hostname} Error: too many connections from {ip}")
-        if self.stopping:
-            return Reply(421, "4.3.2", f"{self.hostname} Service shutting down")
         self._sessions.add(session)
         self._per_ip[ip] += 1
         return None
@@ -277,9 +278,15 @@ class _Session(asyncio.Protocol):
                 if self._eof:
                     log.info(f"lost connection after {self._phase()} from {self.info.peer}")
                     return
+                kick_at = None
                 if self.server.stopping and not conn.in_transaction:
-                    self._out += conn.shutdown(Reply(421, "4.3.2", f"{self.server.hostname} Service shutting down"))
-                    return
+                    # Draining: a client that is between transactions gets a short window to start
+                    # another (a connection accepted just before the stop must not be refused outright).
+                    kick_at = max(self._cmd_mark, self.server.stop_started) + DRAIN_IDLE
+                    if kick_at <= self.loop.time():
+                        self._out += conn.shutdown(
+                            Reply(421, "4.3.2", f"{self.server.hostname} Service shutting down"))
+                        return
                 if self._paused:
                     self._paused = False
                     self.transport.resume_reading()
@@ -291,7 +298,7 @@ class _Session(asyncio.Protocol):
                     log.info(f"timeout after {self._phase()} from {self.info.peer}")
                     self._out += conn.shutdown(Reply(421, "4.4.2", f"{self.server.hostname} Error: timeout exceeded"))
                     return
-                await self._wait_input(deadline)
+                await self._wait_input(deadline if kick_at is None else min(deadline, kick_at))
                 continue
             await self._handle(event)
             if conn.closing:

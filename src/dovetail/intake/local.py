@@ -1,0 +1,30 @@
+"""The directory as the local delivery agent sees it: address → Maildir targets or a rejection."""
+
+from __future__ import annotations
+
+from ..delivery.agent import MailboxTarget, Rejection
+from ..directory import Resolver
+
+_REJECT = {
+    "unknown": ("user unknown", "5.1.1"),
+    "not_local": ("not a local domain", "5.1.2"),
+    "disabled": ("mailbox disabled", "5.2.1"),
+    "loop": ("alias loop", "5.4.6"),
+    "invalid": ("bad address syntax", "5.1.3"),
+}
+
+
+def mailbox_targets(resolver: Resolver):  # noqa: ANN201 - returns the delivery agent's Resolver callable
+    """Adapt the directory resolver to ``MaildirDeliveryAgent``'s resolve callable."""
+
+    def resolve(address: str) -> list[MailboxTarget] | Rejection:
+        res = resolver.resolve(address)
+        if not res.ok:
+            reason, code = _REJECT.get(res.status, ("user unknown", "5.1.1"))
+            return Rejection(f"{reason}: {res.reason}" if res.reason else reason, code)
+        if not res.mailboxes:
+            return Rejection("no local mailbox for this address", "5.1.1")
+        return [MailboxTarget(address=m.address, maildir=m.maildir, quota_bytes=m.quota_bytes or None,
+                              detail=m.detail) for m in res.mailboxes]
+
+    return resolve

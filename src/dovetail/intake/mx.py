@@ -1,0 +1,92 @@
+"""The MX listener's backend: recipients validated against the directory, messages into the queue.
+
+Postfix's order of checks: an address in one of our domains must resolve (else ``550 5.1.1``); any
+other domain is relaying, refused without authentication (``554 5.7.1``) — never an open relay; a
+mailbox over quota answers ``452 4.2.2`` (or ``552 5.2.2`` when configured). The message goes to
+the queue as it streams in and ``250`` is sent only after the queue says it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ..delivery.maildir import QuotaCache
+from ..directory import Resolution, Resolver
+from ..queue import Envelope as QueueEnvelope
+from ..queue import Queue, QueueRecipient, QueueWriter
+from ..smtp.backend import Envelope, MessageSink, SessionInfo
+from ..smtp.events import MailParams, RcptParams
+from ..smtp.reply import Reply
+
+
+class QueueSink:
+    """Adapts a queue writer to the SMTP engine's sink: streamed writes, durable commit."""
+
+    def __init__(self, writer: QueueWriter) -> None:
+        self.writer = writer
+        self.queue_id = writer.queue_id
+
+    async def write(self, data: bytes) -> None:
+        await self.writer.awrite(data)
+
+    async def commit(self) -> Reply:
+        qid = await self.writer.acommit()
+        return Reply(250, "2.0.0", f"Ok: queued as {qid}")
+
+    async def abort(self) -> None:
+        await self.writer.aabort()
+
+
+def to_queue_envelope(session: SessionInfo, envelope: Envelope) -> QueueEnvelope:
+    protocol = "UTF8SMTP" if envelope.smtputf8 else ("ESMTP" if session.esmtp else "SMTP")
+    tls = f"{session.tls_version} {session.tls_cipher}" if session.tls else None
+    return QueueEnvelope(
+        sender=envelope.sender,
+        recipients=[QueueRecipient(address=r.address, notify=r.notify, orcpt=r.orcpt) for r in envelope.recipients],
+        ret=envelope.ret, envid=envelope.envid, client_address=session.client_ip, client_name=session.client_name,
+        helo=session.helo, protocol=protocol, tls=tls, auth_user=session.auth_user,
+    )
+
+
+class MxBackend:
+    """Policy of the public MX: local recipients only, quota checked, no AUTH."""
+
+    def __init__(self, resolver: Resolver, queue: Queue, *, over_quota: str = "defer",
+                 quota: QuotaCache | None = None) -> None:
+        self.resolver = resolver
+        self.queue = queue
+        self.over_quota = over_quota
+        self.quota = quota or QuotaCache()
+
+    async def check_sender(self, session: SessionInfo, address: str, params: MailParams) -> Reply | None:
+        return None
+
+    async def _resolve(self, address: str) -> Resolution:
+        return await asyncio.to_thread(self.resolver.resolve, address)
+
+    async def check_recipient(self, session: SessionInfo, address: str, params: RcptParams) -> Reply | None:
+        res = await self._resolve(address)
+        if res.status == "not_local":
+            return Reply(554, "5.7.1", f"<{address}>: Relay access denied")
+        if res.status == "invalid":
+            return Reply(501, "5.1.3", f"<{address}>: Recipient address rejected: bad address syntax")
+        if res.status == "unknown":
+            return Reply(550, "5.1.1", f"<{address}>: Recipient address rejected: User unknown in virtual "
+                                       "mailbox table")
+        if res.status == "disabled":
+            return Reply(550, "5.2.1", f"<{address}>: Recipient address rejected: mailbox disabled")
+        if res.status == "loop":
+            return Reply(550, "5.4.6", f"<{address}>: Recipient address rejected: alias loop")
+        for mb in res.mailboxes:
+            if mb.quota_bytes and await asyncio.to_thread(self.quota.usage, mb.maildir) >= mb.quota_bytes:
+                if self.over_quota == "reject":
+                    return Reply(552, "5.2.2", f"<{address}>: Recipient address rejected: mailbox full")
+                return Reply(452, "4.2.2", f"<{address}>: Recipient address rejected: mailbox full")
+        return None
+
+    async def open_message(self, session: SessionInfo, envelope: Envelope) -> MessageSink:
+        writer = await self.queue.aopen_incoming(to_queue_envelope(session, envelope))
+        return QueueSink(writer)
+
+    async def authenticate(self, session: SessionInfo, mechanism: str, username: str, password: str) -> str | None:
+        return None  # the MX offers no AUTH; submission has its own backend

@@ -1,0 +1,31 @@
+"""Mailbox logins against the directory, shared by IMAP and submission."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from ..directory import Directory
+from ..imap.auth import Account
+from .passwords import VerifyCache
+
+_DUMMY_HASH = "{SSHA512}" + "A" * 100  # compared against for unknown users, so they cost about as much
+
+
+class DirectoryAuthenticator:
+    """Checks ``user@domain`` + password; the account's root is its Maildir under ``mail/``."""
+
+    def __init__(self, directory: Directory, mail_root: Path, cache: VerifyCache | None = None) -> None:
+        self.directory = directory
+        self.mail_root = mail_root
+        self.cache = cache or VerifyCache()
+
+    async def authenticate(self, username: str, password: str, client_ip: str) -> Account | None:
+        row = await asyncio.to_thread(self.directory.mailbox_get, username)
+        if row is None or not row["enabled"]:
+            await asyncio.to_thread(self.cache.verify, _DUMMY_HASH, password)
+            return None
+        if not await asyncio.to_thread(self.cache.verify, row["password_hash"], password):
+            return None
+        address = f"{row['local_part']}@{row['domain']}"
+        return Account(address, self.mail_root / row["tenant"] / row["domain"] / row["local_part"])

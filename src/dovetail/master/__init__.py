@@ -1,0 +1,1 @@
+"""The master process: binds sockets, forks and supervises the services (Postfix's master(8))."""

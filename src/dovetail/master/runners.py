@@ -1,0 +1,124 @@
+"""What each service runs inside its worker: the composition root of Dovetail's processes.
+
+Every runner builds its own runtime (database engine, caches) after the fork, starts its servers
+on the sockets the master bound, and returns an exit status when told to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+
+from ..config import Config
+from ..log import get_logger
+from ..runtime import Runtime
+from .worker import Runner, WorkerContext, supervise_listeners
+
+
+def smtp_limits(cfg: Config):  # noqa: ANN201
+    from ..smtp.limits import Limits
+
+    return Limits(max_message_size=cfg["smtp.max_message_size"], max_recipients=cfg["smtp.max_recipients"],
+                  max_command_line=cfg["smtp.max_command_length"], max_line_length=cfg["smtp.max_line_length"],
+                  max_errors=cfg["smtp.hard_error_limit"], max_connections=cfg["smtp.max_connections"],
+                  max_connections_per_ip=cfg["smtp.max_connections_per_ip"],
+                  idle_timeout=cfg["smtp.idle_timeout"], data_timeout=cfg["smtp.data_timeout"],
+                  bare_lf=cfg["smtp.bare_lf"])
+
+
+def imap_limits(cfg: Config):  # noqa: ANN201
+    from ..imap.limits import Limits
+
+    return Limits(max_literal=cfg["imap.max_literal_size"],
+                  max_connections_per_user=cfg["imap.max_connections_per_user"],
+                  idle_timeout=cfg["imap.autologout"])
+
+
+async def run_smtpd(ctx: WorkerContext) -> int:
+    from ..intake.mx import MxBackend
+    from ..smtp.server import SmtpServer
+
+    cfg = ctx.cfg
+    rt = Runtime(cfg)
+    backend = MxBackend(rt.resolver, rt.queue, over_quota=cfg["smtp.over_quota"])
+    limits = smtp_limits(cfg)
+    if ctx.spec.max_connections:
+        from dataclasses import replace
+
+        limits = replace(limits, max_connections=ctx.spec.max_connections)
+    servers = []
+    for sock in ctx.sockets:
+        server = SmtpServer(backend, limits, hostname=cfg.hostname, ssl_context=ctx.ssl_context, listener="mx")
+        await server.start(sock=sock)
+        servers.append(server)
+
+    async def stop_all(grace: float) -> None:
+        await asyncio.gather(*(s.stop(grace) for s in servers))
+
+    return await supervise_listeners(ctx, servers, stop_all)
+
+
+async def run_imapd(ctx: WorkerContext) -> int:
+    from ..imap.server import ImapServer
+    from ..mailauth.login import DirectoryAuthenticator
+
+    cfg = ctx.cfg
+    rt = Runtime(cfg)
+    auth = DirectoryAuthenticator(rt.directory, rt.layout.mail)
+    limits = imap_limits(cfg)
+    servers = []
+    imaps = cfg["listen.imaps"]
+    for sock, address in zip(ctx.sockets, ctx.spec.listen, strict=False):
+        implicit = bool(imaps) and address == imaps and ctx.ssl_context is not None
+        server = ImapServer(auth, limits=limits, ssl_context=ctx.ssl_context, implicit_tls=implicit,
+                            trusted_networks=cfg["auth.trusted_networks"])
+        await server.start(sock=sock)
+        servers.append(server)
+
+    async def stop_all(grace: float) -> None:
+        await asyncio.gather(*(s.stop(grace) for s in servers))
+
+    return await supervise_listeners(ctx, servers, stop_all)
+
+
+async def run_qmgr(ctx: WorkerContext) -> int:
+    from ..delivery.agent import MaildirConfig, MaildirDeliveryAgent
+    from ..intake.local import mailbox_targets
+    from ..queue import QueueConfig, QueueManager
+
+    cfg = ctx.cfg
+    rt = Runtime(cfg)
+    local = MaildirDeliveryAgent(mailbox_targets(rt.resolver),
+                                 MaildirConfig(quota_bounce=cfg["smtp.over_quota"] == "reject"))
+    qcfg = QueueConfig(minimal_backoff=cfg["queue.minimal_backoff"], maximal_backoff=cfg["queue.maximal_backoff"],
+                       maximal_queue_lifetime=cfg["queue.maximal_lifetime"],
+                       bounce_queue_lifetime=cfg["queue.bounce_lifetime"],
+                       max_concurrent_deliveries=cfg["queue.delivery_concurrency"], hostname=cfg.hostname)
+
+    def transport_for(address: str) -> str:
+        return "virtual"
+
+    manager = QueueManager(rt.queue, {"virtual": local}, qcfg, transport_for=transport_for)
+    task = asyncio.create_task(manager.run())
+    stopped = asyncio.create_task(ctx.stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        get_logger("qmgr").error("queue manager ended", error=repr(task.exception()))
+        return 1
+    manager.stop()
+    try:
+        await asyncio.wait_for(task, ctx.grace)
+    except TimeoutError:
+        task.cancel()
+    return 0
+
+
+RUNNERS: dict[str, Runner] = {"smtpd": run_smtpd, "imapd": run_imapd, "qmgr": run_qmgr}
+
+_MODULES = {"smtpd": "dovetail.smtp.server", "imapd": "dovetail.imap.server", "qmgr": "dovetail.queue.manager"}
+
+
+def available(name: str) -> bool:
+    """Whether this build has the service (its module exists and a runner is registered)."""
+    module = _MODULES.get(name)
+    return name in RUNNERS and module is not None and importlib.util.find_spec(module) is not None

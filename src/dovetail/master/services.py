@@ -1,0 +1,111 @@
+"""Service table: what runs, where it listens, how many workers (Postfix's master.cf).
+
+Each service has defaults; ``[services.<name>]`` tables in dovetail.toml override them:
+
+    [services.smtpd]
+    workers = 2            # processes sharing the listening socket
+    max_connections = 500  # per worker
+    max_use = 0            # exit and be replaced after this many connections (0: never)
+    max_idle = 0           # on-demand: exit after this many idle seconds, start again on a connection
+    enabled = true
+    listen = ["0.0.0.0:25"]
+
+The listen addresses default to the ``listen.*`` keys so ``dovetail serve --smtp HOST:PORT`` works.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..config import Config, ConfigError, parse_duration, parse_hostport
+
+# name -> (listen keys, default workers, needs sockets)
+KNOWN: dict[str, tuple[tuple[str, ...], int]] = {
+    "smtpd": (("listen.smtp",), 1),
+    "submission": (("listen.submission", "listen.submissions"), 1),
+    "imapd": (("listen.imap", "listen.imaps"), 1),
+    "qmgr": ((), 1),
+    "replies": ((), 1),
+    "web": (("listen.http",), 1),
+}
+SERVICE_KEYS = {"enabled", "listen", "workers", "max_connections", "max_idle", "max_use"}
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service's settings; two specs that compare equal need no restart on reload."""
+
+    name: str
+    enabled: bool = True
+    listen: tuple[str, ...] = ()
+    workers: int = 1
+    max_connections: int = 0
+    max_idle: float = 0.0
+    max_use: int = 0
+    settings: str = field(default="", compare=True)  # fingerprint of the config keys the service reads
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("settings")
+        return data
+
+
+def _prefixes(name: str) -> tuple[str, ...]:
+    return {
+        "smtpd": ("smtp.", "directory.", "auth.", "server.", "tls.", "database."),
+        "submission": ("smtp.", "directory.", "auth.", "server.", "tls.", "database."),
+        "imapd": ("imap.", "auth.", "server.", "tls.", "database."),
+        "qmgr": ("queue.", "directory.", "server.", "database."),
+        "replies": ("replies.", "database.", "server."),
+        "web": ("web.", "database.", "server."),
+    }.get(name, ("server.",))
+
+
+def service_specs(cfg: Config) -> dict[str, ServiceSpec]:
+    """The effective services of ``cfg``, validated (bad tables raise ConfigError)."""
+    specs: dict[str, ServiceSpec] = {}
+    for name, (listen_keys, workers) in KNOWN.items():
+        table = cfg.extra.get(f"services.{name}", {}) or {}
+        if not isinstance(table, dict):
+            raise ConfigError(f"services.{name}", table, "must be a table")
+        unknown = set(table) - SERVICE_KEYS
+        if unknown:
+            raise ConfigError(f"services.{name}.{sorted(unknown)[0]}", table[sorted(unknown)[0]],
+                              f"unknown service setting (known: {', '.join(sorted(SERVICE_KEYS))})")
+        listen = tuple(a for a in (cfg[k] for k in listen_keys) if a)
+        if "listen" in table:
+            raw = table["listen"]
+            items = [raw] if isinstance(raw, str) else list(raw)
+            try:
+                listen = tuple(parse_hostport(a) for a in items if str(a).strip())
+            except ValueError as exc:
+                raise ConfigError(f"services.{name}.listen", raw, str(exc)) from None
+        values: dict[str, Any] = {}
+        for key, conv, low in (("workers", int, 1), ("max_connections", int, 0), ("max_use", int, 0)):
+            if key in table:
+                try:
+                    values[key] = conv(table[key])
+                except (TypeError, ValueError):
+                    raise ConfigError(f"services.{name}.{key}", table[key], "expected an integer") from None
+                if values[key] < low:
+                    raise ConfigError(f"services.{name}.{key}", table[key], f"must be at least {low}")
+        if "max_idle" in table:
+            try:
+                values["max_idle"] = parse_duration(table["max_idle"])
+            except ValueError as exc:
+                raise ConfigError(f"services.{name}.max_idle", table["max_idle"], str(exc)) from None
+        enabled = table.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"services.{name}.enabled", enabled, "expected true or false")
+        if listen_keys and not listen:
+            enabled = False
+        fingerprint = json.dumps({k: v for k, v in sorted(cfg.values.items())
+                                  if k.startswith(_prefixes(name))}, default=str, sort_keys=True)
+        specs[name] = ServiceSpec(name=name, enabled=enabled, listen=listen,
+                                  workers=values.get("workers", workers),
+                                  max_connections=values.get("max_connections", 0),
+                                  max_idle=values.get("max_idle", 0.0), max_use=values.get("max_use", 0),
+                                  settings=fingerprint)
+    return specs

@@ -1,0 +1,397 @@
+"""The supervisor loop: bind, fork, watch, restart, reload, drain.
+
+The master never runs an event loop and never reads network input: it binds the listening
+sockets (so privileged ports work when started as root), forks one process per worker with the
+socket inherited, and then only waits for signals. Workers create their event loop after the fork.
+
+Signals: SIGCHLD → reap and restart with exponential backoff (a crash-looping service is
+throttled while the others keep serving); SIGHUP → re-read the config and restart only services
+whose settings changed, keeping the listening sockets; SIGTERM/SIGINT → workers stop accepting
+and finish in-flight work within ``server.shutdown_grace``; a second SIGTERM kills them at once.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .. import config as config_mod
+from ..config import Config, split_hostport
+from ..log import configure, get_logger
+from .pidfile import PidFile
+from .services import ServiceSpec, service_specs
+
+log = get_logger("master")
+
+CRASH_WINDOW = 60.0  # seconds
+CRASH_LIMIT = 5  # abnormal exits within the window before a service is throttled
+THROTTLE_FOR = 60.0
+HEALTHY_AFTER = 30.0  # a worker alive this long resets its backoff
+EXIT_IDLE = 75  # worker exit status: left because max_idle passed (start again on demand)
+EXIT_MAX_USE = 76  # worker exit status: served max_use connections (replace at once)
+
+
+@dataclass
+class Worker:
+    service: str
+    index: int
+    pid: int = 0
+    started: float = 0.0
+    restarts: int = 0
+    failures: int = 0
+    last_exit: str = ""
+    due: float = 0.0  # when to (re)start, 0 = not scheduled
+    idle: bool = False  # exited for max_idle; started again on the next connection
+    retiring: bool = False  # replaced by a reload; not restarted
+
+
+@dataclass
+class Service:
+    spec: ServiceSpec
+    sockets: list[socket.socket] = field(default_factory=list)
+    workers: list[Worker] = field(default_factory=list)
+    deaths: list[float] = field(default_factory=list)
+    throttled_until: float = 0.0
+
+
+def bind_socket(address: str) -> socket.socket:
+    """A listening TCP socket, bound by the master and inherited by workers."""
+    host, port = split_hostport(address)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    try:
+        sock.bind((host or "0.0.0.0", port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror}") from None
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    sock.setblocking(False)
+    return sock
+
+
+class Master:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.run_dir = cfg.data_dir / "run"
+        self.pidfile = PidFile(self.run_dir / "master.pid")
+        self.services: dict[str, Service] = {}
+        self.retired: list[Worker] = []
+        self.signals: list[int] = []
+        self.stopping_since: float = 0.0
+        self.started = time.time()
+        self._status_at = 0.0
+        self._said_unavailable: set[str] = set()
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        if self.pidfile.fd is None:
+            self.pidfile.acquire()
+        try:
+            return self._run()
+        finally:
+            self.pidfile.release()
+            for svc in self.services.values():
+                for s in svc.sockets:
+                    s.close()
+
+    def _run(self) -> int:
+        rfd, wfd = os.pipe()
+        os.set_blocking(wfd, False)
+        os.set_blocking(rfd, False)
+        signal.set_wakeup_fd(wfd)
+        for sig in (signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        self._wake_fds = (rfd, wfd)
+        for name, spec in self._specs(self.cfg).items():
+            self._add_service(name, spec)
+        self._notify_systemd("READY=1")
+        log.info("daemon started", services=",".join(n for n, s in self.services.items() if s.spec.enabled),
+                 data_dir=str(self.cfg.data_dir))
+        while True:
+            self._handle_signals()
+            self._reap()
+            if self.stopping_since:
+                if not self._live_pids():
+                    log.info("daemon stopped")
+                    self._write_status()
+                    return 0
+                if time.monotonic() - self.stopping_since > self.cfg["server.shutdown_grace"] + 5:
+                    log.warning("shutdown grace expired, killing workers")
+                    self._kill_all(signal.SIGKILL)
+            else:
+                self._start_due()
+            self._write_status()
+            self._wait(self._next_timeout())
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.signals.append(signum)
+
+    def _wait(self, timeout: float) -> None:
+        rfds = [self._wake_fds[0]]
+        idle_socks = {}
+        if not self.stopping_since:
+            for svc in self.services.values():
+                if svc.spec.enabled and svc.workers and all(w.idle for w in svc.workers):
+                    for s in svc.sockets:
+                        idle_socks[s.fileno()] = svc
+        try:
+            ready, _, _ = select.select(rfds + list(idle_socks), [], [], timeout)
+        except InterruptedError:
+            return
+        for fd in ready:
+            if fd == self._wake_fds[0]:
+                try:
+                    while os.read(fd, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            elif fd in idle_socks:
+                svc = idle_socks[fd]
+                log.info("connection pending, starting on-demand service", service=svc.spec.name)
+                for w in svc.workers:
+                    w.idle, w.due = False, time.monotonic()
+
+    def _next_timeout(self) -> float:
+        now = time.monotonic()
+        dues = [w.due for svc in self.services.values() for w in svc.workers if w.due and not w.pid]
+        if self.stopping_since:
+            return 0.2
+        return max(0.0, min([1.0, *[d - now for d in dues]]))
+
+    # --- services and workers ----------------------------------------------------------------------
+
+    def _add_service(self, name: str, spec: ServiceSpec, sockets: list[socket.socket] | None = None) -> None:
+        svc = Service(spec=spec)
+        if spec.enabled:
+            svc.sockets = sockets if sockets is not None else [bind_socket(a) for a in spec.listen]
+            now = time.monotonic()
+            svc.workers = [Worker(service=name, index=i, due=now) for i in range(spec.workers)]
+        self.services[name] = svc
+
+    def _specs(self, cfg: Config) -> dict[str, ServiceSpec]:
+        """The config's services, with those this build lacks switched off (and said so once)."""
+        from .runners import available
+
+        specs = service_specs(cfg)
+        for name, spec in specs.items():
+            if spec.enabled and not available(name):
+                if name not in self._said_unavailable:
+                    log.warning("service not available in this build", service=name)
+                    self._said_unavailable.add(name)
+                specs[name] = replace(spec, enabled=False)
+        return specs
+
+    def _start_due(self) -> None:
+        now = time.monotonic()
+        for svc in self.services.values():
+            if not svc.spec.enabled or svc.throttled_until > now:
+                continue
+            for w in svc.workers:
+                if not w.pid and w.due and w.due <= now and not w.idle:
+                    self._spawn(svc, w)
+
+    def _spawn(self, svc: Service, w: Worker) -> None:
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+                from .worker import worker_main
+
+                code = worker_main(self.cfg, svc.spec, svc.sockets, w.index, self._inherited_fds(svc))
+            except BaseException as exc:  # noqa: BLE001 - a child must never return into the master loop
+                try:
+                    log.error("worker failed", service=svc.spec.name, error=repr(exc))
+                except BaseException:  # noqa: BLE001
+                    pass
+            finally:
+                os._exit(code)
+        w.pid, w.started, w.due = pid, time.monotonic(), 0.0
+        log.info("worker started", service=svc.spec.name, pid=pid, worker=w.index)
+
+    def _inherited_fds(self, keep: Service) -> list[int]:
+        """File descriptors the child must close: other services' sockets, the pid lock, the wake pipe."""
+        fds = [s.fileno() for svc in self.services.values() if svc is not keep for s in svc.sockets]
+        if self.pidfile.fd is not None:
+            fds.append(self.pidfile.fd)
+        fds.extend(self._wake_fds)
+        return fds
+
+    def _live_pids(self) -> list[int]:
+        pids = [w.pid for svc in self.services.values() for w in svc.workers if w.pid]
+        return pids + [w.pid for w in self.retired if w.pid]
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self._exited(pid, status)
+
+    def _exited(self, pid: int, status: int) -> None:
+        now = time.monotonic()
+        if os.WIFSIGNALED(status):
+            how = f"killed by signal {os.WTERMSIG(status)}"
+            code = -os.WTERMSIG(status)
+        else:
+            code = os.WEXITSTATUS(status)
+            how = f"exit status {code}"
+        for w in list(self.retired):
+            if w.pid == pid:
+                self.retired.remove(w)
+                log.info("retired worker exited", service=w.service, pid=pid, status=how)
+                return
+        for svc in self.services.values():
+            for w in svc.workers:
+                if w.pid != pid:
+                    continue
+                w.pid, w.last_exit = 0, how
+                if self.stopping_since:
+                    log.info("worker stopped", service=svc.spec.name, pid=pid, status=how)
+                    return
+                if code == EXIT_IDLE:
+                    log.info("worker idle, exited", service=svc.spec.name, pid=pid)
+                    w.idle = True
+                    w.due = 0.0
+                    return
+                if code in (0, EXIT_MAX_USE):
+                    log.info("worker exited, replacing", service=svc.spec.name, pid=pid, status=how)
+                    w.restarts += 1
+                    w.due = now
+                    return
+                if now - w.started > HEALTHY_AFTER:
+                    w.failures = 0
+                w.failures += 1
+                w.restarts += 1
+                delay = min(0.25 * 2 ** (w.failures - 1), 30.0)
+                w.due = now + delay
+                svc.deaths = [t for t in svc.deaths if now - t < CRASH_WINDOW] + [now]
+                log.warning("worker died", service=svc.spec.name, pid=pid, status=how,
+                            restart_in=f"{delay:.2f}s")
+                if len(svc.deaths) >= CRASH_LIMIT:
+                    svc.throttled_until = now + THROTTLE_FOR
+                    svc.deaths.clear()
+                    log.error("service is crash-looping, throttled", service=svc.spec.name,
+                              deaths=CRASH_LIMIT, window=f"{CRASH_WINDOW:g}s", throttled_for=f"{THROTTLE_FOR:g}s")
+                return
+
+    def _kill_all(self, sig: int) -> None:
+        for pid in self._live_pids():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    # --- signals --------------------------------------------------------------------------------
+
+    def _handle_signals(self) -> None:
+        while self.signals:
+            sig = self.signals.pop(0)
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                if self.stopping_since:
+                    log.warning("second stop signal, killing workers now")
+                    self._kill_all(signal.SIGKILL)
+                else:
+                    log.info("stopping: draining workers", grace=f"{self.cfg['server.shutdown_grace']:g}s")
+                    self.stopping_since = time.monotonic()
+                    self._notify_systemd("STOPPING=1")
+                    self._kill_all(signal.SIGTERM)
+            elif sig == signal.SIGHUP and not self.stopping_since:
+                self._reload()
+
+    def _reload(self) -> None:
+        try:
+            cfg = config_mod.load(self.cfg.data_dir)
+            cfg.overrides = dict(self.cfg.overrides)
+            cfg.values.update(cfg.overrides)
+            specs = self._specs(cfg)
+        except config_mod.ConfigError as exc:
+            log.error("reload refused, keeping the running configuration", error=str(exc))
+            return
+        self.cfg = cfg
+        configure(cfg["log.level"], cfg["log.file"] or None, json=cfg["log.format"] == "json")
+        changed = []
+        for name, spec in specs.items():
+            old = self.services.get(name)
+            if old is not None and old.spec == spec:
+                continue
+            changed.append(name)
+            keep = old.sockets if (old is not None and old.spec.listen == spec.listen) else None
+            if old is not None:
+                for w in old.workers:
+                    if w.pid:
+                        w.retiring = True
+                        self.retired.append(w)
+                        os.kill(w.pid, signal.SIGTERM)
+                if keep is None:
+                    for s in old.sockets:
+                        s.close()
+            try:
+                self._add_service(name, spec, sockets=keep)
+            except OSError as exc:
+                log.error("reload: service cannot listen", service=name, error=str(exc))
+                self.services[name] = Service(spec=ServiceSpec(name=name, enabled=False))
+        log.info("reloaded", changed=",".join(changed) or "nothing")
+
+    # --- status ---------------------------------------------------------------------------------
+
+    def _write_status(self) -> None:
+        now = time.monotonic()
+        if now - self._status_at < 0.5:
+            return
+        self._status_at = now
+        data = {
+            "pid": os.getpid(), "started": self.started, "stopping": bool(self.stopping_since),
+            "services": {
+                name: {
+                    **svc.spec.to_dict(),
+                    "throttled": svc.throttled_until > now,
+                    "workers": [{"index": w.index, "pid": w.pid or None, "restarts": w.restarts,
+                                 "uptime": round(now - w.started, 1) if w.pid else None,
+                                 "last_exit": w.last_exit, "idle": w.idle} for w in svc.workers],
+                } for name, svc in self.services.items()
+            },
+        }
+        path = self.run_dir / "status.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+
+    @staticmethod
+    def _notify_systemd(state: str) -> None:
+        """sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET."""
+        addr = os.environ.get("NOTIFY_SOCKET")
+        if not addr:
+            return
+        if addr.startswith("@"):
+            addr = "\0" + addr[1:]
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                s.connect(addr)
+                s.sendall(state.encode())
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                print(f"sd_notify failed: {exc}", file=sys.stderr)
+
+
+def read_status(data_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((data_dir / "run" / "status.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,145 @@
+"""Inside a worker process: reset what the master set up, drop privileges, run one service.
+
+The event loop is created here, after the fork (never inherited). TLS material is loaded
+before privileges are dropped, so the private key can stay readable by root only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import Config
+from ..log import configure, get_logger
+from .privileges import die_with_parent, drop_privileges
+from .services import ServiceSpec
+
+EXIT_IDLE = 75
+EXIT_MAX_USE = 76
+
+
+@dataclass
+class WorkerContext:
+    cfg: Config
+    spec: ServiceSpec
+    sockets: list[socket.socket]
+    index: int
+    ssl_context: ssl.SSLContext | None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def grace(self) -> float:
+        return float(self.cfg["server.shutdown_grace"])
+
+    def stats_path(self) -> Any:
+        return self.cfg.data_dir / "run" / "stats" / f"{self.spec.name}.{self.index}.json"
+
+
+Runner = Callable[[WorkerContext], Awaitable[int]]
+
+
+def server_ssl_context(cfg: Config) -> ssl.SSLContext | None:
+    cert, key = cfg.path("tls.cert"), cfg.path("tls.key")
+    if not cert.exists() or not key.exists():
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def worker_main(cfg: Config, spec: ServiceSpec, sockets: list[socket.socket], index: int,
+                close_fds: list[int]) -> int:
+    """Entry point of a freshly forked worker; returns its exit status."""
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the master's business
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the master, which drains us
+    for fd in close_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    parent = os.getppid()
+    die_with_parent(signal.SIGKILL)
+    if os.getppid() != parent:  # the master died between fork and prctl
+        return 1
+    configure(cfg["log.level"], cfg["log.file"] or None, json=cfg["log.format"] == "json")
+    from .runners import RUNNERS
+
+    runner = RUNNERS[spec.name]
+    ssl_context = server_ssl_context(cfg)
+    drop_privileges(cfg["server.user"])
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    return asyncio.run(_run(runner, cfg, spec, sockets, index, ssl_context))
+
+
+async def _run(runner: Runner, cfg: Config, spec: ServiceSpec, sockets: list[socket.socket], index: int,
+               ssl_context: ssl.SSLContext | None) -> int:
+    ctx = WorkerContext(cfg=cfg, spec=spec, sockets=sockets, index=index, ssl_context=ssl_context)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, ctx.stop.set)
+    return await runner(ctx)
+
+
+async def supervise_listeners(ctx: WorkerContext, servers: list[Any],
+                              stop_all: Callable[[float], Awaitable[None]]) -> int:
+    """Serve until told to stop, ``max_use`` connections were taken, or ``max_idle`` passed idle.
+
+    Also publishes this worker's counters to ``run/stats/`` for ``dovetail status``.
+    """
+    log = get_logger(ctx.spec.name)
+    spec = ctx.spec
+    last_busy = time.monotonic()
+    stats = ctx.stats_path()
+    stats.parent.mkdir(parents=True, exist_ok=True)
+    code = 0
+    while not ctx.stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(ctx.stop.wait(), 1.0)
+        active = sum(_active(s) for s in servers)
+        total = sum(getattr(s, "connections_total", 0) for s in servers)
+        _write_stats(stats, {"pid": os.getpid(), "service": spec.name, "worker": ctx.index,
+                             "connections": active, "connections_total": total, "time": time.time()})
+        now = time.monotonic()
+        if active:
+            last_busy = now
+        if spec.max_use and total >= spec.max_use:
+            log.info("max_use reached, exiting", connections=total)
+            code = EXIT_MAX_USE
+            break
+        if spec.max_idle and not active and now - last_busy >= spec.max_idle:
+            log.info("idle, exiting", idle=f"{spec.max_idle:g}s")
+            code = EXIT_IDLE
+            break
+    await stop_all(ctx.grace)
+    with contextlib.suppress(FileNotFoundError):
+        stats.unlink()
+    return code
+
+
+def _active(server: Any) -> int:
+    value = getattr(server, "active_connections", None)
+    if value is None:
+        value = len(getattr(server, "sessions", ()))
+    return int(value)
+
+
+def _write_stats(path: Any, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with contextlib.suppress(OSError):
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)

@@ -1,0 +1,247 @@
+"""The master process for real: forked workers on loopback ports, signals, restarts, privileges."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import smtplib
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .harness import Master, cli, wait_for
+
+MSG = "From: alice@ext.example\r\nTo: bob@acme.example\r\nSubject: {subject}\r\n\r\n{body}\r\n"
+
+
+@pytest.fixture
+def master(tmp_path: Path) -> Iterator[Master]:
+    m = Master.create(tmp_path)
+    m.start()
+    yield m
+    m.stop()
+    m.cleanup()
+
+
+def subjects(m: Master) -> list[str]:
+    out = []
+    for path in m.maildir_files():
+        for line in path.read_bytes().split(b"\n"):
+            if line.startswith(b"Subject: "):
+                out.append(line[9:].decode().strip())
+                break
+    return out
+
+
+def test_smtp_to_maildir_end_to_end(master: Master) -> None:
+    with master.smtp() as s:
+        s.sendmail("alice@ext.example", ["bob@acme.example"], MSG.format(subject="e2e", body="hello"))
+    wait_for(lambda: subjects(master) == ["e2e"], 20, "delivery")
+    text = master.maildir_files()[0].read_text()
+    assert text.startswith("Return-Path: <alice@ext.example>\nDelivered-To: bob@acme.example\n")
+    assert "by mx.test.example" in text  # our Received: header
+
+
+def test_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(master: Master) -> None:
+    (old_pid,) = master.worker_pids("smtpd")
+    acknowledged = []
+    s = master.smtp()
+    s.ehlo()
+    for i in range(10):
+        s.sendmail("alice@ext.example", ["bob@acme.example"], MSG.format(subject=f"before-{i}", body="x"))
+        acknowledged.append(f"before-{i}")
+    assert s.mail("alice@ext.example")[0] == 250
+    assert s.rcpt("bob@acme.example")[0] == 250
+    os.kill(old_pid, signal.SIGKILL)  # mid-transaction
+    with pytest.raises((smtplib.SMTPException, OSError)):
+        s.data(MSG.format(subject="in-flight", body="x"))
+    new_pid = wait_for(lambda: [p for p in master.worker_pids("smtpd") if p != old_pid], 20, "restart")[0]
+    assert new_pid != old_pid
+    wait_for(master.smtp_banner_ok, 20, "new sessions accepted")
+    with master.smtp() as s2:
+        s2.sendmail("alice@ext.example", ["bob@acme.example"], MSG.format(subject="after", body="x"))
+    acknowledged.append("after")
+    wait_for(lambda: set(acknowledged) <= set(subjects(master)), 30, "all acknowledged messages delivered")
+    got = subjects(master)
+    assert len(got) == len(set(got)), "a message was delivered twice"
+    assert "worker died" in master.log() and f"pid={old_pid}" in master.log()
+
+
+def test_crash_looping_service_is_throttled_while_others_serve(tmp_path: Path) -> None:
+    m = Master.create(tmp_path)
+    # Another queue manager holds the queue lock: our qmgr worker fails at every start.
+    lock_path = m.data_dir / "queue" / "pid" / "qmgr.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        m.proc = None
+        m.logfile = open(m.log_path, "ab")  # noqa: SIM115
+        import subprocess
+
+        from .harness import DOVETAIL
+
+        m.proc = subprocess.Popen(
+            [*DOVETAIL, "--data-dir", str(m.data_dir), "serve", "--smtp", f"127.0.0.1:{m.smtp_port}",
+             "--imap", f"127.0.0.1:{m.imap_port}", "--submission", "", "--http", ""],
+            stdout=m.logfile, stderr=subprocess.STDOUT)
+        wait_for(lambda: m.status().get("services", {}).get("qmgr", {}).get("throttled"), 40, "throttling")
+        assert "crash-looping, throttled" in m.log()
+        wait_for(m.smtp_banner_ok, 20, "smtpd serving")
+        with m.smtp() as s:
+            s.sendmail("alice@ext.example", ["bob@acme.example"], MSG.format(subject="queued", body="x"))
+        assert any((m.data_dir / "queue" / "incoming").iterdir())  # accepted and durable, waiting for qmgr
+    finally:
+        os.close(fd)
+        m.stop()
+        m.cleanup()
+
+
+def test_sighup_applies_a_new_limit_without_refusing_connections(master: Master) -> None:
+    (old_pid,) = master.worker_pids("smtpd")
+    failures: list[Exception] = []
+    done = threading.Event()
+    connections = 0
+
+    def hammer() -> None:
+        nonlocal connections
+        while not done.is_set():
+            try:
+                with socket.create_connection(("127.0.0.1", master.smtp_port), timeout=10) as c:
+                    banner = c.recv(200)
+                    if not banner.startswith(b"220"):
+                        raise AssertionError(banner)
+                    connections += 1
+            except Exception as exc:  # noqa: BLE001
+                failures.append(exc)
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        assert cli(master.data_dir, "config", "set", "smtp.max_message_size=1K").returncode == 0
+        assert cli(master.data_dir, "reload").returncode == 0
+        wait_for(lambda: [p for p in master.worker_pids("smtpd") if p != old_pid], 20, "new smtpd worker")
+        wait_for(lambda: old_pid not in _children(master), 30, "old worker retired")
+    finally:
+        done.set()
+        thread.join()
+    assert failures == [] and connections > 0
+    assert master.worker_pids("qmgr") and "changed=smtpd" in master.log().replace("'", "")
+    with master.smtp() as s:
+        with pytest.raises(smtplib.SMTPException) as exc:
+            s.sendmail("alice@ext.example", ["bob@acme.example"], MSG.format(subject="big", body="x" * 4000))
+    assert "552" in str(exc.value)
+
+
+def _children(m: Master) -> set[int]:
+    assert m.proc is not None
+    try:
+        text = Path(f"/proc/{m.proc.pid}/task/{m.proc.pid}/children").read_text()
+    except FileNotFoundError:
+        return set()
+    return {int(p) for p in text.split()}
+
+
+def test_sigterm_lets_a_data_transfer_finish(master: Master) -> None:
+    s = master.smtp()
+    s.ehlo()
+    assert s.mail("alice@ext.example")[0] == 250
+    assert s.rcpt("bob@acme.example")[0] == 250
+    code, _ = s.docmd("DATA")
+    assert code == 354
+    s.send(b"From: alice@ext.example\r\nSubject: drained\r\n\r\nfirst half\r\n")
+    master.signal(signal.SIGTERM)
+    wait_for(lambda: "stopping: draining" in master.log(), 10, "drain started")
+    s.send(b"second half\r\n.\r\n")
+    code, reply = s.getreply()
+    assert code == 250, reply
+    s.close()
+    assert master.proc is not None
+    assert master.proc.wait(timeout=40) == 0
+    queued = list((master.data_dir / "queue" / "incoming").iterdir())
+    assert "drained" in subjects(master) or queued, "the accepted message is neither delivered nor queued"
+    wait_for(lambda: not (master.data_dir / "run" / "master.pid").exists(), 5, "pid file removed")
+
+
+def test_second_master_on_the_same_data_dir_refuses(master: Master) -> None:
+    out = cli(master.data_dir, "serve", "--smtp", "127.0.0.1:1", "--imap", "", "--submission", "", "--http", "")
+    assert out.returncode == 2
+    assert "another master" in out.stderr and str(master.proc.pid) in out.stderr  # type: ignore[union-attr]
+
+
+def test_status_reload_and_stop_cli(master: Master) -> None:
+    import json
+
+    out = cli(master.data_dir, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    st = json.loads(out.stdout)
+    assert st["running"] and st["pid"] == master.proc.pid  # type: ignore[union-attr]
+    assert st["services"]["smtpd"]["workers"][0]["pid"] == master.worker_pids("smtpd")[0]
+    assert set(st["queue"]) == {"incoming", "active", "deferred", "hold", "corrupt"}
+    stopped = cli(master.data_dir, "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert master.proc.wait(timeout=5) == 0  # type: ignore[union-attr]
+    assert cli(master.data_dir, "status").returncode == 1
+
+
+def test_bad_config_on_reload_keeps_running(master: Master) -> None:
+    path = master.data_dir / "dovetail.toml"
+    path.write_text(path.read_text() + "\n[services.smtpd]\nworkers = 0\n")
+    out = cli(master.data_dir, "reload")
+    assert out.returncode == 0  # the file itself parses; the master refuses the service table
+    wait_for(lambda: "reload refused" in master.log(), 10, "refusal logged")
+    assert "services.smtpd.workers" in master.log()
+    assert master.smtp_banner_ok()
+
+
+def test_several_smtp_workers_share_the_socket(tmp_path: Path) -> None:
+    m = Master.create(tmp_path)
+    with (m.data_dir / "dovetail.toml").open("a") as fh:
+        fh.write("\n[services.smtpd]\nworkers = 2\n")
+    m.start()
+    try:
+        assert len(m.worker_pids("smtpd")) == 2
+        out = cli(m.data_dir, "config", "show", "--all")
+        assert "services.smtpd.workers = 2" in out.stdout
+    finally:
+        m.stop()
+        m.cleanup()
+
+
+def test_on_demand_service_exits_when_idle_and_starts_on_connection(tmp_path: Path) -> None:
+    m = Master.create(tmp_path)
+    with (m.data_dir / "dovetail.toml").open("a") as fh:
+        fh.write('\n[services.smtpd]\nmax_idle = "1s"\n')
+    m.start()
+    try:
+        wait_for(lambda: m.status()["services"]["smtpd"]["workers"][0]["idle"], 20, "smtpd idle exit")
+        assert not m.worker_pids("smtpd")
+        with socket.create_connection(("127.0.0.1", m.smtp_port), timeout=20) as c:
+            assert c.recv(200).startswith(b"220")
+        assert "starting on-demand service, service=smtpd" in m.log()
+        assert m.log().count("worker started, service=smtpd") >= 2
+    finally:
+        m.stop()
+        m.cleanup()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="privilege drop needs root")
+def test_workers_run_as_the_unprivileged_user(master: Master) -> None:
+    import pwd
+
+    uid = pwd.getpwnam("dovetail").pw_uid
+    for service in ("smtpd", "imapd", "qmgr"):
+        for pid in master.worker_pids(service):
+            status = Path(f"/proc/{pid}/status").read_text()
+            uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+            assert uid_line.split()[1:] == [str(uid)] * 4, (service, uid_line)
+    master_status = Path(f"/proc/{master.proc.pid}/status").read_text()  # type: ignore[union-attr]
+    assert "Uid:\t0\t" in master_status
+    with master.smtp() as s:
+        s.sendmail("alice@ext.example", ["bob@acme.example"], MSG.format(subject="owned", body="x"))
+    wait_for(master.maildir_files, 20, "delivery")
+    assert master.maildir_files()[0].stat().st_uid == uid
