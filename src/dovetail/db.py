@@ -10,11 +10,14 @@ import logging
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from sqlalchemy.engine import Engine
 
-from .config import Config
+logging.getLogger("alembic").setLevel(logging.WARNING)  # before Alembic loads: its plugin setup logs at INFO
+
+from alembic import command  # noqa: E402
+from alembic.config import Config as AlembicConfig  # noqa: E402
+from sqlalchemy.engine import Engine  # noqa: E402
+
+from .config import Config  # noqa: E402
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -58,7 +61,6 @@ def migrate(engine: Engine) -> None:
     Each area (directory, replies, web, outbound) keeps its own branch of revisions rooted at
     ``0001``, so ``heads`` upgrades them all.
     """
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     command.upgrade(alembic_config(engine), "heads")
 
 

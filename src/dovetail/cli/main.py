@@ -53,6 +53,23 @@ master_cmds.register(app)
 queue_cmds.register(app)
 
 
+def _register_optional(module: str) -> None:
+    """Verb groups of services that may be absent from a build."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return
+        raise
+    mod.register(app)
+
+
+for _module in ("dovetail.web.cli", "dovetail.replies.cli", "dovetail.outbound.cli"):
+    _register_optional(_module)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: operator mistakes print one clear line and exit 2, never a traceback."""
     from ..directory import AddressError, DirectoryError

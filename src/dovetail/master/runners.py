@@ -7,6 +7,7 @@ on the sockets the master bound, and returns an exit status when told to stop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 
 from ..config import Config
@@ -113,12 +114,45 @@ async def run_qmgr(ctx: WorkerContext) -> int:
     return 0
 
 
-RUNNERS: dict[str, Runner] = {"smtpd": run_smtpd, "imapd": run_imapd, "qmgr": run_qmgr}
+async def run_web(ctx: WorkerContext) -> int:
+    import uvicorn
 
-_MODULES = {"smtpd": "dovetail.smtp.server", "imapd": "dovetail.imap.server", "qmgr": "dovetail.queue.manager"}
+    from ..web.app import create_app
+
+    cfg = ctx.cfg
+    app = create_app(cfg)
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+                                           timeout_graceful_shutdown=int(ctx.grace)))
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # the worker owns SIGTERM
+    task = asyncio.create_task(server.serve(sockets=ctx.sockets))
+
+    async def stop_all(grace: float) -> None:
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(task, grace + 5)
+        except TimeoutError:
+            task.cancel()
+
+    class _Counts:
+        @property
+        def active_connections(self) -> int:
+            return len(server.server_state.connections)
+
+    return await supervise_listeners(ctx, [_Counts()], stop_all)
+
+
+RUNNERS: dict[str, Runner] = {"smtpd": run_smtpd, "imapd": run_imapd, "qmgr": run_qmgr, "web": run_web}
+
+_MODULES = {"smtpd": "dovetail.smtp.server", "imapd": "dovetail.imap.server", "qmgr": "dovetail.queue.manager",
+            "web": "dovetail.web.app"}
 
 
 def available(name: str) -> bool:
     """Whether this build has the service (its module exists and a runner is registered)."""
     module = _MODULES.get(name)
-    return name in RUNNERS and module is not None and importlib.util.find_spec(module) is not None
+    if name not in RUNNERS or module is None:
+        return False
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package is missing
+        return False

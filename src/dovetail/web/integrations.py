@@ -1,0 +1,76 @@
+"""Optional parts the web admin shows when they are present: DNS records, replies, service health.
+
+Each is looked up at call time so the admin works (and says "not configured") before the
+outbound or replies packages exist, and picks them up without changes once they do.
+"""
+
+from __future__ import annotations
+
+import importlib
+import socket
+from typing import Any
+
+from ..config import Config, split_hostport
+
+LISTENERS = {
+    "smtpd": "listen.smtp",
+    "submission": "listen.submission",
+    "submissions": "listen.submissions",
+    "imapd": "listen.imap",
+    "imaps": "listen.imaps",
+    "web": "listen.http",
+}
+
+
+def _optional(module: str, attr: str) -> Any:
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    return getattr(mod, attr, None)
+
+
+def dns_records(domain: str) -> list[dict[str, Any]] | None:
+    """The records to publish for ``domain`` from ``dovetail.outbound.dns_records``; None when absent.
+
+    Each record is a mapping with at least ``type``, ``name`` and ``value`` (and, when the
+    outbound package checks them live, ``status``).
+    """
+    fn = _optional("dovetail.outbound", "dns_records")
+    if fn is None:
+        return None
+    records = []
+    for rec in fn(domain) or []:
+        if isinstance(rec, dict):
+            records.append(dict(rec))
+        else:
+            records.append({k: getattr(rec, k) for k in ("type", "name", "value", "status", "purpose")
+                            if hasattr(rec, k)})
+    return records
+
+
+def replies_router() -> Any:
+    """The replies engine's ``APIRouter`` (``dovetail.replies.api.router``), or None."""
+    return _optional("dovetail.replies.api", "router")
+
+
+def service_health(cfg: Config, timeout: float = 0.3) -> list[dict[str, Any]]:
+    """Each configured listener and whether something accepts connections on it now."""
+    out = []
+    for name, key in LISTENERS.items():
+        addr = cfg.get(key) or ""
+        if not addr:
+            out.append({"service": name, "listen": "", "status": "disabled"})
+            continue
+        host, port = split_hostport(addr)
+        if host in ("", "0.0.0.0"):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "::1"
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                status = "up"
+        except OSError:
+            status = "down"
+        out.append({"service": name, "listen": addr, "status": status})
+    return out
