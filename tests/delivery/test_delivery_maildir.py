@@ -16,7 +16,7 @@ from dovetail.delivery import MailboxTarget, MaildirConfig, MaildirDeliveryAgent
 from dovetail.delivery.maildir import QuotaCache, lf_chunks
 from dovetail.queue import Queue, QueuedMessage, QueueRecipient
 
-NAME_RE = re.compile(r"^(\d+)\.M(\d+)P(\d+)Q(\d+)\.([^/,:]+),S=(\d+),W=(\d+)$")
+NAME_RE = re.compile(r"^(\d+)\.V([0-9A-Z]+)R(\d+)\.([^/,:]+),S=(\d+),W=(\d+)$")
 
 
 def queued(
@@ -62,12 +62,12 @@ def test_delivery_writes_maildir_file_as_dovecot_expects(tmp_path: Path) -> None
     (path,) = files(box)
     m = NAME_RE.match(path.name)
     assert m, path.name
-    assert int(m.group(3)) == os.getpid()
+    assert m.group(2) == msg.queue_id and m.group(3) == "0"
     content = path.read_bytes()
     expected = b"Return-Path: <alice@example.org>\nDelivered-To: bob@example.com\n" + data.replace(b"\r\n", b"\n")
     assert content == expected
-    assert int(m.group(6)) == len(content) == path.stat().st_size
-    assert int(m.group(7)) == len(content) + content.count(b"\n")
+    assert int(m.group(5)) == len(content) == path.stat().st_size
+    assert int(m.group(6)) == len(content) + content.count(b"\n")
     assert path.stat().st_mode & 0o777 == 0o600
 
 
@@ -220,3 +220,21 @@ def test_agent_in_queue_manager_logs_postfix_lines(tmp_path: Path, caplog: pytes
     assert len(files(tmp_path / "mail" / "example.com" / "bob")) == 1
     # The bounce for nobody@ went back to alice@example.org through the same agent.
     assert len(files(tmp_path / "mail" / "example.org" / "alice")) == 1
+
+
+def test_repeated_attempt_after_a_crash_writes_no_second_copy(tmp_path: Path) -> None:
+    """The window Postfix leaves open (file written, queue not yet updated) is closed by the name."""
+    msg = queued(tmp_path, message(body="once\r\n"), rcpts=("bob@example.com", "carol@example.com"))
+    agent = MaildirDeliveryAgent(resolver(tmp_path / "mail"))
+    first = deliver(agent, msg)
+    again = deliver(agent, msg)  # as the queue manager does when the status record was lost
+    assert [r.status for r in first] == [r.status for r in again] == ["sent", "sent"]
+    boxes = [tmp_path / "mail" / "example.com" / name for name in ("bob", "carol")]
+    assert [len(files(box)) for box in boxes] == [1, 1]  # one per recipient, not per attempt
+    # a reader (IMAP) moved the copies to cur/ before the retry: a later attempt still finds them
+    for box in boxes:
+        for path in files(box):
+            path.rename(box / "cur" / (path.name + ":2,S"))
+    msg.envelope.attempts = 1
+    deliver(agent, msg)
+    assert [(len(files(box)), len(files(box, "cur"))) for box in boxes] == [(0, 1), (0, 1)]

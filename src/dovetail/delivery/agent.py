@@ -20,10 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dovetail.delivery.loops import scan_headers
-from dovetail.delivery.maildir import QuotaCache, lf_chunks, write_message
+from dovetail.delivery.maildir import (
+    AlreadyDelivered,
+    QuotaCache,
+    delivery_name,
+    find_delivered,
+    lf_chunks,
+    write_message,
+)
+from dovetail.log import get_logger
 from dovetail.queue.agent import DeliveryResult
 from dovetail.queue.envelope import QueueRecipient
 from dovetail.queue.qfile import QueuedMessage
+
+log = get_logger("virtual")
 
 RELAY = "virtual"
 _CTL = re.compile(r"[\x00-\x1f\x7f]")
@@ -114,7 +124,16 @@ class MaildirDeliveryAgent:
             if key in done:
                 continue
             try:
-                write_message(target.maildir, self._content(message, target.address))
+                base = delivery_name(message.envelope.arrival, message.queue_id, rcpt.index)
+                if message.envelope.attempts:  # a reader may have moved an earlier copy to cur/
+                    earlier = find_delivered(target.maildir, base)
+                    if earlier is not None:
+                        log.info(f"already delivered to {earlier.name}, not writing it again", qid=message.queue_id)
+                        done[key] = None
+                        continue
+                write_message(target.maildir, self._content(message, target.address), base)
+            except AlreadyDelivered as exc:
+                log.info(f"already delivered to {exc.path.name}, not writing it again", qid=message.queue_id)
             except OSError as exc:
                 return DeliveryResult(rcpt, "deferred", *_io_error(exc), RELAY)
             done[key] = None

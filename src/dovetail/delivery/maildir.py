@@ -62,11 +62,44 @@ def lf_chunks(stream: Iterable[bytes]) -> Iterable[bytes]:
         yield pending
 
 
-def write_message(maildir: Path, chunks: Iterable[bytes]) -> Path:
-    """Deliver ``chunks`` (already LF-converted) into ``maildir/new``; returns the final path."""
+def delivery_name(arrival: float, queue_id: str, recipient_index: int) -> str:
+    """A Maildir base name that is the same on every attempt to deliver one queued recipient.
+
+    ``<arrival>.V<qid>R<n>.<host>``: unique because queue ids are, and deterministic so that a
+    delivery repeated after a crash (file written, queue not yet updated) finds the first copy in
+    ``new/`` instead of writing a second one. Dovecot reads only ``,S=``, ``,W=`` and ``:2,`` of a
+    name, so the middle part is ours to choose.
+    """
+    return f"{int(arrival)}.V{queue_id}R{recipient_index}.{_hostname()}"
+
+
+class AlreadyDelivered(Exception):
+    """The same queued recipient was already written into this Maildir by an earlier attempt."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+
+
+def find_delivered(maildir: Path, base: str) -> Path | None:
+    """An earlier copy named ``base`` in ``new/`` or (moved there by a reader) ``cur/``."""
+    for sub in ("new", "cur"):
+        with contextlib.suppress(FileNotFoundError), os.scandir(maildir / sub) as it:
+            for entry in it:
+                if entry.name.startswith(base + ","):
+                    return Path(entry.path)
+    return None
+
+
+def write_message(maildir: Path, chunks: Iterable[bytes], base: str | None = None) -> Path:
+    """Deliver ``chunks`` (already LF-converted) into ``maildir/new``; returns the final path.
+
+    With a deterministic ``base`` (see ``delivery_name``) a second delivery of the same bytes
+    raises ``AlreadyDelivered`` instead of writing a duplicate.
+    """
     ensure_maildir(maildir)
-    base = unique_name()
-    tmp = maildir / "tmp" / base
+    base = base or unique_name()
+    tmp = maildir / "tmp" / f"{base}.{os.getpid()}_{next(_counter)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         fh = os.fdopen(fd, "wb", buffering=65536)
@@ -85,7 +118,10 @@ def write_message(maildir: Path, chunks: Iterable[bytes]) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         final = maildir / "new" / f"{base},S={size},W={size + lines}"
-        os.link(tmp, final)
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            raise AlreadyDelivered(final) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
