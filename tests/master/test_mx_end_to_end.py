@@ -117,3 +117,25 @@ def test_kill_minus_9_of_the_whole_server_during_a_burst_loses_nothing(master: M
     got = delivered()
     dupes = {s for s in got if got.count(s) > 1}
     assert not dupes, f"delivered twice: {sorted(dupes)[:5]}"
+
+
+def test_mail_flow_counters_reach_the_dashboard_table(master: Master) -> None:
+    import sqlalchemy as sa
+
+    from dovetail import config
+    from dovetail.db import make_engine
+
+    with master.smtp() as s:
+        s.sendmail("alice@ext.example", ["bob@acme.example"], "Subject: counted\r\n\r\nx\r\n")
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            s.sendmail("alice@ext.example", ["ghost@acme.example"], "Subject: refused\r\n\r\nx\r\n")
+    wait_for(master.maildir_files, 20, "delivery")
+    engine = make_engine(config.load(master.data_dir).database_url)
+
+    def counts() -> dict[str, int]:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT counter, SUM(n) FROM mail_counters GROUP BY counter"))
+            return {name: int(n) for name, n in rows}
+
+    wait_for(lambda: {"received": 1, "delivered": 1, "rejected": 1}.items() <= counts().items(), 30,
+             "counters flushed by the smtpd and qmgr workers")

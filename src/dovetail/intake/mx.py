@@ -9,6 +9,7 @@ the queue as it streams in and ``250`` is sent only after the queue says it is d
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from ..delivery.maildir import QuotaCache
 from ..directory import Resolution, Resolver
@@ -19,18 +20,24 @@ from ..smtp.events import MailParams, RcptParams
 from ..smtp.reply import Reply
 
 
+def _no_record(counter: str) -> None:
+    pass
+
+
 class QueueSink:
     """Adapts a queue writer to the SMTP engine's sink: streamed writes, durable commit."""
 
-    def __init__(self, writer: QueueWriter) -> None:
+    def __init__(self, writer: QueueWriter, record: Callable[[str], None] = _no_record) -> None:
         self.writer = writer
         self.queue_id = writer.queue_id
+        self.record = record
 
     async def write(self, data: bytes) -> None:
         await self.writer.awrite(data)
 
     async def commit(self) -> Reply:
         qid = await self.writer.acommit()
+        self.record("received")
         return Reply(250, "2.0.0", f"Ok: queued as {qid}")
 
     async def abort(self) -> None:
@@ -52,9 +59,10 @@ class MxBackend:
     """Policy of the public MX: local recipients only, quota checked, no AUTH."""
 
     def __init__(self, resolver: Resolver, queue: Queue, *, over_quota: str = "defer",
-                 quota: QuotaCache | None = None) -> None:
+                 quota: QuotaCache | None = None, record: Callable[[str], None] = _no_record) -> None:
         self.resolver = resolver
         self.queue = queue
+        self.record = record  # mail-flow counters: "received", "rejected"
         self.over_quota = over_quota
         self.quota = quota or QuotaCache()
 
@@ -65,6 +73,12 @@ class MxBackend:
         return await asyncio.to_thread(self.resolver.resolve, address)
 
     async def check_recipient(self, session: SessionInfo, address: str, params: RcptParams) -> Reply | None:
+        reply = await self._check_recipient(address)
+        if reply is not None:
+            self.record("rejected")
+        return reply
+
+    async def _check_recipient(self, address: str) -> Reply | None:
         res = await self._resolve(address)
         if res.status == "not_local":
             return Reply(554, "5.7.1", f"<{address}>: Relay access denied")
@@ -86,7 +100,7 @@ class MxBackend:
 
     async def open_message(self, session: SessionInfo, envelope: Envelope) -> MessageSink:
         writer = await self.queue.aopen_incoming(to_queue_envelope(session, envelope))
-        return QueueSink(writer)
+        return QueueSink(writer, self.record)
 
     async def authenticate(self, session: SessionInfo, mechanism: str, username: str, password: str) -> str | None:
         return None  # the MX offers no AUTH; submission has its own backend

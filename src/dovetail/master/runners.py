@@ -35,13 +35,37 @@ def imap_limits(cfg: Config):  # noqa: ANN201
                   idle_timeout=cfg["imap.autologout"])
 
 
+def flow_counters(rt: Runtime):  # noqa: ANN201
+    """The dashboard's mail-flow ``record`` function, flushed to the database by a thread in this process."""
+    try:
+        from ..web import counters
+    except ImportError:
+        return lambda counter, n=1: None
+    counters.start_flusher(rt.engine, 5.0)
+    return counters.record
+
+
+class CountingAgent:
+    """Wraps a delivery agent to count delivered/deferred/bounced recipients for the dashboard."""
+
+    def __init__(self, inner, record) -> None:  # noqa: ANN001
+        self.inner = inner
+        self.record = record
+
+    async def deliver(self, message, recipients):  # noqa: ANN001, ANN201
+        results = await self.inner.deliver(message, recipients)
+        for res in results:
+            self.record({"sent": "delivered"}.get(res.status, res.status))
+        return results
+
+
 async def run_smtpd(ctx: WorkerContext) -> int:
     from ..intake.mx import MxBackend
     from ..smtp.server import SmtpServer
 
     cfg = ctx.cfg
     rt = Runtime(cfg)
-    backend = MxBackend(rt.resolver, rt.queue, over_quota=cfg["smtp.over_quota"])
+    backend = MxBackend(rt.resolver, rt.queue, over_quota=cfg["smtp.over_quota"], record=flow_counters(rt))
     limits = smtp_limits(cfg)
     if ctx.spec.max_connections:
         from dataclasses import replace
@@ -99,7 +123,8 @@ async def run_qmgr(ctx: WorkerContext) -> int:
     def transport_for(address: str) -> str:
         return "virtual"
 
-    manager = QueueManager(rt.queue, {"virtual": local}, qcfg, transport_for=transport_for)
+    manager = QueueManager(rt.queue, {"virtual": CountingAgent(local, flow_counters(rt))}, qcfg,
+                           transport_for=transport_for)
     task = asyncio.create_task(manager.run())
     stopped = asyncio.create_task(ctx.stop.wait())
     await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)

@@ -92,7 +92,20 @@ async def _run(runner: Runner, cfg: Config, spec: ServiceSpec, sockets: list[soc
     ctx = WorkerContext(cfg=cfg, spec=spec, sockets=sockets, index=index, ssl_context=ssl_context)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, ctx.stop.set)
-    return await runner(ctx)
+    try:
+        return await runner(ctx)
+    finally:
+        await asyncio.to_thread(_flush_counters)
+
+
+def _flush_counters() -> None:
+    """Write this worker's pending mail-flow counts before it exits (workers leave with os._exit)."""
+    try:
+        from ..web import counters
+    except ImportError:
+        return
+    with contextlib.suppress(Exception):
+        counters.stop_flusher()
 
 
 async def supervise_listeners(ctx: WorkerContext, servers: list[Any],
