@@ -55,7 +55,30 @@ def replies_router() -> Any:
 
 
 def service_health(cfg: Config, timeout: float = 0.3) -> list[dict[str, Any]]:
-    """Each configured listener and whether something accepts connections on it now."""
+    """Each service as the master reports it (workers alive, restarts, throttling).
+
+    Without a running master (the web app started on its own) each configured listener is probed.
+    """
+    from ..master.pidfile import read_pid
+    from ..master.supervisor import read_status
+
+    status = read_status(cfg.data_dir) if read_pid(cfg.data_dir / "run" / "master.pid") else None
+    if status:
+        out = []
+        for name, svc in status["services"].items():
+            workers = svc.get("workers") or []
+            alive = sum(1 for w in workers if w.get("pid"))
+            if not svc.get("enabled"):
+                state = "disabled"
+            elif svc.get("throttled"):
+                state = "throttled"
+            elif alive or any(w.get("idle") for w in workers):
+                state = "up"
+            else:
+                state = "down"
+            out.append({"service": name, "listen": ", ".join(svc.get("listen") or []), "status": state,
+                        "workers": alive, "restarts": sum(w.get("restarts", 0) for w in workers)})
+        return out
     out = []
     for name, key in LISTENERS.items():
         addr = cfg.get(key) or ""

@@ -1,0 +1,405 @@
+"""One Maildir folder: synchronising ``cur/``/``new/``, ``dovecot-uidlist`` and our index.
+
+A sync lists the directories, gives UIDs to files nobody numbered yet (under
+``dovecot-uidlist.lock``, like Dovecot), parses messages seen for the first time (outside any lock),
+then applies file renames (flag changes), new files and vanished files to the index in one SQLite
+transaction, bumping the modseq of everything that changed. Nothing is done when the directory and
+uidlist stamps did not move since the previous sync of this object.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from dovetail.log import get_logger
+from dovetail.maildir import keywords as kwfile
+from dovetail.maildir import uidlist
+from dovetail.maildir.filename import INFO_SEP, info_string, new_basename, parse_name
+from dovetail.maildir.index import Index, dumps, flags_dump
+from dovetail.maildir.lock import DotLock
+from dovetail.mime.imapdata import body_to_imap, envelope_to_imap
+from dovetail.mime.parser import Part, parse_message, to_crlf
+from dovetail.mime.structure import bodystructure, envelope
+
+log = get_logger("maildir")
+
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+UIDVALIDITY_FILE = "dovetail-uidvalidity"
+TMP_MAX_AGE = 36 * 3600
+
+
+@dataclass(slots=True)
+class Listed:
+    sub: str  # "cur" or "new"
+    filename: str
+
+
+def part_tree(part: Part) -> list:
+    """Compact offsets tree: [header_start, body_start, end, kind, children] (kind m/r/l)."""
+    if part.is_multipart:
+        return [part.header_start, part.body_start, part.end, "m", [part_tree(c) for c in part.children]]
+    if part.message is not None:
+        return [part.header_start, part.body_start, part.end, "r", [part_tree(part.message)]]
+    return [part.header_start, part.body_start, part.end, "l", []]
+
+
+def analyse(data: bytes) -> dict:
+    """Everything the index keeps about a message, from its bytes (any line endings)."""
+    crlf = to_crlf(data)
+    root = parse_message(crlf)
+    env = envelope(root.header)
+    body = bodystructure(crlf, root, extensible=False)
+    bs = bodystructure(crlf, root, extensible=True)
+    return {
+        "vsize": len(crlf),
+        "envelope": dumps(env),
+        "body": dumps(body),
+        "bodystructure": dumps(bs),
+        "parts": dumps(part_tree(root)),
+        "envelope_imap": envelope_to_imap(env),
+        "body_imap": body_to_imap(body),
+        "bodystructure_imap": body_to_imap(bs),
+    }
+
+
+class Folder:
+    """Sync engine for one folder directory (INBOX is the root itself)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.index = Index(path)
+        self._stamp: tuple | None = None
+        self.keywords: dict[int, str] = {}
+
+    # --- files ---------------------------------------------------------------------------------
+
+    @property
+    def uidlist_path(self) -> Path:
+        return self.path / uidlist.UIDLIST
+
+    def lock(self) -> DotLock:
+        return DotLock(self.path / uidlist.LOCK)
+
+    def _stamp_now(self) -> tuple:
+        out = []
+        for name in ("cur", "new", uidlist.UIDLIST, kwfile.KEYWORDS):
+            try:
+                st = os.stat(self.path / name)
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except FileNotFoundError:
+                out.append(None)
+        return tuple(out)
+
+    def _list(self, move_new: bool) -> dict[str, Listed]:
+        found: dict[str, Listed] = {}
+        for sub in ("new", "cur"):
+            try:
+                names = os.listdir(self.path / sub)
+            except FileNotFoundError:
+                os.makedirs(self.path / sub, exist_ok=True)
+                names = []
+            for fn in names:
+                if fn.startswith("."):
+                    continue
+                base = parse_name(fn).basename
+                if sub == "new" and move_new:
+                    target = fn if INFO_SEP in fn else fn + INFO_SEP
+                    try:
+                        os.rename(self.path / "new" / fn, self.path / "cur" / target)
+                        found[base] = Listed("cur", target)
+                        continue
+                    except FileNotFoundError:
+                        continue
+                if sub == "cur" or base not in found:
+                    found[base] = Listed(sub, fn)
+        return found
+
+    def file_path(self, listed_sub: str, filename: str) -> Path:
+        return self.path / listed_sub / filename
+
+    # --- uidlist ------------------------------------------------------------------------------
+
+    def _read_uidlist(self) -> uidlist.Uidlist | None:
+        try:
+            return uidlist.read(self.uidlist_path)
+        except uidlist.UidlistCorrupt as exc:
+            log.warning("corrupt dovecot-uidlist, renumbering", path=str(self.path), error=str(exc))
+            return None
+
+    def _new_uidvalidity(self) -> int:
+        """A UIDVALIDITY never handed out before in this Maildir++ (a mailbox deleted and created
+        again in the same second still gets a new one): time-based, bumped past the last one given,
+        which is remembered in ``dovetail-uidvalidity`` at the root."""
+        root = self.path.parent if (self.path / "maildirfolder").exists() else self.path
+        record = root / UIDVALIDITY_FILE
+        try:
+            last = int(record.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            last = 0
+        value = max(int(time.time()), last + 1, self.index.get_int("uidvalidity", 0) + 1)
+        tmp = record.with_name(f"{UIDVALIDITY_FILE}.{uuid.uuid4().hex[:8]}")
+        tmp.write_text(f"{value}\n")
+        os.replace(tmp, record)
+        return value
+
+    def assign_uids(self, basenames: list[str], listing: dict[str, Listed] | None) -> uidlist.Uidlist:
+        """Give UIDs to ``basenames`` not yet in the uidlist; create the uidlist when missing."""
+        with self.lock():
+            ul = self._read_uidlist()
+            if ul is None:
+                ul = uidlist.Uidlist(uidvalidity=self._new_uidvalidity(), nextuid=1, guid=uuid.uuid4().hex)
+            known = ul.by_basename()
+            changed = not self.uidlist_path.exists()
+            for base in basenames:
+                if base not in known:
+                    ul.entries[ul.nextuid] = (base, "")
+                    known[base] = ul.nextuid
+                    ul.nextuid += 1
+                    changed = True
+            if listing is not None:
+                relisted = self._list(move_new=False)
+                gone = [u for u, (b, _e) in ul.entries.items() if b not in relisted and b not in basenames]
+                for u in gone:
+                    del ul.entries[u]
+                changed = changed or bool(gone)
+            if changed:
+                uidlist.write(self.uidlist_path, ul)
+            return ul
+
+    # --- keywords -----------------------------------------------------------------------------
+
+    def load_keywords(self) -> dict[int, str]:
+        self.keywords = kwfile.read(self.path / kwfile.KEYWORDS)
+        return self.keywords
+
+    def letters_for(self, names: set[str]) -> str:
+        """Keyword letters for ``names``, adding new ones to ``dovecot-keywords`` (26 at most)."""
+        if not names:
+            return ""
+        current = self.load_keywords()
+        by_name = {n: i for i, n in current.items()}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            with DotLock(self.path / (kwfile.KEYWORDS + ".lock")):
+                current = self.load_keywords()
+                by_name = {n: i for i, n in current.items()}
+                for n in sorted(missing):
+                    if n in by_name:
+                        continue
+                    free = [i for i in range(kwfile.MAX_KEYWORDS) if i not in current]
+                    if not free:
+                        break
+                    current[free[0]] = n
+                    by_name[n] = free[0]
+                kwfile.write(self.path / kwfile.KEYWORDS, current)
+                self.keywords = current
+        return "".join(kwfile.letter(by_name[n]) for n in names if n in by_name)
+
+    def flags_of(self, info: str) -> list[str]:
+        name = parse_name("x:2," + info)
+        kws = [self.keywords.get(kwfile.index_of(c)) for c in name.keyword_letters]
+        return sorted(name.system_flags) + sorted({k for k in kws if k})
+
+    # --- sync ---------------------------------------------------------------------------------
+
+    def sync(self, move_new: bool = False, force: bool = False) -> bool:
+        """Bring the index up to date with the disk. Returns True when something was looked at."""
+        stamp = self._stamp_now()
+        if not force and stamp == self._stamp and not (move_new and self._has_new()):
+            return False
+        listing = self._list(move_new)
+        ul = self._read_uidlist()
+        known = ul.by_basename() if ul is not None else {}
+        if ul is None or any(b not in known for b in listing):
+            unknown = [b for b in sorted(listing, key=_sort_key) if b not in known]
+            ul = self.assign_uids(unknown, listing)
+        self.load_keywords()
+        by_base = ul.by_basename()
+        present = {by_base[b]: listing[b] for b in listing if b in by_base}
+        db = self.index.db
+        if self.index.get_int("uidvalidity", 0) != ul.uidvalidity:
+            self.index.begin()
+            self.index.reset()
+            self.index.set_meta("uidvalidity", ul.uidvalidity)
+            self.index.set_meta("first_recent_uid", 1)
+            self.index.commit()
+        rows = {r[0]: (r[1], r[2]) for r in db.execute("SELECT uid, filename, info FROM msg")}
+        fresh = {}
+        for uid, item in present.items():
+            if uid not in rows:
+                fresh[uid] = self._analyse_file(item)
+        self.index.begin()
+        try:
+            rows = {r[0]: (r[1], r[2]) for r in db.execute("SELECT uid, filename, info FROM msg")}
+            modseq = None
+
+            def next_modseq() -> int:
+                nonlocal modseq
+                if modseq is None:
+                    modseq = self.index.bump_modseq()
+                return modseq
+
+            gone = [u for u in rows if u not in present]
+            if gone:
+                self.index.record_expunges(gone, next_modseq())
+            for uid, item in present.items():
+                stored_fn = f"{item.sub}/{item.filename}"
+                old = rows.get(uid)
+                if old is not None and old[0] == stored_fn:
+                    continue
+                name = parse_name(item.filename)
+                info = name.info if item.sub == "cur" else ""
+                if old is not None:
+                    old_fn, old_info = old
+                    if old_info != info:
+                        db.execute(
+                            "UPDATE msg SET filename=?, info=?, flags=?, modseq=? WHERE uid=?",
+                            (stored_fn, info, flags_dump(self.flags_of(info)), next_modseq(), uid),
+                        )
+                    elif old_fn != stored_fn:
+                        db.execute("UPDATE msg SET filename=? WHERE uid=?", (stored_fn, uid))
+                    continue
+                facts = fresh.get(uid) or self._analyse_file(item)
+                if facts is None:
+                    continue
+                db.execute(
+                    "INSERT OR REPLACE INTO msg VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        uid,
+                        name.basename,
+                        stored_fn,
+                        info,
+                        flags_dump(self.flags_of(info)),
+                        next_modseq(),
+                        facts["size"],
+                        name.vsize if name.vsize is not None else facts["vsize"],
+                        facts["idate"],
+                        facts["envelope"],
+                        facts["body"],
+                        facts["bodystructure"],
+                        facts["parts"],
+                        facts["envelope_imap"],
+                        facts["body_imap"],
+                        facts["bodystructure_imap"],
+                    ),
+                )
+            self.index.set_meta("uidnext", ul.nextuid)
+            self.index.commit()
+        except BaseException:
+            self.index.rollback()
+            raise
+        self._stamp = self._stamp_now() if not move_new or not self._has_new() else None
+        return True
+
+    def _has_new(self) -> bool:
+        try:
+            with os.scandir(self.path / "new") as it:
+                return any(not e.name.startswith(".") for e in it)
+        except FileNotFoundError:
+            return False
+
+    def _analyse_file(self, item: Listed) -> dict | None:
+        path = self.path / item.sub / item.filename
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                data = f.read(MAX_MESSAGE_BYTES)
+        except FileNotFoundError:
+            return None
+        facts = analyse(data)
+        facts["size"] = st.st_size
+        facts["idate"] = st.st_mtime
+        return facts
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def deliver(self, data: bytes, info: str, internal_date: float | None) -> str:
+        """Write a message durably into ``cur/`` with flags ``info``; return its basename (no UID yet)."""
+        lf = data.replace(b"\r\n", b"\n")
+        vsize = len(to_crlf(lf))
+        base = new_basename(len(lf), vsize)
+        tmp = self.path / "tmp" / base
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode())
+        try:
+            view = memoryview(lf)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if internal_date is not None:
+            os.utime(tmp, (internal_date, internal_date))
+        os.rename(tmp, self.path / "cur" / f"{base}{INFO_SEP}{info}")
+        dfd = os.open(self.path / "cur", os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return base
+
+    def file_mode(self) -> int:
+        """New files take the folder directory's permission bits (less execute), as with Dovecot, so
+        an operator who shares a Maildir through group permissions gets group-readable mail."""
+        try:
+            return os.stat(self.path).st_mode & 0o666
+        except OSError:
+            return 0o600
+
+    def clean_tmp(self, max_age: float = TMP_MAX_AGE) -> int:
+        """Remove files left in ``tmp/`` by writers that died (Dovecot uses the same 36 hours)."""
+        removed = 0
+        cutoff = time.time() - max_age
+        try:
+            with os.scandir(self.path / "tmp") as it:
+                for entry in it:
+                    try:
+                        if entry.is_file(follow_symlinks=False) and entry.stat().st_atime < cutoff:
+                            os.unlink(entry.path)
+                            removed += 1
+                    except FileNotFoundError:
+                        continue
+        except FileNotFoundError:
+            pass
+        return removed
+
+    def link_in(self, source: Path, info: str, size: int, vsize: int) -> str | None:
+        """Hard-link ``source`` into ``cur/`` under a new name (COPY); None when linking fails."""
+        base = new_basename(size, vsize)
+        try:
+            os.link(source, self.path / "tmp" / base)
+        except OSError:
+            return None
+        os.rename(self.path / "tmp" / base, self.path / "cur" / f"{base}{INFO_SEP}{info}")
+        return base
+
+    def add_files(self, basenames: list[str]) -> dict[str, int]:
+        """Number freshly written files at once (so they get UIDs in this order)."""
+        ul = self.assign_uids(basenames, None)
+        by_base = ul.by_basename()
+        return {b: by_base[b] for b in basenames}
+
+    def info_for(self, flags: set[str]) -> str:
+        from dovetail.storage.api import SYSTEM_FLAGS
+
+        system = frozenset(f for f in flags if f in SYSTEM_FLAGS)
+        kws = {f for f in flags if f not in SYSTEM_FLAGS}
+        return info_string(system, self.letters_for(kws))
+
+    def close(self) -> None:
+        self.index.close()
+
+
+def _sort_key(basename: str) -> tuple:
+    """Order unnumbered files by delivery time (the name starts with seconds and microseconds)."""
+    head = basename.split(".", 2)
+    secs = int(head[0]) if head[0].isdigit() else 0
+    usec = 0
+    if len(head) > 1 and head[1].startswith("M"):
+        digits = "".join(ch for ch in head[1][1:].split("P")[0] if ch.isdigit())
+        usec = int(digits) if digits else 0
+    return (secs, usec, basename)

@@ -1,0 +1,134 @@
+"""Per-mailbox cache ``dovetail-index.sqlite``: UID <-> file, flags, modseq, sizes, internal date,
+ENVELOPE, BODYSTRUCTURE and the MIME part offsets, computed once when a message is first seen.
+
+It is a cache over the Maildir and ``dovecot-uidlist`` (Dovecot ignores the file): delete it and it is
+rebuilt; the UIDs themselves always come from ``dovecot-uidlist``. SQLite (WAL) lets sessions in many
+processes share it; every sync runs in one ``BEGIN IMMEDIATE`` transaction, which also serialises our
+own writers. Modseqs (CONDSTORE) and the expunge history (QRESYNC) live only here.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+INDEX_FILE = "dovetail-index.sqlite"
+SCHEMA_VERSION = 3
+EXPUNGE_HISTORY = 10000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS msg (
+    uid INTEGER PRIMARY KEY,
+    basename TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    info TEXT NOT NULL,
+    flags TEXT NOT NULL,
+    modseq INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    vsize INTEGER NOT NULL,
+    idate REAL NOT NULL,
+    envelope TEXT,
+    body TEXT,
+    bodystructure TEXT,
+    parts TEXT,
+    envelope_imap BLOB,
+    body_imap BLOB,
+    bodystructure_imap BLOB
+);
+CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(modseq);
+"""
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def flags_dump(flags: Iterable[str]) -> str:
+    """Flags column: space-separated (flags and keywords never contain spaces), cheap to split."""
+    return " ".join(sorted(flags))
+
+
+def flags_load(text: str) -> list[str]:
+    return text.split()
+
+
+class Index:
+    """Thin wrapper over one SQLite connection."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / INDEX_FILE
+        self.db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif row[0] != str(SCHEMA_VERSION):
+                raise sqlite3.DatabaseError("index schema mismatch")
+        except sqlite3.DatabaseError:
+            db.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(self.path) + suffix).unlink(missing_ok=True)
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        return db
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return default if row is None else row[0]
+
+    def get_int(self, key: str, default: int = 0) -> int:
+        value = self.get_meta(key)
+        return default if value is None else int(value)
+
+    def set_meta(self, key: str, value: object) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
+
+    def begin(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
+    def bump_modseq(self) -> int:
+        modseq = self.get_int("highestmodseq", 1) + 1
+        self.set_meta("highestmodseq", modseq)
+        return modseq
+
+    def reset(self) -> None:
+        self.db.execute("DELETE FROM msg")
+        self.db.execute("DELETE FROM expunged")
+
+    def record_expunges(self, uids: list[int], modseq: int) -> None:
+        self.db.executemany("DELETE FROM msg WHERE uid=?", [(u,) for u in uids])
+        self.db.executemany("INSERT OR REPLACE INTO expunged VALUES (?, ?)", [(u, modseq) for u in uids])
+        count = self.db.execute("SELECT count(*) FROM expunged").fetchone()[0]
+        if count > EXPUNGE_HISTORY:
+            cut = self.db.execute(
+                "SELECT modseq FROM expunged ORDER BY modseq DESC LIMIT 1 OFFSET ?", (EXPUNGE_HISTORY,)
+            ).fetchone()[0]
+            self.db.execute("DELETE FROM expunged WHERE modseq<=?", (cut,))
+            self.set_meta("expunge_floor", cut)
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,486 @@
+"""A selected Maildir mailbox: one session's view over a :class:`Folder` (see the storage API)."""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dovetail.maildir.filename import INFO_SEP, parse_name
+from dovetail.maildir.folder import MAX_MESSAGE_BYTES, Folder
+from dovetail.maildir.index import flags_dump, flags_load, loads
+from dovetail.maildir.keywords import valid_keyword
+from dovetail.maildir.watch import watch_folder
+from dovetail.mime.parser import Part, to_crlf
+from dovetail.mime.sections import apply_partial, extract, parse_section
+from dovetail.storage.api import (
+    DELETED,
+    RECENT,
+    SEEN,
+    SYSTEM_FLAGS,
+    Changes,
+    CopyResult,
+    FlagState,
+    InvalidFlag,
+    Mailbox,
+    MailboxWatcher,
+    MessageExpunged,
+    MessageInfo,
+    MessageTooLarge,
+    ReadOnlyMailbox,
+    Section,
+    StoreMode,
+    StoreResult,
+)
+
+
+def clean_flags(flags: Iterable[str]) -> set[str]:
+    out: set[str] = set()
+    for f in flags:
+        if f.startswith("\\"):
+            canon = next((s for s in SYSTEM_FLAGS if s.lower() == f.lower()), None)
+            if canon is None:
+                if f.lower() == RECENT.lower():
+                    continue
+                raise InvalidFlag(f"unknown system flag {f[:40]!r}")
+            out.add(canon)
+        elif valid_keyword(f):
+            out.add(f)
+        else:
+            raise InvalidFlag(f"invalid keyword {f[:40]!r}")
+    return out
+
+
+def _tree_to_part(node: list) -> Part:
+    from dovetail.mime.parser import ContentType, Header
+
+    hs, bs, end, kind, kids = node
+    ctype = ContentType("multipart", "mixed") if kind == "m" else ContentType()
+    part = Part(hs, bs, end, Header(), ctype)
+    if kind == "m":
+        part.children = [_tree_to_part(k) for k in kids]
+    elif kind == "r":
+        part.message = _tree_to_part(kids[0])
+    return part
+
+
+class MaildirMailbox(Mailbox):
+    def __init__(
+        self,
+        folder: Folder,
+        name: str,
+        readonly: bool,
+        resolve: Callable[[str], Folder],
+        max_append: int = MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.folder = folder
+        self.name = name
+        self.readonly = readonly
+        self._resolve = resolve
+        self._max_append = max_append
+        self._uids: list[int] = []
+        self._modseqs: dict[int, int] = {}
+        self._recent: set[int] = set()
+        self._pending_expunge: set[int] = set()
+        self._watcher: MailboxWatcher | None = None
+        folder.sync(move_new=not readonly, force=True)
+        if not readonly:
+            folder.clean_tmp()
+        self._uidvalidity = folder.index.get_int("uidvalidity")
+        self._load(claim_recent=True)
+
+    # --- state --------------------------------------------------------------------------------
+
+    def _load(self, claim_recent: bool) -> dict[int, int]:
+        idx = self.folder.index
+        rows = dict(idx.db.execute("SELECT uid, modseq FROM msg ORDER BY uid").fetchall())
+        if claim_recent and not self.readonly:
+            idx.begin()
+            try:
+                first = idx.get_int("first_recent_uid", 1)
+                nxt = idx.get_int("uidnext", 1)
+                self._recent.update(u for u in rows if u >= first)
+                if nxt > first:
+                    idx.set_meta("first_recent_uid", nxt)
+                idx.commit()
+            except BaseException:
+                idx.rollback()
+                raise
+        if not self._uids:
+            self._uids = sorted(rows)
+            self._modseqs = rows
+        return rows
+
+    @property
+    def uidvalidity(self) -> int:
+        return self._uidvalidity
+
+    @property
+    def uidnext(self) -> int:
+        return max(self.folder.index.get_int("uidnext", 1), (self._uids[-1] + 1) if self._uids else 1)
+
+    @property
+    def highestmodseq(self) -> int:
+        return self.folder.index.get_int("highestmodseq", 1)
+
+    @property
+    def uids(self) -> Sequence[int]:
+        return self._uids
+
+    @property
+    def recent_count(self) -> int:
+        return len(self._recent)
+
+    def seq_of(self, uid: int) -> int | None:
+        i = bisect.bisect_left(self._uids, uid)
+        return i + 1 if i < len(self._uids) and self._uids[i] == uid else None
+
+    def first_unseen_seq(self) -> int | None:
+        seen = {
+            uid
+            for uid, flags in self.folder.index.db.execute("SELECT uid, flags FROM msg")
+            if SEEN in flags_load(flags)
+        }
+        for i, uid in enumerate(self._uids):
+            if uid not in seen:
+                return i + 1
+        return None
+
+    # --- refresh ------------------------------------------------------------------------------
+
+    def refresh(self, *, allow_expunges: bool = True) -> Changes:
+        self.folder.sync(move_new=not self.readonly)
+        changes = Changes()
+        if self.folder.index.get_int("uidvalidity") != self._uidvalidity:
+            changes.uidvalidity_changed = True
+            return changes
+        rows = dict(self.folder.index.db.execute("SELECT uid, modseq FROM msg").fetchall())
+        view = set(self._uids)
+        gone = [u for u in self._uids if u not in rows]
+        if gone and allow_expunges:
+            gone_set = set(gone)
+            changes.expunged_uids = gone
+            changes.expunged_seqs = [i + 1 for i, u in reversed(list(enumerate(self._uids))) if u in gone_set]
+            self._uids = [u for u in self._uids if u not in gone_set]
+            for u in gone:
+                self._modseqs.pop(u, None)
+                self._recent.discard(u)
+        new = sorted(u for u in rows if u not in view and (not self._uids or u > self._uids[-1]))
+        if new:
+            if not self.readonly:
+                idx = self.folder.index
+                idx.begin()
+                try:
+                    first = idx.get_int("first_recent_uid", 1)
+                    mine = [u for u in new if u >= first]
+                    self._recent.update(mine)
+                    if mine:
+                        idx.set_meta("first_recent_uid", max(mine) + 1)
+                    idx.commit()
+                except BaseException:
+                    idx.rollback()
+                    raise
+            self._uids.extend(new)
+            changes.new_uids = new
+        changed = [u for u in self._uids if u in rows and u not in new and rows[u] != self._modseqs.get(u)]
+        for u in new:
+            self._modseqs[u] = rows[u]
+        if changed:
+            for info in self.fetch_info(changed, envelope=False, bodystructure=False):
+                self._modseqs[info.uid] = info.modseq
+                changes.flag_changes.append(
+                    FlagState(info.uid, info.flags, info.keywords, info.modseq, info.recent)
+                )
+        changes.recent_count = len(self._recent)
+        return changes
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def fetch_info(
+        self, uids: Iterable[int], *, envelope: bool = True, bodystructure: bool = True, raw: bool = False
+    ) -> list[MessageInfo]:
+        wanted = set(uids) & set(self._uids)
+        if not wanted:
+            return []
+        cols = "uid, flags, modseq, vsize, idate"
+        if envelope:
+            cols += ", envelope_imap" if raw else ", envelope"
+        if bodystructure:
+            cols += ", bodystructure_imap, body_imap" if raw else ", bodystructure, body"
+        db = self.folder.index.db
+        if len(wanted) > 200:
+            rows = [r for r in db.execute(f"SELECT {cols} FROM msg ORDER BY uid") if r[0] in wanted]
+        else:
+            marks = ",".join("?" * len(wanted))
+            rows = db.execute(f"SELECT {cols} FROM msg WHERE uid IN ({marks}) ORDER BY uid", sorted(wanted))
+        out = []
+        recent = self._recent
+        bs_i = 6 if envelope else 5
+        for r in rows:
+            flags = frozenset(r[1].split())
+            if raw:
+                out.append(
+                    MessageInfo(
+                        r[0], flags, frozenset(f for f in flags if f[0] != "\\"),
+                        datetime.fromtimestamp(r[4], UTC), r[3], r[2], r[0] in recent,
+                        envelope_imap=r[5] if envelope else None,
+                        bodystructure_imap=r[bs_i] if bodystructure else None,
+                        body_imap=r[bs_i + 1] if bodystructure else None,
+                    )
+                )
+                continue
+            out.append(
+                MessageInfo(
+                    uid=r[0],
+                    flags=flags,
+                    keywords=frozenset(f for f in flags if f[0] != "\\"),
+                    internal_date=datetime.fromtimestamp(r[4], UTC),
+                    size=r[3],
+                    modseq=r[2],
+                    recent=r[0] in recent,
+                    envelope=loads(r[5]) if envelope else None,
+                    bodystructure=loads(r[bs_i]) if bodystructure else None,
+                    body=loads(r[bs_i + 1]) if bodystructure else None,
+                )
+            )
+        return out
+
+    def _row(self, uid: int) -> tuple[str, str]:
+        row = self.folder.index.db.execute("SELECT filename, parts FROM msg WHERE uid=?", (uid,)).fetchone()
+        if row is None:
+            raise MessageExpunged(f"message {uid} was expunged")
+        return row
+
+    def _read(self, uid: int) -> tuple[bytes, str]:
+        for attempt in range(2):
+            filename, parts = self._row(uid)
+            try:
+                with open(self.folder.path / filename, "rb") as f:
+                    return to_crlf(f.read(MAX_MESSAGE_BYTES)), parts
+            except FileNotFoundError:
+                if attempt == 0:
+                    self.folder.sync(force=True)
+        raise MessageExpunged(f"message {uid} was expunged")
+
+    def open_message(self, uid: int) -> bytes:
+        return self._read(uid)[0]
+
+    def get_section(self, uid: int, section: Section | str, partial: tuple[int, int] | None = None) -> bytes:
+        sec = parse_section(section) if isinstance(section, str) else section
+        data, parts = self._read(uid)
+        if not sec.part and sec.text is None:
+            return apply_partial(data, partial)
+        return apply_partial(extract(data, _tree_to_part(loads(parts)), sec), partial)
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise ReadOnlyMailbox("mailbox is read-only")
+
+    def append(self, data: bytes, flags: Iterable[str] = (), internal_date: datetime | None = None) -> int:
+        self._check_writable()
+        return append_to(self.folder, data, flags, internal_date, self._max_append)
+
+    def store_flags(
+        self,
+        uids: Iterable[int],
+        mode: StoreMode,
+        flags: Iterable[str],
+        unchangedsince: int | None = None,
+    ) -> StoreResult:
+        self._check_writable()
+        wanted = clean_flags(flags)
+        uids = sorted(set(uids) & set(self._uids))
+        folder = self.folder
+        folder.sync()
+        folder.info_for(wanted)  # registers new keywords before any rename
+        db = folder.index.db
+        changed: list[FlagState] = []
+        modified: list[int] = []
+        renames: list[tuple[int, str, str, list[str]]] = []
+        for uid in uids:
+            row = db.execute("SELECT filename, flags, modseq FROM msg WHERE uid=?", (uid,)).fetchone()
+            if row is None:
+                continue
+            filename, cur_flags_j, modseq = row
+            if unchangedsince is not None and modseq > unchangedsince:
+                modified.append(uid)
+                continue
+            cur = set(flags_load(cur_flags_j))
+            if mode is StoreMode.ADD:
+                new = cur | wanted
+            elif mode is StoreMode.REMOVE:
+                new = cur - wanted
+            else:
+                new = set(wanted)
+            if new == cur:
+                continue
+            renames.append((uid, filename, folder.info_for(new), sorted(new)))
+        if renames:
+            folder.index.begin()
+            try:
+                modseq = folder.index.bump_modseq()
+                for uid, filename, info, new_flags in renames:
+                    new_fn = self._rename(uid, filename, info)
+                    if new_fn is None:
+                        continue
+                    db.execute(
+                        "UPDATE msg SET filename=?, info=?, flags=?, modseq=? WHERE uid=?",
+                        (new_fn, info, flags_dump(new_flags), modseq, uid),
+                    )
+                    self._modseqs[uid] = modseq
+                    fs = frozenset(new_flags)
+                    changed.append(
+                        FlagState(uid, fs, frozenset(f for f in fs if not f.startswith("\\")), modseq,
+                                  uid in self._recent)
+                    )
+                folder.index.commit()
+            except BaseException:
+                folder.index.rollback()
+                raise
+            folder._stamp = None
+        return StoreResult(changed, modified)
+
+    def _rename(self, uid: int, filename: str, info: str) -> str | None:
+        """Rename the file to carry ``info``; follows a file renamed meanwhile by another writer."""
+        path = self.folder.path
+        for _ in range(3):
+            base = parse_name(filename.split("/", 1)[1]).basename
+            new_rel = f"cur/{base}{INFO_SEP}{info}"
+            try:
+                os.rename(path / filename, path / new_rel)
+                return new_rel
+            except FileNotFoundError:
+                found = _find_by_base(path, base)
+                if found is None:
+                    return None
+                filename = found
+        return None
+
+    def copy(self, uids: Iterable[int], dest: str) -> CopyResult:
+        target = self._resolve(dest)
+        try:
+            return copy_messages(self.folder, target, sorted(set(uids) & set(self._uids)))
+        finally:
+            target.close()
+
+    def move(self, uids: Iterable[int], dest: str) -> CopyResult:
+        self._check_writable()
+        uids = sorted(set(uids) & set(self._uids))
+        result = self.copy(uids, dest)
+        self._remove(list(result.uid_map))
+        return result
+
+    def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
+        self._check_writable()
+        self.folder.sync()
+        rows = self.folder.index.db.execute("SELECT uid, flags FROM msg ORDER BY uid").fetchall()
+        limit = set(uids) if uids is not None else None
+        doomed = [u for u, f in rows if DELETED in flags_load(f) and (limit is None or u in limit)]
+        return self._remove(doomed)
+
+    def _remove(self, uids: list[int]) -> list[int]:
+        folder = self.folder
+        db = folder.index.db
+        removed = []
+        for uid in uids:
+            row = db.execute("SELECT filename FROM msg WHERE uid=?", (uid,)).fetchone()
+            if row is None:
+                continue
+            filename = row[0]
+            base = parse_name(filename.split("/", 1)[1]).basename
+            for _ in range(3):
+                try:
+                    os.unlink(folder.path / filename)
+                    removed.append(uid)
+                    break
+                except FileNotFoundError:
+                    found = _find_by_base(folder.path, base)
+                    if found is None:
+                        break
+                    filename = found
+        if removed:
+            folder.index.begin()
+            try:
+                folder.index.record_expunges(removed, folder.index.bump_modseq())
+                folder.index.commit()
+            except BaseException:
+                folder.index.rollback()
+                raise
+            folder._stamp = None
+        return removed
+
+    def expunged_since(self, modseq: int) -> list[int] | None:
+        idx = self.folder.index
+        if modseq < idx.get_int("expunge_floor", 0):
+            return None
+        return [r[0] for r in idx.db.execute("SELECT uid FROM expunged WHERE modseq>? ORDER BY uid", (modseq,))]
+
+    def changed_since(self, modseq: int) -> list[int]:
+        view = set(self._uids)
+        rows = self.folder.index.db.execute("SELECT uid FROM msg WHERE modseq>? ORDER BY uid", (modseq,))
+        return [r[0] for r in rows if r[0] in view]
+
+    def watch(self) -> MailboxWatcher:
+        return watch_folder(self.folder.path)
+
+    def close(self) -> None:
+        self.folder.close()
+
+
+def _find_by_base(path: Path, base: str) -> str | None:
+    for sub in ("cur", "new"):
+        try:
+            for fn in os.listdir(path / sub):
+                if fn == base or fn.startswith(base + ":"):
+                    return f"{sub}/{fn}"
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def append_to(
+    folder: Folder, data: bytes, flags: Iterable[str], internal_date: datetime | None, max_size: int
+) -> int:
+    if len(data) > max_size:
+        raise MessageTooLarge("message too large")
+    info = folder.info_for(clean_flags(flags))
+    ts = internal_date.timestamp() if internal_date is not None else None
+    base = folder.deliver(data, info, ts)
+    return folder.add_files([base])[base]
+
+
+def copy_messages(src: Folder, dest: Folder, uids: list[int]) -> CopyResult:
+    src.sync()
+    db = src.index.db
+    bases: list[tuple[int, str]] = []
+    for uid in uids:
+        row = db.execute("SELECT filename, flags, size, vsize FROM msg WHERE uid=?", (uid,)).fetchone()
+        if row is None:
+            continue
+        filename, flags_j, size, vsize = row
+        info = dest.info_for(set(flags_load(flags_j)))
+        base = dest.link_in(src.path / filename, info, size, vsize)
+        if base is None:
+            try:
+                with open(src.path / filename, "rb") as f:
+                    st = os.fstat(f.fileno())
+                    data = f.read(MAX_MESSAGE_BYTES)
+            except FileNotFoundError:
+                continue
+            base = dest.deliver(data, info, st.st_mtime)
+        bases.append((uid, base))
+    mapping = dest.add_files([b for _u, b in bases]) if bases else {}
+    uidvalidity = dest.index.get_int("uidvalidity") or _uidvalidity_of(dest)
+    return CopyResult(uidvalidity, {u: mapping[b] for u, b in bases})
+
+
+def _uidvalidity_of(folder: Folder) -> int:
+    from dovetail.maildir import uidlist
+
+    ul = uidlist.read(folder.uidlist_path)
+    return ul.uidvalidity if ul else 0
+

@@ -1,0 +1,110 @@
+"""BODY[section]<partial> by slicing the CRLF message with the offsets of its part tree."""
+
+from __future__ import annotations
+
+import re
+
+from dovetail.mime.parser import Part, parse_header
+from dovetail.storage.api import InvalidSection, Section
+
+_SECTION = re.compile(
+    r"^(?P<part>[1-9][0-9]{0,8}(?:\.[1-9][0-9]{0,8})*)?"
+    r"(?:(?:^|\.)(?P<text>HEADER\.FIELDS\.NOT|HEADER\.FIELDS|HEADER|TEXT|MIME))?"
+    r"(?:\s*\((?P<fields>[^()]*)\))?$",
+    re.I,
+)
+_FIELD = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")
+MAX_FIELDS = 200
+
+
+def parse_section(spec: str) -> Section:
+    """``"1.2.MIME"``, ``"HEADER.FIELDS (From To)"``, ``""`` ... -> Section. Raises InvalidSection."""
+    spec = spec.strip()
+    m = _SECTION.match(spec)
+    if not m or len(spec) > 10000:
+        raise InvalidSection(f"bad section: {spec[:50]!r}")
+    part = tuple(int(x) for x in m.group("part").split(".")) if m.group("part") else ()
+    text = m.group("text").upper() if m.group("text") else None
+    fields_raw = m.group("fields")
+    if text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+        if fields_raw is None:
+            raise InvalidSection("HEADER.FIELDS needs a field list")
+        names = fields_raw.replace('"', " ").split()
+        if not names or len(names) > MAX_FIELDS or not all(_FIELD.match(n) for n in names):
+            raise InvalidSection("bad header field list")
+        return Section(part, text, tuple(n.upper() for n in names))
+    if fields_raw is not None:
+        raise InvalidSection("field list only after HEADER.FIELDS")
+    if text == "MIME" and not part:
+        raise InvalidSection("MIME needs a part number")
+    return Section(part, text)
+
+
+def find_part(root: Part, path: tuple[int, ...]) -> Part | None:
+    """The part at a dotted path (RFC 3501 6.4.5 numbering). As in Dovecot, ``n.1`` of a leaf part
+    inside a multipart is the leaf itself, while ``1.1`` of a single-part message is nothing."""
+    cur = root
+    via_self = False
+    for depth, n in enumerate(path):
+        if depth == 0:
+            base = cur
+        elif cur.message is not None:
+            base = cur.message
+        elif cur.is_multipart or (cur is not root and not via_self):
+            base = cur
+        else:
+            return None
+        if base.is_multipart:
+            if n > len(base.children):
+                return None
+            cur = base.children[n - 1]
+            via_self = False
+        elif n == 1:
+            cur = base
+            via_self = True
+        else:
+            return None
+    return cur
+
+
+def _filter_fields(data: bytes, part: Part, names: tuple[str, ...], exclude: bool) -> bytes:
+    header, _ = parse_header(data, part.header_start, part.body_start)
+    wanted = {n.lower() for n in names}
+    kept = [raw for name, raw in header.fields if (name in wanted) != exclude]
+    out = b"".join(r if r.endswith(b"\r\n") else r + b"\r\n" for r in kept)
+    terminated = data[part.header_start : part.body_start].endswith(b"\r\n\r\n") or (
+        part.body_start - part.header_start == 2
+    )
+    return out + b"\r\n" if terminated or not exclude else out
+
+
+def extract(data: bytes, root: Part, section: Section) -> bytes:
+    """Bytes of ``section`` of the message ``data`` (CRLF form) whose tree is ``root``; ``b""`` when
+    the part does not exist."""
+    part = find_part(root, section.part) if section.part else root
+    if part is None:
+        return b""
+    text = section.text
+    if text is None:
+        return data[part.body_start : part.end] if section.part else data[root.header_start : root.end]
+    if text == "MIME":
+        if part is root and len(section.part) == 1 and not root.is_multipart:
+            return data[root.header_start : root.body_start]
+        return data[part.header_start : part.body_start]
+    msg = part
+    if section.part:
+        if part.message is None:
+            return b""
+        msg = part.message
+    if text == "HEADER":
+        return data[msg.header_start : msg.body_start]
+    if text == "TEXT":
+        return data[msg.body_start : msg.end]
+    return _filter_fields(data, msg, section.fields, text == "HEADER.FIELDS.NOT")
+
+
+def apply_partial(data: bytes, partial: tuple[int, int] | None) -> bytes:
+    if partial is None:
+        return data
+    start, length = partial
+    return data[start : start + length]
