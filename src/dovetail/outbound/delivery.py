@@ -1,0 +1,473 @@
+"""The outbound delivery agent: DKIM-sign, then hand the message to a relay or to the recipient's MX.
+
+It implements the queue's ``DeliveryAgent``: one call per queued message with the recipients the
+queue manager routed here, one ``DeliveryResult`` per recipient (2xx sent, 4xx and connection
+trouble deferred, 5xx bounced), ``relay=host[ip]:port`` and the reply text, from which the queue
+manager writes Postfix smtp(8)-style log lines and the DSNs.
+
+Relay: the transport's smarthost with STARTTLS (certificate verified) or implicit TLS, AUTH when a
+user name is set. Direct: MX lookup (``mx``), opportunistic STARTTLS, or verified TLS to a
+policy-listed MX when the domain publishes an MTA-STS ``enforce`` policy. Connections are cached
+for a short while and reused for the next message to the same host (Postfix's connection cache),
+and a semaphore per destination bounds the parallel sessions to it.
+
+The SMTP client is aiosmtplib; this module adds what it lacks: MX routing, per-recipient outcomes
+with enhanced status codes, connection reuse and concurrency per destination.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import functools
+import re
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiosmtplib
+
+from dovetail.log import get_logger
+from dovetail.outbound.dkim import DkimError, sign, split_message, to_crlf
+from dovetail.outbound.events import DeliveryEvent, EventSink, relay_ids
+from dovetail.outbound.keys import DkimKeys
+from dovetail.outbound.mx import LookupFailed, MxHost, MxResolver
+from dovetail.outbound.transports import Transport, Transports
+from dovetail.queue.agent import DeliveryResult, DeliveryStatus
+from dovetail.queue.envelope import QueueRecipient
+from dovetail.queue.qfile import QueuedMessage
+
+log = get_logger("smtp")
+
+_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+")
+_CONNECTION_ERRORS = (OSError, aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError,
+                      aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPConnectResponseError, aiosmtplib.SMTPHeloError,
+                      TimeoutError, ssl.SSLError)
+
+
+@dataclass
+class AgentConfig:
+    """Client knobs (Postfix names in brackets). ``mx_port`` is 25 in production; tests point it at
+    a local server, since an MX record cannot carry a port."""
+
+    hostname: str = "localhost"  # EHLO name [smtp_helo_name]
+    mx_port: int = 25
+    connect_timeout: float = 30.0  # [smtp_connect_timeout]
+    command_timeout: float = 300.0  # [smtp_data_done_timeout]
+    destination_concurrency: int = 20  # [default_destination_concurrency_limit]
+    connection_cache_time: float = 2.0  # [smtp_connection_cache_time_limit]
+    relay_tls_context: ssl.SSLContext | None = None  # verifying; the system CAs when None
+    sts_tls_context: ssl.SSLContext | None = None  # verifying, for MTA-STS enforce
+    sign: bool = True
+
+
+class _TlsFailure(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class _Conn:
+    smtp: aiosmtplib.SMTP
+    key: tuple[object, ...]
+    peer: str  # host[ip]:port
+    tls: str | None
+    last_used: float = field(default_factory=time.monotonic)
+    reused: bool = False
+    stage: str = "MAIL FROM"
+
+
+@dataclass
+class _Outcome:
+    status: DeliveryStatus
+    dsn: str
+    reason: str
+    reply: str = ""
+
+
+def _dsn(code: int, text: str) -> str:
+    m = _ENHANCED.match(text)
+    if m and m.group(1)[0] == str(code)[0]:
+        return m.group(1)
+    return f"{code // 100}.0.0"
+
+
+def _status(code: int) -> DeliveryStatus:
+    return "sent" if 200 <= code < 300 else "bounced" if 500 <= code < 600 else "deferred"
+
+
+def _said(peer: str, code: int, text: str, stage: str) -> str:
+    host = peer.rsplit(":", 1)[0]
+    return f"host {host} said: {code} {' '.join(text.split())} (in reply to {stage} command)"
+
+
+def _message_id_and_from(data: bytes) -> tuple[str | None, str | None]:
+    try:
+        fields, _ = split_message(data)
+    except DkimError:
+        return None, None
+    mid = from_domain = None
+    for name, raw in fields:
+        if name == b"message-id" and mid is None:
+            mid = raw.split(b":", 1)[1].decode("utf-8", "replace").strip()
+        elif name == b"from" and from_domain is None:
+            value = raw.split(b":", 1)[1].decode("utf-8", "replace")
+            addrs = [a for _, a in email.utils.getaddresses([value]) if "@" in a]
+            if addrs:
+                from_domain = addrs[0].rpartition("@")[2].lower()
+    return mid, from_domain
+
+
+class OutboundAgent:
+    """``DeliveryAgent`` for mail leaving us. Call ``close()`` at shutdown to end cached sessions."""
+
+    def __init__(self, transports: Transports, keys: DkimKeys | None, config: AgentConfig | None = None, *,
+                 mx: MxResolver | None = None, events: EventSink | None = None) -> None:
+        self.transports = transports
+        self.keys = keys
+        self.config = config or AgentConfig()
+        self.mx = mx or MxResolver()
+        self.events = events
+        self._idle: dict[tuple[object, ...], list[_Conn]] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self.connections_made = 0
+        self.connections_reused = 0
+
+    # --- the DeliveryAgent entry point ---------------------------------------------------------
+
+    async def deliver(self, message: QueuedMessage, recipients: list[QueueRecipient]) -> list[DeliveryResult]:
+        env = message.envelope
+        tenant = env.extra.get("tenant")
+        transport = await asyncio.to_thread(self.transports.for_sender, env.sender, tenant)
+        data, message_id = await asyncio.to_thread(self._prepare, message)
+        outcomes: dict[int, tuple[_Outcome, str | None]] = {}
+        relay_info: dict[int, tuple[str | None, str | None]] = {}
+        if transport.kind == "relay":
+            await self._via_relay(message.queue_id, transport, env.sender, recipients, data, outcomes, relay_info)
+        else:
+            by_domain: dict[str, list[QueueRecipient]] = {}
+            for rcpt in recipients:
+                by_domain.setdefault(rcpt.address.rpartition("@")[2].lower(), []).append(rcpt)
+            await asyncio.gather(*(self._via_mx(message.queue_id, dom, env.sender, rcpts, data, outcomes)
+                                   for dom, rcpts in by_domain.items()))
+        results = []
+        events = []
+        for rcpt in recipients:
+            outcome, peer = outcomes.get(rcpt.index) or (_Outcome("deferred", "4.3.0", "no outcome"), None)
+            results.append(DeliveryResult(rcpt, outcome.status, outcome.dsn, outcome.reason, peer))
+            rq, pmid = relay_info.get(rcpt.index, (None, None))
+            kind = {"sent": "delivered", "deferred": "deferred", "bounced": "bounced"}[outcome.status]
+            events.append(DeliveryEvent(kind, message.queue_id, rcpt.address, env.sender, message_id, outcome.dsn,
+                                        outcome.reason, peer, rq, pmid, tenant, env.extra.get("campaign")))
+        if self.events is not None:
+            try:
+                await asyncio.to_thread(self.events.outbound_events, events)
+            except Exception as exc:  # a consumer's trouble must not undo a delivery
+                log.warning(f"delivery event sink failed: {exc}", qid=message.queue_id)
+        return results
+
+    def _prepare(self, message: QueuedMessage) -> tuple[bytes, str | None]:
+        """The message as it goes on the wire (CRLF), with DKIM-Signature headers when we hold keys."""
+        data = to_crlf(message.read_message())
+        mid, from_domain = _message_id_and_from(data)
+        if self.config.sign and self.keys is not None and from_domain:
+            keys = self.keys.signing_keys(from_domain)
+            if keys:
+                try:
+                    data = sign(data, keys) + data
+                except DkimError as exc:
+                    log.warning(f"not signed: {exc}", qid=message.queue_id)
+        return data, mid
+
+    # --- relay ---------------------------------------------------------------------------------
+
+    async def _via_relay(self, qid: str, transport: Transport, sender: str, rcpts: list[QueueRecipient],
+                         data: bytes, outcomes: dict[int, tuple[_Outcome, str | None]],
+                         relay_info: dict[int, tuple[str | None, str | None]]) -> None:
+        host, port = transport.host or "", int(transport.port or 587)
+        slot = self._slot(f"relay:{host}:{port}")
+        key = ("relay", host, port, transport.tls, transport.username)
+        async with slot:
+            try:
+                conn = await self._session(key, lambda: self._connect_relay(qid, transport))
+            except _TlsFailure as exc:
+                self._all(rcpts, _Outcome("deferred", "4.7.5", exc.reason), f"{host}[{host}]:{port}", outcomes)
+                return
+            except aiosmtplib.SMTPAuthenticationError as exc:
+                reason = f"SASL authentication failed; server {host} said: {exc.code} {exc.message}"
+                self._all(rcpts, _Outcome("deferred", "4.7.0", reason), f"{host}:{port}", outcomes)
+                return
+            except _CONNECTION_ERRORS as exc:
+                reason = f"connect to {host}[{host}]:{port}: {_err(exc)}"
+                self._all(rcpts, _Outcome("deferred", "4.4.1", reason), f"{host}:{port}", outcomes)
+                return
+            got = await self._transaction(conn, sender, rcpts, data, lambda: self._connect_relay(qid, transport))
+            for rcpt in rcpts:
+                outcome = got.get(rcpt.index)
+                if outcome is None:
+                    continue
+                outcomes[rcpt.index] = (outcome, conn.peer)
+                if outcome.status == "sent":
+                    relay_info[rcpt.index] = relay_ids(outcome.reply, transport.ses_region)
+
+    async def _connect_relay(self, qid: str, transport: Transport) -> _Conn:
+        cfg = self.config
+        host, port = transport.host or "", int(transport.port or 587)
+        ctx = cfg.relay_tls_context or ssl.create_default_context()
+        implicit = transport.tls == "implicit"
+        smtp = aiosmtplib.SMTP(hostname=host, port=port, local_hostname=cfg.hostname, timeout=cfg.connect_timeout,
+                               use_tls=implicit, start_tls=False, tls_context=ctx if implicit else None)
+        await smtp.connect()
+        try:
+            if transport.tls == "starttls":
+                await smtp.ehlo()
+                if not smtp.supports_extension("starttls"):
+                    raise _TlsFailure(f"TLS is required, but was not offered by host {host}")
+                await smtp.starttls(server_hostname=host, tls_context=ctx)
+            if transport.username:
+                await smtp.ehlo()
+                if not smtp.supports_extension("auth"):
+                    raise _TlsFailure(f"SASL authentication is required, but AUTH was not offered by host {host}")
+                await smtp.login(transport.username, transport.secret or "")
+        except BaseException:
+            smtp.close()
+            raise
+        return self._wrap(qid, smtp, ("relay", host, port, transport.tls, transport.username), host, port,
+                          verified=transport.tls != "none")
+
+    # --- direct MX -----------------------------------------------------------------------------
+
+    async def _via_mx(self, qid: str, domain: str, sender: str, rcpts: list[QueueRecipient], data: bytes,
+                      outcomes: dict[int, tuple[_Outcome, str | None]]) -> None:
+        try:
+            hosts = await self.mx.mx_hosts(domain)
+        except LookupFailed as exc:
+            self._all(rcpts, _Outcome("bounced" if exc.permanent else "deferred", exc.dsn, exc.reason), None,
+                      outcomes)
+            return
+        policy = await self.mx.sts_policy(domain)
+        enforce = policy is not None and policy.mode == "enforce"
+        if enforce:
+            assert policy is not None
+            allowed = [h for h in hosts if policy.allows(h.name)]
+            if not allowed:
+                self._all(rcpts, _Outcome("deferred", "4.7.5", f"MTA-STS policy of {domain} lists none of its MX "
+                                                                 "hosts"), None, outcomes)
+                return
+            hosts = allowed
+        port = self.config.mx_port
+        last = _Outcome("deferred", "4.4.1", f"no usable MX host for {domain}")
+        last_peer: str | None = None
+        async with self._slot(f"mx:{domain}"):
+            for host in hosts:
+                for ip in host.addresses:
+                    key = ("mx", ip, port, enforce)
+                    connect = functools.partial(self._connect_mx, qid, host, ip, enforce)
+                    try:
+                        conn = await self._session(key, connect)
+                    except _TlsFailure as exc:
+                        last, last_peer = _Outcome("deferred", "4.7.5", exc.reason), f"{host.name}[{ip}]:{port}"
+                        continue
+                    except aiosmtplib.SMTPResponseException as exc:
+                        last = _Outcome("deferred", _dsn(exc.code, exc.message) if exc.code < 500 else "4.0.0",
+                                        _said(f"{host.name}[{ip}]:{port}", exc.code, exc.message, "initial"))
+                        last_peer = f"{host.name}[{ip}]:{port}"
+                        continue
+                    except _CONNECTION_ERRORS as exc:
+                        last = _Outcome("deferred", "4.4.1", f"connect to {host.name}[{ip}]:{port}: {_err(exc)}")
+                        last_peer = f"{host.name}[{ip}]:{port}"
+                        continue
+                    got = await self._transaction(conn, sender, rcpts, data, connect)
+                    for rcpt in rcpts:
+                        if rcpt.index in got:
+                            outcomes[rcpt.index] = (got[rcpt.index], conn.peer)
+                    return
+        self._all(rcpts, last, last_peer, outcomes)
+
+    async def _connect_mx(self, qid: str, host: MxHost, ip: str, verify: bool) -> _Conn:
+        cfg = self.config
+        port = cfg.mx_port
+        smtp = aiosmtplib.SMTP(hostname=ip, port=port, local_hostname=cfg.hostname, timeout=cfg.connect_timeout,
+                               start_tls=False)
+        await smtp.connect()
+        try:
+            await smtp.ehlo()
+            if smtp.supports_extension("starttls"):
+                if verify:
+                    ctx = cfg.sts_tls_context or ssl.create_default_context()
+                else:
+                    ctx = ssl.create_default_context()
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                try:
+                    await smtp.starttls(server_hostname=host.name, tls_context=ctx)
+                except (ssl.SSLError, aiosmtplib.SMTPException) as exc:
+                    raise _TlsFailure(f"TLS handshake with {host.name}[{ip}]:{port} failed: {_err(exc)}") from None
+            elif verify:
+                raise _TlsFailure(f"MTA-STS: TLS is required, but was not offered by host {host.name}[{ip}]")
+        except BaseException:
+            smtp.close()
+            raise
+        return self._wrap(qid, smtp, ("mx", ip, port, verify), host.name, port, verified=verify)
+
+    # --- sessions ------------------------------------------------------------------------------
+
+    def _slot(self, destination: str) -> asyncio.Semaphore:
+        slot = self._slots.get(destination)
+        if slot is None:
+            slot = self._slots[destination] = asyncio.Semaphore(self.config.destination_concurrency)
+        return slot
+
+    def _wrap(self, qid: str, smtp: aiosmtplib.SMTP, key: tuple[object, ...], name: str, port: int,
+              verified: bool) -> _Conn:
+        transport = smtp.transport
+        peername = transport.get_extra_info("peername") if transport else None
+        ip = peername[0] if peername else name
+        peer = f"{name}[{ip}]:{port}"
+        sslobj = transport.get_extra_info("ssl_object") if transport else None
+        tls = None
+        if sslobj is not None:
+            tls = f"{sslobj.version()} with cipher {sslobj.cipher()[0]}"
+            trust = "Verified" if verified else "Untrusted"
+            log.info(f"{trust} TLS connection established to {peer}: {tls}", qid=qid)
+        self.connections_made += 1
+        return _Conn(smtp, key, peer, tls)
+
+    async def _session(self, key: tuple[object, ...], connect) -> _Conn:  # noqa: ANN001
+        """A cached idle session for ``key`` when one is fresh, else a new one from ``connect()``."""
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if now - conn.last_used <= self.config.connection_cache_time and conn.smtp.is_connected:
+                conn.reused = True
+                self.connections_reused += 1
+                return conn
+            _drop(conn)
+        return await asyncio.wait_for(connect(), self.config.connect_timeout)
+
+    def _release(self, conn: _Conn) -> None:
+        if not conn.smtp.is_connected:
+            return
+        conn.last_used = time.monotonic()
+        self._idle.setdefault(conn.key, []).append(conn)
+        asyncio.get_running_loop().call_later(self.config.connection_cache_time + 0.05, self._reap)
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        for key, conns in list(self._idle.items()):
+            keep = [c for c in conns if now - c.last_used <= self.config.connection_cache_time]
+            for conn in conns:
+                if conn not in keep:
+                    _drop(conn)
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+
+    async def close(self) -> None:
+        conns = [c for cs in self._idle.values() for c in cs]
+        self._idle.clear()
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.smtp.quit(), 2)
+            conn.smtp.close()
+
+    # --- one SMTP transaction ------------------------------------------------------------------
+
+    async def _transaction(self, conn: _Conn, sender: str, rcpts: Sequence[QueueRecipient], data: bytes,
+                           reconnect) -> dict[int, _Outcome]:  # noqa: ANN001
+        """MAIL, RCPT each, DATA; per-recipient outcomes.
+
+        A cached session the server closed while idle fails at MAIL FROM; it is replaced once by a
+        fresh one. Failures later in the transaction are not retried here (that could send twice).
+        """
+        try:
+            got = await self._exchange(conn, sender, rcpts, data)
+        except _CONNECTION_ERRORS as exc:
+            conn.smtp.close()
+            if conn.reused and conn.stage == "MAIL FROM":
+                try:
+                    fresh = await asyncio.wait_for(reconnect(), self.config.connect_timeout)
+                except (_TlsFailure, aiosmtplib.SMTPException, *_CONNECTION_ERRORS) as exc2:
+                    reason = f"connect to {conn.peer}: {_err(exc2)}"
+                    return {r.index: _Outcome("deferred", "4.4.1", reason) for r in rcpts}
+                return await self._transaction(fresh, sender, rcpts, data, reconnect)
+            reason = f"lost connection with {conn.peer.rsplit(':', 1)[0]} while sending message: {_err(exc)}"
+            return {r.index: _Outcome("deferred", "4.4.2", reason) for r in rcpts}
+        self._release(conn)
+        return got
+
+    async def _exchange(self, conn: _Conn, sender: str, rcpts: Sequence[QueueRecipient],
+                        data: bytes) -> dict[int, _Outcome]:
+        smtp = conn.smtp
+        timeout = self.config.command_timeout
+        out: dict[int, _Outcome] = {}
+        utf8 = not sender.isascii() or any(not r.address.isascii() for r in rcpts)
+        options = ["SMTPUTF8"] if utf8 and smtp.supports_extension("smtputf8") else []
+        encoding = "utf-8" if options else "ascii"
+        if utf8 and not options:
+            reason = f"host {conn.peer.rsplit(':', 1)[0]} does not support SMTPUTF8"
+            return {r.index: _Outcome("bounced", "5.6.7", reason) for r in rcpts}
+        conn.stage = "MAIL FROM"
+        try:
+            await smtp.mail(sender, options=options, encoding=encoding, timeout=timeout)
+        except aiosmtplib.SMTPSenderRefused as exc:
+            return self._refused_all(conn, rcpts, exc.code, exc.message, "MAIL FROM")
+        conn.stage = "RCPT TO"
+        accepted = []
+        for rcpt in rcpts:
+            try:
+                await smtp.rcpt(rcpt.address, encoding=encoding, timeout=timeout)
+                conn.stage = "DATA"
+                accepted.append(rcpt)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                out[rcpt.index] = _Outcome(_status(exc.code) if exc.code >= 400 else "deferred",
+                                           _dsn(exc.code, exc.message),
+                                           _said(conn.peer, exc.code, exc.message, "RCPT TO"))
+        if not accepted:
+            await smtp.rset(timeout=timeout)
+            return out
+        try:
+            resp = await smtp.data(data, timeout=timeout)
+        except aiosmtplib.SMTPDataError as exc:
+            for rcpt in accepted:
+                out[rcpt.index] = _Outcome(_status(exc.code) if exc.code >= 400 else "deferred",
+                                           _dsn(exc.code, exc.message),
+                                           _said(conn.peer, exc.code, exc.message, "end of DATA"))
+            return out
+        text = " ".join(resp.message.split())
+        for rcpt in accepted:
+            out[rcpt.index] = _Outcome("sent", _dsn(resp.code, text), f"{resp.code} {text}", text)
+        return out
+
+    def _refused_all(self, conn: _Conn, rcpts: Sequence[QueueRecipient], code: int, text: str,
+                     stage: str) -> dict[int, _Outcome]:
+        status: DeliveryStatus = _status(code) if code >= 400 else "deferred"
+        outcome = _Outcome(status, _dsn(code, text), _said(conn.peer, code, text, stage))
+        return {r.index: outcome for r in rcpts}
+
+    @staticmethod
+    def _all(rcpts: Sequence[QueueRecipient], outcome: _Outcome, peer: str | None,
+             outcomes: dict[int, tuple[_Outcome, str | None]]) -> None:
+        for rcpt in rcpts:
+            outcomes[rcpt.index] = (outcome, peer)
+
+
+def _err(exc: BaseException) -> str:
+    text = str(exc) or exc.__class__.__name__
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, ConnectionRefusedError) or isinstance(cause, ConnectionRefusedError) \
+            or "Errno 111" in text:
+        return "Connection refused"
+    if isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError):
+        return "Connection timed out"
+    return " ".join(text.split())
+
+
+def _drop(conn: _Conn) -> None:
+    with contextlib.suppress(Exception):
+        conn.smtp.close()

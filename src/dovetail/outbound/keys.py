@@ -1,0 +1,225 @@
+"""DKIM keys per domain: generation, rotation and the signing keys in use.
+
+Each generation is a pair of selectors, RSA-2048 and Ed25519 (RFC 8463), published side by side:
+receivers that do not know Ed25519 ignore its signature and check the RSA one.
+
+Rotation follows the published-before-used rule:
+
+``rotate``   new pair in state ``published``: printed by ``dovetail dns``, not used for signing yet;
+``activate`` the published pair starts signing; the previous pair becomes ``retiring`` (still
+             published, so messages signed with it in transit keep verifying);
+``retire``   retiring pairs are withdrawn: rows and private key files deleted.
+
+A new domain has nothing to roll over: ``ensure`` creates an ``active`` pair at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from sqlalchemy.engine import Connection, Engine
+
+from dovetail.directory.addresses import AddressError, normalize_domain
+from dovetail.directory.schema import domains
+from dovetail.outbound.dkim import SigningKey, dns_txt_value
+from dovetail.outbound.schema import dkim_keys
+
+STATES = ("published", "active", "retiring")
+ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
+
+
+class DkimKeyError(ValueError):
+    """A refused key operation (unknown domain, nothing to activate...)."""
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    domain: str
+    selector: str
+    algorithm: str
+    state: str
+    txt: str
+    created_at: dt.datetime | None = None
+
+    @property
+    def record_name(self) -> str:
+        return f"{self.selector}._domainkey.{self.domain}"
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _write_private(path: Path, pem: bytes) -> None:
+    """Write a key file 0600 atomically (tmp, fsync, rename) inside a 0700 folder."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, pem)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class DkimKeys:
+    """The key store of one data directory: rows in ``dkim_keys``, private keys in ``dkim/``."""
+
+    def __init__(self, engine: Engine, dkim_dir: Path, *, cache_ttl: float = 30.0, rsa_bits: int = 2048) -> None:
+        self.engine = engine
+        self.dkim_dir = Path(dkim_dir)
+        self.cache_ttl = cache_ttl
+        self.rsa_bits = rsa_bits
+        self._cache: dict[str, tuple[float, list[SigningKey]]] = {}
+        self._lock = threading.Lock()
+
+    # --- paths and lookups ---------------------------------------------------------------------
+
+    def key_path(self, domain: str, selector: str) -> Path:
+        return self.dkim_dir / domain / f"{selector}.key"
+
+    def _domain_id(self, conn: Connection, domain: str) -> int:
+        did = conn.execute(sa.select(domains.c.id).where(domains.c.name == domain)).scalar()
+        if did is None:
+            raise DkimKeyError(f"{domain!r} is not one of our domains (add it with `dovetail domain add`)")
+        return int(did)
+
+    @staticmethod
+    def _domain(name: str) -> str:
+        try:
+            return normalize_domain(name)
+        except AddressError as exc:
+            raise DkimKeyError(str(exc)) from None
+
+    def list(self, domain: str | None = None) -> list[KeyInfo]:
+        query = (sa.select(domains.c.name, dkim_keys.c.selector, dkim_keys.c.algorithm, dkim_keys.c.state,
+                           dkim_keys.c.public_key, dkim_keys.c.created_at)
+                 .select_from(dkim_keys.join(domains))
+                 .order_by(domains.c.name, dkim_keys.c.created_at, dkim_keys.c.id))
+        if domain:
+            query = query.where(domains.c.name == self._domain(domain))
+        with self.engine.connect() as conn:
+            return [KeyInfo(r.name, r.selector, r.algorithm, r.state, _txt(r.algorithm, r.public_key), r.created_at)
+                    for r in conn.execute(query)]
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def ensure(self, domain: str) -> list[KeyInfo]:
+        """Active keys for a domain that has none (``domain add``); a no-op otherwise."""
+        dom = self._domain(domain)
+        if any(k.state == "active" for k in self.list(dom)):
+            return []
+        return self._generate(dom, "active")
+
+    def rotate(self, domain: str) -> list[KeyInfo]:
+        """Step 1: a new pair, published but not signing yet."""
+        dom = self._domain(domain)
+        if any(k.state == "published" for k in self.list(dom)):
+            raise DkimKeyError(f"{dom} already has published keys waiting; publish them in DNS, then run "
+                            f"`dovetail dkim activate {dom}`")
+        return self._generate(dom, "published")
+
+    def activate(self, domain: str) -> list[KeyInfo]:
+        """Step 2: published keys sign from now on; the active ones move to ``retiring``."""
+        dom = self._domain(domain)
+        with self.engine.begin() as conn:
+            did = self._domain_id(conn, dom)
+            waiting = conn.execute(sa.select(sa.func.count()).select_from(dkim_keys).where(
+                dkim_keys.c.domain_id == did, dkim_keys.c.state == "published")).scalar_one()
+            if not waiting:
+                raise DkimKeyError(f"{dom} has no published keys to activate (run `dovetail dkim rotate {dom}`)")
+            now = _utcnow()
+            conn.execute(dkim_keys.update().where(dkim_keys.c.domain_id == did, dkim_keys.c.state == "active")
+                         .values(state="retiring", retired_at=now))
+            conn.execute(dkim_keys.update().where(dkim_keys.c.domain_id == did, dkim_keys.c.state == "published")
+                         .values(state="active", activated_at=now))
+        self.invalidate(dom)
+        return [k for k in self.list(dom) if k.state == "active"]
+
+    def retire(self, domain: str) -> list[KeyInfo]:
+        """Step 3: withdraw retiring keys: rows gone, key files deleted."""
+        dom = self._domain(domain)
+        gone = [k for k in self.list(dom) if k.state == "retiring"]
+        with self.engine.begin() as conn:
+            did = self._domain_id(conn, dom)
+            conn.execute(dkim_keys.delete().where(dkim_keys.c.domain_id == did, dkim_keys.c.state == "retiring"))
+        for key in gone:
+            self.key_path(dom, key.selector).unlink(missing_ok=True)
+        self.invalidate(dom)
+        return gone
+
+    def _selectors(self, conn: Connection, did: int) -> tuple[str, str]:
+        taken = set(conn.execute(sa.select(dkim_keys.c.selector).where(dkim_keys.c.domain_id == did)).scalars())
+        stamp = time.strftime("%Y%m%d", time.gmtime())
+        for suffix in ["", *"bcdefghijklmnopqrstuvwxyz"]:
+            base = f"d{stamp}{suffix}"
+            if f"{base}-rsa" not in taken and f"{base}-ed" not in taken:
+                return f"{base}-rsa", f"{base}-ed"
+        raise DkimKeyError("too many key generations today")
+
+    def _generate(self, dom: str, state: str) -> list[KeyInfo]:
+        rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=self.rsa_bits)
+        ed_key = ed25519.Ed25519PrivateKey.generate()
+        with self.engine.begin() as conn:
+            did = self._domain_id(conn, dom)
+            sel_rsa, sel_ed = self._selectors(conn, did)
+            made = []
+            for selector, algorithm, key in ((sel_rsa, "rsa-sha256", rsa_key), (sel_ed, "ed25519-sha256", ed_key)):
+                pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption())
+                _write_private(self.key_path(dom, selector), pem)
+                txt = dns_txt_value(key)
+                conn.execute(dkim_keys.insert().values(
+                    domain_id=did, selector=selector, algorithm=algorithm, public_key=txt.split("p=", 1)[1],
+                    state=state, activated_at=_utcnow() if state == "active" else None))
+                made.append(KeyInfo(dom, selector, algorithm, state, txt))
+        self.invalidate(dom)
+        return made
+
+    # --- signing -------------------------------------------------------------------------------
+
+    def invalidate(self, domain: str | None = None) -> None:
+        with self._lock:
+            if domain is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(domain, None)
+
+    def signing_keys(self, domain: str) -> list[SigningKey]:
+        """The active keys of ``domain`` (cached for ``cache_ttl`` seconds); empty when it has none."""
+        try:
+            dom = normalize_domain(domain)
+        except AddressError:
+            return []
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(dom)
+            if hit is not None and now - hit[0] < self.cache_ttl:
+                return hit[1]
+        query = (sa.select(dkim_keys.c.selector).select_from(dkim_keys.join(domains))
+                 .where(domains.c.name == dom, dkim_keys.c.state == "active").order_by(dkim_keys.c.id))
+        with self.engine.connect() as conn:
+            selectors = list(conn.execute(query).scalars())
+        keys = []
+        for selector in selectors:
+            try:
+                keys.append(SigningKey.from_pem(dom, selector, self.key_path(dom, selector).read_bytes()))
+            except (OSError, ValueError):
+                continue  # a missing or unreadable key file: sign with the others
+        with self._lock:
+            self._cache[dom] = (now, keys)
+        return keys
+
+
+def _txt(algorithm: str, public_key: str) -> str:
+    k = "rsa" if algorithm.startswith("rsa") else "ed25519"
+    return f"v=DKIM1; k={k}; p={public_key}"

@@ -1,0 +1,129 @@
+"""Per-tenant sending limits: a rate per minute (token bucket, in process) and a daily quota of
+recipients (a counter row per tenant and UTC day, shared by every process through the database).
+
+Both intakes ask the same limiter: submission answers ``451 4.7.1`` (rate) or ``452 4.7.0``
+(quota), the HTTP API 429.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from dovetail.directory.schema import tenants
+from dovetail.outbound.schema import send_counters, send_limits
+
+
+@dataclass(frozen=True)
+class LimitExceeded:
+    kind: str  # rate | quota
+    message: str
+
+
+@dataclass(frozen=True)
+class TenantLimits:
+    per_minute: int = 0  # 0: unlimited
+    per_day: int = 0
+
+
+def _day() -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
+class SendLimiter:
+    def __init__(self, engine: Engine, cache_ttl: float = 10.0) -> None:
+        self.engine = engine
+        self.cache_ttl = cache_ttl
+        self._limits: dict[str, tuple[float, int, TenantLimits]] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def set_limits(self, tenant: str, per_minute: int = 0, per_day: int = 0) -> None:
+        if per_minute < 0 or per_day < 0:
+            raise ValueError("limits must not be negative")
+        with self.engine.begin() as conn:
+            tid = self._tid(conn, tenant)
+            if conn.execute(send_limits.update().where(send_limits.c.tenant_id == tid)
+                            .values(per_minute=per_minute, per_day=per_day)).rowcount == 0:
+                conn.execute(send_limits.insert().values(tenant_id=tid, per_minute=per_minute, per_day=per_day))
+        with self._lock:
+            self._limits.pop(tenant, None)
+            self._buckets.pop(tenant, None)
+
+    @staticmethod
+    def _tid(conn: sa.Connection, tenant: str) -> int:
+        tid = conn.execute(sa.select(tenants.c.id).where(tenants.c.name == tenant)).scalar()
+        if tid is None:
+            raise ValueError(f"no such tenant {tenant!r}")
+        return int(tid)
+
+    def limits(self, tenant: str) -> tuple[int, TenantLimits]:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._limits.get(tenant)
+            if hit and now - hit[0] < self.cache_ttl:
+                return hit[1], hit[2]
+        with self.engine.connect() as conn:
+            tid = self._tid(conn, tenant)
+            row = conn.execute(sa.select(send_limits).where(send_limits.c.tenant_id == tid)).first()
+        lim = TenantLimits(row.per_minute, row.per_day) if row else TenantLimits()
+        with self._lock:
+            self._limits[tenant] = (now, tid, lim)
+        return tid, lim
+
+    def sent_today(self, tenant: str) -> int:
+        tid, _ = self.limits(tenant)
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(send_counters.c.messages).where(
+                send_counters.c.tenant_id == tid, send_counters.c.day == _day())).scalar() or 0)
+
+    def check(self, tenant: str, recipients: int = 1) -> LimitExceeded | None:
+        """Whether ``recipients`` more may go now; does not consume (see ``consume``)."""
+        _, lim = self.limits(tenant)
+        if lim.per_minute:
+            tokens, _ = self._refill(tenant, lim)
+            if tokens < 1:
+                return LimitExceeded("rate", f"sending rate limit of {lim.per_minute} messages per minute "
+                                             "reached, try again later")
+        if lim.per_day and self.sent_today(tenant) + recipients > lim.per_day:
+            return LimitExceeded("quota", f"daily sending quota of {lim.per_day} recipients reached")
+        return None
+
+    def _refill(self, tenant: str, lim: TenantLimits) -> tuple[float, float]:
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(tenant, (float(lim.per_minute), now))
+            tokens = min(float(lim.per_minute), tokens + (now - last) * lim.per_minute / 60.0)
+            self._buckets[tenant] = (tokens, now)
+            return tokens, now
+
+    def consume(self, tenant: str, recipients: int) -> LimitExceeded | None:
+        """Take one message and ``recipients`` from the limits, or say which limit refuses."""
+        refused = self.check(tenant, recipients)
+        if refused:
+            return refused
+        tid, lim = self.limits(tenant)
+        if lim.per_minute:
+            with self._lock:
+                tokens, last = self._buckets[tenant]
+                self._buckets[tenant] = (tokens - 1, last)
+        if lim.per_day:
+            day = _day()
+            with self.engine.begin() as conn:
+                n = conn.execute(send_counters.update().where(send_counters.c.tenant_id == tid,
+                                                              send_counters.c.day == day)
+                                 .values(messages=send_counters.c.messages + recipients)).rowcount
+                if n == 0:
+                    try:
+                        with conn.begin_nested():
+                            conn.execute(send_counters.insert().values(tenant_id=tid, day=day, messages=recipients))
+                    except IntegrityError:
+                        conn.execute(send_counters.update().where(send_counters.c.tenant_id == tid,
+                                                                  send_counters.c.day == day)
+                                     .values(messages=send_counters.c.messages + recipients))
+        return None

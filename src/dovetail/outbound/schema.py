@@ -1,0 +1,86 @@
+"""Tables of outbound sending: DKIM keys, SMTP credentials, transports, idempotency keys, send counters.
+
+They join the directory's ``MetaData`` so foreign keys to ``tenants``/``domains`` resolve in Core
+queries; the migration ``0004_outbound`` creates them. Private DKIM keys are not stored here but on
+disk under ``<data>/dkim/<domain>/<selector>.key`` (mode 0600), as OpenDKIM keeps them.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from dovetail.directory.schema import metadata
+
+_now = sa.func.current_timestamp()
+
+# state: published (in DNS, not signing yet) -> active (signing) -> retiring (in DNS, not signing) -> gone
+dkim_keys = sa.Table(
+    "dkim_keys", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("domain_id", sa.Integer, sa.ForeignKey("domains.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("selector", sa.String(63), nullable=False),
+    sa.Column("algorithm", sa.String(20), nullable=False),  # rsa-sha256 | ed25519-sha256
+    sa.Column("public_key", sa.Text, nullable=False),  # base64, as published in p=
+    sa.Column("state", sa.String(12), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
+    sa.Column("activated_at", sa.DateTime, nullable=True),
+    sa.Column("retired_at", sa.DateTime, nullable=True),
+    sa.UniqueConstraint("domain_id", "selector", name="uq_dkim_keys_selector"),
+)
+
+smtp_credentials = sa.Table(
+    "smtp_credentials", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("tenant_id", sa.Integer, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("username", sa.String(128), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(512), nullable=False),
+    sa.Column("description", sa.String(200), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
+)
+
+# scope: "sender" (an address), "domain", "tenant" or "default"; the most specific match wins,
+# as Postfix's sender_dependent_relayhost_maps before relayhost.
+transports = sa.Table(
+    "transports", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("scope", sa.String(10), nullable=False),
+    sa.Column("match", sa.String(320), nullable=False),
+    sa.Column("kind", sa.String(10), nullable=False),  # relay | mx
+    sa.Column("host", sa.String(253), nullable=True),
+    sa.Column("port", sa.Integer, nullable=True),
+    sa.Column("tls", sa.String(10), nullable=False, server_default="starttls"),  # starttls | implicit | none
+    sa.Column("username", sa.String(320), nullable=True),
+    sa.Column("secret", sa.String(512), nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
+    sa.UniqueConstraint("scope", "match", name="uq_transports_match"),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("tenant_id", sa.Integer, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("key", sa.String(200), nullable=False),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("response", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
+    sa.UniqueConstraint("tenant_id", "key", name="uq_idempotency_keys_key"),
+)
+
+# Messages sent per tenant and UTC day: the quota counter (rate limits are in-process token buckets).
+send_counters = sa.Table(
+    "send_counters", metadata,
+    sa.Column("tenant_id", sa.Integer, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("day", sa.String(10), nullable=False),
+    sa.Column("messages", sa.BigInteger, nullable=False, server_default="0"),
+    sa.PrimaryKeyConstraint("tenant_id", "day", name="pk_send_counters"),
+)
+
+# Per-tenant limits; no row means the defaults (unlimited).
+send_limits = sa.Table(
+    "send_limits", metadata,
+    sa.Column("tenant_id", sa.Integer, sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("per_minute", sa.Integer, nullable=False, server_default="0"),  # 0: unlimited
+    sa.Column("per_day", sa.Integer, nullable=False, server_default="0"),
+)

@@ -1,0 +1,177 @@
+"""Submission policy (587 STARTTLS / 465 implicit TLS) for the SMTP engine: who may send as whom.
+
+AUTH checks mailbox passwords (``user@domain``) or the tenant's SMTP credentials; the engine
+offers AUTH only over TLS (or from trusted networks). Then: the envelope sender's domain and the
+From: header's domain must belong to the authenticated tenant; unauthenticated clients are refused
+(``530 5.7.0``), never relayed; the tenant's rate limit answers ``451 4.7.1`` and its daily quota
+``452 4.7.0``. The From: check runs on the header section as it streams through, before commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+from collections import OrderedDict
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from dovetail.directory.addresses import AddressError, split_address
+from dovetail.directory.schema import domains, tenants
+from dovetail.directory.store import Directory
+from dovetail.intake.mx import to_queue_envelope
+from dovetail.mailauth.passwords import verify_async
+from dovetail.outbound.credentials import SmtpCredentials
+from dovetail.outbound.limits import SendLimiter
+from dovetail.queue import Queue, QueueWriter
+from dovetail.smtp.backend import Envelope, MessageSink, SessionInfo
+from dovetail.smtp.events import MailParams, RcptParams
+from dovetail.smtp.reply import Reply
+
+MAX_HEADER_SCAN = 256 * 1024
+AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
+
+
+class _FromCheckSink:
+    """Streams into the queue while keeping the header section to check From: before commit."""
+
+    def __init__(self, backend: SubmissionBackend, writer: QueueWriter, tenant: str) -> None:
+        self.backend = backend
+        self.writer = writer
+        self.tenant = tenant
+        self.queue_id = writer.queue_id
+        self._head = bytearray()
+        self._head_done = False
+
+    async def write(self, data: bytes) -> None:
+        if not self._head_done:
+            self._head += data
+            if b"\r\n\r\n" in self._head or b"\n\n" in self._head or len(self._head) > MAX_HEADER_SCAN:
+                self._head_done = True
+        await self.writer.awrite(data)
+
+    def _from_domains(self) -> list[str] | None:
+        head = bytes(self._head)
+        for sep in (b"\r\n\r\n", b"\n\n"):
+            if sep in head:
+                head = head.split(sep, 1)[0]
+                break
+        text = head.decode("utf-8", "replace").replace("\r\n", "\n")
+        values, current = [], None
+        for line in text.split("\n"):
+            if line[:1] in (" ", "\t") and current is not None:
+                current += line
+                continue
+            if current is not None:
+                values.append(current)
+            current = line[5:] if line.lower().startswith("from:") else None
+        if current is not None:
+            values.append(current)
+        if len(values) != 1:
+            return None
+        out = []
+        for _, addr in email.utils.getaddresses(values):
+            try:
+                out.append(split_address(addr)[1])
+            except AddressError:
+                return None
+        return out or None
+
+    async def commit(self) -> Reply:
+        domains_ = self._from_domains()
+        if domains_ is None:
+            await self.writer.aabort()
+            return Reply(550, "5.6.0", "Message must have exactly one valid From: header")
+        for dom in domains_:
+            if await self.backend.tenant_of_domain(dom) != self.tenant:
+                await self.writer.aabort()
+                return Reply(553, "5.7.1", f"From: domain {dom} is not owned by the authenticated user")
+        refused = await asyncio.to_thread(self.backend.limiter.consume, self.tenant,
+                                          len(self.writer.envelope.recipients))
+        if refused:
+            await self.writer.aabort()
+            return Reply(451, "4.7.1", refused.message) if refused.kind == "rate" else Reply(452, "4.7.0",
+                                                                                           refused.message)
+        qid = await self.writer.acommit()
+        return Reply(250, "2.0.0", f"Ok: queued as {qid}")
+
+    async def abort(self) -> None:
+        await self.writer.aabort()
+
+
+class SubmissionBackend:
+    """``smtp.backend.Backend`` for the submission listeners."""
+
+    def __init__(self, engine: Engine, queue: Queue, *, limiter: SendLimiter | None = None,
+                 credentials: SmtpCredentials | None = None) -> None:
+        self.engine = engine
+        self.directory = Directory(engine)
+        self.queue = queue
+        self.limiter = limiter or SendLimiter(engine)
+        self.credentials = credentials or SmtpCredentials(engine)
+        self._user_tenant: OrderedDict[str, str] = OrderedDict()
+
+    async def tenant_of_domain(self, domain: str) -> str | None:
+        def lookup() -> str | None:
+            with self.engine.connect() as conn:
+                return conn.execute(sa.select(tenants.c.name).select_from(domains.join(tenants)).where(
+                    domains.c.name == domain, domains.c.enabled, tenants.c.enabled)).scalar()
+
+        return await asyncio.to_thread(lookup)
+
+    def _tenant(self, session: SessionInfo) -> str | None:
+        return self._user_tenant.get(session.auth_user) if session.auth_user else None
+
+    async def authenticate(self, session: SessionInfo, mechanism: str, username: str, password: str) -> str | None:
+        if "@" in username:
+            row = await asyncio.to_thread(self.directory.mailbox_get, username)
+            if row is None or not row["enabled"] or not await verify_async(row["password_hash"], password):
+                return None
+            user, tenant = f"{row['local_part']}@{row['domain']}", row["tenant"]
+        else:
+            tenant = await self.credentials.verify(username, password)
+            if tenant is None:
+                return None
+            user = username
+        self._user_tenant[user] = tenant
+        self._user_tenant.move_to_end(user)
+        while len(self._user_tenant) > 10_000:
+            self._user_tenant.popitem(last=False)
+        return user
+
+    async def check_sender(self, session: SessionInfo, address: str, params: MailParams) -> Reply | None:
+        tenant = self._tenant(session)
+        if tenant is None:
+            return AUTH_REQUIRED
+        if not address:
+            return Reply(553, "5.7.1", "<>: Sender address rejected: a null sender may not be submitted")
+        try:
+            _, dom = split_address(address)
+        except AddressError:
+            return Reply(553, "5.1.7", f"<{address}>: Sender address rejected: bad address syntax")
+        if await self.tenant_of_domain(dom) != tenant:
+            return Reply(553, "5.7.1", f"<{address}>: Sender address rejected: not owned by user "
+                                       f"{session.auth_user}")
+        refused = await asyncio.to_thread(self.limiter.check, tenant, 1)
+        if refused:
+            return Reply(451, "4.7.1", refused.message) if refused.kind == "rate" else Reply(452, "4.7.0",
+                                                                                           refused.message)
+        return None
+
+    async def check_recipient(self, session: SessionInfo, address: str, params: RcptParams) -> Reply | None:
+        if self._tenant(session) is None:
+            return AUTH_REQUIRED
+        try:
+            split_address(address)
+        except AddressError:
+            return Reply(501, "5.1.3", f"<{address}>: Recipient address rejected: bad address syntax")
+        return None
+
+    async def open_message(self, session: SessionInfo, envelope: Envelope) -> MessageSink:
+        tenant = self._tenant(session)
+        if tenant is None:
+            raise PermissionError("open_message without authentication")
+        qenv = to_queue_envelope(session, envelope)
+        qenv.extra["tenant"] = tenant
+        writer = await self.queue.aopen_incoming(qenv)
+        return _FromCheckSink(self, writer, tenant)

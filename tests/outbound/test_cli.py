@@ -1,0 +1,73 @@
+"""Outbound verbs of the `dovetail` command, run as an operator would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DOVETAIL = [sys.executable, "-m", "dovetail.cli.main"]
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    """SQLite only: each verb is a process of its own; the stores run on PostgreSQL in test_engines.py."""
+    return f"sqlite:///{tmp_path / 'dovetail.db'}"
+
+
+def run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([*DOVETAIL, "--data-dir", str(data_dir), *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def ok(data_dir: Path, *args: str) -> str:
+    out = run(data_dir, *args)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def test_outbound_verbs(data_dir: Path) -> None:
+    ok(data_dir, "config", "set", "server.hostname=mx.dovetail.test")
+    ok(data_dir, "tenant", "add", "acme")
+    ok(data_dir, "domain", "add", "acme.example", "--tenant", "acme")
+    ok(data_dir, "dkim", "generate", "acme.example")
+    keys = json.loads(ok(data_dir, "dkim", "list", "acme.example", "--json"))
+    assert {k["algorithm"] for k in keys} == {"rsa-sha256", "ed25519-sha256"}
+    assert {k["state"] for k in keys} == {"active"}
+    for k in keys:
+        assert (data_dir / "dkim" / "acme.example" / f"{k['selector']}.key").stat().st_mode & 0o777 == 0o600
+    assert "Publish the new selectors" in ok(data_dir, "dkim", "rotate", "acme.example")
+    assert run(data_dir, "dkim", "rotate", "acme.example").returncode == 2
+    zone = ok(data_dir, "dns", "acme.example")
+    assert "acme.example.\t3600\tIN\tMX\t10 mx.dovetail.test." in zone
+    assert zone.count("._domainkey.acme.example.") == 4  # active and published pairs
+    assert "_dmarc.acme.example." in zone and "_mta-sts.acme.example." in zone
+    ok(data_dir, "dkim", "activate", "acme.example")
+    ok(data_dir, "dkim", "retire", "acme.example")
+    assert len(json.loads(ok(data_dir, "dkim", "list", "--json"))) == 2
+
+    cred = json.loads(ok(data_dir, "smtp-credentials", "add", "acme", "--description", "app", "--json"))
+    assert cred["username"].startswith("acme-") and len(cred["secret"]) > 20
+    listed = json.loads(ok(data_dir, "smtp-credentials", "list", "--json"))
+    assert [c["username"] for c in listed] == [cred["username"]] and "secret" not in listed[0]
+    assert cred["secret"] not in ok(data_dir, "smtp-credentials", "list")
+    ok(data_dir, "smtp-credentials", "rm", cred["username"])
+    assert run(data_dir, "smtp-credentials", "rm", cred["username"]).returncode == 2
+    assert run(data_dir, "smtp-credentials", "add", "nobody").returncode == 2
+
+    out = ok(data_dir, "transport", "set", "tenant", "acme", "--relay", "email-smtp.eu-west-1.amazonaws.com:587",
+             "--user", "AKIA", "--secret", "s3cr3t")
+    assert "SES eu-west-1" in out
+    assert "s3cr3t" not in ok(data_dir, "transport", "list", "--json")
+    assert "bounce.acme.example." in ok(data_dir, "dns", "acme.example")
+    assert run(data_dir, "transport", "set", "tenant", "acme", "--mx", "--relay", "h:1").returncode == 2
+    assert run(data_dir, "transport", "set", "tenant", "acme", "--relay", "nonsense").returncode == 2
+    ok(data_dir, "transport", "rm", "tenant", "acme")
+    assert "acme: 10 per minute" in ok(data_dir, "send-limits", "acme", "--per-minute", "10")
+    assert run(data_dir, "dkim", "rotate", "unknown.example").returncode == 2
+    assert run(data_dir, "dns", "bad domain!").returncode == 2

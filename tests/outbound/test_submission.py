@@ -1,0 +1,159 @@
+"""Submission: AUTH over TLS with mailbox or SMTP credentials, tenant walls, limits (real smtplib)."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import ssl
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from dovetail.outbound.credentials import SmtpCredentials
+from dovetail.outbound.limits import SendLimiter
+from dovetail.outbound.submission import SubmissionBackend
+from dovetail.queue import Queue, QueuedMessage
+from dovetail.smtp.server import SmtpServer
+
+from .sink import Certs
+
+
+class Running:
+    def __init__(self, backend: SubmissionBackend, ctx: ssl.SSLContext, implicit: bool) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.server = SmtpServer(backend, hostname="submit.dovetail.test", ssl_context=ctx, implicit_tls=implicit,
+                                 listener="submission", auth=True)
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(self.server.start(host="127.0.0.1", port=0))
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(10)
+        self.port = self.server.port
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(1), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def submission(world, tmp_path) -> Iterator[tuple[Running, Queue, Certs]]:  # noqa: ANN001
+    certs = Certs()
+    queue = Queue(tmp_path / "queue")
+    srv = Running(SubmissionBackend(world.engine, queue), certs.server_context(), implicit=False)
+    yield srv, queue, certs
+    srv.stop()
+
+
+def client(srv: Running, certs: Certs) -> smtplib.SMTP:
+    c = smtplib.SMTP("127.0.0.1", srv.port, timeout=10)
+    c.ehlo("client.test")
+    c.starttls(context=certs.client_context())
+    c.ehlo("client.test")
+    return c
+
+
+def msg(from_: str) -> bytes:
+    return f"From: {from_}\r\nTo: bob@example.org\r\nSubject: t\r\n\r\nhello\r\n".encode()
+
+
+def queued(queue: Queue) -> list[QueuedMessage]:
+    return [QueuedMessage(q, queue.path("incoming", q)) for q in queue.ids("incoming")]
+
+
+def test_no_auth_before_tls_and_no_unauthenticated_relay(submission) -> None:  # noqa: ANN001
+    srv, queue, certs = submission
+    with smtplib.SMTP("127.0.0.1", srv.port, timeout=10) as c:
+        c.ehlo("client.test")
+        assert not c.has_extn("auth")
+        code, _ = c.mail("alice@acme.example")
+        assert code == 530
+    with client(srv, certs) as c:
+        assert "PLAIN" in c.esmtp_features["auth"].upper()
+        with pytest.raises(smtplib.SMTPSenderRefused) as exc:
+            c.sendmail("alice@acme.example", ["bob@example.org"], msg("alice@acme.example"))
+        assert exc.value.smtp_code == 530
+    assert queued(queue) == []
+
+
+def test_mailbox_login_sends_as_own_domains_only(submission) -> None:  # noqa: ANN001
+    srv, queue, certs = submission
+    with client(srv, certs) as c:
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            c.login("alice@acme.example", "wrong")
+    with client(srv, certs) as c:
+        c.login("alice@acme.example", "alice-pw")
+        c.sendmail("alice@acme.example", ["bob@example.org"], msg("Alice <alice@acme.example>"))
+        # the tenant's other domain is fine too
+        c.sendmail("news@news.acme.example", ["bob@example.org"], msg("news@news.acme.example"))
+        with pytest.raises(smtplib.SMTPSenderRefused) as exc:
+            c.sendmail("gina@globex.example", ["bob@example.org"], msg("gina@globex.example"))
+        assert exc.value.smtp_code == 553
+        with pytest.raises(smtplib.SMTPDataError) as exc2:
+            c.sendmail("alice@acme.example", ["bob@example.org"], msg("CEO <ceo@globex.example>"))
+        assert exc2.value.smtp_code == 553 and b"From: domain" in exc2.value.smtp_error
+        with pytest.raises(smtplib.SMTPDataError) as exc3:
+            c.sendmail("alice@acme.example", ["bob@example.org"],
+                       b"From: alice@acme.example\r\nFrom: x@globex.example\r\n\r\nhi\r\n")
+        assert exc3.value.smtp_code == 550
+    got = queued(queue)
+    assert len(got) == 2
+    assert {m.envelope.extra["tenant"] for m in got} == {"acme"}
+    assert {m.envelope.auth_user for m in got} == {"alice@acme.example"}
+
+
+def test_tenant_smtp_credentials(world, submission) -> None:  # noqa: ANN001
+    srv, queue, certs = submission
+    cred = SmtpCredentials(world.engine).add("globex", "app server")
+    assert cred.username.startswith("globex-")
+    with client(srv, certs) as c:
+        c.login(cred.username, cred.secret)
+        c.sendmail("app@globex.example", ["bob@example.org"], msg("app@globex.example"))
+        with pytest.raises(smtplib.SMTPSenderRefused):
+            c.sendmail("alice@acme.example", ["bob@example.org"], msg("alice@acme.example"))
+    SmtpCredentials(world.engine).remove(cred.username)
+    with client(srv, certs) as c, pytest.raises(smtplib.SMTPAuthenticationError):
+        c.login(cred.username, cred.secret)
+    assert [m.envelope.extra["tenant"] for m in queued(queue)] == ["globex"]
+
+
+def test_rate_limit_and_quota(world, submission) -> None:  # noqa: ANN001
+    srv, queue, certs = submission
+    limiter = SendLimiter(world.engine)
+    limiter.set_limits("acme", per_minute=1)
+    limiter.set_limits("globex", per_day=2)
+    srv.server.backend.limiter = SendLimiter(world.engine)
+    with client(srv, certs) as c:
+        c.login("alice@acme.example", "alice-pw")
+        c.sendmail("alice@acme.example", ["bob@example.org"], msg("alice@acme.example"))
+        with pytest.raises(smtplib.SMTPSenderRefused) as exc:
+            c.sendmail("alice@acme.example", ["bob@example.org"], msg("alice@acme.example"))
+        assert exc.value.smtp_code == 451 and b"4.7.1" in exc.value.smtp_error
+    with client(srv, certs) as c:
+        c.login("gina@globex.example", "gina-pw")
+        with pytest.raises(smtplib.SMTPDataError) as exc2:
+            c.sendmail("gina@globex.example", ["a@example.org", "b@example.org", "c@example.org"],
+                       msg("gina@globex.example"))
+        assert exc2.value.smtp_code == 452
+        c.sendmail("gina@globex.example", ["a@example.org", "b@example.org"], msg("gina@globex.example"))
+    assert len(queued(queue)) == 2
+
+
+def test_implicit_tls_listener(world, tmp_path) -> None:  # noqa: ANN001
+    certs = Certs()
+    queue = Queue(tmp_path / "q465")
+    srv = Running(SubmissionBackend(world.engine, queue), certs.server_context(), implicit=True)
+    try:
+        with smtplib.SMTP_SSL("127.0.0.1", srv.port, timeout=10, context=certs.client_context()) as c:
+            c.login("alice@acme.example", "alice-pw")
+            c.sendmail("alice@acme.example", ["bob@example.org"], msg("alice@acme.example"))
+    finally:
+        srv.stop()
+    assert len(queued(queue)) == 1
