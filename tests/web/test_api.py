@@ -59,18 +59,16 @@ def test_directory_crud_and_problems(web: WebEnv) -> None:
     assert web.directory.domain_list() == []
 
 
-def test_dns_section_says_not_configured_without_outbound(web: WebEnv) -> None:
+def test_dns_section_lists_the_records_to_publish(web: WebEnv) -> None:
     h = _seed(web)
     dns = web.client.get("/api/v1/domains/acme.test/dns", headers=h).json()
-    try:
-        import dovetail.outbound as outbound
-
-        has = hasattr(outbound, "dns_records")
-    except ImportError:
-        has = False
-    assert dns["configured"] is has
-    if not has:
-        assert dns["records"] == [] and "not configured" in dns["detail"]
+    assert dns["configured"] is True
+    by_type = {}
+    for rec in dns["records"]:
+        by_type.setdefault(rec["type"], []).append(rec)
+    assert {"MX", "TXT"} <= set(by_type)
+    assert any(r["value"].startswith("v=spf1") for r in by_type["TXT"])
+    assert any(r["name"].startswith("_dmarc.acme.test") for r in by_type["TXT"])
 
 
 def test_pagination_and_filter(web: WebEnv) -> None:

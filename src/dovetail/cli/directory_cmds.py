@@ -88,8 +88,24 @@ def domain_add(ctx: typer.Context, name: str,
                plus_separator: Annotated[str, typer.Option("--plus-separator")] = "+",
                as_json: JsonOpt = False) -> None:
     """Add a domain (IDN accepted) to a tenant."""
-    d = ctx.obj.directory.domain_add(name, tenant, postmaster=postmaster, plus_separator=plus_separator)
-    emit_json(_domain_json(d)) if as_json else print(f"domain {display_domain(d.name)} added to tenant {d.tenant}")
+    c: Context = ctx.obj
+    d = c.directory.domain_add(name, tenant, postmaster=postmaster, plus_separator=plus_separator)
+    selectors = _dkim_ensure(c, d.name)
+    if as_json:
+        emit_json({**_domain_json(d), "dkim_selectors": selectors})
+    else:
+        print(f"domain {display_domain(d.name)} added to tenant {d.tenant}")
+        if selectors:
+            print(f"DKIM keys generated ({', '.join(selectors)}); `dovetail dns {d.name}` prints the records")
+
+
+def _dkim_ensure(c: Context, domain: str) -> list[str]:
+    """Signing keys for a new domain (RSA-2048 and Ed25519), when outbound is part of this build."""
+    try:
+        from ..outbound import DkimKeys
+    except ImportError:
+        return []
+    return [k.selector for k in DkimKeys(c.engine, c.layout.dkim).ensure(domain)]
 
 
 @domain_app.command("list")

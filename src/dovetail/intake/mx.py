@@ -99,8 +99,27 @@ class MxBackend:
         return None
 
     async def open_message(self, session: SessionInfo, envelope: Envelope) -> MessageSink:
-        writer = await self.queue.aopen_incoming(to_queue_envelope(session, envelope))
+        qenv = to_queue_envelope(session, envelope)
+        qenv.recipients = await self._expand_forwards(qenv.recipients)
+        writer = await self.queue.aopen_incoming(qenv)
         return QueueSink(writer, self.record)
+
+    async def _expand_forwards(self, recipients: list[QueueRecipient]) -> list[QueueRecipient]:
+        """Aliases that forward outside our domains become recipients of their own (as Postfix's
+        cleanup expands virtual aliases), so the queue manager hands them to the outbound transport;
+        ``original`` keeps the address the client gave."""
+        out: list[QueueRecipient] = []
+        seen: set[str] = set()
+        for rcpt in recipients:
+            res = await self._resolve(rcpt.address)
+            if res.mailboxes or not res.external:
+                out.append(rcpt)
+            for ext in res.external:
+                if ext not in seen:
+                    seen.add(ext)
+                    out.append(QueueRecipient(address=ext, original=rcpt.address, notify=rcpt.notify,
+                                              orcpt=rcpt.orcpt or f"rfc822;{rcpt.address}"))
+        return out
 
     async def authenticate(self, session: SessionInfo, mechanism: str, username: str, password: str) -> str | None:
         return None  # the MX offers no AUTH; submission has its own backend

@@ -83,6 +83,45 @@ async def run_smtpd(ctx: WorkerContext) -> int:
     return await supervise_listeners(ctx, servers, stop_all)
 
 
+async def run_submission(ctx: WorkerContext) -> int:
+    """587 with STARTTLS and 465 with implicit TLS; AUTH only over TLS unless the client is trusted."""
+    from ..outbound.submission import SubmissionBackend
+    from ..smtp.server import SmtpServer
+
+    cfg = ctx.cfg
+    rt = Runtime(cfg)
+    backend = SubmissionBackend(rt.engine, rt.queue)
+    limits = smtp_limits(cfg)
+    implicit_addr = cfg["listen.submissions"]
+    servers = []
+    for sock, address in zip(ctx.sockets, ctx.spec.listen, strict=False):
+        implicit = bool(implicit_addr) and address == implicit_addr and ctx.ssl_context is not None
+        server = SmtpServer(backend, limits, hostname=cfg.hostname, ssl_context=ctx.ssl_context,
+                            implicit_tls=implicit, listener="submission", auth=True,
+                            auth_plaintext=_trusted_listener(address, cfg["auth.trusted_networks"]))
+        await server.start(sock=sock)
+        servers.append(server)
+
+    async def stop_all(grace: float) -> None:
+        await asyncio.gather(*(s.stop(grace) for s in servers))
+
+    return await supervise_listeners(ctx, servers, stop_all)
+
+
+def _trusted_listener(address: str, networks: list[str]) -> bool:
+    """Plaintext AUTH only on a listener bound to a trusted (loopback by default) address."""
+    import ipaddress
+
+    from ..config import split_hostport
+
+    host, _ = split_hostport(address)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(n) for n in networks)
+
+
 async def run_imapd(ctx: WorkerContext) -> int:
     from ..imap.server import ImapServer
     from ..mailauth.login import DirectoryAuthenticator
@@ -120,11 +159,17 @@ async def run_qmgr(ctx: WorkerContext) -> int:
                        bounce_queue_lifetime=cfg["queue.bounce_lifetime"],
                        max_concurrent_deliveries=cfg["queue.delivery_concurrency"], hostname=cfg.hostname)
 
-    def transport_for(address: str) -> str:
-        return "virtual"
+    record = flow_counters(rt)
+    agents = {"virtual": CountingAgent(local, record)}
+    outbound = _outbound_agent(cfg, rt)
+    if outbound is not None:
+        agents["smtp"] = CountingAgent(outbound, record)
 
-    manager = QueueManager(rt.queue, {"virtual": CountingAgent(local, flow_counters(rt))}, qcfg,
-                           transport_for=transport_for)
+    def transport_for(address: str) -> str:
+        """Our domains go to the Maildir agent (virtual), every other domain out through smtp."""
+        return "smtp" if rt.resolver.resolve(address).status == "not_local" else "virtual"
+
+    manager = QueueManager(rt.queue, agents, qcfg, transport_for=transport_for)
     task = asyncio.create_task(manager.run())
     stopped = asyncio.create_task(ctx.stop.wait())
     await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -136,7 +181,26 @@ async def run_qmgr(ctx: WorkerContext) -> int:
         await asyncio.wait_for(task, ctx.grace)
     except TimeoutError:
         task.cancel()
+    if outbound is not None:
+        await outbound.close()
     return 0
+
+
+def _outbound_agent(cfg: Config, rt: Runtime):  # noqa: ANN202
+    """The relay/direct-MX agent with DKIM signing, when the outbound package is present."""
+    try:
+        from ..outbound import AgentConfig, DkimKeys, OutboundAgent, Transports
+    except ImportError:
+        return None
+    events = None
+    try:
+        from ..replies.hooks import outbound_events
+
+        events = outbound_events(rt.engine, cfg)
+    except ImportError:
+        pass
+    return OutboundAgent(Transports(rt.engine), DkimKeys(rt.engine, rt.layout.dkim),
+                         AgentConfig(hostname=cfg.hostname), events=events)
 
 
 async def run_web(ctx: WorkerContext) -> int:
@@ -166,10 +230,11 @@ async def run_web(ctx: WorkerContext) -> int:
     return await supervise_listeners(ctx, [_Counts()], stop_all)
 
 
-RUNNERS: dict[str, Runner] = {"smtpd": run_smtpd, "imapd": run_imapd, "qmgr": run_qmgr, "web": run_web}
+RUNNERS: dict[str, Runner] = {"smtpd": run_smtpd, "submission": run_submission, "imapd": run_imapd,
+                              "qmgr": run_qmgr, "web": run_web}
 
-_MODULES = {"smtpd": "dovetail.smtp.server", "imapd": "dovetail.imap.server", "qmgr": "dovetail.queue.manager",
-            "web": "dovetail.web.app"}
+_MODULES = {"smtpd": "dovetail.smtp.server", "submission": "dovetail.outbound.submission",
+            "imapd": "dovetail.imap.server", "qmgr": "dovetail.queue.manager", "web": "dovetail.web.app"}
 
 
 def available(name: str) -> bool:

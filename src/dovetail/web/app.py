@@ -37,7 +37,24 @@ HERE = Path(__file__).parent
 API_PREFIX = "/api/v1"
 
 
-def _api_router() -> APIRouter:
+def _send_router(ctx: WebContext) -> APIRouter | None:
+    """``POST /api/v1/messages`` of the outbound package, queueing into this data directory."""
+    try:
+        from ..outbound.api import make_router
+        from ..outbound.send import SendService
+    except ImportError:
+        return None
+    from ..queue import Queue
+
+    from .integrations import outbound_hooks
+
+    registry, suppressions = outbound_hooks(ctx.engine, ctx.cfg)
+    service = SendService(ctx.engine, Queue(ctx.layout.queue), registry=registry, suppressions=suppressions,
+                          unsubscribe_url=ctx.cfg.get("web.unsubscribe_url") or None)
+    return make_router(service, get_scope)
+
+
+def _api_router(ctx: WebContext) -> tuple[APIRouter, APIRouter | None]:
     router = APIRouter(prefix=API_PREFIX)
     router.include_router(api_directory.router)
     router.include_router(api_queue.router)
@@ -46,7 +63,8 @@ def _api_router() -> APIRouter:
     extra = replies_router()
     if extra is not None:
         router.include_router(extra)
-    return router
+    send = _send_router(ctx)
+    return router, send
 
 
 def create_app(cfg: Config, engine: Engine | None = None, *, flush_interval: float = 5.0) -> FastAPI:
@@ -74,7 +92,10 @@ def create_app(cfg: Config, engine: Engine | None = None, *, flush_interval: flo
     from . import ui
 
     problems.install(app, html=ui.error_page)
-    app.include_router(_api_router())
+    api, send = _api_router(ctx)
+    app.include_router(api)
+    if send is not None:
+        app.include_router(send)
     app.include_router(ui.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 

@@ -30,23 +30,19 @@ def _optional(module: str, attr: str) -> Any:
     return getattr(mod, attr, None)
 
 
-def dns_records(domain: str) -> list[dict[str, Any]] | None:
-    """The records to publish for ``domain`` from ``dovetail.outbound.dns_records``; None when absent.
+def dns_records(cfg: Config, engine: Any, domain: str) -> list[dict[str, Any]] | None:
+    """The records to publish for ``domain`` (``dovetail dns DOMAIN``); None when outbound is absent.
 
-    Each record is a mapping with at least ``type``, ``name`` and ``value`` (and, when the
-    outbound package checks them live, ``status``).
+    Each record is a mapping with ``type``, ``name``, ``value``, ``purpose`` and ``required``.
     """
-    fn = _optional("dovetail.outbound", "dns_records")
-    if fn is None:
+    try:
+        from ..datadir import Layout
+        from ..outbound import DkimKeys, DnsPlanner, Transports
+    except ImportError:
         return None
-    records = []
-    for rec in fn(domain) or []:
-        if isinstance(rec, dict):
-            records.append(dict(rec))
-        else:
-            records.append({k: getattr(rec, k) for k in ("type", "name", "value", "status", "purpose")
-                            if hasattr(rec, k)})
-    return records
+    planner = DnsPlanner(DkimKeys(engine, Layout(cfg.data_dir).dkim), Transports(engine), cfg.hostname)
+    return [{"type": r.type, "name": r.name, "value": r.value, "purpose": r.purpose, "required": r.required}
+            for r in planner.dns_records(domain)]
 
 
 def replies_router() -> Any:
@@ -97,3 +93,11 @@ def service_health(cfg: Config, timeout: float = 0.3) -> list[dict[str, Any]]:
             status = "down"
         out.append({"service": name, "listen": addr, "status": status})
     return out
+
+
+def outbound_hooks(engine: Any, cfg: Config) -> tuple[Any, Any]:
+    """The replies engine's campaign registry and suppression list for the send API, when present."""
+    factory = _optional("dovetail.replies.hooks", "outbound_hooks")
+    if factory is None:
+        return None, None
+    return factory(engine, cfg)

@@ -106,9 +106,9 @@ def visible_domain(ctx: WebContext, scope: Scope, name: str) -> DomainInfo:
     return info
 
 
-def dns_status(domain: str) -> dict[str, Any]:
+def dns_status(ctx: WebContext, domain: str) -> dict[str, Any]:
     try:
-        records = dns_records(domain)
+        records = dns_records(ctx.cfg, ctx.engine, domain)
     except Exception as exc:  # noqa: BLE001 - a failing check is shown, not a 500
         return {"configured": False, "records": [], "detail": f"DNS check failed: {exc}"}
     if records is None:
@@ -123,7 +123,7 @@ def _domain_out(ctx: WebContext, info: DomainInfo, detail: bool = False) -> dict
     if detail:
         out["mailboxes"] = len(ctx.directory.mailbox_list(domain=info.name))
         out["aliases"] = len(ctx.directory.alias_list(domain=info.name))
-        out["dns"] = dns_status(info.name)
+        out["dns"] = dns_status(ctx, info.name)
     return out
 
 
@@ -164,7 +164,7 @@ def get_domain(domain: str, scope: Scope = Depends(get_scope), ctx: WebContext =
 
 @router.get("/domains/{domain}/dns", response_model=m.DnsStatus, tags=["domains"])
 def get_domain_dns(domain: str, scope: Scope = Depends(get_scope), ctx: WebContext = Depends(get_ctx)) -> dict:
-    return dns_status(visible_domain(ctx, scope, domain).name)
+    return dns_status(ctx, visible_domain(ctx, scope, domain).name)
 
 
 @router.patch("/domains/{domain}", response_model=m.Domain, tags=["domains"])
