@@ -17,6 +17,7 @@ This stands in for Dovecot's ``maildirsize`` file, which needs a lock shared wit
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 import re
@@ -31,14 +32,22 @@ _SIZE_RE = re.compile(r",S=(\d+)")
 _counter = itertools.count(1)
 
 
+@functools.cache
 def _hostname() -> str:
     return socket.gethostname().replace("/", r"\057").replace(":", r"\072") or "localhost"
 
 
+_made: set[str] = set()  # Maildirs this process has created or seen complete
+
+
 def ensure_maildir(path: Path) -> None:
-    """Create ``cur/ new/ tmp/`` (and parents) if missing."""
+    """Create ``cur/ new/ tmp/`` (and parents) if missing; remembered, so a busy mailbox costs no mkdir."""
+    key = str(path)
+    if key in _made:
+        return
     for sub in SUBDIRS:
         (path / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    _made.add(key)
 
 
 def unique_name() -> str:
@@ -100,7 +109,13 @@ def write_message(maildir: Path, chunks: Iterable[bytes], base: str | None = Non
     ensure_maildir(maildir)
     base = base or unique_name()
     tmp = maildir / "tmp" / f"{base}.{os.getpid()}_{next(_counter)}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o600)
+    except FileNotFoundError:  # removed behind our back since we created it
+        _made.discard(str(maildir))
+        ensure_maildir(maildir)
+        fd = os.open(tmp, flags, 0o600)
     try:
         fh = os.fdopen(fd, "wb", buffering=65536)
     except BaseException:

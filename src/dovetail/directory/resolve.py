@@ -119,6 +119,17 @@ class Resolver:
                 self._cache.popitem(last=False)
         return result
 
+    def cached(self, address: str) -> Resolution | None:
+        """A cached resolution that is still known fresh, without touching the database (or None).
+
+        For callers on an event loop: a hit is answered inline, a miss goes to ``resolve`` in a thread.
+        """
+        if time.monotonic() - self._checked_at >= self.check_interval:
+            return None
+        key = address.strip().strip("<>").lower()
+        with self._lock:
+            return self._cache.get(key)
+
     def is_local_domain(self, domain: str) -> bool:
         """True when ``domain`` is one of ours (used for relay decisions)."""
         res = self.resolve(f"postmaster@{domain}")

@@ -70,7 +70,8 @@ class MxBackend:
         return None
 
     async def _resolve(self, address: str) -> Resolution:
-        return await asyncio.to_thread(self.resolver.resolve, address)
+        hit = self.resolver.cached(address)
+        return hit if hit is not None else await asyncio.to_thread(self.resolver.resolve, address)
 
     async def check_recipient(self, session: SessionInfo, address: str, params: RcptParams) -> Reply | None:
         reply = await self._check_recipient(address)

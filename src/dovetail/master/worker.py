@@ -15,6 +15,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from ..log import configure, get_logger
 from .privileges import die_with_parent, drop_privileges
 from .services import ServiceSpec
 
+WORKER_THREADS = 64
 EXIT_IDLE = 75
 EXIT_MAX_USE = 76
 
@@ -91,6 +93,9 @@ async def _run(runner: Runner, cfg: Config, spec: ServiceSpec, sockets: list[soc
                ssl_context: ssl.SSLContext | None) -> int:
     ctx = WorkerContext(cfg=cfg, spec=spec, sockets=sockets, index=index, ssl_context=ssl_context)
     loop = asyncio.get_running_loop()
+    # Disk work (fsync, Maildir writes) runs in threads; asyncio's default pool (cores + 4) would cap a
+    # 2-core worker at 6 commits or deliveries in flight, below smtp/queue concurrency.
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix=spec.name))
     loop.add_signal_handler(signal.SIGTERM, ctx.stop.set)
     try:
         return await runner(ctx)

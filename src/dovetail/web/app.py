@@ -45,7 +45,6 @@ def _send_router(ctx: WebContext) -> APIRouter | None:
     except ImportError:
         return None
     from ..queue import Queue
-
     from .integrations import outbound_hooks
 
     registry, suppressions = outbound_hooks(ctx.engine, ctx.cfg)

@@ -1,0 +1,14 @@
+"""IMAP4rev1/rev2 server over the mailbox storage API.
+
+Layers, each its own module:
+
+- ``parser``: sans-I/O command reader (``CommandParser.feed``/``next_event``), with ``fetchatt`` for
+  FETCH items and ``sequence`` for sequence sets;
+- ``session``: one connection's state machine (``Session.feed``/``step``/``data_to_send``), with the
+  commands in ``commands_mailbox`` and ``commands_message`` and SEARCH/SORT/THREAD in ``search``,
+  ``sort`` and ``thread``;
+- ``server``: the asyncio adapter, ``ImapServer(authenticator, storage_factory, limits, ssl_context,
+  implicit_tls)`` with ``await start(sock=...)`` / ``await stop(grace)``;
+- ``auth``: the ``Authenticator`` protocol, ``Account`` and the failed-login penalty;
+- ``limits``: every size, count and time a client controls.
+"""

@@ -1,0 +1,91 @@
+"""Who may log in, and how failed logins are slowed down.
+
+``Authenticator`` is what the server asks; the real one is backed by the directory. ``AuthPenalty``
+follows Dovecot's auth penalty: each recent failure of a user or of an IP doubles the delay before
+the next failure is answered, and past a threshold the login is refused outright with
+``NO [UNAVAILABLE]`` until the failures age out.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    mail_root: Path
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, username: str, password: str, client_ip: str) -> Account | None: ...
+
+
+class DictAuthenticator:
+    """Plain-text passwords in a dict; for tests and tiny setups. Each user's root is ``base/<user>``."""
+
+    def __init__(self, users: dict[str, str], base: Path) -> None:
+        self.users = users
+        self.base = Path(base)
+
+    async def authenticate(self, username: str, password: str, client_ip: str) -> Account | None:
+        import hmac
+
+        expected = self.users.get(username)
+        if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
+            return None
+        return Account(username, self.base / username)
+
+
+class AuthPenalty:
+    """Failure bookkeeping per user and per IP, shared by all sessions of one server process."""
+
+    def __init__(self, base_delay: float = 0.2, max_delay: float = 15.0, lockout: int = 10,
+                 window: float = 300.0, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 100_000) -> None:
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.lockout = lockout
+        self.window = window
+        self.clock = clock
+        self.max_keys = max_keys
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str) -> int:
+        q = self._failures.get(key)
+        if not q:
+            return 0
+        cutoff = self.clock() - self.window
+        while q and q[0] < cutoff:
+            q.popleft()
+        if not q:
+            del self._failures[key]
+            return 0
+        return len(q)
+
+    def failures(self, username: str, ip: str) -> int:
+        return max(self._recent("u:" + username.lower()), self._recent("ip:" + ip))
+
+    def blocked(self, username: str, ip: str) -> bool:
+        """True when this user or IP has failed so often that logins are refused for now."""
+        return self.failures(username, ip) >= self.lockout
+
+    def record_failure(self, username: str, ip: str) -> float:
+        """Count a failure; return how long to wait before answering it."""
+        if len(self._failures) >= self.max_keys:
+            self._failures.clear()
+        now = self.clock()
+        for key in ("u:" + username.lower(), "ip:" + ip):
+            q = self._failures.setdefault(key, deque(maxlen=self.lockout * 4))
+            q.append(now)
+        n = self.failures(username, ip)
+        return min(self.max_delay, self.base_delay * 2 ** (n - 1))
+
+    def record_success(self, username: str, ip: str) -> None:
+        self._failures.pop("u:" + username.lower(), None)
+        self._failures.pop("ip:" + ip, None)

@@ -1,0 +1,582 @@
+"""Message-level commands: FETCH, STORE, COPY, MOVE, SEARCH, SORT, THREAD (and their UID forms).
+
+The storage work of one command runs in one ``asyncio.to_thread`` call; response lines are built
+there too, so the event loop only writes bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import email
+import email.policy
+import itertools
+import quopri
+from collections.abc import Sequence
+from datetime import UTC
+from typing import TYPE_CHECKING, Any
+
+from dovetail.imap.commands_mailbox import mailbox_arg, parse_flags
+from dovetail.imap.fetchatt import FetchAtt, parse_fetch_atts
+from dovetail.imap.parser import Atom, ListToken, ParseError, Token, number
+from dovetail.imap.response import imap_date, literal
+from dovetail.imap.sequence import SequenceSet, format_set
+from dovetail.imap.state import SEL, CommandError
+from dovetail.storage.api import (
+    SEEN,
+    Mailbox,
+    MailboxNotFound,
+    MessageExpunged,
+    MessageInfo,
+    StoreMode,
+)
+from dovetail.storage.api import Section as StoreSection
+
+if TYPE_CHECKING:
+    from dovetail.imap.session import Session
+
+Result = tuple[str | None, str]
+
+
+# -- sequence sets --------------------------------------------------------------------------------------
+
+
+def resolve(s: Session, tok: Token, uid: bool) -> list[int]:
+    """A sequence set (or ``$``) as the UIDs of the selected view, ascending."""
+    sel = s.selected
+    assert sel is not None
+    if not isinstance(tok, Atom):
+        raise ParseError("Expected a sequence set")
+    ss = SequenceSet.parse(tok.value)
+    uids = sel.mailbox.uids
+    if ss.saved:
+        saved = sel.saved or frozenset()
+        return sorted(u for u in uids if u in saved)
+    if uid:
+        return ss.select(list(uids))
+    n = len(uids)
+    out: set[int] = set()
+    for lo, hi in ss.ranges:
+        for v in (lo, hi):
+            if v is not None and v > n:
+                raise CommandError("Invalid messageset", status="BAD")
+        if n == 0:
+            raise CommandError("No messages", status="BAD")
+    for a, b in ss.bounds(n):
+        out.update(uids[i - 1] for i in range(max(a, 1), min(b, n) + 1))
+    return sorted(out)
+
+
+# -- FETCH ----------------------------------------------------------------------------------------------
+
+
+async def cmd_fetch(s: Session, cmd: Any) -> Result:
+    sel = s.selected
+    assert sel is not None
+    if len(cmd.args) not in (2, 3):
+        raise ParseError("FETCH needs a sequence set and attributes")
+    uids = resolve(s, cmd.args[0], cmd.uid)
+    atts = parse_fetch_atts(cmd.args[1])
+    changedsince = None
+    vanished = False
+    if len(cmd.args) == 3:
+        mods = cmd.args[2]
+        if not isinstance(mods, ListToken):
+            raise ParseError("Invalid FETCH modifiers")
+        items = list(mods.items)
+        while items:
+            key = items.pop(0)
+            name = key.value.upper() if isinstance(key, Atom) else ""
+            if name == "CHANGEDSINCE" and items:
+                changedsince = number(items.pop(0), bits=63)
+            elif name == "VANISHED" and cmd.uid and s.qresync:
+                vanished = True
+            else:
+                raise ParseError("Invalid FETCH modifier")
+        if vanished and changedsince is None:
+            raise ParseError("VANISHED needs CHANGEDSINCE")
+    if cmd.uid and not any(a.name == "UID" for a in atts):
+        atts.insert(0, FetchAtt("UID"))
+    if changedsince is not None or any(a.name == "MODSEQ" for a in atts):
+        s.enabled.add("CONDSTORE")
+        if not any(a.name == "MODSEQ" for a in atts):
+            atts.append(FetchAtt("MODSEQ"))
+    mb = sel.mailbox
+    set_seen = not sel.readonly and any(a.sets_seen for a in atts)
+
+    def work() -> tuple[list[bytes], bool, str]:
+        wanted = uids
+        gone = ""
+        if changedsince is not None:
+            changed = set(mb.changed_since(changedsince))
+            wanted = [u for u in uids if u in changed]
+            if vanished:
+                from dovetail.imap.commands_mailbox import missing_ranges
+
+                exp = mb.expunged_since(changedsince)
+                ss = SequenceSet.parse(cmd.args[0].value) if not cmd.args[0].value == "$" else None
+                star = max(mb.uidnext - 1, 1)
+                if exp is None:  # the history does not reach back: every UID we cannot vouch for
+                    gone = missing_ranges(ss, list(mb.uids), star)
+                else:
+                    gone = format_set(u for u in exp if ss is None or ss.contains(u, star))
+        lines, missing = _fetch(s, mb, wanted, atts, set_seen)
+        return lines, missing, gone
+
+    lines, missing, gone = await asyncio.to_thread(work)
+    if gone:
+        s.write(f"* VANISHED (EARLIER) {gone}")
+    for line in lines:
+        s.write(line)
+    if missing:
+        raise CommandError("Some messages were expunged before they could be fetched.", "EXPUNGEISSUED")
+    return None, "Fetch completed."
+
+
+def fetch_lines(s: Session, mb: Mailbox, uids: Sequence[int], names: Sequence[str]) -> list[bytes]:
+    """FETCH response lines for simple items (QRESYNC SELECT uses this); runs in a worker thread."""
+    lines, _missing = _fetch(s, mb, uids, [FetchAtt(n) for n in names], False)
+    return lines
+
+
+def _fetch(s: Session, mb: Mailbox, uids: Sequence[int], atts: list[FetchAtt],
+           set_seen: bool) -> tuple[list[bytes], bool]:
+    if not uids:
+        return [], False
+    want_env = any(a.name == "ENVELOPE" for a in atts)
+    want_bs = any(a.name in ("BODYSTRUCTURE", "BODY", "BINARY", "BINARY.SIZE") and
+                  (a.section is None or a.name != "BODY") for a in atts)
+    infos = mb.fetch_info(uids, envelope=want_env, bodystructure=want_bs)
+    seen_now: set[int] = set()
+    if set_seen:
+        unseen = [i.uid for i in infos if SEEN not in i.flags]
+        if unseen:
+            mb.store_flags(unseen, StoreMode.ADD, [SEEN])
+            seen_now = set(unseen)
+            infos = mb.fetch_info(uids, envelope=want_env, bodystructure=want_bs)
+    lines: list[bytes] = []
+    missing = len(infos) < len(uids)
+    has_flags = any(a.name == "FLAGS" for a in atts)
+    for info in infos:
+        seq = mb.seq_of(info.uid)
+        if seq is None:
+            continue
+        try:
+            items = [_item(s, mb, info, att) for att in atts]
+        except MessageExpunged:
+            missing = True
+            continue
+        if info.uid in seen_now and not has_flags:
+            items.append(b"FLAGS " + s.flags_out(info.flags, info.recent))
+        lines.append(b"* %d FETCH (" % seq + b" ".join(items) + b")")
+    return lines, missing
+
+
+def _envelope(value: Any) -> bytes:
+    from dovetail.mime.imapdata import envelope_to_imap
+
+    return b"NIL" if value is None else envelope_to_imap(value)
+
+
+def _body(value: Any) -> bytes:
+    from dovetail.mime.imapdata import body_to_imap
+
+    return b"NIL" if value is None else body_to_imap(value)
+
+
+def _item(s: Session, mb: Mailbox, info: MessageInfo, att: FetchAtt) -> bytes:
+    name = att.name
+    if name == "FLAGS":
+        return b"FLAGS " + s.flags_out(info.flags, info.recent)
+    if name == "UID":
+        return b"UID %d" % info.uid
+    if name == "INTERNALDATE":
+        return b'INTERNALDATE "' + imap_date(info.internal_date).encode() + b'"'
+    if name == "RFC822.SIZE":
+        return b"RFC822.SIZE %d" % info.size
+    if name == "MODSEQ":
+        return b"MODSEQ (%d)" % info.modseq
+    if name == "ENVELOPE":
+        return b"ENVELOPE " + _envelope(info.envelope)
+    if name == "BODYSTRUCTURE":
+        return b"BODYSTRUCTURE " + _body(info.bodystructure)
+    if name == "BODY" and att.section is None:
+        return b"BODY " + _body(info.body if info.body is not None else info.bodystructure)
+    if name in ("SAVEDATE", "EMAILID", "THREADID"):
+        return name.encode() + b" NIL"
+    if name == "RFC822":
+        return b"RFC822 " + literal(mb.open_message(info.uid))
+    if name == "RFC822.HEADER":
+        return b"RFC822.HEADER " + literal(mb.get_section(info.uid, StoreSection((), "HEADER")))
+    if name == "RFC822.TEXT":
+        return b"RFC822.TEXT " + literal(mb.get_section(info.uid, StoreSection((), "TEXT")))
+    sec = att.section
+    assert sec is not None
+    head = att.response_name().encode()
+    if name == "BODY":
+        ssec = StoreSection(sec.part, sec.text or None, sec.fields)
+        partial = (att.partial[0], att.partial[1] or 0) if att.partial else None
+        return head + b" " + literal(mb.get_section(info.uid, ssec, partial))
+    data = _binary(mb, info, sec.part)
+    if name == "BINARY.SIZE":
+        return head + b" %d" % len(data)
+    if att.partial:
+        start, length = att.partial
+        data = data[start : start + (length or 0)]
+    return head + b" " + literal(data, binary=b"\x00" in data)
+
+
+def _binary(mb: Mailbox, info: MessageInfo, part: tuple[int, ...]) -> bytes:
+    """BINARY[part]: the part's content with its transfer encoding undone (RFC 3516)."""
+    if not part:
+        return mb.open_message(info.uid)
+    structure = _structure_of(info.bodystructure, part)
+    if structure is None:
+        return b""
+    raw = mb.get_section(info.uid, StoreSection(part, None, ()))
+    if isinstance(structure[0], list):
+        return raw  # a multipart has no transfer encoding of its own
+    encoding = str(structure[5] or "7BIT").upper() if len(structure) > 5 else "7BIT"
+    try:
+        if encoding == "BASE64":
+            return base64.b64decode(b"".join(raw.split()), validate=False)
+        if encoding == "QUOTED-PRINTABLE":
+            return quopri.decodestring(raw)
+    except (binascii.Error, ValueError) as exc:
+        raise CommandError("Can't decode the part's transfer encoding", "UNKNOWN-CTE") from exc
+    if encoding not in ("7BIT", "8BIT", "BINARY"):
+        raise CommandError("Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
+    return raw
+
+
+def _structure_of(bs: Any, part: tuple[int, ...]) -> list[Any] | None:
+    """The BODYSTRUCTURE entry a part path names (a single part or a multipart), or None."""
+    node = bs
+    for p in part:
+        if not isinstance(node, list) or not node:
+            return None
+        if _is_message(node):
+            node = node[8]  # a part number inside message/rfc822 counts within its body
+        if isinstance(node[0], list):
+            children = list(itertools.takewhile(lambda k: isinstance(k, list), node))
+            if p > len(children):
+                return None
+            node = children[p - 1]
+        elif p != 1:
+            return None
+    return node if isinstance(node, list) and node else None
+
+
+def _is_message(node: list[Any]) -> bool:
+    return (len(node) > 8 and isinstance(node[0], str) and node[0].upper() == "MESSAGE"
+            and isinstance(node[1], str) and node[1].upper() == "RFC822" and isinstance(node[8], list))
+
+
+# -- STORE ----------------------------------------------------------------------------------------------
+
+
+async def cmd_store(s: Session, cmd: Any) -> Result:
+    sel = s.selected
+    assert sel is not None
+    args = list(cmd.args)
+    if len(args) < 3:
+        raise ParseError("STORE needs a sequence set, an item and flags")
+    uids = resolve(s, args.pop(0), cmd.uid)
+    unchangedsince = None
+    if isinstance(args[0], ListToken):
+        mods = list(args.pop(0).items)
+        if len(mods) != 2 or not isinstance(mods[0], Atom) or mods[0].value.upper() != "UNCHANGEDSINCE":
+            raise ParseError("Invalid STORE modifier")
+        unchangedsince = number(mods[1], bits=63)
+        s.enabled.add("CONDSTORE")
+    if not args or not isinstance(args[0], Atom):
+        raise ParseError("Invalid STORE item")
+    item = args.pop(0).value.upper()
+    silent = item.endswith(".SILENT")
+    base = item[:-7] if silent else item
+    mode = {"FLAGS": StoreMode.REPLACE, "+FLAGS": StoreMode.ADD, "-FLAGS": StoreMode.REMOVE}.get(base)
+    if mode is None:
+        raise ParseError("Invalid STORE item")
+    if len(args) == 1 and isinstance(args[0], ListToken):
+        flags = parse_flags(args[0].items)
+    else:
+        flags = parse_flags(args)
+    if sel.readonly:
+        raise CommandError("Mailbox is read-only.", "READ-ONLY")
+    mb = sel.mailbox
+
+    def work() -> tuple[list[bytes], list[int]]:
+        res = mb.store_flags(uids, mode, flags, unchangedsince)
+        lines = []
+        for st in res.changed:
+            if silent and not (s.condstore and unchangedsince is not None):
+                continue
+            seq = mb.seq_of(st.uid)
+            if seq is None:
+                continue
+            items = [b"FLAGS " + s.flags_out(st.flags, st.recent)]
+            if cmd.uid:
+                items.insert(0, b"UID %d" % st.uid)
+            if s.condstore:
+                items.append(b"MODSEQ (%d)" % st.modseq)
+            if silent:
+                items = [i for i in items if not i.startswith(b"FLAGS")]
+            lines.append(b"* %d FETCH (" % seq + b" ".join(items) + b")")
+        modified = res.modified
+        if not cmd.uid:
+            modified = [q for q in (mb.seq_of(u) for u in modified) if q is not None]
+        return lines, modified
+
+    lines, modified = await asyncio.to_thread(work)
+    for line in lines:
+        s.write(line)
+    if modified:
+        return f"MODIFIED {format_set(modified)}", "Conditional STORE failed"
+    return None, "Store completed."
+
+
+# -- COPY / MOVE ----------------------------------------------------------------------------------------
+
+
+async def cmd_copy(s: Session, cmd: Any) -> Result:
+    sel = s.selected
+    assert sel is not None
+    if len(cmd.args) != 2:
+        raise ParseError(f"{cmd.name} needs a sequence set and a mailbox")
+    uids = resolve(s, cmd.args[0], cmd.uid)
+    dest = mailbox_arg(s, cmd.args[1])
+    move = cmd.name == "MOVE"
+    if move and sel.readonly:
+        raise CommandError("Mailbox is read-only.", "READ-ONLY")
+    if not uids:
+        return None, f"No messages found to {cmd.name.lower()}."
+    mb = sel.mailbox
+    try:
+        res = await asyncio.to_thread(mb.move if move else mb.copy, uids, dest)
+    except MailboxNotFound as exc:
+        raise CommandError(f"Mailbox doesn't exist: {dest[:100]}", "TRYCREATE") from exc
+    src = sorted(res.uid_map)
+    code = f"COPYUID {res.uidvalidity} {format_set_ordered(src)} " \
+           f"{format_set_ordered([res.uid_map[u] for u in src])}" if src else None
+    if move:
+        if code:
+            s.write(f"* OK [{code}] Moved UIDs.")
+        return None, "Move completed."
+    return code, "Copy completed."
+
+
+def format_set_ordered(nums: list[int]) -> str:
+    """A UID set that keeps the given order (COPYUID pairs source and destination by position)."""
+    parts: list[str] = []
+    i = 0
+    while i < len(nums):
+        j = i
+        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
+            j += 1
+        parts.append(str(nums[i]) if i == j else f"{nums[i]}:{nums[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+# -- SEARCH / SORT / THREAD -----------------------------------------------------------------------------
+
+
+class SearchMessage:
+    """A view message as SEARCH/SORT/THREAD read it: index data now, header and text on demand."""
+
+    __slots__ = ("seq", "uid", "flags", "internal_date", "size", "modseq", "_mb", "_headers", "_hbytes",
+                 "_text")
+
+    def __init__(self, mb: Mailbox, seq: int, info: MessageInfo) -> None:
+        self.seq = seq
+        self.uid = info.uid
+        self.flags = info.imap_flags
+        d = info.internal_date
+        self.internal_date = d if d.tzinfo else d.replace(tzinfo=UTC)
+        self.size = info.size
+        self.modseq = info.modseq
+        self._mb = mb
+        self._headers: dict[str, list[str]] | None = None
+        self._hbytes: bytes | None = None
+        self._text: str | None = None
+
+    def header_bytes(self) -> bytes:
+        if self._hbytes is None:
+            try:
+                self._hbytes = self._mb.get_section(self.uid, StoreSection((), "HEADER"))
+            except MessageExpunged:
+                self._hbytes = b""
+        return self._hbytes
+
+    def header(self, name: str) -> list[str]:
+        if self._headers is None:
+            self._headers = _parse_headers(self.header_bytes())
+        return self._headers.get(name.lower(), [])
+
+    def text(self) -> str:
+        if self._text is None:
+            try:
+                raw = self._mb.open_message(self.uid)
+            except MessageExpunged:
+                raw = b""
+            self._text = _body_text(raw)
+        return self._text
+
+
+def _parse_headers(raw: bytes) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    text = raw.decode("utf-8", "replace").replace("\r\n", "\n")
+    name = None
+    value: list[str] = []
+    for line in text.split("\n"):
+        if line[:1] in (" ", "\t") and name is not None:
+            value.append(line)
+            continue
+        if name is not None:
+            out.setdefault(name, []).append("".join(value).strip())
+        name = None
+        if ":" in line:
+            n, _, v = line.partition(":")
+            name, value = n.strip().lower(), [v]
+    if name is not None:
+        out.setdefault(name, []).append("".join(value).strip())
+    return out
+
+
+def _body_text(raw: bytes) -> str:
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    parts = []
+    for part in msg.walk():
+        if part.is_multipart() or part.get_content_maintype() not in ("text", "message"):
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        charset = part.get_content_charset() or "utf-8"
+        try:
+            parts.append(payload.decode(charset, "replace"))
+        except LookupError:
+            parts.append(payload.decode("utf-8", "replace"))
+    return "\n".join(parts)
+
+
+def _messages(mb: Mailbox) -> list[SearchMessage]:
+    infos = mb.fetch_info(list(mb.uids), envelope=False, bodystructure=False)
+    out = []
+    for info in infos:
+        seq = mb.seq_of(info.uid)
+        if seq is not None:
+            out.append(SearchMessage(mb, seq, info))
+    return out
+
+
+def _search_error(exc: Exception) -> CommandError:
+    return CommandError(getattr(exc, "text", str(exc)), getattr(exc, "code", None),
+                        getattr(exc, "status", "BAD"))
+
+
+async def cmd_search(s: Session, cmd: Any) -> Result:
+    from dovetail.imap import search as sm
+
+    sel = s.selected
+    assert sel is not None
+    try:
+        req = sm.parse_search(cmd.args)
+    except sm.SearchError as exc:
+        raise _search_error(exc) from exc
+    if req.uses_modseq:
+        s.enabled.add("CONDSTORE")
+    mb = sel.mailbox
+    saved = sel.saved
+
+    def work() -> tuple[list[Any], int]:
+        msgs = _messages(mb)
+        ctx = sm.SearchContext(uid=cmd.uid, saved=saved, max_seq=len(mb.uids),
+                               max_uid=mb.uids[-1] if mb.uids else None)
+        return sm.evaluate_messages(req.key, msgs, ctx), len(msgs)
+
+    try:
+        found, _n = await asyncio.to_thread(work)
+    except sm.SearchError as exc:
+        raise _search_error(exc) from exc
+    found.sort(key=lambda m: m.seq)
+    nums = [m.uid if cmd.uid else m.seq for m in found]
+    returns = req.returns
+    if returns is not None and "SAVE" in returns:
+        sel.saved = sm.saved_result(found, returns)
+    modseq = None
+    if req.uses_modseq:
+        modseq = sm.highest_modseq(sm.reported(found, returns))
+    if returns is not None or s.rev2:
+        line = sm.format_esearch(cmd.tag, cmd.uid, nums, returns or {"ALL"}, modseq)
+        if line is not None:
+            s.write(line)
+    else:
+        s.write(sm.format_search(nums, modseq))
+    return None, "Search completed."
+
+
+async def cmd_sort(s: Session, cmd: Any) -> Result:
+    from dovetail.imap import search as sm
+    from dovetail.imap import sort as so
+
+    sel = s.selected
+    assert sel is not None
+    try:
+        req = so.parse_sort(cmd.args)
+    except sm.SearchError as exc:
+        raise _search_error(exc) from exc
+    mb = sel.mailbox
+    saved = sel.saved
+
+    def work() -> list[int]:
+        msgs = _messages(mb)
+        ctx = sm.SearchContext(uid=cmd.uid, saved=saved)
+        found = sm.evaluate_messages(req.key, msgs, ctx)
+        return so.sort(req.criteria, found, uid=cmd.uid)
+
+    try:
+        nums = await asyncio.to_thread(work)
+    except sm.SearchError as exc:
+        raise _search_error(exc) from exc
+    s.write(so.format_sort(nums))
+    return None, "Sort completed."
+
+
+async def cmd_thread(s: Session, cmd: Any) -> Result:
+    from dovetail.imap import search as sm
+    from dovetail.imap import thread as th
+
+    sel = s.selected
+    assert sel is not None
+    try:
+        req = th.parse_thread(cmd.args)
+    except sm.SearchError as exc:
+        raise _search_error(exc) from exc
+    mb = sel.mailbox
+    saved = sel.saved
+
+    def work() -> str:
+        msgs = _messages(mb)
+        ctx = sm.SearchContext(uid=cmd.uid, saved=saved)
+        found = sm.evaluate_messages(req.key, msgs, ctx)
+        return th.format_thread(th.thread(req.algorithm, found, uid=cmd.uid))
+
+    try:
+        line = await asyncio.to_thread(work)
+    except sm.SearchError as exc:
+        raise _search_error(exc) from exc
+    s.write(line)
+    return None, "Thread completed."
+
+
+COMMANDS = {
+    "FETCH": (cmd_fetch, SEL),
+    "STORE": (cmd_store, SEL),
+    "COPY": (cmd_copy, SEL),
+    "MOVE": (cmd_copy, SEL),
+    "SEARCH": (cmd_search, SEL),
+    "SORT": (cmd_sort, SEL),
+    "THREAD": (cmd_thread, SEL),
+}

@@ -1,0 +1,461 @@
+"""Sans-I/O IMAP command parser: bytes in, events out (the h11 shape).
+
+``CommandParser.feed(data)`` buffers bytes; ``next_event()`` returns the next event or ``None`` when
+more bytes are needed.  Events are ``Command`` (a tag, a command name and a token tree),
+``BadCommand`` (a tagged or untagged error; the parser has already skipped the rest of the bad
+command, literals included), ``ContinuationRequest`` (the client waits for ``+`` before sending a
+synchronising literal) and ``Line`` (a raw line, asked for with ``expect_line()`` for AUTHENTICATE
+responses and IDLE's ``DONE``).
+
+Hand-written because no maintained library parses IMAP *commands* (imaplib and imapclient parse
+responses); it has to be incremental, so literals, LITERAL+ and per-state size limits are handled
+as the bytes arrive.
+
+Tokens: ``Atom`` (also numbers, NIL, flags, sequence sets and fetch items such as
+``BODY.PEEK[HEADER.FIELDS (FROM)]<0.100>`` — brackets are kept inside the atom), ``String``
+(quoted string or literal, raw bytes) and ``ListToken`` (a parenthesised list).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from dovetail.imap.limits import Limits
+
+
+@dataclass(frozen=True)
+class Atom:
+    value: str
+
+    def upper(self) -> str:
+        return self.value.upper()
+
+
+@dataclass(frozen=True)
+class String:
+    value: bytes
+    literal: bool = False
+    binary: bool = False  # literal8 (~{n}), RFC 3516
+
+    def text(self) -> str:
+        return self.value.decode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True)
+class ListToken:
+    items: tuple[Token, ...]
+
+
+Token = Atom | String | ListToken
+
+
+@dataclass(frozen=True)
+class Command:
+    tag: str
+    name: str  # upper case; "FETCH" for both FETCH and UID FETCH
+    args: tuple[Token, ...]
+    uid: bool = False
+    size: int = 0  # bytes on the wire, lines and literals
+
+
+@dataclass(frozen=True)
+class BadCommand:
+    tag: str  # "*" when no tag could be read
+    text: str
+    code: str | None = None  # response code without brackets, e.g. "TOOBIG"
+    status: str = "BAD"
+
+
+@dataclass(frozen=True)
+class ContinuationRequest:
+    text: str = "Ready for literal data"
+
+
+@dataclass(frozen=True)
+class Line:
+    data: bytes  # without CRLF
+    too_long: bool = False
+
+
+Event = Command | BadCommand | ContinuationRequest | Line
+
+
+class ParseError(Exception):
+    """A command does not follow the grammar; the text goes into the BAD response."""
+
+    def __init__(self, text: str, code: str | None = None) -> None:
+        super().__init__(text)
+        self.text = text
+        self.code = code
+
+
+_LITERAL_RE = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}$")
+_TAG_RE = re.compile(rb"[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c\x7e]+")
+_ATOM_STOP = frozenset(b' ()"{') | frozenset(range(0x00, 0x20)) | {0x7F}
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]*$")
+
+
+@dataclass
+class _Pending:
+    """The command being assembled: its line segments and the literals between them."""
+
+    chunks: list[bytes | String] = field(default_factory=list)
+    size: int = 0
+    tag: str | None = None
+    name: str | None = None
+
+
+class CommandParser:
+    """Incremental command reader with limits; see the module docstring."""
+
+    def __init__(self, limits: Limits | None = None, *, literal_plus: bool = True) -> None:
+        self.limits = limits or Limits()
+        self.authenticated = False
+        self.literal_plus = literal_plus
+        self._buf = bytearray()
+        self._pending = _Pending()
+        self._literal: tuple[int, bool, bool] | None = None  # (remaining, binary, sync)
+        self._skip_literal = 0
+        self._skipping = False  # discarding the rest of a rejected command
+        self._want_line = False
+        self._events: list[Event] = []
+
+    # -- input ---------------------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def expect_line(self) -> None:
+        """The next event is the next raw line (AUTHENTICATE response, IDLE's DONE)."""
+        self._want_line = True
+
+    @property
+    def literal_limit(self) -> int:
+        return self.limits.max_literal if self.authenticated else self.limits.max_literal_unauth
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    # -- output --------------------------------------------------------------------------------------
+
+    def next_event(self) -> Event | None:
+        while True:
+            if self._events:
+                return self._events.pop(0)
+            if not self._step():
+                return None
+
+    def _step(self) -> bool:
+        """Consume what the buffer allows; return False when more bytes are needed."""
+        if self._skip_literal:
+            if not self._buf:
+                return False
+            n = min(self._skip_literal, len(self._buf))
+            del self._buf[:n]
+            self._skip_literal -= n
+            return True
+        if self._literal is not None:
+            return self._read_literal()
+        end = self._buf.find(b"\n")
+        if end < 0:
+            if len(self._buf) > self.limits.max_line and not self._skipping:
+                if self._want_line and not self._pending.chunks:
+                    self._want_line = False
+                    self._skipping = True
+                    self._events.append(Line(b"", too_long=True))
+                    return True
+                self._reject_line_too_long()
+                return True
+            if self._skipping and len(self._buf) > self.limits.max_line:
+                # keep the tail: it may hold the start of a literal marker
+                del self._buf[: len(self._buf) - 32]
+            return False
+        line = bytes(self._buf[:end])
+        del self._buf[: end + 1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if self._want_line and not self._skipping and not self._pending.chunks:
+            self._want_line = False
+            if len(line) > self.limits.max_line:
+                self._events.append(Line(b"", too_long=True))
+                return True
+            self._events.append(Line(line))
+            return True
+        if self._skipping:
+            self._skip_after_line(line)
+            return True
+        self._take_line(line)
+        return True
+
+    def _reject_line_too_long(self) -> None:
+        tag = self._pending.tag or _peek_tag(bytes(self._buf[:200]))
+        self._events.append(BadCommand(tag, "Command line too long", "TOOBIG"))
+        self._pending = _Pending()
+        self._skipping = True
+        self._want_line = False
+
+    def _skip_after_line(self, line: bytes) -> None:
+        m = _LITERAL_RE.search(line)
+        if m and m.group(3):
+            self._skip_literal = int(m.group(2))  # a LITERAL+ literal follows; discard it too
+        elif not m or not m.group(3):
+            self._skipping = False  # the command ends here (a sync literal is never sent after BAD)
+
+    def _fail(self, tag: str, text: str, code: str | None = None, status: str = "BAD", *,
+              skip_literal: int = 0) -> None:
+        self._events.append(BadCommand(tag, text, code, status))
+        self._pending = _Pending()
+        if skip_literal:
+            self._skip_literal = skip_literal
+            self._skipping = True
+
+    def _take_line(self, line: bytes) -> None:
+        p = self._pending
+        if p.tag is None:
+            p.tag = _peek_tag(line)
+            p.name = _peek_name(line)
+        tag = p.tag
+        if len(line) > self.limits.max_line:
+            self._fail(tag, "Command line too long", "TOOBIG")
+            m = _LITERAL_RE.search(line)
+            if m and m.group(3):
+                self._skip_literal = int(m.group(2))
+                self._skipping = True
+            return
+        p.size += len(line) + 2
+        m = _LITERAL_RE.search(line)
+        if not m:
+            p.chunks.append(line)
+            self._finish()
+            return
+        binary, size, plus = bool(m.group(1)), int(m.group(2)), bool(m.group(3))
+        p.chunks.append(line[: m.start()])
+        too_big = size > self.literal_limit
+        if not too_big and p.size + size > self.limits.max_command:
+            too_big = True
+        if plus and not self.literal_plus:
+            self._fail(tag, "LITERAL+ is not supported", skip_literal=size)
+            return
+        if too_big:
+            status = "NO" if p.name == "APPEND" and self.authenticated else "BAD"
+            text = "Literal too large" if self.authenticated else "Literal too large before authentication"
+            self._fail(tag, text, "TOOBIG", status, skip_literal=size if plus else 0)
+            return
+        p.size += size
+        self._literal = (size, binary, not plus)
+        if not plus:
+            self._events.append(ContinuationRequest())
+
+    def _read_literal(self) -> bool:
+        assert self._literal is not None
+        remaining, binary, _sync = self._literal
+        if len(self._buf) < remaining:
+            return False
+        data = bytes(self._buf[:remaining])
+        del self._buf[:remaining]
+        self._literal = None
+        if not binary and b"\x00" in data:
+            self._fail(self._pending.tag or "*", "NUL in literal (use literal8)")
+            self._skipping = True
+            return True
+        self._pending.chunks.append(String(data, literal=True, binary=binary))
+        return True
+
+    def _finish(self) -> None:
+        p = self._pending
+        self._pending = _Pending()
+        tag = p.tag or "*"
+        try:
+            self._events.append(parse_command(p.chunks, p.size))
+        except ParseError as exc:
+            self._events.append(BadCommand(tag, exc.text, exc.code))
+
+
+def _peek_tag(line: bytes) -> str:
+    m = _TAG_RE.match(line)
+    if not m or len(m.group()) > 64:
+        return "*"
+    return m.group().decode("ascii")
+
+
+def _peek_name(line: bytes) -> str | None:
+    parts = line.split(b" ", 3)
+    if len(parts) < 2:
+        return None
+    name = parts[1].upper()
+    if name == b"UID" and len(parts) > 2:
+        name = parts[2].upper()
+    return name.decode("ascii", "replace")
+
+
+def parse_command(chunks: list[bytes | String], size: int = 0) -> Command:
+    """Turn the segments of one command (lines and literals) into a ``Command``."""
+    tokens = _Tokenizer(chunks).parse()
+    first = chunks[0] if chunks else b""
+    if not isinstance(first, bytes) or not first:
+        raise ParseError("Missing tag")
+    m = _TAG_RE.match(first)
+    if not m or len(m.group()) > 64:
+        raise ParseError("Invalid tag")
+    if not tokens or not isinstance(tokens[0], Atom) or tokens[0].value != m.group().decode():
+        raise ParseError("Invalid tag")
+    tag = tokens[0].value
+    if len(tokens) < 2 or not isinstance(tokens[1], Atom):
+        raise ParseError("Missing command name")
+    name = tokens[1].value.upper()
+    if not _NAME_RE.match(name):
+        raise ParseError("Invalid command name")
+    args = tuple(tokens[2:])
+    uid = False
+    if name == "UID":
+        if not args or not isinstance(args[0], Atom) or not _NAME_RE.match(args[0].value):
+            raise ParseError("UID needs a command")
+        name = args[0].value.upper()
+        args = args[1:]
+        uid = True
+    return Command(tag, name, args, uid, size)
+
+
+class _Tokenizer:
+    def __init__(self, chunks: list[bytes | String]) -> None:
+        self.chunks = chunks
+
+    def parse(self) -> list[Token]:
+        stack: list[list[Token]] = [[]]
+        for chunk in self.chunks:
+            if isinstance(chunk, String):
+                stack[-1].append(chunk)
+                continue
+            self._line(chunk, stack)
+        if len(stack) != 1:
+            raise ParseError("Unbalanced parentheses")
+        return stack[0]
+
+    def _line(self, data: bytes, stack: list[list[Token]]) -> None:
+        i, n = 0, len(data)
+        while i < n:
+            c = data[i]
+            if c == 0x20:
+                i += 1
+            elif c == 0x28:  # (
+                if len(stack) > 32:
+                    raise ParseError("Lists nested too deeply")
+                stack.append([])
+                i += 1
+            elif c == 0x29:  # )
+                if len(stack) == 1:
+                    raise ParseError("Unbalanced parentheses")
+                items = stack.pop()
+                stack[-1].append(ListToken(tuple(items)))
+                i += 1
+            elif c == 0x22:  # "
+                value, i = _quoted(data, i)
+                stack[-1].append(String(value))
+            elif c in _ATOM_STOP:
+                if c == 0x7B:
+                    raise ParseError("Literal not at the end of a line")
+                raise ParseError("Invalid character in command")
+            else:
+                value, i = _atom(data, i)
+                stack[-1].append(Atom(value))
+
+
+def _quoted(data: bytes, i: int) -> tuple[bytes, int]:
+    out = bytearray()
+    i += 1
+    n = len(data)
+    while i < n:
+        c = data[i]
+        if c == 0x22:
+            return bytes(out), i + 1
+        if c == 0x5C:
+            if i + 1 >= n or data[i + 1] not in (0x22, 0x5C):
+                raise ParseError("Invalid escape in quoted string")
+            out.append(data[i + 1])
+            i += 2
+            continue
+        if c == 0 or c == 0x0D or c == 0x0A:
+            raise ParseError("Invalid character in quoted string")
+        out.append(c)
+        i += 1
+    raise ParseError("Unterminated quoted string")
+
+
+def _atom(data: bytes, i: int) -> tuple[str, int]:
+    start = i
+    n = len(data)
+    while i < n:
+        c = data[i]
+        if c == 0x5B:  # [ : a section; spaces, lists and quoted strings may appear inside
+            i = _section_end(data, i)
+            continue
+        if c in _ATOM_STOP:
+            break
+        if c >= 0x80:
+            raise ParseError("8-bit character outside a string")
+        i += 1
+    return data[start:i].decode("ascii"), i
+
+
+def _section_end(data: bytes, i: int) -> int:
+    depth = 0
+    i += 1
+    n = len(data)
+    while i < n:
+        c = data[i]
+        if c == 0x22:
+            _value, i = _quoted(data, i)
+            continue
+        if c == 0x28:
+            depth += 1
+        elif c == 0x29:
+            depth -= 1
+            if depth < 0:
+                raise ParseError("Unbalanced parentheses in section")
+        elif c == 0x5D and depth == 0:
+            return i + 1
+        elif c < 0x20 or c >= 0x7F:
+            raise ParseError("Invalid character in section")
+        i += 1
+    raise ParseError("Unterminated section")
+
+
+# -- helpers for command handlers --------------------------------------------------------------------
+
+
+def astring(tok: Token) -> bytes:
+    """An astring argument (atom, quoted or literal) as bytes."""
+    if isinstance(tok, String):
+        return tok.value
+    if isinstance(tok, Atom) and not any(c in tok.value for c in ' ()"'):
+        return tok.value.encode("ascii")
+    raise ParseError("Expected a string")
+
+
+def nstring(tok: Token) -> bytes | None:
+    if isinstance(tok, Atom) and tok.value.upper() == "NIL":
+        return None
+    return astring(tok)
+
+
+def number(tok: Token, *, nz: bool = False, bits: int = 32) -> int:
+    if not isinstance(tok, Atom) or not tok.value.isdigit() or not tok.value.isascii():
+        raise ParseError("Expected a number")
+    value = int(tok.value)
+    if value >= 1 << bits or nz and value == 0:
+        raise ParseError("Number out of range")
+    return value
+
+
+def atom(tok: Token) -> str:
+    if not isinstance(tok, Atom):
+        raise ParseError("Expected an atom")
+    return tok.value
+
+
+def plist(tok: Token) -> tuple[Token, ...]:
+    if not isinstance(tok, ListToken):
+        raise ParseError("Expected a parenthesised list")
+    return tok.items

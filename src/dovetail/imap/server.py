@@ -1,0 +1,207 @@
+"""The asyncio adapter: sockets, TLS, timers and IDLE waiting around the sans-I/O ``Session``.
+
+The master binds the listening socket and forks workers that share it, so ``start(sock=...)`` takes
+an already-bound socket; ``start(host=..., port=...)`` binds one itself (tests, single process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import ssl
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from dovetail.imap.auth import Account, Authenticator, AuthPenalty
+from dovetail.imap.limits import Limits
+from dovetail.imap.session import ConnInfo, Session, UserRegistry
+from dovetail.log import get_logger
+from dovetail.storage.api import MailStorage
+
+log = get_logger("imap")
+
+READ_SIZE = 64 * 1024
+
+
+def default_storage_factory(account: Account) -> MailStorage:
+    from dovetail.storage import open_storage
+
+    return open_storage(Path(account.mail_root))
+
+
+class ImapServer:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        storage_factory: Callable[[Account], MailStorage] = default_storage_factory,
+        limits: Limits | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
+        *,
+        trusted_networks: Iterable[str] = (),
+        server_name: str = "Dovetail",
+    ) -> None:
+        self.authenticator = authenticator
+        self.storage_factory = storage_factory
+        self.limits = limits or Limits()
+        self.ssl_context = ssl_context
+        self.implicit_tls = implicit_tls
+        if implicit_tls and ssl_context is None:
+            raise ValueError("implicit TLS needs an ssl_context")
+        self.trusted_networks = [ipaddress.ip_network(n, strict=False) for n in trusted_networks]
+        self.server_name = server_name
+        lim = self.limits
+        self.penalty = AuthPenalty(lim.auth_fail_base_delay, lim.auth_fail_max_delay, lim.auth_fail_lockout,
+                                   lim.auth_fail_window)
+        self.users = UserRegistry(lim.max_connections_per_user)
+        self.per_ip: dict[str, int] = {}
+        self.sessions: set[Session] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._server: asyncio.Server | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self, sock: Any = None, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Start accepting; returns the bound port."""
+        tls = self.ssl_context if self.implicit_tls else None
+        if sock is not None:
+            self._server = await asyncio.start_server(self._client, sock=sock, ssl=tls, limit=READ_SIZE)
+        else:
+            self._server = await asyncio.start_server(self._client, host, port, ssl=tls, limit=READ_SIZE)
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting; sessions finish the command they run (up to ``grace`` seconds), say BYE and close."""
+        if self._server is not None:
+            self._server.close()
+        self._stopping.set()
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for sess in list(self.sessions):
+                sess.shutdown()
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2.0)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+    def _is_secure_net(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        if getattr(addr, "ipv4_mapped", None):
+            addr = addr.ipv4_mapped  # type: ignore[union-attr]
+        return addr.is_loopback or any(addr in net for net in self.trusted_networks)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        local = writer.get_extra_info("sockname") or ("?", 0)
+        rip = str(peer[0])
+        tls = writer.get_extra_info("sslcontext") is not None
+        conn = ConnInfo(rip, int(peer[1]), str(local[0]), int(local[1]), tls=tls,
+                        secure=tls or self._is_secure_net(rip),
+                        starttls_available=self.ssl_context is not None and not tls)
+        if self.per_ip.get(rip, 0) >= self.limits.max_connections_per_ip:
+            log.info(f"Disconnected: Too many connections from IP rip={rip}")
+            with contextlib.suppress(Exception):
+                writer.write(b"* BYE Too many connections from your IP address.\r\n")
+                await writer.drain()
+                writer.close()
+            self._tasks.discard(task)
+            return
+        self.per_ip[rip] = self.per_ip.get(rip, 0) + 1
+        session = Session(self.authenticator, self.storage_factory, self.limits, conn, self.penalty, self.users,
+                          self.server_name)
+        self.sessions.add(session)
+        try:
+            await self._run(session, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                writer.write(session.data_to_send())
+        except Exception as exc:  # noqa: BLE001 - one broken connection must not reach the loop
+            log.exception("connection failed", rip=rip, error=repr(exc))
+        finally:
+            self.sessions.discard(session)
+            n = self.per_ip.get(rip, 1) - 1
+            if n <= 0:
+                self.per_ip.pop(rip, None)
+            else:
+                self.per_ip[rip] = n
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(session.connection_lost(), 5.0)
+            with contextlib.suppress(Exception):
+                writer.close()
+                await asyncio.wait_for(writer.wait_closed(), 2.0)
+            self._tasks.discard(task)
+
+    async def _run(self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(session.greeting())
+        await writer.drain()
+        read_task: asyncio.Future[bytes] | None = None
+        stop_task = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while not session.closed:
+                if read_task is None:
+                    read_task = asyncio.ensure_future(reader.read(READ_SIZE))
+                timeout = max(session.seconds_left(), 0.0)
+                waiting: set[asyncio.Future[Any]] = {read_task, stop_task}
+                watch = asyncio.ensure_future(session.idle_wait()) if session.idling else None
+                if watch is not None:
+                    waiting.add(watch)
+                done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if watch is not None and watch not in done:
+                    watch.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await watch
+                if stop_task in done:
+                    session.shutdown()
+                    break
+                if watch is not None and watch in done:
+                    if watch.result():
+                        await session.idle_refresh()
+                        await self._flush(session, writer)
+                    if read_task not in done:
+                        continue
+                if not done:
+                    session.timed_out()
+                    break
+                data = read_task.result()
+                read_task = None
+                if not data:
+                    break
+                session.feed(data)
+                while await session.step():
+                    await self._flush(session, writer)
+                await self._flush(session, writer)
+                if session.starttls_requested:
+                    assert self.ssl_context is not None
+                    await writer.start_tls(self.ssl_context)
+                    session.tls_started()
+        finally:
+            stop_task.cancel()
+            if read_task is not None and not read_task.done():
+                read_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await read_task
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._flush(session, writer), 5.0)
+
+    async def _flush(self, session: Session, writer: asyncio.StreamWriter) -> None:
+        data = session.data_to_send()
+        if data:
+            writer.write(data)
+            await asyncio.wait_for(writer.drain(), self.limits.write_timeout)

@@ -1,0 +1,666 @@
+"""One IMAP connection's state machine: parser events in, response bytes out.
+
+The session owns no socket. ``receive_data(bytes)`` feeds the parser and runs the commands;
+``data_to_send()`` hands back the response bytes. It is ``async`` only because the authenticator and
+the storage are: every storage call that may block on disk runs in a thread (``asyncio.to_thread``),
+one call at a time per session, as the storage API asks. The asyncio adapter in ``server.py`` moves
+bytes, runs the IDLE wait and the STARTTLS handshake, and enforces the autologout timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dovetail.imap import commands_mailbox, commands_message
+from dovetail.imap.auth import Account, Authenticator, AuthPenalty
+from dovetail.imap.limits import Limits
+from dovetail.imap.parser import (
+    Atom,
+    BadCommand,
+    Command,
+    CommandParser,
+    ContinuationRequest,
+    Line,
+    ParseError,
+    String,
+    astring,
+)
+from dovetail.imap.response import flag_list
+from dovetail.imap.state import ANY, AUTH, NOAUTH, SEL, CommandError, Selected, State
+from dovetail.log import get_logger
+from dovetail.storage.api import Changes, InvalidSection, MailStorage, StorageError
+
+log = get_logger("imap")
+
+
+@dataclass
+class ConnInfo:
+    remote_ip: str = "127.0.0.1"
+    remote_port: int = 0
+    local_ip: str = "127.0.0.1"
+    local_port: int = 0
+    tls: bool = False
+    secure: bool = False  # TLS, loopback or a trusted network: plaintext logins allowed
+    starttls_available: bool = False
+
+
+class UserRegistry:
+    """Connections per user, shared by the sessions of one server."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.counts: dict[str, int] = {}
+
+    def acquire(self, user: str) -> bool:
+        if self.counts.get(user, 0) >= self.limit:
+            return False
+        self.counts[user] = self.counts.get(user, 0) + 1
+        return True
+
+    def release(self, user: str) -> None:
+        n = self.counts.get(user, 0) - 1
+        if n <= 0:
+            self.counts.pop(user, None)
+        else:
+            self.counts[user] = n
+
+
+# EXPUNGE responses are not allowed while these run (RFC 3501 7.4.1), unless as UID commands
+NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "SORT", "THREAD"}
+
+IDLE_SAFETY_REFRESH = 5.0
+BASE_CAPS = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
+AUTH_CAPS = ("UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "LIST-EXTENDED",
+             "LIST-STATUS", "ESEARCH", "SEARCHRES", "CONDSTORE", "QRESYNC", "STATUS=SIZE", "SORT",
+             "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "UTF8=ACCEPT", "BINARY", "UNAUTHENTICATE")
+
+
+@dataclass
+class _SaslState:
+    tag: str
+    mech: str
+    step: int = 0
+    username: str = ""
+    data: dict[str, str] = field(default_factory=dict)
+
+
+class Session:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        storage_factory: Callable[[Account], MailStorage],
+        limits: Limits | None = None,
+        conn: ConnInfo | None = None,
+        penalty: AuthPenalty | None = None,
+        users: UserRegistry | None = None,
+        server_name: str = "Dovetail",
+    ) -> None:
+        self.authenticator = authenticator
+        self.storage_factory = storage_factory
+        self.limits = limits or Limits()
+        self.conn = conn or ConnInfo()
+        self.penalty = penalty or AuthPenalty(self.limits.auth_fail_base_delay, self.limits.auth_fail_max_delay,
+                                              self.limits.auth_fail_lockout, self.limits.auth_fail_window)
+        self.users = users or UserRegistry(self.limits.max_connections_per_user)
+        self.server_name = server_name
+        self.parser = CommandParser(self.limits)
+        self.state = State.NOT_AUTHENTICATED
+        self.account: Account | None = None
+        self.storage: MailStorage | None = None
+        self.selected: Selected | None = None
+        self.enabled: set[str] = set()
+        self.closed = False
+        self.starttls_requested = False
+        self.idling: str | None = None  # tag of the running IDLE
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.bad_commands = 0
+        self.auth_failures = 0
+        self.logout_reason = "Connection closed"
+        self._out = bytearray()
+        self._sasl: _SaslState | None = None
+        self._user_slot: str | None = None
+        self._last_activity = self._started = time.monotonic()
+        self._idle_started = 0.0
+        self._idle_refreshed = 0.0
+
+    # -- I/O surface ------------------------------------------------------------------------------------
+
+    def greeting(self) -> bytes:
+        caps = " ".join(self.capabilities())
+        self.write(f"* OK [CAPABILITY {caps}] {self.server_name} ready.")
+        return self.data_to_send()
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        self.bytes_out += len(out)
+        return out
+
+    def write(self, line: str | bytes) -> None:
+        if isinstance(line, str):
+            line = line.encode("utf-8", "surrogateescape")
+        self._out += line + b"\r\n"
+
+    @property
+    def utf8(self) -> bool:
+        return "UTF8=ACCEPT" in self.enabled or "IMAP4REV2" in self.enabled
+
+    @property
+    def rev2(self) -> bool:
+        return "IMAP4REV2" in self.enabled
+
+    @property
+    def condstore(self) -> bool:
+        return "CONDSTORE" in self.enabled
+
+    @property
+    def qresync(self) -> bool:
+        return "QRESYNC" in self.enabled
+
+    def flags_out(self, flags: frozenset[str], recent: bool) -> bytes:
+        """A FETCH FLAGS list; ``\\Recent`` is an IMAP4rev1 notion that IMAP4rev2 dropped."""
+        return flag_list(flags | {"\\Recent"} if recent and not self.rev2 else flags)
+
+    def seconds_left(self) -> float:
+        """Time until autologout (or until a long IDLE is ended)."""
+        now = time.monotonic()
+        if self.idling:
+            return self._idle_started + self.limits.max_idle_time - now
+        if self.state in AUTH:
+            return self._last_activity + self.limits.idle_timeout - now
+        return min(self._last_activity + self.limits.unauth_timeout, self._started + self.limits.login_timeout) - now
+
+    def timed_out(self) -> None:
+        self.write("* BYE Disconnected for inactivity.")
+        self.logout_reason = "Disconnected for inactivity"
+        self.closed = True
+
+    def shutdown(self) -> None:
+        self.write("* BYE Server shutting down.")
+        self.logout_reason = "Server shutting down"
+        self.closed = True
+
+    def tls_started(self) -> None:
+        self.conn.tls = True
+        self.conn.secure = True
+        self.starttls_requested = False
+
+    def feed(self, data: bytes) -> None:
+        """Take bytes from the client; run them with ``step()``."""
+        self.bytes_in += len(data)
+        self.parser.feed(data)
+
+    async def step(self) -> bool:
+        """Handle the next complete event (one command, usually); False when more bytes are needed.
+
+        The adapter sends ``data_to_send()`` after each step, so a client that pipelines many commands
+        gets its answers as they are made instead of having them pile up in memory.
+        """
+        if self.closed or self.starttls_requested:
+            return False
+        ev = self.parser.next_event()
+        if ev is None:
+            return False
+        self._last_activity = time.monotonic()  # complete commands count, a trickle of bytes does not
+        await self._handle(ev)
+        if self.starttls_requested:
+            self.parser = CommandParser(self.limits)  # nothing sent before the handshake is kept
+        return True
+
+    async def receive_data(self, data: bytes) -> None:
+        """``feed`` and run every complete command."""
+        self.feed(data)
+        while await self.step():
+            pass
+
+    async def connection_lost(self) -> None:
+        """Release what the session holds; log the Dovecot-style disconnect line."""
+        await self._unselect()
+        if self._user_slot:
+            self.users.release(self._user_slot)
+            self._user_slot = None
+        if self.state is State.LOGOUT:
+            reason = "Logged out"
+        else:
+            reason = self.logout_reason
+        who = f", user=<{self.account.username}>" if self.account else ""
+        log.info(f"Disconnected: {reason} in={self.bytes_in} out={self.bytes_out}{who}, "
+                 f"rip={self.conn.remote_ip}")
+
+    # -- event dispatch ---------------------------------------------------------------------------------
+
+    async def _handle(self, ev: Any) -> None:
+        if isinstance(ev, ContinuationRequest):
+            self.write(f"+ {ev.text}")
+            return
+        if isinstance(ev, Line):
+            await self._line(ev)
+            return
+        if isinstance(ev, BadCommand):
+            if ev.status == "NO":
+                self._tagged(ev.tag, "NO", ev.text, ev.code)
+            else:
+                self._bad(ev.tag, ev.text, ev.code)
+            return
+        assert isinstance(ev, Command)
+        await self._command(ev)
+
+    def _tagged(self, tag: str, status: str, text: str, code: str | None = None) -> None:
+        self.write(f"{tag} {status} " + (f"[{code}] " if code else "") + text)
+
+    def _bad(self, tag: str, text: str, code: str | None = None) -> None:
+        self._tagged(tag, "BAD", text, code)
+        self.bad_commands += 1
+        if self.bad_commands >= self.limits.max_bad_commands:
+            self.write("* BYE Too many invalid IMAP commands.")
+            self.logout_reason = "Too many invalid commands"
+            self.closed = True
+
+    async def _command(self, cmd: Command) -> None:
+        entry = _COMMANDS.get(cmd.name)
+        if entry is None or cmd.uid and cmd.name not in _UID_COMMANDS:
+            self._bad(cmd.tag, f"Unknown command {cmd.name[:30]}")
+            return
+        handler, states = entry
+        if self.state not in states:
+            if self.state is State.NOT_AUTHENTICATED:
+                self._bad(cmd.tag, "Please log in first")
+            elif cmd.name in ("LOGIN", "AUTHENTICATE"):
+                self._bad(cmd.tag, "Already logged in")
+            elif self.state is State.AUTHENTICATED and SEL == states:
+                self._bad(cmd.tag, "No mailbox selected")
+            else:
+                self._bad(cmd.tag, f"{cmd.name} not allowed now")
+            return
+        try:
+            ok = await handler(self, cmd)
+        except ParseError as exc:
+            self._bad(cmd.tag, f"Error in IMAP command {cmd.name}: {exc.text}", exc.code)
+            return
+        except CommandError as exc:
+            await self._updates(cmd)
+            if exc.status == "BAD":
+                self._bad(cmd.tag, exc.text, exc.code)
+            else:
+                self._tagged(cmd.tag, exc.status, exc.text, exc.code)
+            return
+        except StorageError as exc:
+            await self._updates(cmd)
+            text = str(exc) or type(exc).__name__
+            if isinstance(exc, InvalidSection):
+                self._bad(cmd.tag, f"Error in IMAP command {cmd.name}: {text}")
+            else:
+                self._tagged(cmd.tag, "NO", text, exc.imap_code)
+            return
+        except Exception as exc:  # noqa: BLE001 - one bad command must not take the connection down
+            log.exception("internal error", command=cmd.name, error=repr(exc))
+            self._tagged(cmd.tag, "NO", "Internal error occurred. Refer to server log for more information.",
+                         "SERVERBUG")
+            return
+        if ok is None:
+            return  # the handler answers later (IDLE, AUTHENTICATE) or already did
+        await self._updates(cmd)
+        code, text = ok
+        self._tagged(cmd.tag, "OK", text, code)
+
+    async def _updates(self, cmd: Command | None = None) -> None:
+        """Report what changed in the selected mailbox (new mail, other sessions' flags, expunges)."""
+        sel = self.selected
+        if sel is None or self.closed:
+            return
+        allow = cmd is None or cmd.uid or cmd.name not in NO_EXPUNGE
+        try:
+            changes = await asyncio.to_thread(sel.mailbox.refresh, allow_expunges=allow)
+        except Exception as exc:  # noqa: BLE001 - the next command tries again
+            log.warning("mailbox refresh failed", mailbox=sel.mailbox.name, error=repr(exc))
+            return
+        self.report_changes(changes)
+
+    def report_changes(self, changes: Changes) -> None:
+        sel = self.selected
+        if sel is None:
+            return
+        mb = sel.mailbox
+        if changes.uidvalidity_changed:
+            self.write("* BYE Mailbox UIDVALIDITY changed.")
+            self.logout_reason = "UIDVALIDITY changed"
+            self.closed = True
+            return
+        if changes.expunged_uids:
+            if self.qresync:
+                from dovetail.imap.sequence import format_set
+
+                self.write(f"* VANISHED {format_set(changes.expunged_uids)}")
+            else:
+                for seq in changes.expunged_seqs:
+                    self.write(f"* {seq} EXPUNGE")
+            if sel.saved is not None:
+                sel.saved = sel.saved - set(changes.expunged_uids)
+        if changes.new_uids or changes.expunged_uids:
+            self.write(f"* {mb.exists} EXISTS")
+            if changes.new_uids and not self.rev2:
+                self.write(f"* {mb.recent_count} RECENT")
+        for st in changes.flag_changes:
+            seq = mb.seq_of(st.uid)
+            if seq is None:
+                continue
+            items = f"UID {st.uid} FLAGS " + self.flags_out(st.flags, st.recent).decode()
+            if self.condstore:
+                items += f" MODSEQ ({st.modseq})"
+            self.write(f"* {seq} FETCH ({items})")
+
+    # -- capability / any state -------------------------------------------------------------------------
+
+    def capabilities(self) -> list[str]:
+        caps = list(BASE_CAPS)
+        if self.state is State.NOT_AUTHENTICATED:
+            if self.conn.starttls_available and not self.conn.tls:
+                caps.append("STARTTLS")
+            if self.conn.secure:
+                caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
+            else:
+                caps.append("LOGINDISABLED")
+        else:
+            caps += AUTH_CAPS
+            caps.append(f"APPENDLIMIT={self.limits.max_literal}")
+        return caps
+
+    async def cmd_capability(self, cmd: Command) -> tuple[str | None, str]:
+        _no_args(cmd)
+        self.write("* CAPABILITY " + " ".join(self.capabilities()))
+        return None, "Capability completed."
+
+    async def cmd_noop(self, cmd: Command) -> tuple[str | None, str]:
+        _no_args(cmd)
+        return None, "NOOP completed."
+
+    async def cmd_logout(self, cmd: Command) -> None:
+        _no_args(cmd)
+        self.write("* BYE Logging out")
+        self._tagged(cmd.tag, "OK", "Logout completed.")
+        self.state = State.LOGOUT
+        self.closed = True
+
+    async def cmd_id(self, cmd: Command) -> tuple[str | None, str]:
+        if len(cmd.args) != 1:
+            raise ParseError("ID takes one argument")
+        self.write(f'* ID ("name" "{self.server_name}")')
+        return None, "ID completed."
+
+    async def cmd_starttls(self, cmd: Command) -> None:
+        _no_args(cmd)
+        if not self.conn.starttls_available:
+            raise CommandError("TLS support isn't enabled.", status="BAD")
+        if self.conn.tls:
+            raise CommandError("TLS is already active.", status="BAD")
+        self._tagged(cmd.tag, "OK", "Begin TLS negotiation now.")
+        self.starttls_requested = True
+
+    # -- authentication ---------------------------------------------------------------------------------
+
+    async def cmd_login(self, cmd: Command) -> tuple[str | None, str] | None:
+        if len(cmd.args) != 2:
+            raise ParseError("LOGIN needs a user name and a password")
+        user = astring(cmd.args[0]).decode("utf-8", "replace")
+        password = astring(cmd.args[1]).decode("utf-8", "replace")
+        if not self.conn.secure:
+            self.write("* BAD [ALERT] Plaintext authentication not allowed without SSL/TLS.")
+            raise CommandError("Plaintext authentication disallowed on non-secure (SSL/TLS) connections.",
+                               "PRIVACYREQUIRED")
+        await self._login(cmd.tag, user, password, "LOGIN")
+        return None
+
+    async def cmd_authenticate(self, cmd: Command) -> None:
+        if not cmd.args or not isinstance(cmd.args[0], Atom):
+            raise ParseError("AUTHENTICATE needs a mechanism")
+        mech = cmd.args[0].value.upper()
+        if mech not in ("PLAIN", "LOGIN"):
+            raise CommandError("Unsupported authentication mechanism.")
+        if not self.conn.secure:
+            raise CommandError("Plaintext authentication disallowed on non-secure (SSL/TLS) connections.",
+                               "PRIVACYREQUIRED")
+        if len(cmd.args) > 2:
+            raise ParseError("Too many arguments")
+        self._sasl = _SaslState(cmd.tag, mech)
+        if len(cmd.args) == 2:  # SASL-IR
+            initial = cmd.args[1]
+            if not isinstance(initial, Atom | String):
+                raise ParseError("Invalid initial response")
+            await self._sasl_step(astring(initial))
+            return
+        self.write("+ " if mech == "PLAIN" else "+ " + base64.b64encode(b"Username:").decode())
+        self.parser.expect_line()
+
+    async def _line(self, ev: Line) -> None:
+        if self.idling:
+            tag = self.idling
+            self.idling = None
+            if ev.too_long or ev.data.strip().upper() != b"DONE":
+                self._bad(tag, "Expected DONE.")
+                return
+            self._tagged(tag, "OK", "Idle completed.")
+            return
+        if self._sasl is not None:
+            if ev.too_long:
+                sasl, self._sasl = self._sasl, None
+                self._bad(sasl.tag, "Authentication response too long")
+                return
+            await self._sasl_step(ev.data)
+            return
+        self._bad("*", "Unexpected line")
+
+    async def _sasl_step(self, data: bytes) -> None:
+        sasl = self._sasl
+        assert sasl is not None
+        if data.strip() == b"*":
+            self._sasl = None
+            self._bad(sasl.tag, "Authentication aborted by client.")
+            return
+        try:
+            raw = b"" if data.strip() == b"=" else base64.b64decode(data.strip(), validate=True)
+            text = raw.decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            self._sasl = None
+            self._bad(sasl.tag, "Invalid base64 data in continued response")
+            return
+        if sasl.mech == "PLAIN":
+            self._sasl = None
+            parts = text.split("\x00")
+            if len(parts) != 3:
+                self._bad(sasl.tag, "Invalid PLAIN response")
+                return
+            authzid, user, password = parts
+            if authzid and authzid != user:
+                self._tagged(sasl.tag, "NO", "Authorization as another user is not allowed.",
+                             "AUTHORIZATIONFAILED")
+                return
+            await self._login(sasl.tag, user, password, "PLAIN")
+            return
+        if sasl.step == 0:  # LOGIN: user name, then password
+            sasl.username = text
+            sasl.step = 1
+            self.write("+ " + base64.b64encode(b"Password:").decode())
+            self.parser.expect_line()
+            return
+        self._sasl = None
+        await self._login(sasl.tag, sasl.username, text, "LOGIN")
+
+    async def _login(self, tag: str, user: str, password: str, method: str) -> None:
+        ip = self.conn.remote_ip
+        if len(user) > 255 or len(password) > 1024:
+            account = None
+        elif self.penalty.blocked(user, ip):
+            log.info(f"Login refused: user=<{user}>, method={method}, rip={ip}, too many failures")
+            self._tagged(tag, "NO", "Too many failed logins, try again later.", "UNAVAILABLE")
+            await self._after_failure()
+            return
+        else:
+            account = await self.authenticator.authenticate(user, password, ip)
+        if account is None:
+            delay = self.penalty.record_failure(user, ip)
+            await asyncio.sleep(delay)
+            log.info(f"Aborted login (auth failed): user=<{user}>, method={method}, rip={ip}, "
+                     f"lip={self.conn.local_ip}")
+            self._tagged(tag, "NO", "Authentication failed.", "AUTHENTICATIONFAILED")
+            await self._after_failure()
+            return
+        if not self.users.acquire(account.username):
+            self._tagged(tag, "NO", "Maximum number of connections from user exceeded.", "LIMIT")
+            return
+        try:
+            storage = await asyncio.to_thread(self.storage_factory, account)
+        except Exception as exc:  # noqa: BLE001
+            self.users.release(account.username)
+            log.exception("mail storage unavailable", user=account.username, error=repr(exc))
+            self._tagged(tag, "NO", "Mailbox storage unavailable.", "UNAVAILABLE")
+            return
+        self.penalty.record_success(user, ip)
+        self._user_slot = account.username
+        self.account = account
+        self.storage = storage
+        self.state = State.AUTHENTICATED
+        self.parser.authenticated = True
+        log.info(f"Login: user=<{account.username}>, method={method}, rip={ip}, lip={self.conn.local_ip}, "
+                 f"mpid={os.getpid()}" + (", TLS" if self.conn.tls else ""))
+        self._tagged(tag, "OK", "Logged in", "CAPABILITY " + " ".join(self.capabilities()))
+
+    async def _after_failure(self) -> None:
+        self.auth_failures += 1
+        if self.auth_failures >= self.limits.max_auth_attempts:
+            self.write("* BYE Too many failed logins.")
+            self.logout_reason = "Too many failed logins"
+            self.closed = True
+
+    # -- authenticated state basics --------------------------------------------------------------------
+
+    async def cmd_enable(self, cmd: Command) -> tuple[str | None, str]:
+        if not cmd.args:
+            raise ParseError("ENABLE needs capabilities")
+        newly = []
+        for tok in cmd.args:
+            name = _atom(tok).upper()
+            if name in ("CONDSTORE", "QRESYNC", "IMAP4REV2", "UTF8=ACCEPT") and name not in self.enabled:
+                self.enabled.add(name)
+                newly.append(name)
+                if name == "QRESYNC" and "CONDSTORE" not in self.enabled:
+                    self.enabled.add("CONDSTORE")
+        if newly:
+            self.write("* ENABLED " + " ".join("IMAP4rev2" if n == "IMAP4REV2" else n for n in newly))
+        return None, "Enabled."
+
+    async def cmd_namespace(self, cmd: Command) -> tuple[str | None, str]:
+        _no_args(cmd)
+        self.write('* NAMESPACE (("" "/")) NIL NIL')
+        return None, "Namespace completed."
+
+    async def cmd_unauthenticate(self, cmd: Command) -> tuple[str | None, str]:
+        _no_args(cmd)
+        await self._unselect()
+        if self._user_slot:
+            self.users.release(self._user_slot)
+            self._user_slot = None
+        self.account = None
+        self.storage = None
+        self.enabled.clear()
+        self.state = State.NOT_AUTHENTICATED
+        self.parser.authenticated = False
+        return None, "Unauthenticate completed."
+
+    async def cmd_idle(self, cmd: Command) -> None:
+        _no_args(cmd)
+        await self._ensure_watcher()  # before the refresh, so nothing slips between the two
+        await self._updates(None)
+        self.write("+ idling")
+        self.idling = cmd.tag
+        self._idle_started = self._idle_refreshed = time.monotonic()
+        self.parser.expect_line()
+
+    async def _ensure_watcher(self) -> None:
+        sel = self.selected
+        if sel is None or sel.watcher is not None:
+            return
+        try:
+            sel.watcher = await asyncio.to_thread(sel.mailbox.watch)
+        except Exception:  # noqa: BLE001 - polling still works
+            sel.watcher = False
+
+    async def idle_wait(self) -> bool:
+        """Wait (at most ``limits.idle_poll`` seconds) for a hint that the selected mailbox changed.
+
+        Without a working watcher every wait ends in a refresh (polling); with one, a refresh also
+        happens every ``IDLE_SAFETY_REFRESH`` seconds in case a hint was lost.
+        """
+        sel = self.selected
+        if sel is None:
+            await asyncio.sleep(self.limits.idle_poll)
+            return False
+        await self._ensure_watcher()
+        if sel.watcher:
+            try:
+                if await sel.watcher.wait_async(self.limits.idle_poll):
+                    return True
+                return time.monotonic() - self._idle_refreshed > IDLE_SAFETY_REFRESH
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001
+                sel.watcher = False
+        await asyncio.sleep(self.limits.idle_poll)
+        return True
+
+    async def idle_refresh(self) -> None:
+        """Send the untagged updates an IDLE client waits for."""
+        if self.idling and self.selected is not None:
+            self._idle_refreshed = time.monotonic()
+            await self._updates(None)
+
+    async def _unselect(self) -> None:
+        sel = self.selected
+        self.selected = None
+        if self.state is State.SELECTED:
+            self.state = State.AUTHENTICATED
+        if sel is None:
+            return
+        if sel.watcher:
+            try:
+                sel.watcher.close()
+            except Exception:  # noqa: BLE001
+                pass
+        await asyncio.to_thread(sel.mailbox.close)
+
+
+def _no_args(cmd: Command) -> None:
+    if cmd.args:
+        raise ParseError(f"{cmd.name} takes no arguments")
+
+
+def _atom(tok: Any) -> str:
+    if not isinstance(tok, Atom):
+        raise ParseError("Expected an atom")
+    return tok.value
+
+
+_COMMANDS: dict[str, tuple[Callable[..., Any], set[State]]] = {
+    "CAPABILITY": (Session.cmd_capability, ANY),
+    "NOOP": (Session.cmd_noop, ANY),
+    "LOGOUT": (Session.cmd_logout, ANY),
+    "ID": (Session.cmd_id, ANY),
+    "STARTTLS": (Session.cmd_starttls, NOAUTH),
+    "LOGIN": (Session.cmd_login, NOAUTH),
+    "AUTHENTICATE": (Session.cmd_authenticate, NOAUTH),
+    "ENABLE": (Session.cmd_enable, AUTH),
+    "NAMESPACE": (Session.cmd_namespace, AUTH),
+    "UNAUTHENTICATE": (Session.cmd_unauthenticate, AUTH),
+    "IDLE": (Session.cmd_idle, AUTH),
+}
+_COMMANDS.update(commands_mailbox.COMMANDS)
+_COMMANDS.update(commands_message.COMMANDS)
+_UID_COMMANDS = {"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD"}
+
+__all__ = ["Session", "ConnInfo", "State", "UserRegistry", "CommandError"]

@@ -1,0 +1,147 @@
+"""Replies verbs: ``dovetail webhooks list|add|rm|deliveries|redeliver``, ``campaigns list``, ``replies list``.
+
+Mounted on the main ``dovetail`` command by :func:`register`. Registry errors (unknown tenant,
+bad URL) print one line and exit 2 like the other verbs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+import typer
+
+from dovetail.cli.context import Context, emit_json, emit_table, fail
+
+from .outbox import EVENT_TYPES
+from .registry import RegistryError
+from .service import RepliesService
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="The tenant.")]
+
+webhooks_app = typer.Typer(help="Webhook endpoints and the delivery outbox.", no_args_is_help=True)
+campaigns_app = typer.Typer(help="Campaigns of the replies engine.", no_args_is_help=True)
+replies_app = typer.Typer(help="Replies received and threaded to campaigns.", no_args_is_help=True)
+
+
+def _svc(ctx: typer.Context) -> RepliesService:
+    c: Context = ctx.obj
+    return RepliesService.open(c.engine, c.data_dir)
+
+
+def _when(ts: float | None) -> str:
+    return "" if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _guard(fn):  # noqa: ANN001, ANN202 - typer needs the wrapped signature
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        try:
+            return fn(*args, **kwargs)
+        except RegistryError as exc:
+            fail(str(exc))
+
+    return wrapper
+
+
+@webhooks_app.command("list")
+@_guard
+def webhooks_list(ctx: typer.Context, tenant: TenantOpt, as_json: JsonOpt = False) -> None:
+    """List a tenant's webhook endpoints."""
+    rows = _svc(ctx).outbox.endpoints(tenant)
+    if as_json:
+        emit_json(rows)
+        return
+    emit_table(["id", "url", "events", "enabled", "description"],
+               [[r["id"], r["url"], ",".join(r["event_types"]), "yes" if r["enabled"] else "no", r["description"]]
+                for r in rows])
+
+
+@webhooks_app.command("add")
+@_guard
+def webhooks_add(ctx: typer.Context, tenant: TenantOpt, url: str,
+                 events: Annotated[list[str] | None, typer.Option("--event", "-e",
+                                   help=f"Event type (repeatable; default all): {', '.join(EVENT_TYPES)}")] = None,
+                 description: Annotated[str, typer.Option("--description")] = "", as_json: JsonOpt = False) -> None:
+    """Add an endpoint; prints its signing secret (shown only now)."""
+    ep = _svc(ctx).outbox.add_endpoint(tenant, url, events or None, description)
+    if as_json:
+        emit_json(ep)
+    else:
+        print(f"endpoint {ep['id']} added for {url}")
+        print(f"secret: {ep['secret']}")
+
+
+@webhooks_app.command("rm")
+@_guard
+def webhooks_rm(ctx: typer.Context, tenant: TenantOpt, endpoint_id: int) -> None:
+    """Remove an endpoint and its deliveries."""
+    if not _svc(ctx).outbox.remove_endpoint(tenant, endpoint_id):
+        fail(f"no endpoint {endpoint_id} in tenant {tenant}")
+    print(f"endpoint {endpoint_id} removed")
+
+
+@webhooks_app.command("deliveries")
+@_guard
+def webhooks_deliveries(ctx: typer.Context, tenant: TenantOpt,
+                        status: Annotated[str | None, typer.Option("--status",
+                                          help="pending, delivered, gone or dead")] = None,
+                        limit: Annotated[int, typer.Option("--limit")] = 50, as_json: JsonOpt = False) -> None:
+    """Recent deliveries of the outbox, newest first."""
+    if status and status not in ("pending", "delivered", "gone", "dead"):
+        fail("--status is one of pending, delivered, gone, dead")
+    rows = _svc(ctx).outbox.deliveries(tenant, status=status, limit=limit)
+    if as_json:
+        emit_json(rows)
+        return
+    emit_table(["id", "event", "type", "endpoint", "status", "attempts", "next", "last"],
+               [[r["id"], r["event_id"], r["type"], r["endpoint_id"], r["status"], r["attempts"],
+                 _when(r["next_attempt_at"]) if r["status"] == "pending" else "",
+                 r["last_status"] or (r["last_error"] or "")[:40]] for r in rows])
+
+
+@webhooks_app.command("redeliver")
+@_guard
+def webhooks_redeliver(ctx: typer.Context, tenant: TenantOpt, delivery_id: int) -> None:
+    """Queue a delivery again (after a dead letter, a 410, or to replay it)."""
+    if not _svc(ctx).outbox.redeliver(tenant, delivery_id):
+        fail(f"no delivery {delivery_id} in tenant {tenant}")
+    print(f"delivery {delivery_id} queued")
+
+
+@campaigns_app.command("list")
+@_guard
+def campaigns_list(ctx: typer.Context, tenant: TenantOpt, as_json: JsonOpt = False) -> None:
+    """List a tenant's campaigns."""
+    rows = [c.as_dict() for c in _svc(ctx).registry.campaigns(tenant)]
+    if as_json:
+        emit_json(rows)
+        return
+    emit_table(["id", "name", "window", "created"],
+               [[r["id"], r["name"], f"{r['window_days']}d", r["created_at"]] for r in rows])
+
+
+@replies_app.command("list")
+@_guard
+def replies_list(ctx: typer.Context, tenant: TenantOpt,
+                 campaign: Annotated[int | None, typer.Option("--campaign", help="campaign id")] = None,
+                 kind: Annotated[str | None, typer.Option("--kind")] = None,
+                 limit: Annotated[int, typer.Option("--limit")] = 50, as_json: JsonOpt = False) -> None:
+    """Recent replies, newest first."""
+    rows = _svc(ctx).queries.replies(tenant, campaign_id=campaign, kind=kind, limit=limit)
+    if as_json:
+        emit_json(rows)
+        return
+    emit_table(["id", "from", "kind", "match", "campaign", "subject", "text"],
+               [[r["id"], r["from"], r["kind"] + (f"/{r['bounce_type']}" if r["bounce_type"] else ""),
+                 r["match_method"], r["campaign_id"], r["subject"][:40], r["stripped_text"][:50].replace("\n", " ")]
+                for r in rows])
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(webhooks_app, name="webhooks")
+    app.add_typer(campaigns_app, name="campaigns")
+    app.add_typer(replies_app, name="replies")

@@ -1,0 +1,119 @@
+"""The webhook dispatcher: posts due outbox deliveries, signed, and records each outcome.
+
+All state is in the outbox table, so a restarted dispatcher carries on where the last one stopped:
+a delivery posted but not yet recorded when the process died is posted again (at-least-once), with
+the same ``webhook-id`` (the event id) so receivers can drop the duplicate. Time comes from an
+injectable clock and the retry delays from an injectable :class:`RetrySchedule`, which is how tests
+drive a day of retries without waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from dovetail.log import get_logger
+
+from . import signing
+from .outbox import Outbox, RetrySchedule
+
+log = get_logger("replies")
+
+USER_AGENT = "Dovetail-Webhooks/1"
+MAX_RESPONSE_ERROR = 500
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        schedule: RetrySchedule | None = None,
+        clock: Callable[[], float] = time.time,
+        timeout: float = 10.0,
+        concurrency: int = 8,
+        poll_interval: float = 1.0,
+        lease: float = 60.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.schedule = schedule or RetrySchedule()
+        self.clock = clock
+        self.timeout = timeout
+        self.poll_interval = poll_interval
+        self.lease = max(lease, timeout * 2)
+        self._sem = asyncio.Semaphore(concurrency)
+        self._transport = transport
+        self._wake: asyncio.Event | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    def wake(self) -> None:
+        """Look for due deliveries now (called in-process when an event was just stored)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def __aenter__(self) -> Dispatcher:
+        self._client = httpx.AsyncClient(timeout=self.timeout, transport=self._transport, follow_redirects=False,
+                                         headers={"user-agent": USER_AGENT})
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def run_once(self) -> int:
+        """Post every delivery due now; returns how many were attempted."""
+        if self._client is None:
+            async with self:
+                return await self.run_once()
+        total = 0
+        while True:
+            batch = await asyncio.to_thread(self.outbox.claim_due, self.clock(), 50, self.lease)
+            if not batch:
+                return total
+            total += len(batch)
+            await asyncio.gather(*(self._post(d) for d in batch))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set, sleeping until the next due delivery or a wake-up."""
+        self._wake = asyncio.Event()
+        async with self:
+            while not stop.is_set():
+                try:
+                    await self.run_once()
+                except Exception as exc:  # noqa: BLE001 - the database may be briefly away; keep going
+                    log.warning("webhook dispatcher error", error=str(exc))
+                self._wake.clear()
+                waiter = asyncio.ensure_future(self._wake.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waiter, stopper}, timeout=self.poll_interval,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+
+    async def _post(self, delivery: dict[str, Any]) -> None:
+        assert self._client is not None
+        body = delivery["payload"].encode()
+        event_id = delivery["event_id"]
+        status: int | None = None
+        error: str | None = None
+        async with self._sem:
+            # Signed with the wall clock: receivers compare it with theirs (the injected clock only schedules).
+            headers = signing.signed_headers(delivery["secret"], event_id, int(time.time()), body)
+            try:
+                response = await self._client.post(delivery["url"], content=body, headers=headers)
+                status = response.status_code
+                if not 200 <= status < 300:
+                    error = response.text[:MAX_RESPONSE_ERROR]
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"[:MAX_RESPONSE_ERROR]
+        outcome = await asyncio.to_thread(self.outbox.record, delivery, now=self.clock(), status_code=status,
+                                          error=error, schedule=self.schedule)
+        log.info("webhook", event_id=event_id, url=delivery["url"], status=status or error, outcome=outcome,
+                 attempt=delivery["attempts"] + 1)
+

@@ -1,0 +1,68 @@
+"""The replies engine seen from outbound: campaign registry, delivery-event sink and suppression list.
+
+Implements the small protocols of ``dovetail.outbound.events`` (``CampaignRegistry``,
+``EventSink``, ``Suppressions``) on top of the registry, so the send service records each message
+per recipient, the relay's ids (SES's rewritten Message-ID, the relay queue id) reach the registry
+for threading, and suppressed addresses are left out of new sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+
+from dovetail.log import get_logger
+
+from .pipeline import add_suppression
+from .registry import RegistryError, tenant_id
+from .schema import suppressions
+from .service import RepliesService
+
+log = get_logger("replies")
+
+
+class OutboundBridge:
+    def __init__(self, service: RepliesService) -> None:
+        self.service = service
+
+    def register_outbound(self, *, tenant: str, message_id: str, sender: str, recipients: list[str],
+                          campaign: str | None, contact: str | None, tags: list[str],
+                          reply_token: str | None, subject: str = "") -> None:
+        for rcpt in recipients[:1000]:
+            try:
+                self.service.registry.register_outbound(
+                    tenant, campaign, message_id=message_id, recipient=rcpt, contact=contact, subject=subject,
+                    reply_token=reply_token, foreign_token=True)
+            except RegistryError as exc:
+                log.warning("not registered", tenant=tenant, message_id=message_id, rcpt=rcpt, error=str(exc))
+
+    def outbound_events(self, events: list[Any]) -> None:
+        for ev in events:
+            if not ev.tenant or not ev.message_id:
+                continue
+            try:
+                if ev.relay_queue_id or ev.provider_message_id:
+                    self.service.registry.set_relay_ids(ev.tenant, ev.message_id, recipient=ev.recipient,
+                                                        relay_message_id=ev.provider_message_id,
+                                                        relay_queue_id=ev.relay_queue_id)
+                if ev.kind == "bounced" and str(ev.dsn).startswith("5"):
+                    with self.service.engine.begin() as conn:
+                        add_suppression(conn, tenant_id(conn, ev.tenant), ev.recipient, "hard_bounce",
+                                        f"outbound:{ev.queue_id}")
+            except RegistryError as exc:
+                log.warning("delivery event ignored", qid=ev.queue_id, error=str(exc))
+
+    def suppressed(self, tenant: str, addresses: Iterable[str]) -> set[str]:
+        wanted = {a.strip().lower(): a for a in list(addresses)[:10_000]}
+        if not wanted:
+            return set()
+        with self.service.engine.connect() as conn:
+            try:
+                tid = tenant_id(conn, tenant)
+            except RegistryError:
+                return set()
+            found = conn.execute(sa.select(suppressions.c.address).where(
+                suppressions.c.tenant_id == tid, suppressions.c.address.in_(list(wanted)))).scalars().all()
+        return {wanted[a] for a in found}

@@ -1,0 +1,230 @@
+"""Webhook endpoints and the durable outbox of deliveries.
+
+An event is written in the same transaction as the reply it reports, together with one
+``webhook_deliveries`` row per subscribed endpoint: once a reply is stored its webhooks cannot be
+lost. The dispatcher claims due rows with a lease (so two dispatchers never post the same delivery at
+once, and a crashed one's claims expire), posts, and records the outcome: delivered, retried later
+on the :class:`RetrySchedule`, ``gone`` on HTTP 410 (the endpoint is disabled, as Standard Webhooks
+asks), or ``dead`` after the last try.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from . import signing
+from .dbretry import retry
+from .registry import RegistryError, tenant_id
+from .schema import events, webhook_deliveries, webhook_endpoints
+
+EVENT_TYPES = ("reply.received", "reply.auto", "reply.unmatched", "bounce.hard", "bounce.soft", "unsubscribe",
+               "complaint")
+PENDING, DELIVERED, GONE, DEAD = "pending", "delivered", "gone", "dead"
+
+
+@dataclass(frozen=True)
+class RetrySchedule:
+    """Delay before each attempt, from the event: immediately, then backing off over more than a day."""
+
+    delays: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
+
+    @property
+    def attempts(self) -> int:
+        return len(self.delays)
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.delays))
+
+    def after(self, attempts_done: int) -> float | None:
+        """Seconds to wait after ``attempts_done`` failed attempts; ``None`` when none are left."""
+        if attempts_done >= len(self.delays):
+            return None
+        return float(self.delays[attempts_done])
+
+
+def _check_url(url: str) -> str:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 2000:
+        raise RegistryError(f"not an http(s) URL: {url!r}")
+    return url.strip()
+
+
+def _check_types(types: list[str] | None) -> str:
+    if not types or types == ["*"]:
+        return "*"
+    bad = [t for t in types if t not in EVENT_TYPES]
+    if bad:
+        raise RegistryError(f"unknown event types {', '.join(bad)} (known: {', '.join(EVENT_TYPES)})")
+    return ",".join(dict.fromkeys(types))
+
+
+def _endpoint(row: Any, with_secret: bool = False) -> dict[str, Any]:
+    out = {"id": row.id, "url": row.url, "event_types": row.event_types.split(","),
+           "description": row.description, "enabled": row.enabled,
+           "created_at": row.created_at.isoformat() if row.created_at else None}
+    if with_secret:
+        out["secret"] = row.secret
+    return out
+
+
+class Outbox:
+    """Endpoint management and delivery bookkeeping; the dispatcher drives the posting."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # --- endpoints -------------------------------------------------------------------------------
+
+    def add_endpoint(self, tenant: str | int, url: str, event_types: list[str] | None = None,
+                     description: str = "", secret: str | None = None) -> dict[str, Any]:
+        """A new endpoint; the answer holds its ``whsec_`` secret (shown once)."""
+        url = _check_url(url)
+        types = _check_types(event_types)
+        secret = secret or signing.new_secret()
+        signing.sign(secret, "x", 0, b"")  # refuses a malformed secret
+        with self.engine.begin() as conn:
+            tid = tenant_id(conn, tenant)
+            result = conn.execute(webhook_endpoints.insert().values(
+                tenant_id=tid, url=url, secret=secret, event_types=types, description=description[:2000]))
+            eid = result.inserted_primary_key[0]
+            row = conn.execute(webhook_endpoints.select().where(webhook_endpoints.c.id == eid)).one()
+        return _endpoint(row, with_secret=True)
+
+    def endpoints(self, tenant: str | int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            tid = tenant_id(conn, tenant)
+            rows = conn.execute(webhook_endpoints.select().where(webhook_endpoints.c.tenant_id == tid)
+                                .order_by(webhook_endpoints.c.id))
+            return [_endpoint(r) for r in rows]
+
+    def remove_endpoint(self, tenant: str | int, endpoint_id: int) -> bool:
+        with self.engine.begin() as conn:
+            tid = tenant_id(conn, tenant)
+            done = conn.execute(webhook_endpoints.delete().where(webhook_endpoints.c.tenant_id == tid,
+                                                                 webhook_endpoints.c.id == endpoint_id))
+            return done.rowcount > 0
+
+    def set_enabled(self, tenant: str | int, endpoint_id: int, enabled: bool) -> bool:
+        with self.engine.begin() as conn:
+            tid = tenant_id(conn, tenant)
+            done = conn.execute(webhook_endpoints.update().where(
+                webhook_endpoints.c.tenant_id == tid, webhook_endpoints.c.id == endpoint_id).values(enabled=enabled))
+            return done.rowcount > 0
+
+    # --- enqueue (inside the pipeline's transaction) ---------------------------------------------
+
+    @staticmethod
+    def enqueue(conn: Connection, tid: int, event_id: str, event_type: str, now: float | None = None) -> int:
+        """One pending delivery per enabled endpoint of the tenant subscribed to ``event_type``."""
+        now = time.time() if now is None else now
+        rows = conn.execute(sa.select(webhook_endpoints.c.id, webhook_endpoints.c.event_types).where(
+            webhook_endpoints.c.tenant_id == tid, webhook_endpoints.c.enabled.is_(True))).all()
+        targets = [r.id for r in rows if r.event_types == "*" or event_type in r.event_types.split(",")]
+        for endpoint_id in targets:
+            conn.execute(webhook_deliveries.insert().values(event_id=event_id, endpoint_id=endpoint_id,
+                                                            status=PENDING, next_attempt_at=now))
+        return len(targets)
+
+    # --- dispatcher side ---------------------------------------------------------------------------
+
+    def claim_due(self, now: float, limit: int = 50, lease: float = 60.0) -> list[dict[str, Any]]:
+        """Due deliveries, each leased to the caller for ``lease`` seconds."""
+        return retry(lambda: self._claim_due(now, limit, lease))
+
+    def _claim_due(self, now: float, limit: int, lease: float) -> list[dict[str, Any]]:
+        enabled = sa.select(webhook_endpoints.c.id).where(webhook_endpoints.c.enabled.is_(True))
+        q = (sa.select(webhook_deliveries.c.id).where(
+            webhook_deliveries.c.status == PENDING, webhook_deliveries.c.next_attempt_at <= now,
+            webhook_deliveries.c.endpoint_id.in_(enabled),
+            sa.or_(webhook_deliveries.c.locked_until.is_(None), webhook_deliveries.c.locked_until < now))
+            .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id).limit(limit))
+        claimed: list[int] = []
+        with self.engine.begin() as conn:
+            for did in conn.execute(q).scalars().all():
+                done = conn.execute(webhook_deliveries.update().where(
+                    webhook_deliveries.c.id == did, webhook_deliveries.c.status == PENDING,
+                    sa.or_(webhook_deliveries.c.locked_until.is_(None), webhook_deliveries.c.locked_until < now))
+                    .values(locked_until=now + lease))
+                if done.rowcount:
+                    claimed.append(did)
+            if not claimed:
+                return []
+            rows = conn.execute(
+                sa.select(webhook_deliveries.c.id, webhook_deliveries.c.attempts, webhook_deliveries.c.event_id,
+                          webhook_deliveries.c.endpoint_id, webhook_deliveries.c.created_at,
+                          webhook_endpoints.c.url, webhook_endpoints.c.secret, webhook_endpoints.c.enabled,
+                          events.c.payload)
+                .join(webhook_endpoints, webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id)
+                .join(events, events.c.id == webhook_deliveries.c.event_id)
+                .where(webhook_deliveries.c.id.in_(claimed)).order_by(webhook_deliveries.c.id)).all()
+        return [dict(r._mapping) for r in rows]
+
+    def next_due(self) -> float | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.min(webhook_deliveries.c.next_attempt_at)).where(
+                webhook_deliveries.c.status == PENDING)).scalar()
+
+    def record(self, delivery: dict[str, Any], *, now: float, status_code: int | None, error: str | None,
+               schedule: RetrySchedule) -> str:
+        """Store one attempt's outcome; returns the delivery's new status."""
+        return retry(lambda: self._record(delivery, now, status_code, error, schedule))
+
+    def _record(self, delivery: dict[str, Any], now: float, status_code: int | None, error: str | None,
+                schedule: RetrySchedule) -> str:
+        attempts = delivery["attempts"] + 1
+        values: dict[str, Any] = {"attempts": attempts, "last_attempt_at": now, "last_status": status_code,
+                                  "last_error": (error or "")[:2000] or None, "locked_until": None}
+        if status_code is not None and 200 <= status_code < 300:
+            values["status"] = DELIVERED
+        elif status_code == 410:
+            values["status"] = GONE
+        else:
+            delay = schedule.after(attempts)
+            if delay is None:
+                values["status"] = DEAD
+            else:
+                values["next_attempt_at"] = now + delay
+        with self.engine.begin() as conn:
+            conn.execute(webhook_deliveries.update().where(webhook_deliveries.c.id == delivery["id"]).values(**values))
+            if values.get("status") == GONE:
+                conn.execute(webhook_endpoints.update().where(webhook_endpoints.c.id == delivery["endpoint_id"])
+                             .values(enabled=False))
+        return values.get("status", PENDING)
+
+    # --- operator views -----------------------------------------------------------------------------
+
+    def deliveries(self, tenant: str | int, *, status: str | None = None, endpoint_id: int | None = None,
+                   limit: int = 100) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            tid = tenant_id(conn, tenant)
+            q = (sa.select(webhook_deliveries.c.id, webhook_deliveries.c.event_id, events.c.type,
+                           webhook_deliveries.c.endpoint_id, webhook_endpoints.c.url, webhook_deliveries.c.status,
+                           webhook_deliveries.c.attempts, webhook_deliveries.c.next_attempt_at,
+                           webhook_deliveries.c.last_status, webhook_deliveries.c.last_error)
+                 .join(webhook_endpoints, webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id)
+                 .join(events, events.c.id == webhook_deliveries.c.event_id)
+                 .where(webhook_endpoints.c.tenant_id == tid))
+            if status:
+                q = q.where(webhook_deliveries.c.status == status)
+            if endpoint_id is not None:
+                q = q.where(webhook_deliveries.c.endpoint_id == endpoint_id)
+            rows = conn.execute(q.order_by(webhook_deliveries.c.id.desc()).limit(min(limit, 10_000))).all()
+            return [dict(r._mapping) for r in rows]
+
+    def redeliver(self, tenant: str | int, delivery_id: int, now: float | None = None) -> bool:
+        """Queue a delivery again (dead, gone or delivered), with a fresh retry budget."""
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            tid = tenant_id(conn, tenant)
+            owned = sa.select(webhook_endpoints.c.id).where(webhook_endpoints.c.tenant_id == tid)
+            done = conn.execute(webhook_deliveries.update().where(
+                webhook_deliveries.c.id == delivery_id, webhook_deliveries.c.endpoint_id.in_(owned))
+                .values(status=PENDING, attempts=0, next_attempt_at=now, locked_until=None))
+            return done.rowcount > 0

@@ -1,0 +1,299 @@
+"""The replies pipeline: one inbound message in, one stored and threaded reply plus its event out.
+
+``process_message`` parses once, threads, classifies, extracts the reply text, and then in a single
+transaction stores the reply, its idempotency keys, the thread, suppressions, the event and its
+webhook deliveries. Processing is idempotent: a message already seen under the same source position
+(UIDVALIDITY/UID, Maildir file) or the same Message-ID returns the stored record and emits nothing.
+
+Threading, in order: the reported original (bounces, complaints) and In-Reply-To/References against
+registered Message-IDs (ours and relay-assigned) and earlier replies; a reply token in any recipient,
+Delivered-To or the plus part; the same contact with the same normalised subject inside the campaign
+window (a weak match); otherwise unmatched, still stored and emitted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from dovetail.directory.schema import tenants
+from dovetail.log import get_logger
+
+from . import classify as cls
+from . import tokens
+from .dbretry import retry
+from .extract import reply_text
+from .outbox import Outbox
+from .parse import Parsed, parse
+from .registry import Outbound, RegistryError, lookup_msgids, lookup_token, naive_utc, outbound_by_id, utcnow
+from .schema import campaigns, events, outbound_messages, processed_messages, replies, suppressions, threads
+from .text import subject_key
+
+log = get_logger("replies")
+
+MAX_PAYLOAD_TEXT = 256 * 1024
+STRONG, WEAK, NONE = "strong", "weak", "none"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a message came from; ``uid``/``item`` make its position unique within the source."""
+
+    tenant: str | int
+    name: str  # imap:<account id>:<folder>, local:<address>, api, ...
+    uidvalidity: int | None = None
+    uid: int | None = None
+    item: str | None = None
+
+    def key(self) -> str | None:
+        if self.uid is not None:
+            return f"src:{self.name}:{self.uidvalidity or 0}:{self.uid}"[:1100]
+        if self.item:
+            return f"src:{self.name}:{self.item}"[:1100]
+        return None
+
+
+@dataclass
+class ReplyRecord:
+    id: int
+    tenant: str
+    kind: str
+    bounce_type: str | None
+    match_method: str
+    match_strength: str
+    thread_id: int | None
+    campaign_id: int | None
+    outbound_id: int | None
+    message_id: str
+    from_addr: str
+    subject: str
+    stripped_text: str
+    attachments: list[dict[str, Any]]
+    details: dict[str, Any]
+    events: list[str] = field(default_factory=list)  # event ids emitted (empty for a duplicate)
+    event_type: str = ""
+    duplicate: bool = False
+
+
+@dataclass
+class _Match:
+    method: str = "none"
+    strength: str = NONE
+    outbound: Outbound | None = None
+    thread_id: int | None = None
+
+
+def event_type_for(kind: str, bounce_type: str | None, matched: bool) -> str:
+    if kind == cls.HUMAN:
+        return "reply.received" if matched else "reply.unmatched"
+    if kind in (cls.AUTO_REPLY, cls.CHALLENGE):
+        return "reply.auto"
+    if kind == cls.BOUNCE:
+        return "bounce.soft" if bounce_type == "soft" else "bounce.hard"
+    return kind  # unsubscribe, complaint
+
+
+class Pipeline:
+    def __init__(self, engine: Engine, secret: bytes, *, on_event: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.secret = secret
+        self.on_event = on_event
+        self.clock = clock
+
+    def process_message(self, raw: bytes, source: Source) -> ReplyRecord:
+        """Store and emit one inbound message (blocking: call it from a worker thread in async code)."""
+        return retry(lambda: self._process(raw, source))
+
+    # --- steps ---------------------------------------------------------------------------------------
+
+    def _process(self, raw: bytes, source: Source) -> ReplyRecord:
+        with self.engine.connect() as conn:
+            tid, tname = _tenant(conn, source.tenant)
+            src_key = source.key()
+            if src_key:
+                seen = _seen(conn, tid, [src_key])
+                if seen is not None:
+                    return _record(conn, seen, tname)
+        parsed = parse(raw)
+        mid_key = "mid:" + parsed.message_id if parsed.message_id else "sha:" + hashlib.sha256(raw).hexdigest()
+        keys = [k for k in (src_key, mid_key[:1100]) if k]
+        stripped = reply_text(parsed.text, parsed.html)
+        verdict = cls.classify(parsed, stripped)
+        with self.engine.begin() as conn:
+            seen = _seen(conn, tid, keys)
+            if seen is not None:
+                for key in keys:  # remember the new position too, so the source is not re-read
+                    if _seen(conn, tid, [key]) is None:
+                        conn.execute(processed_messages.insert().values(tenant_id=tid, key=key, reply_id=seen))
+                return _record(conn, seen, tname)
+            match = self._thread(conn, tid, parsed, verdict)
+            record = self._store(conn, tid, tname, source, parsed, stripped, verdict, match, keys)
+        log.info("reply", tenant=tname, reply=record.id, kind=record.kind, match=record.match_method,
+                 message_id=record.message_id, event_type=record.event_type)
+        if self.on_event is not None:
+            for eid in record.events:
+                self.on_event(eid)
+        return record
+
+    def _thread(self, conn: Connection, tid: int, parsed: Parsed, verdict: cls.Classification) -> _Match:
+        groups = [("report", [verdict.original_message_id] if verdict.original_message_id else []),
+                  ("in_reply_to", parsed.in_reply_to), ("references", list(reversed(parsed.references)))]
+        for method, mids in groups:
+            if not mids:
+                continue
+            outbound = lookup_msgids(conn, tid, mids, parsed.from_addr or None)
+            if outbound is not None:
+                return _Match(method, STRONG, outbound)
+            prior = conn.execute(sa.select(replies.c.thread_id, replies.c.outbound_id).where(
+                replies.c.tenant_id == tid, replies.c.message_id.in_(mids[:100]),
+                replies.c.thread_id.is_not(None)).order_by(replies.c.id.desc())).first()
+            if prior is not None:
+                ob = outbound_by_id(conn, prior.outbound_id) if prior.outbound_id else None
+                return _Match(method, STRONG if ob else NONE, ob, prior.thread_id)
+        for addr in parsed.all_recipients() + ([parsed.return_path] if parsed.return_path else []):
+            local = addr.split("@", 1)[0]
+            candidates = tokens.find_tokens(local)
+            if "+" in local:
+                candidates.append(local.split("+", 1)[1])
+            for token in dict.fromkeys(candidates):
+                outbound = lookup_token(conn, self.secret, tid, token, parsed.from_addr)
+                if outbound is not None:
+                    return _Match("token", STRONG, outbound)
+        key = subject_key(parsed.subject)
+        contacts = [parsed.from_addr] if verdict.kind != cls.BOUNCE else [
+            r["address"] for r in verdict.details.get("recipients", []) if r.get("address")]
+        contacts = [c for c in contacts if c][:20]
+        if key and contacts:
+            when = parsed.date or utcnow()
+            rows = conn.execute(
+                sa.select(outbound_messages.c.id, outbound_messages.c.sent_at, campaigns.c.window_days)
+                .select_from(outbound_messages.outerjoin(campaigns, campaigns.c.id == outbound_messages.c.campaign_id))
+                .where(outbound_messages.c.tenant_id == tid, outbound_messages.c.recipient.in_(contacts),
+                       outbound_messages.c.subject_key == key[:300], outbound_messages.c.sent_at <= when +
+                       dt.timedelta(days=1))
+                .order_by(outbound_messages.c.sent_at.desc())).all()
+            for row in rows:
+                if when - row.sent_at <= dt.timedelta(days=row.window_days or 60):
+                    return _Match("subject", WEAK, outbound_by_id(conn, row.id))
+        return _Match()
+
+    def _store(self, conn: Connection, tid: int, tname: str, source: Source, parsed: Parsed, stripped: str,
+               verdict: cls.Classification, match: _Match, keys: list[str]) -> ReplyRecord:
+        ob = match.outbound
+        campaign_id = ob.campaign_id if ob else None
+        thread_id = match.thread_id or _thread_for(conn, tid, ob, parsed)
+        now = utcnow()
+        values = dict(
+            tenant_id=tid, thread_id=thread_id, campaign_id=campaign_id, outbound_id=ob.id if ob else None,
+            source=source.name[:400], message_id=parsed.message_id or None, kind=verdict.kind,
+            bounce_type=verdict.bounce_type, match_method=match.method, match_strength=match.strength,
+            from_addr=parsed.from_addr, from_name=parsed.from_name[:1000],
+            to_addrs=json.dumps(parsed.to + parsed.cc), subject=parsed.subject, date=naive_utc(parsed.date),
+            stripped_text=stripped, text_body=parsed.text, html_body=parsed.html,
+            headers=json.dumps(parsed.headers), attachments=json.dumps(parsed.attachments),
+            details=json.dumps(verdict.details | ({"truncated": True} if parsed.truncated else {})),
+            auth_results=json.dumps(parsed.auth_results), size=parsed.size, received_at=now)
+        rid = conn.execute(replies.insert().values(**values)).inserted_primary_key[0]
+        for key in keys:
+            conn.execute(processed_messages.insert().values(tenant_id=tid, key=key, reply_id=rid))
+        conn.execute(threads.update().where(threads.c.id == thread_id).values(
+            reply_count=threads.c.reply_count + 1, last_reply_at=now))
+        for address, reason in verdict.suppress:
+            add_suppression(conn, tid, address, reason, f"reply:{rid}")
+        etype = event_type_for(verdict.kind, verdict.bounce_type, ob is not None)
+        event_id = "evt_" + secrets.token_hex(12)
+        campaign = None
+        if campaign_id is not None:
+            crow = conn.execute(sa.select(campaigns.c.id, campaigns.c.name).where(campaigns.c.id == campaign_id)).one()
+            campaign = {"id": crow.id, "name": crow.name}
+        payload = {
+            "id": event_id, "type": etype, "timestamp": dt.datetime.now(dt.UTC).isoformat(), "tenant": tname,
+            "data": {
+                "campaign": campaign,
+                "outbound_message": ({"id": ob.id, "message_id": ob.message_id, "recipient": ob.recipient,
+                                      "contact": ob.contact, "step": ob.step} if ob else None),
+                "thread": {"id": thread_id},
+                "reply": {
+                    "id": rid, "message_id": parsed.message_id, "from": parsed.from_addr, "from_name": parsed.from_name,
+                    "to": parsed.to, "cc": parsed.cc, "subject": parsed.subject,
+                    "date": parsed.date.isoformat() if parsed.date else None, "kind": verdict.kind,
+                    "bounce_type": verdict.bounce_type,
+                    "match": {"method": match.method, "strength": match.strength},
+                    "stripped_text": stripped[:MAX_PAYLOAD_TEXT], "text": parsed.text[:MAX_PAYLOAD_TEXT],
+                    "html": parsed.html[:MAX_PAYLOAD_TEXT], "headers": parsed.headers[:100],
+                    "attachments": parsed.attachments[:100], "auth_results": parsed.auth_results,
+                    "details": verdict.details,
+                },
+            },
+        }
+        conn.execute(events.insert().values(id=event_id, tenant_id=tid, type=etype, reply_id=rid,
+                                            campaign_id=campaign_id, payload=json.dumps(payload, default=str)))
+        Outbox.enqueue(conn, tid, event_id, etype, self.clock())
+        return ReplyRecord(
+            id=rid, tenant=tname, kind=verdict.kind, bounce_type=verdict.bounce_type, match_method=match.method,
+            match_strength=match.strength, thread_id=thread_id, campaign_id=campaign_id,
+            outbound_id=ob.id if ob else None, message_id=parsed.message_id, from_addr=parsed.from_addr,
+            subject=parsed.subject, stripped_text=stripped, attachments=parsed.attachments,
+            details=verdict.details, events=[event_id], event_type=etype)
+
+
+def _tenant(conn: Connection, tenant: str | int) -> tuple[int, str]:
+    col = tenants.c.id if isinstance(tenant, int) else tenants.c.name
+    row = conn.execute(sa.select(tenants.c.id, tenants.c.name).where(col == tenant)).first()
+    if row is None:
+        raise RegistryError(f"unknown tenant {tenant!r}")
+    return int(row.id), row.name
+
+
+def _seen(conn: Connection, tid: int, keys: list[str]) -> int | None:
+    row = conn.execute(sa.select(processed_messages.c.reply_id).where(
+        processed_messages.c.tenant_id == tid, processed_messages.c.key.in_(keys))).first()
+    return None if row is None else int(row.reply_id)
+
+
+def _thread_for(conn: Connection, tid: int, ob: Outbound | None, parsed: Parsed) -> int:
+    """The conversation of a campaign with one contact (or of one outbound message); created on first reply."""
+    if ob is not None:
+        q = threads.select().where(threads.c.tenant_id == tid, threads.c.contact == ob.recipient)
+        q = q.where(threads.c.campaign_id == ob.campaign_id) if ob.campaign_id is not None else q.where(
+            threads.c.outbound_id == ob.id)
+        row = conn.execute(q.order_by(threads.c.id)).first()
+        if row is not None:
+            return int(row.id)
+        return int(conn.execute(threads.insert().values(
+            tenant_id=tid, campaign_id=ob.campaign_id, outbound_id=ob.id, contact=ob.recipient,
+            subject=ob.subject)).inserted_primary_key[0])
+    return int(conn.execute(threads.insert().values(
+        tenant_id=tid, contact=parsed.from_addr, subject=parsed.subject[:2000])).inserted_primary_key[0])
+
+
+def add_suppression(conn: Connection, tid: int, address: str, reason: str, source: str) -> bool:
+    address = address.strip().lower()
+    if "@" not in address or len(address) > 320:
+        return False
+    exists = conn.execute(sa.select(suppressions.c.id).where(suppressions.c.tenant_id == tid,
+                                                             suppressions.c.address == address)).first()
+    if exists:
+        return False
+    conn.execute(suppressions.insert().values(tenant_id=tid, address=address, reason=reason, source=source[:400]))
+    return True
+
+
+def _record(conn: Connection, reply_id: int, tname: str) -> ReplyRecord:
+    row = conn.execute(replies.select().where(replies.c.id == reply_id)).one()
+    return ReplyRecord(
+        id=row.id, tenant=tname, kind=row.kind, bounce_type=row.bounce_type, match_method=row.match_method,
+        match_strength=row.match_strength, thread_id=row.thread_id, campaign_id=row.campaign_id,
+        outbound_id=row.outbound_id, message_id=row.message_id or "", from_addr=row.from_addr, subject=row.subject,
+        stripped_text=row.stripped_text, attachments=json.loads(row.attachments), details=json.loads(row.details),
+        events=[], event_type="", duplicate=True)

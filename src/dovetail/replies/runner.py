@@ -1,0 +1,87 @@
+"""The replies service: the webhook dispatcher plus one IMAP source per configured account.
+
+Accounts are re-read every ``account_refresh`` seconds, so one added with the API or CLI starts
+without a restart and a removed one stops. The local source needs no task here: it runs inside the
+delivery agent's process (:class:`~dovetail.replies.sources.local.LocalHook`), and its events reach
+the dispatcher through the outbox, which the dispatcher polls every ``poll_interval`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from dovetail.log import get_logger
+
+from .dispatcher import Dispatcher
+from .service import RepliesService
+from .sources.imap import ImapAccount, ImapAccounts, ImapSource
+
+log = get_logger("replies")
+
+DEFAULT_POLL_INTERVAL = 0.25
+DEFAULT_ACCOUNT_REFRESH = 30.0
+
+
+class RepliesEngine:
+    def __init__(self, engine: Engine, data_dir: Path, *, poll_interval: float = DEFAULT_POLL_INTERVAL,
+                 account_refresh: float = DEFAULT_ACCOUNT_REFRESH, ssl_context: ssl.SSLContext | None = None,
+                 dispatcher_options: dict[str, Any] | None = None) -> None:
+        self.service = RepliesService.open(engine, data_dir)
+        self.accounts = ImapAccounts(engine)
+        self.dispatcher = Dispatcher(self.service.outbox, poll_interval=poll_interval, **(dispatcher_options or {}))
+        self.account_refresh = account_refresh
+        self.ssl_context = ssl_context
+        self.sources: dict[ImapAccount, tuple[ImapSource, asyncio.Event, asyncio.Task[None]]] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        self.service.on_event(lambda _eid: loop.call_soon_threadsafe(self.dispatcher.wake))
+        dispatching = asyncio.create_task(self.dispatcher.run(stop))
+        try:
+            while not stop.is_set():
+                await self._refresh_sources()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.account_refresh)
+        finally:
+            tasks = [t for _, _, t in self.sources.values()] + [dispatching]
+            for _source, source_stop, _task in self.sources.values():
+                source_stop.set()
+            if not stop.is_set():  # cancelled rather than stopped: take the children down with us
+                for task in tasks:
+                    task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _refresh_sources(self) -> None:
+        try:
+            wanted = set(await asyncio.to_thread(self.accounts.list))
+        except Exception as exc:  # noqa: BLE001 - the database may be briefly away; keep what runs
+            log.warning("cannot read IMAP accounts", error=str(exc))
+            return
+        for account in list(self.sources):
+            if account not in wanted:
+                _source, source_stop, _task = self.sources.pop(account)
+                source_stop.set()
+                log.info("IMAP source stopped", account=account.id)
+        for account in wanted - set(self.sources):
+            source = ImapSource(self.service, account, ssl_context=self.ssl_context)
+            source_stop = asyncio.Event()
+            self.sources[account] = (source, source_stop, asyncio.create_task(source.run(source_stop)))
+            log.info("IMAP source started", account=account.id, host=account.host, folder=account.folder)
+
+
+async def run_replies(cfg: Any, stop: asyncio.Event) -> int:
+    """Entry point for the master's ``replies`` service: ``cfg`` is the data directory's Config."""
+    from dovetail.db import connect_and_migrate
+
+    engine = connect_and_migrate(cfg)
+    try:
+        await RepliesEngine(engine, cfg.data_dir).run(stop)
+    finally:
+        engine.dispose()
+    return 0

@@ -1,0 +1,40 @@
+"""One object holding the replies engine's parts for a data directory: what services and the web app use."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from . import tokens
+from .outbox import Outbox
+from .pipeline import Pipeline, ReplyRecord, Source
+from .queries import Queries
+from .registry import Registry
+
+
+class RepliesService:
+    def __init__(self, engine: Engine, secret: bytes, *, clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.registry = Registry(engine, secret)
+        self.outbox = Outbox(engine)
+        self.queries = Queries(engine)
+        self._listeners: list[Callable[[str], None]] = []
+        self.pipeline = Pipeline(engine, secret, on_event=self._emit, clock=clock)
+
+    @classmethod
+    def open(cls, engine: Engine, data_dir: Path, **kwargs: object) -> RepliesService:
+        return cls(engine, tokens.load_secret(data_dir), **kwargs)  # type: ignore[arg-type]
+
+    def on_event(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(event_id)`` after each stored event (e.g. ``Dispatcher.wake``)."""
+        self._listeners.append(listener)
+
+    def _emit(self, event_id: str) -> None:
+        for listener in self._listeners:
+            listener(event_id)
+
+    def process_message(self, raw: bytes, source: Source) -> ReplyRecord:
+        return self.pipeline.process_message(raw, source)

@@ -1,0 +1,214 @@
+"""The IMAP source: follows one folder of any IMAP account and feeds each new message to the pipeline.
+
+Messages are fetched by UID above a durable checkpoint (UIDVALIDITY, last UID) that advances after
+each message is stored, so a restart resumes where it stopped and misses nothing. When the folder's
+UIDVALIDITY changes the UIDs mean nothing any more: the folder is read again from the start, and the
+pipeline's Message-ID key keeps that from emitting anything twice. Between syncs the session waits in
+IDLE (re-issued before servers' 30-minute cut-off), or polls with NOOP where IDLE is missing; a
+dropped connection is retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from dovetail.log import get_logger
+
+from ..dbretry import retry
+from ..imapc.client import ImapClient, ImapError
+from ..imapc.proto import ProtocolError
+from ..pipeline import Source
+from ..registry import RegistryError, tenant_id, utcnow
+from ..schema import imap_accounts, imap_checkpoints
+from ..service import RepliesService
+
+log = get_logger("replies")
+
+
+@dataclass(frozen=True)
+class ImapAccount:
+    id: int
+    tenant: str
+    name: str
+    host: str
+    port: int
+    tls: str
+    username: str
+    password: str
+    folder: str = "INBOX"
+
+    @property
+    def source_name(self) -> str:
+        return f"imap:{self.id}:{self.folder}"
+
+
+class ImapAccounts:
+    """The IMAP accounts each tenant has the engine follow, and their checkpoints."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def add(self, tenant: str, name: str, *, host: str, port: int = 993, tls: str = "implicit", username: str,
+            password: str, folder: str = "INBOX") -> ImapAccount:
+        if tls not in ("implicit", "starttls", "none"):
+            raise RegistryError("tls must be implicit, starttls or none")
+        if not 0 < port < 65536 or not host or any(c in host for c in " /\r\n"):
+            raise RegistryError("bad host or port")
+        with self.engine.begin() as conn:
+            tid = tenant_id(conn, tenant)
+            aid = conn.execute(imap_accounts.insert().values(
+                tenant_id=tid, name=name, host=host, port=port, tls=tls, username=username, password=password,
+                folder=folder)).inserted_primary_key[0]
+        return ImapAccount(aid, tenant, name, host, port, tls, username, password, folder)
+
+    def list(self, tenant: str | None = None) -> list[ImapAccount]:
+        from dovetail.directory.schema import tenants
+
+        q = (sa.select(imap_accounts, tenants.c.name.label("tenant_name"))
+             .join(tenants, tenants.c.id == imap_accounts.c.tenant_id).where(imap_accounts.c.enabled.is_(True)))
+        if tenant is not None:
+            q = q.where(tenants.c.name == tenant)
+        with self.engine.connect() as conn:
+            return [ImapAccount(r.id, r.tenant_name, r.name, r.host, r.port, r.tls, r.username, r.password, r.folder)
+                    for r in conn.execute(q.order_by(imap_accounts.c.id))]
+
+    def checkpoint(self, account_id: int, folder: str) -> tuple[int, int] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(imap_checkpoints.c.uidvalidity, imap_checkpoints.c.last_uid).where(
+                imap_checkpoints.c.account_id == account_id, imap_checkpoints.c.folder == folder)).first()
+            return (int(row.uidvalidity), int(row.last_uid)) if row else None
+
+    def save_checkpoint(self, account_id: int, folder: str, uidvalidity: int, last_uid: int) -> None:
+        retry(lambda: self._save_checkpoint(account_id, folder, uidvalidity, last_uid))
+
+    def _save_checkpoint(self, account_id: int, folder: str, uidvalidity: int, last_uid: int) -> None:
+        with self.engine.begin() as conn:
+            done = conn.execute(imap_checkpoints.update().where(
+                imap_checkpoints.c.account_id == account_id, imap_checkpoints.c.folder == folder)
+                .values(uidvalidity=uidvalidity, last_uid=last_uid, updated_at=utcnow()))
+            if not done.rowcount:
+                conn.execute(imap_checkpoints.insert().values(account_id=account_id, folder=folder,
+                                                              uidvalidity=uidvalidity, last_uid=last_uid))
+
+    def set_error(self, account_id: int, error: str | None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(imap_accounts.update().where(imap_accounts.c.id == account_id)
+                         .values(last_error=(error or None) and error[:2000]))
+
+
+class ImapSource:
+    def __init__(
+        self,
+        service: RepliesService,
+        account: ImapAccount,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        idle_timeout: float = 5 * 60,  # re-sync at least this often, even if a server missed telling us
+        poll_interval: float = 30.0,
+        backoff: tuple[float, float] = (1.0, 300.0),
+        timeout: float = 30.0,
+        on_synced: Callable[[int], Any] | None = None,
+        fetch_batch: int = 20,
+    ) -> None:
+        self.service = service
+        self.account = account
+        self.accounts = ImapAccounts(service.engine)
+        self.ssl_context = ssl_context
+        self.idle_timeout = idle_timeout
+        self.poll_interval = poll_interval
+        self.backoff = backoff
+        self.timeout = timeout
+        self.on_synced = on_synced
+        self.fetch_batch = max(1, fetch_batch)  # messages per UID FETCH (each may be up to the size limit)
+        self.processed = 0  # messages handed to the pipeline by this instance
+        self.sessions = 0  # successful logins (reconnects show here)
+
+    def _client(self) -> ImapClient:
+        a = self.account
+        return ImapClient(a.host, a.port, tls=a.tls, ssl_context=self.ssl_context, timeout=self.timeout)
+
+    async def sync(self, client: ImapClient) -> int:
+        """Fetch and process every message above the checkpoint; returns how many."""
+        a = self.account
+        selected = await client.select(a.folder, readonly=False)
+        saved = await asyncio.to_thread(self.accounts.checkpoint, a.id, a.folder)
+        last_uid = 0
+        if saved is not None and saved[0] == selected.uidvalidity:
+            last_uid = saved[1]
+        elif saved is not None:
+            log.warning("UIDVALIDITY changed, reading the folder again", account=a.id, folder=a.folder,
+                        old=saved[0], new=selected.uidvalidity)
+        if saved is None or saved[0] != selected.uidvalidity:
+            await asyncio.to_thread(self.accounts.save_checkpoint, a.id, a.folder, selected.uidvalidity, 0)
+        done = 0
+        uids = await client.uid_search_from(last_uid + 1)
+        for start in range(0, len(uids), self.fetch_batch):
+            batch = uids[start:start + self.fetch_batch]
+            messages = await client.uid_fetch_messages(batch)
+            for uid in batch:
+                raw = messages.get(uid)
+                if raw is not None:
+                    source = Source(a.tenant, a.source_name, uidvalidity=selected.uidvalidity, uid=uid)
+                    await asyncio.to_thread(self.service.process_message, raw, source)
+                    done += 1
+                    self.processed += 1
+                await asyncio.to_thread(self.accounts.save_checkpoint, a.id, a.folder, selected.uidvalidity, uid)
+        if self.on_synced is not None:
+            self.on_synced(done)
+        return done
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow the folder until ``stop`` is set, reconnecting with backoff."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                async with self._client() as client:
+                    await client.login(self.account.username, self.account.password)
+                    self.sessions += 1
+                    failures = 0
+                    await asyncio.to_thread(self.accounts.set_error, self.account.id, None)
+                    await self._follow(client, stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - network, protocol or database: log, back off, reconnect
+                failures += 1
+                delay = min(self.backoff[1], self.backoff[0] * 2 ** min(failures - 1, 20))
+                delay *= random.uniform(0.8, 1.2)
+                known = isinstance(exc, ImapError | ProtocolError | OSError | TimeoutError | ssl.SSLError)
+                log.warning("IMAP source error", account=self.account.id, error=f"{type(exc).__name__}: {exc}",
+                            retry_in=round(delay, 1), **({} if known else {"unexpected": True}))
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.accounts.set_error, self.account.id, str(exc))
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                except TimeoutError:
+                    pass
+
+    async def _follow(self, client: ImapClient, stop: asyncio.Event) -> None:
+        idle = "IDLE" in client.capabilities
+        while not stop.is_set():
+            await self.sync(client)
+            waiter = asyncio.ensure_future(stop.wait())
+            if idle:
+                watcher = asyncio.ensure_future(client.idle(self.idle_timeout))
+                done, _ = await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                if watcher not in done:
+                    watcher.cancel()  # stopping: the connection is closed right after
+                    return
+                watcher.result()
+            else:
+                try:
+                    await asyncio.wait_for(asyncio.shield(waiter), self.poll_interval)
+                    return
+                except TimeoutError:
+                    await client.noop()
+            waiter.cancel()

@@ -1,0 +1,117 @@
+"""The local source: Dovetail mailboxes marked as reply inboxes hand each delivered message over.
+
+The delivery agent calls :meth:`LocalHook.on_delivered` after writing a message into a Maildir; no
+polling. The Maildir file name (without its ``:2,`` flags) is the source position, so a delivery
+retried after a crash, or the same file seen again, is processed once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from dovetail.log import get_logger
+
+from ..pipeline import ReplyRecord, Source
+from ..registry import RegistryError, tenant_id
+from ..schema import reply_inboxes
+from ..service import RepliesService
+
+log = get_logger("replies")
+
+MAX_MESSAGE_BYTES = 50 * 1024 * 1024
+
+
+class LocalHook:
+    def __init__(self, service: RepliesService, cache_ttl: float = 2.0) -> None:
+        self.service = service
+        self.engine = service.engine
+        self.cache_ttl = cache_ttl
+        self._cache: tuple[float, set[tuple[str, str]]] | None = None
+
+    # --- which mailboxes are reply inboxes -------------------------------------------------------
+
+    def mark(self, tenant: str, address: str) -> None:
+        address = address.strip().lower()
+        if "@" not in address:
+            raise RegistryError(f"not an address: {address!r}")
+        with self.engine.begin() as conn:
+            tid = tenant_id(conn, tenant)
+            if not conn.execute(sa.select(reply_inboxes.c.id).where(reply_inboxes.c.address == address)).first():
+                conn.execute(reply_inboxes.insert().values(tenant_id=tid, address=address))
+        self._cache = None
+
+    def unmark(self, tenant: str, address: str) -> bool:
+        with self.engine.begin() as conn:
+            tid = tenant_id(conn, tenant)
+            done = conn.execute(reply_inboxes.delete().where(reply_inboxes.c.tenant_id == tid,
+                                                             reply_inboxes.c.address == address.strip().lower()))
+        self._cache = None
+        return done.rowcount > 0
+
+    def inboxes(self, tenant: str) -> list[str]:
+        with self.engine.connect() as conn:
+            tid = tenant_id(conn, tenant)
+            return list(conn.execute(sa.select(reply_inboxes.c.address).where(reply_inboxes.c.tenant_id == tid)
+                                     .order_by(reply_inboxes.c.address)).scalars())
+
+    def wants(self, tenant: str, mailbox_address: str) -> bool:
+        """Whether deliveries to this mailbox go to the pipeline (cached briefly: called per delivery)."""
+        now = time.monotonic()
+        if self._cache is None or now - self._cache[0] > self.cache_ttl:
+            from dovetail.directory.schema import tenants
+
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.select(tenants.c.name, reply_inboxes.c.address)
+                                    .join(tenants, tenants.c.id == reply_inboxes.c.tenant_id)).all()
+            self._cache = (now, {(r.name, r.address) for r in rows})
+        return (tenant, mailbox_address.strip().lower()) in self._cache[1]
+
+    # --- the hook ----------------------------------------------------------------------------------
+
+    def on_delivered(self, tenant: str, mailbox_address: str, maildir_path: Path | str,
+                     filename: str) -> ReplyRecord | None:
+        """Process a message just delivered to a Maildir; ``None`` if the mailbox is not a reply inbox."""
+        if not self.wants(tenant, mailbox_address):
+            return None
+        name = Path(filename).name  # only a name inside the Maildir: no path leads elsewhere
+        if not name or name.startswith("."):
+            raise ValueError(f"not a Maildir file name: {filename!r}")
+        path = _find(Path(maildir_path), name)
+        if path is None:
+            log.warning("delivered message vanished", mailbox=mailbox_address, file=name)
+            return None
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_MESSAGE_BYTES + 1)
+        base = name.split(":", 1)[0]
+        return self.service.process_message(raw, Source(tenant, f"local:{mailbox_address.lower()}", item=base))
+
+
+def delivered_file(hook: LocalHook, mail_root: Path, mailbox_address: str, message_path: Path | str
+                   ) -> ReplyRecord | None:
+    """Call the hook for a file the delivery agent just wrote under ``mail/<tenant>/<domain>/<local>/``."""
+    path = Path(message_path)
+    maildir = path.parent.parent  # .../<local>/new/<file>
+    try:
+        tenant = maildir.relative_to(mail_root).parts[0]
+    except (ValueError, IndexError):
+        raise ValueError(f"{path} is not inside {mail_root}") from None
+    return hook.on_delivered(tenant, mailbox_address, maildir, path.name)
+
+
+def _find(maildir: Path, name: str) -> Path | None:
+    """The file in new/ or cur/ (an IMAP client may already have moved it and changed its flags)."""
+    base = name.split(":", 1)[0]
+    for sub in ("new", "cur"):
+        candidate = maildir / sub / name
+        if candidate.is_file():
+            return candidate
+    for sub in ("cur", "new"):
+        folder = maildir / sub
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if entry.name.split(":", 1)[0] == base:
+                    return entry
+    return None

@@ -1,0 +1,82 @@
+"""Reply tokens: per outbound message, unguessable and tamper-evident.
+
+A token is ``base32(nonce || HMAC-SHA256(secret, tenant_id || nonce)[:10])``, lowercase, 32
+characters: it fits a plus address (``reply+<token>@inbound.example``) or a VERP return path, and
+survives MTAs that change the case of local parts. The MAC binds the token to its tenant, so a token
+is checked before any database lookup and never resolves in another tenant.
+
+The key is one per installation, kept in ``<data>/secrets/reply_token.key`` (created on first use,
+mode 0600).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from pathlib import Path
+
+SECRET_RELPATH = Path("secrets") / "reply_token.key"
+NONCE_BYTES = 10
+MAC_BYTES = 10
+TOKEN_LENGTH = 32  # base32 of 20 bytes
+_TOKEN_RE = re.compile(r"[a-z2-7]{32}")
+
+
+def load_secret(data_dir: Path) -> bytes:
+    """The installation's token key, created with 0600 the first time it is needed."""
+    path = Path(data_dir) / SECRET_RELPATH
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    key = secrets.token_bytes(32)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, key.hex().encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # first writer wins; a racing process reads the winner's key
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    return bytes.fromhex(path.read_text().strip())
+
+
+def _mac(secret: bytes, tenant_id: int, nonce: bytes) -> bytes:
+    return hmac.new(secret, b"%d\x00" % tenant_id + nonce, hashlib.sha256).digest()[:MAC_BYTES]
+
+
+def new_token(secret: bytes, tenant_id: int) -> str:
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    return base64.b32encode(nonce + _mac(secret, tenant_id, nonce)).decode().lower()
+
+
+def verify_token(secret: bytes, tenant_id: int, token: str) -> bool:
+    """True when ``token`` was minted by this installation for this tenant."""
+    token = token.strip().lower()
+    if not _TOKEN_RE.fullmatch(token):
+        return False
+    raw = base64.b32decode(token.upper())
+    nonce, mac = raw[:NONCE_BYTES], raw[NONCE_BYTES:]
+    return hmac.compare_digest(mac, _mac(secret, tenant_id, nonce))
+
+
+def find_tokens(text: str) -> list[str]:
+    """Token-shaped strings in an address or header (candidates; each must still be verified)."""
+    return list(dict.fromkeys(m.lower() for m in re.findall(r"(?<![A-Za-z2-7])[A-Za-z2-7]{32}(?![A-Za-z2-7])",
+                                                            text)))
+
+
+def reply_address(token: str, domain: str, local: str = "reply", separator: str = "+") -> str:
+    """The plus address replies should go to: ``reply+<token>@domain``."""
+    return f"{local}{separator}{token}@{domain}"
