@@ -380,3 +380,52 @@ def test_file_modes_follow_the_folder_and_tmp_is_cleaned(storage) -> None:
     os.utime(stale, (old, old))
     storage.select("INBOX").close()
     assert not stale.exists() and fresh.exists()
+
+
+def test_concurrent_flag_changes_from_many_sessions_are_all_kept(tmp_path) -> None:  # noqa: ANN001
+    """Each session sets \\Deleted on its own message at the same time: no update is lost."""
+    import threading
+
+    from dovetail.storage import open_storage
+    from dovetail.storage.api import StoreMode
+
+    root = tmp_path / "box"
+    storage = open_storage(root)
+    for i in range(20):
+        storage.append("INBOX", f"Subject: m{i}\r\n\r\nx\r\n".encode(), [], None)
+    uids = storage.select("INBOX").uids
+    barrier = threading.Barrier(len(uids))
+    errors: list[BaseException] = []
+
+    def session(uid: int) -> None:
+        try:
+            box = open_storage(root).select("INBOX")
+            barrier.wait()
+            box.store_flags([uid], StoreMode.ADD, ["\\Deleted"])
+            box.refresh()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    done = threading.Event()
+
+    def reader() -> None:  # other sessions keep syncing the index from the directory meanwhile
+        box = open_storage(root).select("INBOX")
+        while not done.is_set():
+            box.refresh()
+
+    readers = [threading.Thread(target=reader) for _ in range(3)]
+    for t in readers:
+        t.start()
+    threads = [threading.Thread(target=session, args=(u,)) for u in uids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    done.set()
+    for t in readers:
+        t.join(60)
+    assert not errors
+    box = open_storage(root).select("INBOX")
+    infos = box.fetch_info(box.uids)
+    assert all("\\Deleted" in info.flags for info in infos)
+    assert len(box.expunge()) == 20

@@ -57,12 +57,12 @@ def resolve(s: Session, tok: Token, uid: bool) -> list[int]:
         return ss.select(list(uids))
     n = len(uids)
     out: set[int] = set()
+    if n == 0 and any(lo is None or hi is None for lo, hi in ss.ranges):
+        return []  # "1:*" in an empty mailbox names nothing; clients send it blindly
     for lo, hi in ss.ranges:
         for v in (lo, hi):
             if v is not None and v > n:
                 raise CommandError("Invalid messageset", status="BAD")
-        if n == 0:
-            raise CommandError("No messages", status="BAD")
     for a, b in ss.bounds(n):
         out.update(uids[i - 1] for i in range(max(a, 1), min(b, n) + 1))
     return sorted(out)

@@ -184,13 +184,17 @@ class ImapServer:
                 if not data:
                     break
                 session.feed(data)
-                while await session.step():
+                while await session.step() and not session.starttls_requested:
                     await self._flush(session, writer)
-                await self._flush(session, writer)
                 if session.starttls_requested:
                     assert self.ssl_context is not None
+                    # Stop reading before the OK goes out: the client's ClientHello must reach the TLS
+                    # layer, not the plaintext stream buffer.
+                    writer.transport.pause_reading()
+                    await self._flush(session, writer)
                     await writer.start_tls(self.ssl_context)
                     session.tls_started()
+                await self._flush(session, writer)
         finally:
             stop_task.cancel()
             if read_task is not None and not read_task.done():

@@ -234,6 +234,11 @@ class Folder:
                 fresh[uid] = self._analyse_file(item)
         self.index.begin()
         try:
+            # List again under the index's write lock: a flag change by another of our sessions renames
+            # files and updates the index inside that lock, so a listing taken before it could write
+            # stale flags back (a lost update). New files unknown to the uidlist wait for the next sync.
+            listing = self._list(False)
+            present = {by_base[b]: listing[b] for b in listing if b in by_base}
             rows = {r[0]: (r[1], r[2]) for r in db.execute("SELECT uid, filename, info FROM msg")}
             modseq = None
 

@@ -300,28 +300,30 @@ class MaildirMailbox(Mailbox):
         db = folder.index.db
         changed: list[FlagState] = []
         modified: list[int] = []
-        renames: list[tuple[int, str, str, list[str]]] = []
-        for uid in uids:
-            row = db.execute("SELECT filename, flags, modseq FROM msg WHERE uid=?", (uid,)).fetchone()
-            if row is None:
-                continue
-            filename, cur_flags_j, modseq = row
-            if unchangedsince is not None and modseq > unchangedsince:
-                modified.append(uid)
-                continue
-            cur = set(flags_load(cur_flags_j))
-            if mode is StoreMode.ADD:
-                new = cur | wanted
-            elif mode is StoreMode.REMOVE:
-                new = cur - wanted
-            else:
-                new = set(wanted)
-            if new == cur:
-                continue
-            renames.append((uid, filename, folder.info_for(new), sorted(new)))
-        if renames:
-            folder.index.begin()
-            try:
+        # Read, decide and rename inside one write transaction so two sessions changing flags at once
+        # cannot both start from the same old flags (the index's lock serialises our writers).
+        folder.index.begin()
+        try:
+            renames: list[tuple[int, str, str, list[str]]] = []
+            for uid in uids:
+                row = db.execute("SELECT filename, flags, modseq FROM msg WHERE uid=?", (uid,)).fetchone()
+                if row is None:
+                    continue
+                filename, cur_flags_j, modseq = row
+                if unchangedsince is not None and modseq > unchangedsince:
+                    modified.append(uid)
+                    continue
+                cur = set(flags_load(cur_flags_j))
+                if mode is StoreMode.ADD:
+                    new = cur | wanted
+                elif mode is StoreMode.REMOVE:
+                    new = cur - wanted
+                else:
+                    new = set(wanted)
+                if new == cur:
+                    continue
+                renames.append((uid, filename, folder.info_for(new), sorted(new)))
+            if renames:
                 modseq = folder.index.bump_modseq()
                 for uid, filename, info, new_flags in renames:
                     new_fn = self._rename(uid, filename, info)
@@ -337,10 +339,11 @@ class MaildirMailbox(Mailbox):
                         FlagState(uid, fs, frozenset(f for f in fs if not f.startswith("\\")), modseq,
                                   uid in self._recent)
                     )
-                folder.index.commit()
-            except BaseException:
-                folder.index.rollback()
-                raise
+            folder.index.commit()
+        except BaseException:
+            folder.index.rollback()
+            raise
+        if renames:
             folder._stamp = None
         return StoreResult(changed, modified)
 
