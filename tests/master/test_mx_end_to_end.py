@@ -139,3 +139,31 @@ def test_mail_flow_counters_reach_the_dashboard_table(master: Master) -> None:
 
     wait_for(lambda: {"received": 1, "delivered": 1, "rejected": 1}.items() <= counts().items(), 30,
              "counters flushed by the smtpd and qmgr workers")
+
+
+def test_smtp_delivery_is_read_over_imap_with_directory_logins(master: Master) -> None:
+    import imaplib
+
+    from imapclient import IMAPClient
+
+    with master.smtp() as s:
+        s.sendmail("alice@ext.example", ["bob@acme.example"], "Subject: over imap\r\n\r\nhello imap\r\n")
+    wait_for(master.maildir_files, 20, "delivery")
+    bad = imaplib.IMAP4("127.0.0.1", master.imap_port)
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        bad.login("bob@acme.example", "wrong")
+    bad.logout()
+    with IMAPClient("127.0.0.1", port=master.imap_port, ssl=False, timeout=30) as client:
+        client.login("BOB@acme.example", "secret")
+        assert client.select_folder("INBOX")[b"EXISTS"] == 1
+        uid = client.search("ALL")[0]
+        data = client.fetch([uid], ["ENVELOPE", "BODY[TEXT]"])[uid]
+        assert data[b"ENVELOPE"].subject == b"over imap"
+        assert data[b"BODY[TEXT]"] == b"hello imap\r\n"
+        assert {b"Sent", b"Drafts", b"Trash", b"Junk", b"Archive"} <= {f[2].encode() for f in client.list_folders()}
+        client.idle()
+        with master.smtp() as s:
+            s.sendmail("alice@ext.example", ["bob@acme.example"], "Subject: pushed\r\n\r\nx\r\n")
+        responses = client.idle_check(timeout=10)
+        client.idle_done()
+        assert (2, b"EXISTS") in responses

@@ -122,6 +122,15 @@ def _trusted_listener(address: str, networks: list[str]) -> bool:
     return any(ip in ipaddress.ip_network(n) for n in networks)
 
 
+def storage_with_special_use(account):  # noqa: ANN001, ANN201
+    """A user's storage, with Sent, Drafts, Trash, Junk and Archive created at the first login."""
+    from ..storage import open_storage
+
+    storage = open_storage(account.mail_root)
+    storage.ensure_special_use()
+    return storage
+
+
 async def run_imapd(ctx: WorkerContext) -> int:
     from ..imap.server import ImapServer
     from ..mailauth.login import DirectoryAuthenticator
@@ -134,8 +143,8 @@ async def run_imapd(ctx: WorkerContext) -> int:
     imaps = cfg["listen.imaps"]
     for sock, address in zip(ctx.sockets, ctx.spec.listen, strict=False):
         implicit = bool(imaps) and address == imaps and ctx.ssl_context is not None
-        server = ImapServer(auth, limits=limits, ssl_context=ctx.ssl_context, implicit_tls=implicit,
-                            trusted_networks=cfg["auth.trusted_networks"])
+        server = ImapServer(auth, storage_with_special_use, limits=limits, ssl_context=ctx.ssl_context,
+                            implicit_tls=implicit, trusted_networks=cfg["auth.trusted_networks"])
         await server.start(sock=sock)
         servers.append(server)
 
