@@ -109,6 +109,12 @@ def init(root: Path) -> list[str]:
     from .db import connect_and_migrate
 
     connect_and_migrate(cfg).dispose()
+    try:  # the reply-token key, created now so the service user owns it after the chown below
+        from .replies.tokens import load_secret
+
+        load_secret(root)
+    except ImportError:
+        pass
     if os.geteuid() == 0:
         from .master.privileges import chown_tree, ensure_system_user
 

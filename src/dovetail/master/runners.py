@@ -45,6 +45,34 @@ def flow_counters(rt: Runtime):  # noqa: ANN201
     return counters.record
 
 
+class RepliesHandOver:
+    """Wraps the Maildir agent: each message it delivered to a reply inbox goes to the replies pipeline.
+
+    The file is found by its deterministic name (queue id and recipient index), so the delivery code
+    needs no knowledge of the replies engine.
+    """
+
+    def __init__(self, inner, resolver, hand_over) -> None:  # noqa: ANN001
+        self.inner, self.resolver, self.hand_over = inner, resolver, hand_over
+
+    async def deliver(self, message, recipients):  # noqa: ANN001, ANN201
+        results = await self.inner.deliver(message, recipients)
+        sent = [r.recipient for r in results if r.status == "sent"]
+        if sent:
+            await asyncio.to_thread(self._hand_over, message, sent)
+        return results
+
+    def _hand_over(self, message, recipients) -> None:  # noqa: ANN001
+        from ..delivery.maildir import delivery_name, find_delivered
+
+        for rcpt in recipients:
+            base = delivery_name(message.envelope.arrival, message.queue_id, rcpt.index)
+            for target in self.resolver.resolve(rcpt.address).mailboxes:
+                path = find_delivered(target.maildir, base)
+                if path is not None:
+                    self.hand_over(target.tenant, target.address, path)
+
+
 class CountingAgent:
     """Wraps a delivery agent to count delivered/deferred/bounced recipients for the dashboard."""
 
@@ -169,6 +197,12 @@ async def run_qmgr(ctx: WorkerContext) -> int:
                        max_concurrent_deliveries=cfg["queue.delivery_concurrency"], hostname=cfg.hostname)
 
     record = flow_counters(rt)
+    try:
+        from ..replies.hooks import local_delivery
+
+        local = RepliesHandOver(local, rt.resolver, local_delivery(rt.engine, cfg))
+    except ImportError:
+        pass
     agents = {"virtual": CountingAgent(local, record)}
     outbound = _outbound_agent(cfg, rt)
     if outbound is not None:
@@ -239,11 +273,19 @@ async def run_web(ctx: WorkerContext) -> int:
     return await supervise_listeners(ctx, [_Counts()], stop_all)
 
 
+async def run_replies(ctx: WorkerContext) -> int:
+    """IMAP sources of reply inboxes hosted elsewhere, and the durable webhook dispatcher."""
+    from ..replies.runner import run_replies as run
+
+    return await run(ctx.cfg, ctx.stop)
+
+
 RUNNERS: dict[str, Runner] = {"smtpd": run_smtpd, "submission": run_submission, "imapd": run_imapd,
-                              "qmgr": run_qmgr, "web": run_web}
+                              "qmgr": run_qmgr, "web": run_web, "replies": run_replies}
 
 _MODULES = {"smtpd": "dovetail.smtp.server", "submission": "dovetail.outbound.submission",
-            "imapd": "dovetail.imap.server", "qmgr": "dovetail.queue.manager", "web": "dovetail.web.app"}
+            "imapd": "dovetail.imap.server", "qmgr": "dovetail.queue.manager", "web": "dovetail.web.app",
+            "replies": "dovetail.replies.runner"}
 
 
 def available(name: str) -> bool:

@@ -167,7 +167,8 @@ class SendService:
         if refused:
             raise SendError(429, refused.message)
         message_id = new_message_id(domain)
-        token = new_token()
+        minted = getattr(self.registry, "new_reply_token", None)
+        token = minted(tenant) if minted is not None else new_token()  # tamper-evident when replies run
         if req.track_replies:
             draft = dataclasses.replace(draft, reply_to=f"reply+{token}@{domain}")
         unsub: list[str] = []
@@ -188,9 +189,10 @@ class SendService:
         qid = self.queue.inject(env, data)
         log.info(f"message-id={message_id}, from=<{sender}>, nrcpt={len(keep)}, api", qid=qid)
         if self.registry is not None:
+            extra_fields = {"subject": req.draft.subject or ""} if minted else {}
             self.registry.register_outbound(tenant=tenant, message_id=message_id, sender=sender, recipients=keep,
                                             campaign=req.campaign, contact=req.contact, tags=list(req.tags),
-                                            reply_token=token)
+                                            reply_token=token, **extra_fields)
         return SendResult(message_id, qid, keep, suppressed, token)
 
     def send_batch(self, tenant: str, req: SendRequest, recipients: list[tuple[str, dict[str, str]]],

@@ -11,9 +11,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
+from dovetail.directory.schema import tenants
 from dovetail.web.deps import Scope, get_scope
 from dovetail.web.problems import Problem
 
@@ -32,16 +34,20 @@ def get_service(request: Request) -> RepliesService:
     return extra["replies"]
 
 
-def tenant_of(scope: Scope = Depends(get_scope),
+def tenant_of(request: Request, scope: Scope = Depends(get_scope),
               tenant: str | None = Query(None, max_length=64, description="tenant (admin callers only)")) -> str:
-    """The tenant a request works in."""
+    """The tenant a request works in (an admin names it; it must exist)."""
     if not scope.is_admin:
         if tenant is not None and tenant.strip().lower() != scope.tenant:
             raise Problem(404, "Not Found", "no such tenant")
         return scope.tenant or ""
     if not tenant:
         raise Problem(422, "Unprocessable Content", "admin callers name the tenant with ?tenant=")
-    return tenant.strip().lower()
+    name = tenant.strip().lower()
+    with request.app.state.engine.connect() as conn:
+        if conn.execute(sa.select(tenants.c.id).where(tenants.c.name == name)).first() is None:
+            raise Problem(404, "Not Found", "no such tenant")
+    return name
 
 
 def _refused(exc: RegistryError) -> Problem:
@@ -167,6 +173,8 @@ def list_threads(campaign_id: int | None = None, contact: str | None = Query(Non
 @router.get("/threads/{thread_id}/replies")
 def thread_replies(thread_id: int, tenant: str = Depends(tenant_of),
                    svc: RepliesService = Depends(get_service)) -> dict[str, Any]:
+    if not svc.queries.thread_exists(tenant, thread_id):
+        raise Problem(404, "Not Found", "no such thread")
     return {"items": svc.queries.replies(tenant, thread_id=thread_id, limit=1000)}
 
 

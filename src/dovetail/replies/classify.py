@@ -51,7 +51,8 @@ _CHALLENGE = re.compile(
     re.I,
 )
 _UNSUB_LINE = re.compile(
-    r"^\W*(unsubscribe|stop|stopp|remove( me)?|opt[- ]?out|take me off( (your|the) list)?|"
+    r"^\W*(?:(?:please|por favor|bitte|s'il vous pla[iî]t|alstublieft|graag|per favore)[,\s]+)?"
+    r"(unsubscribe|stop|stopp|remove( me)?|opt[- ]?out|take me off( (your|the) list)?|"
     r"(please )?(unsubscribe|remove) me( from (your|this|the|all)( mailing| e-?mail)? (list|lists|emails))?|"
     r"don'?t (e-?mail|contact) me( again| anymore)?|"
     r"abmelden|austragen|bitte (abmelden|austragen|entfernen)|d[ée]sinscri(re|ption|vez[- ]moi)|"

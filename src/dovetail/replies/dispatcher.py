@@ -77,18 +77,23 @@ class Dispatcher:
             if not batch:
                 return total
             total += len(batch)
-            await asyncio.gather(*(self._post(d) for d in batch))
+            outcomes = await asyncio.gather(*(self._post(d) for d in batch))
+            statuses = await asyncio.to_thread(self.outbox.record_many, outcomes, now=self.clock(),
+                                               schedule=self.schedule)
+            for (delivery, status, error), outcome in zip(outcomes, statuses, strict=True):
+                log.info("webhook", event_id=delivery["event_id"], url=delivery["url"], status=status or error,
+                         outcome=outcome, attempt=delivery["attempts"] + 1)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set, sleeping until the next due delivery or a wake-up."""
         self._wake = asyncio.Event()
         async with self:
             while not stop.is_set():
+                self._wake.clear()  # before looking: a wake-up during run_once is kept for the next round
                 try:
                     await self.run_once()
                 except Exception as exc:  # noqa: BLE001 - the database may be briefly away; keep going
                     log.warning("webhook dispatcher error", error=str(exc))
-                self._wake.clear()
                 waiter = asyncio.ensure_future(self._wake.wait())
                 stopper = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({waiter, stopper}, timeout=self.poll_interval,
@@ -96,15 +101,14 @@ class Dispatcher:
                 waiter.cancel()
                 stopper.cancel()
 
-    async def _post(self, delivery: dict[str, Any]) -> None:
+    async def _post(self, delivery: dict[str, Any]) -> tuple[dict[str, Any], int | None, str | None]:
         assert self._client is not None
         body = delivery["payload"].encode()
-        event_id = delivery["event_id"]
         status: int | None = None
         error: str | None = None
         async with self._sem:
             # Signed with the wall clock: receivers compare it with theirs (the injected clock only schedules).
-            headers = signing.signed_headers(delivery["secret"], event_id, int(time.time()), body)
+            headers = signing.signed_headers(delivery["secret"], delivery["event_id"], int(time.time()), body)
             try:
                 response = await self._client.post(delivery["url"], content=body, headers=headers)
                 status = response.status_code
@@ -112,8 +116,4 @@ class Dispatcher:
                     error = response.text[:MAX_RESPONSE_ERROR]
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"[:MAX_RESPONSE_ERROR]
-        outcome = await asyncio.to_thread(self.outbox.record, delivery, now=self.clock(), status_code=status,
-                                          error=error, schedule=self.schedule)
-        log.info("webhook", event_id=event_id, url=delivery["url"], status=status or error, outcome=outcome,
-                 attempt=delivery["attempts"] + 1)
-
+        return delivery, status, error

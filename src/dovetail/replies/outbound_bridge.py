@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from dovetail.log import get_logger
 
+from . import tokens
 from .pipeline import add_suppression
 from .registry import RegistryError, tenant_id
 from .schema import suppressions
@@ -27,16 +28,29 @@ class OutboundBridge:
     def __init__(self, service: RepliesService) -> None:
         self.service = service
 
+    def new_reply_token(self, tenant: str) -> str:
+        """A tamper-evident (HMAC) token for ``reply+<token>@``, bound to the tenant."""
+        return self.service.registry.new_reply_token(tenant)
+
     def register_outbound(self, *, tenant: str, message_id: str, sender: str, recipients: list[str],
                           campaign: str | None, contact: str | None, tags: list[str],
                           reply_token: str | None, subject: str = "") -> None:
+        ours = reply_token is not None and tokens.verify_token(
+            self.service.registry.secret, self._tenant_id(tenant), reply_token.strip().lower())
         for rcpt in recipients[:1000]:
             try:
                 self.service.registry.register_outbound(
                     tenant, campaign, message_id=message_id, recipient=rcpt, contact=contact, subject=subject,
-                    reply_token=reply_token, foreign_token=True)
+                    reply_token=reply_token, foreign_token=not ours)
             except RegistryError as exc:
                 log.warning("not registered", tenant=tenant, message_id=message_id, rcpt=rcpt, error=str(exc))
+
+    def _tenant_id(self, tenant: str) -> int:
+        try:
+            with self.service.engine.connect() as conn:
+                return tenant_id(conn, tenant)
+        except RegistryError:
+            return -1
 
     def outbound_events(self, events: list[Any]) -> None:
         for ev in events:

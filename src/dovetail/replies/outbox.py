@@ -10,6 +10,7 @@ asks), or ``dead`` after the last try.
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -140,22 +141,20 @@ class Outbox:
 
     def _claim_due(self, now: float, limit: int, lease: float) -> list[dict[str, Any]]:
         enabled = sa.select(webhook_endpoints.c.id).where(webhook_endpoints.c.enabled.is_(True))
-        q = (sa.select(webhook_deliveries.c.id).where(
+        free = sa.or_(webhook_deliveries.c.locked_until.is_(None), webhook_deliveries.c.locked_until < now)
+        due = (sa.select(webhook_deliveries.c.id).where(
             webhook_deliveries.c.status == PENDING, webhook_deliveries.c.next_attempt_at <= now,
-            webhook_deliveries.c.endpoint_id.in_(enabled),
-            sa.or_(webhook_deliveries.c.locked_until.is_(None), webhook_deliveries.c.locked_until < now))
+            webhook_deliveries.c.endpoint_id.in_(enabled), free)
             .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id).limit(limit))
-        claimed: list[int] = []
+        # A lease value of our own marks the rows this claim won (another dispatcher's differs).
+        mark = now + lease + random.random() / 1000
         with self.engine.begin() as conn:
-            for did in conn.execute(q).scalars().all():
-                done = conn.execute(webhook_deliveries.update().where(
-                    webhook_deliveries.c.id == did, webhook_deliveries.c.status == PENDING,
-                    sa.or_(webhook_deliveries.c.locked_until.is_(None), webhook_deliveries.c.locked_until < now))
-                    .values(locked_until=now + lease))
-                if done.rowcount:
-                    claimed.append(did)
-            if not claimed:
+            ids = conn.execute(due).scalars().all()
+            if not ids:
                 return []
+            conn.execute(webhook_deliveries.update().where(
+                webhook_deliveries.c.id.in_(ids), webhook_deliveries.c.status == PENDING, free)
+                .values(locked_until=mark))
             rows = conn.execute(
                 sa.select(webhook_deliveries.c.id, webhook_deliveries.c.attempts, webhook_deliveries.c.event_id,
                           webhook_deliveries.c.endpoint_id, webhook_deliveries.c.created_at,
@@ -163,7 +162,8 @@ class Outbox:
                           events.c.payload)
                 .join(webhook_endpoints, webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id)
                 .join(events, events.c.id == webhook_deliveries.c.event_id)
-                .where(webhook_deliveries.c.id.in_(claimed)).order_by(webhook_deliveries.c.id)).all()
+                .where(webhook_deliveries.c.id.in_(ids), webhook_deliveries.c.locked_until == mark)
+                .order_by(webhook_deliveries.c.id)).all()
         return [dict(r._mapping) for r in rows]
 
     def next_due(self) -> float | None:
@@ -174,29 +174,38 @@ class Outbox:
     def record(self, delivery: dict[str, Any], *, now: float, status_code: int | None, error: str | None,
                schedule: RetrySchedule) -> str:
         """Store one attempt's outcome; returns the delivery's new status."""
-        return retry(lambda: self._record(delivery, now, status_code, error, schedule))
+        return self.record_many([(delivery, status_code, error)], now=now, schedule=schedule)[0]
 
-    def _record(self, delivery: dict[str, Any], now: float, status_code: int | None, error: str | None,
-                schedule: RetrySchedule) -> str:
-        attempts = delivery["attempts"] + 1
-        values: dict[str, Any] = {"attempts": attempts, "last_attempt_at": now, "last_status": status_code,
-                                  "last_error": (error or "")[:2000] or None, "locked_until": None}
-        if status_code is not None and 200 <= status_code < 300:
-            values["status"] = DELIVERED
-        elif status_code == 410:
-            values["status"] = GONE
-        else:
-            delay = schedule.after(attempts)
-            if delay is None:
-                values["status"] = DEAD
-            else:
-                values["next_attempt_at"] = now + delay
+    def record_many(self, outcomes: list[tuple[dict[str, Any], int | None, str | None]], *, now: float,
+                    schedule: RetrySchedule) -> list[str]:
+        """Store the outcomes of a batch of attempts in one transaction (one commit, not one per post)."""
+        return retry(lambda: self._record_many(outcomes, now, schedule))
+
+    def _record_many(self, outcomes: list[tuple[dict[str, Any], int | None, str | None]], now: float,
+                     schedule: RetrySchedule) -> list[str]:
+        statuses = []
         with self.engine.begin() as conn:
-            conn.execute(webhook_deliveries.update().where(webhook_deliveries.c.id == delivery["id"]).values(**values))
-            if values.get("status") == GONE:
-                conn.execute(webhook_endpoints.update().where(webhook_endpoints.c.id == delivery["endpoint_id"])
-                             .values(enabled=False))
-        return values.get("status", PENDING)
+            for delivery, status_code, error in outcomes:
+                attempts = delivery["attempts"] + 1
+                values: dict[str, Any] = {"attempts": attempts, "last_attempt_at": now, "last_status": status_code,
+                                          "last_error": (error or "")[:2000] or None, "locked_until": None}
+                if status_code is not None and 200 <= status_code < 300:
+                    values["status"] = DELIVERED
+                elif status_code == 410:
+                    values["status"] = GONE
+                else:
+                    delay = schedule.after(attempts)
+                    if delay is None:
+                        values["status"] = DEAD
+                    else:
+                        values["next_attempt_at"] = now + delay
+                conn.execute(webhook_deliveries.update().where(webhook_deliveries.c.id == delivery["id"])
+                             .values(**values))
+                if values.get("status") == GONE:
+                    conn.execute(webhook_endpoints.update().where(webhook_endpoints.c.id == delivery["endpoint_id"])
+                                 .values(enabled=False))
+                statuses.append(values.get("status", PENDING))
+        return statuses
 
     # --- operator views -----------------------------------------------------------------------------
 

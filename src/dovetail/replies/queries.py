@@ -49,6 +49,13 @@ class Queries:
             rows = conn.execute(q.order_by(threads.c.id.desc()).limit(min(limit, MAX_LIMIT)).offset(offset))
             return [{k: _iso(v) for k, v in r._mapping.items() if k != "tenant_id"} for r in rows]
 
+    def thread_exists(self, tenant: str | int, thread_id: int) -> bool:
+        """Whether the thread exists and belongs to ``tenant`` (the tenant wall for ``/threads/{id}``)."""
+        with self.engine.connect() as conn:
+            tid = tenant_id(conn, tenant)
+            return conn.execute(sa.select(threads.c.id).where(threads.c.id == thread_id,
+                                                              threads.c.tenant_id == tid)).first() is not None
+
     def replies(self, tenant: str | int, *, campaign_id: int | None = None, thread_id: int | None = None,
                 kind: str | None = None, q: str | None = None, limit: int = 100, offset: int = 0
                 ) -> list[dict[str, Any]]:

@@ -161,7 +161,8 @@ class ImapSource:
                     await asyncio.to_thread(self.service.process_message, raw, source)
                     done += 1
                     self.processed += 1
-                await asyncio.to_thread(self.accounts.save_checkpoint, a.id, a.folder, selected.uidvalidity, uid)
+            # Once per batch: a crash inside a batch re-reads it, and the pipeline's keys drop the repeats.
+            await asyncio.to_thread(self.accounts.save_checkpoint, a.id, a.folder, selected.uidvalidity, batch[-1])
         if self.on_synced is not None:
             self.on_synced(done)
         return done

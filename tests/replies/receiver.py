@@ -1,0 +1,75 @@
+"""A real HTTP webhook receiver for tests: ``http.server`` in a thread, verifying every request."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from dovetail.replies.signing import WebhookVerificationError, verify
+
+
+class Receiver:
+    def __init__(self, secret: str | None = None, port: int = 0) -> None:
+        self.secret = secret
+        self.port = port
+        self.status = 200
+        self.received: list[dict[str, Any]] = []  # verified payloads, in arrival order
+        self.arrival: list[float] = []  # time.monotonic() of each, for latency measurements
+        self.rejected: list[str] = []
+        self.headers: list[dict[str, str]] = []
+        self.cond = threading.Condition()
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def start(self) -> Receiver:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                headers = {k: v for k, v in self.headers.items()}
+                status = outer.status
+                with outer.cond:
+                    outer.headers.append(headers)
+                    try:
+                        payload = verify(outer.secret or "", headers, body)
+                    except WebhookVerificationError as exc:
+                        outer.rejected.append(str(exc))
+                        status = 400
+                    else:
+                        if status < 300:
+                            outer.received.append(payload)
+                            outer.arrival.append(time.monotonic())
+                    outer.cond.notify_all()
+                self.send_response(status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # the default 5 drops connections a concurrent dispatcher opens
+            daemon_threads = True
+
+        self._server = Server(("127.0.0.1", self.port), Handler)
+        self._server.allow_reuse_address = True
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        with self.cond:
+            self.cond.wait_for(lambda: len(self.received) >= count, timeout=timeout)
+            return list(self.received)
