@@ -141,6 +141,108 @@ def replies_list(ctx: typer.Context, tenant: TenantOpt,
                 for r in rows])
 
 
+inbox_app = typer.Typer(help="Mailboxes of ours whose deliveries go to the replies pipeline.",
+                        no_args_is_help=True)
+imap_app = typer.Typer(help="IMAP accounts elsewhere (Dovecot, a hosted mailbox) the engine follows.",
+                       no_args_is_help=True)
+replies_app.add_typer(inbox_app, name="inbox")
+replies_app.add_typer(imap_app, name="imap")
+
+
+def _hook(ctx: typer.Context):  # noqa: ANN202
+    from .sources.local import LocalHook
+
+    return LocalHook(_svc(ctx))
+
+
+@inbox_app.command("add")
+@_guard
+def inbox_add(ctx: typer.Context, tenant: TenantOpt, address: str, as_json: JsonOpt = False) -> None:
+    """Mark a mailbox as a reply inbox: each message delivered to it is threaded and classified."""
+    c: Context = ctx.obj
+    row = c.directory.mailbox_get(address)
+    if row is None or row["tenant"] != tenant.strip().lower():
+        fail(f"{address} is not a mailbox of tenant {tenant}")
+    _hook(ctx).mark(tenant, address)
+    emit_json({"tenant": tenant, "address": address}) if as_json else print(f"{address} is a reply inbox")
+
+
+@inbox_app.command("rm")
+@_guard
+def inbox_rm(ctx: typer.Context, tenant: TenantOpt, address: str) -> None:
+    """Stop handing a mailbox's deliveries to the replies pipeline."""
+    if not _hook(ctx).unmark(tenant, address):
+        fail(f"{address} is not a reply inbox of tenant {tenant}")
+    print(f"{address} is no longer a reply inbox")
+
+
+@inbox_app.command("list")
+@_guard
+def inbox_list(ctx: typer.Context, tenant: TenantOpt, as_json: JsonOpt = False) -> None:
+    """A tenant's reply inboxes."""
+    rows = _hook(ctx).inboxes(tenant)
+    emit_json(rows) if as_json else print("\n".join(rows) or "no reply inboxes")
+
+
+@imap_app.command("add")
+@_guard
+def imap_add(ctx: typer.Context, tenant: TenantOpt, name: str,
+             host: Annotated[str, typer.Option("--host")],
+             username: Annotated[str, typer.Option("--user")],
+             port: Annotated[int, typer.Option("--port")] = 993,
+             tls: Annotated[str, typer.Option("--tls", help="implicit | starttls | none")] = "implicit",
+             folder: Annotated[str, typer.Option("--folder")] = "INBOX", as_json: JsonOpt = False) -> None:
+    """Follow an IMAP account (password on standard input): its new mail goes through the replies pipeline."""
+    import sys
+
+    from .sources.imap import ImapAccounts
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        fail("give the password on standard input")
+    acct = ImapAccounts(_svc(ctx).engine).add(tenant, name, host=host, port=port, tls=tls, username=username,
+                                               password=password, folder=folder)
+    emit_json({"id": acct.id, "name": name}) if as_json else print(f"IMAP account {name} added ({host}:{port})")
+
+
+@imap_app.command("list")
+@_guard
+def imap_list(ctx: typer.Context, tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None,
+              as_json: JsonOpt = False) -> None:
+    """IMAP accounts the engine follows."""
+    from .sources.imap import ImapAccounts
+
+    rows = [{"id": a.id, "tenant": a.tenant, "name": a.name, "host": a.host, "port": a.port, "tls": a.tls,
+             "user": a.username, "folder": a.folder} for a in ImapAccounts(_svc(ctx).engine).list(tenant)]
+    if as_json:
+        emit_json(rows)
+        return
+    emit_table(["id", "tenant", "name", "server", "tls", "user", "folder"],
+               [[r["id"], r["tenant"], r["name"], f"{r['host']}:{r['port']}", r["tls"], r["user"], r["folder"]]
+                for r in rows])
+
+
+@campaigns_app.command("add")
+@_guard
+def campaigns_add(ctx: typer.Context, tenant: TenantOpt, name: str,
+                  window_days: Annotated[int, typer.Option("--window-days")] = 60, as_json: JsonOpt = False) -> None:
+    """Create a campaign (replies within its window may thread by contact and subject)."""
+    camp = _svc(ctx).registry.create_campaign(tenant, name, window_days=window_days)
+    emit_json({"id": camp.id, "name": name}) if as_json else print(f"campaign {camp.id} {name} created")
+
+
+@campaigns_app.command("register")
+@_guard
+def campaigns_register(ctx: typer.Context, tenant: TenantOpt, campaign: str,
+                       message_id: Annotated[str, typer.Option("--message-id")],
+                       recipient: Annotated[str, typer.Option("--recipient")],
+                       subject: Annotated[str, typer.Option("--subject")] = "", as_json: JsonOpt = False) -> None:
+    """Register a message sent elsewhere, so replies to it thread to the campaign."""
+    ob = _svc(ctx).registry.register_outbound(tenant, campaign, message_id=message_id, recipient=recipient,
+                                              subject=subject)
+    emit_json(ob.as_dict()) if as_json else print(f"message {ob.message_id} registered, reply token {ob.reply_token}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(webhooks_app, name="webhooks")
     app.add_typer(campaigns_app, name="campaigns")
