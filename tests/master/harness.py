@@ -85,12 +85,12 @@ class Master:
             assert out.returncode == 0, out.stderr
         return cls(data)
 
-    def start(self, *extra: str) -> None:
+    def start(self, *extra: str, env: dict[str, str] | None = None) -> None:
         self.logfile = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [*DOVETAIL, "--data-dir", str(self.data_dir), "serve", "--smtp", f"127.0.0.1:{self.smtp_port}",
              "--imap", f"127.0.0.1:{self.imap_port}", "--submission", "", "--http", "", *extra],
-            stdout=self.logfile, stderr=subprocess.STDOUT)
+            stdout=self.logfile, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         self.wait_ready()
 
     def status(self) -> dict[str, Any]:

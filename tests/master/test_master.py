@@ -245,3 +245,21 @@ def test_workers_run_as_the_unprivileged_user(master: Master) -> None:
         s.sendmail("alice@ext.example", ["bob@acme.example"], MSG.format(subject="owned", body="x"))
     wait_for(master.maildir_files, 20, "delivery")
     assert master.maildir_files()[0].stat().st_uid == uid
+
+
+def test_readiness_and_stopping_are_notified_to_systemd(tmp_path: Path) -> None:
+    m = Master.create(tmp_path)
+    path = m.data_dir.parent / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(30)
+    try:
+        m.start(env={"NOTIFY_SOCKET": str(path)})
+        assert sock.recv(100) == b"READY=1"
+        m.signal(signal.SIGTERM)
+        assert sock.recv(100) == b"STOPPING=1"
+        assert m.proc is not None and m.proc.wait(timeout=40) == 0
+    finally:
+        sock.close()
+        m.stop()
+        m.cleanup()
