@@ -238,3 +238,17 @@ def test_repeated_attempt_after_a_crash_writes_no_second_copy(tmp_path: Path) ->
     msg.envelope.attempts = 1
     deliver(agent, msg)
     assert [(len(files(box)), len(files(box, "cur"))) for box in boxes] == [(0, 1), (0, 1)]
+
+
+def test_find_delivered_finds_recent_and_moved_copies(tmp_path: Path) -> None:
+    from dovetail.delivery.maildir import delivery_name, find_delivered, write_message
+
+    box = tmp_path / "box"
+    base = delivery_name(1700000000.0, "QID123", 0)
+    path = write_message(box, [b"Subject: x\n\nbody\n"], base)
+    assert find_delivered(box, base) == path
+    moved = box / "cur" / (path.name + ":2,S")
+    os.rename(path, moved)
+    assert find_delivered(box, base) == moved
+    os.unlink(moved)
+    assert find_delivered(box, base) is None

@@ -90,8 +90,26 @@ class AlreadyDelivered(Exception):
         self.path = path
 
 
+_written: dict[tuple[str, str], Path] = {}  # (maildir, base) -> new/ path of this process's recent deliveries
+_WRITTEN_KEPT = 4096
+
+
+def _remember(maildir: Path, base: str, final: Path) -> None:
+    if len(_written) >= _WRITTEN_KEPT:
+        with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+            del _written[next(iter(_written))]
+    _written[(str(maildir), base)] = final
+
+
 def find_delivered(maildir: Path, base: str) -> Path | None:
-    """An earlier copy named ``base`` in ``new/`` or (moved there by a reader) ``cur/``."""
+    """An earlier copy named ``base`` in ``new/`` or (moved there by a reader) ``cur/``.
+
+    A copy this process delivered recently is found with one ``stat``, not a scan of the folder,
+    so looking up a fresh delivery costs the same in a mailbox of ten messages or of a million.
+    """
+    known = _written.get((str(maildir), base))
+    if known is not None and os.path.lexists(known):
+        return known
     for sub in ("new", "cur"):
         with contextlib.suppress(FileNotFoundError), os.scandir(maildir / sub) as it:
             for entry in it:
@@ -142,6 +160,7 @@ def write_message(maildir: Path, chunks: Iterable[bytes], base: str | None = Non
             os.unlink(tmp)
         raise
     os.unlink(tmp)
+    _remember(maildir, base, final)
     dfd = os.open(maildir / "new", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dfd)

@@ -2,8 +2,10 @@
 
 Postfix's order of checks: an address in one of our domains must resolve (else ``550 5.1.1``); any
 other domain is relaying, refused without authentication (``554 5.7.1``) — never an open relay; a
-mailbox over quota answers ``452 4.2.2`` (or ``552 5.2.2`` when configured). The message goes to
-the queue as it streams in and ``250`` is sent only after the queue says it is durable.
+mailbox over quota answers ``452 4.2.2`` (or ``552 5.2.2`` when configured). A message up to
+``SPOOL_BYTES`` is held in memory and written, fsynced and committed in one thread call; a larger
+one streams to its queue file from the first overflowing chunk on. ``250`` is sent only after the
+queue says it is durable.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from ..queue import Queue, QueueRecipient, QueueWriter
 from ..smtp.backend import Envelope, MessageSink, SessionInfo
 from ..smtp.events import MailParams, RcptParams
 from ..smtp.reply import Reply
+
+SPOOL_BYTES = 256 * 1024  # a message up to this size is held in memory and written in one go at commit
 
 
 def _no_record(counter: str) -> None:
@@ -102,7 +106,7 @@ class MxBackend:
     async def open_message(self, session: SessionInfo, envelope: Envelope) -> MessageSink:
         qenv = to_queue_envelope(session, envelope)
         qenv.recipients = await self._expand_forwards(qenv.recipients)
-        writer = await self.queue.aopen_incoming(qenv)
+        writer = await self.queue.aopen_incoming(qenv, spool=SPOOL_BYTES)
         return QueueSink(writer, self.record)
 
     async def _expand_forwards(self, recipients: list[QueueRecipient]) -> list[QueueRecipient]:

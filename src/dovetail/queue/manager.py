@@ -211,15 +211,8 @@ class QueueManager:
 
     async def _process(self, qid: str, state: str) -> None:
         try:
-            if not await asyncio.to_thread(self.queue.move, qid, state, "active"):
-                return
-            try:
-                msg = await asyncio.to_thread(QueuedMessage, qid, self.queue.path("active", qid))
-            except FileNotFoundError:
-                return
-            except CorruptQueueFile as exc:
-                log.warning(f"corrupt queue file, moved to corrupt queue: {exc}", qid=qid)
-                await asyncio.to_thread(self.queue.move, qid, "active", "corrupt")
+            msg = await asyncio.to_thread(self._activate, qid, state)
+            if msg is None:
                 return
             try:
                 await self._handle(msg)
@@ -231,6 +224,19 @@ class QueueManager:
                 await asyncio.to_thread(self._defer_file, qid, time.time() + self.config.minimal_backoff)
         finally:
             self._known.discard(qid)
+
+    def _activate(self, qid: str, state: str) -> QueuedMessage | None:
+        """Move to ``active/`` and open, in one thread call; None when it is gone or corrupt."""
+        if not self.queue.move(qid, state, "active"):
+            return None
+        try:
+            return QueuedMessage(qid, self.queue.path("active", qid))
+        except FileNotFoundError:
+            return None
+        except CorruptQueueFile as exc:
+            log.warning(f"corrupt queue file, moved to corrupt queue: {exc}", qid=qid)
+            self.queue.move(qid, "active", "corrupt")
+            return None
 
     async def _handle(self, msg: QueuedMessage) -> None:
         env = msg.envelope
@@ -254,7 +260,7 @@ class QueueManager:
             else:
                 await self._defer(msg, now)
                 return
-        if await asyncio.to_thread(_unlink, self.queue.path("active", qid)):
+        if await asyncio.to_thread(self._remove, msg):
             log.info("removed", qid=qid)
 
     async def _deliver_all(self, msg: QueuedMessage, pending: list[QueueRecipient]) -> list[DeliveryResult]:
@@ -303,7 +309,10 @@ class QueueManager:
             # its first copy by name), which saves one fsync per message.
             pending = {r.index for r in msg.envelope.pending()}
             final = all(r.status == "sent" for r in results) and {r.index for r in rcpts} == pending
-            await asyncio.to_thread(msg.append_update, self._results_record(results), not final)
+            if final:
+                msg.append_update(self._results_record(results), sync=False)  # page cache only: no hop
+            else:
+                await asyncio.to_thread(msg.append_update, self._results_record(results))
         return results
 
     @staticmethod
@@ -377,6 +386,12 @@ class QueueManager:
         await asyncio.to_thread(msg.append_update, update)
         if await asyncio.to_thread(self._defer_file, msg.queue_id, due):
             heapq.heappush(self._deferred, (due, msg.queue_id))
+
+    def _remove(self, msg: QueuedMessage) -> bool:
+        """Close, then unlink, in a worker thread: freeing the inode happens at the last of the two,
+        and it writes to the file system journal, which must not stall the event loop."""
+        msg.close()
+        return _unlink(self.queue.path("active", msg.queue_id))
 
     def _defer_file(self, qid: str, due: float) -> bool:
         """active/ -> deferred/ with the next attempt time as mtime (set before the rename)."""

@@ -5,17 +5,16 @@ fsynced; only then does ``commit()`` return, so an SMTP server may answer 250. S
 renames between ``incoming/ active/ deferred/ hold/ corrupt/``, which is what makes the operator
 functions safe while a queue manager runs: each rename either happens whole or finds the file gone.
 
-The directory fsync is shared by concurrent commits when ``group_commit`` is on: a committer thread
-takes every commit that has renamed its file so far and covers them all with one fsync of
-``incoming/``. Each commit still waits until a fsync that started after its own rename completed.
-It is off by default because it measured no faster (``tests/queue/bench_commit.py``, 2 KB messages,
-1 to 100 concurrent committers on ext4: within noise of each other, about 1000-3600 commits/s for
-both): ext4's journal already merges concurrent fsyncs into one commit, and the hand-off to the
-committer thread costs about what the shared fsync saves. A file system without that batching may
-prefer ``group_commit=True``; both keep "250 only after stable storage".
+The directory fsync is shared by concurrent commits when ``group_commit`` is on
+(``dirsync.GroupFsync``): a commit that finds an fsync of ``incoming/`` running waits for it, then
+one waiting commit runs a single fsync covering all of them. Each commit still returns only after an
+fsync that began after its own rename has completed, so "250 only after stable storage" holds either
+way. The leader is one of the committing threads, not a separate committer thread, so a commit with
+no company costs exactly what it does without batching.
 
 Blocking work stays off the event loop: ``QueueWriter.awrite/acommit/aabort`` run the disk work in
-the default executor, and a group-committed ``acommit`` waits for its batch without holding a thread.
+the default executor. A writer opened with ``spool`` holds a small message in memory, and creates,
+writes, fsyncs and renames its file in the single thread call of ``acommit``.
 """
 
 from __future__ import annotations
@@ -27,11 +26,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from dovetail.log import get_logger
+from dovetail.queue.dirsync import GroupFsync
 from dovetail.queue.envelope import Envelope, QueueRecipient
 from dovetail.queue.ids import is_queue_id, new_queue_id
 from dovetail.queue.qfile import HEADER, CorruptQueueFile, QueuedMessage, encode_envelope, encode_header
@@ -44,76 +44,56 @@ TRIGGER_DEFERRED = b"F"
 STALE_TMP_SECONDS = 24 * 3600
 
 
-class _DirSyncer:
-    """fsync of one directory, either direct or batched by a committer thread."""
-
-    def __init__(self, path: Path, group: bool) -> None:
-        self._path = path
-        self._group = group
-        self._fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._cv = threading.Condition()
-        self._waiting: list[Future[None]] = []
-        self._thread: threading.Thread | None = None
-        self.fsyncs = 0
-
-    def request(self) -> Future[None]:
-        """A future that completes once a directory fsync begun after this call has finished."""
-        fut: Future[None] = Future()
-        if not self._group:
-            try:
-                os.fsync(self._fd)
-                self.fsyncs += 1
-                fut.set_result(None)
-            except OSError as exc:
-                fut.set_exception(exc)
-            return fut
-        with self._cv:
-            self._waiting.append(fut)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="queue-dirsync", daemon=True)
-                self._thread.start()
-            self._cv.notify()
-        return fut
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._waiting:
-                    self._cv.wait()
-                batch, self._waiting = self._waiting, []
-            try:
-                os.fsync(self._fd)
-                self.fsyncs += 1
-                error: OSError | None = None
-            except OSError as exc:
-                error = exc
-            for fut in batch:
-                if error is None:
-                    fut.set_result(None)
-                else:
-                    fut.set_exception(error)
-
-
 class QueueWriter:
     """One message being received. Not thread-safe; use from one thread or one task."""
 
-    def __init__(self, queue: Queue, envelope: Envelope) -> None:
+    def __init__(self, queue: Queue, envelope: Envelope, spool: int = 0) -> None:
         self._queue = queue
         self.queue_id = new_queue_id()
         self.envelope = envelope
         self._tmp = queue.root / "tmp" / f"{self.queue_id}.{os.getpid()}"
-        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        self._file = os.fdopen(fd, "wb", buffering=65536)
         self._env = encode_envelope(envelope)
-        self._file.write(encode_header(self._env))
-        self._file.write(self._env)
+        self._spool = spool
+        self._held: list[bytes] = []
+        self._file: BinaryIO | None = None
         self.size = 0
         self._done = False
+        if spool <= 0:
+            self._open_file()
+
+    def _open_file(self) -> None:
+        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._file = os.fdopen(fd, "wb", buffering=65536)
+        self._file.write(encode_header(self._env))
+        self._file.write(self._env)
+        held, self._held = self._held, []
+        for data in held:
+            self._file.write(data)
+
+    @property
+    def in_memory(self) -> bool:
+        """True while the message is only held in memory (no file yet); writes then need no thread."""
+        return self._file is None
+
+    def holds(self, more: int) -> bool:
+        """Whether ``more`` bytes would still fit in memory without creating the file."""
+        return self._file is None and self.size + more <= self._spool
 
     def write(self, data: bytes) -> None:
-        """Append message bytes (any chunk size; they are streamed to disk, not kept)."""
+        """Append message bytes: held in memory up to ``spool`` bytes, else streamed to disk."""
         if self._done:
             raise ValueError("writer is closed")
+        if self._file is None:
+            if self.size + len(data) <= self._spool:
+                self._held.append(bytes(data))
+                self.size += len(data)
+                return
+            try:
+                self._open_file()
+            except BaseException:
+                self._done = True
+                self._discard()
+                raise
         self._file.write(data)
         self.size += len(data)
 
@@ -122,6 +102,8 @@ class QueueWriter:
             raise ValueError("writer is closed")
         self._done = True
         try:
+            if self._file is None:
+                self._open_file()
             self._file.flush()
             os.pwrite(self._file.fileno(), encode_header(self._env, self.size), 0)
             os.fsync(self._file.fileno())
@@ -134,7 +116,7 @@ class QueueWriter:
     def commit(self) -> str:
         """Make the message durable in ``incoming/``; returns the queue id once it is on stable storage."""
         self._finish_file()
-        self._queue._incoming_sync.request().result()
+        self._queue._incoming_sync.sync()
         self._queue.wake(TRIGGER_INCOMING)
         return self.queue_id
 
@@ -145,25 +127,30 @@ class QueueWriter:
             self._discard()
 
     def _discard(self) -> None:
+        self._held = []
+        if self._file is None:
+            return
         with contextlib.suppress(OSError):
             self._file.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp)
 
     async def awrite(self, data: bytes) -> None:
-        await asyncio.to_thread(self.write, data)
+        """``write`` for asyncio callers; bytes that stay in memory cost no thread hop."""
+        if self.holds(len(data)) and not self._done:
+            self.write(data)
+        else:
+            await asyncio.to_thread(self.write, data)
 
     async def acommit(self) -> str:
-        """``commit`` for asyncio callers: file work in a thread, then await the shared dir fsync."""
-        if not self._queue.group_commit:
-            return await asyncio.to_thread(self.commit)
-        await asyncio.to_thread(self._finish_file)
-        await asyncio.wrap_future(self._queue._incoming_sync.request())
-        self._queue.wake(TRIGGER_INCOMING)
-        return self.queue_id
+        """``commit`` for asyncio callers: file creation, fsyncs and rename in one thread call."""
+        return await asyncio.to_thread(self.commit)
 
     async def aabort(self) -> None:
-        await asyncio.to_thread(self.abort)
+        if self._file is None:
+            self.abort()
+        else:
+            await asyncio.to_thread(self.abort)
 
 
 @dataclass
@@ -200,20 +187,26 @@ class Queue:
             with contextlib.suppress(FileExistsError):
                 os.mkfifo(self.trigger_path, 0o622)
         self.group_commit = group_commit
-        self._incoming_sync = _DirSyncer(self.root / "incoming", group_commit)
+        self._incoming_sync = GroupFsync(self.root / "incoming", group_commit)
         self._listeners: list[Callable[[bytes], None]] = []
         self._trigger_fd = -1
         self._trigger_lock = threading.Lock()
 
     # --- intake -------------------------------------------------------------------------------
 
-    def open_incoming(self, envelope: Envelope) -> QueueWriter:
-        """Start a message; its queue id is ``writer.queue_id`` from now on."""
+    def open_incoming(self, envelope: Envelope, spool: int = 0) -> QueueWriter:
+        """Start a message; its queue id is ``writer.queue_id`` from now on.
+
+        With ``spool`` > 0 the first ``spool`` bytes are held in memory and the file is created only
+        when they overflow or at commit, so a small message touches the disk once, in ``commit``.
+        """
         if not envelope.recipients:
             raise ValueError("a message needs at least one recipient")
-        return QueueWriter(self, envelope)
+        return QueueWriter(self, envelope, spool)
 
-    async def aopen_incoming(self, envelope: Envelope) -> QueueWriter:
+    async def aopen_incoming(self, envelope: Envelope, spool: int = 0) -> QueueWriter:
+        if spool > 0:
+            return self.open_incoming(envelope, spool)
         return await asyncio.to_thread(self.open_incoming, envelope)
 
     def inject(self, envelope: Envelope, message: bytes) -> str:
