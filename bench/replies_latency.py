@@ -1,12 +1,16 @@
 """Replies latency: time from the MX's SMTP ``250`` to the signed webhook arriving, at a steady rate.
 
-    .venv/bin/python bench/replies_latency.py [--rate 100] [--seconds 10] [--connections 4]
+    /work/venv-sys/bin/python bench/replies_latency.py --via master [--rate 100] [--seconds 10]
+    .venv/bin/python bench/replies_latency.py --via stack [--rate 100] [--seconds 10] [--connections 4]
 
-One process runs Dovetail's MX, queue manager, Maildir delivery, IMAP server and the replies
-engine (following the reply inbox over IMAP with IDLE) on SQLite, exactly as tests/replies/stack.py
-wires them; a local HTTP receiver verifies each signed webhook. Replies are sent over persistent
-SMTP connections at the given rate; the latency of each reply is taken from the moment smtplib's
-``sendmail`` returned (the ``250`` to DATA) to the moment the receiver verified its webhook.
+``--via master`` (the deployment path): a real ``dovetail serve`` master; the reply inbox is a local
+mailbox, so the queue manager hands each delivered reply to the pipeline, and the replies service's
+dispatcher posts the webhook. As root its workers drop privileges, so run it with a system-wide Python.
+``--via stack``: one process runs the MX, queue manager, delivery, IMAP server and the replies engine
+following the inbox over IMAP with IDLE (tests/replies/stack.py), which measures the IMAP source.
+A local HTTP receiver verifies each signed webhook. Replies are sent over persistent SMTP connections
+at the given rate; the latency of each reply is taken from the moment smtplib's ``sendmail`` returned
+(the ``250`` to DATA) to the moment the receiver verified its webhook.
 """
 
 from __future__ import annotations
@@ -37,9 +41,12 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=100.0, help="replies per second")
     ap.add_argument("--seconds", type=float, default=10.0, help="how long to send")
     ap.add_argument("--connections", type=int, default=4, help="parallel SMTP connections")
+    ap.add_argument("--via", choices=("master", "stack"), default="master")
     args = ap.parse_args()
     configure("warning")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.via == "master":
+        return via_master(args)
 
     root = Path(tempfile.mkdtemp(prefix="dovetail-bench-replies-"))
     engine = make_engine(f"sqlite:///{root / 'dovetail.db'}")
@@ -53,30 +60,75 @@ def main() -> int:
     receiver.secret = stack.service.outbox.add_endpoint("acme", receiver.url)["secret"]
     stack.start()
     total = int(args.rate * args.seconds)
+    sender = paced_sender(stack.smtp_port, INBOX, total, args, accepted)
+    sent_for = send_all(sender, args.connections)
+    receiver.wait_for(total, timeout=max(60.0, args.seconds * 3))
+    stack.stop()
+    receiver.stop()
+    return report(receiver, accepted, total, sent_for, args)
+
+
+def send_all(sender, connections: int) -> float:  # noqa: ANN001
+    t0 = time.monotonic()
+    senders = [threading.Thread(target=sender, args=(k,)) for k in range(connections)]
+    for t in senders:
+        t.start()
+    for t in senders:
+        t.join()
+    return time.monotonic() - t0
+
+
+def paced_sender(port: int, inbox: str, total: int, args: argparse.Namespace, accepted: dict[str, float]):  # noqa: ANN201
     interval = args.connections / args.rate
 
     def sender(k: int) -> None:
-        with smtplib.SMTP("127.0.0.1", stack.smtp_port, timeout=30) as smtp:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
             start = time.monotonic()
             for i, n in enumerate(range(k, total, args.connections)):
                 delay = start + i * interval - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)  # pacing the offered load, not synchronisation
                 mid = f"bench{n}@client.example"
-                smtp.sendmail("anna@client.example", [INBOX],
-                              reply(to=INBOX, in_reply_to="<bench@acme.example>", message_id=f"<{mid}>"))
+                smtp.sendmail("anna@client.example", [inbox],
+                              reply(to=inbox, in_reply_to="<bench@acme.example>", message_id=f"<{mid}>"))
                 accepted[mid] = time.monotonic()
 
-    t0 = time.monotonic()
-    senders = [threading.Thread(target=sender, args=(k,)) for k in range(args.connections)]
-    for t in senders:
-        t.start()
-    for t in senders:
-        t.join()
-    sent_for = time.monotonic() - t0
-    receiver.wait_for(total, timeout=max(60.0, args.seconds * 3))
-    stack.stop()
-    receiver.stop()
+    return sender
+
+
+def via_master(args: argparse.Namespace) -> int:
+    import json
+
+    from tests.master.harness import Master, cli
+
+    m = Master.create(Path(tempfile.mkdtemp(prefix="dovetail-bench-replies-")))
+    inbox = "bob@acme.example"
+    for argv in (["campaigns", "add", "--tenant", "acme", "bench"],
+                 ["campaigns", "register", "--tenant", "acme", "bench", "--message-id", "<bench@acme.example>",
+                  "--recipient", "anna@client.example", "--subject", "Quick question"],
+                 ["replies", "inbox", "add", "--tenant", "acme", inbox]):
+        out = cli(m.data_dir, *argv)
+        if out.returncode:
+            print(out.stderr)
+            return 1
+    receiver = Receiver().start()
+    receiver.secret = json.loads(cli(m.data_dir, "webhooks", "add", "--tenant", "acme", receiver.url,
+                                     "--json").stdout)["secret"]
+    accepted: dict[str, float] = {}
+    total = int(args.rate * args.seconds)
+    try:
+        m.start()
+        sent_for = send_all(paced_sender(m.smtp_port, inbox, total, args, accepted), args.connections)
+        receiver.wait_for(total, timeout=max(60.0, args.seconds * 3))
+    finally:
+        m.stop()
+        m.cleanup()
+        receiver.stop()
+    return report(receiver, accepted, total, sent_for, args)
+
+
+def report(receiver: Receiver, accepted: dict[str, float], total: int, sent_for: float,
+           args: argparse.Namespace) -> int:
     arrived = {p["data"]["reply"]["message_id"]: t for p, t in zip(receiver.received, receiver.arrival, strict=True)}
     lat = sorted(arrived[m] - accepted[m] for m in accepted if m in arrived)
     lost = total - len(lat)
@@ -85,7 +137,7 @@ def main() -> int:
         return 1
     p50 = statistics.median(lat)
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    print(f"replies latency: {len(lat)} of {total} replies at {total / sent_for:.0f}/s offered "
+    print(f"replies latency (via {args.via}): {len(lat)} of {total} replies at {total / sent_for:.0f}/s offered "
           f"({args.connections} SMTP connections): p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
           f"max {lat[-1] * 1000:.0f} ms, missing {lost}")
     return 0 if lost == 0 else 1
