@@ -157,3 +157,21 @@ def test_implicit_tls_listener(world, tmp_path) -> None:  # noqa: ANN001
     finally:
         srv.stop()
     assert len(queued(queue)) == 1
+
+
+def test_failed_logins_slow_down_then_lock_out(submission) -> None:  # noqa: ANN001
+    """As IMAP does: each failure of a user or an IP is answered later, and past the limit even the right
+    password is refused until the failures age out."""
+    srv, queue, certs = submission
+    penalty = srv.server.backend.penalty  # keep the test short: small delays, a low lockout
+    penalty.base_delay, penalty.max_delay, penalty.lockout = 0.01, 0.05, 3
+    for _ in range(3):
+        with client(srv, certs) as c:
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                c.login("alice@acme.example", "wrong")
+    assert penalty.failures("alice@acme.example", "127.0.0.1") == 3
+    assert penalty.blocked("someone-else@acme.example", "127.0.0.1")  # the IP is counted too
+    with client(srv, certs) as c:
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            c.login("alice@acme.example", "alice-pw")  # locked out for now
+    assert queued(queue) == []

@@ -19,7 +19,9 @@ from sqlalchemy.engine import Engine
 from dovetail.directory.addresses import AddressError, split_address
 from dovetail.directory.schema import domains, tenants
 from dovetail.directory.store import Directory
+from dovetail.imap.auth import AuthPenalty
 from dovetail.intake.mx import to_queue_envelope
+from dovetail.log import get_logger
 from dovetail.mailauth.passwords import verify_async
 from dovetail.outbound.credentials import SmtpCredentials
 from dovetail.outbound.limits import SendLimiter
@@ -30,6 +32,8 @@ from dovetail.smtp.reply import Reply
 
 MAX_HEADER_SCAN = 256 * 1024
 AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
+
+log = get_logger("submission")
 
 
 class _FromCheckSink:
@@ -110,6 +114,8 @@ class SubmissionBackend:
         self.limiter = limiter or SendLimiter(engine)
         self.credentials = credentials or SmtpCredentials(engine)
         self._user_tenant: OrderedDict[str, str] = OrderedDict()
+        # Failed logins slow down per user and per client IP, then are refused for a while (as IMAP does).
+        self.penalty = AuthPenalty()
 
     async def tenant_of_domain(self, domain: str) -> str | None:
         def lookup() -> str | None:
@@ -123,6 +129,20 @@ class SubmissionBackend:
         return self._user_tenant.get(session.auth_user) if session.auth_user else None
 
     async def authenticate(self, session: SessionInfo, mechanism: str, username: str, password: str) -> str | None:
+        ip = session.client_ip
+        if self.penalty.blocked(username, ip):
+            await asyncio.sleep(self.penalty.max_delay)
+            log.warning(f"authentication refused: too many failures, user={username[:100]}, rip={ip}")
+            return None
+        user = await self._check(username, password)
+        if user is None:
+            await asyncio.sleep(self.penalty.record_failure(username, ip))
+            log.info(f"authentication failed: mechanism={mechanism}, user={username[:100]}, rip={ip}")
+            return None
+        self.penalty.record_success(username, ip)
+        return user
+
+    async def _check(self, username: str, password: str) -> str | None:
         if "@" in username:
             row = await asyncio.to_thread(self.directory.mailbox_get, username)
             if row is None or not row["enabled"] or not await verify_async(row["password_hash"], password):
