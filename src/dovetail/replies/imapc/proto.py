@@ -11,6 +11,8 @@ import base64
 import re
 from dataclasses import dataclass, field
 
+from dovetail.storage.names import encode_mutf7
+
 MAX_LINE = 256 * 1024
 MAX_LITERAL = 60 * 1024 * 1024
 MAX_TOKENS = 100_000
@@ -200,22 +202,7 @@ def quote(value: str) -> bytes:
 
 def encode_mailbox(name: str) -> str:
     """Modified UTF-7 (RFC 3501 5.1.3) for mailbox names with non-ASCII characters."""
-    out, pending = [], []
-
-    def flush() -> None:
-        if pending:
-            data = "".join(pending).encode("utf-16-be")
-            out.append("&" + base64.b64encode(data).decode().rstrip("=").replace("/", ",") + "-")
-            pending.clear()
-
-    for ch in name:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            pending.append(ch)
-    flush()
-    return "".join(out)
+    return encode_mutf7(name)
 
 
 def sasl_plain(username: str, password: str) -> str:
