@@ -205,7 +205,8 @@ KEYS: list[Key] = [
     _k("queue.maximal_lifetime", "5d", _dur, "deferred messages bounce after this long"),
     _k("queue.bounce_lifetime", "5d", _dur, "lifetime of bounce messages"),
     _k("queue.delivery_concurrency", 20, _int1, "parallel deliveries"),
-    _k("imap.max_connections_per_user", 20, _int1, "concurrent IMAP sessions per user and IP"),
+    _k("imap.max_connections_per_user", 20, _int1, "concurrent IMAP sessions per user"),
+    _k("imap.max_connections_per_ip", 50, _int1, "concurrent IMAP sessions per client IP"),
     _k("imap.autologout", "30m", _at_least(_dur, 60), "idle authenticated sessions are logged out"),
     _k("imap.max_literal_size", "50M", _size, "largest APPEND (APPENDLIMIT)"),
 ]

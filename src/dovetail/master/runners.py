@@ -32,6 +32,7 @@ def imap_limits(cfg: Config):  # noqa: ANN201
 
     return Limits(max_literal=cfg["imap.max_literal_size"],
                   max_connections_per_user=cfg["imap.max_connections_per_user"],
+                  max_connections_per_ip=cfg["imap.max_connections_per_ip"],
                   idle_timeout=cfg["imap.autologout"])
 
 
