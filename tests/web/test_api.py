@@ -129,6 +129,14 @@ def test_unknown_route_and_method_are_problems(web: WebEnv) -> None:
     assert r.status_code == 405 and r.json()["status"] == 405
 
 
+def test_ids_beyond_a_database_integer_are_refused(web: WebEnv) -> None:
+    h = web.bearer(web.admin_token)
+    for path in ("/api/v1/tokens/95140205721609937354752", "/api/v1/tokens/0", f"/api/v1/tokens/{2**31}"):
+        r = web.client.delete(path, headers=h)
+        assert r.status_code == 422 and r.headers["content-type"] == PROBLEM, (path, r.text)
+    assert web.client.delete(f"/api/v1/tokens/{2**31 - 1}", headers=h).status_code == 404
+
+
 def test_counters_reach_stats_and_metrics(web: WebEnv) -> None:
     h = web.bearer(web.admin_token)
     now = time.time()

@@ -86,8 +86,6 @@ def test_login_add_domain_and_mailbox(served: tuple[WebEnv, str]) -> None:
         page.screenshot(path=str(SHOTS / "tenant.png"), full_page=True)
         page.goto(f"{base}/tenants")
         page.screenshot(path=str(SHOTS / "tenants.png"), full_page=True)
-        page.goto(f"{base}/")
-        page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
         page.goto(f"{base}/queue")
         page.screenshot(path=str(SHOTS / "queue.png"), full_page=True)
         browser.close()

@@ -111,4 +111,5 @@ def test_dashboard_shows_chart_and_health(web: WebEnv) -> None:
     assert page.status_code == 200
     assert '<svg class="chart"' in page.text and "received 4" in page.text
     assert "Services" in page.text and "smtpd" in page.text
+    assert "Restarts" in page.text and "No master runs for this data directory" in page.text
     assert web.client.get("/ui/flow").status_code == 200

@@ -9,14 +9,14 @@ gives 404); an admin names the tenant with ``?tenant=``.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from dovetail.directory.schema import tenants
-from dovetail.web.deps import Scope, get_scope
+from dovetail.web.deps import ROW_ID_MAX, RowId, Scope, get_scope
 from dovetail.web.problems import Problem
 
 from .outbox import EVENT_TYPES
@@ -32,6 +32,9 @@ def get_service(request: Request) -> RepliesService:
     if "replies" not in extra:
         extra["replies"] = RepliesService.open(request.app.state.engine, request.app.state.ctx.cfg.data_dir)
     return extra["replies"]
+
+
+OptionalId = Annotated[int | None, Query(ge=1, le=ROW_ID_MAX)]  # an id filter, bounded like path ids
 
 
 def tenant_of(request: Request, scope: Scope = Depends(get_scope),
@@ -108,7 +111,7 @@ def list_campaigns(tenant: str = Depends(tenant_of), svc: RepliesService = Depen
 
 
 @router.get("/campaigns/{campaign_id}")
-def get_campaign(campaign_id: int, tenant: str = Depends(tenant_of),
+def get_campaign(campaign_id: RowId, tenant: str = Depends(tenant_of),
                  svc: RepliesService = Depends(get_service)) -> dict[str, Any]:
     try:
         return svc.registry.campaign(tenant, campaign_id).as_dict()
@@ -117,7 +120,7 @@ def get_campaign(campaign_id: int, tenant: str = Depends(tenant_of),
 
 
 @router.post("/campaigns/{campaign_id}/messages", status_code=201)
-def register_message(campaign_id: int, body: MessageIn, tenant: str = Depends(tenant_of),
+def register_message(campaign_id: RowId, body: MessageIn, tenant: str = Depends(tenant_of),
                      svc: RepliesService = Depends(get_service)) -> dict[str, Any]:
     """Register a message sent elsewhere, so replies to it thread to this campaign."""
     try:
@@ -132,7 +135,7 @@ def register_message(campaign_id: int, body: MessageIn, tenant: str = Depends(te
 
 
 @router.get("/campaigns/{campaign_id}/messages")
-def list_messages(campaign_id: int, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
+def list_messages(campaign_id: RowId, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
                   tenant: str = Depends(tenant_of), svc: RepliesService = Depends(get_service)) -> dict[str, Any]:
     try:
         items = svc.registry.outbound(tenant, campaign=campaign_id, limit=limit, offset=offset)
@@ -163,7 +166,7 @@ def lookup_message(message_id: str | None = Query(None, max_length=998), token: 
 # --- threads, replies, events ----------------------------------------------------------------------
 
 @router.get("/threads")
-def list_threads(campaign_id: int | None = None, contact: str | None = Query(None, max_length=320),
+def list_threads(campaign_id: OptionalId = None, contact: str | None = Query(None, max_length=320),
                  limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
                  tenant: str = Depends(tenant_of), svc: RepliesService = Depends(get_service)) -> dict[str, Any]:
     return {"items": svc.queries.threads(tenant, campaign_id=campaign_id, contact=contact, limit=limit,
@@ -171,7 +174,7 @@ def list_threads(campaign_id: int | None = None, contact: str | None = Query(Non
 
 
 @router.get("/threads/{thread_id}/replies")
-def thread_replies(thread_id: int, tenant: str = Depends(tenant_of),
+def thread_replies(thread_id: RowId, tenant: str = Depends(tenant_of),
                    svc: RepliesService = Depends(get_service)) -> dict[str, Any]:
     if not svc.queries.thread_exists(tenant, thread_id):
         raise Problem(404, "Not Found", "no such thread")
@@ -179,7 +182,7 @@ def thread_replies(thread_id: int, tenant: str = Depends(tenant_of),
 
 
 @router.get("/replies")
-def list_replies(campaign_id: int | None = None, kind: str | None = Query(None, max_length=32),
+def list_replies(campaign_id: OptionalId = None, kind: str | None = Query(None, max_length=32),
                  q: str | None = Query(None, max_length=200, description="search subject, sender and text"),
                  limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
                  tenant: str = Depends(tenant_of), svc: RepliesService = Depends(get_service)) -> dict[str, Any]:
@@ -188,7 +191,7 @@ def list_replies(campaign_id: int | None = None, kind: str | None = Query(None, 
 
 
 @router.get("/replies/{reply_id}")
-def get_reply(reply_id: int, tenant: str = Depends(tenant_of),
+def get_reply(reply_id: RowId, tenant: str = Depends(tenant_of),
               svc: RepliesService = Depends(get_service)) -> dict[str, Any]:
     found = svc.queries.reply(tenant, reply_id)
     if found is None:
@@ -197,7 +200,7 @@ def get_reply(reply_id: int, tenant: str = Depends(tenant_of),
 
 
 @router.get("/events")
-def list_events(campaign_id: int | None = None, type: str | None = Query(None, max_length=64),
+def list_events(campaign_id: OptionalId = None, type: str | None = Query(None, max_length=64),
                 limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
                 tenant: str = Depends(tenant_of), svc: RepliesService = Depends(get_service)) -> dict[str, Any]:
     return {"items": svc.queries.events(tenant, campaign_id=campaign_id, type=type, limit=limit, offset=offset)}
@@ -221,7 +224,7 @@ def add_endpoint(body: EndpointIn, tenant: str = Depends(tenant_of),
 
 
 @router.delete("/webhooks/endpoints/{endpoint_id}", status_code=204)
-def remove_endpoint(endpoint_id: int, tenant: str = Depends(tenant_of),
+def remove_endpoint(endpoint_id: RowId, tenant: str = Depends(tenant_of),
                     svc: RepliesService = Depends(get_service)) -> None:
     if not svc.outbox.remove_endpoint(tenant, endpoint_id):
         raise Problem(404, "Not Found", "no such endpoint")
@@ -229,13 +232,13 @@ def remove_endpoint(endpoint_id: int, tenant: str = Depends(tenant_of),
 
 @router.get("/webhooks/deliveries")
 def list_deliveries(status: str | None = Query(None, pattern="^(pending|delivered|gone|dead)$"),
-                    endpoint_id: int | None = None, limit: int = Query(100, ge=1, le=1000),
+                    endpoint_id: OptionalId = None, limit: int = Query(100, ge=1, le=1000),
                     tenant: str = Depends(tenant_of), svc: RepliesService = Depends(get_service)) -> dict[str, Any]:
     return {"items": svc.outbox.deliveries(tenant, status=status, endpoint_id=endpoint_id, limit=limit)}
 
 
 @router.post("/webhooks/deliveries/{delivery_id}/redeliver", status_code=202)
-def redeliver(delivery_id: int, tenant: str = Depends(tenant_of),
+def redeliver(delivery_id: RowId, tenant: str = Depends(tenant_of),
               svc: RepliesService = Depends(get_service)) -> dict[str, Any]:
     if not svc.outbox.redeliver(tenant, delivery_id):
         raise Problem(404, "Not Found", "no such delivery")

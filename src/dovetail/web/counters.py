@@ -97,6 +97,18 @@ def since(engine: Engine, seconds: float, now: float | None = None) -> dict[str,
     return out
 
 
+def all_time(engine: Engine) -> dict[str, int]:
+    """Sums per counter over every stored minute: what all processes flushed, for ``/metrics``."""
+    out = dict.fromkeys(COUNTERS, 0)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(mail_counters.c.counter, sa.func.sum(mail_counters.c.n))
+                            .group_by(mail_counters.c.counter))
+        for counter, n in rows:
+            if counter in out:
+                out[counter] = int(n or 0)
+    return out
+
+
 class _Flusher(threading.Thread):
     def __init__(self, engine: Engine, interval: float) -> None:
         super().__init__(name="counters-flush", daemon=True)

@@ -10,12 +10,17 @@ tenant's object gets 404, never a hint that it exists.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Path, Request
 from sqlalchemy.engine import Engine
 
 from .problems import Problem
+
+ROW_ID_MAX = 2**31 - 1  # keys are INTEGER columns: 32 bits on PostgreSQL
+
+RowId = Annotated[int, Path(ge=1, le=ROW_ID_MAX)]
+"""A database key in a path: out of range gets 422 instead of reaching the database driver."""
 
 
 @dataclass(frozen=True)

@@ -50,15 +50,21 @@ def replies_router() -> Any:
     return _optional("dovetail.replies.api", "router")
 
 
+def master_status(cfg: Config) -> dict[str, Any] | None:
+    """The running master's status file (``run/status.json``); None when no master runs, so a file a
+    stopped master left behind is never reported as live."""
+    from ..master.pidfile import read_pid
+    from ..master.supervisor import read_status
+
+    return read_status(cfg.data_dir) if read_pid(cfg.data_dir / "run" / "master.pid") else None
+
+
 def service_health(cfg: Config, timeout: float = 0.3) -> list[dict[str, Any]]:
     """Each service as the master reports it (workers alive, restarts, throttling).
 
     Without a running master (the web app started on its own) each configured listener is probed.
     """
-    from ..master.pidfile import read_pid
-    from ..master.supervisor import read_status
-
-    status = read_status(cfg.data_dir) if read_pid(cfg.data_dir / "run" / "master.pid") else None
+    status = master_status(cfg)
     if status:
         out = []
         for name, svc in status["services"].items():

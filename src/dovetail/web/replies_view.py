@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.engine import Engine
 
 from .context import WebContext, get_ctx
-from .deps import Scope
+from .deps import RowId, Scope
 from .problems import Problem
 
 router = APIRouter(include_in_schema=False)
@@ -99,7 +99,7 @@ def campaigns_page(request: Request, ctx: WebContext = Depends(get_ctx)) -> Resp
 
 
 @router.get("/campaigns/{campaign_id}")
-def campaign_page(request: Request, campaign_id: int, ctx: WebContext = Depends(get_ctx)) -> Response:
+def campaign_page(request: Request, campaign_id: RowId, ctx: WebContext = Depends(get_ctx)) -> Response:
     s = _require(ctx)
     _, scope = _session(request)
     c, t = s.campaigns, s.threads
@@ -118,7 +118,7 @@ def campaign_page(request: Request, campaign_id: int, ctx: WebContext = Depends(
 
 
 @router.get("/threads/{thread_id}")
-def thread_page(request: Request, thread_id: int, ctx: WebContext = Depends(get_ctx)) -> Response:
+def thread_page(request: Request, thread_id: RowId, ctx: WebContext = Depends(get_ctx)) -> Response:
     s = _require(ctx)
     _, scope = _session(request)
     t, r = s.threads, s.replies
@@ -130,11 +130,15 @@ def thread_page(request: Request, thread_id: int, ctx: WebContext = Depends(get_
             sa.select(r.c.id, r.c.kind, r.c.from_addr, r.c.from_name, r.c.subject, r.c.stripped_text,
                       r.c.received_at, r.c.bounce_type, r.c.match_method)
             .where(r.c.thread_id == thread_id).order_by(r.c.id))]
-    return _render(request, "thread.html", thread=dict(thread._mapping), replies=rows)
+        campaign = None
+        if thread.campaign_id is not None:
+            campaign = conn.execute(sa.select(s.campaigns.c.name)
+                                    .where(s.campaigns.c.id == thread.campaign_id)).scalar()
+    return _render(request, "thread.html", thread=dict(thread._mapping), replies=rows, campaign_name=campaign)
 
 
 @router.get("/replies/{reply_id}/body")
-def reply_body(request: Request, reply_id: int, ctx: WebContext = Depends(get_ctx)) -> Response:
+def reply_body(request: Request, reply_id: RowId, ctx: WebContext = Depends(get_ctx)) -> Response:
     """A reply's HTML (or text) for the sandboxed viewer, under the same CSP as queued messages."""
     from .mailview import BODY_CSP
 
@@ -179,7 +183,7 @@ def webhooks_page(request: Request, ctx: WebContext = Depends(get_ctx)) -> Respo
 
 
 @router.post("/webhooks/deliveries/{delivery_id}/redeliver")
-async def redeliver(request: Request, delivery_id: int, ctx: WebContext = Depends(get_ctx)) -> Response:
+async def redeliver(request: Request, delivery_id: RowId, ctx: WebContext = Depends(get_ctx)) -> Response:
     from ..replies.outbox import Outbox
     from .ui import back, form_of
 

@@ -26,7 +26,7 @@ from .api import queue as apiq
 from .api.stats import queue_sizes
 from .chart import flow_svg
 from .context import WebContext, get_ctx
-from .deps import Scope
+from .deps import RowId, Scope
 from .integrations import service_health
 from .mailview import render_body
 from .pagination import PageParams
@@ -55,7 +55,19 @@ def _fmt_time(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
+def _fmt_when(value: Any) -> str:
+    """A stored timestamp (datetime, Unix seconds or text) to the second, as the pages show times."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, (int, float)):
+        return _fmt_time(value)
+    if hasattr(value, "strftime"):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
 templates.env.filters["bytes"] = _fmt_bytes
+templates.env.filters["when"] = _fmt_when
 templates.env.filters["ts"] = _fmt_time
 templates.env.filters["urlq"] = lambda s: urllib.parse.quote(str(s), safe="@")
 
@@ -476,7 +488,7 @@ async def tokens_add(request: Request, ctx: WebContext = Depends(get_ctx)) -> Re
 
 
 @router.post("/tokens/{token_id}/revoke")
-async def tokens_revoke(request: Request, token_id: int, ctx: WebContext = Depends(get_ctx)) -> Response:
+async def tokens_revoke(request: Request, token_id: RowId, ctx: WebContext = Depends(get_ctx)) -> Response:
     from .api.tokens import revoke_token
 
     session = session_of(request)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Response
 
 from .. import auth
 from ..context import WebContext, get_ctx
-from ..deps import Scope, get_scope
+from ..deps import RowId, Scope, get_scope
 from ..pagination import PageParams, page_params, paginate
 from ..problems import Problem
 from . import models as m
@@ -40,7 +40,7 @@ def create_token(body: m.TokenIn, scope: Scope = Depends(get_scope),
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-def revoke_token(token_id: int, scope: Scope = Depends(get_scope), ctx: WebContext = Depends(get_ctx)) -> Response:
+def revoke_token(token_id: RowId, scope: Scope = Depends(get_scope), ctx: WebContext = Depends(get_ctx)) -> Response:
     row = auth.token_get(ctx.engine, token_id)
     if row is None or not (scope.is_admin or (row["scope"] == "tenant" and row["tenant_id"] == scope.tenant_id)):
         raise Problem(404, "Not Found", "no such token")
