@@ -1,34 +1,93 @@
-"""Outbound benchmark: DKIM signatures/s, and messages/s queued → signed → relayed to Postfix's smtp-sink.
+#!/usr/bin/env python3
+"""Outbound: Dovetail's queue → DKIM → relay path against Postfix relaying the same load, in one run.
 
-    .venv/bin/python bench/outbound.py [--messages 2000] [--concurrency 20]
+    python bench/outbound.py [--messages 2000] [--concurrency 20] [--rounds 3] [--sign-seconds 2] [--keep]
 
-Starts ``smtp-sink`` on a free loopback port, queues N 2 KB messages, runs the queue manager with
-the outbound agent (relay transport, no TLS, connection reuse) and times until the queue is empty.
+Both servers relay to one Postfix ``smtp-sink`` on a loopback port, and both are timed the same way:
+the queue already holds the N messages (2 KB, one recipient each, the same bytes), the clock starts
+when the queue is let go and stops when the sink has counted the Nth message (``smtp-sink -c`` prints
+a running message counter, read by this script). Neither side uses TLS; both reuse connections.
+
+- **Dovetail** runs in a child process (this script with ``--child``): a fresh data directory with a
+  tenant, the domain and its DKIM keys (RSA-2048 and Ed25519, both active), a relay transport to the
+  sink, N messages put in the queue with ``Queue.inject``; on "go" the queue manager starts with
+  the outbound agent (``max_concurrent_deliveries`` and ``destination_concurrency`` = ``--concurrency``),
+  which signs every message with both keys at delivery time and relays it.
+- **Postfix** is a private instance (``postfix -c DIR``): ``relayhost = [127.0.0.1]:SINKPORT``, no DNS,
+  ``default_destination_concurrency_limit`` = ``--concurrency`` (slow start and connection caching
+  left at their defaults). Intake: ``smtp-source -s 20 -F MESSAGE`` into its smtpd, where
+  ``smtpd_data_restrictions`` put every message on hold, so the queue fills without delivering.
+  Drain: ``postsuper -H ALL`` + ``postqueue -f``, timed like Dovetail's drain.
+- **Postfix + OpenDKIM** (when ``/usr/sbin/opendkim`` exists): Postfix signs at intake, not at
+  delivery, because milters see only mail arriving through smtpd or sendmail (not ``postsuper -r``).
+  So the intake goes through a second smtpd whose ``smtpd_milters`` are two OpenDKIM processes, one
+  with the RSA-2048 key and one with the Ed25519 key (OpenDKIM 2.11 has one ``SignatureAlgorithm``
+  per instance), relaxed/relaxed, ``From`` oversigned; the script checks that a held message carries
+  both signatures. Its drain is the same as plain Postfix's; its signing cost shows in the intake.
+
+Columns: queue → sink msg/s is N over the drain time (median over rounds, range in brackets), "vs
+Postfix" its ratio to plain Postfix's; queue → sink CPU ms/msg is the user+system time of the server's
+process tree over the drain (Dovetail: the child process; Postfix: the master's tree); intake msg/s and
+CPU are smtp-source → held in Postfix's queue (the tree plus the opendkim processes); "sign + relay CPU"
+is what signing and relaying cost per message wherever it happens: the drain CPU, plus for Postfix +
+OpenDKIM its intake CPU minus plain Postfix's intake CPU. Dovetail's own intake (``Queue.inject`` in
+the child, before the clock starts) is not measured here; ``smtp_throughput.py`` covers intake.
+
+The DKIM micro-benchmark signs the same message in a loop in this process for ``--sign-seconds``
+each: ``dovetail.outbound.dkim.sign`` with each key and with both, and dkimpy's ``dkim.sign`` with the
+same RSA key (dkimpy does RSA in pure Python).
+
+Needs root (private Postfix) and Debian's postfix package. The Dovetail child runs as the caller with
+the Python running this script (``sys.executable``), so any environment with Dovetail installed works.
+Every process started is stopped on exit. Exit status 1 when a run failed (its row says why).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import os
+import pwd
 import shutil
+import signal
 import socket
+import statistics
 import subprocess
+import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from dovetail.db import make_engine, migrate
-from dovetail.directory import Directory
-from dovetail.log import configure
-from dovetail.outbound.delivery import AgentConfig, OutboundAgent
-from dovetail.outbound.dkim import sign
-from dovetail.outbound.keys import DkimKeys
-from dovetail.outbound.transports import Transports
-from dovetail.queue import Envelope, Queue, QueueConfig, QueueManager, QueueRecipient
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-BODY = (b"From: Alice <alice@acme.example>\r\nTo: bob@example.org\r\nSubject: bench\r\n"
-        b"Message-ID: <%d@acme.example>\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\n\r\n"
-        + b"x" * 72 + b"\r\n") + (b"y" * 72 + b"\r\n") * 25
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from smtp_throughput import cpu_seconds, cpu_snapshot  # noqa: E402
+
+POSTFIX = "/usr/sbin/postfix"
+POSTSUPER = "/usr/sbin/postsuper"
+POSTQUEUE = "/usr/sbin/postqueue"
+POSTCAT = "/usr/sbin/postcat"
+SMTP_SINK = "/usr/sbin/smtp-sink"
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+OPENDKIM = "/usr/sbin/opendkim"
+DOMAIN = "acme.example"
+SENDER = f"alice@{DOMAIN}"
+RCPT = "bob@example.org"
+SESSIONS = 20
+STALL = 30.0
+
+MESSAGE = (b"From: Alice <alice@acme.example>\r\nTo: bob@example.org\r\nSubject: bench\r\n"
+           b"Message-ID: <%d@acme.example>\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+           + (b"y" * 72 + b"\r\n") * 25)
+
+
+class BenchError(Exception):
+    """A run that could not complete: the figure would be meaningless."""
 
 
 def free_port() -> int:
@@ -37,64 +96,543 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def message(i: int) -> bytes:
+    return MESSAGE.replace(b"%d", str(i).encode())
+
+
+def run(cmd: list[str], timeout: float = 120) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise BenchError(f"{' '.join(cmd)} exited {proc.returncode}: {(proc.stderr + proc.stdout).strip()[-500:]}")
+    return proc.stdout
+
+
+def stop(proc: subprocess.Popen, wait: float = 10) -> None:  # type: ignore[type-arg]
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --------------------------------------------------------------------------- the sink
+
+
+class Sink:
+    """``smtp-sink -c`` on a loopback port; ``count`` is its running message counter."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.count = 0
+        self.proc = subprocess.Popen([SMTP_SINK, "-u", "nobody", "-c", f"127.0.0.1:{self.port}", "256"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        buf = b""
+        while chunk := self.proc.stdout.read1(4096):
+            buf += chunk
+            *done, buf = buf.split(b"\r")
+            for line in reversed(done):
+                for item in line.split():
+                    if item.startswith(b"mesg="):
+                        self.count = int(item[5:])
+                        break
+                else:
+                    continue
+                break
+
+    def wait_for(self, target: int, alive: Callable[[], str | None]) -> float:
+        """Poll until the counter reaches ``target``; the time it did. ``alive`` names a dead peer."""
+        last, last_change = -1, time.perf_counter()
+        while True:
+            n, now = self.count, time.perf_counter()
+            if n >= target:
+                return now
+            if n != last:
+                last, last_change = n, now
+            elif now - last_change > STALL:
+                raise BenchError(f"sink stalled at {n}/{target} for {STALL:g}s")
+            dead = alive()
+            if dead:
+                raise BenchError(dead)
+            time.sleep(0.001 if target - n <= 20 else 0.01)
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+# --------------------------------------------------------------------------- DKIM micro-benchmark
+
+
+@dataclass
+class Keys:
+    rsa_key: rsa.RSAPrivateKey = field(default_factory=lambda: rsa.generate_private_key(65537, 2048))
+    ed_key: ed25519.Ed25519PrivateKey = field(default_factory=ed25519.Ed25519PrivateKey.generate)
+
+    def pem(self, key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey, fmt: serialization.PrivateFormat) -> bytes:
+        return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
+
+
+def rate(fn: Callable[[], object], seconds: float) -> float:
+    fn()
+    n, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        fn()
+        n += 1
+    return n / elapsed
+
+
+def sign_rates(keys: Keys, seconds: float) -> list[tuple[str, float]]:
+    import dkim  # dkimpy
+
+    from dovetail.outbound.dkim import SIGNED_HEADERS, SigningKey, sign
+
+    msg = message(1)
+    rsa_k = SigningKey(DOMAIN, "rsa", "rsa-sha256", keys.rsa_key)
+    ed_k = SigningKey(DOMAIN, "ed", "ed25519-sha256", keys.ed_key)
+    # dkimpy parses PKCS#1 ("RSA PRIVATE KEY") PEM only.
+    rsa_pem = keys.pem(keys.rsa_key, serialization.PrivateFormat.TraditionalOpenSSL)
+    present = [h.encode() for h in SIGNED_HEADERS if h.encode() + b":" in msg.lower()]
+    return [
+        ("Dovetail `dkim.sign` RSA-2048", rate(lambda: sign(msg, [rsa_k]), seconds)),
+        ("Dovetail `dkim.sign` Ed25519", rate(lambda: sign(msg, [ed_k]), seconds)),
+        ("Dovetail `dkim.sign` RSA-2048 + Ed25519 (both on each message)",
+         rate(lambda: sign(msg, [rsa_k, ed_k]), seconds)),
+        ("dkimpy `dkim.sign` RSA-2048", rate(lambda: dkim.sign(msg, b"rsa", DOMAIN.encode(), rsa_pem,
+                                                               canonicalize=(b"relaxed", b"relaxed"),
+                                                               include_headers=present), seconds)),
+    ]
+
+
+# --------------------------------------------------------------------------- Dovetail (child process)
+
+
+def child(data: Path, port: int, messages: int, concurrency: int) -> None:
+    """Set up a Dovetail with N queued messages, say "ready", wait for "go", drain the queue, say "done"."""
+    import asyncio
+
+    from dovetail.db import make_engine, migrate
+    from dovetail.directory import Directory
+    from dovetail.log import configure
+    from dovetail.outbound.delivery import AgentConfig, OutboundAgent
+    from dovetail.outbound.keys import DkimKeys
+    from dovetail.outbound.transports import Transports
+    from dovetail.queue import Envelope, Queue, QueueConfig, QueueManager, QueueRecipient
+
+    configure(level="warning")
+    engine = make_engine(f"sqlite:///{data / 'db.sqlite'}")
+    migrate(engine)
+    directory = Directory(engine)
+    directory.tenant_add("acme")
+    directory.domain_add(DOMAIN, "acme")
+    keys = DkimKeys(engine, data / "dkim")
+    keys.ensure(DOMAIN)
+    algorithms = sorted(k.algorithm for k in keys.signing_keys(DOMAIN))
+    if algorithms != ["ed25519-sha256", "rsa-sha256"]:
+        raise BenchError(f"Dovetail signing keys: {algorithms}")
+    Transports(engine).set("default", "*", "relay", host="127.0.0.1", port=port, tls="none")
+    queue = Queue(data / "queue")
+    for i in range(messages):
+        queue.inject(Envelope(SENDER, [QueueRecipient(RCPT)]), message(i))
+    agent = OutboundAgent(Transports(engine), keys, AgentConfig(destination_concurrency=concurrency))
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        return
+
+    async def drain() -> None:
+        manager = QueueManager(queue, lambda _a: agent, QueueConfig(max_concurrent_deliveries=concurrency))
+        task = asyncio.create_task(manager.run())
+        while manager.delivered < messages:  # noqa: ASYNC110 - the manager exposes a counter only
+            if task.done():
+                task.result()
+                raise BenchError("queue manager stopped")
+            await asyncio.sleep(0.05)
+        manager.stop()
+        await task
+        await agent.close()
+
+    asyncio.run(drain())
+    print(f"done connections={agent.connections_made} reused={agent.connections_reused}", flush=True)
+
+
+@dataclass
+class Result:
+    name: str
+    seconds: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    intake_seconds: list[float] = field(default_factory=list)
+    intake_cpu: list[float] = field(default_factory=list)
+    note: str = ""
+    error: str = ""
+
+
+def run_dovetail(tmp: Path, sink: Sink, messages: int, concurrency: int, result: Result) -> None:
+    data = tmp / f"dovetail-{len(result.seconds)}"
+    data.mkdir()
+    proc = subprocess.Popen([sys.executable, __file__, "--child", str(data), "--port", str(sink.port),
+                             "--messages", str(messages), "--concurrency", str(concurrency)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            proc.wait(30)
+            raise BenchError(f"Dovetail child failed: {proc.stderr.read()[-800:] if proc.stderr else ''}")
+        base = sink.count
+        before = cpu_snapshot(proc.pid)
+        start = time.perf_counter()
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        done = sink.wait_for(base + messages, lambda: f"Dovetail child exited {proc.returncode}"
+                             if proc.poll() is not None and sink.count < base + messages else None)
+        after = cpu_snapshot(proc.pid)
+        tail = proc.stdout.readline().strip()
+        if proc.wait(60) != 0:
+            err = proc.stderr.read()[-800:] if proc.stderr else ""
+            raise BenchError(f"Dovetail child exited {proc.returncode}: {err}")
+        result.seconds.append(done - start)
+        result.cpu.append(cpu_seconds(before, after))
+        result.note = tail.removeprefix("done ")
+    finally:
+        stop(proc)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- Postfix (+ OpenDKIM)
+
+MASTER_CF = """\
+127.0.0.1:{port} inet n - n - - smtpd
+127.0.0.1:{milter_smtpd_port} inet n - n - - smtpd -o smtpd_milters={milters}
+pickup     unix  n - n 60    1 pickup
+cleanup    unix  n - n -     0 cleanup
+qmgr       unix  n - n 300   1 qmgr
+rewrite    unix  - - n -     - trivial-rewrite
+bounce     unix  - - n -     0 bounce
+defer      unix  - - n -     0 bounce
+trace      unix  - - n -     0 bounce
+verify     unix  - - n -     1 verify
+flush      unix  n - n 1000  0 flush
+proxymap   unix  - - n -     - proxymap
+smtp       unix  - - n -     - smtp
+relay      unix  - - n -     - smtp
+error      unix  - - n -     - error
+retry      unix  - - n -     - error
+discard    unix  - - n -     - discard
+showq      unix  n - n -     - showq
+anvil      unix  - - n -     1 anvil
+scache     unix  - - n -     1 scache
+postlog    unix-dgram n - n - 1 postlogd
+"""
+
+MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = {root}/queue
+data_directory = {root}/data
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+shlib_directory = /usr/lib/postfix
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = bench-postfix.localdomain
+mydestination =
+mynetworks = 127.0.0.0/8
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+alias_maps =
+alias_database =
+smtp_dns_support_level = disabled
+smtpd_peername_lookup = no
+relayhost = [127.0.0.1]:{sink_port}
+default_destination_concurrency_limit = {concurrency}
+smtpd_data_restrictions = check_client_access static:HOLD
+milter_default_action = tempfail
+maillog_file_prefixes = {root}
+maillog_file = {root}/maillog
+"""
+
+OPENDKIM_CONF = """\
+Mode s
+Socket inet:{port}@127.0.0.1
+SignatureAlgorithm {algorithm}
+Canonicalization relaxed/relaxed
+KeyTable file:{root}/keytable
+SigningTable refile:{root}/signingtable
+OversignHeaders From
+UserID opendkim
+PidFile {root}/opendkim.pid
+Syslog no
+RequireSafeKeys no
+"""
+
+
+class Postfix:
+    def __init__(self, root: Path, sink_port: int, concurrency: int, milter_ports: list[int]) -> None:
+        self.root = root
+        self.port, self.milter_smtpd_port = free_port(), free_port()
+        self.etc = root / "etc"
+        self.etc.mkdir(parents=True)
+        (root / "queue").mkdir()
+        (root / "data").mkdir()
+        owner = pwd.getpwnam("postfix")
+        os.chown(root / "data", owner.pw_uid, owner.pw_gid)
+        (self.etc / "main.cf").write_text(MAIN_CF.format(root=root, sink_port=sink_port, concurrency=concurrency))
+        milters = ",".join(f"inet:127.0.0.1:{p}" for p in milter_ports)
+        (self.etc / "master.cf").write_text(MASTER_CF.format(port=self.port, milter_smtpd_port=self.milter_smtpd_port,
+                                                             milters=milters))
+        self.cmd = [POSTFIX, "-c", str(self.etc)]
+        self.started = False
+
+    def start(self) -> None:
+        run([*self.cmd, "check"])
+        run([*self.cmd, "start"])
+        self.started = True
+
+    @property
+    def master_pid(self) -> int:
+        return int((self.root / "queue" / "pid" / "master.pid").read_text().split()[0])
+
+    def held(self) -> list[str]:
+        try:
+            return os.listdir(self.root / "queue" / "hold")
+        except FileNotFoundError:
+            return []
+
+    def intake(self, port: int, messages: int, msg_file: Path, extra: list[int]) -> tuple[float, float]:
+        """smtp-source N messages into smtpd on ``port`` (all held); (seconds, CPU seconds of tree + extra)."""
+        pids = [self.master_pid, *extra]
+        before = {pid: cpu_snapshot(pid) for pid in pids}
+        start = time.perf_counter()
+        run([SMTP_SOURCE, "-m", str(messages), "-s", str(SESSIONS), "-F", str(msg_file), "-f", SENDER,
+             "-t", RCPT, "-M", "bench-client.test", f"127.0.0.1:{port}"], timeout=300)
+        elapsed = time.perf_counter() - start
+        cpu = sum(cpu_seconds(before[pid], cpu_snapshot(pid)) for pid in pids)
+        if len(self.held()) != messages:
+            raise BenchError(f"Postfix holds {len(self.held())} messages, expected {messages}")
+        return elapsed, cpu
+
+    def dkim_algorithms(self) -> list[str]:
+        """The a= tags of the DKIM-Signature fields of one held message."""
+        text = run([POSTCAT, "-c", str(self.etc), "-h", "-q", self.held()[0]])
+        return sorted(part.strip().removeprefix("a=") for part in text.replace("\n", " ").split(";")
+                      if part.strip().startswith("a="))
+
+    def drain(self, sink: Sink, messages: int) -> tuple[float, float]:
+        """Release every held message and flush; (seconds until the sink has them all, CPU seconds of the tree)."""
+        master = self.master_pid
+        base = sink.count
+        before = cpu_snapshot(master)
+        start = time.perf_counter()
+        run([POSTSUPER, "-c", str(self.etc), "-H", "ALL"])
+        run([POSTQUEUE, "-c", str(self.etc), "-f"])
+        done = sink.wait_for(base + messages, lambda: None)
+        return done - start, cpu_seconds(before, cpu_snapshot(master))
+
+    def clear(self) -> None:
+        """Drop whatever a failed round left in the queue, so the next round starts empty."""
+        subprocess.run([POSTSUPER, "-c", str(self.etc), "-d", "ALL"], capture_output=True, timeout=60)
+
+    def stop(self) -> None:
+        if not self.started:
+            return
+        try:
+            master = self.master_pid
+        except (OSError, ValueError):
+            master = 0
+        subprocess.run([*self.cmd, "stop"], capture_output=True, timeout=60)
+        deadline = time.monotonic() + 20
+        while master and Path(f"/proc/{master}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if master and Path(f"/proc/{master}").exists():
+            os.kill(master, signal.SIGKILL)
+
+
+def start_opendkim(root: Path, port: int, algorithm: str, key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey,
+                   keys: Keys) -> subprocess.Popen[bytes]:
+    """One OpenDKIM signing with one key: 2.11 has a single ``SignatureAlgorithm`` per instance."""
+    root.mkdir()
+    owner = pwd.getpwnam("opendkim")
+    path = root / "key.pem"
+    path.write_bytes(keys.pem(key, serialization.PrivateFormat.PKCS8))
+    path.chmod(0o600)
+    os.chown(path, owner.pw_uid, owner.pw_gid)
+    selector = algorithm.split("-")[0]
+    (root / "keytable").write_text(f"key {DOMAIN}:{selector}:{path}\n")
+    (root / "signingtable").write_text(f"*@{DOMAIN} key\n")
+    os.chown(root, owner.pw_uid, owner.pw_gid)
+    conf = root / "opendkim.conf"
+    conf.write_text(OPENDKIM_CONF.format(port=port, root=root, algorithm=algorithm))
+    proc = subprocess.Popen([OPENDKIM, "-f", "-x", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise BenchError(f"opendkim exited {proc.returncode}: {err[-500:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    stop(proc)
+    raise BenchError("opendkim did not listen")
+
+
+# --------------------------------------------------------------------------- report
+
+
+def fmt_rate(messages: int, seconds: list[float]) -> str:
+    if not seconds:
+        return "-"
+    rates = sorted(messages / s for s in seconds)
+    med = statistics.median(rates)
+    return f"{med:.0f}" + (f" ({rates[0]:.0f}–{rates[-1]:.0f})" if len(rates) > 1 else "")
+
+
+def median_rate(messages: int, seconds: list[float]) -> float:
+    return statistics.median(messages / s for s in seconds) if seconds else 0.0
+
+
+def cpu_ms(messages: int, cpu: list[float]) -> str:
+    return f"{1000 * statistics.median(cpu) / messages:.2f}" if cpu else "-"
+
+
+def med_ms(messages: int, cpu: list[float]) -> float | None:
+    return 1000 * statistics.median(cpu) / messages if cpu else None
+
+
+def report(messages: int, rounds: int, results: list[Result], signs: list[tuple[str, float]]) -> None:
+    """Markdown tables. "sign + relay CPU" adds to a row's drain CPU what its signing cost elsewhere:
+    for Postfix + OpenDKIM, its intake CPU minus plain Postfix's intake CPU."""
+    dovetail, plain, milter = results
+    base = median_rate(messages, plain.seconds)
+    plain_intake = med_ms(messages, plain.intake_cpu)
+    print(f"\n{messages} messages × 2 KB, one recipient, {rounds} round(s), median (range)\n")
+    print("| server | DKIM signing | queue → sink msg/s | vs Postfix | queue → sink CPU ms/msg "
+          "| intake msg/s | intake CPU ms/msg | sign + relay CPU ms/msg |")
+    print("|---|---|---|---|---|---|---|---|")
+    signing = {"Dovetail": "RSA-2048 + Ed25519, at delivery", "Postfix": "none",
+               "Postfix + OpenDKIM": "RSA-2048 + Ed25519, at intake (2 milters)"}
+    for r in results:
+        if not r.seconds:
+            print(f"| {r.name} | {signing[r.name]} | failed: {r.error} | | | | | |")
+            continue
+        ratio = f"{median_rate(messages, r.seconds) / base:.2f}×" if base else "-"
+        drain = med_ms(messages, r.cpu)
+        total = drain
+        if r is milter:
+            intake = med_ms(messages, r.intake_cpu)
+            total = drain + intake - plain_intake if drain is not None and intake is not None and plain_intake else None
+        print(f"| {r.name} | {signing[r.name]} | {fmt_rate(messages, r.seconds)} | {ratio} | {cpu_ms(messages, r.cpu)} "
+              f"| {fmt_rate(messages, r.intake_seconds)} | {cpu_ms(messages, r.intake_cpu)} "
+              f"| {f'{total:.2f}' if total is not None else '-'} |")
+    for r in results:
+        if r.note:
+            print(f"\n{r.name}: {r.note}")
+        if r.error:
+            print(f"\n{r.name} error: {r.error}")
+    print("\n| DKIM signing, same 2 KB message, one process | signatures/s |")
+    print("|---|---|")
+    for label, value in signs:
+        print(f"| {label} | {value:.0f} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=20)
-    args = ap.parse_args()
-    configure(level="warning")
-    tmp = Path(tempfile.mkdtemp(prefix="dovetail-bench-"))
-    try:
-        engine = make_engine(f"sqlite:///{tmp / 'db.sqlite'}")
-        migrate(engine)
-        d = Directory(engine)
-        d.tenant_add("acme")
-        d.domain_add("acme.example", "acme")
-        keys = DkimKeys(engine, tmp / "dkim")
-        keys.ensure("acme.example")
-        signing = keys.signing_keys("acme.example")
-        msg = BODY.replace(b"%d", b"1")
-        for label, ks in (("RSA-2048", [k for k in signing if k.algorithm == "rsa-sha256"]),
-                          ("Ed25519", [k for k in signing if k.algorithm == "ed25519-sha256"]),
-                          ("RSA-2048 + Ed25519", signing)):
-            n, start = 1000, time.perf_counter()
-            for _ in range(n):
-                sign(msg, ks)
-            print(f"DKIM sign {label}: {n / (time.perf_counter() - start):.0f} messages/s")
-        sink_bin = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
-        port = free_port()
-        sink = subprocess.Popen([sink_bin, "-u", "nobody", "-c", f"127.0.0.1:{port}", "256"], stdout=subprocess.DEVNULL)
-        try:
-            Transports(engine).set("default", "*", "relay", host="127.0.0.1", port=port, tls="none")
-            queue = Queue(tmp / "queue")
-            for i in range(args.messages):
-                queue.inject(Envelope("alice@acme.example", [QueueRecipient(f"r{i}@example.org")]),
-                             BODY.replace(b"%d", str(i).encode()))
-            agent = OutboundAgent(Transports(engine), keys, AgentConfig(destination_concurrency=args.concurrency))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--sign-seconds", type=float, default=2.0, help="duration of each signing micro-benchmark")
+    ap.add_argument("--skip-postfix", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, configs)")
+    ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(args.child, args.port, args.messages, args.concurrency)
+        return 0
 
-            async def run() -> float:
-                manager = QueueManager(queue, lambda _a: agent,
-                                       QueueConfig(max_concurrent_deliveries=args.concurrency))
-                start = time.perf_counter()
-                task = asyncio.create_task(manager.run())
-                while manager.delivered < args.messages:  # noqa: ASYNC110 - the manager exposes a counter only
-                    await asyncio.sleep(0.05)
-                elapsed = time.perf_counter() - start
-                manager.stop()
-                await task
-                await agent.close()
-                return elapsed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    keys = Keys()
+    signs = sign_rates(keys, args.sign_seconds)
+    for label, value in signs:
+        print(f"{label}: {value:.0f} signatures/s", flush=True)
 
-            elapsed = asyncio.run(run())
-            print(f"queued -> DKIM-signed -> relayed to smtp-sink: {args.messages} messages in {elapsed:.2f}s = "
-                  f"{args.messages / elapsed:.0f} messages/s (connections made {agent.connections_made}, "
-                  f"reused {agent.connections_reused})")
-        finally:
-            sink.terminate()
-            sink.wait()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix="dovetail-bench-outbound-"))
+    tmp.chmod(0o755)
+    dovetail, plain, milter = Result("Dovetail"), Result("Postfix"), Result("Postfix + OpenDKIM")
+    failed = False
+    with ExitStack() as stack:
+        if args.keep:
+            stack.callback(print, f"kept {tmp}")
+        else:
+            stack.callback(shutil.rmtree, tmp, True)
+        sink = Sink()
+        stack.callback(sink.stop)
+        msg_file = tmp / "message.eml"
+        msg_file.write_bytes(message(1))
+        postfix = None
+        opendkim: list[subprocess.Popen[bytes]] | None = None
+        if not args.skip_postfix:
+            milter_ports = [free_port(), free_port()]
+            if Path(OPENDKIM).exists():
+                opendkim = []
+                for port, algorithm, key in zip(milter_ports, ("rsa-sha256", "ed25519-sha256"),
+                                                (keys.rsa_key, keys.ed_key), strict=True):
+                    opendkim.append(start_opendkim(tmp / f"opendkim-{algorithm}", port, algorithm, key, keys))
+                    stack.callback(stop, opendkim[-1])
+            else:
+                milter.error = "opendkim is not installed"
+            postfix = Postfix(tmp / "postfix", sink.port, args.concurrency, milter_ports)
+            stack.callback(postfix.stop)
+            postfix.start()
+            # Warm-up: smtpd, cleanup, qmgr and smtp processes started, the sink's first connections made.
+            postfix.intake(postfix.port, 100, msg_file, [])
+            postfix.drain(sink, 100)
+        for rnd in range(args.rounds):
+            print(f"round {rnd + 1}/{args.rounds}", flush=True)
+            try:
+                run_dovetail(tmp, sink, args.messages, args.concurrency, dovetail)
+            except BenchError as exc:
+                dovetail.error, failed = str(exc), True
+            if postfix is None:
+                continue
+            try:
+                secs, cpu = postfix.intake(postfix.port, args.messages, msg_file, [])
+                plain.intake_seconds.append(secs)
+                plain.intake_cpu.append(cpu)
+                secs, cpu = postfix.drain(sink, args.messages)
+                plain.seconds.append(secs)
+                plain.cpu.append(cpu)
+            except BenchError as exc:
+                plain.error, failed = str(exc), True
+                postfix.clear()
+            if opendkim is None:
+                continue
+            try:
+                secs, cpu = postfix.intake(postfix.milter_smtpd_port, args.messages, msg_file,
+                                           [p.pid for p in opendkim])
+                algorithms = postfix.dkim_algorithms()
+                if algorithms != ["ed25519-sha256", "rsa-sha256"]:
+                    raise BenchError(f"OpenDKIM signatures on a held message: {algorithms}")
+                milter.note = f"held messages carry DKIM-Signature a={', a='.join(algorithms)}"
+                milter.intake_seconds.append(secs)
+                milter.intake_cpu.append(cpu)
+                secs, cpu = postfix.drain(sink, args.messages)
+                milter.seconds.append(secs)
+                milter.cpu.append(cpu)
+            except BenchError as exc:
+                milter.error, failed = str(exc), True
+                postfix.clear()
+        report(args.messages, args.rounds, [dovetail, plain, milter], signs)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        sys.exit(f"outbound benchmark failed: {exc}")
