@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from dovetail.mime.imapdata import body_to_imap, envelope_to_imap
 from dovetail.storage import api
 from dovetail.storage.api import (
     Changes,
@@ -259,7 +260,7 @@ class MemMailbox(api.Mailbox):
         return ch
 
     def fetch_info(self, uids: Iterable[int], *, envelope: bool = True,
-                   bodystructure: bool = True) -> list[MessageInfo]:
+                   bodystructure: bool = True, raw: bool = False) -> list[MessageInfo]:
         out = []
         with self.storage.lock:
             for u in sorted(set(uids)):
@@ -269,9 +270,16 @@ class MemMailbox(api.Mailbox):
                 env = [None, _header(m.data, "subject"), None, None, None, None, None, None, None, None]
                 cte = (_header(m.data, "content-transfer-encoding") or "7BIT").upper()
                 bs = ["TEXT", "PLAIN", ["CHARSET", "us-ascii"], None, None, cte, len(m.data), 1]
-                out.append(MessageInfo(u, frozenset(m.flags), frozenset(), m.date, len(m.data), m.modseq,
-                                       u in self._recent, env if envelope else None,
-                                       bs if bodystructure else None, bs if bodystructure else None))
+                info = MessageInfo(u, frozenset(m.flags), frozenset(), m.date, len(m.data), m.modseq,
+                                   u in self._recent, env if envelope else None,
+                                   bs if bodystructure else None, bs if bodystructure else None)
+                if raw:
+                    info = MessageInfo(info.uid, info.flags, info.keywords, info.internal_date, info.size,
+                                       info.modseq, info.recent,
+                                       envelope_imap=envelope_to_imap(env) if envelope else None,
+                                       bodystructure_imap=body_to_imap(bs) if bodystructure else None,
+                                       body_imap=body_to_imap(bs) if bodystructure else None)
+                out.append(info)
         return out
 
     def open_message(self, uid: int) -> bytes:

@@ -11,8 +11,10 @@ import base64
 import binascii
 import email
 import email.policy
+import functools
 import itertools
 import quopri
+import re
 from collections.abc import Sequence
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
@@ -147,14 +149,17 @@ def _fetch(s: Session, mb: Mailbox, uids: Sequence[int], atts: list[FetchAtt],
     want_env = any(a.name == "ENVELOPE" for a in atts)
     want_bs = any(a.name in ("BODYSTRUCTURE", "BODY", "BINARY", "BINARY.SIZE") and
                   (a.section is None or a.name != "BODY") for a in atts)
-    infos = mb.fetch_info(uids, envelope=want_env, bodystructure=want_bs)
+    # ENVELOPE/BODY/BODYSTRUCTURE go out as the IMAP bytes the index keeps; only BINARY of a part
+    # needs the structure as data (to find the part's transfer encoding).
+    raw = not any(a.name in ("BINARY", "BINARY.SIZE") and a.section is not None and a.section.part for a in atts)
+    infos = mb.fetch_info(uids, envelope=want_env, bodystructure=want_bs, raw=raw)
     seen_now: set[int] = set()
     if set_seen:
         unseen = [i.uid for i in infos if SEEN not in i.flags]
         if unseen:
             mb.store_flags(unseen, StoreMode.ADD, [SEEN])
             seen_now = set(unseen)
-            infos = mb.fetch_info(uids, envelope=want_env, bodystructure=want_bs)
+            infos = mb.fetch_info(uids, envelope=want_env, bodystructure=want_bs, raw=raw)
     lines: list[bytes] = []
     missing = len(infos) < len(uids)
     has_flags = any(a.name == "FLAGS" for a in atts)
@@ -198,10 +203,16 @@ def _item(s: Session, mb: Mailbox, info: MessageInfo, att: FetchAtt) -> bytes:
     if name == "MODSEQ":
         return b"MODSEQ (%d)" % info.modseq
     if name == "ENVELOPE":
+        if info.envelope_imap is not None:
+            return b"ENVELOPE " + info.envelope_imap
         return b"ENVELOPE " + _envelope(info.envelope)
     if name == "BODYSTRUCTURE":
+        if info.bodystructure_imap is not None:
+            return b"BODYSTRUCTURE " + info.bodystructure_imap
         return b"BODYSTRUCTURE " + _body(info.bodystructure)
     if name == "BODY" and att.section is None:
+        if info.body_imap is not None or info.bodystructure_imap is not None:
+            return b"BODY " + (info.body_imap if info.body_imap is not None else info.bodystructure_imap)
         return b"BODY " + _body(info.body if info.body is not None else info.bodystructure)
     if name in ("SAVEDATE", "EMAILID", "THREADID"):
         return name.encode() + b" NIL"
@@ -386,9 +397,9 @@ class SearchMessage:
     """A view message as SEARCH/SORT/THREAD read it: index data now, header and text on demand."""
 
     __slots__ = ("seq", "uid", "flags", "internal_date", "size", "modseq", "_mb", "_headers", "_hbytes",
-                 "_text")
+                 "_text", "_blocks")
 
-    def __init__(self, mb: Mailbox, seq: int, info: MessageInfo) -> None:
+    def __init__(self, mb: Mailbox, seq: int, info: MessageInfo, blocks: _HeaderBlocks | None = None) -> None:
         self.seq = seq
         self.uid = info.uid
         self.flags = info.imap_flags
@@ -400,8 +411,11 @@ class SearchMessage:
         self._headers: dict[str, list[str]] | None = None
         self._hbytes: bytes | None = None
         self._text: str | None = None
+        self._blocks = blocks
 
     def header_bytes(self) -> bytes:
+        if self._hbytes is None and self._blocks is not None:
+            self._hbytes = self._blocks.get(self.uid)
         if self._hbytes is None:
             try:
                 self._hbytes = self._mb.get_section(self.uid, StoreSection((), "HEADER"))
@@ -410,9 +424,14 @@ class SearchMessage:
         return self._hbytes
 
     def header(self, name: str) -> list[str]:
+        """The values of header ``name``: only that field is looked for (most searches name one)."""
+        key = name.lower()
         if self._headers is None:
-            self._headers = _parse_headers(self.header_bytes())
-        return self._headers.get(name.lower(), [])
+            self._headers = {}
+        found = self._headers.get(key)
+        if found is None:
+            found = self._headers[key] = _header_values(self.header_bytes(), key)
+        return found
 
     def text(self) -> str:
         if self._text is None:
@@ -422,6 +441,39 @@ class SearchMessage:
                 raw = b""
             self._text = _body_text(raw)
         return self._text
+
+
+class _HeaderBlocks:
+    """The header blocks the store keeps in its index, fetched in one go the first time a search
+    needs any header (most searches never do)."""
+
+    __slots__ = ("_mb", "_blocks")
+
+    def __init__(self, mb: Mailbox) -> None:
+        self._mb = mb
+        self._blocks: dict[int, bytes] | None = None
+
+    def get(self, uid: int) -> bytes | None:
+        if self._blocks is None:
+            self._blocks = self._mb.cached_headers(self._mb.uids)
+        return self._blocks.get(uid)
+
+
+@functools.lru_cache(maxsize=256)
+def _field_regex(name: str) -> re.Pattern[bytes]:
+    return re.compile(rb"^" + re.escape(name.encode("utf-8", "replace")) + rb"[ \t]*:(.*(?:\r?\n[ \t].*)*)",
+                      re.IGNORECASE | re.MULTILINE)
+
+
+def _header_values(raw: bytes, name: str) -> list[str]:
+    """What ``_parse_headers(raw).get(name, [])`` gives, found by one regex scan instead of a parse."""
+    if not name or ":" in name or "\n" in name or "\r" in name:
+        return _parse_headers(raw).get(name, [])
+    out = []
+    for m in _field_regex(name).finditer(raw):
+        value = m.group(1).decode("utf-8", "replace")
+        out.append(value.replace("\r\n", "").replace("\n", "").strip())
+    return out
 
 
 def _parse_headers(raw: bytes) -> dict[str, list[str]]:
@@ -463,11 +515,12 @@ def _body_text(raw: bytes) -> str:
 
 def _messages(mb: Mailbox) -> list[SearchMessage]:
     infos = mb.fetch_info(list(mb.uids), envelope=False, bodystructure=False)
+    blocks = _HeaderBlocks(mb)
     out = []
     for info in infos:
         seq = mb.seq_of(info.uid)
         if seq is not None:
-            out.append(SearchMessage(mb, seq, info))
+            out.append(SearchMessage(mb, seq, info, blocks))
     return out
 
 

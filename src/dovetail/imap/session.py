@@ -74,7 +74,7 @@ class UserRegistry:
 # EXPUNGE responses are not allowed while these run (RFC 3501 7.4.1), unless as UID commands
 NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "SORT", "THREAD"}
 
-IDLE_SAFETY_REFRESH = 5.0
+IDLE_SAFETY_REFRESH = 30.0
 BASE_CAPS = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
 AUTH_CAPS = ("UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "LIST-EXTENDED",
              "LIST-STATUS", "ESEARCH", "SEARCHRES", "CONDSTORE", "QRESYNC", "STATUS=SIZE", "SORT",
@@ -592,10 +592,11 @@ class Session:
             sel.watcher = False
 
     async def idle_wait(self) -> bool:
-        """Wait (at most ``limits.idle_poll`` seconds) for a hint that the selected mailbox changed.
+        """Wait for a hint that the selected mailbox changed.
 
-        Without a working watcher every wait ends in a refresh (polling); with one, a refresh also
-        happens every ``IDLE_SAFETY_REFRESH`` seconds in case a hint was lost.
+        With a working watcher the wait lasts until the hint (or until the next safety refresh, every
+        ``IDLE_SAFETY_REFRESH`` seconds in case a hint was lost), so an idle session does no work;
+        without one every ``limits.idle_poll`` seconds ends in a refresh (polling).
         """
         sel = self.selected
         if sel is None:
@@ -604,9 +605,10 @@ class Session:
         await self._ensure_watcher()
         if sel.watcher:
             try:
-                if await sel.watcher.wait_async(self.limits.idle_poll):
+                left = IDLE_SAFETY_REFRESH - (time.monotonic() - self._idle_refreshed)
+                if await sel.watcher.wait_async(max(left, self.limits.idle_poll)):
                     return True
-                return time.monotonic() - self._idle_refreshed > IDLE_SAFETY_REFRESH
+                return time.monotonic() - self._idle_refreshed >= IDLE_SAFETY_REFRESH
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001

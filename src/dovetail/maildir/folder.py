@@ -28,8 +28,12 @@ from dovetail.mime.structure import bodystructure, envelope
 log = get_logger("maildir")
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+MAX_CACHED_HEADER = 64 * 1024  # larger header blocks are read from the file when needed
 UIDVALIDITY_FILE = "dovetail-uidvalidity"
 TMP_MAX_AGE = 36 * 3600
+# Parsed dovecot-uidlist per path, shared by the sessions of this process: (stat stamp, Uidlist, by_basename).
+_UIDLISTS: dict[str, tuple[tuple, uidlist.Uidlist, dict[str, int]]] = {}
+_UIDLIST_CACHE_MAX = 256
 
 
 @dataclass(slots=True)
@@ -54,6 +58,7 @@ def analyse(data: bytes) -> dict:
     env = envelope(root.header)
     body = bodystructure(crlf, root, extensible=False)
     bs = bodystructure(crlf, root, extensible=True)
+    header = crlf[root.header_start : root.body_start]
     return {
         "vsize": len(crlf),
         "envelope": dumps(env),
@@ -63,6 +68,7 @@ def analyse(data: bytes) -> dict:
         "envelope_imap": envelope_to_imap(env),
         "body_imap": body_to_imap(body),
         "bodystructure_imap": body_to_imap(bs),
+        "header": header if len(header) <= MAX_CACHED_HEADER else None,
     }
 
 
@@ -74,6 +80,14 @@ class Folder:
         self.index = Index(path)
         self._stamp: tuple | None = None
         self.keywords: dict[int, str] = {}
+        # The index's uid -> "sub/filename" as of modseq ``_mirror_modseq`` (see _refresh_mirror).
+        self._files: dict[int, str] | None = None
+        self._fnset: set[str] = set()
+        self._cur: set[str] = set()  # the names in _fnset under cur/ and new/, without the prefix
+        self._new: set[str] = set()
+        self._mirror_modseq = 0
+        self._mirror_uv = 0
+        self._uidnext_meta = 0
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -105,7 +119,7 @@ class Folder:
             for fn in names:
                 if fn.startswith("."):
                     continue
-                base = parse_name(fn).basename
+                base = fn.partition(":")[0]
                 if sub == "new" and move_new:
                     target = fn if INFO_SEP in fn else fn + INFO_SEP
                     try:
@@ -206,40 +220,114 @@ class Folder:
 
     # --- sync ---------------------------------------------------------------------------------
 
+    def _cached_uidlist(self) -> tuple[uidlist.Uidlist | None, dict[str, int]]:
+        """The uidlist and its basename map, parsed again only when the file's stamp moved."""
+        key = str(self.uidlist_path)
+        try:
+            st = os.stat(key)
+        except FileNotFoundError:
+            return None, {}
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        hit = _UIDLISTS.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[1], hit[2]
+        ul = self._read_uidlist()
+        by_base = ul.by_basename() if ul is not None else {}
+        if ul is not None:
+            if len(_UIDLISTS) >= _UIDLIST_CACHE_MAX:
+                _UIDLISTS.pop(next(iter(_UIDLISTS)), None)
+            _UIDLISTS[key] = (stamp, ul, by_base)
+        return ul, by_base
+
+    def _refresh_mirror(self) -> None:
+        """Bring the in-memory copy of the index's uid -> file map up to date: only rows changed since
+        the modseq it was taken at, plus expunges; a full read after a reset or a lost history."""
+        idx = self.index
+        db = idx.db
+        with idx.snapshot():
+            uv = idx.get_int("uidvalidity", 0)
+            top = idx.get_int("highestmodseq", 1)
+            self._uidnext_meta = idx.get_int("uidnext", 0)
+            if (
+                self._files is None
+                or uv != self._mirror_uv
+                or top < self._mirror_modseq
+                or self._mirror_modseq < idx.get_int("expunge_floor", 0)
+            ):
+                self._files = dict(db.execute("SELECT uid, filename FROM msg"))
+                self._split_names()
+            elif top != self._mirror_modseq:
+                files, fnset = self._files, self._fnset
+                subs = {"cur": self._cur, "new": self._new}
+                for (uid,) in db.execute("SELECT uid FROM expunged WHERE modseq>?", (self._mirror_modseq,)):
+                    old = files.pop(uid, None)
+                    if old is not None:
+                        fnset.discard(old)
+                        subs.get(old[:3], set()).discard(old[4:])
+                for uid, fn in db.execute("SELECT uid, filename FROM msg WHERE modseq>?", (self._mirror_modseq,)):
+                    old = files.get(uid)
+                    if old != fn:
+                        if old is not None:
+                            fnset.discard(old)
+                            subs.get(old[:3], set()).discard(old[4:])
+                        files[uid] = fn
+                        fnset.add(fn)
+                        subs.get(fn[:3], set()).add(fn[4:])
+            self._mirror_uv = uv
+            self._mirror_modseq = top
+
     def sync(self, move_new: bool = False, force: bool = False) -> bool:
-        """Bring the index up to date with the disk. Returns True when something was looked at."""
+        """Bring the index up to date with the disk. Returns True when something was looked at.
+
+        The common case after another session's flag change is cheap: one listing, the uidlist only when
+        it changed, the index's rows changed since last time; the write transaction (with a second
+        listing under its lock) is taken only when the disk and the index disagree."""
         stamp = self._stamp_now()
         if not force and stamp == self._stamp and not (move_new and self._has_new()):
             return False
+        if self._unchanged(move_new):
+            self._stamp = stamp
+            return True
         listing = self._list(move_new)
-        ul = self._read_uidlist()
-        known = ul.by_basename() if ul is not None else {}
-        if ul is None or any(b not in known for b in listing):
-            unknown = [b for b in sorted(listing, key=_sort_key) if b not in known]
+        ul, by_base = self._cached_uidlist()
+        if ul is None or any(b not in by_base for b in listing):
+            unknown = [b for b in sorted(listing, key=_sort_key) if b not in by_base]
             ul = self.assign_uids(unknown, listing)
+            by_base = ul.by_basename()
         self.load_keywords()
-        by_base = ul.by_basename()
-        present = {by_base[b]: listing[b] for b in listing if b in by_base}
-        db = self.index.db
         if self.index.get_int("uidvalidity", 0) != ul.uidvalidity:
             self.index.begin()
             self.index.reset()
             self.index.set_meta("uidvalidity", ul.uidvalidity)
             self.index.set_meta("first_recent_uid", 1)
+            self.index.set_meta("uidnext", ul.nextuid)
             self.index.commit()
-        rows = {r[0]: (r[1], r[2]) for r in db.execute("SELECT uid, filename, info FROM msg")}
+        self._refresh_mirror()
+        on_disk = {f"{item.sub}/{item.filename}" for b, item in listing.items() if b in by_base}
+        if on_disk == self._fnset and self._uidnext_meta >= ul.nextuid:
+            self._stamp = stamp if not move_new or not self._has_new() else None
+            return True
+        files = self._files or {}
         fresh = {}
-        for uid, item in present.items():
-            if uid not in rows:
+        for b, item in listing.items():
+            uid = by_base.get(b)
+            if uid is not None and uid not in files:
                 fresh[uid] = self._analyse_file(item)
+        db = self.index.db
         self.index.begin()
         try:
             # List again under the index's write lock: a flag change by another of our sessions renames
             # files and updates the index inside that lock, so a listing taken before it could write
             # stale flags back (a lost update). New files unknown to the uidlist wait for the next sync.
             listing = self._list(False)
+            if any(b not in by_base for b in listing):
+                # Another writer numbered files since our uidlist read (and may have indexed them).
+                newer, newer_by_base = self._cached_uidlist()
+                if newer is not None and newer.uidvalidity == ul.uidvalidity:
+                    ul, by_base = newer, newer_by_base
+            self._refresh_mirror_locked()
+            files = self._files or {}
             present = {by_base[b]: listing[b] for b in listing if b in by_base}
-            rows = {r[0]: (r[1], r[2]) for r in db.execute("SELECT uid, filename, info FROM msg")}
             modseq = None
 
             def next_modseq() -> int:
@@ -248,31 +336,32 @@ class Folder:
                     modseq = self.index.bump_modseq()
                 return modseq
 
-            gone = [u for u in rows if u not in present]
+            # A file still listed is not gone, even when our uidlist does not know its name yet.
+            gone = [u for u, fn in files.items() if u not in present and fn[4:].partition(":")[0] not in listing]
             if gone:
                 self.index.record_expunges(gone, next_modseq())
             for uid, item in present.items():
                 stored_fn = f"{item.sub}/{item.filename}"
-                old = rows.get(uid)
-                if old is not None and old[0] == stored_fn:
+                old_fn = files.get(uid)
+                if old_fn == stored_fn:
                     continue
                 name = parse_name(item.filename)
                 info = name.info if item.sub == "cur" else ""
-                if old is not None:
-                    old_fn, old_info = old
+                if old_fn is not None:
+                    old_info = parse_name(old_fn[4:]).info if old_fn.startswith("cur/") else ""
                     if old_info != info:
                         db.execute(
                             "UPDATE msg SET filename=?, info=?, flags=?, modseq=? WHERE uid=?",
                             (stored_fn, info, flags_dump(self.flags_of(info)), next_modseq(), uid),
                         )
-                    elif old_fn != stored_fn:
-                        db.execute("UPDATE msg SET filename=? WHERE uid=?", (stored_fn, uid))
+                    else:
+                        db.execute("UPDATE msg SET filename=?, modseq=? WHERE uid=?", (stored_fn, next_modseq(), uid))
                     continue
                 facts = fresh.get(uid) or self._analyse_file(item)
                 if facts is None:
                     continue
                 db.execute(
-                    "INSERT OR REPLACE INTO msg VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO msg VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         uid,
                         name.basename,
@@ -290,15 +379,62 @@ class Folder:
                         facts["envelope_imap"],
                         facts["body_imap"],
                         facts["bodystructure_imap"],
+                        facts["header"],
                     ),
                 )
-            self.index.set_meta("uidnext", ul.nextuid)
+            if ul.nextuid > self.index.get_int("uidnext", 0):
+                self.index.set_meta("uidnext", ul.nextuid)
             self.index.commit()
         except BaseException:
             self.index.rollback()
+            self._files = None
             raise
+        self._refresh_mirror()
         self._stamp = self._stamp_now() if not move_new or not self._has_new() else None
         return True
+
+    def _refresh_mirror_locked(self) -> None:
+        """Like :meth:`_refresh_mirror`, inside the caller's write transaction."""
+        idx = self.index
+        db = idx.db
+        top = idx.get_int("highestmodseq", 1)
+        if self._files is None or top < self._mirror_modseq or self._mirror_modseq < idx.get_int("expunge_floor", 0):
+            self._files = dict(db.execute("SELECT uid, filename FROM msg"))
+        elif top != self._mirror_modseq:
+            for (uid,) in db.execute("SELECT uid FROM expunged WHERE modseq>?", (self._mirror_modseq,)):
+                self._files.pop(uid, None)
+            for uid, fn in db.execute("SELECT uid, filename FROM msg WHERE modseq>?", (self._mirror_modseq,)):
+                self._files[uid] = fn
+        self._split_names()
+        self._mirror_modseq = top
+
+    def _split_names(self) -> None:
+        files = self._files or {}
+        self._fnset = set(files.values())
+        self._cur = {fn[4:] for fn in self._fnset if fn.startswith("cur/")}
+        self._new = {fn[4:] for fn in self._fnset if fn.startswith("new/")}
+
+    def _unchanged(self, move_new: bool) -> bool:
+        """True when the directories hold exactly the files the index knows (compared as sets of
+        names, without parsing any) and the uidlist adds nothing: the common case after another
+        session's change, which that session already wrote to the index."""
+        try:
+            cur = os.listdir(self.path / "cur")
+            new = os.listdir(self.path / "new")
+        except FileNotFoundError:
+            return False
+        if move_new and new:
+            return False
+        ul, _by_base = self._cached_uidlist()
+        if ul is None:
+            return False
+        self._refresh_mirror()
+        return (
+            self._mirror_uv == ul.uidvalidity
+            and self._uidnext_meta >= ul.nextuid
+            and set(cur) == self._cur
+            and set(new) == self._new
+        )
 
     def _has_new(self) -> bool:
         try:

@@ -1,5 +1,6 @@
 """Per-mailbox cache ``dovetail-index.sqlite``: UID <-> file, flags, modseq, sizes, internal date,
-ENVELOPE, BODYSTRUCTURE and the MIME part offsets, computed once when a message is first seen.
+ENVELOPE, BODYSTRUCTURE, the MIME part offsets and the raw header block (so that SEARCH on headers
+opens no file), computed once when a message is first seen.
 
 It is a cache over the Maildir and ``dovecot-uidlist`` (Dovecot ignores the file): delete it and it is
 rebuilt; the UIDs themselves always come from ``dovecot-uidlist``. SQLite (WAL) lets sessions in many
@@ -11,12 +12,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 INDEX_FILE = "dovetail-index.sqlite"
-SCHEMA_VERSION = 3
+# Page cache per connection in KiB (negative: KiB, SQLite's convention). Every selected session holds a
+# connection; the default 2 MB each made idle sessions expensive, and the rows a session reads are few.
+CACHE_KIB = 256
+SCHEMA_VERSION = 4
 EXPUNGE_HISTORY = 10000
 
 _SCHEMA = """
@@ -37,7 +42,8 @@ CREATE TABLE IF NOT EXISTS msg (
     parts TEXT,
     envelope_imap BLOB,
     body_imap BLOB,
-    bodystructure_imap BLOB
+    bodystructure_imap BLOB,
+    header BLOB
 );
 CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(modseq);
@@ -73,6 +79,7 @@ class Index:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             db.executescript(_SCHEMA)
             row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
@@ -85,6 +92,7 @@ class Index:
                 Path(str(self.path) + suffix).unlink(missing_ok=True)
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             db.executescript(_SCHEMA)
             db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         return db
@@ -99,6 +107,15 @@ class Index:
 
     def set_meta(self, key: str, value: object) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: the queries inside see one consistent state of the index (WAL)."""
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
 
     def begin(self) -> None:
         self.db.execute("BEGIN IMMEDIATE")

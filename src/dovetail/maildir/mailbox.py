@@ -53,6 +53,22 @@ def clean_flags(flags: Iterable[str]) -> set[str]:
     return out
 
 
+_FLAG_SETS: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
+
+
+def _flag_sets(column: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(flags, keywords) of a flags column; a mailbox has few distinct combinations, so they are
+    built once per process."""
+    hit = _FLAG_SETS.get(column)
+    if hit is None:
+        flags = frozenset(column.split())
+        hit = (flags, frozenset(f for f in flags if f[0] != "\\"))
+        if len(_FLAG_SETS) >= 4096:
+            _FLAG_SETS.clear()
+        _FLAG_SETS[column] = hit
+    return hit
+
+
 def _tree_to_part(node: list) -> Part:
     from dovetail.mime.parser import ContentType, Header
 
@@ -83,7 +99,8 @@ class MaildirMailbox(Mailbox):
         self._uids: list[int] = []
         self._modseqs: dict[int, int] = {}
         self._recent: set[int] = set()
-        self._pending_expunge: set[int] = set()
+        self._pending_expunge: set[int] = set()  # expunged on disk, not yet reported to the client
+        self._seen_modseq = 0  # the index's highest modseq this view has taken in
         self._watcher: MailboxWatcher | None = None
         folder.sync(move_new=not readonly, force=True)
         if not readonly:
@@ -95,7 +112,9 @@ class MaildirMailbox(Mailbox):
 
     def _load(self, claim_recent: bool) -> dict[int, int]:
         idx = self.folder.index
-        rows = dict(idx.db.execute("SELECT uid, modseq FROM msg ORDER BY uid").fetchall())
+        with idx.snapshot():
+            rows = dict(idx.db.execute("SELECT uid, modseq FROM msg ORDER BY uid").fetchall())
+            self._seen_modseq = idx.get_int("highestmodseq", 1)
         if claim_recent and not self.readonly:
             idx.begin()
             try:
@@ -151,26 +170,46 @@ class MaildirMailbox(Mailbox):
     # --- refresh ------------------------------------------------------------------------------
 
     def refresh(self, *, allow_expunges: bool = True) -> Changes:
+        """What changed since the last refresh: read from the index only the rows whose modseq moved
+        past the one this view last saw, and the expunges recorded since (all rows when that history
+        is gone)."""
         self.folder.sync(move_new=not self.readonly)
         changes = Changes()
-        if self.folder.index.get_int("uidvalidity") != self._uidvalidity:
-            changes.uidvalidity_changed = True
-            return changes
-        rows = dict(self.folder.index.db.execute("SELECT uid, modseq FROM msg").fetchall())
-        view = set(self._uids)
-        gone = [u for u in self._uids if u not in rows]
-        if gone and allow_expunges:
-            gone_set = set(gone)
+        idx = self.folder.index
+        db = idx.db
+        view = self._modseqs
+        with idx.snapshot():
+            if idx.get_int("uidvalidity") != self._uidvalidity:
+                changes.uidvalidity_changed = True
+                return changes
+            top = idx.get_int("highestmodseq", 1)
+            seen = self._seen_modseq
+            if top < seen or seen < idx.get_int("expunge_floor", 0):
+                rows = db.execute("SELECT uid, modseq, flags FROM msg").fetchall()
+                present = {r[0] for r in rows}
+                self._pending_expunge.update(u for u in self._uids if u not in present)
+            elif top != seen:
+                rows = db.execute("SELECT uid, modseq, flags FROM msg WHERE modseq>?", (seen,)).fetchall()
+                self._pending_expunge.update(
+                    u for (u,) in db.execute("SELECT uid FROM expunged WHERE modseq>?", (seen,)) if u in view
+                )
+            else:
+                rows = []
+            self._seen_modseq = top
+        pending = self._pending_expunge
+        if pending and allow_expunges:
+            gone = [u for u in self._uids if u in pending]
             changes.expunged_uids = gone
-            changes.expunged_seqs = [i + 1 for i, u in reversed(list(enumerate(self._uids))) if u in gone_set]
-            self._uids = [u for u in self._uids if u not in gone_set]
+            changes.expunged_seqs = [i + 1 for i, u in reversed(list(enumerate(self._uids))) if u in pending]
+            self._uids = [u for u in self._uids if u not in pending]
             for u in gone:
-                self._modseqs.pop(u, None)
+                view.pop(u, None)
                 self._recent.discard(u)
-        new = sorted(u for u in rows if u not in view and (not self._uids or u > self._uids[-1]))
+            pending.clear()
+        last = self._uids[-1] if self._uids else 0
+        new = sorted(r[0] for r in rows if r[0] not in view and r[0] > last and r[0] not in pending)
         if new:
             if not self.readonly:
-                idx = self.folder.index
                 idx.begin()
                 try:
                     first = idx.get_int("first_recent_uid", 1)
@@ -184,14 +223,15 @@ class MaildirMailbox(Mailbox):
                     raise
             self._uids.extend(new)
             changes.new_uids = new
-        changed = [u for u in self._uids if u in rows and u not in new and rows[u] != self._modseqs.get(u)]
-        for u in new:
-            self._modseqs[u] = rows[u]
-        if changed:
-            for info in self.fetch_info(changed, envelope=False, bodystructure=False):
-                self._modseqs[info.uid] = info.modseq
+        fresh = set(new)
+        for uid, modseq, flags in sorted(rows):
+            if uid in fresh:
+                view[uid] = modseq
+            elif uid in view and uid not in pending and view[uid] != modseq:
+                view[uid] = modseq
+                fs = frozenset(flags.split())
                 changes.flag_changes.append(
-                    FlagState(info.uid, info.flags, info.keywords, info.modseq, info.recent)
+                    FlagState(uid, fs, frozenset(f for f in fs if f[0] != "\\"), modseq, uid in self._recent)
                 )
         changes.recent_count = len(self._recent)
         return changes
@@ -219,11 +259,11 @@ class MaildirMailbox(Mailbox):
         recent = self._recent
         bs_i = 6 if envelope else 5
         for r in rows:
-            flags = frozenset(r[1].split())
+            flags, keywords = _flag_sets(r[1])
             if raw:
                 out.append(
                     MessageInfo(
-                        r[0], flags, frozenset(f for f in flags if f[0] != "\\"),
+                        r[0], flags, keywords,
                         datetime.fromtimestamp(r[4], UTC), r[3], r[2], r[0] in recent,
                         envelope_imap=r[5] if envelope else None,
                         bodystructure_imap=r[bs_i] if bodystructure else None,
@@ -235,7 +275,7 @@ class MaildirMailbox(Mailbox):
                 MessageInfo(
                     uid=r[0],
                     flags=flags,
-                    keywords=frozenset(f for f in flags if f[0] != "\\"),
+                    keywords=keywords,
                     internal_date=datetime.fromtimestamp(r[4], UTC),
                     size=r[3],
                     modseq=r[2],
@@ -246,6 +286,11 @@ class MaildirMailbox(Mailbox):
                 )
             )
         return out
+
+    def cached_headers(self, uids: Iterable[int]) -> dict[int, bytes]:
+        wanted = set(uids)
+        rows = self.folder.index.db.execute("SELECT uid, header FROM msg WHERE header IS NOT NULL")
+        return {uid: header for uid, header in rows if uid in wanted}
 
     def _row(self, uid: int) -> tuple[str, str]:
         row = self.folder.index.db.execute("SELECT filename, parts FROM msg WHERE uid=?", (uid,)).fetchone()

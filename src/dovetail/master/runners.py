@@ -151,12 +151,19 @@ def _trusted_listener(address: str, networks: list[str]) -> bool:
     return any(ip in ipaddress.ip_network(n) for n in networks)
 
 
+_SPECIAL_USE_DONE: set[str] = set()  # mail roots this process already gave their special-use folders
+
+
 def storage_with_special_use(account):  # noqa: ANN001, ANN201
-    """A user's storage, with Sent, Drafts, Trash, Junk and Archive created at the first login."""
+    """A user's storage, with Sent, Drafts, Trash, Junk and Archive created at the first login (once
+    per root and process: later logins skip the checks and the subscriptions rewrite)."""
     from ..storage import open_storage
 
     storage = open_storage(account.mail_root)
-    storage.ensure_special_use()
+    root = str(account.mail_root)
+    if root not in _SPECIAL_USE_DONE:
+        storage.ensure_special_use()
+        _SPECIAL_USE_DONE.add(root)
     return storage
 
 

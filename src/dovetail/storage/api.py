@@ -347,6 +347,11 @@ class Mailbox(ABC):
     def open_message(self, uid: int) -> bytes:
         """The whole message with CRLF line endings, as BODY[] sends it. Raises MessageExpunged."""
 
+    def cached_headers(self, uids: Iterable[int]) -> dict[int, bytes]:
+        """The header blocks (``BODY[HEADER]``) of ``uids`` that the store keeps at hand, read without
+        opening message files; messages left out are read with :meth:`get_section`."""
+        return {}
+
     @abstractmethod
     def get_section(self, uid: int, section: Section | str, partial: tuple[int, int] | None = None) -> bytes:
         """BODY[section]<start.length> as bytes. ``section`` is a :class:`Section` or the text between
