@@ -209,6 +209,8 @@ KEYS: list[Key] = [
     _k("imap.max_connections_per_ip", 50, _int1, "concurrent IMAP sessions per client IP"),
     _k("imap.autologout", "30m", _at_least(_dur, 60), "idle authenticated sessions are logged out"),
     _k("imap.max_literal_size", "50M", _size, "largest APPEND (APPENDLIMIT)"),
+    _k("replies.webhook_allow_private", False, _parse_bool,
+       "let webhooks target loopback, private and link-local addresses (default: refused, against SSRF)"),
 ]
 
 KEY_INDEX: dict[str, Key] = {k.name: k for k in KEYS}

@@ -216,3 +216,27 @@ def test_bad_names_refused(directory: Directory) -> None:
         directory.mailbox_add("x@unknown.example", None)
     with pytest.raises(DirectoryError, match="already exists"):
         directory.mailbox_add("BOB@acme.example", None)
+
+
+def test_bare_postmaster_resolves(directory: Directory, resolver: Resolver, tmp_path: Path) -> None:
+    """RFC 5321 §4.5.1: ``RCPT TO:<Postmaster>`` without a domain must be accepted."""
+    for text in ("postmaster", "Postmaster", "<POSTMASTER>"):
+        res = resolver.resolve(text)
+        assert res.ok, res.reason
+        assert res.mailboxes[0].maildir == tmp_path / "mail" / "_system" / "postmaster"
+    r = Resolver(directory, tmp_path, default_postmaster="carol@globex.example", check_interval=0)
+    assert addrs(r.resolve("postmaster")) == ["carol@globex.example"]
+    assert resolver.resolve("abuse").status == "invalid"  # only postmaster has the domainless form
+
+
+def test_unicode_normalisation_forms_reach_one_mailbox(directory: Directory, resolver: Resolver) -> None:
+    """NFC and NFD spellings of a local part are one mailbox, not two look-alike directories."""
+    import unicodedata
+
+    nfc, nfd = unicodedata.normalize("NFC", "josé"), unicodedata.normalize("NFD", "josé")
+    assert nfc != nfd
+    directory.mailbox_add(f"{nfd}@acme.example", None)
+    res = resolver.resolve(f"{nfc}@acme.example")
+    assert res.ok and res.mailboxes[0].local_part == nfc
+    with pytest.raises(Exception, match="exists|already|UNIQUE|unique"):
+        directory.mailbox_add(f"{nfc}@acme.example", None)

@@ -175,3 +175,39 @@ def test_failed_logins_slow_down_then_lock_out(submission) -> None:  # noqa: ANN
         with pytest.raises(smtplib.SMTPAuthenticationError):
             c.login("alice@acme.example", "alice-pw")  # locked out for now
     assert queued(queue) == []
+
+
+def test_from_header_hidden_past_the_scan_window_is_refused(submission) -> None:  # noqa: ANN001
+    """A second From: of another tenant pushed past the header scan by padding headers must not pass."""
+    from dovetail.outbound.submission import MAX_HEADER_SCAN
+
+    srv, queue, certs = submission
+    padding = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 900) for i in range(MAX_HEADER_SCAN // 900 + 10))
+    raw = b"From: alice@acme.example\r\n" + padding + b"From: ceo@globex.example\r\nSubject: t\r\n\r\nhi\r\n"
+    with client(srv, certs) as c:
+        c.login("alice@acme.example", "alice-pw")
+        with pytest.raises(smtplib.SMTPDataError) as exc:
+            c.sendmail("alice@acme.example", ["bob@example.org"], raw)
+        assert exc.value.smtp_code in (550, 552)
+    assert queued(queue) == []
+
+
+@pytest.mark.parametrize("header", [
+    b"Sender: ceo@globex.example\r\n",
+    b"Sender: alice@acme.example\r\nSender: ceo@globex.example\r\n",
+    b"Resent-From: ceo@globex.example\r\n",
+    b"From : ceo@globex.example\r\n",
+    b"from:\tceo@globex.example\r\n",
+])
+def test_sender_and_lookalike_from_headers_of_another_tenant_are_refused(submission, header: bytes) -> None:  # noqa: ANN001
+    srv, queue, certs = submission
+    raw = b"From: alice@acme.example\r\n" + header + b"Subject: t\r\n\r\nhi\r\n"
+    with client(srv, certs) as c:
+        c.login("alice@acme.example", "alice-pw")
+        with pytest.raises(smtplib.SMTPDataError) as exc:
+            c.sendmail("alice@acme.example", ["bob@example.org"], raw)
+        assert exc.value.smtp_code in (550, 553)
+        # the tenant's own Sender: is fine
+        c.sendmail("alice@acme.example", ["bob@example.org"],
+                   b"From: news@news.acme.example\r\nSender: alice@acme.example\r\nSubject: t\r\n\r\nhi\r\n")
+    assert len(queued(queue)) == 1

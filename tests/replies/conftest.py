@@ -32,4 +32,4 @@ def secret(tmp_path: Path) -> bytes:
 
 @pytest.fixture
 def service(engine: Engine, secret: bytes) -> RepliesService:
-    return RepliesService(engine, secret)
+    return RepliesService(engine, secret, allow_private_webhooks=True)  # receivers listen on 127.0.0.1

@@ -30,6 +30,12 @@ INBOX = "replies@acme.example"
 PASSWORD = "inbox secret"
 
 
+def allow_local_webhooks(data_dir: Path) -> None:
+    """The test receivers listen on 127.0.0.1, which the SSRF guard refuses unless configured."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "dovetail.toml").write_text("[replies]\nwebhook_allow_private = true\n")
+
+
 class Stack:
     def __init__(self, root: Path, engine: Engine, *, tenant: str = "acme") -> None:
         self.root = root
@@ -43,6 +49,7 @@ class Stack:
         self.mail_root.mkdir(parents=True, exist_ok=True)
         self.queue = Queue(root / "queue")
         self.resolver = Resolver(self.directory, self.mail_root, check_interval=0)
+        allow_local_webhooks(root / "data")
         self.replies = RepliesEngine(engine, root / "data", account_refresh=0.2)
         self.service = self.replies.service
         self.loop = asyncio.new_event_loop()

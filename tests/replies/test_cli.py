@@ -37,7 +37,9 @@ def test_verbs(data_dir: Path) -> None:
     svc = RepliesService.open(ctx.engine, data_dir)
     svc.registry.register_outbound("acme", "Q1", message_id="<a@acme.example>", recipient="anna@client.example")
 
-    out = run.invoke(app, ["webhooks", "add", "-t", "acme", "http://127.0.0.1:9/hook", "-e", "reply.received",
+    out = run.invoke(app, ["webhooks", "add", "-t", "acme", "http://127.0.0.1:9/hook"])
+    assert out.exit_code != 0 and "non-public" in str(out.exception)  # SSRF guard: loopback refused by default
+    out = run.invoke(app, ["webhooks", "add", "-t", "acme", "http://hooks.invalid:9/hook", "-e", "reply.received",
                            "--json"])
     assert out.exit_code == 0, out.output
     ep = json.loads(out.output)
@@ -45,7 +47,7 @@ def test_verbs(data_dir: Path) -> None:
     svc.process_message(reply(in_reply_to="<a@acme.example>"), Source("acme", "test"))
 
     listed = json.loads(run.invoke(app, ["webhooks", "list", "-t", "acme", "--json"]).output)
-    assert [e["url"] for e in listed] == ["http://127.0.0.1:9/hook"]
+    assert [e["url"] for e in listed] == ["http://hooks.invalid:9/hook"]
     deliveries = json.loads(run.invoke(app, ["webhooks", "deliveries", "-t", "acme", "--json"]).output)
     assert [d["status"] for d in deliveries] == ["pending"]
     out = run.invoke(app, ["webhooks", "redeliver", "-t", "acme", str(deliveries[0]["id"])])

@@ -69,3 +69,18 @@ def test_commands_quote_and_encode() -> None:
         proto.quote("a\r\nb")
     assert proto.encode_mailbox("Entwürfe") == "Entw&APw-rfe"
     assert proto.encode_mailbox("a&b") == "a&-b"
+
+
+def test_many_literals_in_one_response_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each literal under the limit, but one response carrying them without end: refused, not buffered."""
+    monkeypatch.setattr(proto, "MAX_LITERAL", 1000)
+    monkeypatch.setattr(proto, "MAX_RESPONSE", 5000)
+    p = ResponseParser()
+    with pytest.raises(ProtocolError, match="response too large"):
+        for i in range(20):
+            p.feed(b"* %d FETCH (BODY[] {1000}\r\n" % (i + 1) + b"x" * 1000 if i == 0 else b" {1000}\r\n" + b"x" * 1000)
+            assert p.next_response() is None
+    p2 = ResponseParser()  # under the total it still parses
+    p2.feed(b"* 1 FETCH (BODY[] {1000}\r\n" + b"x" * 1000 + b" BODY[1] {1000}\r\n" + b"y" * 1000 + b")\r\n")
+    resp = p2.next_response()
+    assert resp is not None and resp.kind == "FETCH"

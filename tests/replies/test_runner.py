@@ -14,6 +14,7 @@ from dovetail.replies.sources.local import LocalHook
 
 from .mails import reply
 from .receiver import Receiver
+from .stack import allow_local_webhooks
 from .test_imap_dovetail import Running, tls  # noqa: F401
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -34,6 +35,7 @@ def test_engine_end_to_end(engine, tmp_path: Path, tls) -> None:  # noqa: ANN001
                                 ssl_context=tls[0], implicit_tls=True))
     receiver = Receiver().start()
     try:
+        allow_local_webhooks(tmp_path / "data")
         rengine = RepliesEngine(engine, tmp_path / "data", ssl_context=tls[1], account_refresh=0.2)
         svc = rengine.service
         svc.registry.register_outbound("acme", "Q1", message_id="<a@acme.example>", recipient="anna@client.example")

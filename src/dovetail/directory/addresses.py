@@ -8,6 +8,7 @@ walk out of the tenant's folder is refused here, once, for every entry point (CL
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import idna
 
@@ -48,9 +49,13 @@ def display_domain(alabel: str) -> str:
 
 
 def normalize_local(local: str) -> str:
-    """Case-folded local part; refuses what RFC 5321 or our Maildir paths cannot carry."""
+    """Case-folded NFC local part; refuses what RFC 5321 or our Maildir paths cannot carry.
+
+    NFC (RFC 6532 §3.1) so that composed and decomposed spellings are one mailbox and one directory.
+    """
     if len(local) >= 2 and local.startswith('"') and local.endswith('"'):
         local = re.sub(r"\\(.)", r"\1", local[1:-1])
+    local = unicodedata.normalize("NFC", local)
     if not local:
         raise AddressError("empty local part")
     if len(local.encode()) > 64:

@@ -141,6 +141,8 @@ class Resolver:
             text = text[1:-1]
         res = Resolution(address=text, status="ok")
         self.db_lookups += 1
+        if text.lower() == "postmaster":
+            return self._bare_postmaster(res)
         with self.directory.engine.connect() as conn:
             try:
                 local, dom = _split(text)
@@ -174,6 +176,29 @@ class Resolver:
             res.external = list(dict.fromkeys(res.external))
             if res.status == "ok" and not res.mailboxes and not res.external:
                 res.status, res.reason = "loop", f"alias loop: {res.address} expands to nothing deliverable"
+        return res
+
+    def _bare_postmaster(self, res: Resolution) -> Resolution:
+        """``<Postmaster>`` without a domain (RFC 5321 §4.5.1): the configured default, else the system box."""
+        res.address = "postmaster"
+        if self.default_postmaster:
+            try:
+                local, dom = _split(self.default_postmaster)
+            except AddressError as exc:
+                res.status, res.reason = "invalid", f"directory.default_postmaster: {exc}"
+                return res
+            with self.directory.engine.connect() as conn:
+                domain = self.directory.lookup_domain(conn, dom)
+                res.steps.append(f"postmaster: -> {local}@{dom}")
+                if domain is None:
+                    res.external.append(f"{local}@{dom}")
+                elif not self._route(conn, local, domain, res, depth=1, path=("postmaster",)):
+                    res.status, res.reason = "unknown", f"default postmaster {local}@{dom} does not exist"
+            return res
+        res.steps.append("postmaster: system postmaster mailbox")
+        res.mailboxes.append(MailboxTarget(
+            address="postmaster", tenant=SYSTEM_TENANT, domain="", local_part="postmaster",
+            maildir=self.mail_root / SYSTEM_TENANT / "postmaster", quota_bytes=0))
         return res
 
     # --- internals -----------------------------------------------------------------------------

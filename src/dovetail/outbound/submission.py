@@ -54,25 +54,24 @@ class _FromCheckSink:
                 self._head_done = True
         await self.writer.awrite(data)
 
-    def _from_domains(self) -> list[str] | None:
+    def _headers(self) -> list[tuple[str, str]] | None:
+        """(lower-cased name, unfolded value) of the header section, or None when it did not end in time."""
         head = bytes(self._head)
-        for sep in (b"\r\n\r\n", b"\n\n"):
-            if sep in head:
-                head = head.split(sep, 1)[0]
-                break
-        text = head.decode("utf-8", "replace").replace("\r\n", "\n")
-        values, current = [], None
-        for line in text.split("\n"):
-            if line[:1] in (" ", "\t") and current is not None:
-                current += line
-                continue
-            if current is not None:
-                values.append(current)
-            current = line[5:] if line.lower().startswith("from:") else None
-        if current is not None:
-            values.append(current)
-        if len(values) != 1:
+        ends = [i for i in (head.find(b"\r\n\r\n"), head.find(b"\n\n")) if 0 <= i <= MAX_HEADER_SCAN]
+        if not ends and len(head) > MAX_HEADER_SCAN:
             return None
+        text = head[: min(ends, default=len(head))].decode("utf-8", "replace").replace("\r\n", "\n")
+        out: list[tuple[str, str]] = []
+        for line in text.split("\n"):
+            if line[:1] in (" ", "\t") and out:
+                out[-1] = (out[-1][0], out[-1][1] + line)
+                continue
+            name, colon, value = line.partition(":")
+            # "From :" (RFC 5322 obs-optional WSP before the colon) is still a From: to many readers.
+            out.append((name.rstrip(" \t").lower() if colon else "", value))
+        return out
+
+    def _domains(self, values: list[str]) -> list[str] | None:
         out = []
         for _, addr in email.utils.getaddresses(values):
             try:
@@ -81,15 +80,40 @@ class _FromCheckSink:
                 return None
         return out or None
 
-    async def commit(self) -> Reply:
-        domains_ = self._from_domains()
-        if domains_ is None:
-            await self.writer.aabort()
+    async def _identity_error(self) -> Reply | None:
+        """From:, Sender: and Resent-From:/Resent-Sender: must all name the authenticated tenant's domains."""
+        headers = self._headers()
+        if headers is None:
+            return Reply(552, "5.3.4", f"Header section longer than {MAX_HEADER_SCAN} octets")
+        values: dict[str, list[str]] = {}
+        for name, value in headers:
+            values.setdefault(name, []).append(value)
+        froms = values.get("from", [])
+        from_domains = self._domains(froms) if len(froms) == 1 else None
+        if from_domains is None:
             return Reply(550, "5.6.0", "Message must have exactly one valid From: header")
-        for dom in domains_:
-            if await self.backend.tenant_of_domain(dom) != self.tenant:
-                await self.writer.aabort()
-                return Reply(553, "5.7.1", f"From: domain {dom} is not owned by the authenticated user")
+        senders = values.get("sender", [])
+        if len(senders) > 1:
+            return Reply(550, "5.6.0", "Message may have at most one Sender: header")
+        checked = [("From:", from_domains)]
+        for label, name in (("Sender:", "sender"), ("Resent-From:", "resent-from"),
+                            ("Resent-Sender:", "resent-sender")):
+            for value in values.get(name, []):
+                doms = self._domains([value])
+                if doms is None:
+                    return Reply(550, "5.6.0", f"Bad address in {label} header")
+                checked.append((label, doms))
+        for label, doms in checked:
+            for dom in doms:
+                if await self.backend.tenant_of_domain(dom) != self.tenant:
+                    return Reply(553, "5.7.1", f"{label} domain {dom} is not owned by the authenticated user")
+        return None
+
+    async def commit(self) -> Reply:
+        error = await self._identity_error()
+        if error is not None:
+            await self.writer.aabort()
+            return error
         refused = await asyncio.to_thread(self.backend.limiter.consume, self.tenant,
                                           len(self.writer.envelope.recipients))
         if refused:

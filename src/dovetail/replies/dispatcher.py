@@ -18,7 +18,7 @@ import httpx
 
 from dovetail.log import get_logger
 
-from . import signing
+from . import netguard, signing
 from .outbox import Outbox, RetrySchedule
 
 log = get_logger("replies")
@@ -39,6 +39,7 @@ class Dispatcher:
         poll_interval: float = 1.0,
         lease: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        allow_private: bool | None = None,
     ) -> None:
         self.outbox = outbox
         self.schedule = schedule or RetrySchedule()
@@ -47,6 +48,8 @@ class Dispatcher:
         self.poll_interval = poll_interval
         self.lease = max(lease, timeout * 2)
         self._sem = asyncio.Semaphore(concurrency)
+        if not (outbox.allow_private if allow_private is None else allow_private):
+            transport = netguard.GuardedTransport(transport)
         self._transport = transport
         self._wake: asyncio.Event | None = None
         self._client: httpx.AsyncClient | None = None

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import signing
+from . import netguard, signing
 from .dbretry import retry
 from .registry import RegistryError, tenant_id
 from .schema import events, webhook_deliveries, webhook_endpoints
@@ -78,8 +78,9 @@ def _endpoint(row: Any, with_secret: bool = False) -> dict[str, Any]:
 class Outbox:
     """Endpoint management and delivery bookkeeping; the dispatcher drives the posting."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, allow_private: bool = False) -> None:
         self.engine = engine
+        self.allow_private = allow_private  # replies.webhook_allow_private: loopback/private targets allowed
 
     # --- endpoints -------------------------------------------------------------------------------
 
@@ -87,6 +88,11 @@ class Outbox:
                      description: str = "", secret: str | None = None) -> dict[str, Any]:
         """A new endpoint; the answer holds its ``whsec_`` secret (shown once)."""
         url = _check_url(url)
+        if not self.allow_private:
+            try:
+                netguard.check_url(url)
+            except netguard.BlockedTarget as exc:
+                raise RegistryError(str(exc)) from None
         types = _check_types(event_types)
         secret = secret or signing.new_secret()
         signing.sign(secret, "x", 0, b"")  # refuses a malformed secret

@@ -16,16 +16,22 @@ from .registry import Registry
 
 
 class RepliesService:
-    def __init__(self, engine: Engine, secret: bytes, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, engine: Engine, secret: bytes, *, clock: Callable[[], float] = time.time,
+                 allow_private_webhooks: bool = False) -> None:
         self.engine = engine
         self.registry = Registry(engine, secret)
-        self.outbox = Outbox(engine)
+        self.outbox = Outbox(engine, allow_private=allow_private_webhooks)
         self.queries = Queries(engine)
         self._listeners: list[Callable[[str], None]] = []
         self.pipeline = Pipeline(engine, secret, on_event=self._emit, clock=clock)
 
     @classmethod
     def open(cls, engine: Engine, data_dir: Path, **kwargs: object) -> RepliesService:
+        """The service of a data directory; ``replies.webhook_allow_private`` comes from its config."""
+        if "allow_private_webhooks" not in kwargs:
+            from dovetail.config import load
+
+            kwargs["allow_private_webhooks"] = bool(load(data_dir).get("replies.webhook_allow_private", False))
         return cls(engine, tokens.load_secret(data_dir), **kwargs)  # type: ignore[arg-type]
 
     def on_event(self, listener: Callable[[str], None]) -> None:

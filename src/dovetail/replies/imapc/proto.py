@@ -17,6 +17,7 @@ MAX_LINE = 256 * 1024
 MAX_LITERAL = 60 * 1024 * 1024
 MAX_TOKENS = 100_000
 MAX_DEPTH = 32
+MAX_RESPONSE = 2 * MAX_LITERAL + MAX_LINE  # all lines and literals of one response (BODY[] plus a header)
 
 
 class ProtocolError(Exception):
@@ -41,6 +42,7 @@ class ResponseParser:
         self._buf = bytearray()
         self._parts: list[bytes | tuple[bytes]] = []  # line pieces and (literal,) pieces of one response
         self._need: int | None = None  # bytes of literal still to read
+        self._size = 0  # octets of the response being assembled
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -62,6 +64,7 @@ class ResponseParser:
                 raise ProtocolError("response line too long")
             line = bytes(self._buf[: end + 2])
             del self._buf[: end + 2]
+            self._size += len(line)
             if b"\x00" in line:
                 raise ProtocolError("NUL in a response line")
             m = _LITERAL_AT_END.search(line)
@@ -69,11 +72,14 @@ class ResponseParser:
                 size = int(m.group(1))
                 if size > MAX_LITERAL:
                     raise ProtocolError("literal too large")
+                self._size += size
+                if self._size > MAX_RESPONSE:
+                    raise ProtocolError("response too large")
                 self._parts.append(line[: m.start()] + b"\x00LIT\x00")
                 self._need = size
                 continue
             self._parts.append(line[:-2])
-            parts, self._parts = self._parts, []
+            parts, self._parts, self._size = self._parts, [], 0
             return _parse(parts)
 
 
