@@ -188,3 +188,10 @@ def test_rate_limit_answers_429(api, world) -> None:  # noqa: ANN001
     g = dict(BODY, **{"from": "gina@globex.example"}, to=["a@example.org", "b@example.org"])
     r = api.post("/api/v1/messages", json=g, headers={"X-Tenant": "globex"})
     assert r.status_code == 429 and "quota" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("name", ["Resent-From", "Sender", "Authentication-Results", "ARC-Seal", "DKIM-Signature"])
+def test_headers_that_speak_for_the_sender_or_the_verifier_cannot_be_set(api, name: str) -> None:  # noqa: ANN001
+    body = dict(BODY, headers={name: "ceo@globex.example"})
+    r = api.post("/api/v1/messages", json=body, headers={"X-Tenant": "acme"})
+    assert r.status_code == 422 and name.lower() in r.text.lower()

@@ -211,3 +211,19 @@ def test_sender_and_lookalike_from_headers_of_another_tenant_are_refused(submiss
         c.sendmail("alice@acme.example", ["bob@example.org"],
                    b"From: news@news.acme.example\r\nSender: alice@acme.example\r\nSubject: t\r\n\r\nhi\r\n")
     assert len(queued(queue)) == 1
+
+
+def test_a_session_outliving_the_tenant_cache_or_its_mailbox(submission) -> None:  # noqa: ANN001
+    """The tenant of a logged-in session is looked up again when evicted, and a disabled mailbox stops."""
+    srv, queue, certs = submission
+    backend = srv.server.backend
+    with client(srv, certs) as c:
+        c.login("alice@acme.example", "alice-pw")
+        backend._user_tenant.clear()  # evicted by 10,000 other logins
+        c.sendmail("alice@acme.example", ["bob@example.org"], msg("alice@acme.example"))
+        backend._user_tenant.clear()
+        backend.directory.mailbox_set("alice@acme.example", enabled=False)
+        with pytest.raises(smtplib.SMTPSenderRefused) as exc:
+            c.sendmail("alice@acme.example", ["bob@example.org"], msg("alice@acme.example"))
+        assert exc.value.smtp_code == 530
+    assert len(queued(queue)) == 1

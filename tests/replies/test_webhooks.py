@@ -191,3 +191,11 @@ def test_known_vector() -> None:
     body = b'{"test": 2432232314}'
     assert signing.sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == \
         "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_webhook_urls_are_logged_without_credentials() -> None:
+    from dovetail.replies.dispatcher import _without_credentials
+
+    assert _without_credentials("https://user:s3cret@hooks.example/x?a=1") == "https://hooks.example/x?a=1"
+    assert _without_credentials("https://hooks.example:8443/x") == "https://hooks.example:8443/x"
+    assert "s3cret" not in _without_credentials("http://u:s3cret@[::1]:8080/p")

@@ -254,6 +254,24 @@ def test_auth_plain_and_login(start_server: Callable[..., ServerThread]) -> None
             assert s.sendmail("a@x.test", ["b@y.test"], b"x\r\n") == {}
 
 
+def test_plaintext_auth_is_decided_per_client_address(start_server: Callable[..., ServerThread]) -> None:
+    """Without TLS, AUTH is offered only to clients the policy trusts (loopback in production)."""
+    asked: list[str] = []
+
+    def trusted(ip: str) -> bool:
+        asked.append(ip)
+        return ip == "127.0.0.2"
+
+    srv = start_server(auth=True, auth_plaintext=trusted, listener="submission")
+    with smtplib.SMTP("127.0.0.1", srv.port) as s:
+        s.ehlo()
+        assert not s.has_extn("auth")
+    with smtplib.SMTP("127.0.0.1", srv.port, source_address=("127.0.0.2", 0)) as s:
+        s.ehlo()
+        assert s.esmtp_features["auth"] == " PLAIN LOGIN"
+    assert asked == ["127.0.0.1", "127.0.0.2"]
+
+
 def test_stop_lets_transaction_finish_and_closes_idle(
     start_server: Callable[..., ServerThread], backend: FileBackend
 ) -> None:

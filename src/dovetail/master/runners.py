@@ -127,7 +127,7 @@ async def run_submission(ctx: WorkerContext) -> int:
         implicit = bool(implicit_addr) and address == implicit_addr and ctx.ssl_context is not None
         server = SmtpServer(backend, limits, hostname=cfg.hostname, ssl_context=ctx.ssl_context,
                             implicit_tls=implicit, listener="submission", auth=True,
-                            auth_plaintext=_trusted_listener(address, cfg["auth.trusted_networks"]))
+                            auth_plaintext=_trusted_client(cfg["auth.trusted_networks"]))
         await server.start(sock=sock)
         servers.append(server)
 
@@ -137,18 +137,22 @@ async def run_submission(ctx: WorkerContext) -> int:
     return await supervise_listeners(ctx, servers, stop_all)
 
 
-def _trusted_listener(address: str, networks: list[str]) -> bool:
-    """Plaintext AUTH only on a listener bound to a trusted (loopback by default) address."""
+def _trusted_client(networks: list[str]):  # noqa: ANN202
+    """Plaintext AUTH only for clients in ``auth.trusted_networks`` (loopback by default), decided per connection."""
     import ipaddress
 
-    from ..config import split_hostport
+    nets = [ipaddress.ip_network(n) for n in networks]
 
-    host, _ = split_hostport(address)
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return any(ip in ipaddress.ip_network(n) for n in networks)
+    def trusted(client_ip: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(client_ip)
+        except ValueError:
+            return False
+        if getattr(ip, "ipv4_mapped", None):
+            ip = ip.ipv4_mapped  # type: ignore[union-attr]
+        return any(ip in n for n in nets)
+
+    return trusted
 
 
 _SPECIAL_USE_DONE: set[str] = set()  # mail roots this process already gave their special-use folders

@@ -23,7 +23,9 @@ from dovetail.directory.addresses import AddressError, normalize_address
 # Headers a caller may not set: we own them, or they would break the envelope or the signature.
 RESERVED = {"from", "to", "cc", "bcc", "message-id", "date", "mime-version", "content-type",
             "content-transfer-encoding", "dkim-signature", "received", "return-path", "reply-to",
-            "list-unsubscribe", "list-unsubscribe-post", "sender"}
+            "list-unsubscribe", "list-unsubscribe-post", "sender", "resent-from", "resent-sender", "resent-to",
+            "resent-cc", "resent-bcc", "resent-date", "resent-message-id", "authentication-results",
+            "arc-seal", "arc-message-signature", "arc-authentication-results", "received-spf"}
 _HEADER_NAME = re.compile(r"[!-9;-~]{1,76}")
 MAX_ATTACHMENTS = 20
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024

@@ -64,6 +64,14 @@ class SmtpCredentials:
             if conn.execute(smtp_credentials.delete().where(smtp_credentials.c.username == username)).rowcount == 0:
                 raise CredentialError(f"no such SMTP credential {username!r}")
 
+    def tenant_of(self, username: str) -> str | None:
+        """The enabled tenant owning an SMTP credential (for a session already authenticated), or None."""
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(tenants.c.name, tenants.c.enabled)
+                                 .select_from(smtp_credentials.join(tenants))
+                                 .where(smtp_credentials.c.username == username)).first()
+        return found.name if found is not None and found.enabled else None
+
     async def verify(self, username: str, secret: str) -> str | None:
         """The tenant owning ``username`` when ``secret`` is right (and the tenant enabled), else None."""
         if len(username) > 128 or len(secret) > 1024:

@@ -149,8 +149,29 @@ class SubmissionBackend:
 
         return await asyncio.to_thread(lookup)
 
-    def _tenant(self, session: SessionInfo) -> str | None:
-        return self._user_tenant.get(session.auth_user) if session.auth_user else None
+    async def _tenant(self, session: SessionInfo) -> str | None:
+        """The authenticated user's tenant: cached, and looked up again (still enabled?) when evicted."""
+        user = session.auth_user
+        if not user:
+            return None
+        tenant = self._user_tenant.get(user)
+        if tenant is None:
+            tenant = await asyncio.to_thread(self._lookup_tenant, user)
+            if tenant is not None:
+                self._remember(user, tenant)
+        return tenant
+
+    def _lookup_tenant(self, user: str) -> str | None:
+        if "@" in user:
+            row = self.directory.mailbox_get(user)
+            return row["tenant"] if row is not None and row["enabled"] else None
+        return self.credentials.tenant_of(user)
+
+    def _remember(self, user: str, tenant: str) -> None:
+        self._user_tenant[user] = tenant
+        self._user_tenant.move_to_end(user)
+        while len(self._user_tenant) > 10_000:
+            self._user_tenant.popitem(last=False)
 
     async def authenticate(self, session: SessionInfo, mechanism: str, username: str, password: str) -> str | None:
         ip = session.client_ip
@@ -177,14 +198,11 @@ class SubmissionBackend:
             if tenant is None:
                 return None
             user = username
-        self._user_tenant[user] = tenant
-        self._user_tenant.move_to_end(user)
-        while len(self._user_tenant) > 10_000:
-            self._user_tenant.popitem(last=False)
+        self._remember(user, tenant)
         return user
 
     async def check_sender(self, session: SessionInfo, address: str, params: MailParams) -> Reply | None:
-        tenant = self._tenant(session)
+        tenant = await self._tenant(session)
         if tenant is None:
             return AUTH_REQUIRED
         if not address:
@@ -203,7 +221,7 @@ class SubmissionBackend:
         return None
 
     async def check_recipient(self, session: SessionInfo, address: str, params: RcptParams) -> Reply | None:
-        if self._tenant(session) is None:
+        if await self._tenant(session) is None:
             return AUTH_REQUIRED
         try:
             split_address(address)
@@ -212,7 +230,7 @@ class SubmissionBackend:
         return None
 
     async def open_message(self, session: SessionInfo, envelope: Envelope) -> MessageSink:
-        tenant = self._tenant(session)
+        tenant = await self._tenant(session)
         if tenant is None:
             raise PermissionError("open_message without authentication")
         qenv = to_queue_envelope(session, envelope)

@@ -84,7 +84,8 @@ class Dispatcher:
             statuses = await asyncio.to_thread(self.outbox.record_many, outcomes, now=self.clock(),
                                                schedule=self.schedule)
             for (delivery, status, error), outcome in zip(outcomes, statuses, strict=True):
-                log.info("webhook", event_id=delivery["event_id"], url=delivery["url"], status=status or error,
+                log.info("webhook", event_id=delivery["event_id"], url=_without_credentials(delivery["url"]),
+                         status=status or error,
                          outcome=outcome, attempt=delivery["attempts"] + 1)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -120,3 +121,20 @@ class Dispatcher:
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"[:MAX_RESPONSE_ERROR]
         return delivery, status, error
+
+
+def _without_credentials(url: str) -> str:
+    """A webhook URL fit for the log: any ``user:password@`` written into it is dropped."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

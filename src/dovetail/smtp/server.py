@@ -14,6 +14,7 @@ import contextlib
 import socket
 import ssl
 from collections import Counter
+from collections.abc import Callable
 
 from dovetail.log import get_logger
 from dovetail.smtp import events as ev
@@ -45,7 +46,7 @@ class SmtpServer:
         *,
         listener: str = "mx",
         auth: bool = False,
-        auth_plaintext: bool = False,
+        auth_plaintext: bool | Callable[[str], bool] = False,
     ) -> None:
         if implicit_tls and ssl_context is None:
             raise ValueError("implicit_tls needs an ssl_context")
@@ -197,7 +198,8 @@ class _Session(asyncio.Protocol):
             auth_available=server.auth,
             hostname=server.hostname,
             tls_active=server.implicit_tls,
-            auth_plaintext=server.auth_plaintext,
+            auth_plaintext=(server.auth_plaintext(self.info.client_ip) if callable(server.auth_plaintext)
+                            else server.auth_plaintext),
         )
         self.task = self.loop.create_task(self._run())
 
