@@ -42,6 +42,10 @@ def run(cfg: Config) -> int:
         except RuntimeError as exc:
             get_logger("master").error(str(exc))
             return 2
-        return master.run()
+        try:
+            return master.run()
+        except OSError as exc:  # a listener cannot bind: say which, no traceback
+            get_logger("master").error(str(exc.strerror or exc))
+            return 2
     finally:
         master.pidfile.release()

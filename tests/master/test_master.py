@@ -263,3 +263,17 @@ def test_readiness_and_stopping_are_notified_to_systemd(tmp_path: Path) -> None:
         sock.close()
         m.stop()
         m.cleanup()
+
+
+def test_a_busy_port_is_a_clear_error(master: Master, tmp_path: Path) -> None:
+    """A second data directory asking for a port in use: one line naming the address, exit 2."""
+    second = tmp_path / "second"
+    second.mkdir()
+    other = Master.create(second)
+    try:
+        out = cli(other.data_dir, "serve", "--smtp", f"127.0.0.1:{master.smtp_port}", "--imap", "",
+                  "--submission", "", "--http", "")
+        assert out.returncode == 2
+        assert f"cannot listen on 127.0.0.1:{master.smtp_port}" in out.stderr and "Traceback" not in out.stderr
+    finally:
+        other.cleanup()
