@@ -103,7 +103,8 @@ def via_master(args: argparse.Namespace) -> int:
 
     m = Master.create(Path(tempfile.mkdtemp(prefix="dovetail-bench-replies-")))
     inbox = "bob@acme.example"
-    for argv in (["campaigns", "add", "--tenant", "acme", "bench"],
+    for argv in (["config", "set", "replies.webhook_allow_private=true"],  # the receiver is on loopback
+                 ["campaigns", "add", "--tenant", "acme", "bench"],
                  ["campaigns", "register", "--tenant", "acme", "bench", "--message-id", "<bench@acme.example>",
                   "--recipient", "anna@client.example", "--subject", "Quick question"],
                  ["replies", "inbox", "add", "--tenant", "acme", inbox]):

@@ -4,9 +4,19 @@ Every service logs through ``get_logger(component)``. Lines read like Postfix's 
 (``<qid>: to=<...>, status=sent``) because mail operators grep logs by queue id; the
 key=value tail keeps them machine-readable.
 
-The renderer is on every message's path (several lines per message), so it is kept to a few
-string operations: the pid is read once per process (``configure`` runs again after a fork) and
-the timestamp is formatted once per second.
+Several lines are logged per message, so the path is kept short. structlog renders the line and
+hands it to ``_Sink``, which writes it with one ``os.write`` per destination (stderr, and the log
+file opened ``O_APPEND`` so that the master and its workers can share it). Each line is on its way
+to the kernel before the call returns: nothing is buffered, so ``tail -f`` sees it at once and a
+crash loses no line written before it. The stdlib chain (a ``LogRecord`` per line, handler locks,
+a flush per line) is skipped for our own lines; it still carries third-party libraries' records
+to the same destinations, and our lines are also handed to any handler someone else attached to
+the root logger (pytest's ``caplog``, an embedding program).
+
+Loggers are usually bound at import time, before ``configure`` runs with the real settings, so
+everything ``configure`` changes (destinations, level, format) is looked up when a line is logged,
+not captured when the logger is made. The pid is read once per process (``configure`` runs again
+after a fork) and the timestamp is formatted once per second.
 """
 
 from __future__ import annotations
@@ -19,9 +29,13 @@ from typing import Any
 
 import structlog
 
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "exception": 40, "critical": 50}
+
 _configured = False
 _pid = os.getpid()
 _stamp = (0, "")
+_threshold = logging.INFO
+_json = False
 
 
 def _timestamp() -> str:
@@ -54,23 +68,109 @@ def _json_renderer(_logger: Any, level: str, event_dict: dict[str, Any]) -> str:
     return json.dumps(event_dict, default=str)
 
 
+def _render(logger: Any, level: str, event_dict: dict[str, Any]) -> str:
+    """The one processor: drops lines below the configured level, then renders in the configured format."""
+    if _LEVELS.get(level, 20) < _threshold:
+        raise structlog.DropEvent
+    return _json_renderer(logger, level, event_dict) if _json else _postfix_style(logger, level, event_dict)
+
+
 def _fmt(value: Any) -> str:
     text = str(value)
     return text if text and " " not in text and "," not in text else repr(text)
 
 
+class _Sink:
+    """Writes rendered lines straight to file descriptors; one instance per process, reconfigured in place."""
+
+    def __init__(self) -> None:
+        self.fds: tuple[int, ...] = (2,)
+        self.own_fds: tuple[int, ...] = ()  # opened by configure, closed when it runs again
+        self.own_handlers: list[logging.Handler] = []
+
+    def emit(self, levelno: int, line: str) -> None:
+        data = (line + "\n").encode("utf-8", "backslashreplace")
+        for fd in self.fds:
+            _write_all(fd, data)
+        handlers = logging.root.handlers
+        if len(handlers) > len(self.own_handlers):
+            self._forward(levelno, line, handlers)
+
+    def _forward(self, levelno: int, line: str, handlers: list[logging.Handler]) -> None:
+        if not logging.root.isEnabledFor(levelno):
+            return
+        record = logging.LogRecord("dovetail", levelno, __file__, 0, line, None, None)
+        for handler in handlers:
+            if handler not in self.own_handlers and levelno >= handler.level:
+                handler.handle(record)
+
+    def debug(self, line: str) -> None:
+        self.emit(logging.DEBUG, line)
+
+    def info(self, line: str) -> None:
+        self.emit(logging.INFO, line)
+
+    def warning(self, line: str) -> None:
+        self.emit(logging.WARNING, line)
+
+    def error(self, line: str) -> None:
+        self.emit(logging.ERROR, line)
+
+    def critical(self, line: str) -> None:
+        self.emit(logging.CRITICAL, line)
+
+    warn = warning
+    exception = error
+    fatal = critical
+    msg = info
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError:
+        pass  # a closed stderr or a full disk must not take the service down with it
+
+
+_SINK = _Sink()
+
+
+def _stderr_fd() -> int:
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, ValueError, OSError):
+        return 2  # stderr replaced by an object without a descriptor: write to the process's own
+
+
+def _sink_factory(*_args: Any) -> _Sink:
+    return _SINK
+
+
 def configure(level: str = "info", file: str | None = None, json: bool = False) -> None:
-    """Route structlog and stdlib logging to stderr (and optionally a file), one line per event."""
-    global _configured, _pid
+    """Route log lines to stderr (and optionally a file), one line per event; loggers made earlier follow."""
+    global _configured, _pid, _threshold, _json
     _pid = os.getpid()
+    _threshold = logging.getLevelName(level.upper())
+    _json = json
+    for fd in _SINK.own_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    fds = [_stderr_fd()]
+    own: list[int] = []
+    if file:
+        own.append(os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644))
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if file:
         handlers.append(logging.FileHandler(file))
     logging.basicConfig(level=level.upper(), format="%(message)s", handlers=handlers, force=True)
+    _SINK.fds, _SINK.own_fds, _SINK.own_handlers = (*fds, *own), tuple(own), handlers
     structlog.configure(
-        processors=[_json_renderer if json else _postfix_style],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        processors=[_render],
+        logger_factory=_sink_factory,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         cache_logger_on_first_use=False,
     )
     _configured = True

@@ -18,6 +18,7 @@ def ok(m: Master, *args: str) -> str:
 
 def test_reply_to_a_campaign_message_fires_a_signed_webhook(tmp_path: Path) -> None:
     m = Master.create(tmp_path)
+    ok(m, "config", "set", "replies.webhook_allow_private=true")  # the receiver is on loopback
     ok(m, "campaigns", "add", "--tenant", "acme", "spring")
     ok(m, "campaigns", "register", "--tenant", "acme", "spring", "--message-id", "<out-1@acme.example>",
        "--recipient", "carl@ext.example", "--subject", "Spring offer")

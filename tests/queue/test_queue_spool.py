@@ -94,3 +94,24 @@ def test_group_fsync_failure_reaches_its_callers(tmp_path: Path) -> None:
     syncer._fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     syncer.sync()
     assert syncer.fsyncs == 3
+
+
+def test_failed_spooled_commit_leaves_nothing_behind(tmp_path: Path) -> None:
+    q = Queue(tmp_path / "q")
+    w = q.open_incoming(envelope(), spool=64 * 1024)
+    w.write(message("lost"))
+    os.rmdir(q.root / "incoming")  # the rename into incoming/ fails
+    with pytest.raises(FileNotFoundError):
+        w.commit()
+    assert os.listdir(q.root / "tmp") == []
+
+
+def test_spooled_commit_writes_the_final_header(tmp_path: Path) -> None:
+    q = Queue(tmp_path / "q")
+    body = message("x" * 5000)
+    w = q.open_incoming(envelope(), spool=64 * 1024)
+    for i in range(0, len(body), 1000):
+        w.write(body[i : i + 1000])
+    qid = w.commit()
+    with QueuedMessage(qid, q.path("incoming", qid), writable=False) as msg:
+        assert msg.size == len(body) and msg.read_message() == body

@@ -92,7 +92,8 @@ class MaildirDeliveryAgent:
             reason = f"mail forwarding loop: too many hops ({facts.received} Received: headers)"
             return [DeliveryResult(r, "bounced", "5.4.6", reason, RELAY) for r in recipients]
         done: dict[Path, DeliveryResult | None] = {}
-        return [self._one(message, rcpt, facts.delivered_to, done) for rcpt in recipients]
+        many = len(recipients) > 1
+        return [self._one(message, rcpt, facts.delivered_to, done, many) for rcpt in recipients]
 
     def _one(
         self,
@@ -100,6 +101,7 @@ class MaildirDeliveryAgent:
         rcpt: QueueRecipient,
         seen: frozenset[str],
         done: dict[Path, DeliveryResult | None],
+        many: bool = True,
     ) -> DeliveryResult:
         try:
             resolved = self.resolve(rcpt.address)
@@ -120,7 +122,9 @@ class MaildirDeliveryAgent:
             if full is not None:
                 return DeliveryResult(rcpt, full[0], full[1], full[2], RELAY)
         for target in resolved:
-            key = target.maildir.resolve()
+            # Two targets may name one Maildir by different paths; with a single target there is
+            # nothing to compare, and resolve() costs an lstat per path component.
+            key = target.maildir.resolve() if many or len(resolved) > 1 else target.maildir
             if key in done:
                 continue
             try:

@@ -7,7 +7,7 @@ intake and applies later status records on top (see ``qfile``).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 RecipientStatus = Literal["pending", "sent", "bounced"]
@@ -103,11 +103,15 @@ class Envelope:
 
     def to_json(self) -> dict[str, Any]:
         """The intake part of the envelope; delivery state travels in status records."""
-        data = asdict(self)
-        for key in ("recipients", "size", "attempts", "next_attempt", "last_reason", "delay_warned"):
-            data.pop(key)
+        data: dict[str, Any] = {"sender": self.sender}
+        for key in _INTAKE_FIELDS:
+            value = getattr(self, key)
+            if value is not None:
+                data[key] = value
+        if self.extra:
+            data["extra"] = dict(self.extra)
         data["recipients"] = [r.to_json() for r in self.recipients]
-        return {k: v for k, v in data.items() if v is not None and v != {}}
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Envelope:
@@ -131,6 +135,9 @@ class Envelope:
             auth_user=_opt_str(data.get("auth_user")),
             extra={_str(k): _str(v) for k, v in extra.items()},
         )
+
+
+_INTAKE_FIELDS = ("ret", "envid", "client_address", "client_name", "helo", "protocol", "arrival", "tls", "auth_user")
 
 
 def _str(value: Any) -> str:

@@ -35,6 +35,7 @@ from typing import Any
 
 from dovetail.log import get_logger
 from dovetail.queue.agent import DeliveryAgent, DeliveryResult
+from dovetail.queue.batch import ThreadBatch
 from dovetail.queue.dsn import DsnKind, build_dsn
 from dovetail.queue.envelope import Envelope, QueueRecipient
 from dovetail.queue.qfile import CorruptQueueFile, QueuedMessage
@@ -93,6 +94,9 @@ class QueueManager:
         self._rescan_deferred = True
         self._rescan_incoming = True
         self._delivery_slots = asyncio.Semaphore(self.config.max_concurrent_deliveries)
+        # Per-message file work that takes microseconds: batched, one thread hop for many messages.
+        self._activate_batch = ThreadBatch(self._activate)
+        self._remove_batch = ThreadBatch(self._remove)
         self.started = asyncio.Event()
         self.delivered = 0
 
@@ -211,7 +215,7 @@ class QueueManager:
 
     async def _process(self, qid: str, state: str) -> None:
         try:
-            msg = await asyncio.to_thread(self._activate, qid, state)
+            msg = await self._activate_batch(qid, state)
             if msg is None:
                 return
             try:
@@ -260,7 +264,7 @@ class QueueManager:
             else:
                 await self._defer(msg, now)
                 return
-        if await asyncio.to_thread(self._remove, msg):
+        if await self._remove_batch(msg):
             log.info("removed", qid=qid)
 
     async def _deliver_all(self, msg: QueuedMessage, pending: list[QueueRecipient]) -> list[DeliveryResult]:
@@ -274,7 +278,11 @@ class QueueManager:
             groups.setdefault(id(agent), (agent, []))[1].append(rcpt)
         if results:
             await asyncio.to_thread(msg.append_update, self._results_record(results))
-        batches = await asyncio.gather(*(self._call(agent, msg, rcpts) for agent, rcpts in groups.values()))
+        if len(groups) == 1:  # the common case: no task and gather future for a single call
+            ((agent, rcpts),) = groups.values()
+            batches = [await self._call(agent, msg, rcpts)]
+        else:
+            batches = await asyncio.gather(*(self._call(agent, msg, rcpts) for agent, rcpts in groups.values()))
         for batch in batches:
             results.extend(batch)
         return results

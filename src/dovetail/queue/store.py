@@ -51,7 +51,7 @@ class QueueWriter:
         self._queue = queue
         self.queue_id = new_queue_id()
         self.envelope = envelope
-        self._tmp = queue.root / "tmp" / f"{self.queue_id}.{os.getpid()}"
+        self._tmp = f"{queue._dirs['tmp']}/{self.queue_id}.{os.getpid()}"  # str: pathlib joins cost more
         self._env = encode_envelope(envelope)
         self._spool = spool
         self._held: list[bytes] = []
@@ -101,16 +101,37 @@ class QueueWriter:
         if self._done:
             raise ValueError("writer is closed")
         self._done = True
+        if self._file is None:
+            self._write_spooled()
+            return
         try:
-            if self._file is None:
-                self._open_file()
             self._file.flush()
             os.pwrite(self._file.fileno(), encode_header(self._env, self.size), 0)
             os.fsync(self._file.fileno())
             self._file.close()
-            os.rename(self._tmp, self._queue.root / "incoming" / self.queue_id)
+            os.rename(self._tmp, f"{self._queue._dirs['incoming']}/{self.queue_id}")
         except BaseException:
             self._discard()
+            raise
+
+    def _write_spooled(self) -> None:
+        """A message held in memory: its size is known, so header, envelope and message go out in one
+        write, with no header rewrite afterwards."""
+        data = b"".join([encode_header(self._env, self.size), self._env, *self._held])
+        self._held = []
+        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(self._tmp, f"{self._queue._dirs['incoming']}/{self.queue_id}")
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
             raise
 
     def commit(self) -> str:
@@ -187,6 +208,7 @@ class Queue:
             with contextlib.suppress(FileExistsError):
                 os.mkfifo(self.trigger_path, 0o622)
         self.group_commit = group_commit
+        self._dirs = {name: str(self.root / name) for name in (*STATES, "tmp")}
         self._incoming_sync = GroupFsync(self.root / "incoming", group_commit)
         self._listeners: list[Callable[[bytes], None]] = []
         self._trigger_fd = -1
@@ -263,10 +285,13 @@ class Queue:
         with os.scandir(self.root / state) as it:
             return sorted(e.name for e in it if is_queue_id(e.name))
 
+    def _dir(self, state: str) -> str:
+        return self._dirs.get(state) or str(self.root / state)
+
     def move(self, qid: str, src: str, dst: str) -> bool:
         """Rename between states; False when the file is no longer in ``src``."""
         try:
-            os.rename(self.path(src, qid), self.path(dst, qid))
+            os.rename(f"{self._dir(src)}/{qid}", f"{self._dir(dst)}/{qid}")
             return True
         except FileNotFoundError:
             return False

@@ -24,6 +24,11 @@ from dovetail.smtp.reply import Reply
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _JUNK = (ev.Noop, ev.Rset, ev.Vrfy, ev.Help)
+_OK = Reply(250, "2.0.0", "Ok")
+_BYE = Reply(221, "2.0.0", "Bye")
+_GO_AHEAD = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
+_MAIL_OK = Reply(250, "2.1.0", "Ok")
+_RCPT_OK = Reply(250, "2.1.5", "Ok")
 _HELP = "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH"
 
 
@@ -160,23 +165,23 @@ class SmtpConnection:
         if isinstance(event, ev.Helo):
             return Reply(250, "", self.hostname)
         if isinstance(event, (ev.Noop, ev.Rset)):
-            return Reply(250, "2.0.0", "Ok")
+            return _OK
         if isinstance(event, ev.Vrfy):
             return Reply(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery")
         if isinstance(event, ev.Help):
             return Reply(214, "2.0.0", _HELP)
         if isinstance(event, ev.Quit):
-            return Reply(221, "2.0.0", "Bye")
+            return _BYE
         if isinstance(event, ev.StartTls):
             return Reply(220, "2.0.0", "Ready to start TLS")
         if isinstance(event, ev.DataStart):
-            return Reply(354, "", "End data with <CR><LF>.<CR><LF>")
+            return _GO_AHEAD
         if isinstance(event, ev.ProtocolError):
             return event.reply
         if isinstance(event, ev.Mail):
-            return Reply(250, "2.1.0", "Ok")
+            return _MAIL_OK
         if isinstance(event, ev.Rcpt):
-            return Reply(250, "2.1.5", "Ok")
+            return _RCPT_OK
         if isinstance(event, ev.BdatEnd) and not event.last:
             return Reply(250, "2.0.0", f"Ok: {event.size} octets received")
         raise ValueError(f"no default reply for {type(event).__name__}")

@@ -41,6 +41,11 @@ class Reply:
 
     def render(self) -> bytes:
         """Wire form: ``250-first`` continuation lines, ``250 last``; CR and LF in text never leak."""
+        text = self.text
+        if "\n" not in text and "\r" not in text:  # the common single-line reply
+            if self.enhanced:
+                return f"{self.code} {self.enhanced} {text}\r\n".encode()
+            return f"{self.code} {text}\r\n".encode()
         lines = [ln.replace("\r", " ") for ln in self.lines()]
         out = []
         for i, line in enumerate(lines):
