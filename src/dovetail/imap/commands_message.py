@@ -16,7 +16,7 @@ import itertools
 import quopri
 import re
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from dovetail.imap.commands_mailbox import mailbox_arg, parse_flags
@@ -26,6 +26,7 @@ from dovetail.imap.response import imap_date, literal
 from dovetail.imap.sequence import SequenceSet, format_set
 from dovetail.imap.state import SEL, CommandError
 from dovetail.storage.api import (
+    RECENT,
     SEEN,
     Mailbox,
     MailboxNotFound,
@@ -396,22 +397,31 @@ def format_set_ordered(nums: list[int]) -> str:
 class SearchMessage:
     """A view message as SEARCH/SORT/THREAD read it: index data now, header and text on demand."""
 
-    __slots__ = ("seq", "uid", "flags", "internal_date", "size", "modseq", "_mb", "_headers", "_hbytes",
+    __slots__ = ("seq", "uid", "flags", "_idate", "_date", "size", "modseq", "_mb", "_headers", "_hbytes",
                  "_text", "_blocks")
 
-    def __init__(self, mb: Mailbox, seq: int, info: MessageInfo, blocks: _HeaderBlocks | None = None) -> None:
+    def __init__(self, mb: Mailbox, seq: int, facts: tuple[int, frozenset[str], float, int, int, bool],
+                 blocks: _HeaderBlocks | None = None) -> None:
+        uid, flags, idate, size, modseq, recent = facts
         self.seq = seq
-        self.uid = info.uid
-        self.flags = info.imap_flags
-        d = info.internal_date
-        self.internal_date = d if d.tzinfo else d.replace(tzinfo=UTC)
-        self.size = info.size
-        self.modseq = info.modseq
+        self.uid = uid
+        self.flags = flags | {RECENT} if recent else flags
+        self._idate = idate
+        self._date: datetime | None = None
+        self.size = size
+        self.modseq = modseq
         self._mb = mb
         self._headers: dict[str, list[str]] | None = None
         self._hbytes: bytes | None = None
         self._text: str | None = None
         self._blocks = blocks
+
+    @property
+    def internal_date(self) -> datetime:
+        """Made on first use: most searches never look at dates."""
+        if self._date is None:
+            self._date = datetime.fromtimestamp(self._idate, UTC)
+        return self._date
 
     def header_bytes(self) -> bytes:
         if self._hbytes is None and self._blocks is not None:
@@ -430,7 +440,13 @@ class SearchMessage:
             self._headers = {}
         found = self._headers.get(key)
         if found is None:
-            found = self._headers[key] = _header_values(self.header_bytes(), key)
+            shared = self._blocks.fields if self._blocks is not None else None
+            found = shared.get((key, self.uid)) if shared is not None else None
+            if found is None:
+                found = _header_values(self.header_bytes(), key)
+                if shared is not None:
+                    shared[(key, self.uid)] = found
+            self._headers[key] = found
         return found
 
     def text(self) -> str:
@@ -447,11 +463,12 @@ class _HeaderBlocks:
     """The header blocks the store keeps in its index, fetched in one go the first time a search
     needs any header (most searches never do)."""
 
-    __slots__ = ("_mb", "_blocks")
+    __slots__ = ("_mb", "_blocks", "fields")
 
     def __init__(self, mb: Mailbox) -> None:
         self._mb = mb
         self._blocks: dict[int, bytes] | None = None
+        self.fields = mb.header_cache()  # field values the store keeps between searches, if any
 
     def get(self, uid: int) -> bytes | None:
         if self._blocks is None:
@@ -514,13 +531,13 @@ def _body_text(raw: bytes) -> str:
 
 
 def _messages(mb: Mailbox) -> list[SearchMessage]:
-    infos = mb.fetch_info(list(mb.uids), envelope=False, bodystructure=False)
     blocks = _HeaderBlocks(mb)
+    seq_of = {u: i for i, u in enumerate(mb.uids, 1)}
     out = []
-    for info in infos:
-        seq = mb.seq_of(info.uid)
+    for facts in mb.message_facts():
+        seq = seq_of.get(facts[0])
         if seq is not None:
-            out.append(SearchMessage(mb, seq, info, blocks))
+            out.append(SearchMessage(mb, seq, facts, blocks))
     return out
 
 

@@ -4,12 +4,17 @@ A sync lists the directories, gives UIDs to files nobody numbered yet (under
 ``dovecot-uidlist.lock``, like Dovecot), parses messages seen for the first time (outside any lock),
 then applies file renames (flag changes), new files and vanished files to the index in one SQLite
 transaction, bumping the modseq of everything that changed. Nothing is done when the directory and
-uidlist stamps did not move since the previous sync of this object.
+uidlist stamps did not move since the previous sync in this process.
+
+The sessions of one process that have the same folder open share one :class:`FolderState` (the
+stamps of the last sync and the in-memory copy of the index's uid -> file map), so a change is
+looked at by one listing per process instead of one per session, and the map is held once.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -72,22 +77,79 @@ def analyse(data: bytes) -> dict:
     }
 
 
+class FolderState:
+    """What the :class:`Folder` objects of one directory share within a process; ``lock`` serialises
+    their syncs (sessions run them in worker threads)."""
+
+    __slots__ = ("lock", "users", "stamp", "files", "fnset", "cur", "new", "mirror_modseq", "mirror_uv",
+                 "uidnext_meta", "headers", "headers_uv")
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.users = 0
+        self.stamp: tuple | None = None
+        # The index's uid -> "sub/filename" as of modseq ``mirror_modseq`` (see Folder._refresh_mirror).
+        self.files: dict[int, str] | None = None
+        self.fnset: set[str] = set()
+        self.cur: set[str] = set()  # the names in fnset under cur/ and new/, without the prefix
+        self.new: set[str] = set()
+        self.mirror_modseq = 0
+        self.mirror_uv = 0
+        self.uidnext_meta = 0
+        # (field, uid) -> header field values, for SEARCH/SORT/THREAD; valid for UIDVALIDITY headers_uv.
+        self.headers: dict[tuple[str, int], list[str]] = {}
+        self.headers_uv = 0
+
+
+_STATES: dict[str, FolderState] = {}
+_STATES_LOCK = threading.Lock()
+
+
+def _acquire_state(path: Path) -> FolderState:
+    key = os.path.abspath(path)
+    with _STATES_LOCK:
+        state = _STATES.get(key)
+        if state is None:
+            state = _STATES[key] = FolderState()
+        state.users += 1
+        return state
+
+
+def _release_state(path: Path, state: FolderState) -> None:
+    key = os.path.abspath(path)
+    with _STATES_LOCK:
+        state.users -= 1
+        if state.users <= 0 and _STATES.get(key) is state:
+            del _STATES[key]
+
+
 class Folder:
     """Sync engine for one folder directory (INBOX is the root itself)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.index = Index(path)
-        self._stamp: tuple | None = None
         self.keywords: dict[int, str] = {}
-        # The index's uid -> "sub/filename" as of modseq ``_mirror_modseq`` (see _refresh_mirror).
-        self._files: dict[int, str] | None = None
-        self._fnset: set[str] = set()
-        self._cur: set[str] = set()  # the names in _fnset under cur/ and new/, without the prefix
-        self._new: set[str] = set()
-        self._mirror_modseq = 0
-        self._mirror_uv = 0
-        self._uidnext_meta = 0
+        self.state = _acquire_state(path)
+        self._closed = False
+
+    # The shared state under the names the sync code uses.
+    _stamp = property(lambda self: self.state.stamp, lambda self, v: setattr(self.state, "stamp", v))
+    _files = property(lambda self: self.state.files, lambda self, v: setattr(self.state, "files", v))
+    _fnset = property(lambda self: self.state.fnset, lambda self, v: setattr(self.state, "fnset", v))
+    _cur = property(lambda self: self.state.cur, lambda self, v: setattr(self.state, "cur", v))
+    _new = property(lambda self: self.state.new, lambda self, v: setattr(self.state, "new", v))
+    _mirror_modseq = property(
+        lambda self: self.state.mirror_modseq, lambda self, v: setattr(self.state, "mirror_modseq", v)
+    )
+    _mirror_uv = property(lambda self: self.state.mirror_uv, lambda self, v: setattr(self.state, "mirror_uv", v))
+    _uidnext_meta = property(
+        lambda self: self.state.uidnext_meta, lambda self, v: setattr(self.state, "uidnext_meta", v)
+    )
+
+    def invalidate(self) -> None:
+        """This process changed the folder: the next sync (of any session) looks at the disk."""
+        self.state.stamp = None
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -281,7 +343,12 @@ class Folder:
 
         The common case after another session's flag change is cheap: one listing, the uidlist only when
         it changed, the index's rows changed since last time; the write transaction (with a second
-        listing under its lock) is taken only when the disk and the index disagree."""
+        listing under its lock) is taken only when the disk and the index disagree. The sessions of
+        this process on the folder do it once between them (see :class:`FolderState`)."""
+        with self.state.lock:
+            return self._sync(move_new, force)
+
+    def _sync(self, move_new: bool, force: bool) -> bool:
         stamp = self._stamp_now()
         if not force and stamp == self._stamp and not (move_new and self._has_new()):
             return False
@@ -291,7 +358,7 @@ class Folder:
         listing = self._list(move_new)
         ul, by_base = self._cached_uidlist()
         if ul is None or any(b not in by_base for b in listing):
-            unknown = [b for b in sorted(listing, key=_sort_key) if b not in by_base]
+            unknown = sorted((b for b in listing if b not in by_base), key=_sort_key)
             ul = self.assign_uids(unknown, listing)
             by_base = ul.by_basename()
         self.load_keywords()
@@ -532,6 +599,9 @@ class Folder:
         return info_string(system, self.letters_for(kws))
 
     def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _release_state(self.path, self.state)
         self.index.close()
 
 

@@ -2,6 +2,10 @@
 ENVELOPE, BODYSTRUCTURE, the MIME part offsets and the raw header block (so that SEARCH on headers
 opens no file), computed once when a message is first seen.
 
+An expunged message keeps its flags, sizes, date and IMAP ENVELOPE/BODY/BODYSTRUCTURE in the expunge
+history (for the newest ``EXPUNGE_DATA_KEPT`` expunges): a session that has not yet been told of the
+expunge still answers FETCH of those items, as Dovecot does from its index; only the body is gone.
+
 It is a cache over the Maildir and ``dovecot-uidlist`` (Dovecot ignores the file): delete it and it is
 rebuilt; the UIDs themselves always come from ``dovecot-uidlist``. SQLite (WAL) lets sessions in many
 processes share it; every sync runs in one ``BEGIN IMMEDIATE`` transaction, which also serialises our
@@ -21,8 +25,11 @@ INDEX_FILE = "dovetail-index.sqlite"
 # Page cache per connection in KiB (negative: KiB, SQLite's convention). Every selected session holds a
 # connection; the default 2 MB each made idle sessions expensive, and the rows a session reads are few.
 CACHE_KIB = 256
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 EXPUNGE_HISTORY = 10000
+EXPUNGE_DATA_KEPT = 1000
+_EXPUNGED_DATA = ("flags", "vsize", "idate", "envelope_imap", "body_imap", "bodystructure_imap")
+_EXPUNGED_KINDS = ("TEXT", "INTEGER", "REAL", "BLOB", "BLOB", "BLOB")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -45,7 +52,16 @@ CREATE TABLE IF NOT EXISTS msg (
     bodystructure_imap BLOB,
     header BLOB
 );
-CREATE TABLE IF NOT EXISTS expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS expunged (
+    uid INTEGER PRIMARY KEY,
+    modseq INTEGER NOT NULL,
+    flags TEXT,
+    vsize INTEGER,
+    idate REAL,
+    envelope_imap BLOB,
+    body_imap BLOB,
+    bodystructure_imap BLOB
+);
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(modseq);
 """
 
@@ -82,6 +98,16 @@ class Index:
             db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             db.executescript(_SCHEMA)
             row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is not None and row[0] == "4":
+                with db:
+                    db.execute("BEGIN IMMEDIATE")
+                    have = {r[1] for r in db.execute("PRAGMA table_info(expunged)")}
+                    for col, kind in zip(_EXPUNGED_DATA, _EXPUNGED_KINDS, strict=True):
+                        if col not in have:
+                            db.execute(f"ALTER TABLE expunged ADD COLUMN {col} {kind}")
+                    db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+                    db.execute("COMMIT")
+                row = (str(SCHEMA_VERSION),)
             if row is None:
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             elif row[0] != str(SCHEMA_VERSION):
@@ -137,9 +163,24 @@ class Index:
         self.db.execute("DELETE FROM expunged")
 
     def record_expunges(self, uids: list[int], modseq: int) -> None:
+        cols = ", ".join(_EXPUNGED_DATA)
+        self.db.executemany("INSERT OR REPLACE INTO expunged (uid, modseq) VALUES (?, ?)", [(u, modseq) for u in uids])
+        self.db.executemany(
+            f"UPDATE expunged SET ({cols}) = (SELECT {cols} FROM msg WHERE msg.uid=expunged.uid) "
+            "WHERE uid=? AND EXISTS (SELECT 1 FROM msg WHERE msg.uid=?)",
+            [(u, u) for u in uids],
+        )
         self.db.executemany("DELETE FROM msg WHERE uid=?", [(u,) for u in uids])
-        self.db.executemany("INSERT OR REPLACE INTO expunged VALUES (?, ?)", [(u, modseq) for u in uids])
         count = self.db.execute("SELECT count(*) FROM expunged").fetchone()[0]
+        if count > EXPUNGE_DATA_KEPT:
+            cut = self.db.execute(
+                "SELECT modseq FROM expunged ORDER BY modseq DESC LIMIT 1 OFFSET ?", (EXPUNGE_DATA_KEPT,)
+            ).fetchone()[0]
+            self.db.execute(
+                f"UPDATE expunged SET ({cols}) = ({', '.join('NULL' for _ in _EXPUNGED_DATA)}) "
+                "WHERE modseq<=? AND flags IS NOT NULL",
+                (cut,),
+            )
         if count > EXPUNGE_HISTORY:
             cut = self.db.execute(
                 "SELECT modseq FROM expunged ORDER BY modseq DESC LIMIT 1 OFFSET ?", (EXPUNGE_HISTORY,)

@@ -53,6 +53,7 @@ def clean_flags(flags: Iterable[str]) -> set[str]:
     return out
 
 
+HEADER_CACHE_MAX = 50_000  # header field values kept per folder and process for SEARCH/SORT/THREAD
 _FLAG_SETS: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
 
 
@@ -102,7 +103,7 @@ class MaildirMailbox(Mailbox):
         self._pending_expunge: set[int] = set()  # expunged on disk, not yet reported to the client
         self._seen_modseq = 0  # the index's highest modseq this view has taken in
         self._watcher: MailboxWatcher | None = None
-        folder.sync(move_new=not readonly, force=True)
+        folder.sync(move_new=not readonly)
         if not readonly:
             folder.clean_tmp()
         self._uidvalidity = folder.index.get_int("uidvalidity")
@@ -255,6 +256,10 @@ class MaildirMailbox(Mailbox):
         else:
             marks = ",".join("?" * len(wanted))
             rows = db.execute(f"SELECT {cols} FROM msg WHERE uid IN ({marks}) ORDER BY uid", sorted(wanted))
+        rows = list(rows)
+        if len(rows) < len(wanted) and (raw or not (envelope or bodystructure)):
+            # Expunged by another session since this one last heard: served from the expunge history.
+            rows = sorted(rows + self._expunged_rows(wanted - {r[0] for r in rows}, cols))
         out = []
         recent = self._recent
         bs_i = 6 if envelope else 5
@@ -265,9 +270,10 @@ class MaildirMailbox(Mailbox):
                     MessageInfo(
                         r[0], flags, keywords,
                         datetime.fromtimestamp(r[4], UTC), r[3], r[2], r[0] in recent,
-                        envelope_imap=r[5] if envelope else None,
-                        bodystructure_imap=r[bs_i] if bodystructure else None,
-                        body_imap=r[bs_i + 1] if bodystructure else None,
+                        None, None, None,
+                        r[5] if envelope else None,
+                        r[bs_i] if bodystructure else None,
+                        r[bs_i + 1] if bodystructure else None,
                     )
                 )
                 continue
@@ -286,6 +292,43 @@ class MaildirMailbox(Mailbox):
                 )
             )
         return out
+
+    def _expunged_rows(self, uids: set[int], cols: str) -> list[tuple]:
+        """Rows of the expunge history that still carry their data, in the layout of ``cols``."""
+        if not uids:
+            return []
+        db = self.folder.index.db
+        if len(uids) > 200:
+            return [r for r in db.execute(f"SELECT {cols} FROM expunged WHERE flags IS NOT NULL") if r[0] in uids]
+        marks = ",".join("?" * len(uids))
+        return db.execute(
+            f"SELECT {cols} FROM expunged WHERE flags IS NOT NULL AND uid IN ({marks})", sorted(uids)
+        ).fetchall()
+
+    def _expunged_facts(self, uids: set[int]) -> list[tuple[int, frozenset[str], float, int, int, bool]]:
+        rows = self._expunged_rows(uids, "uid, flags, idate, vsize, modseq")
+        return [(u, _flag_sets(f)[0], d, v, m, u in self._recent) for u, f, d, v, m in rows]
+
+    def message_facts(self) -> list[tuple[int, frozenset[str], float, int, int, bool]]:
+        view = self._modseqs
+        recent = self._recent
+        out = [
+            (uid, _flag_sets(flags)[0], idate, vsize, modseq, uid in recent)
+            for uid, flags, idate, vsize, modseq in self.folder.index.db.execute(
+                "SELECT uid, flags, idate, vsize, modseq FROM msg ORDER BY uid"
+            )
+            if uid in view
+        ]
+        if len(out) < len(view):
+            out = sorted(out + self._expunged_facts({u for u in self._uids} - {f[0] for f in out}))
+        return out
+
+    def header_cache(self) -> dict[tuple[str, int], list[str]]:
+        state = self.folder.state
+        if state.headers_uv != self._uidvalidity or len(state.headers) > HEADER_CACHE_MAX:
+            state.headers = {}
+            state.headers_uv = self._uidvalidity
+        return state.headers
 
     def cached_headers(self, uids: Iterable[int]) -> dict[int, bytes]:
         wanted = set(uids)
@@ -389,7 +432,7 @@ class MaildirMailbox(Mailbox):
             folder.index.rollback()
             raise
         if renames:
-            folder._stamp = None
+            folder.invalidate()
         return StoreResult(changed, modified)
 
     def _rename(self, uid: int, filename: str, info: str) -> str | None:
@@ -458,7 +501,7 @@ class MaildirMailbox(Mailbox):
             except BaseException:
                 folder.index.rollback()
                 raise
-            folder._stamp = None
+            folder.invalidate()
         return removed
 
     def expunged_since(self, modseq: int) -> list[int] | None:

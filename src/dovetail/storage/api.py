@@ -343,6 +343,21 @@ class Mailbox(ABC):
         """Index data for ``uids`` that are in the view, in UID order; unknown UIDs are skipped.
         ``raw=True`` gives ENVELOPE/BODY/BODYSTRUCTURE as IMAP bytes instead of lists."""
 
+    def message_facts(self) -> list[tuple[int, frozenset[str], float, int, int, bool]]:
+        """``(uid, flags, internal date as POSIX time, size, modseq, recent)`` of every message in the
+        view, in UID order: what SEARCH, SORT and THREAD read before any header, without a
+        :class:`MessageInfo` per message."""
+        return [
+            (i.uid, i.flags, i.internal_date.timestamp(), i.size, i.modseq, i.recent)
+            for i in self.fetch_info(list(self.uids), envelope=False, bodystructure=False)
+        ]
+
+    def header_cache(self) -> dict[tuple[str, int], list[str]] | None:
+        """A map ``(lower-case field name, uid) -> field values`` that SEARCH, SORT and THREAD fill and
+        read (values are never modified), shared by the views of one mailbox where the store can: a
+        message's header never changes under its UID. None: no cache."""
+        return None
+
     @abstractmethod
     def open_message(self, uid: int) -> bytes:
         """The whole message with CRLF line endings, as BODY[] sends it. Raises MessageExpunged."""

@@ -1,0 +1,131 @@
+"""Views of one process share the folder's sync state; a message expunged by another view is still
+served from the index (flags, sizes, ENVELOPE) until this view has been told of the expunge."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from dovetail.maildir import folder as folder_mod
+from dovetail.maildir.index import INDEX_FILE, SCHEMA_VERSION
+from dovetail.storage import open_storage
+from dovetail.storage.api import DELETED, FLAGGED, MessageExpunged, StoreMode
+
+MSG = b"From: Alice <alice@example.org>\nTo: bob@example.com\nSubject: hello %d\n\nbody\n"
+
+
+def deliver(root: Path, n: int) -> None:
+    name = f"{1700000000 + n}.V801I{n:x}M{n}.mx.example"
+    (root / "tmp" / name).write_bytes(MSG % n)
+    os.rename(root / "tmp" / name, root / "new" / name)
+
+
+@pytest.fixture
+def storage(tmp_path: Path):
+    st = open_storage(tmp_path / "Maildir")
+    for n in range(4):
+        deliver(st.root, n)
+    return st
+
+
+def test_views_share_one_state_and_one_listing(storage, monkeypatch) -> None:
+    a = storage.select("INBOX")
+    b = storage.select("INBOX")
+    assert a.folder.state is b.folder.state
+    listings = []
+    real = os.listdir
+
+    def counting(path):
+        listings.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(folder_mod.os, "listdir", counting)
+    a.store_flags([a.uids[0]], StoreMode.ADD, [FLAGGED])
+    changes = b.refresh()
+    assert [c.uid for c in changes.flag_changes] == [a.uids[0]]
+    first = len(listings)
+    assert first > 0  # the change was looked at once...
+    assert not a.refresh().flag_changes
+    assert len(listings) == first  # ...and not again by the other view
+    monkeypatch.undo()
+    a.close()
+    assert b.folder.state.users == 1
+    b.close()
+    assert os.path.abspath(storage.root) not in folder_mod._STATES
+
+
+def test_expunged_message_is_served_from_the_index_until_reported(storage) -> None:
+    a = storage.select("INBOX")
+    b = storage.select("INBOX")
+    gone = b.uids[1]
+    b.store_flags([gone], StoreMode.ADD, [DELETED, FLAGGED])
+    assert b.expunge() == [gone]
+    a.refresh(allow_expunges=False)
+    assert gone in a.uids
+    infos = a.fetch_info(list(a.uids), envelope=True, bodystructure=False, raw=True)
+    assert [i.uid for i in infos] == list(a.uids)
+    old = next(i for i in infos if i.uid == gone)
+    assert FLAGGED in old.flags and b"hello 1" in old.envelope_imap and old.size > 0
+    assert [f[0] for f in a.message_facts()] == list(a.uids)
+    with pytest.raises(MessageExpunged):
+        a.open_message(gone)
+    changes = a.refresh()
+    assert changes.expunged_uids == [gone] and gone not in a.uids
+    assert [i.uid for i in a.fetch_info([gone], raw=True)] == []
+    a.close()
+    b.close()
+
+
+def test_index_of_the_previous_schema_is_upgraded_in_place(storage) -> None:
+    box = storage.select("INBOX")
+    uids = list(box.uids)
+    box.close()
+    path = storage.root / INDEX_FILE
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE expunged")
+    db.execute("CREATE TABLE expunged (uid INTEGER PRIMARY KEY, modseq INTEGER NOT NULL)")
+    db.execute("INSERT INTO expunged VALUES (99, 1)")
+    db.execute("UPDATE meta SET value='4' WHERE key='schema'")
+    db.commit()
+    db.close()
+    box = storage.select("INBOX")
+    assert list(box.uids) == uids
+    assert box.expunged_since(0) == [99]  # the history survived the upgrade
+    assert box.folder.index.get_meta("schema") == str(SCHEMA_VERSION)
+    box.store_flags([uids[0]], StoreMode.ADD, [DELETED])
+    assert box.expunge() == [uids[0]]
+    box.close()
+
+
+def test_header_cache_is_shared_and_dropped_with_the_uidvalidity(storage) -> None:
+    a = storage.select("INBOX")
+    b = storage.select("INBOX")
+    cache = a.header_cache()
+    assert cache is b.header_cache()
+    cache[("from", a.uids[0])] = ["Alice <alice@example.org>"]
+    assert b.header_cache()[("from", a.uids[0])] == ["Alice <alice@example.org>"]
+    b._uidvalidity += 1  # what a recreated mailbox looks like to a view opened after it
+    assert b.header_cache() == {}
+    a.close()
+    b.close()
+
+
+def test_many_expunged_messages_are_served_from_the_index(tmp_path: Path) -> None:
+    st = open_storage(tmp_path / "Many")
+    for n in range(230):
+        deliver(st.root, n)
+    a = st.select("INBOX")
+    b = st.select("INBOX")
+    doomed = list(b.uids[:210])
+    b.store_flags(doomed, StoreMode.ADD, [DELETED])
+    assert b.expunge() == doomed
+    a.refresh(allow_expunges=False)
+    infos = a.fetch_info(list(a.uids), envelope=True, bodystructure=True, raw=True)
+    assert [i.uid for i in infos] == list(a.uids) and len(infos) == 230
+    assert all(i.envelope_imap and i.bodystructure_imap for i in infos)
+    assert len(a.refresh().expunged_uids) == 210
+    a.close()
+    b.close()
