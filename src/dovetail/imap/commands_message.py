@@ -402,6 +402,13 @@ class SearchMessage:
 
     def __init__(self, mb: Mailbox, seq: int, facts: tuple[int, frozenset[str], float, int, int, bool],
                  blocks: _HeaderBlocks | None = None) -> None:
+        self._mb = mb
+        self._blocks = blocks
+        self.reset(seq, facts)
+
+    def reset(self, seq: int, facts: tuple[int, frozenset[str], float, int, int, bool]) -> None:
+        """Become another message (a search probes every message with one object and keeps only
+        the ones that match)."""
         uid, flags, idate, size, modseq, recent = facts
         self.seq = seq
         self.uid = uid
@@ -410,11 +417,9 @@ class SearchMessage:
         self._date: datetime | None = None
         self.size = size
         self.modseq = modseq
-        self._mb = mb
         self._headers: dict[str, list[str]] | None = None
         self._hbytes: bytes | None = None
         self._text: str | None = None
-        self._blocks = blocks
 
     @property
     def internal_date(self) -> datetime:
@@ -530,14 +535,32 @@ def _body_text(raw: bytes) -> str:
     return "\n".join(parts)
 
 
-def _messages(mb: Mailbox) -> list[SearchMessage]:
+def _matching(mb: Mailbox, key: Any, saved: frozenset[int] | None, uid: bool) -> list[SearchMessage]:
+    """The view's messages that match ``key``, in sequence order. One probe object is moved over the
+    index facts and only a match is kept, so a search builds objects for what it finds, not for
+    every message."""
+    from dovetail.imap import search as sm
+
+    uids = mb.uids
+    ctx = sm.SearchContext(uid=uid, saved=saved, max_seq=len(uids), max_uid=uids[-1] if uids else None)
+    pred = sm.compile_key(key, (), ctx)
+    facts = mb.message_facts()
+    if len(facts) == len(uids) and all(f[0] == u for f, u in zip(facts, uids, strict=True)):
+        numbered: Any = enumerate(facts, 1)
+    else:
+        seq_of = {u: i for i, u in enumerate(uids, 1)}
+        numbered = ((seq_of[f[0]], f) for f in facts if f[0] in seq_of)
     blocks = _HeaderBlocks(mb)
-    seq_of = {u: i for i, u in enumerate(mb.uids, 1)}
-    out = []
-    for facts in mb.message_facts():
-        seq = seq_of.get(facts[0])
-        if seq is not None:
-            out.append(SearchMessage(mb, seq, facts, blocks))
+    out: list[SearchMessage] = []
+    probe: SearchMessage | None = None
+    for seq, f in numbered:
+        if probe is None:
+            probe = SearchMessage(mb, seq, f, blocks)
+        else:
+            probe.reset(seq, f)
+        if pred(probe):
+            out.append(probe)
+            probe = None
     return out
 
 
@@ -560,14 +583,11 @@ async def cmd_search(s: Session, cmd: Any) -> Result:
     mb = sel.mailbox
     saved = sel.saved
 
-    def work() -> tuple[list[Any], int]:
-        msgs = _messages(mb)
-        ctx = sm.SearchContext(uid=cmd.uid, saved=saved, max_seq=len(mb.uids),
-                               max_uid=mb.uids[-1] if mb.uids else None)
-        return sm.evaluate_messages(req.key, msgs, ctx), len(msgs)
+    def work() -> list[Any]:
+        return _matching(mb, req.key, saved, cmd.uid)
 
     try:
-        found, _n = await asyncio.to_thread(work)
+        found = await asyncio.to_thread(work)
     except sm.SearchError as exc:
         raise _search_error(exc) from exc
     found.sort(key=lambda m: m.seq)
@@ -601,10 +621,7 @@ async def cmd_sort(s: Session, cmd: Any) -> Result:
     saved = sel.saved
 
     def work() -> list[int]:
-        msgs = _messages(mb)
-        ctx = sm.SearchContext(uid=cmd.uid, saved=saved)
-        found = sm.evaluate_messages(req.key, msgs, ctx)
-        return so.sort(req.criteria, found, uid=cmd.uid)
+        return so.sort(req.criteria, _matching(mb, req.key, saved, cmd.uid), uid=cmd.uid)
 
     try:
         nums = await asyncio.to_thread(work)
@@ -628,10 +645,7 @@ async def cmd_thread(s: Session, cmd: Any) -> Result:
     saved = sel.saved
 
     def work() -> str:
-        msgs = _messages(mb)
-        ctx = sm.SearchContext(uid=cmd.uid, saved=saved)
-        found = sm.evaluate_messages(req.key, msgs, ctx)
-        return th.format_thread(th.thread(req.algorithm, found, uid=cmd.uid))
+        return th.format_thread(th.thread(req.algorithm, _matching(mb, req.key, saved, cmd.uid), uid=cmd.uid))
 
     try:
         line = await asyncio.to_thread(work)

@@ -14,11 +14,14 @@ looked at by one listing per process instead of one per session, and the map is 
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from dovetail.log import get_logger
 from dovetail.maildir import keywords as kwfile
@@ -31,6 +34,7 @@ from dovetail.mime.parser import Part, parse_message, to_crlf
 from dovetail.mime.structure import bodystructure, envelope
 
 log = get_logger("maildir")
+T = TypeVar("T")
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 MAX_CACHED_HEADER = 64 * 1024  # larger header blocks are read from the file when needed
@@ -82,7 +86,7 @@ class FolderState:
     their syncs (sessions run them in worker threads)."""
 
     __slots__ = ("lock", "users", "stamp", "files", "fnset", "cur", "new", "mirror_modseq", "mirror_uv",
-                 "uidnext_meta", "headers", "headers_uv")
+                 "uidnext_meta", "headers", "headers_uv", "facts", "facts_modseq", "facts_uv")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -99,6 +103,11 @@ class FolderState:
         # (field, uid) -> header field values, for SEARCH/SORT/THREAD; valid for UIDVALIDITY headers_uv.
         self.headers: dict[tuple[str, int], list[str]] = {}
         self.headers_uv = 0
+        # uid -> (uid, flags, internal date, RFC822.SIZE, modseq, False) as of modseq ``facts_modseq``:
+        # what SEARCH, SORT and FETCH of flags read for every message, without a SQLite row each time.
+        self.facts: dict[int, tuple[int, frozenset[str], float, int, int, bool]] | None = None
+        self.facts_modseq = 0
+        self.facts_uv = 0
 
 
 _STATES: dict[str, FolderState] = {}
@@ -225,10 +234,15 @@ class Folder:
     def assign_uids(self, basenames: list[str], listing: dict[str, Listed] | None) -> uidlist.Uidlist:
         """Give UIDs to ``basenames`` not yet in the uidlist; create the uidlist when missing."""
         with self.lock():
-            ul = self._read_uidlist()
-            if ul is None:
+            cached, cached_by_base = self._cached_uidlist()
+            if cached is None:
                 ul = uidlist.Uidlist(uidvalidity=self._new_uidvalidity(), nextuid=1, guid=uuid.uuid4().hex)
-            known = ul.by_basename()
+                known: dict[str, int] = {}
+            else:
+                # The cached copy is shared (read-only) by the sessions of this process: change a copy.
+                ul = uidlist.Uidlist(cached.uidvalidity, cached.nextuid, cached.guid, list(cached.header_extra),
+                                     dict(cached.entries))
+                known = dict(cached_by_base)
             changed = not self.uidlist_path.exists()
             for base in basenames:
                 if base not in known:
@@ -241,9 +255,12 @@ class Folder:
                 gone = [u for u, (b, _e) in ul.entries.items() if b not in relisted and b not in basenames]
                 for u in gone:
                     del ul.entries[u]
+                if gone:
+                    known = ul.by_basename()
                 changed = changed or bool(gone)
             if changed:
                 uidlist.write(self.uidlist_path, ul)
+                self._remember_uidlist(ul, known)
             return ul
 
     # --- keywords -----------------------------------------------------------------------------
@@ -301,6 +318,55 @@ class Folder:
             _UIDLISTS[key] = (stamp, ul, by_base)
         return ul, by_base
 
+    def _remember_uidlist(self, ul: uidlist.Uidlist, by_base: dict[str, int]) -> None:
+        """Cache the uidlist just written (the caller holds its lock, so nobody changed it since): the
+        next sync of any session of this process finds it without parsing the file again."""
+        key = str(self.uidlist_path)
+        try:
+            st = os.stat(key)
+        except FileNotFoundError:
+            return
+        _UIDLISTS.pop(key, None)
+        if len(_UIDLISTS) >= _UIDLIST_CACHE_MAX:
+            _UIDLISTS.pop(next(iter(_UIDLISTS)), None)
+        _UIDLISTS[key] = ((st.st_mtime_ns, st.st_size, st.st_ino), ul, by_base)
+
+    def _by_base_of(self, ul: uidlist.Uidlist) -> dict[str, int]:
+        hit = _UIDLISTS.get(str(self.uidlist_path))
+        return hit[2] if hit is not None and hit[1] is ul else ul.by_basename()
+
+    def with_facts(self, use: Callable[[dict[int, tuple[int, frozenset[str], float, int, int, bool]]], T]) -> T:
+        """Call ``use`` with the shared uid -> facts map, brought up to date with the index first (only
+        the rows whose modseq moved, and the expunges since; everything after a reset or a lost
+        history). ``use`` runs under the state's lock and must not keep the map."""
+        state = self.state
+        with state.lock:
+            idx = self.index
+            db = idx.db
+            with idx.snapshot():
+                uv = idx.get_int("uidvalidity", 0)
+                top = idx.get_int("highestmodseq", 1)
+                since = state.facts_modseq
+                cols = "uid, flags, idate, vsize, modseq"
+                if (
+                    state.facts is None
+                    or uv != state.facts_uv
+                    or top < since
+                    or since < idx.get_int("expunge_floor", 0)
+                ):
+                    state.facts = {
+                        u: (u, _flag_set(f), d, v, m, False) for u, f, d, v, m in db.execute(f"SELECT {cols} FROM msg")
+                    }
+                elif top != since:
+                    facts = state.facts
+                    for (uid,) in db.execute("SELECT uid FROM expunged WHERE modseq>?", (since,)):
+                        facts.pop(uid, None)
+                    for u, f, d, v, m in db.execute(f"SELECT {cols} FROM msg WHERE modseq>?", (since,)):
+                        facts[u] = (u, _flag_set(f), d, v, m, False)
+                state.facts_uv = uv
+                state.facts_modseq = top
+            return use(state.facts)
+
     def _refresh_mirror(self) -> None:
         """Bring the in-memory copy of the index's uid -> file map up to date: only rows changed since
         the modseq it was taken at, plus expunges; a full read after a reset or a lost history."""
@@ -352,7 +418,7 @@ class Folder:
         stamp = self._stamp_now()
         if not force and stamp == self._stamp and not (move_new and self._has_new()):
             return False
-        if self._unchanged(move_new):
+        if self._unchanged(move_new) or (not force and self._settled(move_new)):
             self._stamp = stamp
             return True
         listing = self._list(move_new)
@@ -360,7 +426,7 @@ class Folder:
         if ul is None or any(b not in by_base for b in listing):
             unknown = sorted((b for b in listing if b not in by_base), key=_sort_key)
             ul = self.assign_uids(unknown, listing)
-            by_base = ul.by_basename()
+            by_base = self._by_base_of(ul)
         self.load_keywords()
         if self.index.get_int("uidvalidity", 0) != ul.uidvalidity:
             self.index.begin()
@@ -427,28 +493,7 @@ class Folder:
                 facts = fresh.get(uid) or self._analyse_file(item)
                 if facts is None:
                     continue
-                db.execute(
-                    "INSERT OR REPLACE INTO msg VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        uid,
-                        name.basename,
-                        stored_fn,
-                        info,
-                        flags_dump(self.flags_of(info)),
-                        next_modseq(),
-                        facts["size"],
-                        name.vsize if name.vsize is not None else facts["vsize"],
-                        facts["idate"],
-                        facts["envelope"],
-                        facts["body"],
-                        facts["bodystructure"],
-                        facts["parts"],
-                        facts["envelope_imap"],
-                        facts["body_imap"],
-                        facts["bodystructure_imap"],
-                        facts["header"],
-                    ),
-                )
+                self._insert_row(uid, stored_fn, info, next_modseq(), facts)
             if ul.nextuid > self.index.get_int("uidnext", 0):
                 self.index.set_meta("uidnext", ul.nextuid)
             self.index.commit()
@@ -458,6 +503,65 @@ class Folder:
             raise
         self._refresh_mirror()
         self._stamp = self._stamp_now() if not move_new or not self._has_new() else None
+        return True
+
+    def _insert_row(self, uid: int, stored_fn: str, info: str, modseq: int, facts: dict) -> None:
+        name = parse_name(stored_fn[4:])
+        self.index.db.execute(
+            "INSERT OR REPLACE INTO msg VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                uid,
+                name.basename,
+                stored_fn,
+                info,
+                flags_dump(self.flags_of(info)),
+                modseq,
+                facts["size"],
+                name.vsize if name.vsize is not None else facts["vsize"],
+                facts["idate"],
+                facts["envelope"],
+                facts["body"],
+                facts["bodystructure"],
+                facts["parts"],
+                facts["envelope_imap"],
+                facts["body_imap"],
+                facts["bodystructure_imap"],
+                facts["header"],
+            ),
+        )
+
+    def index_written(self, uid: int, basename: str, info: str, data: bytes, uidvalidity: int) -> bool:
+        """Index a message this process has just written to ``cur/`` and numbered, so that the next sync
+        finds the disk and the index agreeing (a listing, no parse, no write) instead of analysing the
+        file again. Does nothing when the index is of another UIDVALIDITY, or when another writer has
+        indexed, renamed or expunged the message meanwhile: a sync then does the work as usual."""
+        stored_fn = f"cur/{basename}{INFO_SEP}{info}"
+        try:
+            st = os.stat(self.path / stored_fn)
+        except FileNotFoundError:
+            return False
+        facts = analyse(data.replace(b"\r\n", b"\n"))
+        facts["size"] = st.st_size
+        facts["idate"] = st.st_mtime
+        idx = self.index
+        db = idx.db
+        idx.begin()
+        try:
+            if (
+                idx.get_int("uidvalidity", 0) != uidvalidity
+                or db.execute("SELECT 1 FROM msg WHERE uid=?", (uid,)).fetchone() is not None
+                or db.execute("SELECT 1 FROM expunged WHERE uid=?", (uid,)).fetchone() is not None
+                or not os.path.exists(self.path / stored_fn)
+            ):
+                idx.rollback()
+                return False
+            self._insert_row(uid, stored_fn, info, idx.bump_modseq(), facts)
+            if uid + 1 > idx.get_int("uidnext", 0):
+                idx.set_meta("uidnext", uid + 1)
+            idx.commit()
+        except BaseException:
+            idx.rollback()
+            raise
         return True
 
     def _refresh_mirror_locked(self) -> None:
@@ -502,6 +606,18 @@ class Folder:
             and set(cur) == self._cur
             and set(new) == self._new
         )
+
+    def _settled(self, move_new: bool) -> bool:
+        """:meth:`_unchanged` once more after waiting for the index's write lock: a flag change or
+        expunge by a session of another process renames or removes files inside that lock, so the
+        directories and the index disagree only until it commits; waiting for it costs less than
+        listing and comparing every file."""
+        try:
+            self.index.begin()
+        except sqlite3.OperationalError:
+            return False
+        self.index.rollback()
+        return self._unchanged(move_new)
 
     def _has_new(self) -> bool:
         try:
@@ -585,10 +701,17 @@ class Folder:
         os.rename(self.path / "tmp" / base, self.path / "cur" / f"{base}{INFO_SEP}{info}")
         return base
 
+    def append_message(self, data: bytes, info: str, internal_date: float | None) -> tuple[int, int, bool]:
+        """Write, number and index one message: (uid, uidvalidity, indexed)."""
+        base = self.deliver(data, info, internal_date)
+        ul = self.assign_uids([base], None)
+        uid = self._by_base_of(ul)[base]
+        return uid, ul.uidvalidity, self.index_written(uid, base, info, data, ul.uidvalidity)
+
     def add_files(self, basenames: list[str]) -> dict[str, int]:
         """Number freshly written files at once (so they get UIDs in this order)."""
         ul = self.assign_uids(basenames, None)
-        by_base = ul.by_basename()
+        by_base = self._by_base_of(ul)
         return {b: by_base[b] for b in basenames}
 
     def info_for(self, flags: set[str]) -> str:
@@ -603,6 +726,20 @@ class Folder:
             self._closed = True
             _release_state(self.path, self.state)
         self.index.close()
+
+
+_FLAG_SETS: dict[str, frozenset[str]] = {}
+
+
+def _flag_set(column: str) -> frozenset[str]:
+    """The flags of a flags column; a mailbox has few distinct combinations, so each is built once."""
+    hit = _FLAG_SETS.get(column)
+    if hit is None:
+        hit = frozenset(column.split())
+        if len(_FLAG_SETS) >= 4096:
+            _FLAG_SETS.clear()
+        _FLAG_SETS[column] = hit
+    return hit
 
 
 def _sort_key(basename: str) -> tuple:

@@ -157,16 +157,25 @@ class MaildirMailbox(Mailbox):
         i = bisect.bisect_left(self._uids, uid)
         return i + 1 if i < len(self._uids) and self._uids[i] == uid else None
 
+    def _in_view(self, uids: Iterable[int]) -> set[int]:
+        """The UIDs of ``uids`` in this view; a few are looked up by bisection (FETCH of one message
+        would otherwise make a set of the whole view)."""
+        wanted = set(uids)
+        if len(wanted) * 16 < len(self._uids):
+            return {u for u in wanted if self.seq_of(u) is not None}
+        return wanted & set(self._uids)
+
     def first_unseen_seq(self) -> int | None:
-        seen = {
-            uid
-            for uid, flags in self.folder.index.db.execute("SELECT uid, flags FROM msg")
-            if SEEN in flags_load(flags)
-        }
-        for i, uid in enumerate(self._uids):
-            if uid not in seen:
-                return i + 1
-        return None
+        uids = self._uids
+
+        def first(facts: dict) -> int | None:
+            for i, uid in enumerate(uids):
+                t = facts.get(uid)
+                if t is None or SEEN not in t[1]:
+                    return i + 1
+            return None
+
+        return self.folder.with_facts(first)
 
     # --- refresh ------------------------------------------------------------------------------
 
@@ -242,7 +251,7 @@ class MaildirMailbox(Mailbox):
     def fetch_info(
         self, uids: Iterable[int], *, envelope: bool = True, bodystructure: bool = True, raw: bool = False
     ) -> list[MessageInfo]:
-        wanted = set(uids) & set(self._uids)
+        wanted = self._in_view(uids)
         if not wanted:
             return []
         cols = "uid, flags, modseq, vsize, idate"
@@ -310,17 +319,27 @@ class MaildirMailbox(Mailbox):
         return [(u, _flag_sets(f)[0], d, v, m, u in self._recent) for u, f, d, v, m in rows]
 
     def message_facts(self) -> list[tuple[int, frozenset[str], float, int, int, bool]]:
-        view = self._modseqs
+        """From the folder's shared in-memory facts (see :meth:`Folder.with_facts`), not from SQLite."""
         recent = self._recent
-        out = [
-            (uid, _flag_sets(flags)[0], idate, vsize, modseq, uid in recent)
-            for uid, flags, idate, vsize, modseq in self.folder.index.db.execute(
-                "SELECT uid, flags, idate, vsize, modseq FROM msg ORDER BY uid"
-            )
-            if uid in view
-        ]
-        if len(out) < len(view):
-            out = sorted(out + self._expunged_facts({u for u in self._uids} - {f[0] for f in out}))
+        uids = self._uids
+        missing: set[int] = set()
+
+        def pick(facts: dict) -> list:
+            out = []
+            get = facts.get
+            for uid in uids:
+                t = get(uid)
+                if t is None:
+                    missing.add(uid)
+                elif uid in recent:
+                    out.append(t[:5] + (True,))
+                else:
+                    out.append(t)
+            return out
+
+        out = self.folder.with_facts(pick)
+        if missing:
+            out = sorted(out + self._expunged_facts(missing))
         return out
 
     def header_cache(self) -> dict[tuple[str, int], list[str]]:
@@ -370,7 +389,7 @@ class MaildirMailbox(Mailbox):
 
     def append(self, data: bytes, flags: Iterable[str] = (), internal_date: datetime | None = None) -> int:
         self._check_writable()
-        return append_to(self.folder, data, flags, internal_date, self._max_append)
+        return append_to(self.folder, data, flags, internal_date, self._max_append)[0]
 
     def store_flags(
         self,
@@ -381,7 +400,7 @@ class MaildirMailbox(Mailbox):
     ) -> StoreResult:
         self._check_writable()
         wanted = clean_flags(flags)
-        uids = sorted(set(uids) & set(self._uids))
+        uids = sorted(self._in_view(uids))
         folder = self.folder
         folder.sync()
         folder.info_for(wanted)  # registers new keywords before any rename
@@ -454,13 +473,13 @@ class MaildirMailbox(Mailbox):
     def copy(self, uids: Iterable[int], dest: str) -> CopyResult:
         target = self._resolve(dest)
         try:
-            return copy_messages(self.folder, target, sorted(set(uids) & set(self._uids)))
+            return copy_messages(self.folder, target, sorted(self._in_view(uids)))
         finally:
             target.close()
 
     def move(self, uids: Iterable[int], dest: str) -> CopyResult:
         self._check_writable()
-        uids = sorted(set(uids) & set(self._uids))
+        uids = sorted(self._in_view(uids))
         result = self.copy(uids, dest)
         self._remove(list(result.uid_map))
         return result
@@ -468,9 +487,10 @@ class MaildirMailbox(Mailbox):
     def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
         self._check_writable()
         self.folder.sync()
-        rows = self.folder.index.db.execute("SELECT uid, flags FROM msg ORDER BY uid").fetchall()
         limit = set(uids) if uids is not None else None
-        doomed = [u for u, f in rows if DELETED in flags_load(f) and (limit is None or u in limit)]
+        doomed = self.folder.with_facts(
+            lambda facts: sorted(u for u, t in facts.items() if DELETED in t[1] and (limit is None or u in limit))
+        )
         return self._remove(doomed)
 
     def _remove(self, uids: list[int]) -> list[int]:
@@ -535,13 +555,13 @@ def _find_by_base(path: Path, base: str) -> str | None:
 
 def append_to(
     folder: Folder, data: bytes, flags: Iterable[str], internal_date: datetime | None, max_size: int
-) -> int:
+) -> tuple[int, int, bool]:
+    """Store one message: (uid, uidvalidity, whether it went into the index already)."""
     if len(data) > max_size:
         raise MessageTooLarge("message too large")
     info = folder.info_for(clean_flags(flags))
     ts = internal_date.timestamp() if internal_date is not None else None
-    base = folder.deliver(data, info, ts)
-    return folder.add_files([base])[base]
+    return folder.append_message(data, info, ts)
 
 
 def copy_messages(src: Folder, dest: Folder, uids: list[int]) -> CopyResult:

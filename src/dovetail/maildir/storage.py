@@ -258,8 +258,10 @@ class MaildirStorage(MailStorage):
     ) -> CopyResult:
         folder = self._folder(name)
         try:
-            uid = append_to(folder, data, flags, internal_date, self.max_message_bytes)
-            folder.sync()
-            return CopyResult(folder.index.get_int("uidvalidity"), {0: uid})
+            uid, uidvalidity, indexed = append_to(folder, data, flags, internal_date, self.max_message_bytes)
+            if not indexed:
+                folder.sync()
+                uidvalidity = folder.index.get_int("uidvalidity")
+            return CopyResult(uidvalidity, {0: uid})
         finally:
             folder.close()

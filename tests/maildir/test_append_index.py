@@ -1,0 +1,95 @@
+"""APPEND indexes the message itself: the index row equals what a sync would have written from the file,
+the uidlist it wrote is reused without a parse, and the next sync finds nothing to do."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dovetail.maildir import folder as folder_mod
+from dovetail.maildir.index import INDEX_FILE
+from dovetail.storage import open_storage
+from dovetail.storage.api import SEEN
+
+MSG = (b"From: Alice <alice@example.org>\r\nTo: bob@example.com\r\nSubject: appended\r\n"
+       b"Date: Mon, 2 Jan 2023 10:00:00 +0000\r\n\r\nbody line\r\n")
+COLS = "uid, basename, filename, info, flags, size, vsize, idate, envelope, body, bodystructure, parts, " \
+       "envelope_imap, body_imap, bodystructure_imap, header"
+
+
+def rows(root: Path) -> list[tuple]:
+    db = sqlite3.connect(root / INDEX_FILE)
+    try:
+        return db.execute(f"SELECT {COLS} FROM msg ORDER BY uid").fetchall()
+    finally:
+        db.close()
+
+
+def test_append_writes_the_row_a_sync_would(tmp_path: Path) -> None:
+    st = open_storage(tmp_path / "Maildir")
+    st.select("INBOX").close()  # the folder exists and has a UIDVALIDITY
+    when = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
+    res = st.append("INBOX", MSG, [SEEN, "$Label1"], when)
+    uid = res.uid_map[0]
+    appended = rows(st.root)
+    assert [r[0] for r in appended] == [uid]
+    assert "\\Seen" in appended[0][4].split() and "$Label1" in appended[0][4].split()
+    assert appended[0][7] == when.timestamp()
+    # Rebuild the index from the files alone: the same row comes out.
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(st.root / INDEX_FILE) + suffix).unlink(missing_ok=True)
+    mb = st.select("INBOX")
+    try:
+        assert rows(st.root) == appended
+        assert list(mb.uids) == [uid]
+        assert mb.uidvalidity == res.uidvalidity
+    finally:
+        mb.close()
+
+
+def test_next_sync_after_append_writes_nothing(tmp_path: Path) -> None:
+    st = open_storage(tmp_path / "Maildir")
+    view = st.select("INBOX")
+    try:
+        before = view.highestmodseq
+        uid = view.append(MSG, [SEEN])
+        after_append = view.highestmodseq
+        assert after_append == before + 1
+        parses = []
+        real = folder_mod.uidlist.parse
+
+        def counting(text: str):
+            parses.append(1)
+            return real(text)
+
+        folder_mod.uidlist.parse = counting
+        try:
+            changes = view.refresh()
+        finally:
+            folder_mod.uidlist.parse = real
+        assert changes.new_uids == [uid]
+        assert parses == []  # the uidlist APPEND wrote was remembered, not read back
+        assert view.highestmodseq == after_append  # the sync found disk and index agreeing
+        info = view.fetch_info([uid])[0]
+        assert info.envelope is not None and SEEN in info.flags
+    finally:
+        view.close()
+
+
+def test_message_renamed_before_indexing_is_left_to_sync(tmp_path: Path) -> None:
+    st = open_storage(tmp_path / "Maildir")
+    view = st.select("INBOX")
+    try:
+        f = view.folder
+        base = f.deliver(MSG, "", None)
+        ul = f.assign_uids([base], None)
+        uid = ul.by_basename()[base]
+        os.rename(f.path / "cur" / f"{base}:2,", f.path / "cur" / f"{base}:2,S")
+        assert f.index_written(uid, base, "", MSG, ul.uidvalidity) is False
+        changes = view.refresh()
+        assert changes.new_uids == [uid]
+        assert SEEN in view.fetch_info([uid])[0].flags
+    finally:
+        view.close()
