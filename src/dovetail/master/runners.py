@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+from concurrent.futures import ThreadPoolExecutor
 
 from ..config import Config
 from ..log import get_logger
@@ -176,6 +177,12 @@ async def run_imapd(ctx: WorkerContext) -> int:
     from ..mailauth.login import DirectoryAuthenticator
 
     cfg = ctx.cfg
+    # One storage thread per worker: the sessions' storage calls (asyncio.to_thread) queue for it
+    # instead of a pool of threads taking the GIL from each other (the pool spent more CPU handing
+    # the GIL over in futex calls than on the commands); more cores means more workers.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="imapd-storage")
+    )
     rt = Runtime(cfg)
     auth = DirectoryAuthenticator(rt.directory, rt.layout.mail)
     limits = imap_limits(cfg)
