@@ -43,13 +43,19 @@ def test_views_share_one_state_and_one_listing(storage, monkeypatch) -> None:
         return real(path)
 
     monkeypatch.setattr(folder_mod.os, "listdir", counting)
-    a.store_flags([a.uids[0]], StoreMode.ADD, [FLAGGED])
+    # Another writer's change is looked at once, by one listing for both views...
+    name = next(iter(os.listdir(storage.root / "cur")))
+    os.rename(storage.root / "cur" / name, storage.root / "cur" / (name.partition(":")[0] + ":2,S"))
     changes = b.refresh()
-    assert [c.uid for c in changes.flag_changes] == [a.uids[0]]
+    assert len(changes.flag_changes) == 1
     first = len(listings)
-    assert first > 0  # the change was looked at once...
-    assert not a.refresh().flag_changes
-    assert len(listings) == first  # ...and not again by the other view
+    assert first > 0
+    assert len(a.refresh().flag_changes) == 1
+    assert len(listings) == first
+    # ...and a change of our own is learned from the index, with no listing at all.
+    a.store_flags([a.uids[0]], StoreMode.ADD, [FLAGGED])
+    assert [c.uid for c in b.refresh().flag_changes] == [a.uids[0]]
+    assert len(listings) == first
     monkeypatch.undo()
     a.close()
     assert b.folder.state.users == 1
@@ -127,5 +133,29 @@ def test_many_expunged_messages_are_served_from_the_index(tmp_path: Path) -> Non
     assert [i.uid for i in infos] == list(a.uids) and len(infos) == 230
     assert all(i.envelope_imap and i.bodystructure_imap for i in infos)
     assert len(a.refresh().expunged_uids) == 210
+    a.close()
+    b.close()
+
+
+def test_a_change_hidden_behind_an_unchanged_timestamp_is_found_after_the_dirty_delay(storage, monkeypatch) -> None:
+    """A rename by another writer in the same clock tick as our own change leaves the directory's
+    mtime where our stamp has it; the folder is listed again once DIRTY_SECONDS have passed."""
+    a = storage.select("INBOX")
+    b = storage.select("INBOX")
+    a.store_flags([a.uids[0]], StoreMode.ADD, [FLAGGED])
+    assert b.refresh().flag_changes
+    cur = storage.root / "cur"
+    st = os.stat(cur)
+    victim = b.uids[2]
+    row = b.folder.index.db.execute("SELECT filename FROM msg WHERE uid=?", (victim,)).fetchone()[0]
+    os.rename(storage.root / row, cur / (row[4:].partition(":")[0] + ":2,S"))
+    os.utime(cur, ns=(st.st_atime_ns, st.st_mtime_ns))  # as if it happened in the same tick
+    assert not b.refresh().flag_changes  # the stamp still looks trusted...
+    assert a.recheck_in() is not None and a.recheck_in() <= folder_mod.DIRTY_SECONDS
+    later = folder_mod.time.time() + folder_mod.DIRTY_SECONDS + 0.1
+    monkeypatch.setattr(folder_mod.time, "time", lambda: later)
+    changes = b.refresh()  # ...until the dirty delay has passed
+    assert [c.uid for c in changes.flag_changes] == [victim]
+    assert "\\Seen" in changes.flag_changes[0].flags
     a.close()
     b.close()

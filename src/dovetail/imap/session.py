@@ -605,8 +605,13 @@ class Session:
         await self._ensure_watcher()
         if sel.watcher:
             try:
-                left = IDLE_SAFETY_REFRESH - (time.monotonic() - self._idle_refreshed)
-                if await sel.watcher.wait_async(max(left, self.limits.idle_poll)):
+                left = max(IDLE_SAFETY_REFRESH - (time.monotonic() - self._idle_refreshed), self.limits.idle_poll)
+                recheck = sel.mailbox.recheck_in()
+                if recheck is not None and recheck < left:
+                    # A change by another writer may hide behind the directory's timestamp until then.
+                    await sel.watcher.wait_async(recheck + 0.01)
+                    return True
+                if await sel.watcher.wait_async(left):
                     return True
                 return time.monotonic() - self._idle_refreshed >= IDLE_SAFETY_REFRESH
             except asyncio.CancelledError:

@@ -9,6 +9,15 @@ uidlist stamps did not move since the previous sync in this process.
 The sessions of one process that have the same folder open share one :class:`FolderState` (the
 stamps of the last sync and the in-memory copy of the index's uid -> file map), so a change is
 looked at by one listing per process instead of one per session, and the map is held once.
+
+Changes made by Dovetail itself (flags, APPEND, EXPUNGE) are written to the index in the same write
+transaction as the rename, so the directories need no listing to learn of them: the session that made
+the change hands the new directory stamp to its process's state (:meth:`Folder.own_change`) and
+every other process learns of the change from the index, not the directory. Only other writers
+(delivery, Dovecot, Postfix) need a listing, and their changes move the stamp, with one exception a
+file system timestamp cannot show: a change in the same clock tick as the one the stamp was taken in.
+As Dovecot does (``MAILDIR_SYNC_SECS``), a stamp younger than ``DIRTY_SECONDS`` at the time of its
+listing is "dirty" and the directories are listed once more when that much time has passed.
 """
 
 from __future__ import annotations
@@ -40,6 +49,10 @@ MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 MAX_CACHED_HEADER = 64 * 1024  # larger header blocks are read from the file when needed
 UIDVALIDITY_FILE = "dovetail-uidvalidity"
 TMP_MAX_AGE = 36 * 3600
+# A directory stamp less than this older than the listing that checked it may hide a change made in the
+# same clock tick; such a folder is listed again once this much time has passed (Dovecot: 1 s too).
+DIRTY_SECONDS = 1.0
+CUR, NEW, UIDLIST_STAMP, KEYWORDS_STAMP = range(4)  # the parts of a folder stamp
 # Parsed dovecot-uidlist per path, shared by the sessions of this process: (stat stamp, Uidlist, by_basename).
 _UIDLISTS: dict[str, tuple[tuple, uidlist.Uidlist, dict[str, int]]] = {}
 _UIDLIST_CACHE_MAX = 256
@@ -85,13 +98,14 @@ class FolderState:
     """What the :class:`Folder` objects of one directory share within a process; ``lock`` serialises
     their syncs (sessions run them in worker threads)."""
 
-    __slots__ = ("lock", "users", "stamp", "files", "fnset", "cur", "new", "mirror_modseq", "mirror_uv",
+    __slots__ = ("lock", "users", "stamp", "checked_at", "files", "fnset", "cur", "new", "mirror_modseq", "mirror_uv",
                  "uidnext_meta", "headers", "headers_uv", "facts", "facts_modseq", "facts_uv")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.users = 0
         self.stamp: tuple | None = None
+        self.checked_at = 0.0  # wall clock when a listing last confirmed ``stamp``
         # The index's uid -> "sub/filename" as of modseq ``mirror_modseq`` (see Folder._refresh_mirror).
         self.files: dict[int, str] | None = None
         self.fnset: set[str] = set()
@@ -159,6 +173,36 @@ class Folder:
     def invalidate(self) -> None:
         """This process changed the folder: the next sync (of any session) looks at the disk."""
         self.state.stamp = None
+
+    def own_change(self, before: tuple | None, after: tuple, touched: frozenset[int]) -> None:
+        """This process changed the parts ``touched`` of the folder (see ``CUR`` ...) and recorded the
+        change in the index; ``before`` and ``after`` are the stamps taken inside that index write
+        transaction, before and after. When the process's state trusted ``before``, it trusts
+        ``after`` now, without a listing, provided nothing else moved meanwhile; otherwise the next
+        sync lists as usual."""
+        state = self.state
+        with state.lock:
+            if (
+                before is not None
+                and state.stamp == before
+                and all(before[i] == after[i] for i in range(len(after)) if i not in touched)
+            ):
+                state.stamp = after
+            else:
+                state.stamp = None
+
+    def stamp(self) -> tuple:
+        """The directories' and files' stamp now (for :meth:`own_change`)."""
+        return self._stamp_now()
+
+    def recheck_in(self) -> float | None:
+        """Seconds until a dirty stamp (see the module docstring) is due to be listed again; None when
+        the stamp is trusted or no sync has run."""
+        state = self.state
+        stamp = state.stamp
+        if stamp is None or not _is_dirty(stamp, state.checked_at):
+            return None
+        return max(0.0, state.checked_at + DIRTY_SECONDS - time.time())
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -416,10 +460,15 @@ class Folder:
 
     def _sync(self, move_new: bool, force: bool) -> bool:
         stamp = self._stamp_now()
-        if not force and stamp == self._stamp and not (move_new and self._has_new()):
-            return False
+        state = self.state
+        if not force and stamp == state.stamp and not (move_new and self._has_new()):
+            # Trusted unless dirty, and a dirty one is listed once its DIRTY_SECONDS have passed.
+            if not _is_dirty(stamp, state.checked_at) or time.time() < state.checked_at + DIRTY_SECONDS:
+                return False
+        checked = time.time()
         if self._unchanged(move_new) or (not force and self._settled(move_new)):
-            self._stamp = stamp
+            state.stamp = stamp
+            state.checked_at = checked
             return True
         listing = self._list(move_new)
         ul, by_base = self._cached_uidlist()
@@ -439,6 +488,7 @@ class Folder:
         on_disk = {f"{item.sub}/{item.filename}" for b, item in listing.items() if b in by_base}
         if on_disk == self._fnset and self._uidnext_meta >= ul.nextuid:
             self._stamp = stamp if not move_new or not self._has_new() else None
+            state.checked_at = checked
             return True
         files = self._files or {}
         fresh = {}
@@ -503,6 +553,7 @@ class Folder:
             raise
         self._refresh_mirror()
         self._stamp = self._stamp_now() if not move_new or not self._has_new() else None
+        state.checked_at = checked
         return True
 
     def _insert_row(self, uid: int, stored_fn: str, info: str, modseq: int, facts: dict) -> None:
@@ -530,7 +581,9 @@ class Folder:
             ),
         )
 
-    def index_written(self, uid: int, basename: str, info: str, data: bytes, uidvalidity: int) -> bool:
+    def index_written(
+        self, uid: int, basename: str, info: str, data: bytes, uidvalidity: int, before: tuple | None = None
+    ) -> bool:
         """Index a message this process has just written to ``cur/`` and numbered, so that the next sync
         finds the disk and the index agreeing (a listing, no parse, no write) instead of analysing the
         file again. Does nothing when the index is of another UIDVALIDITY, or when another writer has
@@ -558,10 +611,12 @@ class Folder:
             self._insert_row(uid, stored_fn, info, idx.bump_modseq(), facts)
             if uid + 1 > idx.get_int("uidnext", 0):
                 idx.set_meta("uidnext", uid + 1)
+            after = self._stamp_now()
             idx.commit()
         except BaseException:
             idx.rollback()
             raise
+        self.own_change(before, after, frozenset((CUR, UIDLIST_STAMP)))
         return True
 
     def _refresh_mirror_locked(self) -> None:
@@ -703,10 +758,11 @@ class Folder:
 
     def append_message(self, data: bytes, info: str, internal_date: float | None) -> tuple[int, int, bool]:
         """Write, number and index one message: (uid, uidvalidity, indexed)."""
+        before = self._stamp_now()
         base = self.deliver(data, info, internal_date)
         ul = self.assign_uids([base], None)
         uid = self._by_base_of(ul)[base]
-        return uid, ul.uidvalidity, self.index_written(uid, base, info, data, ul.uidvalidity)
+        return uid, ul.uidvalidity, self.index_written(uid, base, info, data, ul.uidvalidity, before)
 
     def add_files(self, basenames: list[str]) -> dict[str, int]:
         """Number freshly written files at once (so they get UIDs in this order)."""
@@ -726,6 +782,12 @@ class Folder:
             self._closed = True
             _release_state(self.path, self.state)
         self.index.close()
+
+
+def _is_dirty(stamp: tuple, checked_at: float) -> bool:
+    """Whether a change could hide behind ``stamp``: its newest time is too close to the listing."""
+    newest = max((part[0] for part in stamp if part is not None), default=0) / 1e9
+    return newest + DIRTY_SECONDS > checked_at
 
 
 _FLAG_SETS: dict[str, frozenset[str]] = {}

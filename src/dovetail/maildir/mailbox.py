@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dovetail.maildir.filename import INFO_SEP, parse_name
-from dovetail.maildir.folder import MAX_MESSAGE_BYTES, Folder
+from dovetail.maildir.folder import CUR, MAX_MESSAGE_BYTES, NEW, Folder
 from dovetail.maildir.index import flags_dump, flags_load, loads
 from dovetail.maildir.keywords import valid_keyword
 from dovetail.maildir.watch import watch_folder
@@ -410,6 +410,7 @@ class MaildirMailbox(Mailbox):
         # Read, decide and rename inside one write transaction so two sessions changing flags at once
         # cannot both start from the same old flags (the index's lock serialises our writers).
         folder.index.begin()
+        before = after = folder.stamp()
         try:
             renames: list[tuple[int, str, str, list[str]]] = []
             for uid in uids:
@@ -446,12 +447,15 @@ class MaildirMailbox(Mailbox):
                         FlagState(uid, fs, frozenset(f for f in fs if not f.startswith("\\")), modseq,
                                   uid in self._recent)
                     )
+                after = folder.stamp()
             folder.index.commit()
         except BaseException:
             folder.index.rollback()
+            folder.invalidate()
             raise
         if renames:
-            folder.invalidate()
+            touched = {CUR, NEW} if any(r[1].startswith("new/") for r in renames) else {CUR}
+            folder.own_change(before, after, frozenset(touched))
         return StoreResult(changed, modified)
 
     def _rename(self, uid: int, filename: str, info: str) -> str | None:
@@ -494,9 +498,31 @@ class MaildirMailbox(Mailbox):
         return self._remove(doomed)
 
     def _remove(self, uids: list[int]) -> list[int]:
+        """Unlink and record the expunges in one index write transaction (see ``Folder.own_change``)."""
+        folder = self.folder
+        removed: list[int] = []
+        touched = {CUR}
+        if not uids:
+            return removed
+        folder.index.begin()
+        before = folder.stamp()
+        try:
+            self._unlink(uids, removed, touched)
+            if removed:
+                folder.index.record_expunges(removed, folder.index.bump_modseq())
+            after = folder.stamp()
+            folder.index.commit()
+        except BaseException:
+            folder.index.rollback()
+            folder.invalidate()
+            raise
+        if removed:
+            folder.own_change(before, after, frozenset(touched))
+        return removed
+
+    def _unlink(self, uids: list[int], removed: list[int], touched: set[int]) -> None:
         folder = self.folder
         db = folder.index.db
-        removed = []
         for uid in uids:
             row = db.execute("SELECT filename FROM msg WHERE uid=?", (uid,)).fetchone()
             if row is None:
@@ -507,22 +533,14 @@ class MaildirMailbox(Mailbox):
                 try:
                     os.unlink(folder.path / filename)
                     removed.append(uid)
+                    if filename.startswith("new/"):
+                        touched.add(NEW)
                     break
                 except FileNotFoundError:
                     found = _find_by_base(folder.path, base)
                     if found is None:
                         break
                     filename = found
-        if removed:
-            folder.index.begin()
-            try:
-                folder.index.record_expunges(removed, folder.index.bump_modseq())
-                folder.index.commit()
-            except BaseException:
-                folder.index.rollback()
-                raise
-            folder.invalidate()
-        return removed
 
     def expunged_since(self, modseq: int) -> list[int] | None:
         idx = self.folder.index
@@ -537,6 +555,9 @@ class MaildirMailbox(Mailbox):
 
     def watch(self) -> MailboxWatcher:
         return watch_folder(self.folder.path)
+
+    def recheck_in(self) -> float | None:
+        return self.folder.recheck_in()
 
     def close(self) -> None:
         self.folder.close()

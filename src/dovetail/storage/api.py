@@ -415,6 +415,11 @@ class Mailbox(ABC):
     def watch(self) -> MailboxWatcher:
         """A watcher for IDLE: inotify on Linux, mtime polling elsewhere."""
 
+    def recheck_in(self) -> float | None:
+        """Seconds after which ``refresh()`` should run even without a hint from the watcher (a change
+        by another writer may hide behind a file system timestamp until then); None: no need."""
+        return None
+
     @abstractmethod
     def close(self) -> None:
         """Release the view (and its watcher, index handles)."""
