@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dovetail.imap.parser import Atom, Command, CommandParser, ListToken, String
@@ -16,6 +16,7 @@ from dovetail.imap.search import (
     Or,
     SearchContext,
     SearchError,
+    compile_facts,
     evaluate,
     evaluate_messages,
     format_esearch,
@@ -85,6 +86,50 @@ def search(box, *args, **ctx):
 ])
 def test_keys(box, args, expected) -> None:
     assert search(box, *args) == expected
+    fast = search_facts(box, *args)
+    assert fast is None or fast == expected
+
+
+def search_facts(box, *args, **ctx):
+    """The fast path (index facts and header fields, no message objects), or None where it declines."""
+    _charset, key = parse_search(list(args))
+    by_uid = {m.uid: m for m in box}
+    context = SearchContext(max_seq=len(box), max_uid=max(m.uid for m in box), **ctx)
+    pred = compile_facts(key, context, lambda name, uid: by_uid[uid].header(name))
+    if pred is None:
+        return None
+    facts = [(m.uid, m.flags - {"\\Recent"}, m.internal_date.timestamp(), m.size, m.modseq, "\\Recent" in m.flags)
+             for m in box]
+    return [seq for seq, f in enumerate(facts, 1) if pred(seq, f)]
+
+
+def test_fast_path_takes_the_common_keys(box) -> None:
+    for args in (["UNSEEN"], ["FROM", "alice"], ["SINCE", "3-Jan-2024"], ["UID", "20:*"], ["NOT", "RECENT"],
+                 ["OR", "SEEN", ["LARGER", "400", "SUBJECT", "hello"]]):
+        assert search_facts(box, *args) is not None, args
+    for args in (["SENTON", "1-Jan-2024"], ["BODY", "dog"], ["OR", "SEEN", "TEXT", "x"]):
+        assert search_facts(box, *args) is None, args
+
+
+_FAST_KEYS = [["SEEN"], ["UNSEEN"], ["RECENT"], ["NEW"], ["KEYWORD", "$work"], ["FROM", "alice"], ["SUBJECT", "hello"],
+              ["SUBJECT", ""], ["HEADER", "X-Mailer", "mutt"], ["LARGER", "400"], ["BEFORE", "2-Jan-2024"],
+              ["ON", "2-Jan-2024"], ["SINCE", "3-jan-2024"], ["UID", "20:30"], ["3:*"], ["MODSEQ", "5"],
+              ["OLDER", "3600"], ["YOUNGER", "100000000"], ["SENTON", "1-Jan-2024"], ["BODY", "dog"]]
+_key_args = st.recursive(
+    st.sampled_from(_FAST_KEYS),
+    lambda inner: st.one_of(st.builds(lambda a: ["NOT", *a], inner),
+                            st.builds(lambda a, b: ["OR", *a, *b], inner, inner),
+                            st.builds(lambda a, b: [[*a, *b]], inner, inner)),
+    max_leaves=6)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_key_args)
+def test_fast_path_agrees_with_the_message_path(box, args) -> None:
+    now = dt.datetime(2024, 1, 5, 12, tzinfo=UTC)
+    fast = search_facts(box, *args, now=now)
+    if fast is not None:
+        assert fast == search(box, *args, now=now)
 
 
 def test_uid_results_and_star_of_the_view(box) -> None:

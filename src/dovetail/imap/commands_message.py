@@ -464,21 +464,44 @@ class SearchMessage:
         return self._text
 
 
+_SINGLE_HEADER_READS = 32
+
+
 class _HeaderBlocks:
     """The header blocks the store keeps in its index, fetched in one go the first time a search
     needs any header (most searches never do)."""
 
-    __slots__ = ("_mb", "_blocks", "fields")
+    __slots__ = ("_mb", "_blocks", "fields", "_misses")
 
     def __init__(self, mb: Mailbox) -> None:
         self._mb = mb
+        self._misses = 0
         self._blocks: dict[int, bytes] | None = None
         self.fields = mb.header_cache()  # field values the store keeps between searches, if any
 
     def get(self, uid: int) -> bytes | None:
         if self._blocks is None:
+            self._misses += 1
+            if self._misses <= _SINGLE_HEADER_READS:  # a few new messages: read just theirs
+                return self._mb.cached_headers((uid,)).get(uid)
             self._blocks = self._mb.cached_headers(self._mb.uids)
         return self._blocks.get(uid)
+
+    def values(self, name: str, uid: int) -> list[str]:
+        """The raw values of field ``name`` (lower case) of message ``uid``, through the shared cache."""
+        fields = self.fields
+        if fields is None:
+            fields = self.fields = {}
+        found = fields.get((name, uid))
+        if found is None:
+            raw = self.get(uid)
+            if raw is None:
+                try:
+                    raw = self._mb.get_section(uid, StoreSection((), "HEADER"))
+                except MessageExpunged:
+                    raw = b""
+            found = fields[(name, uid)] = _header_values(raw, name)
+        return found
 
 
 @functools.lru_cache(maxsize=256)
@@ -543,14 +566,17 @@ def _matching(mb: Mailbox, key: Any, saved: frozenset[int] | None, uid: bool) ->
 
     uids = mb.uids
     ctx = sm.SearchContext(uid=uid, saved=saved, max_seq=len(uids), max_uid=uids[-1] if uids else None)
-    pred = sm.compile_key(key, (), ctx)
     facts = mb.message_facts()
     if len(facts) == len(uids) and all(f[0] == u for f, u in zip(facts, uids, strict=True)):
         numbered: Any = enumerate(facts, 1)
     else:
         seq_of = {u: i for i, u in enumerate(uids, 1)}
-        numbered = ((seq_of[f[0]], f) for f in facts if f[0] in seq_of)
+        numbered = [(seq_of[f[0]], f) for f in facts if f[0] in seq_of]
     blocks = _HeaderBlocks(mb)
+    fast = sm.compile_facts(key, ctx, blocks.values)
+    if fast is not None:
+        return [SearchMessage(mb, seq, f, blocks) for seq, f in numbered if fast(seq, f)]
+    pred = sm.compile_key(key, (), ctx)
     out: list[SearchMessage] = []
     probe: SearchMessage | None = None
     for seq, f in numbered:

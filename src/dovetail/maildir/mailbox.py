@@ -351,7 +351,13 @@ class MaildirMailbox(Mailbox):
 
     def cached_headers(self, uids: Iterable[int]) -> dict[int, bytes]:
         wanted = set(uids)
-        rows = self.folder.index.db.execute("SELECT uid, header FROM msg WHERE header IS NOT NULL")
+        db = self.folder.index.db
+        if len(wanted) <= 200:
+            marks = ",".join("?" * len(wanted))
+            rows = db.execute(f"SELECT uid, header FROM msg WHERE header IS NOT NULL AND uid IN ({marks})",
+                              sorted(wanted))
+        else:
+            rows = db.execute("SELECT uid, header FROM msg WHERE header IS NOT NULL")
         return {uid: header for uid, header in rows if uid in wanted}
 
     def _row(self, uid: int) -> tuple[str, str]:
