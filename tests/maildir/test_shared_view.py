@@ -52,7 +52,10 @@ def test_views_share_one_state_and_one_listing(storage, monkeypatch) -> None:
     assert first > 0
     assert len(a.refresh().flag_changes) == 1
     assert len(listings) == first
-    # ...and a change of our own is learned from the index, with no listing at all.
+    # ...and a change of our own is learned from the index, with no listing at all (the clock is held
+    # still: the dirty-stamp recheck is tested below).
+    frozen = folder_mod.time.time()
+    monkeypatch.setattr(folder_mod.time, "time", lambda: frozen)
     a.store_flags([a.uids[0]], StoreMode.ADD, [FLAGGED])
     assert [c.uid for c in b.refresh().flag_changes] == [a.uids[0]]
     assert len(listings) == first
@@ -157,5 +160,33 @@ def test_a_change_hidden_behind_an_unchanged_timestamp_is_found_after_the_dirty_
     changes = b.refresh()  # ...until the dirty delay has passed
     assert [c.uid for c in changes.flag_changes] == [victim]
     assert "\\Seen" in changes.flag_changes[0].flags
+    a.close()
+    b.close()
+
+
+def test_another_process_learns_our_changes_from_the_index_without_listing(storage, monkeypatch) -> None:
+    """The index keeps the directory stamp it matches: a process that did not make the change finds
+    the directories at that stamp and lists nothing; another writer's change still makes it list."""
+    a = storage.select("INBOX")
+    b = storage.select("INBOX")
+    b.folder.state = folder_mod.FolderState()  # b now shares nothing in memory with a, as in another process
+    frozen = folder_mod.time.time()
+    monkeypatch.setattr(folder_mod.time, "time", lambda: frozen)
+    b.refresh()
+    listings = []
+    real = os.listdir
+    monkeypatch.setattr(folder_mod.os, "listdir", lambda path: listings.append(path) or real(path))
+    a.store_flags([a.uids[0]], StoreMode.ADD, [FLAGGED])
+    uid = a.append(b"Subject: appended\r\n\r\nhi\r\n")
+    a.store_flags([a.uids[1]], StoreMode.ADD, [DELETED])
+    a.expunge()
+    changes = b.refresh()
+    assert [c.uid for c in changes.flag_changes] == [a.uids[0]]
+    assert changes.new_uids == [uid] and len(changes.expunged_uids) == 1
+    assert listings == []
+    name = next(n for n in real(storage.root / "cur") if ":2," in n and "S" not in n.partition(":2,")[2])
+    os.rename(storage.root / "cur" / name, storage.root / "cur" / (name.partition(":")[0] + ":2,S"))
+    assert len(b.refresh().flag_changes) == 1
+    assert listings != []
     a.close()
     b.close()

@@ -11,13 +11,15 @@ stamps of the last sync and the in-memory copy of the index's uid -> file map), 
 looked at by one listing per process instead of one per session, and the map is held once.
 
 Changes made by Dovetail itself (flags, APPEND, EXPUNGE) are written to the index in the same write
-transaction as the rename, so the directories need no listing to learn of them: the session that made
-the change hands the new directory stamp to its process's state (:meth:`Folder.own_change`) and
-every other process learns of the change from the index, not the directory. Only other writers
+transaction as the rename, so the directories need no listing to learn of them. As Dovecot keeps the
+directories' mtimes in its index header, the index keeps the stamp of the directories it matches
+(``dir_stamp``) and when a listing last confirmed it (``dir_checked``): a session that changes the
+folder moves that stamp on in the same transaction (:meth:`Folder.own_change`), and a sync in any
+process that finds the directories at the index's stamp has nothing to list. Only other writers
 (delivery, Dovecot, Postfix) need a listing, and their changes move the stamp, with one exception a
 file system timestamp cannot show: a change in the same clock tick as the one the stamp was taken in.
-As Dovecot does (``MAILDIR_SYNC_SECS``), a stamp younger than ``DIRTY_SECONDS`` at the time of its
-listing is "dirty" and the directories are listed once more when that much time has passed.
+As Dovecot does (``MAILDIR_SYNC_SECS``), a stamp too close to the listing that confirmed it is
+"dirty" and the directories are listed once more when that delay has passed (:func:`dirty_window`).
 """
 
 from __future__ import annotations
@@ -50,8 +52,12 @@ MAX_CACHED_HEADER = 64 * 1024  # larger header blocks are read from the file whe
 UIDVALIDITY_FILE = "dovetail-uidvalidity"
 TMP_MAX_AGE = 36 * 3600
 # A directory stamp less than this older than the listing that checked it may hide a change made in the
-# same clock tick; such a folder is listed again once this much time has passed (Dovecot: 1 s too).
+# same clock tick; such a folder is listed again once this much time has passed. Dovecot's 1 s suits
+# file systems with whole-second times; with sub-second times the clock tick is a few milliseconds, and
+# half a second keeps a delivery that raced with our own change inside IDLE's one-second promise while
+# a busy folder is listed twice a second at most (each listing of a large folder costs milliseconds).
 DIRTY_SECONDS = 1.0
+DIRTY_SECONDS_FINE = 0.5
 CUR, NEW, UIDLIST_STAMP, KEYWORDS_STAMP = range(4)  # the parts of a folder stamp
 # Parsed dovecot-uidlist per path, shared by the sessions of this process: (stat stamp, Uidlist, by_basename).
 _UIDLISTS: dict[str, tuple[tuple, uidlist.Uidlist, dict[str, int]]] = {}
@@ -175,21 +181,19 @@ class Folder:
         self.state.stamp = None
 
     def own_change(self, before: tuple | None, after: tuple, touched: frozenset[int]) -> None:
-        """This process changed the parts ``touched`` of the folder (see ``CUR`` ...) and recorded the
-        change in the index; ``before`` and ``after`` are the stamps taken inside that index write
-        transaction, before and after. When the process's state trusted ``before``, it trusts
-        ``after`` now, without a listing, provided nothing else moved meanwhile; otherwise the next
-        sync lists as usual."""
+        """This process changed the parts ``touched`` of the folder (see ``CUR`` ...); ``before`` and
+        ``after`` are the stamps taken inside the index write transaction that records the change,
+        before and after it, and this is called inside it too (a caller that rolls back calls
+        :meth:`invalidate`). Where the index (and this process) trusted ``before``, they trust
+        ``after`` now, without a listing, provided nothing else moved meanwhile."""
+        ok = before is not None and all(before[i] == after[i] for i in range(len(after)) if i not in touched)
+        idx = self.index
+        if ok and idx.get_meta("dir_stamp") == _encode(before):
+            idx.set_meta("dir_stamp", _encode(after))
+        # Not under ``state.lock``: a sync holds that lock while it waits for the index's write lock,
+        # which the caller holds now.
         state = self.state
-        with state.lock:
-            if (
-                before is not None
-                and state.stamp == before
-                and all(before[i] == after[i] for i in range(len(after)) if i not in touched)
-            ):
-                state.stamp = after
-            else:
-                state.stamp = None
+        state.stamp = after if ok and state.stamp == before else None
 
     def stamp(self) -> tuple:
         """The directories' and files' stamp now (for :meth:`own_change`)."""
@@ -200,9 +204,38 @@ class Folder:
         the stamp is trusted or no sync has run."""
         state = self.state
         stamp = state.stamp
-        if stamp is None or not _is_dirty(stamp, state.checked_at):
+        if stamp is None:
             return None
-        return max(0.0, state.checked_at + DIRTY_SECONDS - time.time())
+        window = dirty_window(stamp)
+        if not _is_dirty(stamp, state.checked_at, window):
+            return None
+        return max(0.0, state.checked_at + window - time.time())
+
+    def _trusted(self, stamp: tuple, checked_at: float, now: float) -> bool:
+        """Whether ``stamp``, confirmed by a listing at ``checked_at``, can be taken as is now."""
+        window = dirty_window(stamp)
+        return not _is_dirty(stamp, checked_at, window) or now < checked_at + window
+
+    def _publish(self, stamp: tuple, checked_at: float) -> None:
+        """Record in the index that a listing at ``checked_at`` found the directories at ``stamp``
+        matching it; only if they have not moved since (under the index's write lock, which every
+        Dovetail writer holds while it renames)."""
+        encoded = _encode(stamp)
+        idx = self.index
+        if idx.get_meta("dir_stamp") == encoded and float(idx.get_meta("dir_checked") or 0) >= checked_at:
+            return
+        try:
+            idx.begin()
+        except sqlite3.OperationalError:
+            return
+        try:
+            if self._stamp_now() == stamp:
+                idx.set_meta("dir_stamp", encoded)
+                idx.set_meta("dir_checked", repr(checked_at))
+            idx.commit()
+        except BaseException:
+            idx.rollback()
+            raise
 
     # --- files ---------------------------------------------------------------------------------
 
@@ -461,14 +494,22 @@ class Folder:
     def _sync(self, move_new: bool, force: bool) -> bool:
         stamp = self._stamp_now()
         state = self.state
-        if not force and stamp == state.stamp and not (move_new and self._has_new()):
-            # Trusted unless dirty, and a dirty one is listed once its DIRTY_SECONDS have passed.
-            if not _is_dirty(stamp, state.checked_at) or time.time() < state.checked_at + DIRTY_SECONDS:
+        now = time.time()
+        if not force and not (move_new and self._has_new()):
+            if stamp == state.stamp and self._trusted(stamp, state.checked_at, now):
                 return False
-        checked = time.time()
+            # Another process may have confirmed (or moved on, by a change of its own) this stamp.
+            with self.index.snapshot():
+                shared = self.index.get_meta("dir_stamp")
+                shared_checked = float(self.index.get_meta("dir_checked") or 0)
+            if shared == _encode(stamp) and self._trusted(stamp, shared_checked, now):
+                state.stamp, state.checked_at = stamp, shared_checked
+                return False
+        checked = now
         if self._unchanged(move_new) or (not force and self._settled(move_new)):
             state.stamp = stamp
             state.checked_at = checked
+            self._publish(stamp, checked)
             return True
         listing = self._list(move_new)
         ul, by_base = self._cached_uidlist()
@@ -489,6 +530,8 @@ class Folder:
         if on_disk == self._fnset and self._uidnext_meta >= ul.nextuid:
             self._stamp = stamp if not move_new or not self._has_new() else None
             state.checked_at = checked
+            if self._stamp is not None:
+                self._publish(stamp, checked)
             return True
         files = self._files or {}
         fresh = {}
@@ -552,8 +595,11 @@ class Folder:
             self._files = None
             raise
         self._refresh_mirror()
-        self._stamp = self._stamp_now() if not move_new or not self._has_new() else None
+        after = self._stamp_now()
+        self._stamp = after if not move_new or not self._has_new() else None
         state.checked_at = checked
+        if self._stamp is not None:
+            self._publish(after, checked)
         return True
 
     def _insert_row(self, uid: int, stored_fn: str, info: str, modseq: int, facts: dict) -> None:
@@ -611,12 +657,12 @@ class Folder:
             self._insert_row(uid, stored_fn, info, idx.bump_modseq(), facts)
             if uid + 1 > idx.get_int("uidnext", 0):
                 idx.set_meta("uidnext", uid + 1)
-            after = self._stamp_now()
+            self.own_change(before, self._stamp_now(), frozenset((CUR, UIDLIST_STAMP)))
             idx.commit()
         except BaseException:
             idx.rollback()
+            self.invalidate()
             raise
-        self.own_change(before, after, frozenset((CUR, UIDLIST_STAMP)))
         return True
 
     def _refresh_mirror_locked(self) -> None:
@@ -784,10 +830,22 @@ class Folder:
         self.index.close()
 
 
-def _is_dirty(stamp: tuple, checked_at: float) -> bool:
+def _is_dirty(stamp: tuple, checked_at: float, window: float) -> bool:
     """Whether a change could hide behind ``stamp``: its newest time is too close to the listing."""
     newest = max((part[0] for part in stamp if part is not None), default=0) / 1e9
-    return newest + DIRTY_SECONDS > checked_at
+    return newest + window > checked_at
+
+
+def dirty_window(stamp: tuple) -> float:
+    """How close to its listing a stamp is dirty: ``DIRTY_SECONDS_FINE`` when the file system keeps
+    sub-second times (a clock tick is then milliseconds), else ``DIRTY_SECONDS``."""
+    fine = any(part is not None and part[0] % 1_000_000_000 for part in stamp)
+    return DIRTY_SECONDS_FINE if fine else DIRTY_SECONDS
+
+
+def _encode(stamp: tuple | None) -> str:
+    """A stamp as the index keeps it."""
+    return "" if stamp is None else repr(stamp)
 
 
 _FLAG_SETS: dict[str, frozenset[str]] = {}

@@ -416,7 +416,7 @@ class MaildirMailbox(Mailbox):
         # Read, decide and rename inside one write transaction so two sessions changing flags at once
         # cannot both start from the same old flags (the index's lock serialises our writers).
         folder.index.begin()
-        before = after = folder.stamp()
+        before = folder.stamp()
         try:
             renames: list[tuple[int, str, str, list[str]]] = []
             for uid in uids:
@@ -453,15 +453,13 @@ class MaildirMailbox(Mailbox):
                         FlagState(uid, fs, frozenset(f for f in fs if not f.startswith("\\")), modseq,
                                   uid in self._recent)
                     )
-                after = folder.stamp()
+                touched = {CUR, NEW} if any(r[1].startswith("new/") for r in renames) else {CUR}
+                folder.own_change(before, folder.stamp(), frozenset(touched))
             folder.index.commit()
         except BaseException:
             folder.index.rollback()
             folder.invalidate()
             raise
-        if renames:
-            touched = {CUR, NEW} if any(r[1].startswith("new/") for r in renames) else {CUR}
-            folder.own_change(before, after, frozenset(touched))
         return StoreResult(changed, modified)
 
     def _rename(self, uid: int, filename: str, info: str) -> str | None:
@@ -516,14 +514,12 @@ class MaildirMailbox(Mailbox):
             self._unlink(uids, removed, touched)
             if removed:
                 folder.index.record_expunges(removed, folder.index.bump_modseq())
-            after = folder.stamp()
+                folder.own_change(before, folder.stamp(), frozenset(touched))
             folder.index.commit()
         except BaseException:
             folder.index.rollback()
             folder.invalidate()
             raise
-        if removed:
-            folder.own_change(before, after, frozenset(touched))
         return removed
 
     def _unlink(self, uids: list[int], removed: list[int], touched: set[int]) -> None:
