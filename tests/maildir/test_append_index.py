@@ -93,3 +93,19 @@ def test_message_renamed_before_indexing_is_left_to_sync(tmp_path: Path) -> None
         assert SEEN in view.fetch_info([uid])[0].flags
     finally:
         view.close()
+
+
+def test_append_adds_a_line_to_the_uidlist_instead_of_rewriting_it(tmp_path: Path) -> None:
+    st = open_storage(tmp_path / "Maildir")
+    st.append("INBOX", MSG, [], None)
+    path = st.root / "dovecot-uidlist"
+    before = os.stat(path)
+    first = path.read_text()
+    uid = st.append("INBOX", MSG, [], None).uid_map[0]
+    after = os.stat(path)
+    assert after.st_ino == before.st_ino  # appended in place, as Dovecot does, not renamed over
+    text = path.read_text()
+    assert text.startswith(first) and text[len(first):].startswith(f"{uid} :")
+    view = st.select("INBOX")
+    assert list(view.uids)[-1] == uid and view.uidnext == uid + 1
+    view.close()

@@ -48,6 +48,23 @@ def test_uidlist_extensions_and_v1() -> None:
     assert old.uidvalidity == 1234 and old.entries[3] == ("oldname", "")
 
 
+def test_uidlist_append_adds_lines_and_moves_the_next_uid(tmp_path: Path) -> None:
+    path = tmp_path / "dovecot-uidlist"
+    uidlist.write(path, uidlist.parse("3 V5 N9 Gabc\n7 :name1\n"))
+    assert uidlist.append(path, [(9, "name2"), (10, "name3")])
+    again = uidlist.read(path)
+    assert again.entries == {7: ("name1", ""), 9: ("name2", ""), 10: ("name3", "")} and again.nextuid == 11
+    assert path.read_text().splitlines()[0] == "3 V5 N9 Gabc"  # the header is left as written
+
+
+@pytest.mark.parametrize("text", ["1 1234 5\n3 oldname\n", "3 V5 N9 Gabc\n7 :name1"])
+def test_uidlist_append_refuses_old_versions_and_torn_lines(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "dovecot-uidlist"
+    path.write_text(text)
+    assert not uidlist.append(path, [(9, "name2")])
+    assert path.read_text() == text
+
+
 @pytest.mark.parametrize("bad", ["", "9 V1\n", "3 V1 N2\n2 :a\n1 :b\n", "3 V1 N2\nx :a\n", "3 V1 N2\n1 :\n"])
 def test_corrupt_uidlists_are_refused(bad: str) -> None:
     with pytest.raises(uidlist.UidlistCorrupt):

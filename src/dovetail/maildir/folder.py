@@ -320,13 +320,14 @@ class Folder:
                 ul = uidlist.Uidlist(cached.uidvalidity, cached.nextuid, cached.guid, list(cached.header_extra),
                                      dict(cached.entries))
                 known = dict(cached_by_base)
-            changed = not self.uidlist_path.exists()
+            changed = cached is None or not self.uidlist_path.exists()
+            added: list[tuple[int, str]] = []
             for base in basenames:
                 if base not in known:
                     ul.entries[ul.nextuid] = (base, "")
                     known[base] = ul.nextuid
+                    added.append((ul.nextuid, base))
                     ul.nextuid += 1
-                    changed = True
             if listing is not None:
                 relisted = self._list(move_new=False)
                 gone = [u for u, (b, _e) in ul.entries.items() if b not in relisted and b not in basenames]
@@ -335,8 +336,9 @@ class Folder:
                 if gone:
                     known = ul.by_basename()
                 changed = changed or bool(gone)
-            if changed:
+            if changed or (added and not uidlist.append(self.uidlist_path, added)):
                 uidlist.write(self.uidlist_path, ul)
+            if changed or added:
                 self._remember_uidlist(ul, known)
             return ul
 

@@ -3,7 +3,9 @@
 Format: a header ``3 V<uidvalidity> N<nextuid> G<guid>`` (other ``<key><value>`` fields kept), then one
 line per message ``<uid> [<ext>...] :<basename>``. Dovecot may append lines to an existing file, and
 older version 1 files (``1 <uidvalidity> <nextuid>`` / ``<uid> <basename>``) are still read.
-Writes go to a temporary file renamed over the old one while ``dovecot-uidlist.lock`` is held.
+Writes go to a temporary file renamed over the old one while ``dovecot-uidlist.lock`` is held; new
+messages alone are appended to the file instead (as Dovecot does), which readers take in by reading
+the next UID as one past the last line when that is more than the header's.
 """
 
 from __future__ import annotations
@@ -116,3 +118,22 @@ def write(path: Path, ul: Uidlist) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def append(path: Path, entries: list[tuple[int, str]]) -> bool:
+    """Append ``(uid, basename)`` lines to the uidlist (caller holds the lock, and the UIDs follow
+    the file's last one). False, writing nothing, when the file is not a version 3 uidlist ending with
+    a whole line (an old version 1 file is rewritten as version 3 instead)."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    try:
+        size = os.fstat(fd).st_size
+        if size < 3 or os.pread(fd, 2, 0) != b"3 " or os.pread(fd, 1, size - 1) != b"\n":
+            return False
+        data = "".join(f"{uid} :{base}\n" for uid, base in entries).encode("utf-8", "surrogateescape")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
