@@ -62,8 +62,15 @@ def test_views_share_one_state_and_one_listing(storage, monkeypatch) -> None:
     monkeypatch.undo()
     a.close()
     assert b.folder.state.users == 1
+    state = b.folder.state
     b.close()
-    assert os.path.abspath(storage.root) not in folder_mod._STATES
+    key = os.path.abspath(storage.root)
+    assert key not in folder_mod._STATES
+    # Kept warm for the next session (a bounded number of folders), then taken up again.
+    assert folder_mod._IDLE_STATES[key] is state
+    c = storage.select("INBOX")
+    assert c.folder.state is state and key not in folder_mod._IDLE_STATES
+    c.close()
 
 
 def test_expunged_message_is_served_from_the_index_until_reported(storage) -> None:

@@ -29,6 +29,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,12 +105,13 @@ class FolderState:
     """What the :class:`Folder` objects of one directory share within a process; ``lock`` serialises
     their syncs (sessions run them in worker threads)."""
 
-    __slots__ = ("lock", "users", "stamp", "checked_at", "files", "fnset", "cur", "new", "mirror_modseq", "mirror_uv",
-                 "uidnext_meta", "headers", "headers_uv", "facts", "facts_modseq", "facts_uv")
+    __slots__ = ("lock", "users", "ident", "stamp", "checked_at", "files", "fnset", "cur", "new", "mirror_modseq",
+                 "mirror_uv", "uidnext_meta", "headers", "headers_uv", "facts", "facts_modseq", "facts_uv")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.users = 0
+        self.ident = ""  # the index file this state is about (see Index.ident)
         self.stamp: tuple | None = None
         self.checked_at = 0.0  # wall clock when a listing last confirmed ``stamp``
         # The index's uid -> "sub/filename" as of modseq ``mirror_modseq`` (see Folder._refresh_mirror).
@@ -130,8 +132,27 @@ class FolderState:
         self.facts_uv = 0
 
 
+    def forget(self, ident: str) -> None:
+        """Start over for another index file (the folder's index was rebuilt)."""
+        with self.lock:
+            self.ident = ident
+            self.stamp = None
+            self.checked_at = 0.0
+            self.files = None
+            self.fnset, self.cur, self.new = set(), set(), set()
+            self.mirror_modseq = self.mirror_uv = self.uidnext_meta = 0
+            self.headers, self.headers_uv = {}, 0
+            self.facts, self.facts_modseq, self.facts_uv = None, 0, 0
+
+
 _STATES: dict[str, FolderState] = {}
 _STATES_LOCK = threading.Lock()
+
+
+# States of folders nobody has open any more, newest last: a client that logs out and in again (or a
+# STATUS, an APPEND to another folder) finds its folder's state still warm instead of reading it again.
+_IDLE_STATES: OrderedDict[str, FolderState] = OrderedDict()
+IDLE_STATES_KEPT = 16
 
 
 def _acquire_state(path: Path) -> FolderState:
@@ -139,7 +160,8 @@ def _acquire_state(path: Path) -> FolderState:
     with _STATES_LOCK:
         state = _STATES.get(key)
         if state is None:
-            state = _STATES[key] = FolderState()
+            state = _IDLE_STATES.pop(key, None) or FolderState()
+            _STATES[key] = state
         state.users += 1
         return state
 
@@ -150,6 +172,9 @@ def _release_state(path: Path, state: FolderState) -> None:
         state.users -= 1
         if state.users <= 0 and _STATES.get(key) is state:
             del _STATES[key]
+            _IDLE_STATES[key] = state
+            while len(_IDLE_STATES) > IDLE_STATES_KEPT:
+                _IDLE_STATES.popitem(last=False)
 
 
 class Folder:
@@ -161,6 +186,8 @@ class Folder:
         self.keywords: dict[int, str] = {}
         self.state = _acquire_state(path)
         self._closed = False
+        if self.state.ident != self.index.ident:
+            self.state.forget(self.index.ident)
 
     # The shared state under the names the sync code uses.
     _stamp = property(lambda self: self.state.stamp, lambda self, v: setattr(self.state, "stamp", v))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,6 +101,16 @@ class Index:
     def __init__(self, folder: Path) -> None:
         self.path = folder / INDEX_FILE
         self.db = self._open()
+        self.ident = self._ident()
+
+    def _ident(self) -> str:
+        """A name given to this index file when it was made: what a process remembers about a folder
+        is about one index, and a rebuilt index (deleted, or corrupt) is another one."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='ident'").fetchone()
+        if row is None:
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('ident', ?)", (uuid.uuid4().hex,))
+            row = self.db.execute("SELECT value FROM meta WHERE key='ident'").fetchone()
+        return row[0]
 
     def _open(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)

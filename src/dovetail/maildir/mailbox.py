@@ -113,9 +113,13 @@ class MaildirMailbox(Mailbox):
 
     def _load(self, claim_recent: bool) -> dict[int, int]:
         idx = self.folder.index
-        with idx.snapshot():
-            rows = dict(idx.db.execute("SELECT uid, modseq FROM msg ORDER BY uid").fetchall())
-            self._seen_modseq = idx.get_int("highestmodseq", 1)
+
+        def take(facts: dict) -> dict[int, int]:
+            # The folder's shared facts are as of one snapshot's modseq (no SQLite rows to read).
+            self._seen_modseq = self.folder.state.facts_modseq
+            return {u: t[4] for u, t in facts.items()}
+
+        rows = self.folder.with_facts(take)
         if claim_recent and not self.readonly:
             idx.begin()
             try:
