@@ -17,7 +17,7 @@ import quopri
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dovetail.imap.commands_mailbox import mailbox_arg, parse_flags
 from dovetail.imap.fetchatt import FetchAtt, parse_fetch_atts
@@ -558,7 +558,16 @@ def _body_text(raw: bytes) -> str:
     return "\n".join(parts)
 
 
-def _matching(mb: Mailbox, key: Any, saved: frozenset[int] | None, uid: bool) -> list[SearchMessage]:
+class SearchHit(NamedTuple):
+    """What SEARCH reports of a match (SORT and THREAD need the whole :class:`SearchMessage`)."""
+
+    seq: int
+    uid: int
+    modseq: int
+
+
+def _matching(mb: Mailbox, key: Any, saved: frozenset[int] | None, uid: bool,
+              hits: bool = False) -> list[Any]:
     """The view's messages that match ``key``, in sequence order. One probe object is moved over the
     index facts and only a match is kept, so a search builds objects for what it finds, not for
     every message."""
@@ -575,6 +584,8 @@ def _matching(mb: Mailbox, key: Any, saved: frozenset[int] | None, uid: bool) ->
     blocks = _HeaderBlocks(mb)
     fast = sm.compile_facts(key, ctx, blocks.values)
     if fast is not None:
+        if hits:
+            return [SearchHit(seq, f[0], f[4]) for seq, f in numbered if fast(seq, f)]
         return [SearchMessage(mb, seq, f, blocks) for seq, f in numbered if fast(seq, f)]
     pred = sm.compile_key(key, (), ctx)
     out: list[SearchMessage] = []
@@ -610,7 +621,7 @@ async def cmd_search(s: Session, cmd: Any) -> Result:
     saved = sel.saved
 
     def work() -> list[Any]:
-        return _matching(mb, req.key, saved, cmd.uid)
+        return _matching(mb, req.key, saved, cmd.uid, hits=True)
 
     try:
         found = await asyncio.to_thread(work)

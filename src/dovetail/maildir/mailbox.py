@@ -102,6 +102,7 @@ class MaildirMailbox(Mailbox):
         self._recent: set[int] = set()
         self._pending_expunge: set[int] = set()  # expunged on disk, not yet reported to the client
         self._seen_modseq = 0  # the index's highest modseq this view has taken in
+        self._facts_memo: tuple[tuple, list] | None = None  # see message_facts
         self._watcher: MailboxWatcher | None = None
         folder.sync(move_new=not readonly)
         if not readonly:
@@ -212,10 +213,20 @@ class MaildirMailbox(Mailbox):
             self._seen_modseq = top
         pending = self._pending_expunge
         if pending and allow_expunges:
-            gone = [u for u in self._uids if u in pending]
+            # A few expunges out of many messages: find them by bisection, not by a pass over the view.
+            uids = self._uids
+            positions = sorted(i for i in (bisect.bisect_left(uids, u) for u in pending) if i < len(uids))
+            positions = [i for i in positions if uids[i] in pending]
+            gone = [uids[i] for i in positions]
             changes.expunged_uids = gone
-            changes.expunged_seqs = [i + 1 for i, u in reversed(list(enumerate(self._uids))) if u in pending]
-            self._uids = [u for u in self._uids if u not in pending]
+            changes.expunged_seqs = [i + 1 for i in reversed(positions)]
+            if len(positions) * 8 < len(uids):
+                uids = list(uids)
+                for i in reversed(positions):
+                    del uids[i]
+                self._uids = uids
+            else:
+                self._uids = [u for u in uids if u not in pending]
             for u in gone:
                 view.pop(u, None)
                 self._recent.discard(u)
@@ -327,8 +338,13 @@ class MaildirMailbox(Mailbox):
         recent = self._recent
         uids = self._uids
         missing: set[int] = set()
+        state = self.folder.state
 
         def pick(facts: dict) -> list:
+            # The same list as last time while neither the facts nor this view moved (searches in a row).
+            key = (state.facts_uv, state.facts_modseq, id(uids), len(uids), len(recent))
+            if self._facts_memo is not None and self._facts_memo[0] == key:
+                return self._facts_memo[1]
             out = []
             get = facts.get
             for uid in uids:
@@ -339,6 +355,7 @@ class MaildirMailbox(Mailbox):
                     out.append(t[:5] + (True,))
                 else:
                     out.append(t)
+            self._facts_memo = None if missing else (key, out)
             return out
 
         out = self.folder.with_facts(pick)
