@@ -109,3 +109,29 @@ def test_append_adds_a_line_to_the_uidlist_instead_of_rewriting_it(tmp_path: Pat
     view = st.select("INBOX")
     assert list(view.uids)[-1] == uid and view.uidnext == uid + 1
     view.close()
+
+
+def test_lines_another_writer_appended_are_read_without_parsing_the_whole_uidlist(tmp_path: Path,
+                                                                                 monkeypatch) -> None:
+    from dovetail.maildir import uidlist
+
+    st = open_storage(tmp_path / "Maildir")
+    for _ in range(3):
+        st.append("INBOX", MSG, [], None)
+    view = st.select("INBOX")
+    folder = view.folder
+    cached, _by_base = folder._cached_uidlist()
+    nxt = cached.nextuid
+    assert uidlist.append(st.root / "dovecot-uidlist", [(nxt, "1700000000.M1P1.other,S=10")])
+
+    def no_full_parse(text):  # noqa: ANN001, ANN202
+        raise AssertionError("the whole file was parsed again")
+
+    monkeypatch.setattr(uidlist, "parse", no_full_parse)
+    grown, by_base = folder._cached_uidlist()
+    assert grown.entries[nxt] == ("1700000000.M1P1.other,S=10", "") and grown.nextuid == nxt + 1
+    assert by_base["1700000000.M1P1.other,S=10"] == nxt and len(grown.entries) == 4
+    assert cached.nextuid == nxt and len(cached.entries) == 3  # the shared copy was left alone
+    monkeypatch.undo()
+    assert uidlist.read(st.root / "dovecot-uidlist").entries == grown.entries
+    view.close()

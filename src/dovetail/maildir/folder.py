@@ -416,12 +416,39 @@ class Folder:
         hit = _UIDLISTS.get(key)
         if hit is not None and hit[0] == stamp:
             return hit[1], hit[2]
+        if hit is not None and hit[0][2] == st.st_ino and hit[0][1] < st.st_size:
+            grown = self._read_appended(key, hit, st.st_size)
+            if grown is not None:
+                _UIDLISTS[key] = (stamp, grown[0], grown[1])
+                return grown
         ul = self._read_uidlist()
         by_base = ul.by_basename() if ul is not None else {}
         if ul is not None:
             if len(_UIDLISTS) >= _UIDLIST_CACHE_MAX:
                 _UIDLISTS.pop(next(iter(_UIDLISTS)), None)
             _UIDLISTS[key] = (stamp, ul, by_base)
+        return ul, by_base
+
+    def _read_appended(self, key: str, hit: tuple, size: int) -> tuple[uidlist.Uidlist, dict[str, int]] | None:
+        """The cached uidlist plus the lines appended to the same file since it was read (Dovecot and
+        Dovetail append new messages; a rewrite is a new file), or None when that cannot be told."""
+        old_size = hit[0][1]
+        try:
+            with open(key, "rb") as f:
+                if f.read(2) != b"3 ":
+                    return None
+                f.seek(old_size - 1)
+                tail = f.read(size - old_size + 1)
+        except OSError:
+            return None
+        if len(tail) != size - old_size + 1 or not tail.startswith(b"\n") or not tail.endswith(b"\n"):
+            return None
+        try:
+            ul, added = uidlist.extend(hit[1], tail[1:].decode("utf-8", "surrogateescape"))
+        except uidlist.UidlistCorrupt:
+            return None
+        by_base = dict(hit[2])
+        by_base.update((base, uid) for uid, (base, _ext) in added.items())
         return ul, by_base
 
     def _remember_uidlist(self, ul: uidlist.Uidlist, by_base: dict[str, int]) -> None:

@@ -61,8 +61,15 @@ def parse(text: str) -> Uidlist:
                 ul.header_extra.append(tok)
     else:
         raise UidlistCorrupt(f"unsupported uidlist version {version!r}")
-    last = 0
-    for line in lines[1:]:
+    last = _records(lines[1:], version, 0, ul.entries)
+    if ul.entries:
+        ul.nextuid = max(ul.nextuid, last + 1)
+    return ul
+
+
+def _records(lines: list[str], version: str, last: int, into: dict[int, tuple[str, str]]) -> int:
+    """Parse record lines into ``into``; returns the last UID (UIDs must ascend past ``last``)."""
+    for line in lines:
         if not line:
             continue
         uid_s, _, rest = line.partition(" ")
@@ -83,10 +90,19 @@ def parse(text: str) -> Uidlist:
                 ext, base = rest[:colon].strip(), rest[colon + 1 :]
         if not base:
             raise UidlistCorrupt("empty file name")
-        ul.entries[uid] = (base, ext)
-    if ul.entries:
-        ul.nextuid = max(ul.nextuid, last + 1)
-    return ul
+        into[uid] = (base, ext)
+    return last
+
+
+def extend(ul: Uidlist, tail: str) -> tuple[Uidlist, dict[int, tuple[str, str]]]:
+    """``ul`` (a version 3 uidlist, left unchanged) plus the records another writer appended to its
+    file, given as the text after the part ``ul`` was read from: (the new uidlist, the added records)."""
+    added: dict[int, tuple[str, str]] = {}
+    last = _records(tail.split("\n"), "3", max(ul.entries, default=0), added)
+    entries = dict(ul.entries)
+    entries.update(added)
+    grown = Uidlist(ul.uidvalidity, max(ul.nextuid, last + 1), ul.guid, list(ul.header_extra), entries)
+    return grown, added
 
 
 def format_uidlist(ul: Uidlist) -> str:
