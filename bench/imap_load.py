@@ -500,7 +500,7 @@ def wait_greeting(port: int, timeout: float, what: str) -> None:
 
 
 @contextmanager
-def dovetail_server(exe: str, base: Path, corpus: Path, users: int, workers: int) -> Iterator[Target]:
+def dovetail_server(exe: str, base: Path, corpus: Path, users: int, workers: int | None) -> Iterator[Target]:
     data = base / "dovetail"
     dt = [exe, "--data-dir", str(data)]
     run([*dt, "init"])
@@ -516,7 +516,7 @@ def dovetail_server(exe: str, base: Path, corpus: Path, users: int, workers: int
     run([*dt, "config", "set", "imap.max_connections_per_user=5000"])
     port = free_port()
     with (data / "dovetail.toml").open("a") as f:
-        f.write(f'\n[services.imapd]\nworkers = {workers}\nlisten = ["127.0.0.1:{port}"]\n')
+        f.write(f'\n[services.imapd]\nlisten = ["127.0.0.1:{port}"]\n' + (f"workers = {workers}\n" if workers else ""))
         for name in ("smtpd", "submission", "web", "replies"):
             f.write(f"\n[services.{name}]\nenabled = false\n")
     log = (base / "dovetail.log").open("wb")
@@ -721,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of load per server and round")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved load rounds; the table pools them")
     ap.add_argument("--idle", type=int, default=1000, help="idle IDLE clients for the memory measure (0: skip)")
-    ap.add_argument("--workers", type=int, default=1, help="Dovetail imapd workers (default 1)")
+    ap.add_argument("--workers", type=int, help="Dovetail imapd workers (default: Dovetail's, one per CPU)")
     ap.add_argument("--mail-user", default="dovetail", help="non-root uid Dovecot serves mail as")
     ap.add_argument("--skip-dovecot", action="store_true")
     ap.add_argument("--skip-dovetail", action="store_true")

@@ -16,16 +16,21 @@ The listen addresses default to the ``listen.*`` keys so ``dovetail serve --smtp
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import Config, ConfigError, parse_duration, parse_hostport
 
-# name -> (listen keys, default workers, needs sockets)
+# imapd runs one worker per CPU (at most 8) by default: a worker serves many connections from one event
+# loop and one storage thread, so it uses one core, where Dovecot forks a process per connection.
+IMAPD_WORKERS = max(1, min(os.cpu_count() or 1, 8))
+
+# name -> (listen keys, default workers)
 KNOWN: dict[str, tuple[tuple[str, ...], int]] = {
     "smtpd": (("listen.smtp",), 1),
     "submission": (("listen.submission", "listen.submissions"), 1),
-    "imapd": (("listen.imap", "listen.imaps"), 1),
+    "imapd": (("listen.imap", "listen.imaps"), IMAPD_WORKERS),
     "qmgr": ((), 1),
     "replies": ((), 1),
     "web": (("listen.http",), 1),
