@@ -164,12 +164,14 @@ def _fetch(s: Session, mb: Mailbox, uids: Sequence[int], atts: list[FetchAtt],
     lines: list[bytes] = []
     missing = len(infos) < len(uids)
     has_flags = any(a.name == "FLAGS" for a in atts)
+    builders = [_builder(s, mb, att) for att in atts]
+    seq_of = mb.seq_of
     for info in infos:
-        seq = mb.seq_of(info.uid)
+        seq = seq_of(info.uid)
         if seq is None:
             continue
         try:
-            items = [_item(s, mb, info, att) for att in atts]
+            items = [build(info) for build in builders]
         except MessageExpunged:
             missing = True
             continue
@@ -177,6 +179,25 @@ def _fetch(s: Session, mb: Mailbox, uids: Sequence[int], atts: list[FetchAtt],
             items.append(b"FLAGS " + s.flags_out(info.flags, info.recent))
         lines.append(b"* %d FETCH (" % seq + b" ".join(items) + b")")
     return lines, missing
+
+
+def _builder(s: Session, mb: Mailbox, att: FetchAtt) -> Any:
+    """The item of ``att`` for one message, as a function chosen once per FETCH (a FETCH 1:* calls it
+    for every message); the items the index answers have their own, the rest go through _item."""
+    name = att.name
+    if name == "UID":
+        return lambda info: b"UID %d" % info.uid
+    if name == "FLAGS":
+        flags_out = s.flags_out
+        return lambda info: b"FLAGS " + flags_out(info.flags, info.recent)
+    if name == "RFC822.SIZE":
+        return lambda info: b"RFC822.SIZE %d" % info.size
+    if name == "MODSEQ":
+        return lambda info: b"MODSEQ (%d)" % info.modseq
+    if name == "ENVELOPE":
+        return lambda info: (b"ENVELOPE " + info.envelope_imap if info.envelope_imap is not None
+                             else _item(s, mb, info, att))
+    return lambda info: _item(s, mb, info, att)
 
 
 def _envelope(value: Any) -> bytes:
@@ -559,7 +580,8 @@ def _body_text(raw: bytes) -> str:
 
 
 class SearchHit(NamedTuple):
-    """What SEARCH reports of a match (SORT and THREAD need the whole :class:`SearchMessage`)."""
+    """What SEARCH reports of a match (SORT and THREAD need the whole :class:`SearchMessage`); made
+    only for ESEARCH options and MODSEQ, the matches travel as plain tuples."""
 
     seq: int
     uid: int
@@ -568,9 +590,10 @@ class SearchHit(NamedTuple):
 
 def _matching(mb: Mailbox, key: Any, saved: frozenset[int] | None, uid: bool,
               hits: bool = False) -> list[Any]:
-    """The view's messages that match ``key``, in sequence order. One probe object is moved over the
-    index facts and only a match is kept, so a search builds objects for what it finds, not for
-    every message."""
+    """The view's messages that match ``key``, in sequence order (with ``hits``: as (seq, uid, modseq)
+    tuples). Keys the index decides run over its facts; otherwise one probe object is moved over
+    them and only a match is kept, so a search builds objects for what it finds, not for every
+    message."""
     from dovetail.imap import search as sm
 
     uids = mb.uids
@@ -585,7 +608,7 @@ def _matching(mb: Mailbox, key: Any, saved: frozenset[int] | None, uid: bool,
     fast = sm.compile_facts(key, ctx, blocks.values)
     if fast is not None:
         if hits:
-            return [SearchHit(seq, f[0], f[4]) for seq, f in numbered if fast(seq, f)]
+            return [(seq, f[0], f[4]) for seq, f in numbered if fast(seq, f)]
         return [SearchMessage(mb, seq, f, blocks) for seq, f in numbered if fast(seq, f)]
     pred = sm.compile_key(key, (), ctx)
     out: list[SearchMessage] = []
@@ -598,6 +621,8 @@ def _matching(mb: Mailbox, key: Any, saved: frozenset[int] | None, uid: bool,
         if pred(probe):
             out.append(probe)
             probe = None
+    if hits:
+        return [(m.seq, m.uid, m.modseq) for m in out]
     return out
 
 
@@ -627,9 +652,11 @@ async def cmd_search(s: Session, cmd: Any) -> Result:
         found = await asyncio.to_thread(work)
     except sm.SearchError as exc:
         raise _search_error(exc) from exc
-    found.sort(key=lambda m: m.seq)
-    nums = [m.uid if cmd.uid else m.seq for m in found]
+    # (seq, uid, modseq) tuples in sequence order: most searches need just the numbers.
+    nums = [t[1] for t in found] if cmd.uid else [t[0] for t in found]
     returns = req.returns
+    if returns is not None or req.uses_modseq:
+        found = [SearchHit._make(t) for t in found]
     if returns is not None and "SAVE" in returns:
         sel.saved = sm.saved_result(found, returns)
     modseq = None

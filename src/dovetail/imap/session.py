@@ -124,6 +124,7 @@ class Session:
         self.auth_failures = 0
         self.logout_reason = "Connection closed"
         self._out = bytearray()
+        self._flag_lists: dict[tuple[frozenset[str], bool], bytes] = {}
         self._sasl: _SaslState | None = None
         self._user_slot: str | None = None
         self._last_activity = self._started = time.monotonic()
@@ -165,8 +166,15 @@ class Session:
         return "QRESYNC" in self.enabled
 
     def flags_out(self, flags: frozenset[str], recent: bool) -> bytes:
-        """A FETCH FLAGS list; ``\\Recent`` is an IMAP4rev1 notion that IMAP4rev2 dropped."""
-        return flag_list(flags | {"\\Recent"} if recent and not self.rev2 else flags)
+        """A FETCH FLAGS list; ``\\Recent`` is an IMAP4rev1 notion that IMAP4rev2 dropped. A mailbox
+        has few distinct flag sets, so each list is formatted once (FETCH 1:* asks for thousands)."""
+        key = (flags if isinstance(flags, frozenset) else frozenset(flags), recent and not self.rev2)
+        out = self._flag_lists.get(key)
+        if out is None:
+            if len(self._flag_lists) >= 512:
+                self._flag_lists.clear()
+            out = self._flag_lists[key] = flag_list(flags | {"\\Recent"} if key[1] else flags)
+        return out
 
     def seconds_left(self) -> float:
         """Time until autologout (or until a long IDLE is ended)."""

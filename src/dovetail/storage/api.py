@@ -173,9 +173,12 @@ class FlagState:
     recent: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MessageInfo:
     """Everything FETCH can answer without reading the message file (served from the index).
+
+    Read-only by convention, not frozen: FETCH 1:* builds one per message, and a frozen dataclass's
+    ``__init__`` costs a call per field.
 
     ``size`` is RFC822.SIZE: the size with CRLF line endings. ``envelope`` and ``bodystructure`` are
     IMAP-ready nested lists/str/int/None (serialise with :func:`dovetail.mime.imapdata.to_imap`);
