@@ -30,11 +30,13 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from dovetail.durable import write_fsync
 from dovetail.log import get_logger
 from dovetail.maildir import keywords as kwfile
 from dovetail.maildir import uidlist
@@ -225,6 +227,20 @@ class Folder:
     def stamp(self) -> tuple:
         """The directories' and files' stamp now (for :meth:`own_change`)."""
         return self._stamp_now()
+
+    @contextmanager
+    def changing(self) -> Iterator[tuple]:
+        """An index write transaction around a change this process makes to the folder's files: yields
+        the stamp before the change (for :meth:`own_change`); commits, or rolls back and stops trusting
+        the stamp (the files may have moved without the index)."""
+        self.index.begin()
+        try:
+            yield self._stamp_now()
+            self.index.commit()
+        except BaseException:
+            self.index.rollback()
+            self.invalidate()
+            raise
 
     def recheck_in(self) -> float | None:
         """Seconds until a dirty stamp (see the module docstring) is due to be listed again; None when
@@ -806,11 +822,7 @@ class Folder:
         tmp = self.path / "tmp" / base
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode())
         try:
-            view = memoryview(lf)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
+            write_fsync(fd, lf)
         finally:
             os.close(fd)
         if internal_date is not None:

@@ -436,9 +436,7 @@ class MaildirMailbox(Mailbox):
         modified: list[int] = []
         # Read, decide and rename inside one write transaction so two sessions changing flags at once
         # cannot both start from the same old flags (the index's lock serialises our writers).
-        folder.index.begin()
-        before = folder.stamp()
-        try:
+        with folder.changing() as before:
             renames: list[tuple[int, str, str, list[str]]] = []
             for uid in uids:
                 row = db.execute("SELECT filename, flags, modseq FROM msg WHERE uid=?", (uid,)).fetchone()
@@ -476,11 +474,6 @@ class MaildirMailbox(Mailbox):
                     )
                 touched = {CUR, NEW} if any(r[1].startswith("new/") for r in renames) else {CUR}
                 folder.own_change(before, folder.stamp(), frozenset(touched))
-            folder.index.commit()
-        except BaseException:
-            folder.index.rollback()
-            folder.invalidate()
-            raise
         return StoreResult(changed, modified)
 
     def _rename(self, uid: int, filename: str, info: str) -> str | None:
@@ -529,18 +522,11 @@ class MaildirMailbox(Mailbox):
         touched = {CUR}
         if not uids:
             return removed
-        folder.index.begin()
-        before = folder.stamp()
-        try:
+        with folder.changing() as before:
             self._unlink(uids, removed, touched)
             if removed:
                 folder.index.record_expunges(removed, folder.index.bump_modseq())
                 folder.own_change(before, folder.stamp(), frozenset(touched))
-            folder.index.commit()
-        except BaseException:
-            folder.index.rollback()
-            folder.invalidate()
-            raise
         return removed
 
     def _unlink(self, uids: list[int], removed: list[int], touched: set[int]) -> None:

@@ -15,6 +15,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dovetail.durable import write_fsync
+
 UIDLIST = "dovecot-uidlist"
 LOCK = "dovecot-uidlist.lock"
 MAX_UID = 2**32 - 1
@@ -145,11 +147,7 @@ def append(path: Path, entries: list[tuple[int, str]]) -> bool:
         size = os.fstat(fd).st_size
         if size < 3 or os.pread(fd, 2, 0) != b"3 " or os.pread(fd, 1, size - 1) != b"\n":
             return False
-        data = "".join(f"{uid} :{base}\n" for uid, base in entries).encode("utf-8", "surrogateescape")
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
+        write_fsync(fd, "".join(f"{uid} :{base}\n" for uid, base in entries).encode("utf-8", "surrogateescape"))
     finally:
         os.close(fd)
     return True

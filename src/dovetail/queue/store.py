@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from dovetail.durable import write_fsync
 from dovetail.log import get_logger
 from dovetail.queue.dirsync import GroupFsync
 from dovetail.queue.envelope import Envelope, QueueRecipient
@@ -122,10 +123,7 @@ class QueueWriter:
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
+                write_fsync(fd, data)
             finally:
                 os.close(fd)
             os.rename(self._tmp, f"{self._queue._dirs['incoming']}/{self.queue_id}")
