@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,3 +60,15 @@ def web_sqlite(tmp_path: Path) -> Iterator[WebEnv]:
     (root / config.CONFIG_NAME).write_text(config.default_file_text())
     datadir.init(root)
     yield from make_env(root)
+
+
+DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where the browser tests save their screenshots: a temporary folder, or the README's
+    ``docs/screenshots/`` when ``UPDATE_SCREENSHOTS=1`` (so a test run leaves the tree as it was)."""
+    target = DOCS_SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path / "screenshots"
+    target.mkdir(parents=True, exist_ok=True)
+    return target

@@ -1,7 +1,7 @@
 """Browser test: Playwright driving Debian's chromium against the app served by uvicorn on 127.0.0.1.
 
 Logs in, adds a domain and a mailbox through the forms (keyboard and clicks), checks they are
-listed, and saves screenshots of the main pages to docs/screenshots/.
+listed, and saves screenshots of the main pages (to docs/screenshots/ with UPDATE_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import pytest
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, WebEnv
 
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -49,16 +48,15 @@ def served(web_sqlite: WebEnv) -> Iterator[tuple[WebEnv, str]]:
     sock.close()
 
 
-def test_login_add_domain_and_mailbox(served: tuple[WebEnv, str]) -> None:
+def test_login_add_domain_and_mailbox(served: tuple[WebEnv, str], shots: Path) -> None:
     web, base = served
     web.directory.tenant_add("acme", "Acme Inc.")
-    SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 800})
         page.goto(f"{base}/")
         assert page.url.startswith(f"{base}/login")
-        page.screenshot(path=str(SHOTS / "login.png"))
+        page.screenshot(path=str(shots / "login.png"))
         page.fill("#email", ADMIN_EMAIL)
         page.fill("#password", ADMIN_PASSWORD)
         page.keyboard.press("Enter")
@@ -79,14 +77,14 @@ def test_login_add_domain_and_mailbox(served: tuple[WebEnv, str]) -> None:
         page.get_by_text("Mailbox bob@example.org created.").wait_for()
         assert page.locator("td", has_text="bob@example.org").is_visible()
         assert web.directory.mailbox_get("bob@example.org")["quota_bytes"] == 1024**3
-        page.screenshot(path=str(SHOTS / "domain.png"), full_page=True)
+        page.screenshot(path=str(shots / "domain.png"), full_page=True)
 
         page.goto(f"{base}/tenants/acme")
         assert page.get_by_role("link", name="example.org").is_visible()
-        page.screenshot(path=str(SHOTS / "tenant.png"), full_page=True)
+        page.screenshot(path=str(shots / "tenant.png"), full_page=True)
         page.goto(f"{base}/tenants")
-        page.screenshot(path=str(SHOTS / "tenants.png"), full_page=True)
+        page.screenshot(path=str(shots / "tenants.png"), full_page=True)
         page.goto(f"{base}/queue")
-        page.screenshot(path=str(SHOTS / "queue.png"), full_page=True)
+        page.screenshot(path=str(shots / "queue.png"), full_page=True)
         browser.close()
-    assert (SHOTS / "domain.png").stat().st_size > 1000
+    assert (shots / "domain.png").stat().st_size > 1000

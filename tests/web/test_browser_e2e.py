@@ -2,7 +2,8 @@
 
 Log in, add a domain and a mailbox through the UI, send a message to it by SMTP and see it counted on the
 dashboard, register a campaign message, send a reply by SMTP and find it, classified and stripped, in its
-campaign thread. Saves screenshots of the dashboard and the campaign pages to docs/screenshots/.
+campaign thread. Saves screenshots of the dashboard and the campaign pages (to docs/screenshots/ with
+UPDATE_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import pytest
 from ..master.harness import Master, cli, free_port, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 ADMIN, PASSWORD = "ops@acme.example", "correct horse battery"
@@ -82,9 +82,8 @@ def flow_counts(page: Any) -> dict[str, int] | None:
     return counts if counts.get("received", 0) >= 1 and counts.get("delivered", 0) >= 1 else None
 
 
-def test_mail_and_reply_reach_the_ui(served: tuple[Master, str]) -> None:
+def test_mail_and_reply_reach_the_ui(served: tuple[Master, str], shots: Path) -> None:
     m, base = served
-    SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 800})
@@ -125,14 +124,14 @@ def test_mail_and_reply_reach_the_ui(served: tuple[Master, str]) -> None:
             return row.count() == 1 and row.locator("td").nth(3).inner_text().strip() == "1"
 
         poll_page(page, f"{base}/campaigns", replied, "the reply counted on the campaigns page")
-        page.screenshot(path=str(SHOTS / "campaigns.png"), full_page=True)
+        page.screenshot(path=str(shots / "campaigns.png"), full_page=True)
 
         page.get_by_role("link", name="spring", exact=True).click()
         page.wait_for_url(f"{base}/campaigns/*")
         assert page.get_by_role("heading", name="spring").is_visible()
         thread_row = page.get_by_role("row").filter(has_text="Spring offer")
         assert thread_row.locator(".badge").inner_text() == "human"
-        page.screenshot(path=str(SHOTS / "campaign.png"), full_page=True)
+        page.screenshot(path=str(shots / "campaign.png"), full_page=True)
 
         thread_row.get_by_role("link", name="carl@ext.example").click()
         page.wait_for_url(f"{base}/threads/*")
@@ -143,7 +142,7 @@ def test_mail_and_reply_reach_the_ui(served: tuple[Master, str]) -> None:
         assert reply.locator("pre.stripped").inner_text().strip() == "Yes, send me the details."
         crumbs = page.get_by_role("navigation", name="Breadcrumb")
         assert crumbs.get_by_role("link", name="spring", exact=True).is_visible()
-        page.screenshot(path=str(SHOTS / "thread.png"), full_page=True)
+        page.screenshot(path=str(shots / "thread.png"), full_page=True)
 
         page.goto(f"{base}/")
         assert page.locator("section", has_text="Replies today").locator(".badge", has_text="human").is_visible()
@@ -154,6 +153,6 @@ def test_mail_and_reply_reach_the_ui(served: tuple[Master, str]) -> None:
             assert cells.nth(2).inner_text() == str(len(m.worker_pids(service))) == "1"
             assert cells.nth(3).inner_text() == "0"
         page.get_by_text("As numbers").click()
-        page.screenshot(path=str(SHOTS / "dashboard.png"), full_page=True)
+        page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
         browser.close()
-    assert (SHOTS / "thread.png").stat().st_size > 1000
+    assert (shots / "thread.png").stat().st_size > 1000
