@@ -10,6 +10,7 @@ import pytest
 
 from dovetail.imap.auth import AuthPenalty
 from dovetail.imap.limits import Limits
+from dovetail.mailauth.failures import shared_penalty
 from tests.imap.imap_testkit import RawClient
 
 NO_STORAGE = {"storage_factory": lambda account: object()}
@@ -324,3 +325,18 @@ def test_starttls_repeatedly(make_server, monkeypatch):
         m.starttls(ssl_context=client_ctx)
         assert m.noop()[0] == "OK"
         m.logout()
+
+
+def test_two_imap_servers_sharing_a_ledger_lock_a_user_out_together(make_server, tmp_path) -> None:
+    """As two imapd workers: failures against one count when the client goes to the other."""
+    lim = Limits(auth_fail_base_delay=0.01, auth_fail_max_delay=0.02, auth_fail_lockout=4, max_auth_attempts=100)
+    args = dict(limits=lim, **NO_STORAGE)
+    one = make_server(penalty=shared_penalty(tmp_path, 0.01, 0.02, 4), **args)
+    two = make_server(penalty=shared_penalty(tmp_path, 0.01, 0.02, 4), **args)
+    c = RawClient(one.port)
+    for i in range(4):
+        assert c.cmd(b"a%d LOGIN alice bad" % i)[-1].startswith(b"a%d NO [AUTHENTICATIONFAILED]" % i)
+    c.close()
+    d = RawClient(two.port)
+    assert d.cmd(b"b LOGIN alice wonderland")[-1].startswith(b"b NO [UNAVAILABLE]")
+    d.close()

@@ -42,6 +42,7 @@ class ImapServer:
         *,
         trusted_networks: Iterable[str] = (),
         server_name: str = "Dovetail",
+        penalty: AuthPenalty | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.storage_factory = storage_factory
@@ -53,8 +54,8 @@ class ImapServer:
         self.trusted_networks = [ipaddress.ip_network(n, strict=False) for n in trusted_networks]
         self.server_name = server_name
         lim = self.limits
-        self.penalty = AuthPenalty(lim.auth_fail_base_delay, lim.auth_fail_max_delay, lim.auth_fail_lockout,
-                                   lim.auth_fail_window)
+        self.penalty = penalty or AuthPenalty(lim.auth_fail_base_delay, lim.auth_fail_max_delay,
+                                              lim.auth_fail_lockout, lim.auth_fail_window)
         self.users = UserRegistry(lim.max_connections_per_user)
         self.per_ip: dict[str, int] = {}
         self.sessions: set[Session] = set()

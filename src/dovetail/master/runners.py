@@ -120,7 +120,10 @@ async def run_submission(ctx: WorkerContext) -> int:
 
     cfg = ctx.cfg
     rt = Runtime(cfg)
-    backend = SubmissionBackend(rt.engine, rt.queue)
+    from ..mailauth.failures import shared_penalty
+
+    # Failed logins are counted across the workers of the service, not per process.
+    backend = SubmissionBackend(rt.engine, rt.queue, penalty=shared_penalty(rt.layout.run))
     limits = smtp_limits(cfg)
     implicit_addr = cfg["listen.submissions"]
     servers = []
@@ -186,12 +189,18 @@ async def run_imapd(ctx: WorkerContext) -> int:
     rt = Runtime(cfg)
     auth = DirectoryAuthenticator(rt.directory, rt.layout.mail)
     limits = imap_limits(cfg)
+    from ..mailauth.failures import shared_penalty
+
+    # Failed logins are counted across the workers of the service, not per process.
+    penalty = shared_penalty(rt.layout.run, limits.auth_fail_base_delay, limits.auth_fail_max_delay,
+                             limits.auth_fail_lockout, limits.auth_fail_window)
     servers = []
     imaps = cfg["listen.imaps"]
     for sock, address in zip(ctx.sockets, ctx.spec.listen, strict=False):
         implicit = bool(imaps) and address == imaps and ctx.ssl_context is not None
         server = ImapServer(auth, storage_with_special_use, limits=limits, ssl_context=ctx.ssl_context,
-                            implicit_tls=implicit, trusted_networks=cfg["auth.trusted_networks"])
+                            implicit_tls=implicit, trusted_networks=cfg["auth.trusted_networks"],
+                            penalty=penalty)
         await server.start(sock=sock)
         servers.append(server)
 

@@ -131,7 +131,7 @@ class SubmissionBackend:
     """``smtp.backend.Backend`` for the submission listeners."""
 
     def __init__(self, engine: Engine, queue: Queue, *, limiter: SendLimiter | None = None,
-                 credentials: SmtpCredentials | None = None) -> None:
+                 credentials: SmtpCredentials | None = None, penalty: AuthPenalty | None = None) -> None:
         self.engine = engine
         self.directory = Directory(engine)
         self.queue = queue
@@ -139,7 +139,7 @@ class SubmissionBackend:
         self.credentials = credentials or SmtpCredentials(engine)
         self._user_tenant: OrderedDict[str, str] = OrderedDict()
         # Failed logins slow down per user and per client IP, then are refused for a while (as IMAP does).
-        self.penalty = AuthPenalty()
+        self.penalty = penalty or AuthPenalty()
 
     async def tenant_of_domain(self, domain: str) -> str | None:
         def lookup() -> str | None:
