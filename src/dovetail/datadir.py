@@ -115,6 +115,9 @@ def init(root: Path) -> list[str]:
         load_secret(root)
     except ImportError:
         pass
+    from .sealing import KEY_RELPATH, load_key
+
+    load_key(root / KEY_RELPATH)  # seals relay secrets and IMAP-source passwords
     if os.geteuid() == 0:
         from .master.privileges import chown_tree, ensure_system_user
 

@@ -14,6 +14,7 @@ from dovetail.outbound.keys import DkimKeys
 from dovetail.outbound.mx import MxResolver, parse_policy
 from dovetail.outbound.transports import Transports
 from dovetail.queue import Envelope, Queue, QueuedMessage, QueueRecipient
+from dovetail.sealing import Sealer
 
 from .sink import Certs, Sink, SinkHandler
 
@@ -45,7 +46,8 @@ def certs() -> Certs:
 
 
 def relay_agent(world, certs, port: int, tls: str = "starttls", events=None, **cfg):  # noqa: ANN001, ANN201
-    transports = Transports(world.engine)
+    # The secret is sealed at rest, as `dovetail transport set` stores it, and opened for AUTH.
+    transports = Transports(world.engine, sealer=Sealer.for_data_dir(world.root))
     transports.set("tenant", "acme", "relay", host="127.0.0.1", port=port, tls=tls, username="relayuser",
                    secret="relaypw")
     keys = DkimKeys(world.engine, world.dkim_dir)
@@ -245,3 +247,23 @@ def test_mta_sts_policy_parsing() -> None:
                 "version: STSv1\nmode: enforce\nmax_age: 1", "version: STSv1\nmode: enforce\nmx: a.b\nmax_age: x"):
         with pytest.raises(ValueError):
             parse_policy(bad)
+
+
+def test_relay_secret_is_sealed_in_the_database_and_refused_when_it_cannot_be_opened(world, certs, tmp_path) -> None:
+    import sqlalchemy as sa
+
+    from dovetail.outbound.schema import transports as table
+
+    with Sink(certs, require_tls=True, users={"relayuser": "relaypw"}) as sink:
+        agent, _ = relay_agent(world, certs, sink.port)
+        with world.engine.connect() as conn:
+            stored = conn.execute(sa.select(table.c.secret)).scalar_one()
+        assert stored.startswith("sealed:v1:") and "relaypw" not in stored
+        assert agent.transports.for_sender("alice@acme.example").secret == "relaypw"
+        # Another installation's key (a database moved without its data directory) opens nothing.
+        other = OutboundAgent(Transports(world.engine, sealer=Sealer.for_data_dir(tmp_path / "elsewhere")),
+                              None, agent.config)
+        assert other.transports.for_sender("alice@acme.example").secret == stored
+        [res] = deliver(other, queued(tmp_path, ["bob@example.org"]))
+    assert res.status == "deferred" and "sealed with another key" in res.reason
+    assert sink.handler.messages == []

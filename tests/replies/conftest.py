@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from dovetail.db import make_engine, migrate
 from dovetail.directory import Directory
 from dovetail.replies.service import RepliesService
 from dovetail.replies.tokens import load_secret
+from dovetail.sealing import Sealer
 
 
 @pytest.fixture
@@ -32,4 +34,5 @@ def secret(tmp_path: Path) -> bytes:
 
 @pytest.fixture
 def service(engine: Engine, secret: bytes) -> RepliesService:
-    return RepliesService(engine, secret, allow_private_webhooks=True)  # receivers listen on 127.0.0.1
+    # Receivers listen on 127.0.0.1; IMAP-source passwords are sealed as in a data directory.
+    return RepliesService(engine, secret, allow_private_webhooks=True, sealer=Sealer(os.urandom(32)))

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from dovetail.replies.dispatcher import Dispatcher
-from dovetail.replies.schema import events
+from dovetail.replies.schema import events, imap_accounts
 from dovetail.replies.service import RepliesService
 from dovetail.replies.sources.imap import ImapAccounts, ImapSource
 from tests.interop_dovecot import DOVEADM, DovecotInstance, dovecot  # noqa: F401
@@ -31,8 +31,13 @@ def _drop(box: Path, dovecot: DovecotInstance, raw: bytes, name: str) -> None:  
 
 
 def _account(service: RepliesService, dovecot: DovecotInstance):  # noqa: ANN202, F811
-    return ImapAccounts(service.engine).add("acme", "inbox", host="127.0.0.1", port=dovecot.port, tls="none",
-                                            username=USER, password="secret")
+    account = ImapAccounts(service.engine, service.sealer).add(
+        "acme", "inbox", host="127.0.0.1", port=dovecot.port, tls="none", username=USER, password="secret")
+    with service.engine.connect() as conn:  # sealed at rest; the source opens it to log in to Dovecot
+        stored = conn.execute(sa.select(imap_accounts.c.password)).scalar_one()
+    assert stored.startswith("sealed:v1:") and "secret" not in stored
+    assert ImapAccounts(service.engine, service.sealer).list()[0].password == "secret"
+    return account
 
 
 def _events(service: RepliesService) -> int:

@@ -270,7 +270,10 @@ def _outbound_agent(cfg: Config, rt: Runtime):  # noqa: ANN202
         events = outbound_events(rt.engine, cfg)
     except ImportError:
         pass
-    return OutboundAgent(Transports(rt.engine), DkimKeys(rt.engine, rt.layout.dkim),
+    from ..sealing import Sealer
+
+    transports = Transports(rt.engine, sealer=Sealer.for_data_dir(cfg.data_dir))
+    return OutboundAgent(transports, DkimKeys(rt.engine, rt.layout.dkim),
                          AgentConfig(hostname=cfg.hostname), events=events)
 
 

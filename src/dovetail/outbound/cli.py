@@ -188,8 +188,11 @@ def transport_set(
         except ValueError as exc:
             fail(f"--relay {relay!r}: {exc}")
     try:
-        t = Transports(ctx.obj.engine).set(scope, match, "relay" if relay else "mx", host=host, port=port, tls=tls,
-                                           username=user, secret=secret)
+        from dovetail.sealing import Sealer
+
+        store = Transports(ctx.obj.engine, sealer=Sealer.for_data_dir(ctx.obj.data_dir))
+        t = store.set(scope, match, "relay" if relay else "mx", host=host, port=port, tls=tls, username=user,
+                      secret=secret)
     except TransportError as exc:
         fail(str(exc))
     print(f"{t.scope} {t.match} -> {t.name}" + (f" (SES {t.ses_region})" if t.ses_region else ""))

@@ -38,6 +38,7 @@ from dovetail.outbound.transports import Transport, Transports
 from dovetail.queue.agent import DeliveryResult, DeliveryStatus
 from dovetail.queue.envelope import QueueRecipient
 from dovetail.queue.qfile import QueuedMessage
+from dovetail.sealing import is_sealed
 
 log = get_logger("smtp")
 
@@ -231,6 +232,8 @@ class OutboundAgent:
                 await smtp.ehlo()
                 if not smtp.supports_extension("auth"):
                     raise _TlsFailure(f"SASL authentication is required, but AUTH was not offered by host {host}")
+                if is_sealed(transport.secret):
+                    raise _TlsFailure("the relay secret is sealed with another key than this data directory's")
                 await smtp.login(transport.username, transport.secret or "")
         except BaseException:
             smtp.close()

@@ -3,8 +3,9 @@ sender_dependent_relayhost_maps folded into one table).
 
 The most specific entry wins: the sender address, then its domain, then the domain's tenant, then
 the ``default`` entry; with no entry at all mail goes straight to the recipient's MX. Relay secrets
-are stored as given (the relay needs them in clear for AUTH), so the database is as sensitive as
-Postfix's sasl_passwd.
+must go to the relay as they are (AUTH), so they cannot be hashed: they are sealed with the data
+directory's credentials key (:mod:`dovetail.sealing`), and the database alone does not give them away,
+unlike Postfix's sasl_passwd.
 """
 
 from __future__ import annotations
@@ -19,12 +20,18 @@ from sqlalchemy.engine import Engine
 
 from dovetail.directory.addresses import AddressError, check_tenant_name, normalize_address, normalize_domain
 from dovetail.directory.schema import domains, tenants
+from dovetail.log import get_logger
 from dovetail.outbound.schema import transports
+from dovetail.sealing import Sealer, SealError
+
+log = get_logger("outbound")
+SECRET_PURPOSE = "relay secret"
 
 SCOPES = ("sender", "domain", "tenant", "default")
 KINDS = ("relay", "mx")
 TLS_MODES = ("starttls", "implicit", "none")
 _SES_HOST = re.compile(r"email-smtp(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com\.?", re.I)
+
 
 
 class TransportError(ValueError):
@@ -82,8 +89,11 @@ def _match(scope: str, match: str) -> str:
 class Transports:
     """The transport table with a short-lived in-process cache for the delivery hot path."""
 
-    def __init__(self, engine: Engine, cache_ttl: float = 10.0) -> None:
+    def __init__(self, engine: Engine, cache_ttl: float = 10.0, sealer: Sealer | None = None) -> None:
+        """With a ``sealer`` (see :mod:`dovetail.sealing`) relay secrets are sealed when set and opened
+        when read; without one they are stored as given and a sealed one stays sealed."""
         self.engine = engine
+        self.sealer = sealer
         self.cache_ttl = cache_ttl
         self._cache: tuple[float, dict[tuple[str, str], Transport]] | None = None
         self._lock = threading.Lock()
@@ -108,10 +118,13 @@ class Transports:
         else:
             host, port, username, secret = None, None, None, None
         values = dict(kind=kind, host=host, port=port, tls=tls, username=username, secret=secret)
+        stored = dict(values)
+        if secret and self.sealer is not None:
+            stored["secret"] = self.sealer.seal(secret, SECRET_PURPOSE)
         with self.engine.begin() as conn:
             if conn.execute(transports.update().where(transports.c.scope == scope, transports.c.match == key)
-                            .values(**values)).rowcount == 0:
-                conn.execute(transports.insert().values(scope=scope, match=key, **values))
+                            .values(**stored)).rowcount == 0:
+                conn.execute(transports.insert().values(scope=scope, match=key, **stored))
         self.invalidate()
         return Transport(scope=scope, match=key, **values)  # type: ignore[arg-type]
 
@@ -126,6 +139,17 @@ class Transports:
     def list(self) -> list[Transport]:
         return sorted(self._load().values(), key=lambda t: (SCOPES.index(t.scope), t.match))
 
+    def _open(self, stored: str | None) -> str | None:
+        """The secret as the relay wants it; a secret sealed under another key stays sealed (listings
+        still work, and the relay agent refuses to send it)."""
+        if self.sealer is None:
+            return stored
+        try:
+            return self.sealer.open(stored, SECRET_PURPOSE)
+        except SealError as exc:
+            log.warning("relay secret not usable", error=str(exc))
+            return stored
+
     def invalidate(self) -> None:
         with self._lock:
             self._cache = None
@@ -138,7 +162,8 @@ class Transports:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(transports)).all()
         table = {(r.scope, r.match): Transport(kind=r.kind, host=r.host, port=r.port, tls=r.tls, username=r.username,
-                                              secret=r.secret, scope=r.scope, match=r.match) for r in rows}
+                                              secret=self._open(r.secret), scope=r.scope, match=r.match)
+                 for r in rows}
         with self._lock:
             self._cache = (now, table)
         return table

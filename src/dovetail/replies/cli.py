@@ -200,8 +200,9 @@ def imap_add(ctx: typer.Context, tenant: TenantOpt, name: str,
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         fail("give the password on standard input")
-    acct = ImapAccounts(_svc(ctx).engine).add(tenant, name, host=host, port=port, tls=tls, username=username,
-                                               password=password, folder=folder)
+    svc = _svc(ctx)
+    acct = ImapAccounts(svc.engine, svc.sealer).add(tenant, name, host=host, port=port, tls=tls, username=username,
+                                                    password=password, folder=folder)
     emit_json({"id": acct.id, "name": name}) if as_json else print(f"IMAP account {name} added ({host}:{port})")
 
 

@@ -33,7 +33,7 @@ class RepliesEngine:
                  account_refresh: float = DEFAULT_ACCOUNT_REFRESH, ssl_context: ssl.SSLContext | None = None,
                  dispatcher_options: dict[str, Any] | None = None) -> None:
         self.service = RepliesService.open(engine, data_dir)
-        self.accounts = ImapAccounts(engine)
+        self.accounts = ImapAccounts(engine, self.service.sealer)
         self.dispatcher = Dispatcher(self.service.outbox, poll_interval=poll_interval, **(dispatcher_options or {}))
         self.account_refresh = account_refresh
         self.ssl_context = ssl_context

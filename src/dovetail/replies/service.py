@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from ..sealing import Sealer
 from . import tokens
 from .outbox import Outbox
 from .pipeline import Pipeline, ReplyRecord, Source
@@ -17,8 +18,9 @@ from .registry import Registry
 
 class RepliesService:
     def __init__(self, engine: Engine, secret: bytes, *, clock: Callable[[], float] = time.time,
-                 allow_private_webhooks: bool = False) -> None:
+                 allow_private_webhooks: bool = False, sealer: Sealer | None = None) -> None:
         self.engine = engine
+        self.sealer = sealer  # seals the IMAP-source passwords (see dovetail.sealing)
         self.registry = Registry(engine, secret)
         self.outbox = Outbox(engine, allow_private=allow_private_webhooks)
         self.queries = Queries(engine)
@@ -32,6 +34,7 @@ class RepliesService:
             from dovetail.config import load
 
             kwargs["allow_private_webhooks"] = bool(load(data_dir).get("replies.webhook_allow_private", False))
+        kwargs.setdefault("sealer", Sealer.for_data_dir(data_dir))
         return cls(engine, tokens.load_secret(data_dir), **kwargs)  # type: ignore[arg-type]
 
     def on_event(self, listener: Callable[[str], None]) -> None:

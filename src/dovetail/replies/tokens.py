@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from pathlib import Path
@@ -28,28 +27,9 @@ _TOKEN_RE = re.compile(r"[a-z2-7]{32}")
 
 def load_secret(data_dir: Path) -> bytes:
     """The installation's token key, created with 0600 the first time it is needed."""
-    path = Path(data_dir) / SECRET_RELPATH
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    key = secrets.token_bytes(32)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, key.hex().encode() + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)  # first writer wins; a racing process reads the winner's key
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)
-    return bytes.fromhex(path.read_text().strip())
+    from dovetail.sealing import load_key
+
+    return load_key(Path(data_dir) / SECRET_RELPATH)
 
 
 def _mac(secret: bytes, tenant_id: int, nonce: bytes) -> bytes:

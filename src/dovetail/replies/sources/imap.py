@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from dovetail.log import get_logger
+from dovetail.sealing import Sealer, SealError
 
 from ..dbretry import retry
 from ..imapc.client import ImapClient, ImapError
@@ -32,6 +33,7 @@ from ..schema import imap_accounts, imap_checkpoints
 from ..service import RepliesService
 
 log = get_logger("replies")
+PASSWORD_PURPOSE = "imap source password"
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,11 @@ class ImapAccount:
 class ImapAccounts:
     """The IMAP accounts each tenant has the engine follow, and their checkpoints."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, sealer: Sealer | None = None) -> None:
+        """With a ``sealer`` the passwords are sealed at rest (:mod:`dovetail.sealing`) and opened when
+        read; an account whose password cannot be opened is left out, with a warning."""
         self.engine = engine
+        self.sealer = sealer
 
     def add(self, tenant: str, name: str, *, host: str, port: int = 993, tls: str = "implicit", username: str,
             password: str, folder: str = "INBOX") -> ImapAccount:
@@ -65,8 +70,9 @@ class ImapAccounts:
             raise RegistryError("bad host or port")
         with self.engine.begin() as conn:
             tid = tenant_id(conn, tenant)
+            stored = self.sealer.seal(password, PASSWORD_PURPOSE) if self.sealer is not None else password
             aid = conn.execute(imap_accounts.insert().values(
-                tenant_id=tid, name=name, host=host, port=port, tls=tls, username=username, password=password,
+                tenant_id=tid, name=name, host=host, port=port, tls=tls, username=username, password=stored,
                 folder=folder)).inserted_primary_key[0]
         return ImapAccount(aid, tenant, name, host, port, tls, username, password, folder)
 
@@ -78,8 +84,19 @@ class ImapAccounts:
         if tenant is not None:
             q = q.where(tenants.c.name == tenant)
         with self.engine.connect() as conn:
-            return [ImapAccount(r.id, r.tenant_name, r.name, r.host, r.port, r.tls, r.username, r.password, r.folder)
-                    for r in conn.execute(q.order_by(imap_accounts.c.id))]
+            rows = conn.execute(q.order_by(imap_accounts.c.id)).all()
+        out = []
+        for r in rows:
+            password = r.password
+            if self.sealer is not None:
+                try:
+                    password = self.sealer.open(password, PASSWORD_PURPOSE)
+                except SealError as exc:
+                    log.warning("IMAP account left out", account=r.id, error=str(exc))
+                    continue
+            out.append(ImapAccount(r.id, r.tenant_name, r.name, r.host, r.port, r.tls, r.username, password,
+                                   r.folder))
+        return out
 
     def checkpoint(self, account_id: int, folder: str) -> tuple[int, int] | None:
         with self.engine.connect() as conn:
@@ -121,7 +138,7 @@ class ImapSource:
     ) -> None:
         self.service = service
         self.account = account
-        self.accounts = ImapAccounts(service.engine)
+        self.accounts = ImapAccounts(service.engine, service.sealer)
         self.ssl_context = ssl_context
         self.idle_timeout = idle_timeout
         self.poll_interval = poll_interval
