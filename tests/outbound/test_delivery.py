@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from pathlib import Path
 
 import dkim
@@ -192,6 +193,45 @@ def test_direct_mx_with_opportunistic_starttls(world, certs, dns_server, tmp_pat
     assert by["erin@nxdomain.example"].status == "bounced" and by["erin@nxdomain.example"].dsn_code == "5.1.2"
     assert all(m.tls for m in sink.handler.messages)
     assert dead  # noqa: S101
+
+
+class LegacyTlsCerts(Certs):
+    """An MX whose TLS stack speaks only TLS 1.1: the handshake with a modern client fails."""
+
+    def server_context(self) -> ssl.SSLContext:
+        ctx = super().server_context()
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        return ctx
+
+
+def test_failed_opportunistic_handshake_is_retried_in_plaintext(world, dns_server, tmp_path, caplog) -> None:
+    dns_server.mx("example.org", "mx1.example.org", 10)
+    dns_server.a("mx1.example.org", "127.0.0.1")
+    with Sink(LegacyTlsCerts()) as sink:
+        agent = mx_agent(world, dns_server, sink.port)
+        [res] = deliver(agent, queued(tmp_path, ["bob@example.org"]))
+    assert res.status == "sent" and res.relay == f"mx1.example.org[127.0.0.1]:{sink.port}"
+    [got] = sink.handler.messages
+    assert not got.tls and got.recipients == ["bob@example.org"]
+    assert sink.handler.sessions == 2  # the failed TLS attempt, then the plaintext one
+
+
+def test_failed_handshake_under_mta_sts_enforce_is_never_retried_in_plaintext(world, dns_server, tmp_path) -> None:
+    dns_server.mx("example.org", "mx1.example.org", 10)
+    dns_server.a("mx1.example.org", "127.0.0.1")
+    dns_server.txt("_mta-sts.example.org", "v=STSv1; id=1")
+    certs = LegacyTlsCerts("mx1.example.org")
+
+    async def policy(domain: str):  # noqa: ANN202
+        return "version: STSv1\nmode: enforce\nmx: mx1.example.org\nmax_age: 86400\n"
+
+    with Sink(certs) as sink:
+        agent = mx_agent(world, dns_server, sink.port, fetch_policy=policy, sts_context=certs.client_context())
+        [res] = deliver(agent, queued(tmp_path, ["bob@example.org"]))
+    assert res.status == "deferred" and "TLS handshake" in res.reason
+    assert sink.handler.messages == []
 
 
 def test_direct_mx_falls_back_to_next_mx(world, dns_server, tmp_path) -> None:

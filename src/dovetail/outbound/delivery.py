@@ -6,7 +6,8 @@ trouble deferred, 5xx bounced), ``relay=host[ip]:port`` and the reply text, from
 manager writes Postfix smtp(8)-style log lines and the DSNs.
 
 Relay: the transport's smarthost with STARTTLS (certificate verified) or implicit TLS, AUTH when a
-user name is set. Direct: MX lookup (``mx``), opportunistic STARTTLS, or verified TLS to a
+user name is set. Direct: MX lookup (``mx``), opportunistic STARTTLS (after a failed handshake the
+same MX is tried again in plaintext, as Postfix's ``may`` level does), or verified TLS to a
 policy-listed MX when the domain publishes an MTA-STS ``enforce`` policy. Connections are cached
 for a short while and reused for the next message to the same host (Postfix's connection cache),
 and a semaphore per destination bounds the parallel sessions to it.
@@ -293,11 +294,8 @@ class OutboundAgent:
     async def _connect_mx(self, qid: str, host: MxHost, ip: str, verify: bool) -> _Conn:
         cfg = self.config
         port = cfg.mx_port
-        smtp = aiosmtplib.SMTP(hostname=ip, port=port, local_hostname=cfg.hostname, timeout=cfg.connect_timeout,
-                               start_tls=False)
-        await smtp.connect()
+        smtp = await self._open_mx(ip)
         try:
-            await smtp.ehlo()
             if smtp.supports_extension("starttls"):
                 if verify:
                     ctx = cfg.sts_tls_context or ssl.create_default_context()
@@ -307,14 +305,33 @@ class OutboundAgent:
                     ctx.verify_mode = ssl.CERT_NONE
                 try:
                     await smtp.starttls(server_hostname=host.name, tls_context=ctx)
-                except (ssl.SSLError, aiosmtplib.SMTPException) as exc:
-                    raise _TlsFailure(f"TLS handshake with {host.name}[{ip}]:{port} failed: {_err(exc)}") from None
+                except (ssl.SSLError, aiosmtplib.SMTPException, *_CONNECTION_ERRORS) as exc:
+                    reason = f"TLS handshake with {host.name}[{ip}]:{port} failed: {_err(exc)}"
+                    if verify:
+                        raise _TlsFailure(reason) from None
+                    # Opportunistic TLS: a broken TLS stack on the far side must not stop the mail.
+                    log.info(f"{reason}; trying again in plaintext", qid=qid)
+                    smtp.close()
+                    smtp = await self._open_mx(ip)
             elif verify:
                 raise _TlsFailure(f"MTA-STS: TLS is required, but was not offered by host {host.name}[{ip}]")
         except BaseException:
             smtp.close()
             raise
         return self._wrap(qid, smtp, ("mx", ip, port, verify), host.name, port, verified=verify)
+
+    async def _open_mx(self, ip: str) -> aiosmtplib.SMTP:
+        """A plaintext session with the MX at ``ip``, greeted and EHLO said."""
+        cfg = self.config
+        smtp = aiosmtplib.SMTP(hostname=ip, port=cfg.mx_port, local_hostname=cfg.hostname,
+                               timeout=cfg.connect_timeout, start_tls=False)
+        await smtp.connect()
+        try:
+            await smtp.ehlo()
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
 
     # --- sessions ------------------------------------------------------------------------------
 
