@@ -63,6 +63,7 @@ from smtp_throughput import (
     process_tree,
     run,
 )
+from tests.interop_dovecot import dovecot_conf  # smtp_throughput puts the repository on sys.path
 
 DOVECOT = "/usr/sbin/dovecot"
 DOVEADM = "/usr/bin/doveadm"
@@ -536,61 +537,6 @@ def dovetail_server(exe: str, base: Path, corpus: Path, users: int, workers: int
         log.close()
 
 
-DOVECOT_CONF = """\
-base_dir = {d}/run
-state_dir = {d}/state
-instance_name = dovetail-bench-{port}
-log_path = {d}/dovecot.log
-info_log_path = {d}/dovecot.log
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-protocols = imap
-listen = 127.0.0.1
-mail_uid = {uid}
-mail_gid = {gid}
-first_valid_uid = 1
-first_valid_gid = 1
-mail_location = maildir:~/Maildir
-mail_max_userip_connections = 5000
-default_process_limit = {procs}
-default_client_limit = {clients}
-service imap-login {{
-  process_limit = {procs}
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service imap {{
-  process_limit = {procs}
-}}
-service stats {{
-  unix_listener stats-reader {{
-    mode = 0666
-  }}
-  unix_listener stats-writer {{
-    mode = 0666
-  }}
-}}
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {d}/passwd
-}}
-userdb {{
-  driver = passwd-file
-  args = username_format=%u {d}/passwd
-}}
-namespace inbox {{
-  inbox = yes
-  separator = /
-}}
-"""
-
-
 def _master_pid(d: Path) -> int:
     return int((d / "run" / "master.pid").read_text().split()[0])
 
@@ -615,8 +561,8 @@ def dovecot_server(base: Path, corpus: Path, users: int, mail_user: str, max_cli
     port = free_port()
     procs = max_clients + 200
     conf = d / "dovecot.conf"
-    conf.write_text(DOVECOT_CONF.format(d=d, port=port, uid=pw.pw_uid, gid=pw.pw_gid, procs=procs,
-                                        clients=procs * 4))
+    conf.write_text(dovecot_conf(d, port, pw.pw_uid, pw.pw_gid, name="dovetail-bench", max_userip=5000,
+                                 process_limit=procs))
     with open(d / "start.log", "wb") as out:
         started = subprocess.run([DOVECOT, "-c", str(conf)], stdout=out, stderr=out, timeout=30)
     if started.returncode != 0:

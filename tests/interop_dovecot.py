@@ -37,7 +37,7 @@ MAIL_USER = "dovetailtest"
 CONF = """\
 base_dir = {d}/run
 state_dir = {d}/state
-instance_name = dovetail-interop-{port}
+instance_name = {name}-{port}
 log_path = {d}/dovecot.log
 info_log_path = {d}/dovecot.log
 ssl = no
@@ -50,9 +50,9 @@ mail_gid = {gid}
 first_valid_uid = 1
 first_valid_gid = 1
 mail_location = maildir:~/Maildir
-mail_max_userip_connections = 100
-service imap-login {{
-  inet_listener imap {{
+mail_max_userip_connections = {max_userip}
+{limits}service imap-login {{
+{login_limit}  inet_listener imap {{
     address = 127.0.0.1
     port = {port}
   }}
@@ -81,6 +81,19 @@ namespace inbox {{
   separator = /
 }}
 """
+
+
+def dovecot_conf(d: Path, port: int, uid: int, gid: int, *, name: str = "dovetail-interop", max_userip: int = 100,
+                 process_limit: int | None = None) -> str:
+    """The configuration of a private Dovecot in ``d`` on 127.0.0.1:``port`` serving mail as uid/gid;
+    ``process_limit`` raises its process and client limits (the benchmark's 1,000 idle clients)."""
+    limits = login_limit = ""
+    if process_limit:
+        limits = (f"default_process_limit = {process_limit}\ndefault_client_limit = {process_limit * 4}\n"
+                  f"service imap {{\n  process_limit = {process_limit}\n}}\n")
+        login_limit = f"  process_limit = {process_limit}\n"
+    return CONF.format(d=d, port=port, uid=uid, gid=gid, name=name, max_userip=max_userip, limits=limits,
+                       login_limit=login_limit)
 
 
 def mail_user() -> pwd.struct_passwd:
@@ -144,7 +157,7 @@ class DovecotInstance:
         (self.dir / "home").mkdir(exist_ok=True)
         if not (self.dir / "passwd").exists():
             (self.dir / "passwd").write_text("")
-        self.conf.write_text(CONF.format(d=self.dir, port=self.port, uid=self.user.pw_uid, gid=self.user.pw_gid))
+        self.conf.write_text(dovecot_conf(self.dir, self.port, self.user.pw_uid, self.user.pw_gid))
         self.hand_over()
         # The daemon keeps inherited descriptors open, so its output goes to a file, not a pipe.
         with open(self.dir / "start.log", "wb") as out:
