@@ -65,7 +65,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from smtp_throughput import cpu_seconds, cpu_snapshot  # noqa: E402
+from smtp_throughput import cpu_seconds, cpu_snapshot  # noqa: E402  (also puts the repository on sys.path)
+from tests.interop_postfix import MASTER_CF  # noqa: E402  (one master.cf for tests and benchmarks)
 
 POSTFIX = "/usr/sbin/postfix"
 POSTSUPER = "/usr/sbin/postsuper"
@@ -304,29 +305,8 @@ def run_dovetail(tmp: Path, sink: Sink, messages: int, concurrency: int, result:
 
 # --------------------------------------------------------------------------- Postfix (+ OpenDKIM)
 
-MASTER_CF = """\
-127.0.0.1:{port} inet n - n - - smtpd
-127.0.0.1:{milter_smtpd_port} inet n - n - - smtpd -o smtpd_milters={milters}
-pickup     unix  n - n 60    1 pickup
-cleanup    unix  n - n -     0 cleanup
-qmgr       unix  n - n 300   1 qmgr
-rewrite    unix  - - n -     - trivial-rewrite
-bounce     unix  - - n -     0 bounce
-defer      unix  - - n -     0 bounce
-trace      unix  - - n -     0 bounce
-verify     unix  - - n -     1 verify
-flush      unix  n - n 1000  0 flush
-proxymap   unix  - - n -     - proxymap
-smtp       unix  - - n -     - smtp
-relay      unix  - - n -     - smtp
-error      unix  - - n -     - error
-retry      unix  - - n -     - error
-discard    unix  - - n -     - discard
-showq      unix  n - n -     - showq
-anvil      unix  - - n -     1 anvil
-scache     unix  - - n -     1 scache
-postlog    unix-dgram n - n - 1 postlogd
-"""
+# The interop tests' master.cf, plus a second smtpd whose mail goes through the OpenDKIM milters.
+MILTER_SMTPD = "127.0.0.1:{milter_smtpd_port} inet n - n - - smtpd -o smtpd_milters={milters}\n"
 
 MAIN_CF = """\
 compatibility_level = 3.6
@@ -382,8 +362,8 @@ class Postfix:
         os.chown(root / "data", owner.pw_uid, owner.pw_gid)
         (self.etc / "main.cf").write_text(MAIN_CF.format(root=root, sink_port=sink_port, concurrency=concurrency))
         milters = ",".join(f"inet:127.0.0.1:{p}" for p in milter_ports)
-        (self.etc / "master.cf").write_text(MASTER_CF.format(port=self.port, milter_smtpd_port=self.milter_smtpd_port,
-                                                             milters=milters))
+        (self.etc / "master.cf").write_text(MASTER_CF.format(port=self.port) + MILTER_SMTPD.format(
+            milter_smtpd_port=self.milter_smtpd_port, milters=milters))
         self.cmd = [POSTFIX, "-c", str(self.etc)]
         self.started = False
 
