@@ -26,6 +26,8 @@ def test_two_penalties_on_one_ledger_count_together(tmp_path: Path) -> None:
     assert b.blocked("bob", "192.0.2.1") is False
     b.record_success("alice", "192.0.2.1")  # a good login clears the user's count for every worker
     assert not a.blocked("alice", "198.51.100.1") and a.failures("alice", "198.51.100.1") == 0
+    for name in (LEDGER_FILE, LEDGER_FILE + "-wal"):  # user names and addresses: the service user's alone
+        assert os.stat(tmp_path / name).st_mode & 0o077 == 0
 
 
 def test_failures_age_out_of_the_shared_ledger(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ be opened falls back to counting in memory, with a warning.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -38,6 +39,13 @@ class SqliteLedger:
         self.window = window
         self._lock = threading.Lock()
         self._adds = 0
+        # User names and client addresses: readable by the service user alone (SQLite gives its -wal
+        # and -shm files the database file's mode).
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
         db = sqlite3.connect(self.path, timeout=5, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
