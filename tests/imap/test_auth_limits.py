@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import imaplib
+import os
 import time
 
 import pytest
@@ -340,3 +341,26 @@ def test_two_imap_servers_sharing_a_ledger_lock_a_user_out_together(make_server,
     d = RawClient(two.port)
     assert d.cmd(b"b LOGIN alice wonderland")[-1].startswith(b"b NO [UNAVAILABLE]")
     d.close()
+
+
+def test_two_imap_servers_sharing_slots_enforce_one_limit(make_server, tmp_path) -> None:
+    """As two imapd workers: the per-user and per-IP limits hold across both, not in each."""
+    from dovetail.slots import SLOTS_FILE, SharedSlots
+
+    path = tmp_path / SLOTS_FILE.format(service="imapd")
+    lim = Limits(max_connections_per_user=1, max_connections_per_ip=3)
+    one = make_server(limits=lim, slots=SharedSlots(path, pid=os.getpid()), **NO_STORAGE)
+    two = make_server(limits=lim, slots=SharedSlots(path, pid=os.getppid()), **NO_STORAGE)  # another live pid
+    a = RawClient(one.port)
+    assert a.cmd(b"a LOGIN alice wonderland")[-1].startswith(b"a OK")
+    b = RawClient(two.port)
+    assert b.cmd(b"b LOGIN alice wonderland")[-1].startswith(b"b NO [LIMIT]")
+    c = RawClient(two.port)  # the third connection from 127.0.0.1 across the two servers
+    assert RawClient(one.port).greeting.startswith(b"* BYE")
+    a.close()
+    deadline = time.monotonic() + 5  # alice's slot frees once server one has noticed the close
+    while not b.cmd(b"d LOGIN alice wonderland")[-1].startswith(b"d OK"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    b.close()
+    c.close()

@@ -18,6 +18,7 @@ from dovetail.imap.auth import Account, Authenticator, AuthPenalty
 from dovetail.imap.limits import Limits
 from dovetail.imap.session import ConnInfo, Session, UserRegistry
 from dovetail.log import get_logger
+from dovetail.slots import MemorySlots, Slots
 from dovetail.storage.api import MailStorage
 
 log = get_logger("imap")
@@ -43,6 +44,7 @@ class ImapServer:
         trusted_networks: Iterable[str] = (),
         server_name: str = "Dovetail",
         penalty: AuthPenalty | None = None,
+        slots: Slots | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.storage_factory = storage_factory
@@ -56,8 +58,9 @@ class ImapServer:
         lim = self.limits
         self.penalty = penalty or AuthPenalty(lim.auth_fail_base_delay, lim.auth_fail_max_delay,
                                               lim.auth_fail_lockout, lim.auth_fail_window)
-        self.users = UserRegistry(lim.max_connections_per_user)
-        self.per_ip: dict[str, int] = {}
+        # Connections per IP and per user: in this process, or across the service's workers.
+        self.slots: Slots = slots if slots is not None else MemorySlots()
+        self.users = UserRegistry(lim.max_connections_per_user, self.slots)
         self.sessions: set[Session] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
@@ -114,7 +117,7 @@ class ImapServer:
         conn = ConnInfo(rip, int(peer[1]), str(local[0]), int(local[1]), tls=tls,
                         secure=tls or self._is_secure_net(rip),
                         starttls_available=self.ssl_context is not None and not tls)
-        if self.per_ip.get(rip, 0) >= self.limits.max_connections_per_ip:
+        if not self.slots.acquire("ip:" + rip, self.limits.max_connections_per_ip):
             log.info(f"Disconnected: Too many connections from IP rip={rip}")
             with contextlib.suppress(Exception):
                 writer.write(b"* BYE Too many connections from your IP address.\r\n")
@@ -122,7 +125,6 @@ class ImapServer:
                 writer.close()
             self._tasks.discard(task)
             return
-        self.per_ip[rip] = self.per_ip.get(rip, 0) + 1
         session = Session(self.authenticator, self.storage_factory, self.limits, conn, self.penalty, self.users,
                           self.server_name)
         self.sessions.add(session)
@@ -137,11 +139,7 @@ class ImapServer:
             log.exception("connection failed", rip=rip, error=repr(exc))
         finally:
             self.sessions.discard(session)
-            n = self.per_ip.get(rip, 1) - 1
-            if n <= 0:
-                self.per_ip.pop(rip, None)
-            else:
-                self.per_ip[rip] = n
+            self.slots.release("ip:" + rip)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(session.connection_lost(), 5.0)
             with contextlib.suppress(Exception):

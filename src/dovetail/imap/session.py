@@ -34,6 +34,7 @@ from dovetail.imap.parser import (
 from dovetail.imap.response import flag_list
 from dovetail.imap.state import ANY, AUTH, NOAUTH, SEL, CommandError, Selected, State
 from dovetail.log import get_logger
+from dovetail.slots import MemorySlots, Slots
 from dovetail.storage.api import Changes, InvalidSection, MailStorage, StorageError
 
 log = get_logger("imap")
@@ -51,24 +52,18 @@ class ConnInfo:
 
 
 class UserRegistry:
-    """Connections per user, shared by the sessions of one server."""
+    """Connections per user, shared by the sessions of one server (and by the workers of a service
+    when ``slots`` is shared, see :mod:`dovetail.slots`)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, slots: Slots | None = None) -> None:
         self.limit = limit
-        self.counts: dict[str, int] = {}
+        self.slots: Slots = slots if slots is not None else MemorySlots()
 
     def acquire(self, user: str) -> bool:
-        if self.counts.get(user, 0) >= self.limit:
-            return False
-        self.counts[user] = self.counts.get(user, 0) + 1
-        return True
+        return self.slots.acquire("u:" + user, self.limit)
 
     def release(self, user: str) -> None:
-        n = self.counts.get(user, 0) - 1
-        if n <= 0:
-            self.counts.pop(user, None)
-        else:
-            self.counts[user] = n
+        self.slots.release("u:" + user)
 
 
 # EXPUNGE responses are not allowed while these run (RFC 3501 7.4.1), unless as UID commands

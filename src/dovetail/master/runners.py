@@ -194,13 +194,16 @@ async def run_imapd(ctx: WorkerContext) -> int:
     # Failed logins are counted across the workers of the service, not per process.
     penalty = shared_penalty(rt.layout.run, limits.auth_fail_base_delay, limits.auth_fail_max_delay,
                              limits.auth_fail_lockout, limits.auth_fail_window)
+    from ..slots import shared_slots
+
+    slots = shared_slots(rt.layout.run, "imapd")  # connections per IP and per user, across the workers
     servers = []
     imaps = cfg["listen.imaps"]
     for sock, address in zip(ctx.sockets, ctx.spec.listen, strict=False):
         implicit = bool(imaps) and address == imaps and ctx.ssl_context is not None
         server = ImapServer(auth, storage_with_special_use, limits=limits, ssl_context=ctx.ssl_context,
                             implicit_tls=implicit, trusted_networks=cfg["auth.trusted_networks"],
-                            penalty=penalty)
+                            penalty=penalty, slots=slots)
         await server.start(sock=sock)
         servers.append(server)
 

@@ -1,0 +1,146 @@
+"""Connection slots per client IP and per user, counted across the worker processes of a service.
+
+A service with several workers (imapd runs one per CPU) would otherwise enforce its per-IP and per-user
+connection limits in each worker, so a client could hold the limit times the number of workers; Dovecot
+counts them in one place (anvil). Here the count is a small SQLite file in the data directory's
+``run/`` shared by the workers: a slot is a row ``(key, pid, n)``, taking one checks the sum for the
+key and adds to the worker's own row in one write transaction, giving it back subtracts. Rows of
+workers that died (a crash does not give its slots back) are removed when a worker starts, and
+whenever a key is full, by checking which pids are still alive. The contents are volatile
+(``synchronous=OFF``). :class:`MemorySlots` counts within one process (tests, one-process servers).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Protocol
+
+SLOTS_FILE = "connections-{service}.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS slot (key TEXT NOT NULL, pid INTEGER NOT NULL, n INTEGER NOT NULL,
+                                 PRIMARY KEY (key, pid));
+"""
+
+
+class Slots(Protocol):
+    def acquire(self, key: str, limit: int) -> bool: ...
+
+    def release(self, key: str) -> None: ...
+
+
+class MemorySlots:
+    """Slots of one process."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def acquire(self, key: str, limit: int) -> bool:
+        n = self.counts.get(key, 0)
+        if n >= limit:
+            return False
+        self.counts[key] = n + 1
+        return True
+
+    def release(self, key: str) -> None:
+        n = self.counts.get(key, 0) - 1
+        if n <= 0:
+            self.counts.pop(key, None)
+        else:
+            self.counts[key] = n
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SharedSlots:
+    """Slots in a file the workers of one service share (see the module docstring)."""
+
+    def __init__(self, path: Path, pid: int | None = None) -> None:
+        self.path = Path(path)
+        self.pid = pid if pid is not None else os.getpid()
+        self._lock = threading.Lock()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # client addresses and user names
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+        db = sqlite3.connect(self.path, timeout=5, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=OFF")
+            db.executescript(_SCHEMA)
+        except sqlite3.Error:
+            db.close()
+            raise
+        self.db = db
+
+        def start() -> None:  # a worker starts with no slots; what dead workers held is free again
+            self.db.execute("DELETE FROM slot WHERE pid=?", (self.pid,))
+            self._forget_dead()
+
+        with self._lock:
+            self._write(start)
+
+    def _write(self, work):  # noqa: ANN001, ANN202
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            out = work()
+            self.db.execute("COMMIT")
+            return out
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def _forget_dead(self) -> int:
+        pids = [pid for (pid,) in self.db.execute("SELECT DISTINCT pid FROM slot")]
+        dead = [pid for pid in pids if pid != self.pid and not _alive(pid)]
+        for pid in dead:
+            self.db.execute("DELETE FROM slot WHERE pid=?", (pid,))
+        return len(dead)
+
+    def _used(self, key: str) -> int:
+        return self.db.execute("SELECT coalesce(sum(n), 0) FROM slot WHERE key=?", (key,)).fetchone()[0]
+
+    def acquire(self, key: str, limit: int) -> bool:
+        def take() -> bool:
+            if self._used(key) >= limit and not (self._forget_dead() and self._used(key) < limit):
+                return False
+            self.db.execute("INSERT INTO slot VALUES (?, ?, 1) ON CONFLICT (key, pid) DO UPDATE SET n=n+1",
+                            (key, self.pid))
+            return True
+
+        with self._lock:
+            return self._write(take)
+
+    def release(self, key: str) -> None:
+        def give_back() -> None:
+            self.db.execute("UPDATE slot SET n=n-1 WHERE key=? AND pid=?", (key, self.pid))
+            self.db.execute("DELETE FROM slot WHERE key=? AND pid=? AND n<=0", (key, self.pid))
+
+        with self._lock:
+            self._write(give_back)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def shared_slots(run_dir: Path, service: str) -> Slots:
+    """The slots of ``service`` shared through ``run_dir``; per process when the file cannot be used."""
+    try:
+        return SharedSlots(Path(run_dir) / SLOTS_FILE.format(service=service))
+    except (OSError, sqlite3.Error) as exc:
+        from dovetail.log import get_logger
+
+        get_logger(service).warning("connection limits counted per process", error=str(exc))
+        return MemorySlots()
