@@ -1,4 +1,5 @@
-"""Credentials Dovetail must hand on (relay AUTH secrets, IMAP-source passwords) sealed at rest.
+"""Credentials Dovetail must use as they are (relay AUTH secrets, IMAP-source passwords, webhook signing
+secrets) sealed at rest.
 
 They cannot be hashed, as login passwords are: Dovetail itself must send them. Sealed with AES-256-GCM
 under a key of the installation (``<data>/secrets/credentials.key``, mode 0600, made by ``init`` so the

@@ -199,3 +199,30 @@ def test_webhook_urls_are_logged_without_credentials() -> None:
     assert _without_credentials("https://user:s3cret@hooks.example/x?a=1") == "https://hooks.example/x?a=1"
     assert _without_credentials("https://hooks.example:8443/x") == "https://hooks.example:8443/x"
     assert "s3cret" not in _without_credentials("http://u:s3cret@[::1]:8080/p")
+
+
+def test_signing_secret_is_sealed_at_rest_and_never_posts_unopened(service: RepliesService,
+                                                                     receiver: Receiver) -> None:
+    import os
+
+    import sqlalchemy as sa
+
+    from dovetail.replies.outbox import Outbox
+    from dovetail.replies.schema import webhook_endpoints
+    from dovetail.sealing import Sealer
+
+    ep = _setup(service, receiver)
+    with service.engine.connect() as conn:
+        stored = conn.execute(sa.select(webhook_endpoints.c.secret)).scalar_one()
+    assert stored.startswith("sealed:v1:") and ep["secret"] not in stored
+    _reply(service, 1)
+    # A database moved without its data directory's key: the delivery fails with a reason, unposted.
+    stranger = Outbox(service.engine, sealer=Sealer(os.urandom(32)))
+    assert asyncio.run(Dispatcher(stranger).run_once()) == 1
+    [row] = service.outbox.deliveries("acme")
+    assert row["status"] == "pending" and "cannot be opened" in row["last_error"]
+    assert receiver.received == []
+    # With the right key the same delivery goes out, signed with the secret shown at creation.
+    service.outbox.redeliver("acme", row["id"])
+    assert asyncio.run(Dispatcher(service.outbox).run_once()) == 1
+    assert len(receiver.wait_for(1)) == 1 and receiver.rejected == []

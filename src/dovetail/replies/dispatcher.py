@@ -110,6 +110,8 @@ class Dispatcher:
         body = delivery["payload"].encode()
         status: int | None = None
         error: str | None = None
+        if delivery["secret"] is None:
+            return delivery, None, "the endpoint's signing secret cannot be opened with this data directory's key"
         async with self._sem:
             # Signed with the wall clock: receivers compare it with theirs (the injected clock only schedules).
             headers = signing.signed_headers(delivery["secret"], delivery["event_id"], int(time.time()), body)

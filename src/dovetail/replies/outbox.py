@@ -19,10 +19,14 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from dovetail.sealing import Sealer, SealError
+
 from . import netguard, signing
 from .dbretry import retry
 from .registry import RegistryError, tenant_id
 from .schema import events, webhook_deliveries, webhook_endpoints
+
+SECRET_PURPOSE = "webhook signing secret"
 
 EVENT_TYPES = ("reply.received", "reply.auto", "reply.unmatched", "bounce.hard", "bounce.soft", "unsubscribe",
                "complaint")
@@ -66,21 +70,19 @@ def _check_types(types: list[str] | None) -> str:
     return ",".join(dict.fromkeys(types))
 
 
-def _endpoint(row: Any, with_secret: bool = False) -> dict[str, Any]:
-    out = {"id": row.id, "url": row.url, "event_types": row.event_types.split(","),
-           "description": row.description, "enabled": row.enabled,
-           "created_at": row.created_at.isoformat() if row.created_at else None}
-    if with_secret:
-        out["secret"] = row.secret
-    return out
+def _endpoint(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "url": row.url, "event_types": row.event_types.split(","),
+            "description": row.description, "enabled": row.enabled,
+            "created_at": row.created_at.isoformat() if row.created_at else None}
 
 
 class Outbox:
     """Endpoint management and delivery bookkeeping; the dispatcher drives the posting."""
 
-    def __init__(self, engine: Engine, *, allow_private: bool = False) -> None:
+    def __init__(self, engine: Engine, *, allow_private: bool = False, sealer: Sealer | None = None) -> None:
         self.engine = engine
         self.allow_private = allow_private  # replies.webhook_allow_private: loopback/private targets allowed
+        self.sealer = sealer  # signing secrets sealed at rest (dovetail.sealing) when given
 
     # --- endpoints -------------------------------------------------------------------------------
 
@@ -96,13 +98,14 @@ class Outbox:
         types = _check_types(event_types)
         secret = secret or signing.new_secret()
         signing.sign(secret, "x", 0, b"")  # refuses a malformed secret
+        stored = self.sealer.seal(secret, SECRET_PURPOSE) if self.sealer is not None else secret
         with self.engine.begin() as conn:
             tid = tenant_id(conn, tenant)
             result = conn.execute(webhook_endpoints.insert().values(
-                tenant_id=tid, url=url, secret=secret, event_types=types, description=description[:2000]))
+                tenant_id=tid, url=url, secret=stored, event_types=types, description=description[:2000]))
             eid = result.inserted_primary_key[0]
             row = conn.execute(webhook_endpoints.select().where(webhook_endpoints.c.id == eid)).one()
-        return _endpoint(row, with_secret=True)
+        return {**_endpoint(row), "secret": secret}
 
     def endpoints(self, tenant: str | int) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -170,7 +173,14 @@ class Outbox:
                 .join(events, events.c.id == webhook_deliveries.c.event_id)
                 .where(webhook_deliveries.c.id.in_(ids), webhook_deliveries.c.locked_until == mark)
                 .order_by(webhook_deliveries.c.id)).all()
-        return [dict(r._mapping) for r in rows]
+        out = [dict(r._mapping) for r in rows]
+        if self.sealer is not None:
+            for delivery in out:
+                try:
+                    delivery["secret"] = self.sealer.open(delivery["secret"], SECRET_PURPOSE)
+                except SealError:
+                    delivery["secret"] = None  # the dispatcher records why instead of posting unsigned
+        return out
 
     def next_due(self) -> float | None:
         with self.engine.connect() as conn:

@@ -22,7 +22,7 @@ class RepliesService:
         self.engine = engine
         self.sealer = sealer  # seals the IMAP-source passwords (see dovetail.sealing)
         self.registry = Registry(engine, secret)
-        self.outbox = Outbox(engine, allow_private=allow_private_webhooks)
+        self.outbox = Outbox(engine, allow_private=allow_private_webhooks, sealer=sealer)
         self.queries = Queries(engine)
         self._listeners: list[Callable[[str], None]] = []
         self.pipeline = Pipeline(engine, secret, on_event=self._emit, clock=clock)
