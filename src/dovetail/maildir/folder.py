@@ -186,6 +186,8 @@ class Folder:
         self.path = path
         self.index = Index(path)
         self.keywords: dict[int, str] = {}
+        # What a stamp is made of (see CUR ...), as strings: every refresh stats them.
+        self._stamp_paths = tuple(str(path / name) for name in ("cur", "new", uidlist.UIDLIST, kwfile.KEYWORDS))
         self.state = _acquire_state(path)
         self._closed = False
         if self.state.ident != self.index.ident:
@@ -291,9 +293,9 @@ class Folder:
 
     def _stamp_now(self) -> tuple:
         out = []
-        for name in ("cur", "new", uidlist.UIDLIST, kwfile.KEYWORDS):
+        for name in self._stamp_paths:
             try:
-                st = os.stat(self.path / name)
+                st = os.stat(name)
                 out.append((st.st_mtime_ns, st.st_size, st.st_ino))
             except FileNotFoundError:
                 out.append(None)
