@@ -6,8 +6,8 @@ counts them in one place (anvil). Here the count is a small SQLite file in the d
 ``run/`` shared by the workers: a slot is a row ``(key, pid, n)``, taking one checks the sum for the
 key and adds to the worker's own row in one write transaction, giving it back subtracts. Rows of
 workers that died (a crash does not give its slots back) are removed when a worker starts, and
-whenever a key is full, by checking which pids are still alive. The contents are volatile
-(``synchronous=OFF``). :class:`MemorySlots` counts within one process (tests, one-process servers).
+whenever a key is full, by checking which pids are still alive (the file is a :mod:`dovetail.rundb`
+one). :class:`MemorySlots` counts within one process (tests, one-process servers).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import sqlite3
 import threading
 from pathlib import Path
 from typing import Protocol
+
+from dovetail.rundb import open_run_db, writing
 
 SLOTS_FILE = "connections-{service}.sqlite"
 
@@ -33,24 +35,27 @@ class Slots(Protocol):
 
 
 class MemorySlots:
-    """Slots of one process."""
+    """Slots of one process (callers may use it from worker threads)."""
 
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def acquire(self, key: str, limit: int) -> bool:
-        n = self.counts.get(key, 0)
-        if n >= limit:
-            return False
-        self.counts[key] = n + 1
-        return True
+        with self._lock:
+            n = self.counts.get(key, 0)
+            if n >= limit:
+                return False
+            self.counts[key] = n + 1
+            return True
 
     def release(self, key: str) -> None:
-        n = self.counts.get(key, 0) - 1
-        if n <= 0:
-            self.counts.pop(key, None)
-        else:
-            self.counts[key] = n
+        with self._lock:
+            n = self.counts.get(key, 0) - 1
+            if n <= 0:
+                self.counts.pop(key, None)
+            else:
+                self.counts[key] = n
 
 
 def _alive(pid: int) -> bool:
@@ -70,37 +75,11 @@ class SharedSlots:
         self.path = Path(path)
         self.pid = pid if pid is not None else os.getpid()
         self._lock = threading.Lock()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # client addresses and user names
-        try:
-            os.fchmod(fd, 0o600)
-        finally:
-            os.close(fd)
-        db = sqlite3.connect(self.path, timeout=5, isolation_level=None, check_same_thread=False)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=OFF")
-            db.executescript(_SCHEMA)
-        except sqlite3.Error:
-            db.close()
-            raise
-        self.db = db
-
-        def start() -> None:  # a worker starts with no slots; what dead workers held is free again
-            self.db.execute("DELETE FROM slot WHERE pid=?", (self.pid,))
+        self.db = open_run_db(self.path, _SCHEMA)
+        # A worker starts with no slots; what dead workers held is free again.
+        with self._lock, writing(self.db) as db:
+            db.execute("DELETE FROM slot WHERE pid=?", (self.pid,))
             self._forget_dead()
-
-        with self._lock:
-            self._write(start)
-
-    def _write(self, work):  # noqa: ANN001, ANN202
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            out = work()
-            self.db.execute("COMMIT")
-            return out
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def _forget_dead(self) -> int:
         pids = [pid for (pid,) in self.db.execute("SELECT DISTINCT pid FROM slot")]
@@ -113,23 +92,16 @@ class SharedSlots:
         return self.db.execute("SELECT coalesce(sum(n), 0) FROM slot WHERE key=?", (key,)).fetchone()[0]
 
     def acquire(self, key: str, limit: int) -> bool:
-        def take() -> bool:
+        with self._lock, writing(self.db) as db:
             if self._used(key) >= limit and not (self._forget_dead() and self._used(key) < limit):
                 return False
-            self.db.execute("INSERT INTO slot VALUES (?, ?, 1) ON CONFLICT (key, pid) DO UPDATE SET n=n+1",
-                            (key, self.pid))
+            db.execute("INSERT INTO slot VALUES (?, ?, 1) ON CONFLICT (key, pid) DO UPDATE SET n=n+1", (key, self.pid))
             return True
 
-        with self._lock:
-            return self._write(take)
-
     def release(self, key: str) -> None:
-        def give_back() -> None:
-            self.db.execute("UPDATE slot SET n=n-1 WHERE key=? AND pid=?", (key, self.pid))
-            self.db.execute("DELETE FROM slot WHERE key=? AND pid=? AND n<=0", (key, self.pid))
-
-        with self._lock:
-            self._write(give_back)
+        with self._lock, writing(self.db) as db:
+            db.execute("UPDATE slot SET n=n-1 WHERE key=? AND pid=?", (key, self.pid))
+            db.execute("DELETE FROM slot WHERE key=? AND pid=? AND n<=0", (key, self.pid))
 
     def close(self) -> None:
         self.db.close()

@@ -10,6 +10,7 @@ client does not get one allowance per worker process.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -56,32 +57,36 @@ class FailureLedger(Protocol):
 
 
 class MemoryLedger:
-    """Failures of one process."""
+    """Failures of one process (callers may use it from worker threads)."""
 
     def __init__(self, max_keys: int = 100_000) -> None:
         self.max_keys = max_keys
         self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
 
     def count(self, key: str, since: float) -> int:
-        q = self._failures.get(key)
-        if not q:
-            return 0
-        while q and q[0] < since:
-            q.popleft()
-        if not q:
-            del self._failures[key]
-            return 0
-        return len(q)
+        with self._lock:
+            q = self._failures.get(key)
+            if not q:
+                return 0
+            while q and q[0] < since:
+                q.popleft()
+            if not q:
+                del self._failures[key]
+                return 0
+            return len(q)
 
     def add(self, keys: tuple[str, ...], now: float, keep: int) -> None:
-        if len(self._failures) >= self.max_keys:
-            self._failures.clear()
-        for key in keys:
-            self._failures.setdefault(key, deque(maxlen=keep)).append(now)
+        with self._lock:
+            if len(self._failures) >= self.max_keys:
+                self._failures.clear()
+            for key in keys:
+                self._failures.setdefault(key, deque(maxlen=keep)).append(now)
 
     def clear(self, keys: tuple[str, ...]) -> None:
-        for key in keys:
-            self._failures.pop(key, None)
+        with self._lock:
+            for key in keys:
+                self._failures.pop(key, None)
 
 
 class AuthPenalty:

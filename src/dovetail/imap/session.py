@@ -227,7 +227,7 @@ class Session:
         """Release what the session holds; log the Dovecot-style disconnect line."""
         await self._unselect()
         if self._user_slot:
-            self.users.release(self._user_slot)
+            await asyncio.to_thread(self.users.release, self._user_slot)
             self._user_slot = None
         if self.state is State.LOGOUT:
             reason = "Logged out"
@@ -499,7 +499,7 @@ class Session:
         ip = self.conn.remote_ip
         if len(user) > 255 or len(password) > 1024:
             account = None
-        elif self.penalty.blocked(user, ip):
+        elif await asyncio.to_thread(self.penalty.blocked, user, ip):  # the ledger may be a shared file
             log.info(f"Login refused: user=<{user}>, method={method}, rip={ip}, too many failures")
             self._tagged(tag, "NO", "Too many failed logins, try again later.", "UNAVAILABLE")
             await self._after_failure()
@@ -507,24 +507,24 @@ class Session:
         else:
             account = await self.authenticator.authenticate(user, password, ip)
         if account is None:
-            delay = self.penalty.record_failure(user, ip)
+            delay = await asyncio.to_thread(self.penalty.record_failure, user, ip)
             await asyncio.sleep(delay)
             log.info(f"Aborted login (auth failed): user=<{user}>, method={method}, rip={ip}, "
                      f"lip={self.conn.local_ip}")
             self._tagged(tag, "NO", "Authentication failed.", "AUTHENTICATIONFAILED")
             await self._after_failure()
             return
-        if not self.users.acquire(account.username):
+        if not await asyncio.to_thread(self.users.acquire, account.username):
             self._tagged(tag, "NO", "Maximum number of connections from user exceeded.", "LIMIT")
             return
         try:
             storage = await asyncio.to_thread(self.storage_factory, account)
         except Exception as exc:  # noqa: BLE001
-            self.users.release(account.username)
+            await asyncio.to_thread(self.users.release, account.username)
             log.exception("mail storage unavailable", user=account.username, error=repr(exc))
             self._tagged(tag, "NO", "Mailbox storage unavailable.", "UNAVAILABLE")
             return
-        self.penalty.record_success(user, ip)
+        await asyncio.to_thread(self.penalty.record_success, user, ip)
         self._user_slot = account.username
         self.account = account
         self.storage = storage
@@ -567,7 +567,7 @@ class Session:
         _no_args(cmd)
         await self._unselect()
         if self._user_slot:
-            self.users.release(self._user_slot)
+            await asyncio.to_thread(self.users.release, self._user_slot)
             self._user_slot = None
         self.account = None
         self.storage = None

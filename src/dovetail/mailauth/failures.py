@@ -3,14 +3,13 @@
 Each worker of ``imapd`` or ``submission`` answers its own connections; were the failures counted per
 process, a client would get one allowance per worker. The ledger is a small SQLite file in the data
 directory's ``run/`` (``auth-failures.sqlite``), shared by the workers: a failure is a row, a count is an
-indexed range query, and a success removes the user's and the IP's rows. Its contents are volatile by
-nature (``synchronous=OFF``): losing the last failures in a crash costs nothing. A ledger that cannot
-be opened falls back to counting in memory, with a warning.
+indexed range query, and a success removes the user's and the IP's rows (the file is a
+:mod:`dovetail.rundb` one). A ledger that cannot be opened falls back to counting in memory, with a
+warning.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from dovetail.imap.auth import AuthPenalty, FailureLedger, MemoryLedger
 from dovetail.log import get_logger
+from dovetail.rundb import open_run_db, writing
 
 log = get_logger("auth")
 LEDGER_FILE = "auth-failures.sqlite"
@@ -39,43 +39,22 @@ class SqliteLedger:
         self.window = window
         self._lock = threading.Lock()
         self._adds = 0
-        # User names and client addresses: readable by the service user alone (SQLite gives its -wal
-        # and -shm files the database file's mode).
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-        finally:
-            os.close(fd)
-        db = sqlite3.connect(self.path, timeout=5, isolation_level=None, check_same_thread=False)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=OFF")
-            db.executescript(_SCHEMA)
-        except sqlite3.Error:
-            db.close()
-            raise
-        self.db = db
+        self.db = open_run_db(self.path, _SCHEMA)
 
     def count(self, key: str, since: float) -> int:
         with self._lock:
             return self.db.execute("SELECT count(*) FROM failure WHERE key=? AND at>=?", (key, since)).fetchone()[0]
 
     def add(self, keys: tuple[str, ...], now: float, keep: int) -> None:
-        with self._lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                self.db.executemany("INSERT INTO failure VALUES (?, ?)", [(k, now) for k in keys])
-                self._adds += 1
-                if self._adds % PRUNE_EVERY == 0:
-                    self.db.execute("DELETE FROM failure WHERE at<?", (now - self.window,))
-                    extra = self.db.execute("SELECT count(*) FROM failure").fetchone()[0] - MAX_ROWS
-                    if extra > 0:
-                        self.db.execute("DELETE FROM failure WHERE rowid IN "
-                                        "(SELECT rowid FROM failure ORDER BY at LIMIT ?)", (extra,))
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        with self._lock, writing(self.db) as db:
+            db.executemany("INSERT INTO failure VALUES (?, ?)", [(k, now) for k in keys])
+            self._adds += 1
+            if self._adds % PRUNE_EVERY == 0:
+                db.execute("DELETE FROM failure WHERE at<?", (now - self.window,))
+                extra = db.execute("SELECT count(*) FROM failure").fetchone()[0] - MAX_ROWS
+                if extra > 0:
+                    db.execute("DELETE FROM failure WHERE rowid IN (SELECT rowid FROM failure ORDER BY at LIMIT ?)",
+                               (extra,))
 
     def clear(self, keys: tuple[str, ...]) -> None:
         with self._lock:

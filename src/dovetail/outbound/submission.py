@@ -175,16 +175,17 @@ class SubmissionBackend:
 
     async def authenticate(self, session: SessionInfo, mechanism: str, username: str, password: str) -> str | None:
         ip = session.client_ip
-        if self.penalty.blocked(username, ip):
+        # The penalty's ledger is a file the workers share: its reads and writes stay off the event loop.
+        if await asyncio.to_thread(self.penalty.blocked, username, ip):
             await asyncio.sleep(self.penalty.max_delay)
             log.warning(f"authentication refused: too many failures, user={username[:100]}, rip={ip}")
             return None
         user = await self._check(username, password)
         if user is None:
-            await asyncio.sleep(self.penalty.record_failure(username, ip))
+            await asyncio.sleep(await asyncio.to_thread(self.penalty.record_failure, username, ip))
             log.info(f"authentication failed: mechanism={mechanism}, user={username[:100]}, rip={ip}")
             return None
-        self.penalty.record_success(username, ip)
+        await asyncio.to_thread(self.penalty.record_success, username, ip)
         return user
 
     async def _check(self, username: str, password: str) -> str | None:
