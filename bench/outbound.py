@@ -66,7 +66,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from smtp_throughput import cpu_seconds, cpu_snapshot  # noqa: E402  (also puts the repository on sys.path)
-from tests.interop_postfix import MASTER_CF  # noqa: E402  (one master.cf for tests and benchmarks)
+from tests.interop_postfix import BASE_CF, MASTER_CF  # noqa: E402  (one configuration for tests and benchmarks)
 
 POSTFIX = "/usr/sbin/postfix"
 POSTSUPER = "/usr/sbin/postsuper"
@@ -308,31 +308,12 @@ def run_dovetail(tmp: Path, sink: Sink, messages: int, concurrency: int, result:
 # The interop tests' master.cf, plus a second smtpd whose mail goes through the OpenDKIM milters.
 MILTER_SMTPD = "127.0.0.1:{milter_smtpd_port} inet n - n - - smtpd -o smtpd_milters={milters}\n"
 
-MAIN_CF = """\
-compatibility_level = 3.6
-queue_directory = {root}/queue
-data_directory = {root}/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-shlib_directory = /usr/lib/postfix
-meta_directory = /etc/postfix
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = bench-postfix.localdomain
-mydestination =
-mynetworks = 127.0.0.0/8
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-alias_maps =
-alias_database =
-smtp_dns_support_level = disabled
-smtpd_peername_lookup = no
+# The interop tests' private instance, relaying everything to the sink (held mail is left for checks).
+MAIN_CF = BASE_CF + """\
 relayhost = [127.0.0.1]:{sink_port}
 default_destination_concurrency_limit = {concurrency}
 smtpd_data_restrictions = check_client_access static:HOLD
 milter_default_action = tempfail
-maillog_file_prefixes = {root}
-maillog_file = {root}/maillog
 """
 
 OPENDKIM_CONF = """\

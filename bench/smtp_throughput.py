@@ -47,7 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.interop_postfix import MASTER_CF  # noqa: E402  (one master.cf for tests and benchmarks)
+from tests.interop_postfix import MAIN_CF, MASTER_CF  # noqa: E402  (one configuration for tests and benchmarks)
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 POSTFIX = "/usr/sbin/postfix"
@@ -419,36 +419,6 @@ def start_py_spy(pids: list[int], out: Path) -> list[subprocess.Popen[bytes]]:
 # --------------------------------------------------------------------------- Postfix
 
 
-MAIN_CF = """\
-compatibility_level = 3.6
-queue_directory = {root}/queue
-data_directory = {root}/data
-command_directory = /usr/sbin
-daemon_directory = /usr/lib/postfix/sbin
-shlib_directory = /usr/lib/postfix
-meta_directory = /etc/postfix
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = bench-postfix.localdomain
-mydestination =
-mynetworks = 127.0.0.0/8
-inet_interfaces = loopback-only
-inet_protocols = ipv4
-alias_maps =
-alias_database =
-biff = no
-smtp_dns_support_level = disabled
-smtpd_peername_lookup = no
-virtual_mailbox_domains = {domain}
-virtual_mailbox_maps = hash:{root}/etc/vmailbox
-virtual_mailbox_base = {root}/mail
-virtual_uid_maps = static:{uid}
-virtual_gid_maps = static:{gid}
-maillog_file_prefixes = {root}
-maillog_file = {root}/maillog
-"""
-
-
 @contextmanager
 def postfix_server(base: Path, locals_: list[str], recipients: int, mail_user: str) -> Iterator[Server]:
     root = base / "postfix"
@@ -462,7 +432,8 @@ def postfix_server(base: Path, locals_: list[str], recipients: int, mail_user: s
     owner = pwd.getpwnam("postfix")
     os.chown(root / "data", owner.pw_uid, owner.pw_gid)
     port = free_port()
-    (etc / "main.cf").write_text(MAIN_CF.format(root=root, domain=DOMAIN, uid=pw.pw_uid, gid=pw.pw_gid))
+    (etc / "main.cf").write_text(MAIN_CF.format(root=root, base=root / "mail", domains=DOMAIN, uid=pw.pw_uid,
+                                                gid=pw.pw_gid))
     (etc / "master.cf").write_text(MASTER_CF.format(port=port))
     boxes = [r for local in locals_ for r in recipients_for(local, recipients)]
     (etc / "vmailbox").write_text("".join(f"{r}@{DOMAIN} {DOMAIN}/{r}/\n" for r in boxes))

@@ -46,7 +46,8 @@ scache     unix  - - n -     1 scache
 postlog    unix-dgram n - n - 1 postlogd
 """
 
-MAIN_CF = """\
+# A private instance on loopback: its own queue and data directories, no DNS, no chroot, a log file.
+BASE_CF = """\
 compatibility_level = 3.6
 queue_directory = {root}/queue
 data_directory = {root}/data
@@ -65,13 +66,17 @@ alias_maps =
 alias_database =
 smtp_dns_support_level = disabled
 smtpd_peername_lookup = no
+maillog_file_prefixes = {root}
+maillog_file = {root}/maillog
+"""
+
+# ...delivering to virtual(8) Maildirs (the interop tests and the SMTP benchmark).
+MAIN_CF = BASE_CF + """\
 virtual_mailbox_domains = {domains}
 virtual_mailbox_maps = hash:{root}/etc/vmailbox
 virtual_mailbox_base = {base}
 virtual_uid_maps = static:{uid}
 virtual_gid_maps = static:{gid}
-maillog_file_prefixes = {root}
-maillog_file = {root}/maillog
 """
 
 
