@@ -41,7 +41,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -62,6 +61,7 @@ from smtp_throughput import (
     memory_bytes,
     process_tree,
     run,
+    wait_banner,
 )
 from tests.interop_dovecot import dovecot_conf  # smtp_throughput puts the repository on sys.path
 
@@ -486,18 +486,7 @@ def wait_idle_gone(target: Target, baseline: int, timeout: float) -> None:
 
 
 def wait_greeting(port: int, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                if s.recv(512).startswith(b"* OK"):
-                    s.sendall(b"a LOGOUT\r\n")
-                    return
-        except OSError as exc:
-            last = exc
-        time.sleep(0.1)
-    raise BenchError(f"{what}: no IMAP greeting on 127.0.0.1:{port} after {timeout:g}s ({last})")
+    wait_banner(port, timeout, f"{what} IMAP", b"* OK", b"a LOGOUT\r\n")
 
 
 @contextmanager

@@ -139,20 +139,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_banner(port: int, timeout: float) -> None:
+def wait_banner(port: int, timeout: float, what: str = "SMTP", greeting: bytes = b"220",
+                goodbye: bytes = b"QUIT\r\n") -> None:
     """Wait until the server greets on ``port`` (its listener is up and a worker is serving)."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-                if s.recv(512).startswith(b"220"):
-                    s.sendall(b"QUIT\r\n")
+                if s.recv(512).startswith(greeting):
+                    s.sendall(goodbye)
                     return
         except OSError as exc:
             last = exc
         time.sleep(0.1)
-    raise BenchError(f"no SMTP greeting on 127.0.0.1:{port} after {timeout:g}s ({last})")
+    raise BenchError(f"no {what} greeting on 127.0.0.1:{port} after {timeout:g}s ({last})")
 
 
 def recipients_for(local: str, count: int) -> list[str]:
