@@ -7,6 +7,7 @@ pagination and filtering.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -235,29 +236,44 @@ def _mailbox_out(ctx: WebContext, row: dict[str, Any]) -> dict[str, Any]:
             "enabled": bool(row["enabled"]), "usage_bytes": size, "messages": count}
 
 
-def visible_mailbox(ctx: WebContext, scope: Scope, address: str) -> dict[str, Any]:
+def _visible_row(scope: Scope, address: str, what: str, key: str,
+                 listing: Callable[..., list[dict[str, Any]]]) -> dict[str, Any]:
+    """The ``listing`` row whose ``key`` is ``address``, when the caller's tenant wall lets it see it."""
     try:
         local, dom = split_address(address)
     except AddressError:
-        raise _not_found("mailbox") from None
-    for row in ctx.directory.mailbox_list(domain=dom, tenant=scope.tenant_filter()):
-        if row["address"] == f"{local}@{dom}" and scope.allows(row["tenant"]):
+        raise _not_found(what) from None
+    for row in listing(domain=dom, tenant=scope.tenant_filter()):
+        if row[key] == f"{local}@{dom}" and scope.allows(row["tenant"]):
             return row
-    raise _not_found("mailbox")
+    raise _not_found(what)
+
+
+def visible_mailbox(ctx: WebContext, scope: Scope, address: str) -> dict[str, Any]:
+    return _visible_row(scope, address, "mailbox", "address", ctx.directory.mailbox_list)
+
+
+def _listing_filter(ctx: WebContext, scope: Scope, domain: str | None,
+                    tenant: str | None) -> tuple[str | None, str | None] | None:
+    """The (domain, tenant) a listing may ask the directory for, or None when the caller may see none."""
+    if tenant and not scope.allows(tenant):
+        return None
+    if domain:
+        try:
+            domain = visible_domain(ctx, scope, domain).name
+        except Problem:
+            return None
+    return domain, tenant or scope.tenant_filter()
 
 
 @router.get("/mailboxes", response_model=m.MailboxPage, tags=["mailboxes"])
 def list_mailboxes(domain: str | None = Query(None, max_length=253), tenant: str | None = Query(None, max_length=63),
                    q: str | None = Q, enabled: bool | None = None, page: PageParams = Depends(page_params),
                    scope: Scope = Depends(get_scope), ctx: WebContext = Depends(get_ctx)) -> dict[str, Any]:
-    if tenant and not scope.allows(tenant):
+    where = _listing_filter(ctx, scope, domain, tenant)
+    if where is None:
         return {"items": [], "next_cursor": None}
-    if domain:
-        try:
-            domain = visible_domain(ctx, scope, domain).name
-        except Problem:
-            return {"items": [], "next_cursor": None}
-    rows = [r for r in ctx.directory.mailbox_list(domain=domain, tenant=tenant or scope.tenant_filter())
+    rows = [r for r in ctx.directory.mailbox_list(domain=where[0], tenant=where[1])
             if scope.allows(r["tenant"]) and _matches(r["address"], q)
             and (enabled is None or bool(r["enabled"]) == enabled)]
     result = paginate(rows, lambda r: r["address"], page)
@@ -315,28 +331,17 @@ def delete_mailbox(address: str, scope: Scope = Depends(get_scope), ctx: WebCont
 # --- aliases -----------------------------------------------------------------------------------
 
 def visible_alias(ctx: WebContext, scope: Scope, source: str) -> dict[str, Any]:
-    try:
-        local, dom = split_address(source)
-    except AddressError:
-        raise _not_found("alias") from None
-    for row in ctx.directory.alias_list(domain=dom, tenant=scope.tenant_filter()):
-        if row["source"] == f"{local}@{dom}" and scope.allows(row["tenant"]):
-            return row
-    raise _not_found("alias")
+    return _visible_row(scope, source, "alias", "source", ctx.directory.alias_list)
 
 
 @router.get("/aliases", response_model=m.AliasPage, tags=["aliases"])
 def list_aliases(domain: str | None = Query(None, max_length=253), tenant: str | None = Query(None, max_length=63),
                  q: str | None = Q, page: PageParams = Depends(page_params), scope: Scope = Depends(get_scope),
                  ctx: WebContext = Depends(get_ctx)) -> dict[str, Any]:
-    if tenant and not scope.allows(tenant):
+    where = _listing_filter(ctx, scope, domain, tenant)
+    if where is None:
         return {"items": [], "next_cursor": None}
-    if domain:
-        try:
-            domain = visible_domain(ctx, scope, domain).name
-        except Problem:
-            return {"items": [], "next_cursor": None}
-    rows = [r for r in ctx.directory.alias_list(domain=domain, tenant=tenant or scope.tenant_filter())
+    rows = [r for r in ctx.directory.alias_list(domain=where[0], tenant=where[1])
             if scope.allows(r["tenant"]) and (_matches(r["source"], q) or any(_matches(t, q) for t in r["targets"]))]
     return paginate(rows, lambda r: r["source"], page)
 
