@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import ssl
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -18,6 +17,7 @@ from dovetail.imap.auth import Account, Authenticator, AuthPenalty
 from dovetail.imap.limits import Limits
 from dovetail.imap.session import ConnInfo, Session, UserRegistry
 from dovetail.log import get_logger
+from dovetail.mailauth.networks import in_networks, parse_networks
 from dovetail.slots import MemorySlots, Slots
 from dovetail.storage.api import MailStorage
 
@@ -53,7 +53,7 @@ class ImapServer:
         self.implicit_tls = implicit_tls
         if implicit_tls and ssl_context is None:
             raise ValueError("implicit TLS needs an ssl_context")
-        self.trusted_networks = [ipaddress.ip_network(n, strict=False) for n in trusted_networks]
+        self.trusted_networks = parse_networks(trusted_networks)
         self.server_name = server_name
         lim = self.limits
         self.penalty = penalty or AuthPenalty(lim.auth_fail_base_delay, lim.auth_fail_max_delay,
@@ -98,13 +98,7 @@ class ImapServer:
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
     def _is_secure_net(self, ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        if getattr(addr, "ipv4_mapped", None):
-            addr = addr.ipv4_mapped  # type: ignore[union-attr]
-        return addr.is_loopback or any(addr in net for net in self.trusted_networks)
+        return in_networks(ip, self.trusted_networks, loopback=True)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

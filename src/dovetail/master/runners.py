@@ -143,20 +143,10 @@ async def run_submission(ctx: WorkerContext) -> int:
 
 def _trusted_client(networks: list[str]):  # noqa: ANN202
     """Plaintext AUTH only for clients in ``auth.trusted_networks`` (loopback by default), decided per connection."""
-    import ipaddress
+    from ..mailauth.networks import in_networks, parse_networks
 
-    nets = [ipaddress.ip_network(n) for n in networks]
-
-    def trusted(client_ip: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(client_ip)
-        except ValueError:
-            return False
-        if getattr(ip, "ipv4_mapped", None):
-            ip = ip.ipv4_mapped  # type: ignore[union-attr]
-        return any(ip in n for n in nets)
-
-    return trusted
+    nets = parse_networks(networks)
+    return lambda client_ip: in_networks(client_ip, nets)
 
 
 _SPECIAL_USE_DONE: set[str] = set()  # mail roots this process already gave their special-use folders
