@@ -38,7 +38,6 @@ Pred = Callable[[SearchableMessage], bool]
 _CHEAP, _HEADER, _BODY = 0, 1, 2
 
 
-@functools.lru_cache(maxsize=16384)
 @functools.lru_cache(maxsize=65536)
 def folded_header(value: str) -> str:
     """Decoded and case-folded; remembered, as the same From/Subject values come back search after search."""
