@@ -2,8 +2,8 @@
 
 Layers, each its own module:
 
-- ``parser``: sans-I/O command reader (``CommandParser.feed``/``next_event``), with ``fetchatt`` for
-  FETCH items and ``sequence`` for sequence sets;
+- ``parser``: sans-I/O command reader (``CommandParser.feed``/``next_event``): the framing, with
+  ``tokens`` for one command's token tree, ``fetchatt`` for FETCH items and ``sequence`` for sequence sets;
 - ``session``: one connection's state machine (``Session.feed``/``step``/``data_to_send``), with the
   connection-level commands (CAPABILITY, LOGIN, AUTHENTICATE, ENABLE, IDLE, ...);
 - ``commands``: the commands that work on mail storage, one module per command group, behind the

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from dovetail.imap.parser import ParseError
+from dovetail.imap.tokens import ParseError
 
 _SEQ_RE = re.compile(r"^(\d+|\*)(?::(\d+|\*))?$")
 _MAX = 2**32 - 1

@@ -7,9 +7,9 @@ from typing import Any
 
 from dovetail.imap.commands.arguments import mailbox_arg, parse_flags
 from dovetail.imap.commands.context import CommandSession, CommandTable, Result
-from dovetail.imap.parser import Atom, ListToken, ParseError, String
 from dovetail.imap.response import parse_date_time
 from dovetail.imap.state import AUTH, CommandError
+from dovetail.imap.tokens import Atom, ListToken, ParseError, String
 from dovetail.storage.api import MailboxNotFound
 
 

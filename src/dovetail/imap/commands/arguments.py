@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dovetail.imap.commands.context import CommandSession
-from dovetail.imap.parser import Atom, ParseError, Token, astring
 from dovetail.imap.response import astring as astring_out
 from dovetail.imap.sequence import SequenceSet
 from dovetail.imap.state import CommandError
+from dovetail.imap.tokens import Atom, ParseError, Token, astring
 from dovetail.storage.api import SYSTEM_FLAGS
 from dovetail.storage.names import decode_mutf7, encode_mutf7
 

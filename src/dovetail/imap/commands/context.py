@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 from dovetail.imap.limits import Limits
-from dovetail.imap.parser import Command
 from dovetail.imap.state import Selected, State
+from dovetail.imap.tokens import Command
 from dovetail.storage.api import MailStorage
 
 Result = tuple[str | None, str]

@@ -7,8 +7,8 @@ from typing import Any
 
 from dovetail.imap.commands.arguments import mailbox_arg, resolve
 from dovetail.imap.commands.context import CommandSession, CommandTable, Result
-from dovetail.imap.parser import ParseError
 from dovetail.imap.state import SEL, CommandError
+from dovetail.imap.tokens import ParseError
 from dovetail.storage.api import MailboxNotFound
 
 

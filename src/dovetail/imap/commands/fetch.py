@@ -14,9 +14,9 @@ from dovetail.imap.commands.arguments import resolve
 from dovetail.imap.commands.context import CommandSession, CommandTable, Result
 from dovetail.imap.commands.fetch_items import item_builder
 from dovetail.imap.fetchatt import FetchAtt, parse_fetch_atts
-from dovetail.imap.parser import Atom, ListToken, ParseError, number
 from dovetail.imap.sequence import SequenceSet, format_set, missing_ranges
 from dovetail.imap.state import SEL, CommandError
+from dovetail.imap.tokens import Atom, ListToken, ParseError, number
 from dovetail.storage.api import SEEN, Mailbox, MessageExpunged, StoreMode
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from dovetail.imap.commands.arguments import mailbox_arg, mailbox_out
 from dovetail.imap.commands.context import CommandSession, CommandTable, Result
-from dovetail.imap.parser import Atom, ListToken, ParseError, Token, astring
 from dovetail.imap.state import AUTH, CommandError
+from dovetail.imap.tokens import Atom, ListToken, ParseError, Token, astring
 from dovetail.storage.api import SPECIAL_USE_FOLDERS, StorageError
 from dovetail.storage.names import decode_mutf7
 

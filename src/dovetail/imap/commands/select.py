@@ -9,10 +9,10 @@ from typing import Any
 from dovetail.imap.commands.arguments import mailbox_arg, mailbox_out, resolve
 from dovetail.imap.commands.context import CommandSession, CommandTable, Result
 from dovetail.imap.commands.fetch import fetch_lines
-from dovetail.imap.parser import Atom, ListToken, ParseError, String, Token, number
 from dovetail.imap.response import flag_list
 from dovetail.imap.sequence import SequenceSet, format_set, missing_ranges
 from dovetail.imap.state import AUTH, SEL, CommandError, Selected, State
+from dovetail.imap.tokens import Atom, ListToken, ParseError, String, Token, number
 from dovetail.storage.api import SYSTEM_FLAGS, StorageError
 
 

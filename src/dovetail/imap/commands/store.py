@@ -7,9 +7,9 @@ from typing import Any
 
 from dovetail.imap.commands.arguments import parse_flags, resolve
 from dovetail.imap.commands.context import CommandSession, CommandTable, Result
-from dovetail.imap.parser import Atom, ListToken, ParseError, number
 from dovetail.imap.sequence import format_set
 from dovetail.imap.state import SEL, CommandError
+from dovetail.imap.tokens import Atom, ListToken, ParseError, number
 from dovetail.storage.api import StoreMode
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 
-from dovetail.imap.parser import Atom, ListToken, ParseError, String
 from dovetail.imap.search.keys import (
     Age,
     All,
@@ -29,6 +28,7 @@ from dovetail.imap.search.keys import (
     Text,
 )
 from dovetail.imap.sequence import SequenceSet
+from dovetail.imap.tokens import Atom, ListToken, ParseError, String
 
 MAX_DEPTH = 50
 """Deepest nesting of parentheses, NOT and OR in one search program."""
