@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dovetail.imap.commands_message import _header_values, _parse_headers
+from dovetail.imap.commands.search_messages import _header_values, _parse_headers
 
 _field = st.tuples(st.sampled_from(["From", "from", "TO", "Subject", "Subject ", "X-A", "X-AB"]),
                    st.text(max_size=20)).map(lambda t: f"{t[0]}:{t[1]}")

@@ -146,8 +146,7 @@ def test_stop_says_bye_to_idle_clients(mail_server):
 
 
 def test_missing_ranges():
-    from dovetail.imap.commands_mailbox import missing_ranges
-    from dovetail.imap.sequence import SequenceSet
+    from dovetail.imap.sequence import SequenceSet, missing_ranges
 
     assert missing_ranges(None, [2, 3, 7], 9) == "1,4:6,8:9"
     assert missing_ranges(SequenceSet.parse("1:4294967295"), [1, 5], 4294967295) == "2:4,6:4294967295"

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dovetail.imap.auth import DictAuthenticator
+from dovetail.imap.commands import CommandSession
 from dovetail.imap.limits import Limits
 from dovetail.imap.session import ConnInfo, Session
 from tests.imap.memstore import MemStorages
@@ -46,6 +47,12 @@ SCRIPT = (b"a LOGIN alice pw\r\n"
           b"d FETCH 1 (UID FLAGS BINARY.SIZE[1] BINARY.PEEK[1] BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n"
           b"e UID SEARCH SUBJECT hi\r\n"
           b"f LOGOUT\r\n")
+
+
+def test_session_offers_what_the_commands_use():
+    """The storage commands see the session only through ``CommandSession``."""
+    assert isinstance(new_session(), CommandSession)
+    assert not isinstance(object(), CommandSession)
 
 
 def test_byte_by_byte_gives_the_same_responses():

@@ -2,11 +2,13 @@
 
 Layers, each its own module:
 
-- ``parser``: sans-I/O command reader (``CommandParser.feed``/``next_event``), with ``fetchatt`` for
-  FETCH items and ``sequence`` for sequence sets;
+- ``parser``: sans-I/O command reader (``CommandParser.feed``/``next_event``): the framing, with
+  ``tokens`` for one command's token tree, ``fetchatt`` for FETCH items and ``sequence`` for sequence sets;
 - ``session``: one connection's state machine (``Session.feed``/``step``/``data_to_send``), with the
-  commands in ``commands_mailbox`` and ``commands_message`` and SEARCH/SORT/THREAD in ``search``,
-  ``sort`` and ``thread``;
+  connection-level commands (CAPABILITY, LOGIN, AUTHENTICATE, ENABLE, IDLE, ...);
+- ``commands``: the commands that work on mail storage, one module per command group, behind the
+  ``CommandSession`` protocol (the session imports them, they never import the session);
+- ``search``, ``sort`` and ``thread``: SEARCH/SORT/THREAD as pure functions over a message protocol;
 - ``server``: the asyncio adapter, ``ImapServer(authenticator, storage_factory, limits, ssl_context,
   implicit_tls)`` with ``await start(sock=...)`` / ``await stop(grace)``;
 - ``auth``: the ``Authenticator`` protocol, ``Account`` and the failed-login penalty;

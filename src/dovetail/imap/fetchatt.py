@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from dovetail.imap.parser import Atom, ListToken, ParseError, String, Token, parse_command
+from dovetail.imap.tokens import Atom, ListToken, ParseError, String, Token, parse_command
 
 _ATT_RE = re.compile(r"^([A-Z0-9.]+)(?:\[([^\]]*)\])?(?:<(\d+)(?:\.(\d+))?>)?$", re.S)
 _SIMPLE = {"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "RFC822",

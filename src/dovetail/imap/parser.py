@@ -11,9 +11,9 @@ Hand-written because no maintained library parses IMAP *commands* (imaplib and i
 responses); it has to be incremental, so literals, LITERAL+ and per-state size limits are handled
 as the bytes arrive.
 
-Tokens: ``Atom`` (also numbers, NIL, flags, sequence sets and fetch items such as
-``BODY.PEEK[HEADER.FIELDS (FROM)]<0.100>`` — brackets are kept inside the atom), ``String``
-(quoted string or literal, raw bytes) and ``ListToken`` (a parenthesised list).
+This module does the framing; :mod:`dovetail.imap.tokens` turns each complete command into its token
+tree. The token types, ``Command``, ``ParseError`` and the argument helpers are importable from here
+too, as everything a command reader needs.
 """
 
 from __future__ import annotations
@@ -22,41 +22,27 @@ import re
 from dataclasses import dataclass, field
 
 from dovetail.imap.limits import Limits
+from dovetail.imap.tokens import (
+    TAG_RE,
+    Atom,
+    Command,
+    ListToken,
+    ParseError,
+    String,
+    Token,
+    astring,
+    atom,
+    nstring,
+    number,
+    parse_command,
+    plist,
+)
 
-
-@dataclass(frozen=True)
-class Atom:
-    value: str
-
-    def upper(self) -> str:
-        return self.value.upper()
-
-
-@dataclass(frozen=True)
-class String:
-    value: bytes
-    literal: bool = False
-    binary: bool = False  # literal8 (~{n}), RFC 3516
-
-    def text(self) -> str:
-        return self.value.decode("utf-8", "surrogateescape")
-
-
-@dataclass(frozen=True)
-class ListToken:
-    items: tuple[Token, ...]
-
-
-Token = Atom | String | ListToken
-
-
-@dataclass(frozen=True)
-class Command:
-    tag: str
-    name: str  # upper case; "FETCH" for both FETCH and UID FETCH
-    args: tuple[Token, ...]
-    uid: bool = False
-    size: int = 0  # bytes on the wire, lines and literals
+__all__ = [
+    "CommandParser", "Event", "BadCommand", "ContinuationRequest", "Line",
+    "Atom", "String", "ListToken", "Token", "Command", "ParseError", "parse_command",
+    "astring", "nstring", "number", "atom", "plist",
+]
 
 
 @dataclass(frozen=True)
@@ -80,20 +66,7 @@ class Line:
 
 Event = Command | BadCommand | ContinuationRequest | Line
 
-
-class ParseError(Exception):
-    """A command does not follow the grammar; the text goes into the BAD response."""
-
-    def __init__(self, text: str, code: str | None = None) -> None:
-        super().__init__(text)
-        self.text = text
-        self.code = code
-
-
 _LITERAL_RE = re.compile(rb"(~?)\{(\d{1,20})(\+?)\}$")
-_TAG_RE = re.compile(rb"[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c\x7e]+")
-_ATOM_STOP = frozenset(b' ()"{') | frozenset(range(0x00, 0x20)) | {0x7F}
-_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]*$")
 
 
 @dataclass
@@ -274,7 +247,7 @@ class CommandParser:
 
 
 def _peek_tag(line: bytes) -> str:
-    m = _TAG_RE.match(line)
+    m = TAG_RE.match(line)
     if not m or len(m.group()) > 64:
         return "*"
     return m.group().decode("ascii")
@@ -290,172 +263,3 @@ def _peek_name(line: bytes) -> str | None:
     return name.decode("ascii", "replace")
 
 
-def parse_command(chunks: list[bytes | String], size: int = 0) -> Command:
-    """Turn the segments of one command (lines and literals) into a ``Command``."""
-    tokens = _Tokenizer(chunks).parse()
-    first = chunks[0] if chunks else b""
-    if not isinstance(first, bytes) or not first:
-        raise ParseError("Missing tag")
-    m = _TAG_RE.match(first)
-    if not m or len(m.group()) > 64:
-        raise ParseError("Invalid tag")
-    if not tokens or not isinstance(tokens[0], Atom) or tokens[0].value != m.group().decode():
-        raise ParseError("Invalid tag")
-    tag = tokens[0].value
-    if len(tokens) < 2 or not isinstance(tokens[1], Atom):
-        raise ParseError("Missing command name")
-    name = tokens[1].value.upper()
-    if not _NAME_RE.match(name):
-        raise ParseError("Invalid command name")
-    args = tuple(tokens[2:])
-    uid = False
-    if name == "UID":
-        if not args or not isinstance(args[0], Atom) or not _NAME_RE.match(args[0].value):
-            raise ParseError("UID needs a command")
-        name = args[0].value.upper()
-        args = args[1:]
-        uid = True
-    return Command(tag, name, args, uid, size)
-
-
-class _Tokenizer:
-    def __init__(self, chunks: list[bytes | String]) -> None:
-        self.chunks = chunks
-
-    def parse(self) -> list[Token]:
-        stack: list[list[Token]] = [[]]
-        for chunk in self.chunks:
-            if isinstance(chunk, String):
-                stack[-1].append(chunk)
-                continue
-            self._line(chunk, stack)
-        if len(stack) != 1:
-            raise ParseError("Unbalanced parentheses")
-        return stack[0]
-
-    def _line(self, data: bytes, stack: list[list[Token]]) -> None:
-        i, n = 0, len(data)
-        while i < n:
-            c = data[i]
-            if c == 0x20:
-                i += 1
-            elif c == 0x28:  # (
-                if len(stack) > 32:
-                    raise ParseError("Lists nested too deeply")
-                stack.append([])
-                i += 1
-            elif c == 0x29:  # )
-                if len(stack) == 1:
-                    raise ParseError("Unbalanced parentheses")
-                items = stack.pop()
-                stack[-1].append(ListToken(tuple(items)))
-                i += 1
-            elif c == 0x22:  # "
-                value, i = _quoted(data, i)
-                stack[-1].append(String(value))
-            elif c in _ATOM_STOP:
-                if c == 0x7B:
-                    raise ParseError("Literal not at the end of a line")
-                raise ParseError("Invalid character in command")
-            else:
-                value, i = _atom(data, i)
-                stack[-1].append(Atom(value))
-
-
-def _quoted(data: bytes, i: int) -> tuple[bytes, int]:
-    out = bytearray()
-    i += 1
-    n = len(data)
-    while i < n:
-        c = data[i]
-        if c == 0x22:
-            return bytes(out), i + 1
-        if c == 0x5C:
-            if i + 1 >= n or data[i + 1] not in (0x22, 0x5C):
-                raise ParseError("Invalid escape in quoted string")
-            out.append(data[i + 1])
-            i += 2
-            continue
-        if c == 0 or c == 0x0D or c == 0x0A:
-            raise ParseError("Invalid character in quoted string")
-        out.append(c)
-        i += 1
-    raise ParseError("Unterminated quoted string")
-
-
-def _atom(data: bytes, i: int) -> tuple[str, int]:
-    start = i
-    n = len(data)
-    while i < n:
-        c = data[i]
-        if c == 0x5B:  # [ : a section; spaces, lists and quoted strings may appear inside
-            i = _section_end(data, i)
-            continue
-        if c in _ATOM_STOP:
-            break
-        if c >= 0x80:
-            raise ParseError("8-bit character outside a string")
-        i += 1
-    return data[start:i].decode("ascii"), i
-
-
-def _section_end(data: bytes, i: int) -> int:
-    depth = 0
-    i += 1
-    n = len(data)
-    while i < n:
-        c = data[i]
-        if c == 0x22:
-            _value, i = _quoted(data, i)
-            continue
-        if c == 0x28:
-            depth += 1
-        elif c == 0x29:
-            depth -= 1
-            if depth < 0:
-                raise ParseError("Unbalanced parentheses in section")
-        elif c == 0x5D and depth == 0:
-            return i + 1
-        elif c < 0x20 or c >= 0x7F:
-            raise ParseError("Invalid character in section")
-        i += 1
-    raise ParseError("Unterminated section")
-
-
-# -- helpers for command handlers --------------------------------------------------------------------
-
-
-def astring(tok: Token) -> bytes:
-    """An astring argument (atom, quoted or literal) as bytes."""
-    if isinstance(tok, String):
-        return tok.value
-    if isinstance(tok, Atom) and not any(c in tok.value for c in ' ()"'):
-        return tok.value.encode("ascii")
-    raise ParseError("Expected a string")
-
-
-def nstring(tok: Token) -> bytes | None:
-    if isinstance(tok, Atom) and tok.value.upper() == "NIL":
-        return None
-    return astring(tok)
-
-
-def number(tok: Token, *, nz: bool = False, bits: int = 32) -> int:
-    if not isinstance(tok, Atom) or not tok.value.isdigit() or not tok.value.isascii():
-        raise ParseError("Expected a number")
-    value = int(tok.value)
-    if value >= 1 << bits or nz and value == 0:
-        raise ParseError("Number out of range")
-    return value
-
-
-def atom(tok: Token) -> str:
-    if not isinstance(tok, Atom):
-        raise ParseError("Expected an atom")
-    return tok.value
-
-
-def plist(tok: Token) -> tuple[Token, ...]:
-    if not isinstance(tok, ListToken):
-        raise ParseError("Expected a parenthesised list")
-    return tok.items

@@ -1,12 +1,13 @@
-"""IMAP sequence sets (``1:*``, ``2,4:7``, ``$``): parsing and resolving against a mailbox."""
+"""IMAP sequence sets (``1:*``, ``2,4:7``, ``$``): parsing, resolving against a mailbox, compact forms."""
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from dovetail.imap.parser import ParseError
+from dovetail.imap.tokens import ParseError
 
 _SEQ_RE = re.compile(r"^(\d+|\*)(?::(\d+|\*))?$")
 _MAX = 2**32 - 1
@@ -56,8 +57,6 @@ class SequenceSet:
         if not values:
             return []
         star = values[-1]
-        import bisect
-
         out: set[int] = set()
         for a, b in self.bounds(star):
             i = bisect.bisect_left(values, a)
@@ -101,3 +100,27 @@ def _compress(values: list[int]) -> Iterator[tuple[int, int]]:
 def format_set(numbers: Iterable[int]) -> str:
     """Compact ``1:3,7`` form, as used in COPYUID, ESEARCH ALL and VANISHED."""
     return str(SequenceSet.from_numbers(numbers))
+
+
+def missing_ranges(known: SequenceSet | None, present: list[int], star: int) -> str:
+    """The UIDs of ``known`` (or 1..star) that are not ``present`` (sorted), as a compact set.
+
+    Computed range by range, so a client naming ``1:4294967295`` costs no more than the mailbox size.
+    """
+    ranges = sorted(known.bounds(star)) if known is not None else [(1, star)]
+    out: list[str] = []
+    for a, b in ranges:
+        i = bisect.bisect_left(present, a)
+        cur = a
+        while cur <= b:
+            nxt = present[i] if i < len(present) else None
+            if nxt is None or nxt > b:
+                out.append(str(cur) if cur == b else f"{cur}:{b}")
+                break
+            if nxt > cur:
+                out.append(str(cur) if cur == nxt - 1 else f"{cur}:{nxt - 1}")
+            cur = nxt + 1
+            i += 1
+        if len(out) > 100_000:
+            break
+    return ",".join(out)

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dovetail.imap import commands_mailbox, commands_message
 from dovetail.imap.auth import Account, Authenticator, AuthPenalty
+from dovetail.imap.commands import COMMANDS as STORAGE_COMMANDS
 from dovetail.imap.limits import Limits
 from dovetail.imap.parser import (
     Atom,
@@ -225,7 +225,7 @@ class Session:
 
     async def connection_lost(self) -> None:
         """Release what the session holds; log the Dovecot-style disconnect line."""
-        await self._unselect()
+        await self.unselect()
         if self._user_slot:
             await asyncio.to_thread(self.users.release, self._user_slot)
             self._user_slot = None
@@ -288,14 +288,14 @@ class Session:
             self._bad(cmd.tag, f"Error in IMAP command {cmd.name}: {exc.text}", exc.code)
             return
         except CommandError as exc:
-            await self._updates(cmd)
+            await self.updates(cmd)
             if exc.status == "BAD":
                 self._bad(cmd.tag, exc.text, exc.code)
             else:
                 self._tagged(cmd.tag, exc.status, exc.text, exc.code)
             return
         except StorageError as exc:
-            await self._updates(cmd)
+            await self.updates(cmd)
             text = str(exc) or type(exc).__name__
             if isinstance(exc, InvalidSection):
                 self._bad(cmd.tag, f"Error in IMAP command {cmd.name}: {text}")
@@ -309,11 +309,11 @@ class Session:
             return
         if ok is None:
             return  # the handler answers later (IDLE, AUTHENTICATE) or already did
-        await self._updates(cmd)
+        await self.updates(cmd)
         code, text = ok
         self._tagged(cmd.tag, "OK", text, code)
 
-    async def _updates(self, cmd: Command | None = None) -> None:
+    async def updates(self, cmd: Command | None = None) -> None:
         """Report what changed in the selected mailbox (new mail, other sessions' flags, expunges)."""
         sel = self.selected
         if sel is None or self.closed:
@@ -565,7 +565,7 @@ class Session:
 
     async def cmd_unauthenticate(self, cmd: Command) -> tuple[str | None, str]:
         _no_args(cmd)
-        await self._unselect()
+        await self.unselect()
         if self._user_slot:
             await asyncio.to_thread(self.users.release, self._user_slot)
             self._user_slot = None
@@ -579,7 +579,7 @@ class Session:
     async def cmd_idle(self, cmd: Command) -> None:
         _no_args(cmd)
         await self._ensure_watcher()  # before the refresh, so nothing slips between the two
-        await self._updates(None)
+        await self.updates(None)
         self.write("+ idling")
         self.idling = cmd.tag
         self._idle_started = self._idle_refreshed = time.monotonic()
@@ -628,9 +628,9 @@ class Session:
         """Send the untagged updates an IDLE client waits for."""
         if self.idling and self.selected is not None:
             self._idle_refreshed = time.monotonic()
-            await self._updates(None)
+            await self.updates(None)
 
-    async def _unselect(self) -> None:
+    async def unselect(self) -> None:
         sel = self.selected
         self.selected = None
         if self.state is State.SELECTED:
@@ -669,8 +669,7 @@ _COMMANDS: dict[str, tuple[Callable[..., Any], set[State]]] = {
     "UNAUTHENTICATE": (Session.cmd_unauthenticate, AUTH),
     "IDLE": (Session.cmd_idle, AUTH),
 }
-_COMMANDS.update(commands_mailbox.COMMANDS)
-_COMMANDS.update(commands_message.COMMANDS)
+_COMMANDS.update(STORAGE_COMMANDS)
 _UID_COMMANDS = {"FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE", "SORT", "THREAD"}
 
 __all__ = ["Session", "ConnInfo", "State", "UserRegistry", "CommandError"]

@@ -1,0 +1,66 @@
+"""What a command handler may use of its connection: the ``CommandSession`` protocol.
+
+The handlers depend on this, not on :class:`dovetail.imap.session.Session`, so the dependency goes one
+way: the session imports the handler table and satisfies the protocol, and no command module imports
+the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
+
+from dovetail.imap.limits import Limits
+from dovetail.imap.state import Selected, State
+from dovetail.imap.tokens import Command
+from dovetail.storage.api import MailStorage
+
+Result = tuple[str | None, str]
+"""``(response code, text)`` of the tagged OK."""
+
+
+@runtime_checkable
+class CommandSession(Protocol):
+    """One connection as its commands see it: state, the open storage and selection, output."""
+
+    state: State
+    storage: MailStorage | None
+    selected: Selected | None
+    enabled: set[str]  # ENABLEd extensions, upper case; CONDSTORE also once a command uses it
+    limits: Limits
+
+    @property
+    def utf8(self) -> bool: ...
+
+    @property
+    def rev2(self) -> bool: ...
+
+    @property
+    def condstore(self) -> bool: ...
+
+    @property
+    def qresync(self) -> bool: ...
+
+    def write(self, line: str | bytes) -> None:
+        """Queue one response line (without CRLF)."""
+        ...
+
+    def flags_out(self, flags: frozenset[str], recent: bool) -> bytes:
+        """A FETCH FLAGS list, formatted once per flag set; callable from a worker thread."""
+        ...
+
+    async def unselect(self) -> None:
+        """Close the selected mailbox, if any, and go back to the authenticated state."""
+        ...
+
+    async def updates(self, cmd: Command | None = None) -> None:
+        """Report what changed in the selected mailbox (new mail, flags, expunges if ``cmd`` allows)."""
+        ...
+
+
+Handler = Callable[[CommandSession, Command], Awaitable[Result | None]]
+"""A command: returns ``(code, text)`` for the tagged OK, or None when it answered itself; raises
+``CommandError``/``ParseError``/``StorageError`` for the session to turn into a response."""
+
+CommandTable = dict[str, tuple[Handler, frozenset[State]]]
+"""Command name → handler and the states it is allowed in."""

@@ -1,0 +1,58 @@
+"""COPY and MOVE (and their UID forms), answered with COPYUID (UIDPLUS)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from dovetail.imap.commands.arguments import mailbox_arg, resolve
+from dovetail.imap.commands.context import CommandSession, CommandTable, Result
+from dovetail.imap.state import SEL, CommandError
+from dovetail.imap.tokens import ParseError
+from dovetail.storage.api import MailboxNotFound
+
+
+async def cmd_copy(s: CommandSession, cmd: Any) -> Result:
+    sel = s.selected
+    assert sel is not None
+    if len(cmd.args) != 2:
+        raise ParseError(f"{cmd.name} needs a sequence set and a mailbox")
+    uids = resolve(s, cmd.args[0], cmd.uid)
+    dest = mailbox_arg(s, cmd.args[1])
+    move = cmd.name == "MOVE"
+    if move and sel.readonly:
+        raise CommandError("Mailbox is read-only.", "READ-ONLY")
+    if not uids:
+        return None, f"No messages found to {cmd.name.lower()}."
+    mb = sel.mailbox
+    try:
+        res = await asyncio.to_thread(mb.move if move else mb.copy, uids, dest)
+    except MailboxNotFound as exc:
+        raise CommandError(f"Mailbox doesn't exist: {dest[:100]}", "TRYCREATE") from exc
+    src = sorted(res.uid_map)
+    code = f"COPYUID {res.uidvalidity} {format_set_ordered(src)} " \
+           f"{format_set_ordered([res.uid_map[u] for u in src])}" if src else None
+    if move:
+        if code:
+            s.write(f"* OK [{code}] Moved UIDs.")
+        return None, "Move completed."
+    return code, "Copy completed."
+
+
+def format_set_ordered(nums: list[int]) -> str:
+    """A UID set that keeps the given order (COPYUID pairs source and destination by position)."""
+    parts: list[str] = []
+    i = 0
+    while i < len(nums):
+        j = i
+        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
+            j += 1
+        parts.append(str(nums[i]) if i == j else f"{nums[i]}:{nums[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+COMMANDS: CommandTable = {
+    "COPY": (cmd_copy, SEL),
+    "MOVE": (cmd_copy, SEL),
+}

@@ -1,0 +1,128 @@
+"""FETCH and UID FETCH (with CONDSTORE's CHANGEDSINCE and QRESYNC's VANISHED).
+
+The item builders are chosen once per command (see :mod:`.fetch_items`); the storage work and the
+response lines are made in one ``asyncio.to_thread`` call, so the event loop only writes bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from dovetail.imap.commands.arguments import resolve
+from dovetail.imap.commands.context import CommandSession, CommandTable, Result
+from dovetail.imap.commands.fetch_items import item_builder
+from dovetail.imap.fetchatt import FetchAtt, parse_fetch_atts
+from dovetail.imap.sequence import SequenceSet, format_set, missing_ranges
+from dovetail.imap.state import SEL, CommandError
+from dovetail.imap.tokens import Atom, ListToken, ParseError, number
+from dovetail.storage.api import SEEN, Mailbox, MessageExpunged, StoreMode
+
+
+async def cmd_fetch(s: CommandSession, cmd: Any) -> Result:
+    sel = s.selected
+    assert sel is not None
+    if len(cmd.args) not in (2, 3):
+        raise ParseError("FETCH needs a sequence set and attributes")
+    uids = resolve(s, cmd.args[0], cmd.uid)
+    atts = parse_fetch_atts(cmd.args[1])
+    changedsince = None
+    vanished = False
+    if len(cmd.args) == 3:
+        mods = cmd.args[2]
+        if not isinstance(mods, ListToken):
+            raise ParseError("Invalid FETCH modifiers")
+        items = list(mods.items)
+        while items:
+            key = items.pop(0)
+            name = key.value.upper() if isinstance(key, Atom) else ""
+            if name == "CHANGEDSINCE" and items:
+                changedsince = number(items.pop(0), bits=63)
+            elif name == "VANISHED" and cmd.uid and s.qresync:
+                vanished = True
+            else:
+                raise ParseError("Invalid FETCH modifier")
+        if vanished and changedsince is None:
+            raise ParseError("VANISHED needs CHANGEDSINCE")
+    if cmd.uid and not any(a.name == "UID" for a in atts):
+        atts.insert(0, FetchAtt("UID"))
+    if changedsince is not None or any(a.name == "MODSEQ" for a in atts):
+        s.enabled.add("CONDSTORE")
+        if not any(a.name == "MODSEQ" for a in atts):
+            atts.append(FetchAtt("MODSEQ"))
+    mb = sel.mailbox
+    set_seen = not sel.readonly and any(a.sets_seen for a in atts)
+
+    def work() -> tuple[list[bytes], bool, str]:
+        wanted = uids
+        gone = ""
+        if changedsince is not None:
+            changed = set(mb.changed_since(changedsince))
+            wanted = [u for u in uids if u in changed]
+            if vanished:
+                exp = mb.expunged_since(changedsince)
+                ss = SequenceSet.parse(cmd.args[0].value) if not cmd.args[0].value == "$" else None
+                star = max(mb.uidnext - 1, 1)
+                if exp is None:  # the history does not reach back: every UID we cannot vouch for
+                    gone = missing_ranges(ss, list(mb.uids), star)
+                else:
+                    gone = format_set(u for u in exp if ss is None or ss.contains(u, star))
+        lines, missing = _fetch(s, mb, wanted, atts, set_seen)
+        return lines, missing, gone
+
+    lines, missing, gone = await asyncio.to_thread(work)
+    if gone:
+        s.write(f"* VANISHED (EARLIER) {gone}")
+    for line in lines:
+        s.write(line)
+    if missing:
+        raise CommandError("Some messages were expunged before they could be fetched.", "EXPUNGEISSUED")
+    return None, "Fetch completed."
+
+
+def fetch_lines(s: CommandSession, mb: Mailbox, uids: Sequence[int], names: Sequence[str]) -> list[bytes]:
+    """FETCH response lines for simple items (QRESYNC SELECT uses this); runs in a worker thread."""
+    lines, _missing = _fetch(s, mb, uids, [FetchAtt(n) for n in names], False)
+    return lines
+
+
+def _fetch(s: CommandSession, mb: Mailbox, uids: Sequence[int], atts: list[FetchAtt],
+           set_seen: bool) -> tuple[list[bytes], bool]:
+    if not uids:
+        return [], False
+    want_env = any(a.name == "ENVELOPE" for a in atts)
+    want_bs = any(a.name in ("BODYSTRUCTURE", "BODY", "BINARY", "BINARY.SIZE") and
+                  (a.section is None or a.name != "BODY") for a in atts)
+    # ENVELOPE/BODY/BODYSTRUCTURE go out as the IMAP bytes the index keeps; only BINARY of a part
+    # needs the structure as data (to find the part's transfer encoding).
+    raw = not any(a.name in ("BINARY", "BINARY.SIZE") and a.section is not None and a.section.part for a in atts)
+    infos = mb.fetch_info(uids, envelope=want_env, bodystructure=want_bs, raw=raw)
+    seen_now: set[int] = set()
+    if set_seen:
+        unseen = [i.uid for i in infos if SEEN not in i.flags]
+        if unseen:
+            mb.store_flags(unseen, StoreMode.ADD, [SEEN])
+            seen_now = set(unseen)
+            infos = mb.fetch_info(uids, envelope=want_env, bodystructure=want_bs, raw=raw)
+    lines: list[bytes] = []
+    missing = len(infos) < len(uids)
+    has_flags = any(a.name == "FLAGS" for a in atts)
+    builders = [item_builder(s, mb, att) for att in atts]
+    seq_of = mb.seq_of
+    for info in infos:
+        seq = seq_of(info.uid)
+        if seq is None:
+            continue
+        try:
+            items = [build(info) for build in builders]
+        except MessageExpunged:
+            missing = True
+            continue
+        if info.uid in seen_now and not has_flags:
+            items.append(b"FLAGS " + s.flags_out(info.flags, info.recent))
+        lines.append(b"* %d FETCH (" % seq + b" ".join(items) + b")")
+    return lines, missing
+
+
+COMMANDS: CommandTable = {"FETCH": (cmd_fetch, SEL)}

@@ -1,0 +1,181 @@
+"""The messages SEARCH, SORT and THREAD read: index data at once, header fields and text on demand.
+
+A header field is found by one regex scan of the header block the store keeps in its index (read in
+one go once a search needs more than a few), and the values found are shared between searches through
+the store's header cache.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import functools
+import re
+from datetime import UTC, datetime
+
+from dovetail.storage.api import RECENT, Mailbox, MessageExpunged
+from dovetail.storage.api import Section as StoreSection
+
+
+class SearchMessage:
+    """A view message as SEARCH/SORT/THREAD read it: index data now, header and text on demand."""
+
+    __slots__ = ("seq", "uid", "flags", "_idate", "_date", "size", "modseq", "_mb", "_headers", "_hbytes",
+                 "_text", "_blocks")
+
+    def __init__(self, mb: Mailbox, seq: int, facts: tuple[int, frozenset[str], float, int, int, bool],
+                 blocks: HeaderBlocks | None = None) -> None:
+        self._mb = mb
+        self._blocks = blocks
+        self.reset(seq, facts)
+
+    def reset(self, seq: int, facts: tuple[int, frozenset[str], float, int, int, bool]) -> None:
+        """Become another message (a search probes every message with one object and keeps only
+        the ones that match)."""
+        uid, flags, idate, size, modseq, recent = facts
+        self.seq = seq
+        self.uid = uid
+        self.flags = flags | {RECENT} if recent else flags
+        self._idate = idate
+        self._date: datetime | None = None
+        self.size = size
+        self.modseq = modseq
+        self._headers: dict[str, list[str]] | None = None
+        self._hbytes: bytes | None = None
+        self._text: str | None = None
+
+    @property
+    def internal_date(self) -> datetime:
+        """Made on first use: most searches never look at dates."""
+        if self._date is None:
+            self._date = datetime.fromtimestamp(self._idate, UTC)
+        return self._date
+
+    def header_bytes(self) -> bytes:
+        if self._hbytes is None and self._blocks is not None:
+            self._hbytes = self._blocks.get(self.uid)
+        if self._hbytes is None:
+            try:
+                self._hbytes = self._mb.get_section(self.uid, StoreSection((), "HEADER"))
+            except MessageExpunged:
+                self._hbytes = b""
+        return self._hbytes
+
+    def header(self, name: str) -> list[str]:
+        """The values of header ``name``: only that field is looked for (most searches name one)."""
+        key = name.lower()
+        if self._headers is None:
+            self._headers = {}
+        found = self._headers.get(key)
+        if found is None:
+            shared = self._blocks.fields if self._blocks is not None else None
+            found = shared.get((key, self.uid)) if shared is not None else None
+            if found is None:
+                found = _header_values(self.header_bytes(), key)
+                if shared is not None:
+                    shared[(key, self.uid)] = found
+            self._headers[key] = found
+        return found
+
+    def text(self) -> str:
+        if self._text is None:
+            try:
+                raw = self._mb.open_message(self.uid)
+            except MessageExpunged:
+                raw = b""
+            self._text = _body_text(raw)
+        return self._text
+
+
+_SINGLE_HEADER_READS = 32
+
+
+class HeaderBlocks:
+    """The header blocks the store keeps in its index, fetched in one go the first time a search
+    needs any header (most searches never do)."""
+
+    __slots__ = ("_mb", "_blocks", "fields", "_misses")
+
+    def __init__(self, mb: Mailbox) -> None:
+        self._mb = mb
+        self._misses = 0
+        self._blocks: dict[int, bytes] | None = None
+        self.fields = mb.header_cache()  # field values the store keeps between searches, if any
+
+    def get(self, uid: int) -> bytes | None:
+        if self._blocks is None:
+            self._misses += 1
+            if self._misses <= _SINGLE_HEADER_READS:  # a few new messages: read just theirs
+                return self._mb.cached_headers((uid,)).get(uid)
+            self._blocks = self._mb.cached_headers(self._mb.uids)
+        return self._blocks.get(uid)
+
+    def values(self, name: str, uid: int) -> list[str]:
+        """The raw values of field ``name`` (lower case) of message ``uid``, through the shared cache."""
+        fields = self.fields
+        if fields is None:
+            fields = self.fields = {}
+        found = fields.get((name, uid))
+        if found is None:
+            raw = self.get(uid)
+            if raw is None:
+                try:
+                    raw = self._mb.get_section(uid, StoreSection((), "HEADER"))
+                except MessageExpunged:
+                    raw = b""
+            found = fields[(name, uid)] = _header_values(raw, name)
+        return found
+
+
+@functools.lru_cache(maxsize=256)
+def _field_regex(name: str) -> re.Pattern[bytes]:
+    return re.compile(rb"^" + re.escape(name.encode("utf-8", "replace")) + rb"[ \t]*:(.*(?:\r?\n[ \t].*)*)",
+                      re.IGNORECASE | re.MULTILINE)
+
+
+def _header_values(raw: bytes, name: str) -> list[str]:
+    """What ``_parse_headers(raw).get(name, [])`` gives, found by one regex scan instead of a parse."""
+    if not name or ":" in name or "\n" in name or "\r" in name:
+        return _parse_headers(raw).get(name, [])
+    out = []
+    for m in _field_regex(name).finditer(raw):
+        value = m.group(1).decode("utf-8", "replace")
+        out.append(value.replace("\r\n", "").replace("\n", "").strip())
+    return out
+
+
+def _parse_headers(raw: bytes) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    text = raw.decode("utf-8", "replace").replace("\r\n", "\n")
+    name = None
+    value: list[str] = []
+    for line in text.split("\n"):
+        if line[:1] in (" ", "\t") and name is not None:
+            value.append(line)
+            continue
+        if name is not None:
+            out.setdefault(name, []).append("".join(value).strip())
+        name = None
+        if ":" in line:
+            n, _, v = line.partition(":")
+            name, value = n.strip().lower(), [v]
+    if name is not None:
+        out.setdefault(name, []).append("".join(value).strip())
+    return out
+
+
+def _body_text(raw: bytes) -> str:
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    parts = []
+    for part in msg.walk():
+        if part.is_multipart() or part.get_content_maintype() not in ("text", "message"):
+            continue
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            continue
+        charset = part.get_content_charset() or "utf-8"
+        try:
+            parts.append(payload.decode(charset, "replace"))
+        except LookupError:
+            parts.append(payload.decode("utf-8", "replace"))
+    return "\n".join(parts)
