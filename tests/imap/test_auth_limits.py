@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from dovetail.imap.auth import AuthPenalty
 from dovetail.imap.limits import Limits
 from dovetail.mailauth.failures import shared_penalty
 from tests.imap.imap_testkit import RawClient
@@ -145,23 +144,6 @@ def test_starttls(make_server, monkeypatch):
     m.logout()
 
 
-def test_penalty_grows_then_locks():
-    now = [0.0]
-    p = AuthPenalty(base_delay=1.0, max_delay=8.0, lockout=5, window=60.0, clock=lambda: now[0])
-    delays = [p.record_failure("alice", "10.0.0.1") for _ in range(4)]
-    assert delays == [1.0, 2.0, 4.0, 8.0]
-    assert not p.blocked("alice", "10.0.0.2")
-    p.record_failure("alice", "10.0.0.1")
-    assert p.blocked("alice", "10.0.0.9")  # per user
-    assert p.blocked("someone", "10.0.0.1")  # per IP
-    assert not p.blocked("bob", "10.0.0.2")
-    now[0] = 61.0
-    assert not p.blocked("alice", "10.0.0.1")  # failures age out
-    p.record_failure("bob", "10.0.0.3")
-    p.record_success("bob", "10.0.0.3")
-    assert p.failures("bob", "10.0.0.3") == 0
-
-
 def test_failed_logins_are_delayed_then_unavailable(make_server):
     lim = Limits(auth_fail_base_delay=0.05, auth_fail_max_delay=0.2, auth_fail_lockout=4, max_auth_attempts=100)
     srv = make_server(limits=lim, **NO_STORAGE)
@@ -287,8 +269,8 @@ def test_start_on_an_already_bound_socket(tmp_path):
     import asyncio
     import socket
 
-    from dovetail.imap.auth import DictAuthenticator
     from dovetail.imap.server import ImapServer
+    from dovetail.mailauth.accounts import DictAuthenticator
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -345,7 +327,7 @@ def test_two_imap_servers_sharing_a_ledger_lock_a_user_out_together(make_server,
 
 def test_two_imap_servers_sharing_slots_enforce_one_limit(make_server, tmp_path) -> None:
     """As two imapd workers: the per-user and per-IP limits hold across both, not in each."""
-    from dovetail.slots import SLOTS_FILE, SharedSlots
+    from dovetail.mailauth.slots import SLOTS_FILE, SharedSlots
 
     path = tmp_path / SLOTS_FILE.format(service="imapd")
     lim = Limits(max_connections_per_user=1, max_connections_per_ip=3)

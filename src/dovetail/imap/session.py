@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dovetail.imap import commands_mailbox, commands_message
-from dovetail.imap.auth import Account, Authenticator, AuthPenalty
 from dovetail.imap.limits import Limits
 from dovetail.imap.parser import (
     Atom,
@@ -34,7 +33,9 @@ from dovetail.imap.parser import (
 from dovetail.imap.response import flag_list
 from dovetail.imap.state import ANY, AUTH, NOAUTH, SEL, CommandError, Selected, State
 from dovetail.log import get_logger
-from dovetail.slots import MemorySlots, Slots
+from dovetail.mailauth.accounts import Account, Authenticator
+from dovetail.mailauth.penalty import AuthPenalty
+from dovetail.mailauth.slots import MemorySlots, Slots
 from dovetail.storage.api import Changes, InvalidSection, MailStorage, StorageError
 
 log = get_logger("imap")
@@ -53,7 +54,7 @@ class ConnInfo:
 
 class UserRegistry:
     """Connections per user, shared by the sessions of one server (and by the workers of a service
-    when ``slots`` is shared, see :mod:`dovetail.slots`)."""
+    when ``slots`` is shared, see :mod:`dovetail.mailauth.slots`)."""
 
     def __init__(self, limit: int, slots: Slots | None = None) -> None:
         self.limit = limit

@@ -19,10 +19,10 @@ from sqlalchemy.engine import Engine
 from dovetail.directory.addresses import AddressError, split_address
 from dovetail.directory.schema import domains, tenants
 from dovetail.directory.store import Directory
-from dovetail.imap.auth import AuthPenalty
 from dovetail.intake.mx import to_queue_envelope
 from dovetail.log import get_logger
 from dovetail.mailauth.passwords import verify_async
+from dovetail.mailauth.penalty import AuthPenalty
 from dovetail.outbound.credentials import SmtpCredentials
 from dovetail.outbound.limits import SendLimiter
 from dovetail.queue import Queue, QueueWriter
