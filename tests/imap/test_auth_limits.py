@@ -7,7 +7,9 @@ import imaplib
 import os
 import time
 
+import imapclient
 import pytest
+from imapclient import IMAPClient
 
 from dovetail.imap.limits import Limits
 from dovetail.mailauth.failures import shared_penalty
@@ -83,6 +85,49 @@ def test_imaplib_authenticate(make_server):
     typ, _ = m.authenticate("PLAIN", lambda _: b"\x00alice\x00wonderland")
     assert typ == "OK"
     m.logout()
+
+
+def test_authenticate_plain_with_another_users_authzid_is_refused_and_counted(make_server):
+    """One rule with submission: PLAIN naming someone else as authorization identity is refused before the
+    password is checked (as Dovecot without master users), and counts as a failed login."""
+    srv = make_server(**NO_STORAGE)
+    c = IMAPClient("127.0.0.1", port=srv.port, ssl=False, timeout=10)
+    with pytest.raises(imapclient.exceptions.LoginError, match=r"\[AUTHORIZATIONFAILED\]"):
+        c.plain_login("alice", "wonderland", authorization_identity="bob")
+    assert srv.server.penalty.failures("alice", "127.0.0.1") == 1
+    c.plain_login("alice", "wonderland", authorization_identity="alice")  # its own identity is fine
+    assert srv.server.penalty.failures("alice", "127.0.0.1") == 0
+    c.logout()
+
+
+def test_imaplib_authenticate_login_mechanism(make_server):
+    srv = make_server(**NO_STORAGE)
+    asked: list[bytes] = []
+
+    def login_mech(challenge: bytes) -> bytes:
+        asked.append(challenge)
+        return {b"Username:": b"bob", b"Password:": b"builder"}[challenge]
+
+    m = imaplib.IMAP4("127.0.0.1", srv.port, timeout=10)
+    typ, _ = m.authenticate("LOGIN", login_mech)
+    assert typ == "OK" and asked == [b"Username:", b"Password:"]
+    m.logout()
+
+
+def test_authenticate_sasl_errors(make_server):
+    srv = make_server(**NO_STORAGE)
+    c = RawClient(srv.port)
+    assert c.cmd(b"a AUTHENTICATE PLAIN " + base64.b64encode(b"alice\x00wonderland"))[-1] == \
+        b"a BAD Invalid PLAIN response."
+    assert c.cmd(b"b AUTHENTICATE PLAIN =")[-1] == b"b BAD Invalid PLAIN response."
+    assert c.cmd(b"c AUTHENTICATE PLAIN %%%")[-1] == b"c BAD Invalid base64 data in initial response"
+    assert c.cmd(b"d AUTHENTICATE XOAUTH2")[-1] == b"d NO Unsupported authentication mechanism."
+    c.send(b"e AUTHENTICATE LOGIN\r\n")
+    c.readline()
+    c.send(base64.b64encode(b"al\x00ice") + b"\r\n")
+    assert c.read_until_tagged(b"e")[-1] == b"e BAD NUL in user name."
+    assert c.cmd(b"f NOOP")[-1].startswith(b"f OK")
+    c.close()
 
 
 def test_login_with_literals(make_server):
