@@ -188,6 +188,14 @@ class SubmissionBackend:
         await asyncio.to_thread(self.penalty.record_success, username, ip)
         return user
 
+    async def refuse_login(self, session: SessionInfo, mechanism: str, username: str) -> None:
+        """Refused before the password check (another user's authorization identity): counted and delayed
+        like a wrong password, as Dovecot's auth penalty counts it."""
+        ip = session.client_ip
+        await asyncio.sleep(await asyncio.to_thread(self.penalty.record_failure, username, ip))
+        log.info(f"authentication failed: mechanism={mechanism}, user={username[:100]}, rip={ip}, "
+                 "authorization as another user")
+
     async def _check(self, username: str, password: str) -> str | None:
         if "@" in username:
             row = await asyncio.to_thread(self.directory.mailbox_get, username)
