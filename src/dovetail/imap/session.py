@@ -458,7 +458,8 @@ class Session:
         elif isinstance(step, Credentials):
             await self._login(tag, step.authcid, step.password, step.mechanism)
         elif step.reason is Reason.AUTHZID:
-            # Refused before any password check, and counted as a failed login, as Dovecot does.
+            # Refused before any password check and counted as a failed login, as Dovecot does; Dovecot 2.3
+            # says [AUTHENTICATIONFAILED], RFC 5530's [AUTHORIZATIONFAILED] tells the client why.
             mech = exchange.mechanism.name if exchange.mechanism else "PLAIN"
             await self._refuse(tag, step.authcid, mech, "AUTHORIZATIONFAILED",
                                "Authorization as another user is not allowed.")
