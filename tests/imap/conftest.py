@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from dovetail.imap.auth import DictAuthenticator
 from dovetail.imap.limits import Limits
 from dovetail.imap.server import ImapServer
+from dovetail.mailauth.accounts import DictAuthenticator
 from tests.imap.imap_testkit import ServerThread, have_storage
 
 USERS = {"alice": "wonderland", "bob": "builder"}

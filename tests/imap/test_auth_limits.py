@@ -7,9 +7,10 @@ import imaplib
 import os
 import time
 
+import imapclient
 import pytest
+from imapclient import IMAPClient
 
-from dovetail.imap.auth import AuthPenalty
 from dovetail.imap.limits import Limits
 from dovetail.mailauth.failures import shared_penalty
 from tests.imap.imap_testkit import RawClient
@@ -86,6 +87,49 @@ def test_imaplib_authenticate(make_server):
     m.logout()
 
 
+def test_authenticate_plain_with_another_users_authzid_is_refused_and_counted(make_server):
+    """One rule with submission: PLAIN naming someone else as authorization identity is refused before the
+    password is checked (as Dovecot without master users), and counts as a failed login."""
+    srv = make_server(**NO_STORAGE)
+    c = IMAPClient("127.0.0.1", port=srv.port, ssl=False, timeout=10)
+    with pytest.raises(imapclient.exceptions.LoginError, match=r"\[AUTHORIZATIONFAILED\]"):
+        c.plain_login("alice", "wonderland", authorization_identity="bob")
+    assert srv.server.penalty.failures("alice", "127.0.0.1") == 1
+    c.plain_login("alice", "wonderland", authorization_identity="alice")  # its own identity is fine
+    assert srv.server.penalty.failures("alice", "127.0.0.1") == 0
+    c.logout()
+
+
+def test_imaplib_authenticate_login_mechanism(make_server):
+    srv = make_server(**NO_STORAGE)
+    asked: list[bytes] = []
+
+    def login_mech(challenge: bytes) -> bytes:
+        asked.append(challenge)
+        return {b"Username:": b"bob", b"Password:": b"builder"}[challenge]
+
+    m = imaplib.IMAP4("127.0.0.1", srv.port, timeout=10)
+    typ, _ = m.authenticate("LOGIN", login_mech)
+    assert typ == "OK" and asked == [b"Username:", b"Password:"]
+    m.logout()
+
+
+def test_authenticate_sasl_errors(make_server):
+    srv = make_server(**NO_STORAGE)
+    c = RawClient(srv.port)
+    assert c.cmd(b"a AUTHENTICATE PLAIN " + base64.b64encode(b"alice\x00wonderland"))[-1] == \
+        b"a BAD Invalid PLAIN response."
+    assert c.cmd(b"b AUTHENTICATE PLAIN =")[-1] == b"b BAD Invalid PLAIN response."
+    assert c.cmd(b"c AUTHENTICATE PLAIN %%%")[-1] == b"c BAD Invalid base64 data in initial response"
+    assert c.cmd(b"d AUTHENTICATE XOAUTH2")[-1] == b"d NO Unsupported authentication mechanism."
+    c.send(b"e AUTHENTICATE LOGIN\r\n")
+    c.readline()
+    c.send(base64.b64encode(b"al\x00ice") + b"\r\n")
+    assert c.read_until_tagged(b"e")[-1] == b"e BAD NUL in user name."
+    assert c.cmd(b"f NOOP")[-1].startswith(b"f OK")
+    c.close()
+
+
 def test_login_with_literals(make_server):
     srv = make_server(**NO_STORAGE)
     c = RawClient(srv.port)
@@ -143,23 +187,6 @@ def test_starttls(make_server, monkeypatch):
     m = imaplib.IMAP4_SSL("127.0.0.1", srv2.port, ssl_context=client_ctx)
     assert m.login("bob", "builder")[0] == "OK"
     m.logout()
-
-
-def test_penalty_grows_then_locks():
-    now = [0.0]
-    p = AuthPenalty(base_delay=1.0, max_delay=8.0, lockout=5, window=60.0, clock=lambda: now[0])
-    delays = [p.record_failure("alice", "10.0.0.1") for _ in range(4)]
-    assert delays == [1.0, 2.0, 4.0, 8.0]
-    assert not p.blocked("alice", "10.0.0.2")
-    p.record_failure("alice", "10.0.0.1")
-    assert p.blocked("alice", "10.0.0.9")  # per user
-    assert p.blocked("someone", "10.0.0.1")  # per IP
-    assert not p.blocked("bob", "10.0.0.2")
-    now[0] = 61.0
-    assert not p.blocked("alice", "10.0.0.1")  # failures age out
-    p.record_failure("bob", "10.0.0.3")
-    p.record_success("bob", "10.0.0.3")
-    assert p.failures("bob", "10.0.0.3") == 0
 
 
 def test_failed_logins_are_delayed_then_unavailable(make_server):
@@ -287,8 +314,8 @@ def test_start_on_an_already_bound_socket(tmp_path):
     import asyncio
     import socket
 
-    from dovetail.imap.auth import DictAuthenticator
     from dovetail.imap.server import ImapServer
+    from dovetail.mailauth.accounts import DictAuthenticator
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -345,7 +372,7 @@ def test_two_imap_servers_sharing_a_ledger_lock_a_user_out_together(make_server,
 
 def test_two_imap_servers_sharing_slots_enforce_one_limit(make_server, tmp_path) -> None:
     """As two imapd workers: the per-user and per-IP limits hold across both, not in each."""
-    from dovetail.slots import SLOTS_FILE, SharedSlots
+    from dovetail.mailauth.slots import SLOTS_FILE, SharedSlots
 
     path = tmp_path / SLOTS_FILE.format(service="imapd")
     lim = Limits(max_connections_per_user=1, max_connections_per_ip=3)

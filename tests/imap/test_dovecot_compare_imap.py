@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from imapclient import IMAPClient
 
-from dovetail.imap.auth import Account
 from dovetail.imap.limits import Limits
 from dovetail.imap.server import ImapServer
+from dovetail.mailauth.accounts import Account
 from dovetail.mime.parser import to_crlf
 from tests.imap.imap_testkit import RawClient, ServerThread, needs_storage
 from tests.interop_dovecot import dovecot  # noqa: F401

@@ -10,10 +10,10 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dovetail.imap.auth import DictAuthenticator
 from dovetail.imap.commands import CommandSession
 from dovetail.imap.limits import Limits
 from dovetail.imap.session import ConnInfo, Session
+from dovetail.mailauth.accounts import DictAuthenticator
 from tests.imap.memstore import MemStorages
 
 MSG = b"From: a@example.com\r\nSubject: hi\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8gd29ybGQ=\r\n"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dovetail.imap.auth import AuthPenalty, MemoryLedger
 from dovetail.mailauth.failures import LEDGER_FILE, SqliteLedger, shared_penalty
+from dovetail.mailauth.penalty import AuthPenalty, MemoryLedger
 
 
 def test_two_penalties_on_one_ledger_count_together(tmp_path: Path) -> None:

@@ -177,6 +177,37 @@ def test_failed_logins_slow_down_then_lock_out(submission) -> None:  # noqa: ANN
     assert queued(queue) == []
 
 
+def test_auth_plain_and_login_with_and_without_initial_response(submission) -> None:  # noqa: ANN001
+    srv, queue, certs = submission
+    for mech in ("PLAIN", "LOGIN"):
+        for initial in (True, False):
+            with client(srv, certs) as c:
+                c.user, c.password = "alice@acme.example", "alice-pw"
+                code, text = c.auth(mech, getattr(c, f"auth_{mech.lower()}"), initial_response_ok=initial)
+                assert (code, text) == (235, b"2.7.0 Authentication successful")
+                c.sendmail("alice@acme.example", ["bob@example.org"], msg("alice@acme.example"))
+    assert len(queued(queue)) == 4
+
+
+def test_auth_plain_with_another_users_authzid_is_refused_and_counted(submission) -> None:  # noqa: ANN001
+    """The rule IMAP follows too: an authorization identity other than the user is refused before the password
+    is checked (Dovecot without master users), with 535 5.7.8, and counts as a failed login."""
+    srv, queue, certs = submission
+    penalty = srv.server.backend.penalty
+    penalty.base_delay = 0.01
+    with client(srv, certs) as c:
+        with pytest.raises(smtplib.SMTPAuthenticationError) as exc:
+            c.auth("PLAIN", lambda challenge=None: "gina@globex.example\0alice@acme.example\0alice-pw")
+        assert exc.value.smtp_code == 535 and exc.value.smtp_error.startswith(b"5.7.8 ")
+        assert penalty.failures("alice@acme.example", "127.0.0.1") == 1
+        with pytest.raises(smtplib.SMTPSenderRefused):  # not logged in as anyone
+            c.sendmail("alice@acme.example", ["bob@example.org"], msg("alice@acme.example"))
+    with client(srv, certs) as c:  # naming oneself is allowed
+        code, _ = c.auth("PLAIN", lambda challenge=None: "alice@acme.example\0alice@acme.example\0alice-pw")
+        assert code == 235
+    assert penalty.failures("alice@acme.example", "127.0.0.1") == 0
+
+
 def test_from_header_hidden_past_the_scan_window_is_refused(submission) -> None:  # noqa: ANN001
     """A second From: of another tenant pushed past the header scan by padding headers must not pass."""
     from dovetail.outbound.submission import MAX_HEADER_SCAN

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import trustme
 
-from dovetail.imap.auth import DictAuthenticator
 from dovetail.imap.limits import Limits
 from dovetail.imap.server import ImapServer
+from dovetail.mailauth.accounts import DictAuthenticator
 from dovetail.replies.service import RepliesService
 from dovetail.replies.sources.imap import ImapAccounts, ImapSource
 

@@ -21,9 +21,9 @@ pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 def test_engine_end_to_end(engine, tmp_path: Path, tls) -> None:  # noqa: ANN001, F811
-    from dovetail.imap.auth import DictAuthenticator
     from dovetail.imap.limits import Limits
     from dovetail.imap.server import ImapServer
+    from dovetail.mailauth.accounts import DictAuthenticator
 
     mail = tmp_path / "mail"
     box = mail / "bob"

@@ -83,6 +83,7 @@ class FileBackend:
         self.messages: list[Stored] = []
         self.sender_checks: list[tuple[str, MailParams]] = []
         self.recipient_checks: list[tuple[str, RcptParams]] = []
+        self.refused_logins: list[tuple[str, str]] = []
         self.write_gate: asyncio.Event | None = None
         self.commit_gate: asyncio.Event | None = None
         self.commit_entered = asyncio.Event()
@@ -115,6 +116,9 @@ class FileBackend:
 
     async def authenticate(self, session: SessionInfo, mechanism: str, username: str, password: str) -> str | None:
         return username if (username, password) == ("alice", "s3cret") else None
+
+    async def refuse_login(self, session: SessionInfo, mechanism: str, username: str) -> None:
+        self.refused_logins.append((mechanism, username))
 
     @property
     def committed(self) -> list[Stored]:

@@ -15,7 +15,7 @@ def standard(conn: SmtpConnection, event: ev.Event) -> Reply:
     """Accept everything, as a permissive backend would."""
     if isinstance(event, (ev.MessageEnd, ev.BdatEnd)) and (not isinstance(event, ev.BdatEnd) or event.last):
         return QUEUED
-    if isinstance(event, ev.Auth | ev.AuthResponse):
+    if isinstance(event, ev.Auth):
         return Reply(535, "5.7.8", "Error: authentication failed")
     return conn.default_reply(event)
 

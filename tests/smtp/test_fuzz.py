@@ -65,7 +65,7 @@ def test_random_command_lines_get_one_reply_each(lines: list[bytes], eol: bytes)
     _check_output(d)
     for event in d.events:
         assert isinstance(event, ev.Event)
-    modal = (ev.DataStart, ev.BdatStart, ev.Auth, ev.StartTls)  # these change how later lines are read
+    modal = (ev.DataStart, ev.BdatStart, ev.AuthChallenge, ev.StartTls)  # these change how later lines are read
     if not d.conn.closing and not any(isinstance(e, modal) for e in d.events):
         assert len(d.codes()) == len(lines) + 1
 

@@ -264,20 +264,35 @@ def test_starttls_discards_pipelined_plaintext_and_requires_ehlo() -> None:
 def test_auth_exchange_state() -> None:
     def answer(conn: SmtpConnection, event: ev.Event) -> Reply:
         if isinstance(event, ev.Auth):
-            return Reply(334, "", "")
-        if isinstance(event, ev.AuthResponse):
             return Reply(235, "2.7.0", "Authentication successful")
         return conn.default_reply(event)
 
     conn = SmtpConnection(auth_available=True, auth_plaintext=True)
     d = Driver(conn, answer)
     d.feed(b"EHLO x\r\nAUTH PLAIN\r\nAGFsaWNlAHMzY3JldA==\r\nAUTH PLAIN\r\n")
-    assert d.events[2] == ev.AuthResponse("AGFsaWNlAHMzY3JldA==")
+    assert d.events[1:3] == [ev.AuthChallenge(""), ev.Auth("PLAIN", "alice", "s3cret")]
     assert conn.authenticated and d.codes()[-1] == "503 5.5.1 Error: already authenticated"
     assert conn.protocol_name == "ESMTPA"
     cancel = Driver(SmtpConnection(auth_available=True, auth_plaintext=True), answer)
     cancel.feed(b"EHLO x\r\nAUTH LOGIN\r\n*\r\nAUTH FOO\r\n")
     assert cancel.codes()[-2:] == ["501 5.7.0 Authentication aborted", "504 5.5.4 Unrecognized authentication type"]
+
+
+def test_auth_sasl_outcomes_as_events() -> None:
+    conn = SmtpConnection(auth_available=True, auth_plaintext=True)
+    d = session(conn)
+    d.feed(b"AUTH PLAIN Ym9iAGFsaWNlAHMzY3JldA==\r\n")  # bob\0alice\0s3cret
+    refused = d.events[-1]
+    assert isinstance(refused, ev.AuthRefused) and (refused.mechanism, refused.username) == ("PLAIN", "alice")
+    assert d.codes()[-1].startswith("535 5.7.8 ")
+    d.feed(b"AUTH LOGIN YWxpY2U=\r\n")  # the user name as initial response
+    assert d.events[-1] == ev.AuthChallenge("UGFzc3dvcmQ6") and d.codes()[-1] == "334 UGFzc3dvcmQ6"
+    d.feed(b"\xff\xfe\r\n")  # not even UTF-8: bad base64, not a crash
+    assert d.codes()[-1] == "501 5.5.2 Error: cannot decode response"
+    d.feed(b"AUTH PLAIN =\r\nAUTH LOGIN\r\n" + b"QUFB" * 4000 + b"\r\nNOOP\r\n")
+    assert d.codes()[-4:] == ["501 5.5.2 Error: invalid PLAIN response", "334 VXNlcm5hbWU6",
+                              "500 5.5.2 Error: command line too long", "250 2.0.0 Ok"]
+    assert not conn.authenticated
 
 
 def test_data_chunks_are_bounded() -> None:

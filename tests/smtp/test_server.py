@@ -254,6 +254,18 @@ def test_auth_plain_and_login(start_server: Callable[..., ServerThread]) -> None
             assert s.sendmail("a@x.test", ["b@y.test"], b"x\r\n") == {}
 
 
+def test_auth_with_another_users_authzid_reaches_the_backend_as_a_refused_login(
+    start_server: Callable[..., ServerThread], backend: FileBackend
+) -> None:
+    srv = start_server(auth=True, auth_plaintext=True, listener="submission")
+    with smtplib.SMTP("127.0.0.1", srv.port) as s:
+        s.ehlo()
+        with pytest.raises(smtplib.SMTPAuthenticationError) as info:
+            s.auth("PLAIN", lambda challenge=None: "bob\0alice\0s3cret")
+        assert info.value.smtp_code == 535
+    assert backend.refused_logins == [("PLAIN", "alice")]
+
+
 def test_plaintext_auth_is_decided_per_client_address(start_server: Callable[..., ServerThread]) -> None:
     """Without TLS, AUTH is offered only to clients the policy trusts (loopback in production)."""
     asked: list[str] = []

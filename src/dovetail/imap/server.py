@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from dovetail.imap.auth import Account, Authenticator, AuthPenalty
 from dovetail.imap.limits import Limits
 from dovetail.imap.session import ConnInfo, Session, UserRegistry
 from dovetail.log import get_logger
+from dovetail.mailauth.accounts import Account, Authenticator
 from dovetail.mailauth.networks import in_networks, parse_networks
-from dovetail.slots import MemorySlots, Slots
+from dovetail.mailauth.penalty import AuthPenalty
+from dovetail.mailauth.slots import MemorySlots, Slots
 from dovetail.storage.api import MailStorage
 
 log = get_logger("imap")

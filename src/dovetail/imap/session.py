@@ -10,14 +10,12 @@ bytes, runs the IDLE wait and the STARTTLS handshake, and enforces the autologou
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from dovetail.imap.auth import Account, Authenticator, AuthPenalty
 from dovetail.imap.commands import COMMANDS as STORAGE_COMMANDS
 from dovetail.imap.limits import Limits
 from dovetail.imap.parser import (
@@ -34,7 +32,10 @@ from dovetail.imap.parser import (
 from dovetail.imap.response import flag_list
 from dovetail.imap.state import ANY, AUTH, NOAUTH, SEL, CommandError, Selected, State
 from dovetail.log import get_logger
-from dovetail.slots import MemorySlots, Slots
+from dovetail.mailauth.accounts import Account, Authenticator
+from dovetail.mailauth.penalty import AuthPenalty
+from dovetail.mailauth.sasl import MECHANISMS, Challenge, Credentials, Reason, SaslExchange, Step
+from dovetail.mailauth.slots import MemorySlots, Slots
 from dovetail.storage.api import Changes, InvalidSection, MailStorage, StorageError
 
 log = get_logger("imap")
@@ -53,7 +54,7 @@ class ConnInfo:
 
 class UserRegistry:
     """Connections per user, shared by the sessions of one server (and by the workers of a service
-    when ``slots`` is shared, see :mod:`dovetail.slots`)."""
+    when ``slots`` is shared, see :mod:`dovetail.mailauth.slots`)."""
 
     def __init__(self, limit: int, slots: Slots | None = None) -> None:
         self.limit = limit
@@ -74,15 +75,6 @@ BASE_CAPS = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "I
 AUTH_CAPS = ("UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "LIST-EXTENDED",
              "LIST-STATUS", "ESEARCH", "SEARCHRES", "CONDSTORE", "QRESYNC", "STATUS=SIZE", "SORT",
              "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "UTF8=ACCEPT", "BINARY", "UNAUTHENTICATE")
-
-
-@dataclass
-class _SaslState:
-    tag: str
-    mech: str
-    step: int = 0
-    username: str = ""
-    data: dict[str, str] = field(default_factory=dict)
 
 
 class Session:
@@ -120,7 +112,7 @@ class Session:
         self.logout_reason = "Connection closed"
         self._out = bytearray()
         self._flag_lists: dict[tuple[frozenset[str], bool], bytes] = {}
-        self._sasl: _SaslState | None = None
+        self._sasl: tuple[str, SaslExchange] | None = None  # tag and exchange awaiting a line
         self._user_slot: str | None = None
         self._last_activity = self._started = time.monotonic()
         self._idle_started = 0.0
@@ -424,22 +416,20 @@ class Session:
         if not cmd.args or not isinstance(cmd.args[0], Atom):
             raise ParseError("AUTHENTICATE needs a mechanism")
         mech = cmd.args[0].value.upper()
-        if mech not in ("PLAIN", "LOGIN"):
+        if mech not in MECHANISMS:
             raise CommandError("Unsupported authentication mechanism.")
         if not self.conn.secure:
             raise CommandError("Plaintext authentication disallowed on non-secure (SSL/TLS) connections.",
                                "PRIVACYREQUIRED")
         if len(cmd.args) > 2:
             raise ParseError("Too many arguments")
-        self._sasl = _SaslState(cmd.tag, mech)
+        initial = None
         if len(cmd.args) == 2:  # SASL-IR
-            initial = cmd.args[1]
-            if not isinstance(initial, Atom | String):
+            if not isinstance(cmd.args[1], Atom | String):
                 raise ParseError("Invalid initial response")
-            await self._sasl_step(astring(initial))
-            return
-        self.write("+ " if mech == "PLAIN" else "+ " + base64.b64encode(b"Username:").decode())
-        self.parser.expect_line()
+            initial = astring(cmd.args[1])
+        exchange = SaslExchange()
+        await self._sasl_step(cmd.tag, exchange, exchange.start(mech, initial), initial is not None)
 
     async def _line(self, ev: Line) -> None:
         if self.idling:
@@ -451,49 +441,34 @@ class Session:
             self._tagged(tag, "OK", "Idle completed.")
             return
         if self._sasl is not None:
+            (tag, exchange), self._sasl = self._sasl, None
             if ev.too_long:
-                sasl, self._sasl = self._sasl, None
-                self._bad(sasl.tag, "Authentication response too long")
+                self._bad(tag, "Authentication response too long")
                 return
-            await self._sasl_step(ev.data)
+            await self._sasl_step(tag, exchange, exchange.receive(ev.data), False)
             return
         self._bad("*", "Unexpected line")
 
-    async def _sasl_step(self, data: bytes) -> None:
-        sasl = self._sasl
-        assert sasl is not None
-        if data.strip() == b"*":
-            self._sasl = None
-            self._bad(sasl.tag, "Authentication aborted by client.")
-            return
-        try:
-            raw = b"" if data.strip() == b"=" else base64.b64decode(data.strip(), validate=True)
-            text = raw.decode("utf-8")
-        except (ValueError, UnicodeDecodeError):
-            self._sasl = None
-            self._bad(sasl.tag, "Invalid base64 data in continued response")
-            return
-        if sasl.mech == "PLAIN":
-            self._sasl = None
-            parts = text.split("\x00")
-            if len(parts) != 3:
-                self._bad(sasl.tag, "Invalid PLAIN response")
-                return
-            authzid, user, password = parts
-            if authzid and authzid != user:
-                self._tagged(sasl.tag, "NO", "Authorization as another user is not allowed.",
-                             "AUTHORIZATIONFAILED")
-                return
-            await self._login(sasl.tag, user, password, "PLAIN")
-            return
-        if sasl.step == 0:  # LOGIN: user name, then password
-            sasl.username = text
-            sasl.step = 1
-            self.write("+ " + base64.b64encode(b"Password:").decode())
+    async def _sasl_step(self, tag: str, exchange: SaslExchange, step: Step, initial: bool) -> None:
+        """Answer one step of the SASL exchange (:mod:`dovetail.mailauth.sasl`)."""
+        if isinstance(step, Challenge):
+            self._sasl = (tag, exchange)
+            self.write("+ " + step.base64)
             self.parser.expect_line()
-            return
-        self._sasl = None
-        await self._login(sasl.tag, sasl.username, text, "LOGIN")
+        elif isinstance(step, Credentials):
+            await self._login(tag, step.authcid, step.password, step.mechanism)
+        elif step.reason is Reason.AUTHZID:
+            # Refused before any password check and counted as a failed login, as Dovecot does; Dovecot 2.3
+            # says [AUTHENTICATIONFAILED], RFC 5530's [AUTHORIZATIONFAILED] tells the client why.
+            mech = exchange.mechanism.name if exchange.mechanism else "PLAIN"
+            await self._refuse(tag, step.authcid, mech, "AUTHORIZATIONFAILED",
+                               "Authorization as another user is not allowed.")
+        elif step.reason is Reason.UNSUPPORTED:
+            self._tagged(tag, "NO", "Unsupported authentication mechanism.")
+        elif step.reason in (Reason.BAD_BASE64, Reason.BAD_UTF8):
+            self._bad(tag, "Invalid base64 data in " + ("initial response" if initial else "continued response"))
+        else:
+            self._bad(tag, step.text + ".")
 
     async def _login(self, tag: str, user: str, password: str, method: str) -> None:
         ip = self.conn.remote_ip
@@ -507,12 +482,7 @@ class Session:
         else:
             account = await self.authenticator.authenticate(user, password, ip)
         if account is None:
-            delay = await asyncio.to_thread(self.penalty.record_failure, user, ip)
-            await asyncio.sleep(delay)
-            log.info(f"Aborted login (auth failed): user=<{user}>, method={method}, rip={ip}, "
-                     f"lip={self.conn.local_ip}")
-            self._tagged(tag, "NO", "Authentication failed.", "AUTHENTICATIONFAILED")
-            await self._after_failure()
+            await self._refuse(tag, user, method, "AUTHENTICATIONFAILED", "Authentication failed.")
             return
         if not await asyncio.to_thread(self.users.acquire, account.username):
             self._tagged(tag, "NO", "Maximum number of connections from user exceeded.", "LIMIT")
@@ -533,6 +503,16 @@ class Session:
         log.info(f"Login: user=<{account.username}>, method={method}, rip={ip}, lip={self.conn.local_ip}, "
                  f"mpid={os.getpid()}" + (", TLS" if self.conn.tls else ""))
         self._tagged(tag, "OK", "Logged in", "CAPABILITY " + " ".join(self.capabilities()))
+
+    async def _refuse(self, tag: str, user: str, method: str, code: str, text: str) -> None:
+        """A failed login: counted in the penalty and answered after its delay."""
+        ip = self.conn.remote_ip
+        delay = await asyncio.to_thread(self.penalty.record_failure, user, ip)
+        await asyncio.sleep(delay)
+        log.info(f"Aborted login (auth failed): user=<{user}>, method={method}, rip={ip}, "
+                 f"lip={self.conn.local_ip}")
+        self._tagged(tag, "NO", text, code)
+        await self._after_failure()
 
     async def _after_failure(self) -> None:
         self.auth_failures += 1

@@ -128,3 +128,6 @@ class MxBackend:
 
     async def authenticate(self, session: SessionInfo, mechanism: str, username: str, password: str) -> str | None:
         return None  # the MX offers no AUTH; submission has its own backend
+
+    async def refuse_login(self, session: SessionInfo, mechanism: str, username: str) -> None:
+        return None  # the MX offers no AUTH

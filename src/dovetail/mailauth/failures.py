@@ -15,8 +15,8 @@ import threading
 import time
 from pathlib import Path
 
-from dovetail.imap.auth import AuthPenalty, FailureLedger, MemoryLedger
 from dovetail.log import get_logger
+from dovetail.mailauth.penalty import AuthPenalty, FailureLedger, MemoryLedger
 from dovetail.rundb import open_run_db, writing
 
 log = get_logger("auth")
@@ -32,7 +32,7 @@ CREATE INDEX IF NOT EXISTS failure_at ON failure(at);
 
 
 class SqliteLedger:
-    """A :class:`~dovetail.imap.auth.FailureLedger` in a file that several processes share."""
+    """A :class:`~dovetail.mailauth.penalty.FailureLedger` in a file that several processes share."""
 
     def __init__(self, path: Path, window: float) -> None:
         self.path = Path(path)

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from ..directory import Directory
-from ..imap.auth import Account
+from .accounts import Account
 from .passwords import VerifyCache
 
 _DUMMY_HASH = "{SSHA512}" + "A" * 100  # compared against for unknown users, so they cost about as much

@@ -184,7 +184,7 @@ async def run_imapd(ctx: WorkerContext) -> int:
     # Failed logins are counted across the workers of the service, not per process.
     penalty = shared_penalty(rt.layout.run, limits.auth_fail_base_delay, limits.auth_fail_max_delay,
                              limits.auth_fail_lockout, limits.auth_fail_window)
-    from ..slots import shared_slots
+    from ..mailauth.slots import shared_slots
 
     slots = shared_slots(rt.layout.run, "imapd")  # connections per IP and per user, across the workers
     servers = []

@@ -19,10 +19,10 @@ from sqlalchemy.engine import Engine
 from dovetail.directory.addresses import AddressError, split_address
 from dovetail.directory.schema import domains, tenants
 from dovetail.directory.store import Directory
-from dovetail.imap.auth import AuthPenalty
 from dovetail.intake.mx import to_queue_envelope
 from dovetail.log import get_logger
 from dovetail.mailauth.passwords import verify_async
+from dovetail.mailauth.penalty import AuthPenalty
 from dovetail.outbound.credentials import SmtpCredentials
 from dovetail.outbound.limits import SendLimiter
 from dovetail.queue import Queue, QueueWriter
@@ -187,6 +187,14 @@ class SubmissionBackend:
             return None
         await asyncio.to_thread(self.penalty.record_success, username, ip)
         return user
+
+    async def refuse_login(self, session: SessionInfo, mechanism: str, username: str) -> None:
+        """Refused before the password check (another user's authorization identity): counted and delayed
+        like a wrong password, as Dovecot's auth penalty counts it."""
+        ip = session.client_ip
+        await asyncio.sleep(await asyncio.to_thread(self.penalty.record_failure, username, ip))
+        log.info(f"authentication failed: mechanism={mechanism}, user={username[:100]}, rip={ip}, "
+                 "authorization as another user")
 
     async def _check(self, username: str, password: str) -> str | None:
         if "@" in username:

@@ -82,3 +82,8 @@ class Backend(Protocol):
     async def authenticate(self, session: SessionInfo, mechanism: str, username: str, password: str) -> str | None:
         """The authenticated user name, or None when the credentials are wrong."""
         ...
+
+    async def refuse_login(self, session: SessionInfo, mechanism: str, username: str) -> None:
+        """A login the engine refused before any password check (PLAIN naming another user as authorization
+        identity): count it as a failed login, as a wrong password is."""
+        ...

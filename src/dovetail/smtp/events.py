@@ -143,16 +143,29 @@ class StartTls(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class Auth(Event):
-    mechanism: str  # upper-cased
-    initial: str | None  # initial response as sent (base64 or "="), None when absent
+class AuthChallenge(Event):
+    """The SASL exchange wants another client line: reply ``334`` with ``challenge`` (base64)."""
+
+    challenge: str
 
 
 @dataclass(frozen=True, slots=True)
-class AuthResponse(Event):
-    """A client line answering a 334 challenge (base64 text)."""
+class Auth(Event):
+    """A complete SASL exchange (:mod:`dovetail.mailauth.sasl`): check the credentials, reply 235 or 535."""
 
-    data: str
+    mechanism: str  # upper-cased
+    username: str
+    password: str = field(repr=False)  # kept out of logs and tracebacks
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRefused(Event):
+    """A login refused before any password check (PLAIN naming another user as authorization identity);
+    it counts as a failed login. Send ``reply``."""
+
+    mechanism: str
+    username: str
+    reply: Reply
 
 
 @dataclass(frozen=True, slots=True)

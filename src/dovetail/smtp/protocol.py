@@ -9,7 +9,9 @@ This core streams DATA in bounded chunks with dot-unstuffing done on whole block
 Usage: ``receive_data(bytes)``; loop ``next_event()`` until ``NeedData``; answer every event whose
 ``needs_reply`` is true with ``send_reply(reply)`` (``default_reply(event)`` gives the standard answer
 for commands that need no policy). The core learns the outcome of MAIL, RCPT, DATA, STARTTLS and AUTH
-from the reply code it is asked to send, so policy stays outside.
+from the reply code it is asked to send, so policy stays outside. AUTH's SASL exchange (challenges,
+base64, cancel, the authorization-identity rule) runs here through :mod:`dovetail.mailauth.sasl`, the
+one IMAP uses too; the backend sees only the final credentials.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import re
 from enum import Enum
 
+from dovetail.mailauth.sasl import Challenge, Credentials, Reason, SaslExchange, Step
 from dovetail.smtp import events as ev
 from dovetail.smtp.address import AddressError, mail_params, parse_params, parse_path, rcpt_params
 from dovetail.smtp.limits import Limits
@@ -72,7 +75,7 @@ class SmtpConnection:
         self._buf = bytearray()
         self._pending: ev.Event | None = None
         self._skip_long_line = False
-        self._auth_wait = False
+        self._sasl: SaslExchange | None = None  # an exchange waiting for the client's next line
         self.last_verb = ""  # lower-case verb of the last command line read ("unknown" if not one)
         self._reset_transaction()
 
@@ -176,8 +179,10 @@ class SmtpConnection:
             return Reply(220, "2.0.0", "Ready to start TLS")
         if isinstance(event, ev.DataStart):
             return _GO_AHEAD
-        if isinstance(event, ev.ProtocolError):
+        if isinstance(event, (ev.ProtocolError, ev.AuthRefused)):
             return event.reply
+        if isinstance(event, ev.AuthChallenge):
+            return Reply(334, "", event.challenge)
         if isinstance(event, ev.Mail):
             return _MAIL_OK
         if isinstance(event, ev.Rcpt):
@@ -253,8 +258,10 @@ class SmtpConnection:
                 self.esmtp = False
                 self.state = State.INIT
                 self._reset_transaction()
-        elif isinstance(event, (ev.Auth, ev.AuthResponse)):
-            self._auth_wait = reply.code == 334
+        elif isinstance(event, ev.AuthChallenge):
+            if reply.code != 334:
+                self._sasl = None
+        elif isinstance(event, ev.Auth):
             if reply.code == 235:
                 self.authenticated = True
         elif isinstance(event, ev.ProtocolError):
@@ -269,7 +276,7 @@ class SmtpConnection:
     def _read_line(self) -> tuple[bytes | None, ev.Event | None]:
         """One complete line without its ending, or an error event, or (None, None) for NeedData."""
         buf = self._buf
-        limit = self.limits.max_auth_line if self._auth_wait else self.limits.max_command_line
+        limit = self.limits.max_auth_line if self._sasl is not None else self.limits.max_command_line
         nl = buf.find(b"\n")
         if nl < 0:
             if len(buf) > limit:  # hopeless: drop it and skip to the next LF
@@ -280,7 +287,7 @@ class SmtpConnection:
         del buf[: nl + 1]
         if self._skip_long_line or nl + 1 > limit:
             self._skip_long_line = False
-            self._auth_wait = False
+            self._sasl = None
             return None, ev.ProtocolError(Reply(500, "5.5.2", "Error: command line too long"))
         if line.endswith(b"\r"):
             line = line[:-1]
@@ -300,17 +307,14 @@ class SmtpConnection:
             return error
         if raw is None:
             return ev.NeedData()
+        if self._sasl is not None:
+            exchange, self._sasl = self._sasl, None
+            self.last_verb = "auth"
+            return self._sasl_event(exchange, exchange.receive(raw))
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
-            self._auth_wait = False
             return ev.ProtocolError(Reply(500, "5.5.2", "Error: bad UTF-8 syntax"))
-        if self._auth_wait:
-            self._auth_wait = False
-            self.last_verb = "auth"
-            if line == "*":
-                return ev.ProtocolError(Reply(501, "5.7.0", "Authentication aborted"))
-            return ev.AuthResponse(line)
         verb, _, arg = line.partition(" ")
         verb = verb.upper()
         handler = _COMMANDS.get(verb)
@@ -476,7 +480,27 @@ class SmtpConnection:
         mech = parts[0].upper()
         if mech not in self.auth_mechanisms:
             return ev.ProtocolError(Reply(504, "5.5.4", "Unrecognized authentication type"))
-        return ev.Auth(mech, parts[1] if len(parts) == 2 else None)
+        exchange = SaslExchange(max_line=self.limits.max_auth_line)
+        return self._sasl_event(exchange, exchange.start(mech, parts[1] if len(parts) == 2 else None))
+
+    def _sasl_event(self, exchange: SaslExchange, step: Step) -> ev.Event:
+        """One step of the SASL exchange (:mod:`dovetail.mailauth.sasl`) as an event."""
+        if isinstance(step, Challenge):
+            self._sasl = exchange
+            return ev.AuthChallenge(step.base64)
+        if isinstance(step, Credentials):
+            return ev.Auth(step.mechanism, step.authcid, step.password)
+        mech = exchange.mechanism.name if exchange.mechanism else ""
+        if step.reason is Reason.AUTHZID:
+            return ev.AuthRefused(mech, step.authcid, Reply(
+                535, "5.7.8", "Error: authentication failed: authorization as another user is not allowed"))
+        if step.reason is Reason.CANCELLED:
+            return ev.ProtocolError(Reply(501, "5.7.0", "Authentication aborted"))
+        if step.reason in (Reason.BAD_BASE64, Reason.BAD_UTF8):
+            return ev.ProtocolError(Reply(501, "5.5.2", "Error: cannot decode response"))
+        if step.reason is Reason.UNSUPPORTED:
+            return ev.ProtocolError(Reply(504, "5.5.4", "Unrecognized authentication type"))
+        return ev.ProtocolError(Reply(501, "5.5.2", "Error: " + step.text[:1].lower() + step.text[1:]))
 
     def _cmd_not_implemented(self, arg: str) -> ev.Event:
         return ev.ProtocolError(Reply(502, "5.5.1", "Error: command not implemented"))

@@ -8,8 +8,6 @@ sans-I/O core; reading pauses while unparsed input piles up behind a slow backen
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import socket
 import ssl
@@ -29,8 +27,6 @@ log = get_logger("smtpd")
 TEMP_FAIL = Reply(451, "4.3.0", "Error: temporary failure")
 QUEUE_FAIL = Reply(451, "4.3.0", "Error: queue file write error")
 DRAIN_IDLE = 2.0  # seconds a session between transactions may still start one after stop()
-_LOGIN_USER = base64.b64encode(b"Username:").decode()
-_LOGIN_PASS = base64.b64encode(b"Password:").decode()
 
 
 class SmtpServer:
@@ -170,7 +166,6 @@ class _Session(asyncio.Protocol):
         self.envelope: Envelope | None = None
         self.sink: MessageSink | None = None
         self._sink_failed = False
-        self._sasl: list[str] = []
         self._open_error: Reply | None = None
         self.counts: dict[str, list[int]] = {}
 
@@ -383,7 +378,7 @@ class _Session(asyncio.Protocol):
             reply = TEMP_FAIL
         if isinstance(event, ev.DataStart) and reply.code == 354:
             self._data_mark = self._last_rx = self.loop.time()
-        elif not (reply.code == 334 and isinstance(event, (ev.Auth, ev.AuthResponse))):
+        elif not (reply.code == 334 and isinstance(event, ev.AuthChallenge)):
             self._count(verb, reply.code < 400)
         self._out += conn.send_reply(reply)
         if isinstance(event, ev.StartTls) and reply.code == 220:
@@ -436,8 +431,13 @@ class _Session(asyncio.Protocol):
             await self._drop_message()
             self.envelope = None
             return conn.default_reply(event)
-        if isinstance(event, (ev.Auth, ev.AuthResponse)):
-            return await self._sasl_step(event)
+        if isinstance(event, ev.Auth):
+            return await self._authenticate(event)
+        if isinstance(event, ev.AuthRefused):
+            log.warning(f"{info.peer}: SASL {event.mechanism} authentication failed: "
+                        f"authorization as another user, sasl_username={event.username[:100]}")
+            await backend.refuse_login(info, event.mechanism, event.username)
+            return event.reply
         if isinstance(event, ev.ProtocolError):
             if conn.state in (State.DATA, State.BDAT):
                 await self._drop_message()
@@ -559,32 +559,9 @@ class _Session(asyncio.Protocol):
         info = self.info
         log.info(f"TLS connection established from {info.peer}: {info.tls_version} {info.tls_cipher}")
 
-    async def _sasl_step(self, event: ev.Auth | ev.AuthResponse) -> Reply:
-        """PLAIN (RFC 4616) and LOGIN; credentials go to ``backend.authenticate``."""
-        if isinstance(event, ev.Auth):
-            self._sasl = [event.mechanism]
-            if event.initial is None:
-                return Reply(334, "", "" if event.mechanism == "PLAIN" else _LOGIN_USER)
-            data = event.initial
-        else:
-            data = event.data
-        try:
-            decoded = b"" if data == "=" else base64.b64decode(data, validate=True)
-            text = decoded.decode("utf-8")
-        except (binascii.Error, ValueError):
-            return Reply(501, "5.5.2", "Error: cannot decode response")
-        mech = self._sasl[0]
-        if mech == "LOGIN":
-            self._sasl.append(text)
-            if len(self._sasl) == 2:
-                return Reply(334, "", _LOGIN_PASS)
-            _, username, password = self._sasl
-        else:
-            parts = text.split("\0")
-            if len(parts) != 3:
-                return Reply(501, "5.5.2", "Error: invalid PLAIN response")
-            _, username, password = parts
-        self._sasl = []
+    async def _authenticate(self, event: ev.Auth) -> Reply:
+        """The credentials of a complete SASL exchange go to ``backend.authenticate``."""
+        mech, username, password = event.mechanism, event.username, event.password
         user = await self.server.backend.authenticate(self.info, mech, username, password)
         if user is None:
             log.warning(f"{self.info.peer}: SASL {mech} authentication failed")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dovetail.slots import MemorySlots, SharedSlots, shared_slots
+from dovetail.mailauth.slots import MemorySlots, SharedSlots, shared_slots
 
 
 def dead_pid() -> int:

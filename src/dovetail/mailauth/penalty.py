@@ -1,9 +1,8 @@
-"""Who may log in, and how failed logins are slowed down.
+"""How failed logins are slowed down, for IMAP and submission alike.
 
-``Authenticator`` is what the server asks; the real one is backed by the directory. ``AuthPenalty``
-follows Dovecot's auth penalty: each recent failure of a user or of an IP doubles the delay before
-the next failure is answered, and past a threshold the login is refused outright with
-``NO [UNAVAILABLE]`` until the failures age out. The failures live in a ledger: in memory for one
+``AuthPenalty`` follows Dovecot's auth penalty: each recent failure of a user or of an IP doubles the
+delay before the next failure is answered, and past a threshold the login is refused outright (IMAP's
+``NO [UNAVAILABLE]``) until the failures age out. The failures live in a ledger: in memory for one
 process, or in a file every worker of a service shares (:mod:`dovetail.mailauth.failures`), so that a
 client does not get one allowance per worker process.
 """
@@ -14,35 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
-
-
-@dataclass(frozen=True)
-class Account:
-    username: str
-    mail_root: Path
-
-
-class Authenticator(Protocol):
-    async def authenticate(self, username: str, password: str, client_ip: str) -> Account | None: ...
-
-
-class DictAuthenticator:
-    """Plain-text passwords in a dict; for tests and tiny setups. Each user's root is ``base/<user>``."""
-
-    def __init__(self, users: dict[str, str], base: Path) -> None:
-        self.users = users
-        self.base = Path(base)
-
-    async def authenticate(self, username: str, password: str, client_ip: str) -> Account | None:
-        import hmac
-
-        expected = self.users.get(username)
-        if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
-            return None
-        return Account(username, self.base / username)
 
 
 class FailureLedger(Protocol):

@@ -1,0 +1,36 @@
+"""Who may log in: the ``Authenticator`` a protocol engine asks, and the ``Account`` it answers with.
+
+IMAP and submission both ask the same question (user name and password from a client address); the
+directory-backed answer is :class:`dovetail.mailauth.login.DirectoryAuthenticator`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    mail_root: Path
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, username: str, password: str, client_ip: str) -> Account | None: ...
+
+
+class DictAuthenticator:
+    """Plain-text passwords in a dict; for tests and tiny setups. Each user's root is ``base/<user>``."""
+
+    def __init__(self, users: dict[str, str], base: Path) -> None:
+        self.users = users
+        self.base = Path(base)
+
+    async def authenticate(self, username: str, password: str, client_ip: str) -> Account | None:
+        expected = self.users.get(username)
+        if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
+            return None
+        return Account(username, self.base / username)
