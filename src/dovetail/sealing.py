@@ -61,7 +61,7 @@ def load_key(path: Path) -> bytes:
 
 
 def is_sealed(value: str | None) -> bool:
-    return bool(value) and value.startswith(PREFIX)  # type: ignore[union-attr]
+    return value is not None and value.startswith(PREFIX)
 
 
 class Sealer:

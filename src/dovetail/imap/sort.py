@@ -103,7 +103,10 @@ def _display(header: str) -> Callable[[SearchableMessage], str]:
     return value
 
 
-_VALUES: dict[str, Callable[[SearchableMessage], object]] = {
+SortValue = dt.datetime | int | str
+"""What one criterion yields for a message: one type per criterion, so values always compare."""
+
+_VALUES: dict[str, Callable[[SearchableMessage], SortValue]] = {
     "ARRIVAL": lambda m: m.internal_date.astimezone(dt.UTC),
     "DATE": sent_datetime,
     "SIZE": lambda m: m.size,

@@ -100,6 +100,18 @@ class _Box:
         self.subject: tuple[str, bool] | None = None
 
 
+def _by_order(b: _Box) -> tuple[dt.datetime, int]:
+    """Sort key of a box: a message's own date, a dummy's taken from its first child before sorting."""
+    if b.order is None:
+        raise AssertionError("thread container sorted before its date was known")
+    return b.order
+
+
+def _is_reply(b: _Box) -> bool:
+    """The box's subject had a reply prefix (a box without a subject is no reply)."""
+    return b.subject is not None and b.subject[1]
+
+
 def _is_ancestor(anc: _Box, node: _Box) -> bool:
     """``anc`` is ``node`` or one of its ancestors."""
     cur: _Box | None = node
@@ -176,7 +188,7 @@ def _references(messages: Sequence[SearchableMessage], uid: bool) -> list[Thread
     def finish_root(r: _Box) -> _Box:
         """Sort a dummy's children and take its date from the first; promote a single child."""
         if r.msg is None:
-            r.children.sort(key=lambda c: c.order)
+            r.children.sort(key=_by_order)
             if len(r.children) == 1:
                 child = r.children[0]
                 child.parent = None
@@ -186,7 +198,7 @@ def _references(messages: Sequence[SearchableMessage], uid: bool) -> list[Thread
         return r
 
     # Step 4: sort the root set by date.
-    roots = sorted((finish_root(r) for r in roots), key=lambda r: r.order)
+    roots = sorted((finish_root(r) for r in roots), key=_by_order)
 
     # Step 5: gather threads with the same base subject.
     table: dict[str, _Box] = {}
@@ -195,26 +207,27 @@ def _references(messages: Sequence[SearchableMessage], uid: bool) -> list[Thread
             continue
         subj, reply = r.subject
         t = table.get(subj)
-        if t is None or (t.msg is not None and (r.msg is None or (t.subject[1] and not reply))):
+        if t is None or (t.msg is not None and (r.msg is None or (_is_reply(t) and not reply))):
             table[subj] = r
     merged: list[_Box] = []
     gone: set[int] = set()
     for r in roots:
         if r.subject is None or not r.subject[0]:
             continue
-        t = table[r.subject[0]]
+        subj, reply = r.subject
+        t = table[subj]
         if t is r:
             continue
         gone.add(id(r))
         if r.msg is None and t.msg is None:
             t.children.extend(r.children)
-        elif t.msg is None or (r.subject[1] and not t.subject[1]):
+        elif t.msg is None or (reply and not _is_reply(t)):
             t.children.append(r)
         else:
             dummy = _Box()
             dummy.children = [t, r]
             dummy.subject = t.subject
-            table[r.subject[0]] = dummy
+            table[subj] = dummy
             merged.append(dummy)
             gone.add(id(t))
     roots = [r for r in roots + merged if id(r) not in gone]
@@ -224,12 +237,12 @@ def _references(messages: Sequence[SearchableMessage], uid: bool) -> list[Thread
     while stack:
         b = stack.pop()
         if b.children:
-            b.children.sort(key=lambda c: c.order)
+            b.children.sort(key=_by_order)
             stack.extend(b.children)
     for r in roots:
         if r.msg is None:
             r.order = r.children[0].order
-    roots.sort(key=lambda r: r.order)
+    roots.sort(key=_by_order)
     return [_to_node(r, uid) for r in roots]
 
 

@@ -131,8 +131,8 @@ class _Tokenizer:
                     raise ParseError("Literal not at the end of a line")
                 raise ParseError("Invalid character in command")
             else:
-                value, i = _atom(data, i)
-                stack[-1].append(Atom(value))
+                name, i = _atom(data, i)
+                stack[-1].append(Atom(name))
 
 
 def _quoted(data: bytes, i: int) -> tuple[bytes, int]:

@@ -114,8 +114,8 @@ class SigningKey:
 def _select(fields: list[tuple[bytes, bytes]], names: Iterable[str]) -> tuple[list[str], list[bytes]]:
     """The h= list and the header fields it covers, each instance picked from the bottom up (§5.4.2)."""
     present: dict[bytes, list[bytes]] = {}
-    for name, raw in fields:
-        present.setdefault(name, []).append(raw)
+    for field_name, raw in fields:
+        present.setdefault(field_name, []).append(raw)
     h: list[str] = []
     chosen: list[bytes] = []
     for name in names:

@@ -15,6 +15,7 @@ A new domain has nothing to roll over: ``ensure`` creates an ``active`` pair at 
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import os
 import threading
@@ -72,7 +73,10 @@ def _write_private(path: Path, pem: bytes) -> None:
 
 
 class DkimKeys:
-    """The key store of one data directory: rows in ``dkim_keys``, private keys in ``dkim/``."""
+    """The key store of one data directory: rows in ``dkim_keys``, private keys in ``dkim/``.
+
+    Its method ``list`` shadows the builtin inside the class body, hence ``builtins.list`` in annotations.
+    """
 
     def __init__(self, engine: Engine, dkim_dir: Path, *, cache_ttl: float = 30.0, rsa_bits: int = 2048) -> None:
         self.engine = engine
@@ -100,7 +104,7 @@ class DkimKeys:
         except AddressError as exc:
             raise DkimKeyError(str(exc)) from None
 
-    def list(self, domain: str | None = None) -> list[KeyInfo]:
+    def list(self, domain: str | None = None) -> builtins.list[KeyInfo]:
         query = (sa.select(domains.c.name, dkim_keys.c.selector, dkim_keys.c.algorithm, dkim_keys.c.state,
                            dkim_keys.c.public_key, dkim_keys.c.created_at)
                  .select_from(dkim_keys.join(domains))
@@ -113,14 +117,14 @@ class DkimKeys:
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    def ensure(self, domain: str) -> list[KeyInfo]:
+    def ensure(self, domain: str) -> builtins.list[KeyInfo]:
         """Active keys for a domain that has none (``domain add``); a no-op otherwise."""
         dom = self._domain(domain)
         if any(k.state == "active" for k in self.list(dom)):
             return []
         return self._generate(dom, "active")
 
-    def rotate(self, domain: str) -> list[KeyInfo]:
+    def rotate(self, domain: str) -> builtins.list[KeyInfo]:
         """Step 1: a new pair, published but not signing yet."""
         dom = self._domain(domain)
         if any(k.state == "published" for k in self.list(dom)):
@@ -128,7 +132,7 @@ class DkimKeys:
                             f"`dovetail dkim activate {dom}`")
         return self._generate(dom, "published")
 
-    def activate(self, domain: str) -> list[KeyInfo]:
+    def activate(self, domain: str) -> builtins.list[KeyInfo]:
         """Step 2: published keys sign from now on; the active ones move to ``retiring``."""
         dom = self._domain(domain)
         with self.engine.begin() as conn:
@@ -145,7 +149,7 @@ class DkimKeys:
         self.invalidate(dom)
         return [k for k in self.list(dom) if k.state == "active"]
 
-    def retire(self, domain: str) -> list[KeyInfo]:
+    def retire(self, domain: str) -> builtins.list[KeyInfo]:
         """Step 3: withdraw retiring keys: rows gone, key files deleted."""
         dom = self._domain(domain)
         gone = [k for k in self.list(dom) if k.state == "retiring"]
@@ -166,7 +170,7 @@ class DkimKeys:
                 return f"{base}-rsa", f"{base}-ed"
         raise DkimKeyError("too many key generations today")
 
-    def _generate(self, dom: str, state: str) -> list[KeyInfo]:
+    def _generate(self, dom: str, state: str) -> builtins.list[KeyInfo]:
         rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=self.rsa_bits)
         ed_key = ed25519.Ed25519PrivateKey.generate()
         with self.engine.begin() as conn:
@@ -194,7 +198,7 @@ class DkimKeys:
             else:
                 self._cache.pop(domain, None)
 
-    def signing_keys(self, domain: str) -> list[SigningKey]:
+    def signing_keys(self, domain: str) -> builtins.list[SigningKey]:
         """The active keys of ``domain`` (cached for ``cache_ttl`` seconds); empty when it has none."""
         try:
             dom = normalize_domain(domain)

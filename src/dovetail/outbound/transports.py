@@ -126,7 +126,8 @@ class Transports:
                             .values(**stored)).rowcount == 0:
                 conn.execute(transports.insert().values(scope=scope, match=key, **stored))
         self.invalidate()
-        return Transport(scope=scope, match=key, **values)  # type: ignore[arg-type]
+        return Transport(scope=scope, match=key, kind=kind, host=host, port=port, tls=tls, username=username,
+                         secret=secret)
 
     def remove(self, scope: str, match: str) -> None:
         key = _match(scope, match)

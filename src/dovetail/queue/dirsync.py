@@ -49,9 +49,9 @@ class GroupFsync:
             while self._running and self._covered < mine:
                 self._cv.wait()
             if self._covered >= mine:
-                error = self._failed_for(mine)
-                if error is not None:
-                    raise error
+                earlier = self._failed_for(mine)
+                if earlier is not None:
+                    raise earlier
                 return
             self._running = True
             target = self._requested

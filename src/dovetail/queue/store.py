@@ -62,14 +62,15 @@ class QueueWriter:
         if spool <= 0:
             self._open_file()
 
-    def _open_file(self) -> None:
+    def _open_file(self) -> BinaryIO:
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        self._file = os.fdopen(fd, "wb", buffering=65536)
-        self._file.write(encode_header(self._env))
-        self._file.write(self._env)
+        file = self._file = os.fdopen(fd, "wb", buffering=65536)
+        file.write(encode_header(self._env))
+        file.write(self._env)
         held, self._held = self._held, []
         for data in held:
-            self._file.write(data)
+            file.write(data)
+        return file
 
     @property
     def in_memory(self) -> bool:
@@ -84,18 +85,19 @@ class QueueWriter:
         """Append message bytes: held in memory up to ``spool`` bytes, else streamed to disk."""
         if self._done:
             raise ValueError("writer is closed")
-        if self._file is None:
+        file = self._file
+        if file is None:
             if self.size + len(data) <= self._spool:
                 self._held.append(bytes(data))
                 self.size += len(data)
                 return
             try:
-                self._open_file()
+                file = self._open_file()
             except BaseException:
                 self._done = True
                 self._discard()
                 raise
-        self._file.write(data)
+        file.write(data)
         self.size += len(data)
 
     def _finish_file(self) -> None:

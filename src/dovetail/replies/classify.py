@@ -224,17 +224,24 @@ def return_date(text: str, sent: dt.datetime | None) -> dt.date | None:
 
 def _build_date(groups: tuple[str | None, ...], order: tuple[str, ...], base: dt.date) -> dt.date | None:
     vals = dict(zip(order, groups, strict=True))
+
+    def group(name: str) -> str:
+        value = vals[name]
+        if value is None:
+            raise ValueError(f"date pattern matched without its {name!r} group")
+        return value
+
     try:
         if "M" in vals:
-            month = _MONTHS[vals["M"].lower()]
-            day = int(vals["d"])
+            month = _MONTHS[group("M").lower()]
+            day = int(group("d"))
         elif "a" in vals:
-            a, b = int(vals["a"]), int(vals["b"])
+            a, b = int(group("a")), int(group("b"))
             day, month = a, b  # day first, as everywhere but the US; an impossible month swaps them
             if month > 12 and day <= 12:
                 day, month = month, day
         else:
-            month, day = int(vals["m"]), int(vals["d"])
+            month, day = int(group("m")), int(group("d"))
         year_text = vals.get("y")
         if year_text:
             year = int(year_text)
@@ -244,5 +251,5 @@ def _build_date(groups: tuple[str | None, ...], order: tuple[str, ...], base: dt
         if candidate < base - dt.timedelta(days=7):
             candidate = dt.date(base.year + 1, month, day)
         return candidate
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError):
         return None

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from dovetail.dbrows import inserted_id
 from dovetail.sealing import Sealer, SealError
 
 from . import netguard, signing
@@ -103,7 +104,7 @@ class Outbox:
             tid = tenant_id(conn, tenant)
             result = conn.execute(webhook_endpoints.insert().values(
                 tenant_id=tid, url=url, secret=stored, event_types=types, description=description[:2000]))
-            eid = result.inserted_primary_key[0]
+            eid = inserted_id(result)
             row = conn.execute(webhook_endpoints.select().where(webhook_endpoints.c.id == eid)).one()
         return {**_endpoint(row), "secret": secret}
 

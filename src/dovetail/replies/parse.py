@@ -138,10 +138,16 @@ def parse(raw: bytes) -> Parsed:
         date=_date(str(msg.get("Date") or "")),
         headers=headers, text=text, html=html, attachments=attachments,
         content_type=ctype,
-        report_type=(msg.get_param("report-type") or "").lower() if ctype == "multipart/report" else "",
+        report_type=_param(msg, "report-type").lower() if ctype == "multipart/report" else "",
         auth_results=[decode_words(v) for v in (msg.get_all("Authentication-Results") or [])[:20]],
         reports=reports,
     )
+
+
+def _param(msg: email.message.Message, name: str) -> str:
+    """A Content-Type parameter as text: RFC 2231 values (charset, language, text) collapsed to the text."""
+    value = msg.get_param(name)
+    return "" if value is None else email.utils.collapse_rfc2231_value(value)
 
 
 def _walk(msg: email.message.Message) -> tuple[str, str, list[dict[str, Any]], list[email.message.Message]]:
@@ -160,7 +166,7 @@ def _walk(msg: email.message.Message) -> tuple[str, str, list[dict[str, Any]], l
         if part.is_multipart() and ctype.startswith("multipart/"):
             children = part.get_payload()
             if isinstance(children, list):
-                stack[0:0] = children[:MAX_PARTS]
+                stack[0:0] = [c for c in children[:MAX_PARTS] if isinstance(c, email.message.Message)]
             continue
         if ctype in ("message/delivery-status", "message/feedback-report", "message/rfc822",
                      "text/rfc822-headers", "message/global", "message/global-headers",

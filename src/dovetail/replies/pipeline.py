@@ -25,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from dovetail.dbrows import inserted_id
 from dovetail.directory.schema import tenants
 from dovetail.log import get_logger
 
@@ -203,7 +204,7 @@ class Pipeline:
             headers=json.dumps(parsed.headers), attachments=json.dumps(parsed.attachments),
             details=json.dumps(verdict.details | ({"truncated": True} if parsed.truncated else {})),
             auth_results=json.dumps(parsed.auth_results), size=parsed.size, received_at=now)
-        rid = conn.execute(replies.insert().values(**values)).inserted_primary_key[0]
+        rid = inserted_id(conn.execute(replies.insert().values(**values)))
         for key in keys:
             conn.execute(processed_messages.insert().values(tenant_id=tid, key=key, reply_id=rid))
         conn.execute(threads.update().where(threads.c.id == thread_id).values(
@@ -270,11 +271,11 @@ def _thread_for(conn: Connection, tid: int, ob: Outbound | None, parsed: Parsed)
         row = conn.execute(q.order_by(threads.c.id)).first()
         if row is not None:
             return int(row.id)
-        return int(conn.execute(threads.insert().values(
+        return inserted_id(conn.execute(threads.insert().values(
             tenant_id=tid, campaign_id=ob.campaign_id, outbound_id=ob.id, contact=ob.recipient,
-            subject=ob.subject)).inserted_primary_key[0])
-    return int(conn.execute(threads.insert().values(
-        tenant_id=tid, contact=parsed.from_addr, subject=parsed.subject[:2000])).inserted_primary_key[0])
+            subject=ob.subject)))
+    return inserted_id(conn.execute(threads.insert().values(
+        tenant_id=tid, contact=parsed.from_addr, subject=parsed.subject[:2000])))
 
 
 def add_suppression(conn: Connection, tid: int, address: str, reason: str, source: str) -> bool:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, Row
 
+from dovetail.dbrows import inserted_id
 from dovetail.directory.schema import tenants
 
 from . import tokens
@@ -203,12 +205,12 @@ class Registry:
                     conn.execute(campaigns.insert().values(tenant_id=tid, name=str(campaign)[:200]))
                     cid = self._campaign_in(conn, tid, str(campaign)[:200]).id
             token = reply_token or tokens.new_token(self.secret, tid)
-            oid = conn.execute(outbound_messages.insert().values(
+            oid = inserted_id(conn.execute(outbound_messages.insert().values(
                 tenant_id=tid, campaign_id=cid, message_id=mid,
                 relay_message_id=normalize_msgid(relay_message_id) if relay_message_id else None,
                 relay_queue_id=relay_queue_id, recipient=rcpt, contact=contact, step=step,
                 subject=subject[:2000], subject_key=subject_key(subject)[:300],
-                sent_at=naive_utc(sent_at) or utcnow(), reply_token=token)).inserted_primary_key[0]
+                sent_at=naive_utc(sent_at) or utcnow(), reply_token=token)))
             row = conn.execute(outbound_messages.select().where(outbound_messages.c.id == oid)).one()
         return _outbound(row)
 
@@ -251,7 +253,7 @@ class Registry:
             return [_outbound(r) for r in rows]
 
 
-def _prefer(rows: list[Any], contact: str | None) -> Outbound | None:
+def _prefer(rows: Sequence[Row[Any]], contact: str | None) -> Outbound | None:
     """Of several rows (one message to several recipients), the one sent to ``contact``."""
     if not rows:
         return None

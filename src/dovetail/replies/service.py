@@ -24,20 +24,22 @@ class RepliesService:
         self.registry = Registry(engine, secret)
         self.outbox = Outbox(engine, allow_private=allow_private_webhooks, sealer=sealer)
         self.queries = Queries(engine)
-        self._listeners: list[Callable[[str], None]] = []
+        self._listeners: list[Callable[[str], object]] = []
         self.pipeline = Pipeline(engine, secret, on_event=self._emit, clock=clock)
 
     @classmethod
-    def open(cls, engine: Engine, data_dir: Path, **kwargs: object) -> RepliesService:
-        """The service of a data directory; ``replies.webhook_allow_private`` comes from its config."""
-        if "allow_private_webhooks" not in kwargs:
+    def open(cls, engine: Engine, data_dir: Path, *, clock: Callable[[], float] = time.time,
+             allow_private_webhooks: bool | None = None, sealer: Sealer | None = None) -> RepliesService:
+        """The service of a data directory; unless given, ``replies.webhook_allow_private`` comes from its
+        config and the sealer is the data directory's."""
+        if allow_private_webhooks is None:
             from dovetail.config import load
 
-            kwargs["allow_private_webhooks"] = bool(load(data_dir).get("replies.webhook_allow_private", False))
-        kwargs.setdefault("sealer", Sealer.for_data_dir(data_dir))
-        return cls(engine, tokens.load_secret(data_dir), **kwargs)  # type: ignore[arg-type]
+            allow_private_webhooks = bool(load(data_dir).get("replies.webhook_allow_private", False))
+        return cls(engine, tokens.load_secret(data_dir), clock=clock, allow_private_webhooks=allow_private_webhooks,
+                   sealer=sealer if sealer is not None else Sealer.for_data_dir(data_dir))
 
-    def on_event(self, listener: Callable[[str], None]) -> None:
+    def on_event(self, listener: Callable[[str], object]) -> None:
         """Call ``listener(event_id)`` after each stored event (e.g. ``Dispatcher.wake``)."""
         self._listeners.append(listener)
 

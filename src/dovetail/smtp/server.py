@@ -13,6 +13,7 @@ import socket
 import ssl
 from collections import Counter
 from collections.abc import Callable
+from typing import cast
 
 from dovetail.log import get_logger
 from dovetail.smtp import events as ev
@@ -172,7 +173,8 @@ class _Session(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A stream server's protocol is always handed a (possibly TLS) Transport; asyncio types it as the base.
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         self.info.client_ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         self.info.client_port = int(peer[1]) if isinstance(peer, tuple) and len(peer) > 1 else 0
@@ -206,7 +208,7 @@ class _Session(asyncio.Protocol):
         if self.conn.buffered > self.server.limits.read_buffer_high and not self._paused:
             self._paused = True
             with contextlib.suppress(Exception):
-                self.transport.pause_reading()
+                self._transport.pause_reading()
         self.wake()
 
     def eof_received(self) -> bool:
@@ -233,6 +235,20 @@ class _Session(asyncio.Protocol):
     def paused(self) -> bool:
         return self._paused
 
+    @property
+    def _core(self) -> SmtpConnection:
+        """The protocol core: made in ``connection_made`` before the task that handles events starts."""
+        if self.conn is None:
+            raise RuntimeError("SMTP session has no protocol core")
+        return self.conn
+
+    @property
+    def _transport(self) -> asyncio.Transport:
+        """The connection's transport: set in ``connection_made`` before the task starts."""
+        if self.transport is None:
+            raise RuntimeError("SMTP session has no transport")
+        return self.transport
+
     def wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -250,7 +266,7 @@ class _Session(asyncio.Protocol):
     async def _run(self) -> None:
         log.info(f"connect from {self.info.peer}")
         try:
-            self._out += self.conn.greeting()
+            self._out += self._core.greeting()
             await self._loop()
         except asyncio.CancelledError:
             pass
@@ -264,7 +280,7 @@ class _Session(asyncio.Protocol):
             log.info(f"disconnect from {self.info.peer} {self._count_text()}")
 
     async def _loop(self) -> None:
-        conn = self.conn
+        conn = self._core
         limits = self.server.limits
         while True:
             event = conn.next_event()
@@ -286,7 +302,7 @@ class _Session(asyncio.Protocol):
                         return
                 if self._paused:
                     self._paused = False
-                    self.transport.resume_reading()
+                    self._transport.resume_reading()
                 if conn.state in (State.DATA, State.BDAT):
                     deadline = min(self._last_rx + limits.data_timeout, self._data_mark + limits.max_data_time)
                 else:
@@ -312,7 +328,12 @@ class _Session(asyncio.Protocol):
     async def _wait_input(self, deadline: float) -> None:
         fut = self.loop.create_future()
         self._waiter = fut
-        timer = self.loop.call_at(deadline, lambda: fut.done() or fut.set_result(False))
+
+        def expire() -> None:
+            if not fut.done():
+                fut.set_result(False)
+
+        timer = self.loop.call_at(deadline, expire)
         try:
             await fut
         finally:
@@ -356,7 +377,7 @@ class _Session(asyncio.Protocol):
     # -- events ----------------------------------------------------------------------------------
 
     async def _handle(self, event: ev.Event) -> None:
-        conn = self.conn
+        conn = self._core
         if isinstance(event, ev.DataChunk):
             await self._write_sink(event.data)
             return
@@ -385,7 +406,7 @@ class _Session(asyncio.Protocol):
             await self._start_tls()
 
     async def _decide(self, event: ev.Event) -> Reply:
-        conn, info, backend = self.conn, self.info, self.server.backend
+        conn, info, backend = self._core, self.info, self.server.backend
         if isinstance(event, (ev.Helo, ev.Ehlo)):
             await self._drop_message()
             self.envelope = None
@@ -407,12 +428,15 @@ class _Session(asyncio.Protocol):
             self._log_reject("MAIL", reply, event.address, None)
             return reply
         if isinstance(event, ev.Rcpt):
+            env = self.envelope
+            if env is None:  # the core passes RCPT on only after a MAIL this session accepted
+                raise RuntimeError("RCPT without an envelope")
             reply = await backend.check_recipient(info, event.address, event.params)
             if reply is None or reply.code < 400:
                 rp = event.params
-                self.envelope.recipients.append(EnvelopeRecipient(event.address, rp.notify, rp.orcpt))
+                env.recipients.append(EnvelopeRecipient(event.address, rp.notify, rp.orcpt))
                 return reply or conn.default_reply(event)
-            self._log_reject("RCPT", reply, self.envelope.sender, event.address)
+            self._log_reject("RCPT", reply, env.sender, event.address)
             return reply
         if isinstance(event, ev.DataStart):
             return await self._open_message() or conn.default_reply(event)
@@ -474,7 +498,7 @@ class _Session(asyncio.Protocol):
         header = received_header(
             self.info,
             self.server.hostname,
-            self.conn.protocol_name,
+            self._core.protocol_name,
             sink.queue_id,
             [r.address for r in env.recipients],
         )
@@ -510,7 +534,7 @@ class _Session(asyncio.Protocol):
     async def _commit(self) -> Reply:
         sink, env = self.sink, self.envelope
         self.envelope = None
-        if sink is None or self._sink_failed:
+        if sink is None or env is None or self._sink_failed:  # a sink is opened only for an envelope
             await self._drop_message()
             return QUEUE_FAIL
         self.sink = None
@@ -524,7 +548,7 @@ class _Session(asyncio.Protocol):
         if reply.code < 400:
             self.server.messages_accepted += 1
             log.info(
-                f"from=<{env.sender}>, nrcpt={len(env.recipients)}, proto={self.conn.protocol_name}",
+                f"from=<{env.sender}>, nrcpt={len(env.recipients)}, proto={self._core.protocol_name}",
                 qid=sink.queue_id,
             )
         else:
@@ -535,17 +559,20 @@ class _Session(asyncio.Protocol):
 
     async def _start_tls(self) -> None:
         self._flush()
+        context = self.server.ssl_context
+        if context is None:  # the core offers STARTTLS only when the server has a context
+            raise RuntimeError("STARTTLS without a TLS context")
         try:
             transport = await self.loop.start_tls(
-                self.transport,
+                self._transport,
                 self,
-                self.server.ssl_context,
+                context,
                 server_side=True,
                 ssl_handshake_timeout=self.server.limits.tls_handshake_timeout,
             )
         except (OSError, ssl.SSLError, ConnectionError, TimeoutError) as exc:
             log.info(f"TLS handshake failed for {self.info.peer}: {exc!r}")
-            self.conn.shutdown(Reply(421, "4.7.0", "TLS handshake failed"))
+            self._core.shutdown(Reply(421, "4.7.0", "TLS handshake failed"))
             self._close()
             return
         if transport is None:

@@ -74,8 +74,9 @@ def _item(s: CommandSession, mb: Mailbox, info: MessageInfo, att: FetchAtt) -> b
             return b"BODYSTRUCTURE " + info.bodystructure_imap
         return b"BODYSTRUCTURE " + _body(info.bodystructure)
     if name == "BODY" and att.section is None:
-        if info.body_imap is not None or info.bodystructure_imap is not None:
-            return b"BODY " + (info.body_imap if info.body_imap is not None else info.bodystructure_imap)
+        cached = info.body_imap if info.body_imap is not None else info.bodystructure_imap
+        if cached is not None:
+            return b"BODY " + cached
         return b"BODY " + _body(info.body if info.body is not None else info.bodystructure)
     if name in ("SAVEDATE", "EMAILID", "THREADID"):
         return name.encode() + b" NIL"

@@ -97,9 +97,10 @@ async def cmd_list(s: CommandSession, cmd: Any) -> Result:
         while items:
             opt = _word(items.pop(0))
             if opt == "STATUS":
-                if not items or not isinstance(items[0], ListToken):
+                wanted = items.pop(0) if items else None
+                if not isinstance(wanted, ListToken):
                     raise ParseError("STATUS needs a list")
-                status_items = _status_items(items.pop(0).items)
+                status_items = _status_items(wanted.items)
             elif opt not in ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "MYRIGHTS"):
                 raise ParseError("Unknown LIST return option")
             returns.add(opt)

@@ -38,9 +38,10 @@ async def _select(s: CommandSession, cmd: Any, readonly: bool) -> Result:
             elif kname == "QRESYNC":
                 if not s.qresync:
                     raise CommandError("QRESYNC is not enabled", status="BAD")
-                if not items or not isinstance(items[0], ListToken):
+                given = items.pop(0) if items else None
+                if not isinstance(given, ListToken):
                     raise ParseError("QRESYNC needs parameters")
-                qresync_args = items.pop(0).items
+                qresync_args = given.items
             else:
                 raise ParseError("Unknown SELECT parameter")
     if s.selected is not None:

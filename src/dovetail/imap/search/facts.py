@@ -101,15 +101,18 @@ def compile_facts(key: SearchKey, ctx: SearchContext, header: HeaderLookup) -> F
         return lambda seq, f: a(seq, f) or b(seq, f)
     if isinstance(key, And):
         ordered = sorted(key.keys, key=lambda k: isinstance(k, Header))  # headers last
-        preds = [compile_facts(k, ctx, header) for k in ordered]
-        if any(p is None for p in preds):
-            return None
+        preds: list[FactPred] = []
+        for k in ordered:
+            pred = compile_facts(k, ctx, header)
+            if pred is None:
+                return None
+            preds.append(pred)
         if len(preds) == 1:
             return preds[0]
         if len(preds) == 2:
             p1, p2 = preds
             return lambda seq, f: p1(seq, f) and p2(seq, f)
-        return lambda seq, f: all(p(seq, f) for p in preds)  # type: ignore[misc]
+        return lambda seq, f: all(p(seq, f) for p in preds)
     return None
 
 

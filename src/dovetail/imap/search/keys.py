@@ -17,12 +17,30 @@ from dovetail.imap.sequence import SequenceSet
 class SearchableMessage(Protocol):
     """What SEARCH, SORT and THREAD read of a message; the server adapts its messages to this."""
 
-    seq: int
-    uid: int
-    flags: frozenset[str]  # system flags (\\Seen, \\Recent, ...) and keywords
-    internal_date: dt.datetime  # timezone-aware
-    size: int  # RFC822.SIZE
-    modseq: int
+    # Read-only: plain attributes, frozen dataclass fields and properties all qualify.
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def uid(self) -> int: ...
+
+    @property
+    def flags(self) -> frozenset[str]:
+        """System flags (\\Seen, \\Recent, ...) and keywords."""
+        ...
+
+    @property
+    def internal_date(self) -> dt.datetime:
+        """Timezone-aware."""
+        ...
+
+    @property
+    def size(self) -> int:
+        """RFC822.SIZE."""
+        ...
+
+    @property
+    def modseq(self) -> int: ...
 
     def header(self, name: str) -> list[str]:
         """Raw values of every field called ``name`` (case-insensitive), unfolded, in order."""

@@ -43,7 +43,7 @@ def _bad_charset(name: str) -> SearchError:
                        code="BADCHARSET (" + " ".join(SUPPORTED_CHARSETS) + ")")
 
 
-_SIMPLE_FLAGS = {
+_SIMPLE_FLAGS: dict[str, SearchKey] = {
     "ANSWERED": Flag("\\Answered"), "UNANSWERED": Flag("\\Answered", False),
     "DELETED": Flag("\\Deleted"), "UNDELETED": Flag("\\Deleted", False),
     "DRAFT": Flag("\\Draft"), "UNDRAFT": Flag("\\Draft", False),
@@ -247,7 +247,8 @@ def parse_search(args: Iterable[object], *, allow_return: bool = True) -> Search
         returns = _parse_returns(toks[1])
         i = 2
     charset = None
-    if i < len(toks) and isinstance(toks[i], str) and toks[i].upper() == "CHARSET":
+    head = toks[i] if i < len(toks) else None
+    if isinstance(head, str) and head.upper() == "CHARSET":
         if i + 1 >= len(toks) or isinstance(toks[i + 1], list):
             raise SearchError("CHARSET needs a name")
         charset = check_charset(toks[i + 1])
