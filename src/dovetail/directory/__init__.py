@@ -1,10 +1,11 @@
 """The directory: tenants, domains, mailboxes, aliases, and recipient resolution over them."""
 
-from .addresses import AddressError, display_domain, normalize_address, normalize_domain
+from .addresses import AddressError, display_domain, normalize_address, normalize_domain, normalize_tenant
+from .lookups import TenantRef
 from .resolve import MailboxTarget, Resolution, Resolver
-from .store import Directory, DirectoryError, DomainInfo
+from .store import Directory, DirectoryError, DomainInfo, MailboxOwner
 
 __all__ = [
-    "AddressError", "Directory", "DirectoryError", "DomainInfo", "MailboxTarget", "Resolution", "Resolver",
-    "display_domain", "normalize_address", "normalize_domain",
+    "AddressError", "Directory", "DirectoryError", "DomainInfo", "MailboxOwner", "MailboxTarget", "Resolution",
+    "Resolver", "TenantRef", "display_domain", "normalize_address", "normalize_domain", "normalize_tenant",
 ]

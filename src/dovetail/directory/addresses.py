@@ -1,7 +1,7 @@
 """Address and name rules of the directory: IDN domains, case, safe mailbox paths.
 
-Domains are stored as lowercase A-labels (``xn--...``) and shown as U-labels; local parts compare
-case-insensitively. Because a mailbox's local part becomes a directory name, anything that could
+Domains are stored as lowercase A-labels (``xn--...``) and shown as U-labels; local parts and
+tenant names compare case-insensitively. Because a mailbox's local part becomes a directory name, anything that could
 walk out of the tenant's folder is refused here, once, for every entry point (CLI, API, SMTP).
 """
 
@@ -86,9 +86,14 @@ def display_address(address: str) -> str:
     return f"{local}@{display_domain(domain)}"
 
 
+def normalize_tenant(name: str) -> str:
+    """The stored form of a tenant name, for lookups: ``ACME`` and `` acme`` name tenant ``acme``."""
+    return name.strip().lower()
+
+
 def check_tenant_name(name: str) -> str:
     """Tenant names become folder names under ``mail/``: a short lowercase slug."""
-    text = name.strip().lower()
+    text = normalize_tenant(name)
     if not _TENANT_RE.fullmatch(text):
         raise AddressError(
             f"invalid tenant name {name!r}: use 1-63 of a-z, 0-9, '-', '_' starting with a letter or digit")

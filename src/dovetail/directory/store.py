@@ -1,4 +1,8 @@
-"""Directory writes and listings: tenants, domains, mailboxes, aliases, catch-all.
+"""Directory writes, listings and lookups: tenants, domains, mailboxes, aliases, catch-all.
+
+This is the one door to the directory's tables: other packages ask a method here (or, inside a
+transaction of their own, :mod:`dovetail.directory.lookups`) rather than querying them, so names
+match by one rule everywhere: tenant names and domains case-insensitively, domains as A-labels.
 
 Every write bumps ``directory_state.generation`` in the same transaction, which is how resolver
 caches in other processes (SMTP workers) learn that what they hold is stale.
@@ -13,12 +17,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from . import lookups
 from .addresses import (
     AddressError,
     check_tenant_name,
     display_domain,
     normalize_address,
     normalize_domain,
+    normalize_tenant,
     split_address,
 )
 from .schema import alias_targets, aliases, directory_state, domains, mailboxes, tenants
@@ -41,6 +47,17 @@ class DomainInfo:
     @property
     def display_name(self) -> str:
         return display_domain(self.name)
+
+
+@dataclass(frozen=True)
+class MailboxOwner:
+    """Where a mailbox belongs: its canonical address, tenant and (A-label) domain."""
+
+    address: str
+    tenant: str
+    domain: str
+    local_part: str
+    enabled: bool  # the mailbox, its domain and its tenant are all enabled
 
 
 def _bump(conn: Connection) -> None:
@@ -69,12 +86,32 @@ class Directory:
         return {"name": slug, "display_name": display_name or slug, "enabled": enabled}
 
     def tenant_list(self) -> list[dict[str, Any]]:
-        ndomains = (sa.select(sa.func.count()).select_from(domains)
-                    .where(domains.c.tenant_id == tenants.c.id).scalar_subquery())
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(tenants.c.name, tenants.c.display_name, tenants.c.enabled,
-                                          ndomains.label("domains")).order_by(tenants.c.name))
+            rows = conn.execute(_tenant_select().order_by(tenants.c.name))
             return [dict(r._mapping) for r in rows]
+
+    def tenant_get(self, name: str) -> dict[str, Any] | None:
+        """The tenant named ``name`` (any case) as a :meth:`tenant_list` row, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(_tenant_select().where(tenants.c.name == normalize_tenant(name))).first()
+        return dict(row._mapping) if row else None
+
+    def tenant_id(self, name: str) -> int | None:
+        """The id of the tenant named ``name`` (any case), for other tables' foreign keys; or None."""
+        with self.engine.connect() as conn:
+            return lookups.tenant_id(conn, name)
+
+    def tenant_ref(self, tenant: str | int) -> lookups.TenantRef | None:
+        """Id, canonical name and state of the tenant named ``tenant`` (any case) or with that id; or None."""
+        with self.engine.connect() as conn:
+            return lookups.tenant_ref(conn, tenant)
+
+    def tenant_domains(self, name: str) -> list[str]:
+        """The (A-label) domains of the tenant named ``name`` (any case), sorted; empty for no such tenant."""
+        query = (sa.select(domains.c.name).select_from(domains.join(tenants))
+                 .where(tenants.c.name == normalize_tenant(name)).order_by(domains.c.name))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
 
     def tenant_set(self, name: str, *, enabled: bool | None = None, display_name: str | None = None) -> None:
         values: dict[str, Any] = {}
@@ -102,8 +139,23 @@ class Directory:
             _bump(conn)
         return int(count)
 
+    def counts(self, tenant: str | None = None) -> dict[str, int]:
+        """How many tenants, domains, mailboxes and aliases there are (of one tenant, any case, when named)."""
+        def number(table: sa.Table, *joins: sa.Table) -> int:
+            source: Any = table
+            for other in joins:
+                source = source.join(other)
+            query = sa.select(sa.func.count()).select_from(source)
+            if tenant is not None:
+                query = query.where(tenants.c.name == normalize_tenant(tenant))
+            return int(conn.execute(query).scalar_one())
+
+        with self.engine.connect() as conn:
+            return {"tenants": number(tenants), "domains": number(domains, tenants),
+                    "mailboxes": number(mailboxes, domains, tenants), "aliases": number(aliases, domains, tenants)}
+
     def _tenant_id(self, conn: Connection, name: str) -> int:
-        tid = conn.execute(sa.select(tenants.c.id).where(tenants.c.name == name.strip().lower())).scalar()
+        tid = lookups.tenant_id(conn, name)
         if tid is None:
             raise DirectoryError(f"no such tenant {name!r}")
         return int(tid)
@@ -137,9 +189,22 @@ class Directory:
     def domain_list(self, tenant: str | None = None) -> list[DomainInfo]:
         query = _domain_select().order_by(domains.c.name)
         if tenant:
-            query = query.where(tenants.c.name == tenant.strip().lower())
+            query = query.where(tenants.c.name == normalize_tenant(tenant))
         with self.engine.connect() as conn:
             return [DomainInfo(**r._mapping) for r in conn.execute(query)]
+
+    def domain_tenant(self, domain: str, *, enabled_only: bool = False) -> str | None:
+        """The tenant owning ``domain`` (any case, U- or A-label), or None when it is not ours.
+
+        With ``enabled_only`` a disabled domain or tenant owns nothing (may this tenant send as it?).
+        """
+        with self.engine.connect() as conn:
+            return lookups.domain_tenant(conn, domain, enabled_only=enabled_only)
+
+    def is_local_domain(self, domain: str) -> bool:
+        """Whether ``domain`` (any case, U- or A-label) is one of ours, enabled or not."""
+        with self.engine.connect() as conn:
+            return lookups.domain_id(conn, domain) is not None
 
     def domain_set(self, name: str, **values: Any) -> DomainInfo:
         """Change enabled/catchall/postmaster/plus_separator of a domain."""
@@ -205,7 +270,7 @@ class Directory:
         if domain:
             query = query.where(domains.c.name == _checked(normalize_domain, domain))
         if tenant:
-            query = query.where(tenants.c.name == tenant.strip().lower())
+            query = query.where(tenants.c.name == normalize_tenant(tenant))
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
@@ -223,6 +288,14 @@ class Directory:
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         return dict(row._mapping) if row else None
+
+    def mailbox_owner(self, address: str) -> MailboxOwner | None:
+        """The tenant and domain of the mailbox ``address`` (any case, U- or A-label), or None."""
+        row = self.mailbox_get(address)
+        if row is None:
+            return None
+        return MailboxOwner(f"{row['local_part']}@{row['domain']}", row["tenant"], row["domain"], row["local_part"],
+                            bool(row["enabled"]))
 
     def mailbox_set(self, address: str, **values: Any) -> None:
         """Change password_hash / quota_bytes / enabled of a mailbox."""
@@ -276,7 +349,7 @@ class Directory:
         if domain:
             query = query.where(domains.c.name == _checked(normalize_domain, domain))
         if tenant:
-            query = query.where(tenants.c.name == tenant.strip().lower())
+            query = query.where(tenants.c.name == normalize_tenant(tenant))
         out: dict[str, dict[str, Any]] = {}
         with self.engine.connect() as conn:
             for row in conn.execute(query):
@@ -326,6 +399,12 @@ class Directory:
         row = conn.execute(sa.select(mailboxes.c.local_part, mailboxes.c.quota_bytes, mailboxes.c.enabled)
                            .where(mailboxes.c.domain_id == domain_id, mailboxes.c.local_part == local)).first()
         return dict(row._mapping) if row else None
+
+
+def _tenant_select() -> sa.Select:
+    ndomains = (sa.select(sa.func.count()).select_from(domains)
+                .where(domains.c.tenant_id == tenants.c.id).scalar_subquery())
+    return sa.select(tenants.c.name, tenants.c.display_name, tenants.c.enabled, ndomains.label("domains"))
 
 
 def _domain_select() -> sa.Select:

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from dovetail.directory.addresses import normalize_tenant
 from dovetail.outbound.compose import Attachment, Draft
 from dovetail.outbound.send import SendError, SendRequest, SendService
 
@@ -72,7 +73,7 @@ def problem(status: int, detail: str) -> JSONResponse:
 def _tenant(scope: Any, body: MessageIn) -> str:
     tenant = scope if isinstance(scope, str) else getattr(scope, "tenant", None)
     if tenant:
-        if body.tenant and body.tenant != tenant:
+        if body.tenant and normalize_tenant(body.tenant) != normalize_tenant(tenant):
             raise SendError(403, f"this API key belongs to tenant {tenant}")
         return tenant
     if not body.tenant:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from dovetail.directory import lookups
 from dovetail.directory.addresses import AddressError, check_tenant_name
-from dovetail.directory.schema import tenants
 from dovetail.mailauth.passwords import hash_password, verify_async
 from dovetail.outbound.schema import smtp_credentials
 
@@ -42,7 +42,7 @@ class SmtpCredentials:
         username = f"{name}-{secrets.token_hex(6)}"
         secret = secrets.token_urlsafe(24)
         with self.engine.begin() as conn:
-            tid = conn.execute(sa.select(tenants.c.id).where(tenants.c.name == name)).scalar()
+            tid = lookups.tenant_id(conn, name)
             if tid is None:
                 raise CredentialError(f"no such tenant {tenant!r}")
             conn.execute(smtp_credentials.insert().values(tenant_id=tid, username=username,
@@ -51,11 +51,12 @@ class SmtpCredentials:
         return NewCredential(name, username, secret)
 
     def list(self, tenant: str | None = None) -> list[dict[str, object]]:
-        query = (sa.select(smtp_credentials.c.username, tenants.c.name.label("tenant"),
+        tenant_name = lookups.tenant_name_of(smtp_credentials.c.tenant_id)
+        query = (sa.select(smtp_credentials.c.username, tenant_name.label("tenant"),
                            smtp_credentials.c.description, smtp_credentials.c.created_at)
-                 .select_from(smtp_credentials.join(tenants)).order_by(tenants.c.name, smtp_credentials.c.id))
+                 .order_by(tenant_name, smtp_credentials.c.id))
         if tenant:
-            query = query.where(tenants.c.name == tenant.strip().lower())
+            query = query.where(lookups.tenant_named(smtp_credentials.c.tenant_id, tenant))
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
@@ -67,8 +68,8 @@ class SmtpCredentials:
     def tenant_of(self, username: str) -> str | None:
         """The enabled tenant owning an SMTP credential (for a session already authenticated), or None."""
         with self.engine.connect() as conn:
-            found = conn.execute(sa.select(tenants.c.name, tenants.c.enabled)
-                                 .select_from(smtp_credentials.join(tenants))
+            found = conn.execute(sa.select(lookups.tenant_name_of(smtp_credentials.c.tenant_id).label("name"),
+                                           lookups.tenant_enabled_of(smtp_credentials.c.tenant_id).label("enabled"))
                                  .where(smtp_credentials.c.username == username)).first()
         return found.name if found is not None and found.enabled else None
 
@@ -78,8 +79,10 @@ class SmtpCredentials:
             return None
         def row():  # noqa: ANN202
             with self.engine.connect() as conn:
-                return conn.execute(sa.select(smtp_credentials.c.password_hash, tenants.c.name, tenants.c.enabled)
-                                    .select_from(smtp_credentials.join(tenants))
+                tid = smtp_credentials.c.tenant_id
+                return conn.execute(sa.select(smtp_credentials.c.password_hash,
+                                              lookups.tenant_name_of(tid).label("name"),
+                                              lookups.tenant_enabled_of(tid).label("enabled"))
                                     .where(smtp_credentials.c.username == username)).first()
 
         found = await asyncio.to_thread(row)

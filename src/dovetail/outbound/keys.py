@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from sqlalchemy.engine import Connection, Engine
 
+from dovetail.directory import lookups
 from dovetail.directory.addresses import AddressError, normalize_domain
-from dovetail.directory.schema import domains
 from dovetail.outbound.dkim import SigningKey, dns_txt_value
 from dovetail.outbound.schema import dkim_keys
 
@@ -92,7 +92,7 @@ class DkimKeys:
         return self.dkim_dir / domain / f"{selector}.key"
 
     def _domain_id(self, conn: Connection, domain: str) -> int:
-        did = conn.execute(sa.select(domains.c.id).where(domains.c.name == domain)).scalar()
+        did = lookups.domain_id(conn, domain)
         if did is None:
             raise DkimKeyError(f"{domain!r} is not one of our domains (add it with `dovetail domain add`)")
         return int(did)
@@ -105,12 +105,12 @@ class DkimKeys:
             raise DkimKeyError(str(exc)) from None
 
     def list(self, domain: str | None = None) -> builtins.list[KeyInfo]:
-        query = (sa.select(domains.c.name, dkim_keys.c.selector, dkim_keys.c.algorithm, dkim_keys.c.state,
+        domain_name = lookups.domain_name_of(dkim_keys.c.domain_id)
+        query = (sa.select(domain_name.label("name"), dkim_keys.c.selector, dkim_keys.c.algorithm, dkim_keys.c.state,
                            dkim_keys.c.public_key, dkim_keys.c.created_at)
-                 .select_from(dkim_keys.join(domains))
-                 .order_by(domains.c.name, dkim_keys.c.created_at, dkim_keys.c.id))
+                 .order_by(domain_name, dkim_keys.c.created_at, dkim_keys.c.id))
         if domain:
-            query = query.where(domains.c.name == self._domain(domain))
+            query = query.where(lookups.domain_named(dkim_keys.c.domain_id, self._domain(domain)))
         with self.engine.connect() as conn:
             return [KeyInfo(r.name, r.selector, r.algorithm, r.state, _txt(r.algorithm, r.public_key), r.created_at)
                     for r in conn.execute(query)]
@@ -209,8 +209,9 @@ class DkimKeys:
             hit = self._cache.get(dom)
             if hit is not None and now - hit[0] < self.cache_ttl:
                 return hit[1]
-        query = (sa.select(dkim_keys.c.selector).select_from(dkim_keys.join(domains))
-                 .where(domains.c.name == dom, dkim_keys.c.state == "active").order_by(dkim_keys.c.id))
+        query = (sa.select(dkim_keys.c.selector)
+                 .where(lookups.domain_named(dkim_keys.c.domain_id, dom), dkim_keys.c.state == "active")
+                 .order_by(dkim_keys.c.id))
         with self.engine.connect() as conn:
             selectors = list(conn.execute(query).scalars())
         keys = []

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from dovetail.directory.schema import tenants
+from dovetail.directory import lookups
+from dovetail.directory.addresses import normalize_tenant
 from dovetail.outbound.schema import send_counters, send_limits
 
 
@@ -46,6 +47,7 @@ class SendLimiter:
     def set_limits(self, tenant: str, per_minute: int = 0, per_day: int = 0) -> None:
         if per_minute < 0 or per_day < 0:
             raise ValueError("limits must not be negative")
+        tenant = normalize_tenant(tenant)  # one bucket and one cache entry per tenant, however it is spelt
         with self.engine.begin() as conn:
             tid = self._tid(conn, tenant)
             if conn.execute(send_limits.update().where(send_limits.c.tenant_id == tid)
@@ -57,12 +59,13 @@ class SendLimiter:
 
     @staticmethod
     def _tid(conn: sa.Connection, tenant: str) -> int:
-        tid = conn.execute(sa.select(tenants.c.id).where(tenants.c.name == tenant)).scalar()
+        tid = lookups.tenant_id(conn, tenant)
         if tid is None:
             raise ValueError(f"no such tenant {tenant!r}")
-        return int(tid)
+        return tid
 
     def limits(self, tenant: str) -> tuple[int, TenantLimits]:
+        tenant = normalize_tenant(tenant)
         now = time.monotonic()
         with self._lock:
             hit = self._limits.get(tenant)
@@ -84,6 +87,7 @@ class SendLimiter:
 
     def check(self, tenant: str, recipients: int = 1) -> LimitExceeded | None:
         """Whether ``recipients`` more may go now; does not consume (see ``consume``)."""
+        tenant = normalize_tenant(tenant)
         _, lim = self.limits(tenant)
         if lim.per_minute:
             tokens, _ = self._refill(tenant, lim)
@@ -104,6 +108,7 @@ class SendLimiter:
 
     def consume(self, tenant: str, recipients: int) -> LimitExceeded | None:
         """Take one message and ``recipients`` from the limits, or say which limit refuses."""
+        tenant = normalize_tenant(tenant)
         refused = self.check(tenant, recipients)
         if refused:
             return refused

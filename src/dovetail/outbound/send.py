@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from dovetail.directory.schema import domains, tenants
+from dovetail.directory import Directory, TenantRef
 from dovetail.log import get_logger
 from dovetail.outbound.compose import Draft, build, new_message_id, new_token, parse_mailbox, render
 from dovetail.outbound.events import CampaignRegistry, Suppressions
@@ -69,6 +69,7 @@ class SendService:
                  unsubscribe_url: str | None = None) -> None:
         """``unsubscribe_url`` is a template such as ``https://mail.example.com/u/{token}``."""
         self.engine = engine
+        self.directory = Directory(engine)
         self.queue = queue
         self.limiter = limiter or SendLimiter(engine)
         self.suppressions = suppressions
@@ -78,9 +79,7 @@ class SendService:
     # --- checks --------------------------------------------------------------------------------
 
     def _owner(self, domain: str) -> str | None:
-        with self.engine.connect() as conn:
-            return conn.execute(sa.select(tenants.c.name).select_from(domains.join(tenants))
-                                .where(domains.c.name == domain, domains.c.enabled, tenants.c.enabled)).scalar()
+        return self.directory.domain_tenant(domain, enabled_only=True)
 
     def _claim(self, tenant_id: int, key: str, digest: str) -> SendResult | None:
         """Claim the key (None), or the stored answer of the first request with it."""
@@ -114,19 +113,20 @@ class SendService:
             else:
                 conn.execute(idempotency_keys.update().where(where).values(response=json.dumps(result.to_json())))
 
-    def _tenant_id(self, tenant: str) -> int:
-        with self.engine.connect() as conn:
-            tid = conn.execute(sa.select(tenants.c.id).where(tenants.c.name == tenant)).scalar()
-        if tid is None:
+    def _tenant(self, tenant: str) -> TenantRef:
+        """The tenant named ``tenant`` (any case: the API and CLI take it as people type it)."""
+        found = self.directory.tenant_ref(tenant)
+        if found is None:
             raise SendError(404, f"no such tenant {tenant!r}")
-        return int(tid)
+        return found
 
     # --- sending -------------------------------------------------------------------------------
 
     def send(self, tenant: str, req: SendRequest, idempotency_key: str | None = None,
              fingerprint: Any = None) -> SendResult:
         """Queue one message; blocking (call it from a thread in async code)."""
-        tid = self._tenant_id(tenant)
+        ref = self._tenant(tenant)
+        tid, tenant = ref.id, ref.name
         digest = hashlib.sha256(json.dumps(fingerprint if fingerprint is not None else asdict(req),
                                            sort_keys=True, default=str).encode()).hexdigest()
         if idempotency_key is not None:

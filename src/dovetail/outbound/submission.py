@@ -13,11 +13,9 @@ import asyncio
 import email.utils
 from collections import OrderedDict
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from dovetail.directory.addresses import AddressError, split_address
-from dovetail.directory.schema import domains, tenants
 from dovetail.directory.store import Directory
 from dovetail.intake.mx import to_queue_envelope
 from dovetail.log import get_logger
@@ -142,12 +140,7 @@ class SubmissionBackend:
         self.penalty = penalty or AuthPenalty()
 
     async def tenant_of_domain(self, domain: str) -> str | None:
-        def lookup() -> str | None:
-            with self.engine.connect() as conn:
-                return conn.execute(sa.select(tenants.c.name).select_from(domains.join(tenants)).where(
-                    domains.c.name == domain, domains.c.enabled, tenants.c.enabled)).scalar()
-
-        return await asyncio.to_thread(lookup)
+        return await asyncio.to_thread(self.directory.domain_tenant, domain, enabled_only=True)
 
     async def _tenant(self, session: SessionInfo) -> str | None:
         """The authenticated user's tenant: cached, and looked up again (still enabled?) when evicted."""

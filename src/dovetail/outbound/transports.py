@@ -18,8 +18,14 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from dovetail.directory.addresses import AddressError, check_tenant_name, normalize_address, normalize_domain
-from dovetail.directory.schema import domains, tenants
+from dovetail.directory.addresses import (
+    AddressError,
+    check_tenant_name,
+    normalize_address,
+    normalize_domain,
+    normalize_tenant,
+)
+from dovetail.directory.store import Directory
 from dovetail.log import get_logger
 from dovetail.outbound.schema import transports
 from dovetail.sealing import Sealer, SealError
@@ -185,8 +191,8 @@ class Transports:
             return table[("domain", domain)]
         if tenant is None and domain:
             tenant = self._tenant_of(domain)
-        if tenant and ("tenant", tenant) in table:
-            return table[("tenant", tenant)]
+        if tenant and ("tenant", normalize_tenant(tenant)) in table:
+            return table[("tenant", normalize_tenant(tenant))]
         return table.get(("default", "*"), DIRECT)
 
     def for_domain(self, domain: str) -> Transport:
@@ -204,6 +210,4 @@ class Transports:
         return table.get(("default", "*"), DIRECT)
 
     def _tenant_of(self, domain: str) -> str | None:
-        with self.engine.connect() as conn:
-            return conn.execute(sa.select(tenants.c.name).select_from(domains.join(tenants))
-                                .where(domains.c.name == domain)).scalar()
+        return Directory(self.engine).domain_tenant(domain)

@@ -11,11 +11,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from dovetail.directory.schema import tenants
+from dovetail.directory import lookups
 from dovetail.web.deps import ROW_ID_MAX, RowId, Scope, get_scope
 from dovetail.web.problems import Problem
 
@@ -41,16 +40,16 @@ def tenant_of(request: Request, scope: Scope = Depends(get_scope),
               tenant: str | None = Query(None, max_length=64, description="tenant (admin callers only)")) -> str:
     """The tenant a request works in (an admin names it; it must exist)."""
     if not scope.is_admin:
-        if tenant is not None and tenant.strip().lower() != scope.tenant:
+        if tenant is not None and not scope.allows(tenant):
             raise Problem(404, "Not Found", "no such tenant")
         return scope.tenant or ""
     if not tenant:
         raise Problem(422, "Unprocessable Content", "admin callers name the tenant with ?tenant=")
-    name = tenant.strip().lower()
     with request.app.state.engine.connect() as conn:
-        if conn.execute(sa.select(tenants.c.id).where(tenants.c.name == name)).first() is None:
-            raise Problem(404, "Not Found", "no such tenant")
-    return name
+        found = lookups.tenant_ref(conn, tenant)
+    if found is None:
+        raise Problem(404, "Not Found", "no such tenant")
+    return found.name
 
 
 def _refused(exc: RegistryError) -> Problem:

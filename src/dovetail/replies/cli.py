@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from dovetail.cli.context import Context, emit_json, emit_table, fail
+from dovetail.directory.addresses import normalize_tenant
 
 from .outbox import EVENT_TYPES
 from .registry import RegistryError
@@ -160,11 +161,11 @@ def _hook(ctx: typer.Context):  # noqa: ANN202
 def inbox_add(ctx: typer.Context, tenant: TenantOpt, address: str, as_json: JsonOpt = False) -> None:
     """Mark a mailbox as a reply inbox: each message delivered to it is threaded and classified."""
     c: Context = ctx.obj
-    row = c.directory.mailbox_get(address)
-    if row is None or row["tenant"] != tenant.strip().lower():
+    owner = c.directory.mailbox_owner(address)
+    if owner is None or owner.tenant != normalize_tenant(tenant):
         fail(f"{address} is not a mailbox of tenant {tenant}")
-    _hook(ctx).mark(tenant, address)
-    emit_json({"tenant": tenant, "address": address}) if as_json else print(f"{address} is a reply inbox")
+    _hook(ctx).mark(owner.tenant, owner.address)
+    emit_json({"tenant": owner.tenant, "address": owner.address}) if as_json else print(f"{address} is a reply inbox")
 
 
 @inbox_app.command("rm")

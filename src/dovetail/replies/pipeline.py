@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from dovetail.dbrows import inserted_id
-from dovetail.directory.schema import tenants
+from dovetail.directory import lookups
 from dovetail.log import get_logger
 
 from . import classify as cls
@@ -249,11 +249,10 @@ class Pipeline:
 
 
 def _tenant(conn: Connection, tenant: str | int) -> tuple[int, str]:
-    col = tenants.c.id if isinstance(tenant, int) else tenants.c.name
-    row = conn.execute(sa.select(tenants.c.id, tenants.c.name).where(col == tenant)).first()
-    if row is None:
+    found = lookups.tenant_ref(conn, tenant)
+    if found is None:
         raise RegistryError(f"unknown tenant {tenant!r}")
-    return int(row.id), row.name
+    return found.id, found.name
 
 
 def _seen(conn: Connection, tid: int, keys: list[str]) -> int | None:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
 
 from dovetail.dbrows import inserted_id
-from dovetail.directory.schema import tenants
+from dovetail.directory import lookups
 
 from . import tokens
 from .schema import campaigns, outbound_messages
@@ -79,12 +79,11 @@ def naive_utc(value: dt.datetime | None) -> dt.datetime | None:
 
 
 def tenant_id(conn: Connection, tenant: str | int) -> int:
-    """The id of a tenant given by name or id."""
-    col = tenants.c.id if isinstance(tenant, int) else tenants.c.name
-    found = conn.execute(sa.select(tenants.c.id).where(col == tenant)).scalar()
+    """The id of a tenant given by name (any case) or id."""
+    found = lookups.tenant_ref(conn, tenant)
     if found is None:
         raise RegistryError(f"unknown tenant {tenant!r}")
-    return int(found)
+    return found.id
 
 
 def _campaign(row: Any) -> Campaign:

@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from fastapi import Request
 from sqlalchemy.engine import Engine
 
-from ..directory.addresses import AddressError, normalize_address
-from ..directory.schema import tenants
+from ..directory import lookups
+from ..directory.addresses import AddressError, normalize_address, normalize_tenant
 from ..mailauth.passwords import hash_password, verify_password
 from .deps import Scope
 from .problems import Problem
@@ -57,7 +57,7 @@ def _digest(secret: str) -> str:
 def _tenant_id(conn: sa.Connection, tenant: str | None) -> int | None:
     if not tenant:
         return None
-    tid = conn.execute(sa.select(tenants.c.id).where(tenants.c.name == tenant.strip().lower())).scalar()
+    tid = lookups.tenant_id(conn, tenant)
     if tid is None:
         raise AuthError(f"no such tenant {tenant!r}")
     return int(tid)
@@ -91,9 +91,9 @@ def user_add(engine: Engine, email: str, password: str, role: str = "admin", ten
 def user_list(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(web_users.c.id, web_users.c.email, web_users.c.role,
-                                      tenants.c.name.label("tenant"), web_users.c.enabled,
-                                      web_users.c.last_login_at)
-                            .select_from(web_users.outerjoin(tenants)).order_by(web_users.c.email))
+                                      lookups.tenant_name_of(web_users.c.tenant_id).label("tenant"),
+                                      web_users.c.enabled, web_users.c.last_login_at)
+                            .order_by(web_users.c.email))
         return [dict(r._mapping) for r in rows]
 
 
@@ -104,8 +104,7 @@ def check_login(engine: Engine, email: str, password: str) -> dict[str, Any] | N
     except AddressError:
         addr = ""
     with engine.connect() as conn:
-        row = conn.execute(sa.select(web_users, tenants.c.name.label("tenant"))
-                           .select_from(web_users.outerjoin(tenants))
+        row = conn.execute(sa.select(web_users, lookups.tenant_name_of(web_users.c.tenant_id).label("tenant"))
                            .where(web_users.c.email == addr)).first() if addr else None
     if row is None:
         verify_password(_DUMMY_HASH, password)
@@ -142,14 +141,14 @@ def token_add(engine: Engine, scope: str = "admin", tenant: str | None = None, n
         result = conn.execute(api_tokens.insert().values(name=name[:100], prefix=prefix, token_hash=_digest(token),
                                                          scope=scope, tenant_id=tid))
         tok_id = int(result.inserted_primary_key[0])
-    return NewToken(tok_id, token, prefix, scope, tenant.strip().lower() if tenant else None)
+    return NewToken(tok_id, token, prefix, scope, normalize_tenant(tenant) if tenant else None)
 
 
 def token_list(engine: Engine, tenant_id: int | None = None, include_revoked: bool = True) -> list[dict[str, Any]]:
     query = (sa.select(api_tokens.c.id, api_tokens.c.name, api_tokens.c.prefix, api_tokens.c.scope,
-                       tenants.c.name.label("tenant"), api_tokens.c.created_at, api_tokens.c.last_used_at,
-                       api_tokens.c.revoked_at)
-             .select_from(api_tokens.outerjoin(tenants)).order_by(api_tokens.c.id))
+                       lookups.tenant_name_of(api_tokens.c.tenant_id).label("tenant"), api_tokens.c.created_at,
+                       api_tokens.c.last_used_at, api_tokens.c.revoked_at)
+             .order_by(api_tokens.c.id))
     if tenant_id is not None:
         query = query.where(api_tokens.c.tenant_id == tenant_id)
     if not include_revoked:
@@ -248,8 +247,8 @@ class Auth:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(api_tokens.c.id, api_tokens.c.scope, api_tokens.c.tenant_id,
                                          api_tokens.c.prefix, api_tokens.c.revoked_at,
-                                         tenants.c.name.label("tenant"), tenants.c.enabled)
-                               .select_from(api_tokens.outerjoin(tenants))
+                                         lookups.tenant_name_of(api_tokens.c.tenant_id).label("tenant"),
+                                         lookups.tenant_enabled_of(api_tokens.c.tenant_id).label("enabled"))
                                .where(api_tokens.c.token_hash == _digest(token))).first()
         if row is None or row.revoked_at is not None:
             raise _unauthorized("invalid or revoked token")
@@ -293,8 +292,9 @@ class Auth:
             with self.engine.connect() as conn:
                 row = conn.execute(sa.select(web_sessions.c.csrf, web_sessions.c.expires_at, web_users.c.id,
                                              web_users.c.email, web_users.c.role, web_users.c.tenant_id,
-                                             web_users.c.enabled, tenants.c.name.label("tenant"))
-                                   .select_from(web_sessions.join(web_users).outerjoin(tenants))
+                                             web_users.c.enabled,
+                                             lookups.tenant_name_of(web_users.c.tenant_id).label("tenant"))
+                                   .select_from(web_sessions.join(web_users))
                                    .where(web_sessions.c.id == _digest(cookie))).first()
             if row is not None and row.enabled and row.expires_at > _utcnow():
                 if row.role == "admin":

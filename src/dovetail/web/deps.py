@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import Path, Request
 from sqlalchemy.engine import Engine
 
+from ..directory.addresses import normalize_tenant
 from .problems import Problem
 
 ROW_ID_MAX = 2**31 - 1  # keys are INTEGER columns: 32 bits on PostgreSQL
@@ -45,7 +46,7 @@ class Scope:
             return False
         if isinstance(tenant, int):
             return tenant == self.tenant_id
-        return tenant.strip().lower() == self.tenant
+        return normalize_tenant(tenant) == self.tenant
 
     def require(self, tenant: int | str | None, what: str = "object") -> None:
         """Raise 404 (not 403: existence is not disclosed) when ``tenant`` is not visible."""

@@ -164,11 +164,9 @@ def render(ctx: WebContext, http_requests: dict[tuple[str, int], int]) -> str:
     for state, n in queue_sizes(ctx).items():
         out.append(_line("dovetail_queue_messages", n, state=state))
     family("dovetail_directory_objects", "gauge", "Objects in the directory.")
-    d = ctx.directory
-    out.append(_line("dovetail_directory_objects", len(d.tenant_list()), kind="tenant"))
-    out.append(_line("dovetail_directory_objects", len(d.domain_list()), kind="domain"))
-    out.append(_line("dovetail_directory_objects", len(d.mailbox_list()), kind="mailbox"))
-    out.append(_line("dovetail_directory_objects", len(d.alias_list()), kind="alias"))
+    counts = ctx.directory.counts()
+    for kind, key in (("tenant", "tenants"), ("domain", "domains"), ("mailbox", "mailboxes"), ("alias", "aliases")):
+        out.append(_line("dovetail_directory_objects", counts[key], kind=kind))
     family("dovetail_service_up", "gauge", "1 when the service runs (master) or its listener accepts connections.")
     for svc in service_health(ctx.cfg):
         if svc["status"] != "disabled":

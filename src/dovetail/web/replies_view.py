@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.engine import Engine
 
+from ..directory import lookups
 from .context import WebContext, get_ctx
 from .deps import RowId, Scope
 from .problems import Problem
@@ -87,11 +88,8 @@ def campaigns_page(request: Request, ctx: WebContext = Depends(get_ctx)) -> Resp
     c, r, t = s.campaigns, s.replies, s.threads
     nreplies = sa.select(sa.func.count()).select_from(r).where(r.c.campaign_id == c.c.id).scalar_subquery()
     nthreads = sa.select(sa.func.count()).select_from(t).where(t.c.campaign_id == c.c.id).scalar_subquery()
-    from ..directory.schema import tenants
-
-    query = (sa.select(c.c.id, c.c.name, c.c.created_at, tenants.c.name.label("tenant"),
+    query = (sa.select(c.c.id, c.c.name, c.c.created_at, lookups.tenant_name_of(c.c.tenant_id).label("tenant"),
                        nthreads.label("threads"), nreplies.label("replies"))
-             .select_from(c.join(tenants, tenants.c.id == c.c.tenant_id))
              .where(scope.where(c.c.tenant_id)).order_by(c.c.created_at.desc()).limit(500))
     with ctx.engine.connect() as conn:
         rows = [dict(x._mapping) for x in conn.execute(query)]
@@ -200,13 +198,11 @@ async def redeliver(request: Request, delivery_id: RowId, ctx: WebContext = Depe
 def suppressions_page(request: Request, ctx: WebContext = Depends(get_ctx)) -> Response:
     s = _require(ctx)
     _, scope = _session(request)
-    from ..directory.schema import tenants
-
     sup = s.suppressions
     with ctx.engine.connect() as conn:
         rows = [dict(x._mapping) for x in conn.execute(
-            sa.select(sup.c.address, sup.c.reason, sup.c.source, sup.c.created_at, tenants.c.name.label("tenant"))
-            .select_from(sup.join(tenants, tenants.c.id == sup.c.tenant_id))
+            sa.select(sup.c.address, sup.c.reason, sup.c.source, sup.c.created_at,
+                      lookups.tenant_name_of(sup.c.tenant_id).label("tenant"))
             .where(scope.where(sup.c.tenant_id)).order_by(sup.c.created_at.desc()).limit(1000))]
     return _render(request, "suppressions.html", suppressions=rows)
 

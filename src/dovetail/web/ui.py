@@ -203,16 +203,14 @@ def _flow(ctx: WebContext) -> dict[str, Any]:
 def dashboard(request: Request, ctx: WebContext = Depends(get_ctx)) -> Response:
     session = session_of(request)
     scope = _scope(session)
-    d = ctx.directory
+    counts = ctx.directory.counts(scope.tenant_filter())
     values: dict[str, Any] = {
-        "domains": len([x for x in d.domain_list(scope.tenant_filter())]),
-        "mailboxes": len(d.mailbox_list(tenant=scope.tenant_filter())),
-        "aliases": len(d.alias_list(tenant=scope.tenant_filter())),
+        "domains": counts["domains"], "mailboxes": counts["mailboxes"], "aliases": counts["aliases"],
         "replies_today": replies_view.replies_today(ctx.engine, scope),
     }
     if scope.is_admin:
         values.update(_flow(ctx), queue=queue_sizes(ctx), health=service_health(ctx.cfg),
-                      tenants=len(d.tenant_list()))
+                      tenants=counts["tenants"])
     return render(request, "dashboard.html", **values)
 
 

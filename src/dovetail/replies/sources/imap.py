@@ -21,6 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from dovetail.directory import lookups
+from dovetail.directory.addresses import normalize_tenant
 from dovetail.log import get_logger
 from dovetail.sealing import Sealer, SealError
 
@@ -74,15 +76,13 @@ class ImapAccounts:
             aid = conn.execute(imap_accounts.insert().values(
                 tenant_id=tid, name=name, host=host, port=port, tls=tls, username=username, password=stored,
                 folder=folder)).inserted_primary_key[0]
-        return ImapAccount(aid, tenant, name, host, port, tls, username, password, folder)
+        return ImapAccount(aid, normalize_tenant(tenant), name, host, port, tls, username, password, folder)
 
     def list(self, tenant: str | None = None) -> list[ImapAccount]:
-        from dovetail.directory.schema import tenants
-
-        q = (sa.select(imap_accounts, tenants.c.name.label("tenant_name"))
-             .join(tenants, tenants.c.id == imap_accounts.c.tenant_id).where(imap_accounts.c.enabled.is_(True)))
+        q = (sa.select(imap_accounts, lookups.tenant_name_of(imap_accounts.c.tenant_id).label("tenant_name"))
+             .where(imap_accounts.c.enabled.is_(True)))
         if tenant is not None:
-            q = q.where(tenants.c.name == tenant)
+            q = q.where(lookups.tenant_named(imap_accounts.c.tenant_id, tenant))
         with self.engine.connect() as conn:
             rows = conn.execute(q.order_by(imap_accounts.c.id)).all()
         out = []

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from dovetail.directory import lookups
+from dovetail.directory.addresses import AddressError, normalize_address, normalize_tenant
 from dovetail.log import get_logger
 
 from ..pipeline import ReplyRecord, Source
@@ -24,6 +26,14 @@ log = get_logger("replies")
 MAX_MESSAGE_BYTES = 50 * 1024 * 1024
 
 
+def _inbox(address: str) -> str:
+    """An address as reply inboxes are stored (what :meth:`LocalHook.mark` keeps)."""
+    try:
+        return normalize_address(address)
+    except AddressError:
+        return address.strip().lower()
+
+
 class LocalHook:
     def __init__(self, service: RepliesService, cache_ttl: float = 2.0) -> None:
         self.service = service
@@ -34,9 +44,10 @@ class LocalHook:
     # --- which mailboxes are reply inboxes -------------------------------------------------------
 
     def mark(self, tenant: str, address: str) -> None:
-        address = address.strip().lower()
-        if "@" not in address:
-            raise RegistryError(f"not an address: {address!r}")
+        try:
+            address = normalize_address(address)  # as deliveries name it: A-label domain, lowercase
+        except AddressError:
+            raise RegistryError(f"not an address: {address!r}") from None
         with self.engine.begin() as conn:
             tid = tenant_id(conn, tenant)
             if not conn.execute(sa.select(reply_inboxes.c.id).where(reply_inboxes.c.address == address)).first():
@@ -47,7 +58,7 @@ class LocalHook:
         with self.engine.begin() as conn:
             tid = tenant_id(conn, tenant)
             done = conn.execute(reply_inboxes.delete().where(reply_inboxes.c.tenant_id == tid,
-                                                             reply_inboxes.c.address == address.strip().lower()))
+                                                             reply_inboxes.c.address == _inbox(address)))
         self._cache = None
         return done.rowcount > 0
 
@@ -61,13 +72,11 @@ class LocalHook:
         """Whether deliveries to this mailbox go to the pipeline (cached briefly: called per delivery)."""
         now = time.monotonic()
         if self._cache is None or now - self._cache[0] > self.cache_ttl:
-            from dovetail.directory.schema import tenants
-
             with self.engine.connect() as conn:
-                rows = conn.execute(sa.select(tenants.c.name, reply_inboxes.c.address)
-                                    .join(tenants, tenants.c.id == reply_inboxes.c.tenant_id)).all()
-            self._cache = (now, {(r.name, r.address) for r in rows})
-        return (tenant, mailbox_address.strip().lower()) in self._cache[1]
+                rows = conn.execute(sa.select(lookups.tenant_name_of(reply_inboxes.c.tenant_id).label("tenant"),
+                                              reply_inboxes.c.address)).all()
+            self._cache = (now, {(r.tenant, r.address) for r in rows})
+        return (normalize_tenant(tenant), _inbox(mailbox_address)) in self._cache[1]
 
     # --- the hook ----------------------------------------------------------------------------------
 

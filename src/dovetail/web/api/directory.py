@@ -40,13 +40,12 @@ def _matches(text: str, q: str | None) -> bool:
 # --- tenants -----------------------------------------------------------------------------------
 
 def _visible_tenant(ctx: WebContext, scope: Scope, name: str) -> dict[str, Any]:
-    slug = name.strip().lower()
-    if not scope.allows(slug):
+    if not scope.allows(name):
         raise _not_found("tenant")
-    for row in ctx.directory.tenant_list():
-        if row["name"] == slug:
-            return row
-    raise _not_found("tenant")
+    row = ctx.directory.tenant_get(name)
+    if row is None:
+        raise _not_found("tenant")
+    return row
 
 
 @router.get("/tenants", response_model=m.TenantPage, tags=["tenants"])
