@@ -4,6 +4,11 @@ This plays the part of Dovecot's lib-storage: the callers know these classes, no
 format. The Maildir++ implementation lives in :mod:`dovetail.maildir`; obtain one with
 :func:`dovetail.storage.open_storage`.
 
+Errors
+------
+Every :class:`StorageError` has an :class:`ErrorKind` and no protocol in it: the IMAP layer maps kinds
+to response codes (``[NONEXISTENT]``, ``[OVERQUOTA]``...), delivery maps ``OVER_QUOTA`` to ``4.2.2``/``5.2.2``.
+
 Threading and blocking
 ----------------------
 Every method of :class:`MailStorage` and :class:`Mailbox` may touch the disk (directory listings,
@@ -35,76 +40,102 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-# --- errors: each maps to one IMAP response code ------------------------------------------------
+# --- errors: each carries a kind; protocols map kinds to their own codes --------------------------
+
+
+class ErrorKind(enum.Enum):
+    """What went wrong, independent of any protocol: ``dovetail.imap.storage_errors`` maps a kind to an
+    IMAP response code, delivery maps ``OVER_QUOTA`` to an SMTP/DSN status."""
+
+    NOT_FOUND = "not found"
+    EXISTS = "exists"
+    NOT_ALLOWED = "not allowed"
+    INVALID_NAME = "invalid name"
+    EXPUNGED = "expunged"
+    IN_USE = "in use"
+    READ_ONLY = "read-only"
+    TOO_LARGE = "too large"
+    INVALID_FLAG = "invalid flag"
+    INVALID_SECTION = "invalid section"
+    OVER_QUOTA = "over quota"
+    SERVER_BUG = "server bug"
 
 
 class StorageError(Exception):
-    """Base class. ``imap_code`` is the response code the IMAP layer sends with ``NO``."""
+    """Base class; ``kind`` says what went wrong (``SERVER_BUG`` when nothing more precise is known)."""
 
-    imap_code: str = "SERVERBUG"
+    kind: ErrorKind = ErrorKind.SERVER_BUG
 
 
 class InvalidMailboxName(StorageError):
-    """The name is not acceptable (path tricks, control chars, empty parts, too long): ``NO [CANNOT]``."""
+    """The name is not acceptable (path tricks, control chars, empty parts, too long)."""
 
-    imap_code = "CANNOT"
+    kind = ErrorKind.INVALID_NAME
 
 
 class MailboxNotFound(StorageError):
-    """No such mailbox: ``NO [NONEXISTENT]`` (``[TRYCREATE]`` for APPEND/COPY/MOVE targets)."""
+    """No such mailbox."""
 
-    imap_code = "NONEXISTENT"
+    kind = ErrorKind.NOT_FOUND
 
 
 class MailboxExists(StorageError):
-    """CREATE or RENAME onto an existing name: ``NO [ALREADYEXISTS]``."""
+    """CREATE or RENAME onto an existing name."""
 
-    imap_code = "ALREADYEXISTS"
+    kind = ErrorKind.EXISTS
 
 
 class MailboxNotAllowed(StorageError):
-    """Not allowed on this mailbox (delete INBOX, delete with children...): ``NO [CANNOT]``."""
+    """Not allowed on this mailbox (delete INBOX, delete with children...)."""
 
-    imap_code = "CANNOT"
+    kind = ErrorKind.NOT_ALLOWED
 
 
 class MessageExpunged(StorageError):
-    """The message file is gone (another writer expunged it): missing message.
+    """The message file is gone (another writer expunged it): missing message."""
 
-    The IMAP layer answers ``NO [EXPUNGEISSUED]`` for FETCH of body data in that case.
-    """
-
-    imap_code = "EXPUNGEISSUED"
+    kind = ErrorKind.EXPUNGED
 
 
 class MailboxInUse(StorageError):
-    """A lock (e.g. ``dovecot-uidlist.lock``) could not be taken in time: ``NO [INUSE]``."""
+    """A lock (e.g. ``dovecot-uidlist.lock``) could not be taken in time."""
 
-    imap_code = "INUSE"
+    kind = ErrorKind.IN_USE
 
 
 class ReadOnlyMailbox(StorageError):
-    """A write on a mailbox opened with ``readonly=True`` (EXAMINE): ``NO [READ-ONLY]``-style failure."""
+    """A write on a mailbox opened with ``readonly=True`` (EXAMINE)."""
 
-    imap_code = "CANNOT"
+    kind = ErrorKind.READ_ONLY
 
 
 class MessageTooLarge(StorageError):
-    """APPEND data over the configured limit: ``NO [TOOBIG]`` (RFC 7889 / RFC 4469)."""
+    """APPEND data over the configured limit."""
 
-    imap_code = "TOOBIG"
+    kind = ErrorKind.TOO_LARGE
 
 
 class InvalidFlag(StorageError):
-    """A flag that is neither a system flag nor a valid keyword (STORE/APPEND): the IMAP layer answers BAD."""
+    """A flag that is neither a system flag nor a valid keyword (STORE/APPEND/deliver)."""
 
-    imap_code = "CLIENTBUG"
+    kind = ErrorKind.INVALID_FLAG
 
 
 class InvalidSection(StorageError):
-    """A BODY[...] section spec that does not parse: the IMAP layer answers ``BAD``."""
+    """A BODY[...] section spec that does not parse."""
 
-    imap_code = "CLIENTBUG"
+    kind = ErrorKind.INVALID_SECTION
+
+
+class OverQuota(StorageError):
+    """The mailbox has no room for the message: ``used`` bytes stored of ``limit``."""
+
+    kind = ErrorKind.OVER_QUOTA
+
+    def __init__(self, used: int, limit: int) -> None:
+        super().__init__(f"mailbox full: {used} of {limit} bytes used")
+        self.used = used
+        self.limit = limit
 
 
 # --- flags -------------------------------------------------------------------------------------
