@@ -1,4 +1,5 @@
-"""The mailbox storage API: what the IMAP server and the replies engine speak to.
+"""The mailbox storage API: what the IMAP server, delivery, quota checks, the web's usage figures
+and the replies engine speak to.
 
 This plays the part of Dovecot's lib-storage: the callers know these classes, not the on-disk
 format. The Maildir++ implementation lives in :mod:`dovetail.maildir`; obtain one with
@@ -295,6 +296,41 @@ class Section:
     fields: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What all mailboxes of one user hold: ``bytes`` as stored (what a quota limits) and ``messages``."""
+
+    bytes: int
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryId:
+    """One delivery of a queued message to one of its recipients, the same on every attempt.
+
+    A delivery repeated after a crash (message stored, queue not yet updated) finds the copy of the
+    first attempt by it instead of storing a second one.
+    """
+
+    queue_id: str
+    recipient: int
+    arrival: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Where ``deliver()`` put a message.
+
+    ``key`` names the message for :meth:`MailStorage.read_delivered`; it stays the same when a reader
+    changes the message's flags. ``duplicate`` says an earlier attempt had stored it already and
+    nothing was written this time.
+    """
+
+    mailbox: str
+    key: str
+    duplicate: bool = False
+
+
 # --- watching ----------------------------------------------------------------------------------
 
 
@@ -524,3 +560,51 @@ class MailStorage(ABC):
     ) -> CopyResult:
         """APPEND to ``name`` without selecting it. Returns APPENDUID data (uid_map ``{0: uid}``).
         Raises MailboxNotFound (IMAP: ``[TRYCREATE]``), MessageTooLarge."""
+
+    # --- delivery and quota ----------------------------------------------------------------------
+
+    @abstractmethod
+    def deliver(
+        self,
+        chunks: Iterable[bytes],
+        *,
+        mailbox: str = "INBOX",
+        flags: Iterable[str] = (),
+        delivery_id: DeliveryId | None = None,
+        retry: bool = False,
+        quota: int | None = None,
+        size: int = 0,
+    ) -> Delivered:
+        """Store a message from a delivery agent (virtual(8), LDA, LMTP): on stable storage when this
+        returns, without selecting the mailbox; a session sees it on its next ``refresh()``.
+
+        ``chunks`` is the message, with CRLF or LF line endings. ``flags`` go with it (the message is
+        then not ``\\Recent``-new but already seen by the store, as Dovecot's LDA does for flags).
+        With ``delivery_id`` a second delivery of the same id stores nothing and returns the first
+        copy with ``duplicate=True``; ``retry=True`` (a later attempt) also finds a copy that a reader
+        has since moved or flagged, at the cost of a listing. With a ``quota`` in bytes (None or 0:
+        none) raises :class:`OverQuota` when ``size`` more bytes do not fit. Raises MailboxNotFound,
+        InvalidFlag, OverQuota and OSError (disk full...).
+        """
+
+    @abstractmethod
+    def delivered(self, delivery_id: DeliveryId, mailbox: str = "INBOX") -> Delivered | None:
+        """The copy an earlier ``deliver()`` with this id stored, or None."""
+
+    @abstractmethod
+    def read_delivered(self, key: str, mailbox: str = "INBOX", limit: int | None = None) -> bytes | None:
+        """The bytes of a delivered message as stored (up to ``limit``), by ``Delivered.key``; None when
+        it is gone. ``key`` is checked: it cannot name anything outside the mailbox."""
+
+    @abstractmethod
+    def usage(self) -> Usage:
+        """Bytes and messages of all mailboxes, cheap enough to ask for every delivery and RCPT."""
+
+    def check_quota(self, limit: int | None, incoming: int = 0) -> None:
+        """Raise :class:`OverQuota` when ``incoming`` more bytes would take the mailboxes over ``limit``
+        bytes (None or 0: no limit)."""
+        if not limit:
+            return
+        used = self.usage().bytes
+        if used + incoming > limit:
+            raise OverQuota(used, limit)
