@@ -8,13 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from tests.queue.helpers_queue import envelope, message
 
 from dovetail.delivery import MailboxTarget, MaildirConfig, MaildirDeliveryAgent, RecipientRejected, Rejection
-from dovetail.delivery.maildir import QuotaCache, lf_chunks
 from dovetail.queue import Queue, QueuedMessage, QueueRecipient
+from dovetail.storage import open_storage
 
 NAME_RE = re.compile(r"^(\d+)\.V([0-9A-Z]+)R(\d+)\.([^/,:]+),S=(\d+),W=(\d+)$")
 
@@ -99,7 +97,7 @@ def test_quota_defers_or_bounces(tmp_path: Path) -> None:
     (box / "cur" / "1.M1P1Q1.h,S=4000,W=4100:2,S").write_bytes(b"x")
     (box / ".Sent" / "cur" / "2.M1P1Q1.h,S=3000:2,S").write_bytes(b"x")
     (box / "new" / "3.M1P1Q1.h").write_bytes(b"y" * 500)
-    assert QuotaCache().usage(box) == 7500
+    assert open_storage(box, create=False).usage().bytes == 7500
 
     msg = queued(tmp_path, message(body="z" * 1000))
     (res,) = deliver(MaildirDeliveryAgent(resolver(tmp_path / "mail", quota=8000)), msg)
@@ -112,9 +110,9 @@ def test_quota_defers_or_bounces(tmp_path: Path) -> None:
 
     agent = MaildirDeliveryAgent(resolver(tmp_path / "mail", quota=20_000))
     assert deliver(agent, msg)[0].status == "sent"
-    assert agent.quota.usage(box) > 7500 + 1000
+    assert open_storage(box, create=False).usage().bytes > 7500 + 1000
     (box / "cur" / "1.M1P1Q1.h,S=4000,W=4100:2,S").unlink()
-    assert agent.quota.usage(box) < 7500
+    assert open_storage(box, create=False).usage().bytes < 7500
 
 
 def test_loop_detection(tmp_path: Path) -> None:
@@ -133,13 +131,6 @@ def test_loop_detection(tmp_path: Path) -> None:
     assert [(r.status, r.dsn_code) for r in results] == [("bounced", "5.4.6"), ("sent", "2.0.0")]
     assert "mail forwarding loop for bob@example.com" in results[0].reason
     assert not (tmp_path / "other" / "example.com" / "bob").exists()
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.binary(max_size=20).map(lambda b: b.replace(b"\n", b"\r\n")), max_size=8))
-def test_lf_conversion_across_chunks(chunks: list[bytes]) -> None:
-    joined = b"".join(chunks)
-    assert b"".join(lf_chunks(chunks)) == joined.replace(b"\r\n", b"\n")
 
 
 def test_enospc_on_tiny_tmpfs_defers_and_leaves_nothing(tmp_path: Path) -> None:
@@ -238,17 +229,3 @@ def test_repeated_attempt_after_a_crash_writes_no_second_copy(tmp_path: Path) ->
     msg.envelope.attempts = 1
     deliver(agent, msg)
     assert [(len(files(box)), len(files(box, "cur"))) for box in boxes] == [(0, 1), (0, 1)]
-
-
-def test_find_delivered_finds_recent_and_moved_copies(tmp_path: Path) -> None:
-    from dovetail.delivery.maildir import delivery_name, find_delivered, write_message
-
-    box = tmp_path / "box"
-    base = delivery_name(1700000000.0, "QID123", 0)
-    path = write_message(box, [b"Subject: x\n\nbody\n"], base)
-    assert find_delivered(box, base) == path
-    moved = box / "cur" / (path.name + ":2,S")
-    os.rename(path, moved)
-    assert find_delivered(box, base) == moved
-    os.unlink(moved)
-    assert find_delivered(box, base) is None

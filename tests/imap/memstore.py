@@ -1,7 +1,9 @@
 """An in-memory implementation of the storage API, so the IMAP layer can be tested on its own.
 
 It follows the API's contract (views change only in refresh(), Changes with descending expunged
-sequence numbers, modseqs, UIDPLUS data) with no disk at all.
+sequence numbers, modseqs, UIDPLUS data, deliveries by id, usage) with no disk at all; the suite in
+``tests/storage`` holds it and the Maildir storage to the same contract. Messages are kept with
+CRLF line endings, so sizes are RFC822.SIZE.
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from dovetail.maildir.mailbox import clean_flags
 from dovetail.mime.imapdata import body_to_imap, envelope_to_imap
 from dovetail.storage import api
 from dovetail.storage.api import (
+    SYSTEM_FLAGS,
     Changes,
     CopyResult,
+    Delivered,
+    DeliveryId,
     FlagState,
     MailboxExists,
     MailboxInfo,
@@ -29,8 +35,9 @@ from dovetail.storage.api import (
     ReadOnlyMailbox,
     StoreMode,
     StoreResult,
+    Usage,
 )
-from dovetail.storage.names import normalize, pattern_regex
+from dovetail.storage.names import DELIMITER, normalize, parents, pattern_regex
 
 
 @dataclass
@@ -52,13 +59,28 @@ class _Box:
     msgs: dict[int, _Msg] = field(default_factory=dict)
     expunged: list[tuple[int, int]] = field(default_factory=list)  # (modseq, uid)
     version: int = 0
+    delivered: dict[str, int] = field(default_factory=dict)  # Delivered.key -> uid
+
+
+def _keywords(flags: Iterable[str]) -> frozenset[str]:
+    return frozenset(f for f in flags if f not in SYSTEM_FLAGS)
+
+
+def _crlf(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 class MemStorage(api.MailStorage):
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.boxes: dict[str, _Box] = {"INBOX": _Box("INBOX", int(time.time()))}
+        self._last_uidvalidity = int(time.time())
+        self.boxes: dict[str, _Box] = {"INBOX": _Box("INBOX", self._last_uidvalidity)}
         self.subscribed: set[str] = {"INBOX"}
+
+    def _new_uidvalidity(self) -> int:
+        """Never one handed out before, even to a mailbox deleted and created again."""
+        self._last_uidvalidity = max(int(time.time()), self._last_uidvalidity + 1)
+        return self._last_uidvalidity
 
     def _box(self, name: str) -> _Box:
         name = normalize(name)
@@ -69,12 +91,20 @@ class MemStorage(api.MailStorage):
 
     def list_mailboxes(self, reference: str = "", pattern: str = "*") -> list[MailboxInfo]:
         rx = pattern_regex(reference, pattern)
-        names = sorted(self.boxes, key=lambda n: (n != "INBOX", n))
+        with self.lock:
+            real = set(self.boxes)
+        implied = {p for n in real for p in parents(n)} - real
+        everything = real | implied
         out = []
-        for n in names:
+        for n in sorted(everything, key=lambda n: (n != "INBOX", n)):
             if rx.match(n):
-                kids = any(o.startswith(n + "/") for o in self.boxes)
-                out.append(MailboxInfo(n, "/", frozenset({"\\HasChildren" if kids else "\\HasNoChildren"})))
+                kids = any(o.startswith(n + DELIMITER) for o in everything)
+                attrs = {"\\HasChildren" if kids else "\\HasNoChildren"}
+                if n in implied:
+                    attrs.add("\\Noselect")
+                if n in self.subscribed:
+                    attrs.add("\\Subscribed")
+                out.append(MailboxInfo(n, DELIMITER, frozenset(attrs)))
         return out
 
     def exists(self, name: str) -> bool:
@@ -85,7 +115,7 @@ class MemStorage(api.MailStorage):
             name = normalize(name)
             if name in self.boxes:
                 raise MailboxExists("Mailbox already exists")
-            self.boxes[name] = _Box(name, int(time.time()) + len(self.boxes))
+            self.boxes[name] = _Box(name, self._new_uidvalidity())
 
     def delete(self, name: str) -> None:
         with self.lock:
@@ -93,17 +123,38 @@ class MemStorage(api.MailStorage):
             if name == "INBOX":
                 raise MailboxNotAllowed("INBOX can't be deleted")
             self._box(name)
+            if any(o.startswith(name + DELIMITER) for o in self.boxes):
+                raise MailboxNotAllowed("mailbox has children")
             del self.boxes[name]
 
     def rename(self, old: str, new: str) -> None:
         with self.lock:
-            box = self._box(old)
             new = normalize(new)
             if new in self.boxes:
                 raise MailboxExists("Target exists")
-            del self.boxes[box.name]
-            box.name = new
-            self.boxes[new] = box
+            box = self._box(old)
+            if new.startswith(box.name + DELIMITER):
+                raise MailboxNotAllowed("cannot rename a mailbox into itself")
+            if box.name == "INBOX":  # RFC 3501 6.3.5: the messages move, INBOX stays, empty
+                self.create(new)
+                target = self.boxes[new]
+                for uid in sorted(box.msgs):
+                    m = box.msgs[uid]
+                    self._append(target, m.data, m.flags, m.date)
+                box.msgs.clear()
+                box.delivered.clear()
+                box.modseq += 1
+                box.version += 1
+                return
+            prefix = box.name + DELIMITER
+            moves = [(n, new + n[len(box.name):]) for n in list(self.boxes) if n == box.name or n.startswith(prefix)]
+            for _o, n in moves:
+                if n != new and n in self.boxes:
+                    raise MailboxExists("Target exists")
+            moved = {o: self.boxes.pop(o) for o, _n in moves}
+            for o, n in moves:
+                moved[o].name = n
+                self.boxes[n] = moved[o]
 
     def subscribe(self, name: str) -> None:
         self.subscribed.add(normalize(name))
@@ -147,7 +198,44 @@ class MemStorage(api.MailStorage):
                internal_date: datetime | None = None) -> CopyResult:
         with self.lock:
             box = self._box(name)
-            return CopyResult(box.uidvalidity, {0: self._append(box, data, flags, internal_date)})
+            return CopyResult(box.uidvalidity, {0: self._append(box, data, clean_flags(flags), internal_date)})
+
+    # --- delivery and usage -----------------------------------------------------------------------
+
+    def deliver(self, chunks: Iterable[bytes], *, mailbox: str = "INBOX", flags: Iterable[str] = (),
+                delivery_id: DeliveryId | None = None, retry: bool = False, quota: int | None = None,
+                size: int = 0) -> Delivered:
+        with self.lock:
+            box = self._box(mailbox)
+            wanted = clean_flags(flags)
+            key = None if delivery_id is None else f"{delivery_id.queue_id}R{delivery_id.recipient}"
+            if key is not None and box.delivered.get(key) in box.msgs:
+                return Delivered(box.name, key, duplicate=True)
+            if quota:
+                self.check_quota(quota, size)
+            uid = self._append(box, _crlf(b"".join(chunks)), wanted, None)
+            key = key or f"M{uid}"
+            box.delivered[key] = uid
+            return Delivered(box.name, key)
+
+    def delivered(self, delivery_id: DeliveryId, mailbox: str = "INBOX") -> Delivered | None:
+        with self.lock:
+            box = self._box(mailbox)
+            key = f"{delivery_id.queue_id}R{delivery_id.recipient}"
+            return Delivered(box.name, key) if box.delivered.get(key) in box.msgs else None
+
+    def read_delivered(self, key: str, mailbox: str = "INBOX", limit: int | None = None) -> bytes | None:
+        with self.lock:
+            box = self._box(mailbox)
+            m = box.msgs.get(box.delivered.get(key, 0))
+            if m is None:
+                return None
+            return m.data if limit is None else m.data[:limit]
+
+    def usage(self) -> Usage:
+        with self.lock:
+            msgs = [m for box in self.boxes.values() for m in box.msgs.values()]
+            return Usage(sum(len(m.data) for m in msgs), len(msgs))
 
 
 class _Watcher:
@@ -255,7 +343,7 @@ class MemMailbox(api.Mailbox):
                 if state != self._flags[u]:
                     self._flags[u] = state
                     if (u, m.modseq) not in self._own:
-                        ch.flag_changes.append(FlagState(u, state[0], frozenset(), m.modseq, u in self._recent))
+                        ch.flag_changes.append(FlagState(u, state[0], _keywords(state[0]), m.modseq, u in self._recent))
             ch.recent_count = len(self._recent)
         return ch
 
@@ -270,7 +358,7 @@ class MemMailbox(api.Mailbox):
                 env = [None, _header(m.data, "subject"), None, None, None, None, None, None, None, None]
                 cte = (_header(m.data, "content-transfer-encoding") or "7BIT").upper()
                 bs = ["TEXT", "PLAIN", ["CHARSET", "us-ascii"], None, None, cte, len(m.data), 1]
-                info = MessageInfo(u, frozenset(m.flags), frozenset(), m.date, len(m.data), m.modseq,
+                info = MessageInfo(u, frozenset(m.flags), _keywords(m.flags), m.date, len(m.data), m.modseq,
                                    u in self._recent, env if envelope else None,
                                    bs if bodystructure else None, bs if bodystructure else None)
                 if raw:
@@ -310,13 +398,13 @@ class MemMailbox(api.Mailbox):
 
     def append(self, data: bytes, flags: Iterable[str] = (), internal_date: datetime | None = None) -> int:
         with self.storage.lock:
-            return self.storage._append(self.box, data, flags, internal_date)
+            return self.storage._append(self.box, data, clean_flags(flags), internal_date)
 
     def store_flags(self, uids: Iterable[int], mode: StoreMode, flags: Iterable[str],
                     unchangedsince: int | None = None) -> StoreResult:
         if self.readonly:
             raise ReadOnlyMailbox("read-only")
-        flags = set(flags)
+        flags = clean_flags(flags)
         changed, modified = [], []
         with self.storage.lock:
             for u in sorted(set(uids)):
@@ -336,7 +424,7 @@ class MemMailbox(api.Mailbox):
                 self.box.version += 1
                 self._own.add((u, m.modseq))
                 self._flags[u] = (frozenset(new), m.modseq)
-                changed.append(FlagState(u, frozenset(new), frozenset(), m.modseq, u in self._recent))
+                changed.append(FlagState(u, frozenset(new), _keywords(new), m.modseq, u in self._recent))
         return StoreResult(changed, modified)
 
     def copy(self, uids: Iterable[int], dest: str) -> CopyResult:

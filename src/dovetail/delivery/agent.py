@@ -7,7 +7,11 @@ loop detection relies on, so like Postfix's virtual we write one file per mailbo
 of one message that resolve to the same Maildir get one copy.
 
 A recipient that resolves to several mailboxes is retried as a whole when one of them fails
-temporarily, so the mailboxes that succeeded may get a second copy on the retry.
+temporarily; the storage names each copy after the queue id and recipient index, so a retry finds
+the copies that succeeded instead of writing them again. Quota is checked for every mailbox of a
+recipient before any copy is written.
+
+The files themselves are the storage's business (:meth:`dovetail.storage.api.MailStorage.deliver`).
 """
 
 from __future__ import annotations
@@ -20,18 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dovetail.delivery.loops import scan_headers
-from dovetail.delivery.maildir import (
-    AlreadyDelivered,
-    QuotaCache,
-    delivery_name,
-    find_delivered,
-    lf_chunks,
-    write_message,
-)
 from dovetail.log import get_logger
 from dovetail.queue.agent import DeliveryResult
 from dovetail.queue.envelope import QueueRecipient
 from dovetail.queue.qfile import QueuedMessage
+from dovetail.storage import MailStorage, open_storage
+from dovetail.storage.api import DeliveryId, OverQuota
 
 log = get_logger("virtual")
 
@@ -81,7 +79,6 @@ class MaildirDeliveryAgent:
     def __init__(self, resolve: Resolver, config: MaildirConfig | None = None) -> None:
         self.resolve = resolve
         self.config = config or MaildirConfig()
-        self.quota = QuotaCache()
 
     async def deliver(self, message: QueuedMessage, recipients: list[QueueRecipient]) -> list[DeliveryResult]:
         return await asyncio.to_thread(self.deliver_sync, message, recipients)
@@ -117,47 +114,43 @@ class MaildirDeliveryAgent:
             if rcpt.address.lower() in seen or target.address.lower() in seen:
                 reason = f"mail forwarding loop for {target.address}"
                 return DeliveryResult(rcpt, "bounced", "5.4.6", reason, RELAY)
-        for target in resolved:
-            full = self._over_quota(message, target)
+        stores = [(target, open_storage(target.maildir, create=False)) for target in resolved]
+        for target, store in stores:
+            full = self._over_quota(message, target, store)
             if full is not None:
                 return DeliveryResult(rcpt, full[0], full[1], full[2], RELAY)
-        for target in resolved:
+        delivery = DeliveryId(message.queue_id, rcpt.index, message.envelope.arrival)
+        retry = bool(message.envelope.attempts)  # a reader may have moved an earlier copy to cur/
+        for target, store in stores:
             # Two targets may name one Maildir by different paths; with a single target there is
             # nothing to compare, and resolve() costs an lstat per path component.
             key = target.maildir.resolve() if many or len(resolved) > 1 else target.maildir
             if key in done:
                 continue
             try:
-                base = delivery_name(message.envelope.arrival, message.queue_id, rcpt.index)
-                if message.envelope.attempts:  # a reader may have moved an earlier copy to cur/
-                    earlier = find_delivered(target.maildir, base)
-                    if earlier is not None:
-                        log.info(f"already delivered to {earlier.name}, not writing it again", qid=message.queue_id)
-                        done[key] = None
-                        continue
-                write_message(target.maildir, self._content(message, target.address), base)
-            except AlreadyDelivered as exc:
-                log.info(f"already delivered to {exc.path.name}, not writing it again", qid=message.queue_id)
+                stored = store.deliver(self._content(message, target.address), delivery_id=delivery, retry=retry)
             except OSError as exc:
                 return DeliveryResult(rcpt, "deferred", *_io_error(exc), RELAY)
+            if stored.duplicate:
+                log.info(f"already delivered to {stored.key}, not writing it again", qid=message.queue_id)
             done[key] = None
         return DeliveryResult(rcpt, "sent", "2.0.0", "delivered to maildir", RELAY)
 
-    def _over_quota(self, message: QueuedMessage, target: MailboxTarget) -> tuple[str, str, str] | None:
-        if target.quota_bytes is None:
-            return None
-        used = self.quota.usage(target.maildir)
-        if used + message.size <= target.quota_bytes:
-            return None
-        reason = f"mailbox full: {used} of {target.quota_bytes} bytes used"
-        return ("bounced", "5.2.2", reason) if self.config.quota_bounce else ("deferred", "4.2.2", reason)
+    def _over_quota(
+        self, message: QueuedMessage, target: MailboxTarget, store: MailStorage
+    ) -> tuple[str, str, str] | None:
+        try:
+            store.check_quota(target.quota_bytes, message.size)
+        except OverQuota as exc:
+            return ("bounced", "5.2.2", str(exc)) if self.config.quota_bounce else ("deferred", "4.2.2", str(exc))
+        return None
 
     @staticmethod
     def _content(message: QueuedMessage, address: str) -> Iterator[bytes]:
         sender = _CTL.sub("", message.envelope.sender)
         yield f"Return-Path: <{sender}>\nDelivered-To: {_CTL.sub('', address)}\n".encode()
         with message.open() as stream:
-            yield from lf_chunks(iter(lambda: stream.read(65536), b""))
+            yield from iter(lambda: stream.read(65536), b"")
 
 
 def _io_error(exc: OSError) -> tuple[str, str]:

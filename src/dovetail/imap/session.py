@@ -31,12 +31,13 @@ from dovetail.imap.parser import (
 )
 from dovetail.imap.response import flag_list
 from dovetail.imap.state import ANY, AUTH, NOAUTH, SEL, CommandError, Selected, State
+from dovetail.imap.storage_errors import is_bad, response_code
 from dovetail.log import get_logger
 from dovetail.mailauth.accounts import Account, Authenticator
 from dovetail.mailauth.penalty import AuthPenalty
 from dovetail.mailauth.sasl import MECHANISMS, Challenge, Credentials, Reason, SaslExchange, Step
 from dovetail.mailauth.slots import MemorySlots, Slots
-from dovetail.storage.api import Changes, InvalidSection, MailStorage, StorageError
+from dovetail.storage.api import Changes, MailStorage, StorageError
 
 log = get_logger("imap")
 
@@ -289,10 +290,10 @@ class Session:
         except StorageError as exc:
             await self.updates(cmd)
             text = str(exc) or type(exc).__name__
-            if isinstance(exc, InvalidSection):
+            if is_bad(exc):
                 self._bad(cmd.tag, f"Error in IMAP command {cmd.name}: {text}")
             else:
-                self._tagged(cmd.tag, "NO", text, exc.imap_code)
+                self._tagged(cmd.tag, "NO", text, response_code(exc))
             return
         except Exception as exc:  # noqa: BLE001 - one bad command must not take the connection down
             log.exception("internal error", command=cmd.name, error=repr(exc))

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
-from ..delivery.maildir import QuotaCache
 from ..directory import Resolution, Resolver
 from ..queue import Envelope as QueueEnvelope
 from ..queue import Queue, QueueRecipient, QueueWriter
 from ..smtp.backend import Envelope, MessageSink, SessionInfo
 from ..smtp.events import MailParams, RcptParams
 from ..smtp.reply import Reply
+from ..storage import open_storage
+from ..storage.api import OverQuota
 
 SPOOL_BYTES = 256 * 1024  # a message up to this size is held in memory and written in one go at commit
 
@@ -59,16 +61,24 @@ def to_queue_envelope(session: SessionInfo, envelope: Envelope) -> QueueEnvelope
     )
 
 
+def _full(maildir: Path, quota_bytes: int) -> bool:
+    """Whether the mailbox has no room left at all (the message's size is not known at RCPT)."""
+    try:
+        open_storage(maildir, create=False).check_quota(quota_bytes, incoming=1)
+    except OverQuota:
+        return True
+    return False
+
+
 class MxBackend:
     """Policy of the public MX: local recipients only, quota checked, no AUTH."""
 
     def __init__(self, resolver: Resolver, queue: Queue, *, over_quota: str = "defer",
-                 quota: QuotaCache | None = None, record: Callable[[str], None] = _no_record) -> None:
+                 record: Callable[[str], None] = _no_record) -> None:
         self.resolver = resolver
         self.queue = queue
         self.record = record  # mail-flow counters: "received", "rejected"
         self.over_quota = over_quota
-        self.quota = quota or QuotaCache()
 
     async def check_sender(self, session: SessionInfo, address: str, params: MailParams) -> Reply | None:
         return None
@@ -97,7 +107,7 @@ class MxBackend:
         if res.status == "loop":
             return Reply(550, "5.4.6", f"<{address}>: Recipient address rejected: alias loop")
         for mb in res.mailboxes:
-            if mb.quota_bytes and await asyncio.to_thread(self.quota.usage, mb.maildir) >= mb.quota_bytes:
+            if mb.quota_bytes and await asyncio.to_thread(_full, mb.maildir, mb.quota_bytes):
                 if self.over_quota == "reject":
                     return Reply(552, "5.2.2", f"<{address}>: Recipient address rejected: mailbox full")
                 return Reply(452, "4.2.2", f"<{address}>: Recipient address rejected: mailbox full")

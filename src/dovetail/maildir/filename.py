@@ -45,6 +45,20 @@ def parse_name(filename: str) -> MaildirName:
     return MaildirName(base, info, size, vsize)
 
 
+def size_in_name(filename: str) -> int | None:
+    """The ``S=`` field of a file name as :func:`parse_name` reads it, or None; without building a
+    :class:`MaildirName`, since usage counting calls it for every file of a mailbox."""
+    base = filename.split(":", 1)[0]
+    at = base.find(",S=")
+    while at >= 0:
+        end = base.find(",", at + 3)
+        digits = base[at + 3 :] if end < 0 else base[at + 3 : end]
+        if digits.isascii() and digits.isdigit():
+            return int(digits)
+        at = base.find(",S=", at + 3)
+    return None
+
+
 def info_string(system_flags: frozenset[str], keyword_letters: str, extra: str = "") -> str:
     """Flags suffix letters in ASCII order (Maildir rule): system flags, then keyword letters."""
     letters = {LETTER_OF[f] for f in system_flags if f in LETTER_OF}

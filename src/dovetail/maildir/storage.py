@@ -1,7 +1,12 @@
-"""MailStorage over a Maildir++ root: INBOX is the root, other folders are ``.Name.Sub`` directories."""
+"""MailStorage over a Maildir++ root: INBOX is the root, other folders are ``.Name.Sub`` directories.
+
+Delivery (:meth:`MaildirStorage.deliver`) takes the fast path of :mod:`dovetail.maildir.deliver`
+and usage the cached count of :mod:`dovetail.maildir.usage`: neither opens an index or takes a lock.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -10,21 +15,35 @@ from datetime import datetime
 from pathlib import Path
 
 from dovetail.maildir import subscriptions as subs
+from dovetail.maildir.deliver import (
+    AlreadyDelivered,
+    delivery_name,
+    find_delivered,
+    lf_chunks,
+    recently_written,
+    write_message,
+)
+from dovetail.maildir.filename import info_string
 from dovetail.maildir.folder import MAX_MESSAGE_BYTES, Folder
 from dovetail.maildir.index import flags_load
-from dovetail.maildir.mailbox import MaildirMailbox, append_to
+from dovetail.maildir.mailbox import MaildirMailbox, append_to, clean_flags
+from dovetail.maildir.usage import maildir_usage
 from dovetail.storage import names
 from dovetail.storage.api import (
     SEEN,
     SPECIAL_USE_FOLDERS,
     STATUS_ITEMS,
+    SYSTEM_FLAGS,
     CopyResult,
+    Delivered,
+    DeliveryId,
     InvalidMailboxName,
     MailboxExists,
     MailboxInfo,
     MailboxNotAllowed,
     MailboxNotFound,
     MailStorage,
+    Usage,
 )
 
 SPECIAL_USE_FILE = "dovetail-special-use"
@@ -38,10 +57,14 @@ def _make_maildir(path: Path, folder_marker: bool) -> None:
 
 
 class MaildirStorage(MailStorage):
-    def __init__(self, root: Path, *, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+    """``create=False`` touches no disk on construction (a quota check or a delivery, which creates
+    the Maildir when it writes): the root need not exist."""
+
+    def __init__(self, root: Path, *, max_message_bytes: int = MAX_MESSAGE_BYTES, create: bool = True) -> None:
         self.root = Path(root)
         self.max_message_bytes = max_message_bytes
-        _make_maildir(self.root, folder_marker=False)
+        if create:
+            _make_maildir(self.root, folder_marker=False)
 
     # --- names ------------------------------------------------------------------------------
 
@@ -265,3 +288,90 @@ class MaildirStorage(MailStorage):
             return CopyResult(uidvalidity, {0: uid})
         finally:
             folder.close()
+
+    # --- delivery and usage -----------------------------------------------------------------------
+
+    def _delivery_folder(self, mailbox: str) -> tuple[str, Path]:
+        if mailbox == "INBOX":
+            return mailbox, self.root
+        canon = self._canon(mailbox)
+        if canon == "INBOX":
+            return canon, self.root
+        if not self.exists(canon):
+            raise MailboxNotFound(f"no mailbox {canon[:100]!r}")
+        return canon, self._path(canon)
+
+    @staticmethod
+    def _info(path: Path, flags: Iterable[str]) -> str | None:
+        """The ``:2,`` letters for ``flags``; None (a plain ``new/`` delivery) when there are none."""
+        wanted = clean_flags(flags)
+        if not wanted:
+            return None
+        if wanted <= SYSTEM_FLAGS:
+            return info_string(frozenset(wanted), "")
+        folder = Folder(path)  # keywords need dovecot-keywords letters
+        try:
+            return folder.info_for(wanted)
+        finally:
+            folder.close()
+
+    def deliver(
+        self,
+        chunks: Iterable[bytes],
+        *,
+        mailbox: str = "INBOX",
+        flags: Iterable[str] = (),
+        delivery_id: DeliveryId | None = None,
+        retry: bool = False,
+        quota: int | None = None,
+        size: int = 0,
+    ) -> Delivered:
+        name, path = self._delivery_folder(mailbox)
+        info = self._info(path, flags)
+        base = delivery_name(delivery_id) if delivery_id is not None else None
+        if base is not None:
+            earlier = find_delivered(path, base) if retry else recently_written(path, base)
+            if earlier is not None:
+                return Delivered(name, _key(earlier.name), duplicate=True)
+        if quota:
+            self.check_quota(quota, size)
+        try:
+            final = write_message(path, lf_chunks(chunks), base, info)
+        except AlreadyDelivered as exc:
+            return Delivered(name, _key(exc.path.name), duplicate=True)
+        return Delivered(name, _key(final.name))
+
+    def delivered(self, delivery_id: DeliveryId, mailbox: str = "INBOX") -> Delivered | None:
+        name, path = self._delivery_folder(mailbox)
+        found = find_delivered(path, delivery_name(delivery_id))
+        return None if found is None else Delivered(name, _key(found.name))
+
+    def read_delivered(self, key: str, mailbox: str = "INBOX", limit: int | None = None) -> bytes | None:
+        if not key or key.startswith(".") or "/" in key or ":" in key or "\0" in key:
+            raise ValueError(f"not a Maildir file name: {key[:100]!r}")
+        _name, path = self._delivery_folder(mailbox)
+        for candidate in _candidates(path, key):
+            try:
+                with open(candidate, "rb") as fh:
+                    return fh.read() if limit is None else fh.read(limit)
+            except (FileNotFoundError, IsADirectoryError):
+                continue  # moved by a reader meanwhile: look at the next place
+        return None
+
+    def usage(self) -> Usage:
+        return maildir_usage(self.root)
+
+
+def _key(filename: str) -> str:
+    """A message's name without its ``:2,`` flags: what stays when a reader moves or flags it."""
+    return filename.split(":", 1)[0]
+
+
+def _candidates(path: Path, key: str) -> Iterable[Path]:
+    """Where a message named ``key`` may be: ``new/key``, then (moved and flagged by a reader) any
+    ``key:2,...`` in ``cur/``, then in ``new/``."""
+    yield path / "new" / key
+    for sub in ("cur", "new"):
+        with contextlib.suppress(FileNotFoundError), os.scandir(path / sub) as it:
+            found = [Path(e.path) for e in it if _key(e.name) == key]
+        yield from found

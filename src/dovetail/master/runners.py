@@ -50,8 +50,8 @@ def flow_counters(rt: Runtime):  # noqa: ANN201
 class RepliesHandOver:
     """Wraps the Maildir agent: each message it delivered to a reply inbox goes to the replies pipeline.
 
-    The file is found by its deterministic name (queue id and recipient index), so the delivery code
-    needs no knowledge of the replies engine.
+    The storage finds each copy by its delivery id (queue id and recipient index), so the delivery
+    code needs no knowledge of the replies engine.
     """
 
     def __init__(self, inner, resolver, hand_over) -> None:  # noqa: ANN001
@@ -65,14 +65,15 @@ class RepliesHandOver:
         return results
 
     def _hand_over(self, message, recipients) -> None:  # noqa: ANN001
-        from ..delivery.maildir import delivery_name, find_delivered
+        from ..storage import open_storage
+        from ..storage.api import DeliveryId
 
         for rcpt in recipients:
-            base = delivery_name(message.envelope.arrival, message.queue_id, rcpt.index)
+            delivery = DeliveryId(message.queue_id, rcpt.index, message.envelope.arrival)
             for target in self.resolver.resolve(rcpt.address).mailboxes:
-                path = find_delivered(target.maildir, base)
-                if path is not None:
-                    self.hand_over(target.tenant, target.address, path)
+                stored = open_storage(target.maildir, create=False).delivered(delivery)
+                if stored is not None:
+                    self.hand_over(target.tenant, target.address, target.maildir, stored.key)
 
 
 class CountingAgent:

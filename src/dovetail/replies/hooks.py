@@ -31,17 +31,18 @@ def outbound_events(engine: Any, cfg: Any) -> OutboundBridge:
     return OutboundBridge(RepliesService.open(engine, cfg.data_dir))
 
 
-def local_delivery(engine: Any, cfg: Any) -> Callable[[str, str, Path], None]:
-    """``hand_over(tenant, mailbox_address, path)`` for a file just delivered; reply inboxes only."""
+def local_delivery(engine: Any, cfg: Any) -> Callable[[str, str, Path, str], None]:
+    """``hand_over(tenant, mailbox_address, maildir, key)`` for a message just delivered (``key`` as
+    the storage's ``Delivered.key``); reply inboxes only."""
     hook = LocalHook(RepliesService.open(engine, cfg.data_dir))
 
-    def hand_over(tenant: str, mailbox_address: str, path: Path) -> None:
+    def hand_over(tenant: str, mailbox_address: str, maildir: Path, key: str) -> None:
         if not hook.wants(tenant, mailbox_address):
             return
         try:
-            hook.on_delivered(tenant, mailbox_address, path.parent.parent, path.name)
+            hook.on_delivered(tenant, mailbox_address, maildir, key)
         except Exception as exc:  # noqa: BLE001 - delivery stands; the IMAP source or a replay catches up
             log.warning("reply pipeline failed for a delivered message", mailbox=mailbox_address,
-                        file=path.name, error=repr(exc))
+                        file=key, error=repr(exc))
 
     return hand_over

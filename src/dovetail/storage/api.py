@@ -1,8 +1,14 @@
-"""The mailbox storage API: what the IMAP server and the replies engine speak to.
+"""The mailbox storage API: what the IMAP server, delivery, quota checks, the web's usage figures
+and the replies engine speak to.
 
 This plays the part of Dovecot's lib-storage: the callers know these classes, not the on-disk
 format. The Maildir++ implementation lives in :mod:`dovetail.maildir`; obtain one with
 :func:`dovetail.storage.open_storage`.
+
+Errors
+------
+Every :class:`StorageError` has an :class:`ErrorKind` and no protocol in it: the IMAP layer maps kinds
+to response codes (``[NONEXISTENT]``, ``[OVERQUOTA]``...), delivery maps ``OVER_QUOTA`` to ``4.2.2``/``5.2.2``.
 
 Threading and blocking
 ----------------------
@@ -35,76 +41,102 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-# --- errors: each maps to one IMAP response code ------------------------------------------------
+# --- errors: each carries a kind; protocols map kinds to their own codes --------------------------
+
+
+class ErrorKind(enum.Enum):
+    """What went wrong, independent of any protocol: ``dovetail.imap.storage_errors`` maps a kind to an
+    IMAP response code, delivery maps ``OVER_QUOTA`` to an SMTP/DSN status."""
+
+    NOT_FOUND = "not found"
+    EXISTS = "exists"
+    NOT_ALLOWED = "not allowed"
+    INVALID_NAME = "invalid name"
+    EXPUNGED = "expunged"
+    IN_USE = "in use"
+    READ_ONLY = "read-only"
+    TOO_LARGE = "too large"
+    INVALID_FLAG = "invalid flag"
+    INVALID_SECTION = "invalid section"
+    OVER_QUOTA = "over quota"
+    SERVER_BUG = "server bug"
 
 
 class StorageError(Exception):
-    """Base class. ``imap_code`` is the response code the IMAP layer sends with ``NO``."""
+    """Base class; ``kind`` says what went wrong (``SERVER_BUG`` when nothing more precise is known)."""
 
-    imap_code: str = "SERVERBUG"
+    kind: ErrorKind = ErrorKind.SERVER_BUG
 
 
 class InvalidMailboxName(StorageError):
-    """The name is not acceptable (path tricks, control chars, empty parts, too long): ``NO [CANNOT]``."""
+    """The name is not acceptable (path tricks, control chars, empty parts, too long)."""
 
-    imap_code = "CANNOT"
+    kind = ErrorKind.INVALID_NAME
 
 
 class MailboxNotFound(StorageError):
-    """No such mailbox: ``NO [NONEXISTENT]`` (``[TRYCREATE]`` for APPEND/COPY/MOVE targets)."""
+    """No such mailbox."""
 
-    imap_code = "NONEXISTENT"
+    kind = ErrorKind.NOT_FOUND
 
 
 class MailboxExists(StorageError):
-    """CREATE or RENAME onto an existing name: ``NO [ALREADYEXISTS]``."""
+    """CREATE or RENAME onto an existing name."""
 
-    imap_code = "ALREADYEXISTS"
+    kind = ErrorKind.EXISTS
 
 
 class MailboxNotAllowed(StorageError):
-    """Not allowed on this mailbox (delete INBOX, delete with children...): ``NO [CANNOT]``."""
+    """Not allowed on this mailbox (delete INBOX, delete with children...)."""
 
-    imap_code = "CANNOT"
+    kind = ErrorKind.NOT_ALLOWED
 
 
 class MessageExpunged(StorageError):
-    """The message file is gone (another writer expunged it): missing message.
+    """The message file is gone (another writer expunged it): missing message."""
 
-    The IMAP layer answers ``NO [EXPUNGEISSUED]`` for FETCH of body data in that case.
-    """
-
-    imap_code = "EXPUNGEISSUED"
+    kind = ErrorKind.EXPUNGED
 
 
 class MailboxInUse(StorageError):
-    """A lock (e.g. ``dovecot-uidlist.lock``) could not be taken in time: ``NO [INUSE]``."""
+    """A lock (e.g. ``dovecot-uidlist.lock``) could not be taken in time."""
 
-    imap_code = "INUSE"
+    kind = ErrorKind.IN_USE
 
 
 class ReadOnlyMailbox(StorageError):
-    """A write on a mailbox opened with ``readonly=True`` (EXAMINE): ``NO [READ-ONLY]``-style failure."""
+    """A write on a mailbox opened with ``readonly=True`` (EXAMINE)."""
 
-    imap_code = "CANNOT"
+    kind = ErrorKind.READ_ONLY
 
 
 class MessageTooLarge(StorageError):
-    """APPEND data over the configured limit: ``NO [TOOBIG]`` (RFC 7889 / RFC 4469)."""
+    """APPEND data over the configured limit."""
 
-    imap_code = "TOOBIG"
+    kind = ErrorKind.TOO_LARGE
 
 
 class InvalidFlag(StorageError):
-    """A flag that is neither a system flag nor a valid keyword (STORE/APPEND): the IMAP layer answers BAD."""
+    """A flag that is neither a system flag nor a valid keyword (STORE/APPEND/deliver)."""
 
-    imap_code = "CLIENTBUG"
+    kind = ErrorKind.INVALID_FLAG
 
 
 class InvalidSection(StorageError):
-    """A BODY[...] section spec that does not parse: the IMAP layer answers ``BAD``."""
+    """A BODY[...] section spec that does not parse."""
 
-    imap_code = "CLIENTBUG"
+    kind = ErrorKind.INVALID_SECTION
+
+
+class OverQuota(StorageError):
+    """The mailbox has no room for the message: ``used`` bytes stored of ``limit``."""
+
+    kind = ErrorKind.OVER_QUOTA
+
+    def __init__(self, used: int, limit: int) -> None:
+        super().__init__(f"mailbox full: {used} of {limit} bytes used")
+        self.used = used
+        self.limit = limit
 
 
 # --- flags -------------------------------------------------------------------------------------
@@ -262,6 +294,41 @@ class Section:
     part: tuple[int, ...] = ()
     text: str | None = None
     fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What all mailboxes of one user hold: ``bytes`` as stored (what a quota limits) and ``messages``."""
+
+    bytes: int
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryId:
+    """One delivery of a queued message to one of its recipients, the same on every attempt.
+
+    A delivery repeated after a crash (message stored, queue not yet updated) finds the copy of the
+    first attempt by it instead of storing a second one.
+    """
+
+    queue_id: str
+    recipient: int
+    arrival: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """Where ``deliver()`` put a message.
+
+    ``key`` names the message for :meth:`MailStorage.read_delivered`; it stays the same when a reader
+    changes the message's flags. ``duplicate`` says an earlier attempt had stored it already and
+    nothing was written this time.
+    """
+
+    mailbox: str
+    key: str
+    duplicate: bool = False
 
 
 # --- watching ----------------------------------------------------------------------------------
@@ -493,3 +560,51 @@ class MailStorage(ABC):
     ) -> CopyResult:
         """APPEND to ``name`` without selecting it. Returns APPENDUID data (uid_map ``{0: uid}``).
         Raises MailboxNotFound (IMAP: ``[TRYCREATE]``), MessageTooLarge."""
+
+    # --- delivery and quota ----------------------------------------------------------------------
+
+    @abstractmethod
+    def deliver(
+        self,
+        chunks: Iterable[bytes],
+        *,
+        mailbox: str = "INBOX",
+        flags: Iterable[str] = (),
+        delivery_id: DeliveryId | None = None,
+        retry: bool = False,
+        quota: int | None = None,
+        size: int = 0,
+    ) -> Delivered:
+        """Store a message from a delivery agent (virtual(8), LDA, LMTP): on stable storage when this
+        returns, without selecting the mailbox; a session sees it on its next ``refresh()``.
+
+        ``chunks`` is the message, with CRLF or LF line endings. ``flags`` go with it (the message is
+        then not ``\\Recent``-new but already seen by the store, as Dovecot's LDA does for flags).
+        With ``delivery_id`` a second delivery of the same id stores nothing and returns the first
+        copy with ``duplicate=True``; ``retry=True`` (a later attempt) also finds a copy that a reader
+        has since moved or flagged, at the cost of a listing. With a ``quota`` in bytes (None or 0:
+        none) raises :class:`OverQuota` when ``size`` more bytes do not fit. Raises MailboxNotFound,
+        InvalidFlag, OverQuota and OSError (disk full...).
+        """
+
+    @abstractmethod
+    def delivered(self, delivery_id: DeliveryId, mailbox: str = "INBOX") -> Delivered | None:
+        """The copy an earlier ``deliver()`` with this id stored, or None."""
+
+    @abstractmethod
+    def read_delivered(self, key: str, mailbox: str = "INBOX", limit: int | None = None) -> bytes | None:
+        """The bytes of a delivered message as stored (up to ``limit``), by ``Delivered.key``; None when
+        it is gone. ``key`` is checked: it cannot name anything outside the mailbox."""
+
+    @abstractmethod
+    def usage(self) -> Usage:
+        """Bytes and messages of all mailboxes, cheap enough to ask for every delivery and RCPT."""
+
+    def check_quota(self, limit: int | None, incoming: int = 0) -> None:
+        """Raise :class:`OverQuota` when ``incoming`` more bytes would take the mailboxes over ``limit``
+        bytes (None or 0: no limit)."""
+        if not limit:
+            return
+        used = self.usage().bytes
+        if used + incoming > limit:
+            raise OverQuota(used, limit)

@@ -1,8 +1,9 @@
 """The local source: Dovetail mailboxes marked as reply inboxes hand each delivered message over.
 
-The delivery agent calls :meth:`LocalHook.on_delivered` after writing a message into a Maildir; no
-polling. The Maildir file name (without its ``:2,`` flags) is the source position, so a delivery
-retried after a crash, or the same file seen again, is processed once.
+The delivery agent calls :meth:`LocalHook.on_delivered` after storing a message in a mailbox; no
+polling. The message is read back through the storage API by the key delivery gave it (the Maildir
+file name without its ``:2,`` flags), which is also the source position, so a delivery retried
+after a crash, or the same message seen again, is processed once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from dovetail.directory import lookups
 from dovetail.directory.addresses import AddressError, normalize_address, normalize_tenant
 from dovetail.log import get_logger
+from dovetail.storage import open_storage
 
 from ..pipeline import ReplyRecord, Source
 from ..registry import RegistryError, tenant_id
@@ -88,13 +90,11 @@ class LocalHook:
         name = Path(filename).name  # only a name inside the Maildir: no path leads elsewhere
         if not name or name.startswith("."):
             raise ValueError(f"not a Maildir file name: {filename!r}")
-        path = _find(Path(maildir_path), name)
-        if path is None:
+        base = name.split(":", 1)[0]
+        raw = open_storage(maildir_path, create=False).read_delivered(base, limit=MAX_MESSAGE_BYTES + 1)
+        if raw is None:
             log.warning("delivered message vanished", mailbox=mailbox_address, file=name)
             return None
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_MESSAGE_BYTES + 1)
-        base = name.split(":", 1)[0]
         return self.service.process_message(raw, Source(tenant, f"local:{mailbox_address.lower()}", item=base))
 
 
@@ -109,18 +109,3 @@ def delivered_file(hook: LocalHook, mail_root: Path, mailbox_address: str, messa
         raise ValueError(f"{path} is not inside {mail_root}") from None
     return hook.on_delivered(tenant, mailbox_address, maildir, path.name)
 
-
-def _find(maildir: Path, name: str) -> Path | None:
-    """The file in new/ or cur/ (an IMAP client may already have moved it and changed its flags)."""
-    base = name.split(":", 1)[0]
-    for sub in ("new", "cur"):
-        candidate = maildir / sub / name
-        if candidate.is_file():
-            return candidate
-    for sub in ("cur", "new"):
-        folder = maildir / sub
-        if folder.is_dir():
-            for entry in folder.iterdir():
-                if entry.name.split(":", 1)[0] == base:
-                    return entry
-    return None

@@ -16,12 +16,12 @@ from ...config import parse_size
 from ...directory import DirectoryError, DomainInfo, display_domain
 from ...directory.addresses import AddressError, split_address
 from ...mailauth.passwords import hash_password
+from ...storage import open_storage
 from ..context import WebContext, directory_problem, get_ctx
 from ..deps import Scope, get_scope
 from ..integrations import dns_records
 from ..pagination import PageParams, page_params, paginate
 from ..problems import Problem
-from ..usage import maildir_usage
 from . import models as m
 
 router = APIRouter()
@@ -230,9 +230,9 @@ def _quota(value: int | str | None) -> int | None:
 
 def _mailbox_out(ctx: WebContext, row: dict[str, Any]) -> dict[str, Any]:
     local, _, dom = row["address"].rpartition("@")
-    size, count = maildir_usage(ctx.layout.maildir(row["tenant"], dom, local))
+    usage = open_storage(ctx.layout.maildir(row["tenant"], dom, local), create=False).usage()
     return {"address": row["address"], "tenant": row["tenant"], "quota_bytes": int(row["quota_bytes"] or 0),
-            "enabled": bool(row["enabled"]), "usage_bytes": size, "messages": count}
+            "enabled": bool(row["enabled"]), "usage_bytes": usage.bytes, "messages": usage.messages}
 
 
 def _visible_row(scope: Scope, address: str, what: str, key: str,

@@ -1,17 +1,15 @@
-"""Writing one message into a Maildir++ folder the way Dovecot and Postfix's virtual(8) do.
+"""Writing one delivered message into a Maildir++ folder the way Dovecot and Postfix's virtual(8) do.
 
-A file is created under ``tmp/`` with a unique name ``<sec>.M<usec>P<pid>Q<n>.<host>``, filled with
-the message converted to LF line endings, fsynced, hard-linked into ``new/`` as
-``<name>,S=<size>,W=<vsize>`` (S = bytes on disk, W = bytes with CRLF line endings, the sizes Dovecot
-reads from file names) and unlinked from ``tmp/``; then ``new/`` is fsynced. The sizes are only
-known after writing, so they appear in the ``new/`` name, as Dovecot's own deliveries do. A link
-rather than a rename means an existing file can never be replaced. On any error the ``tmp/`` file is
-removed, so a reader never sees a partial message.
+A file is created under ``tmp/`` with a unique name, filled with the message converted to LF line
+endings, fsynced, hard-linked into ``new/`` as ``<name>,S=<size>,W=<vsize>`` (S = bytes on disk, W =
+bytes with CRLF line endings, the sizes Dovecot reads from file names) and unlinked from ``tmp/``;
+then ``new/`` is fsynced. The sizes are only known after writing, so they appear in the final name,
+as Dovecot's own deliveries do. A link rather than a rename means an existing file can never be
+replaced. On any error the ``tmp/`` file is removed, so a reader never sees a partial message. A
+message delivered with flags goes to ``cur/`` with its ``:2,`` info instead.
 
-Quota usage is the sum of ``S=`` sizes (or ``stat`` sizes for names without one) under ``cur/`` and
-``new/`` of the Maildir and of its ``.Sub`` folders. It is cached in memory per directory together
-with the directory's mtime, so a check rescans only directories that changed since the last one.
-This stands in for Dovecot's ``maildirsize`` file, which needs a lock shared with the IMAP side.
+This is the fast path of delivery: no index, no lock, no uidlist; sessions pick the file up on
+their next sync, exactly as they pick up Postfix's or Dovecot's deliveries.
 """
 
 from __future__ import annotations
@@ -22,14 +20,15 @@ import itertools
 import os
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from dovetail.storage.api import DeliveryId
+
 SUBDIRS = ("cur", "new", "tmp")
-_SIZE_RE = re.compile(r",S=(\d+)")
 _counter = itertools.count(1)
+_QUEUE_ID = re.compile(r"[0-9A-Za-z]{1,64}")
 
 
 @functools.cache
@@ -71,7 +70,7 @@ def lf_chunks(stream: Iterable[bytes]) -> Iterable[bytes]:
         yield pending
 
 
-def delivery_name(arrival: float, queue_id: str, recipient_index: int) -> str:
+def delivery_name(delivery: DeliveryId) -> str:
     """A Maildir base name that is the same on every attempt to deliver one queued recipient.
 
     ``<arrival>.V<qid>R<n>.<host>``: unique because queue ids are, and deterministic so that a
@@ -79,7 +78,9 @@ def delivery_name(arrival: float, queue_id: str, recipient_index: int) -> str:
     ``new/`` instead of writing a second one. Dovecot reads only ``,S=``, ``,W=`` and ``:2,`` of a
     name, so the middle part is ours to choose.
     """
-    return f"{int(arrival)}.V{queue_id}R{recipient_index}.{_hostname()}"
+    if not _QUEUE_ID.fullmatch(delivery.queue_id) or delivery.recipient < 0:
+        raise ValueError(f"not a queue id and recipient index: {delivery.queue_id[:70]!r} {delivery.recipient}")
+    return f"{int(delivery.arrival)}.V{delivery.queue_id}R{delivery.recipient}.{_hostname()}"
 
 
 class AlreadyDelivered(Exception):
@@ -90,7 +91,7 @@ class AlreadyDelivered(Exception):
         self.path = path
 
 
-_written: dict[tuple[str, str], Path] = {}  # (maildir, base) -> new/ path of this process's recent deliveries
+_written: dict[tuple[str, str], Path] = {}  # (maildir, base) -> path of this process's recent deliveries
 _WRITTEN_KEPT = 4096
 
 
@@ -101,25 +102,36 @@ def _remember(maildir: Path, base: str, final: Path) -> None:
     _written[(str(maildir), base)] = final
 
 
+def recently_written(maildir: Path, base: str) -> Path | None:
+    """A copy named ``base`` this process wrote recently and that is still where it was put: one
+    dictionary lookup, and one ``lstat`` only when there was such a copy."""
+    known = _written.get((str(maildir), base))
+    if known is not None and os.path.lexists(known):
+        return known
+    return None
+
+
 def find_delivered(maildir: Path, base: str) -> Path | None:
     """An earlier copy named ``base`` in ``new/`` or (moved there by a reader) ``cur/``.
 
     A copy this process delivered recently is found with one ``stat``, not a scan of the folder,
     so looking up a fresh delivery costs the same in a mailbox of ten messages or of a million.
     """
-    known = _written.get((str(maildir), base))
-    if known is not None and os.path.lexists(known):
+    known = recently_written(maildir, base)
+    if known is not None:
         return known
     for sub in ("new", "cur"):
         with contextlib.suppress(FileNotFoundError), os.scandir(maildir / sub) as it:
             for entry in it:
-                if entry.name.startswith(base + ","):
+                name = entry.name
+                if name.startswith(base) and name[len(base) : len(base) + 1] in (",", ":", ""):
                     return Path(entry.path)
     return None
 
 
-def write_message(maildir: Path, chunks: Iterable[bytes], base: str | None = None) -> Path:
-    """Deliver ``chunks`` (already LF-converted) into ``maildir/new``; returns the final path.
+def write_message(maildir: Path, chunks: Iterable[bytes], base: str | None = None, info: str | None = None) -> Path:
+    """Deliver ``chunks`` (already LF-converted) into ``maildir/new`` (``cur/`` with ``:2,<info>``
+    when ``info`` is given); returns the final path.
 
     With a deterministic ``base`` (see ``delivery_name``) a second delivery of the same bytes
     raises ``AlreadyDelivered`` instead of writing a duplicate.
@@ -140,6 +152,7 @@ def write_message(maildir: Path, chunks: Iterable[bytes], base: str | None = Non
         os.close(fd)
         os.unlink(tmp)
         raise
+    sub = "new" if info is None else "cur"
     try:
         size = 0
         lines = 0
@@ -150,7 +163,8 @@ def write_message(maildir: Path, chunks: Iterable[bytes], base: str | None = Non
                 lines += chunk.count(b"\n")
             fh.flush()
             os.fsync(fh.fileno())
-        final = maildir / "new" / f"{base},S={size},W={size + lines}"
+        suffix = "" if info is None else f":2,{info}"
+        final = maildir / sub / f"{base},S={size},W={size + lines}{suffix}"
         try:
             os.link(tmp, final)
         except FileExistsError:
@@ -161,50 +175,9 @@ def write_message(maildir: Path, chunks: Iterable[bytes], base: str | None = Non
         raise
     os.unlink(tmp)
     _remember(maildir, base, final)
-    dfd = os.open(maildir / "new", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    dfd = os.open(maildir / sub, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
     return final
-
-
-class QuotaCache:
-    """Mailbox usage in bytes, recomputed per directory only when its mtime changes."""
-
-    def __init__(self) -> None:
-        self._dirs: dict[str, tuple[int, int]] = {}
-        self._lock = threading.Lock()
-
-    def usage(self, maildir: Path) -> int:
-        folders = [maildir]
-        with contextlib.suppress(FileNotFoundError), os.scandir(maildir) as it:
-            folders += [
-                Path(e.path)
-                for e in it
-                if e.name.startswith(".") and e.name not in (".", "..") and e.is_dir(follow_symlinks=False)
-            ]
-        return sum(self._dir_usage(folder / sub) for folder in folders for sub in ("cur", "new"))
-
-    def _dir_usage(self, path: Path) -> int:
-        key = str(path)
-        try:
-            mtime = os.stat(path).st_mtime_ns
-        except FileNotFoundError:
-            return 0
-        with self._lock:
-            cached = self._dirs.get(key)
-        if cached and cached[0] == mtime:
-            return cached[1]
-        total = 0
-        with contextlib.suppress(FileNotFoundError), os.scandir(path) as it:
-            for entry in it:
-                match = _SIZE_RE.search(entry.name)
-                if match:
-                    total += int(match.group(1))
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        total += entry.stat(follow_symlinks=False).st_size
-        with self._lock:
-            self._dirs[key] = (mtime, total)
-        return total
