@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ..support import require_tool
+from ..support import require_swaks_tls, require_tool
 from .harness import Master, wait_for
 
 
@@ -56,7 +56,7 @@ def test_smtp_source_burst(master: Master) -> None:
 
 
 def test_swaks_session_with_starttls(master: Master) -> None:
-    require_tool("swaks")
+    require_swaks_tls()
     out = subprocess.run(["swaks", "--server", f"127.0.0.1:{master.smtp_port}", "--from", "alice@ext.example",
                           "--to", "bob@acme.example", "--tls", "--header", "Subject: via-swaks"],
                          capture_output=True, text=True, timeout=60)

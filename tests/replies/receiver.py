@@ -19,6 +19,9 @@ class Receiver:
         self.arrival: list[float] = []  # time.monotonic() of each, for latency measurements
         self.rejected: list[str] = []
         self.headers: list[dict[str, str]] = []
+        self.started = 0  # requests whose body has been read, answered or not
+        self.hold = threading.Event()  # cleared: requests wait (in flight at the sender) until it is set
+        self.hold.set()
         self.cond = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
 
@@ -33,6 +36,10 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 headers = {k: v for k, v in self.headers.items()}
+                with outer.cond:
+                    outer.started += 1
+                    outer.cond.notify_all()
+                outer.hold.wait()
                 status = outer.status
                 with outer.cond:
                     outer.headers.append(headers)
@@ -70,6 +77,11 @@ class Receiver:
             self._server = None
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Every payload received once ``count`` distinct events have arrived (at-least-once may repeat one)."""
         with self.cond:
-            self.cond.wait_for(lambda: len(self.received) >= count, timeout=timeout)
+            self.cond.wait_for(lambda: len({p["id"] for p in self.received}) >= count, timeout=timeout)
             return list(self.received)
+
+    def wait_started(self, count: int, timeout: float = 10.0) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: self.started >= count, timeout=timeout)

@@ -11,11 +11,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import trustme
 
 from dovetail.imap.limits import Limits
 from dovetail.imap.server import ImapServer
 from dovetail.mailauth.accounts import DictAuthenticator
+from dovetail.replies.imapc.client import ImapClient, ImapError
+from dovetail.replies.schema import imap_accounts
 from dovetail.replies.service import RepliesService
 from dovetail.replies.sources.imap import ImapAccounts, ImapSource
 
@@ -115,3 +118,61 @@ def test_untrusted_certificate_is_refused(service: RepliesService, imap) -> None
 
     with pytest.raises(ssl.SSLCertVerificationError):
         asyncio.run(main())
+
+
+@pytest.mark.parametrize("how", ["stop", "cancel"])
+def test_stop_or_cancel_during_idle_leaves_one_reader(service: RepliesService, imap, tls, how: str) -> None:  # noqa: ANN001
+    """Stopped while it idles, the source ends IDLE with DONE and logs out; cancelled (a crash), it ends
+    cancelled. No second reader ever waits on the connection: one once did, and its "read() called
+    while another coroutine is already waiting" swallowed the cancellation and was recorded as the
+    account's error."""
+    running, mode, _box = imap
+    account = ImapAccounts(service.engine).add("acme", "own", host="127.0.0.1", port=running.port, tls=mode,
+                                               username="bob", password="builder")
+
+    async def main() -> ImapSource:
+        synced: asyncio.Queue[int] = asyncio.Queue()
+        source = ImapSource(service, account, ssl_context=tls[1], timeout=10, idle_timeout=60,
+                            on_synced=synced.put_nowait)
+        stop = asyncio.Event()
+        task = asyncio.create_task(source.run(stop))
+        assert await asyncio.wait_for(synced.get(), 15) == 0  # synced, now in IDLE
+        if how == "stop":
+            stop.set()
+            await asyncio.wait_for(task, 15)
+        else:
+            task.cancel()
+            await asyncio.wait({task}, timeout=15)
+            assert task.cancelled()
+        return source
+
+    source = asyncio.run(main())
+    assert source.sessions == 1
+    with service.engine.connect() as conn:
+        error = conn.execute(sa.select(imap_accounts.c.last_error).where(imap_accounts.c.id == account.id)).scalar()
+    assert error is None
+
+
+@pytest.mark.usefixtures("database_url")  # the module's parametrisation; no database is used
+def test_idle_until_then_commands_on_the_same_connection(imap, tls) -> None:  # noqa: ANN001
+    running, mode, _box = imap
+
+    async def main() -> None:
+        async with ImapClient("127.0.0.1", running.port, tls=mode, ssl_context=tls[1], timeout=10) as client:
+            await client.login("bob", "builder")
+            await client.select("INBOX", readonly=False)
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(0.2, stop.set)
+            assert await client.idle(60, until=stop) is False  # ended by ``until``, with DONE and its OK
+            await client.noop()  # the connection is still in step
+            idling = asyncio.create_task(client.idle(60))
+            await asyncio.sleep(0)  # let it start: only the one task reads the connection
+            commanding = asyncio.create_task(client.noop())  # waits for the connection, never reads beside IDLE
+            idling.cancel()
+            await asyncio.gather(idling, return_exceptions=True)
+            # IDLE cut short leaves the stream out of step: the connection is closed, not reused.
+            with pytest.raises(ImapError, match="unusable"):
+                await commanding
+        # leaving the block after that logs nothing out and raises nothing
+
+    asyncio.run(main())

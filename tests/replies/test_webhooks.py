@@ -144,6 +144,29 @@ def test_restart_loses_nothing_and_duplicates_nothing(service: RepliesService, r
     assert len(ids) == len(set(ids))
 
 
+def test_dispatcher_stopped_mid_batch_gives_its_claims_back(service: RepliesService, receiver: Receiver) -> None:
+    """Cancelled with a batch claimed (8 posts in flight, the rest waiting for a slot), a dispatcher
+    releases its leases: the next one posts everything now, not when the 60 s leases run out."""
+    _setup(service, receiver)
+    eids = [_reply(service, n) for n in range(12)]
+    receiver.hold.clear()
+
+    async def main() -> None:
+        crashed = asyncio.create_task(Dispatcher(service.outbox, concurrency=8).run(asyncio.Event()))
+        assert await asyncio.to_thread(receiver.wait_started, 8)
+        crashed.cancel()
+        await asyncio.gather(crashed, return_exceptions=True)
+        receiver.hold.set()
+        stop = asyncio.Event()
+        fresh = asyncio.create_task(Dispatcher(service.outbox, poll_interval=0.1).run(stop))
+        await asyncio.to_thread(receiver.wait_for, 12, 20)
+        stop.set()
+        await asyncio.wait_for(fresh, 10)
+
+    asyncio.run(main())
+    assert {p["id"] for p in receiver.received} == set(eids)  # repeats of in-flight posts are allowed
+
+
 def test_dispatcher_run_loop_wakes_on_new_events(service: RepliesService, receiver: Receiver) -> None:
     _setup(service, receiver)
 

@@ -76,17 +76,32 @@ class Dispatcher:
                 return await self.run_once()
         total = 0
         while True:
-            batch = await asyncio.to_thread(self.outbox.claim_due, self.clock(), 50, self.lease)
-            if not batch:
-                return total
-            total += len(batch)
-            outcomes = await asyncio.gather(*(self._post(d) for d in batch))
-            statuses = await asyncio.to_thread(self.outbox.record_many, outcomes, now=self.clock(),
-                                               schedule=self.schedule)
+            claiming = asyncio.ensure_future(asyncio.to_thread(self.outbox.claim_due, self.clock(), 50, self.lease))
+            try:
+                batch = await asyncio.shield(claiming)
+                if not batch:
+                    return total
+                total += len(batch)
+                outcomes = await asyncio.gather(*(self._post(d) for d in batch))
+                statuses = await asyncio.to_thread(self.outbox.record_many, outcomes, now=self.clock(),
+                                                   schedule=self.schedule)
+            except asyncio.CancelledError:
+                await self._give_back(claiming)
+                raise
             for (delivery, status, error), outcome in zip(outcomes, statuses, strict=True):
                 log.info("webhook", event_id=delivery["event_id"], url=_without_credentials(delivery["url"]),
                          status=status or error,
                          outcome=outcome, attempt=delivery["attempts"] + 1)
+
+    async def _give_back(self, claiming: asyncio.Future[list[dict[str, Any]]]) -> None:
+        """Stopped mid-batch: release what was claimed and not recorded, so a restarted dispatcher posts
+        it now rather than when the lease runs out. (A killed process cannot: its leases expire.)"""
+        try:
+            batch = await claiming  # a claim already running in its thread completes either way
+            if batch:
+                await asyncio.to_thread(self.outbox.release, batch)
+        except Exception as exc:  # noqa: BLE001 - the leases still expire on their own
+            log.warning("webhook leases not released", error=str(exc))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set, sleeping until the next due delivery or a wake-up."""

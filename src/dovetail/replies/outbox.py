@@ -3,9 +3,9 @@
 An event is written in the same transaction as the reply it reports, together with one
 ``webhook_deliveries`` row per subscribed endpoint: once a reply is stored its webhooks cannot be
 lost. The dispatcher claims due rows with a lease (so two dispatchers never post the same delivery at
-once, and a crashed one's claims expire), posts, and records the outcome: delivered, retried later
-on the :class:`RetrySchedule`, ``gone`` on HTTP 410 (the endpoint is disabled, as Standard Webhooks
-asks), or ``dead`` after the last try.
+once, and a crashed one's claims expire; one stopped mid-batch gives its claims back), posts, and
+records the outcome: delivered, retried later on the :class:`RetrySchedule`, ``gone`` on HTTP 410
+(the endpoint is disabled, as Standard Webhooks asks), or ``dead`` after the last try.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ class Outbox:
                 .join(events, events.c.id == webhook_deliveries.c.event_id)
                 .where(webhook_deliveries.c.id.in_(ids), webhook_deliveries.c.locked_until == mark)
                 .order_by(webhook_deliveries.c.id)).all()
-        out = [dict(r._mapping) for r in rows]
+        out = [dict(r._mapping) | {"lease": mark} for r in rows]
         if self.sealer is not None:
             for delivery in out:
                 try:
@@ -182,6 +182,21 @@ class Outbox:
                 except SealError:
                     delivery["secret"] = None  # the dispatcher records why instead of posting unsigned
         return out
+
+    def release(self, deliveries: list[dict[str, Any]]) -> int:
+        """Give up the leases of claimed deliveries whose outcome will not be recorded (the dispatcher is
+        stopping mid-batch), so that the next dispatcher posts them at once instead of after the lease."""
+        return retry(lambda: self._release(deliveries))
+
+    def _release(self, deliveries: list[dict[str, Any]]) -> int:
+        released = 0
+        with self.engine.begin() as conn:
+            for delivery in deliveries:
+                done = conn.execute(webhook_deliveries.update().where(
+                    webhook_deliveries.c.id == delivery["id"], webhook_deliveries.c.status == PENDING,
+                    webhook_deliveries.c.locked_until == delivery["lease"]).values(locked_until=None))
+                released += done.rowcount
+        return released
 
     def next_due(self) -> float | None:
         with self.engine.connect() as conn:

@@ -1,9 +1,18 @@
-"""The asyncio adapter of the IMAP client: moves bytes between a stream and the sans-I/O parser."""
+"""The asyncio adapter of the IMAP client: moves bytes between a stream and the sans-I/O parser.
+
+One connection has one reader. Commands (IDLE included) take a lock for their whole exchange, from
+the tag sent to the tagged completion read, so no two coroutines ever wait on the stream at once;
+IDLE waits for new mail, a deadline or the caller's stop event itself and always ends with DONE and
+its tagged OK. A command cut short midway (cancelled, timed out, malformed reply) leaves the stream
+at an unknown point: the connection is then marked broken and closed, never used again.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from .proto import ProtocolError, Response, ResponseParser, encode_mailbox, fetch_items, quote, sasl_plain
@@ -13,6 +22,10 @@ READ_SIZE = 65536
 
 class ImapError(Exception):
     """A command was refused (NO/BAD) or the connection failed."""
+
+    def __init__(self, message: str, *, completed: bool = False) -> None:
+        super().__init__(message)
+        self.completed = completed  # the server answered the command: the connection is still in step
 
 
 @dataclass
@@ -36,6 +49,8 @@ class ImapClient:
         self._writer: asyncio.StreamWriter | None = None
         self._parser = ResponseParser()
         self._tag = 0
+        self._lock = asyncio.Lock()  # one command (or IDLE) in flight: one reader of the stream
+        self._broken: str | None = None  # why the stream can no longer be trusted
         self.changed = False  # an EXISTS/RECENT arrived since the last SELECT or IDLE
 
     # --- connection --------------------------------------------------------------------------------
@@ -76,7 +91,7 @@ class ImapClient:
 
     async def __aexit__(self, *exc: object) -> None:
         try:
-            if self._writer is not None and not self._writer.is_closing():
+            if self._writer is not None and not self._writer.is_closing() and self._broken is None:
                 await asyncio.wait_for(self.command(b"LOGOUT"), 5)
         except (ImapError, OSError, TimeoutError, ProtocolError):
             pass
@@ -104,8 +119,34 @@ class ImapClient:
         self._tag += 1
         return f"D{self._tag:04d}"
 
+    @contextlib.asynccontextmanager
+    async def _exchange(self) -> AsyncIterator[None]:
+        """Hold the connection for one command; a command that does not complete breaks the connection."""
+        async with self._lock:
+            if self._broken is not None:
+                raise ImapError(f"connection unusable: {self._broken}")
+            completed = False
+            try:
+                yield
+                completed = True
+            except ImapError as exc:
+                completed = exc.completed
+                raise
+            finally:
+                if not completed:
+                    self._break("a command was interrupted")
+
+    def _break(self, why: str) -> None:
+        self._broken = self._broken or why
+        if self._writer is not None:
+            self._writer.close()  # nothing more may be read or written on this stream
+
     async def command(self, *args: bytes, continuation: bytes | None = None) -> tuple[Response, list[Response]]:
         """Run one command; returns its tagged OK and the untagged responses it produced."""
+        async with self._exchange():
+            return await self._command(*args, continuation=continuation)
+
+    async def _command(self, *args: bytes, continuation: bytes | None = None) -> tuple[Response, list[Response]]:
         tag = self._next_tag()
         await self._send(tag.encode() + b" " + b" ".join(args) + b"\r\n")
         untagged: list[Response] = []
@@ -127,7 +168,8 @@ class ImapClient:
             if resp.tag != tag:
                 raise ProtocolError(f"response for unknown tag {resp.tag!r}")
             if resp.kind != "OK":
-                raise ImapError(f"{args[0].decode()} failed: {resp.kind} [{resp.code}] {resp.text}".strip())
+                raise ImapError(f"{args[0].decode()} failed: {resp.kind} [{resp.code}] {resp.text}".strip(),
+                                completed=True)
             self._caps_from(resp)
             return resp, untagged
 
@@ -207,11 +249,16 @@ class ImapClient:
         _, untagged = await self.command(b"NOOP")
         return untagged
 
-    async def idle(self, max_wait: float) -> bool:
-        """Wait in IDLE until the mailbox changes or ``max_wait`` passes; True when new mail was announced."""
+    async def idle(self, max_wait: float, until: asyncio.Event | None = None) -> bool:
+        """Wait in IDLE until the mailbox changes, ``max_wait`` passes or ``until`` is set; True when new
+        mail was announced. IDLE is always ended (DONE, then its tagged OK) before this returns."""
         if self.changed:  # new mail was announced during the last commands: no need to wait
             self.changed = False
             return True
+        async with self._exchange():
+            return await self._idle(max_wait, until)
+
+    async def _idle(self, max_wait: float, until: asyncio.Event | None) -> bool:
         tag = self._next_tag()
         await self._send(tag.encode() + b" IDLE\r\n")
         first = await self._read()
@@ -219,17 +266,15 @@ class ImapClient:
         while first.tag == "*":
             changed = changed or first.kind in ("EXISTS", "RECENT")
             first = await self._read()
+        if first.tag == tag:
+            raise ImapError(f"IDLE refused: {first.kind} {first.text}", completed=True)
         if first.tag != "+":
             raise ImapError(f"IDLE refused: {first.kind} {first.text}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_wait
-        while not changed:
-            left = deadline - loop.time()
-            if left <= 0:
-                break
-            try:
-                resp = await self._read(wait=left)
-            except TimeoutError:
+        while not changed and not (until is not None and until.is_set()):
+            resp = await self._read_unless(deadline - loop.time(), until)
+            if resp is None:
                 break
             if resp.tag == "*" and resp.kind == "BYE":
                 raise ImapError(f"server closed the session: {resp.text}")
@@ -240,8 +285,40 @@ class ImapClient:
             resp = await self._read()
             if resp.tag == tag:
                 if resp.kind != "OK":
-                    raise ImapError(f"IDLE failed: {resp.kind} {resp.text}")
+                    raise ImapError(f"IDLE failed: {resp.kind} {resp.text}", completed=True)
                 self.changed = False
                 return changed
+            if resp.tag == "*" and resp.kind == "BYE":
+                raise ImapError(f"server closed the session: {resp.text}")
             if resp.kind in ("EXISTS", "RECENT"):
                 changed = True
+
+    async def _read_unless(self, wait: float, until: asyncio.Event | None) -> Response | None:
+        """The next response, or None when ``wait`` seconds pass or ``until`` is set first.
+
+        The read runs as a task of its own only so that it can be raced against ``until``; it is
+        cancelled and awaited before this returns, so it never outlives the exchange that owns the
+        stream. Bytes it had already received are kept for the parser, never dropped.
+        """
+        resp = self._parser.next_response()
+        if resp is not None or wait <= 0:
+            return resp
+        assert self._reader is not None
+        reading = asyncio.ensure_future(self._reader.read(READ_SIZE))
+        stopping = asyncio.ensure_future(until.wait()) if until is not None else None
+        try:
+            await asyncio.wait({reading} | ({stopping} if stopping else set()), timeout=wait,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if stopping is not None:
+                stopping.cancel()
+            if not reading.done():
+                reading.cancel()
+                await asyncio.wait({reading})  # raises only if this task itself is cancelled
+        if reading.cancelled():
+            return None
+        data = reading.result()
+        if not data:
+            raise ImapError("connection closed by server")
+        self._parser.feed(data)
+        return await self._read()

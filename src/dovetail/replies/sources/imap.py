@@ -215,18 +215,12 @@ class ImapSource:
         idle = "IDLE" in client.capabilities
         while not stop.is_set():
             await self.sync(client)
-            waiter = asyncio.ensure_future(stop.wait())
             if idle:
-                watcher = asyncio.ensure_future(client.idle(self.idle_timeout))
-                done, _ = await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
-                if watcher not in done:
-                    watcher.cancel()  # stopping: the connection is closed right after
-                    return
-                watcher.result()
+                # IDLE itself watches ``stop``: it ends with DONE before the connection is used again.
+                await client.idle(self.idle_timeout, until=stop)
             else:
                 try:
-                    await asyncio.wait_for(asyncio.shield(waiter), self.poll_interval)
+                    await asyncio.wait_for(stop.wait(), self.poll_interval)
                     return
                 except TimeoutError:
                     await client.noop()
-            waiter.cancel()
