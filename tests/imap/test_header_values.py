@@ -28,3 +28,8 @@ def test_folded_and_repeated_fields() -> None:
     raw = b"Received: a\r\nTo: x@example.org,\r\n\ty@example.org\r\nSubject: one\r\nto: z@example.org\r\n\r\n"
     assert _header_values(raw, "to") == ["x@example.org,\ty@example.org", "z@example.org"]
     assert _header_values(raw, "cc") == []
+
+
+def test_indented_line_after_a_stray_line_is_no_field() -> None:
+    raw = b"stray\r\n From: x@example.org\r\n\r\n"
+    assert _header_values(raw, "from") == _parse_headers(raw).get("from", []) == []

@@ -156,7 +156,7 @@ def _parse_headers(raw: bytes) -> dict[str, list[str]]:
         if name is not None:
             out.setdefault(name, []).append("".join(value).strip())
         name = None
-        if ":" in line:
+        if ":" in line and line[:1] not in (" ", "\t"):  # a field name never starts with white space
             n, _, v = line.partition(":")
             name, value = n.strip().lower(), [v]
     if name is not None:
