@@ -53,6 +53,11 @@ class Layout:
     def run(self) -> Path:
         return self.root / "run"
 
+    @property
+    def reply_token_key(self) -> Path:
+        """The installation's key for reply tokens (``replies/tokens.py``)."""
+        return self.root / "secrets" / "reply_token.key"
+
     def maildir(self, tenant: str, domain: str, local_part: str) -> Path:
         """Where a mailbox lives: ``mail/<tenant>/<domain>/<local-part>/``."""
         return self.mail / tenant / domain / local_part
@@ -109,17 +114,12 @@ def init(root: Path) -> list[str]:
     from .db import connect_and_migrate
 
     connect_and_migrate(cfg).dispose()
-    try:  # the reply-token key, created now so the service user owns it after the chown below
-        from .replies.tokens import load_secret
-
-        load_secret(root)
-    except ImportError:
-        pass
     from .sealing import KEY_RELPATH, load_key
 
+    load_key(layout.reply_token_key)  # created now so the service user owns it after the chown below
     load_key(root / KEY_RELPATH)  # seals relay secrets and IMAP-source passwords
     if os.geteuid() == 0:
-        from .master.privileges import chown_tree, ensure_system_user
+        from .privileges import chown_tree, ensure_system_user
 
         uid, gid = ensure_system_user(cfg["server.user"])
         chown_tree(root, uid, gid, skip=("tls",))

@@ -1,7 +1,8 @@
 """Database engine for the directory, campaigns and replies: SQLite (WAL) or PostgreSQL.
 
 The schema is SQLAlchemy Core (see ``directory/schema.py``) and evolves only through the Alembic
-migrations in ``migrations/``, on both engines.
+migrations in ``migrations/``, on both engines. PostgreSQL's driver (psycopg) is the
+``dovetail[postgresql]`` extra: a PostgreSQL ``database.url`` without it is refused in one line.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from alembic import command  # noqa: E402
 from alembic.config import Config as AlembicConfig  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
-from .config import Config  # noqa: E402
+from .config import Config, ConfigError  # noqa: E402
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -29,8 +30,21 @@ def engine_url(url: str) -> str:
     return url
 
 
+def require_driver(url: str) -> None:
+    """Refuse a PostgreSQL URL when psycopg is not installed, naming the extra that brings it."""
+    if not engine_url(url).startswith("postgresql+psycopg://"):
+        return
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise ConfigError("database.url", url.split("://", 1)[0] + "://…",
+                          "PostgreSQL needs the psycopg driver, which is not installed: "
+                          "pip install 'dovetail[postgresql]'") from None
+
+
 def make_engine(url: str) -> Engine:
     """An engine with SQLite tuned for many readers and one writer (WAL, busy timeout)."""
+    require_driver(url)
     url = engine_url(url)
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})

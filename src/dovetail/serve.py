@@ -1,4 +1,10 @@
-"""``dovetail serve``: the master process in the foreground."""
+"""``dovetail serve``: the master process in the foreground.
+
+Before any worker starts, the master migrates the database, hands the data directory to the
+service user, and loads every module of the package (:mod:`dovetail.master.preload`). Whatever
+stops it there — a missing part, a folder the service user cannot read — is one line and exit 2;
+a service that then cannot start makes the master stop with exit 1 and that service's reason.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ def prepare_data_dir(cfg: Config) -> None:
 
     connect_and_migrate(cfg).dispose()
     if os.geteuid() == 0:
-        from .master.privileges import check_user, chown_tree, ensure_system_user, traversable_by
+        from .privileges import check_user, chown_tree, ensure_system_user, traversable_by
 
         ensure_system_user(cfg["server.user"])
         uid, gid = check_user(cfg["server.user"])
@@ -23,13 +29,34 @@ def prepare_data_dir(cfg: Config) -> None:
             raise RuntimeError(f"the data directory {root} is inside a folder server.user {cfg['server.user']!r} "
                                "cannot enter; move it or make its parents searchable (chmod o+x)")
         chown_tree(cfg.data_dir, uid, gid, skip=("tls",))
+        from .master.preload import check_readable
+
+        check_readable(cfg["server.user"])
+
+
+def load_services() -> None:
+    """Import everything the services run, now, before any worker drops privileges (RuntimeError with
+    the missing module, one line)."""
+    from .master.preload import preload
+
+    try:
+        preload()
+    except ImportError as exc:
+        raise RuntimeError(f"cannot load {exc.name or 'a module'} ({exc}); reinstall Dovetail "
+                           "(pip install -e . or make install)") from None
 
 
 def run(cfg: Config) -> int:
     from .master.pidfile import AlreadyRunning
-    from .master.supervisor import Master
 
     configure(cfg["log.level"], cfg["log.file"] or None, json=cfg["log.format"] == "json")
+    try:
+        load_services()
+    except RuntimeError as exc:
+        get_logger("master").error(str(exc))
+        return 2
+    from .master.supervisor import Master
+
     try:
         master = Master(cfg)
         master.pidfile.acquire()

@@ -48,7 +48,7 @@ def check_can_drop_privileges() -> None:
 
     if os.geteuid() != 0:
         return
-    from dovetail.master.privileges import ensure_system_user, traversable_by
+    from dovetail.privileges import ensure_system_user, traversable_by
 
     uid, gid = ensure_system_user("dovetail")
     if not traversable_by(Path(os.__file__).resolve().parent, uid, gid):
@@ -114,7 +114,8 @@ class Master:
             for svc in st["services"].values():
                 if svc["enabled"] and not all(w["pid"] for w in svc["workers"]):
                     return False
-            return self.smtp_banner_ok()
+            # Said once every service serves (its workers dropped privileges and listen).
+            return "daemon started" in self.log() and self.smtp_banner_ok()
 
         wait_for(ready, timeout, "master ready")
 

@@ -71,26 +71,47 @@ def test_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(master: Mas
     assert "worker died" in master.log() and f"pid={old_pid}" in master.log()
 
 
-def test_crash_looping_service_is_throttled_while_others_serve(tmp_path: Path) -> None:
+def test_a_service_that_cannot_start_stops_serve_with_its_reason(tmp_path: Path) -> None:
+    """No restart loop behind "daemon started": the first worker's failure ends serve, exit 1, with why."""
     m = Master.create(tmp_path)
-    # Another queue manager holds the queue lock: our qmgr worker fails at every start.
+    # Another queue manager holds the queue lock: our qmgr cannot start.
     lock_path = m.data_dir / "queue" / "pid" / "qmgr.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        m.proc = None
-        m.logfile = open(m.log_path, "ab")  # noqa: SIM115
-        import subprocess
+        out = cli(m.data_dir, "serve", "--smtp", f"127.0.0.1:{m.smtp_port}", "--imap", f"127.0.0.1:{m.imap_port}",
+                  "--submission", "", "--http", "")
+        assert out.returncode == 1, out.stderr
+        refused = [line for line in out.stderr.splitlines() if "service cannot start" in line]
+        assert len(refused) == 1 and "qmgr" in refused[0] and "a queue manager already runs" in refused[0]
+        assert "daemon started" not in out.stderr
+        assert "worker died" not in out.stderr  # not restarted
+    finally:
+        os.close(fd)
+        m.cleanup()
 
-        from .harness import DOVETAIL
 
-        m.proc = subprocess.Popen(
-            [*DOVETAIL, "--data-dir", str(m.data_dir), "serve", "--smtp", f"127.0.0.1:{m.smtp_port}",
-             "--imap", f"127.0.0.1:{m.imap_port}", "--submission", "", "--http", ""],
-            stdout=m.logfile, stderr=subprocess.STDOUT)
-        wait_for(lambda: m.status().get("services", {}).get("qmgr", {}).get("throttled"), 40, "throttling")
+def test_crash_looping_service_is_throttled_while_others_serve(tmp_path: Path) -> None:
+    m = Master.create(tmp_path)
+    m.start()
+    lock_path = m.data_dir / "queue" / "pid" / "qmgr.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT)
+    try:
+        # Once qmgr served, another queue manager takes the queue lock as soon as ours dies: every
+        # restart fails. The lock is waited for before the kill, so it is ours before the restart.
+        taken = threading.Event()
+        waiter = threading.Thread(target=lambda: (fcntl.flock(fd, fcntl.LOCK_EX), taken.set()), daemon=True)
+        waiter.start()
+        (qmgr,) = m.worker_pids("qmgr")
+        os.kill(qmgr, signal.SIGKILL)
+        assert taken.wait(20), "the queue lock was not released by the killed queue manager"
+        try:
+            wait_for(lambda: m.status().get("services", {}).get("qmgr", {}).get("throttled"), 60, "throttling")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {m.log()[-3000:]}") from None
         assert "crash-looping, throttled" in m.log()
+        assert m.proc is not None and m.proc.poll() is None  # the master keeps serving
         wait_for(m.smtp_banner_ok, 20, "smtpd serving")
         with m.smtp() as s:
             s.sendmail("alice@ext.example", ["bob@acme.example"], MSG.format(subject="queued", body="x"))

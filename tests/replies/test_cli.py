@@ -9,8 +9,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from dovetail.cli import replies_cmds as replies_cli
 from dovetail.cli.context import Context
-from dovetail.replies import cli as replies_cli
 from dovetail.replies.pipeline import Source
 from dovetail.replies.service import RepliesService
 

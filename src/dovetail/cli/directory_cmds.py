@@ -100,11 +100,9 @@ def domain_add(ctx: typer.Context, name: str,
 
 
 def _dkim_ensure(c: Context, domain: str) -> list[str]:
-    """Signing keys for a new domain (RSA-2048 and Ed25519), when outbound is part of this build."""
-    try:
-        from ..outbound import DkimKeys
-    except ImportError:
-        return []
+    """Signing keys for a new domain (RSA-2048 and Ed25519)."""
+    from ..outbound import DkimKeys
+
     return [k.selector for k in DkimKeys(c.engine, c.layout.dkim).ensure(domain)]
 
 

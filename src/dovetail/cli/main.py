@@ -53,21 +53,15 @@ master_cmds.register(app)
 queue_cmds.register(app)
 
 
-def _register_optional(module: str) -> None:
-    """Verb groups of services that may be absent from a build."""
-    import importlib
+def _register_service_verbs() -> None:
+    """Verb groups of the web admin, the replies engine and outbound."""
+    from . import outbound_cmds, replies_cmds, web_cmds
 
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return
-        raise
-    mod.register(app)
+    for module in (web_cmds, replies_cmds, outbound_cmds):
+        module.register(app)
 
 
-for _module in ("dovetail.web.cli", "dovetail.replies.cli", "dovetail.outbound.cli"):
-    _register_optional(_module)
+_register_service_verbs()
 
 
 def main(argv: list[str] | None = None) -> int:

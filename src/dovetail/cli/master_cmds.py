@@ -17,9 +17,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def _master_pid(c: Context) -> int | None:
-    from ..master.pidfile import read_pid
+    from ..status import pid_path, read_pid
 
-    return read_pid(c.layout.run / "master.pid")
+    return read_pid(pid_path(c.data_dir))
 
 
 def _queue_sizes(root: Path) -> dict[str, int]:
@@ -45,7 +45,7 @@ def _worker_stats(run: Path) -> dict[int, dict[str, Any]]:
 
 def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Services, workers (pids, uptime, restarts, connections) and queue sizes."""
-    from ..master.supervisor import read_status
+    from ..status import read_status
 
     c: Context = ctx.obj
     c.require_init()

@@ -1,26 +1,51 @@
 """What each service runs inside its worker: the composition root of Dovetail's processes.
 
 Every runner builds its own runtime (database engine, caches) after the fork, starts its servers
-on the sockets the master bound, and returns an exit status when told to stop.
+on the sockets the master bound, and returns an exit status when told to stop. Everything a
+service runs is imported here, at the top: the master imports this module before it forks, so
+each worker starts with its code already loaded (as gunicorn's preload does), and a missing part
+of the package stops ``serve`` at start instead of a service running without it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import uvicorn
 
 from ..config import Config
+from ..db import make_engine
+from ..delivery.agent import MaildirConfig, MaildirDeliveryAgent
+from ..imap.limits import Limits as ImapLimits
+from ..imap.server import ImapServer
+from ..intake.local import mailbox_targets
+from ..intake.mx import MxBackend
 from ..log import get_logger
+from ..mailauth.failures import shared_penalty
+from ..mailauth.login import DirectoryAuthenticator
+from ..mailauth.networks import in_networks, parse_networks
+from ..mailauth.slots import shared_slots
+from ..outbound import AgentConfig, DkimKeys, OutboundAgent, Transports
+from ..outbound.submission import SubmissionBackend
+from ..queue import QueueConfig, QueueManager
+from ..replies.hooks import local_delivery, outbound_events
+from ..replies.runner import run_replies as replies_main
 from ..runtime import Runtime
+from ..sealing import Sealer
+from ..smtp.limits import Limits as SmtpLimits
+from ..smtp.server import SmtpServer
+from ..storage import open_storage
+from ..storage.api import DeliveryId
+from ..web import counters
+from ..web.app import create_app
 from .worker import Runner, WorkerContext, supervise_listeners
 
 
-def smtp_limits(cfg: Config):  # noqa: ANN201
-    from ..smtp.limits import Limits
-
-    return Limits(max_message_size=cfg["smtp.max_message_size"], max_recipients=cfg["smtp.max_recipients"],
+def smtp_limits(cfg: Config) -> SmtpLimits:
+    return SmtpLimits(max_message_size=cfg["smtp.max_message_size"], max_recipients=cfg["smtp.max_recipients"],
                   max_command_line=cfg["smtp.max_command_length"], max_line_length=cfg["smtp.max_line_length"],
                   max_errors=cfg["smtp.hard_error_limit"], max_connections=cfg["smtp.max_connections"],
                   max_connections_per_ip=cfg["smtp.max_connections_per_ip"],
@@ -28,10 +53,8 @@ def smtp_limits(cfg: Config):  # noqa: ANN201
                   bare_lf=cfg["smtp.bare_lf"])
 
 
-def imap_limits(cfg: Config):  # noqa: ANN201
-    from ..imap.limits import Limits
-
-    return Limits(max_literal=cfg["imap.max_literal_size"],
+def imap_limits(cfg: Config) -> ImapLimits:
+    return ImapLimits(max_literal=cfg["imap.max_literal_size"],
                   max_connections_per_user=cfg["imap.max_connections_per_user"],
                   max_connections_per_ip=cfg["imap.max_connections_per_ip"],
                   idle_timeout=cfg["imap.autologout"])
@@ -39,10 +62,6 @@ def imap_limits(cfg: Config):  # noqa: ANN201
 
 def flow_counters(rt: Runtime):  # noqa: ANN201
     """The dashboard's mail-flow ``record`` function, flushed to the database by a thread in this process."""
-    try:
-        from ..web import counters
-    except ImportError:
-        return lambda counter, n=1: None
     counters.start_flusher(rt.engine, 5.0)
     return counters.record
 
@@ -65,9 +84,6 @@ class RepliesHandOver:
         return results
 
     def _hand_over(self, message, recipients) -> None:  # noqa: ANN001
-        from ..storage import open_storage
-        from ..storage.api import DeliveryId
-
         for rcpt in recipients:
             delivery = DeliveryId(message.queue_id, rcpt.index, message.envelope.arrival)
             for target in self.resolver.resolve(rcpt.address).mailboxes:
@@ -91,16 +107,11 @@ class CountingAgent:
 
 
 async def run_smtpd(ctx: WorkerContext) -> int:
-    from ..intake.mx import MxBackend
-    from ..smtp.server import SmtpServer
-
     cfg = ctx.cfg
     rt = Runtime(cfg)
     backend = MxBackend(rt.resolver, rt.queue, over_quota=cfg["smtp.over_quota"], record=flow_counters(rt))
     limits = smtp_limits(cfg)
     if ctx.spec.max_connections:
-        from dataclasses import replace
-
         limits = replace(limits, max_connections=ctx.spec.max_connections)
     servers = []
     for sock in ctx.sockets:
@@ -116,13 +127,8 @@ async def run_smtpd(ctx: WorkerContext) -> int:
 
 async def run_submission(ctx: WorkerContext) -> int:
     """587 with STARTTLS and 465 with implicit TLS; AUTH only over TLS unless the client is trusted."""
-    from ..outbound.submission import SubmissionBackend
-    from ..smtp.server import SmtpServer
-
     cfg = ctx.cfg
     rt = Runtime(cfg)
-    from ..mailauth.failures import shared_penalty
-
     # Failed logins are counted across the workers of the service, not per process.
     backend = SubmissionBackend(rt.engine, rt.queue, penalty=shared_penalty(rt.layout.run))
     limits = smtp_limits(cfg)
@@ -144,8 +150,6 @@ async def run_submission(ctx: WorkerContext) -> int:
 
 def _trusted_client(networks: list[str]):  # noqa: ANN202
     """Plaintext AUTH only for clients in ``auth.trusted_networks`` (loopback by default), decided per connection."""
-    from ..mailauth.networks import in_networks, parse_networks
-
     nets = parse_networks(networks)
     return lambda client_ip: in_networks(client_ip, nets)
 
@@ -156,8 +160,6 @@ _SPECIAL_USE_DONE: set[str] = set()  # mail roots this process already gave thei
 def storage_with_special_use(account):  # noqa: ANN001, ANN201
     """A user's storage, with Sent, Drafts, Trash, Junk and Archive created at the first login (once
     per root and process: later logins skip the checks and the subscriptions rewrite)."""
-    from ..storage import open_storage
-
     storage = open_storage(account.mail_root)
     root = str(account.mail_root)
     if root not in _SPECIAL_USE_DONE:
@@ -167,9 +169,6 @@ def storage_with_special_use(account):  # noqa: ANN001, ANN201
 
 
 async def run_imapd(ctx: WorkerContext) -> int:
-    from ..imap.server import ImapServer
-    from ..mailauth.login import DirectoryAuthenticator
-
     cfg = ctx.cfg
     # One storage thread per worker: the sessions' storage calls (asyncio.to_thread) queue for it
     # instead of a pool of threads taking the GIL from each other (the pool spent more CPU handing
@@ -180,13 +179,9 @@ async def run_imapd(ctx: WorkerContext) -> int:
     rt = Runtime(cfg)
     auth = DirectoryAuthenticator(rt.directory, rt.layout.mail)
     limits = imap_limits(cfg)
-    from ..mailauth.failures import shared_penalty
-
     # Failed logins are counted across the workers of the service, not per process.
     penalty = shared_penalty(rt.layout.run, limits.auth_fail_base_delay, limits.auth_fail_max_delay,
                              limits.auth_fail_lockout, limits.auth_fail_window)
-    from ..mailauth.slots import shared_slots
-
     slots = shared_slots(rt.layout.run, "imapd")  # connections per IP and per user, across the workers
     servers = []
     imaps = cfg["listen.imaps"]
@@ -205,10 +200,6 @@ async def run_imapd(ctx: WorkerContext) -> int:
 
 
 async def run_qmgr(ctx: WorkerContext) -> int:
-    from ..delivery.agent import MaildirConfig, MaildirDeliveryAgent
-    from ..intake.local import mailbox_targets
-    from ..queue import QueueConfig, QueueManager
-
     cfg = ctx.cfg
     rt = Runtime(cfg)
     local = MaildirDeliveryAgent(mailbox_targets(rt.resolver),
@@ -219,16 +210,9 @@ async def run_qmgr(ctx: WorkerContext) -> int:
                        max_concurrent_deliveries=cfg["queue.delivery_concurrency"], hostname=cfg.hostname)
 
     record = flow_counters(rt)
-    try:
-        from ..replies.hooks import local_delivery
-
-        local = RepliesHandOver(local, rt.resolver, local_delivery(rt.engine, cfg))
-    except ImportError:
-        pass
-    agents = {"virtual": CountingAgent(local, record)}
+    local = RepliesHandOver(local, rt.resolver, local_delivery(rt.engine, cfg))
     outbound = _outbound_agent(cfg, rt)
-    if outbound is not None:
-        agents["smtp"] = CountingAgent(outbound, record)
+    agents = {"virtual": CountingAgent(local, record), "smtp": CountingAgent(outbound, record)}
 
     def transport_for(address: str) -> str:
         """Our domains go to the Maildir agent (virtual), every other domain out through smtp."""
@@ -236,6 +220,13 @@ async def run_qmgr(ctx: WorkerContext) -> int:
 
     manager = QueueManager(rt.queue, agents, qcfg, transport_for=transport_for)
     task = asyncio.create_task(manager.run())
+    started = asyncio.create_task(manager.started.wait())
+    await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+    started.cancel()
+    if not manager.started.is_set():
+        await task  # raises why it could not start (another queue manager holds the queue, ...)
+        raise RuntimeError("the queue manager ended before it started")
+    ctx.ready()
     stopped = asyncio.create_task(ctx.stop.wait())
     await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
@@ -246,42 +237,32 @@ async def run_qmgr(ctx: WorkerContext) -> int:
         await asyncio.wait_for(task, ctx.grace)
     except TimeoutError:
         task.cancel()
-    if outbound is not None:
-        await outbound.close()
+    await outbound.close()
     return 0
 
 
-def _outbound_agent(cfg: Config, rt: Runtime):  # noqa: ANN202
-    """The relay/direct-MX agent with DKIM signing, when the outbound package is present."""
-    try:
-        from ..outbound import AgentConfig, DkimKeys, OutboundAgent, Transports
-    except ImportError:
-        return None
-    events = None
-    try:
-        from ..replies.hooks import outbound_events
-
-        events = outbound_events(rt.engine, cfg)
-    except ImportError:
-        pass
-    from ..sealing import Sealer
-
+def _outbound_agent(cfg: Config, rt: Runtime) -> OutboundAgent:
+    """The relay/direct-MX agent with DKIM signing; its results feed the replies engine's events."""
+    events = outbound_events(rt.engine, cfg)
     transports = Transports(rt.engine, sealer=Sealer.for_data_dir(cfg.data_dir))
     return OutboundAgent(transports, DkimKeys(rt.engine, rt.layout.dkim),
                          AgentConfig(hostname=cfg.hostname), events=events)
 
 
 async def run_web(ctx: WorkerContext) -> int:
-    import uvicorn
-
-    from ..web.app import create_app
-
     cfg = ctx.cfg
-    app = create_app(cfg)
+    # The master migrated the database before the fork; Alembic's scripts are not read again here.
+    app = create_app(cfg, make_engine(cfg.database_url))
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                                            timeout_graceful_shutdown=int(ctx.grace)))
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # the worker owns SIGTERM
     task = asyncio.create_task(server.serve(sockets=ctx.sockets))
+    while not server.started:  # uvicorn sets a flag, no event, once it listens
+        if task.done():
+            task.result()  # raises why it could not start, if it raised
+            raise RuntimeError("the web server did not start (its startup failed: see the log)")
+        await asyncio.sleep(0.05)
+    ctx.ready()
 
     async def stop_all(grace: float) -> None:
         server.should_exit = True
@@ -300,25 +281,9 @@ async def run_web(ctx: WorkerContext) -> int:
 
 async def run_replies(ctx: WorkerContext) -> int:
     """IMAP sources of reply inboxes hosted elsewhere, and the durable webhook dispatcher."""
-    from ..replies.runner import run_replies as run
-
-    return await run(ctx.cfg, ctx.stop)
+    return await replies_main(ctx.cfg, ctx.stop, ready=ctx.ready)
 
 
 RUNNERS: dict[str, Runner] = {"smtpd": run_smtpd, "submission": run_submission, "imapd": run_imapd,
                               "qmgr": run_qmgr, "web": run_web, "replies": run_replies}
 
-_MODULES = {"smtpd": "dovetail.smtp.server", "submission": "dovetail.outbound.submission",
-            "imapd": "dovetail.imap.server", "qmgr": "dovetail.queue.manager", "web": "dovetail.web.app",
-            "replies": "dovetail.replies.runner"}
-
-
-def available(name: str) -> bool:
-    """Whether this build has the service (its module exists and a runner is registered)."""
-    module = _MODULES.get(name)
-    if name not in RUNNERS or module is None:
-        return False
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # the parent package is missing
-        return False

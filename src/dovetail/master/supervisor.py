@@ -4,8 +4,13 @@ The master never runs an event loop and never reads network input: it binds the 
 sockets (so privileged ports work when started as root), forks one process per worker with the
 socket inherited, and then only waits for signals. Workers create their event loop after the fork.
 
-Signals: SIGCHLD → reap and restart with exponential backoff (a crash-looping service is
-throttled while the others keep serving); SIGHUP → re-read the config and restart only services
+Each worker reports through a pipe when its service serves. A service whose first worker dies
+before that cannot start (a file it cannot read, a lock another process holds): the master stops
+and exits non-zero with the worker's reason instead of restarting it for ever, and says
+"daemon started" only once every service serves.
+
+Signals: SIGCHLD → reap and restart with exponential backoff (a service that served once and then
+crash-loops is throttled while the others keep serving); SIGHUP → re-read the config and restart only services
 whose settings changed, keeping the listening sockets; SIGTERM/SIGINT → workers stop accepting
 and finish in-flight work within ``server.shutdown_grace``; a second SIGTERM kills them at once.
 """
@@ -13,22 +18,23 @@ and finish in-flight work within ``server.shutdown_grace``; a second SIGTERM kil
 from __future__ import annotations
 
 import errno
-import json
 import os
 import select
 import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from .. import config as config_mod
 from ..config import Config, split_hostport
 from ..log import configure, get_logger
+from ..status import pid_path, write_status
 from .pidfile import PidFile
+from .runners import RUNNERS
 from .services import ServiceSpec, service_specs
+from .worker import Readiness, worker_main
 
 log = get_logger("master")
 
@@ -52,6 +58,9 @@ class Worker:
     due: float = 0.0  # when to (re)start, 0 = not scheduled
     idle: bool = False  # exited for max_idle; started again on the next connection
     retiring: bool = False  # replaced by a reload; not restarted
+    ready_fd: int = -1  # read end of the pipe the worker reports its start on
+    report: bytes = b""  # what it reported: ``ready``, or why it could not start
+    ready: bool = False
 
 
 @dataclass
@@ -61,6 +70,8 @@ class Service:
     workers: list[Worker] = field(default_factory=list)
     deaths: list[float] = field(default_factory=list)
     throttled_until: float = 0.0
+    must_start: bool = False  # started with the master: its first worker must serve, or the master stops
+    served: bool = False  # a worker of it reported ready at least once
 
 
 def bind_socket(address: str) -> socket.socket:
@@ -86,14 +97,15 @@ class Master:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.run_dir = cfg.data_dir / "run"
-        self.pidfile = PidFile(self.run_dir / "master.pid")
+        self.pidfile = PidFile(pid_path(cfg.data_dir))
         self.services: dict[str, Service] = {}
         self.retired: list[Worker] = []
         self.signals: list[int] = []
         self.stopping_since: float = 0.0
         self.started = time.time()
         self._status_at = 0.0
-        self._said_unavailable: set[str] = set()
+        self.announced = False  # "daemon started" said (every service served once)
+        self.exit_code = 0
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -116,32 +128,50 @@ class Master:
         for sig in (signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         self._wake_fds = (rfd, wfd)
-        for name, spec in self._specs(self.cfg).items():
+        for name, spec in service_specs(self.cfg).items():
             self._add_service(name, spec)
-        self._notify_systemd("READY=1")
-        log.info("daemon started", services=",".join(n for n, s in self.services.items() if s.spec.enabled),
-                 data_dir=str(self.cfg.data_dir))
+            self.services[name].must_start = spec.enabled and bool(self.services[name].workers)
         while True:
             self._handle_signals()
+            self._read_reports()
             self._reap()
             if self.stopping_since:
                 if not self._live_pids():
                     log.info("daemon stopped")
                     self._write_status()
-                    return 0
+                    return self.exit_code
                 if time.monotonic() - self.stopping_since > self.cfg["server.shutdown_grace"] + 5:
                     log.warning("shutdown grace expired, killing workers")
                     self._kill_all(signal.SIGKILL)
             else:
                 self._start_due()
+                self._announce()
             self._write_status()
             self._wait(self._next_timeout())
+
+    def _announce(self) -> None:
+        """Say "daemon started" (and tell systemd) once every service started with the master serves."""
+        if self.announced or any(svc.must_start and not svc.served for svc in self.services.values()):
+            return
+        self.announced = True
+        self._notify_systemd("READY=1")
+        log.info("daemon started", services=",".join(n for n, s in self.services.items() if s.spec.enabled),
+                 data_dir=str(self.cfg.data_dir))
+
+    def _cannot_start(self, svc: Service, reason: str) -> None:
+        """A service that never served: stop everything and leave with its reason (no restart loop)."""
+        log.error("service cannot start, stopping", service=svc.spec.name, error=reason)
+        self.exit_code = 1
+        if not self.stopping_since:
+            self.stopping_since = time.monotonic()
+            self._notify_systemd("STOPPING=1")
+            self._kill_all(signal.SIGTERM)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.signals.append(signum)
 
     def _wait(self, timeout: float) -> None:
-        rfds = [self._wake_fds[0]]
+        rfds = [self._wake_fds[0], *self._report_fds()]
         idle_socks = {}
         if not self.stopping_since:
             for svc in self.services.values():
@@ -152,7 +182,7 @@ class Master:
             ready, _, _ = select.select(rfds + list(idle_socks), [], [], timeout)
         except InterruptedError:
             return
-        for fd in ready:
+        for fd in ready:  # a worker's report pipe is read by _read_reports
             if fd == self._wake_fds[0]:
                 try:
                     while os.read(fd, 512):
@@ -182,18 +212,30 @@ class Master:
             svc.workers = [Worker(service=name, index=i, due=now) for i in range(spec.workers)]
         self.services[name] = svc
 
-    def _specs(self, cfg: Config) -> dict[str, ServiceSpec]:
-        """The config's services, with those this build lacks switched off (and said so once)."""
-        from .runners import available
+    def _report_fds(self) -> list[int]:
+        return [w.ready_fd for svc in self.services.values() for w in svc.workers if w.ready_fd >= 0]
 
-        specs = service_specs(cfg)
-        for name, spec in specs.items():
-            if spec.enabled and not available(name):
-                if name not in self._said_unavailable:
-                    log.warning("service not available in this build", service=name)
-                    self._said_unavailable.add(name)
-                specs[name] = replace(spec, enabled=False)
-        return specs
+    def _read_reports(self) -> None:
+        for svc in self.services.values():
+            for w in svc.workers:
+                self._read_report(svc, w)
+
+    def _read_report(self, svc: Service, w: Worker) -> None:
+        """Take what a starting worker wrote (non-blocking); its pipe closes after ``ready`` or at exit."""
+        while w.ready_fd >= 0:
+            try:
+                data = os.read(w.ready_fd, 4096)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if data:
+                w.report += data
+                if w.report.startswith(b"ready\n"):
+                    w.ready = svc.served = True
+                continue
+            os.close(w.ready_fd)
+            w.ready_fd = -1
 
     def _start_due(self) -> None:
         now = time.monotonic()
@@ -205,29 +247,40 @@ class Master:
                     self._spawn(svc, w)
 
     def _spawn(self, svc: Service, w: Worker) -> None:
+        if w.ready_fd >= 0:
+            os.close(w.ready_fd)
+            w.ready_fd = -1
+        report_r, report_w = os.pipe()
+        os.set_blocking(report_r, False)
         pid = os.fork()
         if pid == 0:  # child
             code = 1
+            readiness = Readiness(report_w)
             try:
-                from .worker import worker_main
-
-                code = worker_main(self.cfg, svc.spec, svc.sockets, w.index, self._inherited_fds(svc))
+                os.close(report_r)
+                code = worker_main(self.cfg, svc.spec, RUNNERS[svc.spec.name], svc.sockets, w.index,
+                                   self._inherited_fds(svc), readiness)
             except BaseException as exc:  # noqa: BLE001 - a child must never return into the master loop
                 try:
+                    readiness.failed(f"{type(exc).__name__}: {exc}")
                     log.error("worker failed", service=svc.spec.name, error=repr(exc))
                 except BaseException:  # noqa: BLE001
                     pass
             finally:
                 os._exit(code)
+        os.close(report_w)
         w.pid, w.started, w.due = pid, time.monotonic(), 0.0
+        w.ready_fd, w.report, w.ready = report_r, b"", False
         log.info("worker started", service=svc.spec.name, pid=pid, worker=w.index)
 
     def _inherited_fds(self, keep: Service) -> list[int]:
-        """File descriptors the child must close: other services' sockets, the pid lock, the wake pipe."""
+        """File descriptors the child must close: other services' sockets, the pid lock, the wake pipe,
+        the other workers' report pipes."""
         fds = [s.fileno() for svc in self.services.values() if svc is not keep for s in svc.sockets]
         if self.pidfile.fd is not None:
             fds.append(self.pidfile.fd)
         fds.extend(self._wake_fds)
+        fds.extend(self._report_fds())
         return fds
 
     def _live_pids(self) -> list[int]:
@@ -255,6 +308,9 @@ class Master:
         for w in list(self.retired):
             if w.pid == pid:
                 self.retired.remove(w)
+                if w.ready_fd >= 0:
+                    os.close(w.ready_fd)
+                    w.ready_fd = -1
                 log.info("retired worker exited", service=w.service, pid=pid, status=how)
                 return
         for svc in self.services.values():
@@ -262,8 +318,13 @@ class Master:
                 if w.pid != pid:
                     continue
                 w.pid, w.last_exit = 0, how
+                self._read_report(svc, w)  # the pipe holds its reason when it died starting
                 if self.stopping_since:
                     log.info("worker stopped", service=svc.spec.name, pid=pid, status=how)
+                    return
+                if svc.must_start and not svc.served:
+                    said = w.report.decode(errors="replace").strip()
+                    self._cannot_start(svc, said if said and said != "ready" else f"worker {how} before serving")
                     return
                 if code == EXIT_IDLE:
                     log.info("worker idle, exited", service=svc.spec.name, pid=pid)
@@ -320,7 +381,7 @@ class Master:
             cfg = config_mod.load(self.cfg.data_dir)
             cfg.overrides = dict(self.cfg.overrides)
             cfg.values.update(cfg.overrides)
-            specs = self._specs(cfg)
+            specs = service_specs(cfg)
         except config_mod.ConfigError as exc:
             log.error("reload refused, keeping the running configuration", error=str(exc))
             return
@@ -368,10 +429,7 @@ class Master:
                 } for name, svc in self.services.items()
             },
         }
-        path = self.run_dir / "status.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
+        write_status(self.cfg.data_dir, data)
 
     @staticmethod
     def _notify_systemd(state: str) -> None:
@@ -389,9 +447,3 @@ class Master:
             if exc.errno != errno.ENOENT:
                 print(f"sd_notify failed: {exc}", file=sys.stderr)
 
-
-def read_status(data_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((data_dir / "run" / "status.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None

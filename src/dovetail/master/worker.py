@@ -1,7 +1,8 @@
 """Inside a worker process: reset what the master set up, drop privileges, run one service.
 
 The event loop is created here, after the fork (never inherited). TLS material is loaded
-before privileges are dropped, so the private key can stay readable by root only.
+before privileges are dropped, so the private key can stay readable by root only. A worker
+tells the master when its service is serving (:class:`Readiness`), or why it could not start.
 """
 
 from __future__ import annotations
@@ -19,14 +20,40 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import uvloop
+
 from ..config import Config
 from ..log import configure, get_logger
-from .privileges import die_with_parent, drop_privileges
+from ..privileges import die_with_parent, drop_privileges
+from ..web import counters
 from .services import ServiceSpec
 
 WORKER_THREADS = 64
 EXIT_IDLE = 75
 EXIT_MAX_USE = 76
+
+
+class Readiness:
+    """The write end of the pipe the master reads at a worker's start: ``ready`` once the service
+    serves, or one line saying why it could not start. The master treats a service that dies before
+    its first ``ready`` as one that cannot start, and stops with that line instead of restarting it."""
+
+    def __init__(self, fd: int = -1) -> None:
+        self.fd = fd
+
+    def ready(self) -> None:
+        self._send(b"ready\n")
+
+    def failed(self, reason: str) -> None:
+        self._send(" ".join(reason.split()).encode(errors="replace")[:2000] + b"\n")
+
+    def _send(self, data: bytes) -> None:
+        if self.fd < 0:
+            return
+        fd, self.fd = self.fd, -1
+        with contextlib.suppress(OSError):
+            os.write(fd, data)
+            os.close(fd)
 
 
 @dataclass
@@ -37,6 +64,11 @@ class WorkerContext:
     index: int
     ssl_context: ssl.SSLContext | None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    readiness: Readiness = field(default_factory=Readiness)
+
+    def ready(self) -> None:
+        """Tell the master this worker's service is serving."""
+        self.readiness.ready()
 
     @property
     def grace(self) -> float:
@@ -58,8 +90,8 @@ def server_ssl_context(cfg: Config) -> ssl.SSLContext | None:
     return ctx
 
 
-def worker_main(cfg: Config, spec: ServiceSpec, sockets: list[socket.socket], index: int,
-                close_fds: list[int]) -> int:
+def worker_main(cfg: Config, spec: ServiceSpec, runner: Runner, sockets: list[socket.socket], index: int,
+                close_fds: list[int], readiness: Readiness) -> int:
     """Entry point of a freshly forked worker; returns its exit status."""
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)
@@ -75,23 +107,16 @@ def worker_main(cfg: Config, spec: ServiceSpec, sockets: list[socket.socket], in
     if os.getppid() != parent:  # the master died between fork and prctl
         return 1
     configure(cfg["log.level"], cfg["log.file"] or None, json=cfg["log.format"] == "json")
-    from .runners import RUNNERS
-
-    runner = RUNNERS[spec.name]
     ssl_context = server_ssl_context(cfg)
     drop_privileges(cfg["server.user"])
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    return asyncio.run(_run(runner, cfg, spec, sockets, index, ssl_context))
+    uvloop.install()
+    return asyncio.run(_run(runner, cfg, spec, sockets, index, ssl_context, readiness))
 
 
 async def _run(runner: Runner, cfg: Config, spec: ServiceSpec, sockets: list[socket.socket], index: int,
-               ssl_context: ssl.SSLContext | None) -> int:
-    ctx = WorkerContext(cfg=cfg, spec=spec, sockets=sockets, index=index, ssl_context=ssl_context)
+               ssl_context: ssl.SSLContext | None, readiness: Readiness) -> int:
+    ctx = WorkerContext(cfg=cfg, spec=spec, sockets=sockets, index=index, ssl_context=ssl_context,
+                        readiness=readiness)
     loop = asyncio.get_running_loop()
     # Disk work (fsync, Maildir writes) runs in threads; asyncio's default pool (cores + 4) would cap a
     # 2-core worker at 6 commits or deliveries in flight, below smtp/queue concurrency.
@@ -105,10 +130,6 @@ async def _run(runner: Runner, cfg: Config, spec: ServiceSpec, sockets: list[soc
 
 def _flush_counters() -> None:
     """Write this worker's pending mail-flow counts before it exits (workers leave with os._exit)."""
-    try:
-        from ..web import counters
-    except ImportError:
-        return
     with contextlib.suppress(Exception):
         counters.stop_flusher()
 
@@ -124,6 +145,7 @@ async def supervise_listeners(ctx: WorkerContext, servers: list[Any],
     last_busy = time.monotonic()
     stats = ctx.stats_path()
     stats.parent.mkdir(parents=True, exist_ok=True)
+    ctx.ready()
     code = 0
     while not ctx.stop.is_set():
         with contextlib.suppress(asyncio.TimeoutError):

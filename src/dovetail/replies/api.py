@@ -2,7 +2,7 @@
 
 Campaigns and their messages, lookups by Message-ID and reply token, threads, replies, events,
 webhook endpoints and deliveries, and the suppression list. Every route takes the caller's
-:class:`~dovetail.web.deps.Scope`: a tenant caller works in its own tenant (asking for another
+:class:`~dovetail.httpapi.deps.Scope`: a tenant caller works in its own tenant (asking for another
 gives 404); an admin names the tenant with ``?tenant=``.
 """
 
@@ -15,8 +15,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from dovetail.directory import lookups
-from dovetail.web.deps import ROW_ID_MAX, RowId, Scope, get_scope
-from dovetail.web.problems import Problem
+from dovetail.httpapi.deps import ROW_ID_MAX, RowId, Scope, get_scope
+from dovetail.httpapi.problems import Problem
 
 from .outbox import EVENT_TYPES
 from .registry import RegistryError

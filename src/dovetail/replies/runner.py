@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +76,18 @@ class RepliesEngine:
             log.info("IMAP source started", account=account.id, host=account.host, folder=account.folder)
 
 
-async def run_replies(cfg: Any, stop: asyncio.Event) -> int:
-    """Entry point for the master's ``replies`` service: ``cfg`` is the data directory's Config."""
-    from dovetail.db import connect_and_migrate
+async def run_replies(cfg: Any, stop: asyncio.Event, ready: Callable[[], None] = lambda: None) -> int:
+    """Entry point for the master's ``replies`` service: ``cfg`` is the data directory's Config;
+    ``ready`` is called once the engine is built (its keys read), before it runs.
 
-    engine = connect_and_migrate(cfg)
+    The master migrated the database before it forked this worker; the migrations are not read again."""
+    from dovetail.db import make_engine
+
+    engine = make_engine(cfg.database_url)
     try:
-        await RepliesEngine(engine, cfg.data_dir).run(stop)
+        replies = RepliesEngine(engine, cfg.data_dir)
+        ready()
+        await replies.run(stop)
     finally:
         engine.dispose()
     return 0

@@ -18,7 +18,9 @@ import re
 import secrets
 from pathlib import Path
 
-SECRET_RELPATH = Path("secrets") / "reply_token.key"
+from dovetail.datadir import Layout
+from dovetail.sealing import load_key
+
 NONCE_BYTES = 10
 MAC_BYTES = 10
 TOKEN_LENGTH = 32  # base32 of 20 bytes
@@ -27,9 +29,7 @@ _TOKEN_RE = re.compile(r"[a-z2-7]{32}")
 
 def load_secret(data_dir: Path) -> bytes:
     """The installation's token key, created with 0600 the first time it is needed."""
-    from dovetail.sealing import load_key
-
-    return load_key(Path(data_dir) / SECRET_RELPATH)
+    return load_key(Layout(Path(data_dir)).reply_token_key)
 
 
 def _mac(secret: bytes, tenant_id: int, nonce: bytes) -> bytes:

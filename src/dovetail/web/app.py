@@ -11,59 +11,50 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 
 from ..config import Config
 from ..datadir import Layout
 from ..directory import Directory
+from ..httpapi import problems
+from ..httpapi.deps import get_scope
 from ..log import get_logger
-from . import counters, metrics, problems
+from ..outbound.api import make_router
+from ..outbound.send import SendService
+from ..queue import Queue
+from ..replies.api import router as replies_router
+from ..replies.hooks import outbound_hooks
+from . import assets, counters, metrics, replies_pages, ui
 from .api import directory as api_directory
 from .api import queue as api_queue
 from .api import stats as api_stats
 from .api import tokens as api_tokens
 from .auth import Auth
 from .context import WebContext
-from .deps import get_scope
-from .integrations import replies_router
 
 log = get_logger("web")
 
-HERE = Path(__file__).parent
 API_PREFIX = "/api/v1"
 
 
-def _send_router(ctx: WebContext) -> APIRouter | None:
+def _send_router(ctx: WebContext) -> APIRouter:
     """``POST /api/v1/messages`` of the outbound package, queueing into this data directory."""
-    try:
-        from ..outbound.api import make_router
-        from ..outbound.send import SendService
-    except ImportError:
-        return None
-    from ..queue import Queue
-    from .integrations import outbound_hooks
-
     registry, suppressions = outbound_hooks(ctx.engine, ctx.cfg)
     service = SendService(ctx.engine, Queue(ctx.layout.queue), registry=registry, suppressions=suppressions,
                           unsubscribe_url=ctx.cfg.get("web.unsubscribe_url") or None)
     return make_router(service, get_scope)
 
 
-def _api_router(ctx: WebContext) -> tuple[APIRouter, APIRouter | None]:
+def _api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX)
     router.include_router(api_directory.router)
     router.include_router(api_queue.router)
     router.include_router(api_tokens.router)
     router.include_router(api_stats.router)
-    extra = replies_router()
-    if extra is not None:
-        router.include_router(extra)
-    send = _send_router(ctx)
-    return router, send
+    router.include_router(replies_router)
+    return router
 
 
 def create_app(cfg: Config, engine: Engine | None = None, *, flush_interval: float = 5.0) -> FastAPI:
@@ -88,15 +79,12 @@ def create_app(cfg: Config, engine: Engine | None = None, *, flush_interval: flo
     app.state.auth = Auth(engine)
     app.state.http_requests = defaultdict(int)
 
-    from . import ui
-
     problems.install(app, html=ui.error_page)
-    api, send = _api_router(ctx)
-    app.include_router(api)
-    if send is not None:
-        app.include_router(send)
+    app.include_router(_api_router())
+    app.include_router(_send_router(ctx))
     app.include_router(ui.router)
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(replies_pages.router)
+    app.include_router(assets.router)
 
     trusted = [ipaddress.ip_network(n) for n in cfg.get("auth.trusted_networks", [])]
 

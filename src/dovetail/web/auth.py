@@ -27,9 +27,9 @@ from sqlalchemy.engine import Engine
 
 from ..directory import lookups
 from ..directory.addresses import AddressError, normalize_address, normalize_tenant
+from ..httpapi.deps import Scope
+from ..httpapi.problems import Problem
 from ..mailauth.passwords import hash_password, verify_password
-from .deps import Scope
-from .problems import Problem
 from .schema import api_tokens, web_sessions, web_users
 
 TOKEN_PREFIX = "dvt_"

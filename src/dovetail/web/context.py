@@ -12,7 +12,8 @@ from sqlalchemy.engine import Engine
 from ..config import Config
 from ..datadir import Layout
 from ..directory import Directory, DirectoryError
-from .problems import Problem
+from ..httpapi.problems import Problem
+from ..queue import Queue
 
 
 @dataclass
@@ -24,12 +25,8 @@ class WebContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
-    def queue(self) -> Any:
-        """The queue of this data directory (``dovetail.queue.Queue``), or None when unavailable."""
-        try:
-            from ..queue import Queue
-        except ImportError:
-            return None
+    def queue(self) -> Queue:
+        """The queue of this data directory."""
         return Queue(self.layout.queue)
 
 

@@ -1,16 +1,18 @@
-"""Optional parts the web admin shows when they are present: DNS records, replies, service health.
+"""What the web admin shows of the rest of the platform: a domain's DNS records and service health.
 
-Each is looked up at call time so the admin works (and says "not configured") before the
-outbound or replies packages exist, and picks them up without changes once they do.
+Service health comes from the running master's status file (:mod:`dovetail.status`), so the web
+app never imports the master that runs it.
 """
 
 from __future__ import annotations
 
-import importlib
 import socket
 from typing import Any
 
 from ..config import Config, split_hostport
+from ..datadir import Layout
+from ..outbound import DkimKeys, DnsPlanner, Transports
+from ..status import running_status
 
 LISTENERS = {
     "smtpd": "listen.smtp",
@@ -22,41 +24,19 @@ LISTENERS = {
 }
 
 
-def _optional(module: str, attr: str) -> Any:
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return None
-    return getattr(mod, attr, None)
-
-
-def dns_records(cfg: Config, engine: Any, domain: str) -> list[dict[str, Any]] | None:
-    """The records to publish for ``domain`` (``dovetail dns DOMAIN``); None when outbound is absent.
+def dns_records(cfg: Config, engine: Any, domain: str) -> list[dict[str, Any]]:
+    """The records to publish for ``domain`` (``dovetail dns DOMAIN``).
 
     Each record is a mapping with ``type``, ``name``, ``value``, ``purpose`` and ``required``.
     """
-    try:
-        from ..datadir import Layout
-        from ..outbound import DkimKeys, DnsPlanner, Transports
-    except ImportError:
-        return None
     planner = DnsPlanner(DkimKeys(engine, Layout(cfg.data_dir).dkim), Transports(engine), cfg.hostname)
     return [{"type": r.type, "name": r.name, "value": r.value, "purpose": r.purpose, "required": r.required}
             for r in planner.dns_records(domain)]
 
 
-def replies_router() -> Any:
-    """The replies engine's ``APIRouter`` (``dovetail.replies.api.router``), or None."""
-    return _optional("dovetail.replies.api", "router")
-
-
 def master_status(cfg: Config) -> dict[str, Any] | None:
-    """The running master's status file (``run/status.json``); None when no master runs, so a file a
-    stopped master left behind is never reported as live."""
-    from ..master.pidfile import read_pid
-    from ..master.supervisor import read_status
-
-    return read_status(cfg.data_dir) if read_pid(cfg.data_dir / "run" / "master.pid") else None
+    """The running master's status (``run/status.json``); None when no master runs."""
+    return running_status(cfg.data_dir)
 
 
 def service_health(cfg: Config, timeout: float = 0.3) -> list[dict[str, Any]]:
@@ -100,10 +80,3 @@ def service_health(cfg: Config, timeout: float = 0.3) -> list[dict[str, Any]]:
         out.append({"service": name, "listen": addr, "status": status})
     return out
 
-
-def outbound_hooks(engine: Any, cfg: Config) -> tuple[Any, Any]:
-    """The replies engine's campaign registry and suppression list for the send API, when present."""
-    factory = _optional("dovetail.replies.hooks", "outbound_hooks")
-    if factory is None:
-        return None, None
-    return factory(engine, cfg)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from fastapi import Query
 from pydantic import BaseModel
 
-from .problems import Problem
+from ..httpapi.problems import Problem
 
 T = TypeVar("T")
 

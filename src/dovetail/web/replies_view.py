@@ -1,63 +1,50 @@
-"""UI pages over the replies engine: campaigns → threads → replies, webhooks, suppression list.
+"""The replies engine's tables as the admin UI reads them: whether they exist, today's replies by kind.
 
-Shown only when ``dovetail.replies`` and its tables are there. Reads are tenant-scoped queries on
-its tables; webhook redelivery goes through its ``Outbox`` so the retry rules stay in one place.
+The pages over them are in :mod:`dovetail.web.replies_pages`; this module needs nothing of the UI,
+so the UI's dashboard and menu can use it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import importlib
-import json
-from typing import Any
+from types import ModuleType
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.engine import Engine
 
-from ..directory import lookups
-from .context import WebContext, get_ctx
-from .deps import RowId, Scope
-from .problems import Problem
+from ..httpapi.deps import Scope
+from ..httpapi.problems import Problem
+from ..replies import schema
+from .context import WebContext
 
-router = APIRouter(include_in_schema=False)
 _available: dict[int, bool] = {}
 KINDS = ("human", "auto_reply", "bounce", "unsubscribe", "complaint", "challenge")
 
 
-def _schema() -> Any:
-    try:
-        return importlib.import_module("dovetail.replies.schema")
-    except ImportError:
-        return None
-
-
 def available(engine: Engine) -> bool:
-    """True when the replies engine is installed and its tables exist (checked once per engine)."""
+    """True when the database has the replies engine's tables (checked once per engine)."""
     key = id(engine)
     if key not in _available:
-        schema = _schema()
-        ok = schema is not None and hasattr(schema, "replies")
-        if ok:
-            try:
-                ok = sa.inspect(engine).has_table("replies")
-            except Exception:  # noqa: BLE001
-                ok = False
+        try:
+            ok = sa.inspect(engine).has_table("replies")
+        except Exception:  # noqa: BLE001
+            ok = False
         _available[key] = ok
     return _available[key]
 
 
-def _require(ctx: WebContext) -> Any:
+def replies_schema(ctx: WebContext) -> ModuleType:
+    """The replies engine's tables (``dovetail.replies.schema``); 404 when the database lacks them."""
     if not available(ctx.engine):
-        raise Problem(404, "Not Found", "the replies engine is not installed")
-    return _schema()
+        raise Problem(404, "Not Found", "the replies engine's tables are missing (run `dovetail init`)")
+    return schema
 
 
 def replies_today(engine: Engine, scope: Scope) -> dict[str, int] | None:
     """Replies received since midnight (UTC) by kind, or None when there is no replies engine."""
     if not available(engine):
         return None
-    s = _schema()
+    s = schema
     midnight = dt.datetime.now(dt.UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
     query = (sa.select(s.replies.c.kind, sa.func.count()).where(s.replies.c.received_at >= midnight)
              .where(scope.where(s.replies.c.tenant_id)).group_by(s.replies.c.kind))
@@ -66,149 +53,3 @@ def replies_today(engine: Engine, scope: Scope) -> dict[str, int] | None:
         for kind, n in conn.execute(query):
             out[kind] = int(n)
     return out
-
-
-def _session(request: Request) -> tuple[dict[str, Any], Scope]:
-    from .ui import session_of
-
-    session = session_of(request)
-    return session, session["scope"]
-
-
-def _render(request: Request, name: str, **values: Any) -> Response:
-    from .ui import render
-
-    return render(request, name, **values)
-
-
-@router.get("/campaigns")
-def campaigns_page(request: Request, ctx: WebContext = Depends(get_ctx)) -> Response:
-    s = _require(ctx)
-    _, scope = _session(request)
-    c, r, t = s.campaigns, s.replies, s.threads
-    nreplies = sa.select(sa.func.count()).select_from(r).where(r.c.campaign_id == c.c.id).scalar_subquery()
-    nthreads = sa.select(sa.func.count()).select_from(t).where(t.c.campaign_id == c.c.id).scalar_subquery()
-    query = (sa.select(c.c.id, c.c.name, c.c.created_at, lookups.tenant_name_of(c.c.tenant_id).label("tenant"),
-                       nthreads.label("threads"), nreplies.label("replies"))
-             .where(scope.where(c.c.tenant_id)).order_by(c.c.created_at.desc()).limit(500))
-    with ctx.engine.connect() as conn:
-        rows = [dict(x._mapping) for x in conn.execute(query)]
-    return _render(request, "campaigns.html", campaigns=rows)
-
-
-@router.get("/campaigns/{campaign_id}")
-def campaign_page(request: Request, campaign_id: RowId, ctx: WebContext = Depends(get_ctx)) -> Response:
-    s = _require(ctx)
-    _, scope = _session(request)
-    c, t = s.campaigns, s.threads
-    with ctx.engine.connect() as conn:
-        camp = conn.execute(sa.select(c).where(c.c.id == campaign_id, scope.where(c.c.tenant_id))).first()
-        if camp is None:
-            raise Problem(404, "Not Found", "no such campaign")
-        threads = [dict(x._mapping) for x in conn.execute(
-            sa.select(t).where(t.c.campaign_id == campaign_id).order_by(t.c.last_reply_at.desc()).limit(500))]
-        kinds = {row.thread_id: row.kind for row in conn.execute(
-            sa.select(s.replies.c.thread_id, s.replies.c.kind)
-            .where(s.replies.c.campaign_id == campaign_id).order_by(s.replies.c.id))}
-    for th in threads:
-        th["last_kind"] = kinds.get(th["id"], "")
-    return _render(request, "campaign.html", campaign=dict(camp._mapping), threads=threads)
-
-
-@router.get("/threads/{thread_id}")
-def thread_page(request: Request, thread_id: RowId, ctx: WebContext = Depends(get_ctx)) -> Response:
-    s = _require(ctx)
-    _, scope = _session(request)
-    t, r = s.threads, s.replies
-    with ctx.engine.connect() as conn:
-        thread = conn.execute(sa.select(t).where(t.c.id == thread_id, scope.where(t.c.tenant_id))).first()
-        if thread is None:
-            raise Problem(404, "Not Found", "no such thread")
-        rows = [dict(x._mapping) for x in conn.execute(
-            sa.select(r.c.id, r.c.kind, r.c.from_addr, r.c.from_name, r.c.subject, r.c.stripped_text,
-                      r.c.received_at, r.c.bounce_type, r.c.match_method)
-            .where(r.c.thread_id == thread_id).order_by(r.c.id))]
-        campaign = None
-        if thread.campaign_id is not None:
-            campaign = conn.execute(sa.select(s.campaigns.c.name)
-                                    .where(s.campaigns.c.id == thread.campaign_id)).scalar()
-    return _render(request, "thread.html", thread=dict(thread._mapping), replies=rows, campaign_name=campaign)
-
-
-@router.get("/replies/{reply_id}/body")
-def reply_body(request: Request, reply_id: RowId, ctx: WebContext = Depends(get_ctx)) -> Response:
-    """A reply's HTML (or text) for the sandboxed viewer, under the same CSP as queued messages."""
-    from .mailview import BODY_CSP
-
-    s = _require(ctx)
-    _, scope = _session(request)
-    r = s.replies
-    with ctx.engine.connect() as conn:
-        row = conn.execute(sa.select(r.c.html_body, r.c.text_body)
-                           .where(r.c.id == reply_id, scope.where(r.c.tenant_id))).first()
-    if row is None:
-        raise Problem(404, "Not Found", "no such reply")
-    if row.html_body:
-        body = row.html_body
-    else:
-        from html import escape
-
-        body = ("<!doctype html><meta charset='utf-8'><pre style='white-space:pre-wrap;font:14px monospace'>"
-                + escape(row.text_body) + "</pre>")
-    return Response(body, media_type="text/html; charset=utf-8",
-                    headers={"Content-Security-Policy": BODY_CSP, "X-Frame-Options": "SAMEORIGIN"})
-
-
-def _tenants_in_scope(ctx: WebContext, scope: Scope) -> list[str]:
-    return [t["name"] for t in ctx.directory.tenant_list() if scope.allows(t["name"])]
-
-
-@router.get("/webhooks")
-def webhooks_page(request: Request, ctx: WebContext = Depends(get_ctx)) -> Response:
-    _require(ctx)
-    _, scope = _session(request)
-    from ..replies.outbox import Outbox
-
-    box = Outbox(ctx.engine)
-    endpoints, deliveries = [], []
-    for tenant in _tenants_in_scope(ctx, scope):
-        endpoints += [{**e, "tenant": tenant} for e in box.endpoints(tenant)]
-        deliveries += [{**d, "tenant": tenant} for d in box.deliveries(tenant, limit=200)]
-    for e in endpoints:
-        e.pop("secret", None)
-    deliveries.sort(key=lambda d: d["id"], reverse=True)
-    return _render(request, "webhooks.html", endpoints=endpoints, deliveries=deliveries[:200])
-
-
-@router.post("/webhooks/deliveries/{delivery_id}/redeliver")
-async def redeliver(request: Request, delivery_id: RowId, ctx: WebContext = Depends(get_ctx)) -> Response:
-    from ..replies.outbox import Outbox
-    from .ui import back, form_of
-
-    _require(ctx)
-    session, scope = _session(request)
-    form = await form_of(request, session)
-    tenant = form.get("tenant", "")
-    if not scope.allows(tenant) or not Outbox(ctx.engine).redeliver(tenant, delivery_id):
-        raise Problem(404, "Not Found", "no such delivery")
-    return back("/webhooks", f"Delivery {delivery_id} queued again.")
-
-
-@router.get("/suppressions")
-def suppressions_page(request: Request, ctx: WebContext = Depends(get_ctx)) -> Response:
-    s = _require(ctx)
-    _, scope = _session(request)
-    sup = s.suppressions
-    with ctx.engine.connect() as conn:
-        rows = [dict(x._mapping) for x in conn.execute(
-            sa.select(sup.c.address, sup.c.reason, sup.c.source, sup.c.created_at,
-                      lookups.tenant_name_of(sup.c.tenant_id).label("tenant"))
-            .where(scope.where(sup.c.tenant_id)).order_by(sup.c.created_at.desc()).limit(1000))]
-    return _render(request, "suppressions.html", suppressions=rows)
-
-
-def pretty_json(text: str) -> str:
-    try:
-        return json.dumps(json.loads(text), indent=2)
-    except (ValueError, TypeError):
-        return text

@@ -12,28 +12,26 @@ import hmac
 import secrets
 import time
 import urllib.parse
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from . import auth, counters, replies_view
+from ..httpapi.deps import RowId, Scope
+from ..httpapi.problems import Problem
+from . import assets, auth, counters, replies_view
 from .api import directory as apid
 from .api import models as m
 from .api import queue as apiq
 from .api.stats import queue_sizes
 from .chart import flow_svg
 from .context import WebContext, get_ctx
-from .deps import RowId, Scope
 from .integrations import service_health
 from .mailview import render_body
 from .pagination import PageParams
-from .problems import Problem
 
-HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates = Jinja2Templates(env=assets.template_environment())  # read now, before the master forks
 router = APIRouter(include_in_schema=False)
 
 LOGIN_CSRF_COOKIE = "dovetail_login_csrf"
@@ -499,4 +497,3 @@ async def tokens_revoke(request: Request, token_id: RowId, ctx: WebContext = Dep
     return back("/tokens", f"Token {token_id} revoked.")
 
 
-router.include_router(replies_view.router)

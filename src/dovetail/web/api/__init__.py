@@ -1,1 +1,1 @@
-"""The REST API under ``/api/v1``: one router per area, all behind :func:`dovetail.web.deps.get_scope`."""
+"""The REST API under ``/api/v1``: one router per area, all behind :func:`dovetail.httpapi.deps.get_scope`."""

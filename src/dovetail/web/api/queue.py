@@ -14,10 +14,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Response
 
 from ...config import Config
+from ...httpapi.deps import Scope, get_admin_scope
+from ...httpapi.problems import Problem
+from ...queue import Queue
 from ..context import WebContext, get_ctx
-from ..deps import Scope, get_admin_scope
 from ..pagination import PageParams, page_params, paginate
-from ..problems import Problem
 from . import models as m
 
 router = APIRouter(tags=["queue"])
@@ -25,11 +26,8 @@ router = APIRouter(tags=["queue"])
 STORY_BYTES = 8 * 1024 * 1024  # how much of the log tail is searched for a message's story
 
 
-def queue_of(ctx: WebContext) -> Any:
-    queue = ctx.queue
-    if queue is None:
-        raise Problem(503, "Service Unavailable", "the queue is not available in this build")
-    return queue
+def queue_of(ctx: WebContext) -> Queue:
+    return ctx.queue
 
 
 def entry_out(entry: Any) -> dict[str, Any]:

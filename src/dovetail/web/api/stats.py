@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
+from ...httpapi.deps import Scope, get_admin_scope
 from .. import counters
 from ..context import WebContext, get_ctx
-from ..deps import Scope, get_admin_scope
 from . import models as m
 
 router = APIRouter(tags=["stats"])

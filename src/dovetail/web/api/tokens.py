@@ -6,11 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Response
 
+from ...httpapi.deps import RowId, Scope, get_scope
+from ...httpapi.problems import Problem
 from .. import auth
 from ..context import WebContext, get_ctx
-from ..deps import RowId, Scope, get_scope
 from ..pagination import PageParams, page_params, paginate
-from ..problems import Problem
 from . import models as m
 
 router = APIRouter(tags=["tokens"])

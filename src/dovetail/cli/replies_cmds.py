@@ -11,12 +11,11 @@ from typing import Annotated
 
 import typer
 
-from dovetail.cli.context import Context, emit_json, emit_table, fail
-from dovetail.directory.addresses import normalize_tenant
-
-from .outbox import EVENT_TYPES
-from .registry import RegistryError
-from .service import RepliesService
+from ..directory.addresses import normalize_tenant
+from ..replies.outbox import EVENT_TYPES
+from ..replies.registry import RegistryError
+from ..replies.service import RepliesService
+from .context import Context, emit_json, emit_table, fail
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="The tenant.")]
@@ -151,7 +150,7 @@ replies_app.add_typer(imap_app, name="imap")
 
 
 def _hook(ctx: typer.Context):  # noqa: ANN202
-    from .sources.local import LocalHook
+    from ..replies.sources.local import LocalHook
 
     return LocalHook(_svc(ctx))
 
@@ -196,7 +195,7 @@ def imap_add(ctx: typer.Context, tenant: TenantOpt, name: str,
     """Follow an IMAP account (password on standard input): its new mail goes through the replies pipeline."""
     import sys
 
-    from .sources.imap import ImapAccounts
+    from ..replies.sources.imap import ImapAccounts
 
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
@@ -212,7 +211,7 @@ def imap_add(ctx: typer.Context, tenant: TenantOpt, name: str,
 def imap_list(ctx: typer.Context, tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None,
               as_json: JsonOpt = False) -> None:
     """IMAP accounts the engine follows."""
-    from .sources.imap import ImapAccounts
+    from ..replies.sources.imap import ImapAccounts
 
     rows = [{"id": a.id, "tenant": a.tenant, "name": a.name, "host": a.host, "port": a.port, "tls": a.tls,
              "user": a.username, "folder": a.folder} for a in ImapAccounts(_svc(ctx).engine).list(tenant)]

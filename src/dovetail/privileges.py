@@ -50,11 +50,16 @@ def ensure_system_user(name: str) -> tuple[int, int]:
 
 def traversable_by(path: Path, uid: int, gid: int) -> bool:
     """Whether ``uid``/``gid`` can reach ``path`` (search permission on every directory above it)."""
-    for part in [path, *path.parents]:
+    return first_closed(path, uid, gid) is None
+
+
+def first_closed(path: Path, uid: int, gid: int) -> Path | None:
+    """The outermost directory on the way to ``path`` that ``uid``/``gid`` cannot search, or None."""
+    for part in [*reversed(path.parents), path]:
         try:
             st = part.stat()
         except OSError:
-            return False
+            return part
         mode = st.st_mode
         if st.st_uid == uid:
             ok = mode & 0o100
@@ -63,8 +68,8 @@ def traversable_by(path: Path, uid: int, gid: int) -> bool:
         else:
             ok = mode & 0o001
         if not ok:
-            return False
-    return True
+            return part
+    return None
 
 
 def check_user(user: str) -> tuple[int, int]:

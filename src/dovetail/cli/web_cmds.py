@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ..cli.context import Context, console, emit_json, emit_table, fail
+from .context import Context, console, emit_json, emit_table, fail
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -39,7 +39,7 @@ def admin_add(ctx: typer.Context, email: str,
               tenant: Annotated[str | None, typer.Option("--tenant", help="make a tenant admin of TENANT")] = None,
               ) -> None:
     """Create a web admin user (all tenants), or with --tenant an admin of one tenant."""
-    from .auth import AuthError, user_add
+    from ..web.auth import AuthError, user_add
 
     c: Context = ctx.obj
     pw = _password(password, password_stdin)
@@ -53,7 +53,7 @@ def admin_add(ctx: typer.Context, email: str,
 @admin_app.command("list")
 def admin_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List web admin users."""
-    from .auth import user_list
+    from ..web.auth import user_list
 
     c: Context = ctx.obj
     rows = user_list(c.engine)
@@ -71,8 +71,8 @@ def token_add(ctx: typer.Context,
               name: Annotated[str, typer.Option("--name", help="what the token is for")] = "",
               as_json: JsonOpt = False) -> None:
     """Create an API token and print it (once: only its hash is kept)."""
-    from .auth import AuthError
-    from .auth import token_add as add
+    from ..web.auth import AuthError
+    from ..web.auth import token_add as add
 
     c: Context = ctx.obj
     if admin == bool(tenant):
@@ -93,7 +93,7 @@ def token_add(ctx: typer.Context,
 @token_app.command("list")
 def token_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List API tokens (prefix only)."""
-    from .auth import token_list as listing
+    from ..web.auth import token_list as listing
 
     c: Context = ctx.obj
     rows = listing(c.engine)
@@ -108,7 +108,7 @@ def token_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 @token_app.command("revoke")
 def token_revoke(ctx: typer.Context, token_id: int) -> None:
     """Revoke an API token by its id; it stops working at once."""
-    from .auth import token_revoke as revoke
+    from ..web.auth import token_revoke as revoke
 
     c: Context = ctx.obj
     if not revoke(c.engine, token_id):

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from dovetail.cli.context import Context, emit_json, emit_table, fail
+from .context import Context, emit_json, emit_table, fail
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
