@@ -19,7 +19,8 @@ process that finds the directories at the index's stamp has nothing to list. Onl
 (delivery, Dovecot, Postfix) need a listing, and their changes move the stamp, with one exception a
 file system timestamp cannot show: a change in the same clock tick as the one the stamp was taken in.
 As Dovecot does (``MAILDIR_SYNC_SECS``), a stamp too close to the listing that confirmed it is
-"dirty" and the directories are listed once more when that delay has passed (:func:`dirty_window`).
+"dirty" and the directories are listed once more when that delay has passed (see
+:mod:`~dovetail.maildir.stamps`).
 
 What a listing leads to is decided by :mod:`~dovetail.maildir.syncplan` from plain data and carried
 out by :mod:`~dovetail.maildir.syncapply`; the parsed uidlist is shared through
@@ -50,21 +51,21 @@ from dovetail.maildir.index import Index
 from dovetail.maildir.lock import DotLock
 from dovetail.maildir.messagefacts import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from dovetail.maildir.messagefacts import analyse
+from dovetail.maildir.stamps import CUR as CUR
+from dovetail.maildir.stamps import DIRTY_SECONDS as DIRTY_SECONDS
+from dovetail.maildir.stamps import DIRTY_SECONDS_FINE as DIRTY_SECONDS_FINE
+from dovetail.maildir.stamps import KEYWORDS_STAMP as KEYWORDS_STAMP
+from dovetail.maildir.stamps import NEW as NEW
+from dovetail.maildir.stamps import UIDLIST_STAMP, dirty_window, encode, is_dirty, stamp_of, trusted
 from dovetail.maildir.syncplan import Listed
 from dovetail.mime.parser import to_crlf
 
+# The names imported "as" themselves stay importable from here, where the rest of the package and
+# the tests have always found them.
 T = TypeVar("T")
 
 UIDVALIDITY_FILE = "dovetail-uidvalidity"
 TMP_MAX_AGE = 36 * 3600
-# A directory stamp less than this older than the listing that checked it may hide a change made in the
-# same clock tick; such a folder is listed again once this much time has passed. Dovecot's 1 s suits
-# file systems with whole-second times; with sub-second times the clock tick is a few milliseconds, and
-# half a second keeps a delivery that raced with our own change inside IDLE's one-second promise while
-# a busy folder is listed twice a second at most (each listing of a large folder costs milliseconds).
-DIRTY_SECONDS = 1.0
-DIRTY_SECONDS_FINE = 0.5
-CUR, NEW, UIDLIST_STAMP, KEYWORDS_STAMP = range(4)  # the parts of a folder stamp
 
 
 class Folder:
@@ -107,8 +108,8 @@ class Folder:
         ``after`` now, without a listing, provided nothing else moved meanwhile."""
         ok = before is not None and all(before[i] == after[i] for i in range(len(after)) if i not in touched)
         idx = self.index
-        if ok and idx.get_meta("dir_stamp") == _encode(before):
-            idx.set_meta("dir_stamp", _encode(after))
+        if ok and idx.get_meta("dir_stamp") == encode(before):
+            idx.set_meta("dir_stamp", encode(after))
         # Not under ``state.lock``: a sync holds that lock while it waits for the index's write lock,
         # which the caller holds now.
         state = self.state
@@ -140,20 +141,15 @@ class Folder:
         if stamp is None:
             return None
         window = dirty_window(stamp)
-        if not _is_dirty(stamp, state.checked_at, window):
+        if not is_dirty(stamp, state.checked_at, window):
             return None
         return max(0.0, state.checked_at + window - time.time())
-
-    def _trusted(self, stamp: tuple, checked_at: float, now: float) -> bool:
-        """Whether ``stamp``, confirmed by a listing at ``checked_at``, can be taken as is now."""
-        window = dirty_window(stamp)
-        return not _is_dirty(stamp, checked_at, window) or now < checked_at + window
 
     def _publish(self, stamp: tuple, checked_at: float) -> None:
         """Record in the index that a listing at ``checked_at`` found the directories at ``stamp``
         matching it; only if they have not moved since (under the index's write lock, which every
         Dovetail writer holds while it renames)."""
-        encoded = _encode(stamp)
+        encoded = encode(stamp)
         idx = self.index
         if idx.get_meta("dir_stamp") == encoded and float(idx.get_meta("dir_checked") or 0) >= checked_at:
             return
@@ -180,14 +176,7 @@ class Folder:
         return DotLock(self.path / uidlist.LOCK)
 
     def _stamp_now(self) -> tuple:
-        out = []
-        for name in self._stamp_paths:
-            try:
-                st = os.stat(name)
-                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-            except FileNotFoundError:
-                out.append(None)
-        return tuple(out)
+        return stamp_of(self._stamp_paths)
 
     def _list(self, move_new: bool) -> dict[str, Listed]:
         return syncapply.list_folder(self.path, move_new)
@@ -356,13 +345,13 @@ class Folder:
         """Whether ``stamp`` is one this process, or another one through the index, confirmed by a
         listing recently enough to be trusted (see the module docstring): nothing to look at then."""
         state = self.state
-        if stamp == state.stamp and self._trusted(stamp, state.checked_at, now):
+        if stamp == state.stamp and trusted(stamp, state.checked_at, now):
             return True
         # Another process may have confirmed (or moved on, by a change of its own) this stamp.
         with self.index.snapshot():
             shared = self.index.get_meta("dir_stamp")
             shared_checked = float(self.index.get_meta("dir_checked") or 0)
-        if shared == _encode(stamp) and self._trusted(stamp, shared_checked, now):
+        if shared == encode(stamp) and trusted(stamp, shared_checked, now):
             state.stamp, state.checked_at = stamp, shared_checked
             return True
         return False
@@ -610,24 +599,6 @@ class Folder:
             self._closed = True
             release_state(self.path, self.state)
         self.index.close()
-
-
-def _is_dirty(stamp: tuple, checked_at: float, window: float) -> bool:
-    """Whether a change could hide behind ``stamp``: its newest time is too close to the listing."""
-    newest = max((part[0] for part in stamp if part is not None), default=0) / 1e9
-    return newest + window > checked_at
-
-
-def dirty_window(stamp: tuple) -> float:
-    """How close to its listing a stamp is dirty: ``DIRTY_SECONDS_FINE`` when the file system keeps
-    sub-second times (a clock tick is then milliseconds), else ``DIRTY_SECONDS``."""
-    fine = any(part is not None and part[0] % 1_000_000_000 for part in stamp)
-    return DIRTY_SECONDS_FINE if fine else DIRTY_SECONDS
-
-
-def _encode(stamp: tuple | None) -> str:
-    """A stamp as the index keeps it."""
-    return "" if stamp is None else repr(stamp)
 
 
 _FLAG_SETS: dict[str, frozenset[str]] = {}
