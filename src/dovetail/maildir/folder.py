@@ -19,164 +19,53 @@ process that finds the directories at the index's stamp has nothing to list. Onl
 (delivery, Dovecot, Postfix) need a listing, and their changes move the stamp, with one exception a
 file system timestamp cannot show: a change in the same clock tick as the one the stamp was taken in.
 As Dovecot does (``MAILDIR_SYNC_SECS``), a stamp too close to the listing that confirmed it is
-"dirty" and the directories are listed once more when that delay has passed (:func:`dirty_window`).
+"dirty" and the directories are listed once more when that delay has passed (see
+:mod:`~dovetail.maildir.stamps`).
+
+What a listing leads to is decided by :mod:`~dovetail.maildir.syncplan` from plain data and carried
+out by :mod:`~dovetail.maildir.syncapply`; the parsed uidlist is shared through
+:mod:`~dovetail.maildir.uidcache`, the per-process state through :mod:`~dovetail.maildir.folderstate`.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from dovetail.durable import write_fsync
-from dovetail.log import get_logger
 from dovetail.maildir import keywords as kwfile
-from dovetail.maildir import uidlist
-from dovetail.maildir.filename import INFO_SEP, info_string, new_basename, parse_name
-from dovetail.maildir.index import Index, dumps, flags_dump
+from dovetail.maildir import syncapply, syncplan, uidcache, uidlist
+from dovetail.maildir.filename import INFO_SEP, info_string, new_basename
+from dovetail.maildir.folderstate import _IDLE_STATES as _IDLE_STATES
+from dovetail.maildir.folderstate import _STATES as _STATES
+from dovetail.maildir.folderstate import IDLE_STATES_KEPT as IDLE_STATES_KEPT
+from dovetail.maildir.folderstate import FolderState as FolderState
+from dovetail.maildir.folderstate import acquire_state, release_state
+from dovetail.maildir.index import Index
 from dovetail.maildir.lock import DotLock
-from dovetail.mime.imapdata import body_to_imap, envelope_to_imap
-from dovetail.mime.parser import Part, parse_message, to_crlf
-from dovetail.mime.structure import bodystructure, envelope
+from dovetail.maildir.messagefacts import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
+from dovetail.maildir.messagefacts import analyse
+from dovetail.maildir.stamps import CUR as CUR
+from dovetail.maildir.stamps import DIRTY_SECONDS as DIRTY_SECONDS
+from dovetail.maildir.stamps import DIRTY_SECONDS_FINE as DIRTY_SECONDS_FINE
+from dovetail.maildir.stamps import KEYWORDS_STAMP as KEYWORDS_STAMP
+from dovetail.maildir.stamps import NEW as NEW
+from dovetail.maildir.stamps import UIDLIST_STAMP, dirty_window, encode, is_dirty, stamp_of, trusted
+from dovetail.maildir.syncplan import Listed
+from dovetail.mime.parser import to_crlf
 
-log = get_logger("maildir")
+# The names imported "as" themselves stay importable from here, where the rest of the package and
+# the tests have always found them.
 T = TypeVar("T")
 
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
-MAX_CACHED_HEADER = 64 * 1024  # larger header blocks are read from the file when needed
 UIDVALIDITY_FILE = "dovetail-uidvalidity"
 TMP_MAX_AGE = 36 * 3600
-# A directory stamp less than this older than the listing that checked it may hide a change made in the
-# same clock tick; such a folder is listed again once this much time has passed. Dovecot's 1 s suits
-# file systems with whole-second times; with sub-second times the clock tick is a few milliseconds, and
-# half a second keeps a delivery that raced with our own change inside IDLE's one-second promise while
-# a busy folder is listed twice a second at most (each listing of a large folder costs milliseconds).
-DIRTY_SECONDS = 1.0
-DIRTY_SECONDS_FINE = 0.5
-CUR, NEW, UIDLIST_STAMP, KEYWORDS_STAMP = range(4)  # the parts of a folder stamp
-# Parsed dovecot-uidlist per path, shared by the sessions of this process: (stat stamp, Uidlist, by_basename).
-_UIDLISTS: dict[str, tuple[tuple, uidlist.Uidlist, dict[str, int]]] = {}
-_UIDLIST_CACHE_MAX = 256
-
-
-@dataclass(slots=True)
-class Listed:
-    sub: str  # "cur" or "new"
-    filename: str
-
-
-def part_tree(part: Part) -> list:
-    """Compact offsets tree: [header_start, body_start, end, kind, children] (kind m/r/l)."""
-    if part.is_multipart:
-        return [part.header_start, part.body_start, part.end, "m", [part_tree(c) for c in part.children]]
-    if part.message is not None:
-        return [part.header_start, part.body_start, part.end, "r", [part_tree(part.message)]]
-    return [part.header_start, part.body_start, part.end, "l", []]
-
-
-def analyse(data: bytes) -> dict:
-    """Everything the index keeps about a message, from its bytes (any line endings)."""
-    crlf = to_crlf(data)
-    root = parse_message(crlf)
-    env = envelope(root.header)
-    body = bodystructure(crlf, root, extensible=False)
-    bs = bodystructure(crlf, root, extensible=True)
-    header = crlf[root.header_start : root.body_start]
-    return {
-        "vsize": len(crlf),
-        "envelope": dumps(env),
-        "body": dumps(body),
-        "bodystructure": dumps(bs),
-        "parts": dumps(part_tree(root)),
-        "envelope_imap": envelope_to_imap(env),
-        "body_imap": body_to_imap(body),
-        "bodystructure_imap": body_to_imap(bs),
-        "header": header if len(header) <= MAX_CACHED_HEADER else None,
-    }
-
-
-class FolderState:
-    """What the :class:`Folder` objects of one directory share within a process; ``lock`` serialises
-    their syncs (sessions run them in worker threads)."""
-
-    __slots__ = ("lock", "users", "ident", "stamp", "checked_at", "files", "fnset", "cur", "new", "mirror_modseq",
-                 "mirror_uv", "uidnext_meta", "headers", "headers_uv", "facts", "facts_modseq", "facts_uv")
-
-    def __init__(self) -> None:
-        self.lock = threading.RLock()
-        self.users = 0
-        self.ident = ""  # the index file this state is about (see Index.ident)
-        self.stamp: tuple | None = None
-        self.checked_at = 0.0  # wall clock when a listing last confirmed ``stamp``
-        # The index's uid -> "sub/filename" as of modseq ``mirror_modseq`` (see Folder._refresh_mirror).
-        self.files: dict[int, str] | None = None
-        self.fnset: set[str] = set()
-        self.cur: set[str] = set()  # the names in fnset under cur/ and new/, without the prefix
-        self.new: set[str] = set()
-        self.mirror_modseq = 0
-        self.mirror_uv = 0
-        self.uidnext_meta = 0
-        # (field, uid) -> header field values, for SEARCH/SORT/THREAD; valid for UIDVALIDITY headers_uv.
-        self.headers: dict[tuple[str, int], list[str]] = {}
-        self.headers_uv = 0
-        # uid -> (uid, flags, internal date, RFC822.SIZE, modseq, False) as of modseq ``facts_modseq``:
-        # what SEARCH, SORT and FETCH of flags read for every message, without a SQLite row each time.
-        self.facts: dict[int, tuple[int, frozenset[str], float, int, int, bool]] | None = None
-        self.facts_modseq = 0
-        self.facts_uv = 0
-
-
-    def forget(self, ident: str) -> None:
-        """Start over for another index file (the folder's index was rebuilt)."""
-        with self.lock:
-            self.ident = ident
-            self.stamp = None
-            self.checked_at = 0.0
-            self.files = None
-            self.fnset, self.cur, self.new = set(), set(), set()
-            self.mirror_modseq = self.mirror_uv = self.uidnext_meta = 0
-            self.headers, self.headers_uv = {}, 0
-            self.facts, self.facts_modseq, self.facts_uv = None, 0, 0
-
-
-_STATES: dict[str, FolderState] = {}
-_STATES_LOCK = threading.Lock()
-
-
-# States of folders nobody has open any more, newest last: a client that logs out and in again (or a
-# STATUS, an APPEND to another folder) finds its folder's state still warm instead of reading it again.
-_IDLE_STATES: OrderedDict[str, FolderState] = OrderedDict()
-IDLE_STATES_KEPT = 16
-
-
-def _acquire_state(path: Path) -> FolderState:
-    key = os.path.abspath(path)
-    with _STATES_LOCK:
-        state = _STATES.get(key)
-        if state is None:
-            state = _IDLE_STATES.pop(key, None) or FolderState()
-            _STATES[key] = state
-        state.users += 1
-        return state
-
-
-def _release_state(path: Path, state: FolderState) -> None:
-    key = os.path.abspath(path)
-    with _STATES_LOCK:
-        state.users -= 1
-        if state.users <= 0 and _STATES.get(key) is state:
-            del _STATES[key]
-            _IDLE_STATES[key] = state
-            while len(_IDLE_STATES) > IDLE_STATES_KEPT:
-                _IDLE_STATES.popitem(last=False)
 
 
 class Folder:
@@ -188,7 +77,7 @@ class Folder:
         self.keywords: dict[int, str] = {}
         # What a stamp is made of (see CUR ...), as strings: every refresh stats them.
         self._stamp_paths = tuple(str(path / name) for name in ("cur", "new", uidlist.UIDLIST, kwfile.KEYWORDS))
-        self.state = _acquire_state(path)
+        self.state = acquire_state(path)
         self._closed = False
         if self.state.ident != self.index.ident:
             self.state.forget(self.index.ident)
@@ -219,8 +108,8 @@ class Folder:
         ``after`` now, without a listing, provided nothing else moved meanwhile."""
         ok = before is not None and all(before[i] == after[i] for i in range(len(after)) if i not in touched)
         idx = self.index
-        if ok and idx.get_meta("dir_stamp") == _encode(before):
-            idx.set_meta("dir_stamp", _encode(after))
+        if ok and idx.get_meta("dir_stamp") == encode(before):
+            idx.set_meta("dir_stamp", encode(after))
         # Not under ``state.lock``: a sync holds that lock while it waits for the index's write lock,
         # which the caller holds now.
         state = self.state
@@ -252,20 +141,15 @@ class Folder:
         if stamp is None:
             return None
         window = dirty_window(stamp)
-        if not _is_dirty(stamp, state.checked_at, window):
+        if not is_dirty(stamp, state.checked_at, window):
             return None
         return max(0.0, state.checked_at + window - time.time())
-
-    def _trusted(self, stamp: tuple, checked_at: float, now: float) -> bool:
-        """Whether ``stamp``, confirmed by a listing at ``checked_at``, can be taken as is now."""
-        window = dirty_window(stamp)
-        return not _is_dirty(stamp, checked_at, window) or now < checked_at + window
 
     def _publish(self, stamp: tuple, checked_at: float) -> None:
         """Record in the index that a listing at ``checked_at`` found the directories at ``stamp``
         matching it; only if they have not moved since (under the index's write lock, which every
         Dovetail writer holds while it renames)."""
-        encoded = _encode(stamp)
+        encoded = encode(stamp)
         idx = self.index
         if idx.get_meta("dir_stamp") == encoded and float(idx.get_meta("dir_checked") or 0) >= checked_at:
             return
@@ -292,50 +176,15 @@ class Folder:
         return DotLock(self.path / uidlist.LOCK)
 
     def _stamp_now(self) -> tuple:
-        out = []
-        for name in self._stamp_paths:
-            try:
-                st = os.stat(name)
-                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-            except FileNotFoundError:
-                out.append(None)
-        return tuple(out)
+        return stamp_of(self._stamp_paths)
 
     def _list(self, move_new: bool) -> dict[str, Listed]:
-        found: dict[str, Listed] = {}
-        for sub in ("new", "cur"):
-            try:
-                names = os.listdir(self.path / sub)
-            except FileNotFoundError:
-                os.makedirs(self.path / sub, exist_ok=True)
-                names = []
-            for fn in names:
-                if fn.startswith("."):
-                    continue
-                base = fn.partition(":")[0]
-                if sub == "new" and move_new:
-                    target = fn if INFO_SEP in fn else fn + INFO_SEP
-                    try:
-                        os.rename(self.path / "new" / fn, self.path / "cur" / target)
-                        found[base] = Listed("cur", target)
-                        continue
-                    except FileNotFoundError:
-                        continue
-                if sub == "cur" or base not in found:
-                    found[base] = Listed(sub, fn)
-        return found
+        return syncapply.list_folder(self.path, move_new)
 
     def file_path(self, listed_sub: str, filename: str) -> Path:
         return self.path / listed_sub / filename
 
     # --- uidlist ------------------------------------------------------------------------------
-
-    def _read_uidlist(self) -> uidlist.Uidlist | None:
-        try:
-            return uidlist.read(self.uidlist_path)
-        except uidlist.UidlistCorrupt as exc:
-            log.warning("corrupt dovecot-uidlist, renumbering", path=str(self.path), error=str(exc))
-            return None
 
     def _new_uidvalidity(self) -> int:
         """A UIDVALIDITY never handed out before in this Maildir++ (a mailbox deleted and created
@@ -354,38 +203,9 @@ class Folder:
         return value
 
     def assign_uids(self, basenames: list[str], listing: dict[str, Listed] | None) -> uidlist.Uidlist:
-        """Give UIDs to ``basenames`` not yet in the uidlist; create the uidlist when missing."""
-        with self.lock():
-            cached, cached_by_base = self._cached_uidlist()
-            if cached is None:
-                ul = uidlist.Uidlist(uidvalidity=self._new_uidvalidity(), nextuid=1, guid=uuid.uuid4().hex)
-                known: dict[str, int] = {}
-            else:
-                # The cached copy is shared (read-only) by the sessions of this process: change a copy.
-                ul = uidlist.Uidlist(cached.uidvalidity, cached.nextuid, cached.guid, list(cached.header_extra),
-                                     dict(cached.entries))
-                known = dict(cached_by_base)
-            changed = cached is None or not self.uidlist_path.exists()
-            added: list[tuple[int, str]] = []
-            for base in basenames:
-                if base not in known:
-                    ul.entries[ul.nextuid] = (base, "")
-                    known[base] = ul.nextuid
-                    added.append((ul.nextuid, base))
-                    ul.nextuid += 1
-            if listing is not None:
-                relisted = self._list(move_new=False)
-                gone = [u for u, (b, _e) in ul.entries.items() if b not in relisted and b not in basenames]
-                for u in gone:
-                    del ul.entries[u]
-                if gone:
-                    known = ul.by_basename()
-                changed = changed or bool(gone)
-            if changed or (added and not uidlist.append(self.uidlist_path, added)):
-                uidlist.write(self.uidlist_path, ul)
-            if changed or added:
-                self._remember_uidlist(ul, known)
-            return ul
+        """Give UIDs to ``basenames`` not yet in the uidlist; create the uidlist when missing. With a
+        ``listing`` (a sync), records of files no longer in the folder are dropped too."""
+        return syncapply.assign_uids(self.path, basenames, listing is not None, self._new_uidvalidity)
 
     # --- keywords -----------------------------------------------------------------------------
 
@@ -417,74 +237,16 @@ class Folder:
         return "".join(kwfile.letter(by_name[n]) for n in names if n in by_name)
 
     def flags_of(self, info: str) -> list[str]:
-        name = parse_name("x:2," + info)
-        kws = [self.keywords.get(kwfile.index_of(c)) for c in name.keyword_letters]
-        return sorted(name.system_flags) + sorted({k for k in kws if k})
+        return syncplan.flags_of(info, self.keywords)
 
     # --- sync ---------------------------------------------------------------------------------
 
     def _cached_uidlist(self) -> tuple[uidlist.Uidlist | None, dict[str, int]]:
         """The uidlist and its basename map, parsed again only when the file's stamp moved."""
-        key = str(self.uidlist_path)
-        try:
-            st = os.stat(key)
-        except FileNotFoundError:
-            return None, {}
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        hit = _UIDLISTS.get(key)
-        if hit is not None and hit[0] == stamp:
-            return hit[1], hit[2]
-        if hit is not None and hit[0][2] == st.st_ino and hit[0][1] < st.st_size:
-            grown = self._read_appended(key, hit, st.st_size)
-            if grown is not None:
-                _UIDLISTS[key] = (stamp, grown[0], grown[1])
-                return grown
-        ul = self._read_uidlist()
-        by_base = ul.by_basename() if ul is not None else {}
-        if ul is not None:
-            if len(_UIDLISTS) >= _UIDLIST_CACHE_MAX:
-                _UIDLISTS.pop(next(iter(_UIDLISTS)), None)
-            _UIDLISTS[key] = (stamp, ul, by_base)
-        return ul, by_base
-
-    def _read_appended(self, key: str, hit: tuple, size: int) -> tuple[uidlist.Uidlist, dict[str, int]] | None:
-        """The cached uidlist plus the lines appended to the same file since it was read (Dovecot and
-        Dovetail append new messages; a rewrite is a new file), or None when that cannot be told."""
-        old_size = hit[0][1]
-        try:
-            with open(key, "rb") as f:
-                if f.read(2) != b"3 ":
-                    return None
-                f.seek(old_size - 1)
-                tail = f.read(size - old_size + 1)
-        except OSError:
-            return None
-        if len(tail) != size - old_size + 1 or not tail.startswith(b"\n") or not tail.endswith(b"\n"):
-            return None
-        try:
-            ul, added = uidlist.extend(hit[1], tail[1:].decode("utf-8", "surrogateescape"))
-        except uidlist.UidlistCorrupt:
-            return None
-        by_base = dict(hit[2])
-        by_base.update((base, uid) for uid, (base, _ext) in added.items())
-        return ul, by_base
-
-    def _remember_uidlist(self, ul: uidlist.Uidlist, by_base: dict[str, int]) -> None:
-        """Cache the uidlist just written (the caller holds its lock, so nobody changed it since): the
-        next sync of any session of this process finds it without parsing the file again."""
-        key = str(self.uidlist_path)
-        try:
-            st = os.stat(key)
-        except FileNotFoundError:
-            return
-        _UIDLISTS.pop(key, None)
-        if len(_UIDLISTS) >= _UIDLIST_CACHE_MAX:
-            _UIDLISTS.pop(next(iter(_UIDLISTS)), None)
-        _UIDLISTS[key] = ((st.st_mtime_ns, st.st_size, st.st_ino), ul, by_base)
+        return uidcache.cached(self.uidlist_path)
 
     def _by_base_of(self, ul: uidlist.Uidlist) -> dict[str, int]:
-        hit = _UIDLISTS.get(str(self.uidlist_path))
-        return hit[2] if hit is not None and hit[1] is ul else ul.by_basename()
+        return uidcache.by_base_of(self.uidlist_path, ul)
 
     def with_facts(self, use: Callable[[dict[int, tuple[int, frozenset[str], float, int, int, bool]]], T]) -> T:
         """Call ``use`` with the shared uid -> facts map, brought up to date with the index first (only
@@ -567,139 +329,91 @@ class Folder:
 
     def _sync(self, move_new: bool, force: bool) -> bool:
         stamp = self._stamp_now()
-        state = self.state
         now = time.time()
-        if not force and not (move_new and self._has_new()):
-            if stamp == state.stamp and self._trusted(stamp, state.checked_at, now):
-                return False
-            # Another process may have confirmed (or moved on, by a change of its own) this stamp.
-            with self.index.snapshot():
-                shared = self.index.get_meta("dir_stamp")
-                shared_checked = float(self.index.get_meta("dir_checked") or 0)
-            if shared == _encode(stamp) and self._trusted(stamp, shared_checked, now):
-                state.stamp, state.checked_at = stamp, shared_checked
-                return False
-        checked = now
+        if not force and not (move_new and self._has_new()) and self._known_unchanged(stamp, now):
+            return False
         if self._unchanged(move_new) or (not force and self._settled(move_new)):
+            state = self.state
             state.stamp = stamp
-            state.checked_at = checked
-            self._publish(stamp, checked)
+            state.checked_at = now
+            self._publish(stamp, now)
             return True
+        self._sync_listed(move_new, stamp, now)
+        return True
+
+    def _known_unchanged(self, stamp: tuple, now: float) -> bool:
+        """Whether ``stamp`` is one this process, or another one through the index, confirmed by a
+        listing recently enough to be trusted (see the module docstring): nothing to look at then."""
+        state = self.state
+        if stamp == state.stamp and trusted(stamp, state.checked_at, now):
+            return True
+        # Another process may have confirmed (or moved on, by a change of its own) this stamp.
+        with self.index.snapshot():
+            shared = self.index.get_meta("dir_stamp")
+            shared_checked = float(self.index.get_meta("dir_checked") or 0)
+        if shared == encode(stamp) and trusted(stamp, shared_checked, now):
+            state.stamp, state.checked_at = stamp, shared_checked
+            return True
+        return False
+
+    def _sync_listed(self, move_new: bool, stamp: tuple, checked: float) -> None:
+        """The sync by listing: number what the uidlist lacks, then, unless the index already agrees
+        with the listing, plan and apply the index's changes in one write transaction."""
         listing = self._list(move_new)
-        ul, by_base = self._cached_uidlist()
-        if ul is None or any(b not in by_base for b in listing):
-            unknown = sorted((b for b in listing if b not in by_base), key=_sort_key)
-            ul = self.assign_uids(unknown, listing)
-            by_base = self._by_base_of(ul)
+        ul, by_base = self._numbered(listing)
         self.load_keywords()
         if self.index.get_int("uidvalidity", 0) != ul.uidvalidity:
-            self.index.begin()
-            self.index.reset()
-            self.index.set_meta("uidvalidity", ul.uidvalidity)
-            self.index.set_meta("first_recent_uid", 1)
-            self.index.set_meta("uidnext", ul.nextuid)
-            self.index.commit()
+            syncapply.reset_index(self.index, ul)
         self._refresh_mirror()
-        on_disk = {f"{item.sub}/{item.filename}" for b, item in listing.items() if b in by_base}
-        if on_disk == self._fnset and self._uidnext_meta >= ul.nextuid:
-            self._stamp = stamp if not move_new or not self._has_new() else None
-            state.checked_at = checked
-            if self._stamp is not None:
-                self._publish(stamp, checked)
-            return True
-        files = self._files or {}
-        fresh = {}
-        for b, item in listing.items():
-            uid = by_base.get(b)
-            if uid is not None and uid not in files:
-                fresh[uid] = self._analyse_file(item)
-        db = self.index.db
+        if syncplan.agrees(listing, by_base, self._fnset, self._uidnext_meta, ul.nextuid):
+            self._listed_at(stamp, checked, move_new)
+            return
+        # Messages seen for the first time are parsed before the index is locked.
+        parsed = syncapply.parse_ahead(self.path, syncplan.to_parse(listing, by_base, self._files or {}))
         self.index.begin()
         try:
-            # List again under the index's write lock: a flag change by another of our sessions renames
-            # files and updates the index inside that lock, so a listing taken before it could write
-            # stale flags back (a lost update). New files unknown to the uidlist wait for the next sync.
-            listing = self._list(False)
-            if any(b not in by_base for b in listing):
-                # Another writer numbered files since our uidlist read (and may have indexed them).
-                newer, newer_by_base = self._cached_uidlist()
-                if newer is not None and newer.uidvalidity == ul.uidvalidity:
-                    ul, by_base = newer, newer_by_base
-            self._refresh_mirror_locked()
-            files = self._files or {}
-            present = {by_base[b]: listing[b] for b in listing if b in by_base}
-            modseq = None
-
-            def next_modseq() -> int:
-                nonlocal modseq
-                if modseq is None:
-                    modseq = self.index.bump_modseq()
-                return modseq
-
-            # A file still listed is not gone, even when our uidlist does not know its name yet.
-            gone = [u for u, fn in files.items() if u not in present and fn[4:].partition(":")[0] not in listing]
-            if gone:
-                self.index.record_expunges(gone, next_modseq())
-            for uid, item in present.items():
-                stored_fn = f"{item.sub}/{item.filename}"
-                old_fn = files.get(uid)
-                if old_fn == stored_fn:
-                    continue
-                name = parse_name(item.filename)
-                info = name.info if item.sub == "cur" else ""
-                if old_fn is not None:
-                    old_info = parse_name(old_fn[4:]).info if old_fn.startswith("cur/") else ""
-                    if old_info != info:
-                        db.execute(
-                            "UPDATE msg SET filename=?, info=?, flags=?, modseq=? WHERE uid=?",
-                            (stored_fn, info, flags_dump(self.flags_of(info)), next_modseq(), uid),
-                        )
-                    else:
-                        db.execute("UPDATE msg SET filename=?, modseq=? WHERE uid=?", (stored_fn, next_modseq(), uid))
-                    continue
-                facts = fresh.get(uid) or self._analyse_file(item)
-                if facts is None:
-                    continue
-                self._insert_row(uid, stored_fn, info, next_modseq(), facts)
-            if ul.nextuid > self.index.get_int("uidnext", 0):
-                self.index.set_meta("uidnext", ul.nextuid)
+            self._apply_locked(ul, by_base, parsed)
             self.index.commit()
         except BaseException:
             self.index.rollback()
             self._files = None
             raise
         self._refresh_mirror()
-        after = self._stamp_now()
-        self._stamp = after if not move_new or not self._has_new() else None
-        state.checked_at = checked
-        if self._stamp is not None:
-            self._publish(after, checked)
-        return True
+        self._listed_at(self._stamp_now(), checked, move_new)
 
-    def _insert_row(self, uid: int, stored_fn: str, info: str, modseq: int, facts: dict) -> None:
-        name = parse_name(stored_fn[4:])
-        self.index.db.execute(
-            "INSERT OR REPLACE INTO msg VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                uid,
-                name.basename,
-                stored_fn,
-                info,
-                flags_dump(self.flags_of(info)),
-                modseq,
-                facts["size"],
-                name.vsize if name.vsize is not None else facts["vsize"],
-                facts["idate"],
-                facts["envelope"],
-                facts["body"],
-                facts["bodystructure"],
-                facts["parts"],
-                facts["envelope_imap"],
-                facts["body_imap"],
-                facts["bodystructure_imap"],
-                facts["header"],
-            ),
+    def _numbered(self, listing: dict[str, Listed]) -> tuple[uidlist.Uidlist, dict[str, int]]:
+        """The uidlist (and its basename map) numbering every file in ``listing``."""
+        ul, by_base = self._cached_uidlist()
+        if ul is None or any(b not in by_base for b in listing):
+            ul = self.assign_uids(syncplan.unnumbered(listing, by_base), listing)
+            by_base = self._by_base_of(ul)
+        return ul, by_base
+
+    def _apply_locked(self, ul: uidlist.Uidlist, by_base: dict[str, int], parsed: dict[int, dict | None]) -> None:
+        """Plan and apply the index's changes, inside its write transaction."""
+        # List again under the index's write lock: a flag change by another of our sessions renames
+        # files and updates the index inside that lock, so a listing taken before it could write
+        # stale flags back (a lost update). New files unknown to the uidlist wait for the next sync.
+        listing = self._list(False)
+        if any(b not in by_base for b in listing):
+            # Another writer numbered files since our uidlist read (and may have indexed them).
+            newer, newer_by_base = self._cached_uidlist()
+            if newer is not None and newer.uidvalidity == ul.uidvalidity:
+                ul, by_base = newer, newer_by_base
+        self._refresh_mirror_locked()
+        plan = syncplan.plan(
+            listing, by_base, self._files or {}, self.keywords, self.index.get_int("uidnext", 0), ul.nextuid
         )
+        syncapply.apply_plan(self.index, self.path, plan, parsed)
+
+    def _listed_at(self, stamp: tuple, checked: float, move_new: bool) -> None:
+        """A listing at ``checked`` found the directories at ``stamp`` matching the index: trust the
+        stamp from now on, unless files are waiting in ``new/`` to be moved."""
+        state = self.state
+        state.stamp = stamp if not move_new or not self._has_new() else None
+        state.checked_at = checked
+        if state.stamp is not None:
+            self._publish(stamp, checked)
 
     def index_written(
         self, uid: int, basename: str, info: str, data: bytes, uidvalidity: int, before: tuple | None = None
@@ -728,7 +442,7 @@ class Folder:
             ):
                 idx.rollback()
                 return False
-            self._insert_row(uid, stored_fn, info, idx.bump_modseq(), facts)
+            syncapply.insert_row(idx, uid, stored_fn, info, self.flags_of(info), idx.bump_modseq(), facts)
             if uid + 1 > idx.get_int("uidnext", 0):
                 idx.set_meta("uidnext", uid + 1)
             self.own_change(before, self._stamp_now(), frozenset((CUR, UIDLIST_STAMP)))
@@ -800,19 +514,6 @@ class Folder:
                 return any(not e.name.startswith(".") for e in it)
         except FileNotFoundError:
             return False
-
-    def _analyse_file(self, item: Listed) -> dict | None:
-        path = self.path / item.sub / item.filename
-        try:
-            with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
-                data = f.read(MAX_MESSAGE_BYTES)
-        except FileNotFoundError:
-            return None
-        facts = analyse(data)
-        facts["size"] = st.st_size
-        facts["idate"] = st.st_mtime
-        return facts
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -896,26 +597,8 @@ class Folder:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            _release_state(self.path, self.state)
+            release_state(self.path, self.state)
         self.index.close()
-
-
-def _is_dirty(stamp: tuple, checked_at: float, window: float) -> bool:
-    """Whether a change could hide behind ``stamp``: its newest time is too close to the listing."""
-    newest = max((part[0] for part in stamp if part is not None), default=0) / 1e9
-    return newest + window > checked_at
-
-
-def dirty_window(stamp: tuple) -> float:
-    """How close to its listing a stamp is dirty: ``DIRTY_SECONDS_FINE`` when the file system keeps
-    sub-second times (a clock tick is then milliseconds), else ``DIRTY_SECONDS``."""
-    fine = any(part is not None and part[0] % 1_000_000_000 for part in stamp)
-    return DIRTY_SECONDS_FINE if fine else DIRTY_SECONDS
-
-
-def _encode(stamp: tuple | None) -> str:
-    """A stamp as the index keeps it."""
-    return "" if stamp is None else repr(stamp)
 
 
 _FLAG_SETS: dict[str, frozenset[str]] = {}
@@ -930,14 +613,3 @@ def _flag_set(column: str) -> frozenset[str]:
             _FLAG_SETS.clear()
         _FLAG_SETS[column] = hit
     return hit
-
-
-def _sort_key(basename: str) -> tuple:
-    """Order unnumbered files by delivery time (the name starts with seconds and microseconds)."""
-    head = basename.split(".", 2)
-    secs = int(head[0]) if head[0].isdigit() else 0
-    usec = 0
-    if len(head) > 1 and head[1].startswith("M"):
-        digits = "".join(ch for ch in head[1][1:].split("P")[0] if ch.isdigit())
-        usec = int(digits) if digits else 0
-    return (secs, usec, basename)

@@ -1,0 +1,92 @@
+"""What the :class:`~dovetail.maildir.folder.Folder` objects of one directory share within a process.
+
+The sessions of one process that have the same folder open share one :class:`FolderState` (the
+stamps of the last sync and the in-memory copy of the index's uid -> file map), so a change is
+looked at by one listing per process instead of one per session, and the map is held once. A state
+outlives its last user for a while (:data:`IDLE_STATES_KEPT`), so that a client that logs out and in
+again finds it warm.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+
+class FolderState:
+    """What the :class:`Folder` objects of one directory share within a process; ``lock`` serialises
+    their syncs (sessions run them in worker threads)."""
+
+    __slots__ = ("lock", "users", "ident", "stamp", "checked_at", "files", "fnset", "cur", "new", "mirror_modseq",
+                 "mirror_uv", "uidnext_meta", "headers", "headers_uv", "facts", "facts_modseq", "facts_uv")
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.users = 0
+        self.ident = ""  # the index file this state is about (see Index.ident)
+        self.stamp: tuple | None = None
+        self.checked_at = 0.0  # wall clock when a listing last confirmed ``stamp``
+        # The index's uid -> "sub/filename" as of modseq ``mirror_modseq`` (see Folder._refresh_mirror).
+        self.files: dict[int, str] | None = None
+        self.fnset: set[str] = set()
+        self.cur: set[str] = set()  # the names in fnset under cur/ and new/, without the prefix
+        self.new: set[str] = set()
+        self.mirror_modseq = 0
+        self.mirror_uv = 0
+        self.uidnext_meta = 0
+        # (field, uid) -> header field values, for SEARCH/SORT/THREAD; valid for UIDVALIDITY headers_uv.
+        self.headers: dict[tuple[str, int], list[str]] = {}
+        self.headers_uv = 0
+        # uid -> (uid, flags, internal date, RFC822.SIZE, modseq, False) as of modseq ``facts_modseq``:
+        # what SEARCH, SORT and FETCH of flags read for every message, without a SQLite row each time.
+        self.facts: dict[int, tuple[int, frozenset[str], float, int, int, bool]] | None = None
+        self.facts_modseq = 0
+        self.facts_uv = 0
+
+    def forget(self, ident: str) -> None:
+        """Start over for another index file (the folder's index was rebuilt)."""
+        with self.lock:
+            self.ident = ident
+            self.stamp = None
+            self.checked_at = 0.0
+            self.files = None
+            self.fnset, self.cur, self.new = set(), set(), set()
+            self.mirror_modseq = self.mirror_uv = self.uidnext_meta = 0
+            self.headers, self.headers_uv = {}, 0
+            self.facts, self.facts_modseq, self.facts_uv = None, 0, 0
+
+
+_STATES: dict[str, FolderState] = {}
+_STATES_LOCK = threading.Lock()
+
+
+# States of folders nobody has open any more, newest last: a client that logs out and in again (or a
+# STATUS, an APPEND to another folder) finds its folder's state still warm instead of reading it again.
+_IDLE_STATES: OrderedDict[str, FolderState] = OrderedDict()
+IDLE_STATES_KEPT = 16
+
+
+def acquire_state(path: Path) -> FolderState:
+    """The state of the folder at ``path`` for one more user (a warm idle one, or a new one)."""
+    key = os.path.abspath(path)
+    with _STATES_LOCK:
+        state = _STATES.get(key)
+        if state is None:
+            state = _IDLE_STATES.pop(key, None) or FolderState()
+            _STATES[key] = state
+        state.users += 1
+        return state
+
+
+def release_state(path: Path, state: FolderState) -> None:
+    """One user fewer: a state nobody uses joins the idle ones (the oldest beyond the limit go)."""
+    key = os.path.abspath(path)
+    with _STATES_LOCK:
+        state.users -= 1
+        if state.users <= 0 and _STATES.get(key) is state:
+            del _STATES[key]
+            _IDLE_STATES[key] = state
+            while len(_IDLE_STATES) > IDLE_STATES_KEPT:
+                _IDLE_STATES.popitem(last=False)

@@ -1,0 +1,59 @@
+"""What the index keeps about a message (sizes, date, ENVELOPE, BODYSTRUCTURE, part offsets, header
+block), computed from its bytes once, when the message is first seen."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dovetail.maildir.index import dumps
+from dovetail.mime.imapdata import body_to_imap, envelope_to_imap
+from dovetail.mime.parser import Part, parse_message, to_crlf
+from dovetail.mime.structure import bodystructure, envelope
+
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+MAX_CACHED_HEADER = 64 * 1024  # larger header blocks are read from the file when needed
+
+
+def part_tree(part: Part) -> list:
+    """Compact offsets tree: [header_start, body_start, end, kind, children] (kind m/r/l)."""
+    if part.is_multipart:
+        return [part.header_start, part.body_start, part.end, "m", [part_tree(c) for c in part.children]]
+    if part.message is not None:
+        return [part.header_start, part.body_start, part.end, "r", [part_tree(part.message)]]
+    return [part.header_start, part.body_start, part.end, "l", []]
+
+
+def analyse(data: bytes) -> dict:
+    """Everything the index keeps about a message, from its bytes (any line endings)."""
+    crlf = to_crlf(data)
+    root = parse_message(crlf)
+    env = envelope(root.header)
+    body = bodystructure(crlf, root, extensible=False)
+    bs = bodystructure(crlf, root, extensible=True)
+    header = crlf[root.header_start : root.body_start]
+    return {
+        "vsize": len(crlf),
+        "envelope": dumps(env),
+        "body": dumps(body),
+        "bodystructure": dumps(bs),
+        "parts": dumps(part_tree(root)),
+        "envelope_imap": envelope_to_imap(env),
+        "body_imap": body_to_imap(body),
+        "bodystructure_imap": body_to_imap(bs),
+        "header": header if len(header) <= MAX_CACHED_HEADER else None,
+    }
+
+
+def analyse_file(path: Path) -> dict | None:
+    """:func:`analyse` of the message in ``path`` plus its file size and date; None when it is gone."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read(MAX_MESSAGE_BYTES)
+    except FileNotFoundError:
+        return None
+    facts = analyse(data)
+    facts["size"] = st.st_size
+    facts["idate"] = st.st_mtime
+    return facts

@@ -1,0 +1,151 @@
+"""Carrying out what :mod:`dovetail.maildir.syncplan` decides, against the disk, ``dovecot-uidlist``
+and the index: listing the directories (moving ``new/`` into ``cur/`` on the way), numbering files
+under ``dovecot-uidlist.lock`` as Dovecot does, and writing a :class:`~dovetail.maildir.syncplan.SyncPlan`
+into the index inside the caller's write transaction, under one modseq.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+from dovetail.maildir import syncplan, uidcache, uidlist
+from dovetail.maildir.filename import parse_name
+from dovetail.maildir.index import Index, flags_dump
+from dovetail.maildir.lock import DotLock
+from dovetail.maildir.messagefacts import analyse_file
+from dovetail.maildir.syncplan import Listed, SyncPlan
+
+
+def _names(directory: Path) -> list[str]:
+    """The names in ``directory``, which is made when missing (a folder always has cur/ and new/)."""
+    try:
+        return os.listdir(directory)
+    except FileNotFoundError:
+        os.makedirs(directory, exist_ok=True)
+        return []
+
+
+def list_folder(path: Path, move_new: bool) -> dict[str, Listed]:
+    """basename -> where its file is now; with ``move_new`` the files in ``new/`` are moved to ``cur/``
+    first (one that vanishes meanwhile is left out)."""
+    new = _names(path / "new")
+    moved: dict[str, str] | None = None
+    if move_new:
+        moved = {}
+        for fn, target in syncplan.moves_into_cur(new):
+            try:
+                os.rename(path / "new" / fn, path / "cur" / target)
+            except FileNotFoundError:
+                continue
+            moved[fn] = target
+    return syncplan.listing_of(new, _names(path / "cur"), moved)
+
+
+def assign_uids(
+    path: Path, basenames: list[str], relist: bool, new_uidvalidity: Callable[[], int]
+) -> uidlist.Uidlist:
+    """Give UIDs to ``basenames`` not yet in the folder's uidlist (creating it, with a UIDVALIDITY
+    from ``new_uidvalidity``, when missing). With ``relist`` the records of files no longer in the
+    folder are dropped too. New records alone are appended to the file; anything else rewrites it."""
+    ul_path = path / uidlist.UIDLIST
+    with DotLock(path / uidlist.LOCK):
+        cached, cached_by_base = uidcache.cached(ul_path)
+        if cached is None:
+            base_ul = uidlist.Uidlist(uidvalidity=new_uidvalidity(), nextuid=1, guid=uuid.uuid4().hex)
+        else:
+            base_ul = cached  # shared by the sessions of this process: only copies are changed
+        numbering = syncplan.number(base_ul.entries, base_ul.nextuid, cached_by_base, basenames)
+        ul = uidlist.Uidlist(
+            base_ul.uidvalidity, numbering.nextuid, base_ul.guid, list(base_ul.header_extra), numbering.entries
+        )
+        by_base = numbering.by_base
+        changed = cached is None or not ul_path.exists()
+        if relist:
+            gone = syncplan.vanished(ul.entries, list_folder(path, move_new=False), basenames)
+            for u in gone:
+                del ul.entries[u]
+            if gone:
+                by_base = ul.by_basename()
+                changed = True
+        added = numbering.added
+        if changed or (added and not uidlist.append(ul_path, added)):
+            uidlist.write(ul_path, ul)
+        if changed or added:
+            uidcache.remember(ul_path, ul, by_base)
+        return ul
+
+
+def reset_index(index: Index, ul: uidlist.Uidlist) -> None:
+    """Empty the index for the uidlist's (new) UIDVALIDITY: every message is numbered anew."""
+    index.begin()
+    index.reset()
+    index.set_meta("uidvalidity", ul.uidvalidity)
+    index.set_meta("first_recent_uid", 1)
+    index.set_meta("uidnext", ul.nextuid)
+    index.commit()
+
+
+def parse_ahead(path: Path, items: Iterable[tuple[int, Listed]]) -> dict[int, dict | None]:
+    """uid -> facts of each file (None when it vanished), parsed before the index is locked."""
+    return {uid: analyse_file(path / item.sub / item.filename) for uid, item in items}
+
+
+def apply_plan(index: Index, path: Path, plan: SyncPlan, parsed: Mapping[int, dict | None]) -> None:
+    """Write ``plan`` into the index (the caller holds its write transaction). Every change takes the
+    same new modseq, bumped only when something is written; a new file missing from ``parsed`` is
+    parsed now, and left for a later sync when it vanished."""
+    db = index.db
+    modseq: int | None = None
+
+    def next_modseq() -> int:
+        nonlocal modseq
+        if modseq is None:
+            modseq = index.bump_modseq()
+        return modseq
+
+    if plan.expunge:
+        index.record_expunges(plan.expunge, next_modseq())
+    for r in plan.renames:
+        if r.flags is not None:
+            db.execute(
+                "UPDATE msg SET filename=?, info=?, flags=?, modseq=? WHERE uid=?",
+                (r.filename, r.info, flags_dump(r.flags), next_modseq(), r.uid),
+            )
+        else:
+            db.execute("UPDATE msg SET filename=?, modseq=? WHERE uid=?", (r.filename, next_modseq(), r.uid))
+    for ins in plan.inserts:
+        facts = parsed.get(ins.uid) or analyse_file(path / ins.listed.sub / ins.listed.filename)
+        if facts is not None:
+            insert_row(index, ins.uid, ins.filename, ins.info, ins.flags, next_modseq(), facts)
+    if plan.uidnext is not None:
+        index.set_meta("uidnext", plan.uidnext)
+
+
+def insert_row(index: Index, uid: int, stored_fn: str, info: str, flags: list[str], modseq: int, facts: dict) -> None:
+    """The index row of message ``uid`` in file ``stored_fn`` ("cur/..." or "new/...")."""
+    name = parse_name(stored_fn[4:])
+    index.db.execute(
+        "INSERT OR REPLACE INTO msg VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            uid,
+            name.basename,
+            stored_fn,
+            info,
+            flags_dump(flags),
+            modseq,
+            facts["size"],
+            name.vsize if name.vsize is not None else facts["vsize"],
+            facts["idate"],
+            facts["envelope"],
+            facts["body"],
+            facts["bodystructure"],
+            facts["parts"],
+            facts["envelope_imap"],
+            facts["body_imap"],
+            facts["bodystructure_imap"],
+            facts["header"],
+        ),
+    )
