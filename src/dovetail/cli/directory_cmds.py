@@ -299,9 +299,10 @@ def resolve(ctx: typer.Context, address: str,
         raise typer.Exit(1)
 
 
-def _human(n: int | None) -> str:
-    if not n:
+def _human(size: int | None) -> str:
+    if not size:
         return "unlimited"
+    n = float(size)
     for unit in ("B", "K", "M", "G", "T"):
         if n < 1024 or unit == "T":
             return f"{n:g}{unit}" if unit == "B" else f"{n:.4g}{unit}"

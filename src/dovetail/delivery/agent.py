@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from dovetail.delivery.loops import scan_headers
 from dovetail.log import get_logger
@@ -138,7 +139,7 @@ class MaildirDeliveryAgent:
 
     def _over_quota(
         self, message: QueuedMessage, target: MailboxTarget, store: MailStorage
-    ) -> tuple[str, str, str] | None:
+    ) -> tuple[Literal["bounced", "deferred"], str, str] | None:
         try:
             store.check_quota(target.quota_bytes, message.size)
         except OverQuota as exc:

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from ..dbrows import inserted_id
 from . import lookups
 from .addresses import (
     AddressError,
@@ -331,7 +332,7 @@ class Directory:
             aid = conn.execute(sa.select(aliases.c.id).where(aliases.c.domain_id == did,
                                                              aliases.c.local_part == local)).scalar()
             if aid is None:
-                aid = conn.execute(aliases.insert().values(domain_id=did, local_part=local)).inserted_primary_key[0]
+                aid = inserted_id(conn.execute(aliases.insert().values(domain_id=did, local_part=local)))
             have = set(conn.execute(sa.select(alias_targets.c.target).where(alias_targets.c.alias_id == aid))
                        .scalars())
             for target in clean:

@@ -186,7 +186,9 @@ class ImapServer:
                     assert self.ssl_context is not None
                     # Stop reading before the OK goes out: the client's ClientHello must reach the TLS
                     # layer, not the plaintext stream buffer.
-                    writer.transport.pause_reading()
+                    transport = writer.transport
+                    assert isinstance(transport, asyncio.ReadTransport)
+                    transport.pause_reading()
                     await self._flush(session, writer)
                     await writer.start_tls(self.ssl_context)
                     session.tls_started()

@@ -335,8 +335,8 @@ class Session:
 
                 self.write(f"* VANISHED {format_set(changes.expunged_uids)}")
             else:
-                for seq in changes.expunged_seqs:
-                    self.write(f"* {seq} EXPUNGE")
+                for gone in changes.expunged_seqs:
+                    self.write(f"* {gone} EXPUNGE")
             if sel.saved is not None:
                 sel.saved = sel.saved - set(changes.expunged_uids)
         if changes.new_uids or changes.expunged_uids:
@@ -637,7 +637,7 @@ def _atom(tok: Any) -> str:
     return tok.value
 
 
-_COMMANDS: dict[str, tuple[Callable[..., Any], set[State]]] = {
+_COMMANDS: dict[str, tuple[Callable[..., Any], frozenset[State]]] = {
     "CAPABILITY": (Session.cmd_capability, ANY),
     "NOOP": (Session.cmd_noop, ANY),
     "LOGOUT": (Session.cmd_logout, ANY),

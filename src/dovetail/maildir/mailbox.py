@@ -279,8 +279,7 @@ class MaildirMailbox(Mailbox):
             rows = [r for r in db.execute(f"SELECT {cols} FROM msg ORDER BY uid") if r[0] in wanted]
         else:
             marks = ",".join("?" * len(wanted))
-            rows = db.execute(f"SELECT {cols} FROM msg WHERE uid IN ({marks}) ORDER BY uid", sorted(wanted))
-        rows = list(rows)
+            rows = list(db.execute(f"SELECT {cols} FROM msg WHERE uid IN ({marks}) ORDER BY uid", sorted(wanted)))
         if len(rows) < len(wanted) and (raw or not (envelope or bodystructure)):
             # Expunged by another session since this one last heard: served from the expunge history.
             rows = sorted(rows + self._expunged_rows(wanted - {r[0] for r in rows}, cols))

@@ -23,7 +23,7 @@ CUR, NEW, UIDLIST_STAMP, KEYWORDS_STAMP = range(4)  # the parts of a folder stam
 
 def stamp_of(paths: Iterable[str]) -> tuple:
     """(mtime in ns, size, inode) of each path, None for a missing one."""
-    out = []
+    out: list[tuple[int, int, int] | None] = []
     for name in paths:
         try:
             st = os.stat(name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import errno
 import os
 import select
 import struct
@@ -46,6 +47,13 @@ if sys.platform.startswith("linux"):
         _libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
     except (OSError, AttributeError):
         _libc = None
+
+
+def _inotify_libc() -> ctypes.CDLL:
+    """The C library with inotify; only called where inotify was found at start."""
+    if _libc is None:
+        raise OSError(errno.ENOSYS, "inotify is not available")
+    return _libc
 
 
 class InotifyWatcher:
@@ -108,7 +116,7 @@ class PollingWatcher:
         self.last = self._stamp()
 
     def _stamp(self) -> tuple:
-        out = []
+        out: list[tuple[int, int, int] | None] = []
         for p in self.paths:
             try:
                 st = os.stat(p)
@@ -170,9 +178,10 @@ class _Hub:
 
     def add(self, key: str, dirs: list[Path]) -> None:
         if key not in self.wds:
-            wds = []
+            wds: list[int] = []
+            libc = _inotify_libc()
             for d in dirs:
-                wd = _libc.inotify_add_watch(self.fd, os.fsencode(d), MASK | IN_DELETE_SELF | IN_MOVE_SELF)
+                wd = libc.inotify_add_watch(self.fd, os.fsencode(d), MASK | IN_DELETE_SELF | IN_MOVE_SELF)
                 if wd < 0:
                     for w in wds:
                         self._forget_wd(w)
@@ -185,7 +194,7 @@ class _Hub:
 
     def _forget_wd(self, wd: int) -> None:
         self.folder_of.pop(wd, None)
-        _libc.inotify_rm_watch(self.fd, wd)
+        _inotify_libc().inotify_rm_watch(self.fd, wd)
 
     def release(self, key: str) -> None:
         left = self.users.get(key, 0) - 1

@@ -72,6 +72,8 @@ class ImapClient:
             if "STARTTLS" not in self.capabilities:
                 raise ImapError("server does not offer STARTTLS")
             await self.command(b"STARTTLS")
+            if self._writer is None:
+                raise ImapError("not connected")
             await self._writer.start_tls(ctx, server_hostname=self.host)
             self._parser = ResponseParser()
             await self.capability()

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from dovetail.dbrows import inserted_id
 from dovetail.directory import lookups
 from dovetail.directory.addresses import normalize_tenant
 from dovetail.log import get_logger
@@ -73,9 +74,9 @@ class ImapAccounts:
         with self.engine.begin() as conn:
             tid = tenant_id(conn, tenant)
             stored = self.sealer.seal(password, PASSWORD_PURPOSE) if self.sealer is not None else password
-            aid = conn.execute(imap_accounts.insert().values(
+            aid = inserted_id(conn.execute(imap_accounts.insert().values(
                 tenant_id=tid, name=name, host=host, port=port, tls=tls, username=username, password=stored,
-                folder=folder)).inserted_primary_key[0]
+                folder=folder)))
         return ImapAccount(aid, normalize_tenant(tenant), name, host, port, tls, username, password, folder)
 
     def list(self, tenant: str | None = None) -> list[ImapAccount]:
