@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from .config import Config
-from .log import configure, get_logger
+from .log import configure_from, get_logger
 
 
 def prepare_data_dir(cfg: Config) -> None:
@@ -29,7 +29,11 @@ def run(cfg: Config) -> int:
     from .master.pidfile import AlreadyRunning
     from .master.supervisor import Master
 
-    configure(cfg["log.level"], cfg["log.file"] or None, json=cfg["log.format"] == "json")
+    try:
+        configure_from(cfg)
+    except OSError as exc:
+        get_logger("master").error("cannot open the log file", file=str(exc.filename), error=exc.strerror)
+        return 2
     try:
         master = Master(cfg)
         master.pidfile.acquire()

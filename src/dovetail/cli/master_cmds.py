@@ -1,4 +1,4 @@
-"""``dovetail status|stop|reload``: talk to the running master through its pid file and status file."""
+"""``dovetail status|stop|reload|log reopen``: talk to the running master through its pid file and status file."""
 
 from __future__ import annotations
 
@@ -108,7 +108,22 @@ def reload(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     emit_json({"reloaded": pid}) if as_json else print(f"dovetail master {pid}: reload requested")
 
 
+log_app = typer.Typer(help="The log file (log.file).", no_args_is_help=True)
+
+
+@log_app.command("reopen")
+def log_reopen(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Open the log file again by its name (SIGUSR1), in the master and every worker: logrotate's postrotate."""
+    c: Context = ctx.obj
+    pid = _master_pid(c)
+    if not pid:
+        fail("dovetail is not running")
+    os.kill(pid, signal.SIGUSR1)
+    emit_json({"reopened": pid}) if as_json else print(f"dovetail master {pid}: log reopen requested")
+
+
 def register(app: typer.Typer) -> None:
     app.command("status")(status)
     app.command("stop")(stop)
     app.command("reload")(reload)
+    app.add_typer(log_app, name="log")

@@ -277,7 +277,7 @@ async def run_web(ctx: WorkerContext) -> int:
 
     cfg = ctx.cfg
     app = create_app(cfg)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=True, lifespan="on",
                                            timeout_graceful_shutdown=int(ctx.grace)))
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # the worker owns SIGTERM
     task = asyncio.create_task(server.serve(sockets=ctx.sockets))
