@@ -205,7 +205,7 @@ async def run_imapd(ctx: WorkerContext) -> int:
 
 async def run_qmgr(ctx: WorkerContext) -> int:
     from ..delivery.agent import MaildirConfig, MaildirDeliveryAgent
-    from ..intake.local import mailbox_targets
+    from ..intake.local import mailbox_targets, transport_chooser
     from ..queue import QueueConfig, QueueManager
 
     cfg = ctx.cfg
@@ -229,11 +229,7 @@ async def run_qmgr(ctx: WorkerContext) -> int:
     if outbound is not None:
         agents["smtp"] = CountingAgent(outbound, record)
 
-    def transport_for(address: str) -> str:
-        """Our domains go to the Maildir agent (virtual), every other domain out through smtp."""
-        return "smtp" if rt.resolver.resolve(address).status == "not_local" else "virtual"
-
-    manager = QueueManager(rt.queue, agents, qcfg, transport_for=transport_for)
+    manager = QueueManager(rt.queue, agents, qcfg, transport_for=transport_chooser(rt.resolver))
     task = asyncio.create_task(manager.run())
     stopped = asyncio.create_task(ctx.stop.wait())
     await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
