@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy.engine import Engine
 
 from .context import WebContext, get_ctx
-from .deps import RowId, Scope
+from .deps import Posted, RowId, Scope
 from .problems import Problem
 
 router = APIRouter(include_in_schema=False)
@@ -183,13 +183,13 @@ def webhooks_page(request: Request, ctx: WebContext = Depends(get_ctx)) -> Respo
 
 
 @router.post("/webhooks/deliveries/{delivery_id}/redeliver")
-async def redeliver(request: Request, delivery_id: RowId, ctx: WebContext = Depends(get_ctx)) -> Response:
+def redeliver(request: Request, posted: Posted, delivery_id: RowId, ctx: WebContext = Depends(get_ctx)) -> Response:
     from ..replies.outbox import Outbox
     from .ui import back, form_of
 
     _require(ctx)
     session, scope = _session(request)
-    form = await form_of(request, session)
+    form = form_of(request, session, posted)
     tenant = form.get("tenant", "")
     if not scope.allows(tenant) or not Outbox(ctx.engine).redeliver(tenant, delivery_id):
         raise Problem(404, "Not Found", "no such delivery")

@@ -26,7 +26,7 @@ from .api import queue as apiq
 from .api.stats import queue_sizes
 from .chart import flow_svg
 from .context import WebContext, get_ctx
-from .deps import RowId, Scope
+from .deps import Posted, RowId, Scope
 from .integrations import service_health
 from .mailview import render_body
 from .pagination import PageParams
@@ -37,7 +37,6 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(include_in_schema=False)
 
 LOGIN_CSRF_COOKIE = "dovetail_login_csrf"
-MAX_FORM_FIELDS = 50
 
 
 def _fmt_bytes(n: int | None) -> str:
@@ -86,11 +85,10 @@ def session_of(request: Request) -> dict[str, Any]:
     return session
 
 
-async def form_of(request: Request, session: dict[str, Any]) -> dict[str, str]:
+def form_of(request: Request, session: dict[str, Any], posted: dict[str, str]) -> dict[str, str]:
     """The posted form after the CSRF check (header from htmx, or the hidden ``csrf`` field)."""
-    form = await request.form(max_fields=MAX_FORM_FIELDS, max_files=0)
-    request.app.state.auth.check_csrf(request, session, str(form.get("csrf", "")))
-    return {k: str(v) for k, v in form.items()}
+    request.app.state.auth.check_csrf(request, session, posted.get("csrf", ""))
+    return posted
 
 
 def render(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
@@ -149,8 +147,8 @@ def login_form(request: Request, next: str = "/") -> Response:
 
 
 @router.post("/login")
-async def login(request: Request) -> Response:
-    form = await request.form(max_fields=10, max_files=0)
+def login(request: Request, posted: Posted) -> Response:
+    form = posted
     email = str(form.get("email", ""))[:320].strip()
     password = str(form.get("password", ""))[:1024]
     nxt = _safe_next(str(form.get("next", "/")))
@@ -182,9 +180,9 @@ async def login(request: Request) -> Response:
 
 
 @router.post("/logout")
-async def logout(request: Request) -> Response:
+def logout(request: Request, posted: Posted) -> Response:
     session = session_of(request)
-    await form_of(request, session)
+    form_of(request, session, posted)
     request.app.state.auth.end_session(request)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(auth.SESSION_COOKIE, path="/")
@@ -240,9 +238,9 @@ def tenants_page(request: Request, ctx: WebContext, error: str = "", status: int
 
 
 @router.post("/tenants")
-async def tenants_add(request: Request, ctx: WebContext = Depends(get_ctx)) -> Response:
+def tenants_add(request: Request, posted: Posted, ctx: WebContext = Depends(get_ctx)) -> Response:
     session = session_of(request)
-    form = await form_of(request, session)
+    form = form_of(request, session, posted)
     try:
         body = m.TenantIn(name=form.get("name", "")[:63], display_name=form.get("display_name", "")[:200])
         made = apid.create_tenant(body, _scope(session), ctx)
@@ -265,9 +263,9 @@ def tenant_page(request: Request, tenant: str, ctx: WebContext, error: str = "",
 
 
 @router.post("/tenants/{tenant}/domains")
-async def tenant_add_domain(request: Request, tenant: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+def tenant_add_domain(request: Request, posted: Posted, tenant: str, ctx: WebContext = Depends(get_ctx)) -> Response:
     session = session_of(request)
-    form = await form_of(request, session)
+    form = form_of(request, session, posted)
     scope = _scope(session)
     row = apid.get_tenant(tenant, scope, ctx)
     try:
@@ -280,9 +278,9 @@ async def tenant_add_domain(request: Request, tenant: str, ctx: WebContext = Dep
 
 
 @router.post("/tenants/{tenant}/delete")
-async def tenant_delete(request: Request, tenant: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+def tenant_delete(request: Request, posted: Posted, tenant: str, ctx: WebContext = Depends(get_ctx)) -> Response:
     session = session_of(request)
-    form = await form_of(request, session)
+    form = form_of(request, session, posted)
     try:
         apid.delete_tenant(tenant, form.get("force") == "yes", _scope(session), ctx)
     except Problem as exc:
@@ -320,9 +318,10 @@ def _status(exc: Exception) -> int:
     return exc.status if isinstance(exc, Problem) else 422
 
 
-async def _domain_action(request: Request, domain: str, ctx: WebContext, action: Any, done: str) -> Response:
+def _domain_action(request: Request, posted: dict[str, str], domain: str, ctx: WebContext, action: Any,
+                   done: str) -> Response:
     session = session_of(request)
-    form = await form_of(request, session)
+    form = form_of(request, session, posted)
     scope = _scope(session)
     info = apid.get_domain(domain, scope, ctx)
     try:
@@ -335,59 +334,61 @@ async def _domain_action(request: Request, domain: str, ctx: WebContext, action:
 
 
 @router.post("/domains/{domain}/settings")
-async def domain_settings(request: Request, domain: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+def domain_settings(request: Request, posted: Posted, domain: str, ctx: WebContext = Depends(get_ctx)) -> Response:
     def act(form: dict[str, str], scope: Scope, info: dict[str, Any]) -> None:
         patch = m.DomainPatch(enabled=form.get("enabled") == "yes", catchall=form.get("catchall") or None,
                               postmaster=form.get("postmaster") or None)
         apid.update_domain(info["name"], patch, scope, ctx)
 
-    return await _domain_action(request, domain, ctx, act, "Settings saved.")
+    return _domain_action(request, posted, domain, ctx, act, "Settings saved.")
 
 
 @router.post("/domains/{domain}/mailboxes")
-async def domain_add_mailbox(request: Request, domain: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+def domain_add_mailbox(request: Request, posted: Posted, domain: str, ctx: WebContext = Depends(get_ctx)) -> Response:
     def act(form: dict[str, str], scope: Scope, info: dict[str, Any]) -> str:
         body = m.MailboxIn(address=f"{form.get('local_part', '')[:64]}@{info['name']}",
                            password=form.get("password") or None, quota=form.get("quota") or None)
         made = apid.create_mailbox(body, scope, ctx)
         return f"Mailbox {made['address']} created."
 
-    return await _domain_action(request, domain, ctx, act, "")
+    return _domain_action(request, posted, domain, ctx, act, "")
 
 
 @router.post("/domains/{domain}/aliases")
-async def domain_add_alias(request: Request, domain: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+def domain_add_alias(request: Request, posted: Posted, domain: str, ctx: WebContext = Depends(get_ctx)) -> Response:
     def act(form: dict[str, str], scope: Scope, info: dict[str, Any]) -> str:
         targets = [t for t in form.get("targets", "").replace(",", " ").split() if t][:1000]
         body = m.AliasIn(source=f"{form.get('local_part', '')[:64]}@{info['name']}", targets=targets)
         made = apid.create_alias(body, scope, ctx)
         return f"Alias {made['source']} saved."
 
-    return await _domain_action(request, domain, ctx, act, "")
+    return _domain_action(request, posted, domain, ctx, act, "")
 
 
 @router.post("/domains/{domain}/mailboxes/{address}/delete")
-async def mailbox_delete(request: Request, domain: str, address: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+def mailbox_delete(request: Request, posted: Posted, domain: str, address: str,
+                   ctx: WebContext = Depends(get_ctx)) -> Response:
     def act(form: dict[str, str], scope: Scope, info: dict[str, Any]) -> str:
         apid.delete_mailbox(address, scope, ctx)
         return f"Mailbox {address} deleted."
 
-    return await _domain_action(request, domain, ctx, act, "")
+    return _domain_action(request, posted, domain, ctx, act, "")
 
 
 @router.post("/domains/{domain}/aliases/{source}/delete")
-async def alias_delete(request: Request, domain: str, source: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+def alias_delete(request: Request, posted: Posted, domain: str, source: str,
+                 ctx: WebContext = Depends(get_ctx)) -> Response:
     def act(form: dict[str, str], scope: Scope, info: dict[str, Any]) -> str:
         apid.delete_alias(source, scope, ctx)
         return f"Alias {source} deleted."
 
-    return await _domain_action(request, domain, ctx, act, "")
+    return _domain_action(request, posted, domain, ctx, act, "")
 
 
 @router.post("/domains/{domain}/delete")
-async def domain_delete(request: Request, domain: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+def domain_delete(request: Request, posted: Posted, domain: str, ctx: WebContext = Depends(get_ctx)) -> Response:
     session = session_of(request)
-    form = await form_of(request, session)
+    form = form_of(request, session, posted)
     scope = _scope(session)
     info = apid.get_domain(domain, scope, ctx)
     try:
@@ -410,17 +411,18 @@ def queue_page(request: Request, state: str = "", q: str = "", ctx: WebContext =
 
 
 @router.post("/queue/flush")
-async def queue_flush(request: Request, ctx: WebContext = Depends(get_ctx)) -> Response:
+def queue_flush(request: Request, posted: Posted, ctx: WebContext = Depends(get_ctx)) -> Response:
     session = session_of(request)
-    await form_of(request, session)
+    form_of(request, session, posted)
     n = apiq.flush(_scope(session), ctx)["affected"]
     return back("/queue", f"{n} deferred message(s) scheduled for delivery now.")
 
 
 @router.post("/queue/{qid}/{action}")
-async def queue_action(request: Request, qid: str, action: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+def queue_action(request: Request, posted: Posted, qid: str, action: str,
+                 ctx: WebContext = Depends(get_ctx)) -> Response:
     session = session_of(request)
-    await form_of(request, session)
+    form_of(request, session, posted)
     fn = {"hold": apiq.hold, "release": apiq.release, "delete": apiq.delete}.get(action)
     if fn is None:
         raise Problem(404, "Not Found", "no such action")
@@ -470,11 +472,11 @@ def tokens_page(request: Request, ctx: WebContext, created: dict | None = None, 
 
 
 @router.post("/tokens")
-async def tokens_add(request: Request, ctx: WebContext = Depends(get_ctx)) -> Response:
+def tokens_add(request: Request, posted: Posted, ctx: WebContext = Depends(get_ctx)) -> Response:
     from .api.tokens import create_token
 
     session = session_of(request)
-    form = await form_of(request, session)
+    form = form_of(request, session, posted)
     scope = _scope(session)
     try:
         body = m.TokenIn(scope=form.get("scope", "tenant"), tenant=form.get("tenant") or None,
@@ -488,11 +490,11 @@ async def tokens_add(request: Request, ctx: WebContext = Depends(get_ctx)) -> Re
 
 
 @router.post("/tokens/{token_id}/revoke")
-async def tokens_revoke(request: Request, token_id: RowId, ctx: WebContext = Depends(get_ctx)) -> Response:
+def tokens_revoke(request: Request, posted: Posted, token_id: RowId, ctx: WebContext = Depends(get_ctx)) -> Response:
     from .api.tokens import revoke_token
 
     session = session_of(request)
-    await form_of(request, session)
+    form_of(request, session, posted)
     try:
         revoke_token(token_id, _scope(session), ctx)
     except Problem as exc:
