@@ -8,6 +8,7 @@ token; the login form, which has no session yet, uses a double-submit cookie.
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import secrets
 import time
@@ -49,25 +50,42 @@ def _fmt_bytes(n: int | None) -> str:
 
 
 def _fmt_time(ts: float | None) -> str:
+    """Unix seconds as every page shows a time: to the second, in the server's zone, which is named."""
     if not ts:
         return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
 
 
 def _fmt_when(value: Any) -> str:
-    """A stored timestamp (datetime, Unix seconds or text) to the second, as the pages show times."""
+    """A stored timestamp (datetime, Unix seconds or ISO text) as ``_fmt_time`` shows it.
+
+    The database keeps naive datetimes in UTC; they are shown in the server's zone like queue times.
+    """
     if value is None or value == "":
         return ""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
     if isinstance(value, (int, float)):
         return _fmt_time(value)
-    if hasattr(value, "strftime"):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, dt.datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+        return _fmt_time(aware.timestamp())
     return str(value)
+
+
+def _fmt_events(types: Any) -> str:
+    """A webhook endpoint's event types: ``*`` reads "all events"."""
+    names = [types] if isinstance(types, str) else list(types or [])
+    return "all events" if not names or "*" in names else ", ".join(str(n) for n in names)
 
 
 templates.env.filters["bytes"] = _fmt_bytes
 templates.env.filters["when"] = _fmt_when
 templates.env.filters["ts"] = _fmt_time
+templates.env.filters["events"] = _fmt_events
 templates.env.filters["urlq"] = lambda s: urllib.parse.quote(str(s), safe="@")
 
 
