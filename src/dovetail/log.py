@@ -17,6 +17,13 @@ Loggers are usually bound at import time, before ``configure`` runs with the rea
 everything ``configure`` changes (destinations, level, format) is looked up when a line is logged,
 not captured when the logger is made. The pid is read once per process (``configure`` runs again
 after a fork) and the timestamp is formatted once per second.
+
+Third-party records (uvicorn's access and error lines, httpx's requests, SQLAlchemy, Alembic) are
+rendered by the same function, so the file reads the same throughout. The file is reopened under
+its name by ``reopen`` (the master does it on SIGHUP and SIGUSR1, then tells the workers), which is
+what logrotate's ``postrotate`` needs; the new descriptor is ``dup2``-ed onto the old number, so a
+thread writing at that moment writes to one file or the other, never to a closed descriptor.
+stdlib's ``WatchedFileHandler`` would stat the path before every line; a signal costs nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ import logging
 import os
 import sys
 import time
+import traceback
+from collections.abc import MutableMapping
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -46,7 +56,7 @@ def _timestamp() -> str:
     return _stamp[1]
 
 
-def _postfix_style(_logger: Any, level: str, event_dict: dict[str, Any]) -> str:
+def _postfix_style(_logger: Any, level: str, event_dict: MutableMapping[str, Any]) -> str:
     component = event_dict.pop("component", "dovetail")
     event = event_dict.pop("event", "")
     qid = event_dict.pop("qid", None)
@@ -59,7 +69,7 @@ def _postfix_style(_logger: Any, level: str, event_dict: dict[str, Any]) -> str:
     return head + event + (", " if event else "") + tail
 
 
-def _json_renderer(_logger: Any, level: str, event_dict: dict[str, Any]) -> str:
+def _json_renderer(_logger: Any, level: str, event_dict: MutableMapping[str, Any]) -> str:
     import json
 
     event_dict.setdefault("level", level)
@@ -68,7 +78,7 @@ def _json_renderer(_logger: Any, level: str, event_dict: dict[str, Any]) -> str:
     return json.dumps(event_dict, default=str)
 
 
-def _render(logger: Any, level: str, event_dict: dict[str, Any]) -> str:
+def _render(logger: Any, level: str, event_dict: MutableMapping[str, Any]) -> str:
     """The one processor: drops lines below the configured level, then renders in the configured format."""
     if _LEVELS.get(level, 20) < _threshold:
         raise structlog.DropEvent
@@ -87,6 +97,7 @@ class _Sink:
         self.fds: tuple[int, ...] = (2,)
         self.own_fds: tuple[int, ...] = ()  # opened by configure, closed when it runs again
         self.own_handlers: list[logging.Handler] = []
+        self.files: tuple[tuple[int, Path], ...] = ()  # (descriptor, path) of each log file, for reopen
 
     def emit(self, levelno: int, line: str) -> None:
         data = (line + "\n").encode("utf-8", "backslashreplace")
@@ -147,7 +158,54 @@ def _sink_factory(*_args: Any) -> _Sink:
     return _SINK
 
 
-def configure(level: str = "info", file: str | None = None, json: bool = False) -> None:
+def _from_record(record: logging.LogRecord) -> tuple[str, str, dict[str, Any]]:
+    """A third-party record as our (component, event, fields)."""
+    name = record.name
+    if name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5:
+        client, method, path, http_version, status = record.args
+        return "web", "http request", {"client": client, "method": method, "path": path, "status": status,
+                                       "http": http_version}
+    if name.startswith("uvicorn"):
+        component = "web"
+    elif name.startswith(("httpx", "httpcore")):
+        component = "http"
+    else:
+        component = name.split(".", 1)[0] or "python"
+    fields: dict[str, Any] = {}
+    if record.exc_info and record.exc_info[1] is not None:
+        exc = record.exc_info[1]
+        fields["error"] = f"{type(exc).__name__}: {exc}"
+    return component, " ".join(record.getMessage().split()), fields
+
+
+class _StdlibHandler(logging.Handler):
+    """Carries stdlib records (other libraries') to our destinations, rendered as our own lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            component, event, fields = _from_record(record)
+            level = record.levelname.lower()
+            lines = [_render(None, level, {"component": component, "event": event, **fields})]
+            if record.exc_info and record.exc_info[1] is not None:  # the traceback, one line per line
+                for text in traceback.format_exception(*record.exc_info):
+                    for part in text.rstrip("\n").splitlines():
+                        lines.append(_render(None, level, {"component": component, "event": "| " + part}))
+        except structlog.DropEvent:
+            return
+        except Exception:  # noqa: BLE001 - a bad record must not take the caller down
+            self.handleError(record)
+            return
+        data = ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace")
+        for fd in _SINK.fds:
+            _write_all(fd, data)
+
+
+def _open_log(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+
+def configure(level: str = "info", file: str | os.PathLike[str] | None = None, json: bool = False) -> None:
     """Route log lines to stderr (and optionally a file), one line per event; loggers made earlier follow."""
     global _configured, _pid, _threshold, _json
     _pid = os.getpid()
@@ -158,15 +216,15 @@ def configure(level: str = "info", file: str | None = None, json: bool = False) 
             os.close(fd)
         except OSError:
             pass
-    fds = [_stderr_fd()]
-    own: list[int] = []
+    _SINK.fds, _SINK.own_fds, _SINK.files = (_stderr_fd(),), (), ()
+    files: list[tuple[int, Path]] = []
     if file:
-        own.append(os.open(file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644))
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if file:
-        handlers.append(logging.FileHandler(file))
-    logging.basicConfig(level=level.upper(), format="%(message)s", handlers=handlers, force=True)
-    _SINK.fds, _SINK.own_fds, _SINK.own_handlers = (*fds, *own), tuple(own), handlers
+        path = Path(file).absolute()
+        files.append((_open_log(path), path))
+    handler = _StdlibHandler()
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    own = tuple(fd for fd, _ in files)
+    _SINK.fds, _SINK.own_fds, _SINK.own_handlers, _SINK.files = (_stderr_fd(), *own), own, [handler], tuple(files)
     structlog.configure(
         processors=[_render],
         logger_factory=_sink_factory,
@@ -174,6 +232,42 @@ def configure(level: str = "info", file: str | None = None, json: bool = False) 
         cache_logger_on_first_use=False,
     )
     _configured = True
+
+
+def log_file(value: str, data_dir: Path) -> Path | None:
+    """Where ``log.file`` points: relative to the data directory; ``""`` or ``"-"`` means stderr only."""
+    if value in ("", "-"):
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else data_dir / path
+
+
+def configure_from(cfg: Any) -> None:
+    """``configure`` with a ``Config``'s ``log.*`` keys."""
+    configure(cfg["log.level"], log_file(cfg["log.file"], cfg.data_dir), json=cfg["log.format"] == "json")
+
+
+def log_files() -> list[Path]:
+    """The log files this process writes (for the master to hand them to the service user)."""
+    return [path for _, path in _SINK.files]
+
+
+def reopen() -> None:
+    """Open each log file again by its name, on the same descriptor (after logrotate moved it away).
+
+    A file that cannot be opened is reported once and the old one is kept: losing the lines would be worse.
+    """
+    for fd, path in _SINK.files:
+        try:
+            new = _open_log(path)
+        except OSError as exc:
+            get_logger("log").error("cannot reopen the log file, still writing the old one", file=str(path),
+                                    error=exc.strerror or str(exc))
+            continue
+        try:
+            os.dup2(new, fd, inheritable=False)
+        finally:
+            os.close(new)
 
 
 def get_logger(component: str) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 from .config import Config
-from .log import configure, get_logger
+from .log import configure_from, get_logger
 
 
 def prepare_data_dir(cfg: Config) -> None:
@@ -49,7 +49,11 @@ def load_services() -> None:
 def run(cfg: Config) -> int:
     from .master.pidfile import AlreadyRunning
 
-    configure(cfg["log.level"], cfg["log.file"] or None, json=cfg["log.format"] == "json")
+    try:
+        configure_from(cfg)
+    except OSError as exc:
+        get_logger("master").error("cannot open the log file", file=str(exc.filename), error=exc.strerror)
+        return 2
     try:
         load_services()
     except RuntimeError as exc:

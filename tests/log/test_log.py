@@ -107,3 +107,62 @@ def test_bad_text_never_raises(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert lines and lines[0].endswith("helo=\\udcff")
+
+
+def test_library_records_are_rendered_as_our_lines(tmp_path: Path) -> None:
+    proc, lines = run(
+        "import http.server, threading, logging, httpx\n"
+        "configure('info', sys.argv[1])\n"
+        "class Quiet(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(204); self.end_headers()\n"
+        "    def log_message(self, *a): pass\n"
+        "srv = http.server.HTTPServer(('127.0.0.1', 0), Quiet)\n"
+        "threading.Thread(target=srv.serve_forever, daemon=True).start()\n"
+        "httpx.get(f'http://127.0.0.1:{srv.server_port}/ping')\n"
+        "access = logging.getLogger('uvicorn.access')\n"
+        "access.info('%s - \"%s %s HTTP/%s\" %d', '127.0.0.1:5', 'GET', '/x', '1.1', 200)\n"
+        "try:\n"
+        "    1 / 0\n"
+        "except ZeroDivisionError:\n"
+        "    logging.getLogger('uvicorn.error').exception('Exception in ASGI application')\n"
+        "logging.getLogger('sqlalchemy.engine').debug('below the level: dropped')\n",
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert lines and all(LINE.match(line) for line in lines), lines
+    parsed = [(LINE.match(line)["comp"], LINE.match(line)["rest"]) for line in lines]
+    assert any(c == "http" and r.startswith("info: HTTP Request: GET http://127.0.0.1:") and "204" in r
+               for c, r in parsed), parsed
+    assert ("web", "info: http request, client=127.0.0.1:5, method=GET, path=/x, status=200, http=1.1") in parsed
+    errors = [r for c, r in parsed if c == "web" and r.startswith("error:")]
+    assert errors[0] == "error: Exception in ASGI application, error='ZeroDivisionError: division by zero'"
+    assert any("| ZeroDivisionError: division by zero" in r for r in errors[1:])
+    assert not any("dropped" in r for _, r in parsed)
+    assert proc.stderr.splitlines() == lines
+
+
+def test_reopen_follows_a_moved_file(tmp_path: Path) -> None:
+    proc, lines = run(
+        "from dovetail.log import reopen\n"
+        "log = get_logger('qmgr')\n"
+        "configure('info', sys.argv[1])\n"
+        "log.info('before', qid='Q1')\n"
+        "os.rename(sys.argv[1], sys.argv[1] + '.1')\n"
+        "log.info('still old', qid='Q2')\n"
+        "reopen()\n"
+        "log.info('after', qid='Q3')\n",
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    old = (tmp_path / "mail.log.1").read_text().splitlines()
+    assert [LINE.match(line)["rest"] for line in old] == ["info: Q1: before", "info: Q2: still old"]
+    assert [LINE.match(line)["rest"] for line in lines] == ["info: Q3: after"]
+
+
+def test_log_file_paths_are_relative_to_the_data_directory(tmp_path: Path) -> None:
+    from dovetail.log import log_file
+
+    assert log_file("log/dovetail.log", tmp_path) == tmp_path / "log" / "dovetail.log"
+    assert log_file("/var/log/dovetail.log", tmp_path) == Path("/var/log/dovetail.log")
+    assert log_file("-", tmp_path) is None and log_file("", tmp_path) is None

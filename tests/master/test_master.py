@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import signal
 import smtplib
 import socket
@@ -203,6 +204,8 @@ def test_status_reload_and_stop_cli(master: Master) -> None:
     assert st["running"] and st["pid"] == master.proc.pid  # type: ignore[union-attr]
     assert st["services"]["smtpd"]["workers"][0]["pid"] == master.worker_pids("smtpd")[0]
     assert set(st["queue"]) == {"incoming", "active", "deferred", "hold", "corrupt"}
+    shown = cli(master.data_dir, "status").stdout
+    assert re.search(r"^dovetail master pid \d+, up \d+(s|m\d\ds|h\d\dm|d\d\dh)$", shown, re.M), shown
     stopped = cli(master.data_dir, "stop")
     assert stopped.returncode == 0, stopped.stderr
     assert master.proc.wait(timeout=5) == 0  # type: ignore[union-attr]

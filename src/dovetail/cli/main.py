@@ -8,6 +8,7 @@ from typing import Annotated
 
 import click
 import typer
+import typer.core
 from rich.markup import escape
 
 from .. import config as config_mod
@@ -64,22 +65,57 @@ def _register_service_verbs() -> None:
 _register_service_verbs()
 
 
+# Typer 0.26 and later carry their own copy of Click (``typer._click``) and raise its exceptions; earlier
+# releases raise Click's. Whichever this Typer uses is the one to catch.
+_click = getattr(typer.core, "_click", click)
+_NoArgsIsHelp = getattr(_click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _usage_line(exc: Exception) -> str:
+    """Click's usage error as one line: ``dovetail: queue show: missing argument QUEUE_ID (see … --help)``."""
+    ctx = getattr(exc, "ctx", None)
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    param = getattr(exc, "param", None)
+    if isinstance(exc, _click.exceptions.MissingParameter) and ctx is not None and param is not None \
+            and getattr(param, "param_type_name", "") == "argument":
+        message = f"missing argument {(param.name or '').upper()}"  # as the usage line names it
+    message = " ".join(message.split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    if ctx is None:
+        return f"dovetail: {message}"
+    path = ctx.command_path
+    where = path.partition(" ")[2]
+    return f"dovetail: {where + ': ' if where else ''}{message} (see {path} --help)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: operator mistakes print one clear line and exit 2, never a traceback."""
+    """Entry point: operator mistakes print one clear line on stderr and exit 2, never a traceback."""
     from ..directory import AddressError, DirectoryError
 
     try:
-        rc = app(args=argv, standalone_mode=False)
+        rc = app(args=argv, prog_name="dovetail", standalone_mode=False)
     except (CliError, DirectoryError, AddressError, config_mod.ConfigError) as exc:
         err_console.print(f"[red]dovetail: error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         err_console.print("aborted")
         return 1
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except _NoArgsIsHelp as exc:  # a group named without its verb: its help (Typer prints it with Rich)
+        text = exc.format_message().strip()
+        if text:
+            print(text, file=sys.stderr)
+        return 2
+    except (click.exceptions.UsageError, _click.exceptions.UsageError) as exc:
+        print(_usage_line(exc), file=sys.stderr)
+        return 2
+    except (click.ClickException, _click.ClickException) as exc:
+        print(f"dovetail: error: {' '.join(exc.format_message().split())}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an unreadable data directory, a full disk: what and where, not a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"dovetail: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     return rc if isinstance(rc, int) else 0
 

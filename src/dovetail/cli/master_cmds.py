@@ -1,4 +1,4 @@
-"""``dovetail status|stop|reload``: talk to the running master through its pid file and status file."""
+"""``dovetail status|stop|reload|log reopen``: talk to the running master through its pid file and status file."""
 
 from __future__ import annotations
 
@@ -43,6 +43,20 @@ def _worker_stats(run: Path) -> dict[int, dict[str, Any]]:
     return out
 
 
+def duration(seconds: float | None) -> str:
+    """An uptime as people read one: ``45s``, ``12m05s``, ``3h12m``, ``2d04h``."""
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
 def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Services, workers (pids, uptime, restarts, connections) and queue sizes."""
     from ..status import read_status
@@ -65,13 +79,13 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         if not pid:
             print("dovetail is not running")
         else:
-            print(f"dovetail master pid {pid}, up {result['uptime']}s")
+            print(f"dovetail master pid {pid}, up {duration(result['uptime'])}")
             rows = []
             for name, svc in result["services"].items():
                 state = "off" if not svc["enabled"] else ("THROTTLED" if svc["throttled"] else "running")
                 for w in svc["workers"] or [None]:
                     rows.append([name, state, ",".join(svc["listen"]) or "-",
-                                 (w or {}).get("pid") or "-", (w or {}).get("uptime") or "-",
+                                 (w or {}).get("pid") or "-", duration((w or {}).get("uptime")),
                                  (w or {}).get("restarts", "-"), (w or {}).get("connections") or 0])
             emit_table(["service", "state", "listen", "pid", "uptime", "restarts", "conns"], rows)
         print("queue: " + ", ".join(f"{k}={v}" for k, v in queue.items()))
@@ -108,7 +122,22 @@ def reload(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     emit_json({"reloaded": pid}) if as_json else print(f"dovetail master {pid}: reload requested")
 
 
+log_app = typer.Typer(help="The log file (log.file).", no_args_is_help=True)
+
+
+@log_app.command("reopen")
+def log_reopen(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Open the log file again by its name (SIGUSR1), in the master and every worker: logrotate's postrotate."""
+    c: Context = ctx.obj
+    pid = _master_pid(c)
+    if not pid:
+        fail("dovetail is not running")
+    os.kill(pid, signal.SIGUSR1)
+    emit_json({"reopened": pid}) if as_json else print(f"dovetail master {pid}: log reopen requested")
+
+
 def register(app: typer.Typer) -> None:
     app.command("status")(status)
     app.command("stop")(stop)
     app.command("reload")(reload)
+    app.add_typer(log_app, name="log")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Path, Request
+from fastapi import Depends, Path, Request
 from sqlalchemy.engine import Engine
 
 from ..directory.addresses import normalize_tenant
@@ -22,6 +22,19 @@ ROW_ID_MAX = 2**31 - 1  # keys are INTEGER columns: 32 bits on PostgreSQL
 
 RowId = Annotated[int, Path(ge=1, le=ROW_ID_MAX)]
 """A database key in a path: out of range gets 422 instead of reaching the database driver."""
+
+MAX_FORM_FIELDS = 50
+
+
+async def posted_form(request: Request) -> dict[str, str]:
+    """The posted form's fields, read on the event loop (no database here)."""
+    form = await request.form(max_fields=MAX_FORM_FIELDS, max_files=0)
+    return {k: str(v) for k, v in form.items()}
+
+
+Posted = Annotated[dict[str, str], Depends(posted_form)]
+"""A form route's fields. Form routes are plain ``def``, run in the threadpool, so that their session
+lookups, password checks and database work never stall the event loop; only reading the body is async."""
 
 
 @dataclass(frozen=True)

@@ -69,23 +69,24 @@ def install(app: FastAPI, html: HtmlRenderer | None = None) -> None:
                 return page
         return _problem_json(request, status, title, detail, headers, **extra)
 
+    # Plain ``def`` handlers run in the threadpool: a browser's error page looks up the session in the database.
     @app.exception_handler(Problem)
-    async def _problem(request: Request, exc: Problem):  # noqa: ANN202
+    def _problem(request: Request, exc: Problem):  # noqa: ANN202
         return problem_response(request, exc.status, exc.title, exc.detail, headers=exc.headers or None,
                                 **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException):  # noqa: ANN202
+    def _http(request: Request, exc: StarletteHTTPException):  # noqa: ANN202
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail != _phrase(exc.status_code) else ""
         return problem_response(request, exc.status_code, detail=detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError):  # noqa: ANN202
+    def _validation(request: Request, exc: RequestValidationError):  # noqa: ANN202
         errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")),
                    "type": str(e.get("type", ""))} for e in exc.errors()]
         return problem_response(request, 422, "Unprocessable Content", "the request is not valid", errors=errors)
 
     @app.exception_handler(Exception)
-    async def _crash(request: Request, exc: Exception):  # noqa: ANN202
+    def _crash(request: Request, exc: Exception):  # noqa: ANN202
         log.error("request failed", path=request.url.path, error=repr(exc))
         return problem_response(request, 500, detail="internal error; see the server log")

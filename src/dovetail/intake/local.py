@@ -1,6 +1,9 @@
-"""The directory as the local delivery agent sees it: address → Maildir targets or a rejection."""
+"""The directory as the delivery side sees it: address → Maildir targets or a rejection, and its transport."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
 
 from ..delivery.agent import MailboxTarget, Rejection
 from ..directory import Resolver
@@ -28,3 +31,19 @@ def mailbox_targets(resolver: Resolver):  # noqa: ANN201 - returns the delivery 
                               detail=m.detail) for m in res.mailboxes]
 
     return resolve
+
+
+def transport_chooser(resolver: Resolver) -> Callable[[str], Awaitable[str]]:
+    """qmgr's ``transport_for``: our domains go to the Maildir agent (``virtual``), the rest out by ``smtp``.
+
+    Called on qmgr's event loop for every recipient: a cached resolution answers at once; a miss is a
+    database query, made in a thread so that the loop keeps delivering meanwhile.
+    """
+
+    async def transport_for(address: str) -> str:
+        res = resolver.cached(address)
+        if res is None:
+            res = await asyncio.to_thread(resolver.resolve, address)
+        return "smtp" if res.status == "not_local" else "virtual"
+
+    return transport_for

@@ -21,7 +21,7 @@ from ..db import make_engine
 from ..delivery.agent import MaildirConfig, MaildirDeliveryAgent
 from ..imap.limits import Limits as ImapLimits
 from ..imap.server import ImapServer
-from ..intake.local import mailbox_targets
+from ..intake.local import mailbox_targets, transport_chooser
 from ..intake.mx import MxBackend
 from ..log import get_logger
 from ..mailauth.failures import shared_penalty
@@ -202,23 +202,19 @@ async def run_imapd(ctx: WorkerContext) -> int:
 async def run_qmgr(ctx: WorkerContext) -> int:
     cfg = ctx.cfg
     rt = Runtime(cfg)
-    local = MaildirDeliveryAgent(mailbox_targets(rt.resolver),
-                                 MaildirConfig(quota_bounce=cfg["smtp.over_quota"] == "reject"))
+    maildir = MaildirDeliveryAgent(mailbox_targets(rt.resolver),
+                                   MaildirConfig(quota_bounce=cfg["smtp.over_quota"] == "reject"))
     qcfg = QueueConfig(minimal_backoff=cfg["queue.minimal_backoff"], maximal_backoff=cfg["queue.maximal_backoff"],
                        maximal_queue_lifetime=cfg["queue.maximal_lifetime"],
                        bounce_queue_lifetime=cfg["queue.bounce_lifetime"],
                        max_concurrent_deliveries=cfg["queue.delivery_concurrency"], hostname=cfg.hostname)
 
     record = flow_counters(rt)
-    local = RepliesHandOver(local, rt.resolver, local_delivery(rt.engine, cfg))
+    local = RepliesHandOver(maildir, rt.resolver, local_delivery(rt.engine, cfg))
     outbound = _outbound_agent(cfg, rt)
     agents = {"virtual": CountingAgent(local, record), "smtp": CountingAgent(outbound, record)}
 
-    def transport_for(address: str) -> str:
-        """Our domains go to the Maildir agent (virtual), every other domain out through smtp."""
-        return "smtp" if rt.resolver.resolve(address).status == "not_local" else "virtual"
-
-    manager = QueueManager(rt.queue, agents, qcfg, transport_for=transport_for)
+    manager = QueueManager(rt.queue, agents, qcfg, transport_for=transport_chooser(rt.resolver))
     task = asyncio.create_task(manager.run())
     started = asyncio.create_task(manager.started.wait())
     await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
@@ -253,9 +249,9 @@ async def run_web(ctx: WorkerContext) -> int:
     cfg = ctx.cfg
     # The master migrated the database before the fork; Alembic's scripts are not read again here.
     app = create_app(cfg, make_engine(cfg.database_url))
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=True, lifespan="on",
                                            timeout_graceful_shutdown=int(ctx.grace)))
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # the worker owns SIGTERM
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # the worker owns SIGTERM
     task = asyncio.create_task(server.serve(sockets=ctx.sockets))
     while not server.started:  # uvicorn sets a flag, no event, once it listens
         if task.done():

@@ -29,7 +29,7 @@ from typing import Any
 
 from .. import config as config_mod
 from ..config import Config, split_hostport
-from ..log import configure, get_logger
+from ..log import configure_from, get_logger, log_files, reopen
 from ..status import pid_path, write_status
 from .pidfile import PidFile
 from .runners import RUNNERS
@@ -125,7 +125,7 @@ class Master:
         os.set_blocking(wfd, False)
         os.set_blocking(rfd, False)
         signal.set_wakeup_fd(wfd)
-        for sig in (signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             signal.signal(sig, self._on_signal)
         self._wake_fds = (rfd, wfd)
         for name, spec in service_specs(self.cfg).items():
@@ -375,6 +375,25 @@ class Master:
                     self._kill_all(signal.SIGTERM)
             elif sig == signal.SIGHUP and not self.stopping_since:
                 self._reload()
+                self._reopen_logs()
+            elif sig == signal.SIGUSR1:
+                self._reopen_logs()
+
+    def _reopen_logs(self) -> None:
+        """After logrotate moved the file: open it again here, hand it to the service user, tell the workers."""
+        reopen()
+        if os.geteuid() == 0:
+            from ..privileges import lookup_user
+
+            ids = lookup_user(self.cfg["server.user"])
+            for path in log_files() if ids is not None else ():
+                uid, gid = ids or (-1, -1)
+                try:
+                    os.chown(path, uid, gid)
+                except OSError as exc:
+                    log.error("cannot hand the log file to the service user", file=str(path), error=exc.strerror)
+        self._kill_all(signal.SIGUSR1)
+        log.info("log file reopened", file=",".join(str(p) for p in log_files()) or "-")
 
     def _reload(self) -> None:
         try:
@@ -386,7 +405,11 @@ class Master:
             log.error("reload refused, keeping the running configuration", error=str(exc))
             return
         self.cfg = cfg
-        configure(cfg["log.level"], cfg["log.file"] or None, json=cfg["log.format"] == "json")
+        try:
+            configure_from(cfg)
+        except OSError as exc:
+            log.error("reload: cannot open the log file, logging to stderr only", file=str(exc.filename),
+                      error=exc.strerror)
         changed = []
         for name, spec in specs.items():
             old = self.services.get(name)

@@ -23,7 +23,7 @@ from typing import Any
 import uvloop
 
 from ..config import Config
-from ..log import configure, get_logger
+from ..log import configure_from, get_logger, reopen
 from ..privileges import die_with_parent, drop_privileges
 from ..web import counters
 from .services import ServiceSpec
@@ -99,6 +99,7 @@ def worker_main(cfg: Config, spec: ServiceSpec, runner: Runner, sockets: list[so
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # reloads are the master's business
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the master, which drains us
+    signal.signal(signal.SIGUSR1, _reopen_log)  # the master's word after logrotate moved the file
     for fd in close_fds:
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -106,11 +107,16 @@ def worker_main(cfg: Config, spec: ServiceSpec, runner: Runner, sockets: list[so
     die_with_parent(signal.SIGKILL)
     if os.getppid() != parent:  # the master died between fork and prctl
         return 1
-    configure(cfg["log.level"], cfg["log.file"] or None, json=cfg["log.format"] == "json")
+    configure_from(cfg)
     ssl_context = server_ssl_context(cfg)
     drop_privileges(cfg["server.user"])
     uvloop.install()
     return asyncio.run(_run(runner, cfg, spec, sockets, index, ssl_context, readiness))
+
+
+def _reopen_log(_signum: int, _frame: Any) -> None:
+    """A plain handler, not the loop's: it must outlive the event loop (a worker may still be exiting)."""
+    reopen()
 
 
 async def _run(runner: Runner, cfg: Config, spec: ServiceSpec, sockets: list[socket.socket], index: int,

@@ -25,11 +25,12 @@ import asyncio
 import contextlib
 import fcntl
 import heapq
+import inspect
 import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,6 +71,7 @@ class QueueManager:
 
     ``agents`` is either ``transport_for(address) -> agent`` or a mapping of transport names to
     agents together with ``transport_for(address) -> name``. An unknown transport defers.
+    ``transport_for`` may be a coroutine function, for a lookup that must not block the loop.
     """
 
     def __init__(
@@ -77,7 +79,7 @@ class QueueManager:
         queue: Queue,
         agents: Mapping[str, DeliveryAgent] | Callable[[str], DeliveryAgent | None],
         config: QueueConfig | None = None,
-        transport_for: Callable[[str], str] | None = None,
+        transport_for: Callable[[str], str | Awaitable[str]] | None = None,
     ) -> None:
         self.queue = queue
         self.config = config or QueueConfig()
@@ -271,7 +273,7 @@ class QueueManager:
         groups: dict[int, tuple[DeliveryAgent, list[QueueRecipient]]] = {}
         results: list[DeliveryResult] = []
         for rcpt in pending:
-            agent = self._agent_for(rcpt.address)
+            agent = await self._agent_for(rcpt.address)
             if agent is None:
                 results.append(DeliveryResult(rcpt, "deferred", "4.3.5", "mail transport unavailable"))
                 continue
@@ -287,11 +289,14 @@ class QueueManager:
             results.extend(batch)
         return results
 
-    def _agent_for(self, address: str) -> DeliveryAgent | None:
+    async def _agent_for(self, address: str) -> DeliveryAgent | None:
         try:
             if isinstance(self._agents, Mapping):
                 if self._transport_for is not None:
-                    return self._agents.get(self._transport_for(address))
+                    name = self._transport_for(address)
+                    if inspect.isawaitable(name):
+                        name = await name
+                    return self._agents.get(name)
                 return next(iter(self._agents.values())) if len(self._agents) == 1 else None
             return self._agents(address)
         except Exception as exc:

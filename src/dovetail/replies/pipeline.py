@@ -37,7 +37,7 @@ from .outbox import Outbox
 from .parse import Parsed, parse
 from .registry import Outbound, RegistryError, lookup_msgids, lookup_token, naive_utc, outbound_by_id, utcnow
 from .schema import campaigns, events, outbound_messages, processed_messages, replies, suppressions, threads
-from .text import subject_key
+from .text import subject_key, thread_title
 
 log = get_logger("replies")
 
@@ -268,11 +268,16 @@ def _thread_for(conn: Connection, tid: int, ob: Outbound | None, parsed: Parsed)
         q = q.where(threads.c.campaign_id == ob.campaign_id) if ob.campaign_id is not None else q.where(
             threads.c.outbound_id == ob.id)
         row = conn.execute(q.order_by(threads.c.id)).first()
+        # Titled by the campaign message's subject; a message registered without one (the CLI's and the
+        # API's subject is optional) takes the first reply's that has one.
         if row is not None:
+            if not row.subject and thread_title(parsed.subject):
+                conn.execute(threads.update().where(threads.c.id == row.id)
+                             .values(subject=thread_title(parsed.subject)))
             return int(row.id)
         return inserted_id(conn.execute(threads.insert().values(
             tenant_id=tid, campaign_id=ob.campaign_id, outbound_id=ob.id, contact=ob.recipient,
-            subject=ob.subject)))
+            subject=ob.subject or thread_title(parsed.subject))))
     return inserted_id(conn.execute(threads.insert().values(
         tenant_id=tid, contact=parsed.from_addr, subject=parsed.subject[:2000])))
 

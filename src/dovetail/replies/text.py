@@ -42,6 +42,13 @@ def subject_key(subject: str | None) -> str:
     return re.sub(r"\s+", " ", text).strip().casefold()
 
 
+def thread_title(subject: str | None) -> str:
+    """A reply's subject as the title of its thread: without ``Re:``/``AW:``/list prefixes, spaces folded."""
+    if not subject:
+        return ""
+    return re.sub(r"\s+", " ", _SUBJECT_PREFIX.sub("", subject)).strip()[:2000]
+
+
 class _TextExtractor(HTMLParser):
     _BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "table", "hr"}
     _SKIP = {"style", "script", "head", "title"}

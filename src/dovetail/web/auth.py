@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from fastapi import Request
 from sqlalchemy.engine import Engine
 
+from ..dbrows import inserted_id
 from ..directory import lookups
 from ..directory.addresses import AddressError, normalize_address, normalize_tenant
 from ..httpapi.deps import Scope
@@ -85,7 +86,7 @@ def user_add(engine: Engine, email: str, password: str, role: str = "admin", ten
             raise AuthError(f"user {addr} already exists")
         result = conn.execute(web_users.insert().values(email=addr, password_hash=hash_password(password),
                                                         role=role, tenant_id=tid))
-        return int(result.inserted_primary_key[0])
+        return inserted_id(result)
 
 
 def user_list(engine: Engine) -> list[dict[str, Any]]:
@@ -140,7 +141,7 @@ def token_add(engine: Engine, scope: str = "admin", tenant: str | None = None, n
         tid = _tenant_id(conn, tenant)
         result = conn.execute(api_tokens.insert().values(name=name[:100], prefix=prefix, token_hash=_digest(token),
                                                          scope=scope, tenant_id=tid))
-        tok_id = int(result.inserted_primary_key[0])
+        tok_id = inserted_id(result)
     return NewToken(tok_id, token, prefix, scope, normalize_tenant(tenant) if tenant else None)
 
 

@@ -61,11 +61,10 @@ def flush(engine: Engine) -> int:
 
 
 def _upsert(engine: Engine, minute: int, counter: str, n: int) -> sa.Executable:
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(mail_counters).values(minute=minute, counter=counter, n=n)
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    stmt = dialect.insert(mail_counters).values(minute=minute, counter=counter, n=n)
     return stmt.on_conflict_do_update(index_elements=["minute", "counter"],
                                       set_={"n": mail_counters.c.n + stmt.excluded.n})
 

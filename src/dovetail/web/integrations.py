@@ -74,9 +74,9 @@ def service_health(cfg: Config, timeout: float = 0.3) -> list[dict[str, Any]]:
             host = "::1"
         try:
             with socket.create_connection((host, port), timeout=timeout):
-                status = "up"
+                probed = "up"
         except OSError:
-            status = "down"
-        out.append({"service": name, "listen": addr, "status": status})
+            probed = "down"
+        out.append({"service": name, "listen": addr, "status": probed})
     return out
 

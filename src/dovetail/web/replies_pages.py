@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request, Response
 
 from ..directory import lookups
-from ..httpapi.deps import RowId, Scope
+from ..httpapi.deps import Posted, RowId, Scope
 from ..httpapi.problems import Problem
 from .context import WebContext, get_ctx
 from .replies_view import replies_schema
@@ -131,11 +131,11 @@ def webhooks_page(request: Request, ctx: WebContext = Depends(get_ctx)) -> Respo
 
 
 @router.post("/webhooks/deliveries/{delivery_id}/redeliver")
-async def redeliver(request: Request, delivery_id: RowId, ctx: WebContext = Depends(get_ctx)) -> Response:
+def redeliver(request: Request, posted: Posted, delivery_id: RowId, ctx: WebContext = Depends(get_ctx)) -> Response:
     from ..replies.outbox import Outbox
     replies_schema(ctx)
     session, scope = _session(request)
-    form = await form_of(request, session)
+    form = form_of(request, session, posted)
     tenant = form.get("tenant", "")
     if not scope.allows(tenant) or not Outbox(ctx.engine).redeliver(tenant, delivery_id):
         raise Problem(404, "Not Found", "no such delivery")

@@ -8,6 +8,7 @@ token; the login form, which has no session yet, uses a double-submit cookie.
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import secrets
 import time
@@ -18,7 +19,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from ..httpapi.deps import RowId, Scope
+from ..httpapi.deps import Posted, RowId, Scope
 from ..httpapi.problems import Problem
 from . import assets, auth, counters, replies_view
 from .api import directory as apid
@@ -35,7 +36,6 @@ templates = Jinja2Templates(env=assets.template_environment())  # read now, befo
 router = APIRouter(include_in_schema=False)
 
 LOGIN_CSRF_COOKIE = "dovetail_login_csrf"
-MAX_FORM_FIELDS = 50
 
 
 def _fmt_bytes(n: int | None) -> str:
@@ -48,25 +48,42 @@ def _fmt_bytes(n: int | None) -> str:
 
 
 def _fmt_time(ts: float | None) -> str:
+    """Unix seconds as every page shows a time: to the second, in the server's zone, which is named."""
     if not ts:
         return ""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ts))
 
 
 def _fmt_when(value: Any) -> str:
-    """A stored timestamp (datetime, Unix seconds or text) to the second, as the pages show times."""
+    """A stored timestamp (datetime, Unix seconds or ISO text) as ``_fmt_time`` shows it.
+
+    The database keeps naive datetimes in UTC; they are shown in the server's zone like queue times.
+    """
     if value is None or value == "":
         return ""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
     if isinstance(value, (int, float)):
         return _fmt_time(value)
-    if hasattr(value, "strftime"):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, dt.datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+        return _fmt_time(aware.timestamp())
     return str(value)
+
+
+def _fmt_events(types: Any) -> str:
+    """A webhook endpoint's event types: ``*`` reads "all events"."""
+    names = [types] if isinstance(types, str) else list(types or [])
+    return "all events" if not names or "*" in names else ", ".join(str(n) for n in names)
 
 
 templates.env.filters["bytes"] = _fmt_bytes
 templates.env.filters["when"] = _fmt_when
 templates.env.filters["ts"] = _fmt_time
+templates.env.filters["events"] = _fmt_events
 templates.env.filters["urlq"] = lambda s: urllib.parse.quote(str(s), safe="@")
 
 
@@ -84,11 +101,10 @@ def session_of(request: Request) -> dict[str, Any]:
     return session
 
 
-async def form_of(request: Request, session: dict[str, Any]) -> dict[str, str]:
+def form_of(request: Request, session: dict[str, Any], posted: dict[str, str]) -> dict[str, str]:
     """The posted form after the CSRF check (header from htmx, or the hidden ``csrf`` field)."""
-    form = await request.form(max_fields=MAX_FORM_FIELDS, max_files=0)
-    request.app.state.auth.check_csrf(request, session, str(form.get("csrf", "")))
-    return {k: str(v) for k, v in form.items()}
+    request.app.state.auth.check_csrf(request, session, posted.get("csrf", ""))
+    return posted
 
 
 def render(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
@@ -147,8 +163,8 @@ def login_form(request: Request, next: str = "/") -> Response:
 
 
 @router.post("/login")
-async def login(request: Request) -> Response:
-    form = await request.form(max_fields=10, max_files=0)
+def login(request: Request, posted: Posted) -> Response:
+    form = posted
     email = str(form.get("email", ""))[:320].strip()
     password = str(form.get("password", ""))[:1024]
     nxt = _safe_next(str(form.get("next", "/")))
@@ -172,17 +188,17 @@ async def login(request: Request) -> Response:
                       error="Wrong email or password.")
     a.throttle.succeeded(f"user:{email.lower()}")
     value, _csrf = a.create_session(user)
-    response = RedirectResponse(nxt, status_code=303)
-    response.set_cookie(auth.SESSION_COOKIE, value, httponly=True, samesite="strict", secure=_secure(request),
+    redirect = RedirectResponse(nxt, status_code=303)
+    redirect.set_cookie(auth.SESSION_COOKIE, value, httponly=True, samesite="strict", secure=_secure(request),
                         max_age=int(auth.SESSION_LIFETIME.total_seconds()), path="/")
-    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
-    return response
+    redirect.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return redirect
 
 
 @router.post("/logout")
-async def logout(request: Request) -> Response:
+def logout(request: Request, posted: Posted) -> Response:
     session = session_of(request)
-    await form_of(request, session)
+    form_of(request, session, posted)
     request.app.state.auth.end_session(request)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(auth.SESSION_COOKIE, path="/")
@@ -236,9 +252,9 @@ def tenants_page(request: Request, ctx: WebContext, error: str = "", status: int
 
 
 @router.post("/tenants")
-async def tenants_add(request: Request, ctx: WebContext = Depends(get_ctx)) -> Response:
+def tenants_add(request: Request, posted: Posted, ctx: WebContext = Depends(get_ctx)) -> Response:
     session = session_of(request)
-    form = await form_of(request, session)
+    form = form_of(request, session, posted)
     try:
         body = m.TenantIn(name=form.get("name", "")[:63], display_name=form.get("display_name", "")[:200])
         made = apid.create_tenant(body, _scope(session), ctx)
@@ -261,9 +277,9 @@ def tenant_page(request: Request, tenant: str, ctx: WebContext, error: str = "",
 
 
 @router.post("/tenants/{tenant}/domains")
-async def tenant_add_domain(request: Request, tenant: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+def tenant_add_domain(request: Request, posted: Posted, tenant: str, ctx: WebContext = Depends(get_ctx)) -> Response:
     session = session_of(request)
-    form = await form_of(request, session)
+    form = form_of(request, session, posted)
     scope = _scope(session)
     row = apid.get_tenant(tenant, scope, ctx)
     try:
@@ -276,9 +292,9 @@ async def tenant_add_domain(request: Request, tenant: str, ctx: WebContext = Dep
 
 
 @router.post("/tenants/{tenant}/delete")
-async def tenant_delete(request: Request, tenant: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+def tenant_delete(request: Request, posted: Posted, tenant: str, ctx: WebContext = Depends(get_ctx)) -> Response:
     session = session_of(request)
-    form = await form_of(request, session)
+    form = form_of(request, session, posted)
     try:
         apid.delete_tenant(tenant, form.get("force") == "yes", _scope(session), ctx)
     except Problem as exc:
@@ -316,9 +332,10 @@ def _status(exc: Exception) -> int:
     return exc.status if isinstance(exc, Problem) else 422
 
 
-async def _domain_action(request: Request, domain: str, ctx: WebContext, action: Any, done: str) -> Response:
+def _domain_action(request: Request, posted: dict[str, str], domain: str, ctx: WebContext, action: Any,
+                   done: str) -> Response:
     session = session_of(request)
-    form = await form_of(request, session)
+    form = form_of(request, session, posted)
     scope = _scope(session)
     info = apid.get_domain(domain, scope, ctx)
     try:
@@ -331,59 +348,61 @@ async def _domain_action(request: Request, domain: str, ctx: WebContext, action:
 
 
 @router.post("/domains/{domain}/settings")
-async def domain_settings(request: Request, domain: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+def domain_settings(request: Request, posted: Posted, domain: str, ctx: WebContext = Depends(get_ctx)) -> Response:
     def act(form: dict[str, str], scope: Scope, info: dict[str, Any]) -> None:
         patch = m.DomainPatch(enabled=form.get("enabled") == "yes", catchall=form.get("catchall") or None,
                               postmaster=form.get("postmaster") or None)
         apid.update_domain(info["name"], patch, scope, ctx)
 
-    return await _domain_action(request, domain, ctx, act, "Settings saved.")
+    return _domain_action(request, posted, domain, ctx, act, "Settings saved.")
 
 
 @router.post("/domains/{domain}/mailboxes")
-async def domain_add_mailbox(request: Request, domain: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+def domain_add_mailbox(request: Request, posted: Posted, domain: str, ctx: WebContext = Depends(get_ctx)) -> Response:
     def act(form: dict[str, str], scope: Scope, info: dict[str, Any]) -> str:
         body = m.MailboxIn(address=f"{form.get('local_part', '')[:64]}@{info['name']}",
                            password=form.get("password") or None, quota=form.get("quota") or None)
         made = apid.create_mailbox(body, scope, ctx)
         return f"Mailbox {made['address']} created."
 
-    return await _domain_action(request, domain, ctx, act, "")
+    return _domain_action(request, posted, domain, ctx, act, "")
 
 
 @router.post("/domains/{domain}/aliases")
-async def domain_add_alias(request: Request, domain: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+def domain_add_alias(request: Request, posted: Posted, domain: str, ctx: WebContext = Depends(get_ctx)) -> Response:
     def act(form: dict[str, str], scope: Scope, info: dict[str, Any]) -> str:
         targets = [t for t in form.get("targets", "").replace(",", " ").split() if t][:1000]
         body = m.AliasIn(source=f"{form.get('local_part', '')[:64]}@{info['name']}", targets=targets)
         made = apid.create_alias(body, scope, ctx)
         return f"Alias {made['source']} saved."
 
-    return await _domain_action(request, domain, ctx, act, "")
+    return _domain_action(request, posted, domain, ctx, act, "")
 
 
 @router.post("/domains/{domain}/mailboxes/{address}/delete")
-async def mailbox_delete(request: Request, domain: str, address: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+def mailbox_delete(request: Request, posted: Posted, domain: str, address: str,
+                   ctx: WebContext = Depends(get_ctx)) -> Response:
     def act(form: dict[str, str], scope: Scope, info: dict[str, Any]) -> str:
         apid.delete_mailbox(address, scope, ctx)
         return f"Mailbox {address} deleted."
 
-    return await _domain_action(request, domain, ctx, act, "")
+    return _domain_action(request, posted, domain, ctx, act, "")
 
 
 @router.post("/domains/{domain}/aliases/{source}/delete")
-async def alias_delete(request: Request, domain: str, source: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+def alias_delete(request: Request, posted: Posted, domain: str, source: str,
+                 ctx: WebContext = Depends(get_ctx)) -> Response:
     def act(form: dict[str, str], scope: Scope, info: dict[str, Any]) -> str:
         apid.delete_alias(source, scope, ctx)
         return f"Alias {source} deleted."
 
-    return await _domain_action(request, domain, ctx, act, "")
+    return _domain_action(request, posted, domain, ctx, act, "")
 
 
 @router.post("/domains/{domain}/delete")
-async def domain_delete(request: Request, domain: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+def domain_delete(request: Request, posted: Posted, domain: str, ctx: WebContext = Depends(get_ctx)) -> Response:
     session = session_of(request)
-    form = await form_of(request, session)
+    form = form_of(request, session, posted)
     scope = _scope(session)
     info = apid.get_domain(domain, scope, ctx)
     try:
@@ -406,17 +425,18 @@ def queue_page(request: Request, state: str = "", q: str = "", ctx: WebContext =
 
 
 @router.post("/queue/flush")
-async def queue_flush(request: Request, ctx: WebContext = Depends(get_ctx)) -> Response:
+def queue_flush(request: Request, posted: Posted, ctx: WebContext = Depends(get_ctx)) -> Response:
     session = session_of(request)
-    await form_of(request, session)
+    form_of(request, session, posted)
     n = apiq.flush(_scope(session), ctx)["affected"]
     return back("/queue", f"{n} deferred message(s) scheduled for delivery now.")
 
 
 @router.post("/queue/{qid}/{action}")
-async def queue_action(request: Request, qid: str, action: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+def queue_action(request: Request, posted: Posted, qid: str, action: str,
+                 ctx: WebContext = Depends(get_ctx)) -> Response:
     session = session_of(request)
-    await form_of(request, session)
+    form_of(request, session, posted)
     fn = {"hold": apiq.hold, "release": apiq.release, "delete": apiq.delete}.get(action)
     if fn is None:
         raise Problem(404, "Not Found", "no such action")
@@ -466,11 +486,11 @@ def tokens_page(request: Request, ctx: WebContext, created: dict | None = None, 
 
 
 @router.post("/tokens")
-async def tokens_add(request: Request, ctx: WebContext = Depends(get_ctx)) -> Response:
+def tokens_add(request: Request, posted: Posted, ctx: WebContext = Depends(get_ctx)) -> Response:
     from .api.tokens import create_token
 
     session = session_of(request)
-    form = await form_of(request, session)
+    form = form_of(request, session, posted)
     scope = _scope(session)
     try:
         body = m.TokenIn(scope=form.get("scope", "tenant"), tenant=form.get("tenant") or None,
@@ -484,11 +504,11 @@ async def tokens_add(request: Request, ctx: WebContext = Depends(get_ctx)) -> Re
 
 
 @router.post("/tokens/{token_id}/revoke")
-async def tokens_revoke(request: Request, token_id: RowId, ctx: WebContext = Depends(get_ctx)) -> Response:
+def tokens_revoke(request: Request, posted: Posted, token_id: RowId, ctx: WebContext = Depends(get_ctx)) -> Response:
     from .api.tokens import revoke_token
 
     session = session_of(request)
-    await form_of(request, session)
+    form_of(request, session, posted)
     try:
         revoke_token(token_id, _scope(session), ctx)
     except Problem as exc:

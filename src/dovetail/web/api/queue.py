@@ -8,7 +8,6 @@ from __future__ import annotations
 import email.parser
 import email.policy
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -16,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from ...config import Config
 from ...httpapi.deps import Scope, get_admin_scope
 from ...httpapi.problems import Problem
+from ...log import log_file
 from ...queue import Queue
 from ..context import WebContext, get_ctx
 from ..pagination import PageParams, page_params, paginate
@@ -47,10 +47,9 @@ def _valid_qid(qid: str) -> str:
 
 def story(cfg: Config, qid: str, limit: int = 500) -> list[str]:
     """The log lines of one queue id from ``log.file`` (the way ``grep QID mail.log`` works)."""
-    name = cfg.get("log.file") or ""
-    if not name:
+    path = log_file(cfg.get("log.file") or "", cfg.data_dir)
+    if path is None:
         return []
-    path = Path(name) if Path(name).is_absolute() else cfg.data_dir / name
     try:
         with open(path, "rb") as fh:
             fh.seek(0, 2)

@@ -1,0 +1,74 @@
+"""What the admin pages show: webhook event lists, times with their zone, thread titles."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from dovetail.replies.pipeline import Source
+from dovetail.replies.service import RepliesService
+
+from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, WebEnv
+
+SHOWN_TIME = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [A-Za-z][\w+-]*")
+
+
+@pytest.fixture
+def admin(web_sqlite: WebEnv) -> WebEnv:
+    c = web_sqlite.client
+    c.get("/login")
+    r = c.post("/login", data={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD, "next": "/",
+                               "csrf": c.cookies.get("dovetail_login_csrf")}, follow_redirects=False)
+    assert r.status_code == 303
+    web_sqlite.directory.tenant_add("acme")
+    return web_sqlite
+
+
+def _cells(html: str) -> list[str]:
+    return [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", html, re.S)]
+
+
+def test_webhook_events_read_as_words(admin: WebEnv) -> None:
+    svc = RepliesService.open(admin.engine, admin.cfg.data_dir)
+    svc.outbox.add_endpoint("acme", "https://hooks.example/all")
+    svc.outbox.add_endpoint("acme", "https://hooks.example/some", ["reply.received", "bounce.hard"])
+    page = admin.client.get("/webhooks").text
+    assert "[&#39;" not in page and "['" not in page
+    cells = _cells(page)
+    assert "all events" in cells and "reply.received, bounce.hard" in cells
+
+
+def test_token_times_are_to_the_second_with_a_zone(admin: WebEnv) -> None:
+    assert admin.client.get("/api/v1/tenants", headers=admin.bearer(admin.admin_token)).status_code == 200
+    page = admin.client.get("/tokens").text
+    times = [c for c in _cells(page) if re.match(r"\d{4}-", c)]
+    assert len(times) >= 2, times  # created and last used
+    assert all(SHOWN_TIME.fullmatch(t) for t in times), times
+    assert not re.search(r"\d\d:\d\d:\d\d\.\d+", page)  # no microseconds
+
+
+def test_a_thread_is_titled_by_its_first_reply_when_the_message_had_no_subject(admin: WebEnv) -> None:
+    svc = RepliesService.open(admin.engine, admin.cfg.data_dir)
+    campaign = svc.registry.create_campaign("acme", "spring")
+    svc.registry.register_outbound("acme", campaign.id, message_id="<out-1@acme.example>",
+                                   recipient="carl@ext.example")  # as `campaigns register` without --subject
+    reply = svc.process_message(b"From: carl@ext.example\r\nTo: bob@acme.example\r\nSubject: Re: Spring offer\r\n"
+                                b"Message-ID: <r1@ext.example>\r\nIn-Reply-To: <out-1@acme.example>\r\n\r\nYes!\r\n",
+                                Source("acme", "test"))
+    page = admin.client.get(f"/threads/{reply.thread_id}").text
+    title = re.search(r"<h1>(.*?)</h1>", page, re.S).group(1)
+    assert title.startswith("Spring offer ") and "(no subject)" not in page
+    assert "Spring offer" in admin.client.get(f"/campaigns/{campaign.id}").text
+
+
+def test_a_thread_keeps_the_subject_of_the_campaign_message(admin: WebEnv) -> None:
+    svc = RepliesService.open(admin.engine, admin.cfg.data_dir)
+    campaign = svc.registry.create_campaign("acme", "autumn")
+    svc.registry.register_outbound("acme", campaign.id, message_id="<out-2@acme.example>",
+                                   recipient="dora@ext.example", subject="Autumn prices")
+    reply = svc.process_message(b"From: dora@ext.example\r\nTo: bob@acme.example\r\nSubject: Re: something else\r\n"
+                                b"Message-ID: <r2@ext.example>\r\nIn-Reply-To: <out-2@acme.example>\r\n\r\nOk\r\n",
+                                Source("acme", "test"))
+    page = admin.client.get(f"/threads/{reply.thread_id}").text
+    assert re.search(r"<h1>Autumn prices ", page)
