@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from dovetail.maildir.stamps import stamp_of
+
 IN_MODIFY = 0x002
 IN_ATTRIB = 0x004
 IN_CLOSE_WRITE = 0x008
@@ -116,14 +118,7 @@ class PollingWatcher:
         self.last = self._stamp()
 
     def _stamp(self) -> tuple:
-        out: list[tuple[int, int, int] | None] = []
-        for p in self.paths:
-            try:
-                st = os.stat(p)
-                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-            except FileNotFoundError:
-                out.append(None)
-        return tuple(out)
+        return stamp_of(str(p) for p in self.paths)
 
     def _changed(self) -> bool:
         now = self._stamp()
