@@ -240,3 +240,51 @@ def test_unicode_normalisation_forms_reach_one_mailbox(directory: Directory, res
     assert res.ok and res.mailboxes[0].local_part == nfc
     with pytest.raises(Exception, match="exists|already|UNIQUE|unique"):
         directory.mailbox_add(f"{nfc}@acme.example", None)
+
+
+TOKEN = "abcdefghijklmnopqrstuvwxyz234567"  # shaped like a reply token; resolution does not verify it
+
+
+@pytest.mark.parametrize("local", ["reply", "unsubscribe", "REPLY"])
+def test_reply_token_addresses_go_to_the_tenants_replies_intake(resolver: Resolver, tmp_path: Path,
+                                                                local: str) -> None:
+    res = resolver.resolve(f"{local}+{TOKEN}@acme.example")
+    assert res.ok
+    (target,) = res.mailboxes
+    assert target.tenant == "acme" and target.detail == TOKEN
+    assert target.maildir == tmp_path / "mail" / "acme" / "_replies"
+    assert target.address == f"{local.lower()}+{TOKEN}@acme.example"  # Delivered-To keeps the token
+    # Each tenant's domains lead to that tenant's intake, never to another's.
+    (other,) = resolver.resolve(f"reply+{TOKEN}@globex.example").mailboxes
+    assert other.tenant == "globex" and other.maildir == tmp_path / "mail" / "globex" / "_replies"
+
+
+def test_reply_tokens_come_before_the_catchall(directory: Directory, resolver: Resolver, tmp_path: Path) -> None:
+    directory.domain_set("acme.example", catchall="alice@acme.example")
+    assert [m.maildir.name for m in resolver.resolve(f"reply+{TOKEN}@acme.example").mailboxes] == ["_replies"]
+    assert addrs(resolver.resolve("reply@acme.example")) == ["alice@acme.example"]  # no token: as before
+    assert addrs(resolver.resolve("bounce+x@acme.example")) == ["alice@acme.example"]  # other prefixes: as before
+
+
+def test_a_reply_mailbox_or_alias_made_by_hand_still_wins(directory: Directory, resolver: Resolver) -> None:
+    directory.mailbox_add("reply@acme.example", None)
+    assert addrs(resolver.resolve(f"reply+{TOKEN}@acme.example")) == ["reply@acme.example"]
+    directory.alias_add("unsubscribe@acme.example", ["bob@acme.example"])
+    assert addrs(resolver.resolve(f"unsubscribe+{TOKEN}@acme.example")) == ["bob@acme.example"]
+
+
+def test_reply_without_a_token_and_disabled_domains_are_not_routed(directory: Directory,
+                                                                   resolver: Resolver) -> None:
+    assert resolver.resolve("reply+@acme.example").status == "unknown"
+    assert resolver.resolve("reply@acme.example").status == "unknown"
+    assert resolver.resolve("replies+x@acme.example").status == "unknown"
+    directory.domain_set("acme.example", enabled=False)
+    assert resolver.resolve(f"reply+{TOKEN}@acme.example").status == "disabled"
+
+
+def test_reply_token_rule_does_not_depend_on_the_plus_separator(directory: Directory, tmp_path: Path) -> None:
+    """The send API always writes ``reply+<token>@``, whatever separator the domain uses for +tags."""
+    directory.tenant_add("dash")
+    directory.domain_add("dash.example", "dash", plus_separator="-")
+    res = Resolver(directory, tmp_path, check_interval=0).resolve(f"reply+{TOKEN}@dash.example")
+    assert [(m.tenant, m.maildir.name) for m in res.mailboxes] == [("dash", "_replies")]

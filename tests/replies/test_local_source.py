@@ -51,3 +51,27 @@ def test_delivered_file_derives_the_tenant(service: RepliesService, tmp_path: Pa
     assert rec is not None and rec.tenant == "acme" and rec.message_id == "df@c"
     with pytest.raises(ValueError):
         delivered_file(hook, mail, "replies@acme.example", tmp_path / "elsewhere" / "new" / "x")
+
+
+def test_a_tenants_replies_intake_is_consumed_without_marking(service: RepliesService, tmp_path: Path) -> None:
+    """``reply+<token>@`` is routed to ``mail/<tenant>/_replies/``; the hook takes it as a reply inbox of
+    that tenant only, and the token threads only when its MAC verifies for that tenant."""
+    mail = tmp_path / "mail"
+    hook = LocalHook(service, cache_ttl=0, mail_root=mail)
+    ob = service.registry.register_outbound("acme", "Q1", message_id="<t@acme.example>",
+                                            recipient="anna@client.example")
+    intake = mail / "acme" / "_replies"
+    to = f"reply+{ob.reply_token}@acme.example"
+    _deliver(intake, "3.M3.host", reply(to=to, message_id="<t1@client.example>"))
+    assert hook.inboxes("acme") == [] and hook.wants("acme", to, intake)
+    assert not hook.wants("other", to, intake)  # acme's intake is not other's
+    assert not hook.wants("acme", to, mail / "acme" / "acme.example" / "_replies")  # a mailbox, not the intake
+    rec = hook.on_delivered("acme", to, intake, "3.M3.host")
+    assert rec is not None and rec.outbound_id == ob.id and rec.match_method == "token"
+    # The same token at another tenant's domain lands in that tenant's intake and does not verify there.
+    other = mail / "other" / "_replies"
+    _deliver(other, "4.M4.host", reply(to=f"reply+{ob.reply_token}@other.example", message_id="<t2@client.example>"))
+    stray = hook.on_delivered("other", f"reply+{ob.reply_token}@other.example", other, "4.M4.host")
+    assert stray is not None and stray.tenant == "other" and stray.outbound_id is None
+    assert stray.match_method == "none" and stray.event_type == "reply.unmatched"
+    assert LocalHook(service, cache_ttl=0).on_delivered("acme", to, intake, "3.M3.host") is None  # no mail root

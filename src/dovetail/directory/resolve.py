@@ -6,11 +6,18 @@ last so it never shadows a real mailbox (a classic Postfix pitfall):
 1. exact alias            ``sales@example.com`` → its targets, expanded recursively
 2. mailbox                ``bob@example.com``
 3. without the +tag       ``bob+news@`` → alias or mailbox ``bob@`` (tag kept as ``detail``)
-4. postmaster@ / abuse@   always resolve (RFC 5321 §4.5.1, RFC 2142): the domain's ``--postmaster``,
+4. reply tokens           ``reply+<token>@`` and ``unsubscribe+<token>@`` (what the send API stamps in
+                          Reply-To and List-Unsubscribe) → the replies intake of the tenant owning the
+                          domain, ``mail/<tenant>/_replies/``, which the replies engine consumes as a
+                          reply inbox. After step 3, so a ``reply@`` made by hand still wins; before
+                          the catch-all, so a catch-all never swallows replies. The token is not
+                          checked here (the directory holds no secret): the replies engine verifies
+                          its MAC against the same tenant, so it never threads into another one.
+5. postmaster@ / abuse@   always resolve (RFC 5321 §4.5.1, RFC 2142): the domain's ``--postmaster``,
                           else its catch-all, else ``directory.default_postmaster``, else the
                           system mailbox ``mail/_system/postmaster/``
-5. domain catch-all
-6. unknown
+6. domain catch-all
+7. unknown
 
 Resolutions are cached per address in-process; the cache is dropped when the directory's
 generation counter moves, checked at most every ``directory.cache_check_interval`` so the RCPT
@@ -32,6 +39,20 @@ from .store import Directory, DomainInfo, generation
 
 SYSTEM_TENANT = "_system"
 POSTMASTER_LOCALS = ("postmaster", "abuse")
+REPLIES_INTAKE = "_replies"  # mail/<tenant>/_replies/: no domain starts with "_", so no mailbox is shadowed
+TOKEN_LOCALS = ("reply", "unsubscribe")  # <local>+<token>@, as outbound.send stamps them
+TOKEN_SEPARATOR = "+"
+
+
+def replies_intake_maildir(mail_root: Path, tenant: str) -> Path:
+    """The Maildir of a tenant's replies intake: where ``reply+<token>@`` of its domains is delivered."""
+    return mail_root / tenant / REPLIES_INTAKE
+
+
+def reply_token_of(local: str) -> str | None:
+    """The token of ``reply+<token>`` or ``unsubscribe+<token>`` (a local part), else None."""
+    prefix, sep, token = local.partition(TOKEN_SEPARATOR)
+    return token if sep and token and prefix in TOKEN_LOCALS else None
 
 
 @dataclass(frozen=True)
@@ -207,6 +228,7 @@ class Resolver:
                depth: int, path: tuple[str, ...], detail: str | None = None) -> bool:
         """Route ``local@domain`` into ``res``; False when nothing matches (unknown)."""
         address = f"{local}@{domain.name}"
+        token = reply_token_of(local)
         if depth > self.depth_limit:
             raise _Loop(f"alias expansion deeper than {self.depth_limit} at {address}")
         indent = "  " * depth
@@ -232,6 +254,14 @@ class Resolver:
             if self._mailbox(conn, base, domain, res, indent, tag):
                 return True
             local = base
+        if token is not None:
+            maildir = replies_intake_maildir(self.mail_root, domain.tenant)
+            res.steps.append(f"{indent}{address}: reply token -> replies intake of tenant {domain.tenant} "
+                             f"({domain.tenant}/{REPLIES_INTAKE}, token {token!r})")
+            res.mailboxes.append(MailboxTarget(
+                address=address, tenant=domain.tenant, domain=domain.name, local_part=REPLIES_INTAKE,
+                maildir=maildir, quota_bytes=0, detail=token))
+            return True
         if local in POSTMASTER_LOCALS:
             target = domain.postmaster or domain.catchall or self.default_postmaster
             if target:

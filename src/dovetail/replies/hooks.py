@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dovetail.datadir import Layout
 from dovetail.log import get_logger
 
 from .outbound_bridge import OutboundBridge
@@ -33,11 +34,11 @@ def outbound_events(engine: Any, cfg: Any) -> OutboundBridge:
 
 def local_delivery(engine: Any, cfg: Any) -> Callable[[str, str, Path, str], None]:
     """``hand_over(tenant, mailbox_address, maildir, key)`` for a message just delivered (``key`` as
-    the storage's ``Delivered.key``); reply inboxes only."""
-    hook = LocalHook(RepliesService.open(engine, cfg.data_dir))
+    the storage's ``Delivered.key``); reply inboxes and the tenants' replies intakes only."""
+    hook = LocalHook(RepliesService.open(engine, cfg.data_dir), mail_root=Layout(cfg.data_dir).mail)
 
     def hand_over(tenant: str, mailbox_address: str, maildir: Path, key: str) -> None:
-        if not hook.wants(tenant, mailbox_address):
+        if not hook.wants(tenant, mailbox_address, maildir):
             return
         try:
             hook.on_delivered(tenant, mailbox_address, maildir, key)

@@ -1,5 +1,9 @@
 """The local source: Dovetail mailboxes marked as reply inboxes hand each delivered message over.
 
+Each tenant also has a replies intake, ``mail/<tenant>/_replies/``, where the directory routes
+``reply+<token>@`` and ``unsubscribe+<token>@`` of its domains (see ``directory.resolve``); it is
+consumed as a reply inbox without being marked, so reply tracking needs no setup.
+
 The delivery agent calls :meth:`LocalHook.on_delivered` after storing a message in a mailbox; no
 polling. The message is read back through the storage API by the key delivery gave it (the Maildir
 file name without its ``:2,`` flags), which is also the source position, so a delivery retried
@@ -15,6 +19,7 @@ import sqlalchemy as sa
 
 from dovetail.directory import lookups
 from dovetail.directory.addresses import AddressError, normalize_address, normalize_tenant
+from dovetail.directory.resolve import replies_intake_maildir
 from dovetail.log import get_logger
 from dovetail.storage import open_storage
 
@@ -37,10 +42,12 @@ def _inbox(address: str) -> str:
 
 
 class LocalHook:
-    def __init__(self, service: RepliesService, cache_ttl: float = 2.0) -> None:
+    def __init__(self, service: RepliesService, cache_ttl: float = 2.0, mail_root: Path | None = None) -> None:
+        """``mail_root`` (the data directory's ``mail/``) lets the hook recognise the tenants' replies intakes."""
         self.service = service
         self.engine = service.engine
         self.cache_ttl = cache_ttl
+        self.mail_root = mail_root
         self._cache: tuple[float, set[tuple[str, str]]] | None = None
 
     # --- which mailboxes are reply inboxes -------------------------------------------------------
@@ -70,8 +77,15 @@ class LocalHook:
             return list(conn.execute(sa.select(reply_inboxes.c.address).where(reply_inboxes.c.tenant_id == tid)
                                      .order_by(reply_inboxes.c.address)).scalars())
 
-    def wants(self, tenant: str, mailbox_address: str) -> bool:
+    def is_intake(self, tenant: str, maildir: Path | str) -> bool:
+        """Whether ``maildir`` is the replies intake of ``tenant`` (and of no other tenant)."""
+        return self.mail_root is not None and Path(maildir) == replies_intake_maildir(
+            self.mail_root, normalize_tenant(tenant))
+
+    def wants(self, tenant: str, mailbox_address: str, maildir: Path | str | None = None) -> bool:
         """Whether deliveries to this mailbox go to the pipeline (cached briefly: called per delivery)."""
+        if maildir is not None and self.is_intake(tenant, maildir):
+            return True
         now = time.monotonic()
         if self._cache is None or now - self._cache[0] > self.cache_ttl:
             with self.engine.connect() as conn:
@@ -85,7 +99,7 @@ class LocalHook:
     def on_delivered(self, tenant: str, mailbox_address: str, maildir_path: Path | str,
                      filename: str) -> ReplyRecord | None:
         """Process a message just delivered to a Maildir; ``None`` if the mailbox is not a reply inbox."""
-        if not self.wants(tenant, mailbox_address):
+        if not self.wants(tenant, mailbox_address, maildir_path):
             return None
         name = Path(filename).name  # only a name inside the Maildir: no path leads elsewhere
         if not name or name.startswith("."):
