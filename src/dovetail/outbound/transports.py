@@ -307,9 +307,10 @@ class Transports:
                          secret=secret)
 
     def _check_ours(self, key: Key) -> None:
-        """A sender rule for a domain we do not host could never match mail we send (submission and the
-        send API only take our tenants' domains): refuse it rather than store a rule that is dead. A
-        recipient rule for one of our domains is as dead, since its mail is delivered here."""
+        """Sender rules are for the mail our tenants send (submission and the send API take only their
+        domains), so a foreign sender domain is refused, most likely a typo, rather than kept without
+        a word; forwarded mail keeps its foreign sender and is routed by recipient or default. A
+        recipient rule for one of our domains would never apply, since its mail is delivered here."""
         scope, match = key
         directory = Directory(self.engine)
         if scope in ("sender", "domain"):
