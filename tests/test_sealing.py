@@ -62,7 +62,7 @@ def test_cli_stores_relay_secrets_and_imap_passwords_sealed(tmp_path: Path) -> N
     dovetail("init")
     dovetail("tenant", "add", "acme")
     dovetail("transport", "set", "tenant", "acme", "--relay", "relay.example:587", "--user", "u",
-             "--secret", "pa55w0rd")
+             "--secret", "pa55w0rd", "--no-dns-check")
     dovetail("replies", "imap", "add", "--tenant", "acme", "inbox", "--host", "imap.example", "--user", "u",
              stdin="imapPa55\n")
     engine = sa.create_engine(f"sqlite:///{data / 'dovetail.db'}")

@@ -61,7 +61,7 @@ def test_outbound_verbs(data_dir: Path) -> None:
     assert run(data_dir, "smtp-credentials", "add", "nobody").returncode == 2
 
     out = ok(data_dir, "transport", "set", "tenant", "acme", "--relay", "email-smtp.eu-west-1.amazonaws.com:587",
-             "--user", "AKIA", "--secret", "s3cr3t")
+             "--user", "AKIA", "--secret", "s3cr3t", "--no-dns-check")
     assert "SES eu-west-1" in out
     assert "s3cr3t" not in ok(data_dir, "transport", "list", "--json")
     assert "bounce.acme.example." in ok(data_dir, "dns", "acme.example")

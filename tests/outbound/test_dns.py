@@ -12,7 +12,7 @@ from dovetail.outbound.transports import TransportError, Transports
 def planner(world, dns_server) -> DnsPlanner:  # noqa: ANN001
     keys = DkimKeys(world.engine, world.dkim_dir)
     keys.ensure("acme.example")
-    return DnsPlanner(keys, Transports(world.engine, cache_ttl=0), "mx.dovetail.test", dns_server.resolver())
+    return DnsPlanner(keys, Transports(world.engine, check_interval=0), "mx.dovetail.test", dns_server.resolver())
 
 
 def test_records_cover_mx_spf_dkim_dmarc_mta_sts_tlsrpt(world, dns_server) -> None:
@@ -32,7 +32,7 @@ def test_records_cover_mx_spf_dkim_dmarc_mta_sts_tlsrpt(world, dns_server) -> No
 
 def test_ses_relay_adds_custom_mail_from(world, dns_server) -> None:
     Transports(world.engine).set("tenant", "acme", "relay", host="email-smtp.eu-west-1.amazonaws.com",
-                                 port=587, username="AKIA", secret="s3cret")
+                                 port=587, username="AKIA", secret="s3cret", check_host=None)
     recs = planner(world, dns_server).dns_records("acme.example")
     mail_from = [r for r in recs if r.name == "bounce.acme.example"]
     assert {r.type for r in mail_from} == {"MX", "TXT"}
@@ -83,12 +83,13 @@ def test_check_reports_unreachable_dns_as_error(world, dns_server) -> None:
 
 
 def test_transport_precedence_and_validation(world) -> None:
-    t = Transports(world.engine, cache_ttl=0)
+    t = Transports(world.engine, check_interval=0)
     assert t.for_sender("alice@acme.example").kind == "mx"
-    t.set("default", "*", "relay", host="smarthost.example", port=2525, tls="none")
-    t.set("tenant", "acme", "relay", host="tenant.example", port=587)
+    t.set("default", "*", "relay", host="smarthost.example", port=2525, tls="none", check_host=None)
+    t.set("tenant", "acme", "relay", host="tenant.example", port=587, check_host=None)
     t.set("domain", "news.acme.example", "mx")
-    t.set("sender", "ceo@acme.example", "relay", host="ceo.example", port=465, tls="implicit")
+    t.set("sender", "ceo@acme.example", "relay", host="ceo.example", port=465, tls="implicit",
+          check_host=None)
     assert t.for_sender("ceo@acme.example").host == "ceo.example"
     assert t.for_sender("alice@acme.example").host == "tenant.example"
     assert t.for_sender("x@news.acme.example").kind == "mx"

@@ -77,8 +77,8 @@ def test_credentials_and_transports_take_the_tenant_in_any_case(world) -> None: 
     assert [r["tenant"] for r in creds.list()] == ["acme"]
     assert creds.list("globex") == [] and creds.list("nobody") == []
     assert creds.tenant_of(made.username) == "acme"
-    transports = Transports(world.engine, cache_ttl=0)
-    transports.set("tenant", "ACME", "relay", host="relay.example", port=2525, tls="none")
+    transports = Transports(world.engine, check_interval=0)
+    transports.set("tenant", "ACME", "relay", host="relay.example", port=2525, tls="none", check_host=None)
     assert transports.for_sender("x@news.acme.example").port == 2525  # the domain's tenant
     assert transports.for_sender("x@elsewhere.example", tenant="Acme").port == 2525
     assert transports.for_domain("NEWS.ACME.example").port == 2525

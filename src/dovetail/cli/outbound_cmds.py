@@ -15,7 +15,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 dkim_app = typer.Typer(help="DKIM keys: RSA-2048 and Ed25519 selectors per domain.", no_args_is_help=True)
 cred_app = typer.Typer(help="SMTP credentials of a tenant for submission (587/465).", no_args_is_help=True)
-transport_app = typer.Typer(help="How mail leaves: relay (smarthost) or direct MX, per sender/domain/tenant.",
+transport_app = typer.Typer(help="How mail leaves: relay (smarthost) or direct MX, per recipient domain, sender, "
+                                 "sender domain or tenant.",
                             no_args_is_help=True)
 
 
@@ -164,56 +165,67 @@ def cred_rm(ctx: typer.Context, username: str) -> None:
     print(f"removed {username}")
 
 
+RULE_HELP = ("recipient (a domain, .domain for its subdomains, or *) | sender (an address, or @domain) | "
+             "domain (a sender domain of ours) | tenant | default")
+
+
 @transport_app.command("set")
 def transport_set(
     ctx: typer.Context,
-    scope: Annotated[str, typer.Argument(help="sender | domain | tenant | default")],
-    match: Annotated[str, typer.Argument(help="the address, domain or tenant ('*' for default)")],
-    relay: Annotated[str | None, typer.Option("--relay", help="HOST:PORT of a smarthost")] = None,
+    scope: Annotated[str, typer.Argument(metavar="RULE", help=RULE_HELP)],
+    match: Annotated[str, typer.Argument(help="the domain, address or tenant ('*' for default)")],
+    relay: Annotated[str | None, typer.Option("--relay", help="HOST:PORT, [HOST]:PORT or relay:[HOST]:PORT "
+                                                           "of a smarthost")] = None,
     mx: Annotated[bool, typer.Option("--mx", help="deliver straight to the recipient's MX")] = False,
     tls: Annotated[str, typer.Option("--tls", help="starttls | implicit | none")] = "starttls",
     user: Annotated[str | None, typer.Option("--user")] = None,
     secret: Annotated[str | None, typer.Option("--secret")] = None,
+    no_dns_check: Annotated[bool, typer.Option("--no-dns-check", help="store a relay whose name does not "
+                                                                      "resolve from here (yet)")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Route mail of a sender, domain, tenant or everyone through a relay or straight to MX."""
-    from dovetail.config import parse_hostport, split_hostport
-    from dovetail.outbound.transports import TransportError, Transports
+    """Route mail to a recipient domain, or of a sender, sender domain, tenant or everyone, through a
+    relay or straight to MX. `dovetail transport resolve` shows which rule applies."""
+    from dovetail.outbound.transports import TransportError, Transports, host_resolves, parse_nexthop
+    from dovetail.sealing import Sealer
 
     if bool(relay) == mx:
         fail("give exactly one of --relay HOST:PORT or --mx")
-    host = port = None
-    if relay:
-        try:
-            host, port = split_hostport(parse_hostport(relay))
-        except ValueError as exc:
-            fail(f"--relay {relay!r}: {exc}")
+    host: str | None = None
+    port: int | None = None
     try:
-        from dovetail.sealing import Sealer
-
+        if relay:
+            host, port = parse_nexthop(relay)
         store = Transports(ctx.obj.engine, sealer=Sealer.for_data_dir(ctx.obj.data_dir))
         t = store.set(scope, match, "relay" if relay else "mx", host=host, port=port, tls=tls, username=user,
-                      secret=secret)
+                      secret=secret, check_host=None if no_dns_check else host_resolves)
     except TransportError as exc:
         fail(str(exc))
+    if as_json:
+        emit_json(t.public())
+        return
     print(f"{t.scope} {t.match} -> {t.name}" + (f" (SES {t.ses_region})" if t.ses_region else ""))
 
 
 @transport_app.command("list")
 def transport_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Transport entries, most specific scope first."""
+    """Transport rules, in the order they apply."""
+    from dovetail.outbound.routing import describe
     from dovetail.outbound.transports import Transports
 
-    rows = [t.public() for t in Transports(ctx.obj.engine).list()]
+    rows = [{**t.public(), "rule": describe(t.scope, t.match)} for t in Transports(ctx.obj.engine).list()]
     if as_json:
         emit_json(rows)
     else:
-        emit_table(["scope", "match", "kind", "host", "port", "tls", "user"],
-                   [[r["scope"], r["match"], r["kind"], r["host"], r["port"], r["tls"], r["username"]] for r in rows])
+        emit_table(["rule", "scope", "match", "kind", "host", "port", "tls", "user"],
+                   [[r["rule"], r["scope"], r["match"], r["kind"], r["host"], r["port"], r["tls"], r["username"]]
+                    for r in rows])
 
 
 @transport_app.command("rm")
-def transport_rm(ctx: typer.Context, scope: str, match: str) -> None:
-    """Remove a transport entry."""
+def transport_rm(ctx: typer.Context, scope: Annotated[str, typer.Argument(metavar="RULE", help=RULE_HELP)],
+                 match: str) -> None:
+    """Remove a transport rule."""
     from dovetail.outbound.transports import TransportError, Transports
 
     try:
@@ -221,6 +233,48 @@ def transport_rm(ctx: typer.Context, scope: str, match: str) -> None:
     except TransportError as exc:
         fail(str(exc))
     print(f"removed {scope} {match}")
+
+
+@transport_app.command("resolve")
+def transport_resolve(
+    ctx: typer.Context,
+    sender: Annotated[str, typer.Argument(help="the envelope sender ('<>' for the null sender)")],
+    recipient: Annotated[str, typer.Argument(help="the recipient address")],
+    tenant: Annotated[str | None, typer.Option("--tenant", help="the message's tenant (default: the sender "
+                                                                "domain's)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Which transport mail from SENDER to RECIPIENT takes, and which rule chose it (postmap -q)."""
+    from dovetail.directory import AddressError, normalize_address
+    from dovetail.outbound.transports import Transports
+
+    c: Context = ctx.obj
+    try:
+        rcpt = normalize_address(recipient.strip().strip("<>"))
+        if sender.strip().strip("<>"):
+            normalize_address(sender.strip().strip("<>"))
+    except AddressError as exc:
+        fail(str(exc))
+    if tenant is not None and c.directory.tenant_ref(tenant) is None:
+        fail(f"no tenant {tenant!r}")
+    if c.directory.is_local_domain(rcpt.rpartition("@")[2]):
+        why = f"{rcpt.rpartition('@')[2]} is one of our domains: delivered here, no transport"
+        if as_json:
+            emit_json({"sender": sender, "recipient": rcpt, "tenant": tenant, "transport": "virtual", "rule": None,
+                       "why": why})
+        else:
+            print(f"transport: virtual\nrule:      none ({why})")
+        return
+    route = Transports(c.engine, check_interval=0).resolve(sender, rcpt, tenant)
+    if as_json:
+        emit_json(route.as_dict())
+        return
+    t = route.transport
+    print(f"transport: {t.name}" + (f" (tls {t.tls}" + (f", user {t.username})" if t.username else ")")
+                                    if t.kind == "relay" else ""))
+    print(f"rule:      {route.why}")
+    if route.tenant:
+        print(f"tenant:    {route.tenant}")
 
 
 def send_limits_cmd(ctx: typer.Context, tenant: str,

@@ -240,7 +240,7 @@ async def run_qmgr(ctx: WorkerContext) -> int:
 def _outbound_agent(cfg: Config, rt: Runtime) -> OutboundAgent:
     """The relay/direct-MX agent with DKIM signing; its results feed the replies engine's events."""
     events = outbound_events(rt.engine, cfg)
-    transports = Transports(rt.engine, sealer=Sealer.for_data_dir(cfg.data_dir))
+    transports = Transports(rt.engine, cfg["directory.cache_check_interval"], sealer=Sealer.for_data_dir(cfg.data_dir))
     return OutboundAgent(transports, DkimKeys(rt.engine, rt.layout.dkim),
                          AgentConfig(hostname=cfg.hostname), events=events)
 

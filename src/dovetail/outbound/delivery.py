@@ -5,6 +5,8 @@ queue manager routed here, one ``DeliveryResult`` per recipient (2xx sent, 4xx a
 trouble deferred, 5xx bounced), ``relay=host[ip]:port`` and the reply text, from which the queue
 manager writes Postfix smtp(8)-style log lines and the DSNs.
 
+Each recipient takes the transport its rule names (:mod:`dovetail.outbound.routing`: recipient
+domain, then sender, sender domain, tenant, default), so one message may leave by several ways.
 Relay: the transport's smarthost with STARTTLS (certificate verified) or implicit TLS, AUTH when a
 user name is set. Direct: MX lookup (``mx``), opportunistic STARTTLS (after a failed handshake the
 same MX is tried again in plaintext, as Postfix's ``may`` level does), or verified TLS to a
@@ -143,18 +145,26 @@ class OutboundAgent:
     async def deliver(self, message: QueuedMessage, recipients: list[QueueRecipient]) -> list[DeliveryResult]:
         env = message.envelope
         tenant = env.extra.get("tenant")
-        transport = await asyncio.to_thread(self.transports.for_sender, env.sender, tenant)
+        routes = await asyncio.to_thread(self.transports.for_recipients, env.sender,
+                                         [r.address for r in recipients], tenant)
         data, message_id = await asyncio.to_thread(self._prepare, message)
         outcomes: dict[int, tuple[_Outcome, str | None]] = {}
         relay_info: dict[int, tuple[str | None, str | None]] = {}
-        if transport.kind == "relay":
-            await self._via_relay(message.queue_id, transport, env.sender, recipients, data, outcomes, relay_info)
-        else:
-            by_domain: dict[str, list[QueueRecipient]] = {}
-            for rcpt in recipients:
+        # One relay session per way out (recipients whose rules name the same relay share it), one MX
+        # session per recipient domain, all in parallel.
+        relays: dict[tuple[object, ...], tuple[Transport, list[QueueRecipient]]] = {}
+        by_domain: dict[str, list[QueueRecipient]] = {}
+        for rcpt, route in zip(recipients, routes, strict=True):
+            transport = route.transport
+            if transport.kind == "relay":
+                relays.setdefault(transport.session_key, (transport, []))[1].append(rcpt)
+            else:
                 by_domain.setdefault(rcpt.address.rpartition("@")[2].lower(), []).append(rcpt)
-            await asyncio.gather(*(self._via_mx(message.queue_id, dom, env.sender, rcpts, data, outcomes)
-                                   for dom, rcpts in by_domain.items()))
+        await asyncio.gather(
+            *(self._via_relay(message.queue_id, transport, env.sender, rcpts, data, outcomes, relay_info)
+              for transport, rcpts in relays.values()),
+            *(self._via_mx(message.queue_id, dom, env.sender, rcpts, data, outcomes)
+              for dom, rcpts in by_domain.items()))
         results = []
         events = []
         for rcpt in recipients:

@@ -1,7 +1,8 @@
 """Tables of outbound sending: DKIM keys, SMTP credentials, transports, idempotency keys, send counters.
 
 They join the directory's ``MetaData`` so foreign keys to ``tenants``/``domains`` resolve in Core
-queries; the migration ``0004_outbound`` creates them. Private DKIM keys are not stored here but on
+queries; the migration ``0004_outbound`` creates them (``transport_state`` came with
+``0005_transport_state``). Private DKIM keys are not stored here but on
 disk under ``<data>/dkim/<domain>/<selector>.key`` (mode 0600), as OpenDKIM keeps them.
 """
 
@@ -40,8 +41,9 @@ smtp_credentials = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
 )
 
-# scope: "sender" (an address), "domain", "tenant" or "default"; the most specific match wins,
-# as Postfix's sender_dependent_relayhost_maps before relayhost.
+# scope: "recipient" (a domain, or ".domain" for its subdomains), "sender" (an address), "domain" (a
+# sender domain of ours), "tenant" or "default" ("*"); the order in which they apply is
+# dovetail.outbound.routing's.
 transports = sa.Table(
     "transports", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
@@ -55,6 +57,14 @@ transports = sa.Table(
     sa.Column("secret", sa.String(512), nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
     sa.UniqueConstraint("scope", "match", name="uq_transports_match"),
+)
+
+# One row; bumped by every transport change so delivery agents in other processes drop their cached
+# table at their next check (the directory's generation counter, for this table).
+transport_state = sa.Table(
+    "transport_state", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("generation", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 idempotency_keys = sa.Table(

@@ -1,22 +1,34 @@
-"""Transports: how a tenant's, a domain's or a sender's mail leaves (Postfix's transport_maps and
-sender_dependent_relayhost_maps folded into one table).
+"""Transports: how mail leaves, per recipient domain, sender, sender domain, tenant or by default
+(Postfix's transport_maps, sender_dependent_relayhost_maps and relayhost folded into one table).
 
-The most specific entry wins: the sender address, then its domain, then the domain's tenant, then
-the ``default`` entry; with no entry at all mail goes straight to the recipient's MX. Relay secrets
-must go to the relay as they are (AUTH), so they cannot be hashed: they are sealed with the data
-directory's credentials key (:mod:`dovetail.sealing`), and the database alone does not give them away,
-unlike Postfix's sasl_passwd.
+Which rule applies is :mod:`dovetail.outbound.routing`'s precedence table; this module keeps the
+rules, refuses the ones that could never work (a sender domain or tenant that is not ours, a relay
+whose name does not resolve, a malformed ``relay:[host]:port``) before anything is saved, and
+answers the delivery agent from an in-process copy of the table.
+
+That copy is dropped when the table changes, the way resolver caches follow the directory: every
+write bumps ``transport_state.generation`` in its transaction, and readers compare it (and the
+directory's own generation, since a domain moving to another tenant moves its tenant rule too) at
+most every ``check_interval`` seconds, so the hot path does not query the database per message.
+
+Relay secrets must go to the relay as they are (AUTH), so they cannot be hashed: they are sealed
+with the data directory's credentials key (:mod:`dovetail.sealing`), and the database alone does not
+give them away, unlike Postfix's sasl_passwd.
 """
 
 from __future__ import annotations
 
+import builtins
+import ipaddress
 import re
+import socket
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from dovetail.directory.addresses import (
     AddressError,
@@ -26,18 +38,23 @@ from dovetail.directory.addresses import (
     normalize_tenant,
 )
 from dovetail.directory.store import Directory
+from dovetail.directory.store import generation as directory_generation
 from dovetail.log import get_logger
-from dovetail.outbound.schema import transports
+from dovetail.outbound.routing import SCOPES, Key, choose, describe
+from dovetail.outbound.schema import transport_state, transports
 from dovetail.sealing import Sealer, SealError
 
 log = get_logger("outbound")
 SECRET_PURPOSE = "relay secret"
 
-SCOPES = ("sender", "domain", "tenant", "default")
 KINDS = ("relay", "mx")
 TLS_MODES = ("starttls", "implicit", "none")
+RESOLVE_TIMEOUT = 10.0
 _SES_HOST = re.compile(r"email-smtp(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com\.?", re.I)
+_HOST_NAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
 
+HostCheck = Callable[[str], None]
 
 
 class TransportError(ValueError):
@@ -68,6 +85,11 @@ class Transport:
             return f"relay:[{self.host}]:{self.port}"
         return "mx"
 
+    @property
+    def session_key(self) -> tuple[object, ...]:
+        """What makes two transports the same way out (one SMTP session may carry both)."""
+        return (self.kind, self.host, self.port, self.tls, self.username, self.secret)
+
     def public(self) -> dict[str, object]:
         """The entry without its secret, for listings."""
         return {"scope": self.scope, "match": self.match, "kind": self.kind, "host": self.host, "port": self.port,
@@ -77,74 +99,250 @@ class Transport:
 DIRECT = Transport()
 
 
-def _match(scope: str, match: str) -> str:
+@dataclass(frozen=True)
+class Route:
+    """The transport one recipient of one message takes, and the rule that chose it (None: no rule)."""
+
+    transport: Transport
+    rule: Key | None
+    sender: str = ""
+    recipient: str = ""
+    tenant: str | None = None
+
+    @property
+    def why(self) -> str:
+        """The matching rule in words, as ``dovetail transport resolve`` prints it."""
+        if self.rule is None:
+            return "no rule: straight to the recipient's MX"
+        scope, match = self.rule
+        return f"{scope} {match} ({describe(scope, match)})"
+
+    def as_dict(self) -> dict[str, object]:
+        rule = None if self.rule is None else {"scope": self.rule[0], "match": self.rule[1],
+                                                "kind": describe(*self.rule)}
+        return {"sender": self.sender, "recipient": self.recipient, "tenant": self.tenant,
+                "transport": self.transport.name, **{k: v for k, v in self.transport.public().items()
+                                                      if k not in ("scope", "match")},
+                "rule": rule, "why": self.why}
+
+
+def parse_nexthop(text: str) -> tuple[str, int | None]:
+    """``host``, ``host:port``, ``[host]:port`` or ``relay:[host]:port`` (as listings print it) →
+    (host, port or None). Raises TransportError saying what is wrong."""
+    rest = text.strip()
+    usage = "expected HOST:PORT, [HOST]:PORT or relay:[HOST]:PORT"
+    for prefix in ("relay:", "smtp:"):
+        if rest.lower().startswith(prefix) and not rest[len(prefix):].isdigit():
+            rest = rest[len(prefix):]
+            break
+    if rest.startswith("["):
+        host, bracket, tail = rest[1:].partition("]")
+        if not bracket:
+            raise TransportError(f"relay {text!r}: no closing ']' ({usage})")
+        if tail and not tail.startswith(":"):
+            raise TransportError(f"relay {text!r}: {tail!r} after ']' ({usage})")
+        port_text: str | None = tail[1:] if tail else None
+    else:
+        if "[" in rest or "]" in rest:
+            raise TransportError(f"relay {text!r}: a bracket out of place ({usage})")
+        if rest.count(":") > 1:
+            raise TransportError(f"relay {text!r}: write an IPv6 address in brackets, [ADDRESS]:PORT")
+        host, colon, tail = rest.partition(":")
+        port_text = tail if colon else None
+    if not host.strip():
+        raise TransportError(f"relay {text!r}: no host ({usage})")
+    if port_text is None:
+        return host.strip(), None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise TransportError(f"relay {text!r}: port {port_text!r} must be a number 1-65535")
+    return host.strip(), int(port_text)
+
+
+def _check_host_syntax(host: str | None) -> str:
+    if not host:
+        raise TransportError("a relay needs a host name or address")
+    bare = host.strip().strip("[]")
     try:
+        ipaddress.ip_address(bare)
+        return bare
+    except ValueError:
+        pass
+    if not _HOST_NAME.fullmatch(bare):
+        raise TransportError(f"relay host {host!r} is not a host name or address")
+    return bare.rstrip(".").lower()
+
+
+def host_resolves(host: str, timeout: float = RESOLVE_TIMEOUT) -> None:
+    """Raise TransportError unless ``host`` resolves to an address here, as the relay agent will look
+    it up when it connects (getaddrinfo: /etc/hosts, then DNS). Bounded by ``timeout``."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    outcome: list[BaseException | None] = []
+
+    def lookup() -> None:
+        try:
+            socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+            outcome.append(None)
+        except (OSError, UnicodeError) as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=lookup, name="relay-host-lookup", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        raise TransportError(f"relay host {host!r} did not resolve within {timeout:g}s")
+    error = outcome[0]
+    if error is not None:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise TransportError(f"relay host {host!r} does not resolve: {reason}")
+
+
+def rule_key(scope: str, match: str) -> Key:
+    """A rule's stored (scope, match), checked for syntax only.
+
+    ``recipient`` takes a domain or ``.domain`` (its subdomains), and ``*`` (the default);
+    ``sender`` takes an address, or ``@domain``/``domain`` (the sender domain rule, as Postfix's
+    ``@domain`` keys); ``domain`` a sender domain; ``tenant`` a tenant name; ``default`` only ``*``.
+    """
+    scope = scope.strip().lower()
+    text = match.strip()
+    if scope not in SCOPES:
+        raise TransportError(f"rule kind {scope!r}: must be one of {', '.join(SCOPES)}")
+    try:
+        if scope == "recipient":
+            if text == "*":
+                return ("default", "*")
+            if text.startswith("."):
+                return ("recipient", "." + normalize_domain(text[1:]))
+            return ("recipient", normalize_domain(text))
         if scope == "sender":
-            return normalize_address(match)
+            if "@" in text.lstrip("@"):
+                return ("sender", normalize_address(text))
+            return ("domain", normalize_domain(text.lstrip("@")))
         if scope == "domain":
-            return normalize_domain(match)
+            return ("domain", normalize_domain(text.lstrip("@")))
         if scope == "tenant":
-            return check_tenant_name(match)
+            return ("tenant", check_tenant_name(text))
     except AddressError as exc:
-        raise TransportError(str(exc)) from None
-    if scope == "default":
-        return "*"
-    raise TransportError(f"scope {scope!r}: must be one of {', '.join(SCOPES)}")
+        raise TransportError(f"{scope} {match!r}: {exc}") from None
+    if text != "*":
+        raise TransportError(f"default {match!r}: the default rule matches '*' only")
+    return ("default", "*")
+
+
+@dataclass
+class _Snapshot:
+    """The table as of one generation pair, with the directory answers asked since."""
+
+    stamp: tuple[int, int]
+    table: dict[Key, Transport]
+    tenant_of: dict[str, str | None] = field(default_factory=dict)
+
+
+def _bump(conn: Connection) -> None:
+    conn.execute(transport_state.update().values(generation=transport_state.c.generation + 1))
+
+
+def _generation(conn: Connection) -> int:
+    return int(conn.execute(sa.select(transport_state.c.generation)).scalar_one())
 
 
 class Transports:
-    """The transport table with a short-lived in-process cache for the delivery hot path."""
+    """The transport table, with an in-process copy for the delivery hot path that follows changes
+    made anywhere within ``check_interval`` seconds (the directory's ``cache_check_interval``)."""
 
-    def __init__(self, engine: Engine, cache_ttl: float = 10.0, sealer: Sealer | None = None) -> None:
+    def __init__(self, engine: Engine, check_interval: float = 1.0, sealer: Sealer | None = None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         """With a ``sealer`` (see :mod:`dovetail.sealing`) relay secrets are sealed when set and opened
         when read; without one they are stored as given and a sealed one stays sealed."""
         self.engine = engine
         self.sealer = sealer
-        self.cache_ttl = cache_ttl
-        self._cache: tuple[float, dict[tuple[str, str], Transport]] | None = None
+        self.check_interval = check_interval
+        self.clock = clock
+        self._snapshot: _Snapshot | None = None
+        self._checked_at = float("-inf")
         self._lock = threading.Lock()
+        self.db_loads = 0  # for tests: how often the table itself was read
+
+    # --- changes -------------------------------------------------------------------------------
 
     def set(self, scope: str, match: str, kind: str, host: str | None = None, port: int | None = None,
-            tls: str = "starttls", username: str | None = None, secret: str | None = None) -> Transport:
-        """Add or replace the entry for (scope, match)."""
-        key = _match(scope, match)
+            tls: str = "starttls", username: str | None = None, secret: str | None = None, *,
+            check_host: HostCheck | None = host_resolves) -> Transport:
+        """Add or replace the rule for (scope, match). Everything is checked before anything is
+        written: the rule's syntax, that a sender domain and a tenant are ours, the relay host (by
+        ``check_host``; None skips the lookup), port, TLS mode and AUTH pair."""
+        key = rule_key(scope, match)
         if kind not in KINDS:
-            raise TransportError(f"kind {kind!r}: must be relay or mx")
+            raise TransportError(f"transport {kind!r}: must be relay or mx")
         if tls not in TLS_MODES:
             raise TransportError(f"tls {tls!r}: must be one of {', '.join(TLS_MODES)}")
         if kind == "relay":
-            if not host or not re.fullmatch(r"[A-Za-z0-9.-]{1,253}|\[?[0-9a-fA-F:.]+\]?", host):
-                raise TransportError(f"relay host {host!r} is not a host name or address")
-            host = host.strip("[]")
+            host = _check_host_syntax(host)
             port = port or (465 if tls == "implicit" else 587)
             if not 0 < port < 65536:
-                raise TransportError("port must be 1-65535")
+                raise TransportError(f"port {port}: must be 1-65535")
             if bool(username) != bool(secret):
                 raise TransportError("give both a user name and a secret for relay AUTH, or neither")
         else:
             host, port, username, secret = None, None, None, None
-        values = dict(kind=kind, host=host, port=port, tls=tls, username=username, secret=secret)
-        stored = dict(values)
+        self._check_ours(key)
+        if kind == "relay" and check_host is not None:
+            assert host is not None
+            check_host(host)
+        stored: dict[str, object] = dict(kind=kind, host=host, port=port, tls=tls, username=username, secret=secret)
         if secret and self.sealer is not None:
             stored["secret"] = self.sealer.seal(secret, SECRET_PURPOSE)
+        scope_, match_ = key
         with self.engine.begin() as conn:
-            if conn.execute(transports.update().where(transports.c.scope == scope, transports.c.match == key)
+            if conn.execute(transports.update().where(transports.c.scope == scope_, transports.c.match == match_)
                             .values(**stored)).rowcount == 0:
-                conn.execute(transports.insert().values(scope=scope, match=key, **stored))
+                conn.execute(transports.insert().values(scope=scope_, match=match_, **stored))
+            _bump(conn)
         self.invalidate()
-        return Transport(scope=scope, match=key, kind=kind, host=host, port=port, tls=tls, username=username,
+        return Transport(scope=scope_, match=match_, kind=kind, host=host, port=port, tls=tls, username=username,
                          secret=secret)
 
+    def _check_ours(self, key: Key) -> None:
+        """Sender rules are for the mail our tenants send (submission and the send API take only their
+        domains), so a foreign sender domain is refused, most likely a typo, rather than kept without
+        a word; forwarded mail keeps its foreign sender and is routed by recipient or default. A
+        recipient rule for one of our domains would never apply, since its mail is delivered here."""
+        scope, match = key
+        directory = Directory(self.engine)
+        if scope in ("sender", "domain"):
+            domain = match.rpartition("@")[2]
+            if directory.domain_tenant(domain) is None:
+                raise TransportError(f"sender domain {domain} is not one of ours (add it with `dovetail domain add`)")
+        elif scope == "tenant":
+            if directory.tenant_ref(match) is None:
+                raise TransportError(f"no tenant {match!r}")
+        elif scope == "recipient" and not match.startswith("."):
+            if directory.domain_tenant(match) is not None:
+                raise TransportError(f"{match} is one of our domains: its mail is delivered here, not through a "
+                                     "transport")
+
     def remove(self, scope: str, match: str) -> None:
-        key = _match(scope, match)
+        scope_, match_ = rule_key(scope, match)
         with self.engine.begin() as conn:
-            if conn.execute(transports.delete().where(transports.c.scope == scope,
-                                                      transports.c.match == key)).rowcount == 0:
-                raise TransportError(f"no transport for {scope} {key}")
+            if conn.execute(transports.delete().where(transports.c.scope == scope_,
+                                                      transports.c.match == match_)).rowcount == 0:
+                raise TransportError(f"no transport rule {scope_} {match_}")
+            _bump(conn)
         self.invalidate()
 
     def list(self) -> list[Transport]:
-        return sorted(self._load().values(), key=lambda t: (SCOPES.index(t.scope), t.match))
+        return sorted(self._fresh().table.values(), key=lambda t: (SCOPES.index(t.scope), t.match))
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._snapshot = None
+            self._checked_at = float("-inf")
+
+    # --- the cached table ----------------------------------------------------------------------
 
     def _open(self, stored: str | None) -> str | None:
         """The secret as the relay wants it; a secret sealed under another key stays sealed (listings
@@ -157,57 +355,75 @@ class Transports:
             log.warning("relay secret not usable", error=str(exc))
             return stored
 
-    def invalidate(self) -> None:
+    def _fresh(self) -> _Snapshot:
+        """The table, read again only when a generation moved since it was read."""
+        now = self.clock()
         with self._lock:
-            self._cache = None
-
-    def _load(self) -> dict[tuple[str, str], Transport]:
-        now = time.monotonic()
-        with self._lock:
-            if self._cache is not None and now - self._cache[0] < self.cache_ttl:
-                return self._cache[1]
+            snap = self._snapshot
+            if snap is not None and now - self._checked_at < self.check_interval:
+                return snap
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(transports)).all()
-        table = {(r.scope, r.match): Transport(kind=r.kind, host=r.host, port=r.port, tls=r.tls, username=r.username,
-                                              secret=self._open(r.secret), scope=r.scope, match=r.match)
-                 for r in rows}
+            stamp = (_generation(conn), directory_generation(conn))
+            if snap is None or snap.stamp != stamp:
+                rows = conn.execute(sa.select(transports)).all()
+                table = {(r.scope, r.match): Transport(kind=r.kind, host=r.host, port=r.port, tls=r.tls,
+                                                       username=r.username, secret=self._open(r.secret),
+                                                       scope=r.scope, match=r.match) for r in rows}
+                snap = _Snapshot(stamp, table)
+                self.db_loads += 1
         with self._lock:
-            self._cache = (now, table)
-        return table
+            self._snapshot, self._checked_at = snap, now
+        return snap
 
-    def for_sender(self, sender: str, tenant: str | None = None) -> Transport:
-        """The transport for mail from ``sender`` (tenant looked up from the domain when not given)."""
-        table = self._load()
-        if not table:
-            return DIRECT
+    def _tenant_of(self, snap: _Snapshot, domain: str) -> str | None:
+        if domain not in snap.tenant_of:
+            snap.tenant_of[domain] = Directory(self.engine).domain_tenant(domain)
+        return snap.tenant_of[domain]
+
+    # --- lookups -------------------------------------------------------------------------------
+
+    def resolve(self, sender: str, recipient: str = "", tenant: str | None = None) -> Route:
+        """The transport for mail from ``sender`` to ``recipient`` (an address or a bare domain; empty
+        for the sender side alone), and the rule that chose it. ``tenant`` is the message's tenant
+        when known; otherwise the sender domain's. Unparsable names match no rule of their kind."""
+        return self._route(self._fresh(), sender, recipient, tenant)
+
+    def for_recipients(self, sender: str, recipients: Iterable[str],
+                       tenant: str | None = None) -> builtins.list[Route]:
+        """One route per recipient, all from the same copy of the table (the delivery agent's question)."""
+        snap = self._fresh()
+        return [self._route(snap, sender, rcpt, tenant) for rcpt in recipients]
+
+    def _route(self, snap: _Snapshot, sender: str, recipient: str, tenant: str | None) -> Route:
+        text = sender.strip().strip("<>")
         try:
-            address = normalize_address(sender) if sender else ""
+            address = normalize_address(text) if text else ""
         except AddressError:
             address = ""
-        domain = address.rpartition("@")[2]
-        if address and ("sender", address) in table:
-            return table[("sender", address)]
-        if domain and ("domain", domain) in table:
-            return table[("domain", domain)]
-        if tenant is None and domain:
-            tenant = self._tenant_of(domain)
-        if tenant and ("tenant", normalize_tenant(tenant)) in table:
-            return table[("tenant", normalize_tenant(tenant))]
-        return table.get(("default", "*"), DIRECT)
+        try:
+            rcpt_domain = normalize_domain(recipient.rpartition("@")[2]) if recipient.strip() else ""
+        except AddressError:
+            rcpt_domain = ""
+        if tenant:
+            tenant = normalize_tenant(tenant)
+        elif address and snap.table:
+            tenant = self._tenant_of(snap, address.rpartition("@")[2])
+        key = choose(snap.table, address, rcpt_domain, tenant or None)
+        transport = DIRECT if key is None else snap.table[key]
+        return Route(transport, key, address, recipient.strip(), tenant or None)
+
+    def for_sender(self, sender: str, tenant: str | None = None) -> Transport:
+        """The transport for mail from ``sender`` when no recipient rule applies."""
+        return self.resolve(sender, "", tenant).transport
 
     def for_domain(self, domain: str) -> Transport:
         """The transport used for a domain's senders as a whole (what ``dovetail dns`` plans for)."""
-        table = self._load()
         try:
             dom = normalize_domain(domain)
         except AddressError:
             return DIRECT
-        if ("domain", dom) in table:
-            return table[("domain", dom)]
-        tenant = self._tenant_of(dom)
-        if tenant and ("tenant", tenant) in table:
-            return table[("tenant", tenant)]
-        return table.get(("default", "*"), DIRECT)
-
-    def _tenant_of(self, domain: str) -> str | None:
-        return Directory(self.engine).domain_tenant(domain)
+        snap = self._fresh()
+        if ("domain", dom) in snap.table:
+            return snap.table[("domain", dom)]
+        key = choose(snap.table, "", "", self._tenant_of(snap, dom) if snap.table else None)
+        return DIRECT if key is None else snap.table[key]
