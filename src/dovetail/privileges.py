@@ -124,8 +124,10 @@ def service_owner(user: str) -> tuple[int, int] | None:
 def private_dir(path: Path, owner: tuple[int, int] | None, mode: int = 0o700) -> None:
     """Make (or keep) ``path`` a folder only its owner enters; as root, that owner is ``owner``."""
     path.mkdir(parents=True, exist_ok=True, mode=mode)
-    os.chmod(path, mode)
-    if owner is not None:
+    st = path.stat()
+    if st.st_mode & 0o7777 != mode and (owner is not None or st.st_uid == os.geteuid()):  # else: not ours
+        os.chmod(path, mode)
+    if owner is not None and (st.st_uid, st.st_gid) != owner:
         os.chown(path, *owner)
 
 
