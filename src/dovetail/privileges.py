@@ -12,6 +12,7 @@ import grp
 import os
 import pwd
 import signal
+import stat
 import subprocess
 from pathlib import Path
 
@@ -107,3 +108,78 @@ def chown_tree(root: Path, uid: int, gid: int, skip: tuple[str, ...] = ()) -> No
         os.chown(dirpath, uid, gid)
         for f in filenames:
             os.chown(os.path.join(dirpath, f), uid, gid, follow_symlinks=False)
+
+
+# --- private files the service user reads -------------------------------------------------------
+
+
+def service_owner(user: str) -> tuple[int, int] | None:
+    """Who must own a private file made now: ``user``'s ids when running as root, else None (the
+    file is the running user's, who is then the one that serves)."""
+    if os.geteuid() != 0:
+        return None
+    return lookup_user(user)
+
+
+def private_dir(path: Path, owner: tuple[int, int] | None, mode: int = 0o700) -> None:
+    """Make (or keep) ``path`` a folder only its owner enters; as root, that owner is ``owner``."""
+    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    st = path.stat()
+    if st.st_mode & 0o7777 != mode and (owner is not None or st.st_uid == os.geteuid()):  # else: not ours
+        os.chmod(path, mode)
+    if owner is not None and (st.st_uid, st.st_gid) != owner:
+        os.chown(path, *owner)
+
+
+def write_private_file(path: Path, data: bytes, owner: tuple[int, int] | None) -> None:
+    """Write a secret 0600 atomically (tmp, fsync, rename) that ``owner`` (the service user, when root
+    writes it) can read: owner set before the rename, so no reader ever sees it root's."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def unreadable_by(path: Path, uid: int, gid: int) -> str | None:
+    """Why ``uid``/``gid`` could not read the file ``path`` (by its owner and mode bits), or None."""
+    closed = first_closed(path.parent, uid, gid)
+    if closed is not None:
+        return f"{path}: Permission denied (cannot enter {closed})"
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+    if uid == 0:
+        return None
+    bit = 0o400 if st.st_uid == uid else 0o040 if st.st_gid == gid else 0o004
+    if st.st_mode & bit:
+        return None
+    return f"{path}: Permission denied (owner {_user_name(st.st_uid)}, mode {st.st_mode & 0o7777:04o})"
+
+
+def make_private(path: Path, owner: tuple[int, int]) -> list[str]:
+    """Give the file or folder ``path`` to ``owner``, readable by it and no one else (0600 / 0700);
+    returns what changed, in words (empty when nothing did)."""
+    st = path.lstat()
+    changes = []
+    if (st.st_uid, st.st_gid) != owner:
+        os.chown(path, *owner, follow_symlinks=False)
+        changes.append(f"owner {_user_name(st.st_uid)} -> {_user_name(owner[0])}")
+    want = 0o700 if stat.S_ISDIR(st.st_mode) else 0o600
+    if st.st_mode & 0o7777 != want:
+        os.chmod(path, want)
+        changes.append(f"mode {st.st_mode & 0o7777:04o} -> {want:04o}")
+    return changes
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

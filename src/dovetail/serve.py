@@ -28,10 +28,22 @@ def prepare_data_dir(cfg: Config) -> None:
         if not traversable_by(root.parent, uid, gid):
             raise RuntimeError(f"the data directory {root} is inside a folder server.user {cfg['server.user']!r} "
                                "cannot enter; move it or make its parents searchable (chmod o+x)")
+        repair_dkim_keys(cfg, (uid, gid))
         chown_tree(cfg.data_dir, uid, gid, skip=("tls",))
         from .master.preload import check_readable
 
         check_readable(cfg["server.user"])
+
+
+def repair_dkim_keys(cfg: Config, owner: tuple[int, int]) -> None:
+    """Give DKIM key files made by root (``dovetail domain add`` before the key store gave them to the
+    service user, or copied in by hand) back to that user, 0600 in 0700 folders, one line each:
+    the services sign as that user, and a key they cannot read would hold its domain's mail."""
+    from .datadir import Layout
+    from .outbound.keys import repair_key_files
+
+    for path, changes in repair_key_files(Layout(cfg.data_dir).dkim, owner):
+        get_logger("master").warning(f"DKIM key store: {path}: {', '.join(changes)}; repaired")
 
 
 def load_services() -> None:

@@ -307,3 +307,25 @@ def test_relay_secret_is_sealed_in_the_database_and_refused_when_it_cannot_be_op
         [res] = deliver(other, queued(tmp_path, ["bob@example.org"]))
     assert res.status == "deferred" and "sealed with another key" in res.reason
     assert sink.handler.messages == []
+
+
+def test_a_domain_whose_key_cannot_be_loaded_is_deferred_never_sent_unsigned(world, certs, tmp_path) -> None:
+    events = MemoryEvents()
+    with Sink(certs, require_tls=True, users={"relayuser": "relaypw"}) as sink:
+        agent, keys = relay_agent(world, certs, sink.port, events=events)
+        rsa_key, _ = keys.ensure("acme.example")
+        path = keys.key_path("acme.example", rsa_key.selector)
+        path.unlink()
+        msg = queued(tmp_path, ["bob@example.org", "carol@example.org"])
+        results = deliver(agent, msg)
+        assert [(r.status, r.dsn_code, r.relay) for r in results] == [("deferred", "4.7.0", None)] * 2
+        assert results[0].reason == f"DKIM key for acme.example unreadable: {path}: No such file or directory"
+        assert agent.connections_made == 0 and sink.handler.messages == []
+        assert [(e.kind, e.message_id) for e in events.events] == [("deferred", "<m1@acme.example>")] * 2
+        keys.retire("acme.example")  # nothing retiring: the broken pair stays active
+        keys.rotate("acme.example")
+        keys.activate("acme.example")
+        keys.retire("acme.example")
+        [res, _] = deliver(agent, msg)  # a sound pair again: the next try is signed and sent
+    assert res.status == "sent"
+    assert sink.handler.messages[0].data.count(b"DKIM-Signature:") == 2

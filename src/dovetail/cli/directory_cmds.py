@@ -101,9 +101,9 @@ def domain_add(ctx: typer.Context, name: str,
 
 def _dkim_ensure(c: Context, domain: str) -> list[str]:
     """Signing keys for a new domain (RSA-2048 and Ed25519)."""
-    from ..outbound import DkimKeys
+    from .outbound_cmds import dkim_store
 
-    return [k.selector for k in DkimKeys(c.engine, c.layout.dkim).ensure(domain)]
+    return [k.selector for k in dkim_store(c).ensure(domain)]
 
 
 @domain_app.command("list")

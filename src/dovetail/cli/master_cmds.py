@@ -7,11 +7,14 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .context import Context, emit_json, emit_table, fail
+
+if TYPE_CHECKING:
+    from ..outbound.keys import KeyInfo
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -57,6 +60,13 @@ def duration(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def _unreadable_dkim_keys(c: Context) -> list[KeyInfo]:
+    """The signing keys the services cannot load (their domains' mail waits in the queue)."""
+    from .outbound_cmds import dkim_store
+
+    return [k for k in dkim_store(c).list(check=True) if k.problem]
+
+
 def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Services, workers (pids, uptime, restarts, connections) and queue sizes."""
     from ..status import read_status
@@ -71,8 +81,11 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         for svc in data["services"].values():
             for w in svc["workers"]:
                 w["connections"] = stats.get(w["pid"] or -1, {}).get("connections")
+    unsignable = _unreadable_dkim_keys(c)
     result = {"running": bool(pid), "pid": pid, "uptime": round(time.time() - data["started"]) if data else None,
-              "services": data["services"] if data else {}, "queue": queue}
+              "services": data["services"] if data else {}, "queue": queue,
+              "dkim_unreadable": [{"domain": k.domain, "selector": k.selector, "state": k.state,
+                                   "problem": k.problem} for k in unsignable]}
     if as_json:
         emit_json(result)
     else:
@@ -89,6 +102,8 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                                  (w or {}).get("restarts", "-"), (w or {}).get("connections") or 0])
             emit_table(["service", "state", "listen", "pid", "uptime", "restarts", "conns"], rows)
         print("queue: " + ", ".join(f"{k}={v}" for k, v in queue.items()))
+        for k in unsignable:
+            print(f"dkim: {k.domain} {k.selector} {k.status}; its mail is deferred")
     if not pid:
         raise typer.Exit(1)
 

@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .context import Context, emit_json, emit_table, fail
+
+if TYPE_CHECKING:
+    from dovetail.outbound.keys import DkimKeys
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -20,19 +23,22 @@ transport_app = typer.Typer(help="How mail leaves: relay (smarthost) or direct M
                             no_args_is_help=True)
 
 
-def _keys(c: Context):  # noqa: ANN202
+def dkim_store(c: Context) -> DkimKeys:
+    """The key store as the CLI uses it: run as root, the key files it writes go to ``server.user``
+    (the services sign as that user) and readability is judged as that user sees it."""
     from dovetail.outbound.keys import DkimKeys
+    from dovetail.privileges import service_owner
 
-    return DkimKeys(c.engine, c.layout.dkim)
+    return DkimKeys(c.engine, c.layout.dkim, owner=service_owner(c.config["server.user"]))
 
 
 def _print_keys(keys, as_json: bool) -> None:  # noqa: ANN001
     if as_json:
         emit_json([{"domain": k.domain, "selector": k.selector, "algorithm": k.algorithm, "state": k.state,
-                    "record": k.record_name, "txt": k.txt} for k in keys])
+                    "problem": k.problem, "record": k.record_name, "txt": k.txt} for k in keys])
         return
     emit_table(["domain", "selector", "algorithm", "state", "publish at"],
-               [[k.domain, k.selector, k.algorithm, k.state, k.record_name] for k in keys])
+               [[k.domain, k.selector, k.algorithm, k.status, k.record_name] for k in keys])
 
 
 def _run_keys(ctx: typer.Context, op: str, domain: str, as_json: bool) -> None:
@@ -40,7 +46,7 @@ def _run_keys(ctx: typer.Context, op: str, domain: str, as_json: bool) -> None:
 
     c: Context = ctx.obj
     try:
-        keys = getattr(_keys(c), op)(domain)
+        keys = getattr(dkim_store(c), op)(domain)
     except DkimKeyError as exc:
         fail(str(exc))
     _print_keys(keys, as_json)
@@ -54,7 +60,7 @@ def _run_keys(ctx: typer.Context, op: str, domain: str, as_json: bool) -> None:
 def dkim_list(ctx: typer.Context, domain: Annotated[str | None, typer.Argument()] = None,
               as_json: JsonOpt = False) -> None:
     """Keys per domain and their state: published, active, retiring."""
-    _print_keys(_keys(ctx.obj).list(domain), as_json)
+    _print_keys(dkim_store(ctx.obj).list(domain, check=True), as_json)
 
 
 @dkim_app.command("generate")
@@ -85,7 +91,7 @@ def planner(c: Context, resolver=None):  # noqa: ANN001, ANN201
     from dovetail.outbound.dnsrecords import DnsPlanner
     from dovetail.outbound.transports import Transports
 
-    return DnsPlanner(_keys(c), Transports(c.engine), c.config.hostname, resolver)
+    return DnsPlanner(dkim_store(c), Transports(c.engine), c.config.hostname, resolver)
 
 
 def dns_cmd(ctx: typer.Context, words: Annotated[list[str], typer.Argument(metavar="[check] DOMAIN")],

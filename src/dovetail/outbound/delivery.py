@@ -16,6 +16,9 @@ and a semaphore per destination bounds the parallel sessions to it.
 
 The SMTP client is aiosmtplib; this module adds what it lacks: MX routing, per-recipient outcomes
 with enhanced status codes, connection reuse and concurrency per destination.
+
+A message whose From domain has active DKIM keys leaves signed or not at all: when a key cannot be
+loaded, every recipient is deferred (4.7.0, the reason in the log line) and no connection is made.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import aiosmtplib
 from dovetail.log import get_logger
 from dovetail.outbound.dkim import DkimError, sign, split_message, to_crlf
 from dovetail.outbound.events import DeliveryEvent, EventSink, relay_ids
-from dovetail.outbound.keys import DkimKeys
+from dovetail.outbound.keys import DkimKeys, DkimKeyUnavailable
 from dovetail.outbound.mx import LookupFailed, MxHost, MxResolver
 from dovetail.outbound.transports import Transport, Transports
 from dovetail.queue.agent import DeliveryResult, DeliveryStatus
@@ -147,24 +150,29 @@ class OutboundAgent:
         tenant = env.extra.get("tenant")
         routes = await asyncio.to_thread(self.transports.for_recipients, env.sender,
                                          [r.address for r in recipients], tenant)
-        data, message_id = await asyncio.to_thread(self._prepare, message)
         outcomes: dict[int, tuple[_Outcome, str | None]] = {}
         relay_info: dict[int, tuple[str | None, str | None]] = {}
-        # One relay session per way out (recipients whose rules name the same relay share it), one MX
-        # session per recipient domain, all in parallel.
-        relays: dict[tuple[object, ...], tuple[Transport, list[QueueRecipient]]] = {}
-        by_domain: dict[str, list[QueueRecipient]] = {}
-        for rcpt, route in zip(recipients, routes, strict=True):
-            transport = route.transport
-            if transport.kind == "relay":
-                relays.setdefault(transport.session_key, (transport, []))[1].append(rcpt)
-            else:
-                by_domain.setdefault(rcpt.address.rpartition("@")[2].lower(), []).append(rcpt)
-        await asyncio.gather(
-            *(self._via_relay(message.queue_id, transport, env.sender, rcpts, data, outcomes, relay_info)
-              for transport, rcpts in relays.values()),
-            *(self._via_mx(message.queue_id, dom, env.sender, rcpts, data, outcomes)
-              for dom, rcpts in by_domain.items()))
+        try:
+            data, message_id = await asyncio.to_thread(self._prepare, message)
+        except DkimKeyUnavailable as exc:  # never unsigned: the mail waits for its key
+            message_id = _message_id_and_from(to_crlf(message.read_message()))[0]
+            self._all(recipients, _Outcome("deferred", "4.7.0", str(exc)), None, outcomes)
+        else:
+            # One relay session per way out (recipients whose rules name the same relay share it), one MX
+            # session per recipient domain, all in parallel.
+            relays: dict[tuple[object, ...], tuple[Transport, list[QueueRecipient]]] = {}
+            by_domain: dict[str, list[QueueRecipient]] = {}
+            for rcpt, route in zip(recipients, routes, strict=True):
+                transport = route.transport
+                if transport.kind == "relay":
+                    relays.setdefault(transport.session_key, (transport, []))[1].append(rcpt)
+                else:
+                    by_domain.setdefault(rcpt.address.rpartition("@")[2].lower(), []).append(rcpt)
+            await asyncio.gather(
+                *(self._via_relay(message.queue_id, transport, env.sender, rcpts, data, outcomes, relay_info)
+                  for transport, rcpts in relays.values()),
+                *(self._via_mx(message.queue_id, dom, env.sender, rcpts, data, outcomes)
+                  for dom, rcpts in by_domain.items()))
         results = []
         events = []
         for rcpt in recipients:
@@ -181,8 +189,21 @@ class OutboundAgent:
                 log.warning(f"delivery event sink failed: {exc}", qid=message.queue_id)
         return results
 
+    async def _send(self, qid: str, transport: Transport, sender: str, recipients: list[QueueRecipient],
+                    data: bytes, outcomes: dict[int, tuple[_Outcome, str | None]],
+                    relay_info: dict[int, tuple[str | None, str | None]]) -> None:
+        if transport.kind == "relay":
+            await self._via_relay(qid, transport, sender, recipients, data, outcomes, relay_info)
+            return
+        by_domain: dict[str, list[QueueRecipient]] = {}
+        for rcpt in recipients:
+            by_domain.setdefault(rcpt.address.rpartition("@")[2].lower(), []).append(rcpt)
+        await asyncio.gather(*(self._via_mx(qid, dom, sender, rcpts, data, outcomes)
+                               for dom, rcpts in by_domain.items()))
+
     def _prepare(self, message: QueuedMessage) -> tuple[bytes, str | None]:
-        """The message as it goes on the wire (CRLF), with DKIM-Signature headers when we hold keys."""
+        """The message as it goes on the wire (CRLF), with DKIM-Signature headers when we hold keys
+        (``DkimKeyUnavailable`` when the From domain has a key that cannot be loaded)."""
         data = to_crlf(message.read_message())
         mid, from_domain = _message_id_and_from(data)
         if self.config.sign and self.keys is not None and from_domain:

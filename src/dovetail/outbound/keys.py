@@ -11,6 +11,12 @@ Rotation follows the published-before-used rule:
 ``retire``   retiring pairs are withdrawn: rows and private key files deleted.
 
 A new domain has nothing to roll over: ``ensure`` creates an ``active`` pair at once.
+
+The services sign as the service user (``server.user``), so a key file is that user's whoever makes it:
+root running the CLI writes it with that owner, and ``dovetail serve`` repairs older ones
+(``repair_key_files``).
+A domain whose active key cannot be loaded is never signed with what is left: ``signing_keys`` raises
+``DkimKeyUnavailable`` and the delivery agent defers the mail until the key is readable again.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import datetime as dt
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -32,6 +38,7 @@ from dovetail.directory import lookups
 from dovetail.directory.addresses import AddressError, normalize_domain
 from dovetail.outbound.dkim import SigningKey, dns_txt_value
 from dovetail.outbound.schema import dkim_keys
+from dovetail.privileges import make_private, private_dir, unreadable_by, write_private_file
 
 STATES = ("published", "active", "retiring")
 ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
@@ -39,6 +46,15 @@ ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
 
 class DkimKeyError(ValueError):
     """A refused key operation (unknown domain, nothing to activate...)."""
+
+
+class DkimKeyUnavailable(DkimKeyError):
+    """A domain signs with a key that cannot be loaded (unreadable, missing, damaged): its mail waits."""
+
+    def __init__(self, domain: str, reason: str) -> None:
+        super().__init__(f"DKIM key for {domain} unreadable: {reason}")
+        self.domain = domain
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,12 @@ class KeyInfo:
     state: str
     txt: str
     created_at: dt.datetime | None = None
+    problem: str | None = None  # why the private key cannot be loaded, when it cannot
+
+    @property
+    def status(self) -> str:
+        """The state as ``dkim list`` shows it: ``active``, or ``active (unreadable: <reason>)``."""
+        return f"{self.state} (unreadable: {self.problem})" if self.problem else self.state
 
     @property
     def record_name(self) -> str:
@@ -59,28 +81,19 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def _write_private(path: Path, pem: bytes) -> None:
-    """Write a key file 0600 atomically (tmp, fsync, rename) inside a 0700 folder."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 class DkimKeys:
     """The key store of one data directory: rows in ``dkim_keys``, private keys in ``dkim/``.
 
+    ``owner`` is the service user's ``(uid, gid)`` when root uses the store (``privileges.service_owner``):
+    the key files it writes are given to that user, and readability is judged as that user would see it.
     Its method ``list`` shadows the builtin inside the class body, hence ``builtins.list`` in annotations.
     """
 
-    def __init__(self, engine: Engine, dkim_dir: Path, *, cache_ttl: float = 30.0, rsa_bits: int = 2048) -> None:
+    def __init__(self, engine: Engine, dkim_dir: Path, *, owner: tuple[int, int] | None = None,
+                 cache_ttl: float = 30.0, rsa_bits: int = 2048) -> None:
         self.engine = engine
         self.dkim_dir = Path(dkim_dir)
+        self.owner = owner
         self.cache_ttl = cache_ttl
         self.rsa_bits = rsa_bits
         self._cache: dict[str, tuple[float, list[SigningKey]]] = {}
@@ -104,7 +117,9 @@ class DkimKeys:
         except AddressError as exc:
             raise DkimKeyError(str(exc)) from None
 
-    def list(self, domain: str | None = None) -> builtins.list[KeyInfo]:
+    def list(self, domain: str | None = None, *, check: bool = False) -> builtins.list[KeyInfo]:
+        """The keys (of ``domain``); with ``check``, each one that signs or will (active, published)
+        carries the reason its private key cannot be loaded, if it cannot."""
         domain_name = lookups.domain_name_of(dkim_keys.c.domain_id)
         query = (sa.select(domain_name.label("name"), dkim_keys.c.selector, dkim_keys.c.algorithm, dkim_keys.c.state,
                            dkim_keys.c.public_key, dkim_keys.c.created_at)
@@ -112,8 +127,34 @@ class DkimKeys:
         if domain:
             query = query.where(lookups.domain_named(dkim_keys.c.domain_id, self._domain(domain)))
         with self.engine.connect() as conn:
-            return [KeyInfo(r.name, r.selector, r.algorithm, r.state, _txt(r.algorithm, r.public_key), r.created_at)
+            keys = [KeyInfo(r.name, r.selector, r.algorithm, r.state, _txt(r.algorithm, r.public_key), r.created_at)
                     for r in conn.execute(query)]
+        if not check:
+            return keys
+        return [replace(k, problem=self.problem(k.domain, k.selector)) if k.state != "retiring" else k
+                for k in keys]
+
+    def problem(self, domain: str, selector: str) -> str | None:
+        """Why the private key of ``selector`` cannot be loaded by the services, or None when it can."""
+        path = self.key_path(domain, selector)
+        if self.owner is not None:
+            reason = unreadable_by(path, *self.owner)
+            if reason:
+                return reason
+        try:
+            self._load(domain, selector)
+        except DkimKeyUnavailable as exc:
+            return exc.reason
+        return None
+
+    def _load(self, domain: str, selector: str) -> SigningKey:
+        path = self.key_path(domain, selector)
+        try:
+            return SigningKey.from_pem(domain, selector, path.read_bytes())
+        except OSError as exc:
+            raise DkimKeyUnavailable(domain, f"{path}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise DkimKeyUnavailable(domain, f"{path}: not a usable private key ({exc})") from None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -176,11 +217,13 @@ class DkimKeys:
         with self.engine.begin() as conn:
             did = self._domain_id(conn, dom)
             sel_rsa, sel_ed = self._selectors(conn, did)
+            private_dir(self.dkim_dir, self.owner)
+            private_dir(self.dkim_dir / dom, self.owner)
             made = []
             for selector, algorithm, key in ((sel_rsa, "rsa-sha256", rsa_key), (sel_ed, "ed25519-sha256", ed_key)):
                 pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption())
-                _write_private(self.key_path(dom, selector), pem)
+                write_private_file(self.key_path(dom, selector), pem, self.owner)
                 txt = dns_txt_value(key)
                 conn.execute(dkim_keys.insert().values(
                     domain_id=did, selector=selector, algorithm=algorithm, public_key=txt.split("p=", 1)[1],
@@ -199,7 +242,11 @@ class DkimKeys:
                 self._cache.pop(domain, None)
 
     def signing_keys(self, domain: str) -> builtins.list[SigningKey]:
-        """The active keys of ``domain`` (cached for ``cache_ttl`` seconds); empty when it has none."""
+        """The active keys of ``domain`` (cached for ``cache_ttl`` seconds); empty when it has none.
+
+        ``DkimKeyUnavailable`` when one of them cannot be loaded: signing with the others, or not at all,
+        would send the mail unlike the operator set it up. That failure is not cached, so the next try
+        signs once the file is readable again."""
         try:
             dom = normalize_domain(domain)
         except AddressError:
@@ -214,15 +261,26 @@ class DkimKeys:
                  .order_by(dkim_keys.c.id))
         with self.engine.connect() as conn:
             selectors = list(conn.execute(query).scalars())
-        keys = []
-        for selector in selectors:
-            try:
-                keys.append(SigningKey.from_pem(dom, selector, self.key_path(dom, selector).read_bytes()))
-            except (OSError, ValueError):
-                continue  # a missing or unreadable key file: sign with the others
+        keys = [self._load(dom, selector) for selector in selectors]
         with self._lock:
             self._cache[dom] = (now, keys)
         return keys
+
+
+def repair_key_files(dkim_dir: Path, owner: tuple[int, int]) -> list[tuple[Path, list[str]]]:
+    """Give every folder and key file under ``dkim_dir`` to the service user (``owner``), 0700 / 0600, as
+    ``dovetail serve`` does before the services start; returns what changed, path by path."""
+    changed: list[tuple[Path, list[str]]] = []
+    if not dkim_dir.is_dir():
+        return changed
+    for dirpath, _dirnames, filenames in os.walk(dkim_dir):
+        for path in [Path(dirpath), *(Path(dirpath) / f for f in filenames)]:
+            if path.is_symlink():
+                continue
+            changes = make_private(path, owner)
+            if changes:
+                changed.append((path, changes))
+    return changed
 
 
 def _txt(algorithm: str, public_key: str) -> str:
