@@ -58,7 +58,8 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             for w in svc["workers"]:
                 w["connections"] = stats.get(w["pid"] or -1, {}).get("connections")
     result = {"running": bool(pid), "pid": pid, "uptime": round(time.time() - data["started"]) if data else None,
-              "services": data["services"] if data else {}, "queue": queue}
+              "services": data["services"] if data else {}, "queue": queue,
+              "warnings": data.get("warnings", []) if data else []}
     if as_json:
         emit_json(result)
     else:
@@ -74,6 +75,8 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                                  (w or {}).get("pid") or "-", (w or {}).get("uptime") or "-",
                                  (w or {}).get("restarts", "-"), (w or {}).get("connections") or 0])
             emit_table(["service", "state", "listen", "pid", "uptime", "restarts", "conns"], rows)
+            for warning in result["warnings"]:
+                print(f"warning: {warning}")
         print("queue: " + ", ".join(f"{k}={v}" for k, v in queue.items()))
     if not pid:
         raise typer.Exit(1)
