@@ -45,7 +45,6 @@ def test_outbound_verbs(data_dir: Path) -> None:
     assert run(data_dir, "dkim", "rotate", "acme.example").returncode == 2
     zone = ok(data_dir, "dns", "acme.example")
     assert "acme.example.\t3600\tIN\tMX\t10 mx.dovetail.test." in zone
-    assert ok(data_dir, "dns", "acme.example") == zone  # the MTA-STS id too: printed again, the same zone
     assert zone.count("._domainkey.acme.example.") == 4  # active and published pairs
     assert "_dmarc.acme.example." in zone and "_mta-sts.acme.example." in zone
     ok(data_dir, "dkim", "activate", "acme.example")
