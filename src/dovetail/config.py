@@ -166,7 +166,8 @@ _int1 = _at_least(_parse_int, 1)
 _int0 = _at_least(_parse_int, 0)
 
 KEYS: list[Key] = [
-    _k("server.hostname", "", _parse_str, "name in greetings and Received: headers (empty: this host's FQDN)"),
+    _k("server.hostname", "", _parse_str, "name in the SMTP greeting, HELO, Received: headers and the MX/SPF "
+       "records `dovetail dns` prints (empty: this machine's FQDN)"),
     _k("server.user", "dovetail", _parse_str, "unprivileged user the workers run as when started as root"),
     _k("server.shutdown_grace", "30s", _dur, "on stop, time given to transactions and commands in flight"),
     _k("listen.smtp", "127.0.0.1:2525", parse_hostport, "MX listener (production: 0.0.0.0:25)"),
@@ -260,11 +261,37 @@ class Config:
 
     @property
     def hostname(self) -> str:
-        return self.values["server.hostname"] or socket.getfqdn()
+        return self.values["server.hostname"] or machine_hostname()
 
     @property
     def database_url(self) -> str:
         return self.values["database.url"] or f"sqlite:///{(self.data_dir / 'dovetail.db').resolve()}"
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+
+
+def machine_hostname() -> str:
+    """This machine's name, the default of ``server.hostname``: ``socket.getfqdn()``, or
+    ``socket.gethostname()`` when that finds only a loopback name (``127.0.0.1 localhost vm`` in
+    /etc/hosts makes getfqdn() answer ``localhost`` on a host called ``vm``)."""
+    fqdn = socket.getfqdn().rstrip(".")
+    if fqdn and fqdn.lower() not in _LOOPBACK_NAMES:
+        return fqdn
+    return socket.gethostname().rstrip(".") or fqdn or "localhost"
+
+
+def hostname_warning(hostname: str) -> str | None:
+    """Why ``hostname`` will not do as the name the world sees, or None when it looks like one."""
+    if hostname.lower() in _LOOPBACK_NAMES:
+        why = "is a loopback name"
+    elif "." not in hostname.strip("."):
+        why = "has no dot"
+    else:
+        return None
+    return (f"server.hostname {hostname!r} {why}: the SMTP greeting, the HELO name and the MX/SPF records "
+            "`dovetail dns` prints use it; set the mail name with "
+            "`dovetail config set server.hostname=mail.example.com`")
 
 
 def validate(key: str, raw: object) -> Any:
@@ -296,6 +323,8 @@ def load(data_dir: Path) -> Config:
             continue
         cfg.values[dotted] = validate(dotted, raw)
         cfg.explicit[dotted] = raw
+    if not cfg.values["server.hostname"]:  # the default, resolved here so `config show --all` prints it
+        cfg.values["server.hostname"] = machine_hostname()
     return cfg
 
 

@@ -4,13 +4,15 @@ Before any worker starts, the master migrates the database, hands the data direc
 service user, and loads every module of the package (:mod:`dovetail.master.preload`). Whatever
 stops it there — a missing part, a folder the service user cannot read — is one line and exit 2;
 a service that then cannot start makes the master stop with exit 1 and that service's reason.
+A ``server.hostname`` that the world cannot use (``localhost``, no dot) is said once, as a warning,
+and stays in ``dovetail status`` while the master runs with it.
 """
 
 from __future__ import annotations
 
 import os
 
-from .config import Config
+from .config import Config, hostname_warning
 from .log import configure_from, get_logger
 
 
@@ -85,6 +87,9 @@ def run(cfg: Config) -> int:
         except RuntimeError as exc:
             get_logger("master").error(str(exc))
             return 2
+        warning = hostname_warning(cfg.hostname)
+        if warning:
+            get_logger("master").warning(warning)
         try:
             return master.run()
         except OSError as exc:  # a listener cannot bind: say which, no traceback

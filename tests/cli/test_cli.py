@@ -60,6 +60,20 @@ def test_config_show_set_and_refusal(tmp_path: Path) -> None:
     assert json.loads(ok(root, "config", "show", "--json"))["smtp.max_message_size"] == 20971520
 
 
+def test_hostname_defaults_to_this_machine(tmp_path: Path) -> None:
+    from dovetail.config import machine_hostname
+
+    root = tmp_path / "d"
+    ok(root, "init")
+    assert '# hostname = ""' in (root / "dovetail.toml").read_text()  # init leaves it to follow the machine
+    assert "server.hostname" not in ok(root, "config", "show")
+    assert f'server.hostname = "{machine_hostname()}"' in ok(root, "config", "show", "--all").splitlines()
+    assert json.loads(ok(root, "config", "show", "server.hostname", "--json")) == {
+        "server.hostname": machine_hostname()}
+    ok(root, "config", "set", "server.hostname=mail.example.com")
+    assert ok(root, "config", "show").strip() == 'server.hostname = "mail.example.com"'
+
+
 def test_bad_value_in_file_is_refused_with_key(tmp_path: Path) -> None:
     root = tmp_path / "d"
     ok(root, "init")

@@ -206,10 +206,35 @@ def test_status_reload_and_stop_cli(master: Master) -> None:
     assert set(st["queue"]) == {"incoming", "active", "deferred", "hold", "corrupt"}
     shown = cli(master.data_dir, "status").stdout
     assert re.search(r"^dovetail master pid \d+, up \d+(s|m\d\ds|h\d\dm|d\d\dh)$", shown, re.M), shown
+    assert st["warnings"] == []  # server.hostname is mx.test.example
+    assert "server.hostname" not in master.log()
     stopped = cli(master.data_dir, "stop")
     assert stopped.returncode == 0, stopped.stderr
     assert master.proc.wait(timeout=5) == 0  # type: ignore[union-attr]
     assert cli(master.data_dir, "status").returncode == 1
+
+
+def test_a_hostname_without_a_dot_is_warned_about_at_start_and_in_status(tmp_path: Path) -> None:
+    import json
+
+    from dovetail import config
+
+    m = Master.create(tmp_path)
+    config.set_value(m.data_dir, "server.hostname", "localhost")
+    try:
+        m.start()
+        warned = [line for line in m.log().splitlines() if "server.hostname 'localhost'" in line]
+        assert len(warned) == 1, m.log()
+        assert "warning" in warned[0].lower() and "dovetail config set server.hostname=mail.example.com" in warned[0]
+        with m.smtp() as s:  # what the warning is about: the greeting uses it
+            assert s.ehlo()[1].split(b"\n")[0] == b"localhost"
+        st = json.loads(cli(m.data_dir, "status", "--json").stdout)
+        assert len(st["warnings"]) == 1 and "loopback" in st["warnings"][0]
+        text = cli(m.data_dir, "status").stdout
+        assert "warning: server.hostname 'localhost' is a loopback name" in text
+    finally:
+        m.stop()
+        m.cleanup()
 
 
 def test_bad_config_on_reload_keeps_running(master: Master) -> None:

@@ -71,3 +71,29 @@ def test_outbound_verbs(data_dir: Path) -> None:
     assert "acme: 10 per minute" in ok(data_dir, "send-limits", "acme", "--per-minute", "10")
     assert run(data_dir, "dkim", "rotate", "unknown.example").returncode == 2
     assert run(data_dir, "dns", "bad domain!").returncode == 2
+
+
+def _sts_id(zone: str) -> str:
+    (line,) = [line for line in zone.splitlines() if line.startswith("_mta-sts.")]
+    return line.split("id=")[1].rstrip('"')
+
+
+def test_dns_mta_sts_id_changes_with_the_policy_only(data_dir: Path) -> None:
+    ok(data_dir, "config", "set", "server.hostname=mx.dovetail.test")
+    ok(data_dir, "tenant", "add", "acme")
+    ok(data_dir, "domain", "add", "acme.example", "--tenant", "acme")
+    zone = ok(data_dir, "dns", "acme.example")
+    assert ok(data_dir, "dns", "acme.example") == zone  # printed again: the same zone, MTA-STS id included
+    first = _sts_id(zone)
+    ok(data_dir, "config", "set", "server.hostname=mx2.dovetail.test")  # the policy's mx: line changes
+    assert _sts_id(ok(data_dir, "dns", "acme.example")) != first
+
+
+@pytest.mark.parametrize("verb", [["dns"], ["dns", "check"], ["dns", "--json"]])
+def test_dns_for_a_domain_not_ours_is_one_line_and_exit_2(data_dir: Path, verb: list[str]) -> None:
+    ok(data_dir, "tenant", "add", "acme")
+    ok(data_dir, "domain", "add", "acme.example", "--tenant", "acme")
+    out = run(data_dir, *verb, "example.org")
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert out.stderr.strip().splitlines() == ["dovetail: error: dns: example.org is not a domain of this server"]

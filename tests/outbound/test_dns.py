@@ -30,6 +30,27 @@ def test_records_cover_mx_spf_dkim_dmarc_mta_sts_tlsrpt(world, dns_server) -> No
     assert recs[0].zone_line().startswith("acme.example.\t3600\tIN\tMX\t10 mx.dovetail.test.")
 
 
+def _sts_id(plan: DnsPlanner) -> str:
+    (rec,) = [r for r in plan.dns_records("acme.example") if r.name == "_mta-sts.acme.example"]
+    assert rec.value.startswith("v=STSv1; id=")
+    return rec.value.removeprefix("v=STSv1; id=")
+
+
+def test_mta_sts_id_follows_the_policy(world, dns_server) -> None:
+    plan = planner(world, dns_server)
+    first = _sts_id(plan)
+    assert first == _sts_id(plan) == _sts_id(planner(world, dns_server))  # printed again: the same id
+    assert first.isalnum() and 1 <= len(first) <= 32  # RFC 8461: 1*32(ALPHA / DIGIT)
+    keys, transports = plan.keys, plan.transports
+    enforce = DnsPlanner(keys, transports, "mx.dovetail.test", mta_sts_mode="enforce")
+    other_mx = DnsPlanner(keys, transports, "mx2.dovetail.test")
+    assert "mode: enforce" in enforce.mta_sts_policy("acme.example")
+    assert "mx: mx2.dovetail.test" in other_mx.mta_sts_policy("acme.example")
+    assert len({first, _sts_id(enforce), _sts_id(other_mx)}) == 3
+    with pytest.raises(ValueError, match="MTA-STS mode"):
+        DnsPlanner(keys, transports, "mx.dovetail.test", mta_sts_mode="strict")
+
+
 def test_ses_relay_adds_custom_mail_from(world, dns_server) -> None:
     Transports(world.engine).set("tenant", "acme", "relay", host="email-smtp.eu-west-1.amazonaws.com",
                                  port=587, username="AKIA", secret="s3cret", check_host=None)

@@ -69,6 +69,8 @@ def test_dns_section_lists_the_records_to_publish(web: WebEnv) -> None:
     assert {"MX", "TXT"} <= set(by_type)
     assert any(r["value"].startswith("v=spf1") for r in by_type["TXT"])
     assert any(r["name"].startswith("_dmarc.acme.test") for r in by_type["TXT"])
+    foreign = web.client.get("/api/v1/domains/example.org/dns", headers=h)
+    assert foreign.status_code == 404 and foreign.headers["content-type"].startswith(PROBLEM)
 
 
 def test_pagination_and_filter(web: WebEnv) -> None:

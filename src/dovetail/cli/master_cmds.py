@@ -85,7 +85,8 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     result = {"running": bool(pid), "pid": pid, "uptime": round(time.time() - data["started"]) if data else None,
               "services": data["services"] if data else {}, "queue": queue,
               "dkim_unreadable": [{"domain": k.domain, "selector": k.selector, "state": k.state,
-                                   "problem": k.problem} for k in unsignable]}
+                                   "problem": k.problem} for k in unsignable],
+              "warnings": data.get("warnings", []) if data else []}
     if as_json:
         emit_json(result)
     else:
@@ -101,6 +102,8 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                                  (w or {}).get("pid") or "-", duration((w or {}).get("uptime")),
                                  (w or {}).get("restarts", "-"), (w or {}).get("connections") or 0])
             emit_table(["service", "state", "listen", "pid", "uptime", "restarts", "conns"], rows)
+            for warning in result["warnings"]:
+                print(f"warning: {warning}")
         print("queue: " + ", ".join(f"{k}={v}" for k, v in queue.items()))
         for k in unsignable:
             print(f"dkim: {k.domain} {k.selector} {k.status}; its mail is deferred")

@@ -105,6 +105,8 @@ def dns_cmd(ctx: typer.Context, words: Annotated[list[str], typer.Argument(metav
         fail("usage: dovetail dns DOMAIN | dovetail dns check DOMAIN")
     domain = words[-1]
     try:
+        if not c.directory.is_local_domain(domain):
+            fail(f"dns: {domain} is not a domain of this server")
         plan = planner(c)
         if not check:
             records = plan.dns_records(domain)

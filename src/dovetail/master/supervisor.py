@@ -442,6 +442,7 @@ class Master:
         self._status_at = now
         data = {
             "pid": os.getpid(), "started": self.started, "stopping": bool(self.stopping_since),
+            "warnings": [w for w in (config_mod.hostname_warning(self.cfg.hostname),) if w],
             "services": {
                 name: {
                     **svc.spec.to_dict(),

@@ -3,11 +3,15 @@
 ``dns_records`` is what ``dovetail dns DOMAIN`` prints and the web UI shows; ``check`` resolves each
 record with dnspython and says what is missing or wrong. For a relay such as SES the custom MAIL
 FROM records (an MX and an SPF TXT on ``bounce.<domain>``) are included, as SES asks for them.
+
+The ``id=`` of the ``_mta-sts`` record is a hash of the policy it announces, so printing the records
+again gives the same zone, and the id moves only when the policy does (another mode, MX or max_age),
+which is when RFC 8461 asks senders to fetch the policy again.
 """
 
 from __future__ import annotations
 
-import time
+import hashlib
 from dataclasses import dataclass, field
 
 import dns.exception
@@ -18,6 +22,8 @@ from dovetail.outbound.keys import DkimKeys
 from dovetail.outbound.transports import Transports
 
 MAIL_FROM_LABEL = "bounce"
+MTA_STS_MODES = ("enforce", "testing", "none")
+MTA_STS_MAX_AGE = 604800  # one week, in seconds
 
 
 @dataclass(frozen=True)
@@ -51,20 +57,30 @@ class DnsPlanner:
     """Plans and checks the records of our domains.
 
     ``mx_host`` is the name our MX answers as (``server.hostname``); ``resolver`` a dnspython resolver
-    (the system's when None).
+    (the system's when None); ``mta_sts_mode`` the mode of the MTA-STS policy (RFC 8461).
     """
 
     def __init__(self, keys: DkimKeys, transports: Transports, mx_host: str,
-                 resolver: dns.resolver.Resolver | None = None, *, dmarc_policy: str = "none") -> None:
+                 resolver: dns.resolver.Resolver | None = None, *, dmarc_policy: str = "none",
+                 mta_sts_mode: str = "testing") -> None:
+        if mta_sts_mode not in MTA_STS_MODES:
+            raise ValueError(f"MTA-STS mode {mta_sts_mode!r}: expected one of {', '.join(MTA_STS_MODES)}")
         self.keys = keys
         self.transports = transports
         self.mx_host = mx_host.rstrip(".")
         self.resolver = resolver
         self.dmarc_policy = dmarc_policy
+        self.mta_sts_mode = mta_sts_mode
 
-    def mta_sts_policy(self, domain: str, mode: str = "testing") -> str:
+    def mta_sts_policy(self, domain: str) -> str:
         """The policy file served at ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` (RFC 8461)."""
-        return f"version: STSv1\r\nmode: {mode}\r\nmx: {self.mx_host}\r\nmax_age: 604800\r\n"
+        return (f"version: STSv1\r\nmode: {self.mta_sts_mode}\r\nmx: {self.mx_host}\r\n"
+                f"max_age: {MTA_STS_MAX_AGE}\r\n")
+
+    def mta_sts_id(self, domain: str) -> str:
+        """The ``id=`` announcing :meth:`mta_sts_policy`: 20 hex digits of its SHA-256 (RFC 8461 allows
+        up to 32 letters and digits), the same for the same policy."""
+        return hashlib.sha256(self.mta_sts_policy(domain).encode()).hexdigest()[:20]
 
     def dns_records(self, domain: str) -> list[Record]:
         dom = normalize_domain(domain)
@@ -85,8 +101,7 @@ class DnsPlanner:
                               "SES custom MAIL FROM: bounces come back to SES"))
             out.append(Record(mail_from, "TXT", "v=spf1 include:amazonses.com ~all",
                               "SES custom MAIL FROM: SPF for the envelope sender domain"))
-        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-        out.append(Record(f"_mta-sts.{dom}", "TXT", f"v=STSv1; id={stamp}",
+        out.append(Record(f"_mta-sts.{dom}", "TXT", f"v=STSv1; id={self.mta_sts_id(dom)}",
                           "MTA-STS: senders must use TLS to our MX (RFC 8461)", required=False))
         out.append(Record(f"mta-sts.{dom}", "CNAME", f"{self.mx_host}.",
                           "MTA-STS: host serving /.well-known/mta-sts.txt", required=False))
