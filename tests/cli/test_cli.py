@@ -86,6 +86,7 @@ def test_bad_value_in_file_is_refused_with_key(tmp_path: Path) -> None:
     assert out.returncode == 2 and "not valid TOML" in out.stderr
 
 
+@pytest.mark.timeout(300)  # one CLI process per verb
 def test_directory_verbs_end_to_end(tmp_path: Path) -> None:
     root = tmp_path / "d"
     ok(root, "init")

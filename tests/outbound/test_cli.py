@@ -31,6 +31,7 @@ def ok(data_dir: Path, *args: str) -> str:
     return out.stdout
 
 
+@pytest.mark.timeout(300)  # some thirty CLI processes, each importing the package
 def test_outbound_verbs(data_dir: Path) -> None:
     ok(data_dir, "config", "set", "server.hostname=mx.dovetail.test")
     ok(data_dir, "tenant", "add", "acme")
