@@ -10,7 +10,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +162,34 @@ class Master:
         import shutil
 
         shutil.rmtree(self.data_dir.parent, ignore_errors=True)
+
+
+class RelaySink:
+    """An SMTP server the master relays to: keeps (MAIL FROM, RCPT TOs, content) of each message."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
+        with self.lock:
+            self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        return "250 2.0.0 Ok: queued as SINK1"
+
+    def has(self, needle: bytes) -> bool:
+        with self.lock:
+            return any(needle in data for _, _, data in self.messages)
+
+
+@contextmanager
+def relay_sink() -> Iterator[tuple[RelaySink, int]]:
+    """A :class:`RelaySink` listening on a free loopback port, for as long as the block runs."""
+    from aiosmtpd.controller import Controller
+
+    handler, port = RelaySink(), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()

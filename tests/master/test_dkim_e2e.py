@@ -14,34 +14,20 @@ from pathlib import Path
 
 import dkim
 import pytest
-from aiosmtpd.controller import Controller
 
-from .harness import Master, cli, free_port, wait_for
+from .harness import Master, RelaySink, cli, relay_sink, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="privileges are dropped only when started as root")
 
 
-class Collect:
-    def __init__(self) -> None:
-        self.messages: list[bytes] = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
-        self.messages.append(envelope.original_content)
-        return "250 2.0.0 Ok: queued as SINK1"
+@pytest.fixture
+def sink() -> Iterator[tuple[RelaySink, int]]:
+    with relay_sink() as made:
+        yield made
 
 
 @pytest.fixture
-def sink() -> Iterator[tuple[Collect, int]]:
-    handler = Collect()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
-
-
-@pytest.fixture
-def master(tmp_path: Path, sink: tuple[Collect, int]) -> Iterator[Master]:
+def master(tmp_path: Path, sink: tuple[RelaySink, int]) -> Iterator[Master]:
     m = Master.create(tmp_path)
     out = cli(m.data_dir, "transport", "set", "default", "*", "--relay", f"127.0.0.1:{sink[1]}", "--tls", "none")
     assert out.returncode == 0, out.stderr
@@ -83,7 +69,7 @@ def key_files(master: Master, domain: str) -> list[Path]:
     return sorted((master.data_dir / "dkim" / domain).glob("*.key"))
 
 
-def test_keys_added_by_root_while_serving_sign_the_mail(master: Master, sink: tuple[Collect, int]) -> None:
+def test_keys_added_by_root_while_serving_sign_the_mail(master: Master, sink: tuple[RelaySink, int]) -> None:
     handler, _ = sink
     ok(master.data_dir, "domain", "add", "beta.example", "--tenant", "acme")  # root, after the workers dropped
     service = pwd.getpwnam("dovetail").pw_uid
@@ -92,11 +78,11 @@ def test_keys_added_by_root_while_serving_sign_the_mail(master: Master, sink: tu
     assert "unreadable" not in ok(master.data_dir, "dkim", "list", "beta.example")
     send_from(master, "beta.example")
     wait_for(lambda: handler.messages, 30, "relayed message")
-    assert_signed(handler.messages[0], master, "beta.example")
+    assert_signed(handler.messages[0][2], master, "beta.example")
 
 
 def test_an_unreadable_key_defers_the_mail_until_serve_repairs_it(master: Master,
-                                                                  sink: tuple[Collect, int]) -> None:
+                                                                  sink: tuple[RelaySink, int]) -> None:
     handler, _ = sink
     ok(master.data_dir, "domain", "add", "gamma.example", "--tenant", "acme")
     broken = key_files(master, "gamma.example")[0]
@@ -119,4 +105,4 @@ def test_an_unreadable_key_defers_the_mail_until_serve_repairs_it(master: Master
     assert "unreadable" not in ok(master.data_dir, "dkim", "list", "gamma.example")
     ok(master.data_dir, "queue", "flush")
     wait_for(lambda: handler.messages, 30, "relayed message")
-    assert_signed(handler.messages[0], master, "gamma.example")
+    assert_signed(handler.messages[0][2], master, "gamma.example")

@@ -8,32 +8,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 
-from .harness import Master, cli, free_port, wait_for
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, list[str], bytes]] = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
-        return "250 2.0.0 Ok: queued as SINK1"
+from .harness import Master, RelaySink, cli, free_port, relay_sink, wait_for
 
 
 @pytest.fixture
-def sink() -> Iterator[tuple[Collect, int]]:
-    handler = Collect()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield handler, port
-    controller.stop()
+def sink() -> Iterator[tuple[RelaySink, int]]:
+    with relay_sink() as made:
+        yield made
 
 
 @pytest.fixture
-def master(tmp_path: Path, sink: tuple[Collect, int]) -> Iterator[Master]:
+def master(tmp_path: Path, sink: tuple[RelaySink, int]) -> Iterator[Master]:
     m = Master.create(tmp_path)
     out = cli(m.data_dir, "transport", "set", "default", "*", "--relay", f"127.0.0.1:{sink[1]}", "--tls", "none")
     assert out.returncode == 0, out.stderr
@@ -45,7 +31,7 @@ def master(tmp_path: Path, sink: tuple[Collect, int]) -> Iterator[Master]:
     m.cleanup()
 
 
-def test_alias_to_an_external_address_is_relayed(master: Master, sink: tuple[Collect, int]) -> None:
+def test_alias_to_an_external_address_is_relayed(master: Master, sink: tuple[RelaySink, int]) -> None:
     handler, _ = sink
     with master.smtp() as s:
         s.sendmail("alice@ext.example", ["fwd@acme.example"], "Subject: forward me\r\n\r\nx\r\n")
@@ -55,7 +41,7 @@ def test_alias_to_an_external_address_is_relayed(master: Master, sink: tuple[Col
     assert b"Subject: forward me" in data
 
 
-def test_submission_needs_tls_and_auth_then_signs_and_relays(master: Master, sink: tuple[Collect, int]) -> None:
+def test_submission_needs_tls_and_auth_then_signs_and_relays(master: Master, sink: tuple[RelaySink, int]) -> None:
     handler, _ = sink
     msg = "From: bob@acme.example\r\nTo: someone@remote.example\r\nSubject: outbound\r\n\r\nhello\r\n"
     with smtplib.SMTP("127.0.0.1", master.submission_port, timeout=30) as s:

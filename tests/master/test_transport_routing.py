@@ -3,45 +3,21 @@ and a rule changed while the master runs applies to the next message within the 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 
-from .harness import Master, cli, free_port, wait_for
+from .harness import Master, RelaySink, cli, relay_sink, wait_for
 
 CHECK_INTERVAL = 1.0  # directory.cache_check_interval, the default
 
 
-class Collect:
-    def __init__(self) -> None:
-        self.messages: list[tuple[list[str], bytes]] = []
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
-        with self.lock:
-            self.messages.append((list(envelope.rcpt_tos), envelope.original_content))
-        return "250 2.0.0 Ok: queued"
-
-    def has(self, needle: bytes) -> bool:
-        with self.lock:
-            return any(needle in data for _, data in self.messages)
-
-
 @pytest.fixture
-def sinks() -> Iterator[list[tuple[Collect, int]]]:
-    made = []
-    for _ in range(2):
-        handler, port = Collect(), free_port()
-        controller = Controller(handler, hostname="127.0.0.1", port=port)
-        controller.start()
-        made.append((handler, port, controller))
-    yield [(h, p) for h, p, _ in made]
-    for _, _, controller in made:
-        controller.stop()
+def sinks() -> Iterator[list[tuple[RelaySink, int]]]:
+    with relay_sink() as one, relay_sink() as two:
+        yield [one, two]
 
 
 def ok(master: Master, *args: str) -> str:
@@ -51,7 +27,7 @@ def ok(master: Master, *args: str) -> str:
 
 
 @pytest.fixture
-def master(tmp_path: Path, sinks: list[tuple[Collect, int]]) -> Iterator[Master]:
+def master(tmp_path: Path, sinks: list[tuple[RelaySink, int]]) -> Iterator[Master]:
     m = Master.create(tmp_path)
     (_, one), (_, two) = sinks
     ok(m, "transport", "set", "recipient", "alpha.example", "--relay", f"127.0.0.1:{one}", "--tls", "none")
@@ -70,13 +46,13 @@ def send(master: Master, rcpt: str, subject: str) -> None:
 
 
 def test_recipient_domains_route_to_their_relays_and_a_change_applies_at_once(
-        master: Master, sinks: list[tuple[Collect, int]]) -> None:
+        master: Master, sinks: list[tuple[RelaySink, int]]) -> None:
     (one, port_one), (two, _) = sinks
     send(master, "to-alpha@acme.example", "first to alpha")
     send(master, "to-beta@acme.example", "first to beta")
     wait_for(lambda: one.has(b"first to alpha") and two.has(b"first to beta"), 30, "both relays")
     assert not one.has(b"first to beta") and not two.has(b"first to alpha")
-    assert [r for r, _ in two.messages] == [["y@beta.example"]]
+    assert [r for _, r, _ in two.messages] == [["y@beta.example"]]
 
     ok(master, "transport", "set", "recipient", "beta.example", "--relay", f"127.0.0.1:{port_one}", "--tls", "none")
     changed = time.monotonic()
