@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from ..replies.receiver import Receiver
-from .harness import Master, cli, free_port, wait_for
-from .test_outbound_e2e import Collect, sink  # noqa: F401 - the relay sink fixture
+from .harness import Master, RelaySink, cli, free_port, wait_for
+from .test_outbound_e2e import sink  # noqa: F401 - the relay sink fixture
 
 CARL = "carl@ext.example"
 
@@ -32,7 +32,7 @@ def ok(m: Master, *args: str) -> str:
 
 
 class Setup:
-    def __init__(self, master: Master, http: int, api_token: str, receiver: Receiver, handler: Collect) -> None:
+    def __init__(self, master: Master, http: int, api_token: str, receiver: Receiver, handler: RelaySink) -> None:
         self.master, self.http, self.api_token, self.receiver, self.handler = master, http, api_token, receiver, handler
 
     def send(self, **body: Any) -> dict[str, Any]:
@@ -66,7 +66,7 @@ class Setup:
 
 
 @pytest.fixture
-def setup(tmp_path: Path, sink: tuple[Collect, int]) -> Iterator[Setup]:  # noqa: F811
+def setup(tmp_path: Path, sink: tuple[RelaySink, int]) -> Iterator[Setup]:  # noqa: F811
     handler, sink_port = sink
     m = Master.create(tmp_path)
     ok(m, "config", "set", "replies.webhook_allow_private=true")  # the receiver is on loopback
