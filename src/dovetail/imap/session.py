@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ from dovetail.mailauth.accounts import Account, Authenticator
 from dovetail.mailauth.penalty import AuthPenalty
 from dovetail.mailauth.sasl import MECHANISMS, Challenge, Credentials, Reason, SaslExchange, Step
 from dovetail.mailauth.slots import MemorySlots, Slots
-from dovetail.storage.api import Changes, MailStorage, StorageError
+from dovetail.storage.api import SYSTEM_FLAGS, Changes, MailStorage, StorageError
 
 log = get_logger("imap")
 
@@ -113,6 +113,8 @@ class Session:
         self.logout_reason = "Connection closed"
         self._out = bytearray()
         self._flag_lists: dict[tuple[frozenset[str], bool], bytes] = {}
+        self._keywords_shown: set[str] = set()  # keywords the last FLAGS response named
+        self._keywords_owed: set[str] = set()  # keywords formatted for output but not yet in a FLAGS response
         self._sasl: tuple[str, SaslExchange] | None = None  # tag and exchange awaiting a line
         self._user_slot: str | None = None
         self._last_activity = self._started = time.monotonic()
@@ -161,8 +163,42 @@ class Session:
         if out is None:
             if len(self._flag_lists) >= 512:
                 self._flag_lists.clear()
+            self.note_keywords(flags)
             out = self._flag_lists[key] = flag_list(flags | {"\\Recent"} if key[1] else flags)
         return out
+
+    def note_keywords(self, flags: Iterable[str]) -> None:
+        """Remember keywords the client has not been told of: a FLAGS response is owed before they show."""
+        shown = self._keywords_shown
+        for flag in flags:
+            if not flag.startswith("\\") and flag not in shown:
+                self._keywords_owed.add(flag)
+
+    def flags_response(self, *, reset: bool = False) -> None:
+        """``* FLAGS`` and ``PERMANENTFLAGS`` naming the system flags and every keyword shown so far.
+
+        RFC 3501 §7.2.6: FLAGS lists the flags applicable in the mailbox, and clients (and imaptest)
+        hold a keyword in a FETCH that no FLAGS response named to be an error; so SELECT names the
+        system flags, and each keyword is announced the first time it is about to appear, as Dovecot
+        does when a keyword is created. ``reset`` starts a new mailbox's list.
+        """
+        if reset:
+            self._keywords_shown = set()
+            self._keywords_owed = set()
+            self._flag_lists.clear()
+        self._keywords_shown |= self._keywords_owed
+        self._keywords_owed = set()
+        flags = flag_list(SYSTEM_FLAGS | self._keywords_shown).decode()
+        self.write(f"* FLAGS {flags}")
+        if self.selected is not None and self.selected.readonly:
+            self.write("* OK [PERMANENTFLAGS ()] Read-only mailbox.")
+        else:
+            self.write(f"* OK [PERMANENTFLAGS {flags[:-1]} \\*)] Flags permitted.")
+
+    def announce_keywords(self) -> None:
+        """Send the FLAGS response owed for new keywords, if any; call before writing FETCH lines."""
+        if self._keywords_owed:
+            self.flags_response()
 
     def seconds_left(self) -> float:
         """Time until autologout (or until a long IDLE is ended)."""
@@ -343,6 +379,7 @@ class Session:
             self.write(f"* {mb.exists} EXISTS")
             if changes.new_uids and not self.rev2:
                 self.write(f"* {mb.recent_count} RECENT")
+        lines = []
         for st in changes.flag_changes:
             seq = mb.seq_of(st.uid)
             if seq is None:
@@ -350,7 +387,10 @@ class Session:
             items = f"UID {st.uid} FLAGS " + self.flags_out(st.flags, st.recent).decode()
             if self.condstore:
                 items += f" MODSEQ ({st.modseq})"
-            self.write(f"* {seq} FETCH ({items})")
+            lines.append(f"* {seq} FETCH ({items})")
+        self.announce_keywords()
+        for line in lines:
+            self.write(line)
 
     # -- capability / any state -------------------------------------------------------------------------
 

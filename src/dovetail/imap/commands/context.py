@@ -7,7 +7,7 @@ the session.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol, runtime_checkable
 
 from dovetail.imap.limits import Limits
@@ -47,6 +47,18 @@ class CommandSession(Protocol):
 
     def flags_out(self, flags: frozenset[str], recent: bool) -> bytes:
         """A FETCH FLAGS list, formatted once per flag set; callable from a worker thread."""
+        ...
+
+    def note_keywords(self, flags: Iterable[str]) -> None:
+        """Remember keywords the client has not been told of yet."""
+        ...
+
+    def flags_response(self, *, reset: bool = False) -> None:
+        """Write ``* FLAGS`` and ``PERMANENTFLAGS`` (``reset``: for a newly selected mailbox)."""
+        ...
+
+    def announce_keywords(self) -> None:
+        """Write the FLAGS response owed for keywords about to appear, if any."""
         ...
 
     async def unselect(self) -> None:

@@ -15,7 +15,7 @@ from dovetail.imap.commands.context import CommandSession, CommandTable, Result
 from dovetail.imap.commands.fetch_items import item_builder
 from dovetail.imap.fetchatt import FetchAtt, parse_fetch_atts
 from dovetail.imap.sequence import SequenceSet, format_set, missing_ranges
-from dovetail.imap.state import SEL, CommandError
+from dovetail.imap.state import SEL
 from dovetail.imap.tokens import Atom, ListToken, ParseError, number
 from dovetail.storage.api import SEEN, Mailbox, MessageExpunged, StoreMode
 
@@ -72,12 +72,14 @@ async def cmd_fetch(s: CommandSession, cmd: Any) -> Result:
         return lines, missing, gone
 
     lines, missing, gone = await asyncio.to_thread(work)
+    s.announce_keywords()
     if gone:
         s.write(f"* VANISHED (EARLIER) {gone}")
     for line in lines:
         s.write(line)
     if missing:
-        raise CommandError("Some messages were expunged before they could be fetched.", "EXPUNGEISSUED")
+        # Dovecot's answer: the messages still there were fetched, so the command succeeded.
+        return "EXPUNGEISSUED", "Some messages were already expunged."
     return None, "Fetch completed."
 
 

@@ -9,11 +9,10 @@ from typing import Any
 from dovetail.imap.commands.arguments import mailbox_arg, mailbox_out, resolve
 from dovetail.imap.commands.context import CommandSession, CommandTable, Result
 from dovetail.imap.commands.fetch import fetch_lines
-from dovetail.imap.response import flag_list
 from dovetail.imap.sequence import SequenceSet, format_set, missing_ranges
 from dovetail.imap.state import AUTH, SEL, CommandError, Selected, State
 from dovetail.imap.tokens import Atom, ListToken, ParseError, String, Token, number
-from dovetail.storage.api import SYSTEM_FLAGS, StorageError
+from dovetail.storage.api import StorageError
 
 
 async def cmd_select(s: CommandSession, cmd: Any) -> Result:
@@ -58,12 +57,7 @@ async def _select(s: CommandSession, cmd: Any, readonly: bool) -> Result:
     mb, first_unseen = await asyncio.to_thread(open_view)
     s.selected = Selected(mb, readonly or mb.readonly)
     s.state = State.SELECTED
-    flags = flag_list(SYSTEM_FLAGS).decode()
-    s.write(f"* FLAGS {flags}")
-    if s.selected.readonly:
-        s.write("* OK [PERMANENTFLAGS ()] Read-only mailbox.")
-    else:
-        s.write(f"* OK [PERMANENTFLAGS {flags[:-1]} \\*)] Flags permitted.")
+    s.flags_response(reset=True)
     s.write(f"* {mb.exists} EXISTS")
     if not s.rev2:
         s.write(f"* {mb.recent_count} RECENT")
@@ -104,6 +98,7 @@ async def _qresync_select(s: CommandSession, args: tuple[Token, ...]) -> None:
         return vanished, fetch_lines(s, mb, changed, ["UID", "FLAGS", "MODSEQ"])
 
     vanished, lines = await asyncio.to_thread(work)
+    s.announce_keywords()
     if vanished:
         s.write(f"* VANISHED (EARLIER) {vanished}")
     for line in lines:

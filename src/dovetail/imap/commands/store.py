@@ -65,7 +65,10 @@ async def cmd_store(s: CommandSession, cmd: Any) -> Result:
             modified = [q for q in (mb.seq_of(u) for u in modified) if q is not None]
         return lines, modified
 
+    if mode is not StoreMode.REMOVE:
+        s.note_keywords(flags)  # a keyword set now is shown by FLAGS even when .SILENT hides the FETCH
     lines, modified = await asyncio.to_thread(work)
+    s.announce_keywords()
     for line in lines:
         s.write(line)
     if modified:
