@@ -162,8 +162,11 @@ def _atom(data: bytes, i: int) -> tuple[str, int]:
     while i < n:
         c = data[i]
         if c == 0x5B:  # [ : a section; spaces, lists and quoted strings may appear inside
-            i = _section_end(data, i)
-            continue
+            end = _section_end(data, i)
+            if end > 0:
+                i = end
+                continue
+            # No closing bracket: "[" is an ordinary ATOM-CHAR (a mailbox may be called "a[b").
         if c in _ATOM_STOP:
             break
         if c >= 0x80:
@@ -173,6 +176,7 @@ def _atom(data: bytes, i: int) -> tuple[str, int]:
 
 
 def _section_end(data: bytes, i: int) -> int:
+    """Index after the ``]`` closing the section opened at ``i``; -1 when none closes it."""
     depth = 0
     i += 1
     n = len(data)
@@ -186,13 +190,13 @@ def _section_end(data: bytes, i: int) -> int:
         elif c == 0x29:
             depth -= 1
             if depth < 0:
-                raise ParseError("Unbalanced parentheses in section")
+                return -1
         elif c == 0x5D and depth == 0:
             return i + 1
         elif c < 0x20 or c >= 0x7F:
-            raise ParseError("Invalid character in section")
+            return -1
         i += 1
-    raise ParseError("Unterminated section")
+    return -1
 
 
 # -- helpers for command handlers --------------------------------------------------------------------
