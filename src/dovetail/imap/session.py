@@ -167,6 +167,15 @@ class Session:
             out = self._flag_lists[key] = flag_list(flags | {"\\Recent"} if key[1] else flags)
         return out
 
+    def enable_condstore(self) -> None:
+        """A CONDSTORE-enabling command (FETCH MODSEQ, STORE UNCHANGEDSINCE, SEARCH MODSEQ): the first
+        one in a selected mailbox reports its HIGHESTMODSEQ, as RFC 7162 §3.1 requires."""
+        if "CONDSTORE" in self.enabled:
+            return
+        self.enabled.add("CONDSTORE")
+        if self.selected is not None:
+            self.write(f"* OK [HIGHESTMODSEQ {self.selected.mailbox.highestmodseq}] Highest")
+
     def note_keywords(self, flags: Iterable[str]) -> None:
         """Remember keywords the client has not been told of: a FLAGS response is owed before they show."""
         shown = self._keywords_shown

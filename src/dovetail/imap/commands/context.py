@@ -49,6 +49,10 @@ class CommandSession(Protocol):
         """A FETCH FLAGS list, formatted once per flag set; callable from a worker thread."""
         ...
 
+    def enable_condstore(self) -> None:
+        """Turn CONDSTORE on from a command that implies it (reports HIGHESTMODSEQ the first time)."""
+        ...
+
     def note_keywords(self, flags: Iterable[str]) -> None:
         """Remember keywords the client has not been told of yet."""
         ...

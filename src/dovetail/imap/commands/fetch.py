@@ -48,7 +48,7 @@ async def cmd_fetch(s: CommandSession, cmd: Any) -> Result:
     if cmd.uid and not any(a.name == "UID" for a in atts):
         atts.insert(0, FetchAtt("UID"))
     if changedsince is not None or any(a.name == "MODSEQ" for a in atts):
-        s.enabled.add("CONDSTORE")
+        s.enable_condstore()
         if not any(a.name == "MODSEQ" for a in atts):
             atts.append(FetchAtt("MODSEQ"))
     mb = sel.mailbox

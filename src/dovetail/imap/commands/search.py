@@ -77,7 +77,7 @@ async def cmd_search(s: CommandSession, cmd: Any) -> Result:
     except sm.SearchError as exc:
         raise _search_error(exc) from exc
     if req.uses_modseq:
-        s.enabled.add("CONDSTORE")
+        s.enable_condstore()
     mb = sel.mailbox
     saved = sel.saved
 

@@ -26,7 +26,7 @@ async def cmd_store(s: CommandSession, cmd: Any) -> Result:
         if len(mods) != 2 or not isinstance(mods[0], Atom) or mods[0].value.upper() != "UNCHANGEDSINCE":
             raise ParseError("Invalid STORE modifier")
         unchangedsince = number(mods[1], bits=63)
-        s.enabled.add("CONDSTORE")
+        s.enable_condstore()
     if not args or not isinstance(args[0], Atom):
         raise ParseError("Invalid STORE item")
     item = args.pop(0).value.upper()
