@@ -331,9 +331,10 @@ class MemMailbox(api.Mailbox):
                 m = current[u]
                 self._uids.append(u)
                 self._flags[u] = (frozenset(m.flags), m.modseq)
-                if m.recent and not self.readonly:
-                    m.recent = False
+                if m.recent:
                     self._recent.add(u)
+                    if not self.readonly:
+                        m.recent = False
             ch.new_uids = new
             for u in self._uids:
                 m = current.get(u)

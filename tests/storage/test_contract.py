@@ -154,6 +154,19 @@ def test_views_change_only_on_refresh(storage: MailStorage) -> None:
         assert again.recent_count == 0  # the first view took \Recent
 
 
+def test_examine_shows_recent_without_taking_it(storage: MailStorage) -> None:
+    storage.append("INBOX", msg(1))
+    with storage.select("INBOX", readonly=True) as box:
+        assert box.recent_count == 1
+        storage.append("INBOX", msg(2))
+        box.refresh()
+        assert box.recent_count == 2
+    with storage.select("INBOX") as box:
+        assert box.recent_count == 2  # EXAMINE left \Recent for the next SELECT
+    with storage.select("INBOX", readonly=True) as box:
+        assert box.recent_count == 0
+
+
 def test_uidvalidity_and_uidnext(storage: MailStorage) -> None:
     storage.create("Box")
     first = storage.status("Box", ["UIDVALIDITY", "UIDNEXT"])

@@ -121,7 +121,12 @@ class MaildirMailbox(Mailbox):
             return {u: t[4] for u, t in facts.items()}
 
         rows = self.folder.with_facts(take)
-        if claim_recent and not self.readonly:
+        if claim_recent and self.readonly:
+            # EXAMINE shows which messages are recent without taking them: the next SELECT still
+            # sees them as \Recent (as Dovecot does).
+            first = idx.get_int("first_recent_uid", 1)
+            self._recent.update(u for u in rows if u >= first)
+        elif claim_recent:
             idx.begin()
             try:
                 first = idx.get_int("first_recent_uid", 1)
@@ -234,7 +239,10 @@ class MaildirMailbox(Mailbox):
         last = self._uids[-1] if self._uids else 0
         new = sorted(r[0] for r in rows if r[0] not in view and r[0] > last and r[0] not in pending)
         if new:
-            if not self.readonly:
+            if self.readonly:
+                first = idx.get_int("first_recent_uid", 1)
+                self._recent.update(u for u in new if u >= first)
+            else:
                 idx.begin()
                 try:
                     first = idx.get_int("first_recent_uid", 1)

@@ -10,8 +10,8 @@ from dovetail.imap.commands.arguments import mailbox_arg, mailbox_out
 from dovetail.imap.commands.context import CommandSession, CommandTable, Result
 from dovetail.imap.state import AUTH, CommandError
 from dovetail.imap.tokens import Atom, ListToken, ParseError, Token, astring
-from dovetail.storage.api import SPECIAL_USE_FOLDERS, StorageError
-from dovetail.storage.names import decode_mutf7
+from dovetail.storage.api import SPECIAL_USE_FOLDERS, MailboxInfo, StorageError
+from dovetail.storage.names import decode_mutf7, parents, pattern_regex
 
 _STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "RECENT", "HIGHESTMODSEQ", "SIZE", "DELETED")
 
@@ -81,7 +81,7 @@ async def cmd_list(s: CommandSession, cmd: Any) -> Result:
         selection = {_word(t) for t in args.pop(0).items}
         if not selection <= {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}:
             raise ParseError("Unknown LIST selection option")
-        if selection == {"RECURSIVEMATCH"}:
+        if "RECURSIVEMATCH" in selection and not selection - {"RECURSIVEMATCH", "REMOTE"}:
             raise ParseError("RECURSIVEMATCH needs another selection option")
     if len(args) < 2:
         raise ParseError("LIST needs a reference and a pattern")
@@ -110,15 +110,35 @@ async def cmd_list(s: CommandSession, cmd: Any) -> Result:
         s.write('* LIST (\\Noselect) "/" ""')
         return None, "List completed."
 
-    def work() -> list[tuple[Any, dict[str, int] | None, bool]]:
-        seen: dict[str, Any] = {}
+    # RFC 5258: an extended LIST returns children attributes only when RETURN (CHILDREN) asks (a
+    # plain LIST always does, as Dovecot).
+    children = "CHILDREN" in returns or not (selection or returns)
+    recursive = "RECURSIVEMATCH" in selection
+
+    def work() -> list[tuple[MailboxInfo, dict[str, int] | None, bool, str | None]]:
+        seen: dict[str, MailboxInfo] = {}
         for p in patterns:
             for info in storage.list_mailboxes(reference, p):
                 seen.setdefault(info.name, info)
         subscribed = set(storage.list_subscribed("*")) if ("SUBSCRIBED" in selection | returns) else set()
+        childinfo: dict[str, str] = {}
+        if "SUBSCRIBED" in selection:
+            # Subscriptions to mailboxes that no longer exist are listed too, as \NonExistent.
+            rxs = [pattern_regex(reference, p) for p in patterns]
+            for name in sorted(subscribed - set(seen)):
+                if any(rx.match(name) for rx in rxs):
+                    seen[name] = MailboxInfo(name, "/", frozenset({"\\NonExistent"}), None)
+                elif recursive:
+                    # RECURSIVEMATCH: a parent the patterns match is returned with CHILDINFO for a
+                    # subscribed descendant that they do not match (one they match is listed itself).
+                    for parent in parents(name):
+                        if parent not in subscribed and any(rx.match(parent) for rx in rxs):
+                            childinfo[parent] = "SUBSCRIBED"
+                            if parent not in seen:
+                                seen[parent] = MailboxInfo(parent, "/", frozenset({"\\NonExistent"}), None)
         out = []
         for info in seen.values():
-            if "SUBSCRIBED" in selection and info.name not in subscribed:
+            if "SUBSCRIBED" in selection and info.name not in subscribed and info.name not in childinfo:
                 continue
             if "SPECIAL-USE" in selection and not info.special_use:
                 continue
@@ -128,18 +148,25 @@ async def cmd_list(s: CommandSession, cmd: Any) -> Result:
                     st = storage.status(info.name, [i for i in status_items if i != "DELETED"])
                 except StorageError:
                     st = None
-            out.append((info, st, info.name in subscribed))
+            out.append((info, st, info.name in subscribed, childinfo.get(info.name)))
         return out
 
-    for info, st, is_sub in await asyncio.to_thread(work):
-        attrs = [a for a in info.attributes if a != "\\Subscribed"]
+    for info, st, is_sub, child_match in sorted(await asyncio.to_thread(work), key=lambda r: _order(r[0].name)):
+        attrs = [a for a in info.attributes if a != "\\Subscribed"
+                 and (children or a not in ("\\HasChildren", "\\HasNoChildren"))]
         if is_sub and "SUBSCRIBED" in selection | returns:
             attrs.append("\\Subscribed")
         line = b"* LIST (" + " ".join(attrs).encode() + b') "/" ' + mailbox_out(s, info.name)
+        if child_match:
+            line += b' ("CHILDINFO" ("' + child_match.encode() + b'"))'
         s.write(line)
         if st is not None:
             s.write(_status_line(s, info.name, st, status_items))
     return None, "List completed."
+
+
+def _order(name: str) -> tuple[int, str]:
+    return (0 if name.upper() == "INBOX" else 1, name)
 
 
 async def cmd_lsub(s: CommandSession, cmd: Any) -> Result:
@@ -150,14 +177,21 @@ async def cmd_lsub(s: CommandSession, cmd: Any) -> Result:
     assert s.storage is not None
     storage = s.storage
 
-    def work() -> list[str]:
-        from dovetail.storage.names import pattern_regex
-
+    def work() -> list[tuple[str, bool]]:
         rx = pattern_regex(reference, pattern)
-        return [n for n in storage.list_subscribed("*") if rx.match(n)]
+        subscribed = storage.list_subscribed("*")
+        found = {n: False for n in subscribed if rx.match(n)}
+        if "%" in pattern:
+            # RFC 3501 §6.3.9: with "%", a parent that is not subscribed itself but has a subscribed
+            # child at a level the pattern does not reach is returned as \Noselect.
+            for name in subscribed:
+                for parent in parents(name):
+                    if parent not in found and rx.match(parent):
+                        found[parent] = True
+        return sorted(found.items(), key=lambda item: _order(item[0]))
 
-    for name in await asyncio.to_thread(work):
-        s.write(b'* LSUB () "/" ' + mailbox_out(s, name))
+    for name, noselect in await asyncio.to_thread(work):
+        s.write(b'* LSUB (' + (b"\\Noselect" if noselect else b"") + b') "/" ' + mailbox_out(s, name))
     return None, "Lsub completed."
 
 
