@@ -275,3 +275,18 @@ def test_parse_search_raises_only_search_error(args) -> None:
         assert exc.status in ("BAD", "NO")
         return
     evaluate(request.key, [make(1, subject="x"), make(2)], SearchContext(now=dt.datetime.now(UTC)))
+
+
+def test_address_keys_match_the_address_not_its_spelling() -> None:
+    """FROM/TO/CC/BCC match each address written anew (Dovecot's way): comments and quoting inside an
+    address do not hide it, a display name is found, and a longer local part is not a match."""
+    msgs = [make(1, from_="user@domain.org"), make(2, from_="Real <user@domain.org>"),
+            make(3, from_="<user (comment)@ (comment) domain.org>"), make(4, from_="user@domain.org (Real)"),
+            make(5, from_="user1@domain.org, user2@domain.org"),
+            make(6, from_="=?utf-8?q?J=C3=B6rg?= <jorg@example.de>"), make(7, cc="team: a@x.org, b@y.org;")]
+    assert search(msgs, "FROM", "user@domain.org") == [1, 2, 3, 4]
+    assert search(msgs, "FROM", "real") == [2, 4]
+    assert search(msgs, "FROM", "jörg <jorg@") == [6]
+    assert search(msgs, "CC", "b@y.org") == [7]
+    facts = search_facts(msgs, "FROM", "user@domain.org")
+    assert facts == [1, 2, 3, 4]

@@ -142,3 +142,11 @@ def test_parse_sort_bad_charset() -> None:
     with pytest.raises(SearchError) as info:
         parse_sort([["DATE"], "KOI8-R", "ALL"])
     assert info.value.status == "NO" and info.value.code.startswith("BADCHARSET")
+
+
+def test_address_sort_key_of_a_group_is_its_name() -> None:
+    """RFC 5256: the first ENVELOPE address's mailbox; a group's first "address" is its name."""
+    msgs = [make(1, cc="user2@domain2.org (foo bar)"), make(2, cc="user2: blah@domain1.org;"),
+            make(3, cc="user1@domain1.org")]
+    assert sort([SortCriterion("CC")], msgs) == [3, 1, 2]
+    assert sort([SortCriterion("CC", reverse=True)], msgs) == [1, 2, 3]

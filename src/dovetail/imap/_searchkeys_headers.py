@@ -17,6 +17,8 @@ import re
 import unicodedata
 from email.utils import getaddresses, parsedate_tz
 
+from dovetail.mime.address import parse_address_list
+
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"[ \t\r\n]+")
 _Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
@@ -107,6 +109,33 @@ def parse_date_header(value: str | None) -> tuple[dt.date, dt.datetime] | None:
 
 
 # -- addresses ---------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=65536)
+def address_text(value: str) -> str:
+    """An address header as SEARCH FROM/TO/CC/BCC matches it (Dovecot's way): every address written
+    anew as ``Name <local@domain>``, so comments, quoting and folding inside the address do not hide
+    it (``<a (c)@ (c) b.org>`` is found by ``a@b.org``) and display names are decoded."""
+    addrs = parse_address_list(unfold(value))
+    if not addrs:
+        return decode_words(value)
+    parts = []
+    for name, _route, mailbox, host in addrs:
+        if host is None:  # a group's start (its name) or end marker
+            parts.append(f"{mailbox}:" if mailbox else ";")
+            continue
+        spec = f"{mailbox or ''}@{host}"
+        parts.append(f"{decode_words(name)} <{spec}>" if name else spec)
+    return ", ".join(parts)
+
+
+def first_mailbox(values: list[str]) -> str:
+    """RFC 5256's sort key of an address header: the mailbox (local part) of its first ENVELOPE address,
+    which for a group is the group's name."""
+    if not values:
+        return ""
+    addrs = parse_address_list(unfold(values[0]))
+    return decode_words(addrs[0][2] or "") if addrs else ""
+
 
 def first_address(values: list[str]) -> tuple[str, str, str]:
     """(display name, local part, domain) of the first address of a header, all decoded."""

@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from dovetail.imap._searchkeys_headers import base_subject, collate, first_address, parse_date_header
+from dovetail.imap._searchkeys_headers import base_subject, collate, first_address, first_mailbox, parse_date_header
 from dovetail.imap.search import (
     SearchableMessage,
     SearchError,
@@ -90,7 +90,7 @@ def subject_key(msg: SearchableMessage) -> str:
 
 def _mailbox(header: str) -> Callable[[SearchableMessage], str]:
     def value(msg: SearchableMessage) -> str:
-        return collate(first_address(msg.header(header))[1])
+        return collate(first_mailbox(msg.header(header)))
     return value
 
 

@@ -28,7 +28,7 @@ from dovetail.imap.search.keys import (
     SeqSet,
     Size,
 )
-from dovetail.imap.search.match import folded_header, seq_ranges
+from dovetail.imap.search.match import ADDRESS_HEADERS, folded_addresses, folded_header, seq_ranges
 
 Facts = tuple  # (uid, flags, internal date as a POSIX timestamp, RFC822.SIZE, modseq, recent)
 FactPred = Callable[[int, Facts], bool]
@@ -88,7 +88,7 @@ def compile_facts(key: SearchKey, ctx: SearchContext, header: HeaderLookup) -> F
         name, needle = key.name, fold_case(key.value)
         if not needle:
             return lambda seq, f: bool(header(name, f[0]))
-        folded = folded_header
+        folded = folded_addresses if name in ADDRESS_HEADERS else folded_header
         return lambda seq, f: any(needle in folded(v) for v in header(name, f[0]))
     if isinstance(key, Not):
         inner = compile_facts(key.key, ctx, header)

@@ -12,7 +12,7 @@ import datetime as dt
 import functools
 from collections.abc import Callable, Sequence
 
-from dovetail.imap._searchkeys_headers import decode_words, fold_case, parse_date_header, unfold
+from dovetail.imap._searchkeys_headers import address_text, decode_words, fold_case, parse_date_header, unfold
 from dovetail.imap.search.keys import (
     Age,
     All,
@@ -145,9 +145,20 @@ def _compile(key: SearchKey, msgs: Sequence[SearchableMessage], ctx: SearchConte
     raise TypeError(f"not a search key: {key!r}")
 
 
+ADDRESS_HEADERS = frozenset({"from", "to", "cc", "bcc", "sender", "reply-to"})
+"""Header fields searched as addresses (:func:`address_text`), not as text."""
+
+
+@functools.lru_cache(maxsize=65536)
+def folded_addresses(value: str) -> str:
+    return fold_case(address_text(value))
+
+
 def _header_pred(name: str, needle: str) -> Pred:
     if not needle:
         return lambda m: bool(m.header(name))
+    if name in ADDRESS_HEADERS:
+        return lambda m: any(needle in folded_addresses(v) for v in m.header(name))
     return lambda m: any(needle in folded_header(v) for v in m.header(name))
 
 
