@@ -10,6 +10,7 @@ from dovetail.imap.commands.context import CommandSession, CommandTable, Result
 from dovetail.imap.response import parse_date_time
 from dovetail.imap.state import AUTH, CommandError
 from dovetail.imap.tokens import Atom, ListToken, ParseError, String
+from dovetail.mime.binaryconv import encode_binary_parts
 from dovetail.storage.api import MailboxNotFound
 
 
@@ -33,13 +34,20 @@ async def cmd_append(s: CommandSession, cmd: Any) -> Result:
     if len(args) != 1 or not isinstance(args[0], String) or not args[0].literal:
         raise ParseError("APPEND needs the message as a literal")
     data = args[0].value
+    binary = args[0].binary
     if not data:
         raise CommandError("Can't save a zero byte message.")
     if len(data) > s.limits.max_literal:
         raise CommandError("Message too large", "TOOBIG")
     assert s.storage is not None
+    storage = s.storage
+
+    def save() -> Any:
+        # A literal8 may carry Content-Transfer-Encoding: binary parts: stored in base64 (Dovecot's way).
+        return storage.append(name, encode_binary_parts(data) if binary else data, flags, date)
+
     try:
-        res = await asyncio.to_thread(s.storage.append, name, data, flags, date)
+        res = await asyncio.to_thread(save)
     except MailboxNotFound as exc:
         raise CommandError("Mailbox doesn't exist: " + name[:100], "TRYCREATE") from exc
     uid = next(iter(res.uid_map.values()))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import itertools
-import quopri
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from dovetail.imap.commands.context import CommandSession
 from dovetail.imap.fetchatt import FetchAtt
 from dovetail.imap.response import imap_date, literal
 from dovetail.imap.state import CommandError
+from dovetail.mime.transfer import decode_quoted_printable
 from dovetail.storage.api import Mailbox, MessageInfo
 from dovetail.storage.api import Section as StoreSection
 
@@ -117,7 +117,7 @@ def _binary(mb: Mailbox, info: MessageInfo, part: tuple[int, ...]) -> bytes:
         if encoding == "BASE64":
             return base64.b64decode(b"".join(raw.split()), validate=False)
         if encoding == "QUOTED-PRINTABLE":
-            return quopri.decodestring(raw)
+            return decode_quoted_printable(raw)
     except (binascii.Error, ValueError) as exc:
         raise CommandError("Can't decode the part's transfer encoding", "UNKNOWN-CTE") from exc
     if encoding not in ("7BIT", "8BIT", "BINARY"):
