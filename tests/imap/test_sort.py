@@ -150,3 +150,12 @@ def test_address_sort_key_of_a_group_is_its_name() -> None:
             make(3, cc="user1@domain1.org")]
     assert sort([SortCriterion("CC")], msgs) == [3, 1, 2]
     assert sort([SortCriterion("CC", reverse=True)], msgs) == [1, 2, 3]
+
+
+def test_display_sort_uses_names_then_addresses_then_group_names() -> None:
+    """RFC 5957 with Dovecot's handling of groups and of an address without a domain."""
+    tos = ["foo bar <a@b.c>", "b@c.d", "d", "=?iso-8859-1?q?foo_aar?= <e@f.g>", "=?iso-8859-1?q?foo_car?= <f@g.h>",
+           "a: xx@xx.org, yy@yy.org;", "z: aa@aa.org, bb@bb.org;", "empty:;"]
+    msgs = [make(i, to=t) for i, t in enumerate(tos, 1)]
+    assert sort([SortCriterion("DISPLAYTO")], msgs) == [6, 2, 3, 8, 4, 1, 5, 7]
+    assert sort([SortCriterion("DISPLAYTO", reverse=True)], msgs) == [7, 5, 1, 4, 8, 3, 2, 6]

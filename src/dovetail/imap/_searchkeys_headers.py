@@ -15,7 +15,7 @@ import datetime as dt
 import functools
 import re
 import unicodedata
-from email.utils import getaddresses, parsedate_tz
+from email.utils import parsedate_tz
 
 from dovetail.mime.address import parse_address_list
 
@@ -137,20 +137,20 @@ def first_mailbox(values: list[str]) -> str:
     return decode_words(addrs[0][2] or "") if addrs else ""
 
 
-def first_address(values: list[str]) -> tuple[str, str, str]:
-    """(display name, local part, domain) of the first address of a header, all decoded."""
+def first_display(values: list[str]) -> str:
+    """RFC 5957's DISPLAYFROM/DISPLAYTO key: the first ENVELOPE address's decoded display name, else its
+    ``mailbox@host``; a group's name for a group (as Dovecot sorts ``a: x@y;``)."""
     if not values:
-        return "", "", ""
-    try:
-        pairs = getaddresses([unfold(values[0])])
-    except (ValueError, TypeError, IndexError):
-        return "", "", ""
-    for name, addr in pairs:
-        if not name and not addr:
-            continue
-        local, _, domain = addr.rpartition("@") if "@" in addr else (addr, "", "")
-        return decode_words(name).strip(), local, domain
-    return "", "", ""
+        return ""
+    addrs = parse_address_list(unfold(values[0]))
+    if not addrs:
+        return ""
+    name, _route, mailbox, host = addrs[0]
+    if host is None:
+        return decode_words(mailbox or "")
+    if name:
+        return decode_words(name).strip()
+    return f"{mailbox or ''}@{host}"
 
 
 # -- message ids -------------------------------------------------------------------------------------

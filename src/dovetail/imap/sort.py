@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from dovetail.imap._searchkeys_headers import base_subject, collate, first_address, first_mailbox, parse_date_header
+from dovetail.imap._searchkeys_headers import base_subject, collate, first_display, first_mailbox, parse_date_header
 from dovetail.imap.search import (
     SearchableMessage,
     SearchError,
@@ -96,10 +96,7 @@ def _mailbox(header: str) -> Callable[[SearchableMessage], str]:
 
 def _display(header: str) -> Callable[[SearchableMessage], str]:
     def value(msg: SearchableMessage) -> str:
-        name, local, domain = first_address(msg.header(header))
-        if not name:
-            name = f"{local}@{domain}" if domain else local
-        return collate(name)
+        return collate(first_display(msg.header(header)))
     return value
 
 
