@@ -97,6 +97,23 @@ def _compress(values: list[int]) -> Iterator[tuple[int, int]]:
     yield start, prev
 
 
+def format_ordered(numbers: Iterable[int]) -> str:
+    """A sequence-set that keeps the given order (ESORT's ALL, PARTIAL of a SORT, RFC 5267): runs of
+    consecutive ascending numbers become ``a:b``, so ``[5, 3, 4, 2]`` is ``5,3:4,2``."""
+    out: list[str] = []
+    start = prev = None
+    for n in numbers:
+        if prev is not None and n == prev + 1:
+            prev = n
+            continue
+        if start is not None:
+            out.append(str(start) if start == prev else f"{start}:{prev}")
+        start = prev = n
+    if start is not None:
+        out.append(str(start) if start == prev else f"{start}:{prev}")
+    return ",".join(out)
+
+
 def format_set(numbers: Iterable[int]) -> str:
     """Compact ``1:3,7`` form, as used in COPYUID, ESEARCH ALL and VANISHED."""
     return str(SequenceSet.from_numbers(numbers))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dovetail.imap.commands import COMMANDS as STORAGE_COMMANDS
+from dovetail.imap.commands import search_context
 from dovetail.imap.limits import Limits
 from dovetail.imap.parser import (
     Atom,
@@ -76,7 +77,7 @@ BASE_CAPS = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "I
 AUTH_CAPS = ("UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "LIST-EXTENDED",
              "LIST-STATUS", "ESEARCH", "SEARCHRES", "CONDSTORE", "QRESYNC", "STATUS=SIZE", "SORT",
              "SORT=DISPLAY", "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "UTF8=ACCEPT", "BINARY", "UNAUTHENTICATE",
-             "MULTIAPPEND", "CATENATE")
+             "MULTIAPPEND", "CATENATE", "ESORT", "CONTEXT=SEARCH", "CONTEXT=SORT")
 
 
 class Session:
@@ -358,12 +359,17 @@ class Session:
         if sel is None or self.closed:
             return
         allow = cmd is None or cmd.uid or cmd.name not in NO_EXPUNGE
+        old_uids = list(sel.mailbox.uids) if sel.contexts else []
         try:
             changes = await asyncio.to_thread(sel.mailbox.refresh, allow_expunges=allow)
         except Exception as exc:  # noqa: BLE001 - the next command tries again
             log.warning("mailbox refresh failed", mailbox=sel.mailbox.name, error=repr(exc))
             return
+        if sel.contexts:
+            search_context.before_expunges(self, old_uids, changes)
         self.report_changes(changes)
+        if sel.contexts and not self.closed:
+            await search_context.after_command(self)
 
     def report_changes(self, changes: Changes) -> None:
         sel = self.selected

@@ -19,6 +19,7 @@ from dovetail.imap.search import (
     check_charset,
     normalize_token,
     parse_keys,
+    parse_returns,
 )
 
 SORT_KEYS = ("ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO")
@@ -36,11 +37,19 @@ class SortRequest:
     criteria: tuple[SortCriterion, ...]
     charset: str
     key: SearchKey
+    returns: frozenset[str] | None = None  # ESORT (RFC 5267) RETURN options; None: a plain SORT
+    partial: tuple[int, int] | None = None
 
 
 def parse_sort(args: Iterable[object]) -> SortRequest:
     """``(criteria) charset search-keys`` tokens → ``SortRequest``; raises ``SearchError`` only."""
     toks = [normalize_token(t) for t in args]
+    returns = partial = None
+    if len(toks) >= 2 and isinstance(toks[0], str) and toks[0].upper() == "RETURN":
+        returns, partial = parse_returns(toks[1])
+        if "SAVE" in returns:
+            raise SearchError("SORT cannot SAVE")
+        toks = toks[2:]
     if len(toks) < 3:
         raise SearchError("SORT needs sort criteria, a charset and search keys")
     crit = toks[0]
@@ -66,7 +75,7 @@ def parse_sort(args: Iterable[object]) -> SortRequest:
     if reverse or not criteria:
         raise SearchError("REVERSE must be followed by a sort key")
     charset = check_charset(toks[1])
-    return SortRequest(tuple(criteria), charset, parse_keys(toks[2:], charset))
+    return SortRequest(tuple(criteria), charset, parse_keys(toks[2:], charset), returns, partial)
 
 
 # -- sort values ----------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dovetail.storage.api import Mailbox
@@ -38,3 +38,4 @@ class Selected:
     readonly: bool
     watcher: Any = None
     saved: frozenset[int] | None = None  # SEARCHRES "$", as UIDs
+    contexts: dict[str, Any] = field(default_factory=dict)  # CONTEXT=SEARCH live searches by tag

@@ -12,12 +12,13 @@ here imports the session.
 - ``store``: STORE;
 - ``copy_move``: COPY, MOVE;
 - ``search`` (with ``search_messages``): SEARCH, SORT, THREAD;
+- ``search_context``: CONTEXT=SEARCH's live searches and CANCELUPDATE;
 - ``arguments``: mailbox names, flag lists and sequence sets, shared by the above.
 """
 
 from __future__ import annotations
 
-from dovetail.imap.commands import append, copy_move, fetch, mailboxes, search, select, store
+from dovetail.imap.commands import append, copy_move, fetch, mailboxes, search, search_context, select, store
 from dovetail.imap.commands.context import CommandSession, CommandTable, Handler, Result
 
 COMMANDS: CommandTable = {
@@ -28,6 +29,7 @@ COMMANDS: CommandTable = {
     **store.COMMANDS,
     **copy_move.COMMANDS,
     **search.COMMANDS,
+    **search_context.COMMANDS,
 }
 """Command name → handler and the states it is allowed in."""
 

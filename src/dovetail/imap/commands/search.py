@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from dovetail.imap import search as sm
 from dovetail.imap import sort as so
 from dovetail.imap import thread as th
+from dovetail.imap.commands import search_context
 from dovetail.imap.commands.context import CommandSession, CommandTable, Result
 from dovetail.imap.commands.search_messages import HeaderBlocks, SearchMessage
 from dovetail.imap.state import SEL, CommandError
@@ -64,6 +65,11 @@ def _matching(mb: Mailbox, key: Any, saved: frozenset[int] | None, uid: bool,
     return out
 
 
+def matching_uids(mb: Mailbox, key: Any, saved: frozenset[int] | None, uid: bool) -> list[int]:
+    """UIDs of the view's messages that match ``key`` (a live search's result)."""
+    return [t[1] for t in _matching(mb, key, saved, uid, hits=True)]
+
+
 def _search_error(exc: Exception) -> CommandError:
     return CommandError(getattr(exc, "text", str(exc)), getattr(exc, "code", None),
                         getattr(exc, "status", "BAD"))
@@ -95,11 +101,15 @@ async def cmd_search(s: CommandSession, cmd: Any) -> Result:
         found = [SearchHit._make(t) for t in found]
     if returns is not None and "SAVE" in returns:
         sel.saved = sm.saved_result(found, returns)
+    if returns is not None and "UPDATE" in returns:
+        key, uid = req.key, cmd.uid
+        search_context.start(s, cmd.tag, lambda: matching_uids(mb, key, sel.saved, uid), cmd.uid,
+                             [t.uid for t in found])
     modseq = None
     if req.uses_modseq:
         modseq = sm.highest_modseq(sm.reported(found, returns))
     if returns is not None or s.rev2:
-        line = sm.format_esearch(cmd.tag, cmd.uid, nums, returns or {"ALL"}, modseq)
+        line = sm.format_esearch(cmd.tag, cmd.uid, nums, returns or {"ALL"}, modseq, partial=req.partial)
         if line is not None:
             s.write(line)
     else:
@@ -124,7 +134,14 @@ async def cmd_sort(s: CommandSession, cmd: Any) -> Result:
         nums = await asyncio.to_thread(work)
     except sm.SearchError as exc:
         raise _search_error(exc) from exc
-    s.write(so.format_sort(nums))
+    if req.returns is not None and "UPDATE" in req.returns:
+        s.write(f'* OK [NOUPDATE "{cmd.tag}"] Sorted results are not kept up to date')
+    if req.returns is not None:  # ESORT (RFC 5267): an ESEARCH response in sort order
+        line = sm.format_esearch(cmd.tag, cmd.uid, nums, req.returns, partial=req.partial, ordered=True)
+        if line is not None:
+            s.write(line)
+    else:
+        s.write(so.format_sort(nums))
     return None, "Sort completed."
 
 

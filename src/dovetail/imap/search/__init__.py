@@ -44,6 +44,7 @@ from dovetail.imap.search.parse import (
     check_charset,
     normalize_token,
     parse_keys,
+    parse_returns,
     parse_search,
 )
 from dovetail.imap.search.results import (
@@ -58,7 +59,7 @@ __all__ = [
     "MAX_DEPTH", "MAX_KEYS", "RETURN_OPTIONS", "SUPPORTED_CHARSETS",
     "Age", "All", "And", "Body", "Date", "Flag", "Header", "ModSeq", "Not", "Or", "SeqSet", "Size", "Text",
     "SearchKey", "SearchRequest", "SearchContext", "SearchError", "SearchableMessage", "iter_keys",
-    "normalize_token", "parse_search", "parse_keys", "check_charset",
+    "normalize_token", "parse_search", "parse_keys", "parse_returns", "check_charset",
     "Facts", "FactPred", "HeaderLookup", "compile_facts",
     "Pred", "compile_key", "evaluate", "evaluate_messages", "message_sent_date",
     "format_search", "format_esearch", "reported", "saved_result", "highest_modseq",

@@ -175,6 +175,7 @@ class SearchRequest:
     charset: str | None
     key: SearchKey
     returns: frozenset[str] | None = None  # ESEARCH RETURN options; None without RETURN
+    partial: tuple[int, int] | None = None  # RETURN (PARTIAL lo:hi), RFC 5267: positions in the result
 
     def __iter__(self) -> Iterator[object]:
         yield self.charset

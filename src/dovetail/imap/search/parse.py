@@ -7,6 +7,7 @@ first and hand the rest here); raises ``SearchError`` and nothing else.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Sequence
 
 from dovetail.imap.search.keys import (
@@ -35,7 +36,8 @@ MAX_DEPTH = 50
 MAX_KEYS = 5000
 """Most search keys in one program."""
 SUPPORTED_CHARSETS = ("UTF-8", "US-ASCII")
-RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})
+RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL", "UPDATE", "CONTEXT"})
+_PARTIAL = re.compile(r"^([1-9][0-9]{0,9}):([1-9][0-9]{0,9})$")
 
 
 def _bad_charset(name: str) -> SearchError:
@@ -221,15 +223,28 @@ class _KeyParser:
         return ModSeq(self.number(bits=63), entry, entry_type)
 
 
-def _parse_returns(tok: _Tok) -> frozenset[str]:
+def parse_returns(tok: _Tok) -> tuple[frozenset[str], tuple[int, int] | None]:
+    """ESEARCH/ESORT ``RETURN (...)`` options, and the range of ``PARTIAL lo:hi`` (RFC 5267) if given."""
     if not isinstance(tok, list):
         raise SearchError("RETURN needs a parenthesised list")
     opts = set()
-    for item in tok:
+    partial = None
+    items = list(tok)
+    while items:
+        item = items.pop(0)
         if not isinstance(item, str) or item.upper() not in RETURN_OPTIONS:
             raise SearchError("Unknown RETURN option")
+        if item.upper() == "PARTIAL":
+            rng = items.pop(0) if items else None
+            m = _PARTIAL.match(rng) if isinstance(rng, str) else None
+            if m is None or partial is not None:
+                raise SearchError("PARTIAL needs one range of positions, as 1:100")
+            lo, hi = sorted((int(m.group(1)), int(m.group(2))))
+            if hi >= 2**32:
+                raise SearchError("PARTIAL range too large")
+            partial = (lo, hi)
         opts.add(item.upper())
-    return frozenset(opts or {"ALL"})
+    return frozenset(opts or {"ALL"}), partial
 
 
 def parse_search(args: Iterable[object], *, allow_return: bool = True) -> SearchRequest:
@@ -241,10 +256,11 @@ def parse_search(args: Iterable[object], *, allow_return: bool = True) -> Search
     toks = [normalize_token(t) for t in args]
     i = 0
     returns = None
+    partial = None
     if allow_return and toks and isinstance(toks[0], str) and toks[0].upper() == "RETURN":
         if len(toks) < 2:
             raise SearchError("RETURN needs options")
-        returns = _parse_returns(toks[1])
+        returns, partial = parse_returns(toks[1])
         i = 2
     charset = None
     head = toks[i] if i < len(toks) else None
@@ -254,7 +270,7 @@ def parse_search(args: Iterable[object], *, allow_return: bool = True) -> Search
         charset = check_charset(toks[i + 1])
         i += 2
     parser = _KeyParser(toks[i:], charset or "UTF-8")
-    return SearchRequest(charset, parser.keys_until_end(0), returns)
+    return SearchRequest(charset, parser.keys_until_end(0), returns, partial)
 
 
 def check_charset(tok: object) -> str:

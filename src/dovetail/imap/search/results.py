@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from dovetail.imap.search.keys import SearchableMessage
-from dovetail.imap.sequence import format_set
+from dovetail.imap.sequence import format_ordered, format_set
 
 
 def format_search(nums: Iterable[int], modseq: int | None = None) -> str:
@@ -22,16 +22,19 @@ def _quote(text: str) -> str:
 
 
 def format_esearch(tag: str | None, uid: bool, results: Iterable[int], options: Iterable[str],
-                   modseq: int | None = None) -> str | None:
+                   modseq: int | None = None, *, partial: tuple[int, int] | None = None,
+                   ordered: bool = False) -> str | None:
     """``* ESEARCH (TAG "a1") UID MIN 2 MAX 9 COUNT 3 ALL 2,5,9`` (RFC 4731), or None for SAVE alone.
 
-    ``results`` are the matching numbers in ascending order; ``modseq`` the highest mod-sequence of the
+    ``results`` are the matching numbers in ascending order, or in sort order with ``ordered`` (ESORT,
+    RFC 5267: MIN and MAX are then the first and last in that order, and ALL keeps it); ``partial``
+    the positions ``RETURN (PARTIAL lo:hi)`` asked for; ``modseq`` the highest mod-sequence of the
     messages reported (RFC 7162 §3.1.5), given only when the search used MODSEQ.
     """
     opts = {o.upper() for o in options} or {"ALL"}
     if opts == {"SAVE"}:
         return None
-    nums = sorted(set(results))
+    nums = list(results) if ordered else sorted(set(results))
     line = "* ESEARCH"
     if tag is not None:
         line += f" (TAG {_quote(tag)})"
@@ -45,7 +48,11 @@ def format_esearch(tag: str | None, uid: bool, results: Iterable[int], options: 
     if "COUNT" in opts:
         line += f" COUNT {len(nums)}"
     if nums and "ALL" in opts:
-        line += f" ALL {format_set(nums)}"
+        line += f" ALL {format_ordered(nums) if ordered else format_set(nums)}"
+    if partial is not None:
+        lo, hi = partial
+        window = nums[lo - 1 : hi]
+        line += f" PARTIAL ({lo}:{hi} {format_ordered(window) if window else 'NIL'})"
     if modseq is not None and nums:
         line += f" MODSEQ {modseq}"
     return line
