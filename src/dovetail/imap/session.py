@@ -77,7 +77,8 @@ BASE_CAPS = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "I
 AUTH_CAPS = ("UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-SPECIAL-USE", "LIST-EXTENDED",
              "LIST-STATUS", "ESEARCH", "SEARCHRES", "CONDSTORE", "QRESYNC", "STATUS=SIZE", "SORT",
              "SORT=DISPLAY", "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "UTF8=ACCEPT", "BINARY", "UNAUTHENTICATE",
-             "MULTIAPPEND", "CATENATE", "ESORT", "CONTEXT=SEARCH", "CONTEXT=SORT")
+             "MULTIAPPEND", "CATENATE", "ESORT", "CONTEXT=SEARCH", "CONTEXT=SORT",
+             "QUOTA", "QUOTA=RES-STORAGE")
 
 
 class Session:
@@ -140,6 +141,10 @@ class Session:
         if isinstance(line, str):
             line = line.encode("utf-8", "surrogateescape")
         self._out += line + b"\r\n"
+
+    @property
+    def quota_bytes(self) -> int:
+        return self.account.quota_bytes if self.account is not None else 0
 
     @property
     def utf8(self) -> bool:

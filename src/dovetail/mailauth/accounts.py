@@ -16,6 +16,7 @@ from typing import Protocol
 class Account:
     username: str
     mail_root: Path
+    quota_bytes: int = 0  # what all the account's mailboxes may hold; 0: no limit
 
 
 class Authenticator(Protocol):

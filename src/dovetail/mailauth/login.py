@@ -28,4 +28,5 @@ class DirectoryAuthenticator:
         if not await asyncio.to_thread(self.cache.verify, row["password_hash"], password):
             return None
         address = f"{row['local_part']}@{row['domain']}"
-        return Account(address, self.mail_root / row["tenant"] / row["domain"] / row["local_part"])
+        return Account(address, self.mail_root / row["tenant"] / row["domain"] / row["local_part"],
+                       int(row["quota_bytes"] or 0))

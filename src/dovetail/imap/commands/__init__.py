@@ -13,12 +13,23 @@ here imports the session.
 - ``copy_move``: COPY, MOVE;
 - ``search`` (with ``search_messages``): SEARCH, SORT, THREAD;
 - ``search_context``: CONTEXT=SEARCH's live searches and CANCELUPDATE;
+- ``quota``: GETQUOTAROOT, GETQUOTA, SETQUOTA;
 - ``arguments``: mailbox names, flag lists and sequence sets, shared by the above.
 """
 
 from __future__ import annotations
 
-from dovetail.imap.commands import append, copy_move, fetch, mailboxes, search, search_context, select, store
+from dovetail.imap.commands import (
+    append,
+    copy_move,
+    fetch,
+    mailboxes,
+    quota,
+    search,
+    search_context,
+    select,
+    store,
+)
 from dovetail.imap.commands.context import CommandSession, CommandTable, Handler, Result
 
 COMMANDS: CommandTable = {
@@ -30,6 +41,7 @@ COMMANDS: CommandTable = {
     **copy_move.COMMANDS,
     **search.COMMANDS,
     **search_context.COMMANDS,
+    **quota.COMMANDS,
 }
 """Command name → handler and the states it is allowed in."""
 

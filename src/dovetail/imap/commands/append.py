@@ -55,11 +55,13 @@ async def cmd_append(s: CommandSession, cmd: Any) -> Result:
     assert s.storage is not None
     storage = s.storage
     limit = s.limits.max_literal
+    quota = s.quota_bytes
 
     def save() -> tuple[int, list[int]]:
         if not storage.exists(name):
             raise MailboxNotFound(name)
         datas = [_assemble(storage, m, limit) for m in messages]
+        storage.check_quota(quota, sum(len(d) for d in datas))  # OverQuota: NO [OVERQUOTA]
         uidvalidity, uids = 0, []
         try:
             for m, data in zip(messages, datas, strict=True):

@@ -30,6 +30,11 @@ class CommandSession(Protocol):
     limits: Limits
 
     @property
+    def quota_bytes(self) -> int:
+        """The logged-in account's quota in bytes (0: none)."""
+        ...
+
+    @property
     def utf8(self) -> bool: ...
 
     @property

@@ -7,6 +7,7 @@ from typing import Any
 
 from dovetail.imap.commands.arguments import mailbox_arg, resolve
 from dovetail.imap.commands.context import CommandSession, CommandTable, Result
+from dovetail.imap.sequence import format_ordered
 from dovetail.imap.state import SEL, CommandError
 from dovetail.imap.tokens import ParseError
 from dovetail.storage.api import MailboxNotFound
@@ -25,31 +26,27 @@ async def cmd_copy(s: CommandSession, cmd: Any) -> Result:
     if not uids:
         return None, f"No messages found to {cmd.name.lower()}."
     mb = sel.mailbox
+    storage = s.storage
+    limit = s.quota_bytes
+
+    def work() -> Any:
+        if not move and limit and storage is not None:
+            size = sum(i.size for i in mb.fetch_info(uids))
+            storage.check_quota(limit, size)  # OverQuota: NO [OVERQUOTA], nothing copied
+        return mb.move(uids, dest) if move else mb.copy(uids, dest)
+
     try:
-        res = await asyncio.to_thread(mb.move if move else mb.copy, uids, dest)
+        res = await asyncio.to_thread(work)
     except MailboxNotFound as exc:
         raise CommandError(f"Mailbox doesn't exist: {dest[:100]}", "TRYCREATE") from exc
     src = sorted(res.uid_map)
-    code = f"COPYUID {res.uidvalidity} {format_set_ordered(src)} " \
-           f"{format_set_ordered([res.uid_map[u] for u in src])}" if src else None
+    code = f"COPYUID {res.uidvalidity} {format_ordered(src)} " \
+           f"{format_ordered([res.uid_map[u] for u in src])}" if src else None
     if move:
         if code:
             s.write(f"* OK [{code}] Moved UIDs.")
         return None, "Move completed."
     return code, "Copy completed."
-
-
-def format_set_ordered(nums: list[int]) -> str:
-    """A UID set that keeps the given order (COPYUID pairs source and destination by position)."""
-    parts: list[str] = []
-    i = 0
-    while i < len(nums):
-        j = i
-        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
-            j += 1
-        parts.append(str(nums[i]) if i == j else f"{nums[i]}:{nums[j]}")
-        i = j + 1
-    return ",".join(parts)
 
 
 COMMANDS: CommandTable = {
