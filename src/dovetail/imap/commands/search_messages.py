@@ -7,12 +7,11 @@ the store's header cache.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import functools
 import re
 from datetime import UTC, datetime
 
+from dovetail.mime.text import body_text
 from dovetail.storage.api import RECENT, Mailbox, MessageExpunged
 from dovetail.storage.api import Section as StoreSection
 
@@ -83,7 +82,7 @@ class SearchMessage:
                 raw = self._mb.open_message(self.uid)
             except MessageExpunged:
                 raw = b""
-            self._text = _body_text(raw)
+            self._text = body_text(raw)
         return self._text
 
 
@@ -164,18 +163,4 @@ def _parse_headers(raw: bytes) -> dict[str, list[str]]:
     return out
 
 
-def _body_text(raw: bytes) -> str:
-    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
-    parts = []
-    for part in msg.walk():
-        if part.is_multipart() or part.get_content_maintype() not in ("text", "message"):
-            continue
-        payload = part.get_payload(decode=True)
-        if not isinstance(payload, bytes):
-            continue
-        charset = part.get_content_charset() or "utf-8"
-        try:
-            parts.append(payload.decode(charset, "replace"))
-        except LookupError:
-            parts.append(payload.decode("utf-8", "replace"))
-    return "\n".join(parts)
+
