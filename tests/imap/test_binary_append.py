@@ -38,3 +38,15 @@ def test_literal8_append_and_binary_fetch(make_server) -> None:
     assert body is not None and b"\x00" not in body and base64.b64decode(b"".join(body.split())) == BLOB
     assert c.fetch_literal(b"d", b"FETCH 2 BINARY.PEEK[1]") == b"hello\r\nfoo\t \tb\r\n"
     c.close()
+
+
+def test_fetch_preview(make_server) -> None:
+    c = raw_login(make_server())
+    msg = b"From: a@b.c\r\nSubject: hi\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nCaf\xc3\xa9 at noon?\r\n"
+    c.send(b"a APPEND INBOX {%d+}\r\n" % len(msg) + msg + b"\r\n")
+    assert c.read_until_tagged(b"a")[-1].startswith(b"a OK")
+    assert c.cmd(b"s SELECT INBOX")[-1].startswith(b"s OK")
+    # Without UTF8=ACCEPT the 8-bit preview comes as a literal; PREVIEW (LAZY) is accepted.
+    assert c.fetch_literal(b"p", b"FETCH 1 (PREVIEW (LAZY))") == "Café at noon?".encode()
+    assert c.cmd(b"q FETCH 1 (PREVIEW (EAGER))")[-1].startswith(b"q BAD")
+    c.close()

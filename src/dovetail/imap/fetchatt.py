@@ -9,7 +9,7 @@ from dovetail.imap.tokens import Atom, ListToken, ParseError, String, Token, par
 
 _ATT_RE = re.compile(r"^([A-Z0-9.]+)(?:\[([^\]]*)\])?(?:<(\d+)(?:\.(\d+))?>)?$", re.S)
 _SIMPLE = {"FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "RFC822",
-           "RFC822.HEADER", "RFC822.TEXT", "MODSEQ", "EMAILID", "THREADID", "SAVEDATE"}
+           "RFC822.HEADER", "RFC822.TEXT", "MODSEQ", "EMAILID", "THREADID", "SAVEDATE", "PREVIEW"}
 _MACROS = {
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
@@ -66,8 +66,13 @@ def parse_fetch_atts(tok: Token) -> list[FetchAtt]:
     if isinstance(tok, ListToken):
         if not tok.items:
             raise ParseError("Empty fetch attribute list")
-        out = []
+        out: list[FetchAtt] = []
         for item in tok.items:
+            if isinstance(item, ListToken) and out and out[-1].name == "PREVIEW":
+                # PREVIEW (LAZY), RFC 8970: we always have a preview to give, so LAZY changes nothing.
+                if not all(isinstance(m, Atom) and m.value.upper() == "LAZY" for m in item.items):
+                    raise ParseError("Unknown PREVIEW modifier")
+                continue
             if not isinstance(item, Atom):
                 raise ParseError("Invalid fetch attribute")
             out.append(parse_fetch_att(item.value))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+from collections.abc import Iterator
 
 from dovetail.mime.parser import Part, parse_message, to_crlf
 from dovetail.mime.transfer import decode_quoted_printable
@@ -20,10 +21,14 @@ _TEXTUAL = ("text", "message")
 
 def body_text(raw: bytes) -> str:
     """Every textual leaf part of ``raw`` decoded to str and joined by newlines."""
+    return "\n".join(text for _subtype, text in text_parts(raw))
+
+
+def text_parts(raw: bytes) -> Iterator[tuple[str, str]]:
+    """(content subtype, decoded text) of each textual leaf part in order; a multipart left opaque
+    beyond the depth limit comes as it is written, with subtype ``""``."""
     data = to_crlf(raw)
-    root = parse_message(data)
-    out: list[str] = []
-    stack: list[Part] = [root]
+    stack: list[Part] = [parse_message(data)]
     while stack:
         part = stack.pop()
         if part.children:
@@ -32,16 +37,14 @@ def body_text(raw: bytes) -> str:
         if part.message is not None:
             stack.append(part.message)
             continue
-        maintype = part.ctype.maintype.lower()
         if part.is_multipart:  # beyond the depth limit: opaque, searched as it is written
-            out.append(data[part.body_start : part.end].decode("utf-8", "replace"))
+            yield "", data[part.body_start : part.end].decode("utf-8", "replace")
             continue
-        if maintype not in _TEXTUAL:
+        if part.ctype.maintype.lower() not in _TEXTUAL:
             continue
         body = _undo_transfer_encoding(data[part.body_start : part.end],
                                        part.header.get("content-transfer-encoding"))
-        out.append(_decode(body, part.ctype.param("charset")))
-    return "\n".join(out)
+        yield part.ctype.subtype.lower(), _decode(body, part.ctype.param("charset"))
 
 
 def _undo_transfer_encoding(body: bytes, cte: str | None) -> bytes:

@@ -15,8 +15,9 @@ from typing import Any
 
 from dovetail.imap.commands.context import CommandSession
 from dovetail.imap.fetchatt import FetchAtt
-from dovetail.imap.response import imap_date, literal
+from dovetail.imap.response import imap_date, literal, string
 from dovetail.imap.state import CommandError
+from dovetail.mime.preview import preview
 from dovetail.mime.transfer import decode_quoted_printable
 from dovetail.storage.api import Mailbox, MessageInfo
 from dovetail.storage.api import Section as StoreSection
@@ -78,6 +79,8 @@ def _item(s: CommandSession, mb: Mailbox, info: MessageInfo, att: FetchAtt) -> b
         if cached is not None:
             return b"BODY " + cached
         return b"BODY " + _body(info.body if info.body is not None else info.bodystructure)
+    if name == "PREVIEW":
+        return b"PREVIEW " + string(preview(mb.open_message(info.uid)), utf8=s.utf8)
     if name in ("SAVEDATE", "EMAILID", "THREADID"):
         return name.encode() + b" NIL"
     if name == "RFC822":
