@@ -111,6 +111,12 @@ class CommandParser:
     def buffered(self) -> int:
         return len(self._buf)
 
+    def take_buffer(self) -> bytes:
+        """The bytes received after the last complete command (what follows COMPRESS is compressed)."""
+        out = bytes(self._buf)
+        self._buf.clear()
+        return out
+
     # -- output --------------------------------------------------------------------------------------
 
     def next_event(self) -> Event | None:

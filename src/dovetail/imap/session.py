@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +79,7 @@ AUTH_CAPS = ("UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-S
              "LIST-STATUS", "ESEARCH", "SEARCHRES", "CONDSTORE", "QRESYNC", "STATUS=SIZE", "SORT",
              "SORT=DISPLAY", "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "UTF8=ACCEPT", "BINARY", "UNAUTHENTICATE",
              "MULTIAPPEND", "CATENATE", "ESORT", "CONTEXT=SEARCH", "CONTEXT=SORT",
-             "QUOTA", "QUOTA=RES-STORAGE", "PREVIEW")
+             "QUOTA", "QUOTA=RES-STORAGE", "PREVIEW", "COMPRESS=DEFLATE")
 
 
 class Session:
@@ -115,6 +116,10 @@ class Session:
         self.auth_failures = 0
         self.logout_reason = "Connection closed"
         self._out = bytearray()
+        # COMPRESS=DEFLATE (RFC 4978): raw deflate both ways once the tagged OK has gone out plain.
+        self._inflate: Any = None
+        self._deflate: Any = None
+        self._deflate_next = False
         self._flag_lists: dict[tuple[frozenset[str], bool], bytes] = {}
         self._keywords_shown: set[str] = set()  # keywords the last FLAGS response named
         self._keywords_owed: set[str] = set()  # keywords formatted for output but not yet in a FLAGS response
@@ -134,6 +139,11 @@ class Session:
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
         self._out.clear()
+        if self._deflate is not None and out:
+            out = self._deflate.compress(out) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
+        elif self._deflate_next:  # the OK to COMPRESS goes out as it is; what follows is compressed
+            self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+            self._deflate_next = False
         self.bytes_out += len(out)
         return out
 
@@ -243,7 +253,25 @@ class Session:
     def feed(self, data: bytes) -> None:
         """Take bytes from the client; run them with ``step()``."""
         self.bytes_in += len(data)
+        if self._inflate is not None:
+            data = self._inflated(data)
         self.parser.feed(data)
+
+    def _inflated(self, data: bytes) -> bytes:
+        try:
+            # Bounded, so a few compressed bytes cannot grow into more than a command may hold.
+            out = self._inflate.decompress(data, self.limits.max_command + 1)
+        except zlib.error:
+            out = b""
+            self.write("* BYE Invalid compressed data.")
+            self.logout_reason = "Invalid compressed data"
+            self.closed = True
+        if len(out) > self.limits.max_command or self._inflate.unconsumed_tail:
+            self.write("* BYE Too much data.")
+            self.logout_reason = "Compressed command too large"
+            self.closed = True
+            return b""
+        return out
 
     async def step(self) -> bool:
         """Handle the next complete event (one command, usually); False when more bytes are needed.
@@ -260,6 +288,12 @@ class Session:
         await self._handle(ev)
         if self.starttls_requested:
             self.parser = CommandParser(self.limits)  # nothing sent before the handshake is kept
+        if self._deflate_next and self._inflate is None:
+            # The client compresses from the byte after its COMPRESS command's line.
+            self._inflate = zlib.decompressobj(-15)
+            rest = self.parser.take_buffer()
+            if rest:
+                self.parser.feed(self._inflated(rest))
         return True
 
     async def receive_data(self, data: bytes) -> None:
@@ -450,6 +484,16 @@ class Session:
             raise ParseError("ID takes one argument")
         self.write(f'* ID ("name" "{self.server_name}")')
         return None, "ID completed."
+
+    async def cmd_compress(self, cmd: Command) -> tuple[str | None, str]:
+        if len(cmd.args) != 1 or not isinstance(cmd.args[0], Atom):
+            raise ParseError("COMPRESS needs a mechanism")
+        if cmd.args[0].value.upper() != "DEFLATE":
+            raise CommandError("Unknown compression mechanism.", status="BAD")
+        if self._inflate is not None:
+            raise CommandError("Compression is already active.", "COMPRESSIONACTIVE")
+        self._deflate_next = True
+        return None, "Begin compression."
 
     async def cmd_starttls(self, cmd: Command) -> None:
         _no_args(cmd)
@@ -704,6 +748,7 @@ _COMMANDS: dict[str, tuple[Callable[..., Any], frozenset[State]]] = {
     "LOGOUT": (Session.cmd_logout, ANY),
     "ID": (Session.cmd_id, ANY),
     "STARTTLS": (Session.cmd_starttls, NOAUTH),
+    "COMPRESS": (Session.cmd_compress, AUTH),
     "LOGIN": (Session.cmd_login, NOAUTH),
     "AUTHENTICATE": (Session.cmd_authenticate, NOAUTH),
     "ENABLE": (Session.cmd_enable, AUTH),
