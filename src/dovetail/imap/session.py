@@ -10,6 +10,7 @@ bytes, runs the IDLE wait and the STARTTLS handshake, and enforces the autologou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import zlib
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dovetail.imap.commands import COMMANDS as STORAGE_COMMANDS
-from dovetail.imap.commands import search_context
+from dovetail.imap.commands import notify, search_context
+from dovetail.imap.commands.fetch import fetch_lines
 from dovetail.imap.limits import Limits
 from dovetail.imap.parser import (
     Atom,
@@ -79,7 +81,7 @@ AUTH_CAPS = ("UIDPLUS", "MOVE", "UNSELECT", "CHILDREN", "SPECIAL-USE", "CREATE-S
              "LIST-STATUS", "ESEARCH", "SEARCHRES", "CONDSTORE", "QRESYNC", "STATUS=SIZE", "SORT",
              "SORT=DISPLAY", "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT", "UTF8=ACCEPT", "BINARY", "UNAUTHENTICATE",
              "MULTIAPPEND", "CATENATE", "ESORT", "CONTEXT=SEARCH", "CONTEXT=SORT",
-             "QUOTA", "QUOTA=RES-STORAGE", "PREVIEW", "COMPRESS=DEFLATE")
+             "QUOTA", "QUOTA=RES-STORAGE", "PREVIEW", "COMPRESS=DEFLATE", "NOTIFY")
 
 
 class Session:
@@ -107,6 +109,7 @@ class Session:
         self.storage: MailStorage | None = None
         self.selected: Selected | None = None
         self.enabled: set[str] = set()
+        self.notify: Any = None  # NOTIFY's NotifySpec (commands/notify.py)
         self.closed = False
         self.starttls_requested = False
         self.idling: str | None = None  # tag of the running IDLE
@@ -395,7 +398,11 @@ class Session:
     async def updates(self, cmd: Command | None = None) -> None:
         """Report what changed in the selected mailbox (new mail, other sessions' flags, expunges)."""
         sel = self.selected
-        if sel is None or self.closed:
+        if self.closed:
+            return
+        if sel is None:
+            if self.notify is not None:
+                await notify.report(self)
             return
         allow = cmd is None or cmd.uid or cmd.name not in NO_EXPUNGE
         old_uids = list(sel.mailbox.uids) if sel.contexts else []
@@ -409,6 +416,13 @@ class Session:
         self.report_changes(changes)
         if sel.contexts and not self.closed:
             await search_context.after_command(self)
+        if self.notify is not None and not self.closed:
+            watch = self.notify.selected
+            if watch is not None and watch.fetch and changes.new_uids:
+                new, atts, mb = list(changes.new_uids), list(watch.fetch), sel.mailbox
+                for line in await asyncio.to_thread(fetch_lines, self, mb, new, atts):
+                    self.write(line)
+            await notify.report(self)
 
     def report_changes(self, changes: Changes) -> None:
         sel = self.selected
@@ -435,7 +449,9 @@ class Session:
             if changes.new_uids and not self.rev2:
                 self.write(f"* {mb.recent_count} RECENT")
         lines = []
-        for st in changes.flag_changes:
+        watch = self.notify.selected if self.notify is not None else None
+        flag_changes = changes.flag_changes if watch is None or "FlagChange" in watch.events else []
+        for st in flag_changes:
             seq = mb.seq_of(st.uid)
             if seq is None:
                 continue
@@ -688,9 +704,19 @@ class Session:
         without one every ``limits.idle_poll`` seconds ends in a refresh (polling).
         """
         sel = self.selected
+        others = self.notify is not None and bool(self.notify.others)
         if sel is None:
-            await asyncio.sleep(self.limits.idle_poll)
-            return False
+            await asyncio.sleep(notify.POLL_SECONDS if others else self.limits.idle_poll)
+            return others
+        if others:  # NOTIFY watches other mailboxes too: look at them every couple of seconds
+            if sel.watcher is None:
+                await self._ensure_watcher()
+            if sel.watcher:
+                with contextlib.suppress(Exception):
+                    await sel.watcher.wait_async(notify.POLL_SECONDS)
+                return True
+            await asyncio.sleep(notify.POLL_SECONDS)
+            return True
         await self._ensure_watcher()
         if sel.watcher:
             try:
@@ -712,7 +738,7 @@ class Session:
 
     async def idle_refresh(self) -> None:
         """Send the untagged updates an IDLE client waits for."""
-        if self.idling and self.selected is not None:
+        if self.idling and (self.selected is not None or self.notify is not None):
             self._idle_refreshed = time.monotonic()
             await self.updates(None)
 

@@ -14,6 +14,7 @@ here imports the session.
 - ``search`` (with ``search_messages``): SEARCH, SORT, THREAD;
 - ``search_context``: CONTEXT=SEARCH's live searches and CANCELUPDATE;
 - ``quota``: GETQUOTAROOT, GETQUOTA, SETQUOTA;
+- ``notify``: NOTIFY and what it reports of other mailboxes;
 - ``arguments``: mailbox names, flag lists and sequence sets, shared by the above.
 """
 
@@ -24,6 +25,7 @@ from dovetail.imap.commands import (
     copy_move,
     fetch,
     mailboxes,
+    notify,
     quota,
     search,
     search_context,
@@ -42,6 +44,7 @@ COMMANDS: CommandTable = {
     **search.COMMANDS,
     **search_context.COMMANDS,
     **quota.COMMANDS,
+    **notify.COMMANDS,
 }
 """Command name → handler and the states it is allowed in."""
 

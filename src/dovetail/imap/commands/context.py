@@ -8,7 +8,7 @@ the session.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from dovetail.imap.limits import Limits
 from dovetail.imap.state import Selected, State
@@ -28,6 +28,7 @@ class CommandSession(Protocol):
     selected: Selected | None
     enabled: set[str]  # ENABLEd extensions, upper case; CONDSTORE also once a command uses it
     limits: Limits
+    notify: Any  # NOTIFY's NotifySpec, or None
 
     @property
     def quota_bytes(self) -> int:

@@ -83,9 +83,11 @@ async def cmd_fetch(s: CommandSession, cmd: Any) -> Result:
     return None, "Fetch completed."
 
 
-def fetch_lines(s: CommandSession, mb: Mailbox, uids: Sequence[int], names: Sequence[str]) -> list[bytes]:
-    """FETCH response lines for simple items (QRESYNC SELECT uses this); runs in a worker thread."""
-    lines, _missing = _fetch(s, mb, uids, [FetchAtt(n) for n in names], False)
+def fetch_lines(s: CommandSession, mb: Mailbox, uids: Sequence[int], names: Sequence[str | FetchAtt]) -> list[bytes]:
+    """FETCH response lines for ``uids`` (QRESYNC SELECT, NOTIFY's MessageNew); runs in a worker thread.
+    Body sections are fetched as PEEK: no FETCH the client did not send sets \\Seen."""
+    atts = [n if isinstance(n, FetchAtt) else FetchAtt(n) for n in names]
+    lines, _missing = _fetch(s, mb, uids, atts, False)
     return lines
 
 
