@@ -77,6 +77,10 @@ def test_admin_forms_round_trip(ui: WebEnv) -> None:
     assert "relay:[127.0.0.1]:2525" in resolved.text and "domain alpha.test" in resolved.text
     r = c.post("/transports/domain/alpha.test/delete", data={"csrf": token})
     assert "Rule domain alpha.test removed." in r.text and Transports(ui.engine).list() == []
+    r = c.post("/transports", data={"csrf": token, "rule": "default", "match": "*"})
+    assert "default * → mx" in r.text and 'action="/transports/default/%2A/delete"' in r.text
+    r = c.post("/transports/default/%2A/delete", data={"csrf": token})
+    assert "Rule default * removed." in r.text and Transports(ui.engine).list() == []
 
     r = c.post("/dkim/alpha.test/generate", data={"csrf": token})
     assert "alpha.test: generated" in r.text
