@@ -15,6 +15,8 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from ..httpapi.deps import Posted, RowId, Scope
 from ..httpapi.problems import Problem
+from ..replies.api import get_service
+from ..replies.service import RepliesService
 from .api import outbound as apio
 from .api import outbound_models as om
 from .api import reply_sources as apir
@@ -244,9 +246,8 @@ def sources_page(request: Request, ctx: WebContext, error: str = "", status: int
                   sources=apir.list_imap_sources(None, scope, ctx)["items"], tenant_names=_tenant_names(ctx, scope))
 
 
-def _service(request: Request):  # noqa: ANN202 - the replies service of this app
-    from ..replies.api import get_service
-
+def _service(request: Request) -> RepliesService:
+    """The replies service of this app (one per app, as the replies API opens it)."""
     return get_service(request)
 
 
