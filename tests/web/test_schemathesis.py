@@ -29,7 +29,26 @@ def api(tmp_path: Path) -> Iterator[tuple[object, str]]:
         env.directory.tenant_add("acme")
         env.directory.domain_add("acme.test", "acme")
         env.directory.mailbox_add("bob@acme.test", None)
+        _seed_outbound(env)
         yield schemathesis.openapi.from_asgi("/api/v1/openapi.json", env.client.app), env.admin_token
+
+
+def _seed_outbound(env) -> None:  # noqa: ANN001
+    """A transport rule, DKIM keys, SMTP credentials, a reply inbox and an IMAP source of acme, so that
+    generated requests to the outbound routes meet real objects too."""
+    from dovetail.outbound.credentials import SmtpCredentials
+    from dovetail.outbound.keys import DkimKeys
+    from dovetail.outbound.transports import Transports
+    from dovetail.replies.service import RepliesService
+    from dovetail.replies.sources.imap import ImapAccounts
+    from dovetail.replies.sources.local import LocalHook
+
+    Transports(env.engine).set("tenant", "acme", "mx")
+    DkimKeys(env.engine, env.cfg.data_dir / "dkim").ensure("acme.test")
+    SmtpCredentials(env.engine).add("acme")
+    svc = RepliesService.open(env.engine, env.cfg.data_dir)
+    LocalHook(svc).mark("acme", "bob@acme.test")
+    ImapAccounts(env.engine, svc.sealer).add("acme", "support", host="imap.acme.test", username="u", password="p")
 
 
 def test_no_server_errors(api: tuple[object, str]) -> None:
@@ -53,3 +72,7 @@ def test_no_server_errors(api: tuple[object, str]) -> None:
         check()
         tried.append(f"{operation.method.upper()} {operation.path}")
     assert "POST /api/v1/mailboxes" in tried
+    for outbound in ("PUT /api/v1/transports/{rule}/{match}", "GET /api/v1/transports/resolve",
+                     "POST /api/v1/domains/{domain}/dkim/{action}", "PUT /api/v1/tenants/{tenant}/send-limits",
+                     "POST /api/v1/smtp-credentials", "POST /api/v1/reply-inboxes", "POST /api/v1/imap-sources"):
+        assert outbound in tried

@@ -19,6 +19,8 @@ BODIES = {
     ("PUT", "/api/v1/aliases/{source}"): {"targets": ["x@alpha.test"]},
     ("POST", "/api/v1/campaigns/{campaign_id}/messages"): {"message_id": "<evil@alpha.test>",
                                                            "recipient": "x@ext.test"},
+    ("PUT", "/api/v1/transports/{rule}/{match}"): {"relay": "[127.0.0.9]:25"},
+    ("PUT", "/api/v1/tenants/{tenant}/send-limits"): {"per_minute": 1, "per_day": 1},
 }
 
 
@@ -35,7 +37,8 @@ def two_tenants(web_sqlite: WebEnv) -> tuple[WebEnv, str, dict[str, str]]:
     qid = Queue(web_sqlite.cfg.data_dir / "queue").inject(
         Envelope(sender="bob@beta.test", recipients=[QueueRecipient("x@ext.test")]), b"Subject: s\r\n\r\nx\r\n")
     values = {"tenant": "beta", "domain": "beta.test", "address": "bob@beta.test", "source": "sales@beta.test",
-              "token_id": str(beta_token.id), "qid": qid, **_beta_replies(web_sqlite)}
+              "token_id": str(beta_token.id), "qid": qid, **_beta_replies(web_sqlite),
+              **_beta_outbound(web_sqlite)}
     return web_sqlite, alpha, values
 
 
@@ -56,11 +59,43 @@ def _beta_replies(web: WebEnv) -> dict[str, str]:
             "endpoint_id": str(endpoint["id"]), "delivery_id": str(delivery["id"])}
 
 
+def _beta_outbound(web: WebEnv) -> dict[str, str]:
+    """Beta's transport rule, DKIM key, SMTP credential, reply inbox and IMAP source."""
+    from dovetail.outbound.credentials import SmtpCredentials
+    from dovetail.outbound.keys import DkimKeys
+    from dovetail.outbound.transports import Transports
+    from dovetail.replies.service import RepliesService
+    from dovetail.replies.sources.imap import ImapAccounts
+    from dovetail.replies.sources.local import LocalHook
+
+    Transports(web.engine).set("domain", "beta.test", "mx")
+    key = DkimKeys(web.engine, web.cfg.data_dir / "dkim").ensure("beta.test")[0]
+    svc = RepliesService.open(web.engine, web.cfg.data_dir)
+    LocalHook(svc).mark("beta", "bob@beta.test")
+    source = ImapAccounts(web.engine, svc.sealer).add("beta", "support", host="imap.example.net", username="u",
+                                                      password="p")
+    return {"rule": "domain", "match": "beta.test", "selector": key.selector, "action": "rotate",
+            "username": SmtpCredentials(web.engine).add("beta").username, "source_id": str(source.id)}
+
+
+def _outbound_snapshot(web: WebEnv) -> tuple:
+    from dovetail.outbound.credentials import SmtpCredentials
+    from dovetail.outbound.keys import DkimKeys
+    from dovetail.outbound.transports import Transports
+    from dovetail.replies.service import RepliesService
+    from dovetail.replies.sources.imap import ImapAccounts
+    from dovetail.replies.sources.local import LocalHook
+
+    return (Transports(web.engine, check_interval=0).list(), DkimKeys(web.engine, web.cfg.data_dir / "dkim").list(),
+            SmtpCredentials(web.engine).list(), LocalHook(RepliesService.open(web.engine, web.cfg.data_dir)).listing(),
+            ImapAccounts(web.engine).status())
+
+
 def _snapshot(web: WebEnv) -> tuple:
     d = web.directory
     return (d.tenant_list(), d.domain_list("beta"), d.mailbox_list(tenant="beta"), d.alias_list(tenant="beta"),
             [{k: v for k, v in t.items() if k != "last_used_at"} for t in auth.token_list(web.engine)],
-            Queue(web.cfg.data_dir / "queue").list_messages())
+            Queue(web.cfg.data_dir / "queue").list_messages(), _outbound_snapshot(web))
 
 
 def test_every_id_route_hides_other_tenants_objects(two_tenants: tuple[WebEnv, str, dict[str, str]]) -> None:

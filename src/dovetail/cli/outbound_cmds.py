@@ -24,12 +24,10 @@ transport_app = typer.Typer(help="How mail leaves: relay (smarthost) or direct M
 
 
 def dkim_store(c: Context) -> DkimKeys:
-    """The key store as the CLI uses it: run as root, the key files it writes go to ``server.user``
-    (the services sign as that user) and readability is judged as that user sees it."""
+    """The key store as the operator's tools use it (see ``DkimKeys.for_service``)."""
     from dovetail.outbound.keys import DkimKeys
-    from dovetail.privileges import service_owner
 
-    return DkimKeys(c.engine, c.layout.dkim, owner=service_owner(c.config["server.user"]))
+    return DkimKeys.for_service(c.engine, c.layout.dkim, c.config["server.user"])
 
 
 def _print_keys(keys, as_json: bool) -> None:  # noqa: ANN001
@@ -194,19 +192,15 @@ def transport_set(
 ) -> None:
     """Route mail to a recipient domain, or of a sender, sender domain, tenant or everyone, through a
     relay or straight to MX. `dovetail transport resolve` shows which rule applies."""
-    from dovetail.outbound.transports import TransportError, Transports, host_resolves, parse_nexthop
+    from dovetail.outbound.transports import TransportError, Transports
     from dovetail.sealing import Sealer
 
     if bool(relay) == mx:
         fail("give exactly one of --relay HOST:PORT or --mx")
-    host: str | None = None
-    port: int | None = None
     try:
-        if relay:
-            host, port = parse_nexthop(relay)
         store = Transports(ctx.obj.engine, sealer=Sealer.for_data_dir(ctx.obj.data_dir))
-        t = store.set(scope, match, "relay" if relay else "mx", host=host, port=port, tls=tls, username=user,
-                      secret=secret, check_host=None if no_dns_check else host_resolves)
+        t = store.set_nexthop(scope, match, relay or None, tls=tls, username=user, secret=secret,
+                              dns_check=not no_dns_check)
     except TransportError as exc:
         fail(str(exc))
     if as_json:
@@ -253,36 +247,25 @@ def transport_resolve(
     as_json: JsonOpt = False,
 ) -> None:
     """Which transport mail from SENDER to RECIPIENT takes, and which rule chose it (postmap -q)."""
-    from dovetail.directory import AddressError, normalize_address
-    from dovetail.outbound.transports import Transports
+    from dovetail.outbound.transports import TransportError, Transports
 
     c: Context = ctx.obj
     try:
-        rcpt = normalize_address(recipient.strip().strip("<>"))
-        if sender.strip().strip("<>"):
-            normalize_address(sender.strip().strip("<>"))
-    except AddressError as exc:
+        route = Transports(c.engine, check_interval=0).explain(sender, recipient, tenant)
+    except TransportError as exc:
         fail(str(exc))
-    if tenant is not None and c.directory.tenant_ref(tenant) is None:
-        fail(f"no tenant {tenant!r}")
-    if c.directory.is_local_domain(rcpt.rpartition("@")[2]):
-        why = f"{rcpt.rpartition('@')[2]} is one of our domains: delivered here, no transport"
-        if as_json:
-            emit_json({"sender": sender, "recipient": rcpt, "tenant": tenant, "transport": "virtual", "rule": None,
-                       "why": why})
-        else:
-            print(f"transport: virtual\nrule:      none ({why})")
-        return
-    route = Transports(c.engine, check_interval=0).resolve(sender, rcpt, tenant)
     if as_json:
-        emit_json(route.as_dict())
+        emit_json(route)
         return
-    t = route.transport
-    print(f"transport: {t.name}" + (f" (tls {t.tls}" + (f", user {t.username})" if t.username else ")")
-                                    if t.kind == "relay" else ""))
-    print(f"rule:      {route.why}")
-    if route.tenant:
-        print(f"tenant:    {route.tenant}")
+    if route["transport"] == "virtual":
+        print(f"transport: virtual\nrule:      none ({route['why']})")
+        return
+    print(f"transport: {route['transport']}" + (f" (tls {route['tls']}" + (f", user {route['username']})"
+                                                                           if route["username"] else ")")
+                                                if route["kind"] == "relay" else ""))
+    print(f"rule:      {route['why']}")
+    if route["tenant"]:
+        print(f"tenant:    {route['tenant']}")
 
 
 def send_limits_cmd(ctx: typer.Context, tenant: str,

@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 
-from ..directory.addresses import normalize_tenant
 from ..replies.outbox import EVENT_TYPES
 from ..replies.registry import RegistryError
 from ..replies.service import RepliesService
@@ -159,12 +158,8 @@ def _hook(ctx: typer.Context):  # noqa: ANN202
 @_guard
 def inbox_add(ctx: typer.Context, tenant: TenantOpt, address: str, as_json: JsonOpt = False) -> None:
     """Mark a mailbox as a reply inbox: each message delivered to it is threaded and classified."""
-    c: Context = ctx.obj
-    owner = c.directory.mailbox_owner(address)
-    if owner is None or owner.tenant != normalize_tenant(tenant):
-        fail(f"{address} is not a mailbox of tenant {tenant}")
-    _hook(ctx).mark(owner.tenant, owner.address)
-    emit_json({"tenant": owner.tenant, "address": owner.address}) if as_json else print(f"{address} is a reply inbox")
+    owner, stored = _hook(ctx).add_inbox(tenant, address)
+    emit_json({"tenant": owner, "address": stored}) if as_json else print(f"{address} is a reply inbox")
 
 
 @inbox_app.command("rm")
@@ -221,6 +216,34 @@ def imap_list(ctx: typer.Context, tenant: Annotated[str | None, typer.Option("--
     emit_table(["id", "tenant", "name", "server", "tls", "user", "folder"],
                [[r["id"], r["tenant"], r["name"], f"{r['host']}:{r['port']}", r["tls"], r["user"], r["folder"]]
                 for r in rows])
+
+
+@imap_app.command("rm")
+@_guard
+def imap_rm(ctx: typer.Context, tenant: TenantOpt, account_id: int) -> None:
+    """Stop following an IMAP account (its checkpoints go with it)."""
+    from ..replies.sources.imap import ImapAccounts
+
+    if not ImapAccounts(_svc(ctx).engine).remove(tenant, account_id):
+        fail(f"no IMAP account {account_id} in tenant {tenant}")
+    print(f"IMAP account {account_id} removed")
+
+
+@imap_app.command("status")
+@_guard
+def imap_status(ctx: typer.Context, tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None,
+                as_json: JsonOpt = False) -> None:
+    """How far the engine got in each IMAP account, and its last error."""
+    from ..replies.sources.imap import ImapAccounts
+
+    rows = ImapAccounts(_svc(ctx).engine).status(tenant)
+    if as_json:
+        emit_json(rows)
+        return
+    emit_table(["id", "tenant", "name", "enabled", "last uid", "synced", "last error"],
+               [[r["id"], r["tenant"], r["name"], "yes" if r["enabled"] else "no",
+                 "" if r["last_uid"] is None else r["last_uid"], r["synced_at"] or "never",
+                 (r["last_error"] or "")[:60]] for r in rows])
 
 
 @campaigns_app.command("add")

@@ -60,9 +60,13 @@ class SmtpCredentials:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
-    def remove(self, username: str) -> None:
+    def remove(self, username: str, tenant: str | None = None) -> None:
+        """Revoke ``username``; with ``tenant``, only when it is that tenant's (else it is not found)."""
+        query = smtp_credentials.delete().where(smtp_credentials.c.username == username)
+        if tenant is not None:
+            query = query.where(lookups.tenant_named(smtp_credentials.c.tenant_id, tenant))
         with self.engine.begin() as conn:
-            if conn.execute(smtp_credentials.delete().where(smtp_credentials.c.username == username)).rowcount == 0:
+            if conn.execute(query).rowcount == 0:
                 raise CredentialError(f"no such SMTP credential {username!r}")
 
     def tenant_of(self, username: str) -> str | None:

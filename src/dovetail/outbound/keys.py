@@ -38,7 +38,7 @@ from dovetail.directory import lookups
 from dovetail.directory.addresses import AddressError, normalize_domain
 from dovetail.outbound.dkim import SigningKey, dns_txt_value
 from dovetail.outbound.schema import dkim_keys
-from dovetail.privileges import make_private, private_dir, unreadable_by, write_private_file
+from dovetail.privileges import make_private, private_dir, service_owner, unreadable_by, write_private_file
 
 STATES = ("published", "active", "retiring")
 ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
@@ -98,6 +98,13 @@ class DkimKeys:
         self.rsa_bits = rsa_bits
         self._cache: dict[str, tuple[float, list[SigningKey]]] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_service(cls, engine: Engine, dkim_dir: Path, service_user: str) -> DkimKeys:
+        """The store as an operator's tools use it (the CLI, the web admin): run as root, the key files it
+        writes go to ``service_user`` (the services sign as that user) and readability is judged as that
+        user sees it; run as that user, the files are simply its own."""
+        return cls(engine, dkim_dir, owner=service_owner(service_user))
 
     # --- paths and lookups ---------------------------------------------------------------------
 

@@ -306,6 +306,18 @@ class Transports:
         return Transport(scope=scope_, match=match_, kind=kind, host=host, port=port, tls=tls, username=username,
                          secret=secret)
 
+    def set_nexthop(self, scope: str, match: str, relay: str | None, *, tls: str = "starttls",
+                    username: str | None = None, secret: str | None = None, dns_check: bool = True) -> Transport:
+        """``transport set`` as operators write it: ``relay`` is ``HOST:PORT``, ``[HOST]:PORT`` or
+        ``relay:[HOST]:PORT`` of a smarthost, None for straight to the recipient's MX; ``dns_check=False``
+        stores a relay whose name does not resolve from here (yet)."""
+        host: str | None = None
+        port: int | None = None
+        if relay is not None:
+            host, port = parse_nexthop(relay)
+        return self.set(scope, match, "relay" if relay is not None else "mx", host=host, port=port, tls=tls,
+                        username=username, secret=secret, check_host=host_resolves if dns_check else None)
+
     def _check_ours(self, key: Key) -> None:
         """Sender rules are for the mail our tenants send (submission and the send API take only their
         domains), so a foreign sender domain is refused, most likely a typo, rather than kept without
@@ -411,6 +423,30 @@ class Transports:
         key = choose(snap.table, address, rcpt_domain, tenant or None)
         transport = DIRECT if key is None else snap.table[key]
         return Route(transport, key, address, recipient.strip(), tenant or None)
+
+    def explain(self, sender: str, recipient: str, tenant: str | None = None) -> dict[str, object]:
+        """``transport resolve``: which transport mail from ``sender`` (``<>`` or empty for the null
+        sender) to ``recipient`` takes and which rule chose it, as a mapping (``Route.as_dict``); a
+        recipient in one of our domains is delivered here (``transport: virtual``). TransportError for
+        an address that does not parse or a tenant that does not exist."""
+        bare_sender = sender.strip().strip("<>")
+        try:
+            rcpt = normalize_address(recipient.strip().strip("<>"))
+            if bare_sender:
+                normalize_address(bare_sender)
+        except AddressError as exc:
+            raise TransportError(str(exc)) from None
+        directory = Directory(self.engine)
+        if tenant is not None:
+            found = directory.tenant_ref(tenant)
+            if found is None:
+                raise TransportError(f"no tenant {tenant!r}")
+            tenant = found.name
+        domain = rcpt.rpartition("@")[2]
+        if directory.is_local_domain(domain):
+            return {"sender": sender, "recipient": rcpt, "tenant": tenant, "transport": "virtual", "rule": None,
+                    "why": f"{domain} is one of our domains: delivered here, no transport"}
+        return self.resolve(sender, rcpt, tenant).as_dict()
 
     def for_sender(self, sender: str, tenant: str | None = None) -> Transport:
         """The transport for mail from ``sender`` when no recipient rule applies."""

@@ -26,9 +26,11 @@ from ..outbound.send import SendService
 from ..queue import Queue
 from ..replies.api import router as replies_router
 from ..replies.hooks import outbound_hooks
-from . import assets, counters, metrics, replies_pages, ui
+from . import assets, counters, metrics, outbound_pages, replies_pages, ui
 from .api import directory as api_directory
+from .api import outbound as api_outbound
 from .api import queue as api_queue
+from .api import reply_sources as api_reply_sources
 from .api import stats as api_stats
 from .api import tokens as api_tokens
 from .auth import Auth
@@ -54,6 +56,8 @@ def _api_router() -> APIRouter:
     router.include_router(api_tokens.router)
     router.include_router(api_stats.router)
     router.include_router(replies_router)
+    router.include_router(api_outbound.router)
+    router.include_router(api_reply_sources.router)
     return router
 
 
@@ -84,6 +88,7 @@ def create_app(cfg: Config, engine: Engine | None = None, *, flush_interval: flo
     app.include_router(_send_router(ctx))
     app.include_router(ui.router)
     app.include_router(replies_pages.router)
+    app.include_router(outbound_pages.router)
     app.include_router(assets.router)
 
     trusted = [ipaddress.ip_network(n) for n in cfg.get("auth.trusted_networks", [])]

@@ -11,6 +11,7 @@ dropped connection is retried with exponential backoff.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import random
 import ssl
@@ -20,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from dovetail.dbrows import inserted_id
 from dovetail.directory import lookups
@@ -71,12 +73,20 @@ class ImapAccounts:
             raise RegistryError("tls must be implicit, starttls or none")
         if not 0 < port < 65536 or not host or any(c in host for c in " /\r\n"):
             raise RegistryError("bad host or port")
-        with self.engine.begin() as conn:
-            tid = tenant_id(conn, tenant)
-            stored = self.sealer.seal(password, PASSWORD_PURPOSE) if self.sealer is not None else password
-            aid = inserted_id(conn.execute(imap_accounts.insert().values(
-                tenant_id=tid, name=name, host=host, port=port, tls=tls, username=username, password=stored,
-                folder=folder)))
+        if not name.strip() or not username or not password or not folder:
+            raise RegistryError("an IMAP source needs a name, a user name, a password and a folder")
+        try:
+            with self.engine.begin() as conn:
+                tid = tenant_id(conn, tenant)
+                if conn.execute(sa.select(imap_accounts.c.id).where(imap_accounts.c.tenant_id == tid,
+                                                                    imap_accounts.c.name == name)).first():
+                    raise RegistryError(f"an IMAP source named {name!r} already exists")
+                stored = self.sealer.seal(password, PASSWORD_PURPOSE) if self.sealer is not None else password
+                aid = inserted_id(conn.execute(imap_accounts.insert().values(
+                    tenant_id=tid, name=name, host=host, port=port, tls=tls, username=username, password=stored,
+                    folder=folder)))
+        except IntegrityError:  # the same name added at the same moment
+            raise RegistryError(f"an IMAP source named {name!r} already exists") from None
         return ImapAccount(aid, normalize_tenant(tenant), name, host, port, tls, username, password, folder)
 
     def list(self, tenant: str | None = None) -> list[ImapAccount]:
@@ -98,6 +108,44 @@ class ImapAccounts:
             out.append(ImapAccount(r.id, r.tenant_name, r.name, r.host, r.port, r.tls, r.username, password,
                                    r.folder))
         return out
+
+    def remove(self, tenant: str, account_id: int) -> bool:
+        """Stop following an account of ``tenant`` (its checkpoints go with it); False when it has none
+        with that id."""
+        with self.engine.begin() as conn:
+            tid = tenant_id(conn, tenant)
+            owned = sa.select(imap_accounts.c.id).where(imap_accounts.c.id == account_id,
+                                                        imap_accounts.c.tenant_id == tid)
+            conn.execute(imap_checkpoints.delete().where(imap_checkpoints.c.account_id.in_(owned)))
+            gone = conn.execute(imap_accounts.delete().where(imap_accounts.c.id == account_id,
+                                                             imap_accounts.c.tenant_id == tid))
+        return gone.rowcount > 0
+
+    def status(self, tenant: str | None = None, account_id: int | None = None) -> builtins.list[dict[str, Any]]:
+        """What an operator checks of each account, without its password: where it points, whether it is
+        followed, the last error and how far the checkpoints reached."""
+        acc, chk = imap_accounts, imap_checkpoints
+        query = (sa.select(acc.c.id, lookups.tenant_name_of(acc.c.tenant_id).label("tenant"), acc.c.name, acc.c.host,
+                           acc.c.port, acc.c.tls, acc.c.username, acc.c.folder, acc.c.enabled, acc.c.last_error,
+                           acc.c.created_at)
+                 .order_by(acc.c.id))
+        if tenant is not None:
+            query = query.where(lookups.tenant_named(acc.c.tenant_id, tenant))
+        if account_id is not None:
+            query = query.where(acc.c.id == account_id)
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(query)]
+            marks: dict[int, tuple[int, Any]] = {}
+            if rows:
+                for r in conn.execute(sa.select(chk.c.account_id, chk.c.last_uid, chk.c.updated_at)
+                                      .where(chk.c.account_id.in_([row["id"] for row in rows]))):
+                    seen = marks.get(r.account_id)
+                    if seen is None or (r.updated_at and (seen[1] is None or r.updated_at > seen[1])):
+                        marks[r.account_id] = (int(r.last_uid), r.updated_at)
+        for row in rows:
+            row["enabled"] = bool(row["enabled"])
+            row["last_uid"], row["synced_at"] = marks.get(row["id"], (None, None))
+        return rows
 
     def checkpoint(self, account_id: int, folder: str) -> tuple[int, int] | None:
         with self.engine.connect() as conn:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from dovetail.directory import lookups
+from dovetail.directory import Directory, lookups
 from dovetail.directory.addresses import AddressError, normalize_address, normalize_tenant
 from dovetail.directory.resolve import replies_intake_maildir
 from dovetail.log import get_logger
@@ -62,6 +62,25 @@ class LocalHook:
             if not conn.execute(sa.select(reply_inboxes.c.id).where(reply_inboxes.c.address == address)).first():
                 conn.execute(reply_inboxes.insert().values(tenant_id=tid, address=address))
         self._cache = None
+
+    def add_inbox(self, tenant: str | None, address: str) -> tuple[str, str]:
+        """Make the mailbox ``address`` a reply inbox (``replies inbox add``); it must be a mailbox of
+        ``tenant`` (None: of whichever tenant owns it). Returns (tenant, address) as stored."""
+        owner = Directory(self.engine).mailbox_owner(address)
+        if owner is None or (tenant is not None and owner.tenant != normalize_tenant(tenant)):
+            raise RegistryError(f"{address} is not a mailbox" + (f" of tenant {tenant}" if tenant else ""))
+        self.mark(owner.tenant, owner.address)
+        return owner.tenant, owner.address
+
+    def listing(self, tenant: str | None = None) -> list[dict[str, str]]:
+        """Reply inboxes as (tenant, address) rows, of one tenant or of all."""
+        tenant_name = lookups.tenant_name_of(reply_inboxes.c.tenant_id)
+        query = sa.select(tenant_name.label("tenant"), reply_inboxes.c.address).order_by(tenant_name,
+                                                                                        reply_inboxes.c.address)
+        with self.engine.connect() as conn:
+            if tenant is not None:
+                query = query.where(reply_inboxes.c.tenant_id == tenant_id(conn, tenant))
+            return [{"tenant": r.tenant, "address": r.address} for r in conn.execute(query)]
 
     def unmark(self, tenant: str, address: str) -> bool:
         with self.engine.begin() as conn:
