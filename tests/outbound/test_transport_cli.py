@@ -43,6 +43,7 @@ def rules(data_dir: Path) -> list[tuple[str, str, object]]:
     return [(r["scope"], r["match"], r["port"]) for r in json.loads(ok(data_dir, "transport", "list", "--json"))]
 
 
+@pytest.mark.timeout(300)  # one CLI process per verb
 def test_transport_rules_and_resolve(data_dir: Path) -> None:
     ok(data_dir, "tenant", "add", "acme")
     ok(data_dir, "domain", "add", "acme.example", "--tenant", "acme")
