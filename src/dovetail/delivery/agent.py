@@ -130,7 +130,7 @@ class MaildirDeliveryAgent:
             if key in done:
                 continue
             try:
-                stored = self._store(store, message, target.address, delivery, retry, mailbox)
+                stored = self._store(store, message, target, delivery, retry, mailbox)
             except OSError as exc:
                 return DeliveryResult(rcpt, "deferred", *_io_error(exc), RELAY)
             if stored.duplicate:
@@ -138,14 +138,15 @@ class MaildirDeliveryAgent:
             done[key] = None
         return DeliveryResult(rcpt, "sent", "2.0.0", "delivered to maildir", RELAY)
 
-    def _store(self, store: MailStorage, message: QueuedMessage, address: str, delivery: DeliveryId,
+    def _store(self, store: MailStorage, message: QueuedMessage, target: MailboxTarget, delivery: DeliveryId,
                retry: bool, mailbox: str) -> Delivered:
+        address = target.address
         if mailbox == "INBOX":
             return store.deliver(self._content(message, address), delivery_id=delivery, retry=retry)
         try:
             return store.deliver(self._content(message, address), mailbox=mailbox, delivery_id=delivery, retry=retry)
-        except MailboxNotFound:  # the mailbox was never logged in to: make its special-use folders now
-            store.ensure_special_use()
+        except (MailboxNotFound, FileNotFoundError):  # never logged in to: make its special-use folders now
+            open_storage(target.maildir, create=True).ensure_special_use()
             return store.deliver(self._content(message, address), mailbox=mailbox, delivery_id=delivery, retry=retry)
 
     def _over_quota(
