@@ -15,7 +15,6 @@ streams to the queue as it arrives.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +22,7 @@ from ..log import get_logger
 from ..mailauth.check import authenticate
 from ..mailauth.dns import Resolver
 from ..mailauth.headers import rename_ours, split_message
+from ..mailauth.networks import Network, in_networks
 from ..mailauth.results import DmarcResult, Verdicts, authentication_results
 from ..queue import QueueWriter
 from ..smtp.backend import SessionInfo
@@ -31,7 +31,6 @@ from ..smtp.reply import Reply
 log = get_logger("smtpd")
 
 HOLD_BYTES = 16 * 1024 * 1024
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass
@@ -46,11 +45,7 @@ class SenderAuth:
     hold_bytes: int = HOLD_BYTES
 
     def exempt_client(self, ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(addr in net for net in self.exempt)
+        return in_networks(ip, self.exempt)
 
 
 def decide(dmarc: DmarcResult, enforcing: list[bool], temperror: str = "accept") -> tuple[Reply | None, list[int]]:
