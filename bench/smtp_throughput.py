@@ -47,6 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.dnsserver import LoopbackDNS  # noqa: E402
 from tests.interop_postfix import MAIN_CF, MASTER_CF  # noqa: E402  (one configuration for tests and benchmarks)
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
@@ -351,8 +352,9 @@ def _alive(pid: int) -> bool:
 
 @contextmanager
 def dovetail_server(exe: str, base: Path, workers: int, locals_: list[str], recipients: int,
-                    profile_dir: Path | None) -> Iterator[Server]:
-    data = base / f"dovetail-w{workers}"
+                    profile_dir: Path | None, nameserver: str | None = None) -> Iterator[Server]:
+    """``nameserver``: sender authentication on, every lookup to that (loopback) DNS server; None: off."""
+    data = base / f"dovetail-w{workers}{'-auth' if nameserver else ''}"
     dt = [exe, "--data-dir", str(data)]
     run([*dt, "init"])
     run([*dt, "tenant", "add", "bench"])
@@ -361,12 +363,17 @@ def dovetail_server(exe: str, base: Path, workers: int, locals_: list[str], reci
         for r in recipients_for(local, recipients):
             run([*dt, "mailbox", "add", f"{r}@{DOMAIN}", "--password", "bench-password-1"])
     run([*dt, "config", "set", "server.shutdown_grace=5s"])
+    if nameserver:
+        run([*dt, "config", "set", f"dns.nameservers={nameserver}"])
+        run([*dt, "config", "set", "mx.sender_auth_exempt="])  # smtp-source connects from loopback
+    else:
+        run([*dt, "config", "set", "mx.sender_auth=no"])
     port = free_port()
     with (data / "dovetail.toml").open("a") as f:
         f.write(f'\n[services.smtpd]\nworkers = {workers}\nlisten = ["127.0.0.1:{port}"]\n')
         for name in ("submission", "imapd", "web", "replies"):
             f.write(f"\n[services.{name}]\nenabled = false\n")
-    log = (base / f"dovetail-w{workers}.log").open("wb")
+    log = (base / f"{data.name}.log").open("wb")
     proc = subprocess.Popen([*dt, "serve"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     spies: list[subprocess.Popen[bytes]] = []
     pids: list[int] = [proc.pid]
@@ -375,7 +382,7 @@ def dovetail_server(exe: str, base: Path, workers: int, locals_: list[str], reci
         if proc.poll() is not None:
             raise BenchError(f"dovetail serve exited {proc.returncode}; see {log.name}")
         pids = process_tree(proc.pid)
-        server = Server("Dovetail", str(workers), port, proc.pid,
+        server = Server("Dovetail+auth" if nameserver else "Dovetail", str(workers), port, proc.pid,
                         queue_dirs={f"queue {q}": data / "queue" / q for q in ("incoming", "active", "deferred")})
         for local in locals_:
             for r in recipients_for(local, recipients):
@@ -400,6 +407,16 @@ def dovetail_server(exe: str, base: Path, workers: int, locals_: list[str], reci
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+@contextmanager
+def sender_zone() -> Iterator[LoopbackDNS]:
+    """The sender's domain as the internet would publish it: SPF allowing loopback, a DMARC record."""
+    with LoopbackDNS() as dns_:
+        domain = SENDER.rpartition("@")[2]
+        dns_.txt(domain, "v=spf1 ip4:127.0.0.0/8 -all")
+        dns_.txt(f"_dmarc.{domain}", "v=DMARC1; p=reject")
+        yield dns_
 
 
 def start_py_spy(pids: list[int], out: Path) -> list[subprocess.Popen[bytes]]:
@@ -534,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mail-user", default="dovetail", help="non-root owner of Postfix's Maildirs")
     ap.add_argument("--stall", type=float, default=60.0, help="fail when no file arrives for this long")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, Maildirs)")
+    ap.add_argument("--sender-auth", choices=("off", "on", "both"), default="off",
+                    help="Dovetail's SPF/DKIM/DMARC checks at intake (on/both: against a loopback DNS server "
+                         "publishing SPF and DMARC for the sender's domain)")
     ap.add_argument("--profile", type=Path, metavar="DIR",
                     help="py-spy record each Dovetail worker into DIR (slows Dovetail; figures not comparable)")
     args = ap.parse_args(argv)
@@ -557,9 +577,14 @@ def main(argv: list[str] | None = None) -> int:
                 servers.append(stack.enter_context(postfix_server(base, locals_, args.recipients, args.mail_user)))
             if not args.skip_dovetail:
                 exe = dovetail_executable(args.dovetail)
+                nameservers: list[str | None] = [None]
+                if args.sender_auth != "off":
+                    nameserver = stack.enter_context(sender_zone()).nameserver
+                    nameservers = [nameserver] if args.sender_auth == "on" else [None, nameserver]
                 for w in args.workers:
-                    servers.append(stack.enter_context(
-                        dovetail_server(exe, base, w, locals_, args.recipients, args.profile)))
+                    for ns in nameservers:
+                        servers.append(stack.enter_context(
+                            dovetail_server(exe, base, w, locals_, args.recipients, args.profile, ns)))
             for load in loads:
                 for server in servers:
                     groups[(load, server.name, server.workers)] = []

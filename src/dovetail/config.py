@@ -119,6 +119,26 @@ def _parse_networks(value: object) -> list[str]:
     return out
 
 
+def _parse_nameservers(value: object) -> list[str]:
+    """``ip``, ``ip:port`` or ``[v6]:port`` items, as a list or a comma/space separated string."""
+    items = value if isinstance(value, list) else [v for v in re.split(r"[,\s]+", str(value)) if v]
+    out = []
+    for item in items:
+        text = str(item).strip()
+        m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([0-9.]+)(?::(\d+))?|([0-9a-fA-F:]+)", text)
+        try:
+            if not m:
+                raise ValueError
+            ipaddress.ip_address(m.group(1) or m.group(3) or m.group(5))
+            port = int(m.group(2) or m.group(4) or 53)
+            if not 0 < port < 65536:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{text!r} is not a nameserver such as 192.0.2.53, 127.0.0.1:5353 or [::1]:53") from None
+        out.append(text)
+    return out
+
+
 def _one_of(*choices: str) -> Callable[[object], str]:
     def parse(value: object) -> str:
         text = str(value).strip().lower()
@@ -211,6 +231,21 @@ KEYS: list[Key] = [
     _k("imap.max_connections_per_ip", 50, _int1, "concurrent IMAP sessions per client IP (across the imapd workers)"),
     _k("imap.autologout", "30m", _at_least(_dur, 60), "idle authenticated sessions are logged out"),
     _k("imap.max_literal_size", "50M", _size, "largest APPEND (APPENDLIMIT)"),
+    # Sender authentication at the MX and the process-wide DNS resolver it shares with outbound MX lookups.
+    _k("dns.nameservers", [], _parse_nameservers,
+       "DNS servers every lookup of the process asks (ip, ip:port or [v6]:port); empty: the system resolver"),
+    _k("dns.timeout", "5s", _at_least(_dur, 0.1),
+       "a DNS lookup without an answer after this long is a temporary error (temperror)"),
+    _k("mx.sender_auth", True, _parse_bool,
+       "check SPF, DKIM and DMARC of incoming mail and add Authentication-Results (off: neither)"),
+    _k("mx.sender_auth_exempt", ["127.0.0.0/8", "::1/128"], _parse_networks,
+       "clients whose mail the MX does not authenticate (local relays and filters); forged A-R are renamed anyway"),
+    _k("mx.dmarc_enforce", True, _parse_bool,
+       "apply senders' DMARC reject (550 5.7.1) and quarantine (Junk folder); per domain: "
+       "`dovetail domain set D --dmarc-enforce off`"),
+    _k("mx.auth_temperror", "accept", _one_of("accept", "defer"),
+       "a DMARC verdict that DNS could not give (temperror) for a sender publishing reject/quarantine: "
+       "accept the message, or answer 451 4.7.5 so the sender retries"),
     _k("replies.webhook_allow_private", False, _parse_bool,
        "let webhooks target loopback, private and link-local addresses (default: refused, against SSRF)"),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 
 import pytest
 import sqlalchemy as sa
@@ -11,6 +12,7 @@ import sqlalchemy as sa
 from dovetail.replies.pipeline import Source
 from dovetail.replies.schema import events, webhook_deliveries
 from dovetail.replies.service import RepliesService
+from dovetail.sealing import Sealer
 
 from .mails import reply
 
@@ -152,3 +154,32 @@ def test_attachments_are_listed(service: RepliesService) -> None:
     r = service.process_message(raw, src())
     assert r.attachments == [{"name": "deck.pdf", "content_type": "application/pdf", "size": 9}]
     assert r.stripped_text == "See attached."
+
+
+def test_auth_verdicts_come_only_from_our_mx(engine, secret, two) -> None:  # noqa: ANN001
+    """A sender's own A-R headers (even one naming our host) are not believed; the one our MX wrote is."""
+    service = RepliesService(engine, secret, allow_private_webhooks=True, sealer=Sealer(os.urandom(32)),
+                             authserv_id="mx.acme.example")
+    ours = ("Authentication-Results: mx.acme.example;\r\n\tspf=fail smtp.mailfrom=anna@client.example;\r\n"
+            "\tdkim=pass header.d=client.example header.s=s1 header.a=rsa-sha256;\r\n"
+            "\tdmarc=pass (p=reject dis=none) header.from=client.example policy.dmarc=reject")
+    forged = ("X-Original-Authentication-Results: mx.acme.example; dmarc=pass header.from=bank.example\r\n"
+              "Authentication-Results: other.example; spf=pass smtp.mailfrom=x@bank.example")
+    service.outbox.add_endpoint("acme", "http://127.0.0.1:9/hook", ["reply.received"])
+    service.process_message(reply(in_reply_to="<a@acme.example>", extra=ours + "\r\n" + forged), src())
+    with engine.connect() as conn:
+        payload = json.loads(conn.execute(sa.select(events.c.payload)).scalar_one())
+    reply_data = payload["data"]["reply"]
+    assert reply_data["auth"] == {
+        "spf": "fail", "dkim": [{"domain": "client.example", "selector": "s1", "result": "pass"}],
+        "dmarc": {"result": "pass", "policy": "reject", "from_domain": "client.example"}, "arc": None}
+    assert len(reply_data["auth_results"]) == 1 and reply_data["auth_results"][0].startswith("mx.acme.example;")
+    # without our header (a message that did not come through our MX) there are no verdicts
+    other = RepliesService(engine, secret, allow_private_webhooks=True, sealer=Sealer(os.urandom(32)),
+                           authserv_id="mx.elsewhere.example")
+    r = other.process_message(reply(in_reply_to="<b@acme.example>", message_id="<r2@client.example>",
+                                    extra=ours), src("second"))
+    with engine.connect() as conn:
+        payloads = [json.loads(p) for p in conn.execute(sa.select(events.c.payload).where(events.c.id.in_(r.events)))
+                    .scalars()]
+    assert payloads[0]["data"]["reply"]["auth"] == {"spf": None, "dkim": [], "dmarc": None, "arc": None}

@@ -153,6 +153,14 @@ def test_counters_reach_stats_and_metrics(web: WebEnv) -> None:
     text = web.client.get("/metrics", headers=h).text
     assert "# TYPE dovetail_mail_events_total counter" in text
     assert 'dovetail_directory_objects{kind="tenant"}' in text
+    # the MX's sender-authentication verdicts, once flushed, are counted per method and result
+    counters.record("dmarc_reject", 2, at=now)
+    counters.record("spf_pass", 5, at=now)
+    counters.flush(web.engine)  # type: ignore[arg-type]
+    text = web.client.get("/metrics", headers=h).text
+    assert 'dovetail_auth_results_total{method="dmarc",result="reject"} 2' in text
+    assert 'dovetail_auth_results_total{method="spf",result="pass"} 5' in text
+    assert 'dovetail_auth_results_total{method="dkim",result="fail"} 0' in text
 
 
 def test_queue_routes(web: WebEnv) -> None:

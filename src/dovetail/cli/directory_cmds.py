@@ -77,7 +77,8 @@ def tenant_rm(ctx: typer.Context, name: str,
 
 def _domain_json(d) -> dict:  # noqa: ANN001
     return {"name": display_domain(d.name), "ascii": d.name, "tenant": d.tenant, "enabled": d.enabled,
-            "catchall": d.catchall, "plus_separator": d.plus_separator, "postmaster": d.postmaster}
+            "catchall": d.catchall, "plus_separator": d.plus_separator, "postmaster": d.postmaster,
+            "dmarc_enforce": d.dmarc_enforce}
 
 
 @domain_app.command("add")
@@ -141,6 +142,27 @@ def domain_catchall(ctx: typer.Context, name: str,
         emit_json(_domain_json(d))
     else:
         print(f"catch-all of {display_domain(d.name)}: {d.catchall or 'off'}")
+
+
+@domain_app.command("set")
+def domain_set(ctx: typer.Context, name: str,
+               dmarc_enforce: Annotated[str | None, typer.Option(
+                   "--dmarc-enforce", help="on: a sender's DMARC reject/quarantine is applied to mail for this "
+                   "domain; off: verdicts are only recorded in Authentication-Results.")] = None,
+               as_json: JsonOpt = False) -> None:
+    """Change a domain's settings."""
+    values: dict[str, object] = {}
+    if dmarc_enforce is not None:
+        if dmarc_enforce.lower() not in ("on", "off"):
+            fail(f"--dmarc-enforce {dmarc_enforce!r}: give on or off")
+        values["dmarc_enforce"] = dmarc_enforce.lower() == "on"
+    if not values:
+        fail("nothing to set: give --dmarc-enforce on|off")
+    d = ctx.obj.directory.domain_set(name, **values)
+    if as_json:
+        emit_json(_domain_json(d))
+    else:
+        print(f"DMARC enforcement for mail to {display_domain(d.name)}: {'on' if d.dmarc_enforce else 'off'}")
 
 
 # --- mailboxes ----------------------------------------------------------------------------------

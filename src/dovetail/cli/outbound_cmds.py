@@ -86,9 +86,12 @@ def dkim_retire(ctx: typer.Context, domain: str, as_json: JsonOpt = False) -> No
 
 
 def planner(c: Context, resolver=None):  # noqa: ANN001, ANN201
+    from dovetail.mailauth.dns import sync_resolver
     from dovetail.outbound.dnsrecords import DnsPlanner
     from dovetail.outbound.transports import Transports
 
+    if resolver is None:  # dns.nameservers applies to the checks of the CLI too
+        resolver = sync_resolver(c.config["dns.nameservers"], c.config["dns.timeout"])
     return DnsPlanner(dkim_store(c), Transports(c.engine), c.config.hostname, resolver)
 
 

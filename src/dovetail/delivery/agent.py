@@ -30,7 +30,7 @@ from dovetail.queue.agent import DeliveryResult
 from dovetail.queue.envelope import QueueRecipient
 from dovetail.queue.qfile import QueuedMessage
 from dovetail.storage import MailStorage, open_storage
-from dovetail.storage.api import DeliveryId, OverQuota
+from dovetail.storage.api import Delivered, DeliveryId, MailboxNotFound, OverQuota
 
 log = get_logger("virtual")
 
@@ -122,6 +122,7 @@ class MaildirDeliveryAgent:
                 return DeliveryResult(rcpt, full[0], full[1], full[2], RELAY)
         delivery = DeliveryId(message.queue_id, rcpt.index, message.envelope.arrival)
         retry = bool(message.envelope.attempts)  # a reader may have moved an earlier copy to cur/
+        mailbox = "Junk" if _junk(message, rcpt) else "INBOX"
         for target, store in stores:
             # Two targets may name one Maildir by different paths; with a single target there is
             # nothing to compare, and resolve() costs an lstat per path component.
@@ -129,13 +130,24 @@ class MaildirDeliveryAgent:
             if key in done:
                 continue
             try:
-                stored = store.deliver(self._content(message, target.address), delivery_id=delivery, retry=retry)
+                stored = self._store(store, message, target, delivery, retry, mailbox)
             except OSError as exc:
                 return DeliveryResult(rcpt, "deferred", *_io_error(exc), RELAY)
             if stored.duplicate:
                 log.info(f"already delivered to {stored.key}, not writing it again", qid=message.queue_id)
             done[key] = None
         return DeliveryResult(rcpt, "sent", "2.0.0", "delivered to maildir", RELAY)
+
+    def _store(self, store: MailStorage, message: QueuedMessage, target: MailboxTarget, delivery: DeliveryId,
+               retry: bool, mailbox: str) -> Delivered:
+        address = target.address
+        if mailbox == "INBOX":
+            return store.deliver(self._content(message, address), delivery_id=delivery, retry=retry)
+        try:
+            return store.deliver(self._content(message, address), mailbox=mailbox, delivery_id=delivery, retry=retry)
+        except (MailboxNotFound, FileNotFoundError):  # never logged in to: make its special-use folders now
+            open_storage(target.maildir, create=True).ensure_special_use()
+            return store.deliver(self._content(message, address), mailbox=mailbox, delivery_id=delivery, retry=retry)
 
     def _over_quota(
         self, message: QueuedMessage, target: MailboxTarget, store: MailStorage
@@ -152,6 +164,12 @@ class MaildirDeliveryAgent:
         yield f"Return-Path: <{sender}>\nDelivered-To: {_CTL.sub('', address)}\n".encode()
         with message.open() as stream:
             yield from iter(lambda: stream.read(65536), b"")
+
+
+def _junk(message: QueuedMessage, rcpt: QueueRecipient) -> bool:
+    """Whether the MX marked this recipient's copy for the Junk folder (a sender's DMARC quarantine)."""
+    marked = message.envelope.extra.get("junk") or ""
+    return str(rcpt.index) in marked.split(",")
 
 
 def _io_error(exc: OSError) -> tuple[str, str]:

@@ -78,6 +78,7 @@ class Resolution:
     external: list[str] = field(default_factory=list)
     reason: str = ""
     steps: list[str] = field(default_factory=list)
+    dmarc_enforce: bool = True  # the recipient domain enforces senders' DMARC policies
 
     @property
     def ok(self) -> bool:
@@ -176,6 +177,7 @@ class Resolver:
                 res.steps.append(f"{dom}: not one of our domains")
                 return res
             res.address = f"{local}@{dom}"
+            res.dmarc_enforce = domain.dmarc_enforce
             if not domain.enabled:
                 res.status, res.reason = "disabled", f"domain {dom} is disabled"
                 return res

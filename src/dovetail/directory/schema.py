@@ -37,6 +37,8 @@ domains = sa.Table(
     sa.Column("plus_separator", sa.String(4), nullable=False, server_default="+"),
     sa.Column("postmaster", sa.String(320), nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
+    # DMARC policies of senders enforced for mail to this domain (reject/quarantine); off: only reported
+    sa.Column("dmarc_enforce", sa.Boolean, nullable=False, server_default=sa.true()),
 )
 
 mailboxes = sa.Table(

@@ -44,6 +44,7 @@ class DomainInfo:
     catchall: str | None
     plus_separator: str
     postmaster: str | None
+    dmarc_enforce: bool = True
 
     @property
     def display_name(self) -> str:
@@ -208,7 +209,7 @@ class Directory:
             return lookups.domain_id(conn, domain) is not None
 
     def domain_set(self, name: str, **values: Any) -> DomainInfo:
-        """Change enabled/catchall/postmaster/plus_separator of a domain."""
+        """Change enabled/catchall/postmaster/plus_separator/dmarc_enforce of a domain."""
         dom = _checked(normalize_domain, name)
         if values.get("catchall"):
             values["catchall"] = _checked(normalize_address, values["catchall"])
@@ -411,7 +412,7 @@ def _tenant_select() -> sa.Select:
 def _domain_select() -> sa.Select:
     return (sa.select(domains.c.id, domains.c.name, tenants.c.name.label("tenant"),
                       (domains.c.enabled & tenants.c.enabled).label("enabled"),
-                      domains.c.catchall, domains.c.plus_separator, domains.c.postmaster)
+                      domains.c.catchall, domains.c.plus_separator, domains.c.postmaster, domains.c.dmarc_enforce)
             .select_from(domains.join(tenants)))
 
 

@@ -22,6 +22,7 @@ from ..smtp.events import MailParams, RcptParams
 from ..smtp.reply import Reply
 from ..storage import open_storage
 from ..storage.api import OverQuota
+from .senderauth import AuthenticatingSink, RenamingSink, SenderAuth
 
 SPOOL_BYTES = 256 * 1024  # a message up to this size is held in memory and written in one go at commit
 
@@ -71,14 +72,16 @@ def _full(maildir: Path, quota_bytes: int) -> bool:
 
 
 class MxBackend:
-    """Policy of the public MX: local recipients only, quota checked, no AUTH."""
+    """Policy of the public MX: local recipients only, quota checked, no AUTH; with ``auth``, senders
+    authenticated (SPF, DKIM, DMARC) at the end of DATA."""
 
     def __init__(self, resolver: Resolver, queue: Queue, *, over_quota: str = "defer",
-                 record: Callable[[str], None] = _no_record) -> None:
+                 record: Callable[[str], None] = _no_record, auth: SenderAuth | None = None) -> None:
         self.resolver = resolver
         self.queue = queue
-        self.record = record  # mail-flow counters: "received", "rejected"
+        self.record = record  # mail-flow counters: "received", "rejected", "spf_pass", ...
         self.over_quota = over_quota
+        self.auth = auth
 
     async def check_sender(self, session: SessionInfo, address: str, params: MailParams) -> Reply | None:
         return None
@@ -117,7 +120,16 @@ class MxBackend:
         qenv = to_queue_envelope(session, envelope)
         qenv.recipients = await self._expand_forwards(qenv.recipients)
         writer = await self.queue.aopen_incoming(qenv, spool=SPOOL_BYTES)
-        return QueueSink(writer, self.record)
+        auth = self.auth
+        if auth is None:
+            return QueueSink(writer, self.record)
+        if auth.exempt_client(session.client_ip):
+            return RenamingSink(writer, auth.authserv_id, self.record)
+        enforcing = []
+        for rcpt in qenv.recipients:
+            res = await self._resolve(rcpt.original or rcpt.address)
+            enforcing.append(auth.enforce and res.dmarc_enforce)
+        return AuthenticatingSink(writer, auth, session, enforcing, self.record)
 
     async def _expand_forwards(self, recipients: list[QueueRecipient]) -> list[QueueRecipient]:
         """Aliases that forward outside our domains become recipients of their own (as Postfix's

@@ -23,7 +23,9 @@ from ..imap.limits import Limits as ImapLimits
 from ..imap.server import ImapServer
 from ..intake.local import mailbox_targets, transport_chooser
 from ..intake.mx import MxBackend
+from ..intake.senderauth import SenderAuth
 from ..log import get_logger
+from ..mailauth import dns as mailauth_dns
 from ..mailauth.failures import shared_penalty
 from ..mailauth.login import DirectoryAuthenticator
 from ..mailauth.networks import in_networks, parse_networks
@@ -106,10 +108,24 @@ class CountingAgent:
         return results
 
 
+def configure_dns(cfg: Config) -> mailauth_dns.Resolver:
+    """The process's one resolver (``dns.nameservers``, ``dns.timeout``), for every lookup it makes."""
+    return mailauth_dns.configure(cfg["dns.nameservers"], cfg["dns.timeout"])
+
+
+def sender_auth(cfg: Config, resolver: mailauth_dns.Resolver) -> SenderAuth | None:
+    if not cfg["mx.sender_auth"]:
+        return None
+    return SenderAuth(resolver, cfg.hostname, enforce=cfg["mx.dmarc_enforce"], temperror=cfg["mx.auth_temperror"],
+                      exempt=parse_networks(cfg["mx.sender_auth_exempt"]))
+
+
 async def run_smtpd(ctx: WorkerContext) -> int:
     cfg = ctx.cfg
     rt = Runtime(cfg)
-    backend = MxBackend(rt.resolver, rt.queue, over_quota=cfg["smtp.over_quota"], record=flow_counters(rt))
+    auth = sender_auth(cfg, configure_dns(cfg))
+    backend = MxBackend(rt.resolver, rt.queue, over_quota=cfg["smtp.over_quota"], record=flow_counters(rt),
+                        auth=auth)
     limits = smtp_limits(cfg)
     if ctx.spec.max_connections:
         limits = replace(limits, max_connections=ctx.spec.max_connections)
@@ -201,6 +217,7 @@ async def run_imapd(ctx: WorkerContext) -> int:
 
 async def run_qmgr(ctx: WorkerContext) -> int:
     cfg = ctx.cfg
+    configure_dns(cfg)  # outbound MX and MTA-STS lookups
     rt = Runtime(cfg)
     maildir = MaildirDeliveryAgent(mailbox_targets(rt.resolver),
                                    MaildirConfig(quota_bounce=cfg["smtp.over_quota"] == "reject"))

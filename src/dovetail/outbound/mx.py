@@ -20,6 +20,8 @@ import dns.exception
 import dns.resolver
 import httpx
 
+from dovetail.mailauth.dns import get_resolver as process_resolver
+
 MAX_POLICY_SIZE = 64 * 1024
 MAX_MX_HOSTS = 10
 
@@ -99,11 +101,12 @@ async def https_fetch_policy(domain: str) -> str:
 
 
 class MxResolver:
-    """MX and MTA-STS lookups with one dnspython async resolver (the system's when None)."""
+    """MX and MTA-STS lookups with one dnspython async resolver (the process's, ``dns.nameservers``,
+    when None)."""
 
     def __init__(self, resolver: dns.asyncresolver.Resolver | None = None,
                  fetch_policy: PolicyFetcher | None = https_fetch_policy) -> None:
-        self.resolver = resolver or dns.asyncresolver.get_default_resolver()
+        self.resolver = resolver or process_resolver().dnspython
         self.fetch_policy = fetch_policy
         self._policies: dict[str, StsPolicy | None] = {}
 

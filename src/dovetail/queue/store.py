@@ -72,6 +72,14 @@ class QueueWriter:
             file.write(data)
         return file
 
+    def annotate(self, extra: dict[str, str]) -> None:
+        """Add intake facts to the envelope's ``extra`` (a DMARC quarantine, ...). Only before the
+        first byte is written: the envelope is encoded into the file ahead of the message."""
+        if self._file is not None or self._held or self._done:
+            raise ValueError("the envelope is already written")
+        self.envelope.extra.update(extra)
+        self._env = encode_envelope(self.envelope)
+
     @property
     def in_memory(self) -> bool:
         """True while the message is only held in memory (no file yet); writes then need no thread."""

@@ -15,6 +15,8 @@ import email.utils
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..mailauth.headers import authserv_id as authserv_id_of
+from ..mailauth.results import parse_ours
 from .text import msgid_list, normalize_msgid
 
 MAX_RAW_BYTES = 25 * 1024 * 1024
@@ -102,7 +104,8 @@ class Parsed:
     attachments: list[dict[str, Any]]
     content_type: str
     report_type: str
-    auth_results: list[str]
+    auth_results: list[str]  # the Authentication-Results headers our MX wrote (authserv-id = server.hostname)
+    auth: dict[str, Any]  # their verdicts: {spf, dkim: [{domain, selector, result}], dmarc: {...}, arc}
     reports: list[email.message.Message] = field(default_factory=list)  # parts of a multipart/report
 
     def header(self, name: str) -> str:
@@ -112,7 +115,8 @@ class Parsed:
         return list(dict.fromkeys(self.to + self.cc + self.delivered_to))
 
 
-def parse(raw: bytes) -> Parsed:
+def parse(raw: bytes, authserv_id: str = "") -> Parsed:
+    """``authserv_id``: whose Authentication-Results to trust (ours); others' are ignored, they can be forged."""
     truncated = len(raw) > MAX_RAW_BYTES
     if truncated:
         raw = raw[:MAX_RAW_BYTES]
@@ -139,9 +143,17 @@ def parse(raw: bytes) -> Parsed:
         headers=headers, text=text, html=html, attachments=attachments,
         content_type=ctype,
         report_type=_param(msg, "report-type").lower() if ctype == "multipart/report" else "",
-        auth_results=[decode_words(v) for v in (msg.get_all("Authentication-Results") or [])[:20]],
+        auth_results=(ours := _our_auth_results(msg, authserv_id)),
+        auth=parse_ours(ours, authserv_id),
         reports=reports,
     )
+
+
+def _our_auth_results(msg: email.message.Message, authserv_id: str) -> list[str]:
+    if not authserv_id:
+        return []
+    values = [decode_words(v) for v in (msg.get_all("Authentication-Results") or [])[:20]]
+    return [v for v in values if authserv_id_of(v.encode()) == authserv_id.lower().rstrip(".")]
 
 
 def _param(msg: email.message.Message, name: str) -> str:

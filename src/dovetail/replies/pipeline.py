@@ -105,8 +105,9 @@ def event_type_for(kind: str, bounce_type: str | None, matched: bool) -> str:
 
 class Pipeline:
     def __init__(self, engine: Engine, secret: bytes, *, on_event: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, authserv_id: str = "") -> None:
         self.engine = engine
+        self.authserv_id = authserv_id  # our MX's Authentication-Results are the only ones believed
         self.secret = secret
         self.on_event = on_event
         self.clock = clock
@@ -125,7 +126,7 @@ class Pipeline:
                 seen = _seen(conn, tid, [src_key])
                 if seen is not None:
                     return _record(conn, seen, tname)
-        parsed = parse(raw)
+        parsed = parse(raw, self.authserv_id)
         mid_key = "mid:" + parsed.message_id if parsed.message_id else "sha:" + hashlib.sha256(raw).hexdigest()
         keys = [k for k in (src_key, mid_key[:1100]) if k]
         stripped = reply_text(parsed.text, parsed.html)
@@ -233,6 +234,7 @@ class Pipeline:
                     "stripped_text": stripped[:MAX_PAYLOAD_TEXT], "text": parsed.text[:MAX_PAYLOAD_TEXT],
                     "html": parsed.html[:MAX_PAYLOAD_TEXT], "headers": parsed.headers[:100],
                     "attachments": parsed.attachments[:100], "auth_results": parsed.auth_results,
+                    "auth": parsed.auth,
                     "details": verdict.details,
                 },
             },

@@ -18,26 +18,28 @@ from .registry import Registry
 
 class RepliesService:
     def __init__(self, engine: Engine, secret: bytes, *, clock: Callable[[], float] = time.time,
-                 allow_private_webhooks: bool = False, sealer: Sealer | None = None) -> None:
+                 allow_private_webhooks: bool = False, sealer: Sealer | None = None, authserv_id: str = "") -> None:
         self.engine = engine
         self.sealer = sealer  # seals the IMAP-source passwords (see dovetail.sealing)
         self.registry = Registry(engine, secret)
         self.outbox = Outbox(engine, allow_private=allow_private_webhooks, sealer=sealer)
         self.queries = Queries(engine)
         self._listeners: list[Callable[[str], object]] = []
-        self.pipeline = Pipeline(engine, secret, on_event=self._emit, clock=clock)
+        self.pipeline = Pipeline(engine, secret, on_event=self._emit, clock=clock, authserv_id=authserv_id)
 
     @classmethod
     def open(cls, engine: Engine, data_dir: Path, *, clock: Callable[[], float] = time.time,
              allow_private_webhooks: bool | None = None, sealer: Sealer | None = None) -> RepliesService:
         """The service of a data directory; unless given, ``replies.webhook_allow_private`` comes from its
-        config and the sealer is the data directory's."""
-        if allow_private_webhooks is None:
-            from dovetail.config import load
+        config and the sealer is the data directory's. Authentication-Results are believed only from
+        ``server.hostname`` (our MX)."""
+        from dovetail.config import load
 
-            allow_private_webhooks = bool(load(data_dir).get("replies.webhook_allow_private", False))
+        cfg = load(data_dir)
+        if allow_private_webhooks is None:
+            allow_private_webhooks = bool(cfg.get("replies.webhook_allow_private", False))
         return cls(engine, tokens.load_secret(data_dir), clock=clock, allow_private_webhooks=allow_private_webhooks,
-                   sealer=sealer if sealer is not None else Sealer.for_data_dir(data_dir))
+                   sealer=sealer if sealer is not None else Sealer.for_data_dir(data_dir), authserv_id=cfg.hostname)
 
     def on_event(self, listener: Callable[[str], object]) -> None:
         """Call ``listener(event_id)`` after each stored event (e.g. ``Dispatcher.wake``)."""

@@ -18,6 +18,15 @@ from sqlalchemy.engine import Engine
 from .schema import mail_counters
 
 COUNTERS = ("received", "delivered", "deferred", "bounced", "rejected")
+# Sender-authentication verdicts of the MX, one counter per method and result (``spf_pass``,
+# ``dkim_fail``, ``dmarc_reject``...): in /metrics, not in the dashboard chart.
+AUTH_RESULTS = {
+    "spf": ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"),
+    "dkim": ("pass", "fail", "neutral", "none", "policy", "temperror", "permerror"),
+    "dmarc": ("pass", "fail", "none", "temperror", "permerror", "quarantine", "reject"),
+}
+AUTH_COUNTERS = tuple(f"{method}_{result}" for method, results in AUTH_RESULTS.items() for result in results)
+_KNOWN = frozenset(COUNTERS + AUTH_COUNTERS)
 
 _lock = threading.Lock()
 _pending: dict[tuple[int, str], int] = defaultdict(int)
@@ -26,8 +35,8 @@ _flusher: _Flusher | None = None
 
 
 def record(counter: str, n: int = 1, *, at: float | None = None) -> None:
-    """Count ``n`` events of ``counter`` (one of :data:`COUNTERS`) in the current minute."""
-    if counter not in COUNTERS:
+    """Count ``n`` events of ``counter`` (one of :data:`COUNTERS` or :data:`AUTH_COUNTERS`) in the current minute."""
+    if counter not in _KNOWN:
         raise ValueError(f"unknown counter {counter!r}; one of {', '.join(COUNTERS)}")
     minute = int((time.time() if at is None else at) // 60)
     with _lock:
@@ -58,6 +67,17 @@ def flush(engine: Engine) -> int:
                 _pending[key] += n
         raise
     return len(batch)
+
+
+def auth_totals(engine: Engine) -> dict[str, int]:
+    """Sums of the sender-authentication counters over every stored minute, for ``/metrics``."""
+    out = dict.fromkeys(AUTH_COUNTERS, 0)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(mail_counters.c.counter, sa.func.sum(mail_counters.c.n))
+                            .where(mail_counters.c.counter.in_(AUTH_COUNTERS)).group_by(mail_counters.c.counter))
+        for counter, n in rows:
+            out[counter] = int(n or 0)
+    return out
 
 
 def _upsert(engine: Engine, minute: int, counter: str, n: int) -> sa.Executable:

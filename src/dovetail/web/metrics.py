@@ -154,6 +154,11 @@ def render(ctx: WebContext, http_requests: dict[tuple[str, int], int]) -> str:
     family("dovetail_mail_total", "counter", "Mail events of all services (smtpd, qmgr) stored in the database.")
     for name, n in counters.all_time(ctx.engine).items():
         out.append(_line("dovetail_mail_total", n, counter=name))
+    family("dovetail_auth_results_total", "counter",
+           "Sender-authentication verdicts of the MX (dmarc quarantine/reject: dispositions applied).")
+    for name, n in counters.auth_totals(ctx.engine).items():
+        method, _, result = name.partition("_")
+        out.append(_line("dovetail_auth_results_total", n, method=method, result=result))
     family("dovetail_mail_events_total", "counter", "Mail events recorded by the web process since it started.")
     for name, n in counters.totals().items():
         out.append(_line("dovetail_mail_events_total", n, event=name))
