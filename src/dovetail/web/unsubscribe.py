@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from ..httpapi.deps import Posted
 from ..httpapi.problems import MEDIA_TYPE as PROBLEM_MEDIA_TYPE
 from ..outbound.unsubscribe import PATH
 from ..replies import tokens
@@ -27,7 +27,6 @@ from .context import WebContext
 router = APIRouter(include_in_schema=False)
 
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
-MAX_BODY = 8192
 _HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex, nofollow"}
 
 
@@ -53,7 +52,7 @@ def _refused(request: Request, status: int, detail: str, *, html: bool) -> Respo
     if html:
         title = "Link expired" if status == 410 else "Link not valid" if status == 404 else "Not understood"
         return _page(request, status, problem=detail, title=title)
-    body = {"type": "about:blank", "title": {404: "Not Found", 410: "Gone", 413: "Content Too Large"}.get(
+    body = {"type": "about:blank", "title": {404: "Not Found", 410: "Gone"}.get(
         status, "Bad Request"), "status": status, "detail": detail, "instance": request.url.path}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=_HEADERS)
 
@@ -73,23 +72,13 @@ def confirm(request: Request, token: str) -> Response:
 
 
 @router.post(PATH + "/{token}")
-async def one_click(request: Request, token: str) -> Response:
+def one_click(request: Request, token: str, posted: Posted) -> Response:
     """RFC 8058 one-click: the body must be ``List-Unsubscribe=One-Click``."""
     html = _wants_html(request)
-    try:
-        length = int(request.headers.get("content-length") or 0)
-    except ValueError:
-        length = MAX_BODY + 1
-    if length > MAX_BODY:
-        return _refused(request, 413, f"the body of an unsubscribe request is at most {MAX_BODY} bytes", html=html)
-    try:
-        form = await request.form(max_files=0, max_fields=20)
-    except Exception:  # noqa: BLE001 - a malformed body is the client's error, answered as such
-        form = None
-    if form is None or form.get(ONE_CLICK[0]) != ONE_CLICK[1]:
+    if posted.get(ONE_CLICK[0]) != ONE_CLICK[1]:
         return _refused(request, 400, "the body must be List-Unsubscribe=One-Click (RFC 8058)", html=html)
     try:
-        outcome = await run_in_threadpool(_service(request).unsubscribe, token)
+        outcome = _service(request).unsubscribe(token)
     except UnsubscribeRefused as exc:
         return _refused(request, exc.status, exc.detail, html=html)
     if html:
