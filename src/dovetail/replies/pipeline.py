@@ -209,14 +209,15 @@ class Pipeline:
             conn.execute(processed_messages.insert().values(tenant_id=tid, key=key, reply_id=rid))
         conn.execute(threads.update().where(threads.c.id == thread_id).values(
             reply_count=threads.c.reply_count + 1, last_reply_at=now))
+        addresses: list[str] = []
         unsubscribed: list[str] = []
         if verdict.kind == cls.UNSUBSCRIBE:
             # The address the message went to (named by the token in unsubscribe+<token>@) and the sender;
             # reported once per address, whichever way (this or a one-click link) came first.
-            addresses = ([ob.recipient] if ob is not None and match.method == "token" else []) + [
+            named = ([ob.recipient] if ob is not None and match.method == "token" else []) + [
                 address for address, _reason in verdict.suppress]
-            unsubscribed = [a for a in dict.fromkeys(a.strip().lower() for a in addresses)
-                            if optout.record_unsubscribe(conn, tid, a, f"reply:{rid}")]
+            addresses = [a for a in dict.fromkeys(a.strip().lower() for a in named) if "@" in a]
+            unsubscribed = [a for a in addresses if optout.record_unsubscribe(conn, tid, a, f"reply:{rid}")]
         else:
             for address, reason in verdict.suppress:
                 add_suppression(conn, tid, address, reason, f"reply:{rid}")
@@ -227,7 +228,7 @@ class Pipeline:
             outbound_id=ob.id if ob else None, message_id=parsed.message_id, from_addr=parsed.from_addr,
             subject=parsed.subject, stripped_text=stripped, attachments=parsed.attachments,
             details=verdict.details, events=[], event_type="")
-        if verdict.kind == cls.UNSUBSCRIBE and not unsubscribed:
+        if addresses and not unsubscribed:
             return record  # stored, but already reported: no second unsubscribe event
         event_id = "evt_" + secrets.token_hex(12)
         campaign = None
