@@ -12,6 +12,7 @@ import ipaddress
 import os
 import re
 import socket
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,6 +160,32 @@ def _at_least(parse: Callable[[object], Any], low: float) -> Callable[[object], 
     return checked
 
 
+def _public_url(value: object) -> str:
+    """An http(s) base URL with a host and no query, fragment or credentials; the trailing slash dropped."""
+    text = str(value).strip()
+    if text == "":
+        return ""
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from None
+    if parts.scheme.lower() not in ("https", "http") or not parts.hostname:
+        raise ValueError("expected an https:// (or http://) URL such as https://mail.example.com")
+    if parts.query or parts.fragment or "?" in text or "#" in text:
+        raise ValueError("the base URL takes no query or fragment")
+    if parts.username is not None or any(c.isspace() for c in text):
+        raise ValueError("the base URL takes no user name, password or spaces")
+    return text.rstrip("/")
+
+
+def _link_lifetime(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds < 30 * 86400:  # CAN-SPAM: an opt-out must work for 30 days after the message is sent
+        raise ValueError("must be at least 30d")
+    return seconds
+
+
 def _database_url(value: object) -> str:
     text = str(value).strip()
     if text and not re.match(r"^(sqlite|postgresql)(\+\w+)?://", text):
@@ -246,6 +273,11 @@ KEYS: list[Key] = [
     _k("mx.auth_temperror", "accept", _one_of("accept", "defer"),
        "a DMARC verdict that DNS could not give (temperror) for a sender publishing reject/quarantine: "
        "accept the message, or answer 451 4.7.5 so the sender retries"),
+    _k("web.public_url", "", _public_url,
+       "public base URL of the web listener, e.g. https://mail.example.com (empty: bulk mail carries only the "
+       "mailto: List-Unsubscribe, no RFC 8058 one-click link)"),
+    _k("web.unsubscribe_link_lifetime", "365d", _link_lifetime,
+       "how long a one-click unsubscribe link works after the message was sent (at least 30d)"),
     _k("replies.webhook_allow_private", False, _parse_bool,
        "let webhooks target loopback, private and link-local addresses (default: refused, against SSRF)"),
 ]

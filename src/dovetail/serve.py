@@ -90,6 +90,11 @@ def run(cfg: Config) -> int:
         warning = hostname_warning(cfg.hostname)
         if warning:
             get_logger("master").warning(warning)
+        from .outbound.unsubscribe import one_click_off_reason
+
+        one_click_off = one_click_off_reason(cfg)
+        if one_click_off:
+            get_logger("master").warning(one_click_off)
         try:
             return master.run()
         except OSError as exc:  # a listener cannot bind: say which, no traceback

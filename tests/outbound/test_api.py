@@ -10,6 +10,7 @@ from fastapi import FastAPI, Header, HTTPException
 from fastapi.testclient import TestClient
 
 from dovetail.outbound.api import make_router
+from dovetail.outbound.compose import new_token
 from dovetail.outbound.events import MemorySuppressions
 from dovetail.outbound.limits import SendLimiter
 from dovetail.outbound.send import SendService
@@ -19,6 +20,12 @@ from dovetail.queue import Queue, QueuedMessage
 class Registry:
     def __init__(self) -> None:
         self.sent: list[dict] = []
+
+    def new_reply_token(self, tenant: str) -> str:
+        return new_token()
+
+    def unsubscribe_token(self, tenant: str, reply_token: str, recipient: str) -> str:
+        return f"{tenant}.{reply_token}.{recipient}"
 
     def register_outbound(self, **kw) -> None:  # noqa: ANN003
         self.sent.append(kw)
@@ -41,7 +48,7 @@ def api(world, tmp_path):  # noqa: ANN001, ANN201
     supp = MemorySuppressions()
     registry = Registry()
     service = SendService(world.engine, queue, suppressions=supp, registry=registry,
-                          unsubscribe_url="https://mail.acme.example/u/{token}")
+                          public_url="https://mail.acme.example")
     app = FastAPI()
     app.include_router(make_router(service, get_scope))
     client = TestClient(app)
@@ -70,8 +77,9 @@ def test_send_builds_mime_queues_and_registers(api) -> None:  # noqa: ANN001
     msg = email.message_from_bytes(m.read_message(), policy=email.policy.default)
     assert msg["Message-ID"] == out["message_id"] and out["message_id"].endswith("@acme.example>")
     assert msg["Reply-To"] == f"reply+{out['reply_token']}@acme.example"
-    assert f"<mailto:unsubscribe+{out['reply_token']}@acme.example>" in msg["List-Unsubscribe"]
-    assert f"<https://mail.acme.example/u/{out['reply_token']}>" in msg["List-Unsubscribe"]
+    token = out["reply_token"]
+    assert msg["List-Unsubscribe"] == (f"<https://mail.acme.example/unsubscribe/acme.{token}.bob@example.org>, "
+                                       f"<mailto:unsubscribe+{token}@acme.example>")
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert msg["X-Campaign-Ref"] == "s-1"
     assert msg.get_content_type() == "multipart/alternative"
@@ -195,3 +203,22 @@ def test_headers_that_speak_for_the_sender_or_the_verifier_cannot_be_set(api, na
     body = dict(BODY, headers={name: "ceo@globex.example"})
     r = api.post("/api/v1/messages", json=body, headers={"X-Tenant": "acme"})
     assert r.status_code == 422 and name.lower() in r.text.lower()
+
+
+def test_one_click_link_only_for_one_recipient_and_with_a_public_url(api) -> None:  # noqa: ANN001
+    two = dict(BODY, to=["bob@example.org", "carol@example.org"])
+    r = api.post("/api/v1/messages", json=two, headers={"X-Tenant": "acme"})
+    assert r.status_code == 202, r.text
+    [m] = queued_messages(api.queue)
+    msg = email.message_from_bytes(m.read_message(), policy=email.policy.default)
+    # A link names the one address it unsubscribes; a message to two people cannot carry one for each.
+    assert msg["List-Unsubscribe"] == f"<mailto:unsubscribe+{r.json()['reply_token']}@acme.example>"
+    assert msg["List-Unsubscribe-Post"] is None
+
+    api.service.public_url = None  # web.public_url not set
+    r = api.post("/api/v1/messages", json=dict(BODY, subject="again"), headers={"X-Tenant": "acme"})
+    assert r.status_code == 202, r.text
+    [m] = [q for q in queued_messages(api.queue) if q.queue_id == r.json()["queue_id"]]
+    msg = email.message_from_bytes(m.read_message(), policy=email.policy.default)
+    assert msg["List-Unsubscribe"] == f"<mailto:unsubscribe+{r.json()['reply_token']}@acme.example>"
+    assert msg["List-Unsubscribe-Post"] is None

@@ -67,6 +67,15 @@ def _unreadable_dkim_keys(c: Context) -> list[KeyInfo]:
     return [k for k in dkim_store(c).list(check=True) if k.problem]
 
 
+def _one_click(c: Context) -> dict[str, Any]:
+    """Whether bulk mail carries the RFC 8058 one-click link, where it points, or why not."""
+    from ..outbound.unsubscribe import PATH, one_click_off_reason
+
+    reason = one_click_off_reason(c.config)
+    url = c.config.get("web.public_url") or ""
+    return {"enabled": reason is None, "url": f"{url}{PATH}/<token>" if url else None, "reason": reason}
+
+
 def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Services, workers (pids, uptime, restarts, connections) and queue sizes."""
     from ..status import read_status
@@ -86,7 +95,8 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
               "services": data["services"] if data else {}, "queue": queue,
               "dkim_unreadable": [{"domain": k.domain, "selector": k.selector, "state": k.state,
                                    "problem": k.problem} for k in unsignable],
-              "warnings": data.get("warnings", []) if data else []}
+              "warnings": data.get("warnings", []) if data else [],
+              "one_click_unsubscribe": _one_click(c)}
     if as_json:
         emit_json(result)
     else:
@@ -107,6 +117,9 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         print("queue: " + ", ".join(f"{k}={v}" for k, v in queue.items()))
         for k in unsignable:
             print(f"dkim: {k.domain} {k.selector} {k.status}; its mail is deferred")
+        one_click = result["one_click_unsubscribe"]
+        print(f"unsubscribe: one-click on at {one_click['url']}" if one_click["enabled"]
+              else f"unsubscribe: {one_click['reason']}")
     if not pid:
         raise typer.Exit(1)
 

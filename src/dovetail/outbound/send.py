@@ -25,6 +25,7 @@ from dovetail.outbound.compose import Draft, build, new_message_id, new_token, p
 from dovetail.outbound.events import CampaignRegistry, Suppressions
 from dovetail.outbound.limits import SendLimiter
 from dovetail.outbound.schema import idempotency_keys
+from dovetail.outbound.unsubscribe import one_click_url
 from dovetail.queue import Envelope, Queue, QueueRecipient
 
 log = get_logger("send")
@@ -47,7 +48,7 @@ class SendRequest:
     contact: str | None = None
     tags: list[str] = field(default_factory=list)
     track_replies: bool = False  # Reply-To: reply+<token>@<from domain>
-    unsubscribe: bool = True  # List-Unsubscribe (+ -Post with an https URL)
+    unsubscribe: bool = True  # campaign mail: List-Unsubscribe (+ -Post with the https one-click link)
 
 
 @dataclass
@@ -66,15 +67,16 @@ class SendResult:
 class SendService:
     def __init__(self, engine: Engine, queue: Queue, *, limiter: SendLimiter | None = None,
                  suppressions: Suppressions | None = None, registry: CampaignRegistry | None = None,
-                 unsubscribe_url: str | None = None) -> None:
-        """``unsubscribe_url`` is a template such as ``https://mail.example.com/u/{token}``."""
+                 public_url: str | None = None) -> None:
+        """``public_url`` is the web listener's public base URL (``web.public_url``): with it, campaign mail
+        to one recipient carries the RFC 8058 one-click link ``<public_url>/unsubscribe/<token>``."""
         self.engine = engine
         self.directory = Directory(engine)
         self.queue = queue
         self.limiter = limiter or SendLimiter(engine)
         self.suppressions = suppressions
         self.registry = registry
-        self.unsubscribe_url = unsubscribe_url
+        self.public_url = public_url
 
     # --- checks --------------------------------------------------------------------------------
 
@@ -173,9 +175,11 @@ class SendService:
             draft = dataclasses.replace(draft, reply_to=f"reply+{token}@{domain}")
         unsub: list[str] = []
         if req.unsubscribe and req.campaign:
+            # A one-click link names the one address it unsubscribes, so only a message to one recipient has it.
+            one_click = getattr(self.registry, "unsubscribe_token", None)
+            if self.public_url and one_click is not None and minted is not None and len(keep) == 1:
+                unsub.append(one_click_url(self.public_url, one_click(tenant, token, keep[0])))
             unsub.append(f"mailto:unsubscribe+{token}@{domain}")
-            if self.unsubscribe_url:
-                unsub.append(self.unsubscribe_url.format(token=token))
         # Suppressed addresses leave the envelope; To:/Cc: headers keep what the caller wrote.
         try:
             msg = build(draft, message_id=message_id, unsubscribe=unsub)

@@ -32,6 +32,11 @@ class OutboundBridge:
         """A tamper-evident (HMAC) token for ``reply+<token>@``, bound to the tenant."""
         return self.service.registry.new_reply_token(tenant)
 
+    def unsubscribe_token(self, tenant: str, reply_token: str, recipient: str) -> str:
+        """The one-click unsubscribe token (RFC 8058 link) of ``recipient`` of the message with ``reply_token``."""
+        return tokens.new_unsubscribe_token(self.service.registry.secret, self._tenant_id(tenant),
+                                            reply_token.strip().lower(), recipient)
+
     def register_outbound(self, *, tenant: str, message_id: str, sender: str, recipients: list[str],
                           campaign: str | None, contact: str | None, tags: list[str],
                           reply_token: str | None, subject: str = "") -> None:

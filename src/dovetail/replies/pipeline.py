@@ -30,7 +30,7 @@ from dovetail.directory import lookups
 from dovetail.log import get_logger
 
 from . import classify as cls
-from . import tokens
+from . import optout, tokens
 from .dbretry import retry
 from .extract import reply_text
 from .outbox import Outbox
@@ -210,15 +210,33 @@ class Pipeline:
             conn.execute(processed_messages.insert().values(tenant_id=tid, key=key, reply_id=rid))
         conn.execute(threads.update().where(threads.c.id == thread_id).values(
             reply_count=threads.c.reply_count + 1, last_reply_at=now))
-        for address, reason in verdict.suppress:
-            add_suppression(conn, tid, address, reason, f"reply:{rid}")
+        addresses: list[str] = []
+        unsubscribed: list[str] = []
+        if verdict.kind == cls.UNSUBSCRIBE:
+            # The address the message went to (named by the token in unsubscribe+<token>@) and the sender;
+            # reported once per address, whichever way (this or a one-click link) came first.
+            named = ([ob.recipient] if ob is not None and match.method == "token" else []) + [
+                address for address, _reason in verdict.suppress]
+            addresses = [a for a in dict.fromkeys(a.strip().lower() for a in named) if "@" in a]
+            unsubscribed = [a for a in addresses if optout.record_unsubscribe(conn, tid, a, f"reply:{rid}")]
+        else:
+            for address, reason in verdict.suppress:
+                add_suppression(conn, tid, address, reason, f"reply:{rid}")
         etype = event_type_for(verdict.kind, verdict.bounce_type, ob is not None)
+        record = ReplyRecord(
+            id=rid, tenant=tname, kind=verdict.kind, bounce_type=verdict.bounce_type, match_method=match.method,
+            match_strength=match.strength, thread_id=thread_id, campaign_id=campaign_id,
+            outbound_id=ob.id if ob else None, message_id=parsed.message_id, from_addr=parsed.from_addr,
+            subject=parsed.subject, stripped_text=stripped, attachments=parsed.attachments,
+            details=verdict.details, events=[], event_type="")
+        if addresses and not unsubscribed:
+            return record  # stored, but already reported: no second unsubscribe event
         event_id = "evt_" + secrets.token_hex(12)
         campaign = None
         if campaign_id is not None:
             crow = conn.execute(sa.select(campaigns.c.id, campaigns.c.name).where(campaigns.c.id == campaign_id)).one()
             campaign = {"id": crow.id, "name": crow.name}
-        payload = {
+        payload: dict[str, Any] = {
             "id": event_id, "type": etype, "timestamp": dt.datetime.now(dt.UTC).isoformat(), "tenant": tname,
             "data": {
                 "campaign": campaign,
@@ -239,15 +257,13 @@ class Pipeline:
                 },
             },
         }
+        if unsubscribed:
+            payload["data"]["unsubscribe"] = {"address": unsubscribed[0], "method": "mailto"}
         conn.execute(events.insert().values(id=event_id, tenant_id=tid, type=etype, reply_id=rid,
                                             campaign_id=campaign_id, payload=json.dumps(payload, default=str)))
         Outbox.enqueue(conn, tid, event_id, etype, self.clock())
-        return ReplyRecord(
-            id=rid, tenant=tname, kind=verdict.kind, bounce_type=verdict.bounce_type, match_method=match.method,
-            match_strength=match.strength, thread_id=thread_id, campaign_id=campaign_id,
-            outbound_id=ob.id if ob else None, message_id=parsed.message_id, from_addr=parsed.from_addr,
-            subject=parsed.subject, stripped_text=stripped, attachments=parsed.attachments,
-            details=verdict.details, events=[event_id], event_type=etype)
+        record.events, record.event_type = [event_id], etype
+        return record
 
 
 def _tenant(conn: Connection, tenant: str | int) -> tuple[int, str]:

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from . import optout
 from .pipeline import add_suppression
 from .registry import tenant_id
 from .schema import events, replies, suppressions, threads
@@ -117,6 +118,7 @@ class Queries:
     def unsuppress(self, tenant: str | int, address: str) -> bool:
         with self.engine.begin() as conn:
             tid = tenant_id(conn, tenant)
+            optout.forget(conn, tid, address)
             return conn.execute(suppressions.delete().where(
                 suppressions.c.tenant_id == tid, suppressions.c.address == address.strip().lower())).rowcount > 0
 

@@ -7,6 +7,13 @@ is checked before any database lookup and never resolves in another tenant.
 
 The key is one per installation, kept in ``<data>/secrets/reply_token.key`` (created on first use,
 mode 0600).
+
+A one-click unsubscribe token (RFC 8058, the ``https:`` form of List-Unsubscribe) names one recipient of
+one message: ``base32(version || tenant id || issue day || reply token || HMAC(...)[:16])`` where the MAC
+covers all of it *and* the recipient's address, so it is checked against the outbound message the reply
+token names without putting the address in the URL. The issue day (days since 1970-01-01, UTC) lets a
+link expire. It is longer than a reply token, which is fine in a URL; the ``mailto:`` form keeps the
+short reply token, whose unsubscribe is checked by the replies pipeline.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ import hashlib
 import hmac
 import re
 import secrets
+import struct
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from dovetail.datadir import Layout
@@ -60,3 +70,63 @@ def find_tokens(text: str) -> list[str]:
 def reply_address(token: str, domain: str, local: str = "reply", separator: str = "+") -> str:
     """The plus address replies should go to: ``reply+<token>@domain``."""
     return f"{local}{separator}{token}@{domain}"
+
+
+UNSUBSCRIBE_VERSION = 1
+_UNSUB_HEAD = struct.Struct(">BIH")  # version, tenant id, issue day
+UNSUB_MAC_BYTES = 16
+_UNSUB_RAW = _UNSUB_HEAD.size + NONCE_BYTES + MAC_BYTES + UNSUB_MAC_BYTES
+_UNSUB_RE = re.compile("[a-z2-7]{" + str(-(-_UNSUB_RAW * 8 // 5)) + "}")
+
+
+@dataclass(frozen=True)
+class UnsubscribeToken:
+    """The parts of a well-formed one-click token; :func:`unsubscribe_mac_ok` says whether it is genuine."""
+
+    tenant_id: int
+    issued_day: int
+    reply_token: str
+    mac: bytes
+
+
+def today() -> int:
+    """Days since 1970-01-01 in UTC: the issue date of an unsubscribe token."""
+    return int(time.time() // 86400)
+
+
+def _unsub_mac(secret: bytes, head: bytes, reply_raw: bytes, recipient: str) -> bytes:
+    data = b"unsubscribe\x00" + head + reply_raw + recipient.strip().lower().encode()
+    return hmac.new(secret, data, hashlib.sha256).digest()[:UNSUB_MAC_BYTES]
+
+
+def new_unsubscribe_token(secret: bytes, tenant_id: int, reply_token: str, recipient: str,
+                          issued_day: int | None = None) -> str:
+    """The one-click token of ``recipient`` of the message carrying ``reply_token`` (one of ours)."""
+    if not _TOKEN_RE.fullmatch(reply_token):
+        raise ValueError("an unsubscribe token needs a reply token minted here")
+    head = _UNSUB_HEAD.pack(UNSUBSCRIBE_VERSION, tenant_id, today() if issued_day is None else issued_day)
+    reply_raw = base64.b32decode(reply_token.upper())
+    raw = head + reply_raw + _unsub_mac(secret, head, reply_raw, recipient)
+    return base64.b32encode(raw).decode().rstrip("=").lower()
+
+
+def parse_unsubscribe_token(token: str) -> UnsubscribeToken | None:
+    """The parts of a one-click token, or None when it is not shaped like one (no secret needed)."""
+    token = token.strip().lower()
+    if not _UNSUB_RE.fullmatch(token):
+        return None
+    raw = base64.b32decode(token.upper() + "=" * (-len(token) % 8))
+    if base64.b32encode(raw).decode().rstrip("=").lower() != token:
+        return None  # stray bits in the last character: one spelling per token
+    version, tid, day = _UNSUB_HEAD.unpack_from(raw)
+    if version != UNSUBSCRIBE_VERSION:
+        return None
+    reply_raw = raw[_UNSUB_HEAD.size:_UNSUB_HEAD.size + NONCE_BYTES + MAC_BYTES]
+    return UnsubscribeToken(tid, day, base64.b32encode(reply_raw).decode().lower(), raw[-UNSUB_MAC_BYTES:])
+
+
+def unsubscribe_mac_ok(secret: bytes, parsed: UnsubscribeToken, recipient: str) -> bool:
+    """True when ``parsed`` was minted here for ``recipient`` (with this tenant, day and message)."""
+    head = _UNSUB_HEAD.pack(UNSUBSCRIBE_VERSION, parsed.tenant_id, parsed.issued_day)
+    reply_raw = base64.b32decode(parsed.reply_token.upper())
+    return hmac.compare_digest(parsed.mac, _unsub_mac(secret, head, reply_raw, recipient))

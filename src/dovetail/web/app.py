@@ -26,7 +26,7 @@ from ..outbound.send import SendService
 from ..queue import Queue
 from ..replies.api import router as replies_router
 from ..replies.hooks import outbound_hooks
-from . import assets, counters, metrics, outbound_pages, replies_pages, ui
+from . import assets, counters, metrics, outbound_pages, replies_pages, ui, unsubscribe
 from .api import directory as api_directory
 from .api import outbound as api_outbound
 from .api import queue as api_queue
@@ -45,7 +45,7 @@ def _send_router(ctx: WebContext) -> APIRouter:
     """``POST /api/v1/messages`` of the outbound package, queueing into this data directory."""
     registry, suppressions = outbound_hooks(ctx.engine, ctx.cfg)
     service = SendService(ctx.engine, Queue(ctx.layout.queue), registry=registry, suppressions=suppressions,
-                          unsubscribe_url=ctx.cfg.get("web.unsubscribe_url") or None)
+                          public_url=ctx.cfg.get("web.public_url") or None)
     return make_router(service, get_scope)
 
 
@@ -82,6 +82,7 @@ def create_app(cfg: Config, engine: Engine | None = None, *, flush_interval: flo
     app.state.engine = engine
     app.state.auth = Auth(engine)
     app.state.http_requests = defaultdict(int)
+    app.state.one_click = unsubscribe.service_for(ctx)
 
     problems.install(app, html=ui.error_page)
     app.include_router(_api_router())
@@ -89,6 +90,7 @@ def create_app(cfg: Config, engine: Engine | None = None, *, flush_interval: flo
     app.include_router(ui.router)
     app.include_router(replies_pages.router)
     app.include_router(outbound_pages.router)
+    app.include_router(unsubscribe.router)
     app.include_router(assets.router)
 
     trusted = [ipaddress.ip_network(n) for n in cfg.get("auth.trusted_networks", [])]
