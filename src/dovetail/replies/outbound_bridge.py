@@ -61,7 +61,9 @@ class OutboundBridge:
                     self.service.registry.set_relay_ids(ev.tenant, ev.message_id, recipient=ev.recipient,
                                                         relay_message_id=ev.provider_message_id,
                                                         relay_queue_id=ev.relay_queue_id)
-                if ev.kind == "bounced" and str(ev.dsn).startswith("5"):
+                # A hard bounce suppresses its address, unless the content was refused (5.6.x: the message
+                # was at fault, e.g. one that could not be signed), which says nothing about the address.
+                if ev.kind == "bounced" and str(ev.dsn).startswith("5") and not str(ev.dsn).startswith("5.6."):
                     with self.service.engine.begin() as conn:
                         add_suppression(conn, tenant_id(conn, ev.tenant), ev.recipient, "hard_bounce",
                                         f"outbound:{ev.queue_id}")
