@@ -329,3 +329,37 @@ def test_a_domain_whose_key_cannot_be_loaded_is_deferred_never_sent_unsigned(wor
         [res, _] = deliver(agent, msg)  # a sound pair again: the next try is signed and sent
     assert res.status == "sent"
     assert sink.handler.messages[0].data.count(b"DKIM-Signature:") == 2
+
+
+@pytest.mark.parametrize("data", [
+    b"From: Alice <alice@acme.example>\r\nthis line is no header field\r\nSubject: hi\r\n\r\nHello.\r\n",
+    b"To: bob@example.org\r\nSubject: no From at all\r\n\r\nHello.\r\n",
+    b"From: undisclosed-sender:;\r\nTo: bob@example.org\r\n\r\nHello.\r\n",
+], ids=["unsplittable header", "no From", "From without an address"])
+def test_a_message_of_a_signing_sender_that_cannot_be_signed_bounces_never_unsigned(world, certs, tmp_path,
+                                                                                    data: bytes) -> None:
+    """No readable From: names no signing domain; the envelope sender's domain signs, so the message goes
+    back to its sender (5.6.0, the content is at fault), and nothing reaches the relay."""
+    events = MemoryEvents()
+    with Sink(certs, require_tls=True, users={"relayuser": "relaypw"}) as sink:
+        agent, keys = relay_agent(world, certs, sink.port, events=events)
+        keys.ensure("acme.example")
+        results = deliver(agent, queued(tmp_path, ["bob@example.org", "carol@example.org"], data=data))
+        assert [(r.status, r.dsn_code, r.relay) for r in results] == [("bounced", "5.6.0", None)] * 2
+        assert results[0].reason == ("message has no readable From: header, so it cannot be DKIM-signed for "
+                                     "acme.example")
+        assert agent.connections_made == 0 and sink.handler.messages == []
+        assert [(e.kind, e.dsn) for e in events.events] == [("bounced", "5.6.0")] * 2
+
+
+def test_a_message_without_from_whose_sender_does_not_sign_goes_as_it_came(world, certs, tmp_path) -> None:
+    """A forwarded message of a domain that is not ours (or a null sender) is not ours to refuse."""
+    with Sink(certs, require_tls=True, users={"relayuser": "relaypw"}) as sink:
+        agent, keys = relay_agent(world, certs, sink.port)
+        keys.ensure("acme.example")
+        data = b"To: bob@example.org\r\nSubject: forwarded\r\n\r\nHello.\r\n"
+        for sender in ("someone@elsewhere.example", ""):
+            [res] = deliver(agent, queued(tmp_path, ["bob@example.org"], sender=sender, data=data,
+                                          tenant="acme"))
+            assert res.status == "sent"
+    assert [m.data.count(b"DKIM-Signature:") for m in sink.handler.messages] == [0, 0]

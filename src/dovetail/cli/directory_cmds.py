@@ -59,8 +59,41 @@ def tenant_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(rows)
     else:
-        emit_table(["tenant", "display name", "enabled", "domains"],
-                   [[r["name"], r["display_name"], "yes" if r["enabled"] else "no", r["domains"]] for r in rows])
+        emit_table(["tenant", "display name", "enabled", "domains", "suppressed recipients"],
+                   [[r["name"], r["display_name"], "yes" if r["enabled"] else "no", r["domains"],
+                     r["suppressed_recipients"]] for r in rows])
+
+
+@tenant_app.command("show")
+def tenant_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
+    """One tenant's settings."""
+    row = ctx.obj.directory.tenant_get(name)
+    if row is None:
+        fail(f"no such tenant {name!r}")
+    if as_json:
+        emit_json(row)
+        return
+    for label, value in (("tenant", row["name"]), ("display name", row["display_name"]),
+                         ("enabled", "yes" if row["enabled"] else "no"), ("domains", row["domains"]),
+                         ("suppressed recipients", row["suppressed_recipients"])):
+        print(f"{label}: {value}")
+
+
+@tenant_app.command("set")
+def tenant_set(ctx: typer.Context, name: str,
+               display_name: Annotated[str | None, typer.Option("--display-name")] = None,
+               suppressed_recipients: Annotated[str | None, typer.Option(
+                   "--suppressed-recipients", metavar="reject|drop",
+                   help="Submission to an address on the suppression list: reject it at RCPT TO (550 5.7.1), "
+                        "or drop it (accepted, left out of the message).")] = None,
+               as_json: JsonOpt = False) -> None:
+    """Change a tenant's settings."""
+    if display_name is None and suppressed_recipients is None:
+        fail("nothing to change: give --display-name or --suppressed-recipients")
+    directory = ctx.obj.directory
+    directory.tenant_set(name, display_name=display_name, suppressed_recipients=suppressed_recipients)
+    row = directory.tenant_get(name)
+    emit_json(row) if as_json else print(f"tenant {row['name']} updated")
 
 
 @tenant_app.command("rm")

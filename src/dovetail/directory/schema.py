@@ -24,6 +24,9 @@ tenants = sa.Table(
     sa.Column("display_name", sa.String(200), nullable=False, server_default=""),
     sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
+    # What submission does with a recipient on the tenant's suppression list: "reject" it at RCPT TO
+    # (550 5.7.1) or "drop" it (accepted, left out of the queued message).
+    sa.Column("suppressed_recipients", sa.String(8), nullable=False, server_default="reject"),
 )
 
 domains = sa.Table(

@@ -30,6 +30,10 @@ from .addresses import (
 )
 from .schema import alias_targets, aliases, directory_state, domains, mailboxes, tenants
 
+# What submission does with a recipient on the tenant's suppression list (the tenant's choice):
+# refuse it at RCPT TO with 550 5.7.1, or accept it and leave it out of the queued message.
+SUPPRESSED_RECIPIENTS = ("reject", "drop")
+
 
 class DirectoryError(ValueError):
     """A refused directory change (unknown name, duplicate, dependants without --force)."""
@@ -115,17 +119,31 @@ class Directory:
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
 
-    def tenant_set(self, name: str, *, enabled: bool | None = None, display_name: str | None = None) -> None:
+    def tenant_set(self, name: str, *, enabled: bool | None = None, display_name: str | None = None,
+                   suppressed_recipients: str | None = None) -> None:
+        """Change a tenant's settings; ``suppressed_recipients`` is one of :data:`SUPPRESSED_RECIPIENTS`."""
         values: dict[str, Any] = {}
         if enabled is not None:
             values["enabled"] = enabled
         if display_name is not None:
             values["display_name"] = display_name
+        if suppressed_recipients is not None:
+            if suppressed_recipients not in SUPPRESSED_RECIPIENTS:
+                raise DirectoryError(f"suppressed recipients: {suppressed_recipients!r} is not one of "
+                                     f"{', '.join(SUPPRESSED_RECIPIENTS)}")
+            values["suppressed_recipients"] = suppressed_recipients
         with self.engine.begin() as conn:
             tid = self._tenant_id(conn, name)
             if values:
                 conn.execute(tenants.update().where(tenants.c.id == tid).values(**values))
                 _bump(conn)
+
+    def tenant_suppressed_recipients(self, name: str) -> str | None:
+        """The tenant's policy for suppressed recipients at submission (``reject``/``drop``), or None for
+        no such tenant. One query on the tenants' unique name."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(tenants.c.suppressed_recipients)
+                                .where(tenants.c.name == normalize_tenant(name))).scalar()
 
     def tenant_rm(self, name: str, force: bool = False) -> int:
         """Delete a tenant; refused while it owns domains unless ``force``. Returns domains removed."""
@@ -406,7 +424,8 @@ class Directory:
 def _tenant_select() -> sa.Select:
     ndomains = (sa.select(sa.func.count()).select_from(domains)
                 .where(domains.c.tenant_id == tenants.c.id).scalar_subquery())
-    return sa.select(tenants.c.name, tenants.c.display_name, tenants.c.enabled, ndomains.label("domains"))
+    return sa.select(tenants.c.name, tenants.c.display_name, tenants.c.enabled, ndomains.label("domains"),
+                     tenants.c.suppressed_recipients)
 
 
 def _domain_select() -> sa.Select:

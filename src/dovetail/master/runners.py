@@ -145,8 +145,11 @@ async def run_submission(ctx: WorkerContext) -> int:
     """587 with STARTTLS and 465 with implicit TLS; AUTH only over TLS unless the client is trusted."""
     cfg = ctx.cfg
     rt = Runtime(cfg)
-    # Failed logins are counted across the workers of the service, not per process.
-    backend = SubmissionBackend(rt.engine, rt.queue, penalty=shared_penalty(rt.layout.run))
+    # Failed logins are counted across the workers of the service, not per process. Suppressed recipients
+    # are looked up in the replies engine's list (as the send API does) and reported to its event sink.
+    bridge = outbound_events(rt.engine, cfg)
+    backend = SubmissionBackend(rt.engine, rt.queue, penalty=shared_penalty(rt.layout.run), suppressions=bridge,
+                                events=bridge)
     limits = smtp_limits(cfg)
     implicit_addr = cfg["listen.submissions"]
     servers = []

@@ -18,7 +18,8 @@ The SMTP client is aiosmtplib; this module adds what it lacks: MX routing, per-r
 with enhanced status codes, connection reuse and concurrency per destination.
 
 A message whose From domain has active DKIM keys leaves signed or not at all: when a key cannot be
-loaded, every recipient is deferred (4.7.0, the reason in the log line) and no connection is made.
+loaded, every recipient is deferred (4.7.0, the reason in the log line) and no connection is made;
+when the message itself cannot be signed, it is bounced (5.6.0, see ``_prepare``).
 """
 
 from __future__ import annotations
@@ -68,6 +69,15 @@ class AgentConfig:
     relay_tls_context: ssl.SSLContext | None = None  # verifying; the system CAs when None
     sts_tls_context: ssl.SSLContext | None = None  # verifying, for MTA-STS enforce
     sign: bool = True
+
+
+class _Unsignable(Exception):
+    """A message of a domain that signs which cannot be signed: its content is at fault (5.6.0)."""
+
+    def __init__(self, reason: str, message_id: str | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.message_id = message_id
 
 
 class _TlsFailure(Exception):
@@ -157,6 +167,9 @@ class OutboundAgent:
         except DkimKeyUnavailable as exc:  # never unsigned: the mail waits for its key
             message_id = _message_id_and_from(to_crlf(message.read_message()))[0]
             self._all(recipients, _Outcome("deferred", "4.7.0", str(exc)), None, outcomes)
+        except _Unsignable as exc:  # never unsigned: a message that cannot be signed goes back to its sender
+            message_id = exc.message_id
+            self._all(recipients, _Outcome("bounced", "5.6.0", exc.reason), None, outcomes)
         else:
             # One relay session per way out (recipients whose rules name the same relay share it), one MX
             # session per recipient domain, all in parallel.
@@ -202,17 +215,36 @@ class OutboundAgent:
                                for dom, rcpts in by_domain.items()))
 
     def _prepare(self, message: QueuedMessage) -> tuple[bytes, str | None]:
-        """The message as it goes on the wire (CRLF), with DKIM-Signature headers when we hold keys
-        (``DkimKeyUnavailable`` when the From domain has a key that cannot be loaded)."""
+        """The message as it goes on the wire (CRLF), with DKIM-Signature headers when we hold keys.
+
+        ``DkimKeyUnavailable`` when the From domain has a key that cannot be loaded (the mail waits).
+        ``_Unsignable`` (bounced 5.6.0) when it has active keys and the message cannot be signed.
+
+        A message without a From: we can read (a header section that does not split into fields, no
+        From:, no address in it) names no signing domain. It is judged by the envelope sender's domain
+        instead: when that domain signs, the message is bounced 5.6.0 rather than sent unsigned. Signing
+        it with the sender's key is not possible (a DKIM signature covers From:, RFC 6376 §5.4) nor
+        useful (DMARC aligns on the From: domain), sending it unsigned would break the domain's promise
+        that its mail is signed, and waiting changes nothing: the content is at fault, so the sender
+        learns it now. A message whose envelope sender's domain does not sign (a null sender, a
+        forwarded message from elsewhere) still goes as it came.
+        """
         data = to_crlf(message.read_message())
         mid, from_domain = _message_id_and_from(data)
-        if self.config.sign and self.keys is not None and from_domain:
+        if not self.config.sign or self.keys is None:
+            return data, mid
+        if from_domain:
             keys = self.keys.signing_keys(from_domain)
             if keys:
                 try:
                     data = sign(data, keys) + data
                 except DkimError as exc:
-                    log.warning(f"not signed: {exc}", qid=message.queue_id)
+                    raise _Unsignable(f"message of {from_domain} cannot be DKIM-signed: {exc}", mid) from None
+            return data, mid
+        sender_domain = message.envelope.sender.rpartition("@")[2].lower()
+        if sender_domain and self.keys.signing_keys(sender_domain):
+            raise _Unsignable(f"message has no readable From: header, so it cannot be DKIM-signed for "
+                              f"{sender_domain}", mid)
         return data, mid
 
     # --- relay ---------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Protocol
 class DeliveryEvent:
     """One recipient's outcome of one delivery attempt."""
 
-    kind: str  # delivered | deferred | bounced
+    kind: str  # delivered | deferred | bounced | suppressed (left out before queueing: on the suppression list)
     queue_id: str
     recipient: str
     sender: str
@@ -35,9 +35,17 @@ class EventSink(Protocol):
 
 
 class Suppressions(Protocol):
-    """The tenant's suppression list (bounced, complained, unsubscribed addresses)."""
+    """The tenant's suppression list (bounced, complained, unsubscribed addresses).
+
+    ``suppressed`` (the send API) and ``suppression_reasons`` (submission) are one lookup: each is one
+    indexed query for all the addresses asked about.
+    """
 
     def suppressed(self, tenant: str, addresses: Iterable[str]) -> set[str]: ...
+
+    def suppression_reasons(self, tenant: str, addresses: Iterable[str]) -> dict[str, str]:
+        """{address as given: why it is suppressed (hard_bounce, complaint, unsubscribe, manual)}."""
+        ...
 
 
 class CampaignRegistry(Protocol):
@@ -62,14 +70,17 @@ class MemorySuppressions:
     """A ``Suppressions`` held in memory, for deployments without the replies engine and for tests."""
 
     def __init__(self) -> None:
-        self._by_tenant: dict[str, set[str]] = {}
+        self._by_tenant: dict[str, dict[str, str]] = {}
 
-    def add(self, tenant: str, address: str) -> None:
-        self._by_tenant.setdefault(tenant, set()).add(address.lower())
+    def add(self, tenant: str, address: str, reason: str = "manual") -> None:
+        self._by_tenant.setdefault(tenant, {})[address.lower()] = reason
 
     def suppressed(self, tenant: str, addresses: Iterable[str]) -> set[str]:
-        have = self._by_tenant.get(tenant, set())
-        return {a for a in addresses if a.lower() in have}
+        return set(self.suppression_reasons(tenant, addresses))
+
+    def suppression_reasons(self, tenant: str, addresses: Iterable[str]) -> dict[str, str]:
+        have = self._by_tenant.get(tenant, {})
+        return {a: have[a.lower()] for a in addresses if a.lower() in have}
 
 
 _QUEUED_AS = re.compile(r"queued as ([A-Za-z0-9._@<>-]+)", re.I)

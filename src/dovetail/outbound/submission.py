@@ -5,6 +5,15 @@ offers AUTH only over TLS (or from trusted networks). Then: the envelope sender'
 From: header's domain must belong to the authenticated tenant; unauthenticated clients are refused
 (``530 5.7.0``), never relayed; the tenant's rate limit answers ``451 4.7.1`` and its daily quota
 ``452 4.7.0``. The From: check runs on the header section as it streams through, before commit.
+
+Recipients on the tenant's suppression list (the same lookup as the send API's) are handled by the
+tenant's policy (``tenant set --suppressed-recipients``): ``reject`` answers that RCPT TO with
+``550 5.7.1`` and the reason, the others proceed; ``drop`` accepts it and leaves it out of the queued
+message, and a message left with no recipient is accepted and discarded (the log says so). Each
+suppressed recipient is reported to the event sink as a ``suppressed`` delivery event. The policy is
+read once per transaction (at MAIL FROM); ``drop`` looks all recipients up in one query when the
+message opens, ``reject`` must answer each RCPT TO on its own, so it asks per recipient (one query
+on the list's unique index).
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
@@ -22,8 +32,10 @@ from dovetail.log import get_logger
 from dovetail.mailauth.passwords import verify_async
 from dovetail.mailauth.penalty import AuthPenalty
 from dovetail.outbound.credentials import SmtpCredentials
-from dovetail.outbound.limits import SendLimiter
-from dovetail.queue import Queue, QueueWriter
+from dovetail.outbound.events import DeliveryEvent, EventSink, Suppressions
+from dovetail.outbound.limits import LimitExceeded, SendLimiter
+from dovetail.queue import Envelope as QueueEnvelope
+from dovetail.queue import Queue, QueueWriter, new_queue_id
 from dovetail.smtp.backend import Envelope, MessageSink, SessionInfo
 from dovetail.smtp.events import MailParams, RcptParams
 from dovetail.smtp.reply import Reply
@@ -34,14 +46,30 @@ AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
 log = get_logger("submission")
 
 
-class _FromCheckSink:
-    """Streams into the queue while keeping the header section to check From: before commit."""
+@dataclass(frozen=True)
+class _Transaction:
+    """What MAIL FROM settled for the RCPTs and the message that follow it in one session."""
 
-    def __init__(self, backend: SubmissionBackend, writer: QueueWriter, tenant: str) -> None:
+    tenant: str
+    sender: str
+    suppressed_policy: str | None  # reject | drop; None when no suppression list is wired
+
+
+class _FromCheckSink:
+    """Streams into the queue while keeping the header section to check From: before commit.
+
+    ``writer`` is None when every recipient was dropped as suppressed: the message is still received
+    and checked, then discarded instead of queued.
+    """
+
+    def __init__(self, backend: SubmissionBackend, writer: QueueWriter | None, tenant: str, envelope: QueueEnvelope,
+                 dropped: dict[str, str]) -> None:
         self.backend = backend
         self.writer = writer
         self.tenant = tenant
-        self.queue_id = writer.queue_id
+        self.envelope = envelope
+        self.dropped = dropped  # {recipient: suppression reason}, left out of the queued message
+        self.queue_id = writer.queue_id if writer is not None else new_queue_id()
         self._head = bytearray()
         self._head_done = False
 
@@ -50,7 +78,14 @@ class _FromCheckSink:
             self._head += data
             if b"\r\n\r\n" in self._head or b"\n\n" in self._head or len(self._head) > MAX_HEADER_SCAN:
                 self._head_done = True
-        await self.writer.awrite(data)
+        if self.writer is not None:
+            await self.writer.awrite(data)
+
+    def _message_id(self) -> str | None:
+        for name, value in self._headers() or []:
+            if name == "message-id":
+                return value.strip() or None
+        return None
 
     def _headers(self) -> list[tuple[str, str]] | None:
         """(lower-cased name, unfolded value) of the header section, or None when it did not end in time."""
@@ -110,8 +145,15 @@ class _FromCheckSink:
     async def commit(self) -> Reply:
         error = await self._identity_error()
         if error is not None:
-            await self.writer.aabort()
+            await self.abort()
             return error
+        if self.writer is None:
+            log.info(f"discarded: from=<{self.envelope.sender}>, all {len(self.dropped)} recipient(s) on the "
+                     "suppression list", qid=self.queue_id)
+            await self.backend.report_suppressed(self.tenant, self.envelope.sender, self.dropped, "",
+                                                 self._message_id())
+            return Reply(250, "2.0.0", f"Ok: {self.queue_id} accepted and discarded: every recipient is on "
+                                       "the suppression list")
         refused = await asyncio.to_thread(self.backend.limiter.consume, self.tenant,
                                           len(self.writer.envelope.recipients))
         if refused:
@@ -119,23 +161,35 @@ class _FromCheckSink:
             return Reply(451, "4.7.1", refused.message) if refused.kind == "rate" else Reply(452, "4.7.0",
                                                                                            refused.message)
         qid = await self.writer.acommit()
+        if self.dropped:
+            log.info(f"dropped {len(self.dropped)} recipient(s) on the suppression list: "
+                     + ", ".join(f"<{a}> ({r})" for a, r in self.dropped.items()), qid=qid)
+            await self.backend.report_suppressed(self.tenant, self.envelope.sender, self.dropped, qid,
+                                                 self._message_id())
         return Reply(250, "2.0.0", f"Ok: queued as {qid}")
 
     async def abort(self) -> None:
-        await self.writer.aabort()
+        if self.writer is not None:
+            await self.writer.aabort()
 
 
 class SubmissionBackend:
     """``smtp.backend.Backend`` for the submission listeners."""
 
     def __init__(self, engine: Engine, queue: Queue, *, limiter: SendLimiter | None = None,
-                 credentials: SmtpCredentials | None = None, penalty: AuthPenalty | None = None) -> None:
+                 credentials: SmtpCredentials | None = None, penalty: AuthPenalty | None = None,
+                 suppressions: Suppressions | None = None, events: EventSink | None = None) -> None:
         self.engine = engine
         self.directory = Directory(engine)
         self.queue = queue
         self.limiter = limiter or SendLimiter(engine)
         self.credentials = credentials or SmtpCredentials(engine)
+        self.suppressions = suppressions
+        self.events = events
         self._user_tenant: OrderedDict[str, str] = OrderedDict()
+        # The open transaction of each session, by the session object's id: MAIL FROM sets it before any
+        # RCPT of that session is asked about, so an id a closed session left behind is never read.
+        self._transactions: OrderedDict[int, _Transaction] = OrderedDict()
         # Failed logins slow down per user and per client IP, then are refused for a while (as IMAP does).
         self.penalty = penalty or AuthPenalty()
 
@@ -216,19 +270,41 @@ class SubmissionBackend:
         if await self.tenant_of_domain(dom) != tenant:
             return Reply(553, "5.7.1", f"<{address}>: Sender address rejected: not owned by user "
                                        f"{session.auth_user}")
-        refused = await asyncio.to_thread(self.limiter.check, tenant, 1)
+        refused, policy = await asyncio.to_thread(self._sender_checks, tenant)
         if refused:
             return Reply(451, "4.7.1", refused.message) if refused.kind == "rate" else Reply(452, "4.7.0",
                                                                                            refused.message)
+        self._transactions[id(session)] = _Transaction(tenant, address, policy)
+        self._transactions.move_to_end(id(session))
+        while len(self._transactions) > 10_000:
+            self._transactions.popitem(last=False)
         return None
 
+    def _sender_checks(self, tenant: str) -> tuple[LimitExceeded | None, str | None]:
+        """(the limiter's refusal or None, the tenant's suppressed-recipients policy), in one thread hop."""
+        refused = self.limiter.check(tenant, 1)
+        if refused or self.suppressions is None:
+            return refused, None
+        return None, self.directory.tenant_suppressed_recipients(tenant) or "reject"
+
+    def _transaction(self, session: SessionInfo, tenant: str) -> _Transaction | None:
+        txn = self._transactions.get(id(session))
+        return txn if txn is not None and txn.tenant == tenant else None
+
     async def check_recipient(self, session: SessionInfo, address: str, params: RcptParams) -> Reply | None:
-        if await self._tenant(session) is None:
+        tenant = await self._tenant(session)
+        if tenant is None:
             return AUTH_REQUIRED
         try:
             split_address(address)
         except AddressError:
             return Reply(501, "5.1.3", f"<{address}>: Recipient address rejected: bad address syntax")
+        txn = self._transaction(session, tenant)
+        if self.suppressions is not None and txn is not None and txn.suppressed_policy == "reject":
+            found = await asyncio.to_thread(self.suppressions.suppression_reasons, tenant, [address])
+            if address in found:
+                await self.report_suppressed(tenant, txn.sender, found, "", None)
+                return Reply(550, "5.7.1", f"<{address}>: recipient is on the suppression list ({found[address]})")
         return None
 
     async def open_message(self, session: SessionInfo, envelope: Envelope) -> MessageSink:
@@ -237,5 +313,25 @@ class SubmissionBackend:
             raise PermissionError("open_message without authentication")
         qenv = to_queue_envelope(session, envelope)
         qenv.extra["tenant"] = tenant
+        txn = self._transaction(session, tenant)
+        dropped: dict[str, str] = {}
+        if self.suppressions is not None and txn is not None and txn.suppressed_policy == "drop":
+            dropped = await asyncio.to_thread(self.suppressions.suppression_reasons, tenant,
+                                              [r.address for r in qenv.recipients])
+            qenv.recipients = [r for r in qenv.recipients if r.address not in dropped]
+        if not qenv.recipients:
+            return _FromCheckSink(self, None, tenant, qenv, dropped)
         writer = await self.queue.aopen_incoming(qenv)
-        return _FromCheckSink(self, writer, tenant)
+        return _FromCheckSink(self, writer, tenant, qenv, dropped)
+
+    async def report_suppressed(self, tenant: str, sender: str, recipients: dict[str, str], queue_id: str,
+                                message_id: str | None) -> None:
+        """One ``suppressed`` event per recipient to the event sink (webhooks); its trouble refuses no mail."""
+        if self.events is None or not recipients:
+            return
+        events = [DeliveryEvent("suppressed", queue_id, rcpt, sender, message_id, "5.7.1", reason, tenant=tenant)
+                  for rcpt, reason in recipients.items()]
+        try:
+            await asyncio.to_thread(self.events.outbound_events, events)
+        except Exception as exc:  # noqa: BLE001 - the message stands; the sink logs its own failures too
+            log.warning(f"suppression event sink failed: {exc}", qid=queue_id or None)

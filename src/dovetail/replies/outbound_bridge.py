@@ -66,7 +66,9 @@ class OutboundBridge:
                     self.service.registry.set_relay_ids(ev.tenant, ev.message_id, recipient=ev.recipient,
                                                         relay_message_id=ev.provider_message_id,
                                                         relay_queue_id=ev.relay_queue_id)
-                if ev.kind == "bounced" and str(ev.dsn).startswith("5"):
+                # A hard bounce suppresses its address, unless the content was refused (5.6.x: the message
+                # was at fault, e.g. one that could not be signed), which says nothing about the address.
+                if ev.kind == "bounced" and str(ev.dsn).startswith("5") and not str(ev.dsn).startswith("5.6."):
                     with self.service.engine.begin() as conn:
                         add_suppression(conn, tenant_id(conn, ev.tenant), ev.recipient, "hard_bounce",
                                         f"outbound:{ev.queue_id}")
@@ -74,14 +76,19 @@ class OutboundBridge:
                 log.warning("delivery event ignored", qid=ev.queue_id, error=str(exc))
 
     def suppressed(self, tenant: str, addresses: Iterable[str]) -> set[str]:
+        return set(self.suppression_reasons(tenant, addresses))
+
+    def suppression_reasons(self, tenant: str, addresses: Iterable[str]) -> dict[str, str]:
+        """{address as given: reason} for those of ``addresses`` on the tenant's list; one query on the
+        (tenant, address) unique index for all of them."""
         wanted = {a.strip().lower(): a for a in list(addresses)[:10_000]}
         if not wanted:
-            return set()
+            return {}
         with self.service.engine.connect() as conn:
             try:
                 tid = tenant_id(conn, tenant)
             except RegistryError:
-                return set()
-            found = conn.execute(sa.select(suppressions.c.address).where(
-                suppressions.c.tenant_id == tid, suppressions.c.address.in_(list(wanted)))).scalars().all()
-        return {wanted[a] for a in found}
+                return {}
+            found = conn.execute(sa.select(suppressions.c.address, suppressions.c.reason).where(
+                suppressions.c.tenant_id == tid, suppressions.c.address.in_(list(wanted)))).all()
+        return {wanted[row.address]: row.reason for row in found}
