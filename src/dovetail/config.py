@@ -211,6 +211,12 @@ KEYS: list[Key] = [
     _k("imap.max_connections_per_ip", 50, _int1, "concurrent IMAP sessions per client IP (across the imapd workers)"),
     _k("imap.autologout", "30m", _at_least(_dur, 60), "idle authenticated sessions are logged out"),
     _k("imap.max_literal_size", "50M", _size, "largest APPEND (APPENDLIMIT)"),
+    _k("forwarding.srs", True, _parse_bool,
+       "mail an alias forwards to another domain leaves with an SRS0/SRS1 envelope sender of the alias's domain"),
+    _k("forwarding.srs_max_age", "21d", _at_least(_dur, 86400),
+       "how long a bounce to an SRS address is routed back (older ones are refused 550 5.7.1)"),
+    _k("forwarding.arc_seal", True, _parse_bool,
+       "forwarded mail is ARC-sealed (RFC 8617) with the DKIM key of the alias's domain, when it has one"),
     _k("replies.webhook_allow_private", False, _parse_bool,
        "let webhooks target loopback, private and link-local addresses (default: refused, against SSRF)"),
 ]

@@ -74,9 +74,14 @@ class ArcResult:
 class SealingKey(Protocol):
     """A private key to seal with (``outbound.dkim.SigningKey`` is one)."""
 
-    domain: str
-    selector: str
-    algorithm: str
+    @property
+    def domain(self) -> str: ...
+
+    @property
+    def selector(self) -> str: ...
+
+    @property
+    def algorithm(self) -> str: ...
 
     def sign_digest_input(self, data: bytes) -> bytes: ...
 
