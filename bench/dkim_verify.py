@@ -9,6 +9,8 @@ verified in a loop for ``--seconds`` each. The key lookup is answered from memor
 ``TxtLookup`` returning the record with a TTL, so the parsed key is cached, as with a warm resolver;
 dkimpy: a ``dnsfunc`` returning the record), so the numbers are the verification CPU alone: header and
 body canonicalisation, hashing, and the public-key operation. Every verification is checked to pass.
+"verifications/s" is by the wall clock; "per CPU-second" divides by this process's CPU time, which is
+what one core gives when the machine is shared.
 """
 
 from __future__ import annotations
@@ -35,34 +37,34 @@ def message(size: int) -> bytes:
     return head + body
 
 
-def ours(signed: bytes, record: str, seconds: float) -> float:
+def ours(signed: bytes, record: str, seconds: float) -> tuple[float, float]:
     cache = KeyCache()
 
     async def txt(name: str) -> list[str]:
         return TxtRecords([record], ttl=3600)
 
-    async def loop() -> float:
-        n, start = 0, time.perf_counter()
+    async def loop() -> tuple[float, float]:
+        n, start, cpu = 0, time.perf_counter(), time.process_time()
         while True:
             results = await verify_dkim(signed, txt, keys=cache)
             assert results[0].result == "pass", results
             n += 1
             if n % 50 == 0 and time.perf_counter() - start >= seconds:
-                return n / (time.perf_counter() - start)
+                return n / (time.perf_counter() - start), n / (time.process_time() - cpu)
 
     return asyncio.run(loop())
 
 
-def dkimpy(signed: bytes, record: str, seconds: float) -> float:
+def dkimpy(signed: bytes, record: str, seconds: float) -> tuple[float, float]:
     def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
         return record.encode()
 
-    n, start = 0, time.perf_counter()
+    n, start, cpu = 0, time.perf_counter(), time.process_time()
     while True:
         assert dkim.verify(signed, dnsfunc=dnsfunc)
         n += 1
         if n % 5 == 0 and time.perf_counter() - start >= seconds:
-            return n / (time.perf_counter() - start)
+            return n / (time.perf_counter() - start), n / (time.process_time() - cpu)
 
 
 def main() -> None:
@@ -72,15 +74,16 @@ def main() -> None:
     args = ap.parse_args()
     msg = message(args.size)
     print(f"message: {len(msg)} octets; {args.seconds:g} s per row, one core")
-    print(f"{'verifier':<44} {'verifications/s':>16}")
+    print(f"{'verifier':<44} {'verifications/s':>16} {'per CPU-second':>15}")
     for label, private in (("RSA-2048", rsa.generate_private_key(public_exponent=65537, key_size=2048)),
                            ("Ed25519", ed25519.Ed25519PrivateKey.generate())):
         key = SigningKey("acme.example", "bench", "rsa-sha256" if label == "RSA-2048" else "ed25519-sha256",
                          private)
         signed = sign(msg, [key]) + msg
         record = dns_txt_value(private)
-        print(f"{'dovetail verify_dkim, ' + label:<44} {ours(signed, record, args.seconds):>16.0f}", flush=True)
-        print(f"{'dkimpy dkim.verify, ' + label:<44} {dkimpy(signed, record, args.seconds):>16.0f}", flush=True)
+        for name, run in (("dovetail verify_dkim", ours), ("dkimpy dkim.verify", dkimpy)):
+            wall, cpu = run(signed, record, args.seconds)
+            print(f"{name + ', ' + label:<44} {wall:>16.0f} {cpu:>15.0f}", flush=True)
 
 
 if __name__ == "__main__":
