@@ -104,6 +104,10 @@ def test_a_bounce_to_an_srs_address_resolves_to_the_original_sender(resolver: Re
     res = resolver.resolve(address)
     assert (res.status, res.external, res.mailboxes) == ("ok", ["alice@gmail.example"], [])
     assert "SRS address of alice@gmail.example" in res.steps[0]
+    # longer than RFC 5321's 64 octets for a local part, as SRS addresses often are
+    long = srs.forward("newsletter-bounces-weekly@mail.a-rather-long-company-name.example", "acme.example")
+    assert len(long.partition("@")[0]) > 64
+    assert resolver.resolve(long).external == ["newsletter-bounces-weekly@mail.a-rather-long-company-name.example"]
     # a sender of one of our own domains comes back to its mailbox
     local = resolver.resolve(srs.forward("bob@globex.example", "acme.example"))
     assert local.ok and [m.address for m in local.mailboxes] == ["bob@globex.example"]
