@@ -7,12 +7,14 @@ from collections.abc import Iterator
 
 import dkim
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dovetail.mailauth.arc import ArcResult, seal, verify_arc
 from dovetail.mailauth.dkimverify import KeyCache, verify_dkim
 
 from ..outbound.dnsserver import LoopbackDNS
-from .dkimcorpus import MESSAGE, Key, loopback_txt, make_key, publish
+from .dkimcorpus import MESSAGE, Key, loopback_txt, make_key, publish, refused_txt
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +134,13 @@ def test_a_failed_chain_is_sealed_as_failed(dns, keys) -> None:
     assert dkimpy_arc(sealed, dns) is None
     assert arc(sealed, dns) == ArcResult("fail", 2, "ARC-Seal i=2 says cv=fail", None,
                                          ("lists.example", "forward.example"))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["ARC-Seal", "ARC-Message-Signature", "ARC-Authentication-Results"]),
+                          st.binary(max_size=120)), min_size=1, max_size=4))
+def test_any_arc_headers_give_a_verdict_never_an_exception(fields: list[tuple[str, bytes]]) -> None:
+    head = b"".join(name.encode() + b": " + value.replace(b"\r", b"").replace(b"\n", b"") + b"\r\n"
+                    for name, value in fields)
+    result = asyncio.run(verify_arc(head + MESSAGE, refused_txt, keys=KeyCache()))
+    assert result.result == "fail" and result.reason

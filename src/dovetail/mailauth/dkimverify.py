@@ -410,7 +410,7 @@ async def check_signature(msg: ParsedMessage, raw: bytes, txt: TxtLookup, *, arc
 
     def result(verdict: str, reason: str, bits: int | None) -> DkimResult:
         return DkimResult(sig.domain, sig.selector, verdict, sig.algorithm, reason, limited, bits, sig.identity,
-                          sig.tags["b"].replace(" ", "")[:12])
+                          _FWS.sub("", sig.tags["b"])[:12])
 
     try:
         key = await keys.get(txt, sig.selector, sig.domain)
