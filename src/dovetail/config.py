@@ -278,6 +278,12 @@ KEYS: list[Key] = [
        "mailto: List-Unsubscribe, no RFC 8058 one-click link)"),
     _k("web.unsubscribe_link_lifetime", "365d", _link_lifetime,
        "how long a one-click unsubscribe link works after the message was sent (at least 30d)"),
+    _k("forwarding.srs", True, _parse_bool,
+       "mail an alias forwards to another domain leaves with an SRS0/SRS1 envelope sender of the alias's domain"),
+    _k("forwarding.srs_max_age", "21d", _at_least(_dur, 86400),
+       "how long a bounce to an SRS address is routed back (older ones are refused 550 5.7.1)"),
+    _k("forwarding.arc_seal", True, _parse_bool,
+       "forwarded mail is ARC-sealed (RFC 8617) with the DKIM key of the alias's domain, when it has one"),
     _k("replies.webhook_allow_private", False, _parse_bool,
        "let webhooks target loopback, private and link-local addresses (default: refused, against SSRF)"),
 ]

@@ -58,6 +58,11 @@ class Layout:
         """The installation's key for reply tokens (``replies/tokens.py``)."""
         return self.root / "secrets" / "reply_token.key"
 
+    @property
+    def srs_key(self) -> Path:
+        """The installation's key for SRS addresses of forwarded mail (``directory/srs.py``)."""
+        return self.root / "secrets" / "srs.key"
+
     def maildir(self, tenant: str, domain: str, local_part: str) -> Path:
         """Where a mailbox lives: ``mail/<tenant>/<domain>/<local-part>/``."""
         return self.mail / tenant / domain / local_part
@@ -118,6 +123,7 @@ def init(root: Path) -> list[str]:
 
     load_key(layout.reply_token_key)  # created now so the service user owns it after the chown below
     load_key(root / KEY_RELPATH)  # seals relay secrets and IMAP-source passwords
+    load_key(layout.srs_key)  # signs the SRS senders of forwarded mail
     if os.geteuid() == 0:
         from .privileges import chown_tree, ensure_system_user
 

@@ -8,6 +8,11 @@ from .config import Config
 from .datadir import Layout
 
 
+def srs_max_age_days(cfg: Config) -> int:
+    """``forwarding.srs_max_age`` in whole days (SRS addresses carry the day they were made)."""
+    return max(1, int(cfg["forwarding.srs_max_age"] // 86400))
+
+
 class Runtime:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -28,11 +33,13 @@ class Runtime:
     @cached_property
     def resolver(self):  # noqa: ANN201
         from .directory import Resolver
+        from .directory.srs import Srs
 
         cfg = self.cfg
         return Resolver(self.directory, self.layout.mail, depth_limit=cfg["directory.alias_depth_limit"],
                         default_postmaster=cfg["directory.default_postmaster"],
-                        check_interval=cfg["directory.cache_check_interval"])
+                        check_interval=cfg["directory.cache_check_interval"],
+                        srs=Srs.for_data_dir(cfg.data_dir, max_age_days=srs_max_age_days(cfg)))
 
     @cached_property
     def queue(self):  # noqa: ANN201

@@ -19,6 +19,9 @@ from dovetail.smtp.address import AddressError, mail_params, parse_params, parse
         ("<u@[192.0.2.1]>", "u@[192.0.2.1]", ""),
         ("<u@[IPv6:2001:db8::1]>", "u@[IPv6:2001:db8::1]", ""),
         ("<" + "l" * 64 + "@b.test>", "l" * 64 + "@b.test", ""),
+        # an SRS address of a forwarder may be longer than 64 octets
+        ("<SRS0=abcd=JY=" + "d" * 40 + ".example=" + "l" * 40 + "@b.test>",
+         "SRS0=abcd=JY=" + "d" * 40 + ".example=" + "l" * 40 + "@b.test", ""),
     ],
 )
 def test_valid_paths(text: str, address: str, rest: str) -> None:
@@ -45,6 +48,7 @@ def test_valid_paths(text: str, address: str, rest: str) -> None:
         "<@relay:>",
         "<relay:user@b.test>",
         "<" + "l" * 65 + "@b.test>",
+        "<SRS0=" + "l" * 260 + "@b.test>",
         "<a@" + ("d" * 60 + ".") * 5 + "test>",
         "<jö@b.test>",
     ],

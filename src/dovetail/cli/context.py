@@ -61,10 +61,13 @@ class Context:
     @cached_property
     def resolver(self):  # noqa: ANN201
         from ..directory import Resolver
+        from ..directory.srs import Srs
+        from ..runtime import srs_max_age_days
 
         cfg = self.config
         return Resolver(self.directory, self.layout.mail, depth_limit=cfg["directory.alias_depth_limit"],
-                        default_postmaster=cfg["directory.default_postmaster"], check_interval=0)
+                        default_postmaster=cfg["directory.default_postmaster"], check_interval=0,
+                        srs=Srs.for_data_dir(self.data_dir, max_age_days=srs_max_age_days(cfg)))
 
 
 def emit_json(data: Any) -> None:

@@ -13,6 +13,10 @@ last so it never shadows a real mailbox (a classic Postfix pitfall):
                           the catch-all, so a catch-all never swallows replies. The token is not
                           checked here (the directory holds no secret): the replies engine verifies
                           its MAC against the same tenant, so it never threads into another one.
+   SRS addresses          ``SRS0=HHHH=TT=host=user@`` / ``SRS1=...@`` one of our domains (the envelope
+                          sender of mail we forwarded, ``srs.py``) come before everything else: a bounce
+                          to one goes back to the original sender; a forged or expired one is refused
+                          (status ``refused``, 550 5.7.1 at RCPT). Never cached: they expire by date.
 5. postmaster@ / abuse@   always resolve (RFC 5321 §4.5.1, RFC 2142): the domain's ``--postmaster``,
                           else its catch-all, else ``directory.default_postmaster``, else the
                           system mailbox ``mail/_system/postmaster/``
@@ -35,6 +39,7 @@ from pathlib import Path
 from sqlalchemy.engine import Connection
 
 from .addresses import AddressError, normalize_domain, normalize_local
+from .srs import Srs, SrsError, is_srs
 from .store import Directory, DomainInfo, generation
 
 SYSTEM_TENANT = "_system"
@@ -73,7 +78,7 @@ class Resolution:
     """How an address routes. ``ok`` with mailboxes and/or external targets, or a refusal ``reason``."""
 
     address: str
-    status: str  # ok | unknown | not_local | disabled | loop | invalid
+    status: str  # ok | unknown | not_local | disabled | loop | invalid | refused
     mailboxes: list[MailboxTarget] = field(default_factory=list)
     external: list[str] = field(default_factory=list)
     reason: str = ""
@@ -93,8 +98,10 @@ class Resolver:
     """Resolves recipient addresses against the directory with a generation-checked cache."""
 
     def __init__(self, directory: Directory, mail_root: Path, *, depth_limit: int = 20,
-                 default_postmaster: str = "", check_interval: float = 1.0, cache_size: int = 100_000) -> None:
+                 default_postmaster: str = "", check_interval: float = 1.0, cache_size: int = 100_000,
+                 srs: Srs | None = None) -> None:
         self.directory = directory
+        self.srs = srs  # reverses the SRS senders of mail we forwarded; None: no SRS address resolves
         self.mail_root = mail_root
         self.depth_limit = depth_limit
         self.default_postmaster = default_postmaster
@@ -128,6 +135,8 @@ class Resolver:
     def resolve(self, address: str) -> Resolution:
         """Route one address (cached). Never raises for bad input: returns status ``invalid``."""
         key = address.strip().strip("<>").lower()
+        if self.srs is not None and is_srs(key):
+            return self.resolve_uncached(address)
         with self._lock:
             self._fresh()
             hit = self._cache.get(key)
@@ -165,6 +174,9 @@ class Resolver:
         self.db_lookups += 1
         if text.lower() == "postmaster":
             return self._bare_postmaster(res)
+        srs_local, at, srs_domain = text.rpartition("@")
+        if self.srs is not None and at and is_srs(srs_local):
+            return self._srs(res, srs_local, srs_domain)
         with self.directory.engine.connect() as conn:
             try:
                 local, dom = _split(text)
@@ -199,6 +211,39 @@ class Resolver:
             res.external = list(dict.fromkeys(res.external))
             if res.status == "ok" and not res.mailboxes and not res.external:
                 res.status, res.reason = "loop", f"alias loop: {res.address} expands to nothing deliverable"
+        return res
+
+    def _srs(self, res: Resolution, local: str, dom: str) -> Resolution:
+        """A bounce to an SRS address of one of our domains: back to the original sender, or refused."""
+        assert self.srs is not None
+        try:
+            dom = normalize_domain(dom)
+        except AddressError as exc:
+            res.status, res.reason = "invalid", str(exc)
+            return res
+        with self.directory.engine.connect() as conn:
+            domain = self.directory.lookup_domain(conn, dom)
+            if domain is None:
+                res.status, res.reason = "not_local", f"{dom} is not a domain of ours"
+                res.steps.append(f"{dom}: not one of our domains")
+                return res
+            res.address = f"{local}@{dom}"
+            if not domain.enabled:
+                res.status, res.reason = "disabled", f"domain {dom} is disabled"
+                return res
+            try:
+                original = self.srs.reverse(local)
+            except SrsError as exc:
+                res.status, res.reason = "refused", f"invalid SRS address: {exc}"
+                res.steps.append(f"{res.address}: {res.reason}")
+                return res
+            res.steps.append(f"{res.address}: SRS address of {original}")
+            if is_srs(original.rpartition("@")[0]):  # SRS1 unwrapped: the first forwarder's SRS0 address
+                res.external.append(original)
+            else:
+                self._expand(conn, res.address, [original], domain, res, 0, (), None)
+        if not res.mailboxes and not res.external:
+            res.status, res.reason = "unknown", f"SRS address of {original}, which does not exist"
         return res
 
     def _bare_postmaster(self, res: Resolution) -> Resolution:

@@ -107,6 +107,8 @@ class MxBackend:
                                        "mailbox table")
         if res.status == "disabled":
             return Reply(550, "5.2.1", f"<{address}>: Recipient address rejected: mailbox disabled")
+        if res.status == "refused":
+            return Reply(550, "5.7.1", f"<{address}>: Recipient address rejected: {res.reason}")
         if res.status == "loop":
             return Reply(550, "5.4.6", f"<{address}>: Recipient address rejected: alias loop")
         for mb in res.mailboxes:

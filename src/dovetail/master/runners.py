@@ -19,6 +19,7 @@ import uvicorn
 from ..config import Config
 from ..db import make_engine
 from ..delivery.agent import MaildirConfig, MaildirDeliveryAgent
+from ..directory.srs import Srs
 from ..imap.limits import Limits as ImapLimits
 from ..imap.server import ImapServer
 from ..intake.local import mailbox_targets, transport_chooser
@@ -26,11 +27,14 @@ from ..intake.mx import MxBackend
 from ..intake.senderauth import SenderAuth
 from ..log import get_logger
 from ..mailauth import dns as mailauth_dns
+from ..mailauth.dnserrors import dnspython_txt
 from ..mailauth.failures import shared_penalty
 from ..mailauth.login import DirectoryAuthenticator
 from ..mailauth.networks import in_networks, parse_networks
 from ..mailauth.slots import shared_slots
 from ..outbound import AgentConfig, DkimKeys, OutboundAgent, Transports
+from ..outbound.forwarding import Forwarder
+from ..outbound.mx import MxResolver
 from ..outbound.submission import SubmissionBackend
 from ..queue import QueueConfig, QueueManager
 from ..replies.hooks import local_delivery, outbound_events
@@ -261,8 +265,12 @@ def _outbound_agent(cfg: Config, rt: Runtime) -> OutboundAgent:
     """The relay/direct-MX agent with DKIM signing; its results feed the replies engine's events."""
     events = outbound_events(rt.engine, cfg)
     transports = Transports(rt.engine, cfg["directory.cache_check_interval"], sealer=Sealer.for_data_dir(cfg.data_dir))
-    return OutboundAgent(transports, DkimKeys(rt.engine, rt.layout.dkim),
-                         AgentConfig(hostname=cfg.hostname), events=events)
+    keys = DkimKeys(rt.engine, rt.layout.dkim)
+    mx = MxResolver()
+    forwarder = Forwarder(srs=Srs.for_data_dir(cfg.data_dir) if cfg["forwarding.srs"] else None, keys=keys,
+                          authserv_id=cfg.hostname, txt=dnspython_txt(mx.resolver), arc_seal=cfg["forwarding.arc_seal"])
+    return OutboundAgent(transports, keys, AgentConfig(hostname=cfg.hostname), mx=mx, events=events,
+                         forwarder=forwarder)
 
 
 async def run_web(ctx: WorkerContext) -> int:

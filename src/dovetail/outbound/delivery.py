@@ -17,6 +17,9 @@ and a semaphore per destination bounds the parallel sessions to it.
 The SMTP client is aiosmtplib; this module adds what it lacks: MX routing, per-recipient outcomes
 with enhanced status codes, connection reuse and concurrency per destination.
 
+Recipients an alias forwarded to another domain leave in a transaction of their own, with an SRS
+envelope sender and an ARC seal of the alias's domain (:mod:`dovetail.outbound.forwarding`).
+
 A message whose From domain has active DKIM keys leaves signed or not at all: when a key cannot be
 loaded, every recipient is deferred (4.7.0, the reason in the log line) and no connection is made;
 when the message itself cannot be signed, it is bounced (5.6.0, see ``_prepare``).
@@ -39,6 +42,7 @@ import aiosmtplib
 from dovetail.log import get_logger
 from dovetail.outbound.dkim import DkimError, sign, split_message, to_crlf
 from dovetail.outbound.events import DeliveryEvent, EventSink, relay_ids
+from dovetail.outbound.forwarding import Forwarder, alias_domain
 from dovetail.outbound.keys import DkimKeys, DkimKeyUnavailable
 from dovetail.outbound.mx import LookupFailed, MxHost, MxResolver
 from dovetail.outbound.transports import Transport, Transports
@@ -138,12 +142,17 @@ def _message_id_and_from(data: bytes) -> tuple[str | None, str | None]:
     return mid, from_domain
 
 
+_Batch = tuple[str, bytes, list[QueueRecipient]]  # envelope sender, message bytes, recipients
+
+
 class OutboundAgent:
     """``DeliveryAgent`` for mail leaving us. Call ``close()`` at shutdown to end cached sessions."""
 
     def __init__(self, transports: Transports, keys: DkimKeys | None, config: AgentConfig | None = None, *,
-                 mx: MxResolver | None = None, events: EventSink | None = None) -> None:
+                 mx: MxResolver | None = None, events: EventSink | None = None,
+                 forwarder: Forwarder | None = None) -> None:
         self.transports = transports
+        self.forwarder = forwarder  # SRS + ARC for recipients an alias forwarded; None: sent as they are
         self.keys = keys
         self.config = config or AgentConfig()
         self.mx = mx or MxResolver()
@@ -171,21 +180,11 @@ class OutboundAgent:
             message_id = exc.message_id
             self._all(recipients, _Outcome("bounced", "5.6.0", exc.reason), None, outcomes)
         else:
-            # One relay session per way out (recipients whose rules name the same relay share it), one MX
-            # session per recipient domain, all in parallel.
-            relays: dict[tuple[object, ...], tuple[Transport, list[QueueRecipient]]] = {}
-            by_domain: dict[str, list[QueueRecipient]] = {}
-            for rcpt, route in zip(recipients, routes, strict=True):
-                transport = route.transport
-                if transport.kind == "relay":
-                    relays.setdefault(transport.session_key, (transport, []))[1].append(rcpt)
-                else:
-                    by_domain.setdefault(rcpt.address.rpartition("@")[2].lower(), []).append(rcpt)
-            await asyncio.gather(
-                *(self._via_relay(message.queue_id, transport, env.sender, rcpts, data, outcomes, relay_info)
-                  for transport, rcpts in relays.values()),
-                *(self._via_mx(message.queue_id, dom, env.sender, rcpts, data, outcomes)
-                  for dom, rcpts in by_domain.items()))
+            route_of = {rcpt.index: route.transport for rcpt, route in zip(recipients, routes, strict=True)}
+            batches = await self._batches(message.queue_id, env.sender, data, recipients, outcomes)
+            await asyncio.gather(*(self._dispatch(message.queue_id, sender, body, rcpts, route_of, outcomes,
+                                                  relay_info)
+                                   for sender, body, rcpts in batches))
         results = []
         events = []
         for rcpt in recipients:
@@ -201,6 +200,51 @@ class OutboundAgent:
             except Exception as exc:  # a consumer's trouble must not undo a delivery
                 log.warning(f"delivery event sink failed: {exc}", qid=message.queue_id)
         return results
+
+    async def _batches(self, qid: str, sender: str, data: bytes, recipients: list[QueueRecipient],
+                       outcomes: dict[int, tuple[_Outcome, str | None]]) -> list[_Batch]:
+        """(envelope sender, message, recipients) per way the message leaves: as it is for recipients
+        named by the client, and per alias domain with an SRS sender and an ARC seal for recipients an
+        alias forwarded (``original`` is the alias). A forwarding domain whose key cannot be loaded
+        defers its recipients (4.7.0), as signing does."""
+        direct: list[QueueRecipient] = []
+        by_alias: dict[str, list[QueueRecipient]] = {}
+        for rcpt in recipients:
+            if self.forwarder is not None and rcpt.original and rcpt.original.lower() != rcpt.address.lower():
+                by_alias.setdefault(alias_domain(rcpt.original), []).append(rcpt)
+            else:
+                direct.append(rcpt)
+        batches = [(sender, data, direct)] if direct else []
+        for domain, rcpts in by_alias.items():
+            assert self.forwarder is not None
+            try:
+                fwd = await self.forwarder.prepare(qid, sender, data, domain)
+            except DkimKeyUnavailable as exc:
+                self._all(rcpts, _Outcome("deferred", "4.7.0", str(exc)), None, outcomes)
+                continue
+            if fwd.sender != sender or fwd.sealed_by:
+                log.info(f"forwarded by {domain}: sender=<{fwd.sender}>"
+                         + (f", arc-sealed (d={fwd.sealed_by})" if fwd.sealed_by else ""), qid=qid)
+            batches.append((fwd.sender, fwd.data, rcpts))
+        return batches
+
+    async def _dispatch(self, qid: str, sender: str, data: bytes, recipients: list[QueueRecipient],
+                        route_of: dict[int, Transport], outcomes: dict[int, tuple[_Outcome, str | None]],
+                        relay_info: dict[int, tuple[str | None, str | None]]) -> None:
+        """One relay session per way out (recipients whose rules name the same relay share it), one MX
+        session per recipient domain, all in parallel."""
+        relays: dict[tuple[object, ...], tuple[Transport, list[QueueRecipient]]] = {}
+        by_domain: dict[str, list[QueueRecipient]] = {}
+        for rcpt in recipients:
+            transport = route_of[rcpt.index]
+            if transport.kind == "relay":
+                relays.setdefault(transport.session_key, (transport, []))[1].append(rcpt)
+            else:
+                by_domain.setdefault(rcpt.address.rpartition("@")[2].lower(), []).append(rcpt)
+        await asyncio.gather(
+            *(self._via_relay(qid, transport, sender, rcpts, data, outcomes, relay_info)
+              for transport, rcpts in relays.values()),
+            *(self._via_mx(qid, dom, sender, rcpts, data, outcomes) for dom, rcpts in by_domain.items()))
 
     async def _send(self, qid: str, transport: Transport, sender: str, recipients: list[QueueRecipient],
                     data: bytes, outcomes: dict[int, tuple[_Outcome, str | None]],

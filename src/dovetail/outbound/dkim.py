@@ -3,20 +3,22 @@
 Hand-written rather than ``dkim.sign`` from dkimpy because dkimpy does RSA in pure Python (about
 140 signatures/s); here canonicalisation is a few bytes regexes and the signature is one call into
 ``cryptography`` (OpenSSL). dkimpy remains the verifier in the tests, so the two are checked against
-each other. Sans-I/O: bytes in, a header line out.
+each other. Sans-I/O: bytes in, a header line out. Canonicalisation lives in ``mailauth.dkimcanon``,
+shared with the inbound verifiers.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+from dovetail.mailauth.dkimcanon import DkimFormatError, relaxed_body, relaxed_header, split_message, to_crlf
 
 # What we sign: the headers a receiver shows or acts on. ``from`` is signed once more than it occurs
 # ("oversigning") so a second From: added in transit breaks the signature.
@@ -27,63 +29,8 @@ SIGNED_HEADERS = (
 )
 OVERSIGNED = ("from",)
 
-_WSP_RUN = re.compile(rb"[ \t]+")
-_TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
-_FOLD = re.compile(rb"\r\n(?=[ \t])")
-_BARE_LF = re.compile(rb"(?<!\r)\n")
-
-
-class DkimError(ValueError):
-    """A message we cannot sign (no header section, no From:)."""
-
-
-def to_crlf(message: bytes) -> bytes:
-    """The message with every line ending as CRLF, as it goes on the wire."""
-    if message.count(b"\n") == message.count(b"\r\n"):
-        return message
-    return _BARE_LF.sub(b"\r\n", message)
-
-
-def split_message(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    """(header fields as (lowercased name, raw field without final CRLF), body). Input has CRLF endings."""
-    if message.startswith(b"\r\n"):
-        return [], message[2:]
-    end = message.find(b"\r\n\r\n")
-    if end < 0:
-        head, body = message.rstrip(b"\r\n"), b""
-    else:
-        head, body = message[:end], message[end + 4:]
-    fields: list[tuple[bytes, bytes]] = []
-    for line in head.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t") and fields:
-            name, raw = fields[-1]
-            fields[-1] = (name, raw + b"\r\n" + line)
-            continue
-        colon = line.find(b":")
-        if colon <= 0:
-            raise DkimError("malformed header line")
-        fields.append((line[:colon].strip().lower(), line))
-    return fields, body
-
-
-def relaxed_header(raw: bytes) -> bytes:
-    """RFC 6376 §3.4.2: lowercase name, unfold, squeeze whitespace, no space around the colon."""
-    name, _, value = raw.partition(b":")
-    value = _WSP_RUN.sub(b" ", _FOLD.sub(b"", value)).strip(b" \t\r\n")
-    return name.strip(b" \t").lower() + b":" + value
-
-
-def relaxed_body(body: bytes) -> bytes:
-    """RFC 6376 §3.4.4: squeeze whitespace, drop it at line ends, drop trailing empty lines.
-
-    A body without a final CRLF is taken as it goes on the wire, where SMTP ends it with one.
-    """
-    if body and not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    body = _WSP_RUN.sub(b" ", body)
-    body = _TRAILING_WSP.sub(b"\r\n", body)
-    body = body.rstrip(b"\r\n")
-    return body + b"\r\n" if body else b""
+# A message we cannot sign (no header section, no From:); canonicalisation raises it too.
+DkimError = DkimFormatError
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,10 @@ from dovetail.smtp.events import MailParams, RcptParams
 from dovetail.smtp.reply import Reply
 
 MAX_LOCAL = 64
+# SRS addresses (``SRS0=HHHH=TT=host=user``) carry a whole address in their local part and are often
+# longer than 64 octets; forwarders (postsrsd, ours) make them, so they are accepted up to the path limit,
+# as RFC 5321 §4.5.3.1 asks ("implementation techniques that impose no limits ... should be used").
+_SRS_LOCAL = re.compile(r"SRS[01][-+=]", re.IGNORECASE)
 MAX_DOMAIN = 255
 MAX_PATH = 256
 
@@ -93,7 +97,9 @@ def split_mailbox(mailbox: str) -> tuple[str, str]:
 
 def valid_mailbox(mailbox: str, utf8: bool) -> bool:
     local, domain = split_mailbox(mailbox)
-    if not domain or not local or len(local.encode("utf-8")) > MAX_LOCAL:
+    if not domain or not local:
+        return False
+    if len(local.encode("utf-8")) > (MAX_PATH if _SRS_LOCAL.match(local) else MAX_LOCAL):
         return False
     if local.startswith('"'):
         if not (_QUOTED_UTF8 if utf8 else _QUOTED).match(local):
