@@ -435,6 +435,9 @@ def default_file_text() -> str:
             lines += ["", f"[{sect}]"]
             section = sect
         lines.append(f"# {spec.doc}")
+        if spec.name in _TABLE_KEYS:  # a table of tables: an example, since its default is empty
+            lines += [f'# [{spec.name}."gmail.com"]', "# concurrency = 10", '# rate = "600/min"']
+            continue
         lines.append(f"# {name} = {tomlkit.item(spec.default).as_string()}")
     return "\n".join(lines) + "\n"
 
