@@ -474,5 +474,12 @@ def set_value(data_dir: Path, key: str, raw: str) -> Any:
 
 
 def render_value(value: Any) -> str:
-    """A value as TOML would spell it, for ``config show``."""
-    return tomlkit.item(value).as_string()
+    """A value as TOML would spell it, for ``config show`` (tables inline, on one line)."""
+    return _inline(value).as_string() if isinstance(value, dict) else tomlkit.item(value).as_string()
+
+
+def _inline(table: dict[str, Any]) -> Any:
+    out = tomlkit.inline_table()
+    for key, value in table.items():
+        out[key] = _inline(value) if isinstance(value, dict) else value
+    return out

@@ -559,15 +559,17 @@ class OutboundAgent:
             outcomes[rcpt.index] = (outcome, peer)
 
 
+_SAID_CODE = re.compile(r" said: (\d{3})[ -]")
 _COUNTED = {"sent": "delivered", "deferred": "deferred", "bounced": "bounced"}
 
 
 def _throttling(outcome: _Outcome) -> bool:
     """A temporary reply of the destination that means "slow down": 421 (closing, too many
     connections or messages) or an enhanced 4.7.x status (Gmail's 4.7.28, SES's 454 4.7.0)."""
-    if outcome.status != "deferred" or " said: " not in outcome.reason:
-        return False
-    return " said: 421 " in outcome.reason or outcome.dsn.startswith("4.7.")
+    said = _SAID_CODE.search(outcome.reason)
+    if outcome.status != "deferred" or said is None or not said.group(1).startswith("4"):
+        return False  # our own 4.7.x (TLS required, a key missing) or a refused login is not throttling
+    return said.group(1) == "421" or outcome.dsn.startswith("4.7.")
 
 
 def _shaped(exc: Paused | RateLimited) -> _Outcome:
