@@ -345,3 +345,22 @@ def test_relay_answering_ses_throttling_is_paused_as_a_destination(world, tmp_pa
     assert first.dsn_code == "4.7.0" and "said: 454 4.7.0 Throttling failure" in first.reason
     assert second.dsn_code == "4.4.5" and f"destination {destination} is paused" in second.reason
     assert handler.sessions == 1 and len(handler.mail_times) == 1
+
+
+def test_idle_destination_state_is_forgotten_past_the_bound(monkeypatch) -> None:  # noqa: ANN001
+    from dovetail.outbound import shaping
+
+    monkeypatch.setattr(shaping, "STATES_MAX", 3)
+    shaper = shaping.Shaper(ShapingConfig(), clock=lambda: 500.0)
+
+    async def run() -> None:
+        async with shaper.session("busy.example", Limits(1)):
+            for name in ("a.example", "b.example"):
+                async with shaper.session(name, Limits(1)):
+                    pass
+            shaper.throttled("b.example", "host mx said: 421 go away")
+            async with shaper.session("c.example", Limits(1)):  # the fourth: a.example is forgotten
+                pass
+            assert set(shaper._states) == {"busy.example", "b.example", "c.example"}
+
+    asyncio.run(run())

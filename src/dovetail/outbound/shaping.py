@@ -60,6 +60,7 @@ from dovetail.log import get_logger
 log = get_logger("smtp")
 
 TRACKED_MAX = 1000  # destinations counted by name in one process; the rest count as "other"
+STATES_MAX = 10000  # destinations whose state is kept before the idle ones are forgotten
 TOP_N = 20  # named destinations exported to /metrics; the rest are summed into "other"
 OTHER = "other"
 OUTCOMES = ("delivered", "deferred", "bounced")
@@ -179,8 +180,19 @@ class Shaper:
     def _state(self, destination: str, limits: Limits) -> _State:
         state = self._states.get(destination)
         if state is None:
+            if len(self._states) >= STATES_MAX:
+                self._forget_idle()
             state = self._states[destination] = _State(limits, asyncio.Semaphore(limits.concurrency))
         return state
+
+    def _forget_idle(self) -> None:
+        """Drop the state of destinations with nothing to remember (no session, turn, pause or
+        backoff), so a process that mails many domains does not keep one entry per domain forever."""
+        now = self.clock()
+        for name, state in list(self._states.items()):
+            if (not state.active and not state.slot.locked() and state.next_start <= now
+                    and not state.pause_length):
+                del self._states[name]
 
     def paused(self, destination: str) -> float:
         """Seconds left of the destination's pause (0: not paused)."""
