@@ -186,6 +186,81 @@ def _link_lifetime(value: object) -> float:
     return seconds
 
 
+_RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0,
+               "hour": 3600.0, "d": 86400.0, "day": 86400.0}
+_DEST_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_DEST_PATTERN = re.compile(rf"(?:\*\.)?{_DEST_LABEL}(?:\.{_DEST_LABEL})+")
+DESTINATION_SETTINGS = ("concurrency", "rate")
+
+
+def parse_rate(value: object) -> tuple[int, float] | None:
+    """``N/unit`` (unit s, min, h or d, optionally ``N/30s``-style with a count) → (messages, seconds);
+    empty or ``0`` means no limit (None). A rate below zero is refused."""
+    if value is None or isinstance(value, bool):
+        raise ValueError("expected a rate such as 600/min, 10/s or 5000/h (empty: no limit)")
+    text = str(value).strip().lower().replace(" ", "")
+    if text in ("", "0", "none"):
+        return None
+    m = re.fullmatch(r"(-?\d+)/(\d*)([a-z]+)", text)
+    if not m or m.group(3) not in _RATE_UNITS:
+        raise ValueError("expected a rate such as 600/min, 10/s or 5000/h (empty: no limit)")
+    count = int(m.group(1))
+    if count < 0:
+        raise ValueError("a rate cannot be below zero")
+    span = int(m.group(2) or 1) * _RATE_UNITS[m.group(3)]
+    if span <= 0:
+        raise ValueError("the time unit must be longer than zero")
+    return (count, span) if count else None
+
+
+def parse_destination_pattern(value: object) -> str:
+    """A destination pattern: a domain (``gmail.com``: mail to that recipient domain) or ``*.suffix``
+    (``*.google.com``: recipient domains or MX hosts under that suffix)."""
+    text = str(value).strip().lower().rstrip(".")
+    if not _DEST_PATTERN.fullmatch(text) or len(text) > 253:
+        raise ValueError(f"destination {value!r}: expected a domain such as gmail.com or a pattern such as "
+                         "*.google.com")
+    return text
+
+
+def _parse_destinations(value: object) -> dict[str, dict[str, Any]]:
+    """The ``[outbound.destinations."PATTERN"]`` tables: per pattern a ``concurrency`` (at least 1)
+    and/or a ``rate`` (see :func:`parse_rate`)."""
+    if not isinstance(value, dict):
+        raise ValueError('expected tables such as [outbound.destinations."gmail.com"] with concurrency and rate')
+    out: dict[str, dict[str, Any]] = {}
+    for raw_pattern, table in value.items():
+        pattern = parse_destination_pattern(raw_pattern)
+        if not isinstance(table, dict):
+            raise ValueError(f"destination {raw_pattern!r}: expected a table with concurrency and/or rate")
+        unknown = sorted(set(table) - set(DESTINATION_SETTINGS))
+        if unknown:
+            raise ValueError(f"destination {raw_pattern!r}: unknown setting {unknown[0]!r} "
+                             f"(known: {', '.join(DESTINATION_SETTINGS)})")
+        entry: dict[str, Any] = {}
+        if "concurrency" in table:
+            conc = table["concurrency"]
+            if isinstance(conc, bool) or not isinstance(conc, int) or conc < 1:
+                raise ValueError(f"destination {raw_pattern!r}: concurrency {conc!r} must be a whole number "
+                                 "of at least 1")
+            entry["concurrency"] = conc
+        if "rate" in table:
+            try:
+                parse_rate(table["rate"])
+            except ValueError as exc:
+                raise ValueError(f"destination {raw_pattern!r}: rate {table['rate']!r}: {exc}") from None
+            entry["rate"] = str(table["rate"]).strip()
+        if pattern in out:
+            raise ValueError(f"destination {raw_pattern!r} is given twice")
+        out[pattern] = entry
+    return out
+
+
+def _rate_value(value: object) -> str:
+    parse_rate(value)
+    return str(value).strip()
+
+
 def _database_url(value: object) -> str:
     text = str(value).strip()
     if text and not re.match(r"^(sqlite|postgresql)(\+\w+)?://", text):
@@ -254,6 +329,19 @@ KEYS: list[Key] = [
     _k("queue.maximal_lifetime", "5d", _dur, "deferred messages bounce after this long"),
     _k("queue.bounce_lifetime", "5d", _dur, "lifetime of bounce messages"),
     _k("queue.delivery_concurrency", 20, _int1, "parallel deliveries"),
+    # Per-destination shaping of outbound delivery (Postfix's smtp_destination_* limits). A destination
+    # is a recipient domain, or the pattern of [outbound.destinations."PATTERN"] that matches it or its MX.
+    _k("outbound.destination_concurrency", 20, _int1,
+       "parallel SMTP sessions per destination [default_destination_concurrency_limit]"),
+    _k("outbound.destination_rate", "", _rate_value,
+       "deliveries per time unit per destination, e.g. 600/min (empty: no limit) [smtp_destination_rate_delay]"),
+    _k("outbound.rate_wait_max", "10s", _dur,
+       "longest a delivery waits for its turn under a rate limit; beyond it the mail is deferred (4.7.0)"),
+    _k("outbound.throttle_pause", "60s", _at_least(_dur, 1),
+       "first pause of a destination that answers 421 or 4.7.x; doubles while it keeps answering so"),
+    _k("outbound.throttle_pause_max", "1h", _at_least(_dur, 1), "longest pause of a throttling destination"),
+    _k("outbound.destinations", {}, _parse_destinations,
+       'overrides per destination: [outbound.destinations."gmail.com"] concurrency = 10, rate = "600/min"'),
     _k("imap.max_connections_per_user", 20, _int1, "concurrent IMAP sessions per user (across the imapd workers)"),
     _k("imap.max_connections_per_ip", 50, _int1, "concurrent IMAP sessions per client IP (across the imapd workers)"),
     _k("imap.autologout", "30m", _at_least(_dur, 60), "idle authenticated sessions are logged out"),
@@ -300,10 +388,15 @@ def _lookup(doc: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+_TABLE_KEYS = frozenset({"outbound.destinations"})
+
+
 def _flatten(doc: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     for name, value in doc.items():
         dotted = f"{prefix}{name}"
-        if isinstance(value, dict) and not dotted.startswith("services.") and dotted != "services":
+        if dotted in _TABLE_KEYS:  # a table valued key: its sub-tables are named by patterns, not keys
+            yield dotted, value
+        elif isinstance(value, dict) and not dotted.startswith("services.") and dotted != "services":
             yield from _flatten(value, dotted + ".")
         elif dotted == "services" and isinstance(value, dict):
             for svc, table in value.items():
@@ -415,6 +508,9 @@ def default_file_text() -> str:
             lines += ["", f"[{sect}]"]
             section = sect
         lines.append(f"# {spec.doc}")
+        if spec.name in _TABLE_KEYS:  # a table of tables: an example, since its default is empty
+            lines += [f'# [{spec.name}."gmail.com"]', "# concurrency = 10", '# rate = "600/min"']
+            continue
         lines.append(f"# {name} = {tomlkit.item(spec.default).as_string()}")
     return "\n".join(lines) + "\n"
 
@@ -451,5 +547,12 @@ def set_value(data_dir: Path, key: str, raw: str) -> Any:
 
 
 def render_value(value: Any) -> str:
-    """A value as TOML would spell it, for ``config show``."""
-    return tomlkit.item(value).as_string()
+    """A value as TOML would spell it, for ``config show`` (tables inline, on one line)."""
+    return _inline(value).as_string() if isinstance(value, dict) else tomlkit.item(value).as_string()
+
+
+def _inline(table: dict[str, Any]) -> Any:
+    out = tomlkit.inline_table()
+    for key, value in table.items():
+        out[key] = _inline(value) if isinstance(value, dict) else value
+    return out

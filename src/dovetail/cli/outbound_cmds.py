@@ -191,10 +191,15 @@ def transport_set(
     secret: Annotated[str | None, typer.Option("--secret")] = None,
     no_dns_check: Annotated[bool, typer.Option("--no-dns-check", help="store a relay whose name does not "
                                                                       "resolve from here (yet)")] = False,
+    bind_address: Annotated[str | None, typer.Option("--bind-address", metavar="IP",
+                                                     help="local address of the connections (smtp_bind_address; "
+                                                          "an address of this machine): per tenant, an IP pool")
+                            ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Route mail to a recipient domain, or of a sender, sender domain, tenant or everyone, through a
-    relay or straight to MX. `dovetail transport resolve` shows which rule applies."""
+    relay or straight to MX, optionally from a given local address. `dovetail transport resolve` shows
+    which rule applies."""
     from dovetail.outbound.transports import TransportError, Transports
     from dovetail.sealing import Sealer
 
@@ -203,13 +208,14 @@ def transport_set(
     try:
         store = Transports(ctx.obj.engine, sealer=Sealer.for_data_dir(ctx.obj.data_dir))
         t = store.set_nexthop(scope, match, relay or None, tls=tls, username=user, secret=secret,
-                              dns_check=not no_dns_check)
+                              dns_check=not no_dns_check, bind_address=bind_address)
     except TransportError as exc:
         fail(str(exc))
     if as_json:
         emit_json(t.public())
         return
-    print(f"{t.scope} {t.match} -> {t.name}" + (f" (SES {t.ses_region})" if t.ses_region else ""))
+    print(f"{t.scope} {t.match} -> {t.name}" + (f" (SES {t.ses_region})" if t.ses_region else "")
+          + (f" from {t.bind_address}" if t.bind_address else ""))
 
 
 @transport_app.command("list")
@@ -222,9 +228,9 @@ def transport_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(rows)
     else:
-        emit_table(["rule", "scope", "match", "kind", "host", "port", "tls", "user"],
-                   [[r["rule"], r["scope"], r["match"], r["kind"], r["host"], r["port"], r["tls"], r["username"]]
-                    for r in rows])
+        emit_table(["rule", "scope", "match", "kind", "host", "port", "tls", "user", "bind"],
+                   [[r["rule"], r["scope"], r["match"], r["kind"], r["host"], r["port"], r["tls"], r["username"],
+                     r["bind_address"]] for r in rows])
 
 
 @transport_app.command("rm")

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 
 import uvicorn
 
@@ -35,6 +36,7 @@ from ..mailauth.slots import shared_slots
 from ..outbound import AgentConfig, DkimKeys, OutboundAgent, Transports
 from ..outbound.forwarding import Forwarder
 from ..outbound.mx import MxResolver
+from ..outbound.shaping import ShapingConfig
 from ..outbound.submission import SubmissionBackend
 from ..queue import QueueConfig, QueueManager
 from ..replies.hooks import local_delivery, outbound_events
@@ -235,7 +237,7 @@ async def run_qmgr(ctx: WorkerContext) -> int:
 
     record = flow_counters(rt)
     local = RepliesHandOver(maildir, rt.resolver, local_delivery(rt.engine, cfg))
-    outbound = _outbound_agent(cfg, rt)
+    outbound = _outbound_agent(cfg, rt, processes=ctx.spec.workers)
     agents = {"virtual": CountingAgent(local, record), "smtp": CountingAgent(outbound, record)}
 
     manager = QueueManager(rt.queue, agents, qcfg, transport_for=transport_chooser(rt.resolver))
@@ -247,8 +249,13 @@ async def run_qmgr(ctx: WorkerContext) -> int:
         await task  # raises why it could not start (another queue manager holds the queue, ...)
         raise RuntimeError("the queue manager ended before it started")
     ctx.ready()
+    shaping_stats = cfg.data_dir / "run" / "outbound" / f"{ctx.spec.name}.{ctx.index}.json"
+    publisher = asyncio.create_task(_publish_shaping(outbound, shaping_stats))
     stopped = asyncio.create_task(ctx.stop.wait())
     await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    publisher.cancel()
+    with contextlib.suppress(FileNotFoundError):
+        shaping_stats.unlink()
     if task.done():
         get_logger("qmgr").error("queue manager ended", error=repr(task.exception()))
         return 1
@@ -261,16 +268,25 @@ async def run_qmgr(ctx: WorkerContext) -> int:
     return 0
 
 
-def _outbound_agent(cfg: Config, rt: Runtime) -> OutboundAgent:
-    """The relay/direct-MX agent with DKIM signing; its results feed the replies engine's events."""
+def _outbound_agent(cfg: Config, rt: Runtime, processes: int = 1) -> OutboundAgent:
+    """The relay/direct-MX agent with DKIM signing; its results feed the replies engine's events.
+    ``processes`` queue managers share the per-destination limits (see outbound.shaping)."""
     events = outbound_events(rt.engine, cfg)
     transports = Transports(rt.engine, cfg["directory.cache_check_interval"], sealer=Sealer.for_data_dir(cfg.data_dir))
     keys = DkimKeys(rt.engine, rt.layout.dkim)
     mx = MxResolver()
     forwarder = Forwarder(srs=Srs.for_data_dir(cfg.data_dir) if cfg["forwarding.srs"] else None, keys=keys,
                           authserv_id=cfg.hostname, txt=dnspython_txt(mx.resolver), arc_seal=cfg["forwarding.arc_seal"])
-    return OutboundAgent(transports, keys, AgentConfig(hostname=cfg.hostname), mx=mx, events=events,
-                         forwarder=forwarder)
+    return OutboundAgent(transports, keys,
+                         AgentConfig(hostname=cfg.hostname, shaping=ShapingConfig.from_config(cfg, processes)),
+                         mx=mx, events=events, forwarder=forwarder)
+
+
+async def _publish_shaping(agent: OutboundAgent, path: Path, interval: float = 1.0) -> None:
+    """Per-destination counters, pauses and sessions of this process, for ``/metrics``."""
+    while True:
+        await asyncio.to_thread(agent.shaper.publish, path)
+        await asyncio.sleep(interval)
 
 
 async def run_web(ctx: WorkerContext) -> int:

@@ -62,7 +62,7 @@ def _prefixes(name: str) -> tuple[str, ...]:
         "smtpd": ("smtp.", "directory.", "auth.", "server.", "tls.", "database."),
         "submission": ("smtp.", "directory.", "auth.", "server.", "tls.", "database."),
         "imapd": ("imap.", "auth.", "server.", "tls.", "database."),
-        "qmgr": ("queue.", "directory.", "server.", "database."),
+        "qmgr": ("queue.", "directory.", "server.", "database.", "outbound."),
         "replies": ("replies.", "database.", "server."),
         "web": ("web.", "database.", "server."),
     }.get(name, ("server.",))

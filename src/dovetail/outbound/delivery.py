@@ -11,11 +11,16 @@ Relay: the transport's smarthost with STARTTLS (certificate verified) or implici
 user name is set. Direct: MX lookup (``mx``), opportunistic STARTTLS (after a failed handshake the
 same MX is tried again in plaintext, as Postfix's ``may`` level does), or verified TLS to a
 policy-listed MX when the domain publishes an MTA-STS ``enforce`` policy. Connections are cached
-for a short while and reused for the next message to the same host (Postfix's connection cache),
-and a semaphore per destination bounds the parallel sessions to it.
+for a short while and reused for the next message to the same host (Postfix's connection cache).
+
+Each destination (recipient domain, provider pattern or relay) is shaped by
+:mod:`dovetail.outbound.shaping`: sessions in flight, deliveries per time unit, and a pause after it
+answers 421/4.7.x, during which its mail is deferred without a connection. A transport may name a
+``bind_address`` (Postfix's ``smtp_bind_address``, per tenant for IP pools): the local address of
+its connections; it is part of the connection-cache key, so no session is shared between addresses.
 
 The SMTP client is aiosmtplib; this module adds what it lacks: MX routing, per-recipient outcomes
-with enhanced status codes, connection reuse and concurrency per destination.
+with enhanced status codes, connection reuse and shaping per destination.
 
 Recipients an alias forwarded to another domain leave in a transaction of their own, with an SRS
 envelope sender and an ARC seal of the alias's domain (:mod:`dovetail.outbound.forwarding`).
@@ -45,6 +50,7 @@ from dovetail.outbound.events import DeliveryEvent, EventSink, relay_ids
 from dovetail.outbound.forwarding import Forwarder, alias_domain
 from dovetail.outbound.keys import DkimKeys, DkimKeyUnavailable
 from dovetail.outbound.mx import LookupFailed, MxHost, MxResolver
+from dovetail.outbound.shaping import Limits, Paused, RateLimited, Shaper, ShapingConfig
 from dovetail.outbound.transports import Transport, Transports
 from dovetail.queue.agent import DeliveryResult, DeliveryStatus
 from dovetail.queue.envelope import QueueRecipient
@@ -68,11 +74,12 @@ class AgentConfig:
     mx_port: int = 25
     connect_timeout: float = 30.0  # [smtp_connect_timeout]
     command_timeout: float = 300.0  # [smtp_data_done_timeout]
-    destination_concurrency: int = 20  # [default_destination_concurrency_limit]
+    destination_concurrency: int = 20  # [default_destination_concurrency_limit], when ``shaping`` is None
     connection_cache_time: float = 2.0  # [smtp_connection_cache_time_limit]
     relay_tls_context: ssl.SSLContext | None = None  # verifying; the system CAs when None
     sts_tls_context: ssl.SSLContext | None = None  # verifying, for MTA-STS enforce
     sign: bool = True
+    shaping: ShapingConfig | None = None  # limits per destination; None: destination_concurrency alone
 
 
 class _Unsignable(Exception):
@@ -158,7 +165,7 @@ class OutboundAgent:
         self.mx = mx or MxResolver()
         self.events = events
         self._idle: dict[tuple[object, ...], list[_Conn]] = {}
-        self._slots: dict[str, asyncio.Semaphore] = {}
+        self.shaper = Shaper(self.config.shaping or ShapingConfig(concurrency=self.config.destination_concurrency))
         self.connections_made = 0
         self.connections_reused = 0
 
@@ -234,17 +241,19 @@ class OutboundAgent:
         """One relay session per way out (recipients whose rules name the same relay share it), one MX
         session per recipient domain, all in parallel."""
         relays: dict[tuple[object, ...], tuple[Transport, list[QueueRecipient]]] = {}
-        by_domain: dict[str, list[QueueRecipient]] = {}
+        by_domain: dict[tuple[str, str | None], list[QueueRecipient]] = {}
         for rcpt in recipients:
             transport = route_of[rcpt.index]
             if transport.kind == "relay":
                 relays.setdefault(transport.session_key, (transport, []))[1].append(rcpt)
             else:
-                by_domain.setdefault(rcpt.address.rpartition("@")[2].lower(), []).append(rcpt)
+                domain = rcpt.address.rpartition("@")[2].lower()
+                by_domain.setdefault((domain, transport.bind_address), []).append(rcpt)
         await asyncio.gather(
             *(self._via_relay(qid, transport, sender, rcpts, data, outcomes, relay_info)
               for transport, rcpts in relays.values()),
-            *(self._via_mx(qid, dom, sender, rcpts, data, outcomes) for dom, rcpts in by_domain.items()))
+            *(self._via_mx(qid, dom, sender, rcpts, data, outcomes, bind)
+              for (dom, bind), rcpts in by_domain.items()))
 
     async def _send(self, qid: str, transport: Transport, sender: str, recipients: list[QueueRecipient],
                     data: bytes, outcomes: dict[int, tuple[_Outcome, str | None]],
@@ -255,7 +264,7 @@ class OutboundAgent:
         by_domain: dict[str, list[QueueRecipient]] = {}
         for rcpt in recipients:
             by_domain.setdefault(rcpt.address.rpartition("@")[2].lower(), []).append(rcpt)
-        await asyncio.gather(*(self._via_mx(qid, dom, sender, rcpts, data, outcomes)
+        await asyncio.gather(*(self._via_mx(qid, dom, sender, rcpts, data, outcomes, transport.bind_address)
                                for dom, rcpts in by_domain.items()))
 
     def _prepare(self, message: QueuedMessage) -> tuple[bytes, str | None]:
@@ -297,30 +306,45 @@ class OutboundAgent:
                          data: bytes, outcomes: dict[int, tuple[_Outcome, str | None]],
                          relay_info: dict[int, tuple[str | None, str | None]]) -> None:
         host, port = transport.host or "", int(transport.port or 587)
-        slot = self._slot(f"relay:{host}:{port}")
-        key = ("relay", host, port, transport.tls, transport.username)
-        async with slot:
-            try:
-                conn = await self._session(key, lambda: self._connect_relay(qid, transport))
-            except _TlsFailure as exc:
-                self._all(rcpts, _Outcome("deferred", "4.7.5", exc.reason), f"{host}[{host}]:{port}", outcomes)
-                return
-            except aiosmtplib.SMTPAuthenticationError as exc:
-                reason = f"SASL authentication failed; server {host} said: {exc.code} {exc.message}"
-                self._all(rcpts, _Outcome("deferred", "4.7.0", reason), f"{host}:{port}", outcomes)
-                return
-            except _CONNECTION_ERRORS as exc:
-                reason = f"connect to {host}[{host}]:{port}: {_err(exc)}"
-                self._all(rcpts, _Outcome("deferred", "4.4.1", reason), f"{host}:{port}", outcomes)
-                return
-            got = await self._transaction(conn, sender, rcpts, data, lambda: self._connect_relay(qid, transport))
-            for rcpt in rcpts:
-                outcome = got.get(rcpt.index)
-                if outcome is None:
-                    continue
-                outcomes[rcpt.index] = (outcome, conn.peer)
-                if outcome.status == "sent":
-                    relay_info[rcpt.index] = relay_ids(outcome.reply, transport.ses_region)
+        destination, limits = self.shaper.config.for_relay(host, port)
+        try:
+            async with self.shaper.session(destination, limits):
+                await self._relay_attempt(qid, transport, sender, rcpts, data, outcomes, relay_info)
+        except (Paused, RateLimited) as exc:
+            self._all(rcpts, _shaped(exc), None, outcomes)
+        self._settle(destination, rcpts, outcomes)
+
+    async def _relay_attempt(self, qid: str, transport: Transport, sender: str, rcpts: list[QueueRecipient],
+                             data: bytes, outcomes: dict[int, tuple[_Outcome, str | None]],
+                             relay_info: dict[int, tuple[str | None, str | None]]) -> None:
+        host, port = transport.host or "", int(transport.port or 587)
+        key = ("relay", host, port, transport.tls, transport.username, transport.bind_address)
+        try:
+            conn = await self._session(key, lambda: self._connect_relay(qid, transport))
+        except aiosmtplib.SMTPConnectResponseError as exc:  # a greeting such as 421: throttled or busy
+            reason = _said(f"{host}[{host}]:{port}", exc.code, exc.message, "initial")
+            self._all(rcpts, _Outcome("deferred", _dsn(exc.code, exc.message) if exc.code < 500 else "4.0.0",
+                                      reason), f"{host}:{port}", outcomes)
+            return
+        except _TlsFailure as exc:
+            self._all(rcpts, _Outcome("deferred", "4.7.5", exc.reason), f"{host}[{host}]:{port}", outcomes)
+            return
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            reason = f"SASL authentication failed; server {host} said: {exc.code} {exc.message}"
+            self._all(rcpts, _Outcome("deferred", "4.7.0", reason), f"{host}:{port}", outcomes)
+            return
+        except _CONNECTION_ERRORS as exc:
+            reason = f"connect to {host}[{host}]:{port}: {_err(exc)}"
+            self._all(rcpts, _Outcome("deferred", "4.4.1", reason), f"{host}:{port}", outcomes)
+            return
+        got = await self._transaction(conn, sender, rcpts, data, lambda: self._connect_relay(qid, transport))
+        for rcpt in rcpts:
+            outcome = got.get(rcpt.index)
+            if outcome is None:
+                continue
+            outcomes[rcpt.index] = (outcome, conn.peer)
+            if outcome.status == "sent":
+                relay_info[rcpt.index] = relay_ids(outcome.reply, transport.ses_region)
 
     async def _connect_relay(self, qid: str, transport: Transport) -> _Conn:
         cfg = self.config
@@ -328,7 +352,8 @@ class OutboundAgent:
         ctx = cfg.relay_tls_context or ssl.create_default_context()
         implicit = transport.tls == "implicit"
         smtp = aiosmtplib.SMTP(hostname=host, port=port, local_hostname=cfg.hostname, timeout=cfg.connect_timeout,
-                               use_tls=implicit, start_tls=False, tls_context=ctx if implicit else None)
+                               use_tls=implicit, start_tls=False, tls_context=ctx if implicit else None,
+                               source_address=_source(transport.bind_address))
         await smtp.connect()
         try:
             if transport.tls == "starttls":
@@ -346,19 +371,30 @@ class OutboundAgent:
         except BaseException:
             smtp.close()
             raise
-        return self._wrap(qid, smtp, ("relay", host, port, transport.tls, transport.username), host, port,
-                          verified=transport.tls != "none")
+        return self._wrap(qid, smtp, ("relay", host, port, transport.tls, transport.username, transport.bind_address),
+                          host, port, verified=transport.tls != "none")
 
     # --- direct MX -----------------------------------------------------------------------------
 
     async def _via_mx(self, qid: str, domain: str, sender: str, rcpts: list[QueueRecipient], data: bytes,
-                      outcomes: dict[int, tuple[_Outcome, str | None]]) -> None:
+                      outcomes: dict[int, tuple[_Outcome, str | None]], bind: str | None = None) -> None:
         try:
             hosts = await self.mx.mx_hosts(domain)
         except LookupFailed as exc:
             self._all(rcpts, _Outcome("bounced" if exc.permanent else "deferred", exc.dsn, exc.reason), None,
                       outcomes)
+            self._settle(self.shaper.config.destination(domain)[0], rcpts, outcomes)
             return
+        destination, limits = self.shaper.config.destination(domain, [h.name for h in hosts])
+        try:
+            await self._mx_attempt(qid, domain, hosts, sender, rcpts, data, outcomes, bind, destination, limits)
+        except (Paused, RateLimited) as exc:
+            self._all(rcpts, _shaped(exc), None, outcomes)
+        self._settle(destination, rcpts, outcomes)
+
+    async def _mx_attempt(self, qid: str, domain: str, hosts: list[MxHost], sender: str, rcpts: list[QueueRecipient],
+                          data: bytes, outcomes: dict[int, tuple[_Outcome, str | None]], bind: str | None,
+                          destination: str, limits: Limits) -> None:
         policy = await self.mx.sts_policy(domain)
         enforce = policy is not None and policy.mode == "enforce"
         if enforce:
@@ -372,11 +408,11 @@ class OutboundAgent:
         port = self.config.mx_port
         last = _Outcome("deferred", "4.4.1", f"no usable MX host for {domain}")
         last_peer: str | None = None
-        async with self._slot(f"mx:{domain}"):
+        async with self.shaper.session(destination, limits):
             for host in hosts:
                 for ip in host.addresses:
-                    key = ("mx", ip, port, enforce)
-                    connect = functools.partial(self._connect_mx, qid, host, ip, enforce)
+                    key = ("mx", ip, port, enforce, bind)
+                    connect = functools.partial(self._connect_mx, qid, host, ip, enforce, bind)
                     try:
                         conn = await self._session(key, connect)
                     except _TlsFailure as exc:
@@ -398,10 +434,10 @@ class OutboundAgent:
                     return
         self._all(rcpts, last, last_peer, outcomes)
 
-    async def _connect_mx(self, qid: str, host: MxHost, ip: str, verify: bool) -> _Conn:
+    async def _connect_mx(self, qid: str, host: MxHost, ip: str, verify: bool, bind: str | None = None) -> _Conn:
         cfg = self.config
         port = cfg.mx_port
-        smtp = await self._open_mx(ip)
+        smtp = await self._open_mx(ip, bind)
         try:
             if smtp.supports_extension("starttls"):
                 if verify:
@@ -419,19 +455,19 @@ class OutboundAgent:
                     # Opportunistic TLS: a broken TLS stack on the far side must not stop the mail.
                     log.info(f"{reason}; trying again in plaintext", qid=qid)
                     smtp.close()
-                    smtp = await self._open_mx(ip)
+                    smtp = await self._open_mx(ip, bind)
             elif verify:
                 raise _TlsFailure(f"MTA-STS: TLS is required, but was not offered by host {host.name}[{ip}]")
         except BaseException:
             smtp.close()
             raise
-        return self._wrap(qid, smtp, ("mx", ip, port, verify), host.name, port, verified=verify)
+        return self._wrap(qid, smtp, ("mx", ip, port, verify, bind), host.name, port, verified=verify)
 
-    async def _open_mx(self, ip: str) -> aiosmtplib.SMTP:
-        """A plaintext session with the MX at ``ip``, greeted and EHLO said."""
+    async def _open_mx(self, ip: str, bind: str | None = None) -> aiosmtplib.SMTP:
+        """A plaintext session with the MX at ``ip`` (from ``bind`` when given), greeted and EHLO said."""
         cfg = self.config
         smtp = aiosmtplib.SMTP(hostname=ip, port=cfg.mx_port, local_hostname=cfg.hostname,
-                               timeout=cfg.connect_timeout, start_tls=False)
+                               timeout=cfg.connect_timeout, start_tls=False, source_address=_source(bind))
         await smtp.connect()
         try:
             await smtp.ehlo()
@@ -442,11 +478,23 @@ class OutboundAgent:
 
     # --- sessions ------------------------------------------------------------------------------
 
-    def _slot(self, destination: str) -> asyncio.Semaphore:
-        slot = self._slots.get(destination)
-        if slot is None:
-            slot = self._slots[destination] = asyncio.Semaphore(self.config.destination_concurrency)
-        return slot
+    def _settle(self, destination: str, rcpts: Sequence[QueueRecipient],
+                outcomes: dict[int, tuple[_Outcome, str | None]]) -> None:
+        """Count the destination's outcomes; a throttling reply pauses it, a delivery ends a pause."""
+        throttle = None
+        sent = False
+        for rcpt in rcpts:
+            outcome = outcomes.get(rcpt.index, (None, None))[0]
+            if outcome is None:
+                continue
+            self.shaper.count(destination, _COUNTED[outcome.status])
+            sent = sent or outcome.status == "sent"
+            if throttle is None and _throttling(outcome):
+                throttle = outcome.reason
+        if throttle is not None:
+            self.shaper.throttled(destination, throttle)
+        elif sent:
+            self.shaper.succeeded(destination)
 
     def _wrap(self, qid: str, smtp: aiosmtplib.SMTP, key: tuple[object, ...], name: str, port: int,
               verified: bool) -> _Conn:
@@ -555,6 +603,10 @@ class OutboundAgent:
                 out[rcpt.index] = _Outcome(_status(exc.code) if exc.code >= 400 else "deferred",
                                            _dsn(exc.code, exc.message),
                                            _said(conn.peer, exc.code, exc.message, "RCPT TO"))
+                if exc.code == 421:  # the server is closing: the others wait for the same reason
+                    for other in rcpts:
+                        out.setdefault(other.index, out[rcpt.index])
+                    return out
         if not accepted:
             await smtp.rset(timeout=timeout)
             return out
@@ -582,6 +634,29 @@ class OutboundAgent:
              outcomes: dict[int, tuple[_Outcome, str | None]]) -> None:
         for rcpt in rcpts:
             outcomes[rcpt.index] = (outcome, peer)
+
+
+_SAID_CODE = re.compile(r" said: (\d{3})[ -]")
+_COUNTED = {"sent": "delivered", "deferred": "deferred", "bounced": "bounced"}
+
+
+def _throttling(outcome: _Outcome) -> bool:
+    """A temporary reply of the destination that means "slow down": 421 (closing, too many
+    connections or messages) or an enhanced 4.7.x status (Gmail's 4.7.28, SES's 454 4.7.0)."""
+    said = _SAID_CODE.search(outcome.reason)
+    if outcome.status != "deferred" or said is None or not said.group(1).startswith("4"):
+        return False  # our own 4.7.x (TLS required, a key missing) or a refused login is not throttling
+    return said.group(1) == "421" or outcome.dsn.startswith("4.7.")
+
+
+def _shaped(exc: Paused | RateLimited) -> _Outcome:
+    if isinstance(exc, Paused):
+        return _Outcome("deferred", "4.4.5", str(exc))
+    return _Outcome("deferred", "4.7.0", str(exc))
+
+
+def _source(bind: str | None) -> tuple[str, int] | None:
+    return (bind, 0) if bind else None
 
 
 def _err(exc: BaseException) -> str:

@@ -2,8 +2,8 @@
 
 They join the directory's ``MetaData`` so foreign keys to ``tenants``/``domains`` resolve in Core
 queries; the migration ``0004_outbound`` creates them (``transport_state`` came with
-``0005_transport_state``). Private DKIM keys are not stored here but on
-disk under ``<data>/dkim/<domain>/<selector>.key`` (mode 0600), as OpenDKIM keeps them.
+``0005_transport_state``, ``transports.bind_address`` with ``0008_transport_bind``). Private DKIM
+keys are not stored here but on disk under ``<data>/dkim/<domain>/<selector>.key`` (mode 0600), as OpenDKIM keeps them.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ transports = sa.Table(
     sa.Column("username", sa.String(320), nullable=True),
     sa.Column("secret", sa.String(512), nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
+    sa.Column("bind_address", sa.String(45), nullable=True),  # local address of its connections (0006)
     sa.UniqueConstraint("scope", "match", name="uq_transports_match"),
 )
 

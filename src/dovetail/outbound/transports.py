@@ -11,6 +11,10 @@ write bumps ``transport_state.generation`` in its transaction, and readers compa
 directory's own generation, since a domain moving to another tenant moves its tenant rule too) at
 most every ``check_interval`` seconds, so the hot path does not query the database per message.
 
+A rule may carry a ``bind_address``: the local address its connections come from (Postfix's
+``smtp_bind_address`` on a transport), which makes a tenant rule an IP pool. It must be an address
+of this machine, checked by binding to it when the rule is set.
+
 Relay secrets must go to the relay as they are (AUTH), so they cannot be hashed: they are sealed
 with the data directory's credentials key (:mod:`dovetail.sealing`), and the database alone does not
 give them away, unlike Postfix's sasl_passwd.
@@ -71,6 +75,7 @@ class Transport:
     secret: str | None = None
     scope: str = "default"
     match: str = "*"
+    bind_address: str | None = None
 
     @property
     def ses_region(self) -> str | None:
@@ -88,12 +93,13 @@ class Transport:
     @property
     def session_key(self) -> tuple[object, ...]:
         """What makes two transports the same way out (one SMTP session may carry both)."""
-        return (self.kind, self.host, self.port, self.tls, self.username, self.secret)
+        return (self.kind, self.host, self.port, self.tls, self.username, self.secret, self.bind_address)
 
     def public(self) -> dict[str, object]:
         """The entry without its secret, for listings."""
         return {"scope": self.scope, "match": self.match, "kind": self.kind, "host": self.host, "port": self.port,
-                "tls": self.tls, "username": self.username, "secret": "***" if self.secret else None}
+                "tls": self.tls, "username": self.username, "secret": "***" if self.secret else None,
+                "bind_address": self.bind_address}
 
 
 DIRECT = Transport()
@@ -200,6 +206,25 @@ def host_resolves(host: str, timeout: float = RESOLVE_TIMEOUT) -> None:
         raise TransportError(f"relay host {host!r} does not resolve: {reason}")
 
 
+def check_bind_address(address: str) -> str:
+    """``address`` normalized when it is an IP address of this machine (one a socket can bind to);
+    TransportError otherwise, before anything is saved."""
+    text = address.strip().strip("[]")
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise TransportError(f"bind address {address!r} is not an IP address") from None
+    if ip.is_unspecified or ip.is_multicast:
+        raise TransportError(f"bind address {ip}: must be one address of this machine, not {ip}")
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((str(ip), 0))
+    except OSError as exc:
+        raise TransportError(f"bind address {ip} is not an address of this machine ({exc.strerror})") from None
+    return str(ip)
+
+
 def rule_key(scope: str, match: str) -> Key:
     """A rule's stored (scope, match), checked for syntax only.
 
@@ -271,10 +296,11 @@ class Transports:
 
     def set(self, scope: str, match: str, kind: str, host: str | None = None, port: int | None = None,
             tls: str = "starttls", username: str | None = None, secret: str | None = None, *,
-            check_host: HostCheck | None = host_resolves) -> Transport:
+            check_host: HostCheck | None = host_resolves, bind_address: str | None = None) -> Transport:
         """Add or replace the rule for (scope, match). Everything is checked before anything is
         written: the rule's syntax, that a sender domain and a tenant are ours, the relay host (by
-        ``check_host``; None skips the lookup), port, TLS mode and AUTH pair."""
+        ``check_host``; None skips the lookup), port, TLS mode, AUTH pair and that ``bind_address`` is
+        an address of this machine."""
         key = rule_key(scope, match)
         if kind not in KINDS:
             raise TransportError(f"transport {kind!r}: must be relay or mx")
@@ -289,11 +315,16 @@ class Transports:
                 raise TransportError("give both a user name and a secret for relay AUTH, or neither")
         else:
             host, port, username, secret = None, None, None, None
+        if bind_address is not None and bind_address.strip():
+            bind_address = check_bind_address(bind_address)
+        else:
+            bind_address = None
         self._check_ours(key)
         if kind == "relay" and check_host is not None:
             assert host is not None
             check_host(host)
-        stored: dict[str, object] = dict(kind=kind, host=host, port=port, tls=tls, username=username, secret=secret)
+        stored: dict[str, object] = dict(kind=kind, host=host, port=port, tls=tls, username=username, secret=secret,
+                                         bind_address=bind_address)
         if secret and self.sealer is not None:
             stored["secret"] = self.sealer.seal(secret, SECRET_PURPOSE)
         scope_, match_ = key
@@ -304,10 +335,11 @@ class Transports:
             _bump(conn)
         self.invalidate()
         return Transport(scope=scope_, match=match_, kind=kind, host=host, port=port, tls=tls, username=username,
-                         secret=secret)
+                         secret=secret, bind_address=bind_address)
 
     def set_nexthop(self, scope: str, match: str, relay: str | None, *, tls: str = "starttls",
-                    username: str | None = None, secret: str | None = None, dns_check: bool = True) -> Transport:
+                    username: str | None = None, secret: str | None = None, dns_check: bool = True,
+                    bind_address: str | None = None) -> Transport:
         """``transport set`` as operators write it: ``relay`` is ``HOST:PORT``, ``[HOST]:PORT`` or
         ``relay:[HOST]:PORT`` of a smarthost, None for straight to the recipient's MX; ``dns_check=False``
         stores a relay whose name does not resolve from here (yet)."""
@@ -316,7 +348,8 @@ class Transports:
         if relay is not None:
             host, port = parse_nexthop(relay)
         return self.set(scope, match, "relay" if relay is not None else "mx", host=host, port=port, tls=tls,
-                        username=username, secret=secret, check_host=host_resolves if dns_check else None)
+                        username=username, secret=secret, check_host=host_resolves if dns_check else None,
+                        bind_address=bind_address)
 
     def _check_ours(self, key: Key) -> None:
         """Sender rules are for the mail our tenants send (submission and the send API take only their
@@ -380,7 +413,8 @@ class Transports:
                 rows = conn.execute(sa.select(transports)).all()
                 table = {(r.scope, r.match): Transport(kind=r.kind, host=r.host, port=r.port, tls=r.tls,
                                                        username=r.username, secret=self._open(r.secret),
-                                                       scope=r.scope, match=r.match) for r in rows}
+                                                       scope=r.scope, match=r.match, bind_address=r.bind_address)
+                         for r in rows}
                 snap = _Snapshot(stamp, table)
                 self.db_loads += 1
         with self._lock:

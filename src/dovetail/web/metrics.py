@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..outbound.shaping import OUTCOMES, merge, read_published
 from . import counters
 from .api.stats import queue_sizes
 from .context import WebContext
@@ -143,6 +144,27 @@ def _master(out: list[str], family: Family, ctx: WebContext) -> None:
         out.extend(lines)
 
 
+def _destinations(out: list[str], family: Family, ctx: WebContext) -> None:
+    """Outbound shaping per destination, as the queue-manager processes publish it (``run/outbound/``):
+    the busiest destinations by name, the rest as ``other``, so the series stay few."""
+    merged = merge(read_published(ctx.cfg.data_dir / "run" / "outbound"))
+    family("dovetail_outbound_destination_recipients_total", "counter",
+           "Recipients delivered, deferred or bounced per destination since the queue managers started.")
+    for dest, row in merged["counts"].items():
+        for outcome in OUTCOMES:
+            out.append(_line("dovetail_outbound_destination_recipients_total", row[outcome], destination=dest,
+                             outcome=outcome))
+    family("dovetail_outbound_destinations_paused", "gauge",
+           "Destinations paused now after answering 421 or 4.7.x.")
+    out.append(_line("dovetail_outbound_destinations_paused", len(merged["paused"])))
+    family("dovetail_outbound_destination_pause_seconds", "gauge", "Seconds left of a destination's pause.")
+    for dest, left in merged["paused"].items():
+        out.append(_line("dovetail_outbound_destination_pause_seconds", float(left), destination=dest))
+    family("dovetail_outbound_destination_sessions", "gauge", "SMTP sessions in flight per destination.")
+    for dest, n in merged["sessions"].items():
+        out.append(_line("dovetail_outbound_destination_sessions", int(n), destination=dest))
+
+
 def render(ctx: WebContext, http_requests: dict[tuple[str, int], int]) -> str:
     out: list[str] = []
 
@@ -168,6 +190,7 @@ def render(ctx: WebContext, http_requests: dict[tuple[str, int], int]) -> str:
     family("dovetail_queue_messages", "gauge", "Messages in the queue by state.")
     for state, n in queue_sizes(ctx).items():
         out.append(_line("dovetail_queue_messages", n, state=state))
+    _destinations(out, family, ctx)
     family("dovetail_directory_objects", "gauge", "Objects in the directory.")
     counts = ctx.directory.counts()
     for kind, key in (("tenant", "tenants"), ("domain", "domains"), ("mailbox", "mailboxes"), ("alias", "aliases")):
