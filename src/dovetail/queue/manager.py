@@ -199,7 +199,7 @@ class QueueManager:
             if not owns(qid):
                 continue
             with contextlib.suppress(FileNotFoundError):
-                out.append((os.stat(self.queue.path("deferred", qid)).st_mtime, qid))
+                out.append((os.stat(self.queue.file("deferred", qid)).st_mtime, qid))
         return out
 
     def _take_due(self, now: float) -> None:
@@ -413,11 +413,11 @@ class QueueManager:
         """Close, then unlink, in a worker thread: freeing the inode happens at the last of the two,
         and it writes to the file system journal, which must not stall the event loop."""
         msg.close()
-        return _unlink(self.queue.path("active", msg.queue_id))
+        return _unlink(self.queue.file("active", msg.queue_id))
 
     def _defer_file(self, qid: str, due: float) -> bool:
         """active/ -> deferred/ with the next attempt time as mtime (set before the rename)."""
-        path = self.queue.path("active", qid)
+        path = self.queue.file("active", qid)
         try:
             os.utime(path, (due, due))
         except FileNotFoundError:
@@ -425,7 +425,7 @@ class QueueManager:
         return self.queue.move(qid, "active", "deferred")
 
 
-def _unlink(path: os.PathLike[str]) -> bool:
+def _unlink(path: str) -> bool:
     try:
         os.unlink(path)
         return True

@@ -306,6 +306,10 @@ class Queue:
 
     # --- state directories --------------------------------------------------------------------
 
+    def file(self, state: str, qid: str) -> str:
+        """``path`` as a string, for the per-message hot path (a pathlib join costs more than the call)."""
+        return f"{self._dir(state)}/{qid}"
+
     def path(self, state: str, qid: str) -> Path:
         return self.root / state / qid
 
