@@ -344,7 +344,11 @@ def run_dovetail(tmp: Path, sink: Sink, messages: int, concurrency: int, workers
     proc = subprocess.Popen([sys.executable, __file__, "--child", str(data), "--port", str(sink.port),
                              "--messages", str(messages), "--concurrency", str(concurrency),
                              "--qmgr-workers", str(workers)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # Its own session, as Postfix's master daemonizes into one: with the kernel's
+                            # autogroup scheduling, CPU is shared between sessions first, and Dovetail
+                            # must not share its part with this script and the sink.
+                            start_new_session=True)
     try:
         assert proc.stdin is not None and proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":

@@ -250,7 +250,8 @@ class OutboundAgent:
     async def _connect_relay(self, qid: str, transport: Transport) -> _Conn:
         cfg = self.config
         host, port = transport.host or "", int(transport.port or 587)
-        ctx = cfg.relay_tls_context or ssl.create_default_context()
+        # No context for a plaintext relay: loading the system CAs costs milliseconds per connection.
+        ctx = None if transport.tls == "none" else cfg.relay_tls_context or ssl.create_default_context()
         implicit = transport.tls == "implicit"
         smtp = aiosmtplib.SMTP(hostname=host, port=port, local_hostname=cfg.hostname, timeout=cfg.connect_timeout,
                                use_tls=implicit, start_tls=False, tls_context=ctx if implicit else None)
