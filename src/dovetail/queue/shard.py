@@ -1,11 +1,11 @@
 """Several queue managers on one queue: each owns a shard of the queue ids.
 
 Why shards of one queue rather than one manager handing deliveries to a pool of delivery processes
-(Postfix's qmgr → smtp(8)): in Dovetail the delivery agents run in the manager's process, and a
-message costs about as much CPU in the manager's own work (rename, envelope parse, status record,
-unlink, log lines) as in signing and relaying it. A pool behind one manager would leave that half on
-one core and add a hand-over in each direction per message; shards put every part of a message's
-path on as many cores as there are managers, with nothing passed between processes. What Postfix
+(Postfix's qmgr → smtp(8)): in Dovetail the delivery agents run in the manager's process, and a good
+part of a message's CPU (a quarter to a third in profiles of the relay path) is the manager's own work:
+rename, envelope parse, status record, unlink, log lines. A pool behind one manager would leave that
+part on one core and add a hand-over in each direction per message; shards put every part of a
+message's path on as many cores as there are managers, with nothing passed between processes. What Postfix
 keeps global the shards split: each manager runs ``1/count`` of the delivery concurrency.
 
 A queue id belongs to one of ``BUCKETS`` buckets (CRC-32 of the id), and manager ``index`` of
