@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Outbound: Dovetail's queue → DKIM → relay path against Postfix relaying the same load, in one run.
 
-    python bench/outbound.py [--messages 2000] [--concurrency 20] [--rounds 3] [--sign-seconds 2] [--keep]
+    python bench/outbound.py [--messages 2000] [--concurrency 20] [--rounds 3] [--sign-seconds 2]
+                             [--qmgr-workers N] [--keep]
 
 Both servers relay to one Postfix ``smtp-sink`` on a loopback port, and both are timed the same way:
 the queue already holds the N messages (2 KB, one recipient each, the same bytes), the clock starts
@@ -10,9 +11,12 @@ a running message counter, read by this script). Neither side uses TLS; both reu
 
 - **Dovetail** runs in a child process (this script with ``--child``): a fresh data directory with a
   tenant, the domain and its DKIM keys (RSA-2048 and Ed25519, both active), a relay transport to the
-  sink, N messages put in the queue with ``Queue.inject``; on "go" the queue manager starts with
-  the outbound agent (``max_concurrent_deliveries`` and ``destination_concurrency`` = ``--concurrency``),
-  which signs every message with both keys at delivery time and relays it.
+  sink, N messages put in the queue with ``Queue.inject``. Then it forks ``--qmgr-workers`` queue
+  manager processes as ``dovetail serve`` runs them (default: one per CPU, at most 8; uvloop), each
+  owning a shard of the queue with its share of ``--concurrency`` (``max_concurrent_deliveries`` and
+  ``destination_concurrency``), with its runtime and signing keys loaded before the clock starts. On
+  "go" they start with the outbound agent, which signs every message with both keys at delivery time
+  and relays it.
 - **Postfix** is a private instance (``postfix -c DIR``): ``relayhost = [127.0.0.1]:SINKPORT``, no DNS,
   ``default_destination_concurrency_limit`` = ``--concurrency`` (slow start and connection caching
   left at their defaults). Intake: ``smtp-source -s 20 -F MESSAGE`` into its smtpd, where
@@ -27,11 +31,12 @@ a running message counter, read by this script). Neither side uses TLS; both reu
 
 Columns: queue → sink msg/s is N over the drain time (median over rounds, range in brackets), "vs
 Postfix" its ratio to plain Postfix's; queue → sink CPU ms/msg is the user+system time of the server's
-process tree over the drain (Dovetail: the child process; Postfix: the master's tree); intake msg/s and
-CPU are smtp-source → held in Postfix's queue (the tree plus the opendkim processes); "sign + relay CPU"
-is what signing and relaying cost per message wherever it happens: the drain CPU, plus for Postfix +
-OpenDKIM its intake CPU minus plain Postfix's intake CPU. Dovetail's own intake (``Queue.inject`` in
-the child, before the clock starts) is not measured here; ``smtp_throughput.py`` covers intake.
+process tree over the drain (Dovetail: the child and its queue manager processes; Postfix: the master's
+tree); intake msg/s and CPU are smtp-source → held in Postfix's queue (the tree plus the opendkim
+processes); "sign + relay CPU" is what signing and relaying cost per message wherever it happens: the
+drain CPU, plus for Postfix + OpenDKIM its intake CPU minus plain Postfix's intake CPU. Dovetail's own
+intake (``Queue.inject`` in the child, before the clock starts) is not measured here;
+``smtp_throughput.py`` covers intake.
 
 The DKIM micro-benchmark signs the same message in a loop in this process for ``--sign-seconds``
 each: ``dovetail.outbound.dkim.sign`` with each key and with both, and dkimpy's ``dkim.sign`` with the
@@ -67,6 +72,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from smtp_throughput import cpu_seconds, cpu_snapshot  # noqa: E402  (also puts the repository on sys.path)
 from tests.interop_postfix import BASE_CF, MASTER_CF  # noqa: E402  (one configuration for tests and benchmarks)
+
+from dovetail.master.services import QMGR_WORKERS  # noqa: E402
 
 POSTFIX = "/usr/sbin/postfix"
 POSTSUPER = "/usr/sbin/postsuper"
@@ -213,17 +220,15 @@ def sign_rates(keys: Keys, seconds: float) -> list[tuple[str, float]]:
 # --------------------------------------------------------------------------- Dovetail (child process)
 
 
-def child(data: Path, port: int, messages: int, concurrency: int) -> None:
-    """Set up a Dovetail with N queued messages, say "ready", wait for "go", drain the queue, say "done"."""
-    import asyncio
-
+def child(data: Path, port: int, messages: int, concurrency: int, workers: int) -> None:
+    """Set up a Dovetail with N queued messages, start ``workers`` queue managers (one process per shard
+    of the queue, as ``dovetail serve`` runs them), say "ready", wait for "go", drain, say "done"."""
     from dovetail.db import make_engine, migrate
     from dovetail.directory import Directory
     from dovetail.log import configure
-    from dovetail.outbound.delivery import AgentConfig, OutboundAgent
     from dovetail.outbound.keys import DkimKeys
     from dovetail.outbound.transports import Transports
-    from dovetail.queue import Envelope, Queue, QueueConfig, QueueManager, QueueRecipient
+    from dovetail.queue import Envelope, Queue, QueueRecipient, Shard
 
     configure(level="warning")
     engine = make_engine(f"sqlite:///{data / 'db.sqlite'}")
@@ -238,17 +243,77 @@ def child(data: Path, port: int, messages: int, concurrency: int) -> None:
         raise BenchError(f"Dovetail signing keys: {algorithms}")
     Transports(engine).set("default", "*", "relay", host="127.0.0.1", port=port, tls="none")
     queue = Queue(data / "queue")
-    for i in range(messages):
-        queue.inject(Envelope(SENDER, [QueueRecipient(RCPT)]), message(i))
-    agent = OutboundAgent(Transports(engine), keys, AgentConfig(destination_concurrency=concurrency))
+    qids = [queue.inject(Envelope(SENDER, [QueueRecipient(RCPT)]), message(i)) for i in range(messages)]
+    engine.dispose()  # each queue manager process opens its own connections
+    shards = [Shard(i, workers) for i in range(workers)]
+    procs = []
+    for shard in shards:
+        go_r, go_w = os.pipe()
+        out_r, out_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(go_w)
+            os.close(out_r)
+            code = 1
+            try:
+                expected = sum(1 for q in qids if shard.owns(q))
+                _drain(data, shard, expected, -(-concurrency // workers), go_r, out_w)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(go_r)
+        os.close(out_w)
+        procs.append((pid, go_w, out_r))
+    for pid, _, out_r in procs:  # each queue manager process has its runtime and keys loaded
+        if os.read(out_r, 1) != b"r":
+            raise BenchError(f"queue manager process {pid} did not start")
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return
+    for _, go_w, _ in procs:
+        os.write(go_w, b"g")
+    made = reused = 0
+    failed = []
+    for pid, go_w, out_r in procs:
+        with os.fdopen(out_r) as out:
+            said = out.read().split()
+        os.close(go_w)
+        _, status = os.waitpid(pid, 0)
+        if status != 0 or len(said) != 2:
+            failed.append(pid)
+            continue
+        made, reused = made + int(said[0]), reused + int(said[1])
+    if failed:
+        raise BenchError(f"queue manager processes {failed} failed")
+    print(f"done qmgr_processes={workers} connections={made} reused={reused}", flush=True)
+
+
+def _drain(data: Path, shard: object, expected: int, concurrency: int, go: int, out: int) -> None:
+    """One queue manager process (forked by ``child``): deliver this shard's ``expected`` messages."""
+    import asyncio
+
+    import uvloop
+
+    from dovetail.db import make_engine
+    from dovetail.outbound.delivery import AgentConfig, OutboundAgent
+    from dovetail.outbound.keys import DkimKeys
+    from dovetail.outbound.transports import Transports
+    from dovetail.queue import Queue, QueueConfig, QueueManager, Shard
+
+    assert isinstance(shard, Shard)
+    engine = make_engine(f"sqlite:///{data / 'db.sqlite'}")
+    queue = Queue(data / "queue")
+    agent = OutboundAgent(Transports(engine), DkimKeys(engine, data / "dkim"),
+                          AgentConfig(destination_concurrency=concurrency))
+    agent.keys.signing_keys(DOMAIN)  # type: ignore[union-attr]  # loaded before the clock, as a running qmgr has them
+    os.write(out, b"r")
+    os.read(go, 1)
 
     async def drain() -> None:
-        manager = QueueManager(queue, lambda _a: agent, QueueConfig(max_concurrent_deliveries=concurrency))
+        manager = QueueManager(queue, lambda _a: agent, QueueConfig(max_concurrent_deliveries=concurrency),
+                               shard=shard)
         task = asyncio.create_task(manager.run())
-        while manager.delivered < messages:  # noqa: ASYNC110 - the manager exposes a counter only
+        while manager.delivered < expected:  # noqa: ASYNC110 - the manager exposes a counter only
             if task.done():
                 task.result()
                 raise BenchError("queue manager stopped")
@@ -257,8 +322,9 @@ def child(data: Path, port: int, messages: int, concurrency: int) -> None:
         await task
         await agent.close()
 
+    uvloop.install()  # as in every worker of `dovetail serve`
     asyncio.run(drain())
-    print(f"done connections={agent.connections_made} reused={agent.connections_reused}", flush=True)
+    os.write(out, f"{agent.connections_made} {agent.connections_reused}".encode())
 
 
 @dataclass
@@ -272,12 +338,17 @@ class Result:
     error: str = ""
 
 
-def run_dovetail(tmp: Path, sink: Sink, messages: int, concurrency: int, result: Result) -> None:
+def run_dovetail(tmp: Path, sink: Sink, messages: int, concurrency: int, workers: int, result: Result) -> None:
     data = tmp / f"dovetail-{len(result.seconds)}"
     data.mkdir()
     proc = subprocess.Popen([sys.executable, __file__, "--child", str(data), "--port", str(sink.port),
-                             "--messages", str(messages), "--concurrency", str(concurrency)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "--messages", str(messages), "--concurrency", str(concurrency),
+                             "--qmgr-workers", str(workers)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # Its own session, as Postfix's master daemonizes into one: with the kernel's
+                            # autogroup scheduling, CPU is shared between sessions first, and Dovetail
+                            # must not share its part with this script and the sink.
+                            start_new_session=True)
     try:
         assert proc.stdin is not None and proc.stdout is not None
         if proc.stdout.readline().strip() != "ready":
@@ -507,13 +578,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--sign-seconds", type=float, default=2.0, help="duration of each signing micro-benchmark")
+    ap.add_argument("--qmgr-workers", type=int, default=QMGR_WORKERS,
+                    help="Dovetail queue manager processes, each with a shard of the queue and its share of "
+                         "--concurrency (default: as `dovetail serve`, one per CPU up to 8)")
     ap.add_argument("--skip-postfix", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, configs)")
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        child(args.child, args.port, args.messages, args.concurrency)
+        child(args.child, args.port, args.messages, args.concurrency, args.qmgr_workers)
         return 0
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -556,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(args.rounds):
             print(f"round {rnd + 1}/{args.rounds}", flush=True)
             try:
-                run_dovetail(tmp, sink, args.messages, args.concurrency, dovetail)
+                run_dovetail(tmp, sink, args.messages, args.concurrency, args.qmgr_workers, dovetail)
             except BenchError as exc:
                 dovetail.error, failed = str(exc), True
             if postfix is None:

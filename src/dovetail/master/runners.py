@@ -38,7 +38,7 @@ from ..outbound.forwarding import Forwarder
 from ..outbound.mx import MxResolver
 from ..outbound.shaping import ShapingConfig
 from ..outbound.submission import SubmissionBackend
-from ..queue import QueueConfig, QueueManager
+from ..queue import QueueConfig, QueueManager, Shard
 from ..replies.hooks import local_delivery, outbound_events
 from ..replies.runner import run_replies as replies_main
 from ..runtime import Runtime
@@ -224,23 +224,32 @@ async def run_imapd(ctx: WorkerContext) -> int:
     return await supervise_listeners(ctx, servers, stop_all)
 
 
+def _share(limit: int, shards: int) -> int:
+    """One queue manager's part of a limit the ``shards`` managers split between them."""
+    return max(1, -(-limit // shards))
+
+
 async def run_qmgr(ctx: WorkerContext) -> int:
+    """One queue manager; with ``[services.qmgr] workers = N`` each worker delivers a shard of the queue
+    (:mod:`dovetail.queue.shard`), with its share of the delivery and per-destination concurrency."""
     cfg = ctx.cfg
     configure_dns(cfg)  # outbound MX and MTA-STS lookups
     rt = Runtime(cfg)
+    shard = Shard(ctx.index, ctx.spec.workers)
     maildir = MaildirDeliveryAgent(mailbox_targets(rt.resolver),
                                    MaildirConfig(quota_bounce=cfg["smtp.over_quota"] == "reject"))
     qcfg = QueueConfig(minimal_backoff=cfg["queue.minimal_backoff"], maximal_backoff=cfg["queue.maximal_backoff"],
                        maximal_queue_lifetime=cfg["queue.maximal_lifetime"],
                        bounce_queue_lifetime=cfg["queue.bounce_lifetime"],
-                       max_concurrent_deliveries=cfg["queue.delivery_concurrency"], hostname=cfg.hostname)
+                       max_concurrent_deliveries=_share(cfg["queue.delivery_concurrency"], shard.count),
+                       hostname=cfg.hostname)
 
     record = flow_counters(rt)
     local = RepliesHandOver(maildir, rt.resolver, local_delivery(rt.engine, cfg))
-    outbound = _outbound_agent(cfg, rt, processes=ctx.spec.workers)
+    outbound = _outbound_agent(cfg, rt, processes=shard.count)
     agents = {"virtual": CountingAgent(local, record), "smtp": CountingAgent(outbound, record)}
 
-    manager = QueueManager(rt.queue, agents, qcfg, transport_for=transport_chooser(rt.resolver))
+    manager = QueueManager(rt.queue, agents, qcfg, transport_for=transport_chooser(rt.resolver), shard=shard)
     task = asyncio.create_task(manager.run())
     started = asyncio.create_task(manager.started.wait())
     await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)

@@ -25,13 +25,17 @@ from ..config import Config, ConfigError, parse_duration, parse_hostport
 # imapd runs one worker per CPU (at most 8) by default: a worker serves many connections from one event
 # loop and one storage thread, so it uses one core, where Dovecot forks a process per connection.
 IMAPD_WORKERS = max(1, min(os.cpu_count() or 1, 8))
+# qmgr runs one queue manager per CPU (at most 8) by default, each delivering a shard of the queue
+# (dovetail.queue.shard): signing and relaying a message is CPU work in the manager's process, as
+# Postfix spreads it over its smtp(8) processes.
+QMGR_WORKERS = max(1, min(os.cpu_count() or 1, 8))
 
 # name -> (listen keys, default workers)
 KNOWN: dict[str, tuple[tuple[str, ...], int]] = {
     "smtpd": (("listen.smtp",), 1),
     "submission": (("listen.submission", "listen.submissions"), 1),
     "imapd": (("listen.imap", "listen.imaps"), IMAPD_WORKERS),
-    "qmgr": ((), 1),
+    "qmgr": ((), QMGR_WORKERS),
     "replies": ((), 1),
     "web": (("listen.http",), 1),
 }

@@ -159,7 +159,10 @@ class Master:
                  data_dir=str(self.cfg.data_dir))
 
     def _cannot_start(self, svc: Service, reason: str) -> None:
-        """A service that never served: stop everything and leave with its reason (no restart loop)."""
+        """A service that never served: stop everything and leave with its reason (no restart loop).
+        Said once: the other workers of the service usually fail the same way."""
+        if self.exit_code == 1 and self.stopping_since:
+            return
         log.error("service cannot start, stopping", service=svc.spec.name, error=reason)
         self.exit_code = 1
         if not self.stopping_since:

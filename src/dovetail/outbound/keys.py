@@ -97,6 +97,7 @@ class DkimKeys:
         self.cache_ttl = cache_ttl
         self.rsa_bits = rsa_bits
         self._cache: dict[str, tuple[float, list[SigningKey]]] = {}
+        self._parsed: dict[Path, tuple[tuple[int, ...], SigningKey]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -268,10 +269,30 @@ class DkimKeys:
                  .order_by(dkim_keys.c.id))
         with self.engine.connect() as conn:
             selectors = list(conn.execute(query).scalars())
-        keys = [self._load(dom, selector) for selector in selectors]
+        keys = [self._load_unchanged(dom, selector) for selector in selectors]
         with self._lock:
             self._cache[dom] = (now, keys)
         return keys
+
+    def _load_unchanged(self, domain: str, selector: str) -> SigningKey:
+        """``_load``, skipping the parse (milliseconds for RSA, which checks the key) while the file's
+        inode, size, mtime and ctime are those of the last load: a rewrite, chmod or chown loads it again,
+        so a key made unreadable is found out as before. Each cache expiry makes every message in flight
+        ask at once; without this each of them parsed the keys again."""
+        path = self.key_path(domain, selector)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return self._load(domain, selector)  # raises DkimKeyUnavailable with the reason
+        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        with self._lock:
+            hit = self._parsed.get(path)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        key = self._load(domain, selector)
+        with self._lock:
+            self._parsed[path] = (stamp, key)
+        return key
 
 
 def repair_key_files(dkim_dir: Path, owner: tuple[int, int]) -> list[tuple[Path, list[str]]]:

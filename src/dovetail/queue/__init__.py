@@ -7,6 +7,7 @@ from dovetail.queue.envelope import Envelope, QueueRecipient
 from dovetail.queue.ids import is_queue_id, new_queue_id
 from dovetail.queue.manager import QueueConfig, QueueManager
 from dovetail.queue.qfile import CorruptQueueFile, QueuedMessage
+from dovetail.queue.shard import Shard
 from dovetail.queue.store import Queue, QueueEntry, QueueShow, QueueWriter
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "QueueShow",
     "QueueWriter",
     "QueuedMessage",
+    "Shard",
     "is_queue_id",
     "new_queue_id",
 ]

@@ -8,8 +8,10 @@ exponential backoff, or returns it to the sender once it is too old.
 
 Wake-ups: producers in this process call ``notify()`` (``Queue.wake`` does it); other processes
 write a byte to the FIFO ``public/qmgr`` (``I`` = new mail, ``F`` = rescan deferred). A slow
-periodic scan of both directories covers lost wake-ups. Only one manager may run per queue
-(an flock on ``pid/qmgr.lock``).
+periodic scan of both directories covers lost wake-ups. Only one manager may run per queue id: a
+manager given a ``Shard`` (:mod:`dovetail.queue.shard`) takes only the ids of its shard from
+``incoming/``, ``deferred/`` and, after a crash, ``active/``, locks its shard in ``pid/qmgr.lock``,
+and listens on its own FIFO (``public/qmgr.<index>``); every wake-up goes to all of them.
 
 Crash semantics: on start, whatever a crash left in ``active/`` goes back to ``incoming/``.
 Recipients whose ``sent``/``bounced`` record reached the disk are not tried again. The window
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import heapq
 import inspect
 import os
@@ -40,6 +41,7 @@ from dovetail.queue.batch import ThreadBatch
 from dovetail.queue.dsn import DsnKind, build_dsn
 from dovetail.queue.envelope import Envelope, QueueRecipient
 from dovetail.queue.qfile import CorruptQueueFile, QueuedMessage
+from dovetail.queue.shard import Shard, ShardBusy, ShardLock
 from dovetail.queue.store import TRIGGER_DEFERRED, Queue
 
 log = get_logger("qmgr")
@@ -72,6 +74,7 @@ class QueueManager:
     ``agents`` is either ``transport_for(address) -> agent`` or a mapping of transport names to
     agents together with ``transport_for(address) -> name``. An unknown transport defers.
     ``transport_for`` may be a coroutine function, for a lookup that must not block the loop.
+    ``shard`` makes this manager one of several on the queue, each delivering its share of the ids.
     """
 
     def __init__(
@@ -80,8 +83,10 @@ class QueueManager:
         agents: Mapping[str, DeliveryAgent] | Callable[[str], DeliveryAgent | None],
         config: QueueConfig | None = None,
         transport_for: Callable[[str], str | Awaitable[str]] | None = None,
+        shard: Shard | None = None,
     ) -> None:
         self.queue = queue
+        self.shard = shard or Shard()
         self.config = config or QueueConfig()
         self._agents = agents
         self._transport_for = transport_for
@@ -132,18 +137,18 @@ class QueueManager:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        lock_fd = os.open(self.queue.root / "pid" / "qmgr.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(lock_fd)
+            lock = ShardLock(self.queue.root / "pid" / "qmgr.lock", self.shard)
+        except ShardBusy:
             raise RuntimeError(f"a queue manager already runs for {self.queue.root}") from None
-        fifo_r = os.open(self.queue.trigger_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        fifo_w = os.open(self.queue.trigger_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        trigger = self.queue.trigger_for(self.shard.trigger_name())
+        fifo_r = os.open(trigger, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fifo_w = os.open(trigger, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         self._loop.add_reader(fifo_r, self._on_fifo, fifo_r)
-        self.queue.add_listener(self.notify)
+        if self.shard.whole:  # a sharded manager is woken through its FIFO, as its siblings are
+            self.queue.add_listener(self.notify)
         try:
-            moved = await asyncio.to_thread(self.queue.recover)
+            moved = await asyncio.to_thread(self.queue.recover, self.shard.owns)
             if moved:
                 log.info("recovered messages from active queue", count=moved)
             self.started.set()
@@ -174,12 +179,13 @@ class QueueManager:
             self._loop.remove_reader(fifo_r)
             os.close(fifo_r)
             os.close(fifo_w)
-            os.close(lock_fd)
+            lock.release()
 
     async def _scan(self, state: str) -> None:
         if state == "incoming":
+            owns = self.shard.owns
             for qid in await asyncio.to_thread(self.queue.ids, "incoming"):
-                if qid not in self._known:
+                if qid not in self._known and owns(qid):
                     self._known.add(qid)
                     self._backlog.append((qid, "incoming"))
         else:
@@ -188,9 +194,12 @@ class QueueManager:
 
     def _deferred_times(self) -> list[tuple[float, str]]:
         out = []
+        owns = self.shard.owns
         for qid in self.queue.ids("deferred"):
+            if not owns(qid):
+                continue
             with contextlib.suppress(FileNotFoundError):
-                out.append((os.stat(self.queue.path("deferred", qid)).st_mtime, qid))
+                out.append((os.stat(self.queue.file("deferred", qid)).st_mtime, qid))
         return out
 
     def _take_due(self, now: float) -> None:
@@ -404,11 +413,11 @@ class QueueManager:
         """Close, then unlink, in a worker thread: freeing the inode happens at the last of the two,
         and it writes to the file system journal, which must not stall the event loop."""
         msg.close()
-        return _unlink(self.queue.path("active", msg.queue_id))
+        return _unlink(self.queue.file("active", msg.queue_id))
 
     def _defer_file(self, qid: str, due: float) -> bool:
         """active/ -> deferred/ with the next attempt time as mtime (set before the rename)."""
-        path = self.queue.path("active", qid)
+        path = self.queue.file("active", qid)
         try:
             os.utime(path, (due, due))
         except FileNotFoundError:
@@ -416,7 +425,7 @@ class QueueManager:
         return self.queue.move(qid, "active", "deferred")
 
 
-def _unlink(path: os.PathLike[str]) -> bool:
+def _unlink(path: str) -> bool:
     try:
         os.unlink(path)
         return True

@@ -219,7 +219,10 @@ class Queue:
         self._dirs = {name: str(self.root / name) for name in (*STATES, "tmp")}
         self._incoming_sync = GroupFsync(self.root / "incoming", group_commit)
         self._listeners: list[Callable[[bytes], None]] = []
-        self._trigger_fd = -1
+        self._public = str(self.root / "public")
+        self._trigger_names: list[str] = ["qmgr"]  # the FIFOs in public/: one per queue manager shard
+        self._public_stamp = -1
+        self._trigger_fds: dict[str, int] = {}
         self._trigger_lock = threading.Lock()
 
     # --- intake -------------------------------------------------------------------------------
@@ -260,30 +263,60 @@ class Queue:
             self._listeners.remove(callback)
 
     def wake(self, trigger: bytes = TRIGGER_INCOMING) -> None:
-        """Tell the queue manager there is work: in-process if it runs here, else via the FIFO."""
+        """Tell the queue manager there is work: in-process if it runs here, else via the FIFO of every
+        queue manager (one per shard: each looks for its own share of the work)."""
         if self._listeners:
             for callback in list(self._listeners):
                 callback(trigger)
             return
         with self._trigger_lock:
-            for _ in range(2):
-                if self._trigger_fd < 0:
-                    try:
-                        self._trigger_fd = os.open(
-                            self.trigger_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC
-                        )
-                    except OSError:
-                        return  # no manager is listening; it scans when it starts
+            for name in self._triggers():
+                self._write_trigger(name, trigger)
+
+    def trigger_for(self, name: str) -> Path:
+        """The wake-up FIFO ``public/<name>`` of one queue manager, made when missing."""
+        path = self.root / "public" / name
+        with contextlib.suppress(FileExistsError):
+            os.mkfifo(path, 0o622)
+        return path
+
+    def _triggers(self) -> list[str]:
+        """The FIFOs in ``public/``, listed again only when the directory changed (one stat a wake-up)."""
+        try:
+            stamp = os.stat(self._public).st_mtime_ns
+        except OSError:
+            return self._trigger_names
+        if stamp != self._public_stamp:
+            with contextlib.suppress(OSError), os.scandir(self._public) as it:
+                self._trigger_names = sorted(e.name for e in it if e.name == "qmgr" or e.name.startswith("qmgr."))
+                # A stamp as recent as the clock's granularity may hide a FIFO made just after it: list again.
+                self._public_stamp = stamp if time.time_ns() - stamp > 1_000_000_000 else -1
+        return self._trigger_names
+
+    def _write_trigger(self, name: str, trigger: bytes) -> None:
+        for _ in range(2):
+            fd = self._trigger_fds.get(name, -1)
+            if fd < 0:
                 try:
-                    os.write(self._trigger_fd, trigger)
-                    return
-                except BlockingIOError:
-                    return  # the FIFO is full of wake-ups already
+                    fd = self._trigger_fds[name] = os.open(
+                        f"{self._public}/{name}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC
+                    )
                 except OSError:
-                    os.close(self._trigger_fd)
-                    self._trigger_fd = -1
+                    return  # no manager is listening there; it scans when it starts
+            try:
+                os.write(fd, trigger)
+                return
+            except BlockingIOError:
+                return  # the FIFO is full of wake-ups already
+            except OSError:
+                os.close(fd)
+                del self._trigger_fds[name]
 
     # --- state directories --------------------------------------------------------------------
+
+    def file(self, state: str, qid: str) -> str:
+        """``path`` as a string, for the per-message hot path (a pathlib join costs more than the call)."""
+        return f"{self._dir(state)}/{qid}"
 
     def path(self, state: str, qid: str) -> Path:
         return self.root / state / qid
@@ -310,10 +343,15 @@ class Queue:
                 return state
         return None
 
-    def recover(self) -> int:
-        """After a crash: put ``active/`` back in ``incoming/`` and drop dead writers' tmp files."""
+    def recover(self, owns: Callable[[str], bool] | None = None) -> int:
+        """After a crash: put ``active/`` back in ``incoming/`` and drop dead writers' tmp files.
+
+        ``owns`` limits it to one queue manager's shard: the other managers' active messages are
+        theirs, being delivered."""
         moved = 0
         for qid in self.ids("active"):
+            if owns is not None and not owns(qid):
+                continue
             if self.move(qid, "active", "incoming"):
                 moved += 1
         now = time.time()
