@@ -150,7 +150,9 @@ def test_mail_and_reply_reach_the_ui(served: tuple[Master, str], shots: Path) ->
             cells = page.locator("#services tr").filter(has=page.get_by_role("rowheader", name=service,
                                                                                exact=True)).locator("td")
             assert cells.nth(1).inner_text() == "up"
-            assert cells.nth(2).inner_text() == str(len(m.worker_pids(service))) == "1"
+            # qmgr runs one sharded queue manager per CPU; the others one worker
+            assert cells.nth(2).inner_text() == str(len(m.worker_pids(service)))
+            assert int(cells.nth(2).inner_text()) >= 1
             assert cells.nth(3).inner_text() == "0"
         page.get_by_text("As numbers").click()
         page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
