@@ -211,7 +211,7 @@ async def run_qmgr(ctx: WorkerContext) -> int:
 
     record = flow_counters(rt)
     local = RepliesHandOver(maildir, rt.resolver, local_delivery(rt.engine, cfg))
-    outbound = _outbound_agent(cfg, rt)
+    outbound = _outbound_agent(cfg, rt, qcfg)
     agents = {"virtual": CountingAgent(local, record), "smtp": CountingAgent(outbound, record)}
 
     manager = QueueManager(rt.queue, agents, qcfg, transport_for=transport_chooser(rt.resolver))
@@ -237,12 +237,12 @@ async def run_qmgr(ctx: WorkerContext) -> int:
     return 0
 
 
-def _outbound_agent(cfg: Config, rt: Runtime) -> OutboundAgent:
+def _outbound_agent(cfg: Config, rt: Runtime, qcfg: QueueConfig) -> OutboundAgent:
     """The relay/direct-MX agent with DKIM signing; its results feed the replies engine's events."""
     events = outbound_events(rt.engine, cfg)
     transports = Transports(rt.engine, cfg["directory.cache_check_interval"], sealer=Sealer.for_data_dir(cfg.data_dir))
     return OutboundAgent(transports, DkimKeys(rt.engine, rt.layout.dkim),
-                         AgentConfig(hostname=cfg.hostname), events=events)
+                         AgentConfig(hostname=cfg.hostname, schedule=qcfg), events=events)
 
 
 async def run_web(ctx: WorkerContext) -> int:
