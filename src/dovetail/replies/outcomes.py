@@ -7,8 +7,10 @@ signed and retried by the same dispatcher.
 
 A bounce may be reported twice: by the relay's synchronous ``5xx`` and by a DSN arriving later at the
 VERP address (our own queue sends one too). ``message.bounced`` is written once per message and
-recipient: the first report claims the key ``outcome:bounced:<message-id>:<recipient>`` in
-``processed_messages`` (unique per tenant), and later ones find it taken.
+recipient and bounce type: the first report claims the key
+``outcome:bounced:<type>:<message-id>:<recipient>`` in ``processed_messages`` (unique per tenant),
+and later ones find it taken. The type is part of the key so that a soft bounce (a delay report)
+does not hide the hard one that may follow it.
 """
 
 from __future__ import annotations
@@ -53,8 +55,8 @@ class Outcome:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def bounce_key(message_id: str, recipient: str) -> str:
-    return f"outcome:bounced:{normalize_msgid(message_id)}:{recipient.strip().lower()}"[:1100]
+def bounce_key(message_id: str, recipient: str, bounce_type: str) -> str:
+    return f"outcome:bounced:{bounce_type}:{normalize_msgid(message_id)}:{recipient.strip().lower()}"[:1100]
 
 
 def _claim(conn: Connection, tid: int, key: str) -> bool:
@@ -100,9 +102,10 @@ def record(conn: Connection, tid: int, tenant: str, outcome: Outcome, *, now: fl
     ``message.bounced`` already reported for this message and recipient."""
     now = time.time() if now is None else now
     recipient = outcome.recipient.strip().lower()
-    if outcome.type == BOUNCED and outcome.message_id and not _claim(conn, tid, bounce_key(outcome.message_id,
-                                                                                          recipient)):
-        return None
+    if outcome.type == BOUNCED and outcome.message_id:
+        bounce_type = str(outcome.details.get("bounce", {}).get("type", "hard"))
+        if not _claim(conn, tid, bounce_key(outcome.message_id, recipient, bounce_type)):
+            return None
     row = _outbound_row(conn, tid, outcome.message_id, recipient)
     campaign = _campaign(conn, tid, row.campaign_id if row is not None else None, outcome.campaign)
     event_id = "evt_" + secrets.token_hex(12)
