@@ -23,8 +23,9 @@ from dovetail.log import get_logger
 from . import outcomes, tokens
 from .pipeline import add_suppression
 from .registry import RegistryError, tenant_id
-from .schema import suppressions
+from .schema import outbound_messages, suppressions
 from .service import RepliesService
+from .text import normalize_msgid
 
 log = get_logger("replies")
 
@@ -62,21 +63,23 @@ class OutboundBridge:
             return -1
 
     def outbound_events(self, events: list[Any]) -> None:
-        for ev in events:
-            if not ev.tenant or (not ev.message_id and ev.kind != "suppressed"):
-                continue
-            try:
+        """Record one delivery call's events in one transaction (one commit however many recipients)."""
+        wanted = [ev for ev in events if ev.tenant and (ev.message_id or ev.kind == "suppressed")]
+        if not wanted:
+            return
+        with self.service.engine.begin() as conn:
+            tids: dict[str, int] = {}
+            for ev in wanted:
+                try:
+                    tid = tids.get(ev.tenant) or tids.setdefault(ev.tenant, tenant_id(conn, ev.tenant))
+                except RegistryError as exc:
+                    log.warning("delivery event ignored", qid=ev.queue_id, error=str(exc))
+                    continue
                 if ev.relay_queue_id or ev.provider_message_id:
-                    self.service.registry.set_relay_ids(ev.tenant, ev.message_id, recipient=ev.recipient,
-                                                        relay_message_id=ev.provider_message_id,
-                                                        relay_queue_id=ev.relay_queue_id)
-                with self.service.engine.begin() as conn:
-                    tid = tenant_id(conn, ev.tenant)
-                    outcome = self._outcome(conn, tid, ev)
-                    if outcome is not None:
-                        outcomes.record(conn, tid, ev.tenant, outcome)
-            except RegistryError as exc:
-                log.warning("delivery event ignored", qid=ev.queue_id, error=str(exc))
+                    _set_relay_ids(conn, tid, ev)
+                outcome = self._outcome(conn, tid, ev)
+                if outcome is not None:
+                    outcomes.record(conn, tid, ev.tenant, outcome)
 
     @staticmethod
     def _outcome(conn: Any, tid: int, ev: Any) -> outcomes.Outcome | None:
@@ -118,3 +121,15 @@ class OutboundBridge:
             found = conn.execute(sa.select(suppressions.c.address).where(
                 suppressions.c.tenant_id == tid, suppressions.c.address.in_(list(wanted)))).scalars().all()
         return {wanted[a] for a in found}
+
+
+def _set_relay_ids(conn: Any, tid: int, ev: Any) -> None:
+    """What the relay assigned (SES rewrites Message-IDs), for threading replies to it."""
+    values: dict[str, Any] = {}
+    if ev.provider_message_id:
+        values["relay_message_id"] = normalize_msgid(ev.provider_message_id)
+    if ev.relay_queue_id:
+        values["relay_queue_id"] = str(ev.relay_queue_id)[:200]
+    conn.execute(outbound_messages.update().where(
+        outbound_messages.c.tenant_id == tid, outbound_messages.c.message_id == normalize_msgid(ev.message_id),
+        outbound_messages.c.recipient == ev.recipient.strip().lower()).values(**values))
