@@ -327,7 +327,8 @@ class Pipeline:
                 relay=verdict.details.get("reporting_mta") or None, status=item.get("status") or None,
                 response=item.get("diagnostic") or None,
                 details={"bounce": {"type": "hard" if hard else "soft", "status": item.get("status") or None,
-                                    "remote_mta": verdict.details.get("reporting_mta") or None,
+                                    "remote_mta": item.get("remote_mta") or None,
+                                    "reporting_mta": verdict.details.get("reporting_mta") or None,
                                     "diagnostic": item.get("diagnostic") or None, "action": item.get("action"),
                                     "source": "dsn" if verdict.details.get("standard", True) else "text",
                                     "reply_id": rid}})
