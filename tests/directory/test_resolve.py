@@ -245,7 +245,7 @@ def test_unicode_normalisation_forms_reach_one_mailbox(directory: Directory, res
 TOKEN = "abcdefghijklmnopqrstuvwxyz234567"  # shaped like a reply token; resolution does not verify it
 
 
-@pytest.mark.parametrize("local", ["reply", "unsubscribe", "REPLY"])
+@pytest.mark.parametrize("local", ["reply", "unsubscribe", "bounce", "REPLY"])
 def test_reply_token_addresses_go_to_the_tenants_replies_intake(resolver: Resolver, tmp_path: Path,
                                                                 local: str) -> None:
     res = resolver.resolve(f"{local}+{TOKEN}@acme.example")
@@ -263,7 +263,8 @@ def test_reply_tokens_come_before_the_catchall(directory: Directory, resolver: R
     directory.domain_set("acme.example", catchall="alice@acme.example")
     assert [m.maildir.name for m in resolver.resolve(f"reply+{TOKEN}@acme.example").mailboxes] == ["_replies"]
     assert addrs(resolver.resolve("reply@acme.example")) == ["alice@acme.example"]  # no token: as before
-    assert addrs(resolver.resolve("bounce+x@acme.example")) == ["alice@acme.example"]  # other prefixes: as before
+    assert [m.maildir.name for m in resolver.resolve(f"bounce+{TOKEN}@acme.example").mailboxes] == ["_replies"]
+    assert addrs(resolver.resolve("news+x@acme.example")) == ["alice@acme.example"]  # other prefixes: as before
 
 
 def test_a_reply_mailbox_or_alias_made_by_hand_still_wins(directory: Directory, resolver: Resolver) -> None:

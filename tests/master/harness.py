@@ -165,11 +165,21 @@ class Master:
 
 
 class RelaySink:
-    """An SMTP server the master relays to: keeps (MAIL FROM, RCPT TOs, content) of each message."""
+    """An SMTP server the master relays to: keeps (MAIL FROM, RCPT TOs, content) of each message.
+
+    ``rcpt_replies`` maps a recipient to the reply its RCPT gets instead of 250 (a 4xx or 5xx line)."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.lock = threading.Lock()
+        self.rcpt_replies: dict[str, str] = {}
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001, ANN201, N802
+        refusal = self.rcpt_replies.get(address.lower())
+        if refusal is not None:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN201, N802
         with self.lock:

@@ -75,7 +75,9 @@ def setup(tmp_path: Path, sink: tuple[RelaySink, int]) -> Iterator[Setup]:  # no
     ok(m, "domain", "add", "globex.example", "--tenant", "globex")
     api_token = json.loads(ok(m, "token", "add", "--tenant", "acme", "--json"))["token"]
     receiver = Receiver().start()
-    endpoint = json.loads(ok(m, "webhooks", "add", "--tenant", "acme", receiver.url, "--json"))
+    # Subscribed to what replies fire: the delivery outcomes (message.*) of the sends are not this test's.
+    endpoint = json.loads(ok(m, "webhooks", "add", "--tenant", "acme", receiver.url, "--json",
+                             *[a for t in ("reply.received", "reply.unmatched", "unsubscribe") for a in ("-e", t)]))
     receiver.secret = endpoint["secret"]
     http = free_port()
     m.start("--http", f"127.0.0.1:{http}")

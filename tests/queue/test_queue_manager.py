@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tests.queue.helpers_queue import RecordingAgent, envelope, message, queue_files, wait_until, with_manager
 
-from dovetail.queue import Queue, QueueConfig, QueuedMessage, QueueManager, QueueRecipient
+from dovetail.queue import Envelope, Queue, QueueConfig, QueuedMessage, QueueManager, QueueRecipient
 from dovetail.queue.qfile import encode_record
 
 
@@ -20,6 +20,17 @@ def test_backoff_schedule() -> None:
     assert [cfg.backoff(n) for n in range(1, 8)] == [300, 600, 1200, 2400, 4000, 4000, 4000]
     assert QueueConfig(minimal_backoff=10, maximal_backoff=50).backoff(100) == 50
     assert cfg.maximal_queue_lifetime == 5 * 86400
+
+
+def test_next_attempt_is_what_a_deferral_schedules_or_none_when_too_old() -> None:
+    """Delivery agents report it with a deferred outcome (the message.deferred webhook's next try)."""
+    cfg = QueueConfig(minimal_backoff=60, maximal_backoff=600, maximal_queue_lifetime=3600,
+                      bounce_queue_lifetime=600)
+    fresh = Envelope(sender="a@acme.example", recipients=[QueueRecipient("b@x.example")], arrival=1000.0)
+    assert cfg.next_attempt(fresh, 1, 1000.0) == 1060.0 and cfg.next_attempt(fresh, 3, 1100.0) == 1340.0
+    assert cfg.next_attempt(fresh, 1, 1000.0 + 3600) is None  # returned to the sender instead
+    bounce = Envelope(sender="", recipients=[QueueRecipient("b@x.example")], arrival=1000.0)
+    assert cfg.next_attempt(bounce, 1, 1000.0 + 600) is None
 
 
 def test_burst_delivered_concurrently_and_removed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -6,9 +6,10 @@ last so it never shadows a real mailbox (a classic Postfix pitfall):
 1. exact alias            ``sales@example.com`` → its targets, expanded recursively
 2. mailbox                ``bob@example.com``
 3. without the +tag       ``bob+news@`` → alias or mailbox ``bob@`` (tag kept as ``detail``)
-4. reply tokens           ``reply+<token>@`` and ``unsubscribe+<token>@`` (what the send API stamps in
-                          Reply-To and List-Unsubscribe) → the replies intake of the tenant owning the
-                          domain, ``mail/<tenant>/_replies/``, which the replies engine consumes as a
+4. reply tokens           ``reply+<token>@``, ``unsubscribe+<token>@`` and ``bounce+<token>@`` (what the
+                          send API stamps in Reply-To, List-Unsubscribe and the VERP return path)
+                          → the replies intake of the tenant owning the domain,
+                          ``mail/<tenant>/_replies/``, which the replies engine consumes as a
                           reply inbox. After step 3, so a ``reply@`` made by hand still wins; before
                           the catch-all, so a catch-all never swallows replies. The token is not
                           checked here (the directory holds no secret): the replies engine verifies
@@ -45,7 +46,7 @@ from .store import Directory, DomainInfo, generation
 SYSTEM_TENANT = "_system"
 POSTMASTER_LOCALS = ("postmaster", "abuse")
 REPLIES_INTAKE = "_replies"  # mail/<tenant>/_replies/: no domain starts with "_", so no mailbox is shadowed
-TOKEN_LOCALS = ("reply", "unsubscribe")  # <local>+<token>@, as outbound.send stamps them
+TOKEN_LOCALS = ("reply", "unsubscribe", "bounce")  # <local>+<token>@, as outbound.send stamps them
 TOKEN_SEPARATOR = "+"
 
 
@@ -55,7 +56,7 @@ def replies_intake_maildir(mail_root: Path, tenant: str) -> Path:
 
 
 def reply_token_of(local: str) -> str | None:
-    """The token of ``reply+<token>`` or ``unsubscribe+<token>`` (a local part), else None."""
+    """The token of ``reply+<token>``, ``unsubscribe+<token>`` or ``bounce+<token>`` (a local part), else None."""
     prefix, sep, token = local.partition(TOKEN_SEPARATOR)
     return token if sep and token and prefix in TOKEN_LOCALS else None
 
@@ -303,7 +304,8 @@ class Resolver:
             local = base
         if token is not None:
             maildir = replies_intake_maildir(self.mail_root, domain.tenant)
-            res.steps.append(f"{indent}{address}: reply token -> replies intake of tenant {domain.tenant} "
+            kind = "bounce (VERP)" if local.startswith("bounce") else "reply"
+            res.steps.append(f"{indent}{address}: {kind} token -> replies intake of tenant {domain.tenant} "
                              f"({domain.tenant}/{REPLIES_INTAKE}, token {token!r})")
             res.mailboxes.append(MailboxTarget(
                 address=address, tenant=domain.tenant, domain=domain.name, local_part=REPLIES_INTAKE,

@@ -246,7 +246,7 @@ async def run_qmgr(ctx: WorkerContext) -> int:
 
     record = flow_counters(rt)
     local = RepliesHandOver(maildir, rt.resolver, local_delivery(rt.engine, cfg))
-    outbound = _outbound_agent(cfg, rt, processes=shard.count)
+    outbound = _outbound_agent(cfg, rt, qcfg, processes=shard.count)
     agents = {"virtual": CountingAgent(local, record), "smtp": CountingAgent(outbound, record)}
 
     manager = QueueManager(rt.queue, agents, qcfg, transport_for=transport_chooser(rt.resolver), shard=shard)
@@ -277,7 +277,7 @@ async def run_qmgr(ctx: WorkerContext) -> int:
     return 0
 
 
-def _outbound_agent(cfg: Config, rt: Runtime, processes: int = 1) -> OutboundAgent:
+def _outbound_agent(cfg: Config, rt: Runtime, qcfg: QueueConfig, processes: int = 1) -> OutboundAgent:
     """The relay/direct-MX agent with DKIM signing; its results feed the replies engine's events.
     ``processes`` queue managers share the per-destination limits (see outbound.shaping)."""
     events = outbound_events(rt.engine, cfg)
@@ -287,7 +287,8 @@ def _outbound_agent(cfg: Config, rt: Runtime, processes: int = 1) -> OutboundAge
     forwarder = Forwarder(srs=Srs.for_data_dir(cfg.data_dir) if cfg["forwarding.srs"] else None, keys=keys,
                           authserv_id=cfg.hostname, txt=dnspython_txt(mx.resolver), arc_seal=cfg["forwarding.arc_seal"])
     return OutboundAgent(transports, keys,
-                         AgentConfig(hostname=cfg.hostname, shaping=ShapingConfig.from_config(cfg, processes)),
+                         AgentConfig(hostname=cfg.hostname, shaping=ShapingConfig.from_config(cfg, processes),
+                                     schedule=qcfg),
                          mx=mx, events=events, forwarder=forwarder)
 
 

@@ -79,6 +79,12 @@ def new_token() -> str:
     return base64.b32encode(os.urandom(10)).decode().lower()
 
 
+def verp_address(token: str, domain: str) -> str:
+    """The envelope sender of an API message, ``bounce+<token>@<sender domain>`` (VERP): a bounce
+    that comes back days later names its message and recipient by the address it is sent to."""
+    return f"bounce+{token}@{domain}"
+
+
 def _addr(name: str, address: str) -> Address:
     local, _, domain = address.rpartition("@")
     return Address(display_name=name, username=local, domain=domain)

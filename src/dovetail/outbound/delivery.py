@@ -54,6 +54,7 @@ from dovetail.outbound.shaping import Limits, Paused, RateLimited, Shaper, Shapi
 from dovetail.outbound.transports import Transport, Transports
 from dovetail.queue.agent import DeliveryResult, DeliveryStatus
 from dovetail.queue.envelope import QueueRecipient
+from dovetail.queue.manager import QueueConfig
 from dovetail.queue.qfile import QueuedMessage
 from dovetail.sealing import is_sealed
 
@@ -80,6 +81,8 @@ class AgentConfig:
     sts_tls_context: ssl.SSLContext | None = None  # verifying, for MTA-STS enforce
     sign: bool = True
     shaping: ShapingConfig | None = None  # limits per destination; None: destination_concurrency alone
+    # The queue manager's retry schedule, so a ``deferred`` event can say when the next try is.
+    schedule: QueueConfig | None = None
 
 
 class _Unsignable(Exception):
@@ -175,7 +178,9 @@ class OutboundAgent:
     async def deliver(self, message: QueuedMessage, recipients: list[QueueRecipient]) -> list[DeliveryResult]:
         env = message.envelope
         tenant = env.extra.get("tenant")
-        routes = await asyncio.to_thread(self.transports.for_recipients, env.sender,
+        # A VERP return path (bounce+<token>@) is not who sends: sender rules match the author the
+        # send API kept in the envelope.
+        routes = await asyncio.to_thread(self.transports.for_recipients, env.extra.get("sender") or env.sender,
                                          [r.address for r in recipients], tenant)
         outcomes: dict[int, tuple[_Outcome, str | None]] = {}
         relay_info: dict[int, tuple[str | None, str | None]] = {}
@@ -195,13 +200,20 @@ class OutboundAgent:
                                    for sender, body, rcpts in batches))
         results = []
         events = []
+        attempt = env.attempts + 1
+        now = time.time()
+        schedule = self.config.schedule
+        next_try = schedule.next_attempt(env, attempt, now) if schedule is not None else None
+        contact = env.extra.get("contact")
         for rcpt in recipients:
             outcome, peer = outcomes.get(rcpt.index) or (_Outcome("deferred", "4.3.0", "no outcome"), None)
             results.append(DeliveryResult(rcpt, outcome.status, outcome.dsn, outcome.reason, peer))
             rq, pmid = relay_info.get(rcpt.index, (None, None))
             kind = {"sent": "delivered", "deferred": "deferred", "bounced": "bounced"}[outcome.status]
             events.append(DeliveryEvent(kind, message.queue_id, rcpt.address, env.sender, message_id, outcome.dsn,
-                                        outcome.reason, peer, rq, pmid, tenant, env.extra.get("campaign")))
+                                        outcome.reason, peer, rq, pmid, tenant, env.extra.get("campaign"),
+                                        attempt=attempt, next_attempt=next_try if kind == "deferred" else None,
+                                        contact=contact))
         if self.events is not None:
             try:
                 await asyncio.to_thread(self.events.outbound_events, events)

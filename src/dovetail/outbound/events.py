@@ -1,7 +1,8 @@
 """What outbound tells the rest of the system: per-recipient delivery events and the relay's ids.
 
-The replies engine consumes these (campaign registry, ``delivered``/``deferred``/``bounced``
-webhooks); outbound only depends on the small protocols below, so either side can change alone.
+The replies engine consumes these (campaign registry, suppression list, ``message.delivered`` /
+``deferred`` / ``bounced`` / ``suppressed`` webhooks); outbound only depends on the small protocols
+below, so either side can change alone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class DeliveryEvent:
-    """One recipient's outcome of one delivery attempt."""
+    """One recipient's outcome of one delivery attempt (or, ``suppressed``, of none: the address is on
+    the tenant's suppression list and was left out of the envelope)."""
 
     kind: str  # delivered | deferred | bounced | suppressed (left out before queueing: on the suppression list)
     queue_id: str
@@ -28,6 +30,9 @@ class DeliveryEvent:
     provider_message_id: str | None = None  # e.g. SES's <id@region.amazonses.com>
     tenant: str | None = None
     campaign: str | None = None
+    attempt: int = 0  # this attempt's number, 1 for the first (0: not a delivery attempt)
+    next_attempt: float | None = None  # deferred: when the queue tries again (unix time); None when it gives up
+    contact: str | None = None  # the caller's own contact id, when the send API was given one
 
 
 class EventSink(Protocol):

@@ -1,10 +1,14 @@
 """The send service behind ``POST /api/v1/messages``: checks, MIME, campaign registry, queue.
 
 Order: the From: domain must be one of the tenant's (tenants are walls); suppressed recipients
-are dropped; the idempotency key is claimed; limits consumed; the message is built, queued
-durably (``open_incoming`` → commit) and registered with the campaign registry. A repeated key
-with the same request returns the first answer and queues nothing; with a different request it
-is a conflict.
+are dropped (each reported as a ``suppressed`` delivery event); the idempotency key is claimed;
+limits consumed; the message is built, queued durably (``open_incoming`` → commit) and registered
+with the campaign registry. A repeated key with the same request returns the first answer and
+queues nothing; with a different request it is a conflict.
+
+When the campaign registry mints tamper-evident tokens, the envelope sender is the VERP address
+``bounce+<token>@<sender domain>`` (see ``compose.verp_address``), which the directory routes to the
+tenant's replies intake: an asynchronous bounce is matched to its message and recipient there.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from sqlalchemy.exc import IntegrityError
 
 from dovetail.directory import Directory, TenantRef
 from dovetail.log import get_logger
-from dovetail.outbound.compose import Draft, build, new_message_id, new_token, parse_mailbox, render
-from dovetail.outbound.events import CampaignRegistry, Suppressions
+from dovetail.outbound.compose import Draft, build, new_message_id, new_token, parse_mailbox, render, verp_address
+from dovetail.outbound.events import CampaignRegistry, DeliveryEvent, EventSink, Suppressions
 from dovetail.outbound.limits import SendLimiter
 from dovetail.outbound.schema import idempotency_keys
 from dovetail.outbound.unsubscribe import one_click_url
@@ -67,9 +71,10 @@ class SendResult:
 class SendService:
     def __init__(self, engine: Engine, queue: Queue, *, limiter: SendLimiter | None = None,
                  suppressions: Suppressions | None = None, registry: CampaignRegistry | None = None,
-                 public_url: str | None = None) -> None:
+                 public_url: str | None = None, events: EventSink | None = None) -> None:
         """``public_url`` is the web listener's public base URL (``web.public_url``): with it, campaign mail
-        to one recipient carries the RFC 8058 one-click link ``<public_url>/unsubscribe/<token>``."""
+        to one recipient carries the RFC 8058 one-click link ``<public_url>/unsubscribe/<token>``; ``events``
+        hears of each suppressed recipient left out of a message."""
         self.engine = engine
         self.directory = Directory(engine)
         self.queue = queue
@@ -77,6 +82,7 @@ class SendService:
         self.suppressions = suppressions
         self.registry = registry
         self.public_url = public_url
+        self.events = events
 
     # --- checks --------------------------------------------------------------------------------
 
@@ -164,6 +170,7 @@ class SendService:
         if not keep:
             if not rcpts:
                 raise SendError(422, "to: at least one recipient is needed")
+            self._report_suppressed(tenant, req, sender, None, None, suppressed)
             return SendResult(None, None, [], suppressed)
         refused = self.limiter.consume(tenant, len(keep))
         if refused:
@@ -189,15 +196,36 @@ class SendService:
         extra = {"tenant": tenant}
         if req.campaign:
             extra["campaign"] = req.campaign[:200]
-        env = Envelope(sender=sender, recipients=[QueueRecipient(r) for r in keep], extra=extra, protocol="HTTP")
+        if req.contact:
+            extra["contact"] = req.contact[:200]
+        minted_bounce = getattr(self.registry, "bounce_token", None)
+        bounce_token = minted_bounce(tenant, token) if minted_bounce is not None else None
+        envelope_sender = verp_address(bounce_token, domain) if bounce_token else sender
+        if envelope_sender != sender:
+            extra["sender"] = sender  # transports route by the author, not by the VERP return path
+        env = Envelope(sender=envelope_sender, recipients=[QueueRecipient(r) for r in keep], extra=extra,
+                       protocol="HTTP")
         qid = self.queue.inject(env, data)
-        log.info(f"message-id={message_id}, from=<{sender}>, nrcpt={len(keep)}, api", qid=qid)
+        log.info(f"message-id={message_id}, from=<{envelope_sender}>, nrcpt={len(keep)}, api", qid=qid)
         if self.registry is not None:
             extra_fields = {"subject": req.draft.subject or ""} if minted else {}
             self.registry.register_outbound(tenant=tenant, message_id=message_id, sender=sender, recipients=keep,
                                             campaign=req.campaign, contact=req.contact, tags=list(req.tags),
                                             reply_token=token, **extra_fields)
+        self._report_suppressed(tenant, req, sender, message_id, qid, suppressed)
         return SendResult(message_id, qid, keep, suppressed, token)
+
+    def _report_suppressed(self, tenant: str, req: SendRequest, sender: str, message_id: str | None,
+                           qid: str | None, suppressed: list[str]) -> None:
+        if self.events is None or not suppressed:
+            return
+        events = [DeliveryEvent("suppressed", qid or "", rcpt, sender, message_id, "5.7.1",
+                                "recipient is on the suppression list", tenant=tenant, campaign=req.campaign,
+                                contact=req.contact) for rcpt in suppressed]
+        try:
+            self.events.outbound_events(events)
+        except Exception as exc:  # noqa: BLE001 - the send stands; the event sink logs its own trouble
+            log.warning(f"suppression events not recorded: {exc}", tenant=tenant)
 
     def send_batch(self, tenant: str, req: SendRequest, recipients: list[tuple[str, dict[str, str]]],
                    idempotency_key: str | None = None) -> list[SendResult | SendError]:

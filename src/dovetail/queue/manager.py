@@ -67,6 +67,15 @@ class QueueConfig:
         delay = self.minimal_backoff * (2 ** max(0, min(attempts - 1, 60)))
         return max(self.minimal_backoff, min(delay, self.maximal_backoff))
 
+    def next_attempt(self, envelope: Envelope, attempts: int, now: float) -> float | None:
+        """When a message deferred after ``attempts`` tries is tried again, or ``None`` when it is
+        too old for another try (it is returned to the sender instead). What ``_handle`` does, for
+        delivery agents that report the schedule with their outcome."""
+        lifetime = self.bounce_queue_lifetime if envelope.sender == "" else self.maximal_queue_lifetime
+        if now - envelope.arrival >= lifetime:
+            return None
+        return now + self.backoff(attempts)
+
 
 class QueueManager:
     """Runs deliveries for one queue.
@@ -397,7 +406,7 @@ class QueueManager:
     async def _defer(self, msg: QueuedMessage, now: float) -> None:
         env = msg.envelope
         attempts = env.attempts + 1
-        due = now + self.config.backoff(attempts)
+        due = self.config.next_attempt(env, attempts, now) or now + self.config.backoff(attempts)
         reasons = [r.reason for r in env.pending() if r.reason]
         update: dict[str, Any] = {"m": {"a": attempts, "x": due, "w": reasons[0] if reasons else None}}
         warn = self.config.delay_warning_time

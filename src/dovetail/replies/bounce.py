@@ -42,10 +42,12 @@ class BounceRecipient:
     status: str
     diagnostic: str
     hard: bool
+    remote_mta: str = ""  # the MTA that refused it (``Remote-MTA``), when the report says
 
     def as_dict(self) -> dict[str, Any]:
         return {"address": self.address, "action": self.action, "status": self.status,
-                "diagnostic": self.diagnostic, "type": "hard" if self.hard else "soft"}
+                "diagnostic": self.diagnostic, "type": "hard" if self.hard else "soft",
+                "remote_mta": self.remote_mta}
 
 
 @dataclass
@@ -113,7 +115,9 @@ def parse_dsn(parsed: Parsed) -> Bounce | None:
                     continue
             else:
                 hard = not status.startswith("4") and not (not status and _SOFT_WORDS.search(diag))
-            bounce.recipients.append(BounceRecipient(rcpt, action or "failed", status, diag[:1000], hard))
+            remote = block.get("remote-mta", "")
+            remote = (remote.split(";", 1)[1] if ";" in remote else remote).strip()[:300]
+            bounce.recipients.append(BounceRecipient(rcpt, action or "failed", status, diag[:1000], hard, remote))
     bounce.original_message_id, bounce.original_to = _original(parsed)
     return bounce
 

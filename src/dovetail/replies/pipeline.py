@@ -9,6 +9,12 @@ Threading, in order: the reported original (bounces, complaints) and In-Reply-To
 registered Message-IDs (ours and relay-assigned) and earlier replies; a reply token in any recipient,
 Delivered-To or the plus part; the same contact with the same normalised subject inside the campaign
 window (a weak match); otherwise unmatched, still stored and emitted.
+
+Mail to a VERP return path, ``bounce+<token>@`` (what the send API uses as envelope sender), is
+threaded by its token alone. A bounce there fires ``message.bounced`` for each failed recipient of
+that message (once per message and recipient, see :mod:`.outcomes`) and suppresses the hard ones,
+instead of ``bounce.hard``/``bounce.soft``; a token whose MAC does not verify is stored but fires no
+event and suppresses nobody. A complaint matched to its message also fires ``message.complained``.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from dovetail.directory import lookups
 from dovetail.log import get_logger
 
 from . import classify as cls
-from . import optout, tokens
+from . import optout, outcomes, tokens
 from .dbretry import retry
 from .extract import reply_text
 from .outbox import Outbox
@@ -93,6 +99,19 @@ class _Match:
     thread_id: int | None = None
 
 
+@dataclass
+class _Verp:
+    """A message sent to ``bounce+<token>@``: the recipients of the message its token names (none when
+    the token is forged or unknown)."""
+
+    token: str
+    recipients: list[Outbound] = field(default_factory=list)
+
+    @property
+    def forged(self) -> bool:
+        return not self.recipients
+
+
 def event_type_for(kind: str, bounce_type: str | None, matched: bool) -> str:
     if kind == cls.HUMAN:
         return "reply.received" if matched else "reply.unmatched"
@@ -138,14 +157,35 @@ class Pipeline:
                     if _seen(conn, tid, [key]) is None:
                         conn.execute(processed_messages.insert().values(tenant_id=tid, key=key, reply_id=seen))
                 return _record(conn, seen, tname)
-            match = self._thread(conn, tid, parsed, verdict)
-            record = self._store(conn, tid, tname, source, parsed, stripped, verdict, match, keys)
+            verp = self._verp(conn, tid, parsed)
+            if verp is None:
+                match = self._thread(conn, tid, parsed, verdict)
+            elif verp.forged:
+                match = _Match()
+            else:
+                match = _Match("verp", STRONG, _verp_outbound(verp, verdict))
+            record = self._store(conn, tid, tname, source, parsed, stripped, verdict, match, keys, verp)
         log.info("reply", tenant=tname, reply=record.id, kind=record.kind, match=record.match_method,
                  message_id=record.message_id, event_type=record.event_type)
         if self.on_event is not None:
             for eid in record.events:
                 self.on_event(eid)
         return record
+
+    def _verp(self, conn: Connection, tid: int, parsed: Parsed) -> _Verp | None:
+        """The VERP token this message was sent to (Delivered-To, as our delivery stamps it, or To:)."""
+        for addr in parsed.delivered_to + parsed.to:
+            token = tokens.bounce_token_of(addr.rpartition("@")[0])
+            if token is None:
+                continue
+            reply_token = tokens.reply_token_of_bounce(self.secret, tid, token)
+            if reply_token is None:
+                return _Verp(token)
+            rows = conn.execute(sa.select(outbound_messages.c.id).where(
+                outbound_messages.c.tenant_id == tid, outbound_messages.c.reply_token == reply_token)
+                .order_by(outbound_messages.c.id).limit(1000)).scalars().all()
+            return _Verp(token, [ob for ob in (outbound_by_id(conn, oid) for oid in rows) if ob is not None])
+        return None
 
     def _thread(self, conn: Connection, tid: int, parsed: Parsed, verdict: cls.Classification) -> _Match:
         groups = [("report", [verdict.original_message_id] if verdict.original_message_id else []),
@@ -190,7 +230,8 @@ class Pipeline:
         return _Match()
 
     def _store(self, conn: Connection, tid: int, tname: str, source: Source, parsed: Parsed, stripped: str,
-               verdict: cls.Classification, match: _Match, keys: list[str]) -> ReplyRecord:
+               verdict: cls.Classification, match: _Match, keys: list[str], verp: _Verp | None = None
+               ) -> ReplyRecord:
         ob = match.outbound
         campaign_id = ob.campaign_id if ob else None
         thread_id = match.thread_id or _thread_for(conn, tid, ob, parsed)
@@ -210,8 +251,19 @@ class Pipeline:
             conn.execute(processed_messages.insert().values(tenant_id=tid, key=key, reply_id=rid))
         conn.execute(threads.update().where(threads.c.id == thread_id).values(
             reply_count=threads.c.reply_count + 1, last_reply_at=now))
+        if verp is not None and (verp.forged or verdict.kind == cls.BOUNCE):
+            # The return path speaks only for the messages it was minted for: a forged token suppresses
+            # nobody and fires nothing; a real one fires message.bounced (below), not bounce.hard/soft.
+            emitted = [] if verp.forged else self._verp_bounced(conn, tid, tname, rid, parsed, verdict, verp)
+            return ReplyRecord(
+                id=rid, tenant=tname, kind=verdict.kind, bounce_type=verdict.bounce_type, match_method=match.method,
+                match_strength=match.strength, thread_id=thread_id, campaign_id=campaign_id,
+                outbound_id=ob.id if ob else None, message_id=parsed.message_id, from_addr=parsed.from_addr,
+                subject=parsed.subject, stripped_text=stripped, attachments=parsed.attachments,
+                details=verdict.details, events=emitted, event_type=outcomes.BOUNCED if emitted else "")
         addresses: list[str] = []
         unsubscribed: list[str] = []
+        suppress = list(verdict.suppress)
         if verdict.kind == cls.UNSUBSCRIBE:
             # The address the message went to (named by the token in unsubscribe+<token>@) and the sender;
             # reported once per address, whichever way (this or a one-click link) came first.
@@ -220,7 +272,9 @@ class Pipeline:
             addresses = [a for a in dict.fromkeys(a.strip().lower() for a in named) if "@" in a]
             unsubscribed = [a for a in addresses if optout.record_unsubscribe(conn, tid, a, f"reply:{rid}")]
         else:
-            for address, reason in verdict.suppress:
+            if verdict.kind == cls.COMPLAINT and ob is not None and not suppress:
+                suppress.append((ob.recipient, "complaint"))  # the report did not name its recipient: its message did
+            for address, reason in suppress:
                 add_suppression(conn, tid, address, reason, f"reply:{rid}")
         etype = event_type_for(verdict.kind, verdict.bounce_type, ob is not None)
         record = ReplyRecord(
@@ -262,8 +316,50 @@ class Pipeline:
         conn.execute(events.insert().values(id=event_id, tenant_id=tid, type=etype, reply_id=rid,
                                             campaign_id=campaign_id, payload=json.dumps(payload, default=str)))
         Outbox.enqueue(conn, tid, event_id, etype, self.clock())
-        record.events, record.event_type = [event_id], etype
+        emitted = [event_id]
+        if verdict.kind == cls.COMPLAINT and ob is not None:
+            complained = outcomes.Outcome(
+                outcomes.COMPLAINED, recipient=suppress[0][0] if suppress else ob.recipient, message_id=ob.message_id,
+                contact=ob.contact, details={"complaint": {**verdict.details, "reply_id": rid}})
+            emitted.append(outcomes.record(conn, tid, tname, complained, now=self.clock(), reply_id=rid) or "")
+        record.events, record.event_type = [e for e in emitted if e], etype
         return record
+
+    def _verp_bounced(self, conn: Connection, tid: int, tname: str, rid: int, parsed: Parsed,
+                      verdict: cls.Classification, verp: _Verp) -> list[str]:
+        """``message.bounced`` for each recipient of the VERP message that the bounce reports failed."""
+        ours = {ob.recipient: ob for ob in verp.recipients}
+        reported = [r for r in verdict.details.get("recipients", []) if r.get("address") in ours]
+        if not reported and len(ours) == 1:  # a bounce that names no address we know: the token names it
+            only = next(iter(ours))
+            first = (verdict.details.get("recipients") or [{}])[0]
+            reported = [{**first, "address": only, "type": first.get("type", verdict.bounce_type or "hard")}]
+        emitted = []
+        for item in reported:
+            ob = ours[item["address"]]
+            hard = item.get("type") == "hard"
+            if hard:
+                add_suppression(conn, tid, ob.recipient, "hard_bounce", f"reply:{rid}")
+            outcome = outcomes.Outcome(
+                outcomes.BOUNCED, recipient=ob.recipient, message_id=ob.message_id, contact=ob.contact,
+                relay=verdict.details.get("reporting_mta") or None, status=item.get("status") or None,
+                response=item.get("diagnostic") or None,
+                details={"bounce": {"type": "hard" if hard else "soft", "status": item.get("status") or None,
+                                    "remote_mta": item.get("remote_mta") or None,
+                                    "reporting_mta": verdict.details.get("reporting_mta") or None,
+                                    "diagnostic": item.get("diagnostic") or None, "action": item.get("action"),
+                                    "source": "dsn" if verdict.details.get("standard", True) else "text",
+                                    "reply_id": rid}})
+            event_id = outcomes.record(conn, tid, tname, outcome, now=self.clock(), reply_id=rid)
+            if event_id is not None:
+                emitted.append(event_id)
+        return emitted
+
+
+def _verp_outbound(verp: _Verp, verdict: cls.Classification) -> Outbound:
+    """Of the VERP message's recipients, the one a bounce names (else the first)."""
+    named = {r.get("address") for r in verdict.details.get("recipients", [])} if verdict.kind == cls.BOUNCE else set()
+    return next((ob for ob in verp.recipients if ob.recipient in named), verp.recipients[0])
 
 
 def _tenant(conn: Connection, tenant: str | int) -> tuple[int, str]:

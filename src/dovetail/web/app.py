@@ -45,7 +45,7 @@ def _send_router(ctx: WebContext) -> APIRouter:
     """``POST /api/v1/messages`` of the outbound package, queueing into this data directory."""
     registry, suppressions = outbound_hooks(ctx.engine, ctx.cfg)
     service = SendService(ctx.engine, Queue(ctx.layout.queue), registry=registry, suppressions=suppressions,
-                          public_url=ctx.cfg.get("web.public_url") or None)
+                          public_url=ctx.cfg.get("web.public_url") or None, events=registry)
     return make_router(service, get_scope)
 
 
