@@ -90,7 +90,11 @@ def start(tmp_path: Path, sink_port: int, *settings: str) -> tuple[Master, int, 
     ok(m, "transport", "set", "default", "*", "--relay", f"127.0.0.1:{sink_port}", "--tls", "none")
     api_token = json.loads(ok(m, "token", "add", "--tenant", "acme", "--json"))["token"]
     receiver = Receiver().start()
-    receiver.secret = json.loads(ok(m, "webhooks", "add", "--tenant", "acme", receiver.url, "--json"))["secret"]
+    # The reply-side events only: delivery outcomes (message.*) have their own tests.
+    receiver.secret = json.loads(ok(m, "webhooks", "add", "--tenant", "acme", receiver.url, "--json",
+                                    *[a for e in ("unsubscribe", "reply.received", "reply.auto", "reply.unmatched",
+                                                  "bounce.hard", "bounce.soft", "complaint") for a in ("--event", e)]
+                                    ))["secret"]
     http = free_port()
     m.start("--http", f"127.0.0.1:{http}")
     return m, http, api_token, receiver
