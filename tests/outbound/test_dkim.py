@@ -169,3 +169,21 @@ def test_signing_speed(world) -> None:
     rate = n / (time.perf_counter() - start)
     print(f"\nDKIM: {rate:.0f} messages/s signed with RSA-2048 + Ed25519")
     assert rate > 150
+
+
+def test_key_changes_made_elsewhere_apply_at_the_next_check(world) -> None:
+    """A rotate + activate by another process (the CLI, the web admin: another store on the same database)
+    reaches a signer within its check interval, not after its 30 s cache."""
+    clock = [1000.0]
+    signer = DkimKeys(world.engine, world.dkim_dir, check_interval=1.0, clock=lambda: clock[0])
+    admin = DkimKeys(world.engine, world.dkim_dir)
+    admin.ensure("acme.example")
+    before = {k.selector for k in signer.signing_keys("acme.example")}
+    admin.rotate("acme.example")
+    admin.activate("acme.example")
+    clock[0] += 0.5  # within the check interval: the cached keys still sign
+    assert {k.selector for k in signer.signing_keys("acme.example")} == before
+    clock[0] += 1.0  # the next check sees the generation moved
+    after = {k.selector for k in signer.signing_keys("acme.example")}
+    assert after and after.isdisjoint(before)
+    assert after == {k.selector for k in admin.list("acme.example") if k.state == "active"}

@@ -26,6 +26,7 @@ import datetime as dt
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -37,7 +38,8 @@ from sqlalchemy.engine import Connection, Engine
 from dovetail.directory import lookups
 from dovetail.directory.addresses import AddressError, normalize_domain
 from dovetail.outbound.dkim import SigningKey, dns_txt_value
-from dovetail.outbound.schema import dkim_keys
+from dovetail.outbound.schema import bump_generation, dkim_keys
+from dovetail.outbound.schema import generation as outbound_generation
 from dovetail.privileges import make_private, private_dir, service_owner, unreadable_by, write_private_file
 
 STATES = ("published", "active", "retiring")
@@ -90,12 +92,19 @@ class DkimKeys:
     """
 
     def __init__(self, engine: Engine, dkim_dir: Path, *, owner: tuple[int, int] | None = None,
-                 cache_ttl: float = 30.0, rsa_bits: int = 2048) -> None:
+                 cache_ttl: float = 30.0, rsa_bits: int = 2048, check_interval: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
         self.dkim_dir = Path(dkim_dir)
         self.owner = owner
         self.cache_ttl = cache_ttl
         self.rsa_bits = rsa_bits
+        # A key state change anywhere (CLI, web admin) bumps the outbound generation; the signing cache is
+        # dropped at the first look after it, at most ``check_interval`` seconds later.
+        self.check_interval = check_interval
+        self.clock = clock
+        self._generation: int | None = None
+        self._generation_checked = 0.0
         self._cache: dict[str, tuple[float, list[SigningKey]]] = {}
         self._parsed: dict[Path, tuple[tuple[int, ...], SigningKey]] = {}
         self._lock = threading.Lock()
@@ -195,6 +204,7 @@ class DkimKeys:
                          .values(state="retiring", retired_at=now))
             conn.execute(dkim_keys.update().where(dkim_keys.c.domain_id == did, dkim_keys.c.state == "published")
                          .values(state="active", activated_at=now))
+            bump_generation(conn)
         self.invalidate(dom)
         return [k for k in self.list(dom) if k.state == "active"]
 
@@ -205,6 +215,7 @@ class DkimKeys:
         with self.engine.begin() as conn:
             did = self._domain_id(conn, dom)
             conn.execute(dkim_keys.delete().where(dkim_keys.c.domain_id == did, dkim_keys.c.state == "retiring"))
+            bump_generation(conn)
         for key in gone:
             self.key_path(dom, key.selector).unlink(missing_ok=True)
         self.invalidate(dom)
@@ -237,10 +248,22 @@ class DkimKeys:
                     domain_id=did, selector=selector, algorithm=algorithm, public_key=txt.split("p=", 1)[1],
                     state=state, activated_at=_utcnow() if state == "active" else None))
                 made.append(KeyInfo(dom, selector, algorithm, state, txt))
+            bump_generation(conn)
         self.invalidate(dom)
         return made
 
     # --- signing -------------------------------------------------------------------------------
+
+    def _follow_changes(self, now: float) -> None:
+        """Drop the signing cache when the outbound generation moved (checked once per interval)."""
+        if now - self._generation_checked < self.check_interval:
+            return
+        self._generation_checked = now
+        with self.engine.connect() as conn:
+            current = outbound_generation(conn)
+        if self._generation is not None and current != self._generation:
+            self.invalidate()
+        self._generation = current
 
     def invalidate(self, domain: str | None = None) -> None:
         with self._lock:
@@ -259,7 +282,8 @@ class DkimKeys:
             dom = normalize_domain(domain)
         except AddressError:
             return []
-        now = time.monotonic()
+        now = self.clock()
+        self._follow_changes(now)
         with self._lock:
             hit = self._cache.get(dom)
             if hit is not None and now - hit[0] < self.cache_ttl:

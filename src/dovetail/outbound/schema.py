@@ -9,6 +9,7 @@ keys are not stored here but on disk under ``<data>/dkim/<domain>/<selector>.key
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from dovetail.directory.schema import metadata
 
@@ -60,8 +61,9 @@ transports = sa.Table(
     sa.UniqueConstraint("scope", "match", name="uq_transports_match"),
 )
 
-# One row; bumped by every transport change so delivery agents in other processes drop their cached
-# table at their next check (the directory's generation counter, for this table).
+# One row; bumped by every transport change and every DKIM key state change, so delivery agents in
+# other processes drop their cached table and signing keys at their next check (the directory's
+# generation counter, for outbound).
 transport_state = sa.Table(
     "transport_state", metadata,
     sa.Column("id", sa.Integer, primary_key=True),
@@ -95,3 +97,12 @@ send_limits = sa.Table(
     sa.Column("per_minute", sa.Integer, nullable=False, server_default="0"),  # 0: unlimited
     sa.Column("per_day", sa.Integer, nullable=False, server_default="0"),
 )
+
+
+def bump_generation(conn: Connection) -> None:
+    """Tell every process that the outbound configuration (transports, signing keys) changed."""
+    conn.execute(transport_state.update().values(generation=transport_state.c.generation + 1))
+
+
+def generation(conn: Connection) -> int:
+    return int(conn.execute(sa.select(transport_state.c.generation)).scalar_one())

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from dovetail.directory.addresses import (
     AddressError,
@@ -45,7 +45,7 @@ from dovetail.directory.store import Directory
 from dovetail.directory.store import generation as directory_generation
 from dovetail.log import get_logger
 from dovetail.outbound.routing import SCOPES, Key, choose, describe
-from dovetail.outbound.schema import transport_state, transports
+from dovetail.outbound.schema import bump_generation, generation, transports
 from dovetail.sealing import Sealer, SealError
 
 log = get_logger("outbound")
@@ -267,12 +267,8 @@ class _Snapshot:
     tenant_of: dict[str, str | None] = field(default_factory=dict)
 
 
-def _bump(conn: Connection) -> None:
-    conn.execute(transport_state.update().values(generation=transport_state.c.generation + 1))
-
-
-def _generation(conn: Connection) -> int:
-    return int(conn.execute(sa.select(transport_state.c.generation)).scalar_one())
+_bump = bump_generation
+_generation = generation
 
 
 class Transports:
