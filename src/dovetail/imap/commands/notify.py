@@ -170,21 +170,28 @@ def _status_line(s: CommandSession, name: str, items: tuple[str, ...], values: d
     return b"* STATUS " + mailbox_out(s, name) + b" (" + body.encode() + b")"
 
 
+def _statuses(storage: MailStorage, spec: NotifySpec, selected: str | None
+              ) -> list[tuple[str, tuple[str, ...], dict[str, int]]]:
+    """(mailbox, STATUS items its events call for, their values) for each watched mailbox."""
+    out = []
+    for name, events in watched(storage, spec, selected).items():
+        items = _status_items(events)
+        if not items:
+            continue
+        try:
+            out.append((name, items, storage.status(name, items)))
+        except (StorageError, ValueError):
+            continue
+    return out
+
+
 def snapshot(storage: MailStorage, spec: NotifySpec, selected: str | None, initial: bool
              ) -> list[tuple[str, Any]]:
     """What changed in the watched mailboxes since the last look: ("status", (name, items, values)),
     ("list", line parts). The first look (``initial``) records the state and reports nothing but
     what NOTIFY SET STATUS asks for, which the caller decides."""
     out: list[tuple[str, Any]] = []
-    boxes = watched(storage, spec, selected)
-    for name, events in boxes.items():
-        items = _status_items(events)
-        if not items:
-            continue
-        try:
-            values = storage.status(name, items)
-        except (StorageError, ValueError):
-            continue
+    for name, items, values in _statuses(storage, spec, selected):
         key = tuple(values[i] for i in items)
         if spec.status.get(name) != key:
             if not initial:
@@ -233,17 +240,7 @@ async def cmd_notify(s: CommandSession, cmd: Any) -> Result:
         snapshot(storage, spec, selected, initial=True)
         if not status:
             return []
-        lines = []
-        for name, events in watched(storage, spec, selected).items():
-            items = _status_items(events)
-            if not items:
-                continue
-            try:
-                values = storage.status(name, items)
-            except (StorageError, ValueError):
-                continue
-            lines.append(_status_line(s, name, items, values))
-        return lines
+        return [_status_line(s, name, items, values) for name, items, values in _statuses(storage, spec, selected)]
 
     for line in await asyncio.to_thread(first_look):
         s.write(line)
