@@ -17,8 +17,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("domains") as batch:
-        batch.add_column(sa.Column("dmarc_enforce", sa.Boolean, nullable=False, server_default=sa.true()))
+    # A plain ADD COLUMN: a batch rebuild of ``domains`` would drop the table the mailboxes reference.
+    op.add_column("domains", sa.Column("dmarc_enforce", sa.Boolean, nullable=False, server_default=sa.true()))
 
 
 def downgrade() -> None:

@@ -17,8 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("transports") as batch:
-        batch.add_column(sa.Column("bind_address", sa.String(45), nullable=True))
+    op.add_column("transports", sa.Column("bind_address", sa.String(45), nullable=True))
 
 
 def downgrade() -> None:
