@@ -62,3 +62,22 @@ def running_status(data_dir: Path) -> dict[str, Any] | None:
     """The running master's status; None when no master runs, so a file a stopped master left
     behind is never reported as live."""
     return read_status(data_dir) if read_pid(pid_path(data_dir)) else None
+
+
+def read_json_dir(directory: Path, max_files: int, max_bytes: int) -> list[dict[str, Any]]:
+    """The JSON objects workers publish as ``directory/*.json`` (counters, per-destination figures), at
+    most ``max_files`` files of ``max_bytes`` each; unreadable and non-object files are skipped."""
+    out: list[dict[str, Any]] = []
+    try:
+        paths = sorted(directory.glob("*.json"))[:max_files]
+    except OSError:
+        return out
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                data = json.loads(fh.read(max_bytes + 1)[:max_bytes])
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            out.append(data)
+    return out

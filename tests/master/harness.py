@@ -203,3 +203,9 @@ def relay_sink() -> Iterator[tuple[RelaySink, int]]:
         yield handler, port
     finally:
         controller.stop()
+
+
+def relay_everything_to(master: Master, port: int) -> None:
+    """A default transport rule: all outbound mail goes to the relay sink on ``port``, in plaintext."""
+    out = cli(master.data_dir, "transport", "set", "default", "*", "--relay", f"127.0.0.1:{port}", "--tls", "none")
+    assert out.returncode == 0, out.stderr

@@ -15,22 +15,16 @@ from pathlib import Path
 import dkim
 import pytest
 
-from .harness import Master, RelaySink, cli, relay_sink, wait_for
+from .harness import Master, RelaySink, cli, relay_everything_to, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="privileges are dropped only when started as root")
 
-
-@pytest.fixture
-def sink() -> Iterator[tuple[RelaySink, int]]:
-    with relay_sink() as made:
-        yield made
 
 
 @pytest.fixture
 def master(tmp_path: Path, sink: tuple[RelaySink, int]) -> Iterator[Master]:
     m = Master.create(tmp_path)
-    out = cli(m.data_dir, "transport", "set", "default", "*", "--relay", f"127.0.0.1:{sink[1]}", "--tls", "none")
-    assert out.returncode == 0, out.stderr
+    relay_everything_to(m, sink[1])
     assert cli(m.data_dir, "alias", "add", "fwd@acme.example", "partner@remote.example").returncode == 0
     m.start()
     yield m

@@ -12,20 +12,13 @@ from pathlib import Path
 import dkim
 import pytest
 
-from .harness import Master, RelaySink, cli, free_port, relay_sink, wait_for
-
-
-@pytest.fixture
-def sink() -> Iterator[tuple[RelaySink, int]]:
-    with relay_sink() as made:
-        yield made
+from .harness import Master, RelaySink, cli, free_port, relay_everything_to, wait_for
 
 
 @pytest.fixture
 def master(tmp_path: Path, sink: tuple[RelaySink, int]) -> Iterator[Master]:
     m = Master.create(tmp_path)
-    out = cli(m.data_dir, "transport", "set", "default", "*", "--relay", f"127.0.0.1:{sink[1]}", "--tls", "none")
-    assert out.returncode == 0, out.stderr
+    relay_everything_to(m, sink[1])
     assert cli(m.data_dir, "alias", "add", "fwd@acme.example", "partner@remote.example").returncode == 0
     m.submission_port = free_port()
     m.start("--submission", f"127.0.0.1:{m.submission_port}")

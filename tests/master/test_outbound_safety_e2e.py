@@ -20,22 +20,16 @@ from dovetail import config
 from dovetail.db import make_engine
 from dovetail.replies.service import RepliesService
 
-from .harness import Master, RelaySink, cli, free_port, relay_sink, wait_for
+from .harness import Master, RelaySink, cli, free_port, relay_everything_to, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="privileges are dropped only when started as root")
 
-
-@pytest.fixture
-def sink() -> Iterator[tuple[RelaySink, int]]:
-    with relay_sink() as made:
-        yield made
 
 
 @pytest.fixture
 def master(tmp_path: Path, sink: tuple[RelaySink, int]) -> Iterator[Master]:
     m = Master.create(tmp_path)
-    out = cli(m.data_dir, "transport", "set", "default", "*", "--relay", f"127.0.0.1:{sink[1]}", "--tls", "none")
-    assert out.returncode == 0, out.stderr
+    relay_everything_to(m, sink[1])
     m.submission_port = free_port()
     m.start("--submission", f"127.0.0.1:{m.submission_port}")
     yield m

@@ -56,6 +56,7 @@ from typing import Any
 
 from dovetail.config import Config, parse_rate
 from dovetail.log import get_logger
+from dovetail.status import read_json_dir
 
 log = get_logger("smtp")
 
@@ -327,20 +328,7 @@ def _top(values: Mapping[str, float]) -> dict[str, Any]:
 def read_published(directory: Path, max_files: int = 64, max_bytes: int = 256 * 1024) -> list[dict[str, Any]]:
     """The snapshots under ``directory`` whose process is still alive (a dead process's counts are gone
     with it, as a restarted exporter's)."""
-    out: list[dict[str, Any]] = []
-    try:
-        paths = sorted(directory.glob("*.json"))[:max_files]
-    except OSError:
-        return out
-    for path in paths:
-        try:
-            with open(path, "rb") as fh:
-                data = json.loads(fh.read(max_bytes + 1)[:max_bytes])
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and _alive(data.get("pid")):
-            out.append(data)
-    return out
+    return [data for data in read_json_dir(directory, max_files, max_bytes) if _alive(data.get("pid"))]
 
 
 def _alive(pid: object) -> bool:

@@ -10,7 +10,6 @@ tables, so the ``prometheus_client`` dependency would add nothing but its regist
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..outbound.shaping import OUTCOMES, merge, read_published
+from ..status import read_json_dir
 from . import counters
 from .api.stats import queue_sizes
 from .context import WebContext
@@ -55,19 +55,7 @@ def _esc(value: str) -> str:
 def worker_stats(data_dir: Path) -> dict[tuple[str, int], dict[str, Any]]:
     """Each worker's last published counters, by (service, worker index); unreadable files are skipped."""
     out: dict[tuple[str, int], dict[str, Any]] = {}
-    directory = data_dir / "run" / "stats"
-    try:
-        paths = sorted(directory.glob("*.json"))[:MAX_STATS_FILES]
-    except OSError:
-        return out
-    for path in paths:
-        try:
-            with open(path, "rb") as fh:
-                data = json.loads(fh.read(MAX_STATS_BYTES + 1)[:MAX_STATS_BYTES])
-        except (OSError, ValueError):
-            continue
-        if not isinstance(data, dict):
-            continue
+    for data in read_json_dir(data_dir / "run" / "stats", MAX_STATS_FILES, MAX_STATS_BYTES):
         service, index = data.get("service"), data.get("worker")
         if isinstance(service, str) and isinstance(index, int):
             out[(service, index)] = data
