@@ -20,7 +20,6 @@ import pytest
 
 from ..replies.receiver import Receiver
 from .harness import Master, RelaySink, cli, free_port, wait_for
-from .test_outbound_e2e import sink  # noqa: F401 - the relay sink fixture
 
 CARL = "carl@ext.example"
 
