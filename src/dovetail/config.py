@@ -299,6 +299,8 @@ KEYS: list[Key] = [
     _k("listen.imaps", "", parse_hostport, "IMAP listener with implicit TLS (993); empty: off"),
     _k("listen.http", "127.0.0.1:8025", parse_hostport, "web admin and REST API"),
     _k("database.url", "", _database_url, "empty: SQLite dovetail.db in the data directory; or postgresql://..."),
+    _k("node.name", "", _parse_str, "this installation's name in the cluster's node list (`dovetail node add`); "
+       "empty on a single installation"),
     _k("log.level", "info", _one_of("debug", "info", "warning", "error"), "lowest level logged"),
     _k("log.file", "log/dovetail.log", _parse_str,
        "also log to this file, relative to the data directory (\"-\": stderr only); reopened on SIGHUP/SIGUSR1"),

@@ -46,10 +46,14 @@ def _read_password(password: str | None, stdin: bool) -> str:
 
 @tenant_app.command("add")
 def tenant_add(ctx: typer.Context, name: str,
-               display_name: Annotated[str, typer.Option("--display-name")] = "", as_json: JsonOpt = False) -> None:
+               display_name: Annotated[str, typer.Option("--display-name")] = "",
+               node: Annotated[str | None, typer.Option(
+                   "--node", help="Home mailbox node (default: the least used one; none on a single node).")] = None,
+               as_json: JsonOpt = False) -> None:
     """Add a tenant (a short lowercase name; it becomes the folder mail/<tenant>/)."""
-    t = ctx.obj.directory.tenant_add(name, display_name)
-    emit_json(t) if as_json else print(f"tenant {t['name']} added")
+    t = ctx.obj.directory.tenant_add(name, display_name, node=node)
+    emit_json(t) if as_json else print(f"tenant {t['name']} added"
+                                       + (f" on node {t['home_node']}" if t["home_node"] else ""))
 
 
 @tenant_app.command("list")
@@ -59,9 +63,9 @@ def tenant_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(rows)
     else:
-        emit_table(["tenant", "display name", "enabled", "domains", "suppressed recipients"],
+        emit_table(["tenant", "display name", "enabled", "domains", "suppressed recipients", "node"],
                    [[r["name"], r["display_name"], "yes" if r["enabled"] else "no", r["domains"],
-                     r["suppressed_recipients"]] for r in rows])
+                     r["suppressed_recipients"], r["home_node"] or "-"] for r in rows])
 
 
 @tenant_app.command("show")
@@ -75,7 +79,8 @@ def tenant_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None
         return
     for label, value in (("tenant", row["name"]), ("display name", row["display_name"]),
                          ("enabled", "yes" if row["enabled"] else "no"), ("domains", row["domains"]),
-                         ("suppressed recipients", row["suppressed_recipients"])):
+                         ("suppressed recipients", row["suppressed_recipients"]),
+                         ("home node", row["home_node"] or "- (this installation)")):
         print(f"{label}: {value}")
 
 
@@ -336,7 +341,8 @@ def resolve(ctx: typer.Context, address: str,
     if as_json:
         emit_json({"address": res.address, "status": res.status, "reason": res.reason,
                    "mailboxes": [{"address": m.address, "tenant": m.tenant, "maildir": str(m.maildir),
-                                  "detail": m.detail, "quota_bytes": m.quota_bytes} for m in res.mailboxes],
+                                  "detail": m.detail, "quota_bytes": m.quota_bytes, "node": m.node}
+                                 for m in res.mailboxes],
                    "external": res.external, "steps": res.steps})
     else:
         if verbose or not res.ok:
@@ -344,8 +350,8 @@ def resolve(ctx: typer.Context, address: str,
                 print(f"  {step}")
         if res.ok:
             for m in res.mailboxes:
-                print(f"{display_address(m.address)}\tmailbox\t{m.maildir}" + (f"\tdetail={m.detail}" if m.detail
-                                                                                else ""))
+                print(f"{display_address(m.address)}\tmailbox\t{m.maildir}"
+                      + (f"\tdetail={m.detail}" if m.detail else "") + (f"\tnode={m.node}" if m.node else ""))
             for e in res.external:
                 print(f"{e}\texternal")
         else:

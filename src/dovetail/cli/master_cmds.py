@@ -76,6 +76,15 @@ def _one_click(c: Context) -> dict[str, Any]:
     return {"enabled": reason is None, "url": f"{url}{PATH}/<token>" if url else None, "reason": reason}
 
 
+def _cluster(c: Context) -> dict:
+    """This node's name and the cluster's node list (empty on a single installation)."""
+    from ..directory.nodes import NodeStore
+
+    return {"node": str(c.config["node.name"] or "") or None,
+            "nodes": [{"name": n.name, "roles": list(n.roles), "lmtp": n.lmtp, "imap": n.imap, "state": n.state,
+                       "tenants": n.tenants} for n in NodeStore(c.engine).list()]}
+
+
 def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Services, workers (pids, uptime, restarts, connections) and queue sizes."""
     from ..status import read_status
@@ -96,7 +105,7 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
               "dkim_unreadable": [{"domain": k.domain, "selector": k.selector, "state": k.state,
                                    "problem": k.problem} for k in unsignable],
               "warnings": data.get("warnings", []) if data else [],
-              "one_click_unsubscribe": _one_click(c)}
+              "one_click_unsubscribe": _one_click(c), "cluster": _cluster(c)}
     if as_json:
         emit_json(result)
     else:
@@ -117,6 +126,11 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         print("queue: " + ", ".join(f"{k}={v}" for k, v in queue.items()))
         for k in unsignable:
             print(f"dkim: {k.domain} {k.selector} {k.status}; its mail is deferred")
+        cluster = result["cluster"]
+        if cluster["nodes"]:
+            print(f"cluster: this node {cluster['node'] or '(node.name unset)'}; " + "; ".join(
+                f"{n['name']} {','.join(n['roles'])} {n['state']} {n['tenants']} tenant(s)"
+                for n in cluster["nodes"]))
         one_click = result["one_click_unsubscribe"]
         print(f"unsubscribe: one-click on at {one_click['url']}" if one_click["enabled"]
               else f"unsubscribe: {one_click['reason']}")

@@ -72,6 +72,7 @@ class MailboxTarget:
     maildir: Path
     quota_bytes: int
     detail: str | None = None
+    node: str | None = None  # the tenant's home mailbox node; None on a single installation
 
 
 @dataclass
@@ -89,6 +90,10 @@ class Resolution:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+def _on_node(domain: DomainInfo) -> str:
+    return f", home node {domain.home_node}" if domain.home_node else ""
 
 
 class _Loop(Exception):
@@ -306,10 +311,10 @@ class Resolver:
             maildir = replies_intake_maildir(self.mail_root, domain.tenant)
             kind = "bounce (VERP)" if local.startswith("bounce") else "reply"
             res.steps.append(f"{indent}{address}: {kind} token -> replies intake of tenant {domain.tenant} "
-                             f"({domain.tenant}/{REPLIES_INTAKE}, token {token!r})")
+                             f"({domain.tenant}/{REPLIES_INTAKE}, token {token!r})" + _on_node(domain))
             res.mailboxes.append(MailboxTarget(
                 address=address, tenant=domain.tenant, domain=domain.name, local_part=REPLIES_INTAKE,
-                maildir=maildir, quota_bytes=0, detail=token))
+                maildir=maildir, quota_bytes=0, detail=token, node=domain.home_node))
             return True
         if local in POSTMASTER_LOCALS:
             target = domain.postmaster or domain.catchall or self.default_postmaster
@@ -341,11 +346,11 @@ class Resolver:
                 res.status, res.reason = "disabled", f"mailbox {address} is disabled"
             return True
         res.steps.append(f"{indent}{address}: mailbox {domain.tenant}/{domain.name}/{local}"
-                         + (f" (detail {detail!r})" if detail else ""))
+                         + (f" (detail {detail!r})" if detail else "") + _on_node(domain))
         res.mailboxes.append(MailboxTarget(
             address=address, tenant=domain.tenant, domain=domain.name, local_part=local,
             maildir=self.mail_root / domain.tenant / domain.name / local,
-            quota_bytes=int(row["quota_bytes"] or 0), detail=detail))
+            quota_bytes=int(row["quota_bytes"] or 0), detail=detail, node=domain.home_node))
         return True
 
     def _expand(self, conn: Connection, source: str, targets: list[str], source_domain: DomainInfo,

@@ -27,6 +27,8 @@ tenants = sa.Table(
     # What submission does with a recipient on the tenant's suppression list: "reject" it at RCPT TO
     # (550 5.7.1) or "drop" it (accepted, left out of the queued message).
     sa.Column("suppressed_recipients", sa.String(8), nullable=False, server_default="reject"),
+    # The mailbox node whose Maildirs hold this tenant's mail (``nodes.name``); NULL on a single node.
+    sa.Column("home_node", sa.String(64), nullable=True),
 )
 
 domains = sa.Table(
@@ -71,6 +73,20 @@ alias_targets = sa.Table(
     sa.Column("alias_id", sa.Integer, sa.ForeignKey("aliases.id", ondelete="CASCADE"), nullable=False,
               index=True),
     sa.Column("target", sa.String(320), nullable=False),
+)
+
+# The cluster's nodes: each has its own data directory and config; this list is how the others find it.
+# ``roles`` is a comma-separated sorted subset of NODE_ROLES; ``state`` active or draining (no new
+# placements). Single-node installations have no rows here.
+nodes = sa.Table(
+    "nodes", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("roles", sa.String(128), nullable=False),
+    sa.Column("lmtp", sa.String(300), nullable=True),  # host:port of its LMTP server (mailbox role)
+    sa.Column("imap", sa.String(300), nullable=True),  # host:port its IMAP logins are proxied to
+    sa.Column("state", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
 )
 
 # One row; bumped by every directory write so other processes drop their caches.

@@ -28,6 +28,7 @@ from .addresses import (
     normalize_tenant,
     split_address,
 )
+from .nodes import NodeError, place
 from .schema import alias_targets, aliases, directory_state, domains, mailboxes, tenants
 
 # What submission does with a recipient on the tenant's suppression list (the tenant's choice):
@@ -49,6 +50,7 @@ class DomainInfo:
     plus_separator: str
     postmaster: str | None
     dmarc_enforce: bool = True
+    home_node: str | None = None  # the tenant's mailbox node; None on a single installation
 
     @property
     def display_name(self) -> str:
@@ -82,14 +84,21 @@ class Directory:
 
     # --- tenants -------------------------------------------------------------------------------
 
-    def tenant_add(self, name: str, display_name: str = "", enabled: bool = True) -> dict[str, Any]:
+    def tenant_add(self, name: str, display_name: str = "", enabled: bool = True,
+                   node: str | None = None) -> dict[str, Any]:
+        """Add a tenant, placed on ``node`` or on the least used mailbox node (none on a single node)."""
         slug = _checked(check_tenant_name, name)
         with self.engine.begin() as conn:
             if conn.execute(sa.select(tenants.c.id).where(tenants.c.name == slug)).first():
                 raise DirectoryError(f"tenant {slug!r} already exists")
-            conn.execute(tenants.insert().values(name=slug, display_name=display_name or slug, enabled=enabled))
+            try:
+                home = place(conn, node)
+            except NodeError as exc:
+                raise DirectoryError(str(exc)) from None
+            conn.execute(tenants.insert().values(name=slug, display_name=display_name or slug, enabled=enabled,
+                                                 home_node=home))
             _bump(conn)
-        return {"name": slug, "display_name": display_name or slug, "enabled": enabled}
+        return {"name": slug, "display_name": display_name or slug, "enabled": enabled, "home_node": home}
 
     def tenant_list(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
@@ -425,13 +434,14 @@ def _tenant_select() -> sa.Select:
     ndomains = (sa.select(sa.func.count()).select_from(domains)
                 .where(domains.c.tenant_id == tenants.c.id).scalar_subquery())
     return sa.select(tenants.c.name, tenants.c.display_name, tenants.c.enabled, ndomains.label("domains"),
-                     tenants.c.suppressed_recipients)
+                     tenants.c.suppressed_recipients, tenants.c.home_node)
 
 
 def _domain_select() -> sa.Select:
     return (sa.select(domains.c.id, domains.c.name, tenants.c.name.label("tenant"),
                       (domains.c.enabled & tenants.c.enabled).label("enabled"),
-                      domains.c.catchall, domains.c.plus_separator, domains.c.postmaster, domains.c.dmarc_enforce)
+                      domains.c.catchall, domains.c.plus_separator, domains.c.postmaster, domains.c.dmarc_enforce,
+                      tenants.c.home_node)
             .select_from(domains.join(tenants)))
 
 
