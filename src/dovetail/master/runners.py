@@ -39,6 +39,7 @@ from ..outbound.mx import MxResolver
 from ..outbound.shaping import ShapingConfig
 from ..outbound.submission import SubmissionBackend
 from ..queue import QueueConfig, QueueManager, Shard
+from ..replies.handover import Delivered
 from ..replies.hooks import local_delivery, outbound_events
 from ..replies.runner import run_replies as replies_main
 from ..runtime import Runtime
@@ -78,7 +79,7 @@ class RepliesHandOver:
     """Wraps the Maildir agent: each message it delivered to a reply inbox goes to the replies pipeline.
 
     The storage finds each copy by its delivery id (queue id and recipient index), so the delivery
-    code needs no knowledge of the replies engine.
+    code needs no knowledge of the replies engine. The delivery returns once the hand-over committed.
     """
 
     def __init__(self, inner, resolver, hand_over) -> None:  # noqa: ANN001
@@ -88,16 +89,21 @@ class RepliesHandOver:
         results = await self.inner.deliver(message, recipients)
         sent = [r.recipient for r in results if r.status == "sent"]
         if sent:
-            await asyncio.to_thread(self._hand_over, message, sent)
+            await self.hand_over(await asyncio.to_thread(self._stored, message, sent))
         return results
 
-    def _hand_over(self, message, recipients) -> None:  # noqa: ANN001
+    def _stored(self, message, recipients) -> list[Delivered]:  # noqa: ANN001
+        out = []
         for rcpt in recipients:
             delivery = DeliveryId(message.queue_id, rcpt.index, message.envelope.arrival)
             for target in self.resolver.resolve(rcpt.address).mailboxes:
+                item = Delivered(target.tenant, target.address, target.maildir, "")
+                if not self.hand_over.wants(item):
+                    continue
                 stored = open_storage(target.maildir, create=False).delivered(delivery)
                 if stored is not None:
-                    self.hand_over(target.tenant, target.address, target.maildir, stored.key)
+                    out.append(replace(item, key=stored.key))
+        return out
 
 
 class CountingAgent:

@@ -25,6 +25,7 @@ log = get_logger("replies")
 
 USER_AGENT = "Dovetail-Webhooks/1"
 MAX_RESPONSE_ERROR = 500
+CLAIM_BATCH = 50
 
 
 class Dispatcher:
@@ -36,6 +37,7 @@ class Dispatcher:
         clock: Callable[[], float] = time.time,
         timeout: float = 10.0,
         concurrency: int = 8,
+        window: int = 64,
         poll_interval: float = 1.0,
         lease: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -47,7 +49,9 @@ class Dispatcher:
         self.timeout = timeout
         self.poll_interval = poll_interval
         self.lease = max(lease, timeout * 2)
-        self._sem = asyncio.Semaphore(concurrency)
+        self.per_endpoint = max(1, concurrency)  # posts in flight to one endpoint
+        self.window = max(self.per_endpoint, window)  # posts in flight in all
+        self._endpoint_slots: dict[int, asyncio.Semaphore] = {}
         if not (outbox.allow_private if allow_private is None else allow_private):
             transport = netguard.GuardedTransport(transport)
         self._transport = transport
@@ -70,36 +74,69 @@ class Dispatcher:
             self._client = None
 
     async def run_once(self) -> int:
-        """Post every delivery due now; returns how many were attempted."""
+        """Post every delivery due now; returns how many were attempted.
+
+        Posts flow rather than go in lock-step batches: as soon as some finish, their outcomes are
+        recorded (one transaction for all that finished together) and more due deliveries are claimed,
+        up to ``window`` in flight. Each endpoint has at most ``per_endpoint`` posts in flight, and an
+        endpoint at that limit gets no new claims, so one slow receiver cannot fill the window and hold
+        up the others."""
         if self._client is None:
             async with self:
                 return await self.run_once()
         total = 0
-        while True:
-            claiming = asyncio.ensure_future(asyncio.to_thread(self.outbox.claim_due, self.clock(), 50, self.lease))
-            try:
-                batch = await asyncio.shield(claiming)
-                if not batch:
+        inflight: dict[asyncio.Task[tuple[dict[str, Any], int | None, str | None]], dict[str, Any]] = {}
+        claiming: asyncio.Future[list[dict[str, Any]]] | None = None
+        more = True  # the last claim may have left due deliveries behind
+        recording: list[dict[str, Any]] = []
+        try:
+            while True:
+                room = self.window - len(inflight)
+                if more and room > 0:
+                    busy = self._busy_endpoints(inflight.values())
+                    claiming = asyncio.ensure_future(asyncio.to_thread(
+                        self.outbox.claim_due, self.clock(), min(room, CLAIM_BATCH), self.lease, busy))
+                    batch = await asyncio.shield(claiming)
+                    claiming = None
+                    more = len(batch) == min(room, CLAIM_BATCH)
+                    total += len(batch)
+                    for delivery in batch:
+                        inflight[asyncio.ensure_future(self._post(delivery))] = delivery
+                if not inflight:
                     return total
-                total += len(batch)
-                outcomes = await asyncio.gather(*(self._post(d) for d in batch))
-                statuses = await asyncio.to_thread(self.outbox.record_many, outcomes, now=self.clock(),
-                                                   schedule=self.schedule)
-            except asyncio.CancelledError:
-                await self._give_back(claiming)
-                raise
-            for (delivery, status, error), outcome in zip(outcomes, statuses, strict=True):
-                log.info("webhook", event_id=delivery["event_id"], url=_without_credentials(delivery["url"]),
-                         status=status or error,
-                         outcome=outcome, attempt=delivery["attempts"] + 1)
+                done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                outcomes = [task.result() for task in done]
+                recording = [inflight.pop(task) for task in done]
+                await self._record(outcomes)
+                recording = []
+                more = True  # slots and endpoints freed: look again
+        except asyncio.CancelledError:
+            for task in inflight:
+                task.cancel()
+            await self._give_back(claiming, list(inflight.values()) + recording)
+            raise
 
-    async def _give_back(self, claiming: asyncio.Future[list[dict[str, Any]]]) -> None:
-        """Stopped mid-batch: release what was claimed and not recorded, so a restarted dispatcher posts
+    def _busy_endpoints(self, deliveries: Any) -> list[int]:
+        counts: dict[int, int] = {}
+        for delivery in deliveries:
+            counts[delivery["endpoint_id"]] = counts.get(delivery["endpoint_id"], 0) + 1
+        return [endpoint for endpoint, n in counts.items() if n >= self.per_endpoint]
+
+    async def _record(self, outcomes: list[tuple[dict[str, Any], int | None, str | None]]) -> None:
+        statuses = await asyncio.to_thread(self.outbox.record_many, outcomes, now=self.clock(), schedule=self.schedule)
+        for (delivery, status, error), outcome in zip(outcomes, statuses, strict=True):
+            log.info("webhook", event_id=delivery["event_id"], url=_without_credentials(delivery["url"]),
+                     status=status or error, outcome=outcome, attempt=delivery["attempts"] + 1)
+
+    async def _give_back(self, claiming: asyncio.Future[list[dict[str, Any]]] | None,
+                         unrecorded: list[dict[str, Any]]) -> None:
+        """Stopped mid-flow: release what was claimed and not recorded, so a restarted dispatcher posts
         it now rather than when the lease runs out. (A killed process cannot: its leases expire.)"""
         try:
-            batch = await claiming  # a claim already running in its thread completes either way
-            if batch:
-                await asyncio.to_thread(self.outbox.release, batch)
+            if claiming is not None:
+                unrecorded = unrecorded + await claiming  # a claim already running in its thread completes
+            if unrecorded:
+                await asyncio.to_thread(self.outbox.release, unrecorded)
         except Exception as exc:  # noqa: BLE001 - the leases still expire on their own
             log.warning("webhook leases not released", error=str(exc))
 
@@ -127,7 +164,10 @@ class Dispatcher:
         error: str | None = None
         if delivery["secret"] is None:
             return delivery, None, "the endpoint's signing secret cannot be opened with this data directory's key"
-        async with self._sem:
+        slots = self._endpoint_slots.get(delivery["endpoint_id"])
+        if slots is None:
+            slots = self._endpoint_slots[delivery["endpoint_id"]] = asyncio.Semaphore(self.per_endpoint)
+        async with slots:
             # Signed with the wall clock: receivers compare it with theirs (the injected clock only schedules).
             headers = signing.signed_headers(delivery["secret"], delivery["event_id"], int(time.time()), body)
             try:

@@ -7,16 +7,16 @@ Outbound registers what it sends and reports delivery results through ``outbound
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from dovetail.datadir import Layout
 from dovetail.log import get_logger
 
+from .handover import HandOver
 from .outbound_bridge import OutboundBridge
 from .service import RepliesService
 from .sources.local import LocalHook
+from .wake import WakeSender, wake_path
 
 log = get_logger("replies")
 
@@ -32,18 +32,9 @@ def outbound_events(engine: Any, cfg: Any) -> OutboundBridge:
     return OutboundBridge(RepliesService.open(engine, cfg.data_dir))
 
 
-def local_delivery(engine: Any, cfg: Any) -> Callable[[str, str, Path, str], None]:
-    """``hand_over(tenant, mailbox_address, maildir, key)`` for a message just delivered (``key`` as
-    the storage's ``Delivered.key``); reply inboxes and the tenants' replies intakes only."""
-    hook = LocalHook(RepliesService.open(engine, cfg.data_dir), mail_root=Layout(cfg.data_dir).mail)
-
-    def hand_over(tenant: str, mailbox_address: str, maildir: Path, key: str) -> None:
-        if not hook.wants(tenant, mailbox_address, maildir):
-            return
-        try:
-            hook.on_delivered(tenant, mailbox_address, maildir, key)
-        except Exception as exc:  # noqa: BLE001 - delivery stands; the IMAP source or a replay catches up
-            log.warning("reply pipeline failed for a delivered message", mailbox=mailbox_address,
-                        file=key, error=repr(exc))
-
-    return hand_over
+def local_delivery(engine: Any, cfg: Any) -> HandOver:
+    """The hand-over of messages just delivered (reply inboxes and the tenants' replies intakes only),
+    committed in batches; it wakes the replies service's dispatcher through ``run/replies.wake``."""
+    layout = Layout(cfg.data_dir)
+    hook = LocalHook(RepliesService.open(engine, cfg.data_dir), mail_root=layout.mail)
+    return HandOver(hook, wake=WakeSender(wake_path(layout.run)))

@@ -148,12 +148,16 @@ class Outbox:
 
     # --- dispatcher side ---------------------------------------------------------------------------
 
-    def claim_due(self, now: float, limit: int = 50, lease: float = 60.0) -> list[dict[str, Any]]:
-        """Due deliveries, each leased to the caller for ``lease`` seconds."""
-        return retry(lambda: self._claim_due(now, limit, lease))
+    def claim_due(self, now: float, limit: int = 50, lease: float = 60.0,
+                  skip_endpoints: list[int] | None = None) -> list[dict[str, Any]]:
+        """Due deliveries, each leased to the caller for ``lease`` seconds; none for ``skip_endpoints``
+        (endpoints the caller is already posting to as fast as it may)."""
+        return retry(lambda: self._claim_due(now, limit, lease, skip_endpoints or []))
 
-    def _claim_due(self, now: float, limit: int, lease: float) -> list[dict[str, Any]]:
+    def _claim_due(self, now: float, limit: int, lease: float, skip: list[int]) -> list[dict[str, Any]]:
         enabled = sa.select(webhook_endpoints.c.id).where(webhook_endpoints.c.enabled.is_(True))
+        if skip:
+            enabled = enabled.where(webhook_endpoints.c.id.not_in(skip))
         free = sa.or_(webhook_deliveries.c.locked_until.is_(None), webhook_deliveries.c.locked_until < now)
         due = (sa.select(webhook_deliveries.c.id).where(
             webhook_deliveries.c.status == PENDING, webhook_deliveries.c.next_attempt_at <= now,

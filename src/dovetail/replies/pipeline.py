@@ -99,6 +99,19 @@ class _Match:
     thread_id: int | None = None
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A message parsed and classified, waiting for its transaction."""
+
+    tid: int
+    tname: str
+    source: Source
+    parsed: Parsed
+    stripped: str
+    verdict: cls.Classification
+    keys: list[str]
+
+
 @dataclass
 class _Verp:
     """A message sent to ``bounce+<token>@``: the recipients of the message its token names (none when
@@ -133,44 +146,74 @@ class Pipeline:
 
     def process_message(self, raw: bytes, source: Source) -> ReplyRecord:
         """Store and emit one inbound message (blocking: call it from a worker thread in async code)."""
-        return retry(lambda: self._process(raw, source))
+        return retry(lambda: self._process([(raw, source)]))[0]
+
+    def process_many(self, items: list[tuple[bytes, Source]]) -> list[ReplyRecord | Exception]:
+        """Store and emit several messages in one transaction: one commit (one fsync) for the lot, which
+        is what lets the pipeline keep pace with intake when replies arrive in bursts. A message that
+        fails spoils only itself: the batch is then run again one message per transaction."""
+        if not items:
+            return []
+        try:
+            return list(retry(lambda: self._process(items)))
+        except Exception as exc:  # noqa: BLE001 - each message gets its own outcome below
+            if len(items) == 1:
+                return [exc]
+        out: list[ReplyRecord | Exception] = []
+        for raw, source in items:
+            try:
+                out.append(self.process_message(raw, source))
+            except Exception as exc:  # noqa: BLE001 - reported to the caller per message
+                out.append(exc)
+        return out
 
     # --- steps ---------------------------------------------------------------------------------------
 
-    def _process(self, raw: bytes, source: Source) -> ReplyRecord:
+    def _process(self, items: list[tuple[bytes, Source]]) -> list[ReplyRecord]:
         with self.engine.connect() as conn:
-            tid, tname = _tenant(conn, source.tenant)
-            src_key = source.key()
-            if src_key:
-                seen = _seen(conn, tid, [src_key])
-                if seen is not None:
-                    return _record(conn, seen, tname)
+            prepared = [self._prepare(conn, raw, source) for raw, source in items]
+        with self.engine.begin() as conn:
+            records = [p if isinstance(p, ReplyRecord) else self._commit(conn, p) for p in prepared]
+        for record in records:
+            if record.duplicate:
+                continue
+            log.info("reply", tenant=record.tenant, reply=record.id, kind=record.kind, match=record.match_method,
+                     message_id=record.message_id, event_type=record.event_type)
+            if self.on_event is not None:
+                for eid in record.events:
+                    self.on_event(eid)
+        return records
+
+    def _prepare(self, conn: Connection, raw: bytes, source: Source) -> ReplyRecord | _Prepared:
+        """Parse and classify (no writes): the stored record instead when the source position was seen."""
+        tid, tname = _tenant(conn, source.tenant)
+        src_key = source.key()
+        if src_key:
+            seen = _seen(conn, tid, [src_key])
+            if seen is not None:
+                return _record(conn, seen, tname)
         parsed = parse(raw, self.authserv_id)
         mid_key = "mid:" + parsed.message_id if parsed.message_id else "sha:" + hashlib.sha256(raw).hexdigest()
         keys = [k for k in (src_key, mid_key[:1100]) if k]
         stripped = reply_text(parsed.text, parsed.html)
-        verdict = cls.classify(parsed, stripped)
-        with self.engine.begin() as conn:
-            seen = _seen(conn, tid, keys)
-            if seen is not None:
-                for key in keys:  # remember the new position too, so the source is not re-read
-                    if _seen(conn, tid, [key]) is None:
-                        conn.execute(processed_messages.insert().values(tenant_id=tid, key=key, reply_id=seen))
-                return _record(conn, seen, tname)
-            verp = self._verp(conn, tid, parsed)
-            if verp is None:
-                match = self._thread(conn, tid, parsed, verdict)
-            elif verp.forged:
-                match = _Match()
-            else:
-                match = _Match("verp", STRONG, _verp_outbound(verp, verdict))
-            record = self._store(conn, tid, tname, source, parsed, stripped, verdict, match, keys, verp)
-        log.info("reply", tenant=tname, reply=record.id, kind=record.kind, match=record.match_method,
-                 message_id=record.message_id, event_type=record.event_type)
-        if self.on_event is not None:
-            for eid in record.events:
-                self.on_event(eid)
-        return record
+        return _Prepared(tid, tname, source, parsed, stripped, cls.classify(parsed, stripped), keys)
+
+    def _commit(self, conn: Connection, p: _Prepared) -> ReplyRecord:
+        """Thread and store one prepared message inside the caller's transaction."""
+        seen = _seen(conn, p.tid, p.keys)
+        if seen is not None:
+            for key in p.keys:  # remember the new position too, so the source is not re-read
+                if _seen(conn, p.tid, [key]) is None:
+                    conn.execute(processed_messages.insert().values(tenant_id=p.tid, key=key, reply_id=seen))
+            return _record(conn, seen, p.tname)
+        verp = self._verp(conn, p.tid, p.parsed)
+        if verp is None:
+            match = self._thread(conn, p.tid, p.parsed, p.verdict)
+        elif verp.forged:
+            match = _Match()
+        else:
+            match = _Match("verp", STRONG, _verp_outbound(verp, p.verdict))
+        return self._store(conn, p.tid, p.tname, p.source, p.parsed, p.stripped, p.verdict, match, p.keys, verp)
 
     def _verp(self, conn: Connection, tid: int, parsed: Parsed) -> _Verp | None:
         """The VERP token this message was sent to (Delivered-To, as our delivery stamps it, or To:)."""

@@ -3,7 +3,8 @@
 Accounts are re-read every ``account_refresh`` seconds, so one added with the API or CLI starts
 without a restart and a removed one stops. The local source needs no task here: it runs inside the
 delivery agent's process (:class:`~dovetail.replies.sources.local.LocalHook`), and its events reach
-the dispatcher through the outbox, which the dispatcher polls every ``poll_interval`` seconds.
+the dispatcher through the outbox; the storing process wakes the dispatcher through ``run/replies.wake``
+(:mod:`.wake`), and the dispatcher also polls every ``poll_interval`` seconds in case a wake-up is lost.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from dovetail.datadir import Layout
 from dovetail.log import get_logger
 
 from .dispatcher import Dispatcher
 from .service import RepliesService
 from .sources.imap import ImapAccount, ImapAccounts, ImapSource
+from .wake import WakeListener, wake_path
 
 log = get_logger("replies")
 
@@ -32,11 +35,12 @@ DEFAULT_ACCOUNT_REFRESH = 30.0
 class RepliesEngine:
     def __init__(self, engine: Engine, data_dir: Path, *, poll_interval: float = DEFAULT_POLL_INTERVAL,
                  account_refresh: float = DEFAULT_ACCOUNT_REFRESH, ssl_context: ssl.SSLContext | None = None,
-                 dispatcher_options: dict[str, Any] | None = None) -> None:
+                 dispatcher_options: dict[str, Any] | None = None, wake_socket: Path | None = None) -> None:
         self.service = RepliesService.open(engine, data_dir)
         self.accounts = ImapAccounts(engine, self.service.sealer)
         self.dispatcher = Dispatcher(self.service.outbox, poll_interval=poll_interval, **(dispatcher_options or {}))
         self.account_refresh = account_refresh
+        self.wake_socket = wake_socket  # run/replies.wake: deliveries in other processes wake the dispatcher
         self.ssl_context = ssl_context
         self.sources: dict[ImapAccount, tuple[ImapSource, asyncio.Event, asyncio.Task[None]]] = {}
 
@@ -44,12 +48,22 @@ class RepliesEngine:
         loop = asyncio.get_running_loop()
         self.service.on_event(lambda _eid: loop.call_soon_threadsafe(self.dispatcher.wake))
         dispatching = asyncio.create_task(self.dispatcher.run(stop))
+        listener = None
+        if self.wake_socket is not None:
+            listener = WakeListener(self.wake_socket, self.dispatcher.wake)
+            try:
+                listener.start()
+            except OSError as exc:  # the dispatcher still polls
+                log.warning("cannot listen for wake-ups", path=str(self.wake_socket), error=str(exc))
+                listener = None
         try:
             while not stop.is_set():
                 await self._refresh_sources()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.account_refresh)
         finally:
+            if listener is not None:
+                listener.stop()
             tasks = [t for _, _, t in self.sources.values()] + [dispatching]
             for _source, source_stop, _task in self.sources.values():
                 source_stop.set()
@@ -85,7 +99,7 @@ async def run_replies(cfg: Any, stop: asyncio.Event, ready: Callable[[], None] =
 
     engine = make_engine(cfg.database_url)
     try:
-        replies = RepliesEngine(engine, cfg.data_dir)
+        replies = RepliesEngine(engine, cfg.data_dir, wake_socket=wake_path(Layout(cfg.data_dir).run))
         ready()
         await replies.run(stop)
     finally:

@@ -1,0 +1,128 @@
+"""What keeps the replies engine in step with intake: batched hand-over, wake-ups across processes,
+and a dispatcher where one slow receiver holds up no other."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from dovetail.replies.dispatcher import Dispatcher
+from dovetail.replies.handover import Delivered, HandOver
+from dovetail.replies.pipeline import ReplyRecord, Source
+from dovetail.replies.service import RepliesService
+from dovetail.replies.sources.local import LocalHook
+from dovetail.replies.wake import WakeListener, WakeSender
+from dovetail.storage import open_storage
+from dovetail.storage.api import DeliveryId
+
+from .mails import reply
+from .receiver import Receiver
+
+
+def _register(service: RepliesService) -> None:
+    service.registry.register_outbound("acme", "Q1", message_id="<a@acme.example>",
+                                       recipient="anna@client.example", subject="Quick question")
+
+
+def test_a_batch_is_stored_in_one_go_and_a_bad_message_spoils_only_itself(service: RepliesService) -> None:
+    _register(service)
+    emitted: list[str] = []
+    service.on_event(emitted.append)
+    items = [(reply(in_reply_to="<a@acme.example>", message_id=f"<b{n}@c>"), Source("acme", "test", item=str(n)))
+             for n in range(5)]
+    items.insert(2, (reply(message_id="<stray@c>"), Source("nobody", "test", item="x")))  # unknown tenant
+    out = service.pipeline.process_many(items)
+    assert isinstance(out[2], Exception) and "unknown tenant" in str(out[2])
+    records = [r for r in out if isinstance(r, ReplyRecord)]
+    assert len(records) == 5 and all(r.match_method == "in_reply_to" and not r.duplicate for r in records)
+    assert len(emitted) == 5
+    again = service.pipeline.process_many(items[:2])  # the same positions again: stored once
+    assert all(isinstance(r, ReplyRecord) and r.duplicate for r in again)
+    assert len(emitted) == 5
+    assert service.pipeline.process_many([]) == []
+
+
+def test_the_hand_over_commits_before_returning_and_wakes_once(service: RepliesService, tmp_path: Path) -> None:
+    _register(service)
+    mail = tmp_path / "mail"
+    maildir = mail / "acme" / "acme.example" / "replies"
+    storage = open_storage(maildir, create=True)
+    hook = LocalHook(service, cache_ttl=0, mail_root=mail)
+    hook.mark("acme", "replies@acme.example")
+    keys = []
+    for n in range(6):
+        stored = storage.deliver([reply(in_reply_to="<a@acme.example>", message_id=f"<h{n}@c>")],
+                                 delivery_id=DeliveryId(f"Q{n}", 0, 1.0))
+        keys.append(stored.key)
+    wakes: list[int] = []
+    hand_over = HandOver(hook, wake=lambda: wakes.append(1), max_batch=4)
+
+    async def main() -> None:
+        items = [Delivered("acme", "replies@acme.example", maildir, key) for key in keys]
+        items.append(Delivered("acme", "replies@acme.example", maildir, "../../escape"))  # refused, logged
+        # Three deliveries finishing together: their hand-overs share batches.
+        await asyncio.gather(hand_over(items[:2]), hand_over(items[2:5]), hand_over(items[5:]))
+
+    asyncio.run(main())
+    # Every message is stored by the time the calls returned.
+    threads = service.queries.threads("acme")
+    assert sum(t["reply_count"] for t in threads) == 6
+    assert 1 <= len(wakes) <= 2  # once per committed batch that stored events, not once per message
+
+
+def test_a_wake_up_crosses_processes_through_the_run_directory(tmp_path: Path) -> None:
+    path = tmp_path / "replies.wake"
+    WakeSender(path)()  # nobody listening: nothing happens, nothing raised
+
+    async def main() -> int:
+        woken = asyncio.Event()
+        count = 0
+
+        def on_wake() -> None:
+            nonlocal count
+            count += 1
+            woken.set()
+
+        listener = WakeListener(path, on_wake)
+        listener.start()
+        sender = WakeSender(path)
+        for _ in range(3):
+            sender()
+        await asyncio.wait_for(woken.wait(), 10)
+        listener.stop()
+        sender.close()
+        assert not path.exists()
+        return count
+
+    assert asyncio.run(main()) >= 1
+
+
+def test_a_slow_receiver_holds_up_no_other(service: RepliesService) -> None:
+    slow, fast = Receiver().start(), Receiver().start()
+    try:
+        slow.secret = service.outbox.add_endpoint("acme", slow.url)["secret"]
+        fast.secret = service.outbox.add_endpoint("acme", fast.url)["secret"]
+        _register(service)
+        eids = [service.process_message(reply(in_reply_to="<a@acme.example>", message_id=f"<s{n}@c>"),
+                                        Source("acme", "test")).events[0] for n in range(30)]
+        slow.hold.clear()  # the slow receiver takes requests and does not answer
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            task = asyncio.create_task(Dispatcher(service.outbox, concurrency=4, window=16,
+                                                  poll_interval=0.2).run(stop))
+            got = await asyncio.to_thread(fast.wait_for, 30, 30)
+            assert {p["id"] for p in got} == set(eids)
+            assert await asyncio.to_thread(slow.wait_started, 4)
+            assert slow.started == 4  # never more than its share in flight
+            slow.hold.set()
+            await asyncio.to_thread(slow.wait_for, 30, 30)
+            stop.set()
+            await asyncio.wait_for(task, 20)
+
+        asyncio.run(main())
+        assert {p["id"] for p in slow.received} == set(eids)
+    finally:
+        slow.hold.set()
+        slow.stop()
+        fast.stop()
