@@ -374,6 +374,12 @@ KEYS: list[Key] = [
        "how long a bounce to an SRS address is routed back (older ones are refused 550 5.7.1)"),
     _k("forwarding.arc_seal", True, _parse_bool,
        "forwarded mail is ARC-sealed (RFC 8617) with the DKIM key of the alias's domain, when it has one"),
+    _k("events.nats_url", "", _parse_str,
+       "NATS server events are published to for endpoints added as `nats:` (nats://host:4222, tls://...); "
+       "empty: off"),
+    _k("events.nats_stream", "DOVETAIL_EVENTS", _parse_str, "JetStream stream the events go to (created when missing)"),
+    _k("events.nats_subject_prefix", "dovetail", _parse_str,
+       "events are published to <prefix>.<tenant>.<event type>, e.g. dovetail.acme.reply.received"),
     _k("replies.webhook_allow_private", False, _parse_bool,
        "let webhooks target loopback, private and link-local addresses (default: refused, against SSRF)"),
 ]

@@ -48,3 +48,57 @@ def test_reply_to_a_campaign_message_fires_a_signed_webhook(tmp_path: Path) -> N
         receiver.stop()
         m.stop()
         m.cleanup()
+
+
+def test_a_reply_is_published_to_nats_jetstream_through_the_running_master(tmp_path: Path) -> None:
+    """``events.nats_url`` set and a ``nats:`` endpoint: the replies service publishes the event to the
+    stream under the tenant's subject, signed as a webhook would be."""
+    import asyncio
+
+    import nats
+
+    from dovetail.replies import signing
+    from tests.natsserver import NatsServer
+
+    server = NatsServer(tmp_path / "jetstream").start()
+    (tmp_path / "m").mkdir()
+    m = Master.create(tmp_path / "m")
+    try:
+        ok(m, "config", "set", f"events.nats_url={server.url}", "events.nats_stream=REPLIES")
+        ok(m, "campaigns", "add", "--tenant", "acme", "spring")
+        ok(m, "campaigns", "register", "--tenant", "acme", "spring", "--message-id", "<out-2@acme.example>",
+           "--recipient", "carl@ext.example", "--subject", "Spring offer")
+        ok(m, "replies", "inbox", "add", "--tenant", "acme", "bob@acme.example")
+        secret = json.loads(ok(m, "webhooks", "add", "--tenant", "acme", "nats:", "--json"))["secret"]
+
+        async def next_event() -> tuple[str, dict[str, str], bytes]:
+            nc = await nats.connect(server.url)
+            try:
+                js = nc.jetstream()
+                for _ in range(600):  # the stream appears with the first publication
+                    try:
+                        sub = await js.subscribe("dovetail.acme.>", stream="REPLIES")
+                        break
+                    except Exception:  # noqa: BLE001 - not created yet
+                        await asyncio.sleep(0.1)
+                msg = await sub.next_msg(timeout=60)
+                return msg.subject, dict(msg.headers or {}), msg.data
+            finally:
+                await nc.close()
+
+        m.start()
+        with m.smtp() as s:
+            s.sendmail("carl@ext.example", ["bob@acme.example"],
+                       "From: carl@ext.example\r\nTo: bob@acme.example\r\nSubject: Re: Spring offer\r\n"
+                       "Message-ID: <reply-2@ext.example>\r\nIn-Reply-To: <out-2@acme.example>\r\n\r\nYes.\r\n")
+        subject, headers, body = asyncio.run(next_event())
+        assert subject == "dovetail.acme.reply.received"
+        event = signing.verify(secret, headers, body)
+        assert headers["Nats-Msg-Id"] == event["id"]
+        assert event["data"]["campaign"]["name"] == "spring"
+        [delivery] = json.loads(ok(m, "webhooks", "deliveries", "--tenant", "acme", "--json"))
+        assert delivery["status"] == "delivered"
+    finally:
+        m.stop()
+        m.cleanup()
+        server.stop()

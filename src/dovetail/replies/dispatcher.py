@@ -19,6 +19,7 @@ import httpx
 from dovetail.log import get_logger
 
 from . import netguard, signing
+from .broker import BrokerError, NatsPublisher, is_broker_url
 from .outbox import Outbox, RetrySchedule
 
 log = get_logger("replies")
@@ -42,8 +43,10 @@ class Dispatcher:
         lease: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
         allow_private: bool | None = None,
+        broker: NatsPublisher | None = None,
     ) -> None:
         self.outbox = outbox
+        self.broker = broker  # publishes the deliveries of ``nats:`` endpoints (events.nats_url)
         self.schedule = schedule or RetrySchedule()
         self.clock = clock
         self.timeout = timeout
@@ -69,6 +72,8 @@ class Dispatcher:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self.broker is not None:
+            await self.broker.close()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -170,6 +175,8 @@ class Dispatcher:
         async with slots:
             # Signed with the wall clock: receivers compare it with theirs (the injected clock only schedules).
             headers = signing.signed_headers(delivery["secret"], delivery["event_id"], int(time.time()), body)
+            if is_broker_url(delivery["url"]):
+                return delivery, *(await self._publish(delivery, body, headers))
             try:
                 response = await self._client.post(delivery["url"], content=body, headers=headers)
                 status = response.status_code
@@ -178,6 +185,18 @@ class Dispatcher:
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"[:MAX_RESPONSE_ERROR]
         return delivery, status, error
+
+
+    async def _publish(self, delivery: dict[str, Any], body: bytes,
+                       headers: dict[str, str]) -> tuple[int | None, str | None]:
+        """A ``nats:`` endpoint's delivery: acknowledged by JetStream counts as a 2xx."""
+        if self.broker is None:
+            return None, "NATS publication is off: events.nats_url is not set"
+        try:
+            await self.broker.publish(delivery["event_id"], body, headers)
+        except BrokerError as exc:
+            return None, str(exc)[:MAX_RESPONSE_ERROR]
+        return 200, None
 
 
 def _without_credentials(url: str) -> str:

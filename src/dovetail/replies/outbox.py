@@ -23,6 +23,7 @@ from dovetail.dbrows import inserted_id
 from dovetail.sealing import Sealer, SealError
 
 from . import netguard, signing
+from .broker import NATS_ENDPOINT, is_broker_url
 from .dbretry import retry
 from .registry import RegistryError, tenant_id
 from .schema import events, webhook_deliveries, webhook_endpoints
@@ -83,8 +84,10 @@ def _endpoint(row: Any) -> dict[str, Any]:
 class Outbox:
     """Endpoint management and delivery bookkeeping; the dispatcher drives the posting."""
 
-    def __init__(self, engine: Engine, *, allow_private: bool = False, sealer: Sealer | None = None) -> None:
+    def __init__(self, engine: Engine, *, allow_private: bool = False, sealer: Sealer | None = None,
+                 broker: bool = False) -> None:
         self.engine = engine
+        self.broker = broker  # events.nats_url is set: endpoints may be ``nats:`` (see .broker)
         self.allow_private = allow_private  # replies.webhook_allow_private: loopback/private targets allowed
         self.sealer = sealer  # signing secrets sealed at rest (dovetail.sealing) when given
 
@@ -93,8 +96,13 @@ class Outbox:
     def add_endpoint(self, tenant: str | int, url: str, event_types: list[str] | None = None,
                      description: str = "", secret: str | None = None) -> dict[str, Any]:
         """A new endpoint; the answer holds its ``whsec_`` secret (shown once)."""
-        url = _check_url(url)
-        if not self.allow_private:
+        if is_broker_url(url):
+            if not self.broker:
+                raise RegistryError("nats: endpoints need the operator's NATS server: set events.nats_url")
+            url = NATS_ENDPOINT
+        else:
+            url = _check_url(url)
+        if not self.allow_private and url != NATS_ENDPOINT:
             try:
                 netguard.check_url(url)
             except netguard.BlockedTarget as exc:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from dovetail.datadir import Layout
 from dovetail.log import get_logger
 
+from .broker import NatsPublisher
 from .dispatcher import Dispatcher
 from .service import RepliesService
 from .sources.imap import ImapAccount, ImapAccounts, ImapSource
@@ -90,6 +91,14 @@ class RepliesEngine:
             log.info("IMAP source started", account=account.id, host=account.host, folder=account.folder)
 
 
+def nats_publisher(cfg: Any) -> NatsPublisher | None:
+    """The publisher of ``nats:`` endpoints' events, when ``events.nats_url`` names a server."""
+    url = str(cfg["events.nats_url"] or "")
+    if not url:
+        return None
+    return NatsPublisher(url, stream=cfg["events.nats_stream"], prefix=cfg["events.nats_subject_prefix"])
+
+
 async def run_replies(cfg: Any, stop: asyncio.Event, ready: Callable[[], None] = lambda: None) -> int:
     """Entry point for the master's ``replies`` service: ``cfg`` is the data directory's Config;
     ``ready`` is called once the engine is built (its keys read), before it runs.
@@ -99,7 +108,8 @@ async def run_replies(cfg: Any, stop: asyncio.Event, ready: Callable[[], None] =
 
     engine = make_engine(cfg.database_url)
     try:
-        replies = RepliesEngine(engine, cfg.data_dir, wake_socket=wake_path(Layout(cfg.data_dir).run))
+        replies = RepliesEngine(engine, cfg.data_dir, wake_socket=wake_path(Layout(cfg.data_dir).run),
+                                dispatcher_options={"broker": nats_publisher(cfg)})
         ready()
         await replies.run(stop)
     finally:

@@ -18,11 +18,12 @@ from .registry import Registry
 
 class RepliesService:
     def __init__(self, engine: Engine, secret: bytes, *, clock: Callable[[], float] = time.time,
-                 allow_private_webhooks: bool = False, sealer: Sealer | None = None, authserv_id: str = "") -> None:
+                 allow_private_webhooks: bool = False, sealer: Sealer | None = None, authserv_id: str = "",
+                 broker: bool = False) -> None:
         self.engine = engine
         self.sealer = sealer  # seals the IMAP-source passwords (see dovetail.sealing)
         self.registry = Registry(engine, secret)
-        self.outbox = Outbox(engine, allow_private=allow_private_webhooks, sealer=sealer)
+        self.outbox = Outbox(engine, allow_private=allow_private_webhooks, sealer=sealer, broker=broker)
         self.queries = Queries(engine)
         self._listeners: list[Callable[[str], object]] = []
         self.pipeline = Pipeline(engine, secret, on_event=self._emit, clock=clock, authserv_id=authserv_id)
@@ -39,7 +40,8 @@ class RepliesService:
         if allow_private_webhooks is None:
             allow_private_webhooks = bool(cfg.get("replies.webhook_allow_private", False))
         return cls(engine, tokens.load_secret(data_dir), clock=clock, allow_private_webhooks=allow_private_webhooks,
-                   sealer=sealer if sealer is not None else Sealer.for_data_dir(data_dir), authserv_id=cfg.hostname)
+                   sealer=sealer if sealer is not None else Sealer.for_data_dir(data_dir), authserv_id=cfg.hostname,
+                   broker=bool(cfg.get("events.nats_url", "")))
 
     def on_event(self, listener: Callable[[str], object]) -> None:
         """Call ``listener(event_id)`` after each stored event (e.g. ``Dispatcher.wake``)."""
