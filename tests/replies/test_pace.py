@@ -4,7 +4,10 @@ and a dispatcher where one slow receiver holds up no other."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
+
+import pytest
 
 from dovetail.replies.dispatcher import Dispatcher
 from dovetail.replies.handover import Delivered, HandOver
@@ -126,3 +129,35 @@ def test_a_slow_receiver_holds_up_no_other(service: RepliesService) -> None:
         slow.hold.set()
         slow.stop()
         fast.stop()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_dispatchers_on_several_nodes_claim_side_by_side(service: RepliesService) -> None:
+    """Another node is in the middle of claiming five deliveries (its rows locked): this node's claim
+    takes the other five at once instead of waiting behind it or coming back empty."""
+    import threading
+
+    import sqlalchemy as sa
+
+    from dovetail.replies.schema import webhook_deliveries
+
+    receiver = Receiver().start()
+    try:
+        service.outbox.add_endpoint("acme", receiver.url)
+        _register(service)
+        for n in range(10):
+            service.process_message(reply(in_reply_to="<a@acme.example>", message_id=f"<k{n}@c>"),
+                                    Source("acme", "test"))
+        with service.engine.connect() as other:
+            other.begin()
+            held = set(other.execute(sa.select(webhook_deliveries.c.id).order_by(webhook_deliveries.c.id)
+                                     .limit(5).with_for_update()).scalars())
+            claimed: list[dict] = []
+            worker = threading.Thread(target=lambda: claimed.extend(service.outbox.claim_due(time.time(), 50)))
+            worker.start()
+            worker.join(30)
+            assert not worker.is_alive(), "the claim waited for the other node's locks"
+            other.rollback()
+        assert len(claimed) == 5 and not held & {d["id"] for d in claimed}
+    finally:
+        receiver.stop()

@@ -170,7 +170,10 @@ class Outbox:
         due = (sa.select(webhook_deliveries.c.id).where(
             webhook_deliveries.c.status == PENDING, webhook_deliveries.c.next_attempt_at <= now,
             webhook_deliveries.c.endpoint_id.in_(enabled), free)
-            .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id).limit(limit))
+            .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id).limit(limit)
+            # PostgreSQL: dispatchers on several nodes claim side by side, each skipping the rows another
+            # is claiming instead of queuing behind it (SQLite has one writer and renders no lock).
+            .with_for_update(of=webhook_deliveries, skip_locked=True))
         # A lease value of our own marks the rows this claim won (another dispatcher's differs).
         mark = now + lease + random.random() / 1000
         with self.engine.begin() as conn:
