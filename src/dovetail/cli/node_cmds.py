@@ -103,8 +103,13 @@ def node_resume(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None
 
 @node_app.command("remove")
 def node_remove(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
-    """Remove NAME from the list; refused while tenants are homed on it."""
+    """Remove NAME from the list; refused while tenants are homed on it. The connection slots its
+    workers held in the cluster's counters are dropped with it."""
+    from ..mailauth.cluster import forget_node, shares_counters
+
     _guard(lambda: _store(ctx).remove(name))
+    if shares_counters(ctx.obj.engine):
+        forget_node(ctx.obj.engine, name.strip().lower())
     emit_json({"removed": name}) if as_json else print(f"node {name} removed")
 
 

@@ -15,7 +15,10 @@ import threading
 import time
 from pathlib import Path
 
+from sqlalchemy.engine import Engine
+
 from dovetail.log import get_logger
+from dovetail.mailauth.cluster import DbLedger, shares_counters
 from dovetail.mailauth.penalty import AuthPenalty, FailureLedger, MemoryLedger
 from dovetail.rundb import open_run_db, writing
 
@@ -65,9 +68,13 @@ class SqliteLedger:
 
 
 def shared_penalty(run_dir: Path, base_delay: float = 0.2, max_delay: float = 15.0, lockout: int = 10,
-                   window: float = 300.0) -> AuthPenalty:
-    """An auth penalty whose failures every worker using the same ``run_dir`` sees."""
+                   window: float = 300.0, engine: Engine | None = None) -> AuthPenalty:
+    """An auth penalty whose failures every worker using the same ``run_dir`` sees; with a cluster's
+    PostgreSQL ``engine``, every worker of every node."""
     ledger: FailureLedger
+    if shares_counters(engine):
+        assert engine is not None
+        return AuthPenalty(base_delay, max_delay, lockout, window, clock=time.time, ledger=DbLedger(engine, window))
     try:
         ledger = SqliteLedger(Path(run_dir) / LEDGER_FILE, window)
     except (OSError, sqlite3.Error) as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -28,11 +29,11 @@ from ..intake.mx import MxBackend
 from ..intake.senderauth import SenderAuth
 from ..log import get_logger
 from ..mailauth import dns as mailauth_dns
+from ..mailauth.cluster import counted_slots
 from ..mailauth.dnserrors import dnspython_txt
 from ..mailauth.failures import shared_penalty
 from ..mailauth.login import DirectoryAuthenticator
 from ..mailauth.networks import in_networks, parse_networks
-from ..mailauth.slots import shared_slots
 from ..outbound import AgentConfig, DkimKeys, OutboundAgent, Transports
 from ..outbound.forwarding import Forwarder
 from ..outbound.mx import MxResolver
@@ -160,7 +161,8 @@ async def run_submission(ctx: WorkerContext) -> int:
     # Failed logins are counted across the workers of the service, not per process. Suppressed recipients
     # are looked up in the replies engine's list (as the send API does) and reported to its event sink.
     bridge = outbound_events(rt.engine, cfg)
-    backend = SubmissionBackend(rt.engine, rt.queue, penalty=shared_penalty(rt.layout.run), suppressions=bridge,
+    backend = SubmissionBackend(rt.engine, rt.queue, penalty=shared_penalty(rt.layout.run, engine=rt.engine),
+                                suppressions=bridge,
                                 events=bridge)
     limits = smtp_limits(cfg)
     implicit_addr = cfg["listen.submissions"]
@@ -212,8 +214,9 @@ async def run_imapd(ctx: WorkerContext) -> int:
     limits = imap_limits(cfg)
     # Failed logins are counted across the workers of the service, not per process.
     penalty = shared_penalty(rt.layout.run, limits.auth_fail_base_delay, limits.auth_fail_max_delay,
-                             limits.auth_fail_lockout, limits.auth_fail_window)
-    slots = shared_slots(rt.layout.run, "imapd")  # connections per IP and per user, across the workers
+                             limits.auth_fail_lockout, limits.auth_fail_window, engine=rt.engine)
+    # Connections per IP and per user, across the workers (and the nodes of a PostgreSQL cluster).
+    slots = counted_slots(rt.layout.run, "imapd", engine=rt.engine, node=cfg["node.name"] or socket.gethostname())
     servers = []
     imaps = cfg["listen.imaps"]
     for sock, address in zip(ctx.sockets, ctx.spec.listen, strict=False):
