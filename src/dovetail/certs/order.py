@@ -27,7 +27,7 @@ from .store import CertInfo, CertStore
 
 USER_AGENT = "dovetail-acme"
 NETWORK_TIMEOUT = 20
-VALIDATION_TIMEOUT = 90.0
+VALIDATION_TIMEOUT = 60.0
 CHALLENGES = ("http-01", "tls-alpn-01", "dns-01")
 
 
@@ -39,6 +39,9 @@ class _EmptyResponse(challenges.ChallengeResponse):
     """The ``{}`` payload that tells the CA a challenge is ready (RFC 8555 §7.5.1)."""
 
     typ = "tls-alpn-01"
+
+    def __bool__(self) -> bool:  # an empty mapping is falsy, and the client would send a POST-as-GET instead
+        return True
 
 
 @dataclass(frozen=True)
