@@ -47,7 +47,7 @@ class Pebble:
             "httpPort": http_port, "tlsPort": tls_port, "ocspResponderURL": "",
             "externalAccountBindingRequired": False}}))
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = Path("/tmp/pebble-acme-test.log") if False else workdir / "pebble.log"
+        self.log = workdir / "pebble.log"
 
     @property
     def directory_url(self) -> str:
