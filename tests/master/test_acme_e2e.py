@@ -1,7 +1,7 @@
 """Certificates from a real ACME CA (Pebble) for two tenants' names, served by SNI on every TLS listener.
 
 A running ``dovetail serve`` answers Pebble's HTTP-01 and TLS-ALPN-01 requests on its web listener;
-``dovetail cert issue`` orders; then SMTP STARTTLS (MX and submission), IMAPS and HTTPS are asked for
+``dovetail cert issue`` orders; then SMTP STARTTLS (MX and submission), IMAP STARTTLS, IMAPS and HTTPS are asked for
 each name and must present that name's certificate, issued by Pebble. A forced renewal is served by the
 same workers without a restart; with the CA down the old certificate keeps serving and the status says
 why; a name that does not point at us is refused before ordering; an unknown name gets the fallback.
@@ -100,7 +100,7 @@ def setup(tmp_path: Path):  # noqa: ANN201
         pebble.start()
         master.start("--http", f"127.0.0.1:{http}", "--submission", f"127.0.0.1:{submission}")
         ports = {"smtp": (master.smtp_port, "smtp"), "submission": (submission, "smtp"), "imaps": (imaps, "tls"),
-                 "https": (https, "tls")}
+                 "imap": (master.imap_port, "imap"), "https": (https, "tls")}
         try:
             yield master, pebble, ports
         finally:
