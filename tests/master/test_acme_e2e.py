@@ -10,6 +10,7 @@ why; a name that does not point at us is refused before ordering; an unknown nam
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import ssl
 from pathlib import Path
@@ -19,7 +20,9 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from dovetail import config
+from dovetail.privileges import service_owner, write_private_file
 
+from ..certs.helpers import make_pair
 from ..certs.pebble import Pebble
 from ..dnsserver import LoopbackDNS
 from .harness import Master, cli, free_port, wait_for
@@ -148,6 +151,16 @@ def test_acme_certificates_served_by_sni_renewed_without_restart(setup) -> None:
         wait_for(lambda p=port, m=mode: leaf(p, "mail.alpha.example", m).serial_number == new_serial, 10,
                  f"{label} serving the renewed certificate")
     assert {s: master.worker_pids(s) for s in pids} == pids
+
+    # Files replaced by hand are served after SIGHUP (the master tells the listeners to load the store again).
+    folder = master.data_dir / "tls" / "certs" / "mail.beta.example"
+    chain, key_pem = make_pair(["mail.beta.example"], issuer="Hand Placed CA")
+    owner = service_owner("dovetail")
+    write_private_file(folder / "key.pem", key_pem, owner)
+    write_private_file(folder / "fullchain.pem", chain, owner)
+    master.signal(signal.SIGHUP)
+    wait_for(lambda: issuer_cn(leaf(ports["smtp"][0], "mail.beta.example", "smtp")) == "Hand Placed CA", 15,
+             "the hand-placed certificate after SIGHUP")
 
     # The CA is down: the renewal fails with a clear status, the certificate in use keeps serving.
     pebble.stop()
