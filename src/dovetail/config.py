@@ -120,6 +120,18 @@ def _parse_networks(value: object) -> list[str]:
     return out
 
 
+def _parse_addresses(value: object) -> list[str]:
+    """IP addresses, as a list or a comma/space separated string."""
+    items = value if isinstance(value, list) else [v for v in re.split(r"[,\s]+", str(value)) if v]
+    out = []
+    for item in items:
+        try:
+            out.append(str(ipaddress.ip_address(str(item).strip())))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address") from None
+    return out
+
+
 def _parse_nameservers(value: object) -> list[str]:
     """``ip``, ``ip:port`` or ``[v6]:port`` items, as a list or a comma/space separated string."""
     items = value if isinstance(value, list) else [v for v in re.split(r"[,\s]+", str(value)) if v]
@@ -298,6 +310,8 @@ KEYS: list[Key] = [
     _k("listen.imap", "127.0.0.1:1143", parse_hostport, "IMAP listener (143)"),
     _k("listen.imaps", "", parse_hostport, "IMAP listener with implicit TLS (993); empty: off"),
     _k("listen.http", "127.0.0.1:8025", parse_hostport, "web admin and REST API"),
+    _k("listen.https", "", parse_hostport,
+       "web listener with TLS (443): SNI picks each name's certificate; TLS-ALPN-01 answered here; empty: off"),
     _k("database.url", "", _database_url, "empty: SQLite dovetail.db in the data directory; or postgresql://..."),
     _k("node.name", "", _parse_str, "this installation's name in the cluster's node list (`dovetail node add`); "
        "empty on a single installation"),
@@ -382,6 +396,32 @@ KEYS: list[Key] = [
        "events are published to <prefix>.<tenant>.<event type>, e.g. dovetail.acme.reply.received"),
     _k("replies.webhook_allow_private", False, _parse_bool,
        "let webhooks target loopback, private and link-local addresses (default: refused, against SSRF)"),
+    # --- certificates (ACME, RFC 8555) ---
+    _k("acme.directory_url", "https://acme-v02.api.letsencrypt.org/directory", _parse_str,
+       "ACME directory of the CA (Let's Encrypt staging: https://acme-staging-v02.api.letsencrypt.org/directory)"),
+    _k("acme.email", "", _parse_str, "contact address of the ACME account (expiry notices from the CA)"),
+    _k("acme.ca_bundle", "", _parse_str,
+       "PEM file of CA roots trusted for the ACME directory's HTTPS (a test CA); empty: the system's"),
+    _k("acme.challenge", "http-01", _one_of("http-01", "tls-alpn-01", "dns-01"),
+       "challenge answered by default: http-01 (port 80), tls-alpn-01 (port 443) or dns-01 (acme.dns01_hook)"),
+    _k("acme.http01_listen", "", parse_hostport,
+       "extra plain-HTTP listener of the web service for HTTP-01 (production: 0.0.0.0:80, bound by the master)"),
+    _k("acme.http01_port", 80, _at_least(_parse_int, 1),
+       "port the CA connects to for HTTP-01 (the pre-order self-check asks the same port)"),
+    _k("acme.dns01_hook", "", _parse_str,
+       "command run for DNS-01 as HOOK add|remove DOMAIN VALUE: publish/withdraw TXT _acme-challenge.DOMAIN"),
+    _k("acme.public_addresses", [], _parse_addresses,
+       "this server's public IPs; a name is ordered only if its A/AAAA records are among them "
+       "(empty: an HTTP-01 self-check instead)"),
+    _k("acme.auto", False, _parse_bool,
+       "the certs service also obtains missing certificates: the server hostname and, per enabled domain, "
+       "mail.<domain> and mta-sts.<domain>"),
+    _k("acme.autoconfig", False, _parse_bool, "with acme.auto, also autoconfig.<domain> for each domain"),
+    _k("acme.check_interval", "1h", _at_least(_dur, 1),
+       "how often the certs service looks for certificates to obtain or renew (renewal at 2/3 of lifetime)"),
+    _k("acme.retry_base", "10m", _at_least(_dur, 1),
+       "first retry delay after a failed order; doubles per failure up to acme.retry_max"),
+    _k("acme.retry_max", "1d", _at_least(_dur, 1), "longest retry delay after failed orders"),
 ]
 
 KEY_INDEX: dict[str, Key] = {k.name: k for k in KEYS}

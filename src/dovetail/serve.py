@@ -31,6 +31,7 @@ def prepare_data_dir(cfg: Config) -> None:
             raise RuntimeError(f"the data directory {root} is inside a folder server.user {cfg['server.user']!r} "
                                "cannot enter; move it or make its parents searchable (chmod o+x)")
         repair_dkim_keys(cfg, (uid, gid))
+        repair_cert_store(cfg, (uid, gid))
         chown_tree(cfg.data_dir, uid, gid, skip=("tls",))
         from .master.preload import check_readable
 
@@ -46,6 +47,25 @@ def repair_dkim_keys(cfg: Config, owner: tuple[int, int]) -> None:
 
     for path, changes in repair_key_files(Layout(cfg.data_dir).dkim, owner):
         get_logger("master").warning(f"DKIM key store: {path}: {', '.join(changes)}; repaired")
+
+
+def repair_cert_store(cfg: Config, owner: tuple[int, int]) -> None:
+    """``tls/`` stays root's (the fallback key of ``init`` is root's only) but the service user's group may
+    enter it; the certificate store inside (``tls/certs``, ``tls/acme``) is the service user's, 0600 in 0700
+    folders, so workers load renewed certificates and the certs service writes them after the drop."""
+    from .certs.store import repair_store
+
+    tls = cfg.data_dir / "tls"
+    tls.mkdir(parents=True, exist_ok=True)
+    st = tls.stat()
+    if st.st_gid != owner[1]:
+        os.chown(tls, -1, owner[1])
+    if st.st_mode & 0o050 != 0o050:
+        os.chmod(tls, (st.st_mode & 0o7777) | 0o050)
+    for sub in ("certs", "acme"):
+        (tls / sub).mkdir(mode=0o700, exist_ok=True)
+    for path, changes in repair_store(tls, owner):
+        get_logger("master").warning(f"certificate store: {path}: {', '.join(changes)}; repaired")
 
 
 def load_services() -> None:

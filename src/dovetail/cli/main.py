@@ -57,9 +57,9 @@ queue_cmds.register(app)
 
 def _register_service_verbs() -> None:
     """Verb groups of the web admin, the replies engine and outbound."""
-    from . import outbound_cmds, replies_cmds, web_cmds
+    from . import cert_cmds, outbound_cmds, replies_cmds, web_cmds
 
-    for module in (web_cmds, replies_cmds, outbound_cmds):
+    for module in (web_cmds, replies_cmds, outbound_cmds, cert_cmds):
         module.register(app)
 
 

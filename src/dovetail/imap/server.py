@@ -186,9 +186,10 @@ class ImapServer:
                     assert self.ssl_context is not None
                     # Stop reading before the OK goes out: the client's ClientHello must reach the TLS
                     # layer, not the plaintext stream buffer.
-                    transport = writer.transport
-                    assert isinstance(transport, asyncio.ReadTransport)
-                    transport.pause_reading()
+                    # (uvloop's transports have pause_reading but are no asyncio.ReadTransport subclass)
+                    pause_reading = getattr(writer.transport, "pause_reading", None)
+                    assert pause_reading is not None
+                    pause_reading()
                     await self._flush(session, writer)
                     await writer.start_tls(self.ssl_context)
                     session.tls_started()

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import uvicorn
 
+from ..certs.renew import certs_renewer, wanted_names
 from ..config import Config
 from ..db import make_engine
 from ..delivery.agent import MaildirConfig, MaildirDeliveryAgent
+from ..directory import Directory
 from ..directory.srs import Srs
 from ..imap.limits import Limits as ImapLimits
 from ..imap.server import ImapServer
@@ -309,33 +311,78 @@ async def _publish_shaping(agent: OutboundAgent, path: Path, interval: float = 1
 
 
 async def run_web(ctx: WorkerContext) -> int:
+    """Plain HTTP on ``listen.http`` (and ``acme.http01_listen``), HTTPS with SNI on ``listen.https``: one
+    application, one uvicorn server per kind of socket (uvicorn applies one SSL setting to all its sockets)."""
     cfg = ctx.cfg
     # The master migrated the database before the fork; Alembic's scripts are not read again here.
     app = create_app(cfg, make_engine(cfg.database_url))
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=True, lifespan="on",
-                                           timeout_graceful_shutdown=int(ctx.grace)))
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # the worker owns SIGTERM
-    task = asyncio.create_task(server.serve(sockets=ctx.sockets))
-    while not server.started:  # uvicorn sets a flag, no event, once it listens
-        if task.done():
-            task.result()  # raises why it could not start, if it raised
-            raise RuntimeError("the web server did not start (its startup failed: see the log)")
-        await asyncio.sleep(0.05)
+    https = cfg["listen.https"]
+    plain = [s for s, a in zip(ctx.sockets, ctx.spec.listen, strict=False) if not https or a != https]
+    secure = [s for s, a in zip(ctx.sockets, ctx.spec.listen, strict=False) if https and a == https]
+    if secure and ctx.ssl_context is None:
+        raise RuntimeError("listen.https is set but there is no certificate (tls.cert or the store)")
+    servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+    for socks, tls in ((plain, None), (secure, ctx.ssl_context)):
+        if not socks:
+            continue
+        config = uvicorn.Config(app, log_config=None, access_log=True, lifespan="off" if servers else "on",
+                                timeout_graceful_shutdown=int(ctx.grace))
+        if tls is not None:
+            config.load()
+            config.ssl = tls  # the SNI context of the worker, not one uvicorn would build from files
+        server = uvicorn.Server(config)
+        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # the worker owns SIGTERM
+        servers.append((server, asyncio.create_task(server.serve(sockets=socks))))
+    for server, task in servers:
+        while not server.started:  # uvicorn sets a flag, no event, once it listens
+            if task.done():
+                task.result()  # raises why it could not start, if it raised
+                raise RuntimeError("the web server did not start (its startup failed: see the log)")
+            await asyncio.sleep(0.05)
     ctx.ready()
 
     async def stop_all(grace: float) -> None:
-        server.should_exit = True
-        try:
-            await asyncio.wait_for(task, grace + 5)
-        except TimeoutError:
-            task.cancel()
+        for server, _task in servers:
+            server.should_exit = True
+        for _server, task in servers:
+            try:
+                await asyncio.wait_for(task, grace + 5)
+            except TimeoutError:
+                task.cancel()
 
     class _Counts:
         @property
         def active_connections(self) -> int:
-            return len(server.server_state.connections)
+            return sum(len(server.server_state.connections) for server, _task in servers)
 
     return await supervise_listeners(ctx, [_Counts()], stop_all)
+
+
+async def run_certs(ctx: WorkerContext) -> int:
+    """The periodic certificate job: obtain what ``acme.auto`` wants, renew what is due (see certs.renew)."""
+    cfg = ctx.cfg
+    ctx.ready()
+    interval = float(cfg["acme.check_interval"])
+    while not ctx.stop.is_set():
+        try:
+            await asyncio.to_thread(certs_pass, cfg)
+        except Exception as exc:  # noqa: BLE001 - the next pass tries again; the log says why
+            get_logger("certs").error("certificate pass failed", error=str(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ctx.stop.wait(), interval)
+    return 0
+
+
+def certs_pass(cfg: Config) -> None:
+    renewer = certs_renewer(cfg)
+    if cfg["acme.auto"]:
+        engine = make_engine(cfg.database_url)
+        try:
+            domains = [d.name for d in Directory(engine).domain_list() if d.enabled]
+        finally:
+            engine.dispose()
+        renewer.obtain_missing(wanted_names(cfg.hostname, domains, cfg["acme.autoconfig"]))
+    renewer.renew()
 
 
 async def run_replies(ctx: WorkerContext) -> int:
@@ -344,5 +391,5 @@ async def run_replies(ctx: WorkerContext) -> int:
 
 
 RUNNERS: dict[str, Runner] = {"smtpd": run_smtpd, "submission": run_submission, "imapd": run_imapd,
-                              "qmgr": run_qmgr, "web": run_web, "replies": run_replies}
+                              "qmgr": run_qmgr, "web": run_web, "replies": run_replies, "certs": run_certs}
 

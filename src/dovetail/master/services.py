@@ -37,7 +37,8 @@ KNOWN: dict[str, tuple[tuple[str, ...], int]] = {
     "imapd": (("listen.imap", "listen.imaps"), IMAPD_WORKERS),
     "qmgr": ((), QMGR_WORKERS),
     "replies": ((), 1),
-    "web": (("listen.http",), 1),
+    "web": (("listen.http", "acme.http01_listen", "listen.https"), 1),
+    "certs": ((), 1),
 }
 SERVICE_KEYS = {"enabled", "listen", "workers", "max_connections", "max_idle", "max_use"}
 
@@ -68,7 +69,8 @@ def _prefixes(name: str) -> tuple[str, ...]:
         "imapd": ("imap.", "auth.", "server.", "tls.", "database."),
         "qmgr": ("queue.", "directory.", "server.", "database.", "outbound."),
         "replies": ("replies.", "database.", "server."),
-        "web": ("web.", "database.", "server."),
+        "web": ("web.", "database.", "server.", "tls."),
+        "certs": ("acme.", "dns.", "database.", "server.", "tls."),
     }.get(name, ("server.",))
 
 

@@ -11,7 +11,8 @@ and exits non-zero with the worker's reason instead of restarting it for ever, a
 
 Signals: SIGCHLD → reap and restart with exponential backoff (a service that served once and then
 crash-loops is throttled while the others keep serving); SIGHUP → re-read the config and restart only services
-whose settings changed, keeping the listening sockets; SIGTERM/SIGINT → workers stop accepting
+whose settings changed, keeping the listening sockets (and have every TLS listener load the certificate
+store again); SIGTERM/SIGINT → workers stop accepting
 and finish in-flight work within ``server.shutdown_grace``; a second SIGTERM kills them at once.
 """
 
@@ -408,6 +409,7 @@ class Master:
             log.error("reload refused, keeping the running configuration", error=str(exc))
             return
         self.cfg = cfg
+        self._reload_certificates()
         try:
             configure_from(cfg)
         except OSError as exc:
@@ -435,6 +437,15 @@ class Master:
                 log.error("reload: service cannot listen", service=name, error=str(exc))
                 self.services[name] = Service(spec=ServiceSpec(name=name, enabled=False))
         log.info("reloaded", changed=",".join(changed) or "nothing")
+
+    def _reload_certificates(self) -> None:
+        """SIGHUP also makes every TLS listener load the certificate store again (files replaced by hand)."""
+        from ..certs.store import CertStore
+
+        try:
+            CertStore.for_service(self.cfg.data_dir / "tls", self.cfg["server.user"]).bump()
+        except OSError as exc:
+            log.error("reload: cannot tell the listeners to reload the certificates", error=str(exc))
 
     # --- status ---------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Inside a worker process: reset what the master set up, drop privileges, run one service.
 
 The event loop is created here, after the fork (never inherited). TLS material is loaded
-before privileges are dropped, so the private key can stay readable by root only. A worker
+before privileges are dropped, so the fallback key of ``dovetail init`` can stay readable by root only;
+the certificate store is the service user's, so renewed certificates load after the drop. A worker
 tells the master when its service is serving (:class:`Readiness`), or why it could not start.
 """
 
@@ -22,6 +23,8 @@ from typing import Any
 
 import uvloop
 
+from ..certs.sni import listener_context
+from ..certs.store import CertStore
 from ..config import Config
 from ..log import configure_from, get_logger, reopen
 from ..privileges import die_with_parent, drop_privileges
@@ -81,13 +84,12 @@ class WorkerContext:
 Runner = Callable[[WorkerContext], Awaitable[int]]
 
 
-def server_ssl_context(cfg: Config) -> ssl.SSLContext | None:
-    cert, key = cfg.path("tls.cert"), cfg.path("tls.key")
-    if not cert.exists() or not key.exists():
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert, key)
-    return ctx
+def server_ssl_context(cfg: Config, acme_tls_alpn: bool = False) -> ssl.SSLContext | None:
+    """The listeners' TLS context: SNI picks each name's certificate from the store (``certs.sni``), with
+    the ``tls.cert``/``tls.key`` pair as the fallback; None when there is no certificate at all."""
+    store = CertStore(cfg.data_dir / "tls")
+    return listener_context(store, cfg.hostname, (cfg.path("tls.cert"), cfg.path("tls.key")),
+                            alpn_challenges=acme_tls_alpn)
 
 
 def worker_main(cfg: Config, spec: ServiceSpec, runner: Runner, sockets: list[socket.socket], index: int,
@@ -108,7 +110,7 @@ def worker_main(cfg: Config, spec: ServiceSpec, runner: Runner, sockets: list[so
     if os.getppid() != parent:  # the master died between fork and prctl
         return 1
     configure_from(cfg)
-    ssl_context = server_ssl_context(cfg)
+    ssl_context = server_ssl_context(cfg, acme_tls_alpn=spec.name == "web")
     drop_privileges(cfg["server.user"])
     uvloop.install()
     return asyncio.run(_run(runner, cfg, spec, sockets, index, ssl_context, readiness))

@@ -26,7 +26,7 @@ from ..outbound.send import SendService
 from ..queue import Queue
 from ..replies.api import router as replies_router
 from ..replies.hooks import outbound_hooks
-from . import assets, counters, metrics, outbound_pages, replies_pages, ui, unsubscribe
+from . import assets, certs_pages, counters, metrics, outbound_pages, replies_pages, ui, unsubscribe
 from .api import directory as api_directory
 from .api import outbound as api_outbound
 from .api import queue as api_queue
@@ -92,6 +92,7 @@ def create_app(cfg: Config, engine: Engine | None = None, *, flush_interval: flo
     app.include_router(outbound_pages.router)
     app.include_router(unsubscribe.router)
     app.include_router(assets.router)
+    app.include_router(certs_pages.router)
 
     trusted = [ipaddress.ip_network(n) for n in cfg.get("auth.trusted_networks", [])]
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..certs.store import CertStore
 from ..outbound.shaping import OUTCOMES, merge, read_published
 from ..status import read_json_dir
 from . import counters
@@ -28,12 +29,12 @@ MAX_STATS_FILES = 1000  # a worker writes one; more means something else is fill
 MAX_STATS_BYTES = 4096
 
 
-def _line(name: str, value: float, **labels: str) -> str:
+def _line(metric: str, value: float, /, **labels: str) -> str:
     text = _value(value)
     if labels:
         inner = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
-        return f"{name}{{{inner}}} {text}"
-    return f"{name} {text}"
+        return f"{metric}{{{inner}}} {text}"
+    return f"{metric} {text}"
 
 
 def _value(value: float) -> str:
@@ -153,6 +154,14 @@ def _destinations(out: list[str], family: Family, ctx: WebContext) -> None:
         out.append(_line("dovetail_outbound_destination_sessions", int(n), destination=dest))
 
 
+def _certificates(out: list[str], family: Callable[[str, str, str], None], ctx: WebContext) -> None:
+    family("dovetail_cert_days_to_expiry", "gauge", "Days until each stored certificate expires, per name.")
+    for info in CertStore(ctx.layout.tls).list():
+        days = round(info.days_left(), 3)
+        for name in info.names:
+            out.append(_line("dovetail_cert_days_to_expiry", days, name=name))
+
+
 def render(ctx: WebContext, http_requests: dict[tuple[str, int], int]) -> str:
     out: list[str] = []
 
@@ -190,6 +199,7 @@ def render(ctx: WebContext, http_requests: dict[tuple[str, int], int]) -> str:
     family("dovetail_http_requests_total", "counter", "HTTP requests served by the web service.")
     for (route, status), n in sorted(http_requests.items()):
         out.append(_line("dovetail_http_requests_total", n, route=route, code=str(status)))
+    _certificates(out, family, ctx)
     family("dovetail_web_start_time_seconds", "gauge", "Start time of the web service, Unix seconds.")
     out.append(_line("dovetail_web_start_time_seconds", _started))
     return "\n".join(out) + "\n"

@@ -1,0 +1,1 @@
+"""Certificates: the store under ``<data-dir>/tls/``, SNI selection for every TLS listener, ACME orders and renewal."""
