@@ -96,6 +96,11 @@ def _files(maildir: Path, name: str) -> list[bytes]:
 
 @pytest.fixture
 def mx(tmp_path: Path, dns_server: LoopbackDNS) -> Mx:
+    return make_mx(tmp_path, dns_server)
+
+
+def make_mx(tmp_path: Path, dns_server: LoopbackDNS) -> Mx:
+    """An MX over a fresh directory (acme.example enforcing, lax.example not) and the test sender zones."""
     engine = make_engine(f"sqlite:///{tmp_path / 'dovetail.db'}")
     migrate(engine)
     directory = Directory(engine)

@@ -27,6 +27,8 @@ tenants = sa.Table(
     # What submission does with a recipient on the tenant's suppression list: "reject" it at RCPT TO
     # (550 5.7.1) or "drop" it (accepted, left out of the queued message).
     sa.Column("suppressed_recipients", sa.String(8), nullable=False, server_default="reject"),
+    # Senders' DMARC reject/quarantine enforced for mail to the tenant's domains; NULL: mx.dmarc_enforce
+    sa.Column("dmarc_enforce", sa.Boolean, nullable=True),
 )
 
 domains = sa.Table(
@@ -40,8 +42,9 @@ domains = sa.Table(
     sa.Column("plus_separator", sa.String(4), nullable=False, server_default="+"),
     sa.Column("postmaster", sa.String(320), nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
-    # DMARC policies of senders enforced for mail to this domain (reject/quarantine); off: only reported
-    sa.Column("dmarc_enforce", sa.Boolean, nullable=False, server_default=sa.true()),
+    # DMARC policies of senders enforced for mail to this domain (reject/quarantine); off: only reported;
+    # NULL: the tenant's setting, else mx.dmarc_enforce
+    sa.Column("dmarc_enforce", sa.Boolean, nullable=True),
 )
 
 mailboxes = sa.Table(
