@@ -26,6 +26,7 @@ from .api import directory as apid
 from .api import models as m
 from .api import queue as apiq
 from .api.stats import queue_sizes
+from .authbadges import badges
 from .chart import flow_svg
 from .context import WebContext, get_ctx
 from .integrations import service_health
@@ -449,7 +450,8 @@ def queue_action(request: Request, posted: Posted, qid: str, action: str,
 def queue_message(request: Request, qid: str, ctx: WebContext = Depends(get_ctx)) -> Response:
     scope = _scope(session_of(request))
     shown = apiq.show_queued(qid, scope, ctx)
-    return render(request, "queue_message.html", m=shown)
+    ours = [v for k, v in shown["headers"] if k.lower() == "authentication-results"]
+    return render(request, "queue_message.html", m=shown, auth=badges(ours, ctx.cfg.hostname))
 
 
 @router.get("/queue/{qid}/source")
