@@ -45,7 +45,7 @@ async def authenticate(message: bytes, *, client_ip: str, helo: str | None, send
 
     async def arc_check() -> ArcResult:
         if not check_dkim:
-            return ArcResult("none", reason="message too large: ARC not verified")
+            return ArcResult("none", reason="message too large: ARC not verified", checked=False)
         return await verify_arc(message, dkimcheck.txt_records(resolver.txt))
 
     mfrom_result, helo_result, dkim_results, arc_result = await asyncio.gather(

@@ -81,6 +81,7 @@ class ArcResult:
     sealers: tuple[str, ...] = ()
     temporary: bool = False  # a failure caused by a key lookup that may succeed later
     results: tuple[str, ...] = ()
+    checked: bool = True  # False: not verified at all (too large to hold); A-R then says nothing of ARC
 
     def authres(self, remote_ip: str = "") -> str:
         """The ``arc=`` result as RFC 8601/8617 §10 print it in an Authentication-Results header."""
@@ -182,7 +183,8 @@ def authentication_results(authserv_id: str, verdicts: Verdicts) -> bytes:
     if dm.override:
         dmarc += f" policy.override={_value(dm.override)}"
     parts.append(dmarc)
-    parts.append(verdicts.arc.authres(verdicts.client_ip))
+    if verdicts.arc.checked:  # unchecked: no arc= at all, so a forwarder verifies the chain itself
+        parts.append(verdicts.arc.authres(verdicts.client_ip))
     return ("Authentication-Results: " + authserv_id + ";\r\n\t" + ";\r\n\t".join(parts) + "\r\n").encode()
 
 
