@@ -130,3 +130,21 @@ def test_dashboard_shows_chart_and_health(web: WebEnv) -> None:
     assert "Services" in page.text and "smtpd" in page.text
     assert "Restarts" in page.text and "No master runs for this data directory" in page.text
     assert web.client.get("/ui/flow").status_code == 200
+
+
+def test_tenant_page_sets_dmarc_enforcement(web: WebEnv) -> None:
+    c = web.client
+    _login(web)
+    web.directory.tenant_add("acme")
+    page = c.get("/tenants/acme").text
+    assert re.search(r'<option value="inherit" selected>inherit \(mx.dmarc_enforce: on\)</option>', page)
+    r = c.post("/tenants/acme/dmarc", data={"csrf": _csrf(page), "dmarc_enforce": "off"}, follow_redirects=False)
+    assert r.status_code == 303 and web.directory.tenant_get("acme")["dmarc_enforce"] is False
+    page = c.get("/tenants/acme").text
+    assert '<option value="off" selected>off</option>' in page
+    bad = c.post("/tenants/acme/dmarc", data={"csrf": _csrf(page), "dmarc_enforce": "maybe"})
+    assert bad.status_code == 422 and web.directory.tenant_get("acme")["dmarc_enforce"] is False
+    forged = c.post("/tenants/acme/dmarc", data={"csrf": "forged", "dmarc_enforce": "on"})
+    assert forged.status_code == 403 and web.directory.tenant_get("acme")["dmarc_enforce"] is False
+    c.post("/tenants/acme/dmarc", data={"csrf": _csrf(page), "dmarc_enforce": "inherit"})
+    assert web.directory.tenant_get("acme")["dmarc_enforce"] is None
