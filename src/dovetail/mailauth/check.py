@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import Callable, Iterable
 
 from . import dkimcheck, dmarc, spf
@@ -21,6 +22,7 @@ from .headers import split_message
 from .results import ArcResult, DkimResult, SpfResult, Verdicts
 
 NOT_VERIFIED = "message too large: DKIM not verified"
+_ARC_FIELD = re.compile(rb"(?:^|\n)arc-(?:seal|message-signature|authentication-results)[ \t]*:", re.IGNORECASE)
 
 
 async def authenticate(message: bytes, *, client_ip: str, helo: str | None, sender: str, resolver: Resolver,
@@ -46,6 +48,8 @@ async def authenticate(message: bytes, *, client_ip: str, helo: str | None, send
     async def arc_check() -> ArcResult:
         if not check_dkim:
             return ArcResult("none", reason="message too large: ARC not verified", checked=False)
+        if not _ARC_FIELD.search(split_message(message)[0]):
+            return ArcResult("none")  # most mail: no ARC set, so no second parse of the message
         return await verify_arc(message, dkimcheck.txt_records(resolver.txt))
 
     mfrom_result, helo_result, dkim_results, arc_result = await asyncio.gather(
