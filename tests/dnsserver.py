@@ -14,7 +14,7 @@ from collections import defaultdict
 
 import dns.asyncresolver
 import dns.resolver
-from dnslib import AAAA, MX, PTR, QTYPE, RCODE, RR, SOA, TXT, A, DNSLabel
+from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, SOA, TXT, A, DNSLabel
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from dovetail.outbound.dkim import txt_chunks
@@ -47,6 +47,12 @@ class _Zone(BaseResolver):
             return reply
         with self.lock:
             rdatas = list(self.records[qname].get(qtype, [])) if qname in self.records else None
+            hops = 0
+            while rdatas == [] and self.records[qname].get("CNAME") and hops < 8:  # follow aliases in the zone,
+                target = self.records[qname]["CNAME"][0]  # as an authoritative server does (loops stop at 8)
+                reply.add_answer(RR(DNSLabel(qname + "."), QTYPE.CNAME, rdata=target, ttl=self.ttl))
+                qname, hops = str(target.label).rstrip(".").lower(), hops + 1  # type: ignore[attr-defined]
+                rdatas = list(self.records[qname].get(qtype, [])) if qname in self.records else None
         if rdatas is None:
             reply.header.rcode = RCODE.NXDOMAIN
         for rdata in rdatas or []:
@@ -110,6 +116,10 @@ class LoopbackDNS:
         """A TXT record; a list gives its character-strings as split (RFC 7208 §3.3 joins them)."""
         strings = value if isinstance(value, list) else txt_chunks(value)
         self._add(name, "TXT", TXT([c.encode() for c in strings]))
+
+    def cname(self, name: str, target: str) -> None:
+        """An alias: answers for ``name`` carry the CNAME chain (followed inside the zone, loops included)."""
+        self._add(name, "CNAME", CNAME(target.rstrip(".") + "."))
 
     def ptr(self, name: str, target: str) -> None:
         self._add(name, "PTR", PTR(target.rstrip(".") + "."))

@@ -132,6 +132,22 @@ def _parse_addresses(value: object) -> list[str]:
     return out
 
 
+def _parse_domain_list(value: object) -> list[str]:
+    """Domain names (IDN accepted, kept as lowercase A-labels), as a list or a comma/space separated string."""
+    items = value if isinstance(value, list) else [v for v in re.split(r"[,\s]+", str(value)) if v]
+    out = []
+    for item in items:
+        text = str(item).strip().rstrip(".").lower()
+        try:
+            text = text.encode("idna").decode("ascii") if not text.isascii() else text
+        except UnicodeError:
+            raise ValueError(f"{item!r} is not a domain name") from None
+        if not re.fullmatch(r"[a-z0-9_]([a-z0-9_-]{0,62}\.)*[a-z0-9_-]{1,63}", text) or "." not in text:
+            raise ValueError(f"{item!r} is not a domain name such as lists.example.org")
+        out.append(text)
+    return out
+
+
 def _parse_nameservers(value: object) -> list[str]:
     """``ip``, ``ip:port`` or ``[v6]:port`` items, as a list or a comma/space separated string."""
     items = value if isinstance(value, list) else [v for v in re.split(r"[,\s]+", str(value)) if v]
@@ -372,8 +388,11 @@ KEYS: list[Key] = [
     _k("mx.sender_auth_exempt", ["127.0.0.0/8", "::1/128"], _parse_networks,
        "clients whose mail the MX does not authenticate (local relays and filters); forged A-R are renamed anyway"),
     _k("mx.dmarc_enforce", True, _parse_bool,
-       "apply senders' DMARC reject (550 5.7.1) and quarantine (Junk folder); per domain: "
-       "`dovetail domain set D --dmarc-enforce off`"),
+       "apply senders' DMARC reject (550 5.7.1) and quarantine (Junk folder) for domains whose own and tenant's "
+       "setting say nothing: `dovetail domain set D --dmarc-enforce`, `dovetail tenant set T --dmarc-enforce`"),
+    _k("mx.arc_trusted_sealers", [], _parse_domain_list,
+       "ARC sealers (d= domains, e.g. lists.example.org) whose dmarc=pass in a valid ARC chain keeps a DMARC "
+       "fail from being enforced (policy.override=arc); empty: no override"),
     _k("mx.auth_temperror", "accept", _one_of("accept", "defer"),
        "a DMARC verdict that DNS could not give (temperror) for a sender publishing reject/quarantine: "
        "accept the message, or answer 451 4.7.5 so the sender retries"),

@@ -41,8 +41,8 @@ class Signer:
             txt = dns_txt_value(ekey)
         dns_.txt(f"{selector}._domainkey.{domain}", txt)
 
-    def sign(self, msg: bytes, length: bool = False) -> bytes:
-        algo = b"rsa-sha256" if self.kind == "rsa" else b"ed25519-sha256"
+    def sign(self, msg: bytes, length: bool = False, algorithm: bytes | None = None) -> bytes:
+        algo = algorithm or (b"rsa-sha256" if self.kind == "rsa" else b"ed25519-sha256")
         sig = dkim.sign(msg, self.selector.encode(), self.domain.encode(), self.private,
                         include_headers=[b"from", b"to", b"subject", b"date", b"message-id"],
                         signature_algorithm=algo, length=length)

@@ -65,7 +65,8 @@ def test_mailing_list_message_with_broken_dkim_and_a_valid_chain(dns, keys) -> N
     assert dkimpy_arc(listed, dns) == b"pass"
     assert (result.result, result.instances, result.sealers, result.oldest_pass) == (
         "pass", 1, ("lists.example",), 0)
-    assert result.authres() == "arc=pass header.oldest-pass=0"
+    assert result.authres() == "arc=pass (i=1 sealed by lists.example) header.oldest-pass=0"
+    assert result.authres("192.0.2.7").endswith(" header.oldest-pass=0 smtp.remote-ip=192.0.2.7")
 
 
 def test_two_hop_chain_and_tampering(dns, keys) -> None:

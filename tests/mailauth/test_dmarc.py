@@ -55,8 +55,10 @@ def test_dkim_pass_fail_and_risks(dns_server: LoopbackDNS, resolver: Resolver) -
     tampered = signed.replace(b"see you.", b"send money.")
     assert [r.result for r in run(verify_dkim(tampered, resolver.txt))] == ["fail", "fail"]
     limited = rsa_signer.sign(msg, length=True) + b"appended by someone else\r\n"
-    (res,) = run(verify_dkim(limited, resolver.txt))
-    assert res.result == "pass" and res.body_length_limited
+    (res,) = run(verify_dkim(limited, resolver.txt))  # l= leaves appended text unsigned: not a pass here
+    assert res.result == "policy" and res.body_length_limited and "26 body octets unsigned" in res.reason
+    (whole,) = run(verify_dkim(rsa_signer.sign(msg, length=True), resolver.txt))
+    assert whole.result == "pass" and whole.body_length_limited  # l= covering the whole body is no risk
     assert run(verify_dkim(msg, resolver.txt)) == []
 
 
@@ -132,4 +134,4 @@ def test_authenticate_ties_them_together(dns_server: LoopbackDNS, resolver: Reso
                          resolver=resolver))
     assert (v.spf.result, [d.result for d in v.dkim], v.dmarc.result) == ("pass", ["pass"], "pass")
     assert v.log_text() == ("spf=pass dkim=pass (d=sender.test) dmarc=pass "
-                            "(p=reject dis=none from=sender.test)")
+                            "(p=reject dis=none from=sender.test) arc=none")

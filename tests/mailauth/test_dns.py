@@ -64,3 +64,15 @@ def test_nameserver_setting() -> None:
         parse("dns.example.com")
     assert [parse_nameserver(x) for x in ("127.0.0.1:5353", "192.0.2.53", "[::1]:5300", "::1")] == [
         ("127.0.0.1", 5353), ("192.0.2.53", 53), ("::1", 5300), ("::1", 53)]
+
+
+def test_cname_loop_is_a_temporary_error_that_says_so(dns_server: LoopbackDNS) -> None:
+    """A looping alias gets what a recursive resolver gives for it (SERVFAIL): a temperror, named as a loop."""
+    dns_server.cname("loop.test", "loop2.test")
+    dns_server.cname("loop2.test", "loop.test")
+    dns_server.cname("alias.test", "real.test")
+    dns_server.txt("real.test", "v=spf1 -all")
+    res = Resolver([dns_server.nameserver], timeout=1.0)
+    assert asyncio.run(res.txt("alias.test")).records == ("v=spf1 -all",)
+    with pytest.raises(DnsTempError, match="CNAME chain too long"):
+        asyncio.run(res.txt("loop.test"))

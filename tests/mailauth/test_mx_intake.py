@@ -96,6 +96,11 @@ def _files(maildir: Path, name: str) -> list[bytes]:
 
 @pytest.fixture
 def mx(tmp_path: Path, dns_server: LoopbackDNS) -> Mx:
+    return make_mx(tmp_path, dns_server)
+
+
+def make_mx(tmp_path: Path, dns_server: LoopbackDNS) -> Mx:
+    """An MX over a fresh directory (acme.example enforcing, lax.example not) and the test sender zones."""
     engine = make_engine(f"sqlite:///{tmp_path / 'dovetail.db'}")
     migrate(engine)
     directory = Directory(engine)
@@ -256,4 +261,5 @@ def test_large_message_is_judged_without_dkim(mx: Mx) -> None:
     (queued,) = mx.queued()
     head = _header(queued)
     assert b"dkim=none (message too large: DKIM not verified)" in head and b"dmarc=pass" in head
+    assert b"\tarc=" not in head  # not verified: nothing said (a forwarder then verifies the chain itself)
     assert queued.read_message().endswith(("y" * 998 + "\r\n").encode())

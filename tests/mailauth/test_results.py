@@ -22,8 +22,8 @@ def test_written_header_parses_back() -> None:
     assert auth == {"spf": "pass",
                     "dkim": [{"domain": "sender.test", "selector": "s1", "result": "pass"},
                              {"domain": "list.test", "selector": "k", "result": "fail"}],
-                    "dmarc": {"result": "pass", "policy": "reject", "from_domain": "sender.test"},
-                    "arc": None}
+                    "dmarc": {"result": "pass", "policy": "reject", "from_domain": "sender.test", "override": None},
+                    "arc": "none"}
     assert b"body length limited" in header
 
 

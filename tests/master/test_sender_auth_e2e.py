@@ -49,23 +49,31 @@ def test_reject_quarantine_and_the_domain_switch(master: tuple[Master, LoopbackD
     m, _ = master
     code, text = send(m, "ceo@bank.test", "CEO <ceo@bank.test>")
     assert code == 550 and b"5.7.1" in text
-    assert re.search(r": spf=fail dkim=none dmarc=fail \(p=reject dis=reject from=bank.test\), action=refused 550",
+    assert re.search(r": spf=fail dkim=none dmarc=fail \(p=reject dis=reject from=bank.test\) arc=none, "
+                     r"action=refused 550",
                      m.log())
 
     code, text = send(m, "deals@shop.test", "deals@shop.test")
     assert code == 250
     qid = re.search(rb"queued as ([0-9A-Z]+)", text).group(1).decode()
     wait_for(lambda: f"{qid}: removed" in m.log(), 30, "delivery")
-    assert f"{qid}: spf=fail dkim=none dmarc=fail (p=quarantine dis=quarantine from=shop.test), action=junk" in m.log()
+    assert f"{qid}: spf=fail dkim=none dmarc=fail (p=quarantine dis=quarantine from=shop.test) arc=none, action=junk" \
+        in m.log()
     (junk,) = junk_files(m)
     assert junk.read_bytes().startswith(b"Return-Path: <deals@shop.test>")
     assert b"Authentication-Results: mx.test.example;" in junk.read_bytes()
     assert m.maildir_files() == []
 
     out = cli(m.data_dir, "domain", "set", "acme.example", "--dmarc-enforce", "sideways")
-    assert out.returncode == 2 and "on or off" in out.stderr
+    assert out.returncode == 2 and "on, off or inherit" in out.stderr
     out = cli(m.data_dir, "domain", "set", "acme.example", "--dmarc-enforce", "off")
     assert out.returncode == 0, out.stderr
     # the smtpd worker sees the directory change at its next check
     wait_for(lambda: send(m, "ceo@bank.test", "ceo@bank.test")[0] == 250, 20, "enforcement off")
     wait_for(lambda: len(m.maildir_files()) == 1, 30, "delivery to INBOX")
+    # the domain follows its tenant again (enforcing: mx.dmarc_enforce), then the tenant turns it off
+    assert cli(m.data_dir, "domain", "set", "acme.example", "--dmarc-enforce", "inherit").returncode == 0
+    wait_for(lambda: send(m, "ceo@bank.test", "ceo@bank.test")[0] == 550, 20, "enforcement back on")
+    out = cli(m.data_dir, "tenant", "set", "acme", "--dmarc-enforce", "off")
+    assert out.returncode == 0 and "off (tenant setting)" in out.stdout, out.stderr
+    wait_for(lambda: send(m, "ceo@bank.test", "ceo@bank.test")[0] == 250, 20, "enforcement off for the tenant")

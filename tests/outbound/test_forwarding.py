@@ -71,7 +71,8 @@ def test_without_our_results_the_chain_is_verified_here(keys, dns_server) -> Non
     out = asyncio.run(fwd.prepare("Q1", "alice@ext.example", data, "acme.example"))
     assert out.sender == "alice@ext.example"  # SRS off
     assert b"cv=pass" in out.data.split(b"\r\n", 1)[0]
-    assert b"ARC-Authentication-Results: i=2; mx.acme.example;\r\n\tarc=pass header.oldest-pass=0" in out.data
+    assert (b"ARC-Authentication-Results: i=2; mx.acme.example;\r\n"
+            b"\tarc=pass (i=1 sealed by lists.example) header.oldest-pass=0") in out.data
     assert dkim.arc_verify(out.data, dnsfunc=dns_server.dkimpy_dnsfunc())[0] == b"pass"
 
 

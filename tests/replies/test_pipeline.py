@@ -162,7 +162,8 @@ def test_auth_verdicts_come_only_from_our_mx(engine, secret, two) -> None:  # no
                              authserv_id="mx.acme.example")
     ours = ("Authentication-Results: mx.acme.example;\r\n\tspf=fail smtp.mailfrom=anna@client.example;\r\n"
             "\tdkim=pass header.d=client.example header.s=s1 header.a=rsa-sha256;\r\n"
-            "\tdmarc=pass (p=reject dis=none) header.from=client.example policy.dmarc=reject")
+            "\tdmarc=pass (p=reject dis=none) header.from=client.example policy.dmarc=reject;\r\n"
+            "\tarc=pass (i=1 sealed by lists.example) header.oldest-pass=0 smtp.remote-ip=192.0.2.1")
     forged = ("X-Original-Authentication-Results: mx.acme.example; dmarc=pass header.from=bank.example\r\n"
               "Authentication-Results: other.example; spf=pass smtp.mailfrom=x@bank.example")
     service.outbox.add_endpoint("acme", "http://127.0.0.1:9/hook", ["reply.received"])
@@ -172,7 +173,8 @@ def test_auth_verdicts_come_only_from_our_mx(engine, secret, two) -> None:  # no
     reply_data = payload["data"]["reply"]
     assert reply_data["auth"] == {
         "spf": "fail", "dkim": [{"domain": "client.example", "selector": "s1", "result": "pass"}],
-        "dmarc": {"result": "pass", "policy": "reject", "from_domain": "client.example"}, "arc": None}
+        "dmarc": {"result": "pass", "policy": "reject", "from_domain": "client.example", "override": None},
+        "arc": "pass"}
     assert len(reply_data["auth_results"]) == 1 and reply_data["auth_results"][0].startswith("mx.acme.example;")
     # without our header (a message that did not come through our MX) there are no verdicts
     other = RepliesService(engine, secret, allow_private_webhooks=True, sealer=Sealer(os.urandom(32)),

@@ -59,6 +59,27 @@ def test_directory_crud_and_problems(web: WebEnv) -> None:
     assert web.directory.domain_list() == []
 
 
+def test_dmarc_enforcement_of_tenant_and_domain(web: WebEnv) -> None:
+    """PATCH sets on/off; null returns the setting to the level above (domain → tenant → mx.dmarc_enforce)."""
+    c, h = web.client, _seed(web)
+    assert c.get("/api/v1/tenants/acme", headers=h).json()["dmarc_enforce"] is None
+    r = c.patch("/api/v1/tenants/acme", json={"dmarc_enforce": False}, headers=h)
+    assert r.status_code == 200 and r.json()["dmarc_enforce"] is False
+    dom = c.get("/api/v1/domains/acme.test", headers=h).json()
+    assert (dom["dmarc_enforce"], dom["dmarc_enforce_by"]) == (None, "tenant")
+    dom = c.patch("/api/v1/domains/acme.test", json={"dmarc_enforce": True}, headers=h).json()
+    assert (dom["dmarc_enforce"], dom["dmarc_enforce_by"]) == (True, "domain")
+    c.patch("/api/v1/tenants/acme", json={"display_name": "Acme Inc"}, headers=h)  # leaves the setting alone
+    assert web.directory.tenant_get("acme")["dmarc_enforce"] is False
+    dom = c.patch("/api/v1/domains/acme.test", json={"dmarc_enforce": None}, headers=h).json()
+    assert dom["dmarc_enforce_by"] == "tenant"
+    assert c.patch("/api/v1/tenants/acme", json={"dmarc_enforce": None}, headers=h).json()["dmarc_enforce"] is None
+    assert c.get("/api/v1/domains/acme.test", headers=h).json()["dmarc_enforce_by"] == "global"
+    bad = c.patch("/api/v1/tenants/acme", json={"dmarc_enforce": "sometimes"}, headers=h)
+    assert bad.status_code == 422 and bad.headers["content-type"] == PROBLEM
+    assert web.directory.tenant_get("acme")["dmarc_enforce"] is None  # nothing half-saved
+
+
 def test_dns_section_lists_the_records_to_publish(web: WebEnv) -> None:
     h = _seed(web)
     dns = web.client.get("/api/v1/domains/acme.test/dns", headers=h).json()
@@ -156,11 +177,16 @@ def test_counters_reach_stats_and_metrics(web: WebEnv) -> None:
     # the MX's sender-authentication verdicts, once flushed, are counted per method and result
     counters.record("dmarc_reject", 2, at=now)
     counters.record("spf_pass", 5, at=now)
+    counters.record("arc_pass", 1, at=now)
+    counters.record("dmarc_override", 1, at=now)
     counters.flush(web.engine)  # type: ignore[arg-type]
     text = web.client.get("/metrics", headers=h).text
     assert 'dovetail_auth_results_total{method="dmarc",result="reject"} 2' in text
     assert 'dovetail_auth_results_total{method="spf",result="pass"} 5' in text
     assert 'dovetail_auth_results_total{method="dkim",result="fail"} 0' in text
+    assert 'dovetail_auth_results_total{method="arc",result="pass"} 1' in text
+    assert 'dovetail_auth_results_total{method="arc",result="fail"} 0' in text
+    assert 'dovetail_auth_results_total{method="dmarc",result="override"} 1' in text
 
 
 def test_queue_routes(web: WebEnv) -> None:

@@ -100,6 +100,23 @@ def test_message_viewer_is_sandboxed(web: WebEnv) -> None:
     assert "<p>Hello</p>" in body.text
     assert c.get(f"/queue/{qid}/source").content == html
     assert c.get("/queue/NOTAQUEUEID0").status_code == 404
+    assert "No sender-authentication verdict of ours." in page.text  # the MX did not see this one
+
+
+def test_queued_message_shows_our_verdicts_as_badges(web: WebEnv) -> None:
+    c = web.client
+    _login(web)
+    ours = web.cfg.hostname
+    msg = (f"Authentication-Results: {ours};\r\n\tspf=pass smtp.mailfrom=a@b.test;\r\n"
+           "\tdkim=policy (rsa-sha1) header.d=b.test header.s=s;\r\n"
+           "\tdmarc=fail (p=reject dis=reject) header.from=b.test policy.dmarc=reject;\r\n\tarc=none\r\n"
+           f"X-Original-Authentication-Results: {ours}; dmarc=pass header.from=bank.test\r\n"
+           "From: a@b.test\r\nTo: c@d.test\r\nSubject: hi\r\n\r\nhello\r\n").encode()
+    qid = Queue(web.cfg.data_dir / "queue").inject(
+        Envelope(sender="a@b.test", recipients=[QueueRecipient("c@d.test")]), msg)
+    page = c.get(f"/queue/{qid}").text
+    found = re.findall(r'<span class="badge auth-(\w+)"[^>]*>(\w+ \w+)', page)
+    assert found == [("pass", "SPF pass"), ("warn", "DKIM policy"), ("fail", "DMARC fail"), ("none", "ARC none")]
 
 
 def test_dashboard_shows_chart_and_health(web: WebEnv) -> None:
@@ -113,3 +130,21 @@ def test_dashboard_shows_chart_and_health(web: WebEnv) -> None:
     assert "Services" in page.text and "smtpd" in page.text
     assert "Restarts" in page.text and "No master runs for this data directory" in page.text
     assert web.client.get("/ui/flow").status_code == 200
+
+
+def test_tenant_page_sets_dmarc_enforcement(web: WebEnv) -> None:
+    c = web.client
+    _login(web)
+    web.directory.tenant_add("acme")
+    page = c.get("/tenants/acme").text
+    assert re.search(r'<option value="inherit" selected>inherit \(mx.dmarc_enforce: on\)</option>', page)
+    r = c.post("/tenants/acme/dmarc", data={"csrf": _csrf(page), "dmarc_enforce": "off"}, follow_redirects=False)
+    assert r.status_code == 303 and web.directory.tenant_get("acme")["dmarc_enforce"] is False
+    page = c.get("/tenants/acme").text
+    assert '<option value="off" selected>off</option>' in page
+    bad = c.post("/tenants/acme/dmarc", data={"csrf": _csrf(page), "dmarc_enforce": "maybe"})
+    assert bad.status_code == 422 and web.directory.tenant_get("acme")["dmarc_enforce"] is False
+    forged = c.post("/tenants/acme/dmarc", data={"csrf": "forged", "dmarc_enforce": "on"})
+    assert forged.status_code == 403 and web.directory.tenant_get("acme")["dmarc_enforce"] is False
+    c.post("/tenants/acme/dmarc", data={"csrf": _csrf(page), "dmarc_enforce": "inherit"})
+    assert web.directory.tenant_get("acme")["dmarc_enforce"] is None

@@ -72,3 +72,44 @@ def test_a_thread_keeps_the_subject_of_the_campaign_message(admin: WebEnv) -> No
                                 Source("acme", "test"))
     page = admin.client.get(f"/threads/{reply.thread_id}").text
     assert re.search(r"<h1>Autumn prices ", page)
+
+
+def _badges(page: str) -> list[tuple[str, str]]:
+    """(tone, text) of each sender-authentication badge on a page."""
+    return [(tone, " ".join(re.sub(r"<[^>]+>", " ", text).split()))
+            for tone, text in re.findall(r'<span class="badge auth-(\w+)"[^>]*>(.*?)</span>', page, re.S)]
+
+
+def test_reply_thread_shows_the_verdicts_of_our_header_only(admin: WebEnv) -> None:
+    svc = RepliesService.open(admin.engine, admin.cfg.data_dir)
+    campaign = svc.registry.create_campaign("acme", "winter")
+    svc.registry.register_outbound("acme", campaign.id, message_id="<out-3@acme.example>",
+                                   recipient="erin@ext.example", subject="Winter")
+    ours = admin.cfg.hostname
+    reply = svc.process_message(
+        f"Authentication-Results: {ours};\r\n\tspf=softfail smtp.mailfrom=erin@ext.example;\r\n"
+        "\tdkim=pass header.d=ext.example header.s=s1;\r\n"
+        "\tdmarc=fail (p=reject dis=none) header.from=ext.example policy.dmarc=reject policy.override=arc;\r\n"
+        "\tarc=pass header.oldest-pass=0 smtp.remote-ip=192.0.2.1\r\n"
+        "Authentication-Results: forger.example; dkim=pass header.d=bank.example; dmarc=pass\r\n"
+        "From: erin@ext.example\r\nTo: bob@acme.example\r\nSubject: Re: Winter\r\n"
+        "Message-ID: <r3@ext.example>\r\nIn-Reply-To: <out-3@acme.example>\r\n\r\nSure\r\n".encode(),
+        Source("acme", "test"))
+    page = admin.client.get(f"/threads/{reply.thread_id}").text
+    assert _badges(page) == [("warn", "SPF softfail"), ("pass", "DKIM pass d=ext.example"),
+                             ("fail", "DMARC fail from=ext.example p=reject; policy overridden (arc)"),
+                             ("pass", "ARC pass")]
+    assert "bank.example" not in page  # the other server's header is no verdict of ours
+
+
+def test_reply_with_only_a_forged_header_shows_no_verdict(admin: WebEnv) -> None:
+    svc = RepliesService.open(admin.engine, admin.cfg.data_dir)
+    campaign = svc.registry.create_campaign("acme", "summer")
+    svc.registry.register_outbound("acme", campaign.id, message_id="<out-4@acme.example>",
+                                   recipient="finn@ext.example", subject="Summer")
+    reply = svc.process_message(
+        b"Authentication-Results: forger.example; spf=pass; dkim=pass header.d=bank.example; dmarc=pass\r\n"
+        b"From: finn@ext.example\r\nTo: bob@acme.example\r\nSubject: Re: Summer\r\n"
+        b"Message-ID: <r4@ext.example>\r\nIn-Reply-To: <out-4@acme.example>\r\n\r\nOk\r\n", Source("acme", "test"))
+    page = admin.client.get(f"/threads/{reply.thread_id}").text
+    assert _badges(page) == [] and "No sender-authentication verdict of ours." in page

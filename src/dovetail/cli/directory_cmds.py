@@ -42,6 +42,34 @@ def _read_password(password: str | None, stdin: bool) -> str:
     return pw
 
 
+DMARC_ENFORCE_HELP = ("on: senders' DMARC reject/quarantine is applied to mail for {what}; off: verdicts are only "
+                      "recorded in Authentication-Results; inherit: {inherit}.")
+
+
+def _dmarc_enforce(text: str) -> bool | None:
+    """``on``/``off``/``inherit`` from the command line as True/False/None."""
+    choice = text.lower()
+    if choice not in ("on", "off", "inherit"):
+        fail(f"--dmarc-enforce {text!r}: give on, off or inherit")
+    return None if choice == "inherit" else choice == "on"
+
+
+def _global_enforce(c: Context) -> str:
+    return "on" if c.config["mx.dmarc_enforce"] else "off"
+
+
+def _enforce_text(value: bool | None, by: str, c: Context) -> str:
+    """``on (tenant setting)``, ``off (domain setting)``, ``on (mx.dmarc_enforce)``."""
+    if value is None:
+        return f"{_global_enforce(c)} (mx.dmarc_enforce)"
+    return f"{'on' if value else 'off'} ({by} setting)"
+
+
+def _setting_text(d, c: Context) -> str:  # noqa: ANN001
+    value, by = d.dmarc_enforce_setting
+    return _enforce_text(value, by, c)
+
+
 # --- tenants ------------------------------------------------------------------------------------
 
 @tenant_app.command("add")
@@ -80,7 +108,8 @@ def tenant_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None
     for label, value in (("tenant", row["name"]), ("display name", row["display_name"]),
                          ("enabled", "yes" if row["enabled"] else "no"), ("domains", row["domains"]),
                          ("suppressed recipients", row["suppressed_recipients"]),
-                         ("home node", row["home_node"] or "- (this installation)")):
+                         ("home node", row["home_node"] or "- (this installation)"),
+                         ("DMARC enforcement", _enforce_text(row["dmarc_enforce"], "tenant", ctx.obj))):
         print(f"{label}: {value}")
 
 
@@ -91,14 +120,28 @@ def tenant_set(ctx: typer.Context, name: str,
                    "--suppressed-recipients", metavar="reject|drop",
                    help="Submission to an address on the suppression list: reject it at RCPT TO (550 5.7.1), "
                         "or drop it (accepted, left out of the message).")] = None,
+               dmarc_enforce: Annotated[str | None, typer.Option(
+                   "--dmarc-enforce", metavar="on|off|inherit", help=DMARC_ENFORCE_HELP.format(
+                       what="the tenant's domains (a domain's own setting comes first)",
+                       inherit="follow mx.dmarc_enforce"))] = None,
                as_json: JsonOpt = False) -> None:
     """Change a tenant's settings."""
-    if display_name is None and suppressed_recipients is None:
-        fail("nothing to change: give --display-name or --suppressed-recipients")
+    if display_name is None and suppressed_recipients is None and dmarc_enforce is None:
+        fail("nothing to change: give --display-name, --suppressed-recipients or --dmarc-enforce")
+    from ..directory import UNSET
+
+    enforce = UNSET if dmarc_enforce is None else _dmarc_enforce(dmarc_enforce)
     directory = ctx.obj.directory
-    directory.tenant_set(name, display_name=display_name, suppressed_recipients=suppressed_recipients)
+    directory.tenant_set(name, display_name=display_name, suppressed_recipients=suppressed_recipients,
+                         dmarc_enforce=enforce)
     row = directory.tenant_get(name)
-    emit_json(row) if as_json else print(f"tenant {row['name']} updated")
+    if as_json:
+        emit_json(row)
+    elif dmarc_enforce is not None:
+        print(f"tenant {row['name']} updated; DMARC enforcement for its domains: "
+              f"{_enforce_text(row['dmarc_enforce'], 'tenant', ctx.obj)}")
+    else:
+        print(f"tenant {row['name']} updated")
 
 
 @tenant_app.command("rm")
@@ -114,9 +157,10 @@ def tenant_rm(ctx: typer.Context, name: str,
 # --- domains ------------------------------------------------------------------------------------
 
 def _domain_json(d) -> dict:  # noqa: ANN001
+    _, by = d.dmarc_enforce_setting
     return {"name": display_domain(d.name), "ascii": d.name, "tenant": d.tenant, "enabled": d.enabled,
             "catchall": d.catchall, "plus_separator": d.plus_separator, "postmaster": d.postmaster,
-            "dmarc_enforce": d.dmarc_enforce}
+            "dmarc_enforce": d.dmarc_enforce, "dmarc_enforce_by": by}
 
 
 @domain_app.command("add")
@@ -185,22 +229,38 @@ def domain_catchall(ctx: typer.Context, name: str,
 @domain_app.command("set")
 def domain_set(ctx: typer.Context, name: str,
                dmarc_enforce: Annotated[str | None, typer.Option(
-                   "--dmarc-enforce", help="on: a sender's DMARC reject/quarantine is applied to mail for this "
-                   "domain; off: verdicts are only recorded in Authentication-Results.")] = None,
+                   "--dmarc-enforce", metavar="on|off|inherit", help=DMARC_ENFORCE_HELP.format(
+                       what="this domain", inherit="follow the tenant's setting, else mx.dmarc_enforce"))] = None,
                as_json: JsonOpt = False) -> None:
     """Change a domain's settings."""
     values: dict[str, object] = {}
     if dmarc_enforce is not None:
-        if dmarc_enforce.lower() not in ("on", "off"):
-            fail(f"--dmarc-enforce {dmarc_enforce!r}: give on or off")
-        values["dmarc_enforce"] = dmarc_enforce.lower() == "on"
+        values["dmarc_enforce"] = _dmarc_enforce(dmarc_enforce)
     if not values:
-        fail("nothing to set: give --dmarc-enforce on|off")
+        fail("nothing to set: give --dmarc-enforce on|off|inherit")
     d = ctx.obj.directory.domain_set(name, **values)
     if as_json:
         emit_json(_domain_json(d))
     else:
-        print(f"DMARC enforcement for mail to {display_domain(d.name)}: {'on' if d.dmarc_enforce else 'off'}")
+        print(f"DMARC enforcement for mail to {display_domain(d.name)}: "
+              f"{_setting_text(d, ctx.obj)}")
+
+
+@domain_app.command("show")
+def domain_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
+    """One domain's settings, with the DMARC enforcement that applies and whose setting it is."""
+    c: Context = ctx.obj
+    d = c.directory.domain_get(name)
+    if as_json:
+        value, _ = d.dmarc_enforce_setting
+        emit_json({**_domain_json(d), "dmarc_enforce_effective": c.config["mx.dmarc_enforce"] if value is None
+                   else value})
+        return
+    for label, text in (("domain", display_domain(d.name)), ("tenant", d.tenant),
+                        ("enabled", "yes" if d.enabled else "no"), ("catch-all", d.catchall or "-"),
+                        ("postmaster", d.postmaster or "-"), ("plus separator", d.plus_separator),
+                        ("DMARC enforcement", _setting_text(d, c))):
+        print(f"{label}: {text}")
 
 
 # --- mailboxes ----------------------------------------------------------------------------------
@@ -337,17 +397,22 @@ def resolve(ctx: typer.Context, address: str,
             verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show each lookup.")] = False,
             as_json: JsonOpt = False) -> None:
     """Show how ADDRESS routes: its final mailboxes, external targets, or why it is refused."""
-    res = ctx.obj.resolver.resolve_uncached(address)
+    c: Context = ctx.obj
+    res = c.resolver.resolve_uncached(address)
+    enforce = res.dmarc_enforce if res.dmarc_enforce is not None else c.config["mx.dmarc_enforce"]
     if as_json:
         emit_json({"address": res.address, "status": res.status, "reason": res.reason,
                    "mailboxes": [{"address": m.address, "tenant": m.tenant, "maildir": str(m.maildir),
                                   "detail": m.detail, "quota_bytes": m.quota_bytes, "node": m.node}
                                  for m in res.mailboxes],
-                   "external": res.external, "steps": res.steps})
+                   "external": res.external, "steps": res.steps,
+                   "dmarc_enforce": enforce, "dmarc_enforce_by": res.dmarc_enforce_by})
     else:
         if verbose or not res.ok:
             for step in res.steps:
                 print(f"  {step}")
+        if verbose and res.status != "not_local" and res.status != "invalid":
+            print(f"  DMARC enforcement: {_enforce_text(res.dmarc_enforce, res.dmarc_enforce_by, c)}")
         if res.ok:
             for m in res.mailboxes:
                 print(f"{display_address(m.address)}\tmailbox\t{m.maildir}"

@@ -85,7 +85,10 @@ class Resolution:
     external: list[str] = field(default_factory=list)
     reason: str = ""
     steps: list[str] = field(default_factory=list)
-    dmarc_enforce: bool = True  # the recipient domain enforces senders' DMARC policies
+    # whether the recipient domain enforces senders' DMARC policies, by its own or its tenant's setting;
+    # None: neither says, mx.dmarc_enforce decides. ``dmarc_enforce_by``: domain, tenant or global.
+    dmarc_enforce: bool | None = None
+    dmarc_enforce_by: str = "global"
 
     @property
     def ok(self) -> bool:
@@ -195,7 +198,7 @@ class Resolver:
                 res.steps.append(f"{dom}: not one of our domains")
                 return res
             res.address = f"{local}@{dom}"
-            res.dmarc_enforce = domain.dmarc_enforce
+            res.dmarc_enforce, res.dmarc_enforce_by = domain.dmarc_enforce_setting
             if not domain.enabled:
                 res.status, res.reason = "disabled", f"domain {dom} is disabled"
                 return res

@@ -29,6 +29,8 @@ tenants = sa.Table(
     sa.Column("suppressed_recipients", sa.String(8), nullable=False, server_default="reject"),
     # The mailbox node whose Maildirs hold this tenant's mail (``nodes.name``); NULL on a single node.
     sa.Column("home_node", sa.String(64), nullable=True),
+    # Senders' DMARC reject/quarantine enforced for mail to the tenant's domains; NULL: mx.dmarc_enforce
+    sa.Column("dmarc_enforce", sa.Boolean, nullable=True),
 )
 
 domains = sa.Table(
@@ -42,8 +44,9 @@ domains = sa.Table(
     sa.Column("plus_separator", sa.String(4), nullable=False, server_default="+"),
     sa.Column("postmaster", sa.String(320), nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
-    # DMARC policies of senders enforced for mail to this domain (reject/quarantine); off: only reported
-    sa.Column("dmarc_enforce", sa.Boolean, nullable=False, server_default=sa.true()),
+    # DMARC policies of senders enforced for mail to this domain (reject/quarantine); off: only reported;
+    # NULL: the tenant's setting, else mx.dmarc_enforce
+    sa.Column("dmarc_enforce", sa.Boolean, nullable=True),
 )
 
 mailboxes = sa.Table(

@@ -36,6 +36,13 @@ from .schema import alias_targets, aliases, directory_state, domains, mailboxes,
 SUPPRESSED_RECIPIENTS = ("reject", "drop")
 
 
+class Unset:
+    """The type of :data:`UNSET`: a setting the caller does not change (None is a value: "inherit")."""
+
+
+UNSET = Unset()
+
+
 class DirectoryError(ValueError):
     """A refused directory change (unknown name, duplicate, dependants without --force)."""
 
@@ -49,12 +56,23 @@ class DomainInfo:
     catchall: str | None
     plus_separator: str
     postmaster: str | None
-    dmarc_enforce: bool = True
+    dmarc_enforce: bool | None = None  # the domain's own setting; None: its tenant's
+    tenant_dmarc_enforce: bool | None = None  # the tenant's setting; None: mx.dmarc_enforce
     home_node: str | None = None  # the tenant's mailbox node; None on a single installation
 
     @property
     def display_name(self) -> str:
         return display_domain(self.name)
+
+    @property
+    def dmarc_enforce_setting(self) -> tuple[bool | None, str]:
+        """Whether senders' DMARC policies are enforced for mail to this domain and whose setting says so:
+        ``(value, "domain")``, ``(value, "tenant")``, or ``(None, "global")`` for ``mx.dmarc_enforce``."""
+        if self.dmarc_enforce is not None:
+            return self.dmarc_enforce, "domain"
+        if self.tenant_dmarc_enforce is not None:
+            return self.tenant_dmarc_enforce, "tenant"
+        return None, "global"
 
 
 @dataclass(frozen=True)
@@ -129,9 +147,12 @@ class Directory:
             return list(conn.execute(query).scalars())
 
     def tenant_set(self, name: str, *, enabled: bool | None = None, display_name: str | None = None,
-                   suppressed_recipients: str | None = None) -> None:
-        """Change a tenant's settings; ``suppressed_recipients`` is one of :data:`SUPPRESSED_RECIPIENTS`."""
+                   suppressed_recipients: str | None = None, dmarc_enforce: bool | None | Unset = UNSET) -> None:
+        """Change a tenant's settings; ``suppressed_recipients`` is one of :data:`SUPPRESSED_RECIPIENTS`;
+        ``dmarc_enforce`` None means: follow ``mx.dmarc_enforce`` (left as it is when not given)."""
         values: dict[str, Any] = {}
+        if not isinstance(dmarc_enforce, Unset):
+            values["dmarc_enforce"] = dmarc_enforce
         if enabled is not None:
             values["enabled"] = enabled
         if display_name is not None:
@@ -434,14 +455,14 @@ def _tenant_select() -> sa.Select:
     ndomains = (sa.select(sa.func.count()).select_from(domains)
                 .where(domains.c.tenant_id == tenants.c.id).scalar_subquery())
     return sa.select(tenants.c.name, tenants.c.display_name, tenants.c.enabled, ndomains.label("domains"),
-                     tenants.c.suppressed_recipients, tenants.c.home_node)
+                     tenants.c.suppressed_recipients, tenants.c.home_node, tenants.c.dmarc_enforce)
 
 
 def _domain_select() -> sa.Select:
     return (sa.select(domains.c.id, domains.c.name, tenants.c.name.label("tenant"),
                       (domains.c.enabled & tenants.c.enabled).label("enabled"),
                       domains.c.catchall, domains.c.plus_separator, domains.c.postmaster, domains.c.dmarc_enforce,
-                      tenants.c.home_node)
+                      tenants.c.home_node, tenants.c.dmarc_enforce.label("tenant_dmarc_enforce"))
             .select_from(domains.join(tenants)))
 
 

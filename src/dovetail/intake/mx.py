@@ -130,7 +130,7 @@ class MxBackend:
         enforcing = []
         for rcpt in qenv.recipients:
             res = await self._resolve(rcpt.original or rcpt.address)
-            enforcing.append(auth.enforce and res.dmarc_enforce)
+            enforcing.append(auth.enforcing(res.dmarc_enforce))
         return AuthenticatingSink(writer, auth, session, enforcing, self.record)
 
     async def _expand_forwards(self, recipients: list[QueueRecipient]) -> list[QueueRecipient]:

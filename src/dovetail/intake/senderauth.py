@@ -4,7 +4,10 @@ The sink holds the message until the end of DATA (up to ``hold_bytes``), then au
 decides before a byte reaches the queue: a DMARC ``reject`` is answered ``550 5.7.1`` when every
 recipient's domain enforces DMARC, a ``quarantine`` (or a ``reject`` some recipients' domains do not
 enforce) marks the enforcing recipients for the Junk folder (the envelope's ``extra["junk"]``), and
-a DNS failure is ``451 4.4.3`` only when ``mx.auth_temperror = defer``. The accepted message gets
+a DNS failure is ``451 4.4.3`` only when ``mx.auth_temperror = defer``. Whether a recipient's domain
+enforces is its own setting, else its tenant's, else ``mx.dmarc_enforce``. A DMARC fail that a
+sealer of ``mx.arc_trusted_sealers`` vouches for in a valid ARC chain is not enforced
+(:mod:`dovetail.mailauth.arcpolicy`). The accepted message gets
 our ``Authentication-Results`` at the top, and incoming A-R headers naming our authserv-id are
 renamed so that no one downstream takes them for ours.
 
@@ -39,13 +42,18 @@ class SenderAuth:
 
     resolver: Resolver
     authserv_id: str
-    enforce: bool = True  # mx.dmarc_enforce; each recipient domain may turn it off for itself
+    enforce: bool = True  # mx.dmarc_enforce: for recipient domains whose domain and tenant set nothing
     temperror: str = "accept"  # or "defer"
     exempt: list[Network] = field(default_factory=list)
     hold_bytes: int = HOLD_BYTES
+    trusted_sealers: list[str] = field(default_factory=list)  # mx.arc_trusted_sealers
 
     def exempt_client(self, ip: str) -> bool:
         return in_networks(ip, self.exempt)
+
+    def enforcing(self, setting: bool | None) -> bool:
+        """Whether a recipient domain enforces: its (or its tenant's) setting, else the global key."""
+        return self.enforce if setting is None else setting
 
 
 def decide(dmarc: DmarcResult, enforcing: list[bool], temperror: str = "accept") -> tuple[Reply | None, list[int]]:
@@ -117,7 +125,8 @@ class AuthenticatingSink:
         self._held = []
         env = self.writer.envelope
         verdicts = await authenticate(message, client_ip=self.session.client_ip, helo=self.session.helo,
-                                      sender=env.sender, resolver=self.auth.resolver, check_dkim=check_dkim)
+                                      sender=env.sender, resolver=self.auth.resolver, check_dkim=check_dkim,
+                                      trusted_sealers=self.auth.trusted_sealers)
         refusal, junk = decide(verdicts.dmarc, self.enforcing, self.auth.temperror)
         self._count(verdicts, refusal, junk)
         applied = f", action={'refused ' + str(refusal.code) if refusal else ('junk' if junk else 'none')}"
@@ -141,6 +150,9 @@ class AuthenticatingSink:
         if not verdicts.dkim:
             self.record("dkim_none")
         self.record(f"dmarc_{verdicts.dmarc.result}")
+        self.record(f"arc_{verdicts.arc.result}")
+        if verdicts.dmarc.override:
+            self.record("dmarc_override")
         if refusal is not None and refusal.code >= 500:
             self.record("dmarc_reject")
         elif junk:

@@ -38,6 +38,9 @@ from .dkimverify import (
     without_b,
 )
 from .dnserrors import TxtLookup
+from .results import ArcResult
+
+__all__ = ["ArcResult", "SealingKey", "seal", "verify_arc"]
 
 MAX_INSTANCES = 50  # RFC 8617 §4.2.1
 ARC_NAMES = (b"arc-authentication-results", b"arc-message-signature", b"arc-seal")
@@ -48,27 +51,6 @@ AMS_HEADERS = ("from", "to", "cc", "subject", "date", "message-id", "reply-to", 
                "dkim-signature")
 
 _AAR_INSTANCE = re.compile(rb"\A[ \t\r\n]*i[ \t\r\n]*=[ \t\r\n]*([0-9]{1,3})[ \t\r\n]*;")
-
-
-@dataclass(frozen=True)
-class ArcResult:
-    """The chain verdict for Authentication-Results (``arc=``) and for sealing (``cv=``)."""
-
-    result: str  # none | pass | fail
-    instances: int = 0
-    reason: str = ""
-    oldest_pass: int | None = None
-    sealers: tuple[str, ...] = ()  # d= of each ARC-Seal, instance 1 first
-    temporary: bool = False  # a failure caused by a key lookup that may succeed later
-
-    def authres(self) -> str:
-        """The ``arc=`` result as RFC 8601/8617 prints it in an Authentication-Results header."""
-        text = f"arc={self.result}"
-        if self.reason and self.result != "pass":
-            text += f" ({self.reason})"
-        if self.result == "pass" and self.oldest_pass is not None:
-            text += f" header.oldest-pass={self.oldest_pass}"
-        return text
 
 
 class SealingKey(Protocol):
@@ -216,7 +198,15 @@ async def verify_arc(message: bytes, txt: TxtLookup, *, keys: KeyCache = KEYS,
         if problem is not None:
             temporary = problem.startswith("temp:")
             return failed(problem.removeprefix("temp:"), temporary)
-    return ArcResult("pass", n, "", oldest_pass, sealers)
+    return ArcResult("pass", n, "", oldest_pass, sealers, results=tuple(_aar_resinfo(sets[i].aar or b"")
+                                                                         for i in range(1, n + 1)))
+
+
+def _aar_resinfo(raw: bytes) -> str:
+    """The ARC-Authentication-Results value without its ``i=N;`` prefix: ``authserv-id; resinfo...``."""
+    value = raw.partition(b":")[2]
+    m = _AAR_INSTANCE.match(value)
+    return (value[m.end():] if m else value).decode("utf-8", "replace").strip()
 
 
 # --- sealing ---------------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ class DkimResult:
     key_bits: int | None
     identity: str = ""  # i= (the default, @d, when absent)
     header_b: str = ""  # the first characters of b=, to tell signatures apart (RFC 6008)
+    unsigned_octets: int = 0  # canonical body octets after the l= limit (content anyone may have appended)
 
 
 class TagError(ValueError):
@@ -408,9 +409,9 @@ async def check_signature(msg: ParsedMessage, raw: bytes, txt: TxtLookup, *, arc
                           tags.get("a", "").lower(), str(exc), "l" in tags, None)
     limited = sig.length is not None
 
-    def result(verdict: str, reason: str, bits: int | None) -> DkimResult:
+    def result(verdict: str, reason: str, bits: int | None, unsigned: int = 0) -> DkimResult:
         return DkimResult(sig.domain, sig.selector, verdict, sig.algorithm, reason, limited, bits, sig.identity,
-                          _FWS.sub("", sig.tags["b"])[:12])
+                          _FWS.sub("", sig.tags["b"])[:12], unsigned)
 
     try:
         key = await keys.get(txt, sig.selector, sig.domain)
@@ -432,14 +433,16 @@ async def check_signature(msg: ParsedMessage, raw: bytes, txt: TxtLookup, *, arc
     if not verify_crypto(key, sig.algorithm, data, sig.b):
         return result("fail", "signature did not verify", key.bits)
     notes = []
+    unsigned = 0
     if limited:
         unsigned = len(msg.canonical_body(sig.body_canon)) - (sig.length or 0)
         notes.append(f"l= leaves {unsigned} body octets unsigned" if unsigned else "l= covers the whole body")
     if key.testing:
         notes.append("key in testing mode (t=y)")
     if sig.algorithm == "rsa-sha1":
-        return result("policy", "; ".join(["rsa-sha1 verified but not accepted (RFC 8301)", *notes]), key.bits)
-    return result("pass", "; ".join(notes), key.bits)
+        return result("policy", "; ".join(["rsa-sha1 verified but not accepted (RFC 8301)", *notes]), key.bits,
+                      unsigned)
+    return result("pass", "; ".join(notes), key.bits, unsigned)
 
 
 def _loose_tags(value: str) -> dict[str, str]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
+import dns.message
 import dns.name
 import dns.nameserver
 import dns.rdatatype
@@ -86,7 +87,11 @@ class Resolver:
             return Lookup((), nxdomain=True)
         except dns.exception.Timeout:
             raise DnsTempError(f"{name} {rdtype}: timed out") from None
-        except dns.resolver.NoNameservers:
+        except dns.resolver.NoNameservers as exc:
+            errors = [e[3] for e in exc.kwargs.get("errors") or [] if len(e) > 3]
+            if errors and all(isinstance(e, dns.message.ChainTooLong) for e in errors):
+                # what a recursive resolver answers SERVFAIL for: temporary in RFC 7208 §5 terms too
+                raise DnsTempError(f"{name} {rdtype}: CNAME chain too long (a loop)") from None
             raise DnsTempError(f"{name} {rdtype}: no server answered (SERVFAIL or refused)") from None
         except dns.exception.DNSException as exc:
             raise DnsTempError(f"{name} {rdtype}: {exc.__class__.__name__}") from None

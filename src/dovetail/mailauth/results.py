@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 SPF_RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
 DKIM_RESULTS = ("pass", "fail", "neutral", "none", "policy", "temperror", "permerror")
 DMARC_RESULTS = ("pass", "fail", "none", "temperror", "permerror")
+ARC_RESULTS = ("pass", "fail", "none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,40 @@ class DmarcResult:
     reason: str = ""
     spf_aligned: bool = False
     dkim_aligned: bool = False
+    override: str = ""  # "arc": a trusted ARC sealer saw DMARC pass, so the policy was not enforced
+    override_reason: str = ""
+
+
+@dataclass(frozen=True)
+class ArcResult:
+    """The ARC chain verdict (RFC 8617 §5.2) for Authentication-Results (``arc=``) and for sealing (``cv=``).
+
+    ``oldest_pass`` is the oldest instance whose ARC-Message-Signature still verifies with every newer
+    one (0 when all do); ``sealers`` the ``d=`` of each ARC-Seal and ``results`` the resinfo of each
+    ARC-Authentication-Results (instance 1 first), filled for a passing chain.
+    """
+
+    result: str  # none | pass | fail
+    instances: int = 0
+    reason: str = ""
+    oldest_pass: int | None = None
+    sealers: tuple[str, ...] = ()
+    temporary: bool = False  # a failure caused by a key lookup that may succeed later
+    results: tuple[str, ...] = ()
+    checked: bool = True  # False: not verified at all (too large to hold); A-R then says nothing of ARC
+
+    def authres(self, remote_ip: str = "") -> str:
+        """The ``arc=`` result as RFC 8601/8617 §10 print it in an Authentication-Results header."""
+        text = f"arc={self.result}"
+        if self.result == "pass" and self.instances:
+            text += _comment(f"i={self.instances} sealed by {', '.join(s or '-' for s in self.sealers)}")
+        elif self.reason:
+            text += _comment(self.reason)
+        if self.result == "pass" and self.oldest_pass is not None:
+            text += f" header.oldest-pass={self.oldest_pass}"
+        if remote_ip and self.result != "none":
+            text += f" smtp.remote-ip={_value(remote_ip)}"
+        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,19 +105,30 @@ class Verdicts:
     helo: SpfResult | None
     dkim: tuple[DkimResult, ...]
     dmarc: DmarcResult
-    arc: str = "none"
+    arc: ArcResult = ArcResult("none")
     notes: tuple[str, ...] = field(default_factory=tuple)
+    client_ip: str = ""
 
     def log_text(self) -> str:
-        """``spf=pass dkim=pass (d=example.com) dmarc=pass``, for the queue id's log line."""
+        """``spf=pass dkim=pass (d=example.com) dmarc=pass arc=none``, for the queue id's log line."""
         if self.dkim:
             dkim = " ".join(f"dkim={d.result} (d={d.domain or '-'})" for d in self.dkim)
         else:
             dkim = "dkim=none"
         dmarc = f"dmarc={self.dmarc.result}"
         if self.dmarc.from_domain:
-            dmarc += f" (p={self.dmarc.policy} dis={self.dmarc.disposition} from={self.dmarc.from_domain})"
-        return f"spf={self.spf.result} {dkim} {dmarc}"
+            why = f"; {self.dmarc.reason}" if self.dmarc.result in ("temperror", "permerror") else ""
+            dmarc += f" (p={self.dmarc.policy} dis={self.dmarc.disposition} from={self.dmarc.from_domain}{why})"
+        elif self.dmarc.reason:
+            dmarc += f" ({self.dmarc.reason})"
+        arc = f"arc={self.arc.result}"
+        if self.arc.result == "pass":
+            arc += f" (i={self.arc.instances} sealed by {','.join(s or '-' for s in self.arc.sealers)})"
+        elif self.arc.reason:
+            arc += f" ({self.arc.reason})"
+        if self.dmarc.override:
+            arc += f" policy.override={self.dmarc.override} ({self.dmarc.override_reason})"
+        return f"spf={self.spf.result} {dkim} {dmarc} {arc}"
 
 
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-/^_`{|}~.@]+")
@@ -96,7 +142,8 @@ def _value(text: str) -> str:
 
 
 def _comment(text: str) -> str:
-    clean = re.sub(r"[()\\\r\n]", " ", text)
+    """`` (text)``: parentheses inside become brackets and line breaks spaces, so the comment stays one."""
+    clean = re.sub(r"[\\\r\n]", " ", text).replace("(", "[").replace(")", "]")
     return f" ({clean})" if clean else ""
 
 
@@ -128,20 +175,25 @@ def authentication_results(authserv_id: str, verdicts: Verdicts) -> bytes:
     comment = f"p={dm.policy} dis={dm.disposition}" if dm.from_domain else ""
     if dm.reason:
         comment = (comment + "; " if comment else "") + dm.reason
+    if dm.override:
+        comment = (comment + "; " if comment else "") + f"policy overridden: {dm.override_reason}"
     dmarc = f"dmarc={dm.result}{_comment(comment)}"
     if dm.from_domain:
         dmarc += f" header.from={_value(dm.from_domain)} policy.dmarc={dm.policy}"
+    if dm.override:
+        dmarc += f" policy.override={_value(dm.override)}"
     parts.append(dmarc)
-    if verdicts.arc != "none":
-        parts.append(f"arc={verdicts.arc}")
+    if verdicts.arc.checked:  # unchecked: no arc= at all, so a forwarder verifies the chain itself
+        parts.append(verdicts.arc.authres(verdicts.client_ip))
     return ("Authentication-Results: " + authserv_id + ";\r\n\t" + ";\r\n\t".join(parts) + "\r\n").encode()
 
 
 def parse_ours(header_values: list[str], authserv_id: str) -> dict:
     """The ``auth`` object of webhooks: the verdicts of the A-R header(s) written by ``authserv_id``.
 
-    Returns ``{spf, dkim: [{domain, selector, result}], dmarc: {result, policy, from_domain}, arc}``;
-    values are None when our header is absent (mail that did not come through our MX).
+    Returns ``{spf, dkim: [{domain, selector, result}], dmarc: {result, policy, from_domain, override}, arc}``
+    (``override``: ``arc`` when a trusted ARC sealer's verdict kept the policy from being applied, else
+    None); values are None when our header is absent (mail that did not come through our MX).
     """
     import authres
 
@@ -163,7 +215,7 @@ def parse_ours(header_values: list[str], authserv_id: str) -> dict:
                                     "result": str(res.result)})
             elif method == "dmarc":
                 out["dmarc"] = {"result": str(res.result), "policy": props.get("policy.dmarc"),
-                                "from_domain": props.get("header.from")}
+                                "from_domain": props.get("header.from"), "override": props.get("policy.override")}
             elif method == "arc":
                 out["arc"] = str(res.result)
         break  # the topmost header of ours is the one our MX wrote

@@ -132,7 +132,8 @@ def sender_auth(cfg: Config, resolver: mailauth_dns.Resolver) -> SenderAuth | No
     if not cfg["mx.sender_auth"]:
         return None
     return SenderAuth(resolver, cfg.hostname, enforce=cfg["mx.dmarc_enforce"], temperror=cfg["mx.auth_temperror"],
-                      exempt=parse_networks(cfg["mx.sender_auth_exempt"]))
+                      exempt=parse_networks(cfg["mx.sender_auth_exempt"]),
+                      trusted_sealers=list(cfg["mx.arc_trusted_sealers"]))
 
 
 async def run_smtpd(ctx: WorkerContext) -> int:

@@ -23,7 +23,8 @@ COUNTERS = ("received", "delivered", "deferred", "bounced", "rejected")
 AUTH_RESULTS = {
     "spf": ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"),
     "dkim": ("pass", "fail", "neutral", "none", "policy", "temperror", "permerror"),
-    "dmarc": ("pass", "fail", "none", "temperror", "permerror", "quarantine", "reject"),
+    "dmarc": ("pass", "fail", "none", "temperror", "permerror", "quarantine", "reject", "override"),
+    "arc": ("pass", "fail", "none"),
 }
 AUTH_COUNTERS = tuple(f"{method}_{result}" for method, results in AUTH_RESULTS.items() for result in results)
 _KNOWN = frozenset(COUNTERS + AUTH_COUNTERS)

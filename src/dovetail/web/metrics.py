@@ -174,7 +174,8 @@ def render(ctx: WebContext, http_requests: dict[tuple[str, int], int]) -> str:
     for name, n in counters.all_time(ctx.engine).items():
         out.append(_line("dovetail_mail_total", n, counter=name))
     family("dovetail_auth_results_total", "counter",
-           "Sender-authentication verdicts of the MX (dmarc quarantine/reject: dispositions applied).")
+           "Sender-authentication verdicts of the MX (dmarc quarantine/reject: dispositions applied; "
+           "dmarc override: a fail not enforced because a trusted ARC sealer saw a pass).")
     for name, n in counters.auth_totals(ctx.engine).items():
         method, _, result = name.partition("_")
         out.append(_line("dovetail_auth_results_total", n, method=method, result=result))

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from ..directory import lookups
 from ..httpapi.deps import Posted, RowId, Scope
 from ..httpapi.problems import Problem
+from .authbadges import badges
 from .context import WebContext, get_ctx
 from .replies_view import replies_schema
 from .ui import back, form_of, render, session_of
@@ -25,6 +26,15 @@ router = APIRouter(include_in_schema=False)
 def _session(request: Request) -> tuple[dict[str, Any], Scope]:
     session = session_of(request)
     return session, session["scope"]
+
+
+def _json_list(text: str | None) -> list[str]:
+    """The stored A-R header values of a reply (a JSON list); empty for anything else."""
+    try:
+        values = json.loads(text or "[]")
+    except ValueError:
+        return []
+    return [str(v) for v in values] if isinstance(values, list) else []
 
 
 def _render(request: Request, name: str, **values: Any) -> Response:
@@ -76,8 +86,10 @@ def thread_page(request: Request, thread_id: RowId, ctx: WebContext = Depends(ge
             raise Problem(404, "Not Found", "no such thread")
         rows = [dict(x._mapping) for x in conn.execute(
             sa.select(r.c.id, r.c.kind, r.c.from_addr, r.c.from_name, r.c.subject, r.c.stripped_text,
-                      r.c.received_at, r.c.bounce_type, r.c.match_method)
+                      r.c.received_at, r.c.bounce_type, r.c.match_method, r.c.auth_results)
             .where(r.c.thread_id == thread_id).order_by(r.c.id))]
+        for row in rows:
+            row["auth"] = badges(_json_list(row.pop("auth_results")), ctx.cfg.hostname)
         campaign = None
         if thread.campaign_id is not None:
             campaign = conn.execute(sa.select(s.campaigns.c.name)

@@ -26,6 +26,7 @@ from .api import directory as apid
 from .api import models as m
 from .api import queue as apiq
 from .api.stats import queue_sizes
+from .authbadges import badges
 from .chart import flow_svg
 from .context import WebContext, get_ctx
 from .integrations import service_health
@@ -273,7 +274,8 @@ def tenant_page(request: Request, tenant: str, ctx: WebContext, error: str = "",
     scope = _scope(session_of(request))
     row = apid.get_tenant(tenant, scope, ctx)
     domains = apid.list_domains(row["name"], None, None, ALL, scope, ctx)["items"]
-    return render(request, "tenant.html", status=status, tenant=row, domains=domains, error=error, form=form or {})
+    return render(request, "tenant.html", status=status, tenant=row, domains=domains, error=error, form=form or {},
+                  global_enforce=ctx.cfg["mx.dmarc_enforce"])
 
 
 @router.post("/tenants/{tenant}/domains")
@@ -289,6 +291,21 @@ def tenant_add_domain(request: Request, posted: Posted, tenant: str, ctx: WebCon
     except (Problem, ValueError) as exc:
         return tenant_page(request, tenant, ctx, error=_reason(exc), status=_status(exc), form=form)
     return back(f"/domains/{made['name']}", f"Domain {made['display_name']} added.")
+
+
+ENFORCE_CHOICES = {"inherit": None, "on": True, "off": False}
+
+
+@router.post("/tenants/{tenant}/dmarc")
+def tenant_dmarc(request: Request, posted: Posted, tenant: str, ctx: WebContext = Depends(get_ctx)) -> Response:
+    """The tenant's DMARC enforcement (admin): on, off, or inherit (mx.dmarc_enforce)."""
+    session = session_of(request)
+    form = form_of(request, session, posted)
+    choice = form.get("dmarc_enforce", "")
+    if choice not in ENFORCE_CHOICES:
+        return tenant_page(request, tenant, ctx, error="DMARC enforcement: choose inherit, on or off", status=422)
+    row = apid.update_tenant(tenant, m.TenantPatch(dmarc_enforce=ENFORCE_CHOICES[choice]), _scope(session), ctx)
+    return back(f"/tenants/{row['name']}", f"DMARC enforcement of {row['name']}: {choice}.")
 
 
 @router.post("/tenants/{tenant}/delete")
@@ -449,7 +466,8 @@ def queue_action(request: Request, posted: Posted, qid: str, action: str,
 def queue_message(request: Request, qid: str, ctx: WebContext = Depends(get_ctx)) -> Response:
     scope = _scope(session_of(request))
     shown = apiq.show_queued(qid, scope, ctx)
-    return render(request, "queue_message.html", m=shown)
+    ours = [v for k, v in shown["headers"] if k.lower() == "authentication-results"]
+    return render(request, "queue_message.html", m=shown, auth=badges(ours, ctx.cfg.hostname))
 
 
 @router.get("/queue/{qid}/source")

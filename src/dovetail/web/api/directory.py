@@ -77,7 +77,8 @@ def update_tenant(tenant: str, body: m.TenantPatch, scope: Scope = Depends(get_s
                   ctx: WebContext = Depends(get_ctx)) -> dict[str, Any]:
     row = _visible_tenant(ctx, scope, tenant)
     scope.require_admin()
-    ctx.directory.tenant_set(row["name"], enabled=body.enabled, display_name=body.display_name)
+    extra: dict[str, Any] = {"dmarc_enforce": body.dmarc_enforce} if "dmarc_enforce" in body.model_fields_set else {}
+    ctx.directory.tenant_set(row["name"], enabled=body.enabled, display_name=body.display_name, **extra)
     return _visible_tenant(ctx, scope, row["name"])
 
 
@@ -117,7 +118,8 @@ def dns_status(ctx: WebContext, domain: str) -> dict[str, Any]:
 def _domain_out(ctx: WebContext, info: DomainInfo, detail: bool = False) -> dict[str, Any]:
     out = {"name": info.name, "display_name": display_domain(info.name), "tenant": info.tenant,
            "enabled": bool(info.enabled), "catchall": info.catchall, "plus_separator": info.plus_separator,
-           "postmaster": info.postmaster}
+           "postmaster": info.postmaster, "dmarc_enforce": info.dmarc_enforce,
+           "dmarc_enforce_by": info.dmarc_enforce_setting[1]}
     if detail:
         out["mailboxes"] = len(ctx.directory.mailbox_list(domain=info.name))
         out["aliases"] = len(ctx.directory.alias_list(domain=info.name))

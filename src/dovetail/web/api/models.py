@@ -20,9 +20,14 @@ class TenantIn(Strict):
     enabled: bool = True
 
 
+_ENFORCE = ("senders' DMARC reject/quarantine applied to mail for {what}; null: {inherit}")
+
+
 class TenantPatch(Strict):
     display_name: str | None = Field(None, max_length=200)
     enabled: bool | None = None
+    dmarc_enforce: bool | None = Field(None, description=_ENFORCE.format(
+        what="the tenant's domains (a domain's own setting comes first)", inherit="follow mx.dmarc_enforce"))
 
 
 class Tenant(BaseModel):
@@ -30,6 +35,7 @@ class Tenant(BaseModel):
     display_name: str
     enabled: bool
     domains: int = 0
+    dmarc_enforce: bool | None = None
 
 
 class DnsRecord(BaseModel):
@@ -59,6 +65,8 @@ class DomainPatch(Strict):
     catchall: str | None = Field(None, max_length=320, description="catch-all target; null removes it")
     postmaster: str | None = Field(None, max_length=320)
     plus_separator: str | None = Field(None, min_length=1, max_length=1)
+    dmarc_enforce: bool | None = Field(None, description=_ENFORCE.format(
+        what="this domain", inherit="follow the tenant's setting, else mx.dmarc_enforce"))
 
 
 class CatchAllIn(Strict):
@@ -73,6 +81,8 @@ class Domain(BaseModel):
     catchall: str | None
     plus_separator: str
     postmaster: str | None
+    dmarc_enforce: bool | None = None
+    dmarc_enforce_by: str = "global"
     mailboxes: int | None = None
     aliases: int | None = None
     dns: DnsStatus | None = None
