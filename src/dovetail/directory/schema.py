@@ -42,6 +42,8 @@ domains = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
     # DMARC policies of senders enforced for mail to this domain (reject/quarantine); off: only reported
     sa.Column("dmarc_enforce", sa.Boolean, nullable=False, server_default=sa.true()),
+    # mode: of the MTA-STS policy served at mta-sts.<domain> (RFC 8461): testing | enforce | none
+    sa.Column("mta_sts_mode", sa.String(8), nullable=False, server_default="testing"),
 )
 
 mailboxes = sa.Table(

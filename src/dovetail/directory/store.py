@@ -33,6 +33,8 @@ from .schema import alias_targets, aliases, directory_state, domains, mailboxes,
 # What submission does with a recipient on the tenant's suppression list (the tenant's choice):
 # refuse it at RCPT TO with 550 5.7.1, or accept it and leave it out of the queued message.
 SUPPRESSED_RECIPIENTS = ("reject", "drop")
+# The mode of a domain's MTA-STS policy (RFC 8461 §5): senders report only, refuse non-TLS, or withdraw.
+MTA_STS_MODES = ("testing", "enforce", "none")
 
 
 class DirectoryError(ValueError):
@@ -49,6 +51,7 @@ class DomainInfo:
     plus_separator: str
     postmaster: str | None
     dmarc_enforce: bool = True
+    mta_sts_mode: str = "testing"
 
     @property
     def display_name(self) -> str:
@@ -227,8 +230,10 @@ class Directory:
             return lookups.domain_id(conn, domain) is not None
 
     def domain_set(self, name: str, **values: Any) -> DomainInfo:
-        """Change enabled/catchall/postmaster/plus_separator/dmarc_enforce of a domain."""
+        """Change enabled/catchall/postmaster/plus_separator/dmarc_enforce/mta_sts_mode of a domain."""
         dom = _checked(normalize_domain, name)
+        if "mta_sts_mode" in values and values["mta_sts_mode"] not in MTA_STS_MODES:
+            raise DirectoryError(f"MTA-STS mode {values['mta_sts_mode']!r}: expected one of {', '.join(MTA_STS_MODES)}")
         if values.get("catchall"):
             values["catchall"] = _checked(normalize_address, values["catchall"])
         if values.get("postmaster"):
@@ -431,7 +436,8 @@ def _tenant_select() -> sa.Select:
 def _domain_select() -> sa.Select:
     return (sa.select(domains.c.id, domains.c.name, tenants.c.name.label("tenant"),
                       (domains.c.enabled & tenants.c.enabled).label("enabled"),
-                      domains.c.catchall, domains.c.plus_separator, domains.c.postmaster, domains.c.dmarc_enforce)
+                      domains.c.catchall, domains.c.plus_separator, domains.c.postmaster, domains.c.dmarc_enforce,
+                      domains.c.mta_sts_mode)
             .select_from(domains.join(tenants)))
 
 

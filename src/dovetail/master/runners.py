@@ -41,6 +41,7 @@ from ..outbound.submission import SubmissionBackend
 from ..queue import QueueConfig, QueueManager, Shard
 from ..replies.hooks import local_delivery, outbound_events
 from ..replies.runner import run_replies as replies_main
+from ..reports.intake import local_delivery as reports_delivery
 from ..runtime import Runtime
 from ..sealing import Sealer
 from ..smtp.limits import Limits as SmtpLimits
@@ -75,7 +76,8 @@ def flow_counters(rt: Runtime):  # noqa: ANN201
 
 
 class RepliesHandOver:
-    """Wraps the Maildir agent: each message it delivered to a reply inbox goes to the replies pipeline.
+    """Wraps the Maildir agent: each message it delivered goes to the hand-over hooks, which take what is
+    theirs (reply inboxes: the replies pipeline; report intakes: the report reader).
 
     The storage finds each copy by its delivery id (queue id and recipient index), so the delivery
     code needs no knowledge of the replies engine.
@@ -98,6 +100,16 @@ class RepliesHandOver:
                 stored = open_storage(target.maildir, create=False).delivered(delivery)
                 if stored is not None:
                     self.hand_over(target.tenant, target.address, target.maildir, stored.key)
+
+
+def each_hook(*hooks):  # noqa: ANN001, ANN002, ANN201
+    """One hand-over calling every hook in turn (each ignores what is not its own)."""
+
+    def hand_over(*args) -> None:  # noqa: ANN002
+        for hook in hooks:
+            hook(*args)
+
+    return hand_over
 
 
 class CountingAgent:
@@ -245,7 +257,8 @@ async def run_qmgr(ctx: WorkerContext) -> int:
                        hostname=cfg.hostname)
 
     record = flow_counters(rt)
-    local = RepliesHandOver(maildir, rt.resolver, local_delivery(rt.engine, cfg))
+    local = RepliesHandOver(maildir, rt.resolver, each_hook(local_delivery(rt.engine, cfg),
+                                                            reports_delivery(rt.engine, rt.layout.mail)))
     outbound = _outbound_agent(cfg, rt, qcfg, processes=shard.count)
     agents = {"virtual": CountingAgent(local, record), "smtp": CountingAgent(outbound, record)}
 

@@ -1,0 +1,128 @@
+"""Mail to the ``rua`` addresses we publish, read as reports: the hand-over after local delivery.
+
+The MX accepts ``dmarc-reports@<domain>`` and ``tls-reports@<domain>`` of every domain of ours (the
+addresses ``dovetail dns`` publishes) and the delivery agent files them, as any mail, durably in the
+tenant's report intake ``mail/<tenant>/_reports/``. Right after, :func:`local_delivery` hands each one
+here: its report files are unpacked, parsed and stored per domain and day. The Maildir copy stays
+where it is, so a report that could not be read is kept aside there and listed in ``report_rejects``
+with the reason; nothing here raises into delivery.
+
+A tenant's report address takes reports about that tenant's domains only: a report about another
+tenant's domain is refused, so no tenant can write figures onto another's pages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from ..directory import Directory
+from ..directory.resolve import reports_intake_maildir
+from ..log import get_logger
+from ..storage import open_storage
+from .dmarc import ReportError, parse_dmarc
+from .store import ReportStore
+from .tlsrpt import parse_tlsrpt
+from .unpack import UnpackError, report_files
+
+log = get_logger("reports")
+
+MAX_MESSAGE_BYTES = 25 * 1024 * 1024  # read of the stored message; the MX's size limit is the real bound
+
+
+@dataclass
+class Outcome:
+    """What one message gave: reports stored, duplicates skipped, and why the rest was refused."""
+
+    dmarc: int = 0
+    tls: int = 0
+    duplicates: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def stored(self) -> int:
+        return self.dmarc + self.tls
+
+
+class ReportIntake:
+    def __init__(self, engine: Engine, directory: Directory | None = None) -> None:
+        self.store = ReportStore(engine)
+        self.directory = directory or Directory(engine)
+
+    def _ours(self, tenant: str, domain: str) -> bool:
+        try:
+            owner = self.directory.domain_tenant(domain)
+        except ValueError:
+            return False
+        return owner is not None and owner.lower() == tenant.lower()
+
+    def _read(self, tenant: str, raw: bytes, out: Outcome) -> None:
+        for f in report_files(raw):
+            kind = f.kind
+            if kind == "dmarc":
+                report = parse_dmarc(f.data)
+                if not self._ours(tenant, report.domain):
+                    raise ReportError(f"DMARC report about {report.domain}, not a domain of tenant {tenant}")
+                if self.store.save_dmarc(report):
+                    out.dmarc += 1
+                    log.info("DMARC report stored", tenant=tenant, domain=report.domain, org=report.org_name,
+                             report_id=report.report_id, records=len(report.rows))
+                else:
+                    out.duplicates += 1
+                    log.info("DMARC report already stored", domain=report.domain, org=report.org_name,
+                             report_id=report.report_id)
+            elif kind == "tls":
+                tls = parse_tlsrpt(f.data)
+                mine = [p for p in tls.policies if self._ours(tenant, p.domain)]
+                if not mine:
+                    raise ReportError(f"TLS report about {', '.join(sorted({p.domain for p in tls.policies}))}, "
+                                      f"not a domain of tenant {tenant}")
+                saved = self.store.save_tls(tls, mine)
+                out.tls += saved
+                if not saved:
+                    out.duplicates += 1
+                log.info("TLS report stored" if saved else "TLS report already stored", tenant=tenant,
+                         org=tls.org_name, report_id=tls.report_id, policies=saved)
+            else:
+                out.problems.append(f"{f.name or 'attachment'}: neither XML nor JSON")
+
+    def process(self, tenant: str, recipient: str, raw: bytes, message_key: str = "") -> Outcome:
+        """Read and store the reports of one message. Never raises: problems are logged and recorded."""
+        out = Outcome()
+        try:
+            self._read(tenant, raw, out)
+        except (UnpackError, ReportError) as exc:
+            out.problems.append(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a stranger's bytes must never break delivery
+            out.problems.append(f"unexpected {exc.__class__.__name__}: {exc}")
+        if out.problems and not out.stored and not out.duplicates:
+            reason = "; ".join(out.problems)
+            log.warning("report refused, message kept aside", tenant=tenant, rcpt=recipient, file=message_key,
+                        reason=reason)
+            try:
+                self.store.reject(tenant, recipient, message_key, reason)
+            except Exception as exc:  # noqa: BLE001
+                log.error("could not record a refused report", file=message_key, error=repr(exc))
+        return out
+
+
+def local_delivery(engine: Engine, mail_root: Path) -> Callable[[str, str, Path, str], None]:
+    """``hand_over(tenant, mailbox_address, maildir, key)`` for a message just delivered; acts on the
+    tenants' report intakes only."""
+    intake = ReportIntake(engine)
+
+    def hand_over(tenant: str, mailbox_address: str, maildir: Path, key: str) -> None:
+        if Path(maildir) != reports_intake_maildir(mail_root, tenant):
+            return
+        try:
+            raw = open_storage(maildir, create=False).read_delivered(key, limit=MAX_MESSAGE_BYTES)
+        except OSError as exc:
+            log.warning("report message unreadable", file=key, error=repr(exc))
+            return
+        if raw is not None:
+            intake.process(tenant, mailbox_address, raw, key)
+
+    return hand_over
