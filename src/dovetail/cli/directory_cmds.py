@@ -111,7 +111,7 @@ def tenant_rm(ctx: typer.Context, name: str,
 def _domain_json(d) -> dict:  # noqa: ANN001
     return {"name": display_domain(d.name), "ascii": d.name, "tenant": d.tenant, "enabled": d.enabled,
             "catchall": d.catchall, "plus_separator": d.plus_separator, "postmaster": d.postmaster,
-            "dmarc_enforce": d.dmarc_enforce}
+            "dmarc_enforce": d.dmarc_enforce, "mta_sts_mode": d.mta_sts_mode}
 
 
 @domain_app.command("add")
@@ -182,20 +182,32 @@ def domain_set(ctx: typer.Context, name: str,
                dmarc_enforce: Annotated[str | None, typer.Option(
                    "--dmarc-enforce", help="on: a sender's DMARC reject/quarantine is applied to mail for this "
                    "domain; off: verdicts are only recorded in Authentication-Results.")] = None,
+               mta_sts: Annotated[str | None, typer.Option(
+                   "--mta-sts", help="Mode of the MTA-STS policy served at mta-sts.NAME: testing (senders "
+                   "report only), enforce (senders refuse mail without valid TLS) or none (withdrawn).")] = None,
                as_json: JsonOpt = False) -> None:
     """Change a domain's settings."""
+    from ..directory.store import MTA_STS_MODES
+
     values: dict[str, object] = {}
     if dmarc_enforce is not None:
         if dmarc_enforce.lower() not in ("on", "off"):
             fail(f"--dmarc-enforce {dmarc_enforce!r}: give on or off")
         values["dmarc_enforce"] = dmarc_enforce.lower() == "on"
+    if mta_sts is not None:
+        if mta_sts.lower() not in MTA_STS_MODES:
+            fail(f"--mta-sts {mta_sts!r}: give {', '.join(MTA_STS_MODES)}")
+        values["mta_sts_mode"] = mta_sts.lower()
     if not values:
-        fail("nothing to set: give --dmarc-enforce on|off")
+        fail("nothing to set: give --dmarc-enforce on|off or --mta-sts testing|enforce|none")
     d = ctx.obj.directory.domain_set(name, **values)
     if as_json:
         emit_json(_domain_json(d))
-    else:
+        return
+    if dmarc_enforce is not None:
         print(f"DMARC enforcement for mail to {display_domain(d.name)}: {'on' if d.dmarc_enforce else 'off'}")
+    if mta_sts is not None:
+        print(f"MTA-STS mode of {display_domain(d.name)}: {d.mta_sts_mode}")
 
 
 # --- mailboxes ----------------------------------------------------------------------------------

@@ -55,10 +55,10 @@ queue_cmds.register(app)
 
 
 def _register_service_verbs() -> None:
-    """Verb groups of the web admin, the replies engine and outbound."""
-    from . import outbound_cmds, replies_cmds, web_cmds
+    """Verb groups of the web admin, the replies engine, outbound and the reports received."""
+    from . import outbound_cmds, replies_cmds, reports_cmds, web_cmds
 
-    for module in (web_cmds, replies_cmds, outbound_cmds):
+    for module in (web_cmds, replies_cmds, outbound_cmds, reports_cmds):
         module.register(app)
 
 
