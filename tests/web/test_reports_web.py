@@ -14,7 +14,7 @@ from dovetail.web.integrations import dns_records
 
 from ..reports import samples
 from .conftest import WebEnv
-from .test_ui import _login
+from .test_ui import _csrf, _login
 
 POLICY = "/.well-known/mta-sts.txt"
 
@@ -149,3 +149,29 @@ def test_tenant_user_cannot_open_another_tenants_report_page(two: tuple[WebEnv, 
     assert _login(web, "alpha password 1", "ops@alpha.test").status_code == 303
     assert web.client.get("/domains/alpha.test/reports").status_code == 200
     assert web.client.get("/domains/beta.test/reports").status_code == 404
+
+
+def test_mode_over_the_api_patch(web_sqlite: WebEnv) -> None:
+    web = web_sqlite
+    web.directory.tenant_add("alpha")
+    web.directory.domain_add("alpha.test", "alpha")
+    token = auth.token_add(web.engine, "tenant", "alpha").token
+    r = web.client.patch("/api/v1/domains/alpha.test", json={"mta_sts_mode": "enforce"}, headers=web.bearer(token))
+    assert r.status_code == 200 and r.json()["mta_sts_mode"] == "enforce"
+    assert "mode: enforce" in web.client.get(POLICY, headers={"Host": "mta-sts.alpha.test"}).text
+    bad = web.client.patch("/api/v1/domains/alpha.test", json={"mta_sts_mode": "strict"}, headers=web.bearer(token))
+    assert bad.status_code == 422 and web.directory.domain_get("alpha.test").mta_sts_mode == "enforce"
+
+
+def test_mode_from_the_domain_page(web_sqlite: WebEnv) -> None:
+    web = web_sqlite
+    web.directory.tenant_add("alpha")
+    web.directory.domain_add("alpha.test", "alpha")
+    assert _login(web).status_code == 303
+    page = web.client.get("/domains/alpha.test").text
+    assert '<option value="testing" selected>' in page
+    r = web.client.post("/domains/alpha.test/settings", data={"csrf": _csrf(page), "enabled": "yes",
+                                                              "mta_sts_mode": "enforce"}, follow_redirects=False)
+    assert r.status_code == 303
+    assert web.directory.domain_get("alpha.test").mta_sts_mode == "enforce"
+    assert '<option value="enforce" selected>' in web.client.get("/domains/alpha.test").text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -59,6 +59,8 @@ class DomainPatch(Strict):
     catchall: str | None = Field(None, max_length=320, description="catch-all target; null removes it")
     postmaster: str | None = Field(None, max_length=320)
     plus_separator: str | None = Field(None, min_length=1, max_length=1)
+    mta_sts_mode: Literal["testing", "enforce", "none"] | None = Field(
+        None, description="mode of the MTA-STS policy served at mta-sts.<domain>")
 
 
 class CatchAllIn(Strict):
@@ -73,6 +75,7 @@ class Domain(BaseModel):
     catchall: str | None
     plus_separator: str
     postmaster: str | None
+    mta_sts_mode: str = "testing"
     mailboxes: int | None = None
     aliases: int | None = None
     dns: DnsStatus | None = None
