@@ -119,3 +119,12 @@ def test_hand_over_reads_the_delivered_copy(world) -> None:
     hand_over("acme", "bob@acme.example", mail / "acme" / "acme.example" / "bob", delivered.key)
     assert len(ReportStore(engine).tls()["reports"]) == 1
     assert store.read_delivered(delivered.key) is not None  # the message itself stays in the intake
+
+
+def test_a_report_naming_the_domain_as_u_label_is_stored_under_its_a_label(world) -> None:
+    engine, d, _mail = world
+    d.domain_add("bücher.example", "acme")
+    out = ReportIntake(engine).process("acme", "dmarc-reports@xn--bcher-kva.example",
+                                       samples.google_dmarc_mail("Bücher.example"))
+    assert out.dmarc == 1, out.problems
+    assert ReportStore(engine).dmarc(["xn--bcher-kva.example"])["days"][0]["messages"] == 15

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from ..directory import Directory
+from ..directory import Directory, normalize_domain
 from ..directory.resolve import reports_intake_maildir
 from ..log import get_logger
 from ..storage import open_storage
@@ -52,20 +52,24 @@ class ReportIntake:
         self.store = ReportStore(engine)
         self.directory = directory or Directory(engine)
 
-    def _ours(self, tenant: str, domain: str) -> bool:
+    def _ours(self, tenant: str, domain: str) -> str | None:
+        """``domain`` as the directory stores it (A-label) when ``tenant`` owns it, else None."""
         try:
-            owner = self.directory.domain_tenant(domain)
+            name = normalize_domain(domain)
+            owner = self.directory.domain_tenant(name)
         except ValueError:
-            return False
-        return owner is not None and owner.lower() == tenant.lower()
+            return None
+        return name if owner is not None and owner.lower() == tenant.lower() else None
 
     def _read(self, tenant: str, raw: bytes, out: Outcome) -> None:
         for f in report_files(raw):
             kind = f.kind
             if kind == "dmarc":
                 report = parse_dmarc(f.data)
-                if not self._ours(tenant, report.domain):
+                name = self._ours(tenant, report.domain)
+                if name is None:
                     raise ReportError(f"DMARC report about {report.domain}, not a domain of tenant {tenant}")
+                report.domain = name
                 if self.store.save_dmarc(report):
                     out.dmarc += 1
                     log.info("DMARC report stored", tenant=tenant, domain=report.domain, org=report.org_name,
@@ -76,7 +80,12 @@ class ReportIntake:
                              report_id=report.report_id)
             elif kind == "tls":
                 tls = parse_tlsrpt(f.data)
-                mine = [p for p in tls.policies if self._ours(tenant, p.domain)]
+                mine = []
+                for p in tls.policies:
+                    name = self._ours(tenant, p.domain)
+                    if name is not None:
+                        p.domain = name
+                        mine.append(p)
                 if not mine:
                     raise ReportError(f"TLS report about {', '.join(sorted({p.domain for p in tls.policies}))}, "
                                       f"not a domain of tenant {tenant}")
