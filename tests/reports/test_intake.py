@@ -94,7 +94,7 @@ def test_a_report_about_another_tenants_domain_is_refused(world) -> None:
     (gzip.compress(b"<!DOCTYPE x [<!ENTITY a 'a'>]><feedback>&a;</feedback>"), "gzip", "r.xml.gz", "unsafe XML"),
     (b"<feedback>" + b"<x>" * 100 + b"</x>" * 100 + b"</feedback>", "xml", "r.xml", "deeper"),
     (b"{\"organization-name\": 1", "tlsrpt+json", "r.json", "malformed JSON"),
-])
+], ids=["zip-bomb", "entity", "deep", "json"])
 def test_malformed_reports_are_kept_aside_never_raised(world, attachment: bytes, subtype: str, name: str,
                                                          reason: str) -> None:
     engine, _d, _mail = world

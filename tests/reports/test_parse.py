@@ -141,7 +141,7 @@ def test_deep_xml_is_refused() -> None:
     (samples.google_dmarc().replace(b"192.0.2.10", b"not-an-ip"), "not an IP"),
     (samples.google_dmarc().replace(b"<count>12</count>", b"<count>many</count>"), "numeric count"),
     (samples.google_dmarc().replace(str(samples.BEGIN).encode(), b"yesterday"), "Unix time"),
-])
+], ids=["truncated", "html", "no-org", "bad-ip", "bad-count", "bad-date"])
 def test_malformed_dmarc_reports_say_why(xml: bytes, reason: str) -> None:
     with pytest.raises(ReportError, match=reason):
         parse_dmarc(xml)
@@ -154,7 +154,7 @@ def test_malformed_dmarc_reports_say_why(xml: bytes, reason: str) -> None:
     (json.dumps({"organization-name": "x", "report-id": "y", "date-range": {}}).encode(), "start-datetime|polic"),
     (samples.google_tlsrpt().replace(b'"sts"', b'"carrier-pigeon"'), "policy-type"),
     (samples.google_tlsrpt().replace(b'"failed-session-count": 2', b'"failed-session-count": -2'), "not a count"),
-])
+], ids=["broken", "deep", "array", "no-dates", "policy-type", "negative"])
 def test_malformed_tls_reports_say_why(doc: bytes, reason: str) -> None:
     with pytest.raises(ReportError, match=reason):
         parse_tlsrpt(doc)
