@@ -160,7 +160,7 @@ def _domain_json(d) -> dict:  # noqa: ANN001
     _, by = d.dmarc_enforce_setting
     return {"name": display_domain(d.name), "ascii": d.name, "tenant": d.tenant, "enabled": d.enabled,
             "catchall": d.catchall, "plus_separator": d.plus_separator, "postmaster": d.postmaster,
-            "dmarc_enforce": d.dmarc_enforce, "dmarc_enforce_by": by}
+            "dmarc_enforce": d.dmarc_enforce, "dmarc_enforce_by": by, "mta_sts_mode": d.mta_sts_mode}
 
 
 @domain_app.command("add")
@@ -231,19 +231,31 @@ def domain_set(ctx: typer.Context, name: str,
                dmarc_enforce: Annotated[str | None, typer.Option(
                    "--dmarc-enforce", metavar="on|off|inherit", help=DMARC_ENFORCE_HELP.format(
                        what="this domain", inherit="follow the tenant's setting, else mx.dmarc_enforce"))] = None,
+               mta_sts: Annotated[str | None, typer.Option(
+                   "--mta-sts", help="Mode of the MTA-STS policy served at mta-sts.NAME: testing (senders "
+                   "report only), enforce (senders refuse mail without valid TLS) or none (withdrawn).")] = None,
                as_json: JsonOpt = False) -> None:
     """Change a domain's settings."""
+    from ..directory.store import MTA_STS_MODES
+
     values: dict[str, object] = {}
     if dmarc_enforce is not None:
         values["dmarc_enforce"] = _dmarc_enforce(dmarc_enforce)
+    if mta_sts is not None:
+        if mta_sts.lower() not in MTA_STS_MODES:
+            fail(f"--mta-sts {mta_sts!r}: give {', '.join(MTA_STS_MODES)}")
+        values["mta_sts_mode"] = mta_sts.lower()
     if not values:
-        fail("nothing to set: give --dmarc-enforce on|off|inherit")
+        fail("nothing to set: give --dmarc-enforce on|off|inherit or --mta-sts testing|enforce|none")
     d = ctx.obj.directory.domain_set(name, **values)
     if as_json:
         emit_json(_domain_json(d))
-    else:
+        return
+    if dmarc_enforce is not None:
         print(f"DMARC enforcement for mail to {display_domain(d.name)}: "
               f"{_setting_text(d, ctx.obj)}")
+    if mta_sts is not None:
+        print(f"MTA-STS mode of {display_domain(d.name)}: {d.mta_sts_mode}")
 
 
 @domain_app.command("show")
@@ -259,7 +271,7 @@ def domain_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None
     for label, text in (("domain", display_domain(d.name)), ("tenant", d.tenant),
                         ("enabled", "yes" if d.enabled else "no"), ("catch-all", d.catchall or "-"),
                         ("postmaster", d.postmaster or "-"), ("plus separator", d.plus_separator),
-                        ("DMARC enforcement", _setting_text(d, c))):
+                        ("DMARC enforcement", _setting_text(d, c)), ("MTA-STS mode", d.mta_sts_mode)):
         print(f"{label}: {text}")
 
 

@@ -92,7 +92,7 @@ def planner(c: Context, resolver=None):  # noqa: ANN001, ANN201
 
     if resolver is None:  # dns.nameservers applies to the checks of the CLI too
         resolver = sync_resolver(c.config["dns.nameservers"], c.config["dns.timeout"])
-    return DnsPlanner(dkim_store(c), Transports(c.engine), c.config.hostname, resolver)
+    return DnsPlanner(dkim_store(c), Transports(c.engine), c.config.hostname, resolver, directory=c.directory)
 
 
 def dns_cmd(ctx: typer.Context, words: Annotated[list[str], typer.Argument(metavar="[check] DOMAIN")],

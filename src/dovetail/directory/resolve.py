@@ -18,6 +18,10 @@ last so it never shadows a real mailbox (a classic Postfix pitfall):
                           sender of mail we forwarded, ``srs.py``) come before everything else: a bounce
                           to one goes back to the original sender; a forged or expired one is refused
                           (status ``refused``, 550 5.7.1 at RCPT). Never cached: they expire by date.
+   report addresses       ``dmarc-reports@`` and ``tls-reports@`` (the ``rua=`` addresses ``dovetail dns``
+                          publishes for DMARC and TLS-RPT) → the report intake of the tenant owning the
+                          domain, ``mail/<tenant>/_reports/``, read by :mod:`dovetail.reports`. After
+                          aliases and mailboxes (a hand-made one of that name wins), before the catch-all.
 5. postmaster@ / abuse@   always resolve (RFC 5321 §4.5.1, RFC 2142): the domain's ``--postmaster``,
                           else its catch-all, else ``directory.default_postmaster``, else the
                           system mailbox ``mail/_system/postmaster/``
@@ -48,11 +52,20 @@ POSTMASTER_LOCALS = ("postmaster", "abuse")
 REPLIES_INTAKE = "_replies"  # mail/<tenant>/_replies/: no domain starts with "_", so no mailbox is shadowed
 TOKEN_LOCALS = ("reply", "unsubscribe", "bounce")  # <local>+<token>@, as outbound.send stamps them
 TOKEN_SEPARATOR = "+"
+REPORTS_INTAKE = "_reports"  # mail/<tenant>/_reports/: DMARC aggregate and TLS-RPT reports about its domains
+DMARC_REPORTS_LOCAL = "dmarc-reports"  # rua= of the _dmarc record we publish
+TLS_REPORTS_LOCAL = "tls-reports"  # rua= of the _smtp._tls record we publish
+REPORT_LOCALS = (DMARC_REPORTS_LOCAL, TLS_REPORTS_LOCAL)
 
 
 def replies_intake_maildir(mail_root: Path, tenant: str) -> Path:
     """The Maildir of a tenant's replies intake: where ``reply+<token>@`` of its domains is delivered."""
     return mail_root / tenant / REPLIES_INTAKE
+
+
+def reports_intake_maildir(mail_root: Path, tenant: str) -> Path:
+    """The Maildir of a tenant's report intake: where the ``rua`` addresses of its domains deliver."""
+    return mail_root / tenant / REPORTS_INTAKE
 
 
 def reply_token_of(local: str) -> str | None:
@@ -318,6 +331,13 @@ class Resolver:
             res.mailboxes.append(MailboxTarget(
                 address=address, tenant=domain.tenant, domain=domain.name, local_part=REPLIES_INTAKE,
                 maildir=maildir, quota_bytes=0, detail=token, node=domain.home_node))
+            return True
+        if local in REPORT_LOCALS:
+            res.steps.append(f"{indent}{address}: report address -> report intake of tenant {domain.tenant} "
+                             f"({domain.tenant}/{REPORTS_INTAKE})")
+            res.mailboxes.append(MailboxTarget(
+                address=address, tenant=domain.tenant, domain=domain.name, local_part=REPORTS_INTAKE,
+                maildir=reports_intake_maildir(self.mail_root, domain.tenant), quota_bytes=0, detail=detail))
             return True
         if local in POSTMASTER_LOCALS:
             target = domain.postmaster or domain.catchall or self.default_postmaster

@@ -47,6 +47,8 @@ domains = sa.Table(
     # DMARC policies of senders enforced for mail to this domain (reject/quarantine); off: only reported;
     # NULL: the tenant's setting, else mx.dmarc_enforce
     sa.Column("dmarc_enforce", sa.Boolean, nullable=True),
+    # mode: of the MTA-STS policy served at mta-sts.<domain> (RFC 8461): testing | enforce | none
+    sa.Column("mta_sts_mode", sa.String(8), nullable=False, server_default="testing"),
 )
 
 mailboxes = sa.Table(

@@ -34,6 +34,8 @@ from .schema import alias_targets, aliases, directory_state, domains, mailboxes,
 # What submission does with a recipient on the tenant's suppression list (the tenant's choice):
 # refuse it at RCPT TO with 550 5.7.1, or accept it and leave it out of the queued message.
 SUPPRESSED_RECIPIENTS = ("reject", "drop")
+# The mode of a domain's MTA-STS policy (RFC 8461 §5): senders report only, refuse non-TLS, or withdraw.
+MTA_STS_MODES = ("testing", "enforce", "none")
 
 
 class Unset:
@@ -59,6 +61,7 @@ class DomainInfo:
     dmarc_enforce: bool | None = None  # the domain's own setting; None: its tenant's
     tenant_dmarc_enforce: bool | None = None  # the tenant's setting; None: mx.dmarc_enforce
     home_node: str | None = None  # the tenant's mailbox node; None on a single installation
+    mta_sts_mode: str = "testing"
 
     @property
     def display_name(self) -> str:
@@ -257,8 +260,10 @@ class Directory:
             return lookups.domain_id(conn, domain) is not None
 
     def domain_set(self, name: str, **values: Any) -> DomainInfo:
-        """Change enabled/catchall/postmaster/plus_separator/dmarc_enforce of a domain."""
+        """Change enabled/catchall/postmaster/plus_separator/dmarc_enforce/mta_sts_mode of a domain."""
         dom = _checked(normalize_domain, name)
+        if "mta_sts_mode" in values and values["mta_sts_mode"] not in MTA_STS_MODES:
+            raise DirectoryError(f"MTA-STS mode {values['mta_sts_mode']!r}: expected one of {', '.join(MTA_STS_MODES)}")
         if values.get("catchall"):
             values["catchall"] = _checked(normalize_address, values["catchall"])
         if values.get("postmaster"):
@@ -462,7 +467,8 @@ def _domain_select() -> sa.Select:
     return (sa.select(domains.c.id, domains.c.name, tenants.c.name.label("tenant"),
                       (domains.c.enabled & tenants.c.enabled).label("enabled"),
                       domains.c.catchall, domains.c.plus_separator, domains.c.postmaster, domains.c.dmarc_enforce,
-                      tenants.c.home_node, tenants.c.dmarc_enforce.label("tenant_dmarc_enforce"))
+                      tenants.c.home_node, tenants.c.dmarc_enforce.label("tenant_dmarc_enforce"),
+                      domains.c.mta_sts_mode)
             .select_from(domains.join(tenants)))
 
 

@@ -45,6 +45,7 @@ from ..queue import QueueConfig, QueueManager, Shard
 from ..replies.handover import Delivered
 from ..replies.hooks import local_delivery, outbound_events
 from ..replies.runner import run_replies as replies_main
+from ..reports.intake import local_delivery as reports_delivery
 from ..runtime import Runtime
 from ..sealing import Sealer
 from ..smtp.limits import Limits as SmtpLimits
@@ -79,33 +80,39 @@ def flow_counters(rt: Runtime):  # noqa: ANN201
 
 
 class RepliesHandOver:
-    """Wraps the Maildir agent: each message it delivered to a reply inbox goes to the replies pipeline.
+    """Wraps the Maildir agent: each message it delivered goes to the hand-overs that take its mailbox
+    (the replies pipeline for reply inboxes and intakes, the report reader for report intakes).
 
     The storage finds each copy by its delivery id (queue id and recipient index), so the delivery
-    code needs no knowledge of the replies engine. The delivery returns once the hand-over committed.
+    code needs no knowledge of either. The delivery returns once every hand-over has committed.
     """
 
-    def __init__(self, inner, resolver, hand_over) -> None:  # noqa: ANN001
-        self.inner, self.resolver, self.hand_over = inner, resolver, hand_over
+    def __init__(self, inner, resolver, *hand_overs) -> None:  # noqa: ANN001, ANN002
+        self.inner, self.resolver, self.hand_overs = inner, resolver, hand_overs
 
     async def deliver(self, message, recipients):  # noqa: ANN001, ANN201
         results = await self.inner.deliver(message, recipients)
         sent = [r.recipient for r in results if r.status == "sent"]
         if sent:
-            await self.hand_over(await asyncio.to_thread(self._stored, message, sent))
+            wanted = await asyncio.to_thread(self._stored, message, sent)
+            await asyncio.gather(*(hand_over(items) for hand_over, items in zip(self.hand_overs, wanted, strict=True)
+                                   if items))
         return results
 
-    def _stored(self, message, recipients) -> list[Delivered]:  # noqa: ANN001
-        out = []
+    def _stored(self, message, recipients) -> list[list[Delivered]]:  # noqa: ANN001
+        """For each hand-over, the stored copies of these recipients it takes."""
+        out: list[list[Delivered]] = [[] for _ in self.hand_overs]
         for rcpt in recipients:
             delivery = DeliveryId(message.queue_id, rcpt.index, message.envelope.arrival)
             for target in self.resolver.resolve(rcpt.address).mailboxes:
                 item = Delivered(target.tenant, target.address, target.maildir, "")
-                if not self.hand_over.wants(item):
+                takers = [i for i, hand_over in enumerate(self.hand_overs) if hand_over.wants(item)]
+                if not takers:
                     continue
                 stored = open_storage(target.maildir, create=False).delivered(delivery)
                 if stored is not None:
-                    out.append(replace(item, key=stored.key))
+                    for i in takers:
+                        out[i].append(replace(item, key=stored.key))
         return out
 
 
@@ -257,7 +264,8 @@ async def run_qmgr(ctx: WorkerContext) -> int:
                        hostname=cfg.hostname)
 
     record = flow_counters(rt)
-    local = RepliesHandOver(maildir, rt.resolver, local_delivery(rt.engine, cfg))
+    local = RepliesHandOver(maildir, rt.resolver, local_delivery(rt.engine, cfg),
+                            reports_delivery(rt.engine, rt.layout.mail))
     outbound = _outbound_agent(cfg, rt, qcfg, processes=shard.count)
     agents = {"virtual": CountingAgent(local, record), "smtp": CountingAgent(outbound, record)}
 

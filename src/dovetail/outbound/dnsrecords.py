@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 import dns.exception
 import dns.resolver
 
+from dovetail.directory import Directory, DirectoryError
 from dovetail.directory.addresses import normalize_domain
+from dovetail.directory.resolve import DMARC_REPORTS_LOCAL, TLS_REPORTS_LOCAL
+from dovetail.directory.store import MTA_STS_MODES
 from dovetail.outbound.keys import DkimKeys
 from dovetail.outbound.transports import Transports
 
 MAIL_FROM_LABEL = "bounce"
-MTA_STS_MODES = ("enforce", "testing", "none")
 MTA_STS_MAX_AGE = 604800  # one week, in seconds
 
 
@@ -57,12 +59,13 @@ class DnsPlanner:
     """Plans and checks the records of our domains.
 
     ``mx_host`` is the name our MX answers as (``server.hostname``); ``resolver`` a dnspython resolver
-    (the system's when None); ``mta_sts_mode`` the mode of the MTA-STS policy (RFC 8461).
+    (the system's when None); ``mta_sts_mode`` the mode of the MTA-STS policy (RFC 8461) for a domain
+    the ``directory`` (when given) does not know; a known domain's policy has the domain's own mode.
     """
 
     def __init__(self, keys: DkimKeys, transports: Transports, mx_host: str,
                  resolver: dns.resolver.Resolver | None = None, *, dmarc_policy: str = "none",
-                 mta_sts_mode: str = "testing") -> None:
+                 mta_sts_mode: str = "testing", directory: Directory | None = None) -> None:
         if mta_sts_mode not in MTA_STS_MODES:
             raise ValueError(f"MTA-STS mode {mta_sts_mode!r}: expected one of {', '.join(MTA_STS_MODES)}")
         self.keys = keys
@@ -71,10 +74,21 @@ class DnsPlanner:
         self.resolver = resolver
         self.dmarc_policy = dmarc_policy
         self.mta_sts_mode = mta_sts_mode
+        self.directory = directory
+
+    def mode_for(self, domain: str) -> str:
+        """The MTA-STS mode of ``domain``: its own (``dovetail domain set D --mta-sts``), else the planner's."""
+        if self.directory is not None:
+            try:
+                return self.directory.domain_get(domain).mta_sts_mode
+            except DirectoryError:
+                pass
+        return self.mta_sts_mode
 
     def mta_sts_policy(self, domain: str) -> str:
-        """The policy file served at ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` (RFC 8461)."""
-        return (f"version: STSv1\r\nmode: {self.mta_sts_mode}\r\nmx: {self.mx_host}\r\n"
+        """The policy file served at ``https://mta-sts.<domain>/.well-known/mta-sts.txt`` (RFC 8461): the
+        mode, one ``mx:`` line per MX host we publish for the domain, and ``max_age``."""
+        return (f"version: STSv1\r\nmode: {self.mode_for(domain)}\r\nmx: {self.mx_host}\r\n"
                 f"max_age: {MTA_STS_MAX_AGE}\r\n")
 
     def mta_sts_id(self, domain: str) -> str:
@@ -93,7 +107,7 @@ class DnsPlanner:
             out.append(Record(key.record_name, "TXT", key.txt,
                               f"DKIM {key.algorithm} selector {key.selector} ({key.state})"))
         out.append(Record(f"_dmarc.{dom}", "TXT",
-                          f"v=DMARC1; p={self.dmarc_policy}; rua=mailto:dmarc-reports@{dom}; adkim=r; aspf=r",
+                          f"v=DMARC1; p={self.dmarc_policy}; rua=mailto:{DMARC_REPORTS_LOCAL}@{dom}; adkim=r; aspf=r",
                           "DMARC: what receivers do with mail failing SPF and DKIM alignment"))
         if region:
             mail_from = f"{MAIL_FROM_LABEL}.{dom}"
@@ -105,7 +119,7 @@ class DnsPlanner:
                           "MTA-STS: senders must use TLS to our MX (RFC 8461)", required=False))
         out.append(Record(f"mta-sts.{dom}", "CNAME", f"{self.mx_host}.",
                           "MTA-STS: host serving /.well-known/mta-sts.txt", required=False))
-        out.append(Record(f"_smtp._tls.{dom}", "TXT", f"v=TLSRPTv1; rua=mailto:tls-reports@{dom}",
+        out.append(Record(f"_smtp._tls.{dom}", "TXT", f"v=TLSRPTv1; rua=mailto:{TLS_REPORTS_LOCAL}@{dom}",
                           "TLS-RPT: where senders report TLS failures (RFC 8460)", required=False))
         return out
 

@@ -26,11 +26,23 @@ from ..outbound.send import SendService
 from ..queue import Queue
 from ..replies.api import router as replies_router
 from ..replies.hooks import outbound_hooks
-from . import assets, certs_pages, counters, metrics, outbound_pages, replies_pages, ui, unsubscribe
+from . import (
+    assets,
+    certs_pages,
+    counters,
+    metrics,
+    mtasts,
+    outbound_pages,
+    replies_pages,
+    reports_pages,
+    ui,
+    unsubscribe,
+)
 from .api import directory as api_directory
 from .api import outbound as api_outbound
 from .api import queue as api_queue
 from .api import reply_sources as api_reply_sources
+from .api import reports as api_reports
 from .api import stats as api_stats
 from .api import tokens as api_tokens
 from .auth import Auth
@@ -58,6 +70,7 @@ def _api_router() -> APIRouter:
     router.include_router(replies_router)
     router.include_router(api_outbound.router)
     router.include_router(api_reply_sources.router)
+    router.include_router(api_reports.router)
     return router
 
 
@@ -85,11 +98,13 @@ def create_app(cfg: Config, engine: Engine | None = None, *, flush_interval: flo
     app.state.one_click = unsubscribe.service_for(ctx)
 
     problems.install(app, html=ui.error_page)
+    app.include_router(mtasts.router)  # first: chosen by Host, ahead of every page
     app.include_router(_api_router())
     app.include_router(_send_router(ctx))
     app.include_router(ui.router)
     app.include_router(replies_pages.router)
     app.include_router(outbound_pages.router)
+    app.include_router(reports_pages.router)
     app.include_router(unsubscribe.router)
     app.include_router(assets.router)
     app.include_router(certs_pages.router)

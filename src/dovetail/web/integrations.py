@@ -11,6 +11,7 @@ from typing import Any
 
 from ..config import Config, split_hostport
 from ..datadir import Layout
+from ..directory import Directory
 from ..outbound import DkimKeys, DnsPlanner, Transports
 from ..status import running_status
 
@@ -24,12 +25,18 @@ LISTENERS = {
 }
 
 
+def dns_planner(cfg: Config, engine: Any) -> DnsPlanner:
+    """The planner ``dovetail dns`` uses, over this data directory (each domain's MTA-STS mode included)."""
+    return DnsPlanner(DkimKeys(engine, Layout(cfg.data_dir).dkim), Transports(engine), cfg.hostname,
+                      directory=Directory(engine))
+
+
 def dns_records(cfg: Config, engine: Any, domain: str) -> list[dict[str, Any]]:
     """The records to publish for ``domain`` (``dovetail dns DOMAIN``).
 
     Each record is a mapping with ``type``, ``name``, ``value``, ``purpose`` and ``required``.
     """
-    planner = DnsPlanner(DkimKeys(engine, Layout(cfg.data_dir).dkim), Transports(engine), cfg.hostname)
+    planner = dns_planner(cfg, engine)
     return [{"type": r.type, "name": r.name, "value": r.value, "purpose": r.purpose, "required": r.required}
             for r in planner.dns_records(domain)]
 

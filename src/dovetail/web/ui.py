@@ -367,8 +367,10 @@ def _domain_action(request: Request, posted: dict[str, str], domain: str, ctx: W
 @router.post("/domains/{domain}/settings")
 def domain_settings(request: Request, posted: Posted, domain: str, ctx: WebContext = Depends(get_ctx)) -> Response:
     def act(form: dict[str, str], scope: Scope, info: dict[str, Any]) -> None:
+        mode = form.get("mta_sts_mode")
         patch = m.DomainPatch(enabled=form.get("enabled") == "yes", catchall=form.get("catchall") or None,
-                              postmaster=form.get("postmaster") or None)
+                              postmaster=form.get("postmaster") or None,
+                              mta_sts_mode=mode if mode in ("testing", "enforce", "none") else None)
         apid.update_domain(info["name"], patch, scope, ctx)
 
     return _domain_action(request, posted, domain, ctx, act, "Settings saved.")

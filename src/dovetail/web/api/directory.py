@@ -119,7 +119,7 @@ def _domain_out(ctx: WebContext, info: DomainInfo, detail: bool = False) -> dict
     out = {"name": info.name, "display_name": display_domain(info.name), "tenant": info.tenant,
            "enabled": bool(info.enabled), "catchall": info.catchall, "plus_separator": info.plus_separator,
            "postmaster": info.postmaster, "dmarc_enforce": info.dmarc_enforce,
-           "dmarc_enforce_by": info.dmarc_enforce_setting[1]}
+           "dmarc_enforce_by": info.dmarc_enforce_setting[1], "mta_sts_mode": info.mta_sts_mode}
     if detail:
         out["mailboxes"] = len(ctx.directory.mailbox_list(domain=info.name))
         out["aliases"] = len(ctx.directory.alias_list(domain=info.name))
@@ -172,7 +172,7 @@ def update_domain(domain: str, body: m.DomainPatch, scope: Scope = Depends(get_s
                   ctx: WebContext = Depends(get_ctx)) -> dict[str, Any]:
     info = visible_domain(ctx, scope, domain)
     values = {k: getattr(body, k) for k in body.model_fields_set}
-    for key in ("enabled", "plus_separator"):
+    for key in ("enabled", "plus_separator", "mta_sts_mode"):
         if key in values and values[key] is None:
             del values[key]
     if "plus_separator" in values:

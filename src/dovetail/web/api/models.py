@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -67,6 +67,8 @@ class DomainPatch(Strict):
     plus_separator: str | None = Field(None, min_length=1, max_length=1)
     dmarc_enforce: bool | None = Field(None, description=_ENFORCE.format(
         what="this domain", inherit="follow the tenant's setting, else mx.dmarc_enforce"))
+    mta_sts_mode: Literal["testing", "enforce", "none"] | None = Field(
+        None, description="mode of the MTA-STS policy served at mta-sts.<domain>")
 
 
 class CatchAllIn(Strict):
@@ -83,6 +85,7 @@ class Domain(BaseModel):
     postmaster: str | None
     dmarc_enforce: bool | None = None
     dmarc_enforce_by: str = "global"
+    mta_sts_mode: str = "testing"
     mailboxes: int | None = None
     aliases: int | None = None
     dns: DnsStatus | None = None
