@@ -110,7 +110,7 @@ class ContentRefusal(Exception):
 
 class _Outcome:
     def __init__(self) -> None:
-        self.junk = False
+        self.junk: set[int] = set()  # positions in the envelope's recipient list bound for Junk
         self.notes: list[str] = []
 
 
@@ -174,7 +174,7 @@ class FilteringWriter:
         if self.cf.rspamd is not None:
             await self._rspamd(fields, body, eol, outcome)
         if outcome.junk:
-            self._junk_all()
+            self._junk(outcome.junk)
         log.info(f"content filter: {', '.join(outcome.notes) or 'no filter ran'}, "
                  f"{1000 * (time.monotonic() - started):.0f} ms", qid=self.queue_id)
         return b"".join(fields) + body
@@ -214,7 +214,7 @@ class FilteringWriter:
                 he.change(fields, edit.index, edit.name, edit.value, eol)
         if verdict.quarantine:
             self.record("milter_quarantine")
-            outcome.junk = True
+            outcome.junk |= set(range(len(self.envelope.recipients)))
             log.info(f"milter {spec.name}: quarantine ({verdict.quarantine}): to Junk", qid=self.queue_id)
         outcome.notes.append(f"milter {spec.name} {verdict.action}"
                              + (f" {len(verdict.edits)} header edit(s)" if verdict.edits else "")
@@ -250,7 +250,7 @@ class FilteringWriter:
         spam = any(a in JUNK_ACTIONS for a in actions)
         if spam:
             self.record("spam_junk")
-            outcome.junk = True
+            outcome.junk |= {i for i, a in enumerate(actions) if a in JUNK_ACTIONS}
         if "rewrite subject" in actions:
             self._rewrite_subject(fields, result, eol)
         self._spam_headers(fields, result, spam, eol)
@@ -286,9 +286,9 @@ class FilteringWriter:
         fields.insert(0, f"Authentication-Results: {self.cf.authserv_id};".encode() + eol
                       + b"\t" + entry.encode() + eol)
 
-    def _junk_all(self) -> None:
+    def _junk(self, positions: set[int]) -> None:
         marked = {m for m in (self.inner.envelope.extra.get("junk") or "").split(",") if m}
-        marked |= {str(r.index) for r in self.envelope.recipients}
+        marked |= {str(r.index) for i, r in enumerate(self.envelope.recipients) if i in positions}
         self.inner.annotate({"junk": ",".join(sorted(marked, key=int))})
 
 
