@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +12,7 @@ from rich.progress import Progress
 
 from ..config import parse_size
 from ..directory.addresses import display_address, display_domain
+from ..directory.store import SPAM_THRESHOLDS
 from .context import Context, console, emit_json, emit_table, fail
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -75,8 +77,29 @@ def tenant_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None
         return
     for label, value in (("tenant", row["name"]), ("display name", row["display_name"]),
                          ("enabled", "yes" if row["enabled"] else "no"), ("domains", row["domains"]),
-                         ("suppressed recipients", row["suppressed_recipients"])):
+                         ("suppressed recipients", row["suppressed_recipients"]),
+                         *((f"spam {k.replace('_', '-')}", _score(row[f"spam_{k}"])) for k in SPAM_THRESHOLDS),
+                         ("reply spam", row["reply_spam"])):
         print(f"{label}: {value}")
+
+
+def _score(value: float | None) -> str:
+    return "rspamd's action" if value is None else f"{value:g}"
+
+
+def _threshold(text: str | None, option: str) -> float | None:
+    if text is None or text.strip().lower() in ("off", "none", ""):
+        return None
+    try:
+        score = float(text)
+    except ValueError:
+        fail(f"{option}: {text!r} is not a score (a number, or off)")
+    if not math.isfinite(score):
+        fail(f"{option}: {text!r} is not a score (a number, or off)")
+    return score
+
+
+_SCORE_HELP = "Spam score from which rspamd's verdict means this for the tenant's recipients; off: rspamd's action."
 
 
 @tenant_app.command("set")
@@ -86,12 +109,28 @@ def tenant_set(ctx: typer.Context, name: str,
                    "--suppressed-recipients", metavar="reject|drop",
                    help="Submission to an address on the suppression list: reject it at RCPT TO (550 5.7.1), "
                         "or drop it (accepted, left out of the message).")] = None,
+               spam_reject: Annotated[str | None, typer.Option(
+                   "--spam-reject", metavar="SCORE|off", help=_SCORE_HELP + " Refused 550 5.7.1.")] = None,
+               spam_greylist: Annotated[str | None, typer.Option(
+                   "--spam-greylist", metavar="SCORE|off", help=_SCORE_HELP + " Deferred 451 4.7.1.")] = None,
+               spam_rewrite_subject: Annotated[str | None, typer.Option(
+                   "--spam-rewrite-subject", metavar="SCORE|off",
+                   help=_SCORE_HELP + " Subject marked, delivered to Junk.")] = None,
+               spam_add_header: Annotated[str | None, typer.Option(
+                   "--spam-add-header", metavar="SCORE|off", help=_SCORE_HELP + " Delivered to Junk.")] = None,
+               reply_spam: Annotated[str | None, typer.Option(
+                   "--reply-spam", metavar="event|drop",
+                   help="A message to a reply address flagged as spam: a reply.spam event, or nothing.")] = None,
                as_json: JsonOpt = False) -> None:
     """Change a tenant's settings."""
-    if display_name is None and suppressed_recipients is None:
-        fail("nothing to change: give --display-name or --suppressed-recipients")
+    given = {"reject": spam_reject, "greylist": spam_greylist, "rewrite_subject": spam_rewrite_subject,
+             "add_header": spam_add_header}
+    spam = {k: _threshold(v, f"--spam-{k.replace('_', '-')}") for k, v in given.items() if v is not None}
+    if display_name is None and suppressed_recipients is None and not spam and reply_spam is None:
+        fail("nothing to change: give --display-name, --suppressed-recipients, --spam-* or --reply-spam")
     directory = ctx.obj.directory
-    directory.tenant_set(name, display_name=display_name, suppressed_recipients=suppressed_recipients)
+    directory.tenant_set(name, display_name=display_name, suppressed_recipients=suppressed_recipients,
+                         spam=spam or None, reply_spam=reply_spam)
     row = directory.tenant_get(name)
     emit_json(row) if as_json else print(f"tenant {row['name']} updated")
 

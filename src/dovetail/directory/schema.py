@@ -27,6 +27,13 @@ tenants = sa.Table(
     # What submission does with a recipient on the tenant's suppression list: "reject" it at RCPT TO
     # (550 5.7.1) or "drop" it (accepted, left out of the queued message).
     sa.Column("suppressed_recipients", sa.String(8), nullable=False, server_default="reject"),
+    # Spam score thresholds of the MX's content filter (NULL: rspamd's own action decides), and what the
+    # replies engine does with a message our filter flagged as spam: a "reply.spam" event or "drop" it.
+    sa.Column("spam_reject", sa.Float, nullable=True),
+    sa.Column("spam_greylist", sa.Float, nullable=True),
+    sa.Column("spam_rewrite_subject", sa.Float, nullable=True),
+    sa.Column("spam_add_header", sa.Float, nullable=True),
+    sa.Column("reply_spam", sa.String(8), nullable=False, server_default="event"),
 )
 
 domains = sa.Table(

@@ -20,6 +20,7 @@ import uvicorn
 from ..config import Config
 from ..db import make_engine
 from ..delivery.agent import MaildirConfig, MaildirDeliveryAgent
+from ..directory import Resolver
 from ..directory.srs import Srs
 from ..imap.limits import Limits as ImapLimits
 from ..imap.server import ImapServer
@@ -30,6 +31,7 @@ from ..intake.milter.client import Timeouts as MilterTimeouts
 from ..intake.mx import MxBackend
 from ..intake.rspamd import RspamdClient
 from ..intake.senderauth import SenderAuth
+from ..intake.spampolicy import tenant_thresholds
 from ..log import get_logger
 from ..mailauth import dns as mailauth_dns
 from ..mailauth.dnserrors import dnspython_txt
@@ -130,14 +132,15 @@ def sender_auth(cfg: Config, resolver: mailauth_dns.Resolver) -> SenderAuth | No
                       exempt=parse_networks(cfg["mx.sender_auth_exempt"]))
 
 
-def content_filter(cfg: Config) -> ContentFilter:
+def content_filter(cfg: Config, resolver: Resolver) -> ContentFilter:
     """The MX's milters and rspamd (``mx.milter*``, ``mx.rspamd*``); inactive when none is configured."""
     rspamd = RspamdClient(cfg["mx.rspamd_url"], cfg["mx.rspamd_timeout"]) if cfg["mx.rspamd_url"] else None
     timeouts = MilterTimeouts(cfg["mx.milter_connect_timeout"], cfg["mx.milter_command_timeout"],
                               cfg["mx.milter_content_timeout"])
     return ContentFilter(cfg.hostname, cfg.hostname, milters=[parse_milter(m) for m in cfg["mx.milters"]],
                          milter_default_action=cfg["mx.milter_default_action"], timeouts=timeouts, rspamd=rspamd,
-                         rspamd_default_action=cfg["mx.rspamd_default_action"])
+                         rspamd_default_action=cfg["mx.rspamd_default_action"],
+                         thresholds=tenant_thresholds(resolver))
 
 
 async def run_smtpd(ctx: WorkerContext) -> int:
@@ -145,7 +148,7 @@ async def run_smtpd(ctx: WorkerContext) -> int:
     rt = Runtime(cfg)
     auth = sender_auth(cfg, configure_dns(cfg))
     backend = MxBackend(rt.resolver, rt.queue, over_quota=cfg["smtp.over_quota"], record=flow_counters(rt),
-                        auth=auth, content=content_filter(cfg))
+                        auth=auth, content=content_filter(cfg, rt.resolver))
     limits = smtp_limits(cfg)
     if ctx.spec.max_connections:
         limits = replace(limits, max_connections=ctx.spec.max_connections)
