@@ -140,12 +140,13 @@ def authentication_results(authserv_id: str, verdicts: Verdicts) -> bytes:
 def parse_ours(header_values: list[str], authserv_id: str) -> dict:
     """The ``auth`` object of webhooks: the verdicts of the A-R header(s) written by ``authserv_id``.
 
-    Returns ``{spf, dkim: [{domain, selector, result}], dmarc: {result, policy, from_domain}, arc}``;
-    values are None when our header is absent (mail that did not come through our MX).
+    Returns ``{spf, dkim: [{domain, selector, result}], dmarc: {result, policy, from_domain}, arc, spam}``;
+    values are None when our header is absent (mail that did not come through our MX). ``spam`` is
+    True/False from the ``spam=yes|no`` entry the MX's content filter adds.
     """
     import authres
 
-    out: dict = {"spf": None, "dkim": [], "dmarc": None, "arc": None}
+    out: dict = {"spf": None, "dkim": [], "dmarc": None, "arc": None, "spam": None}
     for value in header_values:
         try:
             parsed = authres.AuthenticationResultsHeader.parse_value(" ".join(value.split()))
@@ -166,5 +167,7 @@ def parse_ours(header_values: list[str], authserv_id: str) -> dict:
                                 "from_domain": props.get("header.from")}
             elif method == "arc":
                 out["arc"] = str(res.result)
+            elif method == "spam" and out["spam"] is None:
+                out["spam"] = str(res.result).lower() == "yes"
         break  # the topmost header of ours is the one our MX wrote
     return out

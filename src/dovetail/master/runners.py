@@ -100,10 +100,12 @@ class RepliesHandOver:
     def _hand_over(self, message, recipients) -> None:  # noqa: ANN001
         for rcpt in recipients:
             delivery = DeliveryId(message.queue_id, rcpt.index, message.envelope.arrival)
+            junk = str(rcpt.index) in (message.envelope.extra.get("junk") or "").split(",")
+            folder = "Junk" if junk else "INBOX"  # where the delivery agent put it
             for target in self.resolver.resolve(rcpt.address).mailboxes:
-                stored = open_storage(target.maildir, create=False).delivered(delivery)
+                stored = open_storage(target.maildir, create=False).delivered(delivery, folder)
                 if stored is not None:
-                    self.hand_over(target.tenant, target.address, target.maildir, stored.key)
+                    self.hand_over(target.tenant, target.address, target.maildir, stored.key, folder)
 
 
 class CountingAgent:

@@ -32,16 +32,17 @@ def outbound_events(engine: Any, cfg: Any) -> OutboundBridge:
     return OutboundBridge(RepliesService.open(engine, cfg.data_dir))
 
 
-def local_delivery(engine: Any, cfg: Any) -> Callable[[str, str, Path, str], None]:
-    """``hand_over(tenant, mailbox_address, maildir, key)`` for a message just delivered (``key`` as
-    the storage's ``Delivered.key``); reply inboxes and the tenants' replies intakes only."""
+def local_delivery(engine: Any, cfg: Any) -> Callable[[str, str, Path, str, str], None]:
+    """``hand_over(tenant, mailbox_address, maildir, key, folder)`` for a message just delivered (``key``
+    as the storage's ``Delivered.key``, ``folder`` INBOX or Junk); reply inboxes and the tenants'
+    replies intakes only."""
     hook = LocalHook(RepliesService.open(engine, cfg.data_dir), mail_root=Layout(cfg.data_dir).mail)
 
-    def hand_over(tenant: str, mailbox_address: str, maildir: Path, key: str) -> None:
+    def hand_over(tenant: str, mailbox_address: str, maildir: Path, key: str, folder: str = "INBOX") -> None:
         if not hook.wants(tenant, mailbox_address, maildir):
             return
         try:
-            hook.on_delivered(tenant, mailbox_address, maildir, key)
+            hook.on_delivered(tenant, mailbox_address, maildir, key, folder)
         except Exception as exc:  # noqa: BLE001 - delivery stands; the IMAP source or a replay catches up
             log.warning("reply pipeline failed for a delivered message", mailbox=mailbox_address,
                         file=key, error=repr(exc))

@@ -116,7 +116,7 @@ class LocalHook:
     # --- the hook ----------------------------------------------------------------------------------
 
     def on_delivered(self, tenant: str, mailbox_address: str, maildir_path: Path | str,
-                     filename: str) -> ReplyRecord | None:
+                     filename: str, folder: str = "INBOX") -> ReplyRecord | None:
         """Process a message just delivered to a Maildir; ``None`` if the mailbox is not a reply inbox."""
         if not self.wants(tenant, mailbox_address, maildir_path):
             return None
@@ -124,11 +124,12 @@ class LocalHook:
         if not name or name.startswith("."):
             raise ValueError(f"not a Maildir file name: {filename!r}")
         base = name.split(":", 1)[0]
-        raw = open_storage(maildir_path, create=False).read_delivered(base, limit=MAX_MESSAGE_BYTES + 1)
+        raw = open_storage(maildir_path, create=False).read_delivered(base, folder, limit=MAX_MESSAGE_BYTES + 1)
         if raw is None:
             log.warning("delivered message vanished", mailbox=mailbox_address, file=name)
             return None
-        return self.service.process_message(raw, Source(tenant, f"local:{mailbox_address.lower()}", item=base))
+        return self.service.process_message(raw, Source(tenant, f"local:{mailbox_address.lower()}", item=base,
+                                                        folder=folder))
 
 
 def delivered_file(hook: LocalHook, mail_root: Path, mailbox_address: str, message_path: Path | str
