@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.clamav_server import ClamavMilter
 from tests.dnsserver import LoopbackDNS
 from tests.rspamd_server import RspamdServer
 from tests.support import require_tool
@@ -20,4 +21,12 @@ def rspamd(tmp_path_factory: pytest.TempPathFactory, session_dns: LoopbackDNS) -
     """One private rspamd for the session (its first start compiles rules: up to a minute)."""
     require_tool("rspamd")
     with RspamdServer(tmp_path_factory.mktemp("rspamd"), session_dns.port) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def clamav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClamavMilter]:
+    """clamd and clamav-milter with a signature of their own for EICAR (none can be downloaded here)."""
+    require_tool("clamd", "clamav-milter")
+    with ClamavMilter(tmp_path_factory.mktemp("clamav")) as server:
         yield server

@@ -1,4 +1,5 @@
-"""rspamd at a running MX, for real: its HTTP protocol and its milter proxy, GTUBE and a clean message."""
+"""rspamd and clamav-milter at a running MX, for real: rspamd's HTTP protocol and milter proxy (GTUBE, a clean
+message, thresholds), ClamAV's milter (EICAR)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dovetail.intake.contentfilter import ContentFilter, Thresholds
 from dovetail.intake.milter import parse_milter
 from dovetail.intake.milter.client import Timeouts
 from dovetail.intake.rspamd import RspamdClient
+from tests.clamav_server import EICAR, ClamavMilter
 from tests.master.harness import free_port
 from tests.rspamd_server import RspamdServer
 
@@ -122,3 +124,11 @@ def test_both_paths_at_once_and_a_dead_milter_defers(mx: Mx, rspamd: RspamdServe
                        timeouts=Timeouts(2, 2, 2))
     assert mx.send(message(), cf)[0] == 451
     assert asyncio.run(cf.rspamd.close()) is None if cf.rspamd else True
+
+
+def test_eicar_through_clamav_milter_is_rejected_clean_mail_is_tagged(mx: Mx, clamav: ClamavMilter) -> None:
+    code, text = mx.send(message(body=EICAR + "\r\n"), _milter(clamav.milter))
+    assert code == 550 and "Virus found" in text and mx.queued() == []
+    assert mx.send(message(body="No virus here.\r\n"), _milter(clamav.milter))[0] == 250
+    (queued,) = mx.queued()
+    assert b"X-Virus-Status: Clean" in queued.read_message()
