@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 
 from dovetail.intake.contentfilter import ContentFilter, Thresholds
+from dovetail.intake.headeredit import split_fields
 from dovetail.intake.milter import parse_milter
 from dovetail.intake.milter.client import Timeouts
 from dovetail.intake.rspamd import RspamdClient
+from dovetail.intake.senderauth import SenderAuth
+from dovetail.mailauth.dns import Resolver as DnsResolver
 from tests.clamav_server import EICAR, ClamavMilter
+from tests.dnsserver import LoopbackDNS
 from tests.master.harness import free_port
 from tests.rspamd_server import RspamdServer
 
@@ -36,6 +40,10 @@ def _http(url: str, *, default: str = "tempfail", thresholds: Thresholds | None 
 
 def _head(raw: bytes) -> bytes:
     return raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+
+
+def _fields(head: bytes) -> list[bytes]:
+    return [f.rstrip(b"\n") for f in split_fields(head + b"\n")]
 
 
 def test_gtube_is_rejected(mx: Mx, rspamd: RspamdServer) -> None:
@@ -132,3 +140,27 @@ def test_eicar_through_clamav_milter_is_rejected_clean_mail_is_tagged(mx: Mx, cl
     assert mx.send(message(body="No virus here.\r\n"), _milter(clamav.milter))[0] == 250
     (queued,) = mx.queued()
     assert b"X-Virus-Status: Clean" in queued.read_message()
+
+
+def test_spam_entry_joins_our_sender_auth_results(tmp_path: Path, rspamd: RspamdServer,
+                                                  session_dns: LoopbackDNS) -> None:
+    auth = SenderAuth(DnsResolver([session_dns.nameserver], timeout=2), OUR_ID)
+    mx = make_mx(tmp_path, auth)
+    forged = f"Authentication-Results: {OUR_ID}; spam=no\r\n"
+    assert mx.send(message(extra=forged), _http(rspamd.url))[0] == 250
+    fields = _fields(_head(mx.queued()[0].read_message()))
+    assert [f.split(b":")[0] for f in fields[:4]] == [b"X-Spam-Flag", b"X-Spam-Score", b"X-Spam-Status",
+                                                      b"Authentication-Results"]
+    assert fields[3].startswith(f"Authentication-Results: {OUR_ID};".encode())
+    assert b"spf=" in fields[3] and b"dmarc=" in fields[3] and b"spam=no (rspamd score=" in fields[3]
+    assert sum(f.startswith(f"Authentication-Results: {OUR_ID}".encode()) for f in fields) == 1
+    assert f"X-Original-Authentication-Results: {OUR_ID}; spam=no".encode() in fields
+
+
+def test_without_sender_auth_a_forged_result_naming_us_is_renamed(mx: Mx, rspamd: RspamdServer) -> None:
+    forged = f"Authentication-Results: {OUR_ID}; spam=no\r\n"
+    assert mx.send(message(extra=forged), _http(rspamd.url, thresholds=Thresholds(add_header=-100)))[0] == 250
+    fields = _fields(_head(mx.queued()[0].read_message()))
+    (ours,) = [f for f in fields if f.startswith(f"Authentication-Results: {OUR_ID}".encode())]
+    assert ours.startswith(f"Authentication-Results: {OUR_ID};\n\tspam=yes (rspamd score=".encode())
+    assert f"X-Original-Authentication-Results: {OUR_ID}; spam=no".encode() in fields

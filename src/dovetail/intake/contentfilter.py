@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..log import get_logger
-from ..mailauth.headers import split_message
+from ..mailauth.headers import rename_ours, split_message
 from ..smtp.backend import MessageSink, SessionInfo
 from ..smtp.reply import Reply
 from . import headeredit as he
@@ -118,8 +118,9 @@ class FilteringWriter:
     """An ``IntakeWriter`` that filters what it is given before handing it to the queue writer."""
 
     def __init__(self, inner: IntakeWriter, cf: ContentFilter, session: SessionInfo,
-                 record: Callable[[str], None]) -> None:
+                 record: Callable[[str], None], results_on_top: bool = False) -> None:
         self.inner = inner
+        self.results_on_top = results_on_top  # sender authentication wrote our A-R as the first field
         self.queue_id = inner.queue_id
         self.envelope = inner.envelope
         self.cf = cf
@@ -277,12 +278,16 @@ class FilteringWriter:
 
     def _add_results_entry(self, fields: list[bytes], entry: str, eol: bytes) -> None:
         """Our Authentication-Results (sender authentication put it first) gains the ``spam`` entry;
-        without one, a header of our own carries it."""
-        if fields and he.field_name(fields[0]) == "authentication-results":
-            value = fields[0].split(b":", 1)[1]
-            if value.strip().split(b";", 1)[0].strip().decode("ascii", "replace") == self.cf.authserv_id:
-                fields[0] = fields[0].rstrip(b"\r\n") + b";" + eol + b"\t" + entry.encode() + eol
-                return
+        without one, a header of our own carries it, and any incoming one naming our authserv-id is
+        renamed first (sender authentication, when on, has done that already)."""
+        if self.results_on_top and fields and he.field_name(fields[0]) == "authentication-results":
+            fields[0] = fields[0].rstrip(b"\r\n") + b";" + eol + b"\t" + entry.encode() + eol
+            return
+        head, renamed = rename_ours(b"".join(fields), self.cf.authserv_id)
+        if renamed:
+            fields[:] = he.split_fields(head)
+            log.info(f"renamed {renamed} Authentication-Results header(s) naming {self.cf.authserv_id}",
+                     qid=self.queue_id)
         fields.insert(0, f"Authentication-Results: {self.cf.authserv_id};".encode() + eol
                       + b"\t" + entry.encode() + eol)
 

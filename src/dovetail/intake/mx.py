@@ -128,7 +128,8 @@ class MxBackend:
         queued: QueueWriter = await self.queue.aopen_incoming(qenv, spool=SPOOL_BYTES)
         if self.content is None:
             return await self._sink(session, queued)
-        filtering = FilteringWriter(queued, self.content, session, self.record)
+        authenticated = self.auth is not None and not self.auth.exempt_client(session.client_ip)
+        filtering = FilteringWriter(queued, self.content, session, self.record, results_on_top=authenticated)
         return FilteredSink(await self._sink(session, filtering), filtering, self.record)
 
     async def _sink(self, session: SessionInfo, writer: IntakeWriter) -> MessageSink:
