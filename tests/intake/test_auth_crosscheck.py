@@ -15,6 +15,8 @@ from tests.dnsserver import LoopbackDNS
 from tests.mailauth.corpus import Signer, message
 from tests.rspamd_server import RspamdServer
 
+pytestmark = pytest.mark.timeout(400)  # the first test to use rspamd waits for its start (rule compilation)
+
 CLIENT = "192.0.2.1"  # not loopback: rspamd skips sender checks for local addresses
 
 # our result -> the symbol rspamd shows for it

@@ -18,7 +18,9 @@ from tests.rspamd_server import RspamdServer
 
 from .test_rspamd_mx import GTUBE
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="privileges are dropped only when started as root")
+# the whole server, a CLI process per setting, and perhaps rspamd's first start (its rule compilation)
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="privileges are dropped only when started as root"),
+              pytest.mark.timeout(600)]
 
 
 def _message(subject: str, body: str) -> bytes:

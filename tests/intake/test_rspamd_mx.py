@@ -22,6 +22,8 @@ from tests.rspamd_server import RspamdServer
 
 from .mxstack import OUR_ID, Mx, make_mx, message
 
+pytestmark = pytest.mark.timeout(400)  # the first test to use rspamd waits for its start (rule compilation)
+
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
 
