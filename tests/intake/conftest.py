@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -27,6 +28,6 @@ def rspamd(tmp_path_factory: pytest.TempPathFactory, session_dns: LoopbackDNS) -
 @pytest.fixture(scope="session")
 def clamav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClamavMilter]:
     """clamd and clamav-milter with a signature of their own for EICAR (none can be downloaded here)."""
-    require_tool("clamd", "clamav-milter")
+    require_tool(shutil.which("clamd") or "/usr/sbin/clamd", shutil.which("clamav-milter") or "/usr/sbin/clamav-milter")
     with ClamavMilter(tmp_path_factory.mktemp("clamav")) as server:
         yield server
