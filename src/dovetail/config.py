@@ -188,6 +188,33 @@ def _at_least(parse: Callable[[object], Any], low: float) -> Callable[[object], 
     return checked
 
 
+def _parse_milters(value: object) -> list[str]:
+    """``inet:host:port`` / ``unix:/path`` items, as a list or a comma/space separated string."""
+    items = value if isinstance(value, list) else [v for v in re.split(r"[,\s]+", str(value)) if v]
+    out = []
+    for item in items:
+        text = str(item).strip()
+        rest = text[5:] if text.startswith("inet:") else None
+        if text.startswith("unix:/") and len(text) > 6:
+            out.append(text)
+            continue
+        m = re.fullmatch(r"(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]+)):(\d+)", rest or "")
+        if not m or not 0 < int(m.group(3)) < 65536:
+            raise ValueError(f"{text!r} is not a milter such as inet:127.0.0.1:11332 or unix:/run/milter.sock")
+        out.append(text)
+    return out
+
+
+def _http_url(value: object) -> str:
+    text = str(value).strip()
+    if not text:
+        return ""
+    parsed = urllib.parse.urlsplit(text)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:11333")
+    return text.rstrip("/")
+
+
 def _public_url(value: object) -> str:
     """An http(s) base URL with a host and no query, fragment or credentials; the trailing slash dropped."""
     text = str(value).strip()
@@ -396,6 +423,23 @@ KEYS: list[Key] = [
     _k("mx.auth_temperror", "accept", _one_of("accept", "defer"),
        "a DMARC verdict that DNS could not give (temperror) for a sender publishing reject/quarantine: "
        "accept the message, or answer 451 4.7.5 so the sender retries"),
+    # Content filtering at the end of DATA: milters (Postfix's smtpd_milters) and rspamd's HTTP protocol.
+    _k("mx.milters", [], _parse_milters,
+       "content filters spoken to with the milter protocol, in order: inet:host:port or unix:/path [smtpd_milters]"),
+    _k("mx.milter_default_action", "tempfail", _one_of("accept", "reject", "tempfail"),
+       "what a message gets when a milter is down, slow or answers garbage: 451 4.7.1 (tempfail), 550 5.7.1 "
+       "(reject) or accepted unfiltered (accept) [milter_default_action]"),
+    _k("mx.milter_connect_timeout", "30s", _at_least(_dur, 0.1), "connecting to a milter [milter_connect_timeout]"),
+    _k("mx.milter_command_timeout", "30s", _at_least(_dur, 0.1),
+       "a milter's answer to each envelope and header step [milter_command_timeout]"),
+    _k("mx.milter_content_timeout", "300s", _at_least(_dur, 0.1),
+       "a milter's answer to body chunks and end of message [milter_content_timeout]"),
+    _k("mx.rspamd_url", "", _http_url,
+       "rspamd's normal worker, e.g. http://127.0.0.1:11333 (empty: rspamd not asked); verdicts become X-Spam-* "
+       "headers, an A-R spam= entry and the tenant's spam action"),
+    _k("mx.rspamd_timeout", "20s", _at_least(_dur, 0.1), "longest wait for rspamd's verdict on one message"),
+    _k("mx.rspamd_default_action", "tempfail", _one_of("accept", "reject", "tempfail"),
+       "what a message gets when rspamd is down or slow: 451 4.7.1, 550 5.7.1 or accepted unfiltered"),
     _k("web.public_url", "", _public_url,
        "public base URL of the web listener, e.g. https://mail.example.com (empty: bulk mail carries only the "
        "mailto: List-Unsubscribe, no RFC 8058 one-click link)"),

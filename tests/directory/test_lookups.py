@@ -39,7 +39,9 @@ def test_tenant_id_and_get_ignore_case(directory: Directory) -> None:
         assert directory.tenant_id(spelling) == tid, spelling
         row = directory.tenant_get(spelling)
         assert row == {"name": "acme", "display_name": "Acme Inc", "enabled": True, "domains": 2,
-                       "suppressed_recipients": "reject", "home_node": None, "dmarc_enforce": None}, spelling
+                       "suppressed_recipients": "reject", "home_node": None, "dmarc_enforce": None,
+                       "spam_reject": None, "spam_greylist": None, "spam_rewrite_subject": None,
+                       "spam_add_header": None, "reply_spam": "event"}, spelling
 
 
 def test_unknown_tenant_is_none(directory: Directory) -> None:

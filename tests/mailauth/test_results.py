@@ -23,13 +23,14 @@ def test_written_header_parses_back() -> None:
                     "dkim": [{"domain": "sender.test", "selector": "s1", "result": "pass"},
                              {"domain": "list.test", "selector": "k", "result": "fail"}],
                     "dmarc": {"result": "pass", "policy": "reject", "from_domain": "sender.test", "override": None},
-                    "arc": "none"}
+                    "arc": "none", "spam": None}
     assert b"body length limited" in header
 
 
 def test_other_servers_headers_are_not_ours() -> None:
     value = " other.test; spf=pass smtp.mailfrom=a@b.test; dmarc=pass header.from=b.test"
-    assert parse_ours([value], "mx.ours.test") == {"spf": None, "dkim": [], "dmarc": None, "arc": None}
+    assert parse_ours([value], "mx.ours.test") == {"spf": None, "dkim": [], "dmarc": None, "arc": None,
+                                                   "spam": None}
 
 
 def test_forged_headers_with_our_id_are_renamed() -> None:

@@ -174,7 +174,7 @@ def test_auth_verdicts_come_only_from_our_mx(engine, secret, two) -> None:  # no
     assert reply_data["auth"] == {
         "spf": "fail", "dkim": [{"domain": "client.example", "selector": "s1", "result": "pass"}],
         "dmarc": {"result": "pass", "policy": "reject", "from_domain": "client.example", "override": None},
-        "arc": "pass"}
+        "arc": "pass", "spam": None}
     assert len(reply_data["auth_results"]) == 1 and reply_data["auth_results"][0].startswith("mx.acme.example;")
     # without our header (a message that did not come through our MX) there are no verdicts
     other = RepliesService(engine, secret, allow_private_webhooks=True, sealer=Sealer(os.urandom(32)),
@@ -184,4 +184,5 @@ def test_auth_verdicts_come_only_from_our_mx(engine, secret, two) -> None:  # no
     with engine.connect() as conn:
         payloads = [json.loads(p) for p in conn.execute(sa.select(events.c.payload).where(events.c.id.in_(r.events)))
                     .scalars()]
-    assert payloads[0]["data"]["reply"]["auth"] == {"spf": None, "dkim": [], "dmarc": None, "arc": None}
+    assert payloads[0]["data"]["reply"]["auth"] == {"spf": None, "dkim": [], "dmarc": None, "arc": None,
+                                                   "spam": None}

@@ -113,3 +113,14 @@ def test_reply_with_only_a_forged_header_shows_no_verdict(admin: WebEnv) -> None
         b"Message-ID: <r4@ext.example>\r\nIn-Reply-To: <out-4@acme.example>\r\n\r\nOk\r\n", Source("acme", "test"))
     page = admin.client.get(f"/threads/{reply.thread_id}").text
     assert _badges(page) == [] and "No sender-authentication verdict of ours." in page
+
+
+def test_a_reply_flagged_as_spam_and_delivered_to_junk_says_so_in_its_thread(admin: WebEnv) -> None:
+    svc = RepliesService.open(admin.engine, admin.cfg.data_dir)
+    ours = admin.cfg.hostname
+    raw = (f"From: eve@ext.example\r\nTo: bob@acme.example\r\nSubject: Cheap watches\r\nMessage-ID: <s1@ext.example>"
+           f"\r\nAuthentication-Results: {ours};\r\n\tspam=yes (rspamd score=9.00 action=add_header)\r\n\r\nBuy!\r\n")
+    reply = svc.process_message(raw.encode(), Source("acme", "local:bob@acme.example", item="1", folder="Junk"))
+    assert reply.event_type == "reply.spam"
+    page = admin.client.get(f"/threads/{reply.thread_id}").text
+    assert '<span class="badge kind-spam">spam</span>' in page and "delivered to Junk" in page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +12,7 @@ from rich.progress import Progress
 
 from ..config import parse_size
 from ..directory.addresses import display_address, display_domain
+from ..directory.store import SPAM_THRESHOLDS
 from .context import Context, console, emit_json, emit_table, fail
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -109,8 +111,29 @@ def tenant_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None
                          ("enabled", "yes" if row["enabled"] else "no"), ("domains", row["domains"]),
                          ("suppressed recipients", row["suppressed_recipients"]),
                          ("home node", row["home_node"] or "- (this installation)"),
-                         ("DMARC enforcement", _enforce_text(row["dmarc_enforce"], "tenant", ctx.obj))):
+                         ("DMARC enforcement", _enforce_text(row["dmarc_enforce"], "tenant", ctx.obj)),
+                         *((f"spam {k.replace('_', '-')}", _score(row[f"spam_{k}"])) for k in SPAM_THRESHOLDS),
+                         ("reply spam", row["reply_spam"])):
         print(f"{label}: {value}")
+
+
+def _score(value: float | None) -> str:
+    return "rspamd's action" if value is None else f"{value:g}"
+
+
+def _threshold(text: str | None, option: str) -> float | None:
+    if text is None or text.strip().lower() in ("off", "none", ""):
+        return None
+    try:
+        score = float(text)
+    except ValueError:
+        fail(f"{option}: {text!r} is not a score (a number, or off)")
+    if not math.isfinite(score):
+        fail(f"{option}: {text!r} is not a score (a number, or off)")
+    return score
+
+
+_SCORE_HELP = "Spam score from which rspamd's verdict means this for the tenant's recipients; off: rspamd's action."
 
 
 @tenant_app.command("set")
@@ -124,16 +147,33 @@ def tenant_set(ctx: typer.Context, name: str,
                    "--dmarc-enforce", metavar="on|off|inherit", help=DMARC_ENFORCE_HELP.format(
                        what="the tenant's domains (a domain's own setting comes first)",
                        inherit="follow mx.dmarc_enforce"))] = None,
+               spam_reject: Annotated[str | None, typer.Option(
+                   "--spam-reject", metavar="SCORE|off", help=_SCORE_HELP + " Refused 550 5.7.1.")] = None,
+               spam_greylist: Annotated[str | None, typer.Option(
+                   "--spam-greylist", metavar="SCORE|off", help=_SCORE_HELP + " Deferred 451 4.7.1.")] = None,
+               spam_rewrite_subject: Annotated[str | None, typer.Option(
+                   "--spam-rewrite-subject", metavar="SCORE|off",
+                   help=_SCORE_HELP + " Subject marked, delivered to Junk.")] = None,
+               spam_add_header: Annotated[str | None, typer.Option(
+                   "--spam-add-header", metavar="SCORE|off", help=_SCORE_HELP + " Delivered to Junk.")] = None,
+               reply_spam: Annotated[str | None, typer.Option(
+                   "--reply-spam", metavar="event|drop",
+                   help="A message to a reply address flagged as spam: a reply.spam event, or nothing.")] = None,
                as_json: JsonOpt = False) -> None:
     """Change a tenant's settings."""
-    if display_name is None and suppressed_recipients is None and dmarc_enforce is None:
-        fail("nothing to change: give --display-name, --suppressed-recipients or --dmarc-enforce")
     from ..directory import UNSET
 
+    given = {"reject": spam_reject, "greylist": spam_greylist, "rewrite_subject": spam_rewrite_subject,
+             "add_header": spam_add_header}
+    spam = {k: _threshold(v, f"--spam-{k.replace('_', '-')}") for k, v in given.items() if v is not None}
+    if (display_name is None and suppressed_recipients is None and dmarc_enforce is None and not spam
+            and reply_spam is None):
+        fail("nothing to change: give --display-name, --suppressed-recipients, --dmarc-enforce, --spam-* "
+             "or --reply-spam")
     enforce = UNSET if dmarc_enforce is None else _dmarc_enforce(dmarc_enforce)
     directory = ctx.obj.directory
     directory.tenant_set(name, display_name=display_name, suppressed_recipients=suppressed_recipients,
-                         dmarc_enforce=enforce)
+                         dmarc_enforce=enforce, spam=spam or None, reply_spam=reply_spam)
     row = directory.tenant_get(name)
     if as_json:
         emit_json(row)

@@ -57,6 +57,13 @@ def tenant_id(conn: Connection, tenant: str) -> int | None:
     return int(found) if found is not None else None
 
 
+def reply_spam_policy(conn: Connection, tenant_id: int) -> str:
+    """What the replies engine does with a message our content filter flagged as spam: ``event``
+    (a ``reply.spam`` event instead of a reply event) or ``drop`` (stored, no event)."""
+    found = conn.execute(sa.select(tenants.c.reply_spam).where(tenants.c.id == tenant_id)).scalar()
+    return str(found or "event")
+
+
 def domain_id(conn: Connection, domain: str) -> int | None:
     """The id of ``domain`` (any case, U- or A-label) when it is one of ours, or None."""
     dom = lookup_domain_name(domain)

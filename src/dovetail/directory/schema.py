@@ -31,6 +31,13 @@ tenants = sa.Table(
     sa.Column("home_node", sa.String(64), nullable=True),
     # Senders' DMARC reject/quarantine enforced for mail to the tenant's domains; NULL: mx.dmarc_enforce
     sa.Column("dmarc_enforce", sa.Boolean, nullable=True),
+    # Spam score thresholds of the MX's content filter (NULL: rspamd's own action decides), and what the
+    # replies engine does with a message our filter flagged as spam: a "reply.spam" event or "drop" it.
+    sa.Column("spam_reject", sa.Float, nullable=True),
+    sa.Column("spam_greylist", sa.Float, nullable=True),
+    sa.Column("spam_rewrite_subject", sa.Float, nullable=True),
+    sa.Column("spam_add_header", sa.Float, nullable=True),
+    sa.Column("reply_spam", sa.String(8), nullable=False, server_default="event"),
 )
 
 domains = sa.Table(

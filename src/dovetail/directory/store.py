@@ -10,6 +10,7 @@ caches in other processes (SMTP workers) learn that what they hold is stale.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,8 @@ class Unset:
 
 
 UNSET = Unset()
+SPAM_THRESHOLDS = ("reject", "greylist", "rewrite_subject", "add_header")  # tenants.spam_<name>
+REPLY_SPAM = ("event", "drop")  # a reply our filter flagged as spam: "reply.spam" event, or nothing
 
 
 class DirectoryError(ValueError):
@@ -150,12 +153,25 @@ class Directory:
             return list(conn.execute(query).scalars())
 
     def tenant_set(self, name: str, *, enabled: bool | None = None, display_name: str | None = None,
-                   suppressed_recipients: str | None = None, dmarc_enforce: bool | None | Unset = UNSET) -> None:
+                   suppressed_recipients: str | None = None, dmarc_enforce: bool | None | Unset = UNSET,
+                   spam: dict[str, float | None] | None = None, reply_spam: str | None = None) -> None:
         """Change a tenant's settings; ``suppressed_recipients`` is one of :data:`SUPPRESSED_RECIPIENTS`;
-        ``dmarc_enforce`` None means: follow ``mx.dmarc_enforce`` (left as it is when not given)."""
+        ``dmarc_enforce`` None means: follow ``mx.dmarc_enforce`` (left as it is when not given); ``spam``
+        maps names of :data:`SPAM_THRESHOLDS` to a score (None clears it), ``reply_spam`` is one of
+        :data:`REPLY_SPAM`."""
         values: dict[str, Any] = {}
         if not isinstance(dmarc_enforce, Unset):
             values["dmarc_enforce"] = dmarc_enforce
+        for key, score in (spam or {}).items():
+            if key not in SPAM_THRESHOLDS:
+                raise DirectoryError(f"spam threshold {key!r} is not one of {', '.join(SPAM_THRESHOLDS)}")
+            if score is not None and not math.isfinite(score):
+                raise DirectoryError(f"spam threshold {key}: {score!r} is not a number")
+            values[f"spam_{key}"] = score
+        if reply_spam is not None:
+            if reply_spam not in REPLY_SPAM:
+                raise DirectoryError(f"reply spam: {reply_spam!r} is not one of {', '.join(REPLY_SPAM)}")
+            values["reply_spam"] = reply_spam
         if enabled is not None:
             values["enabled"] = enabled
         if display_name is not None:
@@ -170,6 +186,19 @@ class Directory:
             if values:
                 conn.execute(tenants.update().where(tenants.c.id == tid).values(**values))
                 _bump(conn)
+
+    def tenant_spam_policy(self, name: str) -> dict[str, Any] | None:
+        """The tenant's spam thresholds (``reject``, ``greylist``, ``rewrite_subject``, ``add_header``: a
+        score or None) and ``reply_spam``; None for no such tenant. One query on the unique name."""
+        cols = [getattr(tenants.c, f"spam_{k}") for k in SPAM_THRESHOLDS]
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(*cols, tenants.c.reply_spam)
+                               .where(tenants.c.name == normalize_tenant(name))).first()
+        if row is None:
+            return None
+        policy: dict[str, Any] = dict(zip(SPAM_THRESHOLDS, row[:-1], strict=True))
+        policy["reply_spam"] = row[-1]
+        return policy
 
     def tenant_suppressed_recipients(self, name: str) -> str | None:
         """The tenant's policy for suppressed recipients at submission (``reject``/``drop``), or None for
@@ -460,7 +489,9 @@ def _tenant_select() -> sa.Select:
     ndomains = (sa.select(sa.func.count()).select_from(domains)
                 .where(domains.c.tenant_id == tenants.c.id).scalar_subquery())
     return sa.select(tenants.c.name, tenants.c.display_name, tenants.c.enabled, ndomains.label("domains"),
-                     tenants.c.suppressed_recipients, tenants.c.home_node, tenants.c.dmarc_enforce)
+                     tenants.c.suppressed_recipients, tenants.c.home_node, tenants.c.dmarc_enforce,
+                     tenants.c.spam_reject, tenants.c.spam_greylist, tenants.c.spam_rewrite_subject,
+                     tenants.c.spam_add_header, tenants.c.reply_spam)
 
 
 def _domain_select() -> sa.Select:

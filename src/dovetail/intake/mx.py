@@ -22,7 +22,9 @@ from ..smtp.events import MailParams, RcptParams
 from ..smtp.reply import Reply
 from ..storage import open_storage
 from ..storage.api import OverQuota
+from .contentfilter import ContentFilter, FilteredSink, FilteringWriter
 from .senderauth import AuthenticatingSink, RenamingSink, SenderAuth
+from .writer import IntakeWriter
 
 SPOOL_BYTES = 256 * 1024  # a message up to this size is held in memory and written in one go at commit
 
@@ -34,7 +36,7 @@ def _no_record(counter: str) -> None:
 class QueueSink:
     """Adapts a queue writer to the SMTP engine's sink: streamed writes, durable commit."""
 
-    def __init__(self, writer: QueueWriter, record: Callable[[str], None] = _no_record) -> None:
+    def __init__(self, writer: IntakeWriter, record: Callable[[str], None] = _no_record) -> None:
         self.writer = writer
         self.queue_id = writer.queue_id
         self.record = record
@@ -76,12 +78,14 @@ class MxBackend:
     authenticated (SPF, DKIM, DMARC) at the end of DATA."""
 
     def __init__(self, resolver: Resolver, queue: Queue, *, over_quota: str = "defer",
-                 record: Callable[[str], None] = _no_record, auth: SenderAuth | None = None) -> None:
+                 record: Callable[[str], None] = _no_record, auth: SenderAuth | None = None,
+                 content: ContentFilter | None = None) -> None:
         self.resolver = resolver
         self.queue = queue
         self.record = record  # mail-flow counters: "received", "rejected", "spf_pass", ...
         self.over_quota = over_quota
         self.auth = auth
+        self.content = content if content is not None and content.active else None
 
     async def check_sender(self, session: SessionInfo, address: str, params: MailParams) -> Reply | None:
         return None
@@ -121,14 +125,21 @@ class MxBackend:
     async def open_message(self, session: SessionInfo, envelope: Envelope) -> MessageSink:
         qenv = to_queue_envelope(session, envelope)
         qenv.recipients = await self._expand_forwards(qenv.recipients)
-        writer = await self.queue.aopen_incoming(qenv, spool=SPOOL_BYTES)
+        queued: QueueWriter = await self.queue.aopen_incoming(qenv, spool=SPOOL_BYTES)
+        if self.content is None:
+            return await self._sink(session, queued)
+        authenticated = self.auth is not None and not self.auth.exempt_client(session.client_ip)
+        filtering = FilteringWriter(queued, self.content, session, self.record, results_on_top=authenticated)
+        return FilteredSink(await self._sink(session, filtering), filtering, self.record)
+
+    async def _sink(self, session: SessionInfo, writer: IntakeWriter) -> MessageSink:
         auth = self.auth
         if auth is None:
             return QueueSink(writer, self.record)
         if auth.exempt_client(session.client_ip):
             return RenamingSink(writer, auth.authserv_id, self.record)
         enforcing = []
-        for rcpt in qenv.recipients:
+        for rcpt in writer.envelope.recipients:
             res = await self._resolve(rcpt.original or rcpt.address)
             enforcing.append(auth.enforcing(res.dmarc_enforce))
         return AuthenticatingSink(writer, auth, session, enforcing, self.record)

@@ -27,9 +27,9 @@ from ..mailauth.dns import Resolver
 from ..mailauth.headers import rename_ours, split_message
 from ..mailauth.networks import Network, in_networks
 from ..mailauth.results import DmarcResult, Verdicts, authentication_results
-from ..queue import QueueWriter
 from ..smtp.backend import SessionInfo
 from ..smtp.reply import Reply
+from .writer import IntakeWriter
 
 log = get_logger("smtpd")
 
@@ -81,7 +81,7 @@ def decide(dmarc: DmarcResult, enforcing: list[bool], temperror: str = "accept")
 class AuthenticatingSink:
     """A ``MessageSink`` in front of a queue writer that authenticates the message before queueing it."""
 
-    def __init__(self, writer: QueueWriter, auth: SenderAuth, session: SessionInfo, enforcing: list[bool],
+    def __init__(self, writer: IntakeWriter, auth: SenderAuth, session: SessionInfo, enforcing: list[bool],
                  record: Callable[[str], None]) -> None:
         self.writer = writer
         self.queue_id = writer.queue_id
@@ -162,7 +162,7 @@ class AuthenticatingSink:
 class RenamingSink:
     """For exempt clients: no checks, but A-R headers naming our authserv-id are still renamed."""
 
-    def __init__(self, writer: QueueWriter, authserv_id: str, record: Callable[[str], None]) -> None:
+    def __init__(self, writer: IntakeWriter, authserv_id: str, record: Callable[[str], None]) -> None:
         self.writer = writer
         self.queue_id = writer.queue_id
         self.authserv_id = authserv_id

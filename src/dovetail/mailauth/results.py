@@ -191,13 +191,14 @@ def authentication_results(authserv_id: str, verdicts: Verdicts) -> bytes:
 def parse_ours(header_values: list[str], authserv_id: str) -> dict:
     """The ``auth`` object of webhooks: the verdicts of the A-R header(s) written by ``authserv_id``.
 
-    Returns ``{spf, dkim: [{domain, selector, result}], dmarc: {result, policy, from_domain, override}, arc}``
-    (``override``: ``arc`` when a trusted ARC sealer's verdict kept the policy from being applied, else
-    None); values are None when our header is absent (mail that did not come through our MX).
+    Returns ``{spf, dkim: [{domain, selector, result}], dmarc: {result, policy, from_domain, override}, arc,
+    spam}`` (``override``: ``arc`` when a trusted ARC sealer's verdict kept the policy from being applied,
+    else None; ``spam`` True/False from the ``spam=yes|no`` entry the MX's content filter adds); values are
+    None when our header is absent (mail that did not come through our MX).
     """
     import authres
 
-    out: dict = {"spf": None, "dkim": [], "dmarc": None, "arc": None}
+    out: dict = {"spf": None, "dkim": [], "dmarc": None, "arc": None, "spam": None}
     for value in header_values:
         try:
             parsed = authres.AuthenticationResultsHeader.parse_value(" ".join(value.split()))
@@ -218,5 +219,7 @@ def parse_ours(header_values: list[str], authserv_id: str) -> dict:
                                 "from_domain": props.get("header.from"), "override": props.get("policy.override")}
             elif method == "arc":
                 out["arc"] = str(res.result)
+            elif method == "spam" and out["spam"] is None:
+                out["spam"] = str(res.result).lower() == "yes"
         break  # the topmost header of ours is the one our MX wrote
     return out

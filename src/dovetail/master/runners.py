@@ -22,13 +22,18 @@ from ..certs.renew import certs_renewer, wanted_names
 from ..config import Config
 from ..db import make_engine
 from ..delivery.agent import MaildirConfig, MaildirDeliveryAgent
-from ..directory import Directory
+from ..directory import Directory, Resolver
 from ..directory.srs import Srs
 from ..imap.limits import Limits as ImapLimits
 from ..imap.server import ImapServer
+from ..intake.contentfilter import ContentFilter
 from ..intake.local import mailbox_targets, transport_chooser
+from ..intake.milter import parse_milter
+from ..intake.milter.client import Timeouts as MilterTimeouts
 from ..intake.mx import MxBackend
+from ..intake.rspamd import RspamdClient
 from ..intake.senderauth import SenderAuth
+from ..intake.spampolicy import tenant_thresholds
 from ..log import get_logger
 from ..mailauth import dns as mailauth_dns
 from ..mailauth.cluster import counted_slots
@@ -104,12 +109,14 @@ class RepliesHandOver:
         out: list[list[Delivered]] = [[] for _ in self.hand_overs]
         for rcpt in recipients:
             delivery = DeliveryId(message.queue_id, rcpt.index, message.envelope.arrival)
+            junk = str(rcpt.index) in (message.envelope.extra.get("junk") or "").split(",")
+            folder = "Junk" if junk else "INBOX"  # where the delivery agent put it
             for target in self.resolver.resolve(rcpt.address).mailboxes:
-                item = Delivered(target.tenant, target.address, target.maildir, "")
+                item = Delivered(target.tenant, target.address, target.maildir, "", folder)
                 takers = [i for i, hand_over in enumerate(self.hand_overs) if hand_over.wants(item)]
                 if not takers:
                     continue
-                stored = open_storage(target.maildir, create=False).delivered(delivery)
+                stored = open_storage(target.maildir, create=False).delivered(delivery, folder)
                 if stored is not None:
                     for i in takers:
                         out[i].append(replace(item, key=stored.key))
@@ -143,12 +150,23 @@ def sender_auth(cfg: Config, resolver: mailauth_dns.Resolver) -> SenderAuth | No
                       trusted_sealers=list(cfg["mx.arc_trusted_sealers"]))
 
 
+def content_filter(cfg: Config, resolver: Resolver) -> ContentFilter:
+    """The MX's milters and rspamd (``mx.milter*``, ``mx.rspamd*``); inactive when none is configured."""
+    rspamd = RspamdClient(cfg["mx.rspamd_url"], cfg["mx.rspamd_timeout"]) if cfg["mx.rspamd_url"] else None
+    timeouts = MilterTimeouts(cfg["mx.milter_connect_timeout"], cfg["mx.milter_command_timeout"],
+                              cfg["mx.milter_content_timeout"])
+    return ContentFilter(cfg.hostname, cfg.hostname, milters=[parse_milter(m) for m in cfg["mx.milters"]],
+                         milter_default_action=cfg["mx.milter_default_action"], timeouts=timeouts, rspamd=rspamd,
+                         rspamd_default_action=cfg["mx.rspamd_default_action"],
+                         thresholds=tenant_thresholds(resolver))
+
+
 async def run_smtpd(ctx: WorkerContext) -> int:
     cfg = ctx.cfg
     rt = Runtime(cfg)
     auth = sender_auth(cfg, configure_dns(cfg))
     backend = MxBackend(rt.resolver, rt.queue, over_quota=cfg["smtp.over_quota"], record=flow_counters(rt),
-                        auth=auth)
+                        auth=auth, content=content_filter(cfg, rt.resolver))
     limits = smtp_limits(cfg)
     if ctx.spec.max_connections:
         limits = replace(limits, max_connections=ctx.spec.max_connections)

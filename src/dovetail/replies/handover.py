@@ -34,6 +34,7 @@ class Delivered:
     mailbox: str
     maildir: Path
     key: str
+    folder: str = "INBOX"  # or Junk, where the content filter sent it
 
 
 class HandOver:
@@ -82,7 +83,7 @@ class HandOver:
             try:
                 if not self.wants(item):
                     continue
-                loaded = self.hook.load(item.tenant, item.mailbox, item.maildir, item.key)
+                loaded = self.hook.load(item.tenant, item.mailbox, item.maildir, item.key, item.folder)
             except Exception as exc:  # noqa: BLE001 - one unreadable copy does not hold up the rest
                 log.warning("reply pipeline failed for a delivered message", mailbox=item.mailbox, file=item.key,
                             error=repr(exc))

@@ -31,7 +31,7 @@ from .schema import events, webhook_deliveries, webhook_endpoints
 SECRET_PURPOSE = "webhook signing secret"
 
 EVENT_TYPES = ("reply.received", "reply.auto", "reply.unmatched", "bounce.hard", "bounce.soft", "unsubscribe",
-               "complaint",
+               "complaint", "reply.spam",
                # delivery outcomes (dovetail.replies.outcomes)
                "message.delivered", "message.deferred", "message.bounced", "message.suppressed",
                "message.complained")

@@ -49,6 +49,7 @@ log = get_logger("replies")
 
 MAX_PAYLOAD_TEXT = 256 * 1024
 STRONG, WEAK, NONE = "strong", "weak", "none"
+SPAM_EVENT = "reply.spam"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Source:
     uidvalidity: int | None = None
     uid: int | None = None
     item: str | None = None
+    folder: str = "INBOX"  # where the copy was delivered: "Junk" when the MX judged it spam or quarantined it
 
     def key(self) -> str | None:
         if self.uid is not None:
@@ -287,7 +289,7 @@ class Pipeline:
             to_addrs=json.dumps(parsed.to + parsed.cc), subject=parsed.subject, date=naive_utc(parsed.date),
             stripped_text=stripped, text_body=parsed.text, html_body=parsed.html,
             headers=json.dumps(parsed.headers), attachments=json.dumps(parsed.attachments),
-            details=json.dumps(verdict.details | ({"truncated": True} if parsed.truncated else {})),
+            details=json.dumps(verdict.details | _delivery_details(parsed, source)),
             auth_results=json.dumps(parsed.auth_results), size=parsed.size, received_at=now)
         rid = inserted_id(conn.execute(replies.insert().values(**values)))
         for key in keys:
@@ -320,6 +322,9 @@ class Pipeline:
             for address, reason in suppress:
                 add_suppression(conn, tid, address, reason, f"reply:{rid}")
         etype = event_type_for(verdict.kind, verdict.bounce_type, ob is not None)
+        flagged = verdict.kind == cls.HUMAN and parsed.auth.get("spam") is True
+        if flagged:  # our content filter called it spam: not a human reply, whatever it looks like
+            etype = SPAM_EVENT
         record = ReplyRecord(
             id=rid, tenant=tname, kind=verdict.kind, bounce_type=verdict.bounce_type, match_method=match.method,
             match_strength=match.strength, thread_id=thread_id, campaign_id=campaign_id,
@@ -328,6 +333,8 @@ class Pipeline:
             details=verdict.details, events=[], event_type="")
         if addresses and not unsubscribed:
             return record  # stored, but already reported: no second unsubscribe event
+        if flagged and lookups.reply_spam_policy(conn, tid) == "drop":
+            return record  # stored and shown in its thread, but the tenant wants no event for spam
         event_id = "evt_" + secrets.token_hex(12)
         campaign = None
         if campaign_id is not None:
@@ -397,6 +404,18 @@ class Pipeline:
             if event_id is not None:
                 emitted.append(event_id)
         return emitted
+
+
+def _delivery_details(parsed: Parsed, source: Source) -> dict[str, Any]:
+    """What the stored reply remembers of how it arrived: truncated, flagged as spam, in a Junk folder."""
+    out: dict[str, Any] = {}
+    if parsed.truncated:
+        out["truncated"] = True
+    if parsed.auth.get("spam") is True:
+        out["spam"] = True
+    if source.folder != "INBOX":
+        out["folder"] = source.folder
+    return out
 
 
 def _verp_outbound(verp: _Verp, verdict: cls.Classification) -> Outbound:

@@ -27,7 +27,10 @@ AUTH_RESULTS = {
     "arc": ("pass", "fail", "none"),
 }
 AUTH_COUNTERS = tuple(f"{method}_{result}" for method, results in AUTH_RESULTS.items() for result in results)
-_KNOWN = frozenset(COUNTERS + AUTH_COUNTERS)
+# Content-filter decisions of the MX (milters and rspamd), in /metrics.
+CONTENT_COUNTERS = ("milter_error", "milter_reject", "milter_tempfail", "milter_discard", "milter_quarantine",
+                    "rspamd_error", "spam_reject", "spam_greylist", "spam_junk", "content_unfiltered")
+_KNOWN = frozenset(COUNTERS + AUTH_COUNTERS + CONTENT_COUNTERS)
 
 _lock = threading.Lock()
 _pending: dict[tuple[int, str], int] = defaultdict(int)

@@ -84,9 +84,9 @@ def thread_page(request: Request, thread_id: RowId, ctx: WebContext = Depends(ge
         thread = conn.execute(sa.select(t).where(t.c.id == thread_id, scope.where(t.c.tenant_id))).first()
         if thread is None:
             raise Problem(404, "Not Found", "no such thread")
-        rows = [dict(x._mapping) for x in conn.execute(
+        rows = [dict(x._mapping) | {"details": json.loads(x.details or "{}")} for x in conn.execute(
             sa.select(r.c.id, r.c.kind, r.c.from_addr, r.c.from_name, r.c.subject, r.c.stripped_text,
-                      r.c.received_at, r.c.bounce_type, r.c.match_method, r.c.auth_results)
+                      r.c.received_at, r.c.bounce_type, r.c.match_method, r.c.auth_results, r.c.details)
             .where(r.c.thread_id == thread_id).order_by(r.c.id))]
         for row in rows:
             row["auth"] = badges(_json_list(row.pop("auth_results")), ctx.cfg.hostname)

@@ -116,26 +116,26 @@ class LocalHook:
     # --- the hook ----------------------------------------------------------------------------------
 
     def on_delivered(self, tenant: str, mailbox_address: str, maildir_path: Path | str,
-                     filename: str) -> ReplyRecord | None:
+                     filename: str, folder: str = "INBOX") -> ReplyRecord | None:
         """Process a message just delivered to a Maildir; ``None`` if the mailbox is not a reply inbox."""
         if not self.wants(tenant, mailbox_address, maildir_path):
             return None
-        loaded = self.load(tenant, mailbox_address, maildir_path, filename)
+        loaded = self.load(tenant, mailbox_address, maildir_path, filename, folder)
         return None if loaded is None else self.service.process_message(*loaded)
 
     def load(self, tenant: str, mailbox_address: str, maildir_path: Path | str,
-             filename: str) -> tuple[bytes, Source] | None:
+             filename: str, folder: str = "INBOX") -> tuple[bytes, Source] | None:
         """The delivered message and its source position, read back through the storage API; None when
         it is gone. ``filename`` must be a name inside the Maildir: no path leads elsewhere."""
         name = Path(filename).name
         if not name or name.startswith("."):
             raise ValueError(f"not a Maildir file name: {filename!r}")
         base = name.split(":", 1)[0]
-        raw = open_storage(maildir_path, create=False).read_delivered(base, limit=MAX_MESSAGE_BYTES + 1)
+        raw = open_storage(maildir_path, create=False).read_delivered(base, folder, limit=MAX_MESSAGE_BYTES + 1)
         if raw is None:
             log.warning("delivered message vanished", mailbox=mailbox_address, file=name)
             return None
-        return raw, Source(tenant, f"local:{mailbox_address.lower()}", item=base)
+        return raw, Source(tenant, f"local:{mailbox_address.lower()}", item=base, folder=folder)
 
 
 def delivered_file(hook: LocalHook, mail_root: Path, mailbox_address: str, message_path: Path | str
