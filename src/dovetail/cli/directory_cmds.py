@@ -21,6 +21,24 @@ mailbox_app = typer.Typer(help="Mailboxes (each a Maildir) with passwords and qu
 alias_app = typer.Typer(help="Aliases: an address forwarding to one or more targets.", no_args_is_help=True)
 
 
+GreylistOpt = Annotated[str | None, typer.Option(
+    "--greylist", metavar="on|off|inherit",
+    help="Greylist mail to it (451 4.7.1 until the client retries); inherit: follow the tenant, then "
+         "mx.greylist.enabled.")]
+
+
+def _greylist_switch(value: str) -> bool | None:
+    """``on``/``off``/``inherit`` of ``--greylist`` as True/False/None (one line and exit 2 otherwise)."""
+    choice = value.strip().lower()
+    if choice not in ("on", "off", "inherit"):
+        fail(f"--greylist {value!r}: give on, off or inherit")
+    return {"on": True, "off": False}.get(choice)
+
+
+def _switch_text(value: bool | None) -> str:
+    return "inherit" if value is None else ("on" if value else "off")
+
+
 def _quota(text: str | None) -> int | None:
     if text is None:
         return None
@@ -75,7 +93,8 @@ def tenant_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None
         return
     for label, value in (("tenant", row["name"]), ("display name", row["display_name"]),
                          ("enabled", "yes" if row["enabled"] else "no"), ("domains", row["domains"]),
-                         ("suppressed recipients", row["suppressed_recipients"])):
+                         ("suppressed recipients", row["suppressed_recipients"]),
+                         ("greylist", _switch_text(row["greylist"]))):
         print(f"{label}: {value}")
 
 
@@ -86,12 +105,14 @@ def tenant_set(ctx: typer.Context, name: str,
                    "--suppressed-recipients", metavar="reject|drop",
                    help="Submission to an address on the suppression list: reject it at RCPT TO (550 5.7.1), "
                         "or drop it (accepted, left out of the message).")] = None,
+               greylist: GreylistOpt = None,
                as_json: JsonOpt = False) -> None:
     """Change a tenant's settings."""
-    if display_name is None and suppressed_recipients is None:
-        fail("nothing to change: give --display-name or --suppressed-recipients")
+    if display_name is None and suppressed_recipients is None and greylist is None:
+        fail("nothing to change: give --display-name, --suppressed-recipients or --greylist")
     directory = ctx.obj.directory
-    directory.tenant_set(name, display_name=display_name, suppressed_recipients=suppressed_recipients)
+    directory.tenant_set(name, display_name=display_name, suppressed_recipients=suppressed_recipients,
+                         greylist="keep" if greylist is None else _greylist_switch(greylist))
     row = directory.tenant_get(name)
     emit_json(row) if as_json else print(f"tenant {row['name']} updated")
 
@@ -111,7 +132,7 @@ def tenant_rm(ctx: typer.Context, name: str,
 def _domain_json(d) -> dict:  # noqa: ANN001
     return {"name": display_domain(d.name), "ascii": d.name, "tenant": d.tenant, "enabled": d.enabled,
             "catchall": d.catchall, "plus_separator": d.plus_separator, "postmaster": d.postmaster,
-            "dmarc_enforce": d.dmarc_enforce}
+            "dmarc_enforce": d.dmarc_enforce, "greylist": _switch_text(d.greylist)}
 
 
 @domain_app.command("add")
@@ -182,6 +203,7 @@ def domain_set(ctx: typer.Context, name: str,
                dmarc_enforce: Annotated[str | None, typer.Option(
                    "--dmarc-enforce", help="on: a sender's DMARC reject/quarantine is applied to mail for this "
                    "domain; off: verdicts are only recorded in Authentication-Results.")] = None,
+               greylist: GreylistOpt = None,
                as_json: JsonOpt = False) -> None:
     """Change a domain's settings."""
     values: dict[str, object] = {}
@@ -189,13 +211,18 @@ def domain_set(ctx: typer.Context, name: str,
         if dmarc_enforce.lower() not in ("on", "off"):
             fail(f"--dmarc-enforce {dmarc_enforce!r}: give on or off")
         values["dmarc_enforce"] = dmarc_enforce.lower() == "on"
+    if greylist is not None:
+        values["greylist"] = _greylist_switch(greylist)
     if not values:
-        fail("nothing to set: give --dmarc-enforce on|off")
+        fail("nothing to set: give --dmarc-enforce on|off or --greylist on|off|inherit")
     d = ctx.obj.directory.domain_set(name, **values)
     if as_json:
         emit_json(_domain_json(d))
-    else:
+        return
+    if dmarc_enforce is not None:
         print(f"DMARC enforcement for mail to {display_domain(d.name)}: {'on' if d.dmarc_enforce else 'off'}")
+    if greylist is not None:
+        print(f"greylisting of mail to {display_domain(d.name)}: {_switch_text(d.greylist)}")
 
 
 # --- mailboxes ----------------------------------------------------------------------------------

@@ -85,6 +85,7 @@ class Resolution:
     reason: str = ""
     steps: list[str] = field(default_factory=list)
     dmarc_enforce: bool = True  # the recipient domain enforces senders' DMARC policies
+    greylist: bool | None = None  # greylisting of the recipient domain (or its tenant); None: the MX default
 
     @property
     def ok(self) -> bool:
@@ -191,6 +192,7 @@ class Resolver:
                 return res
             res.address = f"{local}@{dom}"
             res.dmarc_enforce = domain.dmarc_enforce
+            res.greylist = domain.greylist_effective
             if not domain.enabled:
                 res.status, res.reason = "disabled", f"domain {dom} is disabled"
                 return res

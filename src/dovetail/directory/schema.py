@@ -27,6 +27,8 @@ tenants = sa.Table(
     # What submission does with a recipient on the tenant's suppression list: "reject" it at RCPT TO
     # (550 5.7.1) or "drop" it (accepted, left out of the queued message).
     sa.Column("suppressed_recipients", sa.String(8), nullable=False, server_default="reject"),
+    # Greylisting of mail to the tenant's domains: on, off, or NULL for the MX's mx.greylist.enabled.
+    sa.Column("greylist", sa.Boolean, nullable=True),
 )
 
 domains = sa.Table(
@@ -42,6 +44,8 @@ domains = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
     # DMARC policies of senders enforced for mail to this domain (reject/quarantine); off: only reported
     sa.Column("dmarc_enforce", sa.Boolean, nullable=False, server_default=sa.true()),
+    # Greylisting of mail to this domain: on, off, or NULL for its tenant's setting.
+    sa.Column("greylist", sa.Boolean, nullable=True),
 )
 
 mailboxes = sa.Table(

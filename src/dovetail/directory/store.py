@@ -49,6 +49,13 @@ class DomainInfo:
     plus_separator: str
     postmaster: str | None
     dmarc_enforce: bool = True
+    greylist: bool | None = None  # the domain's own switch (None: its tenant's)
+    tenant_greylist: bool | None = None  # the tenant's switch (None: the MX's mx.greylist.enabled)
+
+    @property
+    def greylist_effective(self) -> bool | None:
+        """On or off as the domain or else its tenant says; None leaves it to the MX's default."""
+        return self.greylist if self.greylist is not None else self.tenant_greylist
 
     @property
     def display_name(self) -> str:
@@ -120,9 +127,12 @@ class Directory:
             return list(conn.execute(query).scalars())
 
     def tenant_set(self, name: str, *, enabled: bool | None = None, display_name: str | None = None,
-                   suppressed_recipients: str | None = None) -> None:
-        """Change a tenant's settings; ``suppressed_recipients`` is one of :data:`SUPPRESSED_RECIPIENTS`."""
+                   suppressed_recipients: str | None = None, greylist: bool | None | str = "keep") -> None:
+        """Change a tenant's settings; ``suppressed_recipients`` is one of :data:`SUPPRESSED_RECIPIENTS`;
+        ``greylist`` True/False, or None to inherit the MX's default (``"keep"``: unchanged)."""
         values: dict[str, Any] = {}
+        if greylist != "keep":
+            values["greylist"] = greylist
         if enabled is not None:
             values["enabled"] = enabled
         if display_name is not None:
@@ -227,7 +237,7 @@ class Directory:
             return lookups.domain_id(conn, domain) is not None
 
     def domain_set(self, name: str, **values: Any) -> DomainInfo:
-        """Change enabled/catchall/postmaster/plus_separator/dmarc_enforce of a domain."""
+        """Change enabled/catchall/postmaster/plus_separator/dmarc_enforce/greylist of a domain."""
         dom = _checked(normalize_domain, name)
         if values.get("catchall"):
             values["catchall"] = _checked(normalize_address, values["catchall"])
@@ -425,13 +435,14 @@ def _tenant_select() -> sa.Select:
     ndomains = (sa.select(sa.func.count()).select_from(domains)
                 .where(domains.c.tenant_id == tenants.c.id).scalar_subquery())
     return sa.select(tenants.c.name, tenants.c.display_name, tenants.c.enabled, ndomains.label("domains"),
-                     tenants.c.suppressed_recipients)
+                     tenants.c.suppressed_recipients, tenants.c.greylist)
 
 
 def _domain_select() -> sa.Select:
     return (sa.select(domains.c.id, domains.c.name, tenants.c.name.label("tenant"),
                       (domains.c.enabled & tenants.c.enabled).label("enabled"),
-                      domains.c.catchall, domains.c.plus_separator, domains.c.postmaster, domains.c.dmarc_enforce)
+                      domains.c.catchall, domains.c.plus_separator, domains.c.postmaster, domains.c.dmarc_enforce,
+                      domains.c.greylist, tenants.c.greylist.label("tenant_greylist"))
             .select_from(domains.join(tenants)))
 
 

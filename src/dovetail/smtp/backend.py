@@ -27,6 +27,7 @@ class SessionInfo:
     tls_version: str | None = None
     tls_cipher: str | None = None
     auth_user: str | None = None
+    mail_from: str | None = None  # envelope sender of the transaction in progress (set once MAIL is accepted)
 
     @property
     def peer(self) -> str:

@@ -26,7 +26,14 @@ AUTH_RESULTS = {
     "dmarc": ("pass", "fail", "none", "temperror", "permerror", "quarantine", "reject"),
 }
 AUTH_COUNTERS = tuple(f"{method}_{result}" for method, results in AUTH_RESULTS.items() for result in results)
-_KNOWN = frozenset(COUNTERS + AUTH_COUNTERS)
+# Abuse-defence decisions of the MX at its commands (``ratelimit_<what>``: a limit refused a connection,
+# message or recipient; ``greylist_<reason>``: new/early deferred, retried/known/client passed): /metrics.
+POLICY_DECISIONS = {
+    "ratelimit": ("connection", "message", "recipient"),
+    "greylist": ("new", "early", "retried", "known", "client"),
+}
+POLICY_COUNTERS = tuple(f"{kind}_{reason}" for kind, reasons in POLICY_DECISIONS.items() for reason in reasons)
+_KNOWN = frozenset(COUNTERS + AUTH_COUNTERS + POLICY_COUNTERS)
 
 _lock = threading.Lock()
 _pending: dict[tuple[int, str], int] = defaultdict(int)
@@ -69,12 +76,12 @@ def flush(engine: Engine) -> int:
     return len(batch)
 
 
-def auth_totals(engine: Engine) -> dict[str, int]:
-    """Sums of the sender-authentication counters over every stored minute, for ``/metrics``."""
-    out = dict.fromkeys(AUTH_COUNTERS, 0)
+def auth_totals(engine: Engine, names: tuple[str, ...] = AUTH_COUNTERS) -> dict[str, int]:
+    """Sums of the sender-authentication counters (or other ``names``) over every stored minute, for ``/metrics``."""
+    out = dict.fromkeys(names, 0)
     with engine.connect() as conn:
         rows = conn.execute(sa.select(mail_counters.c.counter, sa.func.sum(mail_counters.c.n))
-                            .where(mail_counters.c.counter.in_(AUTH_COUNTERS)).group_by(mail_counters.c.counter))
+                            .where(mail_counters.c.counter.in_(names)).group_by(mail_counters.c.counter))
         for counter, n in rows:
             out[counter] = int(n or 0)
     return out
