@@ -39,7 +39,7 @@ def test_tenant_id_and_get_ignore_case(directory: Directory) -> None:
         assert directory.tenant_id(spelling) == tid, spelling
         row = directory.tenant_get(spelling)
         assert row == {"name": "acme", "display_name": "Acme Inc", "enabled": True, "domains": 2,
-                       "suppressed_recipients": "reject"}, spelling
+                       "suppressed_recipients": "reject", "greylist": None}, spelling
 
 
 def test_unknown_tenant_is_none(directory: Directory) -> None:
