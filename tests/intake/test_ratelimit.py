@@ -224,3 +224,13 @@ def test_rate_state_reports_what_the_workers_counted(tmp_path: Path) -> None:
     assert state["connections_per_ip"]["limit"] == 7
     assert 0 < state["connections_per_ip"]["rate"] <= 3  # less only when a minute turned between hits and look
     assert state["recipients_per_ip"]["limit"] == 1000
+
+
+def test_rate_state_does_not_create_the_workers_file(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / config.CONFIG_NAME).write_text(config.default_file_text())
+    datadir.init(root)
+    state = rate_state(config.load(root), "::ffff:192.0.2.1")
+    assert state["network"] == "192.0.2.0/24" and state["messages_per_ip"] == {"rate": 0, "limit": 100}
+    assert not (root / "run" / ratelimit.RATES_FILE).exists()

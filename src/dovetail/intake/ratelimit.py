@@ -258,8 +258,10 @@ def rate_limits(cfg: Config) -> RateLimits:
 
 
 def rate_state(cfg: Config, ip: str) -> dict[str, object]:
-    """Rates of ``ip`` and its network as the MX workers counted them, with their limits."""
-    windows = shared_windows(Layout(cfg.data_dir).run)
+    """Rates of ``ip`` and its network as the MX workers counted them, with their limits. A file the
+    workers have not made yet is not created here (made by root, the service user could not open it)."""
+    path = Layout(cfg.data_dir).run / RATES_FILE
+    windows = shared_windows(path.parent) if path.exists() else MemoryWindows()
     try:
         return RatePolicy(rate_limits(cfg), windows).state(ip)
     finally:
