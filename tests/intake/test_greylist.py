@@ -13,7 +13,14 @@ import pytest
 import sqlalchemy as sa
 
 from dovetail.db import make_engine, migrate
-from dovetail.intake.greylist import Greylist, GreylistSettings, greylist, greylist_clients, greylist_state
+from dovetail.intake.greylist import (
+    Greylist,
+    GreylistSettings,
+    greylist,
+    greylist_clients,
+    greylist_state,
+    normalize_sender,
+)
 
 from .conftest import Mx, session
 
@@ -56,6 +63,14 @@ def test_first_attempt_defers_a_retry_after_the_delay_passes(engine) -> None:  #
     assert gl.check("198.51.100.7", "news@sender.test", "bob@acme.example").reason == "known"
     # Another recipient is another triplet.
     assert gl.check("198.51.100.7", "news@sender.test", "carol@acme.example").reason == "new"
+
+
+def test_senders_are_normalised_as_postgrey_does() -> None:
+    assert normalize_sender("News@Sender.Test") == "news@sender.test"
+    assert normalize_sender("bounce-12345-678@lists.test") == "bounce-#-#@lists.test"
+    assert normalize_sender("prvs=1234abcd=alice@sender.test") == "alice@sender.test"
+    assert normalize_sender("alice+list@sender.test") == "alice@sender.test"
+    assert normalize_sender("") == ""
 
 
 def test_retry_window_and_max_age_expire_entries(engine) -> None:  # noqa: ANN001

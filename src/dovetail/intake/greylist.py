@@ -15,6 +15,7 @@ a Perl policy daemon over Berkeley DB, and no Python library keeps a greylist in
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ metadata = sa.MetaData()
 greylist = sa.Table(
     "greylist", metadata,
     sa.Column("network", sa.String(64), nullable=False),
-    sa.Column("sender", sa.String(320), nullable=False),  # lowercase; "" for the null sender
+    sa.Column("sender", sa.String(320), nullable=False),  # normalize_sender(); "" for the null sender
     sa.Column("recipient", sa.String(320), nullable=False),
     sa.Column("first_seen", sa.Float, nullable=False),
     sa.Column("last_seen", sa.Float, nullable=False),
@@ -96,6 +97,21 @@ def _insert_ignore(engine: Engine, table: sa.Table, **values: Any) -> sa.Executa
     return dialect.insert(table).values(**values).on_conflict_do_nothing()
 
 
+_BATV = re.compile(r"^prvs=[^=]*=", re.IGNORECASE)
+_NUMBER = re.compile(r"\b\d+\b")
+
+
+def normalize_sender(sender: str) -> str:
+    """The sender as a triplet names it, as postgrey does: lowercase, without a BATV tag (``prvs=...=``)
+    or a ``+extension``, and numbers in the local part as ``#``, so that a list's VERP address, different
+    in each message, does not make every message a new triplet."""
+    local, at, domain = sender.lower().rpartition("@")
+    if not at:
+        return sender.lower()
+    local = _NUMBER.sub("#", _BATV.sub("", local).split("+", 1)[0])
+    return f"{local}@{domain}"
+
+
 class Greylist:
     """Decisions on triplets and the upkeep of the tables (see the module docstring)."""
 
@@ -110,7 +126,7 @@ class Greylist:
     def check(self, ip: str, sender: str, recipient: str) -> Decision:
         """The decision for one RCPT; records the attempt."""
         s, now, net = self.settings, self.clock(), client_network(ip)
-        triplet = (net, sender.lower(), recipient.lower())
+        triplet = (net, normalize_sender(sender), recipient.lower())
         with self.engine.begin() as conn:
             if self._client_passes(conn, net, now):
                 return Decision(True, "client")
