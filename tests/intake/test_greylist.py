@@ -236,3 +236,35 @@ def test_a_million_rows_purge_and_lookup_stay_fast(tmp_path: Path) -> None:
     # Generous bounds for a shared machine: a full scan of a million rows would take far longer.
     assert purge_time < 5.0, purge_time
     assert lookup_time < 0.05, lookup_time
+
+
+def test_workers_deciding_at_once_on_sqlite_all_get_an_answer(tmp_path: Path) -> None:
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'dovetail.db'}"
+    migrate(make_engine(url))
+    errors: list[BaseException] = []
+    decisions: list[str] = []
+    clock = Clock()
+
+    def worker(n: int) -> None:
+        engine = make_engine(url)  # a worker process has its own engine and connections
+        gl = Greylist(engine, settings(), clock=clock)
+        try:
+            for i in range(40):
+                decisions.append(gl.check(f"192.0.2.{n}", "a@s.test", f"r{i % 10}@acme.example").reason)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(decisions) == 160 and set(decisions) <= {"new", "early"}
+    assert decisions.count("new") == 10  # one per triplet, however the workers raced
+    with make_engine(url).connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(greylist)).scalar() == 10

@@ -23,6 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 
 from ..config import Config
 from ..mailauth.networks import Network, in_networks, parse_networks
@@ -55,6 +56,7 @@ greylist_clients = sa.Table(
 )
 
 NEVER = 9.0e15  # "expires" of a client allowed by hand
+LOCKED_ATTEMPTS = 8
 TOUCH_EVERY = 3600.0  # a known triplet's last_seen is rewritten at most this often (fewer writes per RCPT)
 
 
@@ -124,7 +126,18 @@ class Greylist:
         return in_networks(ip, self.settings.exempt)
 
     def check(self, ip: str, sender: str, recipient: str) -> Decision:
-        """The decision for one RCPT; records the attempt."""
+        """The decision for one RCPT; records the attempt. Under SQLite's WAL a read-then-write
+        transaction fails at once when another worker committed in between: it is run again."""
+        for attempt in range(LOCKED_ATTEMPTS):
+            try:
+                return self._check(ip, sender, recipient)
+            except OperationalError as exc:
+                if attempt == LOCKED_ATTEMPTS - 1 or "locked" not in str(exc):
+                    raise
+                time.sleep(0.01 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def _check(self, ip: str, sender: str, recipient: str) -> Decision:
         s, now, net = self.settings, self.clock(), client_network(ip)
         triplet = (net, normalize_sender(sender), recipient.lower())
         with self.engine.begin() as conn:
@@ -135,10 +148,14 @@ class Greylist:
             row = conn.execute(sa.select(greylist.c.first_seen, greylist.c.last_seen, greylist.c.passed)
                                .where(key)).first()
             if row is None:
-                conn.execute(_insert_ignore(self.engine, greylist, network=triplet[0], sender=triplet[1],
-                                            recipient=triplet[2], first_seen=now, last_seen=now, passed=0,
-                                            expires=now + s.retry_window))
-                return Decision(False, "new", int(s.delay + 0.999))
+                inserted = conn.execute(_insert_ignore(
+                    self.engine, greylist, network=triplet[0], sender=triplet[1], recipient=triplet[2],
+                    first_seen=now, last_seen=now, passed=0, expires=now + s.retry_window)).rowcount
+                if inserted:
+                    return Decision(False, "new", int(s.delay + 0.999))
+                # Another worker stored it first: decide on its row.
+                row = conn.execute(sa.select(greylist.c.first_seen, greylist.c.last_seen, greylist.c.passed)
+                                   .where(key)).one()
             if row.passed:
                 if now - row.last_seen >= TOUCH_EVERY:
                     conn.execute(greylist.update().where(key).values(last_seen=now, expires=now + s.max_age))
