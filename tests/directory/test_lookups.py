@@ -41,7 +41,7 @@ def test_tenant_id_and_get_ignore_case(directory: Directory) -> None:
         assert row == {"name": "acme", "display_name": "Acme Inc", "enabled": True, "domains": 2,
                        "suppressed_recipients": "reject", "home_node": None, "dmarc_enforce": None,
                        "spam_reject": None, "spam_greylist": None, "spam_rewrite_subject": None,
-                       "spam_add_header": None, "reply_spam": "event"}, spelling
+                       "spam_add_header": None, "reply_spam": "event", "greylist": None}, spelling
 
 
 def test_unknown_tenant_is_none(directory: Directory) -> None:

@@ -23,6 +23,24 @@ mailbox_app = typer.Typer(help="Mailboxes (each a Maildir) with passwords and qu
 alias_app = typer.Typer(help="Aliases: an address forwarding to one or more targets.", no_args_is_help=True)
 
 
+GreylistOpt = Annotated[str | None, typer.Option(
+    "--greylist", metavar="on|off|inherit",
+    help="Greylist mail to it (451 4.7.1 until the client retries); inherit: follow the tenant, then "
+         "mx.greylist.enabled.")]
+
+
+def _greylist_switch(value: str) -> bool | None:
+    """``on``/``off``/``inherit`` of ``--greylist`` as True/False/None (one line and exit 2 otherwise)."""
+    choice = value.strip().lower()
+    if choice not in ("on", "off", "inherit"):
+        fail(f"--greylist {value!r}: give on, off or inherit")
+    return {"on": True, "off": False}.get(choice)
+
+
+def _switch_text(value: bool | None) -> str:
+    return "inherit" if value is None else ("on" if value else "off")
+
+
 def _quota(text: str | None) -> int | None:
     if text is None:
         return None
@@ -113,7 +131,8 @@ def tenant_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None
                          ("home node", row["home_node"] or "- (this installation)"),
                          ("DMARC enforcement", _enforce_text(row["dmarc_enforce"], "tenant", ctx.obj)),
                          *((f"spam {k.replace('_', '-')}", _score(row[f"spam_{k}"])) for k in SPAM_THRESHOLDS),
-                         ("reply spam", row["reply_spam"])):
+                         ("reply spam", row["reply_spam"]),
+                         ("greylist", _switch_text(row["greylist"]))):
         print(f"{label}: {value}")
 
 
@@ -159,6 +178,7 @@ def tenant_set(ctx: typer.Context, name: str,
                reply_spam: Annotated[str | None, typer.Option(
                    "--reply-spam", metavar="event|drop",
                    help="A message to a reply address flagged as spam: a reply.spam event, or nothing.")] = None,
+               greylist: GreylistOpt = None,
                as_json: JsonOpt = False) -> None:
     """Change a tenant's settings."""
     from ..directory import UNSET
@@ -167,13 +187,14 @@ def tenant_set(ctx: typer.Context, name: str,
              "add_header": spam_add_header}
     spam = {k: _threshold(v, f"--spam-{k.replace('_', '-')}") for k, v in given.items() if v is not None}
     if (display_name is None and suppressed_recipients is None and dmarc_enforce is None and not spam
-            and reply_spam is None):
+            and reply_spam is None and greylist is None):
         fail("nothing to change: give --display-name, --suppressed-recipients, --dmarc-enforce, --spam-* "
-             "or --reply-spam")
+             "--reply-spam or --greylist")
     enforce = UNSET if dmarc_enforce is None else _dmarc_enforce(dmarc_enforce)
     directory = ctx.obj.directory
     directory.tenant_set(name, display_name=display_name, suppressed_recipients=suppressed_recipients,
-                         dmarc_enforce=enforce, spam=spam or None, reply_spam=reply_spam)
+                         dmarc_enforce=enforce, spam=spam or None, reply_spam=reply_spam,
+                         greylist="keep" if greylist is None else _greylist_switch(greylist))
     row = directory.tenant_get(name)
     if as_json:
         emit_json(row)
@@ -200,7 +221,8 @@ def _domain_json(d) -> dict:  # noqa: ANN001
     _, by = d.dmarc_enforce_setting
     return {"name": display_domain(d.name), "ascii": d.name, "tenant": d.tenant, "enabled": d.enabled,
             "catchall": d.catchall, "plus_separator": d.plus_separator, "postmaster": d.postmaster,
-            "dmarc_enforce": d.dmarc_enforce, "dmarc_enforce_by": by, "mta_sts_mode": d.mta_sts_mode}
+            "dmarc_enforce": d.dmarc_enforce, "dmarc_enforce_by": by, "mta_sts_mode": d.mta_sts_mode,
+            "greylist": _switch_text(d.greylist)}
 
 
 @domain_app.command("add")
@@ -274,6 +296,7 @@ def domain_set(ctx: typer.Context, name: str,
                mta_sts: Annotated[str | None, typer.Option(
                    "--mta-sts", help="Mode of the MTA-STS policy served at mta-sts.NAME: testing (senders "
                    "report only), enforce (senders refuse mail without valid TLS) or none (withdrawn).")] = None,
+               greylist: GreylistOpt = None,
                as_json: JsonOpt = False) -> None:
     """Change a domain's settings."""
     from ..directory.store import MTA_STS_MODES
@@ -285,8 +308,11 @@ def domain_set(ctx: typer.Context, name: str,
         if mta_sts.lower() not in MTA_STS_MODES:
             fail(f"--mta-sts {mta_sts!r}: give {', '.join(MTA_STS_MODES)}")
         values["mta_sts_mode"] = mta_sts.lower()
+    if greylist is not None:
+        values["greylist"] = _greylist_switch(greylist)
     if not values:
-        fail("nothing to set: give --dmarc-enforce on|off|inherit or --mta-sts testing|enforce|none")
+        fail("nothing to set: give --dmarc-enforce on|off|inherit, --mta-sts testing|enforce|none or "
+             "--greylist on|off|inherit")
     d = ctx.obj.directory.domain_set(name, **values)
     if as_json:
         emit_json(_domain_json(d))
@@ -296,6 +322,8 @@ def domain_set(ctx: typer.Context, name: str,
               f"{_setting_text(d, ctx.obj)}")
     if mta_sts is not None:
         print(f"MTA-STS mode of {display_domain(d.name)}: {d.mta_sts_mode}")
+    if greylist is not None:
+        print(f"greylisting of mail to {display_domain(d.name)}: {_switch_text(d.greylist)}")
 
 
 @domain_app.command("show")
@@ -311,7 +339,8 @@ def domain_show(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None
     for label, text in (("domain", display_domain(d.name)), ("tenant", d.tenant),
                         ("enabled", "yes" if d.enabled else "no"), ("catch-all", d.catchall or "-"),
                         ("postmaster", d.postmaster or "-"), ("plus separator", d.plus_separator),
-                        ("DMARC enforcement", _setting_text(d, c)), ("MTA-STS mode", d.mta_sts_mode)):
+                        ("DMARC enforcement", _setting_text(d, c)), ("MTA-STS mode", d.mta_sts_mode),
+                        ("greylist", _switch_text(d.greylist))):
         print(f"{label}: {text}")
 
 

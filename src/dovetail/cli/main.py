@@ -56,10 +56,10 @@ queue_cmds.register(app)
 
 
 def _register_service_verbs() -> None:
-    """Verb groups of the web admin, the replies engine, outbound, certificates and the reports received."""
-    from . import cert_cmds, outbound_cmds, replies_cmds, reports_cmds, web_cmds
+    """Verb groups of the web admin, the replies engine, outbound, certificates, reports and the greylist."""
+    from . import cert_cmds, greylist_cmds, outbound_cmds, replies_cmds, reports_cmds, web_cmds
 
-    for module in (web_cmds, replies_cmds, outbound_cmds, cert_cmds, reports_cmds):
+    for module in (web_cmds, replies_cmds, outbound_cmds, cert_cmds, reports_cmds, greylist_cmds):
         module.register(app)
 
 

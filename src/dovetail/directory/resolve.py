@@ -102,6 +102,7 @@ class Resolution:
     # None: neither says, mx.dmarc_enforce decides. ``dmarc_enforce_by``: domain, tenant or global.
     dmarc_enforce: bool | None = None
     dmarc_enforce_by: str = "global"
+    greylist: bool | None = None  # greylisting of the recipient domain (or its tenant); None: the MX default
 
     @property
     def ok(self) -> bool:
@@ -212,6 +213,7 @@ class Resolver:
                 return res
             res.address = f"{local}@{dom}"
             res.dmarc_enforce, res.dmarc_enforce_by = domain.dmarc_enforce_setting
+            res.greylist = domain.greylist_effective
             if not domain.enabled:
                 res.status, res.reason = "disabled", f"domain {dom} is disabled"
                 return res

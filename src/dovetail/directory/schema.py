@@ -38,6 +38,8 @@ tenants = sa.Table(
     sa.Column("spam_rewrite_subject", sa.Float, nullable=True),
     sa.Column("spam_add_header", sa.Float, nullable=True),
     sa.Column("reply_spam", sa.String(8), nullable=False, server_default="event"),
+    # Greylisting of mail to the tenant's domains: on, off, or NULL for the MX's mx.greylist.enabled.
+    sa.Column("greylist", sa.Boolean, nullable=True),
 )
 
 domains = sa.Table(
@@ -56,6 +58,8 @@ domains = sa.Table(
     sa.Column("dmarc_enforce", sa.Boolean, nullable=True),
     # mode: of the MTA-STS policy served at mta-sts.<domain> (RFC 8461): testing | enforce | none
     sa.Column("mta_sts_mode", sa.String(8), nullable=False, server_default="testing"),
+    # Greylisting of mail to this domain: on, off, or NULL for its tenant's setting.
+    sa.Column("greylist", sa.Boolean, nullable=True),
 )
 
 mailboxes = sa.Table(

@@ -65,6 +65,13 @@ class DomainInfo:
     tenant_dmarc_enforce: bool | None = None  # the tenant's setting; None: mx.dmarc_enforce
     home_node: str | None = None  # the tenant's mailbox node; None on a single installation
     mta_sts_mode: str = "testing"
+    greylist: bool | None = None  # the domain's own switch (None: its tenant's)
+    tenant_greylist: bool | None = None  # the tenant's switch (None: the MX's mx.greylist.enabled)
+
+    @property
+    def greylist_effective(self) -> bool | None:
+        """On or off as the domain or else its tenant says; None leaves it to the MX's default."""
+        return self.greylist if self.greylist is not None else self.tenant_greylist
 
     @property
     def display_name(self) -> str:
@@ -154,12 +161,16 @@ class Directory:
 
     def tenant_set(self, name: str, *, enabled: bool | None = None, display_name: str | None = None,
                    suppressed_recipients: str | None = None, dmarc_enforce: bool | None | Unset = UNSET,
-                   spam: dict[str, float | None] | None = None, reply_spam: str | None = None) -> None:
+                   spam: dict[str, float | None] | None = None, reply_spam: str | None = None,
+                   greylist: bool | None | str = "keep") -> None:
         """Change a tenant's settings; ``suppressed_recipients`` is one of :data:`SUPPRESSED_RECIPIENTS`;
         ``dmarc_enforce`` None means: follow ``mx.dmarc_enforce`` (left as it is when not given); ``spam``
         maps names of :data:`SPAM_THRESHOLDS` to a score (None clears it), ``reply_spam`` is one of
-        :data:`REPLY_SPAM`."""
+        :data:`REPLY_SPAM`; ``greylist`` True/False, or None to inherit the MX's default
+        (``"keep"``: unchanged)."""
         values: dict[str, Any] = {}
+        if greylist != "keep":
+            values["greylist"] = greylist
         if not isinstance(dmarc_enforce, Unset):
             values["dmarc_enforce"] = dmarc_enforce
         for key, score in (spam or {}).items():
@@ -289,7 +300,7 @@ class Directory:
             return lookups.domain_id(conn, domain) is not None
 
     def domain_set(self, name: str, **values: Any) -> DomainInfo:
-        """Change enabled/catchall/postmaster/plus_separator/dmarc_enforce/mta_sts_mode of a domain."""
+        """Change enabled/catchall/postmaster/plus_separator/dmarc_enforce/mta_sts_mode/greylist of a domain."""
         dom = _checked(normalize_domain, name)
         if "mta_sts_mode" in values and values["mta_sts_mode"] not in MTA_STS_MODES:
             raise DirectoryError(f"MTA-STS mode {values['mta_sts_mode']!r}: expected one of {', '.join(MTA_STS_MODES)}")
@@ -491,7 +502,7 @@ def _tenant_select() -> sa.Select:
     return sa.select(tenants.c.name, tenants.c.display_name, tenants.c.enabled, ndomains.label("domains"),
                      tenants.c.suppressed_recipients, tenants.c.home_node, tenants.c.dmarc_enforce,
                      tenants.c.spam_reject, tenants.c.spam_greylist, tenants.c.spam_rewrite_subject,
-                     tenants.c.spam_add_header, tenants.c.reply_spam)
+                     tenants.c.spam_add_header, tenants.c.reply_spam, tenants.c.greylist)
 
 
 def _domain_select() -> sa.Select:
@@ -499,7 +510,8 @@ def _domain_select() -> sa.Select:
                       (domains.c.enabled & tenants.c.enabled).label("enabled"),
                       domains.c.catchall, domains.c.plus_separator, domains.c.postmaster, domains.c.dmarc_enforce,
                       tenants.c.home_node, tenants.c.dmarc_enforce.label("tenant_dmarc_enforce"),
-                      domains.c.mta_sts_mode)
+                      domains.c.mta_sts_mode,
+                      domains.c.greylist, tenants.c.greylist.label("tenant_greylist"))
             .select_from(domains.join(tenants)))
 
 

@@ -6,6 +6,10 @@ mailbox over quota answers ``452 4.2.2`` (or ``552 5.2.2`` when configured). A m
 ``SPOOL_BYTES`` is held in memory and written, fsynced and committed in one thread call; a larger
 one streams to its queue file from the first overflowing chunk on. ``250`` is sent only after the
 queue says it is durable.
+
+Abuse defence per command (:mod:`.ratelimit`, :mod:`.greylist`): connections, messages and recipients
+per minute per client and network, then, for a valid recipient whose domain greylists, the triplet
+check. Rate limits come before recipient validation, so a client probing addresses is slowed too.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from ..smtp.reply import Reply
 from ..storage import open_storage
 from ..storage.api import OverQuota
 from .contentfilter import ContentFilter, FilteredSink, FilteringWriter
+from .greylist import Greylist
+from .ratelimit import RatePolicy
 from .senderauth import AuthenticatingSink, RenamingSink, SenderAuth
 from .writer import IntakeWriter
 
@@ -79,29 +85,59 @@ class MxBackend:
 
     def __init__(self, resolver: Resolver, queue: Queue, *, over_quota: str = "defer",
                  record: Callable[[str], None] = _no_record, auth: SenderAuth | None = None,
-                 content: ContentFilter | None = None) -> None:
+                 content: ContentFilter | None = None, rates: RatePolicy | None = None,
+                 greylist: Greylist | None = None) -> None:
         self.resolver = resolver
         self.queue = queue
         self.record = record  # mail-flow counters: "received", "rejected", "spf_pass", ...
         self.over_quota = over_quota
         self.auth = auth
         self.content = content if content is not None and content.active else None
+        self.rates = rates
+        self.greylist = greylist
+
+    def _rated(self, session: SessionInfo) -> RatePolicy | None:
+        """The rate policy when it applies to this session (not to authenticated or exempt clients)."""
+        rates = self.rates
+        if rates is None or session.auth_user is not None or rates.exempt(session.client_ip):
+            return None
+        return rates
+
+    async def check_connect(self, session: SessionInfo) -> Reply | None:
+        """Before the banner: ``421 4.7.0`` for a client over its connection rate."""
+        rates = self._rated(session)
+        return None if rates is None else await asyncio.to_thread(rates.connection, session.client_ip)
 
     async def check_sender(self, session: SessionInfo, address: str, params: MailParams) -> Reply | None:
-        return None
+        rates = self._rated(session)
+        return None if rates is None else await asyncio.to_thread(rates.message, session.client_ip)
 
     async def _resolve(self, address: str) -> Resolution:
         hit = self.resolver.cached(address)
         return hit if hit is not None else await asyncio.to_thread(self.resolver.resolve, address)
 
     async def check_recipient(self, session: SessionInfo, address: str, params: RcptParams) -> Reply | None:
-        reply = await self._check_recipient(address)
+        rates = self._rated(session)
+        if rates is not None and (reply := await asyncio.to_thread(rates.recipient, session.client_ip)):
+            return reply
+        res = await self._resolve(address)
+        reply = await self._check_recipient(address, res)
         if reply is not None:
             self.record("rejected")
-        return reply
+            return reply
+        return await self._greylisted(session, res)
 
-    async def _check_recipient(self, address: str) -> Reply | None:
-        res = await self._resolve(address)
+    async def _greylisted(self, session: SessionInfo, res: Resolution) -> Reply | None:
+        gl = self.greylist
+        if gl is None or not (gl.settings.enabled if res.greylist is None else res.greylist):
+            return None
+        if session.auth_user is not None or gl.exempt(session.client_ip):
+            return None
+        decision = await asyncio.to_thread(gl.check, session.client_ip, session.mail_from or "", res.address)
+        self.record(f"greylist_{decision.reason}")
+        return decision.reply()
+
+    async def _check_recipient(self, address: str, res: Resolution) -> Reply | None:
         if res.status == "not_local":
             return Reply(554, "5.7.1", f"<{address}>: Relay access denied")
         if res.status == "invalid":

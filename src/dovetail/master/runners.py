@@ -27,10 +27,12 @@ from ..directory.srs import Srs
 from ..imap.limits import Limits as ImapLimits
 from ..imap.server import ImapServer
 from ..intake.contentfilter import ContentFilter
+from ..intake.greylist import Greylist, GreylistSettings
 from ..intake.local import mailbox_targets, transport_chooser
 from ..intake.milter import parse_milter
 from ..intake.milter.client import Timeouts as MilterTimeouts
 from ..intake.mx import MxBackend
+from ..intake.ratelimit import RatePolicy, rate_limits, shared_windows
 from ..intake.rspamd import RspamdClient
 from ..intake.senderauth import SenderAuth
 from ..intake.spampolicy import tenant_thresholds
@@ -66,6 +68,7 @@ def smtp_limits(cfg: Config) -> SmtpLimits:
     return SmtpLimits(max_message_size=cfg["smtp.max_message_size"], max_recipients=cfg["smtp.max_recipients"],
                   max_command_line=cfg["smtp.max_command_length"], max_line_length=cfg["smtp.max_line_length"],
                   max_errors=cfg["smtp.hard_error_limit"], max_connections=cfg["smtp.max_connections"],
+                  soft_error_limit=cfg["smtp.soft_error_limit"], error_sleep=cfg["smtp.error_sleep"],
                   max_connections_per_ip=cfg["smtp.max_connections_per_ip"],
                   idle_timeout=cfg["smtp.idle_timeout"], data_timeout=cfg["smtp.data_timeout"],
                   bare_lf=cfg["smtp.bare_lf"])
@@ -165,8 +168,12 @@ async def run_smtpd(ctx: WorkerContext) -> int:
     cfg = ctx.cfg
     rt = Runtime(cfg)
     auth = sender_auth(cfg, configure_dns(cfg))
-    backend = MxBackend(rt.resolver, rt.queue, over_quota=cfg["smtp.over_quota"], record=flow_counters(rt),
-                        auth=auth, content=content_filter(cfg, rt.resolver))
+    record = flow_counters(rt)
+    # Rates are counted across the smtpd workers (a run/ file); greylist triplets live in the database.
+    rates = RatePolicy(rate_limits(cfg), shared_windows(rt.layout.run), record=record, hostname=cfg.hostname)
+    greylist = Greylist(rt.engine, GreylistSettings.from_config(cfg))
+    backend = MxBackend(rt.resolver, rt.queue, over_quota=cfg["smtp.over_quota"], record=record,
+                        auth=auth, content=content_filter(cfg, rt.resolver), rates=rates, greylist=greylist)
     limits = smtp_limits(cfg)
     if ctx.spec.max_connections:
         limits = replace(limits, max_connections=ctx.spec.max_connections)
@@ -175,11 +182,31 @@ async def run_smtpd(ctx: WorkerContext) -> int:
         server = SmtpServer(backend, limits, hostname=cfg.hostname, ssl_context=ctx.ssl_context, listener="mx")
         await server.start(sock=sock)
         servers.append(server)
+    # One worker keeps the greylist bounded; the master itself holds no database work.
+    purger = asyncio.create_task(purge_greylist(greylist)) if ctx.index == 0 else None
 
     async def stop_all(grace: float) -> None:
+        if purger is not None:
+            purger.cancel()
         await asyncio.gather(*(s.stop(grace) for s in servers))
 
     return await supervise_listeners(ctx, servers, stop_all)
+
+
+GREYLIST_PURGE_INTERVAL = 600.0
+
+
+async def purge_greylist(greylist: Greylist, interval: float = GREYLIST_PURGE_INTERVAL) -> None:
+    """Forget expired greylist triplets and clients every ``interval`` seconds (an indexed range delete)."""
+    log = get_logger("smtpd")
+    while True:
+        try:
+            triplets, clients = await asyncio.to_thread(greylist.purge)
+            if triplets or clients:
+                log.info(f"greylist purge: {triplets} triplets, {clients} clients expired")
+        except Exception as exc:  # a busy or missing database: try again next time
+            log.warning("greylist purge failed", error=repr(exc))
+        await asyncio.sleep(interval)
 
 
 async def run_submission(ctx: WorkerContext) -> int:

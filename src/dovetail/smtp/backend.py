@@ -2,6 +2,8 @@
 
 The engine knows nothing of the queue or the directory; the MX and submission listeners hand it an
 object satisfying ``Backend``. Returning ``None`` from a check means the standard 250 reply.
+A backend may also define ``async check_connect(session) -> Reply | None``, asked before the banner (the
+MX's connection rate limit); it is optional, so submission and test backends need not say anything.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class SessionInfo:
     tls_version: str | None = None
     tls_cipher: str | None = None
     auth_user: str | None = None
+    mail_from: str | None = None  # envelope sender of the transaction in progress (set once MAIL is accepted)
 
     @property
     def peer(self) -> str:

@@ -25,6 +25,8 @@ class Limits:
     max_auth_line: int = 12288  # SASL responses are longer than commands
     max_line_length: int = 65536  # one message line incl. CRLF; 0 disables
     max_errors: int = 20  # smtpd_hard_error_limit: then 421 4.7.0 and disconnect
+    soft_error_limit: int = 10  # smtpd_soft_error_limit: past this many errors each error reply waits...
+    error_sleep: float = 1.0  # ...this long (smtpd_error_sleep_time), a tarpit for address harvesters
     max_junk_commands: int = 100  # smtpd_junk_command_limit: NOOP/RSET/VRFY/HELP beyond this count as errors
     max_connections: int = 1000  # per server (per worker process)
     max_connections_per_ip: int = 50  # smtpd_client_connection_count_limit

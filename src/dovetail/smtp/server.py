@@ -1,5 +1,10 @@
 """asyncio adapter for the SMTP core: sockets, TLS, timeouts, connection limits and the backend calls.
 
+A backend may offer ``check_connect(session)``, awaited before the banner: a reply instead of ``220``
+refuses the connection (the MX's connection rate limit). Past ``soft_error_limit`` errors each error
+reply waits ``error_sleep`` (Postfix's tarpit; a timer, never a blocked loop); at ``max_errors`` the core
+answers ``421 4.7.0`` and the session ends.
+
 Built on ``asyncio.Protocol`` (not streams) because it avoids a StreamReader copy per read and runs
 fastest under uvloop, which is used when the caller installs it. One task per connection drives the
 sans-I/O core; reading pauses while unparsed input piles up behind a slow backend write or commit.
@@ -155,6 +160,7 @@ class _Session(asyncio.Protocol):
         self.info = SessionInfo("", 0, listener=server.listener)
         self.task: asyncio.Task | None = None
         self._out = bytearray()
+        self.tarpitted = 0  # error replies this session delayed past the soft error limit
         self._waiter: asyncio.Future | None = None
         self._writable = asyncio.Event()
         self._writable.set()
@@ -266,6 +272,11 @@ class _Session(asyncio.Protocol):
     async def _run(self) -> None:
         log.info(f"connect from {self.info.peer}")
         try:
+            refusal = await self._check_connect()
+            if refusal is not None:
+                self.server.connections_refused += 1
+                self._out += self._core.shutdown(refusal)
+                return
             self._out += self._core.greeting()
             await self._loop()
         except asyncio.CancelledError:
@@ -278,6 +289,19 @@ class _Session(asyncio.Protocol):
             self._close()
             self.server._release(self)
             log.info(f"disconnect from {self.info.peer} {self._count_text()}")
+
+    async def _check_connect(self) -> Reply | None:
+        check = getattr(self.server.backend, "check_connect", None)
+        if check is None:
+            return None
+        try:
+            reply = await check(self.info)
+        except Exception:
+            log.exception(f"connect check failed for {self.info.peer}")
+            return None  # a broken policy store must not close the MX
+        if reply is not None:
+            log.info(f"NOQUEUE: reject: CONNECT from {self.info.peer}: {reply}")
+        return reply
 
     async def _loop(self) -> None:
         conn = self._core
@@ -401,6 +425,11 @@ class _Session(asyncio.Protocol):
             self._data_mark = self._last_rx = self.loop.time()
         elif not (reply.code == 334 and isinstance(event, ev.AuthChallenge)):
             self._count(verb, reply.code < 400)
+        limits = self.server.limits
+        if reply.is_error and not reply.closes and conn.errors >= limits.soft_error_limit and limits.error_sleep > 0:
+            self.tarpitted += 1
+            self._flush()
+            await asyncio.sleep(limits.error_sleep)
         self._out += conn.send_reply(reply)
         if isinstance(event, ev.StartTls) and reply.code == 220:
             await self._start_tls()
@@ -424,6 +453,7 @@ class _Session(asyncio.Protocol):
                     smtputf8=p.smtputf8,
                     size_hint=p.size,
                 )
+                info.mail_from = event.address
                 return reply or conn.default_reply(event)
             self._log_reject("MAIL", reply, event.address, None)
             return reply
@@ -469,6 +499,9 @@ class _Session(asyncio.Protocol):
                 log.info(f"{self.info.peer}: {event.reply}")
             if event.close:
                 log.warning(f"{event.reply} from {self.info.peer}")
+                if conn.errors >= self.server.limits.max_errors:
+                    log.warning(f"too many errors from {self.info.peer}: {conn.errors} errors, hard error limit "
+                                f"{self.server.limits.max_errors}, {self.tarpitted} replies delayed")
             return event.reply
         return conn.default_reply(event)
 

@@ -30,7 +30,14 @@ AUTH_COUNTERS = tuple(f"{method}_{result}" for method, results in AUTH_RESULTS.i
 # Content-filter decisions of the MX (milters and rspamd), in /metrics.
 CONTENT_COUNTERS = ("milter_error", "milter_reject", "milter_tempfail", "milter_discard", "milter_quarantine",
                     "rspamd_error", "spam_reject", "spam_greylist", "spam_junk", "content_unfiltered")
-_KNOWN = frozenset(COUNTERS + AUTH_COUNTERS + CONTENT_COUNTERS)
+# Abuse-defence decisions of the MX at its commands (``ratelimit_<what>``: a limit refused a connection,
+# message or recipient; ``greylist_<reason>``: new/early deferred, retried/known/client passed): /metrics.
+POLICY_DECISIONS = {
+    "ratelimit": ("connection", "message", "recipient"),
+    "greylist": ("new", "early", "retried", "known", "client"),
+}
+POLICY_COUNTERS = tuple(f"{kind}_{reason}" for kind, reasons in POLICY_DECISIONS.items() for reason in reasons)
+_KNOWN = frozenset(COUNTERS + AUTH_COUNTERS + CONTENT_COUNTERS + POLICY_COUNTERS)
 
 _lock = threading.Lock()
 _pending: dict[tuple[int, str], int] = defaultdict(int)
@@ -73,12 +80,12 @@ def flush(engine: Engine) -> int:
     return len(batch)
 
 
-def auth_totals(engine: Engine) -> dict[str, int]:
-    """Sums of the sender-authentication counters over every stored minute, for ``/metrics``."""
-    out = dict.fromkeys(AUTH_COUNTERS, 0)
+def auth_totals(engine: Engine, names: tuple[str, ...] = AUTH_COUNTERS) -> dict[str, int]:
+    """Sums of the sender-authentication counters (or other ``names``) over every stored minute, for ``/metrics``."""
+    out = dict.fromkeys(names, 0)
     with engine.connect() as conn:
         rows = conn.execute(sa.select(mail_counters.c.counter, sa.func.sum(mail_counters.c.n))
-                            .where(mail_counters.c.counter.in_(AUTH_COUNTERS)).group_by(mail_counters.c.counter))
+                            .where(mail_counters.c.counter.in_(names)).group_by(mail_counters.c.counter))
         for counter, n in rows:
             out[counter] = int(n or 0)
     return out

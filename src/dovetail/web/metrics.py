@@ -179,6 +179,11 @@ def render(ctx: WebContext, http_requests: dict[tuple[str, int], int]) -> str:
     for name, n in counters.auth_totals(ctx.engine).items():
         method, _, result = name.partition("_")
         out.append(_line("dovetail_auth_results_total", n, method=method, result=result))
+    family("dovetail_mx_policy_decisions_total", "counter",
+           "MX rate-limit refusals (decision=ratelimit) and greylist verdicts (decision=greylist) by reason.")
+    for name, n in counters.auth_totals(ctx.engine, counters.POLICY_COUNTERS).items():
+        decision, _, reason = name.partition("_")
+        out.append(_line("dovetail_mx_policy_decisions_total", n, decision=decision, reason=reason))
     family("dovetail_mail_events_total", "counter", "Mail events recorded by the web process since it started.")
     for name, n in counters.totals().items():
         out.append(_line("dovetail_mail_events_total", n, event=name))
