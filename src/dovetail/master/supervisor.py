@@ -25,6 +25,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .. import config as config_mod
@@ -74,6 +75,15 @@ class Service:
     served: bool = False  # a worker of it reported ready at least once
 
 
+def listen_backlog() -> int:
+    """The kernel's cap on a listen queue (``net.core.somaxconn``): a larger backlog is cut to it anyway,
+    and a smaller one drops connections a flood makes wait while the workers are busy."""
+    try:
+        return max(128, int(Path("/proc/sys/net/core/somaxconn").read_text().strip()))
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
+
+
 def bind_socket(address: str) -> socket.socket:
     """A listening TCP socket, bound by the master and inherited by workers."""
     host, port = split_hostport(address)
@@ -87,7 +97,7 @@ def bind_socket(address: str) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror}") from None
-    sock.listen(1024)
+    sock.listen(listen_backlog())
     sock.set_inheritable(True)
     sock.setblocking(False)
     return sock
