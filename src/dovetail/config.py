@@ -384,7 +384,14 @@ KEYS: list[Key] = [
     _k("mx.auth_temperror", "accept", _one_of("accept", "defer"),
        "a DMARC verdict that DNS could not give (temperror) for a sender publishing reject/quarantine: "
        "accept the message, or answer 451 4.7.5 so the sender retries"),
-    # The MX's screening stage (postscreen) and stress mode, both in front of the SMTP session.
+    # The MX's stress mode and screening stage (postscreen), both in front of the SMTP session. (Keys of
+    # [mx] stay before those of [mx.screen]: the commented default file has one [mx] table.)
+    _k("mx.stress_threshold", 0.7, _fraction,
+       "stress mode past this share of smtp.max_connections: shorter timeouts, idle clients closed first (0: off)"),
+    _k("mx.stress_idle_timeout", "10s", _at_least(_dur, 1), "command idle timeout under stress"),
+    _k("mx.stress_error_limit", 1, _int1, "errors in one session before disconnect, under stress"),
+    _k("mx.max_connections_per_network", 100, _int0,
+       "concurrent MX connections per /24 (IPv4) or /64 (IPv6), per smtpd worker (0: no limit)"),
     _k("mx.screen.allow", ["127.0.0.0/8", "::1/128"], _parse_networks,
        "clients that skip screening (no greet wait, no DNSBL): local relays and filters; loopback by default"),
     _k("mx.screen.deny", [], _parse_networks, "clients refused at connect (554 5.7.1, logged DENYLISTED)"),
@@ -401,12 +408,6 @@ KEYS: list[Key] = [
     _k("mx.screen.cache_ttl", "1d", _dur, "a client that passed skips the greet wait and DNSBL for this long"),
     _k("mx.screen.dnsbl_ttl", "1h", _dur, "a client's DNSBL score is reused for this long"),
     _k("mx.screen.cache_size", 100000, _int1, "clients the screening cache (run/screen.sqlite) keeps at most"),
-    _k("mx.stress_threshold", 0.7, _fraction,
-       "stress mode past this share of smtp.max_connections: shorter timeouts, idle clients closed first (0: off)"),
-    _k("mx.stress_idle_timeout", "10s", _at_least(_dur, 1), "command idle timeout under stress"),
-    _k("mx.stress_error_limit", 1, _int1, "errors in one session before disconnect, under stress"),
-    _k("mx.max_connections_per_network", 100, _int0,
-       "concurrent MX connections per /24 (IPv4) or /64 (IPv6), per smtpd worker (0: no limit)"),
     _k("web.public_url", "", _public_url,
        "public base URL of the web listener, e.g. https://mail.example.com (empty: bulk mail carries only the "
        "mailto: List-Unsubscribe, no RFC 8058 one-click link)"),
