@@ -17,8 +17,10 @@ and finish in-flight work within ``server.shutdown_grace``; a second SIGTERM kil
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import resource
 import select
 import signal
 import socket
@@ -84,6 +86,15 @@ def listen_backlog() -> int:
         return socket.SOMAXCONN
 
 
+def raise_open_files() -> None:
+    """Lift the soft limit on open files to the hard one (workers inherit it): an MX worker holds up to
+    ``smtp.max_connections`` sockets plus its files, past Debian's default soft limit of 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def bind_socket(address: str) -> socket.socket:
     """A listening TCP socket, bound by the master and inherited by workers."""
     host, port = split_hostport(address)
@@ -131,6 +142,7 @@ class Master:
                     s.close()
 
     def _run(self) -> int:
+        raise_open_files()
         rfd, wfd = os.pipe()
         os.set_blocking(wfd, False)
         os.set_blocking(rfd, False)
