@@ -96,12 +96,12 @@ def raise_nofile() -> int:
 # --------------------------------------------------------------------------- the server
 
 
-def start_server(exe: str, base: Path) -> tuple[subprocess.Popen[bytes], Path, int]:
+def start_server(exe: str, base: Path, settings: list[str]) -> tuple[subprocess.Popen[bytes], Path, int]:
     data = base / "data"
     dt = [exe, "--data-dir", str(data)]
     for args in (["init"], ["tenant", "add", "bench"], ["domain", "add", DOMAIN, "--tenant", "bench"],
                  ["mailbox", "add", f"rcpt@{DOMAIN}", "--password", "bench-password-1"],
-                 ["config", "set", "server.shutdown_grace=5s"]):
+                 ["config", "set", "server.shutdown_grace=5s"], *(["config", "set", kv] for kv in settings)):
         subprocess.run([*dt, *args], check=True, capture_output=True)
     port = free_port()
     with (data / "dovetail.toml").open("a") as f:
@@ -261,6 +261,8 @@ def main() -> int:
                     help="a flood client connects again after this many seconds")
     ap.add_argument("--dovetail", default=str(Path(sys.executable).parent / "dovetail"))
     ap.add_argument("--keep", action="store_true", help="keep the data directory and log")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting other than the default (e.g. mx.stress_threshold=0: stress mode off)")
     args = ap.parse_args()
     if args.connections < args.addresses:
         raise SystemExit("--connections must be at least --addresses")
@@ -270,7 +272,7 @@ def main() -> int:
         raise SystemExit(f"RLIMIT_NOFILE hard limit {nofile} is below {args.connections + 1000}")
     base = Path(tempfile.mkdtemp(prefix="dovetail-flood-"))
     base.chmod(0o755)
-    proc, data, port = start_server(args.dovetail, base)
+    proc, data, port = start_server(args.dovetail, base, args.set)
     try:
         pids = smtpd_pids(data)
         rss_before = sum(rss_kb(p) for p in pids)

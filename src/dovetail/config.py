@@ -140,13 +140,30 @@ def _parse_nameservers(value: object) -> list[str]:
     return out
 
 
+def _dnsbl_filter_ok(text: str) -> bool:
+    """Four octets, each a number, ``[a..b]`` or ``[a;b;c]``, all within 0-255 (the MX parses them the same)."""
+    parts = re.findall(r"\[[^\]]*\]|[^.]+", text)
+    if len(parts) != 4 or "".join(parts).count("[") != "".join(parts).count("]"):
+        return False
+    for part in parts:
+        inner = part[1:-1] if part.startswith("[") and part.endswith("]") else part
+        if ".." in inner:
+            low, _, high = inner.partition("..")
+            if not (low.isdigit() and high.isdigit() and int(low) <= int(high) <= 255):
+                return False
+        elif not all(v.isdigit() and int(v) <= 255 for v in inner.split(";")):
+            return False
+    return True
+
+
 def _parse_dnsbl_sites(value: object) -> list[str]:
     """postscreen's ``domain[=filter][*weight]`` items (the filter's octets are checked when the MX starts)."""
     items = value if isinstance(value, list) else [v for v in re.split(r"[,\s]+", str(value)) if v]
     out = []
     for item in items:
         text = str(item).strip()
-        if not re.fullmatch(r"[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+(=[0-9.\[\];]+)?(\*-?\d+)?", text):
+        m = re.fullmatch(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+(?:=([0-9.\[\];]+))?(?:\*-?\d+)?", text)
+        if not m or (m.group(1) and not _dnsbl_filter_ok(m.group(1))):
             raise ValueError(f"{text!r} is not a DNSBL site such as zen.spamhaus.org*3 or "
                              "bl.example=127.0.0.[2..11]*2")
         out.append(text)

@@ -47,3 +47,23 @@ def test_error_codes_never_count() -> None:
     assert is_error_code("127.255.255.254") and not is_error_code("127.0.0.2")
     result = score(parse_sites(["zen.example*3"]), {"zen.example": ["127.255.255.254"]})
     assert result.total == 0 and result.ignored == ["zen.example: 127.255.255.254"]
+
+
+@pytest.mark.parametrize("text", ["zen.spamhaus.org*3", "bl.example=127.0.0.[2..11]*2",
+                                  "wl.example=127.0.[0..255].[1..3]*-5", "bl.example=127.0.0.[9..2]",
+                                  "bl.example=127.0.0.300", "bl.example=127.0.0*2",
+                                  "nodots", "bl.example*x"])
+def test_config_accepts_exactly_what_the_mx_parses(text: str) -> None:
+    from dovetail.config import ConfigError, validate
+
+    try:
+        parse_site(text)
+        mx_ok = True
+    except ValueError:
+        mx_ok = False
+    try:
+        validate("mx.screen.dnsbl_sites", [text])
+        config_ok = True
+    except (ConfigError, ValueError):
+        config_ok = False
+    assert config_ok == mx_ok
