@@ -168,6 +168,46 @@ def _parse_nameservers(value: object) -> list[str]:
     return out
 
 
+def _dnsbl_filter_ok(text: str) -> bool:
+    """Four octets, each a number, ``[a..b]`` or ``[a;b;c]``, all within 0-255 (the MX parses them the same)."""
+    parts = re.findall(r"\[[^\]]*\]|[^.]+", text)
+    if len(parts) != 4 or "".join(parts).count("[") != "".join(parts).count("]"):
+        return False
+    for part in parts:
+        inner = part[1:-1] if part.startswith("[") and part.endswith("]") else part
+        if ".." in inner:
+            low, _, high = inner.partition("..")
+            if not (low.isdigit() and high.isdigit() and int(low) <= int(high) <= 255):
+                return False
+        elif not all(v.isdigit() and int(v) <= 255 for v in inner.split(";")):
+            return False
+    return True
+
+
+def _parse_dnsbl_sites(value: object) -> list[str]:
+    """postscreen's ``domain[=filter][*weight]`` items (the filter's octets are checked when the MX starts)."""
+    items = value if isinstance(value, list) else [v for v in re.split(r"[,\s]+", str(value)) if v]
+    out = []
+    for item in items:
+        text = str(item).strip()
+        m = re.fullmatch(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+(?:=([0-9.\[\];]+))?(?:\*-?\d+)?", text)
+        if not m or (m.group(1) and not _dnsbl_filter_ok(m.group(1))):
+            raise ValueError(f"{text!r} is not a DNSBL site such as zen.spamhaus.org*3 or "
+                             "bl.example=127.0.0.[2..11]*2")
+        out.append(text)
+    return out
+
+
+def _fraction(value: object) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ValueError("expected a number between 0 and 1, e.g. 0.7") from None
+    if not 0.0 <= number <= 1.0:
+        raise ValueError("expected a number between 0 and 1, e.g. 0.7")
+    return number
+
+
 def _one_of(*choices: str) -> Callable[[object], str]:
     def parse(value: object) -> str:
         text = str(value).strip().lower()
@@ -444,6 +484,14 @@ KEYS: list[Key] = [
     _k("mx.rspamd_timeout", "20s", _at_least(_dur, 0.1), "longest wait for rspamd's verdict on one message"),
     _k("mx.rspamd_default_action", "tempfail", _one_of("accept", "reject", "tempfail"),
        "what a message gets when rspamd is down or slow: 451 4.7.1, 550 5.7.1 or accepted unfiltered"),
+    # The MX's stress mode and screening stage (postscreen), both in front of the SMTP session. (Keys of
+    # [mx] stay before those of [mx.screen]: the commented default file has one [mx] table.)
+    _k("mx.stress_threshold", 0.7, _fraction,
+       "stress mode past this share of smtp.max_connections: shorter timeouts, idle clients closed first (0: off)"),
+    _k("mx.stress_idle_timeout", "10s", _at_least(_dur, 1), "command idle timeout under stress"),
+    _k("mx.stress_error_limit", 1, _int1, "errors in one session before disconnect, under stress"),
+    _k("mx.max_connections_per_network", 100, _int0,
+       "concurrent MX connections per /24 (IPv4) or /64 (IPv6), per smtpd worker (0: no limit)"),
     # Abuse defence at the MX's commands, counted across the smtpd workers (Postfix's anvil limits,
     # smtpd_soft/hard_error_limit and a postgrey-style greylist). Rates are per minute; 0 turns one off.
     _k("mx.rate.connections_per_ip", 60, _int0,
@@ -470,6 +518,23 @@ KEYS: list[Key] = [
        "[postgrey --auto-whitelist-clients]"),
     _k("mx.greylist.exempt", ["127.0.0.0/8", "::1/128"], _parse_networks,
        "clients never greylisted (trusted networks, local relays); authenticated sessions neither"),
+    # The screening stage (postscreen) in front of the SMTP session.
+    _k("mx.screen.allow", ["127.0.0.0/8", "::1/128"], _parse_networks,
+       "clients that skip screening (no greet wait, no DNSBL): local relays and filters; loopback by default"),
+    _k("mx.screen.deny", [], _parse_networks, "clients refused at connect (554 5.7.1, logged DENYLISTED)"),
+    _k("mx.screen.greet_wait", "6s", _dur,
+       "a new client sees `220-` and this much silence; one that talks meanwhile is a PREGREET (0: no test)"),
+    _k("mx.screen.pregreet_action", "reject", _one_of("reject", "drop"),
+       "a client that talked before the banner: answered 550 5.5.1 Protocol error, or dropped without a word"),
+    _k("mx.screen.dnsbl_sites", [], _parse_dnsbl_sites,
+       'DNSBL/DNSWL sites in postscreen\'s syntax, e.g. ["zen.spamhaus.org*3", '
+       '"list.dnswl.org=127.0.[0..255].[1..3]*-5"] (empty: no lookups)'),
+    _k("mx.screen.dnsbl_threshold", 1, _parse_int, "a client whose summed DNSBL weights reach this is refused"),
+    _k("mx.screen.dnsbl_action", "reject", _one_of("reject", "defer"),
+       "a client over the DNSBL threshold: 550 5.7.1 (reject) or 421 4.7.1 (defer)"),
+    _k("mx.screen.cache_ttl", "1d", _dur, "a client that passed skips the greet wait and DNSBL for this long"),
+    _k("mx.screen.dnsbl_ttl", "1h", _dur, "a client's DNSBL score is reused for this long"),
+    _k("mx.screen.cache_size", 100000, _int1, "clients the screening cache (run/screen.sqlite) keeps at most"),
     _k("web.public_url", "", _public_url,
        "public base URL of the web listener, e.g. https://mail.example.com (empty: bulk mail carries only the "
        "mailto: List-Unsubscribe, no RFC 8058 one-click link)"),

@@ -74,6 +74,11 @@ def test_metrics_cover_every_service(master: tuple[Master, str]) -> None:
     assert after.value("dovetail_mail_total", counter="rejected") == 0
     assert after.value("dovetail_queue_messages", state="incoming") == 0
     assert {"smtpd", "imapd", "web"} <= set(after.labelled("dovetail_worker_connections", "service"))
+    # Loopback clients skip the MX's screening (mx.screen.allow), and say so; two connections are no stress.
+    assert after.value("dovetail_screen_decisions_total", decision="allowlisted") >= 1
+    assert after.types["dovetail_screen_decisions_total"] == "counter"
+    assert after.value("dovetail_smtpd_stress", worker="0") == 0
+    assert after.value("dovetail_smtpd_stress_evictions_total") == 0
     assert len(m.maildir_files()) == 2
 
     (old,) = m.worker_pids("smtpd")

@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from .. import config as config_mod
 from ..datadir import default_data_dir
-from . import config_cmds, directory_cmds, master_cmds, node_cmds, queue_cmds, serve_cmd
+from . import config_cmds, directory_cmds, master_cmds, node_cmds, queue_cmds, screen_cmds, serve_cmd
 from .context import CliError, Context, err_console
 
 app = typer.Typer(
@@ -53,6 +53,7 @@ node_cmds.register(app)
 serve_cmd.register(app)
 master_cmds.register(app)
 queue_cmds.register(app)
+screen_cmds.register(app)
 
 
 def _register_service_verbs() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +35,9 @@ from ..intake.milter.client import Timeouts as MilterTimeouts
 from ..intake.mx import MxBackend
 from ..intake.ratelimit import RatePolicy, rate_limits, shared_windows
 from ..intake.rspamd import RspamdClient
+from ..intake.screen.cache import ScreenCache, cache_path
+from ..intake.screen.sites import parse_sites
+from ..intake.screen.stage import MxScreen, ScreenConfig
 from ..intake.senderauth import SenderAuth
 from ..intake.spampolicy import tenant_thresholds
 from ..log import get_logger
@@ -72,6 +76,33 @@ def smtp_limits(cfg: Config) -> SmtpLimits:
                   max_connections_per_ip=cfg["smtp.max_connections_per_ip"],
                   idle_timeout=cfg["smtp.idle_timeout"], data_timeout=cfg["smtp.data_timeout"],
                   bare_lf=cfg["smtp.bare_lf"])
+
+
+def mx_limits(cfg: Config) -> SmtpLimits:
+    """The MX's limits: the SMTP ones plus stress mode and the per-network cap (``mx.*``)."""
+    return replace(smtp_limits(cfg), stress_threshold=cfg["mx.stress_threshold"],
+                   stress_idle_timeout=cfg["mx.stress_idle_timeout"], stress_max_errors=cfg["mx.stress_error_limit"],
+                   max_connections_per_network=cfg["mx.max_connections_per_network"])
+
+
+def mx_screen(cfg: Config, resolver: mailauth_dns.Resolver, run_dir: Path) -> MxScreen:
+    """The screening stage of the MX (``mx.screen.*``), its cache shared with the other smtpd workers."""
+    try:
+        sites = tuple(parse_sites(cfg["mx.screen.dnsbl_sites"]))
+    except ValueError as exc:
+        raise ValueError(f"mx.screen.dnsbl_sites: {exc}") from None
+    config = ScreenConfig(
+        greet_wait=cfg["mx.screen.greet_wait"], pregreet_action=cfg["mx.screen.pregreet_action"], sites=sites,
+        threshold=cfg["mx.screen.dnsbl_threshold"], dnsbl_action=cfg["mx.screen.dnsbl_action"],
+        allow=tuple(parse_networks(cfg["mx.screen.allow"])), deny=tuple(parse_networks(cfg["mx.screen.deny"])),
+        cache_ttl=cfg["mx.screen.cache_ttl"], dnsbl_ttl=cfg["mx.screen.dnsbl_ttl"], dns_timeout=cfg["dns.timeout"])
+    cache: ScreenCache | None
+    try:
+        cache = ScreenCache(cache_path(run_dir), max_rows=cfg["mx.screen.cache_size"])
+    except (OSError, sqlite3.Error) as exc:
+        get_logger("screen").warning("screening cache unavailable: every client is new", error=str(exc))
+        cache = None
+    return MxScreen(config, cache, resolver)
 
 
 def imap_limits(cfg: Config) -> ImapLimits:
@@ -167,19 +198,22 @@ def content_filter(cfg: Config, resolver: Resolver) -> ContentFilter:
 async def run_smtpd(ctx: WorkerContext) -> int:
     cfg = ctx.cfg
     rt = Runtime(cfg)
-    auth = sender_auth(cfg, configure_dns(cfg))
+    resolver = configure_dns(cfg)
+    auth = sender_auth(cfg, resolver)
     record = flow_counters(rt)
     # Rates are counted across the smtpd workers (a run/ file); greylist triplets live in the database.
     rates = RatePolicy(rate_limits(cfg), shared_windows(rt.layout.run), record=record, hostname=cfg.hostname)
     greylist = Greylist(rt.engine, GreylistSettings.from_config(cfg))
     backend = MxBackend(rt.resolver, rt.queue, over_quota=cfg["smtp.over_quota"], record=record,
                         auth=auth, content=content_filter(cfg, rt.resolver), rates=rates, greylist=greylist)
-    limits = smtp_limits(cfg)
+    limits = mx_limits(cfg)
     if ctx.spec.max_connections:
         limits = replace(limits, max_connections=ctx.spec.max_connections)
+    screen = mx_screen(cfg, resolver, rt.layout.run)
     servers = []
     for sock in ctx.sockets:
-        server = SmtpServer(backend, limits, hostname=cfg.hostname, ssl_context=ctx.ssl_context, listener="mx")
+        server = SmtpServer(backend, limits, hostname=cfg.hostname, ssl_context=ctx.ssl_context, listener="mx",
+                            screen=screen)
         await server.start(sock=sock)
         servers.append(server)
     # One worker keeps the greylist bounded; the master itself holds no database work.
@@ -190,7 +224,11 @@ async def run_smtpd(ctx: WorkerContext) -> int:
             purger.cancel()
         await asyncio.gather(*(s.stop(grace) for s in servers))
 
-    return await supervise_listeners(ctx, servers, stop_all)
+    def screening_stats() -> dict:
+        return {"screen": dict(screen.counts), "stressed": any(s.stressed for s in servers),
+                "evicted": sum(s.evicted for s in servers)}
+
+    return await supervise_listeners(ctx, servers, stop_all, screening_stats)
 
 
 GREYLIST_PURGE_INTERVAL = 600.0

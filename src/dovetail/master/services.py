@@ -64,7 +64,7 @@ class ServiceSpec:
 
 def _prefixes(name: str) -> tuple[str, ...]:
     return {
-        "smtpd": ("smtp.", "directory.", "auth.", "server.", "tls.", "database."),
+        "smtpd": ("smtp.", "mx.", "dns.", "directory.", "auth.", "server.", "tls.", "database."),
         "submission": ("smtp.", "directory.", "auth.", "server.", "tls.", "database."),
         "imapd": ("imap.", "auth.", "server.", "tls.", "database."),
         "qmgr": ("queue.", "directory.", "server.", "database.", "outbound."),

@@ -18,14 +18,17 @@ and finish in-flight work within ``server.shutdown_grace``; a second SIGTERM kil
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import resource
 import select
 import signal
 import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .. import config as config_mod
@@ -75,6 +78,24 @@ class Service:
     served: bool = False  # a worker of it reported ready at least once
 
 
+def listen_backlog() -> int:
+    """The kernel's cap on a listen queue (``net.core.somaxconn``): a larger backlog is cut to it anyway,
+    and a smaller one drops connections a flood makes wait while the workers are busy."""
+    try:
+        return max(128, int(Path("/proc/sys/net/core/somaxconn").read_text().strip()))
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
+
+
+def raise_open_files() -> None:
+    """Lift the soft limit on open files to the hard one (workers inherit it): an MX worker holds up to
+    ``smtp.max_connections`` sockets plus its files, past Debian's default soft limit of 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def bind_socket(address: str) -> socket.socket:
     """A listening TCP socket, bound by the master and inherited by workers."""
     host, port = split_hostport(address)
@@ -88,7 +109,7 @@ def bind_socket(address: str) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror}") from None
-    sock.listen(1024)
+    sock.listen(listen_backlog())
     sock.set_inheritable(True)
     sock.setblocking(False)
     return sock
@@ -122,6 +143,7 @@ class Master:
                     s.close()
 
     def _run(self) -> int:
+        raise_open_files()
         rfd, wfd = os.pipe()
         os.set_blocking(wfd, False)
         os.set_blocking(rfd, False)

@@ -143,10 +143,12 @@ def _flush_counters() -> None:
 
 
 async def supervise_listeners(ctx: WorkerContext, servers: list[Any],
-                              stop_all: Callable[[float], Awaitable[None]]) -> int:
+                              stop_all: Callable[[float], Awaitable[None]],
+                              extra_stats: Callable[[], dict[str, Any]] | None = None) -> int:
     """Serve until told to stop, ``max_use`` connections were taken, or ``max_idle`` passed idle.
 
-    Also publishes this worker's counters to ``run/stats/`` for ``dovetail status``.
+    Also publishes this worker's counters to ``run/stats/`` for ``dovetail status`` and ``/metrics``
+    (with what ``extra_stats`` adds: the MX's screening decisions and stress mode).
     """
     log = get_logger(ctx.spec.name)
     spec = ctx.spec
@@ -160,8 +162,11 @@ async def supervise_listeners(ctx: WorkerContext, servers: list[Any],
             await asyncio.wait_for(ctx.stop.wait(), 1.0)
         active = sum(_active(s) for s in servers)
         total = sum(getattr(s, "connections_total", 0) for s in servers)
-        _write_stats(stats, {"pid": os.getpid(), "service": spec.name, "worker": ctx.index,
-                             "connections": active, "connections_total": total, "time": time.time()})
+        published = {"pid": os.getpid(), "service": spec.name, "worker": ctx.index,
+                     "connections": active, "connections_total": total, "time": time.time()}
+        if extra_stats is not None:
+            published.update(extra_stats())
+        _write_stats(stats, published)
         now = time.monotonic()
         if active:
             last_busy = now

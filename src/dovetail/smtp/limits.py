@@ -37,9 +37,18 @@ class Limits:
     chunk_size: int = 64 * 1024  # DataChunk / sink write size
     read_buffer_high: int = 256 * 1024  # pause reading above this many unparsed octets
     bare_lf: BareLfMode = "normalize"
+    # Stress mode (Postfix's): past ``stress_threshold`` x ``max_connections`` (0: never) the command idle
+    # timeout becomes ``stress_idle_timeout`` and the error limit ``stress_max_errors``; at the cap, a new
+    # connection takes the slot of the oldest one that has not sent MAIL FROM.
+    stress_threshold: float = 0.0
+    stress_idle_timeout: float = 10.0
+    stress_max_errors: int = 1
+    max_connections_per_network: int = 0  # per /24 (IPv4) or /64 (IPv6); 0: no limit
 
     def __post_init__(self) -> None:
         if self.bare_lf not in ("normalize", "reject"):
             raise ValueError(f"bare_lf must be 'normalize' or 'reject', not {self.bare_lf!r}")
         if self.max_command_line < 64 or self.chunk_size < 512:
             raise ValueError("max_command_line >= 64 and chunk_size >= 512 are required")
+        if not 0.0 <= self.stress_threshold <= 1.0:
+            raise ValueError("stress_threshold must lie between 0 and 1")

@@ -60,6 +60,7 @@ class SmtpConnection:
         auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN"),
     ) -> None:
         self.limits = limits or Limits()
+        self.error_limit = self.limits.max_errors  # lowered by the server while it is under stress
         self.hostname = hostname
         self.tls_available = tls_available
         self.tls_active = tls_active
@@ -300,7 +301,7 @@ class SmtpConnection:
 
     def _command_event(self) -> ev.Event:
         self.last_verb = ""
-        if self.errors >= self.limits.max_errors:
+        if self.errors >= self.error_limit:
             return ev.ProtocolError(Reply(421, "4.7.0", f"{self.hostname} Error: too many errors"), close=True)
         raw, error = self._read_line()
         if error is not None:

@@ -8,12 +8,18 @@ answers ``421 4.7.0`` and the session ends.
 Built on ``asyncio.Protocol`` (not streams) because it avoids a StreamReader copy per read and runs
 fastest under uvloop, which is used when the caller installs it. One task per connection drives the
 sans-I/O core; reading pauses while unparsed input piles up behind a slow backend write or commit.
+
+A listener may have a screening stage (:mod:`dovetail.smtp.screening`) that runs before the session,
+and a stress mode (Postfix's): past a share of the connection cap, idle timeouts and the error limit
+shrink, and at the cap a new connection takes the slot of the oldest one that has not sent MAIL FROM
+(idle connections are what a flood holds; a client that is sending mail is left alone).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import ssl
 from collections import Counter
@@ -27,12 +33,29 @@ from dovetail.smtp.limits import Limits
 from dovetail.smtp.protocol import SmtpConnection, State
 from dovetail.smtp.received import received_header
 from dovetail.smtp.reply import Reply
+from dovetail.smtp.screening import Refusal, Screen
 
 log = get_logger("smtpd")
 
 TEMP_FAIL = Reply(451, "4.3.0", "Error: temporary failure")
 QUEUE_FAIL = Reply(451, "4.3.0", "Error: queue file write error")
 DRAIN_IDLE = 2.0  # seconds a session between transactions may still start one after stop()
+EVICT_MIN_AGE = 1.0  # a connection idle for less than this is not closed to make room (a client gets a chance)
+EARLY_INPUT_MAX = 4096  # octets kept from a client that talks during screening; reading pauses beyond
+REFUSE_WAIT = 10.0  # a refused client's first command is awaited this long (2 s under stress)
+
+
+def network_of(client_ip: str) -> str:
+    """The /24 (IPv4) or /64 (IPv6) a client address belongs to, for per-network limits."""
+    try:
+        addr = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return client_ip
+    mapped = getattr(addr, "ipv4_mapped", None)
+    if mapped is not None:
+        addr = mapped
+    prefix = 24 if addr.version == 4 else 64
+    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
 
 
 class SmtpServer:
@@ -49,6 +72,7 @@ class SmtpServer:
         listener: str = "mx",
         auth: bool = False,
         auth_plaintext: bool | Callable[[str], bool] = False,
+        screen: Screen | None = None,
     ) -> None:
         if implicit_tls and ssl_context is None:
             raise ValueError("implicit_tls needs an ssl_context")
@@ -60,6 +84,7 @@ class SmtpServer:
         self.listener = listener
         self.auth = auth
         self.auth_plaintext = auth_plaintext
+        self.screen = screen
         self.connections_total = 0
         self.connections_refused = 0
         self.messages_accepted = 0
@@ -67,6 +92,10 @@ class SmtpServer:
         self._port = 0
         self._sessions: set[_Session] = set()
         self._per_ip: Counter[str] = Counter()
+        self._per_net: Counter[str] = Counter()
+        self._idle: dict[_Session, float] = {}  # sessions outside a transaction, longest idle first
+        self.stressed = False
+        self.evicted = 0  # connections closed under stress to make room
         self.stopping = False
         self.stop_started = 0.0
 
@@ -78,6 +107,12 @@ class SmtpServer:
     def reading_paused(self) -> int:
         """Sessions whose socket reads are paused because input piled up behind the backend."""
         return sum(1 for s in self._sessions if s.paused)
+
+    def longest_idle(self) -> float:
+        """Seconds the session first in line to be closed under stress has been outside a transaction."""
+        if not self._idle:
+            return 0.0
+        return asyncio.get_running_loop().time() - next(iter(self._idle.values()))
 
     def buffered(self) -> int:
         """Octets received and not yet parsed, over all sessions."""
@@ -122,22 +157,76 @@ class SmtpServer:
 
     def _admit(self, session: _Session) -> Reply | None:
         ip = session.info.client_ip
+        limits = self.limits
         self.connections_total += 1
-        if len(self._sessions) >= self.limits.max_connections:
-            return Reply(421, "4.7.0", f"{self.hostname} Error: too many connections")
-        if self._per_ip[ip] >= self.limits.max_connections_per_ip:
+        if self._per_ip[ip] >= limits.max_connections_per_ip:
             return Reply(421, "4.7.0", f"{self.hostname} Error: too many connections from {ip}")
+        net = network_of(ip)
+        if limits.max_connections_per_network and self._per_net[net] >= limits.max_connections_per_network:
+            return Reply(421, "4.7.0", f"{self.hostname} Error: too many connections from your network")
+        if len(self._sessions) >= limits.max_connections and not self._evict_idle():
+            return Reply(421, "4.7.0", f"{self.hostname} Error: too many connections")
         self._sessions.add(session)
         self._per_ip[ip] += 1
+        self._per_net[net] += 1
+        self._idle[session] = session.loop.time()
+        self._update_stress()
         return None
 
     def _release(self, session: _Session) -> None:
         if session in self._sessions:
             self._sessions.discard(session)
+            self._idle.pop(session, None)
             ip = session.info.client_ip
             self._per_ip[ip] -= 1
             if self._per_ip[ip] <= 0:
                 del self._per_ip[ip]
+            net = network_of(ip)
+            self._per_net[net] -= 1
+            if self._per_net[net] <= 0:
+                del self._per_net[net]
+            self._update_stress()
+
+    def _mark(self, session: _Session, busy: bool) -> None:
+        """A session in a transaction (MAIL FROM accepted) is not closed to make room; one that left it is,
+        after the sessions idle for longer."""
+        if busy:
+            self._idle.pop(session, None)
+        elif session not in self._idle and session in self._sessions:
+            self._idle[session] = session.loop.time()
+
+    def _evict_idle(self) -> bool:
+        """At the cap under stress mode: close the longest-idle session outside a transaction (421)."""
+        if not self.limits.stress_threshold or not self._idle:
+            return False
+        victim, since = next(iter(self._idle.items()))
+        if victim.loop.time() - since < EVICT_MIN_AGE:
+            return False
+        self.evicted += 1
+        log.info(f"stress: closing idle connection from {victim.info.peer} to make room")
+        self._release(victim)
+        victim.force_close(Reply(421, "4.7.0", f"{self.hostname} Error: too many connections"))
+        return True
+
+    def _update_stress(self) -> None:
+        limits = self.limits
+        if not limits.stress_threshold:
+            return
+        n = len(self._sessions)
+        on_at = max(1, int(limits.stress_threshold * limits.max_connections))
+        if not self.stressed and n >= on_at:
+            self.stressed = True
+            log.warning(f"stress mode on: {n} connections (threshold {on_at} of {limits.max_connections}); "
+                        f"idle timeout {limits.stress_idle_timeout:g}s, error limit {limits.stress_max_errors}")
+        elif self.stressed and n < on_at * 0.9 and n < on_at - 1:
+            self.stressed = False
+            log.warning(f"stress mode off: {n} connections")
+        else:
+            return
+        for s in self._sessions:
+            if s.conn is not None:
+                s.conn.error_limit = limits.stress_max_errors if self.stressed else limits.max_errors
+            s.wake()  # waits recompute their deadlines
 
 
 def _tls_info(info: SessionInfo, transport: asyncio.BaseTransport) -> None:
@@ -175,6 +264,9 @@ class _Session(asyncio.Protocol):
         self._sink_failed = False
         self._open_error: Reply | None = None
         self.counts: dict[str, list[int]] = {}
+        self._screening = False
+        self._early = bytearray()
+        self._banner_started = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -204,10 +296,21 @@ class _Session(asyncio.Protocol):
             auth_plaintext=(server.auth_plaintext(self.info.client_ip) if callable(server.auth_plaintext)
                             else server.auth_plaintext),
         )
+        if server.stressed:
+            self.conn.error_limit = server.limits.stress_max_errors
+        self._screening = server.screen is not None
         self.task = self.loop.create_task(self._run())
 
     def data_received(self, data: bytes) -> None:
         if self.conn is None or self._closed:
+            return
+        if self._screening:  # kept aside: the stage judges it, the core never parses a refused client's input
+            self._early += data
+            if len(self._early) > EARLY_INPUT_MAX and not self._paused:
+                self._paused = True
+                with contextlib.suppress(Exception):
+                    self._transport.pause_reading()
+            self.wake()
             return
         self.conn.receive_data(data)
         self._last_rx = self.loop.time()
@@ -272,10 +375,13 @@ class _Session(asyncio.Protocol):
     async def _run(self) -> None:
         log.info(f"connect from {self.info.peer}")
         try:
+            # The connection rate first (cheap, refuses a flood at once), then the screening stage.
             refusal = await self._check_connect()
             if refusal is not None:
                 self.server.connections_refused += 1
                 self._out += self._core.shutdown(refusal)
+                return
+            if self._screening and not await self._screen():
                 return
             self._out += self._core.greeting()
             await self._loop()
@@ -330,7 +436,8 @@ class _Session(asyncio.Protocol):
                 if conn.state in (State.DATA, State.BDAT):
                     deadline = min(self._last_rx + limits.data_timeout, self._data_mark + limits.max_data_time)
                 else:
-                    deadline = self._cmd_mark + limits.idle_timeout
+                    idle = limits.stress_idle_timeout if self.server.stressed else limits.idle_timeout
+                    deadline = self._cmd_mark + idle
                 if deadline <= self.loop.time():
                     log.info(f"timeout after {self._phase()} from {self.info.peer}")
                     self._out += conn.shutdown(Reply(421, "4.4.2", f"{self.server.hostname} Error: timeout exceeded"))
@@ -398,6 +505,68 @@ class _Session(asyncio.Protocol):
         parts.append(f"commands={good}" if good == total else f"commands={good}/{total}")
         return " ".join(parts)
 
+    # -- screening (the stage sees the session as a ScreenPeer) ----------------------------------
+
+    @property
+    def client_ip(self) -> str:
+        return self.info.client_ip
+
+    @property
+    def client_port(self) -> int:
+        return self.info.client_port
+
+    @property
+    def stressed(self) -> bool:
+        return self.server.stressed
+
+    @property
+    def early_input(self) -> bytes:
+        return bytes(self._early)
+
+    @property
+    def hung_up(self) -> bool:
+        return self._eof
+
+    def banner_start(self) -> None:
+        self._banner_started = True
+        self._out += f"220-{self.server.hostname} ESMTP\r\n".encode()
+        self._flush()
+
+    async def wait_for_input(self, seconds: float) -> None:
+        deadline = self.loop.time() + seconds
+        while not (self._early or self._eof or self._closed or self.server.stopping) and self.loop.time() < deadline:
+            await self._wait_input(deadline)
+
+    async def _screen(self) -> bool:
+        """Run the stage; True lets the session start (what the client sent meanwhile goes to the core)."""
+        screen = self.server.screen
+        if screen is None:
+            return True
+        refusal = await screen.screen(self)
+        if refusal is None:
+            self._screening = False
+            if self._early:
+                self._core.receive_data(bytes(self._early))
+                self._early.clear()
+            if self._paused:
+                self._paused = False
+                self._transport.resume_reading()
+            return True
+        await self._refuse(refusal)
+        return False
+
+    async def _refuse(self, refusal: Refusal) -> None:
+        """Answer a refused client (or drop it): in place of the banner, or its first command's reply."""
+        reply = refusal.reply
+        if reply is None or self._closed:
+            return
+        if not refusal.at_greeting:
+            self._out += self._core.greeting()
+            self._flush()
+            if not self._early:
+                await self.wait_for_input(2.0 if self.server.stressed else REFUSE_WAIT)
+        self._out += reply.render()
+
     # -- events ----------------------------------------------------------------------------------
 
     async def _handle(self, event: ev.Event) -> None:
@@ -431,6 +600,7 @@ class _Session(asyncio.Protocol):
             self._flush()
             await asyncio.sleep(limits.error_sleep)
         self._out += conn.send_reply(reply)
+        self.server._mark(self, busy=self.envelope is not None)
         if isinstance(event, ev.StartTls) and reply.code == 220:
             await self._start_tls()
 

@@ -133,6 +133,34 @@ def _master(out: list[str], family: Family, ctx: WebContext) -> None:
         out.extend(lines)
 
 
+def _screening(out: list[str], family: Family, ctx: WebContext) -> None:
+    """The MX's screening decisions and stress mode, as each smtpd worker publishes them (``run/stats/``);
+    counters since each worker started."""
+    decisions: dict[str, int] = {}
+    stress: list[str] = []
+    evicted = 0
+    for (service, index), data in sorted(worker_stats(ctx.cfg.data_dir).items()):
+        if service != "smtpd":
+            continue
+        screen = data.get("screen")
+        if isinstance(screen, dict):
+            for name, n in screen.items():
+                if isinstance(name, str) and isinstance(n, int):
+                    decisions[name] = decisions.get(name, 0) + n
+        stress.append(_line("dovetail_smtpd_stress", bool(data.get("stressed")), worker=str(index)))
+        evicted += _number(data, "evicted")
+    family("dovetail_screen_decisions_total", "counter",
+           "Decisions of the MX's screening stage by reason (pass_new, pass_old, allowlisted, denylisted, "
+           "pregreet, dnsbl, hangup).")
+    for name, n in sorted(decisions.items()):
+        out.append(_line("dovetail_screen_decisions_total", n, decision=name))
+    family("dovetail_smtpd_stress", "gauge", "1 while the MX worker is in stress mode.")
+    out.extend(stress)
+    family("dovetail_smtpd_stress_evictions_total", "counter",
+           "Idle MX connections closed under stress to make room for new ones.")
+    out.append(_line("dovetail_smtpd_stress_evictions_total", evicted))
+
+
 def _destinations(out: list[str], family: Family, ctx: WebContext) -> None:
     """Outbound shaping per destination, as the queue-manager processes publish it (``run/outbound/``):
     the busiest destinations by name, the rest as ``other``, so the series stay few."""
@@ -194,6 +222,7 @@ def render(ctx: WebContext, http_requests: dict[tuple[str, int], int]) -> str:
     for state, n in queue_sizes(ctx).items():
         out.append(_line("dovetail_queue_messages", n, state=state))
     _destinations(out, family, ctx)
+    _screening(out, family, ctx)
     family("dovetail_directory_objects", "gauge", "Objects in the directory.")
     counts = ctx.directory.counts()
     for kind, key in (("tenant", "tenants"), ("domain", "domains"), ("mailbox", "mailboxes"), ("alias", "aliases")):
