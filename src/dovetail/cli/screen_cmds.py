@@ -102,7 +102,23 @@ def _lookup_now(c: Context, ip: str) -> dict[str, Any]:
     return {"score": result.total, "listed_by": result.hits, "ignored_error_codes": result.ignored}
 
 
-SECTIONS: list[tuple[str, Section]] = [("screening", screening_section)]
+def rates_section(c: Context, ip: str, lookup: bool) -> dict[str, Any]:
+    """The client's and its network's rates per minute as the MX workers counted them, with the limits."""
+    from ..intake.ratelimit import rate_state
+
+    return dict(rate_state(c.config, ip))
+
+
+def greylist_section(c: Context, ip: str, lookup: bool) -> dict[str, Any]:
+    """The greylist's entries for the client's network: its client record and its triplets."""
+    from ..intake.greylist import greylist_state
+
+    entries = greylist_state(c.config, ip, c.engine)
+    return {f"{e['kind']} {n}": e for n, e in enumerate(entries, 1)} or {"entries": None}
+
+
+SECTIONS: list[tuple[str, Section]] = [("screening", screening_section), ("rate limits", rates_section),
+                                       ("greylist", greylist_section)]
 
 
 def _address(ip: str) -> str:
