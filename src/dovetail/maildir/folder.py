@@ -350,9 +350,9 @@ class Folder:
         if stamp == state.stamp and trusted(stamp, state.checked_at, now):
             return True
         # Another process may have confirmed (or moved on, by a change of its own) this stamp.
-        with self.index.snapshot():
-            shared = self.index.get_meta("dir_stamp")
-            shared_checked = float(self.index.get_meta("dir_checked") or 0)
+        metas = self.index.get_metas("dir_stamp", "dir_checked")
+        shared = metas.get("dir_stamp")
+        shared_checked = float(metas.get("dir_checked") or 0)
         if shared == encode(stamp) and trusted(stamp, shared_checked, now):
             state.stamp, state.checked_at = stamp, shared_checked
             return True

@@ -160,6 +160,11 @@ class Index:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return default if row is None else row[0]
 
+    def get_metas(self, *keys: str) -> dict[str, str]:
+        """The values of ``keys`` that are set, read in one statement (so from one state of the file)."""
+        marks = ",".join("?" * len(keys))
+        return dict(self.db.execute(f"SELECT key, value FROM meta WHERE key IN ({marks})", keys).fetchall())
+
     def get_int(self, key: str, default: int = 0) -> int:
         value = self.get_meta(key)
         return default if value is None else int(value)

@@ -209,6 +209,15 @@ class MaildirMailbox(Mailbox):
         idx = self.folder.index
         db = idx.db
         view = self._modseqs
+        # The common case, nothing new since the last refresh, in one statement.
+        metas = idx.get_metas("uidvalidity", "highestmodseq")
+        if (
+            int(metas.get("uidvalidity", 0)) == self._uidvalidity
+            and int(metas.get("highestmodseq", 1)) == self._seen_modseq
+            and not self._pending_expunge
+        ):
+            changes.recent_count = len(self._recent)
+            return changes
         with idx.snapshot():
             if idx.get_int("uidvalidity") != self._uidvalidity:
                 changes.uidvalidity_changed = True
