@@ -105,7 +105,7 @@ def test_parsed_facts_are_learnt_on_first_need_and_kept(tmp_path: Path) -> None:
         other.close()
 
 
-def test_header_search_and_sections_parse_on_first_need(tmp_path: Path) -> None:
+def test_header_search_reads_headers_and_sections_parse_on_first_need(tmp_path: Path) -> None:
     root = tmp_path / "Maildir"
     write_maildir(root, 5)
     box = open_storage(root).select("INBOX")
@@ -113,8 +113,15 @@ def test_header_search_and_sections_parse_on_first_need(tmp_path: Path) -> None:
         headers = box.cached_headers(box.uids)
         assert sorted(headers) == sorted(box.uids)
         assert b"Subject: message 4\r\n" in headers[box.uids[4]]
+        assert index_count(root, "header IS NULL") == 0 and index_count(root, "parts IS NOT NULL") == 0
+        reads = FileReads.count
+        assert box.cached_headers(box.uids) == headers
+        assert FileReads.count == reads  # kept in the index
         assert box.get_section(box.uids[2], "TEXT") == b"body of message 2\r\n"
+        assert index_count(root, "parts IS NOT NULL") == 1
+        box.fetch_info(box.uids)  # a full parse keeps the same header blocks
         assert index_count(root, "parts IS NULL") == 0
+        assert box.cached_headers(box.uids) == headers
     finally:
         box.close()
 

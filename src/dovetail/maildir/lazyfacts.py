@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
 
 from dovetail.maildir.index import DATE_UNKNOWN, PARSED_COLUMNS, Index
-from dovetail.maildir.messagefacts import analyse, analyse_file
+from dovetail.maildir.messagefacts import MAX_CACHED_HEADER, analyse, analyse_file, read_header
 
 if TYPE_CHECKING:
     from dovetail.maildir.folder import Folder
@@ -127,6 +127,30 @@ def fill_parsed(folder: Folder, uids: Collection[int]) -> dict[int, dict]:
         todo = missed
     save_parsed(folder.index, out)
     return out
+
+
+def fill_headers(folder: Folder, uids: Collection[int]) -> dict[int, bytes]:
+    """uid -> header block of each of ``uids`` whose row has neither a header nor a parse yet, read
+    from the file (only the header is kept: a header SEARCH over a fresh folder parses nothing else)
+    and written back. Blocks too large for the index are left out (read with the message when needed)."""
+    todo = [uid for uid, unread in _rows(folder.index, "header IS NULL AND parts IS NULL", uids) if unread]
+    out: dict[int, bytes] = {}
+    for retry in (False, True):
+        if not todo:
+            break
+        missed = []
+        for uid, fn in _files_of(folder, todo, retry):
+            block = read_header(folder.path / fn)
+            if block is None:
+                missed.append(uid)
+            else:
+                out[uid] = block
+        todo = missed
+    kept = {uid: block for uid, block in out.items() if len(block) <= MAX_CACHED_HEADER}
+    if kept:
+        _write(folder.index, "UPDATE msg SET header=? WHERE uid=? AND header IS NULL",
+               [(block, uid) for uid, block in kept.items()])
+    return kept
 
 
 def parse_read(index: Index, uid: int, crlf: bytes) -> dict:

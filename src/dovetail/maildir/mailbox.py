@@ -439,17 +439,15 @@ class MaildirMailbox(Mailbox):
         else:
             rows = db.execute("SELECT uid, header, parts IS NULL FROM msg")
         out: dict[int, bytes] = {}
-        unparsed = []
-        for uid, header, todo in rows:
+        unread = []
+        for uid, header, unparsed in rows:
             if uid not in wanted:
                 continue
-            if todo:
-                unparsed.append(uid)
-            elif header is not None:
+            if header is not None:
                 out[uid] = header
-        for uid, facts in lazyfacts.fill_parsed(self.folder, unparsed).items():
-            if facts["header"] is not None:
-                out[uid] = facts["header"]
+            elif unparsed:  # never looked at: its header is read now (and kept)
+                unread.append(uid)
+        out.update(lazyfacts.fill_headers(self.folder, unread))
         return out
 
     def _row(self, uid: int) -> tuple[str, str | None]:

@@ -78,6 +78,26 @@ def name_facts(directory: str, filename: str) -> dict | None:
     return {"size": size, "vsize": vsize, "idate": idate}
 
 
+def header_block(crlf: bytes) -> bytes:
+    """The header block (with its blank line) of a CRLF message, as :func:`analyse` keeps it, found
+    without parsing the rest."""
+    if crlf.startswith(b"\r\n"):
+        return crlf[:2]
+    blank = crlf.find(b"\r\n\r\n")
+    return crlf if blank < 0 else crlf[: blank + 4]
+
+
+def read_header(path: Path) -> bytes | None:
+    """The header block of the message in ``path`` (what a header SEARCH needs); None when it is gone."""
+    FileReads.count += 1
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_MESSAGE_BYTES)
+    except FileNotFoundError:
+        return None
+    return header_block(to_crlf(data))
+
+
 def analyse_file(path: Path) -> dict | None:
     """:func:`analyse` of the message in ``path`` plus its file size and date; None when it is gone."""
     FileReads.count += 1
