@@ -83,6 +83,9 @@ def write_mbox(corpus: Path, dest: Path, limit: int = 500) -> Path:
             if i >= limit:
                 break
             body = path.read_bytes().replace(b"\r\n", b"\n").replace(b"\nFrom ", b"\n>From ")
+            # A Message-ID of its own: imaptest tracks messages by it, and an appended copy (one line
+            # shorter once through the mbox) under the INBOX original's ID reads as "BODY changed".
+            body = re.sub(rb"(?im)^message-id:[^\n]*", b"Message-ID: <append-%d@bench.test>" % i, body, count=1)
             out.write(b"From bench@example.test Thu Jan  1 00:00:00 2026\n" + body.rstrip(b"\n") + b"\n\n")
     return dest
 

@@ -349,7 +349,7 @@ class MemMailbox(api.Mailbox):
         return ch
 
     def fetch_info(self, uids: Iterable[int], *, envelope: bool = True,
-                   bodystructure: bool = True, raw: bool = False) -> list[MessageInfo]:
+                   bodystructure: bool = True, raw: bool = False, dates: bool = True) -> list[MessageInfo]:
         out = []
         with self.storage.lock:
             for u in sorted(set(uids)):

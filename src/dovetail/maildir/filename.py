@@ -59,6 +59,21 @@ def size_in_name(filename: str) -> int | None:
     return None
 
 
+def sizes_in_name(filename: str) -> tuple[int | None, int | None]:
+    """The ``S=`` and ``W=`` fields of a file name as :func:`parse_name` reads them (None when absent):
+    a sync reads them from every new file's name, so without building a :class:`MaildirName`."""
+    base = filename.partition(":")[0]
+    if "," not in base:
+        return None, None
+    size = vsize = None
+    for field in base.split(",")[1:]:
+        if field[:2] == "S=" and field[2:].isdigit():
+            size = int(field[2:])
+        elif field[:2] == "W=" and field[2:].isdigit():
+            vsize = int(field[2:])
+    return size, vsize
+
+
 def info_string(system_flags: frozenset[str], keyword_letters: str, extra: str = "") -> str:
     """Flags suffix letters in ASCII order (Maildir rule): system flags, then keyword letters."""
     letters = {LETTER_OF[f] for f in system_flags if f in LETTER_OF}

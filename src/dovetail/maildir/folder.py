@@ -1,10 +1,12 @@
 """One Maildir folder: synchronising ``cur/``/``new/``, ``dovecot-uidlist`` and our index.
 
 A sync lists the directories, gives UIDs to files nobody numbered yet (under
-``dovecot-uidlist.lock``, like Dovecot), parses messages seen for the first time (outside any lock),
-then applies file renames (flag changes), new files and vanished files to the index in one SQLite
-transaction, bumping the modseq of everything that changed. Nothing is done when the directory and
-uidlist stamps did not move since the previous sync in this process.
+``dovecot-uidlist.lock``, like Dovecot), takes the facts of files seen for the first time from their
+names (outside any lock; nothing is parsed before a client asks, see
+:mod:`~dovetail.maildir.lazyfacts`), then applies file renames (flag changes), new files and
+vanished files to the index in one SQLite transaction, bumping the modseq of everything that
+changed. Nothing is done when the directory and uidlist stamps did not move since the previous sync
+in this process.
 
 The sessions of one process that have the same folder open share one :class:`FolderState` (the
 stamps of the last sync and the in-memory copy of the index's uid -> file map), so a change is
@@ -348,9 +350,9 @@ class Folder:
         if stamp == state.stamp and trusted(stamp, state.checked_at, now):
             return True
         # Another process may have confirmed (or moved on, by a change of its own) this stamp.
-        with self.index.snapshot():
-            shared = self.index.get_meta("dir_stamp")
-            shared_checked = float(self.index.get_meta("dir_checked") or 0)
+        metas = self.index.get_metas("dir_stamp", "dir_checked")
+        shared = metas.get("dir_stamp")
+        shared_checked = float(metas.get("dir_checked") or 0)
         if shared == encode(stamp) and trusted(stamp, shared_checked, now):
             state.stamp, state.checked_at = stamp, shared_checked
             return True
@@ -368,8 +370,8 @@ class Folder:
         if syncplan.agrees(listing, by_base, self._fnset, self._uidnext_meta, ul.nextuid):
             self._listed_at(stamp, checked, move_new)
             return
-        # Messages seen for the first time are parsed before the index is locked.
-        parsed = syncapply.parse_ahead(self.path, syncplan.to_parse(listing, by_base, self._files or {}))
+        # Files seen for the first time are looked at before the index is locked.
+        parsed = syncapply.facts_ahead(self.path, syncplan.to_parse(listing, by_base, self._files or {}))
         self.index.begin()
         try:
             self._apply_locked(ul, by_base, parsed)

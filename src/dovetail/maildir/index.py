@@ -1,6 +1,13 @@
 """Per-mailbox cache ``dovetail-index.sqlite``: UID <-> file, flags, modseq, sizes, internal date,
 ENVELOPE, BODYSTRUCTURE, the MIME part offsets and the raw header block (so that SEARCH on headers
-opens no file), computed once when a message is first seen.
+opens no file).
+
+A message found by a sync gets its row from its file name alone, as Dovecot's index does: flags from
+``:2,``, sizes from ``,S=``/``,W=``. The internal date (the file's mtime, ``DATE_UNKNOWN`` until then)
+and what parsing gives (the ``parsed`` columns, NULL until then; ``parts`` is set by every parse) are
+filled in the first time something asks for them (see :mod:`~dovetail.maildir.lazyfacts`), so the
+first SELECT of a large Maildir reads no message file. They never change under a UID, so filling them
+moves no modseq.
 
 An expunged message keeps its flags, sizes, date and IMAP ENVELOPE/BODY/BODYSTRUCTURE in the expunge
 history (for the newest ``EXPUNGE_DATA_KEPT`` expunges): a session that has not yet been told of the
@@ -29,7 +36,13 @@ CACHE_KIB = 256
 # Reads go through a memory map of the file (the page cache, shared by every process) instead of one
 # pread system call per page: a FETCH 1:* reads every row, and the system calls cost more than the rest.
 MMAP_BYTES = 256 * 1024 * 1024
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+# Schema 6 has schema 5's tables; it may leave the parsed columns NULL and the date DATE_UNKNOWN
+# (a schema 5 index is taken over as it is, while older code rebuilds a schema 6 one).
+UPGRADABLE = ("5",)
+DATE_UNKNOWN = -1.0
+PARSED_COLUMNS = ("envelope", "body", "bodystructure", "parts", "envelope_imap", "body_imap",
+                  "bodystructure_imap", "header")
 EXPUNGE_HISTORY = 10000
 EXPUNGE_DATA_KEPT = 1000
 _EXPUNGED_DATA = ("flags", "vsize", "idate", "envelope_imap", "body_imap", "bodystructure_imap")
@@ -93,6 +106,7 @@ def _configure(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     db.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+    db.execute("PRAGMA cache_spill=OFF")
 
 
 class Index:
@@ -128,7 +142,7 @@ class Index:
                     db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
                     db.execute("COMMIT")
                 row = (str(SCHEMA_VERSION),)
-            if row is None:
+            if row is None or row[0] in UPGRADABLE:
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             elif row[0] != str(SCHEMA_VERSION):
                 raise sqlite3.DatabaseError("index schema mismatch")
@@ -145,6 +159,11 @@ class Index:
     def get_meta(self, key: str, default: str | None = None) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return default if row is None else row[0]
+
+    def get_metas(self, *keys: str) -> dict[str, str]:
+        """The values of ``keys`` that are set, read in one statement (so from one state of the file)."""
+        marks = ",".join("?" * len(keys))
+        return dict(self.db.execute(f"SELECT key, value FROM meta WHERE key IN ({marks})", keys).fetchall())
 
     def get_int(self, key: str, default: int = 0) -> int:
         value = self.get_meta(key)

@@ -8,9 +8,10 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dovetail.maildir import lazyfacts
 from dovetail.maildir.filename import INFO_SEP, parse_name
 from dovetail.maildir.folder import CUR, MAX_MESSAGE_BYTES, NEW, Folder
-from dovetail.maildir.index import flags_dump, flags_load, loads
+from dovetail.maildir.index import DATE_UNKNOWN, EXPUNGE_DATA_KEPT, flags_dump, flags_load, loads
 from dovetail.maildir.keywords import valid_keyword
 from dovetail.maildir.watch import watch_folder
 from dovetail.mime.parser import Part, to_crlf
@@ -81,6 +82,16 @@ def _tree_to_part(node: list) -> Part:
     elif kind == "r":
         part.message = _tree_to_part(kids[0])
     return part
+
+
+def _with_parsed(row: tuple, names: list[str], facts: dict) -> tuple:
+    """``row`` (columns ``names``) with its parsed columns, and its date where unknown, from ``facts``."""
+    out = list(row)
+    for i in range(5, len(names)):
+        out[i] = facts[names[i]]
+    if out[4] == DATE_UNKNOWN and facts.get("idate") is not None:
+        out[4] = facts["idate"]
+    return tuple(out)
 
 
 class MaildirMailbox(Mailbox):
@@ -198,6 +209,15 @@ class MaildirMailbox(Mailbox):
         idx = self.folder.index
         db = idx.db
         view = self._modseqs
+        # The common case, nothing new since the last refresh, in one statement.
+        metas = idx.get_metas("uidvalidity", "highestmodseq")
+        if (
+            int(metas.get("uidvalidity", 0)) == self._uidvalidity
+            and int(metas.get("highestmodseq", 1)) == self._seen_modseq
+            and not self._pending_expunge
+        ):
+            changes.recent_count = len(self._recent)
+            return changes
         with idx.snapshot():
             if idx.get_int("uidvalidity") != self._uidvalidity:
                 changes.uidvalidity_changed = True
@@ -272,7 +292,13 @@ class MaildirMailbox(Mailbox):
     # --- reading ------------------------------------------------------------------------------
 
     def fetch_info(
-        self, uids: Iterable[int], *, envelope: bool = True, bodystructure: bool = True, raw: bool = False
+        self,
+        uids: Iterable[int],
+        *,
+        envelope: bool = True,
+        bodystructure: bool = True,
+        raw: bool = False,
+        dates: bool = True,
     ) -> list[MessageInfo]:
         wanted = self._in_view(uids)
         if not wanted:
@@ -288,6 +314,8 @@ class MaildirMailbox(Mailbox):
         else:
             marks = ",".join("?" * len(wanted))
             rows = list(db.execute(f"SELECT {cols} FROM msg WHERE uid IN ({marks}) ORDER BY uid", sorted(wanted)))
+        if envelope or bodystructure or dates:
+            rows = self._completed(rows, cols, envelope or bodystructure, dates)
         if len(rows) < len(wanted) and (raw or not (envelope or bodystructure)):
             # Expunged by another session since this one last heard: served from the expunge history.
             rows = sorted(rows + self._expunged_rows(wanted - {r[0] for r in rows}, cols))
@@ -296,11 +324,13 @@ class MaildirMailbox(Mailbox):
         bs_i = 6 if envelope else 5
         for r in rows:
             flags, keywords = _flag_sets(r[1])
+            # A date nobody asked for and the index does not know yet stays unknown (the epoch).
+            idate = datetime.fromtimestamp(max(r[4], 0), UTC)
             if raw:
                 out.append(
                     MessageInfo(
                         r[0], flags, keywords,
-                        datetime.fromtimestamp(r[4], UTC), r[3], r[2], r[0] in recent,
+                        idate, r[3], r[2], r[0] in recent,
                         None, None, None,
                         r[5] if envelope else None,
                         r[bs_i] if bodystructure else None,
@@ -313,7 +343,7 @@ class MaildirMailbox(Mailbox):
                     uid=r[0],
                     flags=flags,
                     keywords=keywords,
-                    internal_date=datetime.fromtimestamp(r[4], UTC),
+                    internal_date=idate,
                     size=r[3],
                     modseq=r[2],
                     recent=r[0] in recent,
@@ -323,6 +353,22 @@ class MaildirMailbox(Mailbox):
                 )
             )
         return out
+
+    def _completed(self, rows: list[tuple], cols: str, parsed: bool, dates: bool) -> list[tuple]:
+        """``rows`` (of ``cols``, the 5th the date, from the 6th parsed columns) with what the index
+        left for later filled in (see :mod:`~dovetail.maildir.lazyfacts`)."""
+        names = cols.split(", ")
+        if parsed:
+            unparsed = [r[0] for r in rows if r[5] is None]
+            if unparsed:
+                found = lazyfacts.fill_parsed(self.folder, unparsed)
+                rows = [_with_parsed(r, names, found[r[0]]) if r[0] in found else r for r in rows]
+        if dates:
+            undated = [r[0] for r in rows if r[4] == DATE_UNKNOWN]
+            if undated:
+                known = lazyfacts.fill_dates(self.folder, undated)
+                rows = [(*r[:4], known[r[0]], *r[5:]) if r[0] in known else r for r in rows]
+        return rows
 
     def _expunged_rows(self, uids: set[int], cols: str) -> list[tuple]:
         """Rows of the expunge history that still carry their data, in the layout of ``cols``."""
@@ -366,6 +412,13 @@ class MaildirMailbox(Mailbox):
             return out
 
         out = self.folder.with_facts(pick)
+        undated = [t[0] for t in out if t[2] == DATE_UNKNOWN]
+        if undated:
+            # Searches and sorts may compare dates: learn them (once per message, kept in the index).
+            lazyfacts.fill_dates(self.folder, undated)
+            self._facts_memo = None
+            missing.clear()
+            out = self.folder.with_facts(pick)
         if missing:
             out = sorted(out + self._expunged_facts(missing))
         return out
@@ -382,27 +435,38 @@ class MaildirMailbox(Mailbox):
         db = self.folder.index.db
         if len(wanted) <= 200:
             marks = ",".join("?" * len(wanted))
-            rows = db.execute(f"SELECT uid, header FROM msg WHERE header IS NOT NULL AND uid IN ({marks})",
-                              sorted(wanted))
+            rows = db.execute(f"SELECT uid, header, parts IS NULL FROM msg WHERE uid IN ({marks})", sorted(wanted))
         else:
-            rows = db.execute("SELECT uid, header FROM msg WHERE header IS NOT NULL")
-        return {uid: header for uid, header in rows if uid in wanted}
+            rows = db.execute("SELECT uid, header, parts IS NULL FROM msg")
+        out: dict[int, bytes] = {}
+        unread = []
+        for uid, header, unparsed in rows:
+            if uid not in wanted:
+                continue
+            if header is not None:
+                out[uid] = header
+            elif unparsed:  # never looked at: its header is read now (and kept)
+                unread.append(uid)
+        out.update(lazyfacts.fill_headers(self.folder, unread))
+        return out
 
-    def _row(self, uid: int) -> tuple[str, str]:
+    def _row(self, uid: int) -> tuple[str, str | None]:
         row = self.folder.index.db.execute("SELECT filename, parts FROM msg WHERE uid=?", (uid,)).fetchone()
         if row is None:
             raise MessageExpunged(f"message {uid} was expunged")
         return row
 
-    def _read(self, uid: int) -> tuple[bytes, str]:
+    def _read(self, uid: int) -> tuple[bytes, str | None]:
         for attempt in range(2):
             filename, parts = self._row(uid)
             try:
                 with open(self.folder.path / filename, "rb") as f:
-                    return to_crlf(f.read(MAX_MESSAGE_BYTES)), parts
+                    data = to_crlf(f.read(MAX_MESSAGE_BYTES))
             except FileNotFoundError:
                 if attempt == 0:
                     self.folder.sync(force=True)
+                continue
+            return data, parts
         raise MessageExpunged(f"message {uid} was expunged")
 
     def open_message(self, uid: int) -> bytes:
@@ -413,6 +477,8 @@ class MaildirMailbox(Mailbox):
         data, parts = self._read(uid)
         if not sec.part and sec.text is None:
             return apply_partial(data, partial)
+        if parts is None:  # the message was never parsed: its parse is kept for what comes next
+            parts = lazyfacts.parse_read(self.folder.index, uid, data)["parts"]
         return apply_partial(extract(data, _tree_to_part(loads(parts)), sec), partial)
 
     # --- writing ------------------------------------------------------------------------------
@@ -529,6 +595,11 @@ class MaildirMailbox(Mailbox):
         touched = {CUR}
         if not uids:
             return removed
+        # The expunge history keeps what sessions not yet told of the expunge may still FETCH: learn
+        # it now for messages nobody asked about, while their files are still there.
+        kept = uids[-EXPUNGE_DATA_KEPT:]
+        lazyfacts.fill_parsed(folder, kept)
+        lazyfacts.fill_dates(folder, kept)
         with folder.changing() as before:
             self._unlink(uids, removed, touched)
             if removed:

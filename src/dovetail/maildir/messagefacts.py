@@ -1,12 +1,14 @@
-"""What the index keeps about a message (sizes, date, ENVELOPE, BODYSTRUCTURE, part offsets, header
-block), computed from its bytes once, when the message is first seen."""
+"""What the index keeps about a message: :func:`name_facts` from its file name alone when a sync
+first sees it (sizes; the file is read only when its name lacks them), :func:`analyse_file` from its
+bytes the first time a client asks for more (ENVELOPE, BODYSTRUCTURE, part offsets, header block)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from dovetail.maildir.index import dumps
+from dovetail.maildir.filename import sizes_in_name
+from dovetail.maildir.index import DATE_UNKNOWN, dumps
 from dovetail.mime.imapdata import body_to_imap, envelope_to_imap
 from dovetail.mime.parser import Part, parse_message, to_crlf
 from dovetail.mime.structure import bodystructure, envelope
@@ -45,8 +47,60 @@ def analyse(data: bytes) -> dict:
     }
 
 
+class FileReads:
+    """How many message files this process has opened to learn their facts: a first SELECT should
+    open none (tests and benchmarks read ``count``)."""
+
+    count = 0
+
+
+def name_facts(directory: str, filename: str) -> dict | None:
+    """The row facts of file ``filename`` in ``directory`` that a sync found: ``size`` and ``vsize``
+    from ``,S=``/``,W=``, the date left unknown. A name without them costs a ``stat`` (size, and the
+    date comes free) or a read (vsize). None when the file is gone."""
+    size, vsize = sizes_in_name(filename)
+    idate = DATE_UNKNOWN
+    if size is not None and vsize is not None:
+        return {"size": size, "vsize": vsize, "idate": idate}
+    path = os.path.join(directory, filename)
+    try:
+        if vsize is None:
+            FileReads.count += 1
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                vsize = len(to_crlf(f.read(MAX_MESSAGE_BYTES)))
+            size, idate = st.st_size, st.st_mtime
+        elif size is None:
+            st = os.stat(path)
+            size, idate = st.st_size, st.st_mtime
+    except FileNotFoundError:
+        return None
+    return {"size": size, "vsize": vsize, "idate": idate}
+
+
+def header_block(crlf: bytes) -> bytes:
+    """The header block (with its blank line) of a CRLF message, as :func:`analyse` keeps it, found
+    without parsing the rest."""
+    if crlf.startswith(b"\r\n"):
+        return crlf[:2]
+    blank = crlf.find(b"\r\n\r\n")
+    return crlf if blank < 0 else crlf[: blank + 4]
+
+
+def read_header(path: Path) -> bytes | None:
+    """The header block of the message in ``path`` (what a header SEARCH needs); None when it is gone."""
+    FileReads.count += 1
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_MESSAGE_BYTES)
+    except FileNotFoundError:
+        return None
+    return header_block(to_crlf(data))
+
+
 def analyse_file(path: Path) -> dict | None:
     """:func:`analyse` of the message in ``path`` plus its file size and date; None when it is gone."""
+    FileReads.count += 1
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())

@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from dovetail.maildir import syncplan, uidcache, uidlist
-from dovetail.maildir.filename import parse_name
+from dovetail.maildir.filename import sizes_in_name
 from dovetail.maildir.index import Index, flags_dump
 from dovetail.maildir.lock import DotLock
-from dovetail.maildir.messagefacts import analyse_file
+from dovetail.maildir.messagefacts import name_facts
 from dovetail.maildir.syncplan import Listed, SyncPlan
 
 
@@ -63,7 +63,7 @@ def assign_uids(
         )
         by_base = numbering.by_base
         changed = cached is None or not ul_path.exists()
-        if relist:
+        if relist and base_ul.entries:  # a uidlist with no records has none to drop
             gone = syncplan.vanished(ul.entries, list_folder(path, move_new=False), basenames)
             for u in gone:
                 del ul.entries[u]
@@ -88,9 +88,11 @@ def reset_index(index: Index, ul: uidlist.Uidlist) -> None:
     index.commit()
 
 
-def parse_ahead(path: Path, items: Iterable[tuple[int, Listed]]) -> dict[int, dict | None]:
-    """uid -> facts of each file (None when it vanished), parsed before the index is locked."""
-    return {uid: analyse_file(path / item.sub / item.filename) for uid, item in items}
+def facts_ahead(path: Path, items: Iterable[tuple[int, Listed]]) -> dict[int, dict | None]:
+    """uid -> row facts of each file from its name (None when it vanished), before the index is
+    locked (a name without sizes costs a stat or a read)."""
+    subs = {sub: str(path / sub) for sub in ("cur", "new")}
+    return {uid: name_facts(subs[item.sub], item.filename) for uid, item in items}
 
 
 def apply_plan(index: Index, path: Path, plan: SyncPlan, parsed: Mapping[int, dict | None]) -> None:
@@ -116,36 +118,48 @@ def apply_plan(index: Index, path: Path, plan: SyncPlan, parsed: Mapping[int, di
             )
         else:
             db.execute("UPDATE msg SET filename=?, modseq=? WHERE uid=?", (r.filename, next_modseq(), r.uid))
+    rows = []
     for ins in plan.inserts:
-        facts = parsed.get(ins.uid) or analyse_file(path / ins.listed.sub / ins.listed.filename)
+        facts = parsed.get(ins.uid) or name_facts(str(path / ins.listed.sub), ins.listed.filename)
         if facts is not None:
-            insert_row(index, ins.uid, ins.filename, ins.info, ins.flags, next_modseq(), facts)
+            rows.append(row_of(ins.uid, ins.filename, ins.info, ins.flags, next_modseq(), facts))
+    if rows:
+        index.db.executemany(_INSERT, rows)
     if plan.uidnext is not None:
         index.set_meta("uidnext", plan.uidnext)
 
 
+_INSERT = "INSERT OR REPLACE INTO msg VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+
+
 def insert_row(index: Index, uid: int, stored_fn: str, info: str, flags: list[str], modseq: int, facts: dict) -> None:
     """The index row of message ``uid`` in file ``stored_fn`` ("cur/..." or "new/...")."""
-    name = parse_name(stored_fn[4:])
-    index.db.execute(
-        "INSERT OR REPLACE INTO msg VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (
-            uid,
-            name.basename,
-            stored_fn,
-            info,
-            flags_dump(flags),
-            modseq,
-            facts["size"],
-            name.vsize if name.vsize is not None else facts["vsize"],
-            facts["idate"],
-            facts["envelope"],
-            facts["body"],
-            facts["bodystructure"],
-            facts["parts"],
-            facts["envelope_imap"],
-            facts["body_imap"],
-            facts["bodystructure_imap"],
-            facts["header"],
-        ),
+    vsize = sizes_in_name(stored_fn)[1]  # the name's, as a sync would have it
+    if vsize is not None:
+        facts = {**facts, "vsize": vsize}
+    index.db.execute(_INSERT, row_of(uid, stored_fn, info, flags, modseq, facts))
+
+
+def row_of(uid: int, stored_fn: str, info: str, flags: list[str], modseq: int, facts: dict) -> tuple:
+    """The values of a ``msg`` row; ``facts`` from :func:`~dovetail.maildir.messagefacts.name_facts`
+    (the parsed columns stay NULL, the vsize is the name's) or from a parse."""
+    get = facts.get
+    return (
+        uid,
+        stored_fn[4:].partition(":")[0],
+        stored_fn,
+        info,
+        flags_dump(flags),
+        modseq,
+        facts["size"],
+        facts["vsize"],
+        facts["idate"],
+        get("envelope"),
+        get("body"),
+        get("bodystructure"),
+        get("parts"),
+        get("envelope_imap"),
+        get("body_imap"),
+        get("bodystructure_imap"),
+        get("header"),
     )

@@ -10,6 +10,7 @@ own and tested on arbitrary folders without a disk.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -38,7 +39,7 @@ class Rename:
 
 @dataclass(slots=True)
 class Insert:
-    """A numbered file the index does not know yet (its facts come from parsing the file)."""
+    """A numbered file the index does not know yet (its facts come from its name)."""
 
     uid: int
     listed: Listed
@@ -104,8 +105,14 @@ def listing_of(
     return found
 
 
+_USUAL_NAME = re.compile(r"(\d+)\.M(\d+)P")
+
+
 def delivery_order(basename: str) -> tuple:
     """Order unnumbered files by delivery time (the name starts with seconds and microseconds)."""
+    usual = _USUAL_NAME.match(basename)  # "<secs>.M<usecs>P...": the common case, without splitting
+    if usual is not None:
+        return (int(usual[1]), int(usual[2]), basename)
     head = basename.split(".", 2)
     secs = int(head[0]) if head[0].isdigit() else 0
     usec = 0
@@ -125,14 +132,15 @@ def number(
 ) -> Numbering:
     """Give the next UIDs, in order, to the ``basenames`` that ``by_base`` has none for. The inputs
     (a shared cached uidlist) are left unchanged."""
-    out = Numbering(dict(entries), nextuid, dict(by_base), [])
+    new_entries, new_by_base, added = dict(entries), dict(by_base), []
+    uid = nextuid
     for base in basenames:
-        if base not in out.by_base:
-            out.entries[out.nextuid] = (base, "")
-            out.by_base[base] = out.nextuid
-            out.added.append((out.nextuid, base))
-            out.nextuid += 1
-    return out
+        if base not in new_by_base:
+            new_entries[uid] = (base, "")
+            new_by_base[base] = uid
+            added.append((uid, base))
+            uid += 1
+    return Numbering(new_entries, uid, new_by_base, added)
 
 
 def vanished(entries: Mapping[int, tuple[str, str]], listed: Collection[str], keep: Iterable[str]) -> list[int]:
@@ -151,7 +159,10 @@ def flags_of(info: str, keywords: Mapping[int, str]) -> list[str]:
 
 def info_in(item: Listed) -> str:
     """The flags part of a listed file's name (a file in ``new/`` has none yet)."""
-    return parse_name(item.filename).info if item.sub == "cur" else ""
+    if item.sub != "cur":
+        return ""
+    rest = item.filename.partition(":")[2]
+    return rest[2:] if rest.startswith("2,") else ""
 
 
 def agrees(
@@ -166,8 +177,8 @@ def agrees(
 def to_parse(
     listing: Mapping[str, Listed], by_base: Mapping[str, int], files: Mapping[int, str]
 ) -> list[tuple[int, Listed]]:
-    """The numbered files the index has no row for: their messages are parsed before the index is
-    locked, so that other writers do not wait for the parsing."""
+    """The numbered files the index has no row for: their facts are looked at before the index is
+    locked, so that other writers do not wait for that."""
     out = []
     for b, item in listing.items():
         uid = by_base.get(b)
@@ -190,6 +201,14 @@ def plan(
     present = {by_base[b]: listing[b] for b in listing if b in by_base}
     out = SyncPlan()
     out.expunge = [u for u, fn in files.items() if u not in present and fn[4:].partition(":")[0] not in listing]
+    flag_lists: dict[str, list[str]] = {}  # a folder has few distinct info strings
+
+    def flags_for(info: str) -> list[str]:
+        found = flag_lists.get(info)
+        if found is None:
+            found = flag_lists[info] = flags_of(info, keywords)
+        return list(found)
+
     for uid, item in present.items():
         stored = f"{item.sub}/{item.filename}"
         old = files.get(uid)
@@ -197,10 +216,10 @@ def plan(
             continue
         info = info_in(item)
         if old is None:
-            out.inserts.append(Insert(uid, item, stored, info, flags_of(info, keywords)))
+            out.inserts.append(Insert(uid, item, stored, info, flags_for(info)))
             continue
         old_info = parse_name(old[4:]).info if old.startswith("cur/") else ""
-        out.renames.append(Rename(uid, stored, info, flags_of(info, keywords) if old_info != info else None))
+        out.renames.append(Rename(uid, stored, info, flags_for(info) if old_info != info else None))
     if nextuid > index_uidnext:
         out.uidnext = nextuid
     return out

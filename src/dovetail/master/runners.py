@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -296,6 +297,11 @@ def storage_with_special_use(account):  # noqa: ANN001, ANN201
 
 async def run_imapd(ctx: WorkerContext) -> int:
     cfg = ctx.cfg
+    # What the master preloaded lives as long as the worker: out of the garbage collector's sight,
+    # a collection scans only what the sessions allocate (with some 180,000 preloaded objects
+    # scanned, collections took half the CPU of a first SELECT of 10,000 messages), and the
+    # collector no longer writes to the pages the worker shares with the master.
+    gc.freeze()
     # One storage thread per worker: the sessions' storage calls (asyncio.to_thread) queue for it
     # instead of a pool of threads taking the GIL from each other (the pool spent more CPU handing
     # the GIL over in futex calls than on the commands); more cores means more workers.

@@ -408,10 +408,18 @@ class Mailbox(ABC):
 
     @abstractmethod
     def fetch_info(
-        self, uids: Iterable[int], *, envelope: bool = True, bodystructure: bool = True, raw: bool = False
+        self,
+        uids: Iterable[int],
+        *,
+        envelope: bool = True,
+        bodystructure: bool = True,
+        raw: bool = False,
+        dates: bool = True,
     ) -> list[MessageInfo]:
         """Index data for ``uids`` that are in the view, in UID order; unknown UIDs are skipped.
-        ``raw=True`` gives ENVELOPE/BODY/BODYSTRUCTURE as IMAP bytes instead of lists."""
+        ``raw=True`` gives ENVELOPE/BODY/BODYSTRUCTURE as IMAP bytes instead of lists. With
+        ``dates=False`` the caller does not read ``internal_date``, and a store that learns dates
+        lazily may leave it at the epoch."""
 
     def message_facts(self) -> list[tuple[int, frozenset[str], float, int, int, bool]]:
         """``(uid, flags, internal date as POSIX time, size, modseq, recent)`` of every message in the

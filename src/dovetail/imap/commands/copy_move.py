@@ -31,7 +31,7 @@ async def cmd_copy(s: CommandSession, cmd: Any) -> Result:
 
     def work() -> Any:
         if not move and limit and storage is not None:
-            size = sum(i.size for i in mb.fetch_info(uids))
+            size = sum(i.size for i in mb.fetch_info(uids, envelope=False, bodystructure=False, dates=False))
             storage.check_quota(limit, size)  # OverQuota: NO [OVERQUOTA], nothing copied
         return mb.move(uids, dest) if move else mb.copy(uids, dest)
 

@@ -101,14 +101,15 @@ def _fetch(s: CommandSession, mb: Mailbox, uids: Sequence[int], atts: list[Fetch
     # ENVELOPE/BODY/BODYSTRUCTURE go out as the IMAP bytes the index keeps; only BINARY of a part
     # needs the structure as data (to find the part's transfer encoding).
     raw = not any(a.name in ("BINARY", "BINARY.SIZE") and a.section is not None and a.section.part for a in atts)
-    infos = mb.fetch_info(uids, envelope=want_env, bodystructure=want_bs, raw=raw)
+    dates = any(a.name == "INTERNALDATE" for a in atts)
+    infos = mb.fetch_info(uids, envelope=want_env, bodystructure=want_bs, raw=raw, dates=dates)
     seen_now: set[int] = set()
     if set_seen:
         unseen = [i.uid for i in infos if SEEN not in i.flags]
         if unseen:
             mb.store_flags(unseen, StoreMode.ADD, [SEEN])
             seen_now = set(unseen)
-            infos = mb.fetch_info(uids, envelope=want_env, bodystructure=want_bs, raw=raw)
+            infos = mb.fetch_info(uids, envelope=want_env, bodystructure=want_bs, raw=raw, dates=dates)
     lines: list[bytes] = []
     missing = len(infos) < len(uids)
     has_flags = any(a.name == "FLAGS" for a in atts)
