@@ -79,6 +79,18 @@ def parse_hostport(value: object) -> str:
     return text
 
 
+def parse_listen(value: object) -> str:
+    """A listener address: ``host:port`` as :func:`parse_hostport`, or ``unix:/absolute/path`` for a unix
+    socket (lmtpd, as Postfix's ``lmtp:unix:`` and Dovecot's lmtp unix_listener)."""
+    text = str(value).strip()
+    if text.lower().startswith("unix:"):
+        path = text[5:]
+        if not path.startswith("/") or len(path.encode()) > 100:
+            raise ValueError("expected unix:/absolute/path (at most 100 bytes)")
+        return "unix:" + path
+    return parse_hostport(text)
+
+
 def split_hostport(value: str) -> tuple[str, int]:
     """Split a validated ``host:port`` into its parts."""
     host, _, port = value.rpartition(":")
@@ -298,6 +310,10 @@ KEYS: list[Key] = [
     _k("listen.imap", "127.0.0.1:1143", parse_hostport, "IMAP listener (143)"),
     _k("listen.imaps", "", parse_hostport, "IMAP listener with implicit TLS (993); empty: off"),
     _k("listen.http", "127.0.0.1:8025", parse_hostport, "web admin and REST API"),
+    _k("listen.lmtp", "", parse_listen, "LMTP listener of a mailbox node, HOST:PORT or unix:/PATH (Postfix's "
+       "lmtp:inet:/lmtp:unix: nexthop; 24 is LMTP's port); empty: off"),
+    _k("lmtp.allowed_networks", ["127.0.0.0/8", "::1/128"], _parse_networks,
+       "TCP clients lmtpd serves (LMTP has no authentication); others get 421 before the greeting"),
     _k("database.url", "", _database_url, "empty: SQLite dovetail.db in the data directory; or postgresql://..."),
     _k("log.level", "info", _one_of("debug", "info", "warning", "error"), "lowest level logged"),
     _k("log.file", "log/dovetail.log", _parse_str,

@@ -106,7 +106,8 @@ class SmtpServer:
             self._server = await loop.create_server(lambda: _Session(self), sock=sock, **kwargs)
         else:
             self._server = await loop.create_server(lambda: _Session(self), host, port, **kwargs)
-        self._port = self._server.sockets[0].getsockname()[1]
+        name = self._server.sockets[0].getsockname()
+        self._port = name[1] if isinstance(name, tuple) else 0  # a unix socket has a path, no port
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop accepting; idle sessions get 421 now, transactions in flight get ``grace`` seconds."""
