@@ -198,8 +198,7 @@ class LmtpBackend:
     async def check_recipient(self, session: SessionInfo, address: str, params: RcptParams) -> Reply | None:
         reply = await self._check_recipient(address)
         if reply is not None:
-            self.record("rejected")
-            log.info(f"reject: RCPT from {session.peer}: {reply}; to=<{address}>")
+            self.record("rejected")  # the listener logs the refusal
         return reply
 
     async def _check_recipient(self, address: str) -> Reply | None:
