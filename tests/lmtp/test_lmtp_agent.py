@@ -94,3 +94,24 @@ def test_mail_waits_in_the_queue_while_the_node_is_down_and_arrives_once_when_it
     asyncio.run(asyncio.wait_for(scenario(), 60))
     assert len(node.messages("bob@acme.example")) == 2  # one copy of each message, none lost, none twice
     assert len(node.messages("carol@acme.example")) == 1
+
+
+def test_delivery_over_a_unix_socket(node: Node) -> None:
+    from dovetail.master.supervisor import bind_unix_socket
+
+    path = str(node.root / "lmtp.sock")
+    qid = _enqueue(node, ("carol@acme.example",))
+
+    async def scenario() -> list:
+        server = node.server()
+        await server.start(sock=bind_unix_socket(path))
+        try:
+            agent = LmtpDeliveryAgent(lambda a: Nexthop(path=path), "mx.test")
+            with QueuedMessage(qid, node.queue.path("incoming", qid)) as msg:
+                return await agent.deliver(msg, msg.envelope.recipients)
+        finally:
+            await server.stop(1)
+
+    (result,) = asyncio.run(scenario())
+    assert (result.status, result.relay) == ("sent", f"lmtp:unix:{path}")
+    assert len(node.messages("carol@acme.example")) == 1

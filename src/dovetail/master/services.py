@@ -20,7 +20,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..config import Config, ConfigError, parse_duration, parse_listen
+from ..config import Config, ConfigError, parse_duration, parse_hostport, parse_listen
 
 # imapd runs one worker per CPU (at most 8) by default: a worker serves many connections from one event
 # loop and one storage thread, so it uses one core, where Dovecot forks a process per connection.
@@ -90,7 +90,8 @@ def service_specs(cfg: Config) -> dict[str, ServiceSpec]:
             raw = table["listen"]
             items = [raw] if isinstance(raw, str) else list(raw)
             try:
-                listen = tuple(parse_listen(a) for a in items if str(a).strip())
+                parse = parse_listen if name == "lmtpd" else parse_hostport  # unix sockets: lmtpd only
+                listen = tuple(parse(a) for a in items if str(a).strip())
             except ValueError as exc:
                 raise ConfigError(f"services.{name}.listen", raw, str(exc)) from None
         values: dict[str, Any] = {}
