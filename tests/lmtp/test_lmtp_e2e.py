@@ -51,6 +51,7 @@ def mailbox_node(tmp_path: Path) -> Iterator[tuple[Master, int]]:
         b.cleanup()
 
 
+@pytest.mark.timeout(600)  # two whole servers, one of them started twice, and a CLI process per look
 def test_mx_node_delivers_over_lmtp_and_holds_mail_while_the_mailbox_node_is_down(
         tmp_path: Path, mailbox_node: tuple[Master, int]) -> None:
     b, port = mailbox_node
@@ -91,6 +92,7 @@ def test_mx_node_delivers_over_lmtp_and_holds_mail_while_the_mailbox_node_is_dow
 LMTP_SERVICE = "lmtp       unix  -       -       n       -       -       lmtp\n"
 
 
+@pytest.mark.timeout(300)  # a whole server and a private Postfix
 def test_postfix_virtual_transport_lmtp_delivers_into_dovetail(mailbox_node: tuple[Master, int]) -> None:
     b, port = mailbox_node
     user = "dovetail" if os.geteuid() == 0 else os.environ.get("USER", "nobody")
@@ -109,7 +111,9 @@ def test_postfix_virtual_transport_lmtp_delivers_into_dovetail(mailbox_node: tup
             s.sendmail("alice@ext.example", ["nobody@acme.example"], _mail("to nobody"))
         wait_for(lambda: _subjects(b) == ["via postfix"], 60, "Postfix delivery over LMTP")
         maillog = postfix.root / "maillog"
-        wait_for(lambda: "status=bounced" in maillog.read_text(errors="replace"), 60, "Postfix bounce")
+        # Postfix logs through postlogd, after the fact: wait for both outcomes to be written
+        wait_for(lambda: all(s in maillog.read_text(errors="replace") for s in ("status=sent", "status=bounced")),
+                 60, "Postfix's log of the delivery and the bounce")
         log = maillog.read_text(errors="replace")
         assert "relay=127.0.0.1[127.0.0.1]:" in log and "status=sent (250 2.0.0 <bob@acme.example> Saved)" in log
         assert "550 5.1.1 <nobody@acme.example>: no mailbox here" in log
