@@ -79,6 +79,18 @@ def parse_hostport(value: object) -> str:
     return text
 
 
+def parse_listen(value: object) -> str:
+    """A listener address: ``host:port`` as :func:`parse_hostport`, or ``unix:/absolute/path`` for a unix
+    socket (lmtpd, as Postfix's ``lmtp:unix:`` and Dovecot's lmtp unix_listener)."""
+    text = str(value).strip()
+    if text.lower().startswith("unix:"):
+        path = text[5:]
+        if not path.startswith("/") or len(path.encode()) > 100:
+            raise ValueError("expected unix:/absolute/path (at most 100 bytes)")
+        return "unix:" + path
+    return parse_hostport(text)
+
+
 def split_hostport(value: str) -> tuple[str, int]:
     """Split a validated ``host:port`` into its parts."""
     host, _, port = value.rpartition(":")
@@ -392,6 +404,8 @@ KEYS: list[Key] = [
     _k("listen.submissions", "", parse_hostport, "submission listener with implicit TLS (465); empty: off"),
     _k("listen.imap", "127.0.0.1:1143", parse_hostport, "IMAP listener (143)"),
     _k("listen.imaps", "", parse_hostport, "IMAP listener with implicit TLS (993); empty: off"),
+    _k("listen.lmtp", "", parse_listen, "LMTP listener of a mailbox node, HOST:PORT or unix:/PATH (Postfix's "
+       "lmtp:inet:/lmtp:unix: nexthop; 24 is LMTP's port); empty: off"),
     _k("listen.http", "127.0.0.1:8025", parse_hostport, "web admin and REST API"),
     _k("listen.https", "", parse_hostport,
        "web listener with TLS (443): SNI picks each name's certificate; TLS-ALPN-01 answered here; empty: off"),
@@ -427,6 +441,8 @@ KEYS: list[Key] = [
     _k("smtp.bare_lf", "normalize", _one_of("normalize", "reject"),
        "bare LF in DATA: store as CRLF (normalize) or answer 550 5.5.2 and disconnect (reject)"),
     _k("smtp.over_quota", "defer", _one_of("defer", "reject"), "452 4.2.2 (defer) or 552 5.2.2 (reject)"),
+    _k("lmtp.allowed_networks", ["127.0.0.0/8", "::1/128"], _parse_networks,
+       "TCP clients lmtpd serves (LMTP has no authentication); others get 421 before the greeting"),
     _k("queue.minimal_backoff", "300s", _at_least(_dur, 1), "first retry delay of a deferred message"),
     _k("queue.maximal_backoff", "4000s", _at_least(_dur, 1), "longest retry delay"),
     _k("queue.maximal_lifetime", "5d", _dur, "deferred messages bounce after this long"),

@@ -164,7 +164,7 @@ def test_refused_rules_save_nothing(world) -> None:  # noqa: ANN001
         (("recipient", "partner.example", "relay"), {"host": "bad host!", "port": 25}, "not a host name"),
         (("recipient", "partner.example", "relay"), {"host": "127.0.0.1", "port": 70000}, "port"),
         (("recipient", "partner.example", "relay"), {"host": "127.0.0.1", "tls": "maybe"}, "tls"),
-        (("recipient", "partner.example", "carrier-pigeon"), {}, "must be relay or mx"),
+        (("recipient", "partner.example", "carrier-pigeon"), {}, "must be relay, mx or lmtp"),
         (("planet", "x", "mx"), {}, "rule kind"),
     ]
     for args, kwargs, says in refused:

@@ -174,8 +174,8 @@ def cred_rm(ctx: typer.Context, username: str) -> None:
     print(f"removed {username}")
 
 
-RULE_HELP = ("recipient (a domain, .domain for its subdomains, or *) | sender (an address, or @domain) | "
-             "domain (a sender domain of ours) | tenant | default")
+RULE_HELP = ("recipient (a domain, .domain for its subdomains, an address for lmtp rules, or *) | "
+             "sender (an address, or @domain) | domain (a sender domain of ours) | tenant | default")
 
 
 @transport_app.command("set")
@@ -186,6 +186,9 @@ def transport_set(
     relay: Annotated[str | None, typer.Option("--relay", help="HOST:PORT, [HOST]:PORT or relay:[HOST]:PORT "
                                                            "of a smarthost")] = None,
     mx: Annotated[bool, typer.Option("--mx", help="deliver straight to the recipient's MX")] = False,
+    lmtp: Annotated[str | None, typer.Option("--lmtp", help="hand recipients to a mailbox node over LMTP: "
+                                                         "lmtp:HOST:PORT or lmtp:unix:/PATH (recipient rules)")
+                    ] = None,
     tls: Annotated[str, typer.Option("--tls", help="starttls | implicit | none")] = "starttls",
     user: Annotated[str | None, typer.Option("--user")] = None,
     secret: Annotated[str | None, typer.Option("--secret")] = None,
@@ -203,12 +206,15 @@ def transport_set(
     from dovetail.outbound.transports import TransportError, Transports
     from dovetail.sealing import Sealer
 
-    if bool(relay) == mx:
-        fail("give exactly one of --relay HOST:PORT or --mx")
+    if [bool(relay), mx, bool(lmtp)].count(True) != 1:
+        fail("give exactly one of --relay HOST:PORT, --mx or --lmtp NEXTHOP")
     try:
         store = Transports(ctx.obj.engine, sealer=Sealer.for_data_dir(ctx.obj.data_dir))
-        t = store.set_nexthop(scope, match, relay or None, tls=tls, username=user, secret=secret,
-                              dns_check=not no_dns_check, bind_address=bind_address)
+        if lmtp:
+            t = store.set_lmtp(scope, match, lmtp, dns_check=not no_dns_check)
+        else:
+            t = store.set_nexthop(scope, match, relay or None, tls=tls, username=user, secret=secret,
+                                  dns_check=not no_dns_check, bind_address=bind_address)
     except TransportError as exc:
         fail(str(exc))
     if as_json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dovetail.delivery.agent import (
+    Deliverable,
     MailboxTarget,
     MaildirConfig,
     MaildirDeliveryAgent,
@@ -12,6 +13,7 @@ from dovetail.delivery.agent import (
 )
 
 __all__ = [
+    "Deliverable",
     "MailboxTarget",
     "MaildirConfig",
     "MaildirDeliveryAgent",

@@ -11,6 +11,9 @@ temporarily; the storage names each copy after the queue id and recipient index,
 the copies that succeeded instead of writing them again. Quota is checked for every mailbox of a
 recipient before any copy is written.
 
+The message may be a queue file or a message an LMTP session holds (anything :class:`Deliverable`), so
+lmtpd delivers with the same rules as the queue does.
+
 The files themselves are the storage's business (:meth:`dovetail.storage.api.MailStorage.deliver`).
 """
 
@@ -22,13 +25,12 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal, Protocol
 
 from dovetail.delivery.loops import scan_headers
 from dovetail.log import get_logger
 from dovetail.queue.agent import DeliveryResult
-from dovetail.queue.envelope import QueueRecipient
-from dovetail.queue.qfile import QueuedMessage
+from dovetail.queue.envelope import Envelope, QueueRecipient
 from dovetail.storage import MailStorage, open_storage
 from dovetail.storage.api import Delivered, DeliveryId, MailboxNotFound, OverQuota
 
@@ -36,6 +38,18 @@ log = get_logger("virtual")
 
 RELAY = "virtual"
 _CTL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class Deliverable(Protocol):
+    """What the agent reads of a message: a queue file (``QueuedMessage``) or one held by an LMTP session."""
+
+    queue_id: str
+    envelope: Envelope
+    size: int
+
+    def open(self) -> BinaryIO: ...
+
+    def read_headers(self, limit: int = ...) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -81,10 +95,10 @@ class MaildirDeliveryAgent:
         self.resolve = resolve
         self.config = config or MaildirConfig()
 
-    async def deliver(self, message: QueuedMessage, recipients: list[QueueRecipient]) -> list[DeliveryResult]:
+    async def deliver(self, message: Deliverable, recipients: list[QueueRecipient]) -> list[DeliveryResult]:
         return await asyncio.to_thread(self.deliver_sync, message, recipients)
 
-    def deliver_sync(self, message: QueuedMessage, recipients: list[QueueRecipient]) -> list[DeliveryResult]:
+    def deliver_sync(self, message: Deliverable, recipients: list[QueueRecipient]) -> list[DeliveryResult]:
         facts = scan_headers(message.read_headers(self.config.header_limit))
         if facts.received > self.config.hop_count_limit:
             reason = f"mail forwarding loop: too many hops ({facts.received} Received: headers)"
@@ -95,7 +109,7 @@ class MaildirDeliveryAgent:
 
     def _one(
         self,
-        message: QueuedMessage,
+        message: Deliverable,
         rcpt: QueueRecipient,
         seen: frozenset[str],
         done: dict[Path, DeliveryResult | None],
@@ -138,7 +152,7 @@ class MaildirDeliveryAgent:
             done[key] = None
         return DeliveryResult(rcpt, "sent", "2.0.0", "delivered to maildir", RELAY)
 
-    def _store(self, store: MailStorage, message: QueuedMessage, target: MailboxTarget, delivery: DeliveryId,
+    def _store(self, store: MailStorage, message: Deliverable, target: MailboxTarget, delivery: DeliveryId,
                retry: bool, mailbox: str) -> Delivered:
         address = target.address
         if mailbox == "INBOX":
@@ -150,7 +164,7 @@ class MaildirDeliveryAgent:
             return store.deliver(self._content(message, address), mailbox=mailbox, delivery_id=delivery, retry=retry)
 
     def _over_quota(
-        self, message: QueuedMessage, target: MailboxTarget, store: MailStorage
+        self, message: Deliverable, target: MailboxTarget, store: MailStorage
     ) -> tuple[Literal["bounced", "deferred"], str, str] | None:
         try:
             store.check_quota(target.quota_bytes, message.size)
@@ -159,14 +173,14 @@ class MaildirDeliveryAgent:
         return None
 
     @staticmethod
-    def _content(message: QueuedMessage, address: str) -> Iterator[bytes]:
+    def _content(message: Deliverable, address: str) -> Iterator[bytes]:
         sender = _CTL.sub("", message.envelope.sender)
         yield f"Return-Path: <{sender}>\nDelivered-To: {_CTL.sub('', address)}\n".encode()
         with message.open() as stream:
             yield from iter(lambda: stream.read(65536), b"")
 
 
-def _junk(message: QueuedMessage, rcpt: QueueRecipient) -> bool:
+def _junk(message: Deliverable, rcpt: QueueRecipient) -> bool:
     """Whether the MX marked this recipient's copy for the Junk folder (a sender's DMARC quarantine)."""
     marked = message.envelope.extra.get("junk") or ""
     return str(rcpt.index) in marked.split(",")

@@ -33,14 +33,18 @@ def mailbox_targets(resolver: Resolver):  # noqa: ANN201 - returns the delivery 
     return resolve
 
 
-def transport_chooser(resolver: Resolver) -> Callable[[str], Awaitable[str]]:
-    """qmgr's ``transport_for``: our domains go to the Maildir agent (``virtual``), the rest out by ``smtp``.
+def transport_chooser(resolver: Resolver, lmtp_for: Callable[[str], object | None] | None = None,
+                      ) -> Callable[[str], Awaitable[str]]:
+    """qmgr's ``transport_for``: a recipient with an lmtp transport rule goes to the LMTP agent (``lmtp``),
+    our domains to the Maildir agent (``virtual``), the rest out by ``smtp``.
 
     Called on qmgr's event loop for every recipient: a cached resolution answers at once; a miss is a
     database query, made in a thread so that the loop keeps delivering meanwhile.
     """
 
     async def transport_for(address: str) -> str:
+        if lmtp_for is not None and lmtp_for(address) is not None:
+            return "lmtp"
         res = resolver.cached(address)
         if res is None:
             res = await asyncio.to_thread(resolver.resolve, address)

@@ -24,12 +24,14 @@ from ..certs.renew import certs_renewer, wanted_names
 from ..config import Config
 from ..db import make_engine
 from ..delivery.agent import MaildirConfig, MaildirDeliveryAgent
+from ..delivery.lmtp import LmtpDeliveryAgent, Nexthop
 from ..directory import Directory, Resolver
 from ..directory.srs import Srs
 from ..imap.limits import Limits as ImapLimits
 from ..imap.server import ImapServer
 from ..intake.contentfilter import ContentFilter
 from ..intake.greylist import Greylist, GreylistSettings
+from ..intake.lmtp import LmtpBackend, network_gate
 from ..intake.local import mailbox_targets, transport_chooser
 from ..intake.milter import parse_milter
 from ..intake.milter.client import Timeouts as MilterTimeouts
@@ -332,6 +334,54 @@ async def run_imapd(ctx: WorkerContext) -> int:
     return await supervise_listeners(ctx, servers, stop_all)
 
 
+def local_agent(cfg: Config, rt: Runtime, record):  # noqa: ANN001, ANN201
+    """The Maildir agent as both the queue and lmtpd deliver with it: quotas as configured, deliveries to
+    reply inboxes handed over to the replies pipeline and to report intakes to the report reader,
+    outcomes counted for the dashboard."""
+    maildir = MaildirDeliveryAgent(mailbox_targets(rt.resolver),
+                                   MaildirConfig(quota_bounce=cfg["smtp.over_quota"] == "reject"))
+    return CountingAgent(RepliesHandOver(maildir, rt.resolver, local_delivery(rt.engine, cfg),
+                                         reports_delivery(rt.engine, rt.layout.mail)), record)
+
+
+async def run_lmtpd(ctx: WorkerContext) -> int:
+    """LMTP for mailbox nodes (and Postfix's ``virtual_transport = lmtp:...``): each recipient committed into
+    its Maildir before its reply; TCP clients only from ``lmtp.allowed_networks``."""
+    cfg = ctx.cfg
+    rt = Runtime(cfg)
+    record = flow_counters(rt)
+    backend = LmtpBackend(rt.resolver, local_agent(cfg, rt, record), over_quota=cfg["smtp.over_quota"],
+                          spool_dir=rt.queue.root / "tmp", record=record)
+    limits = smtp_limits(cfg)
+    if ctx.spec.max_connections:
+        limits = replace(limits, max_connections=ctx.spec.max_connections)
+    admit = network_gate(cfg["lmtp.allowed_networks"])
+    servers = []
+    for sock in ctx.sockets:
+        server = SmtpServer(backend, limits, hostname=cfg.hostname, listener="lmtp", lmtp=True, admit=admit)
+        await server.start(sock=sock)
+        servers.append(server)
+
+    async def stop_all(grace: float) -> None:
+        await asyncio.gather(*(s.stop(grace) for s in servers))
+
+    return await supervise_listeners(ctx, servers, stop_all)
+
+
+def lmtp_nexthop(routes: Transports):  # noqa: ANN201
+    """The LMTP agent's ``nexthop_for``: the lmtp rule of a recipient as a nexthop (None: no rule now)."""
+
+    def nexthop_for(address: str) -> Nexthop | None:
+        rule = routes.lmtp_for(address)
+        if rule is None:
+            return None
+        if rule.port is None:
+            return Nexthop(path=rule.host)
+        return Nexthop(host=rule.host, port=rule.port)
+
+    return nexthop_for
+
+
 def _share(limit: int, shards: int) -> int:
     """One queue manager's part of a limit the ``shards`` managers split between them."""
     return max(1, -(-limit // shards))
@@ -344,8 +394,6 @@ async def run_qmgr(ctx: WorkerContext) -> int:
     configure_dns(cfg)  # outbound MX and MTA-STS lookups
     rt = Runtime(cfg)
     shard = Shard(ctx.index, ctx.spec.workers)
-    maildir = MaildirDeliveryAgent(mailbox_targets(rt.resolver),
-                                   MaildirConfig(quota_bounce=cfg["smtp.over_quota"] == "reject"))
     qcfg = QueueConfig(minimal_backoff=cfg["queue.minimal_backoff"], maximal_backoff=cfg["queue.maximal_backoff"],
                        maximal_queue_lifetime=cfg["queue.maximal_lifetime"],
                        bounce_queue_lifetime=cfg["queue.bounce_lifetime"],
@@ -353,12 +401,14 @@ async def run_qmgr(ctx: WorkerContext) -> int:
                        hostname=cfg.hostname)
 
     record = flow_counters(rt)
-    local = RepliesHandOver(maildir, rt.resolver, local_delivery(rt.engine, cfg),
-                            reports_delivery(rt.engine, rt.layout.mail))
     outbound = _outbound_agent(cfg, rt, qcfg, processes=shard.count)
-    agents = {"virtual": CountingAgent(local, record), "smtp": CountingAgent(outbound, record)}
+    routes = Transports(rt.engine, cfg["directory.cache_check_interval"])
+    lmtp = LmtpDeliveryAgent(lmtp_nexthop(routes), cfg.hostname)
+    agents = {"virtual": local_agent(cfg, rt, record), "smtp": CountingAgent(outbound, record),
+              "lmtp": CountingAgent(lmtp, record)}
 
-    manager = QueueManager(rt.queue, agents, qcfg, transport_for=transport_chooser(rt.resolver), shard=shard)
+    manager = QueueManager(rt.queue, agents, qcfg, transport_for=transport_chooser(rt.resolver, routes.lmtp_for),
+                           shard=shard)
     task = asyncio.create_task(manager.run())
     started = asyncio.create_task(manager.started.wait())
     await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
@@ -489,5 +539,6 @@ async def run_replies(ctx: WorkerContext) -> int:
 
 
 RUNNERS: dict[str, Runner] = {"smtpd": run_smtpd, "submission": run_submission, "imapd": run_imapd,
-                              "qmgr": run_qmgr, "web": run_web, "replies": run_replies, "certs": run_certs}
+                              "qmgr": run_qmgr, "web": run_web, "replies": run_replies, "certs": run_certs,
+                              "lmtpd": run_lmtpd}
 

@@ -20,7 +20,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..config import Config, ConfigError, parse_duration, parse_hostport
+from ..config import Config, ConfigError, parse_duration, parse_hostport, parse_listen
 
 # imapd runs one worker per CPU (at most 8) by default: a worker serves many connections from one event
 # loop and one storage thread, so it uses one core, where Dovecot forks a process per connection.
@@ -39,6 +39,7 @@ KNOWN: dict[str, tuple[tuple[str, ...], int]] = {
     "replies": ((), 1),
     "web": (("listen.http", "acme.http01_listen", "listen.https"), 1),
     "certs": ((), 1),
+    "lmtpd": (("listen.lmtp",), 1),
 }
 SERVICE_KEYS = {"enabled", "listen", "workers", "max_connections", "max_idle", "max_use"}
 
@@ -71,6 +72,7 @@ def _prefixes(name: str) -> tuple[str, ...]:
         "replies": ("replies.", "database.", "server."),
         "web": ("web.", "database.", "server.", "tls."),
         "certs": ("acme.", "dns.", "database.", "server.", "tls."),
+        "lmtpd": ("lmtp.", "smtp.", "directory.", "replies.", "server.", "database."),
     }.get(name, ("server.",))
 
 
@@ -90,7 +92,8 @@ def service_specs(cfg: Config) -> dict[str, ServiceSpec]:
             raw = table["listen"]
             items = [raw] if isinstance(raw, str) else list(raw)
             try:
-                listen = tuple(parse_hostport(a) for a in items if str(a).strip())
+                parse = parse_listen if name == "lmtpd" else parse_hostport  # unix sockets: lmtpd only
+                listen = tuple(parse(a) for a in items if str(a).strip())
             except ValueError as exc:
                 raise ConfigError(f"services.{name}.listen", raw, str(exc)) from None
         values: dict[str, Any] = {}

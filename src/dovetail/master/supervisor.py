@@ -25,6 +25,7 @@ import resource
 import select
 import signal
 import socket
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -96,8 +97,29 @@ def raise_open_files() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def bind_unix_socket(path: str) -> socket.socket:
+    """A listening unix socket at ``path`` (a stale socket file left by an earlier run is replaced), mode
+    0666: who may connect is decided by the folder it is in, as for Postfix's and Dovecot's sockets."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o666)
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on unix:{path}: {exc.strerror}") from None
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    sock.setblocking(False)
+    return sock
+
+
 def bind_socket(address: str) -> socket.socket:
-    """A listening TCP socket, bound by the master and inherited by workers."""
+    """A listening TCP socket (or a unix one for ``unix:/path``), bound by the master and inherited by workers."""
+    if address.startswith("unix:"):
+        return bind_unix_socket(address[5:])
     host, port = split_hostport(address)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -15,6 +15,12 @@ A rule may carry a ``bind_address``: the local address its connections come from
 ``smtp_bind_address`` on a transport), which makes a tenant rule an IP pool. It must be an address
 of this machine, checked by binding to it when the rule is set.
 
+A rule of kind ``lmtp`` (``lmtp:HOST:PORT`` or ``lmtp:unix:/PATH``) hands a recipient domain, its
+subdomains, or one recipient address to a mailbox node over LMTP: the queue's LMTP agent delivers
+them there (:mod:`dovetail.delivery.lmtp`), whether or not the domain is one of ours; lmtp rules are
+for recipients only, and take precedence over local delivery, so an MX node can keep its mailboxes
+on another node.
+
 Relay secrets must go to the relay as they are (AUTH), so they cannot be hashed: they are sealed
 with the data directory's credentials key (:mod:`dovetail.sealing`), and the database alone does not
 give them away, unlike Postfix's sasl_passwd.
@@ -30,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -44,14 +51,15 @@ from dovetail.directory.addresses import (
 from dovetail.directory.store import Directory
 from dovetail.directory.store import generation as directory_generation
 from dovetail.log import get_logger
-from dovetail.outbound.routing import SCOPES, Key, choose, describe
+from dovetail.outbound.routing import SCOPES, Key, candidates, choose, describe
 from dovetail.outbound.schema import bump_generation, generation, transports
 from dovetail.sealing import Sealer, SealError
 
 log = get_logger("outbound")
 SECRET_PURPOSE = "relay secret"
 
-KINDS = ("relay", "mx")
+KINDS = ("relay", "mx", "lmtp")
+LMTP_PORT = 24
 TLS_MODES = ("starttls", "implicit", "none")
 RESOLVE_TIMEOUT = 10.0
 _SES_HOST = re.compile(r"email-smtp(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com\.?", re.I)
@@ -85,9 +93,13 @@ class Transport:
 
     @property
     def name(self) -> str:
-        """``relay:[host]:port`` or ``mx``, as Postfix writes a nexthop."""
+        """``relay:[host]:port``, ``lmtp:host:port``, ``lmtp:unix:/path`` or ``mx``, as Postfix writes a nexthop."""
         if self.kind == "relay":
             return f"relay:[{self.host}]:{self.port}"
+        if self.kind == "lmtp":
+            if self.port is None:
+                return f"lmtp:unix:{self.host}"
+            return f"lmtp:[{self.host}]:{self.port}" if ":" in (self.host or "") else f"lmtp:{self.host}:{self.port}"
         return "mx"
 
     @property
@@ -162,6 +174,23 @@ def parse_nexthop(text: str) -> tuple[str, int | None]:
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise TransportError(f"relay {text!r}: port {port_text!r} must be a number 1-65535")
     return host.strip(), int(port_text)
+
+
+def parse_lmtp_nexthop(text: str) -> tuple[str, int | None]:
+    """``lmtp:HOST:PORT``, ``HOST:PORT``, ``HOST`` (port 24), Postfix's ``lmtp:inet:HOST:PORT``, or a
+    unix socket ``lmtp:unix:/PATH`` → (host, port), or (path, None) for a unix socket."""
+    rest = text.strip()
+    if rest.lower().startswith("lmtp:"):
+        rest = rest[5:]
+    if rest.lower().startswith("unix:"):
+        path = rest[5:]
+        if not path.startswith("/") or len(path.encode()) > 100:
+            raise TransportError(f"lmtp {text!r}: a unix socket is unix:/absolute/path (at most 100 bytes)")
+        return path, None
+    if rest.lower().startswith("inet:"):
+        rest = rest[5:]
+    host, port = parse_nexthop(rest)
+    return host, port or LMTP_PORT
 
 
 def _check_host_syntax(host: str | None) -> str:
@@ -240,6 +269,8 @@ def rule_key(scope: str, match: str) -> Key:
         if scope == "recipient":
             if text == "*":
                 return ("default", "*")
+            if "@" in text:  # one recipient (lmtp rules only)
+                return ("recipient", normalize_address(text))
             if text.startswith("."):
                 return ("recipient", "." + normalize_domain(text[1:]))
             return ("recipient", normalize_domain(text))
@@ -265,6 +296,10 @@ class _Snapshot:
     stamp: tuple[int, int]
     table: dict[Key, Transport]
     tenant_of: dict[str, str | None] = field(default_factory=dict)
+
+    @cached_property
+    def has_lmtp(self) -> bool:
+        return any(t.kind == "lmtp" for t in self.table.values())
 
 
 _bump = bump_generation
@@ -299,7 +334,11 @@ class Transports:
         an address of this machine."""
         key = rule_key(scope, match)
         if kind not in KINDS:
-            raise TransportError(f"transport {kind!r}: must be relay or mx")
+            raise TransportError(f"transport {kind!r}: must be relay, mx or lmtp")
+        if kind == "lmtp" and key[0] != "recipient":
+            raise TransportError("an lmtp rule is for recipients: a domain, .domain or an address")
+        if kind != "lmtp" and "@" in key[1] and key[0] == "recipient":
+            raise TransportError(f"a rule for one recipient address ({key[1]}) can only be an lmtp rule")
         if tls not in TLS_MODES:
             raise TransportError(f"tls {tls!r}: must be one of {', '.join(TLS_MODES)}")
         if kind == "relay":
@@ -309,14 +348,24 @@ class Transports:
                 raise TransportError(f"port {port}: must be 1-65535")
             if bool(username) != bool(secret):
                 raise TransportError("give both a user name and a secret for relay AUTH, or neither")
+        elif kind == "lmtp":
+            if port is not None:  # a unix socket keeps its path in host, with no port
+                host = _check_host_syntax(host)
+                if not 0 < port < 65536:
+                    raise TransportError(f"port {port}: must be 1-65535")
+            elif not (host or "").startswith("/"):
+                raise TransportError("an lmtp rule needs HOST:PORT or unix:/PATH")
+            tls, username, secret = "none", None, None
+            if bind_address is not None and bind_address.strip():
+                raise TransportError("an lmtp rule has no bind address")
         else:
             host, port, username, secret = None, None, None, None
         if bind_address is not None and bind_address.strip():
             bind_address = check_bind_address(bind_address)
         else:
             bind_address = None
-        self._check_ours(key)
-        if kind == "relay" and check_host is not None:
+        self._check_ours(key, kind)
+        if kind in ("relay", "lmtp") and port is not None and check_host is not None:
             assert host is not None
             check_host(host)
         stored: dict[str, object] = dict(kind=kind, host=host, port=port, tls=tls, username=username, secret=secret,
@@ -347,11 +396,18 @@ class Transports:
                         username=username, secret=secret, check_host=host_resolves if dns_check else None,
                         bind_address=bind_address)
 
-    def _check_ours(self, key: Key) -> None:
+    def set_lmtp(self, scope: str, match: str, nexthop: str, *, dns_check: bool = True) -> Transport:
+        """``transport set --lmtp``: ``nexthop`` is ``lmtp:HOST:PORT``, ``HOST:PORT`` or ``lmtp:unix:/PATH``."""
+        host, port = parse_lmtp_nexthop(nexthop)
+        return self.set(scope, match, "lmtp", host=host, port=port, tls="none",
+                        check_host=host_resolves if dns_check else None)
+
+    def _check_ours(self, key: Key, kind: str = "mx") -> None:
         """Sender rules are for the mail our tenants send (submission and the send API take only their
         domains), so a foreign sender domain is refused, most likely a typo, rather than kept without
         a word; forwarded mail keeps its foreign sender and is routed by recipient or default. A
-        recipient rule for one of our domains would never apply, since its mail is delivered here."""
+        recipient rule for one of our domains would never apply, since its mail is delivered here, unless
+        it is an lmtp rule: that one sends the domain's mail to the node that keeps its mailboxes."""
         scope, match = key
         directory = Directory(self.engine)
         if scope in ("sender", "domain"):
@@ -361,7 +417,7 @@ class Transports:
         elif scope == "tenant":
             if directory.tenant_ref(match) is None:
                 raise TransportError(f"no tenant {match!r}")
-        elif scope == "recipient" and not match.startswith("."):
+        elif scope == "recipient" and not match.startswith(".") and kind != "lmtp":
             if directory.domain_tenant(match) is not None:
                 raise TransportError(f"{match} is one of our domains: its mail is delivered here, not through a "
                                      "transport")
@@ -430,6 +486,23 @@ class Transports:
         when known; otherwise the sender domain's. Unparsable names match no rule of their kind."""
         return self._route(self._fresh(), sender, recipient, tenant)
 
+    def lmtp_for(self, recipient: str) -> Transport | None:
+        """The lmtp rule for ``recipient`` (its address, then its domain, then its nearest parent domain),
+        or None: the question the queue manager asks before local delivery."""
+        snap = self._fresh()
+        if not snap.has_lmtp:
+            return None
+        try:
+            address = normalize_address(recipient.strip().strip("<>"))
+        except AddressError:
+            return None
+        domain = address.rpartition("@")[2]
+        for key in (("recipient", address), *candidates("", domain, None)):
+            found = snap.table.get(key)
+            if found is not None:  # the most specific rule decides
+                return found if found.kind == "lmtp" else None
+        return None
+
     def for_recipients(self, sender: str, recipients: Iterable[str],
                        tenant: str | None = None) -> builtins.list[Route]:
         """One route per recipient, all from the same copy of the table (the delivery agent's question)."""
@@ -473,6 +546,9 @@ class Transports:
                 raise TransportError(f"no tenant {tenant!r}")
             tenant = found.name
         domain = rcpt.rpartition("@")[2]
+        lmtp = self.lmtp_for(rcpt)
+        if lmtp is not None:
+            return Route(lmtp, (lmtp.scope, lmtp.match), bare_sender, rcpt, tenant).as_dict()
         if directory.is_local_domain(domain):
             return {"sender": sender, "recipient": rcpt, "tenant": tenant, "transport": "virtual", "rule": None,
                     "why": f"{domain} is one of our domains: delivered here, no transport"}

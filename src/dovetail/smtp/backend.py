@@ -69,6 +69,15 @@ class MessageSink(Protocol):
 
 
 @runtime_checkable
+class RecipientSink(MessageSink, Protocol):
+    """A sink that answers for each recipient on its own (LMTP, RFC 2033 §4.2): ``commit_each`` returns
+    one reply per envelope recipient, in RCPT order, each given only once that recipient's copy is
+    durable. An LMTP listener whose sink has only ``commit`` repeats that one reply for everyone."""
+
+    async def commit_each(self) -> list[Reply]: ...
+
+
+@runtime_checkable
 class Backend(Protocol):
     async def check_sender(self, session: SessionInfo, address: str, params: MailParams) -> Reply | None:
         """None accepts the sender (250 2.1.0 Ok)."""

@@ -57,6 +57,11 @@ class Ehlo(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class Lhlo(Ehlo):
+    """LMTP's greeting (RFC 2033 §4.1): answered as EHLO is, with the extension list."""
+
+
+@dataclass(frozen=True, slots=True)
 class Mail(Event):
     address: str  # "" for the null sender <>
     params: MailParams = field(default_factory=MailParams)

@@ -8,9 +8,12 @@ This core streams DATA in bounded chunks with dot-unstuffing done on whole block
 
 Usage: ``receive_data(bytes)``; loop ``next_event()`` until ``NeedData``; answer every event whose
 ``needs_reply`` is true with ``send_reply(reply)`` (``default_reply(event)`` gives the standard answer
-for commands that need no policy). The core learns the outcome of MAIL, RCPT, DATA, STARTTLS and AUTH
-from the reply code it is asked to send, so policy stays outside. AUTH's SASL exchange (challenges,
-base64, cancel, the authorization-identity rule) runs here through :mod:`dovetail.mailauth.sasl`, the
+for commands that need no policy). With ``lmtp=True`` the same core speaks LMTP (RFC 2033): LHLO
+instead of HELO/EHLO, and the end of the message data is answered with one reply per accepted
+recipient (``send_replies``; ``send_reply`` there repeats one reply for every recipient). The core
+learns the outcome of MAIL, RCPT, DATA, STARTTLS and AUTH from the reply code it is asked to send,
+so policy stays outside. AUTH's SASL exchange (challenges, base64, cancel, the authorization-identity
+rule) runs here through :mod:`dovetail.mailauth.sasl`, the
 one IMAP uses too; the backend sees only the final credentials.
 """
 
@@ -33,6 +36,7 @@ _GO_AHEAD = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
 _MAIL_OK = Reply(250, "2.1.0", "Ok")
 _RCPT_OK = Reply(250, "2.1.5", "Ok")
 _HELP = "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH"
+_LMTP_HELP = "Commands: LHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP"
 
 
 class State(Enum):
@@ -58,7 +62,9 @@ class SmtpConnection:
         tls_active: bool = False,
         auth_plaintext: bool = False,
         auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN"),
+        lmtp: bool = False,
     ) -> None:
+        self.lmtp = lmtp
         self.limits = limits or Limits()
         self.error_limit = self.limits.max_errors  # lowered by the server while it is under stress
         self.hostname = hostname
@@ -78,12 +84,13 @@ class SmtpConnection:
         self._skip_long_line = False
         self._sasl: SaslExchange | None = None  # an exchange waiting for the client's next line
         self.last_verb = ""  # lower-case verb of the last command line read ("unknown" if not one)
+        self._per_recipient = 0  # LMTP: replies the pending end-of-data event takes (one per recipient)
         self._reset_transaction()
 
     # -- public API ------------------------------------------------------------------------------
 
     def greeting(self) -> bytes:
-        return Reply(220, "", f"{self.hostname} ESMTP Dovetail").render()
+        return Reply(220, "", f"{self.hostname} {'LMTP' if self.lmtp else 'ESMTP'} Dovetail").render()
 
     def receive_data(self, data: bytes) -> None:
         """Append received bytes; nothing is parsed until ``next_event``."""
@@ -104,8 +111,24 @@ class SmtpConnection:
         return self._smtputf8
 
     @property
+    def recipients_accepted(self) -> int:
+        """RCPT commands accepted in the current transaction."""
+        return self._rcpt_count
+
+    @property
+    def replies_due(self) -> int:
+        """How many replies the pending event takes: the accepted recipients for LMTP's end of data
+        (RFC 2033 §4.2), else 1 (0 when nothing is pending)."""
+        if self._pending is None:
+            return 0
+        return self._per_recipient or 1
+
+    @property
     def protocol_name(self) -> str:
         """``with`` value for Received: (RFC 3848, RFC 6531)."""
+        if self.lmtp:
+            return ("UTF8LMTP" if self._smtputf8 else "LMTP") + ("S" if self.tls_active else "") + (
+                "A" if self.authenticated else "")
         if not self.esmtp:
             return "SMTP"
         base = "UTF8SMTP" if self._smtputf8 else "ESMTP"
@@ -134,29 +157,52 @@ class SmtpConnection:
             event = self._command_event()
         if event.needs_reply:
             self._pending = event
+            self._per_recipient = self._rcpt_count if self.lmtp and self._ends_data(event) else 0
         return event
+
+    def _ends_data(self, event: ev.Event) -> bool:
+        """Whether ``event`` closes the message data (the reply LMTP gives per recipient)."""
+        if isinstance(event, ev.MessageEnd):
+            return True
+        if isinstance(event, ev.BdatEnd):
+            return event.last
+        if isinstance(event, ev.ProtocolError):
+            return self.state is State.DATA or (self.state is State.BDAT and self._bdat_last)
+        return False
 
     def send_reply(self, reply: Reply) -> bytes:
         """Render ``reply`` to the pending event and move the state machine on."""
+        return self.send_replies([reply] * self.replies_due)
+
+    def send_replies(self, replies: list[Reply]) -> bytes:
+        """Render the replies to the pending event (``replies_due`` of them: LMTP answers the end of the
+        data once per accepted recipient, in RCPT order) and move the state machine on."""
         event = self._pending
         if event is None:
             raise RuntimeError("no event is waiting for a reply")
+        if len(replies) != self.replies_due:
+            raise ValueError(f"{type(event).__name__} takes {self.replies_due} replies, not {len(replies)}")
         self._pending = None
+        self._per_recipient = 0
+        reply = replies[0]
         self._apply(event, reply)
-        if reply.is_error:
+        if any(r.is_error for r in replies):
             self.errors += 1
         if isinstance(event, _JUNK):
             self.junk += 1
             if self.junk > self.limits.max_junk_commands:
                 self.errors += 1
-        if reply.closes or (isinstance(event, ev.ProtocolError) and event.close):
+        if any(r.closes for r in replies) or (isinstance(event, ev.ProtocolError) and event.close):
             self.closing = True
             self.state = State.CLOSED
-        return reply.render()
+        if len(replies) == 1:
+            return reply.render()
+        return b"".join(r.render() for r in replies)
 
     def shutdown(self, reply: Reply) -> bytes:
         """An unsolicited closing reply (timeout, server stop); the session is over."""
         self._pending = None
+        self._per_recipient = 0
         self.closing = True
         self.state = State.CLOSED
         self._buf.clear()
@@ -173,7 +219,7 @@ class SmtpConnection:
         if isinstance(event, ev.Vrfy):
             return Reply(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery")
         if isinstance(event, ev.Help):
-            return Reply(214, "2.0.0", _HELP)
+            return Reply(214, "2.0.0", _LMTP_HELP if self.lmtp else _HELP)
         if isinstance(event, ev.Quit):
             return _BYE
         if isinstance(event, ev.StartTls):
@@ -330,10 +376,16 @@ class SmtpConnection:
 
     def _need_greeting(self) -> ev.ProtocolError | None:
         if self.state is State.INIT:
-            return ev.ProtocolError(Reply(503, "5.5.1", "Error: send HELO/EHLO first"))
+            return ev.ProtocolError(Reply(503, "5.5.1", f"Error: send {self._greeting_verbs} first"))
         return None
 
+    @property
+    def _greeting_verbs(self) -> str:
+        return "LHLO" if self.lmtp else "HELO/EHLO"
+
     def _cmd_helo(self, arg: str, esmtp: bool = False) -> ev.Event:
+        if self.lmtp:  # RFC 2033 §4.1: LHLO replaces both
+            return ev.ProtocolError(Reply(500, "5.5.1", "Error: this is LMTP: use LHLO"))
         name = arg.strip()
         if not name or " " in name:
             verb = "EHLO" if esmtp else "HELO"
@@ -342,6 +394,14 @@ class SmtpConnection:
 
     def _cmd_ehlo(self, arg: str) -> ev.Event:
         return self._cmd_helo(arg, esmtp=True)
+
+    def _cmd_lhlo(self, arg: str) -> ev.Event:
+        if not self.lmtp:
+            return ev.ProtocolError(Reply(500, "5.5.1", "Error: command not recognized"))
+        name = arg.strip()
+        if not name or " " in name:
+            return ev.ProtocolError(Reply(501, "5.5.4", "Syntax: LHLO hostname"))
+        return ev.Lhlo(name)
 
     def _cmd_mail(self, arg: str) -> ev.Event:
         if err := self._need_greeting():
@@ -418,7 +478,7 @@ class SmtpConnection:
         self.state = State.BDAT
         self._bdat_from_init = prev is State.INIT
         if prev is State.INIT:
-            self._data_error = Reply(503, "5.5.1", "Error: send HELO/EHLO first")
+            self._data_error = Reply(503, "5.5.1", f"Error: send {self._greeting_verbs} first")
         elif prev is State.READY:
             self._data_error = Reply(503, "5.5.1", "Error: need MAIL command")
         elif prev is State.MAIL:
@@ -642,6 +702,7 @@ class SmtpConnection:
 _COMMANDS = {
     "HELO": SmtpConnection._cmd_helo,
     "EHLO": SmtpConnection._cmd_ehlo,
+    "LHLO": SmtpConnection._cmd_lhlo,
     "MAIL": SmtpConnection._cmd_mail,
     "RCPT": SmtpConnection._cmd_rcpt,
     "DATA": SmtpConnection._cmd_data,

@@ -5,6 +5,9 @@ refuses the connection (the MX's connection rate limit). Past ``soft_error_limit
 reply waits ``error_sleep`` (Postfix's tarpit; a timer, never a blocked loop); at ``max_errors`` the core
 answers ``421 4.7.0`` and the session ends.
 
+With ``lmtp=True`` it serves LMTP (RFC 2033) on the same core: the end of the data is answered once per
+recipient, from the sink's ``commit_each`` (:class:`dovetail.smtp.backend.RecipientSink`).
+
 Built on ``asyncio.Protocol`` (not streams) because it avoids a StreamReader copy per read and runs
 fastest under uvloop, which is used when the caller installs it. One task per connection drives the
 sans-I/O core; reading pauses while unparsed input piles up behind a slow backend write or commit.
@@ -28,7 +31,7 @@ from typing import cast
 
 from dovetail.log import get_logger
 from dovetail.smtp import events as ev
-from dovetail.smtp.backend import Backend, Envelope, EnvelopeRecipient, MessageSink, SessionInfo
+from dovetail.smtp.backend import Backend, Envelope, EnvelopeRecipient, MessageSink, RecipientSink, SessionInfo
 from dovetail.smtp.limits import Limits
 from dovetail.smtp.protocol import SmtpConnection, State
 from dovetail.smtp.received import received_header
@@ -73,9 +76,15 @@ class SmtpServer:
         auth: bool = False,
         auth_plaintext: bool | Callable[[str], bool] = False,
         screen: Screen | None = None,
+        lmtp: bool = False,
+        admit: Callable[[str], Reply | None] | None = None,
     ) -> None:
+        """``admit(client_ip)`` may refuse a connection with a reply before the greeting (a client outside
+        the networks a listener serves); ``lmtp`` speaks LMTP instead of SMTP."""
         if implicit_tls and ssl_context is None:
             raise ValueError("implicit_tls needs an ssl_context")
+        self.lmtp = lmtp
+        self.admit = admit
         self.backend = backend
         self.limits = limits or Limits()
         self.hostname = hostname
@@ -137,7 +146,8 @@ class SmtpServer:
             self._server = await loop.create_server(lambda: _Session(self), sock=sock, **kwargs)
         else:
             self._server = await loop.create_server(lambda: _Session(self), host, port, **kwargs)
-        self._port = self._server.sockets[0].getsockname()[1]
+        name = self._server.sockets[0].getsockname()
+        self._port = name[1] if isinstance(name, tuple) else 0  # a unix socket has a path, no port
 
     async def stop(self, grace: float = 30.0) -> None:
         """Stop accepting; idle sessions get 421 now, transactions in flight get ``grace`` seconds."""
@@ -159,6 +169,10 @@ class SmtpServer:
         ip = session.info.client_ip
         limits = self.limits
         self.connections_total += 1
+        if self.admit is not None:
+            refusal = self.admit(ip)
+            if refusal is not None:
+                return refusal
         if self._per_ip[ip] >= limits.max_connections_per_ip:
             return Reply(421, "4.7.0", f"{self.hostname} Error: too many connections from {ip}")
         net = network_of(ip)
@@ -295,6 +309,7 @@ class _Session(asyncio.Protocol):
             tls_active=server.implicit_tls,
             auth_plaintext=(server.auth_plaintext(self.info.client_ip) if callable(server.auth_plaintext)
                             else server.auth_plaintext),
+            lmtp=server.lmtp,
         )
         if server.stressed:
             self.conn.error_limit = server.limits.stress_max_errors
@@ -585,11 +600,20 @@ class _Session(asyncio.Protocol):
         self._cmd_mark = self.loop.time()
         verb = conn.last_verb
         try:
-            reply = await self._decide(event)
+            decided = await self._decide(event)
         except Exception:
             log.exception(f"backend failure for {self.info.peer}")
             await self._drop_message()
-            reply = TEMP_FAIL
+            decided = TEMP_FAIL
+        if isinstance(decided, list):  # LMTP's replies per recipient
+            if len(decided) != conn.replies_due:
+                log.error(f"{len(decided)} replies for {conn.replies_due} recipients from {self.info.peer}")
+                decided = TEMP_FAIL
+            else:
+                self._count(verb, any(r.code < 400 for r in decided))
+                self._out += conn.send_replies(decided)
+                return
+        reply = decided
         if isinstance(event, ev.DataStart) and reply.code == 354:
             self._data_mark = self._last_rx = self.loop.time()
         elif not (reply.code == 334 and isinstance(event, ev.AuthChallenge)):
@@ -604,7 +628,7 @@ class _Session(asyncio.Protocol):
         if isinstance(event, ev.StartTls) and reply.code == 220:
             await self._start_tls()
 
-    async def _decide(self, event: ev.Event) -> Reply:
+    async def _decide(self, event: ev.Event) -> Reply | list[Reply]:
         conn, info, backend = self._core, self.info, self.server.backend
         if isinstance(event, (ev.Helo, ev.Ehlo)):
             await self._drop_message()
@@ -679,7 +703,7 @@ class _Session(asyncio.Protocol):
         to = f" to=<{rcpt}>" if rcpt is not None else ""
         log.info(
             f"NOQUEUE: reject: {what} from {self.info.peer}: {reply}; from=<{sender}>{to} "
-            f"proto={'ESMTP' if self.info.esmtp else 'SMTP'} helo=<{self.info.helo}>"
+            f"proto={'LMTP' if self.server.lmtp else 'ESMTP' if self.info.esmtp else 'SMTP'} helo=<{self.info.helo}>"
         )
 
     # -- message plumbing ------------------------------------------------------------------------
@@ -734,13 +758,15 @@ class _Session(asyncio.Protocol):
         self.sink = None
         self._sink_failed = False
 
-    async def _commit(self) -> Reply:
+    async def _commit(self) -> Reply | list[Reply]:
         sink, env = self.sink, self.envelope
         self.envelope = None
         if sink is None or env is None or self._sink_failed:  # a sink is opened only for an envelope
             await self._drop_message()
             return QUEUE_FAIL
         self.sink = None
+        if self.server.lmtp and isinstance(sink, RecipientSink):
+            return await self._commit_each(sink, env)
         try:
             reply = await sink.commit()
         except Exception:
@@ -757,6 +783,21 @@ class _Session(asyncio.Protocol):
         else:
             log.info(f"reject: end of data from {self.info.peer}: {reply}", qid=sink.queue_id)
         return reply
+
+    async def _commit_each(self, sink: RecipientSink, env: Envelope) -> Reply | list[Reply]:
+        """LMTP: one reply per recipient from the sink (which logs each recipient's outcome)."""
+        try:
+            replies = await sink.commit_each()
+        except Exception:
+            log.exception("commit failed", qid=sink.queue_id)
+            with contextlib.suppress(Exception):
+                await sink.abort()
+            return QUEUE_FAIL
+        if any(r.code < 400 for r in replies):
+            self.server.messages_accepted += 1
+        log.info(f"from=<{env.sender}>, nrcpt={len(env.recipients)}, proto={self._core.protocol_name}",
+                 qid=sink.queue_id)
+        return replies
 
     # -- STARTTLS and AUTH -----------------------------------------------------------------------
 

@@ -1,0 +1,117 @@
+"""The queue's LMTP agent against a real lmtpd: per-recipient outcomes, and mail that waits for a node."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from dovetail.delivery.lmtp import LmtpDeliveryAgent, Nexthop, wire_content
+from dovetail.queue import Envelope, QueueConfig, QueuedMessage, QueueManager, QueueRecipient
+from dovetail.storage import open_storage
+
+from ..queue.helpers_queue import wait_until
+from .conftest import Node
+
+MESSAGE = b"From: alice@ext.example\r\nSubject: queued\r\n\r\n.leading dot\r\nbody\r\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _enqueue(node: Node, rcpts: tuple[str, ...]) -> str:
+    writer = node.queue.open_incoming(Envelope(sender="alice@ext.example",
+                                               recipients=[QueueRecipient(r) for r in rcpts]))
+    writer.write(MESSAGE)
+    return writer.commit()
+
+
+def test_wire_content_stuffs_dots_and_ends_lines_with_crlf() -> None:
+    assert wire_content(b"a\n.b\r\n..c") == b"a\r\n..b\r\n...c\r\n.\r\n"
+
+
+def test_each_recipient_is_delivered_deferred_or_bounced_on_its_own(node: Node) -> None:
+    open_storage(node.maildir("full@acme.example"), create=True).deliver([b"Subject: f\r\n\r\n" + b"x" * 2000])
+    qid = _enqueue(node, ("bob@acme.example", "nobody@acme.example", "full@acme.example"))
+
+    async def scenario() -> list:
+        server = node.server()
+        await server.start(host="127.0.0.1", port=0)
+        try:
+            agent = LmtpDeliveryAgent(lambda a: Nexthop("127.0.0.1", server.port), "mx.test")
+            with QueuedMessage(qid, node.queue.path("incoming", qid)) as msg:
+                return await agent.deliver(msg, msg.envelope.recipients)
+        finally:
+            await server.stop(1)
+
+    bob, nobody, full = asyncio.run(scenario())
+    assert (bob.status, bob.dsn_code) == ("sent", "2.0.0")
+    assert bob.relay and bob.relay.startswith("lmtp:127.0.0.1:")
+    assert (nobody.status, nobody.dsn_code) == ("bounced", "5.1.1")
+    assert "in reply to RCPT TO" in nobody.reason
+    assert (full.status, full.dsn_code) == ("deferred", "4.2.2")
+    (stored,) = node.messages("bob@acme.example")
+    assert b"\n.leading dot\n" in stored.replace(b"\r\n", b"\n")  # dot-stuffed on the wire, unstuffed there
+
+
+def test_unreachable_node_defers_every_recipient(node: Node) -> None:
+    qid = _enqueue(node, ("bob@acme.example", "carol@acme.example"))
+    agent = LmtpDeliveryAgent(lambda a: Nexthop("127.0.0.1", _free_port()), "mx.test", connect_timeout=5)
+    with QueuedMessage(qid, node.queue.path("incoming", qid)) as msg:
+        results = asyncio.run(agent.deliver(msg, msg.envelope.recipients))
+    assert [(r.status, r.dsn_code) for r in results] == [("deferred", "4.4.1")] * 2
+    assert "connect to lmtp:127.0.0.1:" in results[0].reason
+
+
+def test_mail_waits_in_the_queue_while_the_node_is_down_and_arrives_once_when_it_is_back(node: Node) -> None:
+    port = _free_port()
+    _enqueue(node, ("bob@acme.example",))
+    _enqueue(node, ("bob@acme.example", "carol@acme.example"))
+
+    async def scenario() -> None:
+        agent = LmtpDeliveryAgent(lambda a: Nexthop("127.0.0.1", port), "mx.test", connect_timeout=5)
+        manager = QueueManager(node.queue, {"lmtp": agent}, QueueConfig(minimal_backoff=0.2, maximal_backoff=0.4,
+                                                                        scan_interval=0.2),
+                               transport_for=lambda a: "lmtp")
+        task = asyncio.create_task(manager.run())
+        try:
+            await manager.started.wait()
+            await wait_until(lambda: len(node.queue.ids("deferred")) == 2, 30)  # tried, deferred: node down
+            assert node.messages("bob@acme.example") == []
+            server = node.server()
+            await server.start(host="127.0.0.1", port=port)
+            try:
+                await wait_until(lambda: not any(node.queue.ids(s) for s in ("incoming", "active", "deferred")),
+                                 30)
+            finally:
+                await server.stop(1)
+        finally:
+            manager.stop()
+            await asyncio.wait_for(task, 30)
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert len(node.messages("bob@acme.example")) == 2  # one copy of each message, none lost, none twice
+    assert len(node.messages("carol@acme.example")) == 1
+
+
+def test_delivery_over_a_unix_socket(node: Node) -> None:
+    from dovetail.master.supervisor import bind_unix_socket
+
+    path = str(node.root / "lmtp.sock")
+    qid = _enqueue(node, ("carol@acme.example",))
+
+    async def scenario() -> list:
+        server = node.server()
+        await server.start(sock=bind_unix_socket(path))
+        try:
+            agent = LmtpDeliveryAgent(lambda a: Nexthop(path=path), "mx.test")
+            with QueuedMessage(qid, node.queue.path("incoming", qid)) as msg:
+                return await agent.deliver(msg, msg.envelope.recipients)
+        finally:
+            await server.stop(1)
+
+    (result,) = asyncio.run(scenario())
+    assert (result.status, result.relay) == ("sent", f"lmtp:unix:{path}")
+    assert len(node.messages("carol@acme.example")) == 1
