@@ -70,9 +70,11 @@ class Master:
         self.log_path = data_dir / "master.log"
 
     @classmethod
-    def create(cls, root: Path) -> Master:
+    def create(cls, root: Path, *, database_url: str | None = None, populate: bool = True) -> Master:
         """A data directory with one mailbox. ``root`` (pytest's tmp_path) is private to root, which the
-        unprivileged workers could not enter, so the data directory goes into a fresh folder of /tmp."""
+        unprivileged workers could not enter, so the data directory goes into a fresh folder of /tmp.
+        ``database_url``: a (cluster's) PostgreSQL database instead of SQLite; without ``populate`` the
+        directory is left as it is (another node of the cluster fills it)."""
         check_can_drop_privileges()
         base = Path(tempfile.mkdtemp(prefix="dovetail-master-"))
         base.chmod(0o755)
@@ -82,8 +84,11 @@ class Master:
         (data / config.CONFIG_NAME).write_text(config.default_file_text())
         config.set_value(data, "server.hostname", "mx.test.example")
         config.set_value(data, "queue.minimal_backoff", "1s")
-        for args in (["init"], ["tenant", "add", "acme"], ["domain", "add", "acme.example", "--tenant", "acme"],
-                     ["mailbox", "add", "bob@acme.example", "--password", "secret"]):
+        if database_url is not None:
+            config.set_value(data, "database.url", database_url)
+        steps = [["init"]] + ([["tenant", "add", "acme"], ["domain", "add", "acme.example", "--tenant", "acme"],
+                               ["mailbox", "add", "bob@acme.example", "--password", "secret"]] if populate else [])
+        for args in steps:
             out = cli(data, *args)
             assert out.returncode == 0, out.stderr
         return cls(data)

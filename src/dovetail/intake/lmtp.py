@@ -181,8 +181,10 @@ class LmtpBackend:
     the listener admits only ``lmtp.allowed_networks``, or whoever may open its unix socket)."""
 
     def __init__(self, resolver: Resolver, agent: LocalAgent, *, over_quota: str = "defer",
-                 spool_dir: Path | None = None, record: Callable[[str], None] = _no_record) -> None:
+                 spool_dir: Path | None = None, record: Callable[[str], None] = _no_record,
+                 here: str = "") -> None:
         self.resolver = resolver
+        self.here = here.strip().lower()  # node.name: in a cluster, mailboxes homed elsewhere are refused
         self.agent = agent
         self.over_quota = over_quota
         self.spool_dir = spool_dir
@@ -214,6 +216,9 @@ class LmtpBackend:
             return Reply(550, "5.1.1", f"<{address}>: no mailbox here: {why}")
         if not res.mailboxes:
             return Reply(550, "5.1.1", f"<{address}>: no mailbox here: the address only forwards elsewhere")
+        elsewhere = sorted({m.node for m in res.mailboxes if m.node and self.here and m.node != self.here})
+        if elsewhere:
+            return Reply(550, "5.1.1", f"<{address}>: no mailbox here: homed on node {', '.join(elsewhere)}")
         for mb in res.mailboxes:
             if mb.quota_bytes and await asyncio.to_thread(_full, mb.maildir, mb.quota_bytes):
                 if self.over_quota == "reject":

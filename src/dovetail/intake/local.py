@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 from ..delivery.agent import MailboxTarget, Rejection
 from ..directory import Resolver
+from ..directory.nodes import NodeStore
+from ..directory.resolve import Resolution
 
 _REJECT = {
     "unknown": ("user unknown", "5.1.1"),
@@ -33,10 +36,52 @@ def mailbox_targets(resolver: Resolver):  # noqa: ANN201 - returns the delivery 
     return resolve
 
 
+class HomeNodes:
+    """Where a recipient's mailboxes live in a cluster: the LMTP address of their home node when that is
+    another node (``node.name`` says which one is this), else None (delivered here).
+
+    A recipient goes over LMTP only when all its mailboxes are homed on one other node, which is the case
+    for every address of a tenant (tenants are placed whole). An alias whose targets live on different
+    nodes is delivered here, as on a single installation. The node list is read at most once a
+    ``ttl``; placement changes reach the resolver's cache through the directory generation.
+    """
+
+    def __init__(self, resolver: Resolver, nodes: NodeStore, here: str, ttl: float = 1.0) -> None:
+        self.resolver = resolver
+        self.nodes = nodes
+        self.here = here.strip().lower()
+        self.ttl = ttl
+        self._cache: tuple[float, dict[str, str]] | None = None
+
+    def _addresses(self) -> dict[str, str]:
+        now = time.monotonic()
+        if self._cache is None or now - self._cache[0] > self.ttl:
+            self._cache = (now, {n.name: n.lmtp for n in self.nodes.list() if n.lmtp})
+        return self._cache[1]
+
+    def address_of(self, res: Resolution) -> str | None:
+        """The LMTP ``host:port`` of the one other node all of ``res``'s mailboxes are homed on, or None."""
+        if not self.here or not res.ok or not res.mailboxes or res.external:
+            return None
+        homes = {m.node for m in res.mailboxes}
+        if len(homes) != 1:
+            return None
+        home = homes.pop()
+        if home is None or home == self.here:
+            return None
+        return self._addresses().get(home)
+
+    def lmtp_for(self, address: str) -> str | None:
+        """The same for an address (blocking on a cache miss: the queue asked moments before, so a hit)."""
+        res = self.resolver.cached(address)
+        return self.address_of(res if res is not None else self.resolver.resolve(address))
+
+
 def transport_chooser(resolver: Resolver, lmtp_for: Callable[[str], object | None] | None = None,
-                      ) -> Callable[[str], Awaitable[str]]:
-    """qmgr's ``transport_for``: a recipient with an lmtp transport rule goes to the LMTP agent (``lmtp``),
-    our domains to the Maildir agent (``virtual``), the rest out by ``smtp``.
+                      home: HomeNodes | None = None) -> Callable[[str], Awaitable[str]]:
+    """qmgr's ``transport_for``: a recipient with an lmtp transport rule, or homed on another node of the
+    cluster, goes to the LMTP agent (``lmtp``), our domains to the Maildir agent (``virtual``), the rest
+    out by ``smtp``.
 
     Called on qmgr's event loop for every recipient: a cached resolution answers at once; a miss is a
     database query, made in a thread so that the loop keeps delivering meanwhile.
@@ -48,6 +93,8 @@ def transport_chooser(resolver: Resolver, lmtp_for: Callable[[str], object | Non
         res = resolver.cached(address)
         if res is None:
             res = await asyncio.to_thread(resolver.resolve, address)
+        if home is not None and home.address_of(res) is not None:
+            return "lmtp"
         return "smtp" if res.status == "not_local" else "virtual"
 
     return transport_for

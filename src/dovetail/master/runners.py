@@ -26,13 +26,14 @@ from ..db import make_engine
 from ..delivery.agent import MaildirConfig, MaildirDeliveryAgent
 from ..delivery.lmtp import LmtpDeliveryAgent, Nexthop
 from ..directory import Directory, Resolver
+from ..directory.nodes import NodeStore
 from ..directory.srs import Srs
 from ..imap.limits import Limits as ImapLimits
 from ..imap.server import ImapServer
 from ..intake.contentfilter import ContentFilter
 from ..intake.greylist import Greylist, GreylistSettings
 from ..intake.lmtp import LmtpBackend, network_gate
-from ..intake.local import mailbox_targets, transport_chooser
+from ..intake.local import HomeNodes, mailbox_targets, transport_chooser
 from ..intake.milter import parse_milter
 from ..intake.milter.client import Timeouts as MilterTimeouts
 from ..intake.mx import MxBackend
@@ -351,7 +352,7 @@ async def run_lmtpd(ctx: WorkerContext) -> int:
     rt = Runtime(cfg)
     record = flow_counters(rt)
     backend = LmtpBackend(rt.resolver, local_agent(cfg, rt, record), over_quota=cfg["smtp.over_quota"],
-                          spool_dir=rt.queue.root / "tmp", record=record)
+                          spool_dir=rt.queue.root / "tmp", record=record, here=cfg["node.name"])
     limits = smtp_limits(cfg)
     if ctx.spec.max_connections:
         limits = replace(limits, max_connections=ctx.spec.max_connections)
@@ -368,13 +369,18 @@ async def run_lmtpd(ctx: WorkerContext) -> int:
     return await supervise_listeners(ctx, servers, stop_all)
 
 
-def lmtp_nexthop(routes: Transports):  # noqa: ANN201
-    """The LMTP agent's ``nexthop_for``: the lmtp rule of a recipient as a nexthop (None: no rule now)."""
+def lmtp_nexthop(routes: Transports, home: HomeNodes | None = None):  # noqa: ANN201
+    """The LMTP agent's ``nexthop_for``: the lmtp rule of a recipient as a nexthop, else the LMTP address
+    of the other cluster node its mailbox is homed on (None: neither now)."""
 
     def nexthop_for(address: str) -> Nexthop | None:
         rule = routes.lmtp_for(address)
         if rule is None:
-            return None
+            target = home.lmtp_for(address) if home is not None else None
+            if target is None:
+                return None
+            host, _, port = target.rpartition(":")
+            return Nexthop(host=host.strip("[]"), port=int(port))
         if rule.port is None:
             return Nexthop(path=rule.host)
         return Nexthop(host=rule.host, port=rule.port)
@@ -403,11 +409,12 @@ async def run_qmgr(ctx: WorkerContext) -> int:
     record = flow_counters(rt)
     outbound = _outbound_agent(cfg, rt, qcfg, processes=shard.count)
     routes = Transports(rt.engine, cfg["directory.cache_check_interval"])
-    lmtp = LmtpDeliveryAgent(lmtp_nexthop(routes), cfg.hostname)
+    home = HomeNodes(rt.resolver, NodeStore(rt.engine), cfg["node.name"], cfg["directory.cache_check_interval"])
+    lmtp = LmtpDeliveryAgent(lmtp_nexthop(routes, home), cfg.hostname)
     agents = {"virtual": local_agent(cfg, rt, record), "smtp": CountingAgent(outbound, record),
               "lmtp": CountingAgent(lmtp, record)}
 
-    manager = QueueManager(rt.queue, agents, qcfg, transport_for=transport_chooser(rt.resolver, routes.lmtp_for),
+    manager = QueueManager(rt.queue, agents, qcfg, transport_for=transport_chooser(rt.resolver, routes.lmtp_for, home),
                            shard=shard)
     task = asyncio.create_task(manager.run())
     started = asyncio.create_task(manager.started.wait())
