@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dovetail.mailauth.networks import client_network
 from dovetail.smtp import server as smtp_server
 from dovetail.smtp.limits import Limits
 
@@ -104,5 +105,5 @@ def test_connections_per_network(start) -> None:  # noqa: ANN001
     assert third.reply() == (421, [b"421 4.7.0 mx.test Error: too many connections from your network\r\n"])
     other = Client(st.port, "127.0.6.1")  # another /24
     assert other.reply()[0] == 220
-    assert smtp_server.network_of("2001:db8:1:2:3::1") == "2001:db8:1:2::/64"
-    assert smtp_server.network_of("::ffff:192.0.2.77") == "192.0.2.0/24"
+    assert client_network("2001:db8:1:2:3::1") == "2001:db8:1:2::/64"
+    assert client_network("::ffff:192.0.2.77") == "192.0.2.0/24"

@@ -16,7 +16,6 @@ libraries on PyPI count in one process or in Redis, and the project shares state
 
 from __future__ import annotations
 
-import ipaddress
 import sqlite3
 import threading
 import time
@@ -28,7 +27,7 @@ from typing import Protocol
 from ..config import Config
 from ..datadir import Layout
 from ..log import get_logger
-from ..mailauth.networks import Network, in_networks, parse_networks
+from ..mailauth.networks import Network, client_network, in_networks, parse_networks
 from ..rundb import open_run_db, writing
 from ..smtp.reply import Reply
 
@@ -43,20 +42,6 @@ CREATE TABLE IF NOT EXISTS hit (key TEXT NOT NULL, minute INTEGER NOT NULL, n IN
                                 PRIMARY KEY (key, minute));
 CREATE INDEX IF NOT EXISTS hit_minute ON hit(minute);
 """
-
-
-def client_network(ip: str) -> str:
-    """The client's network as rate limits and greylisting group it: /24 for IPv4, /64 for IPv6
-    (an IPv4 address seen on an IPv6 socket counts as IPv4); an unparsable address is its own network."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip
-    mapped = getattr(addr, "ipv4_mapped", None)
-    if mapped is not None:
-        addr = mapped
-    prefix = 24 if addr.version == 4 else 64
-    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
 
 
 class Windows(Protocol):

@@ -24,3 +24,18 @@ def in_networks(client_ip: str, networks: Iterable[Network], *, loopback: bool =
     if mapped is not None:
         addr = mapped
     return (loopback and addr.is_loopback) or any(addr in net for net in networks)
+
+
+def client_network(ip: str) -> str:
+    """The network a client address is grouped by (per-network connection caps, rate limits, greylisting):
+    /24 for IPv4, /64 for IPv6; an IPv4 address seen on an IPv6 socket counts as IPv4; an unparsable
+    address is its own network."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    mapped = getattr(addr, "ipv4_mapped", None)
+    if mapped is not None:
+        addr = mapped
+    prefix = 24 if addr.version == 4 else 64
+    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))

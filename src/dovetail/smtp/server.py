@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 import ssl
 from collections import Counter
@@ -30,6 +29,7 @@ from collections.abc import Callable
 from typing import cast
 
 from dovetail.log import get_logger
+from dovetail.mailauth.networks import client_network
 from dovetail.smtp import events as ev
 from dovetail.smtp.backend import Backend, Envelope, EnvelopeRecipient, MessageSink, RecipientSink, SessionInfo
 from dovetail.smtp.limits import Limits
@@ -46,19 +46,6 @@ DRAIN_IDLE = 2.0  # seconds a session between transactions may still start one a
 EVICT_MIN_AGE = 1.0  # a connection idle for less than this is not closed to make room (a client gets a chance)
 EARLY_INPUT_MAX = 4096  # octets kept from a client that talks during screening; reading pauses beyond
 REFUSE_WAIT = 10.0  # a refused client's first command is awaited this long (2 s under stress)
-
-
-def network_of(client_ip: str) -> str:
-    """The /24 (IPv4) or /64 (IPv6) a client address belongs to, for per-network limits."""
-    try:
-        addr = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return client_ip
-    mapped = getattr(addr, "ipv4_mapped", None)
-    if mapped is not None:
-        addr = mapped
-    prefix = 24 if addr.version == 4 else 64
-    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
 
 
 class SmtpServer:
@@ -175,7 +162,7 @@ class SmtpServer:
                 return refusal
         if self._per_ip[ip] >= limits.max_connections_per_ip:
             return Reply(421, "4.7.0", f"{self.hostname} Error: too many connections from {ip}")
-        net = network_of(ip)
+        net = client_network(ip)
         if limits.max_connections_per_network and self._per_net[net] >= limits.max_connections_per_network:
             return Reply(421, "4.7.0", f"{self.hostname} Error: too many connections from your network")
         if len(self._sessions) >= limits.max_connections and not self._evict_idle():
@@ -195,7 +182,7 @@ class SmtpServer:
             self._per_ip[ip] -= 1
             if self._per_ip[ip] <= 0:
                 del self._per_ip[ip]
-            net = network_of(ip)
+            net = client_network(ip)
             self._per_net[net] -= 1
             if self._per_net[net] <= 0:
                 del self._per_net[net]
