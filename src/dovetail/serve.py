@@ -63,7 +63,10 @@ def repair_cert_store(cfg: Config, owner: tuple[int, int]) -> None:
     if st.st_mode & 0o050 != 0o050:
         os.chmod(tls, (st.st_mode & 0o7777) | 0o050)
     for sub in ("certs", "acme"):
-        (tls / sub).mkdir(mode=0o700, exist_ok=True)
+        folder = tls / sub
+        if not folder.exists():  # made now, for the service user: nothing to repair (or to warn about)
+            folder.mkdir(mode=0o700)
+            os.chown(folder, *owner)
     for path, changes in repair_store(tls, owner):
         get_logger("master").warning(f"certificate store: {path}: {', '.join(changes)}; repaired")
 
