@@ -260,3 +260,32 @@ def test_smtplib_client_passes_the_greet_wait(screened) -> None:  # noqa: ANN001
         assert code == 220
         s.sendmail("a@x.test", ["ok@y.test"], b"Subject: x\r\n\r\nbody\r\n")
     assert screen.counts["pass_new"] == 1
+
+
+def test_a_client_on_a_dnswl_passes_greylisting_from_then_on(screened, dns_server: LoopbackDNS,
+                                                             tmp_path: Path) -> None:  # noqa: ANN001
+    """A DNSWL listing outweighing any DNSBL one allowlists the client's network in the greylist (as
+    postgrey does for well-known senders), until the greylist's max_age without mail."""
+    from dovetail.db import make_engine, migrate
+    from dovetail.intake.greylist import Greylist, GreylistSettings
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'gl.db'}")
+    migrate(engine)
+    greylist = Greylist(engine, GreylistSettings(enabled=True, exempt=[]))
+    dns_server.a("18.0.0.127.wl.example", "127.0.10.2")
+    st, screen = screened(greet_wait=0.1, sites=["wl.example=127.0.[0..255].[1..3]*-5"])
+    screen.on_allowlisted = greylist.allow_dnswl
+    client = Client(st.port, "127.0.0.18")
+    client.line()
+    assert client.reply()[0] == 220 and send_message(client) == 250
+    client.close()
+    [row] = greylist.clients("127.0.0.18")
+    assert row["allowed"] and row["network"] == "127.0.0.0/24"
+    assert greylist.check("127.0.0.18", "a@x.test", "ok@y.test").reply() is None  # no 451 the first time
+    # A client on no list gets no such favour.
+    other = Client(st.port, "127.0.5.9")
+    other.line()
+    assert other.reply()[0] == 220 and send_message(other) == 250
+    other.close()
+    assert greylist.clients("127.0.5.9") == []
+    engine.dispose()

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from ..config import Config
+from ..log import get_logger
 from ..mailauth.networks import Network, in_networks, parse_networks
 from ..smtp.reply import Reply
 from .ratelimit import client_network
@@ -58,6 +59,8 @@ greylist_clients = sa.Table(
 NEVER = 9.0e15  # "expires" of a client allowed by hand
 LOCKED_ATTEMPTS = 8
 TOUCH_EVERY = 3600.0  # a known triplet's last_seen is rewritten at most this often (fewer writes per RCPT)
+
+log = get_logger("smtpd")
 
 
 @dataclass(frozen=True)
@@ -209,16 +212,25 @@ class Greylist:
             c = conn.execute(greylist_clients.delete().where(greylist_clients.c.expires < now)).rowcount
         return t, c
 
-    def allow(self, ip_or_network: str) -> str:
-        """Let a client network (the /24 or /64 of an address) pass from now on; returns the network."""
+    def allow(self, ip_or_network: str, *, for_max_age: bool = False) -> str:
+        """Let a client network (the /24 or /64 of an address) pass from now on (by hand: for good; with
+        ``for_max_age``, as a DNSWL listing does, until ``max_age`` without mail); returns the network."""
         net = client_network(ip_or_network.split("/")[0])
         now = self.clock()
+        expires = now + self.settings.max_age if for_max_age else NEVER
         with self.engine.begin() as conn:
             conn.execute(_insert_ignore(self.engine, greylist_clients, network=net, passes=0, allowed=True,
-                                        last_seen=now, expires=NEVER))
-            conn.execute(greylist_clients.update().where(greylist_clients.c.network == net)
-                         .values(allowed=True, expires=NEVER))
+                                        last_seen=now, expires=expires))
+            conn.execute(greylist_clients.update().where(
+                greylist_clients.c.network == net,
+                sa.or_(greylist_clients.c.allowed.is_(False), greylist_clients.c.expires < expires))
+                         .values(allowed=True, expires=expires))
         return net
+
+    def allow_dnswl(self, ip: str) -> None:
+        """The screening stage's hook: a client on a DNSWL passes greylisting (logged)."""
+        net = self.allow(ip, for_max_age=True)
+        log.info(f"greylist: client network {net} allowlisted (DNSWL)")
 
     def flush(self) -> tuple[int, int]:
         """Forget every triplet and every client, allowed by hand or not."""

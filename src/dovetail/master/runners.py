@@ -89,7 +89,8 @@ def mx_limits(cfg: Config) -> SmtpLimits:
                    max_connections_per_network=cfg["mx.max_connections_per_network"])
 
 
-def mx_screen(cfg: Config, resolver: mailauth_dns.Resolver, run_dir: Path) -> MxScreen:
+def mx_screen(cfg: Config, resolver: mailauth_dns.Resolver, run_dir: Path,
+              greylist: Greylist | None = None) -> MxScreen:
     """The screening stage of the MX (``mx.screen.*``), its cache shared with the other smtpd workers."""
     try:
         sites = tuple(parse_sites(cfg["mx.screen.dnsbl_sites"]))
@@ -106,7 +107,7 @@ def mx_screen(cfg: Config, resolver: mailauth_dns.Resolver, run_dir: Path) -> Mx
     except (OSError, sqlite3.Error) as exc:
         get_logger("screen").warning("screening cache unavailable: every client is new", error=str(exc))
         cache = None
-    return MxScreen(config, cache, resolver)
+    return MxScreen(config, cache, resolver, on_allowlisted=greylist.allow_dnswl if greylist is not None else None)
 
 
 def imap_limits(cfg: Config) -> ImapLimits:
@@ -213,7 +214,7 @@ async def run_smtpd(ctx: WorkerContext) -> int:
     limits = mx_limits(cfg)
     if ctx.spec.max_connections:
         limits = replace(limits, max_connections=ctx.spec.max_connections)
-    screen = mx_screen(cfg, resolver, rt.layout.run)
+    screen = mx_screen(cfg, resolver, rt.layout.run, greylist)
     servers = []
     for sock in ctx.sockets:
         server = SmtpServer(backend, limits, hostname=cfg.hostname, ssl_context=ctx.ssl_context, listener="mx",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -59,6 +60,9 @@ class MxScreen:
     cache: ScreenCache | None = None
     resolver: Resolver | None = None
     counts: Counter[str] = field(default_factory=Counter)
+    # Called (in a thread) with the address of a client whose DNSWL weights outweigh its DNSBL ones:
+    # the greylist lets such a client through from now on, as postgrey does for well-known senders.
+    on_allowlisted: Callable[[str], object] | None = None
 
     def _decided(self, decision: str) -> None:
         self.counts[decision] += 1
@@ -140,6 +144,11 @@ class MxScreen:
             if cfg.dnsbl_action == "defer":
                 return Refusal(Reply(421, "4.7.1", f"Service unavailable; client [{ip}] blocked using {listed_by}"))
             return Refusal(Reply(550, "5.7.1", f"Service unavailable; client [{ip}] blocked using {listed_by}"))
+        if result is not None and result.total < 0 and self.on_allowlisted is not None:
+            try:
+                await asyncio.to_thread(self.on_allowlisted, ip)
+            except Exception as exc:  # the greylist's store away costs a greylisting, never the connection
+                log.warning(f"DNSWL client not allowlisted: {exc}")
         log.info(f"PASS NEW {where}")
         self._decided("pass_new")
         await self._record(ip, "PASS", detail, score=score, dnsbl_until=dnsbl_until, pass_until=now + cfg.cache_ttl)
