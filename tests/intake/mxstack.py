@@ -1,4 +1,5 @@
-"""A running MX for content-filter tests: real SMTP on loopback, the real queue, directory and Maildirs."""
+"""A running MX for the intake tests (sender authentication, content filters): real SMTP on loopback,
+the real queue, directory and Maildirs."""
 
 from __future__ import annotations
 
@@ -31,19 +32,21 @@ class Mx:
     auth: SenderAuth | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
-    def send(self, msg: bytes, content: ContentFilter, *, sender: str = "alice@sender.test",
+    def send(self, msg: bytes, content: ContentFilter | None, *, sender: str = "alice@sender.test",
              rcpts: tuple[str, ...] = ("bob@acme.example",), helo: str = "mail.sender.test",
-             ) -> tuple[int, str]:
-        """One SMTP transaction; (code, text) of the reply to the end of DATA."""
-        return asyncio.run(self.asend(msg, content, sender=sender, rcpts=rcpts, helo=helo))
+             source: str = "127.0.0.1") -> tuple[int, str]:
+        """One SMTP transaction from ``source``; (code, text) of the reply to the end of DATA."""
+        return asyncio.run(self.asend(msg, content, sender=sender, rcpts=rcpts, helo=helo, source=source))
 
-    async def asend(self, msg: bytes, content: ContentFilter, *, sender: str = "alice@sender.test",
-                    rcpts: tuple[str, ...] = ("bob@acme.example",), helo: str = "mail.sender.test") -> tuple[int, str]:
+    async def asend(self, msg: bytes, content: ContentFilter | None, *, sender: str = "alice@sender.test",
+                    rcpts: tuple[str, ...] = ("bob@acme.example",), helo: str = "mail.sender.test",
+                    source: str = "127.0.0.1") -> tuple[int, str]:
         backend = MxBackend(self.resolver, self.queue, auth=self.auth, record=self._count, content=content)
         server = SmtpServer(backend, hostname=OUR_ID)
         await server.start(host="127.0.0.1", port=0)
         try:
-            client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, timeout=30, local_hostname=helo)
+            client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, source_address=(source, 0),
+                                     timeout=30, local_hostname=helo)
             await client.connect()
             await client.ehlo()
             await client.mail(sender)

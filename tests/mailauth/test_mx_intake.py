@@ -3,26 +3,21 @@ directory and Maildir delivery."""
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiosmtplib
 import pytest
 
 from dovetail.db import make_engine, migrate
-from dovetail.delivery.agent import MaildirDeliveryAgent
 from dovetail.directory import Directory, Resolver
-from dovetail.intake.local import mailbox_targets
-from dovetail.intake.mx import MxBackend
 from dovetail.intake.senderauth import SenderAuth
 from dovetail.mailauth.dns import Resolver as DnsResolver
 from dovetail.mailauth.passwords import hash_password
 from dovetail.queue import Queue
 from dovetail.queue.qfile import QueuedMessage
-from dovetail.smtp.server import SmtpServer
 from tests.dnsserver import LoopbackDNS
+from tests.intake.mxstack import Mx as MxStack
 
 from .corpus import Signer, message
 
@@ -37,55 +32,15 @@ def _hash() -> str:
 
 
 @dataclass
-class Mx:
-    root: Path
-    queue: Queue
-    directory: Directory
-    resolver: Resolver
-    dns: LoopbackDNS
-    auth: SenderAuth
-    counts: dict[str, int]
+class Mx(MxStack):
+    """The intake MX with the test sender zones on ``dns`` and no content filter."""
 
-    def send(self, msg: bytes, *, sender: str = "bounce@sender.test", rcpts: tuple[str, ...] = ("bob@acme.example",),
-             helo: str = "mail.sender.test", source: str = "127.0.0.1") -> tuple[int, str]:
-        """One SMTP transaction; (code, text) of the reply to the end of DATA."""
-        return asyncio.run(self._send(msg, sender, rcpts, helo, source))
+    dns: LoopbackDNS | None = None
 
-    async def _send(self, msg: bytes, sender: str, rcpts: tuple[str, ...], helo: str,
-                    source: str) -> tuple[int, str]:
-        backend = MxBackend(self.resolver, self.queue, auth=self.auth, record=self._count)
-        server = SmtpServer(backend, hostname=OUR_ID)
-        await server.start(host="127.0.0.1", port=0)
-        try:
-            client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port, source_address=(source, 0),
-                                     timeout=20, local_hostname=helo)
-            await client.connect()
-            await client.ehlo()
-            await client.mail(sender)
-            for rcpt in rcpts:
-                await client.rcpt(rcpt)
-            try:
-                reply = await client.data(msg)
-                code, text = reply.code, reply.message
-            except aiosmtplib.SMTPDataError as exc:
-                code, text = exc.code, exc.message
-            await client.quit()
-        finally:
-            await server.stop(1)
-        return code, text
-
-    def _count(self, name: str) -> None:
-        self.counts[name] = self.counts.get(name, 0) + 1
-
-    def queued(self) -> list[QueuedMessage]:
-        return [QueuedMessage(qid, self.queue.path("incoming", qid)) for qid in self.queue.ids("incoming")]
-
-    def deliver(self) -> None:
-        agent = MaildirDeliveryAgent(mailbox_targets(self.resolver))
-        for msg in self.queued():
-            results = agent.deliver_sync(msg, msg.envelope.pending())
-            assert all(r.status == "sent" for r in results), results
-            self.queue.delete(msg.queue_id)
+    def send(self, msg: bytes, content: object = None, *, sender: str = "bounce@sender.test",  # type: ignore[override]
+             rcpts: tuple[str, ...] = ("bob@acme.example",), helo: str = "mail.sender.test",
+             source: str = "127.0.0.1") -> tuple[int, str]:
+        return super().send(msg, None, sender=sender, rcpts=rcpts, helo=helo, source=source)
 
 
 def _files(maildir: Path, name: str) -> list[bytes]:
@@ -124,7 +79,7 @@ def make_mx(tmp_path: Path, dns_server: LoopbackDNS) -> Mx:
     d.txt("zero.test", "v=spf1 -all")
     d.txt("_dmarc.zero.test", "v=DMARC1; p=reject; pct=0")
     auth = SenderAuth(DnsResolver([d.nameserver], timeout=1.0), OUR_ID, exempt=[])
-    return Mx(tmp_path, Queue(tmp_path / "queue"), directory, resolver, d, auth, {})
+    return Mx(tmp_path, Queue(tmp_path / "queue"), directory, resolver, auth=auth, dns=d)
 
 
 def _header(msg: QueuedMessage) -> bytes:
