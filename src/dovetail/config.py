@@ -267,6 +267,25 @@ def _http_url(value: object) -> str:
     return text.rstrip("/")
 
 
+def _nats_url(value: object) -> str:
+    """Empty (off), or a ``nats://`` / ``tls://`` server URL with a host."""
+    text = str(value).strip()
+    if not text:
+        return ""
+    parsed = urllib.parse.urlsplit(text)
+    if parsed.scheme not in ("nats", "tls") or not parsed.hostname:
+        raise ValueError("must be a nats:// or tls:// URL, e.g. nats://127.0.0.1:4222")
+    return text
+
+
+def _subject_prefix(value: object) -> str:
+    """NATS subject tokens separated by dots: letters, digits, '-' and '_' (no wildcards or spaces)."""
+    text = str(value).strip().strip(".")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", text):
+        raise ValueError("must be subject tokens such as dovetail or acme.mail.events (no *, > or spaces)")
+    return text
+
+
 def _public_url(value: object) -> str:
     """An http(s) base URL with a host and no query, fragment or credentials; the trailing slash dropped."""
     text = str(value).strip()
@@ -562,11 +581,11 @@ KEYS: list[Key] = [
        "how long a bounce to an SRS address is routed back (older ones are refused 550 5.7.1)"),
     _k("forwarding.arc_seal", True, _parse_bool,
        "forwarded mail is ARC-sealed (RFC 8617) with the DKIM key of the alias's domain, when it has one"),
-    _k("events.nats_url", "", _parse_str,
+    _k("events.nats_url", "", _nats_url,
        "NATS server events are published to for endpoints added as `nats:` (nats://host:4222, tls://...); "
        "empty: off"),
     _k("events.nats_stream", "DOVETAIL_EVENTS", _parse_str, "JetStream stream the events go to (created when missing)"),
-    _k("events.nats_subject_prefix", "dovetail", _parse_str,
+    _k("events.nats_subject_prefix", "dovetail", _subject_prefix,
        "events are published to <prefix>.<tenant>.<event type>, e.g. dovetail.acme.reply.received"),
     _k("replies.webhook_allow_private", False, _parse_bool,
        "let webhooks target loopback, private and link-local addresses (default: refused, against SSRF)"),

@@ -118,3 +118,16 @@ def test_subjects_hold_no_wildcards() -> None:
     assert publisher.subject({"tenant": "acme", "type": "message.delivered"}) == "dovetail.acme.message.delivered"
     assert publisher.subject({"tenant": "a*b", "type": "x.>"}) == "dovetail.a_b.x._"
     assert publisher.subject({}) == "dovetail._.event"
+    nested = NatsPublisher("nats://127.0.0.1:1", stream=STREAM, prefix="acme.mail")  # the stream takes acme.mail.>
+    assert nested.subject({"tenant": "t", "type": "reply.received"}) == "acme.mail.t.reply.received"
+
+
+@pytest.mark.parametrize(("key", "value"), [("events.nats_url", "http://127.0.0.1:4222"),
+                                            ("events.nats_url", "nats://"),
+                                            ("events.nats_subject_prefix", "a.>"),
+                                            ("events.nats_subject_prefix", "two words")])
+def test_bad_nats_settings_are_refused(key: str, value: str) -> None:
+    from dovetail.config import ConfigError, validate
+
+    with pytest.raises((ConfigError, ValueError)):
+        validate(key, value)

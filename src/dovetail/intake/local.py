@@ -53,10 +53,18 @@ class HomeNodes:
         self.ttl = ttl
         self._cache: tuple[float, dict[str, str]] | None = None
 
+    def stale(self) -> bool:
+        """Whether the next lookup would read the node list (callers on an event loop refresh in a thread)."""
+        return bool(self.here) and (self._cache is None or time.monotonic() - self._cache[0] > self.ttl)
+
+    def refresh(self) -> None:
+        """Read the node list now (blocking: a database query)."""
+        self._cache = (time.monotonic(), {n.name: n.lmtp for n in self.nodes.list() if n.lmtp})
+
     def _addresses(self) -> dict[str, str]:
-        now = time.monotonic()
-        if self._cache is None or now - self._cache[0] > self.ttl:
-            self._cache = (now, {n.name: n.lmtp for n in self.nodes.list() if n.lmtp})
+        if self._cache is None or time.monotonic() - self._cache[0] > self.ttl:
+            self.refresh()
+        assert self._cache is not None
         return self._cache[1]
 
     def address_of(self, res: Resolution) -> str | None:
@@ -93,8 +101,11 @@ def transport_chooser(resolver: Resolver, lmtp_for: Callable[[str], object | Non
         res = resolver.cached(address)
         if res is None:
             res = await asyncio.to_thread(resolver.resolve, address)
-        if home is not None and home.address_of(res) is not None:
-            return "lmtp"
+        if home is not None:
+            if home.stale():
+                await asyncio.to_thread(home.refresh)  # the node list is a query: not on the loop
+            if home.address_of(res) is not None:
+                return "lmtp"
         return "smtp" if res.status == "not_local" else "virtual"
 
     return transport_for

@@ -48,7 +48,7 @@ class NatsPublisher:
         """``<prefix>.<tenant>.<event type>``: tenant names and event types hold no NATS wildcards."""
         tenant = str(payload.get("tenant") or "_")
         etype = str(payload.get("type") or "event")
-        return ".".join(_token(part) for part in (self.prefix, tenant, *etype.split(".")))
+        return ".".join(_token(part) for part in (*self.prefix.split("."), tenant, *etype.split(".")))
 
     async def publish(self, event_id: str, body: bytes, headers: dict[str, str]) -> None:
         js = await self._jetstream()
