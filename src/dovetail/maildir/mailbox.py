@@ -368,7 +368,18 @@ class MaildirMailbox(Mailbox):
             if undated:
                 known = lazyfacts.fill_dates(self.folder, undated)
                 rows = [(*r[:4], known[r[0]], *r[5:]) if r[0] in known else r for r in rows]
+        lacking = {r[0] for r in rows if (parsed and r[5] is None) or (dates and r[4] == DATE_UNKNOWN)}
+        if lacking:
+            # The file went while this session read its row: the expunging session learnt the facts
+            # before unlinking it, so they are in the index row or in the expunge history now.
+            again = {r[0]: r for r in self._reread(lacking, cols)}
+            rows = [again.get(r[0], r) if r[0] in lacking else r for r in rows]
         return rows
+
+    def _reread(self, uids: set[int], cols: str) -> list[tuple]:
+        marks = ",".join("?" * len(uids))
+        found = self.folder.index.db.execute(f"SELECT {cols} FROM msg WHERE uid IN ({marks})", sorted(uids)).fetchall()
+        return found + self._expunged_rows(uids - {r[0] for r in found}, cols)
 
     def _expunged_rows(self, uids: set[int], cols: str) -> list[tuple]:
         """Rows of the expunge history that still carry their data, in the layout of ``cols``."""
