@@ -3,7 +3,9 @@
 Records are held in a dict and can change while it runs, as a zone being published would. Negative
 answers carry an SOA in the authority section (so resolvers cache them for its minimum, RFC 2308);
 names can be made to fail (SERVFAIL), to stay silent until the server stops (a timeout for the
-client), or to answer with TXT strings split as the test likes.
+client), or to answer with TXT strings split as the test likes. Names marked ``secure`` are answered
+with the AD bit set, as a validating resolver answers what DNSSEC proved (for the DANE tests); no
+other answer carries it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections import defaultdict
 
 import dns.asyncresolver
 import dns.resolver
-from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, SOA, TXT, A, DNSLabel
+from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, SOA, TLSA, TXT, A, DNSLabel
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from dovetail.outbound.dkim import txt_chunks
@@ -29,6 +31,7 @@ class _Zone(BaseResolver):
         self.negative_ttl = 60  # SOA minimum of negative answers
         self.failing: set[str] = set()  # names answered with SERVFAIL
         self.silent: set[str] = set()  # names answered only when the server stops
+        self.secure: set[str] = set()  # names answered with the AD bit (DNSSEC-validated, as a resolver says)
         self.stopping = threading.Event()
 
     def resolve(self, request, handler):  # noqa: ANN001, ANN201
@@ -38,6 +41,8 @@ class _Zone(BaseResolver):
         with self.lock:
             self.queries.append((qname, qtype))
             silent = qname in self.silent
+            # dnslib's reply() copies the query's flags: AD only where this zone says the name is signed
+            reply.header.ad = int(qname in self.secure)
             if qname in self.failing:
                 reply.header.rcode = RCODE.SERVFAIL
                 return reply
@@ -123,6 +128,15 @@ class LoopbackDNS:
 
     def ptr(self, name: str, target: str) -> None:
         self._add(name, "PTR", PTR(target.rstrip(".") + "."))
+
+    def tlsa(self, name: str, usage: int, selector: int, mtype: int, data: bytes) -> None:
+        """A TLSA record (RFC 6698), e.g. ``tlsa("_25._tcp.mx.example.org", 3, 1, 1, sha256)``."""
+        self._add(name, "TLSA", TLSA(usage, selector, mtype, data))
+
+    def secure(self, *names: str) -> None:
+        """Answer ``names`` with the AD bit set, as a validating resolver does for a signed zone."""
+        with self.zone.lock:
+            self.zone.secure.update(n.rstrip(".").lower() for n in names)
 
     def fail(self, name: str) -> None:
         """Answer SERVFAIL for ``name``."""

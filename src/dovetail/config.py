@@ -480,6 +480,13 @@ KEYS: list[Key] = [
     _k("outbound.throttle_pause_max", "1h", _at_least(_dur, 1), "longest pause of a throttling destination"),
     _k("outbound.destinations", {}, _parse_destinations,
        'overrides per destination: [outbound.destinations."gmail.com"] concurrency = 10, rate = "600/min"'),
+    # Outbound DANE (RFC 7672): trusts the AD bit of the resolver's answers, so it needs a local validating resolver.
+    _k("outbound.dane", "off", _one_of("off", "on"),
+       "honour TLSA records of MX hosts whose DNS answers the resolver validated (AD bit); off by default "
+       "because the default resolver may not validate DNSSEC [smtp_tls_security_level = dane]"),
+    _k("outbound.dane_resolver", [], _parse_nameservers,
+       "validating resolver(s) for outbound MX, address and TLSA lookups when outbound.dane is on (ip, ip:port); "
+       "empty: dns.nameservers. Must be local (127.0.0.1, e.g. unbound): its AD bit is believed as it is"),
     _k("imap.max_connections_per_user", 20, _int1, "concurrent IMAP sessions per user (across the imapd workers)"),
     _k("imap.max_connections_per_ip", 50, _int1, "concurrent IMAP sessions per client IP (across the imapd workers)"),
     _k("imap.autologout", "30m", _at_least(_dur, 60), "idle authenticated sessions are logged out"),

@@ -52,6 +52,7 @@ from ..mailauth.failures import shared_penalty
 from ..mailauth.login import DirectoryAuthenticator
 from ..mailauth.networks import in_networks, parse_networks
 from ..outbound import AgentConfig, DkimKeys, OutboundAgent, Transports
+from ..outbound.dane import validating_resolver
 from ..outbound.forwarding import Forwarder
 from ..outbound.mx import MxResolver
 from ..outbound.shaping import ShapingConfig
@@ -450,12 +451,15 @@ def _outbound_agent(cfg: Config, rt: Runtime, qcfg: QueueConfig, processes: int 
     events = outbound_events(rt.engine, cfg)
     transports = Transports(rt.engine, cfg["directory.cache_check_interval"], sealer=Sealer.for_data_dir(cfg.data_dir))
     keys = DkimKeys(rt.engine, rt.layout.dkim)
-    mx = MxResolver()
+    dane = cfg["outbound.dane"] == "on"
+    # With DANE the MX lookups go through the validating resolver too: the MX RRset's AD bit decides.
+    mx = MxResolver(validating_resolver(cfg["outbound.dane_resolver"] or cfg["dns.nameservers"],
+                                        cfg["dns.timeout"]) if dane else None)
     forwarder = Forwarder(srs=Srs.for_data_dir(cfg.data_dir) if cfg["forwarding.srs"] else None, keys=keys,
                           authserv_id=cfg.hostname, txt=dnspython_txt(mx.resolver), arc_seal=cfg["forwarding.arc_seal"])
     return OutboundAgent(transports, keys,
                          AgentConfig(hostname=cfg.hostname, shaping=ShapingConfig.from_config(cfg, processes),
-                                     schedule=qcfg),
+                                     schedule=qcfg, dane=dane),
                          mx=mx, events=events, forwarder=forwarder)
 
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import aiosmtplib
 
 from dovetail.log import get_logger
+from dovetail.outbound.dane import TlsaAnswer, peer_chain, verify
 from dovetail.outbound.dkim import DkimError, sign, split_message, to_crlf
 from dovetail.outbound.events import DeliveryEvent, EventSink, relay_ids
 from dovetail.outbound.forwarding import Forwarder, alias_domain
@@ -79,6 +80,9 @@ class AgentConfig:
     connection_cache_time: float = 2.0  # [smtp_connection_cache_time_limit]
     relay_tls_context: ssl.SSLContext | None = None  # verifying; the system CAs when None
     sts_tls_context: ssl.SSLContext | None = None  # verifying, for MTA-STS enforce
+    # DANE (RFC 7672, :mod:`dovetail.outbound.dane`): TLSA records of MX hosts whose DNS answers the
+    # validating resolver authenticated make verified TLS mandatory for them [smtp_tls_security_level = dane].
+    dane: bool = False
     sign: bool = True
     shaping: ShapingConfig | None = None  # limits per destination; None: destination_concurrency alone
     # The queue manager's retry schedule, so a ``deferred`` event can say when the next try is.
@@ -98,6 +102,20 @@ class _TlsFailure(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+@dataclass(frozen=True)
+class _Tls:
+    """How TLS is used with one MX host: opportunistic (``may``), verified by the CAs for MTA-STS
+    ``enforce`` (``verify``), or matched against the host's TLSA records (``dane``)."""
+
+    level: str
+    tlsa: TlsaAnswer | None = None
+    domain: str = ""
+
+    @property
+    def mandatory(self) -> bool:
+        return self.level != "may"
 
 
 @dataclass
@@ -409,7 +427,9 @@ class OutboundAgent:
     async def _mx_attempt(self, qid: str, domain: str, hosts: list[MxHost], sender: str, rcpts: list[QueueRecipient],
                           data: bytes, outcomes: dict[int, tuple[_Outcome, str | None]], bind: str | None,
                           destination: str, limits: Limits) -> None:
-        policy = await self.mx.sts_policy(domain)
+        dane = await self._dane_lookups(domain, hosts) if self.config.dane else {}
+        # RFC 8461 §2: where DANE applies, the MTA-STS policy does not
+        policy = None if any(a.usable for a in dane.values()) else await self.mx.sts_policy(domain)
         enforce = policy is not None and policy.mode == "enforce"
         if enforce:
             assert policy is not None
@@ -424,13 +444,28 @@ class OutboundAgent:
         last_peer: str | None = None
         async with self.shaper.session(destination, limits):
             for host in hosts:
+                tlsa = dane.get(host.name)
+                if tlsa is not None and tlsa.error:  # RFC 7672 §2.2: a secure host whose TLSA cannot be had is skipped
+                    last = _Outcome("deferred", "4.7.5", f"DANE: TLSA lookup error for {tlsa.name}: {tlsa.error}")
+                    last_peer = f"{host.name}[{host.addresses[0]}]:{port}"
+                    log.info(f"dane=failed {host.name}: {last.reason}", qid=qid)
+                    self.shaper.dane_counts["failed"] += 1
+                    continue
+                if tlsa is not None and tlsa.usable:
+                    tls = _Tls("dane", tlsa, domain)
+                else:
+                    tls = _Tls("verify" if enforce else "may")
                 for ip in host.addresses:
-                    key = ("mx", ip, port, enforce, bind)
-                    connect = functools.partial(self._connect_mx, qid, host, ip, enforce, bind)
+                    key = ("mx", ip, port, enforce, bind) if tls.level != "dane" else ("mx", ip, port, "dane",
+                                                                                        host.name, domain, bind)
+                    connect = functools.partial(self._connect_mx, qid, host, ip, tls, bind, key)
                     try:
                         conn = await self._session(key, connect)
                     except _TlsFailure as exc:
                         last, last_peer = _Outcome("deferred", "4.7.5", exc.reason), f"{host.name}[{ip}]:{port}"
+                        if tls.level == "dane":
+                            log.info(f"dane=failed {exc.reason}", qid=qid)
+                            self.shaper.dane_counts["failed"] += 1
                         continue
                     except aiosmtplib.SMTPResponseException as exc:
                         last = _Outcome("deferred", _dsn(exc.code, exc.message) if exc.code < 500 else "4.0.0",
@@ -448,13 +483,22 @@ class OutboundAgent:
                     return
         self._all(rcpts, last, last_peer, outcomes)
 
-    async def _connect_mx(self, qid: str, host: MxHost, ip: str, verify: bool, bind: str | None = None) -> _Conn:
+    async def _dane_lookups(self, domain: str, hosts: list[MxHost]) -> dict[str, TlsaAnswer]:
+        """TLSA answers of the MX hosts whose MX and address records are secure (RFC 7672 §2.2)."""
+        secure = [h for h in hosts if h.secure]
+        answers = await asyncio.gather(*(self.mx.tlsa(h.name, self.config.mx_port) for h in secure))
+        return {h.name: a for h, a in zip(secure, answers, strict=True)}
+
+    async def _connect_mx(self, qid: str, host: MxHost, ip: str, tls: _Tls, bind: str | None = None,
+                          key: tuple[object, ...] | None = None) -> _Conn:
         cfg = self.config
         port = cfg.mx_port
+        verify = tls.mandatory
         smtp = await self._open_mx(ip, bind)
+        note = ""
         try:
             if smtp.supports_extension("starttls"):
-                if verify:
+                if tls.level == "verify":
                     ctx = cfg.sts_tls_context or ssl.create_default_context()
                 else:
                     ctx = ssl.create_default_context()
@@ -464,18 +508,44 @@ class OutboundAgent:
                     await smtp.starttls(server_hostname=host.name, tls_context=ctx)
                 except (ssl.SSLError, aiosmtplib.SMTPException, *_CONNECTION_ERRORS) as exc:
                     reason = f"TLS handshake with {host.name}[{ip}]:{port} failed: {_err(exc)}"
+                    if tls.level == "dane":
+                        raise _TlsFailure(f"DANE: {reason}") from None
                     if verify:
                         raise _TlsFailure(reason) from None
                     # Opportunistic TLS: a broken TLS stack on the far side must not stop the mail.
                     log.info(f"{reason}; trying again in plaintext", qid=qid)
                     smtp.close()
                     smtp = await self._open_mx(ip, bind)
+            elif tls.level == "dane":
+                raise _TlsFailure(f"DANE: TLS is required by the TLSA records of {host.name}, but was not "
+                                  f"offered by host {host.name}[{ip}]:{port}")
             elif verify:
                 raise _TlsFailure(f"MTA-STS: TLS is required, but was not offered by host {host.name}[{ip}]")
+            if tls.level == "dane":
+                note = self._dane_check(host, ip, tls, smtp)
+            elif cfg.dane:
+                note = "dane=none"
+                self.shaper.dane_counts["none"] += 1
         except BaseException:
             smtp.close()
             raise
-        return self._wrap(qid, smtp, ("mx", ip, port, verify, bind), host.name, port, verified=verify)
+        return self._wrap(qid, smtp, key or ("mx", ip, port, verify, bind), host.name, port, verified=verify,
+                          note=note)
+
+    def _dane_check(self, host: MxHost, ip: str, tls: _Tls, smtp: aiosmtplib.SMTP) -> str:
+        """Match the certificate chain the host presented against its TLSA records (after the
+        handshake, which accepted any certificate); raises ``_TlsFailure`` when none matches."""
+        assert tls.tlsa is not None
+        transport = smtp.transport
+        sslobj = transport.get_extra_info("ssl_object") if transport else None
+        chain = peer_chain(sslobj) if sslobj is not None else []
+        verdict = verify(chain, tls.tlsa.usable, [host.name, tls.domain])
+        if not verdict.ok:
+            records = ", ".join(str(r) for r in tls.tlsa.usable)
+            raise _TlsFailure(f"DANE: certificate of {host.name}[{ip}]:{self.config.mx_port} does not match "
+                              f"TLSA records of {tls.tlsa.name} ({records}): {verdict.reason}")
+        self.shaper.dane_counts["verified"] += 1
+        return f"dane=verified ({verdict.reason} {verdict.record})"
 
     async def _open_mx(self, ip: str, bind: str | None = None) -> aiosmtplib.SMTP:
         """A plaintext session with the MX at ``ip`` (from ``bind`` when given), greeted and EHLO said."""
@@ -511,7 +581,7 @@ class OutboundAgent:
             self.shaper.succeeded(destination)
 
     def _wrap(self, qid: str, smtp: aiosmtplib.SMTP, key: tuple[object, ...], name: str, port: int,
-              verified: bool) -> _Conn:
+              verified: bool, note: str = "") -> _Conn:
         transport = smtp.transport
         peername = transport.get_extra_info("peername") if transport else None
         ip = peername[0] if peername else name
@@ -521,7 +591,10 @@ class OutboundAgent:
         if sslobj is not None:
             tls = f"{sslobj.version()} with cipher {sslobj.cipher()[0]}"
             trust = "Verified" if verified else "Untrusted"
-            log.info(f"{trust} TLS connection established to {peer}: {tls}", qid=qid)
+            log.info(f"{trust} TLS connection established to {peer}: {tls}" + (f", {note}" if note else ""),
+                     qid=qid)
+        elif note:
+            log.info(f"connection established to {peer} without TLS, {note}", qid=qid)
         self.connections_made += 1
         return _Conn(smtp, key, peer, tls)
 

@@ -3,7 +3,9 @@
 RFC 5321 §5.1: MX records in preference order; no MX but an address record means the domain
 itself; a null MX (``0 .``, RFC 7505) means the domain accepts no mail. MTA-STS (RFC 8461): when
 ``_mta-sts.<domain>`` is published, the policy file says which MX names are valid and whether TLS
-with a verified certificate is mandatory (``enforce``); policies are cached for their max_age.
+with a verified certificate is mandatory (``enforce``); policies are cached for their max_age. With
+DANE on, the resolver is a validating one and each MX host records whether its DNS answers were
+secure (:mod:`dovetail.outbound.dane`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import dns.resolver
 import httpx
 
 from dovetail.mailauth.dns import get_resolver as process_resolver
+from dovetail.outbound.dane import TlsaAnswer, authenticated, lookup_tlsa
 
 MAX_POLICY_SIZE = 64 * 1024
 MAX_MX_HOSTS = 10
@@ -39,6 +42,9 @@ class MxHost:
     name: str
     preference: int
     addresses: tuple[str, ...]
+    # DNSSEC: the MX RRset (or, for an implicit MX, its denial) and this host's address records came with
+    # the AD bit of a validating resolver (RFC 7672 §2.2); only then may its TLSA records be used.
+    secure: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,46 +117,59 @@ class MxResolver:
         self._policies: dict[str, StsPolicy | None] = {}
 
     async def addresses(self, host: str) -> tuple[str, ...]:
+        return (await self.secure_addresses(host))[0]
+
+    async def secure_addresses(self, host: str) -> tuple[tuple[str, ...], bool]:
+        """The host's addresses, and whether every answer that had some was authenticated (AD)."""
         out: list[str] = []
+        secure = True
         for rtype in ("A", "AAAA"):
             try:
-                answer = await self.resolver.resolve(host, rtype)
+                answer = await self.resolver.resolve(host, rtype, raise_on_no_answer=False)
             except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers):
                 continue
-            out.extend(r.to_text() for r in answer)
-        return tuple(out)
+            if answer.rrset is None:
+                continue
+            secure = secure and authenticated(answer)
+            out.extend(r.to_text() for r in answer.rrset)
+        return tuple(out), secure and bool(out)
 
     async def mx_hosts(self, domain: str) -> list[MxHost]:
         """MX hosts best first (equal preferences shuffled), each with its addresses."""
         try:
-            answer = await self.resolver.resolve(domain, "MX")
-            records = [(r.preference, r.exchange.to_text().rstrip(".").lower()) for r in answer]
+            answer = await self.resolver.resolve(domain, "MX", raise_on_no_answer=False)
+            records = [(r.preference, r.exchange.to_text().rstrip(".").lower()) for r in answer.rrset or ()]
+            mx_secure = authenticated(answer)
         except dns.resolver.NXDOMAIN:
             raise LookupFailed("5.1.2", f"Host or domain name not found. Name service error for "
                                         f"name={domain} type=MX: Host not found", True) from None
         except dns.resolver.NoAnswer:
-            records = []
+            records, mx_secure = [], False
         except dns.exception.DNSException as exc:
             raise LookupFailed("4.4.3", f"Host or domain name not found. Name service error for "
                                         f"name={domain} type=MX: {exc.__class__.__name__}", False) from None
         if len(records) == 1 and records[0][1] in ("", "."):
             raise LookupFailed("5.1.10", f"Domain {domain} does not accept mail (nullMX)", True)
         if not records:
-            addrs = await self.addresses(domain)
+            addrs, secure = await self.secure_addresses(domain)
             if not addrs:
                 raise LookupFailed("5.1.2", f"Host or domain name not found: {domain} has no MX or address "
                                             "records", True)
-            return [MxHost(domain, 0, addrs)]
+            return [MxHost(domain, 0, addrs, mx_secure and secure)]
         random.shuffle(records)
         records.sort(key=lambda r: r[0])
         hosts = []
         for pref, name in records[:MAX_MX_HOSTS]:
-            addrs = await self.addresses(name)
+            addrs, secure = await self.secure_addresses(name)
             if addrs:
-                hosts.append(MxHost(name, pref, addrs))
+                hosts.append(MxHost(name, pref, addrs, mx_secure and secure))
         if not hosts:
             raise LookupFailed("4.4.3", f"no address records for any MX host of {domain}", False)
         return hosts
+
+    async def tlsa(self, host: str, port: int = 25) -> TlsaAnswer:
+        """The host's TLSA records (only a secure answer has any; see :mod:`dovetail.outbound.dane`)."""
+        return await lookup_tlsa(self.resolver, host, port)
 
     async def sts_policy(self, domain: str) -> StsPolicy | None:
         """The domain's MTA-STS policy, or None when it publishes none (or it cannot be fetched)."""

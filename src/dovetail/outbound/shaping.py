@@ -65,6 +65,10 @@ STATES_MAX = 10000  # destinations whose state is kept before the idle ones are 
 TOP_N = 20  # named destinations exported to /metrics; the rest are summed into "other"
 OTHER = "other"
 OUTCOMES = ("delivered", "deferred", "bounced")
+# Outcomes of DANE (RFC 7672) per MX connection attempt, when ``outbound.dane`` is on: the host's
+# certificate matched its TLSA records, did not (or TLS was not offered, or the TLSA lookup failed),
+# or the host has no usable secure TLSA records.
+DANE_OUTCOMES = ("verified", "failed", "none")
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,7 @@ class Shaper:
         self.clock = clock
         self._states: dict[str, _State] = {}
         self._counts: dict[str, dict[str, int]] = {}
+        self.dane_counts: dict[str, int] = dict.fromkeys(DANE_OUTCOMES, 0)
 
     def _state(self, destination: str, limits: Limits) -> _State:
         state = self._states.get(destination)
@@ -275,6 +280,7 @@ class Shaper:
             "paused": {d: round(s.paused_until - now, 1) for d, s in sorted(self._states.items())
                        if s.paused_until > now},
             "sessions": {d: s.active for d, s in sorted(self._states.items()) if s.active},
+            "dane": dict(self.dane_counts),
         }
 
     def publish(self, path: Path) -> None:
@@ -302,7 +308,11 @@ def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     counts: dict[str, dict[str, int]] = {}
     paused: dict[str, float] = {}
     sessions: dict[str, int] = {}
+    dane = dict.fromkeys(DANE_OUTCOMES, 0)
     for snap in snapshots:
+        for outcome in DANE_OUTCOMES:
+            value = (snap.get("dane") or {}).get(outcome, 0)
+            dane[outcome] += value if isinstance(value, int) and value >= 0 else 0
         for dest, row in (snap.get("counts") or {}).items():
             total = counts.setdefault(str(dest), dict.fromkeys(OUTCOMES, 0))
             for o in OUTCOMES:
@@ -314,7 +324,7 @@ def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         for dest, n in (snap.get("sessions") or {}).items():
             if isinstance(n, int):
                 sessions[str(dest)] = sessions.get(str(dest), 0) + n
-    return {"counts": _bounded(counts), "paused": _top(paused), "sessions": _top(sessions)}
+    return {"counts": _bounded(counts), "paused": _top(paused), "sessions": _top(sessions), "dane": dane}
 
 
 def _top(values: Mapping[str, float]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..certs.store import CertStore
-from ..outbound.shaping import OUTCOMES, merge, read_published
+from ..outbound.shaping import DANE_OUTCOMES, OUTCOMES, merge, read_published
 from ..status import read_json_dir
 from . import counters
 from .api.stats import queue_sizes
@@ -180,6 +180,10 @@ def _destinations(out: list[str], family: Family, ctx: WebContext) -> None:
     family("dovetail_outbound_destination_sessions", "gauge", "SMTP sessions in flight per destination.")
     for dest, n in merged["sessions"].items():
         out.append(_line("dovetail_outbound_destination_sessions", int(n), destination=dest))
+    family("dovetail_outbound_dane_total", "counter",
+           "MX connection attempts by DANE outcome (verified, failed, none) since the queue managers started.")
+    for outcome in DANE_OUTCOMES:
+        out.append(_line("dovetail_outbound_dane_total", merged["dane"][outcome], outcome=outcome))
 
 
 def _certificates(out: list[str], family: Callable[[str, str, str], None], ctx: WebContext) -> None:
