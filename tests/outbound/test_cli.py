@@ -48,6 +48,7 @@ def test_outbound_verbs(data_dir: Path) -> None:
     assert "acme.example.\t3600\tIN\tMX\t10 mx.dovetail.test." in zone
     assert zone.count("._domainkey.acme.example.") == 4  # active and published pairs
     assert "_dmarc.acme.example." in zone and "_mta-sts.acme.example." in zone
+    assert "_25._tcp.mx.dovetail.test.\t3600\tIN\tTLSA\t3 1 1 " in zone  # DANE for init's certificate
     ok(data_dir, "dkim", "activate", "acme.example")
     ok(data_dir, "dkim", "retire", "acme.example")
     assert len(json.loads(ok(data_dir, "dkim", "list", "--json"))) == 2

@@ -94,6 +94,29 @@ def test_check_reports_ok_missing_and_wrong(world, dns_server) -> None:
     assert get[("_smtp._tls.acme.example", "TXT")].status == "missing"
 
 
+def test_dane_tlsa_record_of_our_mx_certificate(world, dns_server) -> None:
+    import hashlib
+
+    import trustme
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    pem = trustme.CA().issue_cert("mx.dovetail.test").cert_chain_pems[0].bytes()
+    spki = x509.load_pem_x509_certificate(pem).public_key().public_bytes(Encoding.DER,
+                                                                         PublicFormat.SubjectPublicKeyInfo)
+    digest = hashlib.sha256(spki).digest()
+    keys = DkimKeys(world.engine, world.dkim_dir)
+    plan = DnsPlanner(keys, Transports(world.engine), "mx.dovetail.test", dns_server.resolver(), mx_cert_pem=pem)
+    [rec] = [r for r in plan.dns_records("acme.example") if r.type == "TLSA"]
+    assert rec.name == "_25._tcp.mx.dovetail.test" and rec.value == f"3 1 1 {digest.hex()}" and not rec.required
+    assert plan.check_record(rec).status == "missing"
+    dns_server.tlsa(rec.name, 3, 1, 1, b"\x00" * 32)
+    assert plan.check_record(rec).status == "wrong"
+    dns_server.tlsa(rec.name, 3, 1, 1, digest)  # the next key's record may sit beside it
+    assert plan.check_record(rec).status == "ok"
+    assert not any(r.type == "TLSA" for r in planner(world, dns_server).dns_records("acme.example"))
+
+
 def test_check_reports_unreachable_dns_as_error(world, dns_server) -> None:
     plan = planner(world, dns_server)
     dns_server.stop()

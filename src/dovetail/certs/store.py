@@ -245,6 +245,19 @@ class CertStore:
                                                        indent=2).encode(), self.owner)
 
 
+def served_chain(store: CertStore, hostname: str, fallback: Path) -> bytes | None:
+    """The certificate chain (PEM) the listeners serve for ``hostname``: the stored one for the name
+    (or its wildcard), as SNI picks it, else the ``tls.cert`` fallback; None when none is readable."""
+    name = hostname.lower().rstrip(".")
+    info = store.covering(name) or ("." in name and store.covering("*." + name.split(".", 1)[1])) or None
+    for path in ([store.chain_path(info.id)] if info else []) + [fallback]:
+        try:
+            return path.read_bytes()
+        except OSError:
+            continue
+    return None
+
+
 def repair_store(tls_dir: Path, owner: tuple[int, int]) -> list[tuple[Path, list[str]]]:
     """Give the store's folders and files (``tls/certs``, ``tls/acme``) to the service user, 0700/0600;
     returns what changed, per path."""

@@ -92,7 +92,11 @@ def planner(c: Context, resolver=None):  # noqa: ANN001, ANN201
 
     if resolver is None:  # dns.nameservers applies to the checks of the CLI too
         resolver = sync_resolver(c.config["dns.nameservers"], c.config["dns.timeout"])
-    return DnsPlanner(dkim_store(c), Transports(c.engine), c.config.hostname, resolver, directory=c.directory)
+    from dovetail.certs.store import CertStore, served_chain
+
+    cert = served_chain(CertStore(c.config.data_dir / "tls"), c.config.hostname, c.config.path("tls.cert"))
+    return DnsPlanner(dkim_store(c), Transports(c.engine), c.config.hostname, resolver, directory=c.directory,
+                      mx_cert_pem=cert)
 
 
 def dns_cmd(ctx: typer.Context, words: Annotated[list[str], typer.Argument(metavar="[check] DOMAIN")],

@@ -7,6 +7,10 @@ FROM records (an MX and an SPF TXT on ``bounce.<domain>``) are included, as SES 
 The ``id=`` of the ``_mta-sts`` record is a hash of the policy it announces, so printing the records
 again gives the same zone, and the id moves only when the policy does (another mode, MX or max_age),
 which is when RFC 8461 asks senders to fetch the policy again.
+
+Given the certificate our MX serves for its host name, the records include its DANE ``3 1 1`` TLSA
+record (RFC 7672), so that senders that validate DNSSEC can require TLS with that key; it belongs in
+the MX host's zone, which must be signed for it to count.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dovetail.directory import Directory, DirectoryError
 from dovetail.directory.addresses import normalize_domain
 from dovetail.directory.resolve import DMARC_REPORTS_LOCAL, TLS_REPORTS_LOCAL
 from dovetail.directory.store import MTA_STS_MODES
+from dovetail.outbound.dane import tlsa_record_for
 from dovetail.outbound.keys import DkimKeys
 from dovetail.outbound.transports import Transports
 
@@ -65,7 +70,8 @@ class DnsPlanner:
 
     def __init__(self, keys: DkimKeys, transports: Transports, mx_host: str,
                  resolver: dns.resolver.Resolver | None = None, *, dmarc_policy: str = "none",
-                 mta_sts_mode: str = "testing", directory: Directory | None = None) -> None:
+                 mta_sts_mode: str = "testing", directory: Directory | None = None,
+                 mx_cert_pem: bytes | None = None) -> None:
         if mta_sts_mode not in MTA_STS_MODES:
             raise ValueError(f"MTA-STS mode {mta_sts_mode!r}: expected one of {', '.join(MTA_STS_MODES)}")
         self.keys = keys
@@ -75,6 +81,12 @@ class DnsPlanner:
         self.dmarc_policy = dmarc_policy
         self.mta_sts_mode = mta_sts_mode
         self.directory = directory
+        self.mx_tlsa = ""
+        if mx_cert_pem:
+            try:
+                self.mx_tlsa = tlsa_record_for(mx_cert_pem)
+            except ValueError:  # not a certificate we can read: no TLSA record to offer
+                pass
 
     def mode_for(self, domain: str) -> str:
         """The MTA-STS mode of ``domain``: its own (``dovetail domain set D --mta-sts``), else the planner's."""
@@ -121,6 +133,10 @@ class DnsPlanner:
                           "MTA-STS: host serving /.well-known/mta-sts.txt", required=False))
         out.append(Record(f"_smtp._tls.{dom}", "TXT", f"v=TLSRPTv1; rua=mailto:{TLS_REPORTS_LOCAL}@{dom}",
                           "TLS-RPT: where senders report TLS failures (RFC 8460)", required=False))
+        if self.mx_tlsa:
+            out.append(Record(f"_25._tcp.{self.mx_host}", "TLSA", self.mx_tlsa,
+                              "DANE: the key of our MX certificate, for senders that validate DNSSEC (RFC 7672; "
+                              "only in a signed zone, and renew with the next key published first)", required=False))
         return out
 
     # --- checking ------------------------------------------------------------------------------
@@ -164,6 +180,12 @@ def _tags(value: str) -> dict[str, str]:
 
 
 def _judge(record: Record, found: list[str]) -> CheckResult:
+    if record.type == "TLSA":
+        if not found:
+            return CheckResult(record, "missing", found, f"no TLSA record at {record.name}")
+        if "".join(record.value.split()).lower() not in ["".join(f.split()).lower() for f in found]:
+            return CheckResult(record, "wrong", found, "no published TLSA record matches our MX certificate's key")
+        return CheckResult(record, "ok", found)
     if record.type == "MX":
         want = record.value.split()[1].rstrip(".").lower()
         hosts = [f.split()[-1].rstrip(".").lower() for f in found]

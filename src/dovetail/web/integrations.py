@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from ..certs.store import CertStore, served_chain
 from ..config import Config, split_hostport
 from ..datadir import Layout
 from ..directory import Directory
@@ -27,8 +28,9 @@ LISTENERS = {
 
 def dns_planner(cfg: Config, engine: Any) -> DnsPlanner:
     """The planner ``dovetail dns`` uses, over this data directory (each domain's MTA-STS mode included)."""
+    cert = served_chain(CertStore(cfg.data_dir / "tls"), cfg.hostname, cfg.path("tls.cert"))
     return DnsPlanner(DkimKeys(engine, Layout(cfg.data_dir).dkim), Transports(engine), cfg.hostname,
-                      directory=Directory(engine))
+                      directory=Directory(engine), mx_cert_pem=cert)
 
 
 def dns_records(cfg: Config, engine: Any, domain: str) -> list[dict[str, Any]]:
