@@ -10,7 +10,9 @@ domain, then sender, sender domain, tenant, default), so one message may leave b
 Relay: the transport's smarthost with STARTTLS (certificate verified) or implicit TLS, AUTH when a
 user name is set. Direct: MX lookup (``mx``), opportunistic STARTTLS (after a failed handshake the
 same MX is tried again in plaintext, as Postfix's ``may`` level does), or verified TLS to a
-policy-listed MX when the domain publishes an MTA-STS ``enforce`` policy. Connections are cached
+policy-listed MX when the domain publishes an MTA-STS ``enforce`` policy, or, with ``dane`` on, TLS
+whose certificate matches the host's DNSSEC-secured TLSA records (:mod:`dovetail.outbound.dane`; it
+overrides MTA-STS, and such a host never gets mail in clear text). Connections are cached
 for a short while and reused for the next message to the same host (Postfix's connection cache).
 
 Each destination (recipient domain, provider pattern or relay) is shaped by
