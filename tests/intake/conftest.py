@@ -136,7 +136,7 @@ def session_dns() -> Iterator[LoopbackDNS]:
 
 @pytest.fixture(scope="session")
 def rspamd(tmp_path_factory: pytest.TempPathFactory, session_dns: LoopbackDNS) -> Iterator[RspamdServer]:
-    """One private rspamd for the session (its first start compiles rules: up to a minute)."""
+    """One private rspamd for the session."""
     require_tool("rspamd")
     with RspamdServer(tmp_path_factory.mktemp("rspamd"), session_dns.port) as server:
         yield server
