@@ -143,10 +143,17 @@ def test_acme_certificates_served_by_sni_renewed_without_restart(setup) -> None:
     # Forced renewal: the same workers serve the new certificate.
     pids = {s: master.worker_pids(s) for s in ("smtpd", "submission", "imapd", "web")}
     old_serial = served[("smtp", "mail.alpha.example")]
+    alpha_key = master.data_dir / "tls" / "certs" / "mail.alpha.example" / "key.pem"
+    old_key = alpha_key.read_bytes()
     done = cli(master.data_dir, "cert", "renew", "--force", "mail.alpha.example", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     new_serial = int(json.loads(done.stdout)[0]["serial"], 16)
     assert new_serial != old_serial
+    assert alpha_key.read_bytes() == old_key  # renewals keep the key: published DANE 3 1 1 records stay true
+    done = cli(master.data_dir, "cert", "renew", "--force", "--new-key", "mail.alpha.example", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert alpha_key.read_bytes() != old_key
+    new_serial = int(json.loads(done.stdout)[0]["serial"], 16)
     for label, (port, mode) in ports.items():
         wait_for(lambda p=port, m=mode: leaf(p, "mail.alpha.example", m).serial_number == new_serial, 10,
                  f"{label} serving the renewed certificate")

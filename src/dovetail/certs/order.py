@@ -136,8 +136,12 @@ class AcmeOrders:
     # --- orders ----------------------------------------------------------------------------------
 
     def issue(self, names: list[str], challenge: str, cert_id: str | None = None,
-              check_names: bool = True) -> CertInfo:
-        """Order a certificate for ``names`` (the first names the store folder, unless ``cert_id``)."""
+              check_names: bool = True, new_key: bool = False) -> CertInfo:
+        """Order a certificate for ``names`` (the first names the store folder, unless ``cert_id``).
+
+        A renewal keeps the stored private key (certbot's ``--reuse-key``) so that DANE ``3 1 1`` records
+        published for it stay true; ``new_key`` makes a fresh one.
+        """
         if challenge not in CHALLENGES:
             raise OrderFailed(f"unknown challenge {challenge!r} (one of {', '.join(CHALLENGES)})")
         if check_names:
@@ -151,18 +155,20 @@ class AcmeOrders:
                 except preflight.NotOurs as exc:
                     raise OrderFailed(f"refused before ordering: {exc}") from None
         try:
-            return self._order(names, challenge, cert_id or names[0])
+            return self._order(names, challenge, cert_id or names[0], new_key)
         except OrderFailed:
             raise
         except (errors.Error, messages.Error, requests.RequestException, ChallengeError, OSError,
                 jose.errors.Error) as exc:
             raise OrderFailed(_reason(exc)) from None
 
-    def _order(self, names: list[str], challenge: str, cert_id: str) -> CertInfo:
+    def _order(self, names: list[str], challenge: str, cert_id: str, new_key: bool = False) -> CertInfo:
         acme, account_key = self._client()
-        key = ec.generate_private_key(ec.SECP256R1())
-        key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+        key_pem = b"" if new_key else self._stored_key(cert_id)
+        if not key_pem:
+            key = ec.generate_private_key(ec.SECP256R1())
+            key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption())
         order = acme.new_order(crypto_util.make_csr(key_pem, names))
         cleanups: list[Any] = []
         try:
@@ -184,6 +190,17 @@ class AcmeOrders:
                 except (OSError, ChallengeError):
                     pass
         return self.store.save(cert_id, order.fullchain_pem.encode(), key_pem, source="acme", challenge=challenge)
+
+    def _stored_key(self, cert_id: str) -> bytes:
+        """The private key of the stored certificate ``cert_id``, if there is one that still loads."""
+        if self.store.get(cert_id) is None:
+            return b""
+        try:
+            pem = self.store.key_path(cert_id).read_bytes()
+            serialization.load_pem_private_key(pem, password=None)
+        except (OSError, ValueError, TypeError):
+            return b""
+        return pem
 
     @staticmethod
     def _typ(challb: messages.ChallengeBody) -> str:

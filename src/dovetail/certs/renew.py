@@ -50,12 +50,14 @@ class Renewer:
         self.store, self.orders, self.challenge = store, orders, challenge
         self.retry_base, self.retry_max = retry_base, retry_max
 
-    def attempt(self, cert_id: str, names: list[str], challenge: str | None = None) -> Outcome:
+    def attempt(self, cert_id: str, names: list[str], challenge: str | None = None,
+                new_key: bool = False) -> Outcome:
         """One order, its result recorded (success clears the failures; a failure schedules the next try)."""
         state = self.store.state(cert_id)
         state.last_attempt = time.time()
         try:
-            info = self.orders.issue(names, challenge or self._challenge_of(cert_id), cert_id=cert_id)
+            info = self.orders.issue(names, challenge or self._challenge_of(cert_id), cert_id=cert_id,
+                                     new_key=new_key)
         except OrderFailed as exc:
             state.failures += 1
             state.last_error = str(exc)
@@ -87,12 +89,12 @@ class Renewer:
             out.append(info)
         return out
 
-    def renew(self, force: bool = False, only: Iterable[str] = ()) -> list[Outcome]:
+    def renew(self, force: bool = False, only: Iterable[str] = (), new_key: bool = False) -> list[Outcome]:
         """Renew what is due (everything ACME-issued with ``force``), or just the certificates ``only`` names."""
         wanted = set(only)
         pool = self.store.list() if force else self.due()
         pool = [c for c in pool if c.source == "acme" and (not wanted or c.id in wanted or wanted & set(c.names))]
-        return [self.attempt(c.id, list(c.names)) for c in pool]
+        return [self.attempt(c.id, list(c.names), new_key=new_key) for c in pool]
 
     def obtain_missing(self, wanted: list[list[str]]) -> list[Outcome]:
         """Order the wanted name sets that no stored certificate covers yet (respecting backoff)."""

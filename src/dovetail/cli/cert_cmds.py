@@ -85,12 +85,14 @@ def cert_renew(ctx: typer.Context,
                names: Annotated[list[str] | None, typer.Argument(metavar="[NAME]...",
                                                                    help="Only these certificates.")] = None,
                force: Annotated[bool, typer.Option("--force", help="Renew now, due or not.")] = False,
+               new_key: Annotated[bool, typer.Option("--new-key", help=(
+                   "Make a new private key (renewals keep the current one, so DANE records stay true)."))] = False,
                as_json: JsonOpt = False) -> None:
     """Renew ACME certificates past two thirds of their lifetime (all of them with --force)."""
     c: Context = ctx.obj
     renewer = _renewer(c)
     wanted = [n.lower().rstrip(".") for n in names or []]
-    outcomes = renewer.renew(force=force, only=wanted)
+    outcomes = renewer.renew(force=force, only=wanted, new_key=new_key)
     if wanted and not outcomes:
         fail(f"no ACME certificate in the store has {', '.join(wanted)}" + ("" if force else " due (try --force)"))
     if not outcomes and not as_json:
