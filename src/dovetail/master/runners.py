@@ -31,6 +31,7 @@ from ..directory.srs import Srs
 from ..imap.limits import Limits as ImapLimits
 from ..imap.server import ImapServer
 from ..intake.contentfilter import ContentFilter
+from ..intake.direct import DirectDelivery
 from ..intake.greylist import Greylist, GreylistSettings
 from ..intake.lmtp import LmtpBackend, network_gate
 from ..intake.local import HomeNodes, mailbox_targets, transport_chooser
@@ -210,7 +211,8 @@ async def run_smtpd(ctx: WorkerContext) -> int:
     rates = RatePolicy(rate_limits(cfg), shared_windows(rt.layout.run), record=record, hostname=cfg.hostname)
     greylist = Greylist(rt.engine, GreylistSettings.from_config(cfg))
     backend = MxBackend(rt.resolver, rt.queue, over_quota=cfg["smtp.over_quota"], record=record,
-                        auth=auth, content=content_filter(cfg, rt.resolver), rates=rates, greylist=greylist)
+                        auth=auth, content=content_filter(cfg, rt.resolver), rates=rates, greylist=greylist,
+                        direct=direct_delivery(cfg, rt, record))
     limits = mx_limits(cfg)
     if ctx.spec.max_connections:
         limits = replace(limits, max_connections=ctx.spec.max_connections)
@@ -234,6 +236,16 @@ async def run_smtpd(ctx: WorkerContext) -> int:
                 "evicted": sum(s.evicted for s in servers)}
 
     return await supervise_listeners(ctx, servers, stop_all, screening_stats)
+
+
+def direct_delivery(cfg: Config, rt: Runtime, record) -> DirectDelivery | None:  # noqa: ANN001
+    """``mx.direct_delivery``: the MX commits all-local messages with the local agent lmtpd and the queue use."""
+    if not cfg["mx.direct_delivery"]:
+        return None
+    interval = cfg["directory.cache_check_interval"]
+    routes = Transports(rt.engine, interval)
+    return DirectDelivery(local_agent(cfg, rt, record), here=cfg["node.name"], lmtp_rule=routes.lmtp_for,
+                          check_interval=interval)
 
 
 GREYLIST_PURGE_INTERVAL = 600.0
