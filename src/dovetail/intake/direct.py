@@ -15,8 +15,9 @@ recipients already delivered as ``sent``: the queue manager then does exactly wh
 with the message (defer and retry, or bounce with a DSN), so the outcome does not depend on the path.
 
 The log tells the same story as the queued path, keyed by the queue id the ``Received:`` header
-carries: the client line, ``from=<...>, size=..., nrcpt=...``, one ``to=<...>, relay=virtual, ...,
-status=sent (delivered to maildir)`` line per recipient and ``removed``.
+carries: the client line, one ``dovetail/virtual: QUEUEID: to=<...>, relay=virtual, ..., status=sent
+(delivered to maildir)`` line per recipient (written by smtpd, where the queue manager writes it as
+``dovetail/qmgr``), the listener's ``from=<...>, nrcpt=...`` line and ``removed``.
 
 Crash safety: a message answered ``250`` has every copy on stable storage (or, for the rest, its queue
 file). Copies are named after the queue id and recipient index, so a message cannot be written twice
@@ -105,8 +106,6 @@ class DirectWriter:
             return await inner.acommit()
         env = self.envelope
         message = HeldMessage(self.queue_id, env, data=inner.held())
-        log.info(f"from=<{env.sender}>, size={message.size}, nrcpt={len(env.recipients)} (delivered at intake)",
-                 qid=self.queue_id)
         results = await deliver_held(self.agent, message)
         sent = [r for r in results if r.status == "sent"]
         for res in sent:

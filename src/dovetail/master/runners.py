@@ -136,13 +136,21 @@ class RepliesHandOver:
         self.inner, self.resolver, self.hand_overs = inner, resolver, hand_overs
 
     async def deliver(self, message, recipients):  # noqa: ANN001, ANN201
-        results = await self.inner.deliver(message, recipients)
-        sent = [r.recipient for r in results if r.status == "sent"]
-        if sent:
-            wanted = await asyncio.to_thread(self._stored, message, sent)
+        if hasattr(self.inner, "deliver_sync"):  # the copies and their lookup in one thread hop, not two
+            results, wanted = await asyncio.to_thread(self._deliver_sync, message, recipients)
+        else:
+            results = await self.inner.deliver(message, recipients)
+            sent = [r.recipient for r in results if r.status == "sent"]
+            wanted = await asyncio.to_thread(self._stored, message, sent) if sent else []
+        if any(wanted):
             await asyncio.gather(*(hand_over(items) for hand_over, items in zip(self.hand_overs, wanted, strict=True)
                                    if items))
         return results
+
+    def _deliver_sync(self, message, recipients):  # noqa: ANN001, ANN202
+        results = self.inner.deliver_sync(message, recipients)
+        sent = [r.recipient for r in results if r.status == "sent"]
+        return results, (self._stored(message, sent) if sent else [])
 
     def _stored(self, message, recipients) -> list[list[Delivered]]:  # noqa: ANN001
         """For each hand-over, the stored copies of these recipients it takes."""
