@@ -352,9 +352,10 @@ def _alive(pid: int) -> bool:
 
 @contextmanager
 def dovetail_server(exe: str, base: Path, workers: int, locals_: list[str], recipients: int,
-                    profile_dir: Path | None, nameserver: str | None = None) -> Iterator[Server]:
-    """``nameserver``: sender authentication on, every lookup to that (loopback) DNS server; None: off."""
-    data = base / f"dovetail-w{workers}{'-auth' if nameserver else ''}"
+                    profile_dir: Path | None, nameserver: str | None = None, direct: bool = True) -> Iterator[Server]:
+    """``nameserver``: sender authentication on, every lookup to that (loopback) DNS server; None: off.
+    ``direct``: ``mx.direct_delivery`` (off: every message through the queue and the queue manager)."""
+    data = base / f"dovetail-w{workers}{'-auth' if nameserver else ''}{'' if direct else '-queued'}"
     dt = [exe, "--data-dir", str(data)]
     run([*dt, "init"])
     run([*dt, "tenant", "add", "bench"])
@@ -363,6 +364,7 @@ def dovetail_server(exe: str, base: Path, workers: int, locals_: list[str], reci
         for r in recipients_for(local, recipients):
             run([*dt, "mailbox", "add", f"{r}@{DOMAIN}", "--password", "bench-password-1"])
     run([*dt, "config", "set", "server.shutdown_grace=5s"])
+    run([*dt, "config", "set", f"mx.direct_delivery={'yes' if direct else 'no'}"])
     if nameserver:
         run([*dt, "config", "set", f"dns.nameservers={nameserver}"])
         run([*dt, "config", "set", "mx.sender_auth_exempt="])  # smtp-source connects from loopback
@@ -382,13 +384,14 @@ def dovetail_server(exe: str, base: Path, workers: int, locals_: list[str], reci
         if proc.poll() is not None:
             raise BenchError(f"dovetail serve exited {proc.returncode}; see {log.name}")
         pids = process_tree(proc.pid)
-        server = Server("Dovetail+auth" if nameserver else "Dovetail", str(workers), port, proc.pid,
+        name = ("Dovetail+auth" if nameserver else "Dovetail") + ("" if direct else " queued")
+        server = Server(name, str(workers), port, proc.pid,
                         queue_dirs={f"queue {q}": data / "queue" / q for q in ("incoming", "active", "deferred")})
         for local in locals_:
             for r in recipients_for(local, recipients):
                 server.maildir_new[r] = data / "mail" / "bench" / DOMAIN / r / "new"
         if profile_dir is not None:
-            spies = start_py_spy(pids[1:], profile_dir / f"w{workers}")
+            spies = start_py_spy(pids[1:], profile_dir / data.name)
         yield server
     finally:
         pids = list({*pids, *process_tree(proc.pid)})
@@ -554,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sender-auth", choices=("off", "on", "both"), default="off",
                     help="Dovetail's SPF/DKIM/DMARC checks at intake (on/both: against a loopback DNS server "
                          "publishing SPF and DMARC for the sender's domain)")
+    ap.add_argument("--direct", choices=("on", "off", "both"), default="on",
+                    help="mx.direct_delivery: all-local messages into the Maildir before 250 (on), through the "
+                         "queue (off), or one server of each, interleaved (both)")
     ap.add_argument("--profile", type=Path, metavar="DIR",
                     help="py-spy record each Dovetail worker into DIR (slows Dovetail; figures not comparable)")
     args = ap.parse_args(argv)
@@ -581,10 +587,12 @@ def main(argv: list[str] | None = None) -> int:
                 if args.sender_auth != "off":
                     nameserver = stack.enter_context(sender_zone()).nameserver
                     nameservers = [nameserver] if args.sender_auth == "on" else [None, nameserver]
+                directs = {"on": [True], "off": [False], "both": [False, True]}[args.direct]
                 for w in args.workers:
                     for ns in nameservers:
-                        servers.append(stack.enter_context(
-                            dovetail_server(exe, base, w, locals_, args.recipients, args.profile, ns)))
+                        for direct in directs:
+                            servers.append(stack.enter_context(
+                                dovetail_server(exe, base, w, locals_, args.recipients, args.profile, ns, direct)))
             for load in loads:
                 for server in servers:
                     groups[(load, server.name, server.workers)] = []

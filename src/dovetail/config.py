@@ -526,6 +526,10 @@ KEYS: list[Key] = [
     _k("mx.rspamd_timeout", "20s", _at_least(_dur, 0.1), "longest wait for rspamd's verdict on one message"),
     _k("mx.rspamd_default_action", "tempfail", _one_of("accept", "reject", "tempfail"),
        "what a message gets when rspamd is down or slow: 451 4.7.1, 550 5.7.1 or accepted unfiltered"),
+    # Direct delivery at the MX: local recipients committed into their Maildirs before 250, no queue file.
+    _k("mx.direct_delivery", True, _parse_bool,
+       "deliver a message whose recipients are all mailboxes of this node into their Maildirs before answering "
+       "250, as lmtpd does (off: every message goes through the queue)"),
     # The MX's stress mode and screening stage (postscreen), both in front of the SMTP session. (Keys of
     # [mx] stay before those of [mx.screen]: the commented default file has one [mx] table.)
     _k("mx.stress_threshold", 0.7, _fraction,

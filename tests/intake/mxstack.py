@@ -13,6 +13,7 @@ from dovetail.db import make_engine, migrate
 from dovetail.delivery.agent import MaildirDeliveryAgent
 from dovetail.directory import Directory, Resolver
 from dovetail.intake.contentfilter import ContentFilter
+from dovetail.intake.direct import DirectDelivery
 from dovetail.intake.local import mailbox_targets
 from dovetail.intake.mx import MxBackend
 from dovetail.intake.senderauth import SenderAuth
@@ -30,6 +31,7 @@ class Mx:
     directory: Directory
     resolver: Resolver
     auth: SenderAuth | None = None
+    direct: DirectDelivery | None = None  # mx.direct_delivery: the local agent the MX delivers with
     counts: dict[str, int] = field(default_factory=dict)
 
     def send(self, msg: bytes, content: ContentFilter | None, *, sender: str = "alice@sender.test",
@@ -41,7 +43,8 @@ class Mx:
     async def asend(self, msg: bytes, content: ContentFilter | None, *, sender: str = "alice@sender.test",
                     rcpts: tuple[str, ...] = ("bob@acme.example",), helo: str = "mail.sender.test",
                     source: str = "127.0.0.1") -> tuple[int, str]:
-        backend = MxBackend(self.resolver, self.queue, auth=self.auth, record=self._count, content=content)
+        backend = MxBackend(self.resolver, self.queue, auth=self.auth, record=self._count, content=content,
+                            direct=self.direct)
         server = SmtpServer(backend, hostname=OUR_ID)
         await server.start(host="127.0.0.1", port=0)
         try:

@@ -17,16 +17,10 @@ failure ``4xx``, a permanent one ``5xx``; one log line per recipient, keyed by t
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
-import os
-import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Protocol
 
-from ..delivery.agent import Deliverable
 from ..directory import Resolution, Resolver
 from ..log import get_logger
 from ..mailauth.networks import in_networks, parse_networks
@@ -37,20 +31,15 @@ from ..queue.ids import new_queue_id
 from ..smtp.backend import Envelope, SessionInfo
 from ..smtp.events import MailParams, RcptParams
 from ..smtp.reply import Reply
+from .localcommit import HOLD_BYTES, HeldMessage, LocalAgent, deliver_held
 from .mx import _full
+
+__all__ = ["HOLD_BYTES", "HeldMessage", "LmtpBackend", "LmtpSink", "LocalAgent", "network_gate", "reply_for"]
 
 log = get_logger("lmtpd")
 
-HOLD_BYTES = 256 * 1024  # a message up to this size stays in memory; a larger one goes to a file
-
 # Reply code for an enhanced status code's class and subject (RFC 3463), as Dovecot's LMTP answers.
 _CODES = {"4.2.2": 452, "5.2.2": 552, "5.1.1": 550, "5.1.2": 550, "5.2.1": 550, "5.4.6": 554, "5.3.4": 552}
-
-
-class LocalAgent(Protocol):
-    """The local delivery agent (``MaildirDeliveryAgent``, maybe wrapped for the replies hand-over)."""
-
-    def deliver(self, message: Deliverable, recipients: list[QueueRecipient]) -> Awaitable[list[DeliveryResult]]: ...
 
 
 def reply_for(result: DeliveryResult) -> Reply:
@@ -65,65 +54,6 @@ def reply_for(result: DeliveryResult) -> Reply:
         code = 550
     dsn = result.dsn_code if result.dsn_code[:1] == str(code)[0] else f"{str(code)[0]}.0.0"
     return Reply(code, dsn, f"<{address}> {result.reason}")
-
-
-class HeldMessage:
-    """One LMTP message as the delivery agent reads it (:class:`dovetail.delivery.agent.Deliverable`)."""
-
-    def __init__(self, queue_id: str, envelope: QueueEnvelope, spool_dir: Path | None = None) -> None:
-        self.queue_id = queue_id
-        self.envelope = envelope
-        self.size = 0
-        self._memory = bytearray()
-        self._spool_dir = spool_dir
-        self._file: BinaryIO | None = None
-        self._path: str | None = None
-
-    def write(self, data: bytes) -> None:
-        if self._file is None and len(self._memory) + len(data) > HOLD_BYTES:
-            # "<name>.<pid>", as the queue's own tmp files: its crash recovery removes only dead writers' files
-            fd, self._path = tempfile.mkstemp(prefix="lmtp", suffix=f".{os.getpid()}", dir=self._spool_dir)
-            self._file = os.fdopen(fd, "wb")
-            self._file.write(self._memory)
-            self._memory = bytearray()
-        if self._file is not None:
-            self._file.write(data)
-        else:
-            self._memory += data
-        self.size += len(data)
-
-    @property
-    def on_disk(self) -> bool:
-        return self._file is not None
-
-    def finish(self) -> None:
-        """No more writes: flush what went to the file (it is read back, never needed after a crash)."""
-        if self._file is not None:
-            self._file.flush()
-        self.envelope.size = self.size
-
-    def open(self) -> BinaryIO:
-        if self._path is not None:
-            return open(self._path, "rb")  # noqa: SIM115 - the caller closes it
-        return io.BytesIO(bytes(self._memory))
-
-    def read_headers(self, limit: int = 1024 * 1024) -> bytes:
-        with self.open() as stream:
-            data = stream.read(min(self.size, limit))
-        for sep in (b"\r\n\r\n", b"\n\n"):
-            end = data.find(sep)
-            if end >= 0:
-                return data[: end + len(sep)]
-        return data
-
-    def discard(self) -> None:
-        if self._file is not None:
-            with contextlib.suppress(OSError):
-                self._file.close()
-        if self._path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._path)
-        self._memory = bytearray()
 
 
 class LmtpSink:
@@ -148,15 +78,11 @@ class LmtpSink:
     async def commit_each(self) -> list[Reply]:
         message = self.message
         try:
-            await asyncio.to_thread(message.finish)
-            recipients = message.envelope.recipients
-            results = await self.agent.deliver(message, recipients)
+            results = await deliver_held(self.agent, message)
         finally:
             await asyncio.to_thread(message.discard)
-        by_index = {r.recipient.index: r for r in results}
         replies = []
-        for rcpt in recipients:
-            result = by_index.get(rcpt.index) or DeliveryResult(rcpt, "deferred", "4.3.0", "no delivery result")
+        for rcpt, result in zip(message.envelope.recipients, results, strict=True):
             reply = reply_for(result)
             replies.append(reply)
             line = (f"to=<{rcpt.address}>, relay=lmtp, client={self.peer}, "

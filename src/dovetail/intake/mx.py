@@ -5,7 +5,8 @@ other domain is relaying, refused without authentication (``554 5.7.1``) — nev
 mailbox over quota answers ``452 4.2.2`` (or ``552 5.2.2`` when configured). A message up to
 ``SPOOL_BYTES`` is held in memory and written, fsynced and committed in one thread call; a larger
 one streams to its queue file from the first overflowing chunk on. ``250`` is sent only after the
-queue says it is durable.
+queue says it is durable, or, with ``mx.direct_delivery``, after a message whose recipients are all
+mailboxes of this node is in their Maildirs (:mod:`.direct`).
 
 Abuse defence per command (:mod:`.ratelimit`, :mod:`.greylist`): connections, messages and recipients
 per minute per client and network, then, for a valid recipient whose domain greylists, the triplet
@@ -27,6 +28,7 @@ from ..smtp.reply import Reply
 from ..storage import open_storage
 from ..storage.api import OverQuota
 from .contentfilter import ContentFilter, FilteredSink, FilteringWriter
+from .direct import DirectDelivery, DirectWriter
 from .greylist import Greylist
 from .ratelimit import RatePolicy
 from .senderauth import AuthenticatingSink, RenamingSink, SenderAuth
@@ -86,8 +88,9 @@ class MxBackend:
     def __init__(self, resolver: Resolver, queue: Queue, *, over_quota: str = "defer",
                  record: Callable[[str], None] = _no_record, auth: SenderAuth | None = None,
                  content: ContentFilter | None = None, rates: RatePolicy | None = None,
-                 greylist: Greylist | None = None) -> None:
+                 greylist: Greylist | None = None, direct: DirectDelivery | None = None) -> None:
         self.resolver = resolver
+        self.direct = direct  # mx.direct_delivery: local recipients committed to their Maildirs before 250
         self.queue = queue
         self.record = record  # mail-flow counters: "received", "rejected", "spf_pass", ...
         self.over_quota = over_quota
@@ -162,10 +165,13 @@ class MxBackend:
         qenv = to_queue_envelope(session, envelope)
         qenv.recipients = await self._expand_forwards(qenv.recipients)
         queued: QueueWriter = await self.queue.aopen_incoming(qenv, spool=SPOOL_BYTES)
+        writer: IntakeWriter = queued
+        if self.direct is not None and await self._all_local(qenv.recipients):
+            writer = DirectWriter(queued, self.direct.agent)
         if self.content is None:
-            return await self._sink(session, queued)
+            return await self._sink(session, writer)
         authenticated = self.auth is not None and not self.auth.exempt_client(session.client_ip)
-        filtering = FilteringWriter(queued, self.content, session, self.record, results_on_top=authenticated)
+        filtering = FilteringWriter(writer, self.content, session, self.record, results_on_top=authenticated)
         return FilteredSink(await self._sink(session, filtering), filtering, self.record)
 
     async def _sink(self, session: SessionInfo, writer: IntakeWriter) -> MessageSink:
@@ -179,6 +185,18 @@ class MxBackend:
             res = await self._resolve(rcpt.original or rcpt.address)
             enforcing.append(auth.enforcing(res.dmarc_enforce))
         return AuthenticatingSink(writer, auth, session, enforcing, self.record)
+
+    async def _all_local(self, recipients: list[QueueRecipient]) -> bool:
+        """Whether the MX may deliver the message itself (:mod:`.direct`): every recipient a mailbox of
+        this node that the queue manager would give to the Maildir agent, and no success DSN asked for."""
+        direct = self.direct
+        assert direct is not None
+        for rcpt in recipients:
+            if rcpt.original is not None or (rcpt.notify is not None and "SUCCESS" in rcpt.notify):
+                return False
+            if not direct.local(await self._resolve(rcpt.address)) or await direct.routed_elsewhere(rcpt.address):
+                return False
+        return True
 
     async def _expand_forwards(self, recipients: list[QueueRecipient]) -> list[QueueRecipient]:
         """Aliases that forward outside our domains become recipients of their own (as Postfix's

@@ -31,6 +31,7 @@ from ..directory.srs import Srs
 from ..imap.limits import Limits as ImapLimits
 from ..imap.server import ImapServer
 from ..intake.contentfilter import ContentFilter
+from ..intake.direct import DirectDelivery
 from ..intake.greylist import Greylist, GreylistSettings
 from ..intake.lmtp import LmtpBackend, network_gate
 from ..intake.local import HomeNodes, mailbox_targets, transport_chooser
@@ -136,13 +137,21 @@ class RepliesHandOver:
         self.inner, self.resolver, self.hand_overs = inner, resolver, hand_overs
 
     async def deliver(self, message, recipients):  # noqa: ANN001, ANN201
-        results = await self.inner.deliver(message, recipients)
-        sent = [r.recipient for r in results if r.status == "sent"]
-        if sent:
-            wanted = await asyncio.to_thread(self._stored, message, sent)
+        if hasattr(self.inner, "deliver_sync"):  # the copies and their lookup in one thread hop, not two
+            results, wanted = await asyncio.to_thread(self._deliver_sync, message, recipients)
+        else:
+            results = await self.inner.deliver(message, recipients)
+            sent = [r.recipient for r in results if r.status == "sent"]
+            wanted = await asyncio.to_thread(self._stored, message, sent) if sent else []
+        if any(wanted):
             await asyncio.gather(*(hand_over(items) for hand_over, items in zip(self.hand_overs, wanted, strict=True)
                                    if items))
         return results
+
+    def _deliver_sync(self, message, recipients):  # noqa: ANN001, ANN202
+        results = self.inner.deliver_sync(message, recipients)
+        sent = [r.recipient for r in results if r.status == "sent"]
+        return results, (self._stored(message, sent) if sent else [])
 
     def _stored(self, message, recipients) -> list[list[Delivered]]:  # noqa: ANN001
         """For each hand-over, the stored copies of these recipients it takes."""
@@ -211,7 +220,8 @@ async def run_smtpd(ctx: WorkerContext) -> int:
     rates = RatePolicy(rate_limits(cfg), shared_windows(rt.layout.run), record=record, hostname=cfg.hostname)
     greylist = Greylist(rt.engine, GreylistSettings.from_config(cfg))
     backend = MxBackend(rt.resolver, rt.queue, over_quota=cfg["smtp.over_quota"], record=record,
-                        auth=auth, content=content_filter(cfg, rt.resolver), rates=rates, greylist=greylist)
+                        auth=auth, content=content_filter(cfg, rt.resolver), rates=rates, greylist=greylist,
+                        direct=direct_delivery(cfg, rt, record))
     limits = mx_limits(cfg)
     if ctx.spec.max_connections:
         limits = replace(limits, max_connections=ctx.spec.max_connections)
@@ -235,6 +245,16 @@ async def run_smtpd(ctx: WorkerContext) -> int:
                 "evicted": sum(s.evicted for s in servers)}
 
     return await supervise_listeners(ctx, servers, stop_all, screening_stats)
+
+
+def direct_delivery(cfg: Config, rt: Runtime, record) -> DirectDelivery | None:  # noqa: ANN001
+    """``mx.direct_delivery``: the MX commits all-local messages with the local agent lmtpd and the queue use."""
+    if not cfg["mx.direct_delivery"]:
+        return None
+    interval = cfg["directory.cache_check_interval"]
+    routes = Transports(rt.engine, interval)
+    return DirectDelivery(local_agent(cfg, rt, record), here=cfg["node.name"], lmtp_rule=routes.lmtp_for,
+                          check_interval=interval)
 
 
 GREYLIST_PURGE_INTERVAL = 600.0

@@ -28,14 +28,21 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from dovetail.durable import write_fsync
 from dovetail.log import get_logger
 from dovetail.queue.dirsync import GroupFsync
 from dovetail.queue.envelope import Envelope, QueueRecipient
 from dovetail.queue.ids import is_queue_id, new_queue_id
-from dovetail.queue.qfile import HEADER, CorruptQueueFile, QueuedMessage, encode_envelope, encode_header
+from dovetail.queue.qfile import (
+    HEADER,
+    CorruptQueueFile,
+    QueuedMessage,
+    encode_envelope,
+    encode_header,
+    encode_record,
+)
 
 log = get_logger("queue")
 
@@ -56,6 +63,7 @@ class QueueWriter:
         self._env = encode_envelope(envelope)
         self._spool = spool
         self._held: list[bytes] = []
+        self._records: list[bytes] = []  # status records that go in with the message (see ``record``)
         self._file: BinaryIO | None = None
         self.size = 0
         self._done = False
@@ -79,6 +87,19 @@ class QueueWriter:
             raise ValueError("the envelope is already written")
         self.envelope.extra.update(extra)
         self._env = encode_envelope(self.envelope)
+
+    def record(self, update: dict[str, Any]) -> None:
+        """A status record (as the queue manager appends) committed together with the message: the
+        intake delivered some recipients itself and queues the rest, and the file says so from the start."""
+        if self._done:
+            raise ValueError("writer is closed")
+        self._records.append(encode_record(update))
+
+    def held(self) -> bytes:
+        """The message so far, while it is only held in memory (``in_memory``)."""
+        if self._file is not None:
+            raise ValueError("the message is in its file, not in memory")
+        return b"".join(self._held)
 
     @property
     def in_memory(self) -> bool:
@@ -116,6 +137,8 @@ class QueueWriter:
             self._write_spooled()
             return
         try:
+            for record in self._records:
+                self._file.write(record)
             self._file.flush()
             os.pwrite(self._file.fileno(), encode_header(self._env, self.size), 0)
             os.fsync(self._file.fileno())
@@ -128,7 +151,7 @@ class QueueWriter:
     def _write_spooled(self) -> None:
         """A message held in memory: its size is known, so header, envelope and message go out in one
         write, with no header rewrite afterwards."""
-        data = b"".join([encode_header(self._env, self.size), self._env, *self._held])
+        data = b"".join([encode_header(self._env, self.size), self._env, *self._held, *self._records])
         self._held = []
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
