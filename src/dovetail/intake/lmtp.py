@@ -44,7 +44,8 @@ log = get_logger("lmtpd")
 HOLD_BYTES = 256 * 1024  # a message up to this size stays in memory; a larger one goes to a file
 
 # Reply code for an enhanced status code's class and subject (RFC 3463), as Dovecot's LMTP answers.
-_CODES = {"4.2.2": 452, "5.2.2": 552, "5.1.1": 550, "5.1.2": 550, "5.2.1": 550, "5.4.6": 554, "5.3.4": 552}
+_CODES = {"4.2.2": 452, "4.3.1": 452, "5.2.2": 552, "5.1.1": 550, "5.1.2": 550, "5.2.1": 550, "5.4.6": 554,
+          "5.3.4": 552}
 
 
 class LocalAgent(Protocol):
