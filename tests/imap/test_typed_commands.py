@@ -65,7 +65,7 @@ _ARG = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.sampled_from(["STORE", "UID STORE", "COPY", "UID COPY", "MOVE", "UID MOVE", "EXPUNGE", "UID EXPUNGE"]),
        st.lists(_ARG, max_size=5))
 def test_fuzz_only_parse_errors_come_out(name: str, args: list[str]) -> None:
@@ -88,7 +88,7 @@ _FLAGS = st.lists(st.sampled_from(["\\Seen", "\\Answered", "\\Flagged", "\\Delet
                   max_size=4, unique=True)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_SETS, st.sampled_from(list(StoreMode)), st.booleans(), _FLAGS, st.none() | st.integers(1, 2**63 - 1),
        st.booleans())
 def test_fuzz_store_reads_back_what_was_written(ranges: list[tuple[int, int]], mode: StoreMode, silent: bool,
