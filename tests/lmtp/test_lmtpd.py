@@ -136,3 +136,24 @@ def test_unix_socket_listener(node: Node) -> None:
     again = bind_unix_socket(path)  # a stale socket file from an earlier run is replaced
     assert again.family == socket.AF_UNIX
     again.close()
+
+
+def test_full_disk_defers_with_452_4_3_1(node: Node) -> None:
+    """A Maildir on a full file system: the recipient gets ``452 4.3.1`` (try later), nothing half-written."""
+    from tests.fulldisk import fill, small_tmpfs
+
+    async def scenario() -> list[str]:
+        server = node.server()
+        await server.start(host="127.0.0.1", port=0)
+        try:
+            return await talk(server.port, [b"LHLO mx.test\r\nMAIL FROM:<>\r\nRCPT TO:<bob@acme.example>\r\n"
+                                            b"DATA\r\n", MESSAGE, b"QUIT\r\n"])
+        finally:
+            await server.stop(1)
+
+    with small_tmpfs(node.root / "mail", "1m") as mail:
+        filler = fill(mail)
+        lines = _final(run(scenario()))
+        assert lines[-2].startswith("452 4.3.1 <bob@acme.example>"), lines
+        filler.unlink()
+        assert node.messages("bob@acme.example") == []

@@ -36,6 +36,7 @@ from dovetail.imap.parser import (
 from dovetail.imap.response import flag_list
 from dovetail.imap.state import ANY, AUTH, NOAUTH, SEL, CommandError, Selected, State
 from dovetail.imap.storage_errors import is_bad, response_code
+from dovetail.imap.typed import TypedCommand, typed
 from dovetail.log import get_logger
 from dovetail.mailauth.accounts import Account, Authenticator
 from dovetail.mailauth.penalty import AuthPenalty
@@ -365,7 +366,7 @@ class Session:
                 self._bad(cmd.tag, f"{cmd.name} not allowed now")
             return
         try:
-            ok = await handler(self, cmd)
+            ok = await handler(self, typed(cmd))  # the typed commands are read before they run
         except ParseError as exc:
             self._bad(cmd.tag, f"Error in IMAP command {cmd.name}: {exc.text}", exc.code)
             return
@@ -395,7 +396,7 @@ class Session:
         code, text = ok
         self._tagged(cmd.tag, "OK", text, code)
 
-    async def updates(self, cmd: Command | None = None) -> None:
+    async def updates(self, cmd: Command | TypedCommand | None = None) -> None:
         """Report what changed in the selected mailbox (new mail, other sessions' flags, expunges)."""
         sel = self.selected
         if self.closed:

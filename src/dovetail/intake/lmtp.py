@@ -39,7 +39,8 @@ __all__ = ["HOLD_BYTES", "HeldMessage", "LmtpBackend", "LmtpSink", "LocalAgent",
 log = get_logger("lmtpd")
 
 # Reply code for an enhanced status code's class and subject (RFC 3463), as Dovecot's LMTP answers.
-_CODES = {"4.2.2": 452, "5.2.2": 552, "5.1.1": 550, "5.1.2": 550, "5.2.1": 550, "5.4.6": 554, "5.3.4": 552}
+_CODES = {"4.2.2": 452, "4.3.1": 452, "5.2.2": 552, "5.1.1": 550, "5.1.2": 550, "5.2.1": 550, "5.4.6": 554,
+          "5.3.4": 552}
 
 
 def reply_for(result: DeliveryResult) -> Reply:

@@ -43,6 +43,7 @@ from typing import TypeVar
 from dovetail.durable import write_fsync
 from dovetail.maildir import keywords as kwfile
 from dovetail.maildir import syncapply, syncplan, uidcache, uidlist
+from dovetail.maildir.diskfull import is_disk_full
 from dovetail.maildir.filename import INFO_SEP, info_string, new_basename
 from dovetail.maildir.folderstate import _IDLE_STATES as _IDLE_STATES
 from dovetail.maildir.folderstate import _STATES as _STATES
@@ -61,6 +62,7 @@ from dovetail.maildir.stamps import NEW as NEW
 from dovetail.maildir.stamps import UIDLIST_STAMP, dirty_window, encode, is_dirty, stamp_of, trusted
 from dovetail.maildir.syncplan import Listed
 from dovetail.mime.parser import to_crlf
+from dovetail.storage.api import DiskFull
 
 # The names imported "as" themselves stay importable from here, where the rest of the package and
 # the tests have always found them.
@@ -79,10 +81,28 @@ class Folder:
         self.keywords: dict[int, str] = {}
         # What a stamp is made of (see CUR ...), as strings: every refresh stats them.
         self._stamp_paths = tuple(str(path / name) for name in ("cur", "new", uidlist.UIDLIST, kwfile.KEYWORDS))
-        self.state = acquire_state(path)
         self._closed = False
-        if self.state.ident != self.index.ident:
-            self.state.forget(self.index.ident)
+        self._unnumbered_wait = False  # the last listing left files without UIDs out (a full disk)
+        if self.index.in_memory:
+            self.state = FolderState()
+            self._shared = False
+        else:
+            self.state = acquire_state(path)
+            self._shared = True
+            if self.state.ident != self.index.ident:
+                self.state.forget(self.index.ident)
+        self.index.db.on_memory = self._index_in_memory
+
+    def _index_in_memory(self) -> None:
+        """The index went on in memory (its file cannot be written): this folder's copy differs from
+        what the other sessions of the process share from now on, so it leaves their state for a
+        private one, which the next sync fills from the Maildir and the copy."""
+        if self._shared:
+            self._shared = False
+            old = self.state
+            self.state = FolderState()
+            self.state.ident = self.index.ident
+            release_state(self.path, old)
 
     # The shared state under the names the sync code uses.
     _stamp = property(lambda self: self.state.stamp, lambda self, v: setattr(self.state, "stamp", v))
@@ -363,12 +383,16 @@ class Folder:
         with the listing, plan and apply the index's changes in one write transaction."""
         listing = self._list(move_new)
         ul, by_base = self._numbered(listing)
+        trust: tuple | None = stamp
+        if self._unnumbered_wait:
+            trust = None  # files wait for UIDs (a full disk): the next sync lists again
+            self._unnumbered_wait = False
         self.load_keywords()
         if self.index.get_int("uidvalidity", 0) != ul.uidvalidity:
             syncapply.reset_index(self.index, ul)
         self._refresh_mirror()
         if syncplan.agrees(listing, by_base, self._fnset, self._uidnext_meta, ul.nextuid):
-            self._listed_at(stamp, checked, move_new)
+            self._listed_at(trust, checked, move_new)
             return
         # Files seen for the first time are looked at before the index is locked.
         parsed = syncapply.facts_ahead(self.path, syncplan.to_parse(listing, by_base, self._files or {}))
@@ -381,13 +405,23 @@ class Folder:
             self._files = None
             raise
         self._refresh_mirror()
-        self._listed_at(self._stamp_now(), checked, move_new)
+        self._listed_at(self._stamp_now() if trust else None, checked, move_new)
 
     def _numbered(self, listing: dict[str, Listed]) -> tuple[uidlist.Uidlist, dict[str, int]]:
         """The uidlist (and its basename map) numbering every file in ``listing``."""
         ul, by_base = self._cached_uidlist()
         if ul is None or any(b not in by_base for b in listing):
-            ul = self.assign_uids(syncplan.unnumbered(listing, by_base), listing)
+            try:
+                ul = self.assign_uids(syncplan.unnumbered(listing, by_base), listing)
+            except OSError as exc:
+                # A full disk cannot take their UIDs: the numbered files are served, the others wait
+                # (left out of the listing) for a sync with room, as Dovecot does.
+                if ul is None or not is_disk_full(exc):
+                    raise
+                for base in [b for b in listing if b not in by_base]:
+                    del listing[base]
+                self._unnumbered_wait = True
+                return ul, by_base
             by_base = self._by_base_of(ul)
         return ul, by_base
 
@@ -408,14 +442,14 @@ class Folder:
         )
         syncapply.apply_plan(self.index, self.path, plan, parsed)
 
-    def _listed_at(self, stamp: tuple, checked: float, move_new: bool) -> None:
+    def _listed_at(self, stamp: tuple | None, checked: float, move_new: bool) -> None:
         """A listing at ``checked`` found the directories at ``stamp`` matching the index: trust the
         stamp from now on, unless files are waiting in ``new/`` to be moved."""
         state = self.state
         state.stamp = stamp if not move_new or not self._has_new() else None
         state.checked_at = checked
         if state.stamp is not None:
-            self._publish(stamp, checked)
+            self._publish(state.stamp, checked)
 
     def index_written(
         self, uid: int, basename: str, info: str, data: bytes, uidvalidity: int, before: tuple | None = None
@@ -527,9 +561,13 @@ class Folder:
         tmp = self.path / "tmp" / base
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode())
         try:
-            write_fsync(fd, lf)
-        finally:
-            os.close(fd)
+            try:
+                write_fsync(fd, lf)
+            finally:
+                os.close(fd)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # nothing half-written stays behind (a full disk)
+            raise
         if internal_date is not None:
             os.utime(tmp, (internal_date, internal_date))
         os.rename(tmp, self.path / "cur" / f"{base}{INFO_SEP}{info}")
@@ -578,14 +616,40 @@ class Folder:
     def append_message(self, data: bytes, info: str, internal_date: float | None) -> tuple[int, int, bool]:
         """Write, number and index one message: (uid, uidvalidity, indexed)."""
         before = self._stamp_now()
-        base = self.deliver(data, info, internal_date)
-        ul = self.assign_uids([base], None)
+        try:
+            base = self.deliver(data, info, internal_date)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFull("Not enough disk space: the message was not stored") from exc
+            raise
+        try:
+            ul = self.assign_uids([base], None)
+        except OSError as exc:
+            (self.path / "cur" / f"{base}{INFO_SEP}{info}").unlink(missing_ok=True)
+            if is_disk_full(exc):
+                raise DiskFull("Not enough disk space: the message was not stored") from exc
+            raise
         uid = self._by_base_of(ul)[base]
         return uid, ul.uidvalidity, self.index_written(uid, base, info, data, ul.uidvalidity, before)
 
+    def take_back(self, basenames: list[str]) -> None:
+        """Remove files this process wrote into the folder that were never numbered."""
+        wanted = set(basenames)
+        for sub in ("cur", "new"):
+            for name in os.listdir(self.path / sub):
+                if name.split(INFO_SEP, 1)[0] in wanted:
+                    (self.path / sub / name).unlink(missing_ok=True)
+
     def add_files(self, basenames: list[str]) -> dict[str, int]:
-        """Number freshly written files at once (so they get UIDs in this order)."""
-        ul = self.assign_uids(basenames, None)
+        """Number freshly written files at once (so they get UIDs in this order). On a full disk they are
+        taken back and :class:`DiskFull` is raised."""
+        try:
+            ul = self.assign_uids(basenames, None)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            self.take_back(basenames)
+            raise DiskFull("Not enough disk space: nothing was copied") from exc
         by_base = self._by_base_of(ul)
         return {b: by_base[b] for b in basenames}
 
@@ -599,7 +663,8 @@ class Folder:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            release_state(self.path, self.state)
+            if self._shared:
+                release_state(self.path, self.state)
         self.index.close()
 
 

@@ -29,6 +29,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from dovetail.maildir.diskfull import index_unwritable
+from dovetail.maildir.indexdb import IndexDB, memory_copy, warn_once
+
 INDEX_FILE = "dovetail-index.sqlite"
 # Page cache per connection in KiB (negative: KiB, SQLite's convention). Every selected session holds a
 # connection; the default 2 MB each made idle sessions expensive, and the rows a session reads are few.
@@ -109,6 +112,27 @@ def _configure(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA cache_spill=OFF")
 
 
+def _check_schema(db: sqlite3.Connection) -> None:
+    """Create the tables when missing and take an older schema over; DatabaseError when the file is
+    of a schema this code does not know."""
+    db.executescript(_SCHEMA)
+    row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    if row is not None and row[0] == "4":
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            have = {r[1] for r in db.execute("PRAGMA table_info(expunged)")}
+            for col, kind in zip(_EXPUNGED_DATA, _EXPUNGED_KINDS, strict=True):
+                if col not in have:
+                    db.execute(f"ALTER TABLE expunged ADD COLUMN {col} {kind}")
+            db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+            db.execute("COMMIT")
+        row = (str(SCHEMA_VERSION),)
+    if row is None or row[0] in UPGRADABLE:
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+    elif row[0] != str(SCHEMA_VERSION):
+        raise sqlite3.DatabaseError("index schema mismatch")
+
+
 class Index:
     """Thin wrapper over one SQLite connection."""
 
@@ -116,6 +140,11 @@ class Index:
         self.path = folder / INDEX_FILE
         self.db = self._open()
         self.ident = self._ident()
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the index went on in memory because its file cannot be written (see ``indexdb``)."""
+        return self.db.in_memory
 
     def _ident(self) -> str:
         """A name given to this index file when it was made: what a process remembers about a folder
@@ -126,28 +155,34 @@ class Index:
             row = self.db.execute("SELECT value FROM meta WHERE key='ident'").fetchone()
         return row[0]
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self) -> IndexDB:
+        """The file's connection; its copy in memory when the file cannot be written now (a full disk
+        must not cost the index: it is only rebuilt when it is corrupt or of an unknown schema)."""
+        try:
+            return IndexDB(self._open_file(), self.path)
+        except sqlite3.OperationalError as exc:
+            if not index_unwritable(exc):
+                raise
+            warn_once(self.path, exc)
+            mem = memory_copy(None, self.path)
+            try:
+                _check_schema(mem)
+            except sqlite3.DatabaseError:
+                mem.close()
+                mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+                mem.executescript(_SCHEMA)
+                mem.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            return IndexDB(mem, self.path, in_memory=True)
+
+    def _open_file(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         try:
             _configure(db)
-            db.executescript(_SCHEMA)
-            row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is not None and row[0] == "4":
-                with db:
-                    db.execute("BEGIN IMMEDIATE")
-                    have = {r[1] for r in db.execute("PRAGMA table_info(expunged)")}
-                    for col, kind in zip(_EXPUNGED_DATA, _EXPUNGED_KINDS, strict=True):
-                        if col not in have:
-                            db.execute(f"ALTER TABLE expunged ADD COLUMN {col} {kind}")
-                    db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
-                    db.execute("COMMIT")
-                row = (str(SCHEMA_VERSION),)
-            if row is None or row[0] in UPGRADABLE:
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif row[0] != str(SCHEMA_VERSION):
-                raise sqlite3.DatabaseError("index schema mismatch")
-        except sqlite3.DatabaseError:
+            _check_schema(db)
+        except sqlite3.DatabaseError as exc:
             db.close()
+            if index_unwritable(exc):
+                raise
             for suffix in ("", "-wal", "-shm"):
                 Path(str(self.path) + suffix).unlink(missing_ok=True)
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -182,14 +217,13 @@ class Index:
             self.db.execute("COMMIT")
 
     def begin(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        self.db.begin_write()
 
     def commit(self) -> None:
-        self.db.execute("COMMIT")
+        self.db.end_write("COMMIT")
 
     def rollback(self) -> None:
-        if self.db.in_transaction:
-            self.db.execute("ROLLBACK")
+        self.db.abandon_write()
 
     def bump_modseq(self) -> int:
         modseq = self.get_int("highestmodseq", 1) + 1

@@ -63,11 +63,13 @@ class DotLock:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
                 continue
+            self.held = True
             try:
                 os.write(fd, f"{os.getpid()}:{socket.gethostname()}".encode())
+            except OSError:
+                pass  # a full disk: the lock is the file itself, empty it goes stale by its age alone
             finally:
                 os.close(fd)
-            self.held = True
             return
 
     def release(self) -> None:

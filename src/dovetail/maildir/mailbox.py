@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dovetail.maildir import lazyfacts
+from dovetail.maildir.diskfull import is_disk_full
 from dovetail.maildir.filename import INFO_SEP, parse_name
 from dovetail.maildir.folder import CUR, MAX_MESSAGE_BYTES, NEW, Folder
 from dovetail.maildir.index import DATE_UNKNOWN, EXPUNGE_DATA_KEPT, flags_dump, flags_load, loads
@@ -23,6 +24,7 @@ from dovetail.storage.api import (
     SYSTEM_FLAGS,
     Changes,
     CopyResult,
+    DiskFull,
     FlagState,
     InvalidFlag,
     Mailbox,
@@ -701,7 +703,13 @@ def copy_messages(src: Folder, dest: Folder, uids: list[int]) -> CopyResult:
                     data = f.read(MAX_MESSAGE_BYTES)
             except FileNotFoundError:
                 continue
-            base = dest.deliver(data, info, st.st_mtime)
+            try:
+                base = dest.deliver(data, info, st.st_mtime)
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                dest.take_back([b for _u, b in bases])  # none numbered yet
+                raise DiskFull("Not enough disk space: nothing was copied") from exc
         bases.append((uid, base))
     mapping = dest.add_files([b for _u, b in bases]) if bases else {}
     uidvalidity = dest.index.get_int("uidvalidity") or _uidvalidity_of(dest)

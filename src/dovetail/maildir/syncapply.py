@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from dovetail.maildir import syncplan, uidcache, uidlist
+from dovetail.maildir.diskfull import is_disk_full
 from dovetail.maildir.filename import sizes_in_name
 from dovetail.maildir.index import Index, flags_dump
 from dovetail.maildir.lock import DotLock
@@ -71,8 +72,13 @@ def assign_uids(
                 by_base = ul.by_basename()
                 changed = True
         added = numbering.added
-        if changed or (added and not uidlist.append(ul_path, added)):
-            uidlist.write(ul_path, ul)
+        try:
+            if changed or (added and not uidlist.append(ul_path, added)):
+                uidlist.write(ul_path, ul)
+        except OSError as exc:
+            # Dropping the records of vanished files can wait for a disk with room; numbering cannot.
+            if added or cached is None or not is_disk_full(exc):
+                raise
         if changed or added:
             uidcache.remember(ul_path, ul, by_base)
         return ul

@@ -131,11 +131,14 @@ def write(path: Path, ul: Uidlist) -> None:
     data = format_uidlist(ul).encode("utf-8", "surrogateescape")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            write_fsync(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not be left fuller
+        raise
 
 
 def append(path: Path, entries: list[tuple[int, str]]) -> bool:
@@ -147,7 +150,11 @@ def append(path: Path, entries: list[tuple[int, str]]) -> bool:
         size = os.fstat(fd).st_size
         if size < 3 or os.pread(fd, 2, 0) != b"3 " or os.pread(fd, 1, size - 1) != b"\n":
             return False
-        write_fsync(fd, "".join(f"{uid} :{base}\n" for uid, base in entries).encode("utf-8", "surrogateescape"))
+        try:
+            write_fsync(fd, "".join(f"{uid} :{base}\n" for uid, base in entries).encode("utf-8", "surrogateescape"))
+        except OSError:
+            os.ftruncate(fd, size)  # no half line left behind (a full disk): the file stays as it was
+            raise
     finally:
         os.close(fd)
     return True

@@ -74,6 +74,15 @@ class Classification:
 
 
 def classify(parsed: Parsed, stripped: str) -> Classification:
+    """What the message is; one whose MIME nested too deep is classified from what lies within the
+    bound (a delivery report there still makes a bounce) and says so in its details."""
+    verdict = _classify(parsed, stripped)
+    if parsed.depth_limited:
+        verdict.details["mime_depth_limited"] = True
+    return verdict
+
+
+def _classify(parsed: Parsed, stripped: str) -> Classification:
     if parsed.report_type == "feedback-report" or any(
             p.get_content_type() == "message/feedback-report" for p in parsed.reports):
         return _complaint(parsed)

@@ -2,7 +2,8 @@
 
 The stdlib ``email`` package with the ``compat32`` policy: it is the fastest of its policies and
 never raises on malformed headers; header words are decoded here with ``email.header``. Every size a
-sender controls is capped: the raw message, the number of MIME parts, headers and body text.
+sender controls is capped: the raw message, the number of MIME parts, headers and body text, and how
+deep the MIME structure nests (see :mod:`.depth`).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import datetime as dt
 import email
 import email.header
 import email.message
+import email.parser
 import email.utils
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..mailauth.headers import authserv_id as authserv_id_of
 from ..mailauth.results import parse_ours
+from .depth import bound_depth
 from .text import msgid_list, normalize_msgid
 
 MAX_RAW_BYTES = 25 * 1024 * 1024
@@ -107,6 +110,7 @@ class Parsed:
     auth_results: list[str]  # the Authentication-Results headers our MX wrote (authserv-id = server.hostname)
     auth: dict[str, Any]  # their verdicts: {spf, dkim: [{domain, selector, result}], dmarc: {...}, arc}
     reports: list[email.message.Message] = field(default_factory=list)  # parts of a multipart/report
+    depth_limited: bool = False  # MIME nested deeper than the bound: deeper parts were read as opaque leaves
 
     def header(self, name: str) -> str:
         return decode_words(self.msg.get(name))
@@ -120,12 +124,20 @@ def parse(raw: bytes, authserv_id: str = "") -> Parsed:
     truncated = len(raw) > MAX_RAW_BYTES
     if truncated:
         raw = raw[:MAX_RAW_BYTES]
-    msg = email.message_from_bytes(raw)
+    raw, depth_limited = bound_depth(raw)
+    try:
+        msg = email.message_from_bytes(raw)
+        text, html, attachments, reports = _walk(msg)
+    except RecursionError:
+        # A structure the bounded look did not see as deep (the two parsers disagree on broken
+        # boundaries): its header alone is read, the body is one opaque leaf.
+        depth_limited = True
+        msg = email.parser.BytesParser().parsebytes(raw, headersonly=True)
+        text, html, attachments, reports = "", "", [], []
     headers = [(k, decode_words(v)) for k, v in msg.items()[:MAX_HEADERS]]
     rp = msg.get("Return-Path")
     return_path = None if rp is None else (email.utils.parseaddr(str(rp))[1].lower() or "")
     from_list = _addresses(msg, "From")
-    text, html, attachments, reports = _walk(msg)
     ctype = msg.get_content_type()
     return Parsed(
         msg=msg, size=len(raw), truncated=truncated,
@@ -146,6 +158,7 @@ def parse(raw: bytes, authserv_id: str = "") -> Parsed:
         auth_results=(ours := _our_auth_results(msg, authserv_id)),
         auth=parse_ours(ours, authserv_id),
         reports=reports,
+        depth_limited=depth_limited,
     )
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 import ssl
 from collections import Counter
@@ -42,6 +43,15 @@ log = get_logger("smtpd")
 
 TEMP_FAIL = Reply(451, "4.3.0", "Error: temporary failure")
 QUEUE_FAIL = Reply(451, "4.3.0", "Error: queue file write error")
+# The queue's disk (or disk quota) is full: "insufficient system storage" (RFC 5321 452, RFC 3463 4.3.1).
+QUEUE_FULL = Reply(452, "4.3.1", "Error: insufficient system storage")
+
+
+def _queue_fail(exc: BaseException) -> Reply:
+    """The reply to a message the queue could not take."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return QUEUE_FULL
+    return QUEUE_FAIL
 DRAIN_IDLE = 2.0  # seconds a session between transactions may still start one after stop()
 EVICT_MIN_AGE = 1.0  # a connection idle for less than this is not closed to make room (a client gets a chance)
 EARLY_INPUT_MAX = 4096  # octets kept from a client that talks during screening; reading pauses beyond
@@ -263,6 +273,7 @@ class _Session(asyncio.Protocol):
         self.envelope: Envelope | None = None
         self.sink: MessageSink | None = None
         self._sink_failed = False
+        self._sink_reply = QUEUE_FAIL  # what a failed sink answers (QUEUE_FULL when the disk is full)
         self._open_error: Reply | None = None
         self.counts: dict[str, list[int]] = {}
         self._screening = False
@@ -699,14 +710,15 @@ class _Session(asyncio.Protocol):
         """Open the sink and write the Received: header; a Reply means it failed."""
         self._open_error = None
         self._sink_failed = False
+        self._sink_reply = QUEUE_FAIL
         env = self.envelope
         if env is None or not env.recipients:
             return Reply(503, "5.5.1", "Error: need RCPT command")
         try:
             sink = await self.server.backend.open_message(self.info, env)
-        except Exception:
+        except Exception as exc:
             log.exception(f"open_message failed for {self.info.peer}")
-            return QUEUE_FAIL
+            return _queue_fail(exc)
         self.sink = sink
         log.info(f"client={self.info.peer}", qid=sink.queue_id)
         header = received_header(
@@ -717,16 +729,17 @@ class _Session(asyncio.Protocol):
             [r.address for r in env.recipients],
         )
         await self._write_sink(header)
-        return QUEUE_FAIL if self._sink_failed else None
+        return self._sink_reply if self._sink_failed else None
 
     async def _write_sink(self, data: bytes) -> None:
         if self.sink is None or self._sink_failed:
             return
         try:
             await self.sink.write(data)
-        except Exception:
+        except Exception as exc:
             log.exception(f"write failed for {self.info.peer}", qid=self.sink.queue_id)
             self._sink_failed = True
+            self._sink_reply = _queue_fail(exc)
             await self._abort_sink()
 
     async def _abort_sink(self) -> None:
@@ -749,18 +762,19 @@ class _Session(asyncio.Protocol):
         sink, env = self.sink, self.envelope
         self.envelope = None
         if sink is None or env is None or self._sink_failed:  # a sink is opened only for an envelope
+            reply = self._sink_reply if self._sink_failed else QUEUE_FAIL
             await self._drop_message()
-            return QUEUE_FAIL
+            return reply
         self.sink = None
         if self.server.lmtp and isinstance(sink, RecipientSink):
             return await self._commit_each(sink, env)
         try:
             reply = await sink.commit()
-        except Exception:
+        except Exception as exc:
             log.exception("commit failed", qid=sink.queue_id)
             with contextlib.suppress(Exception):
                 await sink.abort()
-            return QUEUE_FAIL
+            return _queue_fail(exc)
         if reply.code < 400:
             self.server.messages_accepted += 1
             log.info(
@@ -775,11 +789,11 @@ class _Session(asyncio.Protocol):
         """LMTP: one reply per recipient from the sink (which logs each recipient's outcome)."""
         try:
             replies = await sink.commit_each()
-        except Exception:
+        except Exception as exc:
             log.exception("commit failed", qid=sink.queue_id)
             with contextlib.suppress(Exception):
                 await sink.abort()
-            return QUEUE_FAIL
+            return _queue_fail(exc)
         if any(r.code < 400 for r in replies):
             self.server.messages_accepted += 1
         log.info(f"from=<{env.sender}>, nrcpt={len(env.recipients)}, proto={self._core.protocol_name}",

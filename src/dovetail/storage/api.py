@@ -139,6 +139,16 @@ class OverQuota(StorageError):
         self.limit = limit
 
 
+class DiskFull(StorageError):
+    """The disk (or the system's disk quota) has no room for new mail: nothing was stored. Mail already
+    stored stays readable and changeable. IMAP answers ``NO [OVERQUOTA]``, as Dovecot does."""
+
+    kind = ErrorKind.OVER_QUOTA
+
+    def __init__(self, text: str = "Not enough disk space") -> None:
+        super().__init__(text)
+
+
 # --- flags -------------------------------------------------------------------------------------
 
 SEEN = "\\Seen"

@@ -7,15 +7,17 @@ from dovetail.imap.response import astring as astring_out
 from dovetail.imap.sequence import SequenceSet
 from dovetail.imap.state import CommandError
 from dovetail.imap.tokens import Atom, ParseError, Token, astring
-from dovetail.storage.api import SYSTEM_FLAGS
+from dovetail.imap.typed import parse_flags as parse_flags
 from dovetail.storage.names import decode_mutf7, encode_mutf7
-
-_FLAG_NAMES = {f.upper(): f for f in SYSTEM_FLAGS}
 
 
 def mailbox_arg(s: CommandSession, tok: Token) -> str:
     """A mailbox name argument: UTF-8 once enabled, modified UTF-7 otherwise."""
-    raw = astring(tok)
+    return mailbox_name(s, astring(tok))
+
+
+def mailbox_name(s: CommandSession, raw: bytes) -> str:
+    """A mailbox name as the client sent it, decoded: UTF-8 once enabled, modified UTF-7 otherwise."""
     if s.utf8:
         try:
             return raw.decode("utf-8")
@@ -38,34 +40,19 @@ def mailbox_out(s: CommandSession, name: str) -> bytes:
     return astring_out(name if s.utf8 else encode_mutf7(name), s.utf8)
 
 
-def parse_flags(tokens: tuple[Token, ...] | list[Token]) -> list[str]:
-    """Flags of APPEND/STORE: system flags canonicalised, keywords as atoms; ``\\Recent`` refused."""
-    out = []
-    for tok in tokens:
-        if not isinstance(tok, Atom):
-            raise ParseError("Flags must be atoms")
-        value = tok.value
-        if value.startswith("\\"):
-            canon = _FLAG_NAMES.get(value.upper())
-            if canon is None:
-                if value.upper() == "\\RECENT":
-                    raise ParseError("\\Recent can't be set")
-                raise ParseError(f"Invalid system flag {value[:40]}")
-            out.append(canon)
-        else:
-            if any(c in value for c in "[]%*") or len(value) > 250:
-                raise ParseError(f"Invalid keyword {value[:40]}")
-            out.append(value)
-    return out
-
-
 def resolve(s: CommandSession, tok: Token, uid: bool) -> list[int]:
     """A sequence set (or ``$``) as the UIDs of the selected view, ascending."""
     sel = s.selected
     assert sel is not None
     if not isinstance(tok, Atom):
         raise ParseError("Expected a sequence set")
-    ss = SequenceSet.parse(tok.value)
+    return resolve_set(s, SequenceSet.parse(tok.value), uid)
+
+
+def resolve_set(s: CommandSession, ss: SequenceSet, uid: bool) -> list[int]:
+    """A parsed sequence set (or ``$``) as the UIDs of the selected view, ascending."""
+    sel = s.selected
+    assert sel is not None
     uids = sel.mailbox.uids
     if ss.saved:
         saved = sel.saved or frozenset()

@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 from dovetail.imap.limits import Limits
 from dovetail.imap.state import Selected, State
 from dovetail.imap.tokens import Command
+from dovetail.imap.typed import TypedCommand
 from dovetail.storage.api import MailStorage
 
 Result = tuple[str | None, str]
@@ -75,12 +76,13 @@ class CommandSession(Protocol):
         """Close the selected mailbox, if any, and go back to the authenticated state."""
         ...
 
-    async def updates(self, cmd: Command | None = None) -> None:
+    async def updates(self, cmd: Command | TypedCommand | None = None) -> None:
         """Report what changed in the selected mailbox (new mail, flags, expunges if ``cmd`` allows)."""
         ...
 
 
-Handler = Callable[[CommandSession, Command], Awaitable[Result | None]]
+# A handler takes the command's typed object (see dovetail.imap.typed) or, not typed yet, its token tree.
+Handler = Callable[[CommandSession, Any], Awaitable[Result | None]]
 """A command: returns ``(code, text)`` for the tagged OK, or None when it answered itself; raises
 ``CommandError``/``ParseError``/``StorageError`` for the session to turn into a response."""
 

@@ -1,26 +1,25 @@
-"""COPY and MOVE (and their UID forms), answered with COPYUID (UIDPLUS)."""
+"""COPY and MOVE (and their UID forms), answered with COPYUID (UIDPLUS); read by
+:func:`dovetail.imap.typed.parse_copy`."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from dovetail.imap.commands.arguments import mailbox_arg, resolve
+from dovetail.imap.commands.arguments import mailbox_name, resolve_set
 from dovetail.imap.commands.context import CommandSession, CommandTable, Result
 from dovetail.imap.sequence import format_ordered
 from dovetail.imap.state import SEL, CommandError
-from dovetail.imap.tokens import ParseError
+from dovetail.imap.typed import CopyCommand
 from dovetail.storage.api import MailboxNotFound
 
 
-async def cmd_copy(s: CommandSession, cmd: Any) -> Result:
+async def cmd_copy(s: CommandSession, cmd: CopyCommand) -> Result:
     sel = s.selected
     assert sel is not None
-    if len(cmd.args) != 2:
-        raise ParseError(f"{cmd.name} needs a sequence set and a mailbox")
-    uids = resolve(s, cmd.args[0], cmd.uid)
-    dest = mailbox_arg(s, cmd.args[1])
-    move = cmd.name == "MOVE"
+    uids = resolve_set(s, cmd.sequence, cmd.uid)
+    dest = mailbox_name(s, cmd.mailbox)
+    move = cmd.move
     if move and sel.readonly:
         raise CommandError("Mailbox is read-only.", "READ-ONLY")
     if not uids:
@@ -49,7 +48,7 @@ async def cmd_copy(s: CommandSession, cmd: Any) -> Result:
     return code, "Copy completed."
 
 
-COMMANDS: CommandTable = {
+COMMANDS: CommandTable = {  # they take their typed commands
     "COPY": (cmd_copy, SEL),
     "MOVE": (cmd_copy, SEL),
 }

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from dovetail.imap.commands.arguments import mailbox_arg, mailbox_out, resolve
+from dovetail.imap.commands.arguments import mailbox_arg, mailbox_out, resolve_set
 from dovetail.imap.commands.context import CommandSession, CommandTable, Result
 from dovetail.imap.commands.fetch import fetch_lines
 from dovetail.imap.sequence import SequenceSet, format_set, missing_ranges
 from dovetail.imap.state import AUTH, SEL, CommandError, Selected, State
 from dovetail.imap.tokens import Atom, ListToken, ParseError, String, Token, number
+from dovetail.imap.typed import ExpungeCommand
 from dovetail.storage.api import StorageError
 
 
@@ -133,16 +134,10 @@ async def cmd_close(s: CommandSession, cmd: Any) -> Result:
     return None, f"{cmd.name.capitalize()} completed."
 
 
-async def cmd_expunge(s: CommandSession, cmd: Any) -> Result:
+async def cmd_expunge(s: CommandSession, cmd: ExpungeCommand) -> Result:
     sel = s.selected
     assert sel is not None
-    uids = None
-    if cmd.uid:
-        if len(cmd.args) != 1:
-            raise ParseError("UID EXPUNGE needs a UID set")
-        uids = resolve(s, cmd.args[0], uid=True)
-    elif cmd.args:
-        raise ParseError("EXPUNGE takes no arguments")
+    uids = None if cmd.sequence is None else resolve_set(s, cmd.sequence, uid=True)
     if sel.readonly:
         raise CommandError("Mailbox is read-only.", "READ-ONLY")
     await asyncio.to_thread(sel.mailbox.expunge, uids)
@@ -159,5 +154,5 @@ COMMANDS: CommandTable = {
     "CHECK": (cmd_check, SEL),
     "CLOSE": (cmd_close, SEL),
     "UNSELECT": (cmd_close, SEL),
-    "EXPUNGE": (cmd_expunge, SEL),
+    "EXPUNGE": (cmd_expunge, SEL),  # takes its typed command
 }

@@ -1,44 +1,25 @@
-"""STORE and UID STORE: FLAGS, +FLAGS, -FLAGS (.SILENT), with CONDSTORE's UNCHANGEDSINCE."""
+"""STORE and UID STORE: FLAGS, +FLAGS, -FLAGS (.SILENT), with CONDSTORE's UNCHANGEDSINCE (read by
+:func:`dovetail.imap.typed.parse_store`)."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from dovetail.imap.commands.arguments import parse_flags, resolve
+from dovetail.imap.commands.arguments import resolve_set
 from dovetail.imap.commands.context import CommandSession, CommandTable, Result
 from dovetail.imap.sequence import format_set
 from dovetail.imap.state import SEL, CommandError
-from dovetail.imap.tokens import Atom, ListToken, ParseError, number
+from dovetail.imap.typed import StoreCommand
 from dovetail.storage.api import StoreMode
 
 
-async def cmd_store(s: CommandSession, cmd: Any) -> Result:
+async def cmd_store(s: CommandSession, cmd: StoreCommand) -> Result:
     sel = s.selected
     assert sel is not None
-    args = list(cmd.args)
-    if len(args) < 3:
-        raise ParseError("STORE needs a sequence set, an item and flags")
-    uids = resolve(s, args.pop(0), cmd.uid)
-    unchangedsince = None
-    if isinstance(args[0], ListToken):
-        mods = list(args.pop(0).items)
-        if len(mods) != 2 or not isinstance(mods[0], Atom) or mods[0].value.upper() != "UNCHANGEDSINCE":
-            raise ParseError("Invalid STORE modifier")
-        unchangedsince = number(mods[1], bits=63)
+    uids = resolve_set(s, cmd.sequence, cmd.uid)
+    mode, flags, silent, unchangedsince = cmd.mode, list(cmd.flags), cmd.silent, cmd.unchangedsince
+    if unchangedsince is not None:
         s.enable_condstore()
-    if not args or not isinstance(args[0], Atom):
-        raise ParseError("Invalid STORE item")
-    item = args.pop(0).value.upper()
-    silent = item.endswith(".SILENT")
-    base = item[:-7] if silent else item
-    mode = {"FLAGS": StoreMode.REPLACE, "+FLAGS": StoreMode.ADD, "-FLAGS": StoreMode.REMOVE}.get(base)
-    if mode is None:
-        raise ParseError("Invalid STORE item")
-    if len(args) == 1 and isinstance(args[0], ListToken):
-        flags = parse_flags(args[0].items)
-    else:
-        flags = parse_flags(args)
     if sel.readonly:
         raise CommandError("Mailbox is read-only.", "READ-ONLY")
     mb = sel.mailbox
@@ -76,4 +57,4 @@ async def cmd_store(s: CommandSession, cmd: Any) -> Result:
     return None, "Store completed."
 
 
-COMMANDS: CommandTable = {"STORE": (cmd_store, SEL)}
+COMMANDS: CommandTable = {"STORE": (cmd_store, SEL)}  # takes its typed command
