@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from dovetail.imap.limits import Limits
+from dovetail.imap.proxy import ProxyError, open_backend, splice
 from dovetail.imap.session import ConnInfo, Session, UserRegistry
 from dovetail.log import get_logger
 from dovetail.mailauth.accounts import Account, Authenticator
+from dovetail.mailauth.homes import LoginHomes
 from dovetail.mailauth.networks import in_networks, parse_networks
 from dovetail.mailauth.penalty import AuthPenalty
 from dovetail.mailauth.slots import MemorySlots, Slots
@@ -46,6 +48,7 @@ class ImapServer:
         server_name: str = "Dovetail",
         penalty: AuthPenalty | None = None,
         slots: Slots | None = None,
+        homes: LoginHomes | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.storage_factory = storage_factory
@@ -56,6 +59,7 @@ class ImapServer:
             raise ValueError("implicit TLS needs an ssl_context")
         self.trusted_networks = parse_networks(trusted_networks)
         self.server_name = server_name
+        self.homes = homes  # in a cluster: logins homed on another node are proxied there
         lim = self.limits
         self.penalty = penalty or AuthPenalty(lim.auth_fail_base_delay, lim.auth_fail_max_delay,
                                               lim.auth_fail_lockout, lim.auth_fail_window)
@@ -122,7 +126,7 @@ class ImapServer:
             self._tasks.discard(task)
             return
         session = Session(self.authenticator, self.storage_factory, self.limits, conn, self.penalty, self.users,
-                          self.server_name)
+                          self.server_name, homes=self.homes)
         self.sessions.add(session)
         try:
             await self._run(session, reader, writer)
@@ -182,6 +186,9 @@ class ImapServer:
                 session.feed(data)
                 while await session.step() and not session.starttls_requested:
                     await self._flush(session, writer)
+                if session.proxy_requested is not None:
+                    await self._proxy(session, reader, writer)
+                    continue
                 if session.starttls_requested:
                     assert self.ssl_context is not None
                     # Stop reading before the OK goes out: the client's ClientHello must reach the TLS
@@ -202,6 +209,28 @@ class ImapServer:
                     await read_task
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._flush(session, writer), 5.0)
+
+    async def _proxy(self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Hand the session to the account's home node (``proxy.py``), or answer the login NO [UNAVAILABLE]."""
+        request = session.proxy_requested
+        assert request is not None and self.homes is not None
+        await self._flush(session, writer)
+        source = await asyncio.to_thread(self.homes.source_address)
+        try:
+            backend = await open_backend(request, source)
+        except ProxyError as exc:
+            session.proxy_failed(str(exc))
+            await self._flush(session, writer)
+            return
+        try:
+            pending = session.proxy_started(backend.capabilities)
+            await self._flush(session, writer)
+            if pending:
+                backend.writer.write(pending)
+        except BaseException:
+            backend.writer.close()
+            raise
+        await splice((reader, writer), backend, self._stopping)
 
     async def _flush(self, session: Session, writer: asyncio.StreamWriter) -> None:
         data = session.data_to_send()
