@@ -85,7 +85,9 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
         # Each node keeps its own Maildirs: the home node's are the only ones bob's mail may reach.
         auth = DirectoryAuthenticator(directory, root / name / "mail")
         homes = LoginHomes(store, name, "another-secret-entirely" if name == "stranger" else SECRET, ttl=0)
-        server = ImapServer(auth, limits=Limits(auth_fail_base_delay=0.01), homes=homes)
+        # Few connections per IP, so that the home node counting the front's address as one client would show.
+        limits = Limits(auth_fail_base_delay=0.01, max_connections_per_ip=3)
+        server = ImapServer(auth, limits=limits, homes=homes)
         server.host = hosts[name]  # type: ignore[attr-defined]
         asyncio.run_coroutine_threadsafe(server.start(sock=socks[name]), loop).result(10)
         servers[name] = server
@@ -134,6 +136,22 @@ def test_a_login_homed_elsewhere_is_served_by_the_home_node_through_the_front(no
     assert c.cmd(b"i LOGOUT")[0] == b"* BYE Logging out"
     assert c.closed()
     other.close()
+
+
+def test_the_home_node_counts_connections_per_client_not_per_front(nodes: Nodes) -> None:
+    # Four clients from four addresses through one front: the home node sees them all from 127.0.0.2.
+    clients = []
+    for i in range(4):
+        c = Client.__new__(Client)
+        c.sock = socket.create_connection(("127.0.0.2", nodes.ports["front"]), timeout=10,
+                                          source_address=(f"127.0.2.{i + 1}", 0))
+        c.buf = b""
+        c.greeting = c.readline()
+        assert _login(c, "bob@acme.example", "bobpw")[-1].startswith(b"a OK"), i
+        clients.append(c)
+    for c in clients:
+        assert c.cmd(b"b LOGOUT")[-1].startswith(b"b OK")
+        c.close()
 
 
 def test_a_wrong_password_is_refused_by_the_front(nodes: Nodes) -> None:

@@ -116,8 +116,11 @@ class ImapServer:
         conn = ConnInfo(rip, int(peer[1]), str(local[0]), int(local[1]), tls=tls,
                         secure=tls or self._is_secure_net(rip),
                         starttls_available=self.ssl_context is not None and not tls)
-        # Slots and the penalty ledger may be files shared by the workers: off the event loop.
-        if not await asyncio.to_thread(self.slots.acquire, "ip:" + rip, self.limits.max_connections_per_ip):
+        # Slots and the penalty ledger may be files shared by the workers: off the event loop. A node proxying
+        # its clients here is not one client: the front counted each client's own address already.
+        ip_slot = not (self.homes is not None and await asyncio.to_thread(self.homes.is_node_address, rip))
+        if ip_slot and not await asyncio.to_thread(self.slots.acquire, "ip:" + rip,
+                                                   self.limits.max_connections_per_ip):
             log.info(f"Disconnected: Too many connections from IP rip={rip}")
             with contextlib.suppress(Exception):
                 writer.write(b"* BYE Too many connections from your IP address.\r\n")
@@ -139,8 +142,9 @@ class ImapServer:
             log.exception("connection failed", rip=rip, error=repr(exc))
         finally:
             self.sessions.discard(session)
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.slots.release, "ip:" + rip)
+            if ip_slot:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.slots.release, "ip:" + rip)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(session.connection_lost(), 5.0)
             with contextlib.suppress(Exception):
