@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 from dovetail.imap.session import ProxyRequest
 
 CONNECT_TIMEOUT = 10.0
 LOGIN_TIMEOUT = 30.0
-PIPE_READ = 256 * 1024
 MAX_LINE = 64 * 1024
 
 
@@ -112,43 +112,69 @@ async def open_backend(req: ProxyRequest, source: str | None) -> Backend:
     return Backend(reader, writer, _capabilities(text))
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while True:
-            data = await reader.read(PIPE_READ)
-            if not data:
-                break
-            writer.write(data)
-            if writer.transport.get_write_buffer_size() > PIPE_READ:
-                await writer.drain()
-    finally:
+class _Relay(asyncio.Protocol):
+    """One side of a spliced pair: every chunk a transport receives is written to the other at once, from
+    the event loop's callback, without a task or a stream buffer in between; the writing side's flow
+    control pauses the reading side."""
+
+    def __init__(self, peer: asyncio.BaseTransport, done: asyncio.Future[None],
+                 previous: asyncio.BaseProtocol) -> None:
+        self.peer = peer
+        self.done = done
+        self.previous = previous  # the stream's protocol: told of the end, so the stream's close completes
+
+    def data_received(self, data: bytes) -> None:
+        self.peer.write(data)  # type: ignore[attr-defined]
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes; connection_lost ends the splice
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
         with contextlib.suppress(Exception):
-            if writer.can_write_eof():
-                writer.write_eof()
+            self.previous.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.peer.pause_reading()  # type: ignore[attr-defined]
+
+    def resume_writing(self) -> None:
+        self.peer.resume_reading()  # type: ignore[attr-defined]
+
+
+def _buffered(reader: asyncio.StreamReader) -> bytes:
+    """What the stream received but nobody read yet (StreamReader has no public call that does not wait)."""
+    buf = reader._buffer  # type: ignore[attr-defined]  # noqa: SLF001
+    data = bytes(buf)
+    buf.clear()
+    return data
 
 
 async def splice(client: tuple[asyncio.StreamReader, asyncio.StreamWriter], backend: Backend,
                  stopping: asyncio.Event) -> None:
-    """Move bytes both ways until either side closes (or the server stops); closes the backend side."""
+    """Move bytes both ways until either side closes (or the server stops); closes both sides.
+
+    The streams are used for the login only: for the session the two transports get protocols that
+    write each received chunk to the other transport directly (a task per direction reading a stream
+    and writing the other cost the front node about twice the CPU in ``bench/imap_proxy.py``)."""
     creader, cwriter = client
-    up = asyncio.ensure_future(_pipe(creader, backend.writer))
-    down = asyncio.ensure_future(_pipe(backend.reader, cwriter))
+    ctransport: Any = cwriter.transport  # a socket or TLS transport: it reads as well as writes
+    btransport: Any = backend.writer.transport
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    ctransport.set_protocol(_Relay(btransport, done, ctransport.get_protocol()))
+    btransport.set_protocol(_Relay(ctransport, done, btransport.get_protocol()))
+    for reader, peer in ((creader, btransport), (backend.reader, ctransport)):
+        pending = _buffered(reader)
+        if pending:
+            peer.write(pending)
+    for transport in (ctransport, btransport):
+        if not transport.is_reading():
+            transport.resume_reading()
     stop = asyncio.ensure_future(stopping.wait())
     try:
-        await asyncio.wait({up, down, stop}, return_when=asyncio.FIRST_COMPLETED)
-        if stop.done():
-            pass
-        elif down.done():
-            pass  # the home node said BYE (LOGOUT, autologout): the client's connection ends too
-        else:
-            # The client went away: let the home node see EOF and finish, briefly.
-            await asyncio.wait({down}, timeout=5.0)
+        waiting: set[asyncio.Future[Any]] = {done, stop}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (up, down, stop):
-            task.cancel()
-        for task in (up, down, stop):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        backend.writer.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(backend.writer.wait_closed(), 2.0)
+        stop.cancel()
+        btransport.close()
+        ctransport.close()
