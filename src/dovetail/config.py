@@ -121,6 +121,13 @@ def _parse_str(value: object) -> str:
     return str(value)
 
 
+def _cluster_secret(value: object) -> str:
+    text = str(value).strip()
+    if text and len(text) < 16:
+        raise ValueError("cluster.secret: use at least 16 characters (e.g. openssl rand -hex 32)")
+    return text
+
+
 def _parse_networks(value: object) -> list[str]:
     items = value if isinstance(value, list) else [v for v in re.split(r"[,\s]+", str(value)) if v]
     out = []
@@ -431,6 +438,9 @@ KEYS: list[Key] = [
     _k("database.url", "", _database_url, "empty: SQLite dovetail.db in the data directory; or postgresql://..."),
     _k("node.name", "", _parse_str, "this installation's name in the cluster's node list (`dovetail node add`); "
        "empty on a single installation"),
+    _k("cluster.secret", "", _cluster_secret, "shared by every node of a cluster: signs the logins a node proxies to "
+       "a mailbox's home node (IMAP), which trusts them only with the same secret and from a node's address; "
+       "empty: logins homed on another node are refused"),
     _k("log.level", "info", _one_of("debug", "info", "warning", "error"), "lowest level logged"),
     _k("log.file", "log/dovetail.log", _parse_str,
        "also log to this file, relative to the data directory (\"-\": stderr only); reopened on SIGHUP/SIGUSR1"),

@@ -376,7 +376,7 @@ class Directory:
         except AddressError:
             return None
         query = (sa.select(mailboxes.c.local_part, domains.c.name.label("domain"), tenants.c.name.label("tenant"),
-                           mailboxes.c.password_hash, mailboxes.c.quota_bytes,
+                           mailboxes.c.password_hash, mailboxes.c.quota_bytes, tenants.c.home_node,
                            (mailboxes.c.enabled & domains.c.enabled & tenants.c.enabled).label("enabled"))
                  .select_from(mailboxes.join(domains).join(tenants))
                  .where(domains.c.name == dom, mailboxes.c.local_part == local))

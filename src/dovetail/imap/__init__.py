@@ -11,6 +11,8 @@ Layers, each its own module:
 - ``search``, ``sort`` and ``thread``: SEARCH/SORT/THREAD as pure functions over a message protocol;
 - ``server``: the asyncio adapter, ``ImapServer(authenticator, storage_factory, limits, ssl_context,
   implicit_tls)`` with ``await start(sock=...)`` / ``await stop(grace)``;
+- ``proxy``: the I/O of a login handed to the account's home node in a cluster (the session decides,
+  :mod:`dovetail.mailauth.homes` says where), then bytes moved both ways;
 - ``auth``: the ``Authenticator`` protocol, ``Account`` and the failed-login penalty;
 - ``limits``: every size, count and time a client controls.
 """

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from dovetail.imap.limits import Limits
+from dovetail.imap.proxy import ProxyError, open_backend, splice
 from dovetail.imap.session import ConnInfo, Session, UserRegistry
 from dovetail.log import get_logger
 from dovetail.mailauth.accounts import Account, Authenticator
+from dovetail.mailauth.homes import LoginHomes
 from dovetail.mailauth.networks import in_networks, parse_networks
 from dovetail.mailauth.penalty import AuthPenalty
 from dovetail.mailauth.slots import MemorySlots, Slots
@@ -46,6 +48,7 @@ class ImapServer:
         server_name: str = "Dovetail",
         penalty: AuthPenalty | None = None,
         slots: Slots | None = None,
+        homes: LoginHomes | None = None,
     ) -> None:
         self.authenticator = authenticator
         self.storage_factory = storage_factory
@@ -56,6 +59,7 @@ class ImapServer:
             raise ValueError("implicit TLS needs an ssl_context")
         self.trusted_networks = parse_networks(trusted_networks)
         self.server_name = server_name
+        self.homes = homes  # in a cluster: logins homed on another node are proxied there
         lim = self.limits
         self.penalty = penalty or AuthPenalty(lim.auth_fail_base_delay, lim.auth_fail_max_delay,
                                               lim.auth_fail_lockout, lim.auth_fail_window)
@@ -112,8 +116,11 @@ class ImapServer:
         conn = ConnInfo(rip, int(peer[1]), str(local[0]), int(local[1]), tls=tls,
                         secure=tls or self._is_secure_net(rip),
                         starttls_available=self.ssl_context is not None and not tls)
-        # Slots and the penalty ledger may be files shared by the workers: off the event loop.
-        if not await asyncio.to_thread(self.slots.acquire, "ip:" + rip, self.limits.max_connections_per_ip):
+        # Slots and the penalty ledger may be files shared by the workers: off the event loop. A node proxying
+        # its clients here is not one client: the front counted each client's own address already.
+        ip_slot = not (self.homes is not None and await asyncio.to_thread(self.homes.is_node_address, rip))
+        if ip_slot and not await asyncio.to_thread(self.slots.acquire, "ip:" + rip,
+                                                   self.limits.max_connections_per_ip):
             log.info(f"Disconnected: Too many connections from IP rip={rip}")
             with contextlib.suppress(Exception):
                 writer.write(b"* BYE Too many connections from your IP address.\r\n")
@@ -122,7 +129,7 @@ class ImapServer:
             self._tasks.discard(task)
             return
         session = Session(self.authenticator, self.storage_factory, self.limits, conn, self.penalty, self.users,
-                          self.server_name)
+                          self.server_name, homes=self.homes)
         self.sessions.add(session)
         try:
             await self._run(session, reader, writer)
@@ -135,8 +142,9 @@ class ImapServer:
             log.exception("connection failed", rip=rip, error=repr(exc))
         finally:
             self.sessions.discard(session)
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.slots.release, "ip:" + rip)
+            if ip_slot:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.slots.release, "ip:" + rip)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(session.connection_lost(), 5.0)
             with contextlib.suppress(Exception):
@@ -182,6 +190,9 @@ class ImapServer:
                 session.feed(data)
                 while await session.step() and not session.starttls_requested:
                     await self._flush(session, writer)
+                if session.proxy_requested is not None:
+                    await self._proxy(session, reader, writer)
+                    continue
                 if session.starttls_requested:
                     assert self.ssl_context is not None
                     # Stop reading before the OK goes out: the client's ClientHello must reach the TLS
@@ -202,6 +213,28 @@ class ImapServer:
                     await read_task
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._flush(session, writer), 5.0)
+
+    async def _proxy(self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Hand the session to the account's home node (``proxy.py``), or answer the login NO [UNAVAILABLE]."""
+        request = session.proxy_requested
+        assert request is not None and self.homes is not None
+        await self._flush(session, writer)
+        source = await asyncio.to_thread(self.homes.source_address)
+        try:
+            backend = await open_backend(request, source)
+        except ProxyError as exc:
+            session.proxy_failed(str(exc))
+            await self._flush(session, writer)
+            return
+        try:
+            pending = session.proxy_started(backend.capabilities)
+            await self._flush(session, writer)
+            if pending:
+                backend.writer.write(pending)
+        except BaseException:
+            backend.writer.close()
+            raise
+        await splice((reader, writer), backend, self._stopping)
 
     async def _flush(self, session: Session, writer: asyncio.StreamWriter) -> None:
         data = session.data_to_send()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import time
 import zlib
@@ -29,6 +30,7 @@ from dovetail.imap.parser import (
     CommandParser,
     ContinuationRequest,
     Line,
+    ListToken,
     ParseError,
     String,
     astring,
@@ -38,7 +40,9 @@ from dovetail.imap.state import ANY, AUTH, NOAUTH, SEL, CommandError, Selected, 
 from dovetail.imap.storage_errors import is_bad, response_code
 from dovetail.imap.typed import TypedCommand, typed
 from dovetail.log import get_logger
+from dovetail.mailauth import proxytoken
 from dovetail.mailauth.accounts import Account, Authenticator
+from dovetail.mailauth.homes import LoginHomes, Refusal, Route
 from dovetail.mailauth.penalty import AuthPenalty
 from dovetail.mailauth.sasl import MECHANISMS, Challenge, Credentials, Reason, SaslExchange, Step
 from dovetail.mailauth.slots import MemorySlots, Slots
@@ -56,6 +60,21 @@ class ConnInfo:
     tls: bool = False
     secure: bool = False  # TLS, loopback or a trusted network: plaintext logins allowed
     starttls_available: bool = False
+
+
+@dataclass(frozen=True)
+class ProxyRequest:
+    """A login to hand to the account's home node (the adapter in ``proxy.py`` does it).
+
+    ``grant`` and ``token`` are what the home node is shown: the client, the hops left, and the proof
+    (:mod:`dovetail.mailauth.proxytoken`); ``local`` is this node's side of the client's connection."""
+
+    tag: str
+    method: str
+    route: Route
+    grant: proxytoken.Grant
+    token: str
+    local: tuple[str, int]
 
 
 class UserRegistry:
@@ -95,8 +114,10 @@ class Session:
         penalty: AuthPenalty | None = None,
         users: UserRegistry | None = None,
         server_name: str = "Dovetail",
+        homes: LoginHomes | None = None,
     ) -> None:
         self.authenticator = authenticator
+        self.homes = homes  # in a cluster: which logins are proxied, and which peers are nodes
         self.storage_factory = storage_factory
         self.limits = limits or Limits()
         self.conn = conn or ConnInfo()
@@ -113,6 +134,10 @@ class Session:
         self.notify: Any = None  # NOTIFY's NotifySpec (commands/notify.py)
         self.closed = False
         self.starttls_requested = False
+        self.proxy_requested: ProxyRequest | None = None
+        self.proxied_to: str | None = None  # the home node the session was handed to
+        self.forwarded_by: str | None = None  # the node that proxied this connection here (its ID said so)
+        self.hops_left = proxytoken.DEFAULT_TTL
         self.idling: str | None = None  # tag of the running IDLE
         self.bytes_in = 0
         self.bytes_out = 0
@@ -283,7 +308,7 @@ class Session:
         The adapter sends ``data_to_send()`` after each step, so a client that pipelines many commands
         gets its answers as they are made instead of having them pile up in memory.
         """
-        if self.closed or self.starttls_requested:
+        if self.closed or self.starttls_requested or self.proxy_requested:
             return False
         ev = self.parser.next_event()
         if ev is None:
@@ -317,6 +342,9 @@ class Session:
         else:
             reason = self.logout_reason
         who = f", user=<{self.account.username}>" if self.account else ""
+        if self.proxied_to:
+            reason = "Proxied session ended"
+            who += f", proxy={self.proxied_to}"
         log.info(f"Disconnected: {reason} in={self.bytes_in} out={self.bytes_out}{who}, "
                  f"rip={self.conn.remote_ip}")
 
@@ -499,6 +527,9 @@ class Session:
     async def cmd_id(self, cmd: Command) -> tuple[str | None, str]:
         if len(cmd.args) != 1:
             raise ParseError("ID takes one argument")
+        fields = _id_fields(cmd.args[0])
+        if "x-proxy-ttl" in fields and self.homes is not None and self.state is State.NOT_AUTHENTICATED:
+            await self._take_forwarding(fields)
         self.write(f'* ID ("name" "{self.server_name}")')
         return None, "ID completed."
 
@@ -521,6 +552,26 @@ class Session:
         self._tagged(cmd.tag, "OK", "Begin TLS negotiation now.")
         self.starttls_requested = True
 
+    async def _take_forwarding(self, fields: dict[str, str]) -> None:
+        """A node proxying a client here names the client and the hops left (Dovecot's ``x-originating-ip``,
+        ``x-originating-port`` and ``x-proxy-ttl``); believed only from a node's address, as Dovecot believes
+        them only from ``login_trusted_networks``."""
+        assert self.homes is not None
+        node_ip = self.conn.remote_ip
+        if not await asyncio.to_thread(self.homes.is_node_address, node_ip):
+            log.info(f"ID forwarding ignored: rip={node_ip} is not a node address")
+            return
+        try:
+            ip = str(ipaddress.ip_address(fields.get("x-originating-ip", node_ip)))
+            port = int(fields.get("x-originating-port", "0"))
+            ttl = int(fields["x-proxy-ttl"])
+        except ValueError:
+            log.warning(f"ID forwarding ignored: malformed fields from node rip={node_ip}")
+            return
+        self.forwarded_by = node_ip
+        self.conn.remote_ip, self.conn.remote_port = ip, port
+        self.hops_left = max(0, min(ttl, proxytoken.DEFAULT_TTL))
+
     # -- authentication ---------------------------------------------------------------------------------
 
     async def cmd_login(self, cmd: Command) -> tuple[str | None, str] | None:
@@ -528,6 +579,9 @@ class Session:
             raise ParseError("LOGIN needs a user name and a password")
         user = astring(cmd.args[0]).decode("utf-8", "replace")
         password = astring(cmd.args[1]).decode("utf-8", "replace")
+        if proxytoken.is_token(password):
+            await self._proxied_login(cmd.tag, user, password)
+            return None
         if not self.conn.secure:
             self.write("* BAD [ALERT] Plaintext authentication not allowed without SSL/TLS.")
             raise CommandError("Plaintext authentication disallowed on non-secure (SSL/TLS) connections.",
@@ -607,6 +661,50 @@ class Session:
         if account is None:
             await self._refuse(tag, user, method, "AUTHENTICATIONFAILED", "Authentication failed.")
             return
+        await asyncio.to_thread(self.penalty.record_success, user, ip)
+        await self._serve(tag, account, method)
+
+    async def _proxied_login(self, tag: str, user: str, token: str) -> None:
+        """A login another node checked and proxied here: trusted only from a node's address, after its ``ID``,
+        with a token signed under this node's ``cluster.secret``; no password check here."""
+        if self.forwarded_by is None or self.homes is None:
+            await self._refuse(tag, user, "proxy", "AUTHENTICATIONFAILED",
+                               "Proxied login refused: not from a node of the cluster.")
+            return
+        grant = proxytoken.Grant(user, self.conn.remote_ip, self.conn.remote_port, self.hops_left)
+        why = proxytoken.check(self.homes.secret, grant, token)
+        if why is not None:
+            log.error(f"Proxied login refused: user=<{user}>, node={self.forwarded_by}, rip={self.conn.remote_ip}: "
+                      f"{why}")
+            self._tagged(tag, "NO", f"Proxied login refused: {why}.", "UNAVAILABLE")
+            return
+        lookup = getattr(self.authenticator, "lookup", None)  # an AccountLookup (mailauth.accounts)
+        account = await lookup(user) if lookup is not None else None
+        if account is None:
+            self._tagged(tag, "NO", "Authentication failed.", "AUTHENTICATIONFAILED")
+            return
+        await self._serve(tag, account, "proxy")
+
+    async def _serve(self, tag: str, account: Account, method: str) -> None:
+        """A checked login: served here, or handed to the account's home node (``proxy_requested``)."""
+        ip = self.conn.remote_ip
+        route = await asyncio.to_thread(self.homes.route, account) if self.homes is not None else None
+        if isinstance(route, Refusal):
+            log.error(f"Login refused: user=<{account.username}>, rip={ip}: {route.text}")
+            self._tagged(tag, "NO", f"Mailbox unavailable: {route.text}.", "UNAVAILABLE")
+            return
+        if isinstance(route, Route):
+            ttl = self.hops_left - 1
+            if ttl < 1:
+                text = f"Proxy loop: hop count exhausted on the way to node {route.node} ({route.address})"
+                log.error(f"Login refused: user=<{account.username}>, rip={ip}: {text}")
+                self._tagged(tag, "NO", text + ".", "UNAVAILABLE")
+                return
+            assert self.homes is not None
+            grant = proxytoken.Grant(account.username, ip, self.conn.remote_port, ttl)
+            self.proxy_requested = ProxyRequest(tag, method, route, grant, proxytoken.sign(self.homes.secret, grant),
+                                                (self.conn.local_ip, self.conn.local_port))
+            return
         if not await asyncio.to_thread(self.users.acquire, account.username):
             self._tagged(tag, "NO", "Maximum number of connections from user exceeded.", "LIMIT")
             return
@@ -617,7 +715,6 @@ class Session:
             log.exception("mail storage unavailable", user=account.username, error=repr(exc))
             self._tagged(tag, "NO", "Mailbox storage unavailable.", "UNAVAILABLE")
             return
-        await asyncio.to_thread(self.penalty.record_success, user, ip)
         self._user_slot = account.username
         self.account = account
         self.storage = storage
@@ -643,6 +740,32 @@ class Session:
             self.write("* BYE Too many failed logins.")
             self.logout_reason = "Too many failed logins"
             self.closed = True
+
+    # -- proxying (the adapter reports how the hand-over went) -----------------------------------------
+
+    def proxy_failed(self, text: str) -> None:
+        """The home node could not be reached or refused: the client's login fails, the session stays."""
+        req = self.proxy_requested
+        assert req is not None
+        self.proxy_requested = None
+        log.error(f"Proxy failed: user=<{req.grant.user}>, rip={self.conn.remote_ip}, "
+                  f"node={req.route.node} ({req.route.address}): {text}")
+        self._tagged(req.tag, "NO", text if text.endswith(".") else text + ".", "UNAVAILABLE")
+
+    def proxy_started(self, capabilities: str) -> bytes:
+        """The home node took the login: the client's OK carries its CAPABILITY; returns the client's bytes
+        already received past the login command (they belong to the home node now)."""
+        req = self.proxy_requested
+        assert req is not None
+        self.proxy_requested = None
+        self.proxied_to = req.route.node
+        self.state = State.AUTHENTICATED
+        log.info(f"Login: user=<{req.grant.user}>, method={req.method}, rip={self.conn.remote_ip}, "
+                 f"lip={self.conn.local_ip}, proxy={req.route.node} ({req.route.address})"
+                 + (", TLS" if self.conn.tls else ""))
+        self._tagged(req.tag, "OK", "Logged in", f"CAPABILITY {capabilities}" if capabilities else None)
+        self.closed = True  # the session's part is over: bytes flow between client and home node
+        return self.parser.take_buffer()
 
     # -- authenticated state basics --------------------------------------------------------------------
 
@@ -756,6 +879,19 @@ class Session:
             except Exception:  # noqa: BLE001
                 pass
         await asyncio.to_thread(sel.mailbox.close)
+
+
+def _id_fields(tok: Any) -> dict[str, str]:
+    """ID's parameter list as a dict (lower-case keys; NIL values dropped); NIL or junk gives {}."""
+    if not isinstance(tok, ListToken):
+        return {}
+    items = tok.items
+    out: dict[str, str] = {}
+    for key, value in zip(items[::2], items[1::2], strict=False):
+        if isinstance(key, String) and isinstance(value, String | Atom) and not (
+                isinstance(value, Atom) and value.upper() == "NIL"):
+            out[key.text().lower()] = value.text() if isinstance(value, String) else value.value
+    return out
 
 
 def _no_args(cmd: Command) -> None:

@@ -17,10 +17,18 @@ class Account:
     username: str
     mail_root: Path
     quota_bytes: int = 0  # what all the account's mailboxes may hold; 0: no limit
+    home_node: str | None = None  # the cluster node holding its Maildirs; None: a single installation
 
 
 class Authenticator(Protocol):
     async def authenticate(self, username: str, password: str, client_ip: str) -> Account | None: ...
+
+
+class AccountLookup(Protocol):
+    """The account of a user name without a password check: for a login another node of the cluster
+    already checked and proxied here (:mod:`dovetail.mailauth.proxytoken` proves that it did)."""
+
+    async def lookup(self, username: str) -> Account | None: ...
 
 
 class DictAuthenticator:
@@ -35,3 +43,6 @@ class DictAuthenticator:
         if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
             return None
         return Account(username, self.base / username)
+
+    async def lookup(self, username: str) -> Account | None:
+        return Account(username, self.base / username) if username in self.users else None

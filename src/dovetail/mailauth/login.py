@@ -27,6 +27,14 @@ class DirectoryAuthenticator:
             return None
         if not await asyncio.to_thread(self.cache.verify, row["password_hash"], password):
             return None
+        return self._account(row)
+
+    async def lookup(self, username: str) -> Account | None:
+        """The enabled account ``username`` without a password check (a login proxied from another node)."""
+        row = await asyncio.to_thread(self.directory.mailbox_get, username)
+        return self._account(row) if row is not None and row["enabled"] else None
+
+    def _account(self, row: dict) -> Account:
         address = f"{row['local_part']}@{row['domain']}"
         return Account(address, self.mail_root / row["tenant"] / row["domain"] / row["local_part"],
-                       int(row["quota_bytes"] or 0))
+                       int(row["quota_bytes"] or 0), row.get("home_node"))

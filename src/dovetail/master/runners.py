@@ -50,6 +50,7 @@ from ..mailauth import dns as mailauth_dns
 from ..mailauth.cluster import counted_slots
 from ..mailauth.dnserrors import dnspython_txt
 from ..mailauth.failures import shared_penalty
+from ..mailauth.homes import LoginHomes
 from ..mailauth.login import DirectoryAuthenticator
 from ..mailauth.networks import in_networks, parse_networks
 from ..outbound import AgentConfig, DkimKeys, OutboundAgent, Transports
@@ -341,13 +342,16 @@ async def run_imapd(ctx: WorkerContext) -> int:
                              limits.auth_fail_lockout, limits.auth_fail_window, engine=rt.engine)
     # Connections per IP and per user, across the workers (and the nodes of a PostgreSQL cluster).
     slots = counted_slots(rt.layout.run, "imapd", engine=rt.engine, node=cfg["node.name"] or socket.gethostname())
+    # In a cluster, a login homed on another node is proxied there (mailauth.homes decides, imap.proxy moves bytes).
+    homes = (LoginHomes(NodeStore(rt.engine), cfg["node.name"], cfg["cluster.secret"],
+                        cfg["directory.cache_check_interval"]) if cfg["node.name"] else None)
     servers = []
     imaps = cfg["listen.imaps"]
     for sock, address in zip(ctx.sockets, ctx.spec.listen, strict=False):
         implicit = bool(imaps) and address == imaps and ctx.ssl_context is not None
         server = ImapServer(auth, storage_with_special_use, limits=limits, ssl_context=ctx.ssl_context,
                             implicit_tls=implicit, trusted_networks=cfg["auth.trusted_networks"],
-                            penalty=penalty, slots=slots)
+                            penalty=penalty, slots=slots, homes=homes)
         await server.start(sock=sock)
         servers.append(server)
 

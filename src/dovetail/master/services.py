@@ -67,7 +67,7 @@ def _prefixes(name: str) -> tuple[str, ...]:
     return {
         "smtpd": ("smtp.", "mx.", "dns.", "directory.", "auth.", "server.", "tls.", "database."),
         "submission": ("smtp.", "directory.", "auth.", "server.", "tls.", "database."),
-        "imapd": ("imap.", "auth.", "server.", "tls.", "database."),
+        "imapd": ("imap.", "auth.", "server.", "tls.", "database.", "node.", "cluster."),
         "qmgr": ("queue.", "directory.", "server.", "database.", "outbound."),
         "replies": ("replies.", "database.", "server."),
         "web": ("web.", "database.", "server.", "tls."),
