@@ -64,6 +64,8 @@ class DomainInfo:
     dmarc_enforce: bool | None = None  # the domain's own setting; None: its tenant's
     tenant_dmarc_enforce: bool | None = None  # the tenant's setting; None: mx.dmarc_enforce
     home_node: str | None = None  # the tenant's mailbox node; None on a single installation
+    paused: bool = False  # a move of the tenant is in its final sync: deliveries wait (4.2.0)
+    moved_from: str | None = None  # the node the tenant last moved away from
     mta_sts_mode: str = "testing"
     greylist: bool | None = None  # the domain's own switch (None: its tenant's)
     tenant_greylist: bool | None = None  # the tenant's switch (None: the MX's mx.greylist.enabled)
@@ -376,7 +378,7 @@ class Directory:
         except AddressError:
             return None
         query = (sa.select(mailboxes.c.local_part, domains.c.name.label("domain"), tenants.c.name.label("tenant"),
-                           mailboxes.c.password_hash, mailboxes.c.quota_bytes,
+                           mailboxes.c.password_hash, mailboxes.c.quota_bytes, tenants.c.paused,
                            (mailboxes.c.enabled & domains.c.enabled & tenants.c.enabled).label("enabled"))
                  .select_from(mailboxes.join(domains).join(tenants))
                  .where(domains.c.name == dom, mailboxes.c.local_part == local))
@@ -509,7 +511,8 @@ def _domain_select() -> sa.Select:
     return (sa.select(domains.c.id, domains.c.name, tenants.c.name.label("tenant"),
                       (domains.c.enabled & tenants.c.enabled).label("enabled"),
                       domains.c.catchall, domains.c.plus_separator, domains.c.postmaster, domains.c.dmarc_enforce,
-                      tenants.c.home_node, tenants.c.dmarc_enforce.label("tenant_dmarc_enforce"),
+                      tenants.c.home_node, tenants.c.paused, tenants.c.moved_from,
+                      tenants.c.dmarc_enforce.label("tenant_dmarc_enforce"),
                       domains.c.mta_sts_mode,
                       domains.c.greylist, tenants.c.greylist.label("tenant_greylist"))
             .select_from(domains.join(tenants)))

@@ -606,6 +606,10 @@ class Session:
         if account is None:
             await self._refuse(tag, user, method, "AUTHENTICATIONFAILED", "Authentication failed.")
             return
+        if account.unavailable:
+            log.info(f"Login refused: user=<{account.username}>, method={method}, rip={ip}, {account.unavailable}")
+            self._tagged(tag, "NO", account.unavailable, "UNAVAILABLE")
+            return
         if not await asyncio.to_thread(self.users.acquire, account.username):
             self._tagged(tag, "NO", "Maximum number of connections from user exceeded.", "LIMIT")
             return

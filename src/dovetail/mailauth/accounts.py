@@ -17,6 +17,9 @@ class Account:
     username: str
     mail_root: Path
     quota_bytes: int = 0  # what all the account's mailboxes may hold; 0: no limit
+    # Why the account cannot be served now though its password is right (its tenant is being moved to
+    # another node): the login is answered NO [UNAVAILABLE] with this text. Empty: served.
+    unavailable: str = ""
 
 
 class Authenticator(Protocol):

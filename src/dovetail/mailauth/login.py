@@ -28,5 +28,6 @@ class DirectoryAuthenticator:
         if not await asyncio.to_thread(self.cache.verify, row["password_hash"], password):
             return None
         address = f"{row['local_part']}@{row['domain']}"
+        moving = "Mailbox is being moved to another node, try again shortly." if row.get("paused") else ""
         return Account(address, self.mail_root / row["tenant"] / row["domain"] / row["local_part"],
-                       int(row["quota_bytes"] or 0))
+                       int(row["quota_bytes"] or 0), unavailable=moving)

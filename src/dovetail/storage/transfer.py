@@ -127,9 +127,9 @@ def export_tree(root: Path, have: dict[str, int] | None = None) -> Iterator[byte
             path = root / rel
             try:
                 if rel.endswith(".sqlite"):
-                    data: bytes | None = _snapshot(path)
+                    data = _snapshot(path)
                     stream: BinaryIO = io.BytesIO(data)
-                    size = len(data)  # type: ignore[arg-type]
+                    size = len(data)
                 else:
                     stream = open(path, "rb")  # noqa: SIM115 - closed below
                     size = os.fstat(stream.fileno()).st_size
