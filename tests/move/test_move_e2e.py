@@ -217,8 +217,12 @@ def test_mail_waits_while_the_move_is_paused_and_arrives_once_at_the_new_home(cl
     cluster.send("kim@umbrella.example", "early", 2)
     wait_for(lambda: len(cluster.files(a, "umbrella")) == 2, 60, "two messages on the old home")
     before = imap_view(a, "umbrella")
+    session = imap_login(a, "umbrella")
+    session.select("INBOX")
     mover = _stalled_mover(b, "umbrella", "final-sync")  # paused, before its final pass
     try:
+        session.sock.settimeout(30)
+        assert session.readline().startswith(b"* BYE Mailbox is being moved")  # ended by the pause
         cluster.send("kim@umbrella.example", "during the move")
         wait_for(lambda: "mailbox is moving" in a.log(), 60, "the delivery deferred on the old home")
         assert len(cluster.files(a, "umbrella")) == 2

@@ -371,6 +371,11 @@ class Directory:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
+    def paused_tenants(self) -> set[str]:
+        """Tenants whose move is in its final sync (their deliveries wait, their IMAP sessions end)."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(tenants.c.name).where(tenants.c.paused)).scalars())
+
     def mailbox_get(self, address: str) -> dict[str, Any] | None:
         """The mailbox row (with tenant and domain) for login, or None."""
         try:

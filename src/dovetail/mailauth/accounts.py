@@ -20,6 +20,7 @@ class Account:
     # Why the account cannot be served now though its password is right (its tenant is being moved to
     # another node): the login is answered NO [UNAVAILABLE] with this text. Empty: served.
     unavailable: str = ""
+    tenant: str = ""  # the directory's tenant of the account (empty: not from the directory)
 
 
 class Authenticator(Protocol):

@@ -30,4 +30,4 @@ class DirectoryAuthenticator:
         address = f"{row['local_part']}@{row['domain']}"
         moving = "Mailbox is being moved to another node, try again shortly." if row.get("paused") else ""
         return Account(address, self.mail_root / row["tenant"] / row["domain"] / row["local_part"],
-                       int(row["quota_bytes"] or 0), unavailable=moving)
+                       int(row["quota_bytes"] or 0), unavailable=moving, tenant=row["tenant"])

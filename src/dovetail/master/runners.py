@@ -332,10 +332,33 @@ async def run_imapd(ctx: WorkerContext) -> int:
         await server.start(sock=sock)
         servers.append(server)
 
+    watcher = asyncio.create_task(_end_sessions_of_moving_tenants(cfg, rt, servers)) if cfg["node.name"] else None
+
     async def stop_all(grace: float) -> None:
+        if watcher is not None:
+            watcher.cancel()
         await asyncio.gather(*(s.stop(grace) for s in servers))
 
     return await supervise_listeners(ctx, servers, stop_all)
+
+
+async def _end_sessions_of_moving_tenants(cfg: Config, rt: Runtime, servers: list[ImapServer]) -> None:
+    """In a cluster: once a tenant's move pauses it, its IMAP sessions here get BYE (checked every
+    ``directory.cache_check_interval``), so that nothing they change after the final sync is left behind."""
+    interval = max(0.2, float(cfg["directory.cache_check_interval"]))
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            paused = await asyncio.to_thread(rt.directory.paused_tenants)
+        except Exception as exc:  # noqa: BLE001 - the database may be away a moment; try on the next tick
+            get_logger("imapd").warning("could not read paused tenants", error=repr(exc))
+            continue
+        if paused:
+            for server in servers:
+                ended = server.disconnect(paused, "Mailbox is being moved to another node.")
+                if ended:
+                    get_logger("imapd").info(f"ended {ended} session(s) of moving tenant(s) "
+                                             f"{', '.join(sorted(paused))}")
 
 
 def local_agent(cfg: Config, rt: Runtime, record):  # noqa: ANN001, ANN201
