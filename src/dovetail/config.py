@@ -435,12 +435,16 @@ KEYS: list[Key] = [
     _k("listen.http", "127.0.0.1:8025", parse_hostport, "web admin and REST API"),
     _k("listen.https", "", parse_hostport,
        "web listener with TLS (443): SNI picks each name's certificate; TLS-ALPN-01 answered here; empty: off"),
+    _k("listen.transfer", "", parse_hostport, "transfer endpoint of a mailbox node (HTTP, cluster.secret "
+       "required): a tenant move on another node pulls this node's Maildirs from here; empty: off"),
     _k("database.url", "", _database_url, "empty: SQLite dovetail.db in the data directory; or postgresql://..."),
     _k("node.name", "", _parse_str, "this installation's name in the cluster's node list (`dovetail node add`); "
        "empty on a single installation"),
-    _k("cluster.secret", "", _cluster_secret, "shared by every node of a cluster: signs the logins a node proxies to "
-       "a mailbox's home node (IMAP), which trusts them only with the same secret and from a node's address; "
-       "empty: logins homed on another node are refused"),
+    _k("cluster.secret", "", _cluster_secret, "shared by every node of a cluster (the same value on every node; "
+       "e.g. `openssl rand -hex 32`): signs the logins a node proxies to a mailbox's home node (IMAP), which "
+       "trusts them only with the same secret and from a node's address, and authenticates node-to-node "
+       "requests (tenant moves, see listen.transfer); empty: logins homed on another node are refused and no "
+       "node-to-node requests"),
     _k("log.level", "info", _one_of("debug", "info", "warning", "error"), "lowest level logged"),
     _k("log.file", "log/dovetail.log", _parse_str,
        "also log to this file, relative to the data directory (\"-\": stderr only); reopened on SIGHUP/SIGUSR1"),

@@ -28,7 +28,7 @@ def _store(ctx: typer.Context):  # noqa: ANN202 - keeps SQLAlchemy out of every 
 
 def _json(node, here: str) -> dict:  # noqa: ANN001
     return {"name": node.name, "roles": list(node.roles), "lmtp": node.lmtp, "imap": node.imap,
-            "state": node.state, "tenants": node.tenants, "this_node": node.name == here}
+            "transfer": node.transfer, "state": node.state, "tenants": node.tenants, "this_node": node.name == here}
 
 
 def _here(ctx: typer.Context) -> str:
@@ -51,9 +51,12 @@ def node_add(ctx: typer.Context, name: str,
              lmtp: Annotated[str | None, typer.Option("--lmtp", help="host:port of its LMTP server "
                                                                      "(required for mailbox nodes).")] = None,
              imap: Annotated[str | None, typer.Option("--imap", help="host:port logins are proxied to.")] = None,
+             transfer: Annotated[str | None, typer.Option(
+                 "--transfer", help="host:port of its transfer endpoint (listen.transfer): tenant moves "
+                                    "pull a tenant's Maildirs from there.")] = None,
              as_json: JsonOpt = False) -> None:
     """Add a node to the cluster's list."""
-    node = _guard(lambda: _store(ctx).add(name, roles, lmtp=lmtp, imap=imap))
+    node = _guard(lambda: _store(ctx).add(name, roles, lmtp=lmtp, imap=imap, transfer=transfer))
     emit_json(_json(node, _here(ctx))) if as_json else print(f"node {node.name} added ({','.join(node.roles)})")
 
 

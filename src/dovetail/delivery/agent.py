@@ -122,6 +122,8 @@ class MaildirDeliveryAgent:
         except Exception as exc:
             return DeliveryResult(rcpt, "deferred", "4.3.0", f"mailbox lookup failed: {exc}", RELAY)
         if isinstance(resolved, Rejection):
+            if resolved.dsn_code.startswith("4"):  # 4.x.x: the queue tries again later
+                return DeliveryResult(rcpt, "deferred", resolved.dsn_code, resolved.reason, RELAY)
             return DeliveryResult(rcpt, "bounced", resolved.dsn_code, resolved.reason, RELAY)
         if not resolved:
             return DeliveryResult(rcpt, "bounced", "5.1.1", "user unknown", RELAY)

@@ -57,6 +57,11 @@ def tenant_id(conn: Connection, tenant: str) -> int | None:
     return int(found) if found is not None else None
 
 
+def tenant_home(conn: Connection, tenant: str) -> str | None:
+    """The home mailbox node of the tenant named ``tenant`` (None: unknown, or a single installation)."""
+    return conn.execute(sa.select(tenants.c.home_node).where(tenants.c.name == normalize_tenant(tenant))).scalar()
+
+
 def reply_spam_policy(conn: Connection, tenant_id: int) -> str:
     """What the replies engine does with a message our content filter flagged as spam: ``event``
     (a ``reply.spam`` event instead of a reply event) or ``drop`` (stored, no event)."""

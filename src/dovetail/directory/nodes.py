@@ -2,7 +2,7 @@
 
 A node is one Dovetail installation (its own config and data directory) sharing the directory
 database with the others. The list says what each node does (its roles) and where the others reach
-it (its LMTP and IMAP addresses); a tenant's ``home_node`` says which mailbox node holds its mail, so
+it (its LMTP, IMAP and transfer addresses); a tenant's ``home_node`` says which mailbox node holds its mail, so
 an MX node knows where to hand a message over and a front end where to proxy a login. A single
 installation has no nodes at all and every tenant's home is the local data directory.
 
@@ -39,6 +39,7 @@ class Node:
     imap: str | None
     state: str
     tenants: int = 0
+    transfer: str | None = None  # host:port of its transfer endpoint: where a tenant move pulls Maildirs from
 
     @property
     def takes_tenants(self) -> bool:
@@ -75,14 +76,14 @@ def check_address(kind: str, value: str | None) -> str | None:
 def _row(r: sa.Row) -> Node:
     m = r._mapping
     return Node(name=m["name"], roles=tuple(m["roles"].split(",")), lmtp=m["lmtp"], imap=m["imap"],
-                state=m["state"], tenants=int(m["tenants"]))
+                state=m["state"], tenants=int(m["tenants"]), transfer=m["transfer"])
 
 
 def _select() -> sa.Select:
     homed = (sa.select(sa.func.count()).select_from(tenants)
              .where(tenants.c.home_node == nodes.c.name).scalar_subquery())
     return sa.select(nodes.c.name, nodes.c.roles, nodes.c.lmtp, nodes.c.imap, nodes.c.state,
-                     homed.label("tenants"))
+                     homed.label("tenants"), nodes.c.transfer)
 
 
 def _bump(conn: Connection) -> None:
@@ -96,17 +97,20 @@ class NodeStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def add(self, name: str, roles: str, *, lmtp: str | None = None, imap: str | None = None) -> Node:
+    def add(self, name: str, roles: str, *, lmtp: str | None = None, imap: str | None = None,
+            transfer: str | None = None) -> Node:
         name = check_node_name(name)
         parsed = parse_roles(roles)
         lmtp = check_address("lmtp", lmtp)
         imap = check_address("imap", imap)
+        transfer = check_address("transfer", transfer)
         if "mailbox" in parsed and not lmtp:
             raise NodeError(f"node {name}: a mailbox node needs --lmtp host:port (where mail is handed to it)")
         with self.engine.begin() as conn:
             if conn.execute(sa.select(nodes.c.id).where(nodes.c.name == name)).first():
                 raise NodeError(f"node {name!r} already exists")
-            conn.execute(nodes.insert().values(name=name, roles=",".join(parsed), lmtp=lmtp, imap=imap))
+            conn.execute(nodes.insert().values(name=name, roles=",".join(parsed), lmtp=lmtp, imap=imap,
+                                               transfer=transfer))
             _bump(conn)
         return self.get(name)  # type: ignore[return-value]
 

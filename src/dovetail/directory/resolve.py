@@ -86,6 +86,8 @@ class MailboxTarget:
     quota_bytes: int
     detail: str | None = None
     node: str | None = None  # the tenant's home mailbox node; None on a single installation
+    paused: bool = False  # the tenant is being moved (final sync): deliveries wait with a 4xx
+    moved_from: str | None = None  # the node the tenant last moved away from (it defers, not refuses)
 
 
 @dataclass
@@ -110,7 +112,8 @@ class Resolution:
 
 
 def _on_node(domain: DomainInfo) -> str:
-    return f", home node {domain.home_node}" if domain.home_node else ""
+    paused = " (delivery paused: the tenant is moving)" if domain.paused else ""
+    return (f", home node {domain.home_node}" if domain.home_node else "") + paused
 
 
 class _Loop(Exception):
@@ -332,7 +335,8 @@ class Resolver:
                              f"({domain.tenant}/{REPLIES_INTAKE}, token {token!r})" + _on_node(domain))
             res.mailboxes.append(MailboxTarget(
                 address=address, tenant=domain.tenant, domain=domain.name, local_part=REPLIES_INTAKE,
-                maildir=maildir, quota_bytes=0, detail=token, node=domain.home_node))
+                maildir=maildir, quota_bytes=0, detail=token, node=domain.home_node,
+                paused=domain.paused, moved_from=domain.moved_from))
             return True
         if local in REPORT_LOCALS:
             res.steps.append(f"{indent}{address}: report address -> report intake of tenant {domain.tenant} "
@@ -375,7 +379,8 @@ class Resolver:
         res.mailboxes.append(MailboxTarget(
             address=address, tenant=domain.tenant, domain=domain.name, local_part=local,
             maildir=self.mail_root / domain.tenant / domain.name / local,
-            quota_bytes=int(row["quota_bytes"] or 0), detail=detail, node=domain.home_node))
+            quota_bytes=int(row["quota_bytes"] or 0), detail=detail, node=domain.home_node,
+            paused=domain.paused, moved_from=domain.moved_from))
         return True
 
     def _expand(self, conn: Connection, source: str, targets: list[str], source_domain: DomainInfo,

@@ -29,6 +29,11 @@ tenants = sa.Table(
     sa.Column("suppressed_recipients", sa.String(8), nullable=False, server_default="reject"),
     # The mailbox node whose Maildirs hold this tenant's mail (``nodes.name``); NULL on a single node.
     sa.Column("home_node", sa.String(64), nullable=True),
+    # A move's final sync runs: deliveries for the tenant are deferred (4.2.0) until its home is switched.
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The node the tenant last moved away from: that node defers (4xx) instead of refusing its mail, since a
+    # sender's routing may lag the switch by a cache interval.
+    sa.Column("moved_from", sa.String(64), nullable=True),
     # Senders' DMARC reject/quarantine enforced for mail to the tenant's domains; NULL: mx.dmarc_enforce
     sa.Column("dmarc_enforce", sa.Boolean, nullable=True),
     # Spam score thresholds of the MX's content filter (NULL: rspamd's own action decides), and what the
@@ -101,8 +106,26 @@ nodes = sa.Table(
     sa.Column("roles", sa.String(128), nullable=False),
     sa.Column("lmtp", sa.String(300), nullable=True),  # host:port of its LMTP server (mailbox role)
     sa.Column("imap", sa.String(300), nullable=True),  # host:port its IMAP logins are proxied to
+    sa.Column("transfer", sa.String(300), nullable=True),  # host:port of its transfer endpoint (tenant moves)
     sa.Column("state", sa.String(16), nullable=False, server_default="active"),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
+)
+
+# Tenant moves between mailbox nodes, one row per move; the state machine ``copying`` → ``final-sync`` →
+# ``switched`` → ``cleaned`` (or ``aborted``) lets a rerun of ``dovetail tenant move`` resume after a kill.
+# At most one unfinished move per tenant (not ``cleaned``/``aborted``): the mover checks it in its transaction.
+tenant_moves = sa.Table(
+    "tenant_moves", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("tenant", sa.String(64), nullable=False, index=True),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("files", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("bytes", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
 )
 
 # One row; bumped by every directory write so other processes drop their caches.

@@ -64,6 +64,8 @@ class DomainInfo:
     dmarc_enforce: bool | None = None  # the domain's own setting; None: its tenant's
     tenant_dmarc_enforce: bool | None = None  # the tenant's setting; None: mx.dmarc_enforce
     home_node: str | None = None  # the tenant's mailbox node; None on a single installation
+    paused: bool = False  # a move of the tenant is in its final sync: deliveries wait (4.2.0)
+    moved_from: str | None = None  # the node the tenant last moved away from
     mta_sts_mode: str = "testing"
     greylist: bool | None = None  # the domain's own switch (None: its tenant's)
     tenant_greylist: bool | None = None  # the tenant's switch (None: the MX's mx.greylist.enabled)
@@ -369,6 +371,11 @@ class Directory:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(query)]
 
+    def paused_tenants(self) -> set[str]:
+        """Tenants whose move is in its final sync (their deliveries wait, their IMAP sessions end)."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(tenants.c.name).where(tenants.c.paused)).scalars())
+
     def mailbox_get(self, address: str) -> dict[str, Any] | None:
         """The mailbox row (with tenant and domain) for login, or None."""
         try:
@@ -376,7 +383,7 @@ class Directory:
         except AddressError:
             return None
         query = (sa.select(mailboxes.c.local_part, domains.c.name.label("domain"), tenants.c.name.label("tenant"),
-                           mailboxes.c.password_hash, mailboxes.c.quota_bytes, tenants.c.home_node,
+                           mailboxes.c.password_hash, mailboxes.c.quota_bytes, tenants.c.home_node, tenants.c.paused,
                            (mailboxes.c.enabled & domains.c.enabled & tenants.c.enabled).label("enabled"))
                  .select_from(mailboxes.join(domains).join(tenants))
                  .where(domains.c.name == dom, mailboxes.c.local_part == local))
@@ -509,7 +516,8 @@ def _domain_select() -> sa.Select:
     return (sa.select(domains.c.id, domains.c.name, tenants.c.name.label("tenant"),
                       (domains.c.enabled & tenants.c.enabled).label("enabled"),
                       domains.c.catchall, domains.c.plus_separator, domains.c.postmaster, domains.c.dmarc_enforce,
-                      tenants.c.home_node, tenants.c.dmarc_enforce.label("tenant_dmarc_enforce"),
+                      tenants.c.home_node, tenants.c.paused, tenants.c.moved_from,
+                      tenants.c.dmarc_enforce.label("tenant_dmarc_enforce"),
                       domains.c.mta_sts_mode,
                       domains.c.greylist, tenants.c.greylist.label("tenant_greylist"))
             .select_from(domains.join(tenants)))

@@ -67,6 +67,7 @@ class ImapServer:
         self.slots: Slots = slots if slots is not None else MemorySlots()
         self.users = UserRegistry(lim.max_connections_per_user, self.slots)
         self.sessions: set[Session] = set()
+        self._session_tasks: dict[Session, asyncio.Task[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
         self._stopping = asyncio.Event()
@@ -102,6 +103,21 @@ class ImapServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
+    def disconnect(self, tenants: set[str], reason: str) -> int:
+        """End the logged-in sessions of ``tenants`` now, with ``* BYE <reason>`` (a tenant's move is in its
+        final sync: what they changed after it would stay behind). Returns how many were ended."""
+        ended = 0
+        for session, task in list(self._session_tasks.items()):
+            account = session.account
+            if account is None or account.tenant not in tenants or session.closed:
+                continue
+            session.write(f"* BYE {reason}")
+            session.logout_reason = reason
+            session.closed = True
+            task.cancel()  # the connection's task writes what is pending (the BYE) and closes
+            ended += 1
+        return ended
+
     def _is_secure_net(self, ip: str) -> bool:
         return in_networks(ip, self.trusted_networks, loopback=True)
 
@@ -131,6 +147,7 @@ class ImapServer:
         session = Session(self.authenticator, self.storage_factory, self.limits, conn, self.penalty, self.users,
                           self.server_name, homes=self.homes)
         self.sessions.add(session)
+        self._session_tasks[session] = task
         try:
             await self._run(session, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, TimeoutError):
@@ -142,6 +159,7 @@ class ImapServer:
             log.exception("connection failed", rip=rip, error=repr(exc))
         finally:
             self.sessions.discard(session)
+            self._session_tasks.pop(session, None)
             if ip_slot:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.slots.release, "ip:" + rip)

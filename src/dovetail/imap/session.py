@@ -688,6 +688,10 @@ class Session:
     async def _serve(self, tag: str, account: Account, method: str) -> None:
         """A checked login: served here, or handed to the account's home node (``proxy_requested``)."""
         ip = self.conn.remote_ip
+        if account.unavailable:
+            log.info(f"Login refused: user=<{account.username}>, method={method}, rip={ip}, {account.unavailable}")
+            self._tagged(tag, "NO", account.unavailable, "UNAVAILABLE")
+            return
         route = await asyncio.to_thread(self.homes.route, account) if self.homes is not None else None
         if isinstance(route, Refusal):
             log.error(f"Login refused: user=<{account.username}>, rip={ip}: {route.text}")

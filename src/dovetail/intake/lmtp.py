@@ -143,7 +143,12 @@ class LmtpBackend:
             return Reply(550, "5.1.1", f"<{address}>: no mailbox here: {why}")
         if not res.mailboxes:
             return Reply(550, "5.1.1", f"<{address}>: no mailbox here: the address only forwards elsewhere")
+        if any(m.paused for m in res.mailboxes):
+            return Reply(451, "4.2.0", f"<{address}>: mailbox is moving to another node, try again later")
         elsewhere = sorted({m.node for m in res.mailboxes if m.node and self.here and m.node != self.here})
+        if elsewhere and all(m.moved_from == self.here for m in res.mailboxes if m.node in elsewhere):
+            # moved away from here moments ago: the sender's routing catches up on its retry
+            return Reply(451, "4.2.0", f"<{address}>: mailbox moved to node {', '.join(elsewhere)}, try again")
         if elsewhere:
             return Reply(550, "5.1.1", f"<{address}>: no mailbox here: homed on node {', '.join(elsewhere)}")
         for mb in res.mailboxes:

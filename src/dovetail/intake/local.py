@@ -30,6 +30,8 @@ def mailbox_targets(resolver: Resolver):  # noqa: ANN201 - returns the delivery 
             return Rejection(f"{reason}: {res.reason}" if res.reason else reason, code)
         if not res.mailboxes:
             return Rejection("no local mailbox for this address", "5.1.1")
+        if any(m.paused for m in res.mailboxes):  # a move's final sync: the queue keeps it meanwhile
+            return Rejection("mailbox is moving to another node", "4.2.0")
         return [MailboxTarget(address=m.address, maildir=m.maildir, quota_bytes=m.quota_bytes or None,
                               detail=m.detail) for m in res.mailboxes]
 

@@ -18,6 +18,10 @@ class Account:
     mail_root: Path
     quota_bytes: int = 0  # what all the account's mailboxes may hold; 0: no limit
     home_node: str | None = None  # the cluster node holding its Maildirs; None: a single installation
+    # Why the account cannot be served now though its password is right (its tenant is being moved to
+    # another node): the login is answered NO [UNAVAILABLE] with this text. Empty: served.
+    unavailable: str = ""
+    tenant: str = ""  # the directory's tenant of the account (empty: not from the directory)
 
 
 class Authenticator(Protocol):

@@ -36,5 +36,7 @@ class DirectoryAuthenticator:
 
     def _account(self, row: dict) -> Account:
         address = f"{row['local_part']}@{row['domain']}"
+        moving = "Mailbox is being moved to another node, try again shortly." if row.get("paused") else ""
         return Account(address, self.mail_root / row["tenant"] / row["domain"] / row["local_part"],
-                       int(row["quota_bytes"] or 0), row.get("home_node"))
+                       int(row["quota_bytes"] or 0), row.get("home_node"), unavailable=moving,
+                       tenant=row["tenant"])

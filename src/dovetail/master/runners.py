@@ -22,6 +22,7 @@ import uvicorn
 
 from ..certs.renew import certs_renewer, wanted_names
 from ..config import Config
+from ..datadir import Layout
 from ..db import make_engine
 from ..delivery.agent import MaildirConfig, MaildirDeliveryAgent
 from ..delivery.lmtp import LmtpDeliveryAgent, Nexthop
@@ -53,6 +54,7 @@ from ..mailauth.failures import shared_penalty
 from ..mailauth.homes import LoginHomes
 from ..mailauth.login import DirectoryAuthenticator
 from ..mailauth.networks import in_networks, parse_networks
+from ..move.endpoint import transfer_app
 from ..outbound import AgentConfig, DkimKeys, OutboundAgent, Transports
 from ..outbound.dane import validating_resolver
 from ..outbound.forwarding import Forwarder
@@ -355,10 +357,33 @@ async def run_imapd(ctx: WorkerContext) -> int:
         await server.start(sock=sock)
         servers.append(server)
 
+    watcher = asyncio.create_task(_end_sessions_of_moving_tenants(cfg, rt, servers)) if cfg["node.name"] else None
+
     async def stop_all(grace: float) -> None:
+        if watcher is not None:
+            watcher.cancel()
         await asyncio.gather(*(s.stop(grace) for s in servers))
 
     return await supervise_listeners(ctx, servers, stop_all)
+
+
+async def _end_sessions_of_moving_tenants(cfg: Config, rt: Runtime, servers: list[ImapServer]) -> None:
+    """In a cluster: once a tenant's move pauses it, its IMAP sessions here get BYE (checked every
+    ``directory.cache_check_interval``), so that nothing they change after the final sync is left behind."""
+    interval = max(0.2, float(cfg["directory.cache_check_interval"]))
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            paused = await asyncio.to_thread(rt.directory.paused_tenants)
+        except Exception as exc:  # noqa: BLE001 - the database may be away a moment; try on the next tick
+            get_logger("imapd").warning("could not read paused tenants", error=repr(exc))
+            continue
+        if paused:
+            for server in servers:
+                ended = server.disconnect(paused, "Mailbox is being moved to another node.")
+                if ended:
+                    get_logger("imapd").info(f"ended {ended} session(s) of moving tenant(s) "
+                                             f"{', '.join(sorted(paused))}")
 
 
 def local_agent(cfg: Config, rt: Runtime, record):  # noqa: ANN001, ANN201
@@ -542,6 +567,38 @@ async def run_web(ctx: WorkerContext) -> int:
     return await supervise_listeners(ctx, [_Counts()], stop_all)
 
 
+async def run_transfer(ctx: WorkerContext) -> int:
+    """The transfer endpoint of a mailbox node (``listen.transfer``): tenant moves pull Maildirs from it."""
+    cfg = ctx.cfg
+    app = transfer_app(make_engine(cfg.database_url), Layout(cfg.data_dir).mail, cfg["node.name"],
+                       cfg["cluster.secret"])
+    config = uvicorn.Config(app, log_config=None, access_log=True, lifespan="off",
+                            timeout_graceful_shutdown=int(ctx.grace))
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # the worker owns SIGTERM
+    task = asyncio.create_task(server.serve(sockets=list(ctx.sockets)))
+    while not server.started:  # uvicorn sets a flag, no event, once it listens
+        if task.done():
+            task.result()
+            raise RuntimeError("the transfer endpoint did not start (see the log)")
+        await asyncio.sleep(0.05)
+    ctx.ready()
+
+    async def stop_all(grace: float) -> None:
+        server.should_exit = True
+        try:
+            await asyncio.wait_for(task, grace + 5)
+        except TimeoutError:
+            task.cancel()
+
+    class _Counts:
+        @property
+        def active_connections(self) -> int:
+            return len(server.server_state.connections)
+
+    return await supervise_listeners(ctx, [_Counts()], stop_all)
+
+
 async def run_certs(ctx: WorkerContext) -> int:
     """The periodic certificate job: obtain what ``acme.auto`` wants, renew what is due (see certs.renew)."""
     cfg = ctx.cfg
@@ -576,5 +633,5 @@ async def run_replies(ctx: WorkerContext) -> int:
 
 RUNNERS: dict[str, Runner] = {"smtpd": run_smtpd, "submission": run_submission, "imapd": run_imapd,
                               "qmgr": run_qmgr, "web": run_web, "replies": run_replies, "certs": run_certs,
-                              "lmtpd": run_lmtpd}
+                              "lmtpd": run_lmtpd, "transfer": run_transfer}
 

@@ -40,6 +40,7 @@ KNOWN: dict[str, tuple[tuple[str, ...], int]] = {
     "web": (("listen.http", "acme.http01_listen", "listen.https"), 1),
     "certs": ((), 1),
     "lmtpd": (("listen.lmtp",), 1),
+    "transfer": (("listen.transfer",), 1),
 }
 SERVICE_KEYS = {"enabled", "listen", "workers", "max_connections", "max_idle", "max_use"}
 
@@ -73,6 +74,7 @@ def _prefixes(name: str) -> tuple[str, ...]:
         "web": ("web.", "database.", "server.", "tls."),
         "certs": ("acme.", "dns.", "database.", "server.", "tls."),
         "lmtpd": ("lmtp.", "smtp.", "directory.", "replies.", "server.", "database."),
+        "transfer": ("cluster.", "node.", "server.", "database."),
     }.get(name, ("server.",))
 
 
