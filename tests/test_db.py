@@ -7,6 +7,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from dovetail import config
 
 # A real import failure: a finder in front of every other that refuses psycopg, as when it is not installed.
@@ -57,3 +59,19 @@ def test_sqlite_needs_no_psycopg(tmp_path: Path) -> None:
 
     assert out.returncode == 0, out.stderr
     assert "acme" in out.stdout
+
+
+def test_the_quick_head_check_agrees_with_alembic_and_skips_only_an_up_to_date_database(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    from dovetail.db import _at_heads, alembic_config, make_engine, migrate, script_heads
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'd.db'}")
+    assert script_heads() == set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
+    assert not _at_heads(engine)  # no alembic_version table yet
+    migrate(engine)
+    assert _at_heads(engine)
+    with engine.begin() as conn:  # a database one migration behind is upgraded again
+        conn.execute(sa.text("DELETE FROM alembic_version WHERE version_num = '0002'"))
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('0001')"))
+    assert not _at_heads(engine)

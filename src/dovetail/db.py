@@ -7,18 +7,20 @@ migrations in ``migrations/``, on both engines. PostgreSQL's driver (psycopg) is
 
 from __future__ import annotations
 
+import ast
 import logging
+import re
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
-logging.getLogger("alembic").setLevel(logging.WARNING)  # before Alembic loads: its plugin setup logs at INFO
+from .config import Config, ConfigError
 
-from alembic import command  # noqa: E402
-from alembic.config import Config as AlembicConfig  # noqa: E402
-from sqlalchemy.engine import Engine  # noqa: E402
-
-from .config import Config, ConfigError  # noqa: E402
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -63,18 +65,66 @@ def make_engine(url: str) -> Engine:
 
 
 def alembic_config(engine: Engine) -> AlembicConfig:
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # before Alembic loads: its plugin setup logs at INFO
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
     return cfg
 
 
+_ASSIGNMENT = re.compile(r"^(revision|down_revision)\s*(?::[^=]*)?=\s*(.+?)\s*$")
+
+
+@cache
+def script_heads() -> frozenset[str]:
+    """The head revisions of the migration scripts, read from their ``revision``/``down_revision`` lines.
+
+    Loading Alembic and its script directory costs most of a CLI command's start; this read costs a
+    millisecond. A file it cannot read makes the set wrong, and a wrong set only means Alembic runs.
+    """
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        for line in path.read_text().splitlines():
+            match = _ASSIGNMENT.match(line)
+            if not match:
+                continue
+            try:
+                value = ast.literal_eval(match.group(2))
+            except (ValueError, SyntaxError):
+                return frozenset()
+            names = value if isinstance(value, (tuple, list)) else (value,)
+            target = revisions if match.group(1) == "revision" else parents
+            target.update(str(n) for n in names if n)
+    return frozenset(revisions - parents)
+
+
+def _at_heads(engine: Engine) -> bool:
+    """Whether the database records exactly the scripts' heads (then an upgrade would do nothing)."""
+    heads = script_heads()
+    if not heads:
+        return False
+    try:
+        with engine.connect() as conn:
+            stamped = {row[0] for row in conn.execute(sa.text("SELECT version_num FROM alembic_version"))}
+    except sa.exc.DBAPIError:
+        return False
+    return stamped == heads
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migrations (a no-op when it is there).
 
     Each area (directory, replies, web, outbound) keeps its own branch of revisions rooted at
-    ``0001``, so ``heads`` upgrades them all.
+    ``0001``, so ``heads`` upgrades them all. A database already at the heads is left without loading
+    Alembic (every CLI command opens the database).
     """
+    if _at_heads(engine):
+        return
+    from alembic import command
+
     command.upgrade(alembic_config(engine), "heads")
 
 

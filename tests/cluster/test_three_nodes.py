@@ -197,6 +197,15 @@ def test_mail_taken_by_a_lands_in_the_maildir_of_b(cluster: Cluster) -> None:
     _send(cluster.a, "first@ext.example")
     wait_for(lambda: cluster.b.message_ids()["<first@ext.example>"] == 1, 120, "delivery to b over LMTP")
     assert cluster.a.maildir_files() == [] and cluster.c.maildir_files() == []
+    # qmgr logs the outcome once the LMTP reply is in, which may be just after the file appears
+    wait_for(lambda: f"relay=lmtp:{cluster.b.host}" in cluster.a.log(), 30, "the LMTP outcome logged on a")
+    # b's lmtpd takes only what is homed on b.
+    with smtplib.LMTP(cluster.b.host, cluster.b.lmtp_port, timeout=30) as lmtp:
+        lmtp.ehlo_or_helo_if_needed()
+        lmtp.mail("alice@ext.example")
+        code, text = lmtp.rcpt("lou@loopy.example")
+        assert code == 550 and b"homed on node ghost" in text
+        assert lmtp.rcpt("bob@acme.example")[0] == 250
 
 
 def test_an_imap_login_on_c_is_proxied_to_b(cluster: Cluster) -> None:
