@@ -157,3 +157,44 @@ def test_full_disk_defers_with_452_4_3_1(node: Node) -> None:
         assert lines[-2].startswith("452 4.3.1 <bob@acme.example>"), lines
         filler.unlink()
         assert node.messages("bob@acme.example") == []
+
+
+def test_a_node_of_ours_names_the_copies_so_a_repeated_delivery_is_stored_once(node: Node) -> None:
+    """XDELIVERYID: the sender's queue id, arrival and attempts, and each recipient's index in its queue."""
+
+    def session(attempts: int, rcpt_param: bytes = b" XDELIVERYID=3") -> list[str]:
+        async def scenario() -> list[str]:
+            server = node.server()
+            await server.start(host="127.0.0.1", port=0)
+            try:
+                return await talk(server.port, [
+                    b"LHLO mx.test\r\n", b"MAIL FROM:<alice@ext.example> XDELIVERYID=Q7abc.1765000000.%d\r\n" % attempts,
+                    b"RCPT TO:<bob@acme.example>" + rcpt_param + b"\r\n", b"DATA\r\n", MESSAGE, b"QUIT\r\n"])
+            finally:
+                await server.stop(1)
+
+        return run(scenario())
+
+    first = session(0)
+    assert "250-XDELIVERYID" in first or "250 XDELIVERYID" in first
+    assert "250 2.0.0 <bob@acme.example> Saved" in first
+    # the reply was lost (say the node was killed after the commit): the sender tries again
+    again = session(1)
+    assert "250 2.0.0 <bob@acme.example> Saved" in again
+    box = node.maildir("bob@acme.example")
+    names = [p.name for sub in ("new", "cur") for p in (box / sub).iterdir()]
+    assert len(names) == 1 and names[0].startswith("1765000000.VQ7abcR3."), names
+    bad = session(0, b" XDELIVERYID=x")
+    assert any(line.startswith("501 5.5.4 Bad XDELIVERYID") for line in bad)
+    assert len(node.messages("bob@acme.example")) == 1
+
+
+def test_the_smtp_listener_knows_no_xdeliveryid() -> None:
+    from dovetail.smtp.address import AddressError, mail_params
+
+    try:
+        mail_params({"XDELIVERYID": "Q1.1.0"}, esmtp=True)
+    except AddressError as exc:
+        assert exc.reply.code == 555
+    else:
+        raise AssertionError("XDELIVERYID accepted over SMTP")

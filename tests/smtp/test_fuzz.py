@@ -66,7 +66,10 @@ def test_random_command_lines_get_one_reply_each(lines: list[bytes], eol: bytes)
     for event in d.events:
         assert isinstance(event, ev.Event)
     modal = (ev.DataStart, ev.BdatStart, ev.AuthChallenge, ev.StartTls)  # these change how later lines are read
-    if not d.conn.closing and not any(isinstance(e, modal) for e in d.events):
+    # a BDAT refused for want of MAIL/RCPT still reads its chunk (RFC 3030) before its reply: the lines
+    # after it are chunk data
+    chunked = any(ln[:5].upper() == b"BDAT " for ln in lines)
+    if not d.conn.closing and not chunked and not any(isinstance(e, modal) for e in d.events):
         assert len(d.codes()) == len(lines) + 1
 
 

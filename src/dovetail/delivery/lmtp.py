@@ -6,7 +6,9 @@ per accepted recipient (RFC 2033 §4.2). Every recipient gets its own outcome: 2
 deferred (the queue retries it with its backoff), 5xx bounced (a DSN). A nexthop that cannot be
 reached, or a session that breaks before a recipient's reply, defers that recipient: the mail waits in
 the queue until the node is back. A session cut after the node stored a copy but before its reply
-reached us repeats that copy on the retry, the window Postfix's lmtp(8) has with Dovecot.
+reached us would repeat that copy on the retry (the window Postfix's lmtp(8) has with Dovecot); a node
+of ours offers ``XDELIVERYID`` and is told our queue id, arrival, attempts and each recipient's index,
+so it names its copies after them and the retry finds the first copy instead.
 
 A small client of its own: aiosmtplib has no LMTP (no LHLO; its DATA reads one reply), and the
 standard library's ``smtplib.LMTP`` is blocking and also reads a single reply after DATA.
@@ -210,6 +212,9 @@ class LmtpDeliveryAgent:
                 params.append(f"RET={env.ret}")
             if dsn and env.envid:
                 params.append(f"ENVID={_xtext(env.envid)}")
+            named = "XDELIVERYID" in session.extensions  # a node of ours: copies named after our queue entry
+            if named:
+                params.append(f"XDELIVERYID={message.queue_id}.{int(env.arrival)}.{env.attempts}")
             mail = await session.command(" ".join([f"MAIL FROM:<{env.sender}>", *params]))
             if mail.code >= 300:
                 for r in recipients:
@@ -220,6 +225,8 @@ class LmtpDeliveryAgent:
                 rparams = []
                 if dsn and rcpt.notify:
                     rparams.append("NOTIFY=" + ",".join(rcpt.notify))
+                if named:
+                    rparams.append(f"XDELIVERYID={rcpt.index}")
                 if dsn and rcpt.orcpt:
                     kind, _, addr = rcpt.orcpt.partition(";")
                     rparams.append(f"ORCPT={kind};{_xtext(addr)}")

@@ -159,12 +159,23 @@ class LmtpBackend:
         return None
 
     async def open_message(self, session: SessionInfo, envelope: Envelope) -> LmtpSink:
-        recipients = [QueueRecipient(address=r.address, notify=r.notify, orcpt=r.orcpt, index=i)
-                      for i, r in enumerate(envelope.recipients)]
+        # A sending node of ours names its queue entry (XDELIVERYID): the copies are named after it, so a
+        # retry after a lost reply finds them (see smtp.address.DELIVERY_ID); anyone else gets our own id.
+        indexes = [r.index for r in envelope.recipients]
+        named = envelope.delivery is not None and None not in indexes and len(set(indexes)) == len(indexes)
+        queue_id, arrival, attempts = new_queue_id(), time.time(), 0
+        if named:
+            qid, when, tries = str(envelope.delivery).split(".")
+            queue_id, arrival, attempts = qid, float(when), int(tries)
+        recipients = [QueueRecipient(address=r.address, notify=r.notify, orcpt=r.orcpt)
+                      for r in envelope.recipients]
         qenv = QueueEnvelope(sender=envelope.sender, recipients=recipients, ret=envelope.ret, envid=envelope.envid,
                              client_address=session.client_ip, client_name=session.client_name, helo=session.helo,
-                             protocol="LMTP")
-        return LmtpSink(HeldMessage(new_queue_id(), qenv, self.spool_dir), self.agent, session.peer)
+                             protocol="LMTP", arrival=arrival, attempts=attempts)
+        if named:  # the envelope numbers its recipients 0..n; these are the sender's own numbers
+            for rcpt, index in zip(recipients, indexes, strict=True):
+                rcpt.index = int(index or 0)
+        return LmtpSink(HeldMessage(queue_id, qenv, self.spool_dir), self.agent, session.peer)
 
     async def authenticate(self, session: SessionInfo, mechanism: str, username: str, password: str) -> str | None:
         return None  # LMTP has no AUTH

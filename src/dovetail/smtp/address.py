@@ -196,11 +196,20 @@ def _unsupported(key: str) -> AddressError:
     return AddressError(Reply(555, "5.5.4", f"Unsupported option: {key}"))
 
 
-def mail_params(raw: dict[str, str | None], *, esmtp: bool) -> MailParams:
-    """Validate MAIL FROM parameters: SIZE, BODY, SMTPUTF8, RET, ENVID, AUTH."""
+#: ``XDELIVERYID``, an LMTP extension of ours between the nodes of a cluster: the sending node names
+#: the queued message (``MAIL FROM:<…> XDELIVERYID=<queue id>.<arrival>.<attempts>``) and each
+#: recipient's index in it (``RCPT TO:<…> XDELIVERYID=<n>``), so the receiving node names its Maildir
+#: copies after the sender's queue entry. A retry after a connection lost between the copy's commit
+#: and its reply then finds the first copy instead of storing a second one (Postfix's lmtp(8) to
+#: Dovecot has that duplicate window; a cluster of ours does not).
+DELIVERY_ID = re.compile(r"[0-9A-Za-z]{1,64}\.[0-9]{1,12}\.[0-9]{1,6}")
+
+
+def mail_params(raw: dict[str, str | None], *, esmtp: bool, lmtp: bool = False) -> MailParams:
+    """Validate MAIL FROM parameters: SIZE, BODY, SMTPUTF8, RET, ENVID, AUTH (and LMTP's XDELIVERYID)."""
     if raw and not esmtp:
         raise _unsupported(next(iter(raw)))
-    size = body = ret = envid = auth = None
+    size = body = ret = envid = auth = delivery = None
     smtputf8 = False
     for key, value in raw.items():
         if key == "SIZE":
@@ -233,17 +242,22 @@ def mail_params(raw: dict[str, str | None], *, esmtp: bool) -> MailParams:
                 raise _syntax("5.5.4", "Bad AUTH parameter syntax") from None
             if not auth:
                 raise _syntax("5.5.4", "Bad AUTH parameter syntax")
+        elif key == "XDELIVERYID" and lmtp:
+            if value is None or not DELIVERY_ID.fullmatch(value):
+                raise _syntax("5.5.4", "Bad XDELIVERYID parameter syntax")
+            delivery = value
         else:
             raise _unsupported(key)
-    return MailParams(size=size, body=body, smtputf8=smtputf8, ret=ret, envid=envid, auth=auth)
+    return MailParams(size=size, body=body, smtputf8=smtputf8, ret=ret, envid=envid, auth=auth, delivery=delivery)
 
 
-def rcpt_params(raw: dict[str, str | None], *, esmtp: bool) -> RcptParams:
-    """Validate RCPT TO parameters: NOTIFY, ORCPT (RFC 3461 §4.1, §4.2)."""
+def rcpt_params(raw: dict[str, str | None], *, esmtp: bool, lmtp: bool = False) -> RcptParams:
+    """Validate RCPT TO parameters: NOTIFY, ORCPT (RFC 3461 §4.1, §4.2) (and LMTP's XDELIVERYID)."""
     if raw and not esmtp:
         raise _unsupported(next(iter(raw)))
     notify: tuple[str, ...] | None = None
     orcpt = None
+    index: int | None = None
     for key, value in raw.items():
         if key == "NOTIFY":
             items = tuple(v.upper() for v in (value or "").split(","))
@@ -265,6 +279,10 @@ def rcpt_params(raw: dict[str, str | None], *, esmtp: bool) -> RcptParams:
             if len(decoded) > 500 or not decoded.isprintable():
                 raise _syntax("5.5.4", "Bad ORCPT parameter syntax")
             orcpt = f"{addr_type};{decoded}"
+        elif key == "XDELIVERYID" and lmtp:
+            if value is None or not value.isdigit() or not value.isascii() or len(value) > 6:
+                raise _syntax("5.5.4", "Bad XDELIVERYID parameter syntax")
+            index = int(value)
         else:
             raise _unsupported(key)
-    return RcptParams(notify=notify, orcpt=orcpt)
+    return RcptParams(notify=notify, orcpt=orcpt, index=index)

@@ -42,6 +42,7 @@ class EnvelopeRecipient:
     address: str
     notify: tuple[str, ...] | None = None  # RFC 3461 NOTIFY
     orcpt: str | None = None  # RFC 3461 ORCPT "addr-type;address"
+    index: int | None = None  # the recipient's index in the sending node's queue file (LMTP XDELIVERYID)
 
 
 @dataclass(slots=True)
@@ -53,6 +54,7 @@ class Envelope:
     body_type: str | None = None  # 7BIT | 8BITMIME
     smtputf8: bool = False
     size_hint: int | None = None  # SIZE= as declared by the client
+    delivery: str | None = None  # LMTP XDELIVERYID: the sending node's "<queue id>.<arrival>.<attempts>"
 
 
 @runtime_checkable

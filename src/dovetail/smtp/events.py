@@ -22,6 +22,7 @@ class MailParams:
     ret: str | None = None  # "FULL" | "HDRS"
     envid: str | None = None  # xtext-decoded
     auth: str | None = None  # RFC 4954 AUTH=, xtext-decoded ("<>" when unknown)
+    delivery: str | None = None  # LMTP between our nodes: XDELIVERYID=<queue id>.<arrival>.<attempts>
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,7 @@ class RcptParams:
 
     notify: tuple[str, ...] | None = None  # ("NEVER",) or a subset of SUCCESS, FAILURE, DELAY
     orcpt: str | None = None  # "addr-type;address", address xtext-decoded
+    index: int | None = None  # LMTP between our nodes: XDELIVERYID=<recipient index in the sender's queue>
 
 
 class Event:

@@ -246,6 +246,8 @@ class SmtpConnection:
         if self.auth_offered:
             ext.append("AUTH " + " ".join(self.auth_mechanisms))
         ext += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING"]
+        if self.lmtp:
+            ext.append("XDELIVERYID")  # see smtp.address.DELIVERY_ID
         return ext
 
     # -- state transitions on replies ------------------------------------------------------------
@@ -417,7 +419,7 @@ class SmtpConnection:
         except ValueError as exc:
             return ev.ProtocolError(Reply(501, "5.1.7", f"Bad sender address syntax: {exc}"))
         try:
-            params = mail_params(raw, esmtp=self.esmtp)
+            params = mail_params(raw, esmtp=self.esmtp, lmtp=self.lmtp)
         except AddressError as exc:
             return ev.ProtocolError(exc.reply)
         if not params.smtputf8 and not (address.isascii() and rest.isascii()):
@@ -442,7 +444,7 @@ class SmtpConnection:
         except ValueError as exc:
             return ev.ProtocolError(Reply(501, "5.1.3", f"Bad recipient address syntax: {exc}"))
         try:
-            params = rcpt_params(raw, esmtp=self.esmtp)
+            params = rcpt_params(raw, esmtp=self.esmtp, lmtp=self.lmtp)
         except AddressError as exc:
             return ev.ProtocolError(exc.reply)
         if self._rcpt_count >= self.limits.max_recipients:

@@ -644,6 +644,7 @@ class _Session(asyncio.Protocol):
                     body_type=p.body,
                     smtputf8=p.smtputf8,
                     size_hint=p.size,
+                    delivery=p.delivery,
                 )
                 info.mail_from = event.address
                 return reply or conn.default_reply(event)
@@ -656,7 +657,7 @@ class _Session(asyncio.Protocol):
             reply = await backend.check_recipient(info, event.address, event.params)
             if reply is None or reply.code < 400:
                 rp = event.params
-                env.recipients.append(EnvelopeRecipient(event.address, rp.notify, rp.orcpt))
+                env.recipients.append(EnvelopeRecipient(event.address, rp.notify, rp.orcpt, rp.index))
                 return reply or conn.default_reply(event)
             self._log_reject("RCPT", reply, env.sender, event.address)
             return reply
