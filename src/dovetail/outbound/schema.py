@@ -94,6 +94,16 @@ send_counters = sa.Table(
     sa.PrimaryKeyConstraint("tenant_id", "day", name="pk_send_counters"),
 )
 
+# Messages sent per tenant and UTC minute (epoch seconds // 60), the per-minute limit of a PostgreSQL
+# cluster, counted across its nodes (migration 0016_shared_send_rate); a single node counts in process.
+send_rate = sa.Table(
+    "send_rate", metadata,
+    sa.Column("tenant_id", sa.Integer, nullable=False),
+    sa.Column("minute", sa.BigInteger, nullable=False),
+    sa.Column("messages", sa.Integer, nullable=False),
+    sa.PrimaryKeyConstraint("tenant_id", "minute", name="pk_send_rate"),
+)
+
 # Per-tenant limits; no row means the defaults (unlimited).
 send_limits = sa.Table(
     "send_limits", metadata,
