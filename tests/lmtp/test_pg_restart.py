@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import threading
 from collections.abc import Iterator
@@ -10,15 +11,20 @@ from pathlib import Path
 
 import pytest
 
+from dovetail.db import make_engine, migrate
+from dovetail.directory import Directory, Resolver
+from dovetail.queue import Queue
+
 from ..master.harness import Master, wait_for
 from ..pgcluster import PgCluster
+from .conftest import Node, talk
 
 MAX_MESSAGES = 2000
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def own_pg() -> Iterator[PgCluster]:
-    """A cluster of this test's own: restarting the session's would cut other tests' connections."""
+    """A cluster of this module's own: restarting the session's would cut other tests' connections."""
     cluster = PgCluster()
     cluster.start()
     try:
@@ -99,3 +105,40 @@ def test_a_postgresql_restart_mid_traffic_loses_no_accepted_message(tmp_path: Pa
             own_pg.resume()
         m.stop()
         m.cleanup()
+
+
+def test_lmtpd_answers_4xx_while_the_database_is_down_and_saves_once_it_is_back(tmp_path: Path,
+                                                                                own_pg: PgCluster) -> None:
+    engine = make_engine(own_pg.new_database())
+    migrate(engine)
+    directory = Directory(engine)
+    directory.tenant_add("acme")
+    directory.domain_add("acme.example", "acme")
+    directory.mailbox_add("bob@acme.example", None)
+    (tmp_path / "spool").mkdir()
+    node = Node(tmp_path, directory, Resolver(directory, tmp_path / "mail", check_interval=0),
+                Queue(tmp_path / "queue"))
+    session = [b"LHLO mx.test\r\n", b"MAIL FROM:<alice@ext.example>\r\n", b"RCPT TO:<bob@acme.example>\r\n",
+               b"DATA\r\n", b"Subject: while down\r\n\r\nhello\r\n.\r\n", b"QUIT\r\n"]
+
+    async def deliver(lines: list[bytes]) -> list[str]:
+        server = node.server()
+        await server.start(host="127.0.0.1", port=0)
+        try:
+            return [line for line in await talk(server.port, lines) if line[3:4] == " "]
+        finally:
+            await server.stop(1)
+
+    try:
+        own_pg.halt()
+        try:
+            down = asyncio.run(deliver([*session[:3], b"QUIT\r\n"]))
+        finally:
+            own_pg.resume()
+        assert down[3].startswith("451 4.3.0"), down  # the recipient: try again later, not unknown
+        assert not any(line.startswith("5") for line in down), down
+        up = asyncio.run(deliver(session))  # the same engine: its pool reconnects by itself
+        assert up[3] == "250 2.1.5 Ok" and up[5] == "250 2.0.0 <bob@acme.example> Saved", up
+        assert len(node.messages("bob@acme.example")) == 1
+    finally:
+        engine.dispose()
