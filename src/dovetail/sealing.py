@@ -15,6 +15,8 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -65,12 +67,31 @@ def is_sealed(value: str | None) -> bool:
 
 
 class Sealer:
-    """Seals and opens credential strings with the installation's key."""
+    """Seals and opens credential strings with the installation's key.
 
-    def __init__(self, key: bytes) -> None:
+    The key may be given as a function that finds it (a cluster's, in its database: ``dovetail.vault``),
+    called at the first seal or open, so a service that never needs it starts without it."""
+
+    def __init__(self, key: bytes | Callable[[], bytes]) -> None:
+        self._find_key = key if callable(key) else None
+        self._aead: AESGCM | None = None
+        self._lock = threading.Lock()
+        if not callable(key):
+            self._aead = self._cipher_of(key)
+
+    @staticmethod
+    def _cipher_of(key: bytes) -> AESGCM:
         if len(key) != 32:
             raise ValueError("a credentials key is 32 bytes")
-        self._aead = AESGCM(key)
+        return AESGCM(key)
+
+    @property
+    def _cipher(self) -> AESGCM:
+        with self._lock:
+            if self._aead is None:
+                assert self._find_key is not None
+                self._aead = self._cipher_of(self._find_key())
+            return self._aead
 
     @classmethod
     def for_data_dir(cls, data_dir: Path) -> Sealer:
@@ -78,7 +99,7 @@ class Sealer:
 
     def seal(self, value: str, purpose: str) -> str:
         nonce = secrets.token_bytes(NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, value.encode("utf-8"), purpose.encode())
+        sealed = self._cipher.encrypt(nonce, value.encode("utf-8"), purpose.encode())
         return PREFIX + base64.b64encode(nonce + sealed).decode()
 
     def open(self, stored: str | None, purpose: str) -> str | None:
@@ -88,7 +109,7 @@ class Sealer:
         assert stored is not None
         try:
             raw = base64.b64decode(stored[len(PREFIX):], validate=True)
-            return self._aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], purpose.encode()).decode("utf-8")
+            return self._cipher.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], purpose.encode()).decode("utf-8")
         except (InvalidTag, ValueError) as exc:
             raise SealError(f"a sealed {purpose} cannot be opened with this data directory's key "
                             f"({KEY_RELPATH})") from exc

@@ -20,7 +20,11 @@ def prepare_data_dir(cfg: Config) -> None:
     """Migrate the database once, in the master, and (as root) hand the mutable tree to the service user."""
     from .db import connect_and_migrate
 
-    connect_and_migrate(cfg).dispose()
+    engine = connect_and_migrate(cfg)
+    try:
+        share_cluster_keys(cfg, engine)
+    finally:
+        engine.dispose()
     if os.geteuid() == 0:
         from .privileges import check_user, chown_tree, ensure_system_user, traversable_by
 
@@ -36,6 +40,30 @@ def prepare_data_dir(cfg: Config) -> None:
         from .master.preload import check_readable
 
         check_readable(cfg["server.user"])
+
+
+def share_cluster_keys(cfg: Config, engine: object) -> None:
+    """On a PostgreSQL cluster, check this node's master key against the cluster's and seal into the
+    database the DKIM keys that are still files here (``dovetail.vault``); a node without the cluster's
+    master key starts, says why in one line, and defers the mail that needs a sealed key."""
+    from sqlalchemy.engine import Engine
+
+    from .datadir import Layout
+    from .outbound.keys import DkimKeys
+    from .vault import Vault, VaultError, shares_keys
+
+    assert isinstance(engine, Engine)
+    if not shares_keys(engine):
+        return
+    log = get_logger("master")
+    try:
+        Vault(engine, cfg.data_dir).check()
+        imported = DkimKeys(engine, Layout(cfg.data_dir).dkim).import_files()
+    except VaultError as exc:
+        log.warning(f"cluster keys: {exc}; DKIM signing and sealed credentials wait for it")
+        return
+    if imported:
+        log.info(f"cluster keys: {imported} DKIM key file(s) sealed into the database for every node")
 
 
 def repair_dkim_keys(cfg: Config, owner: tuple[int, int]) -> None:

@@ -168,7 +168,8 @@ def test_a_node_of_ours_names_the_copies_so_a_repeated_delivery_is_stored_once(n
             await server.start(host="127.0.0.1", port=0)
             try:
                 return await talk(server.port, [
-                    b"LHLO mx.test\r\n", b"MAIL FROM:<alice@ext.example> XDELIVERYID=Q7abc.1765000000.%d\r\n" % attempts,
+                    b"LHLO mx.test\r\n",
+                    b"MAIL FROM:<alice@ext.example> XDELIVERYID=Q7abc.1765000000.%d\r\n" % attempts,
                     b"RCPT TO:<bob@acme.example>" + rcpt_param + b"\r\n", b"DATA\r\n", MESSAGE, b"QUIT\r\n"])
             finally:
                 await server.stop(1)

@@ -208,12 +208,12 @@ def transport_set(
     relay or straight to MX, optionally from a given local address. `dovetail transport resolve` shows
     which rule applies."""
     from dovetail.outbound.transports import TransportError, Transports
-    from dovetail.sealing import Sealer
+    from dovetail.vault import credentials_sealer
 
     if [bool(relay), mx, bool(lmtp)].count(True) != 1:
         fail("give exactly one of --relay HOST:PORT, --mx or --lmtp NEXTHOP")
     try:
-        store = Transports(ctx.obj.engine, sealer=Sealer.for_data_dir(ctx.obj.data_dir))
+        store = Transports(ctx.obj.engine, sealer=credentials_sealer(ctx.obj.data_dir, ctx.obj.engine))
         if lmtp:
             t = store.set_lmtp(scope, match, lmtp, dns_check=not no_dns_check)
         else:

@@ -67,11 +67,11 @@ from ..replies.hooks import local_delivery, outbound_events
 from ..replies.runner import run_replies as replies_main
 from ..reports.intake import local_delivery as reports_delivery
 from ..runtime import Runtime
-from ..sealing import Sealer
 from ..smtp.limits import Limits as SmtpLimits
 from ..smtp.server import SmtpServer
 from ..storage import open_storage
 from ..storage.api import DeliveryId
+from ..vault import credentials_sealer
 from ..web import counters
 from ..web.app import create_app
 from .worker import Runner, WorkerContext, supervise_listeners
@@ -498,7 +498,8 @@ def _outbound_agent(cfg: Config, rt: Runtime, qcfg: QueueConfig, processes: int 
     """The relay/direct-MX agent with DKIM signing; its results feed the replies engine's events.
     ``processes`` queue managers share the per-destination limits (see outbound.shaping)."""
     events = outbound_events(rt.engine, cfg)
-    transports = Transports(rt.engine, cfg["directory.cache_check_interval"], sealer=Sealer.for_data_dir(cfg.data_dir))
+    transports = Transports(rt.engine, cfg["directory.cache_check_interval"],
+                            sealer=credentials_sealer(cfg.data_dir, rt.engine))
     keys = DkimKeys(rt.engine, rt.layout.dkim)
     dane = cfg["outbound.dane"] == "on"
     # With DANE the MX lookups go through the validating resolver too: the MX RRset's AD bit decides.

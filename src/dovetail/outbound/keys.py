@@ -17,6 +17,11 @@ root running the CLI writes it with that owner, and ``dovetail serve`` repairs o
 (``repair_key_files``).
 A domain whose active key cannot be loaded is never signed with what is left: ``signing_keys`` raises
 ``DkimKeyUnavailable`` and the delivery agent defers the mail until the key is readable again.
+
+On a PostgreSQL cluster the private keys are not files: each is sealed under the cluster master key in its
+row (``dkim_keys.private_key``, see ``dovetail.vault``), so every node signs with the keys any node made
+or rotated. A row without one (a key made before the installation moved to PostgreSQL) is read from its
+file until ``dovetail serve`` seals it into the row (``import_files``).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from dovetail.outbound.dkim import SigningKey, dns_txt_value
 from dovetail.outbound.schema import bump_generation, dkim_keys
 from dovetail.outbound.schema import generation as outbound_generation
 from dovetail.privileges import make_private, private_dir, service_owner, unreadable_by, write_private_file
+from dovetail.vault import Vault, VaultError, shares_keys
 
 STATES = ("published", "active", "retiring")
 ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
@@ -89,14 +95,19 @@ class DkimKeys:
     ``owner`` is the service user's ``(uid, gid)`` when root uses the store (``privileges.service_owner``):
     the key files it writes are given to that user, and readability is judged as that user would see it.
     Its method ``list`` shadows the builtin inside the class body, hence ``builtins.list`` in annotations.
+    With a cluster's PostgreSQL ``engine`` the private keys are sealed in the rows by ``vault`` (by default
+    the vault of the data directory that holds ``dkim_dir``).
     """
 
     def __init__(self, engine: Engine, dkim_dir: Path, *, owner: tuple[int, int] | None = None,
                  cache_ttl: float = 30.0, rsa_bits: int = 2048, check_interval: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, vault: Vault | None = None) -> None:
         self.engine = engine
         self.dkim_dir = Path(dkim_dir)
         self.owner = owner
+        if vault is None and shares_keys(engine):
+            vault = Vault(engine, self.dkim_dir.parent)
+        self.vault = vault
         self.cache_ttl = cache_ttl
         self.rsa_bits = rsa_bits
         # A key state change anywhere (CLI, web admin) bumps the outbound generation; the signing cache is
@@ -106,7 +117,7 @@ class DkimKeys:
         self._generation: int | None = None
         self._generation_checked = 0.0
         self._cache: dict[str, tuple[float, list[SigningKey]]] = {}
-        self._parsed: dict[Path, tuple[tuple[int, ...], SigningKey]] = {}
+        self._parsed: dict[Path, tuple[object, SigningKey]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -151,20 +162,38 @@ class DkimKeys:
         return [replace(k, problem=self.problem(k.domain, k.selector)) if k.state != "retiring" else k
                 for k in keys]
 
+    def _sealed(self, domain: str, selector: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(dkim_keys.c.private_key).where(
+                lookups.domain_named(dkim_keys.c.domain_id, domain), dkim_keys.c.selector == selector)).scalar()
+
     def problem(self, domain: str, selector: str) -> str | None:
         """Why the private key of ``selector`` cannot be loaded by the services, or None when it can."""
+        sealed = self._sealed(domain, selector)
         path = self.key_path(domain, selector)
-        if self.owner is not None:
+        if self.owner is not None and sealed is None:
             reason = unreadable_by(path, *self.owner)
             if reason:
                 return reason
         try:
-            self._load(domain, selector)
+            self._load(domain, selector, sealed)
         except DkimKeyUnavailable as exc:
             return exc.reason
         return None
 
-    def _load(self, domain: str, selector: str) -> SigningKey:
+    def _purpose(self, domain: str, selector: str) -> str:
+        return f"dkim:{domain}:{selector}"
+
+    def _load(self, domain: str, selector: str, sealed: str | None = None) -> SigningKey:
+        if sealed is not None:
+            assert self.vault is not None or not sealed
+            try:
+                pem = self.vault.open(sealed, self._purpose(domain, selector)) if self.vault else b""
+                return SigningKey.from_pem(domain, selector, pem)
+            except VaultError as exc:
+                raise DkimKeyUnavailable(domain, str(exc)) from None
+            except ValueError as exc:
+                raise DkimKeyUnavailable(domain, f"sealed key {selector}: not a usable private key ({exc})") from None
         path = self.key_path(domain, selector)
         try:
             return SigningKey.from_pem(domain, selector, path.read_bytes())
@@ -216,7 +245,7 @@ class DkimKeys:
             did = self._domain_id(conn, dom)
             conn.execute(dkim_keys.delete().where(dkim_keys.c.domain_id == did, dkim_keys.c.state == "retiring"))
             bump_generation(conn)
-        for key in gone:
+        for key in gone:  # files of a single node (or of keys made before the cluster)
             self.key_path(dom, key.selector).unlink(missing_ok=True)
         self.invalidate(dom)
         return gone
@@ -236,17 +265,25 @@ class DkimKeys:
         with self.engine.begin() as conn:
             did = self._domain_id(conn, dom)
             sel_rsa, sel_ed = self._selectors(conn, did)
-            private_dir(self.dkim_dir, self.owner)
-            private_dir(self.dkim_dir / dom, self.owner)
+            if self.vault is None:
+                private_dir(self.dkim_dir, self.owner)
+                private_dir(self.dkim_dir / dom, self.owner)
             made = []
             for selector, algorithm, key in ((sel_rsa, "rsa-sha256", rsa_key), (sel_ed, "ed25519-sha256", ed_key)):
                 pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption())
-                write_private_file(self.key_path(dom, selector), pem, self.owner)
+                sealed = None
+                if self.vault is not None:
+                    try:
+                        sealed = self.vault.seal(pem, self._purpose(dom, selector))
+                    except VaultError as exc:
+                        raise DkimKeyError(str(exc)) from None
+                else:
+                    write_private_file(self.key_path(dom, selector), pem, self.owner)
                 txt = dns_txt_value(key)
                 conn.execute(dkim_keys.insert().values(
                     domain_id=did, selector=selector, algorithm=algorithm, public_key=txt.split("p=", 1)[1],
-                    state=state, activated_at=_utcnow() if state == "active" else None))
+                    state=state, activated_at=_utcnow() if state == "active" else None, private_key=sealed))
                 made.append(KeyInfo(dom, selector, algorithm, state, txt))
             bump_generation(conn)
         self.invalidate(dom)
@@ -288,22 +325,31 @@ class DkimKeys:
             hit = self._cache.get(dom)
             if hit is not None and now - hit[0] < self.cache_ttl:
                 return hit[1]
-        query = (sa.select(dkim_keys.c.selector)
+        query = (sa.select(dkim_keys.c.selector, dkim_keys.c.private_key)
                  .where(lookups.domain_named(dkim_keys.c.domain_id, dom), dkim_keys.c.state == "active")
                  .order_by(dkim_keys.c.id))
         with self.engine.connect() as conn:
-            selectors = list(conn.execute(query).scalars())
-        keys = [self._load_unchanged(dom, selector) for selector in selectors]
+            rows = list(conn.execute(query))
+        keys = [self._load_unchanged(dom, r.selector, r.private_key) for r in rows]
         with self._lock:
             self._cache[dom] = (now, keys)
         return keys
 
-    def _load_unchanged(self, domain: str, selector: str) -> SigningKey:
+    def _load_unchanged(self, domain: str, selector: str, sealed: str | None = None) -> SigningKey:
         """``_load``, skipping the parse (milliseconds for RSA, which checks the key) while the file's
-        inode, size, mtime and ctime are those of the last load: a rewrite, chmod or chown loads it again,
-        so a key made unreadable is found out as before. Each cache expiry makes every message in flight
-        ask at once; without this each of them parsed the keys again."""
+        inode, size, mtime and ctime (or the sealed value) are those of the last load: a rewrite, chmod or
+        chown loads it again, so a key made unreadable is found out as before. Each cache expiry makes
+        every message in flight ask at once; without this each of them parsed the keys again."""
         path = self.key_path(domain, selector)
+        if sealed is not None:
+            with self._lock:
+                hit = self._parsed.get(path)
+            if hit is not None and hit[0] == sealed:
+                return hit[1]
+            key = self._load(domain, selector, sealed)
+            with self._lock:
+                self._parsed[path] = (sealed, key)
+            return key
         try:
             st = os.stat(path)
         except OSError:
@@ -317,6 +363,36 @@ class DkimKeys:
         with self._lock:
             self._parsed[path] = (stamp, key)
         return key
+
+
+    def import_files(self) -> int:
+        """Seal into their rows the private keys that are still files (made before the installation
+        moved to PostgreSQL), so every node of the cluster signs with them; returns how many. The files
+        stay, as a backup, until the keys are retired. A no-op without a vault (single node)."""
+        if self.vault is None:
+            return 0
+        domain_name = lookups.domain_name_of(dkim_keys.c.domain_id)
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(sa.select(dkim_keys.c.id, domain_name.label("name"), dkim_keys.c.selector)
+                                     .where(dkim_keys.c.private_key.is_(None))))
+        done = 0
+        for row in rows:
+            path = self.key_path(row.name, row.selector)
+            try:
+                pem = path.read_bytes()
+                SigningKey.from_pem(row.name, row.selector, pem)
+            except (OSError, ValueError):
+                continue  # nothing usable to import: ``dkim list`` names the problem
+            sealed = self.vault.seal(pem, self._purpose(row.name, row.selector))
+            with self.engine.begin() as conn:
+                done += conn.execute(dkim_keys.update().where(dkim_keys.c.id == row.id,
+                                                              dkim_keys.c.private_key.is_(None))
+                                     .values(private_key=sealed)).rowcount
+        if done:
+            with self.engine.begin() as conn:
+                bump_generation(conn)
+            self.invalidate()
+        return done
 
 
 def repair_key_files(dkim_dir: Path, owner: tuple[int, int]) -> list[tuple[Path, list[str]]]:

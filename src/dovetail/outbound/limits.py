@@ -1,5 +1,12 @@
-"""Per-tenant sending limits: a rate per minute (token bucket, in process) and a daily quota of
-recipients (a counter row per tenant and UTC day, shared by every process through the database).
+"""Per-tenant sending limits: a rate per minute and a daily quota of recipients (a counter row per
+tenant and UTC day, shared by every process through the database).
+
+The rate is a token bucket in process on a single node (SQLite). On a PostgreSQL cluster every node
+draws from one budget: a counter row per tenant and UTC minute, taken by one conditional
+``INSERT ... ON CONFLICT DO UPDATE ... WHERE messages < limit RETURNING``, so two nodes cannot both take
+the last message of a minute (no row comes back: refused). A fixed window rather than a bucket: a burst
+may straddle the turn of a minute (at most twice the rate over those two minutes), as Postfix's anvil
+counts per time unit; in exchange one statement decides, with no lock held across nodes.
 
 Both intakes ask the same limiter: submission answers ``451 4.7.1`` (rate) or ``452 4.7.0``
 (quota), the HTTP API 429.
@@ -9,15 +16,17 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from dovetail.directory import lookups
 from dovetail.directory.addresses import normalize_tenant
-from dovetail.outbound.schema import send_counters, send_limits
+from dovetail.outbound.schema import send_counters, send_limits, send_rate
 
 
 @dataclass(frozen=True)
@@ -36,10 +45,16 @@ def _day() -> str:
     return time.strftime("%Y-%m-%d", time.gmtime())
 
 
+PRUNE_EVERY = 256  # shared minute rows older than a few minutes are deleted once per so many messages
+
+
 class SendLimiter:
-    def __init__(self, engine: Engine, cache_ttl: float = 10.0) -> None:
+    def __init__(self, engine: Engine, cache_ttl: float = 10.0, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.cache_ttl = cache_ttl
+        self.clock = clock  # wall clock: nodes agree on the minute
+        self.shared = engine.dialect.name == "postgresql"
+        self._taken = 0
         self._limits: dict[str, tuple[float, int, TenantLimits]] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
@@ -88,9 +103,9 @@ class SendLimiter:
     def check(self, tenant: str, recipients: int = 1) -> LimitExceeded | None:
         """Whether ``recipients`` more may go now; does not consume (see ``consume``)."""
         tenant = normalize_tenant(tenant)
-        _, lim = self.limits(tenant)
+        tid, lim = self.limits(tenant)
         if lim.per_minute:
-            tokens, _ = self._refill(tenant, lim)
+            tokens = self._shared_left(tid, lim) if self.shared else self._refill(tenant, lim)[0]
             if tokens < 1:
                 return LimitExceeded("rate", f"sending rate limit of {lim.per_minute} messages per minute "
                                              "reached, try again later")
@@ -106,6 +121,32 @@ class SendLimiter:
             self._buckets[tenant] = (tokens, now)
             return tokens, now
 
+    def _minute(self) -> int:
+        return int(self.clock() // 60)
+
+    def _shared_left(self, tid: int, lim: TenantLimits) -> float:
+        """What the cluster has left of this minute's budget."""
+        with self.engine.connect() as conn:
+            used = conn.execute(sa.select(send_rate.c.messages).where(
+                send_rate.c.tenant_id == tid, send_rate.c.minute == self._minute())).scalar()
+        return float(lim.per_minute - (used or 0))
+
+    def _take_shared(self, tid: int, lim: TenantLimits) -> bool:
+        """Take one message of this minute's cluster-wide budget, in one statement; False when spent."""
+        minute = self._minute()
+        stmt = pg_insert(send_rate).values(tenant_id=tid, minute=minute, messages=1)
+        stmt = stmt.on_conflict_do_update(index_elements=["tenant_id", "minute"],
+                                          set_={"messages": send_rate.c.messages + 1},
+                                          where=send_rate.c.messages < lim.per_minute)
+        with self._lock:
+            self._taken += 1
+            prune = self._taken % PRUNE_EVERY == 0
+        with self.engine.begin() as conn:
+            taken = conn.execute(stmt.returning(send_rate.c.messages)).first() is not None
+            if prune:
+                conn.execute(send_rate.delete().where(send_rate.c.minute < minute - 2))
+        return taken
+
     def consume(self, tenant: str, recipients: int) -> LimitExceeded | None:
         """Take one message and ``recipients`` from the limits, or say which limit refuses."""
         tenant = normalize_tenant(tenant)
@@ -113,7 +154,11 @@ class SendLimiter:
         if refused:
             return refused
         tid, lim = self.limits(tenant)
-        if lim.per_minute:
+        if lim.per_minute and self.shared:
+            if not self._take_shared(tid, lim):
+                return LimitExceeded("rate", f"sending rate limit of {lim.per_minute} messages per minute "
+                                             "reached, try again later")
+        elif lim.per_minute:
             with self._lock:
                 tokens, last = self._buckets[tenant]
                 self._buckets[tenant] = (tokens - 1, last)

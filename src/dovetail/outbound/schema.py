@@ -3,7 +3,9 @@
 They join the directory's ``MetaData`` so foreign keys to ``tenants``/``domains`` resolve in Core
 queries; the migration ``0004_outbound`` creates them (``transport_state`` came with
 ``0005_transport_state``, ``transports.bind_address`` with ``0008_transport_bind``). Private DKIM
-keys are not stored here but on disk under ``<data>/dkim/<domain>/<selector>.key`` (mode 0600), as OpenDKIM keeps them.
+keys of a single node are not stored here but on disk under ``<data>/dkim/<domain>/<selector>.key`` (mode 0600),
+as OpenDKIM keeps them; a PostgreSQL cluster keeps them sealed in ``dkim_keys.private_key`` (``dovetail.vault``,
+``0016_sealed_keys``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ dkim_keys = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
     sa.Column("activated_at", sa.DateTime, nullable=True),
     sa.Column("retired_at", sa.DateTime, nullable=True),
+    # PostgreSQL clusters: the PKCS#8 PEM sealed under the cluster master key (dovetail.vault); NULL: a file
+    sa.Column("private_key", sa.Text, nullable=True),
     sa.UniqueConstraint("domain_id", "selector", name="uq_dkim_keys_selector"),
 )
 
@@ -88,6 +92,16 @@ send_counters = sa.Table(
     sa.Column("day", sa.String(10), nullable=False),
     sa.Column("messages", sa.BigInteger, nullable=False, server_default="0"),
     sa.PrimaryKeyConstraint("tenant_id", "day", name="pk_send_counters"),
+)
+
+# Messages sent per tenant and UTC minute (epoch seconds // 60), the per-minute limit of a PostgreSQL
+# cluster, counted across its nodes (migration 0017_shared_send_rate); a single node counts in process.
+send_rate = sa.Table(
+    "send_rate", metadata,
+    sa.Column("tenant_id", sa.Integer, nullable=False),
+    sa.Column("minute", sa.BigInteger, nullable=False),
+    sa.Column("messages", sa.Integer, nullable=False),
+    sa.PrimaryKeyConstraint("tenant_id", "minute", name="pk_send_rate"),
 )
 
 # Per-tenant limits; no row means the defaults (unlimited).

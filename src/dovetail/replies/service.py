@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from ..sealing import Sealer
+from ..vault import credentials_sealer
 from . import tokens
 from .outbox import Outbox
 from .pipeline import Pipeline, ReplyRecord, Source
@@ -40,7 +41,8 @@ class RepliesService:
         if allow_private_webhooks is None:
             allow_private_webhooks = bool(cfg.get("replies.webhook_allow_private", False))
         return cls(engine, tokens.load_secret(data_dir), clock=clock, allow_private_webhooks=allow_private_webhooks,
-                   sealer=sealer if sealer is not None else Sealer.for_data_dir(data_dir), authserv_id=cfg.hostname,
+                   sealer=sealer if sealer is not None else credentials_sealer(data_dir, engine),
+                   authserv_id=cfg.hostname,
                    broker=bool(cfg.get("events.nats_url", "")))
 
     def on_event(self, listener: Callable[[str], object]) -> None:

@@ -20,7 +20,7 @@ from ...outbound.keys import DkimKeyError, DkimKeys, KeyInfo
 from ...outbound.limits import SendLimiter
 from ...outbound.routing import describe
 from ...outbound.transports import Transport, TransportError, Transports, rule_key
-from ...sealing import Sealer
+from ...vault import credentials_sealer
 from ..context import WebContext, get_ctx
 from . import outbound_models as om
 from .directory import visible_domain
@@ -40,7 +40,7 @@ def _unprocessable(text: str) -> Problem:
 
 def transports(ctx: WebContext) -> Transports:
     """The transport table, read fresh on every call, with relay secrets sealed by the data directory's key."""
-    return Transports(ctx.engine, check_interval=0, sealer=Sealer.for_data_dir(ctx.cfg.data_dir))
+    return Transports(ctx.engine, check_interval=0, sealer=credentials_sealer(ctx.cfg.data_dir, ctx.engine))
 
 
 def rule_owner(ctx: WebContext, scope_: str, match: str) -> str | None:
