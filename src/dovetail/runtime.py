@@ -39,7 +39,7 @@ class Runtime:
         return Resolver(self.directory, self.layout.mail, depth_limit=cfg["directory.alias_depth_limit"],
                         default_postmaster=cfg["directory.default_postmaster"],
                         check_interval=cfg["directory.cache_check_interval"],
-                        srs=Srs.for_data_dir(cfg.data_dir, max_age_days=srs_max_age_days(cfg)))
+                        srs=Srs.for_data_dir(cfg.data_dir, max_age_days=srs_max_age_days(cfg), engine=self.engine))
 
     @cached_property
     def queue(self):  # noqa: ANN201

@@ -11,8 +11,8 @@ from __future__ import annotations
 import email
 import json
 import os
+import random
 import re
-import shutil
 import signal
 import smtplib
 import socket
@@ -30,15 +30,36 @@ from dovetail.directory import Directory
 from dovetail.directory.nodes import NodeStore
 from dovetail.mailauth import proxytoken
 from dovetail.mailauth.passwords import hash_password
-from dovetail.sealing import KEY_RELPATH
 
-from ..master.harness import DOVETAIL, Master, cli, free_port, relay_everything_to, relay_sink, wait_for
+from ..master.harness import (
+    DOVETAIL,
+    Master,
+    cli,
+    relay_everything_to,
+    relay_sink,
+    share_master_key,
+    wait_for,
+)
 from ..replies.receiver import Receiver
 
 HOSTS = {"a": "127.0.0.2", "b": "127.0.0.3", "c": "127.0.0.4"}
 SECRET = "cluster-secret-for-the-three-nodes"
 
 pytestmark = pytest.mark.timeout(900)
+
+
+def host_port(host: str) -> int:
+    """A free port on ``host`` below Linux's ephemeral range (32768-60999): the nodes are told their ports
+    long before they bind them, and an ephemeral port may meanwhile be taken by any outgoing connection."""
+    rng = random.SystemRandom()
+    while True:
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
 
 
 class Node(Master):
@@ -49,7 +70,7 @@ class Node(Master):
 
     def place(self, name: str, host: str) -> Node:
         self.name, self.host = name, host
-        self.submission_port, self.lmtp_port = free_port(), free_port()
+        self.smtp_port, self.imap_port, self.submission_port, self.lmtp_port = (host_port(host) for _ in range(4))
         return self
 
     def start(self, *extra: str, env: dict[str, str] | None = None) -> None:
@@ -152,13 +173,9 @@ def cluster(pg_cluster: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
         for key, value in (("node.name", node.name), ("cluster.secret", SECRET), ("queue.maximal_backoff", "2s"),
                            ("replies.webhook_allow_private", "true")):
             config.set_value(node.data_dir, key, value)
-    # Sealed secrets (webhook signing keys) open with the installation's credentials key. Until the cluster
-    # hands that key out from the database, the nodes are given a's copy, as an operator does today.
-    key = a.data_dir / KEY_RELPATH
-    for node in (b, c):
-        shutil.copy2(key, node.data_dir / KEY_RELPATH)
-        st = key.stat()
-        os.chown(node.data_dir / KEY_RELPATH, st.st_uid, st.st_gid)
+    # The one secret an operator hands every node: the master key the cluster's sealed keys (DKIM, the
+    # credentials key that opens webhook signing secrets, reply-token and SRS keys) are kept under.
+    share_master_key(*nodes.values())
     engine = make_engine(url)
     store = NodeStore(engine)
     store.add("a", "mx,replies,submission", imap=f"{a.host}:{a.imap_port}")

@@ -210,6 +210,23 @@ def relay_sink() -> Iterator[tuple[RelaySink, int]]:
         controller.stop()
 
 
+def share_master_key(*masters: Master) -> None:
+    """Give every node of a test cluster the same master key (``secrets/master.key``), the one secret an
+    operator hands each node of a PostgreSQL cluster (``dovetail.vault``)."""
+    import secrets as _secrets
+
+    from dovetail.sealing import KEY_RELPATH
+    from dovetail.vault import MASTER_RELPATH
+
+    key = _secrets.token_hex(32)
+    for master in masters:
+        owner = (master.data_dir / KEY_RELPATH).stat()
+        path = master.data_dir / MASTER_RELPATH
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+        os.chown(path, owner.st_uid, owner.st_gid)
+
+
 def relay_everything_to(master: Master, port: int) -> None:
     """A default transport rule: all outbound mail goes to the relay sink on ``port``, in plaintext."""
     out = cli(master.data_dir, "transport", "set", "default", "*", "--relay", f"127.0.0.1:{port}", "--tls", "none")

@@ -25,7 +25,7 @@ from dovetail.directory.nodes import NodeStore
 from dovetail.mailauth.passwords import hash_password
 from dovetail.move.mover import Mover
 
-from ..master.harness import DOVETAIL, Master, cli, free_port, wait_for
+from ..master.harness import DOVETAIL, Master, cli, free_port, share_master_key, wait_for
 
 SECRET = "cluster-secret-for-tests"
 TENANTS = {"acme": "bob", "globex": "ann", "umbrella": "kim"}
@@ -96,6 +96,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, pg_cluster: object) -> Ite
     (root / "b").mkdir()
     a = Master.create(root / "a", database_url=url, populate=False)
     b = Master.create(root / "b", database_url=url, populate=False)
+    share_master_key(a, b)
     ports = {name: free_port() for name in ("a-lmtp", "a-transfer", "b-lmtp", "b-transfer", "nowhere")}
     engine = make_engine(url)  # the cluster's directory, filled in-process (a CLI process per step is slow)
     try:

@@ -132,3 +132,24 @@ def test_rotation_refusals_stay_the_same_on_a_cluster(nodes) -> None:  # noqa: A
     a_keys.rotate("acme.example")
     with pytest.raises(DkimKeyError, match="already has published keys"):
         a_keys.rotate("acme.example")
+
+
+def test_reply_tokens_and_srs_addresses_made_on_one_node_verify_on_another(nodes) -> None:  # noqa: ANN001
+    from dovetail.directory.srs import Srs, SrsError
+    from dovetail.replies import tokens
+
+    a, b, a_engine, b_engine = nodes
+    a_secret = tokens.load_secret(a, a_engine)
+    token = tokens.new_token(a_secret, 7)
+    forwarded = Srs.for_data_dir(a, engine=a_engine).forward("alice@gmail.example", "alias.example").split("@")[0]
+    # B is not given the master key yet: the SRS secret is asked for only when used, and then refused
+    b_srs = Srs.for_data_dir(b, engine=b_engine)
+    with pytest.raises(Exception, match="master key"):
+        b_srs.reverse(forwarded)
+    (b / "secrets").mkdir(exist_ok=True)
+    shutil.copy(a / MASTER_RELPATH, b / MASTER_RELPATH)
+    assert tokens.verify_token(tokens.load_secret(b, b_engine), 7, token)
+    assert not (b / "secrets" / "reply_token.key").exists()  # the cluster's, not a file of b's own
+    assert Srs.for_data_dir(b, engine=b_engine).reverse(forwarded) == "alice@gmail.example"
+    with pytest.raises(SrsError):
+        Srs(b"another installation").reverse(forwarded)

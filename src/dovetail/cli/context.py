@@ -67,7 +67,7 @@ class Context:
         cfg = self.config
         return Resolver(self.directory, self.layout.mail, depth_limit=cfg["directory.alias_depth_limit"],
                         default_postmaster=cfg["directory.default_postmaster"], check_interval=0,
-                        srs=Srs.for_data_dir(self.data_dir, max_age_days=srs_max_age_days(cfg)))
+                        srs=Srs.for_data_dir(self.data_dir, max_age_days=srs_max_age_days(cfg), engine=self.engine))
 
 
 def emit_json(data: Any) -> None:

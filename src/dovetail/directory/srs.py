@@ -11,7 +11,10 @@ day, so an address stops working after ``max_age_days``. Already-rewritten sende
 The format, hash (HMAC-SHA1, base64, 4 characters, compared without case) and base32 day stamp are
 those of pysrs and of libsrs2 (Postfix's postsrsd), so addresses made by either are understood; pysrs
 itself is not used because its last release (2018) calls ``base64.encodestring``, gone since Python 3.9.
-The secret is ``<data>/secrets/srs.key``, kept as the project keeps its other secrets (``sealing``).
+The secret is ``<data>/secrets/srs.key``, kept as the project keeps its other secrets (``sealing``); on
+a PostgreSQL cluster it is the cluster's (``vault``), so a bounce to an address one node rewrote is
+reversed by whichever node receives it. It is read at first use: a node not yet given the cluster's
+master key starts, and says why when it needs the secret.
 
 It lives in the directory, next to the resolver that reverses it (the layer below the MX and outbound).
 """
@@ -23,10 +26,15 @@ import hashlib
 import hmac
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..datadir import Layout
-from ..sealing import load_key
+from ..vault import installation_key
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 DAY = 86400
@@ -48,17 +56,36 @@ def is_srs(local: str) -> bool:
 class Srs:
     """Forward and reverse SRS addresses under one secret (older secrets still reverse)."""
 
-    def __init__(self, secret: bytes, *, max_age_days: int = 21, old_secrets: tuple[bytes, ...] = ()) -> None:
+    def __init__(self, secret: bytes | Callable[[], bytes], *, max_age_days: int = 21,
+                 old_secrets: tuple[bytes, ...] = ()) -> None:
         if not secret:
             raise ValueError("an SRS secret must not be empty")
-        self.secret = secret
-        self.secrets = (secret, *old_secrets)
+        self._source = secret
+        self._secret = secret if isinstance(secret, bytes) else b""
+        self._old = old_secrets
         self.max_age_days = max_age_days
 
+    @property
+    def secret(self) -> bytes:
+        if not self._secret:
+            assert callable(self._source)
+            value = self._source()
+            if not value:
+                raise ValueError("an SRS secret must not be empty")
+            self._secret = value
+        return self._secret
+
+    @property
+    def secrets(self) -> tuple[bytes, ...]:
+        return (self.secret, *self._old)
+
     @classmethod
-    def for_data_dir(cls, data_dir: Path, *, max_age_days: int = 21) -> Srs:
-        """The installation's SRS secret (made on first use, 0600, owned as the data directory)."""
-        return cls(load_key(Layout(Path(data_dir)).srs_key), max_age_days=max_age_days)
+    def for_data_dir(cls, data_dir: Path, *, max_age_days: int = 21, engine: Engine | None = None) -> Srs:
+        """The installation's SRS secret (made on first use, 0600, owned as the data directory), or the
+        cluster's with a PostgreSQL ``engine``."""
+        layout = Layout(Path(data_dir))
+        relpath = layout.srs_key.relative_to(layout.root)
+        return cls(lambda: installation_key(layout.root, relpath, engine), max_age_days=max_age_days)
 
     # --- the pieces ----------------------------------------------------------------------------
 

@@ -505,7 +505,8 @@ def _outbound_agent(cfg: Config, rt: Runtime, qcfg: QueueConfig, processes: int 
     # With DANE the MX lookups go through the validating resolver too: the MX RRset's AD bit decides.
     mx = MxResolver(validating_resolver(cfg["outbound.dane_resolver"] or cfg["dns.nameservers"],
                                         cfg["dns.timeout"]) if dane else None)
-    forwarder = Forwarder(srs=Srs.for_data_dir(cfg.data_dir) if cfg["forwarding.srs"] else None, keys=keys,
+    srs = Srs.for_data_dir(cfg.data_dir, engine=rt.engine) if cfg["forwarding.srs"] else None
+    forwarder = Forwarder(srs=srs, keys=keys,
                           authserv_id=cfg.hostname, txt=dnspython_txt(mx.resolver), arc_seal=cfg["forwarding.arc_seal"])
     return OutboundAgent(transports, keys,
                          AgentConfig(hostname=cfg.hostname, shaping=ShapingConfig.from_config(cfg, processes),

@@ -105,7 +105,7 @@ class Registry:
 
     @classmethod
     def for_data_dir(cls, engine: Engine, data_dir: Path) -> Registry:
-        return cls(engine, tokens.load_secret(data_dir))
+        return cls(engine, tokens.load_secret(data_dir, engine))
 
     # --- campaigns ------------------------------------------------------------------------------
 

@@ -40,7 +40,8 @@ class RepliesService:
         cfg = load(data_dir)
         if allow_private_webhooks is None:
             allow_private_webhooks = bool(cfg.get("replies.webhook_allow_private", False))
-        return cls(engine, tokens.load_secret(data_dir), clock=clock, allow_private_webhooks=allow_private_webhooks,
+        return cls(engine, tokens.load_secret(data_dir, engine), clock=clock,
+                   allow_private_webhooks=allow_private_webhooks,
                    sealer=sealer if sealer is not None else credentials_sealer(data_dir, engine),
                    authserv_id=cfg.hostname,
                    broker=bool(cfg.get("events.nats_url", "")))

@@ -32,8 +32,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.engine import Engine
+
 from dovetail.datadir import Layout
-from dovetail.sealing import load_key
+from dovetail.vault import installation_key
 
 NONCE_BYTES = 10
 MAC_BYTES = 10
@@ -41,9 +43,11 @@ TOKEN_LENGTH = 32  # base32 of 20 bytes
 _TOKEN_RE = re.compile(r"[a-z2-7]{32}")
 
 
-def load_secret(data_dir: Path) -> bytes:
-    """The installation's token key, created with 0600 the first time it is needed."""
-    return load_key(Layout(Path(data_dir)).reply_token_key)
+def load_secret(data_dir: Path, engine: Engine | None = None) -> bytes:
+    """The installation's token key, created with 0600 the first time it is needed; on a PostgreSQL
+    cluster (``engine``) the cluster's, so a reply reaching any node verifies."""
+    layout = Layout(Path(data_dir))
+    return installation_key(layout.root, layout.reply_token_key.relative_to(layout.root), engine)
 
 
 def _mac(secret: bytes, tenant_id: int, nonce: bytes) -> bytes:

@@ -33,7 +33,7 @@ _HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex, nofollow"}
 def service_for(ctx: WebContext) -> OneClick:
     """The one-click service of this data directory (``web.unsubscribe_link_lifetime`` in whole days)."""
     lifetime = int(float(ctx.cfg.get("web.unsubscribe_link_lifetime", 365 * 86400)) // 86400)
-    return OneClick(ctx.engine, tokens.load_secret(ctx.cfg.data_dir), lifetime_days=lifetime)
+    return OneClick(ctx.engine, tokens.load_secret(ctx.cfg.data_dir, ctx.engine), lifetime_days=lifetime)
 
 
 def _wants_html(request: Request) -> bool:
