@@ -123,6 +123,7 @@ def migrate(engine: Engine) -> None:
     """
     if _at_heads(engine):
         return
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # before Alembic loads: its plugin setup logs at INFO
     from alembic import command
 
     command.upgrade(alembic_config(engine), "heads")
