@@ -161,3 +161,23 @@ def test_dispatchers_on_several_nodes_claim_side_by_side(service: RepliesService
         assert len(claimed) == 5 and not held & {d["id"] for d in claimed}
     finally:
         receiver.stop()
+
+
+def test_the_dispatcher_keeps_its_connections_to_a_receiver_open(service: RepliesService) -> None:
+    """Forty webhooks to one keep-alive receiver go over at most the endpoint's share of connections,
+    not one connection each."""
+    receiver = Receiver().start()
+    try:
+        receiver.secret = service.outbox.add_endpoint("acme", receiver.url)["secret"]
+        _register(service)
+        eids = [service.process_message(reply(in_reply_to="<a@acme.example>", message_id=f"<ka{n}@c>"),
+                                        Source("acme", "test")).events[0] for n in range(40)]
+
+        async def main() -> int:
+            return await Dispatcher(service.outbox, concurrency=4, window=16).run_once()
+
+        assert asyncio.run(main()) == 40
+        assert {p["id"] for p in receiver.received} == set(eids)
+        assert 1 <= receiver.connections <= 4
+    finally:
+        receiver.stop()
