@@ -1,7 +1,14 @@
-"""A real HTTP webhook receiver for tests: ``http.server`` in a thread, verifying every request."""
+"""A real HTTP webhook receiver for tests: ``http.server`` in a thread, verifying every request.
+
+It speaks HTTP/1.1 with keep-alive, as production receivers do, so a sender that keeps its connections
+open pays one TCP set-up per connection rather than per webhook; ``connections`` counts the accepted ones.
+``stop`` closes the kept-alive connections too, so a stopped receiver answers nothing more.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +27,8 @@ class Receiver:
         self.rejected: list[str] = []
         self.headers: list[dict[str, str]] = []
         self.started = 0  # requests whose body has been read, answered or not
+        self.connections = 0  # TCP connections accepted
+        self._open: set[Any] = set()  # their sockets, closed by stop()
         self.hold = threading.Event()  # cleared: requests wait (in flight at the sender) until it is set
         self.hold.set()
         self.cond = threading.Condition()
@@ -33,6 +42,19 @@ class Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: every response carries a content-length
+
+            def setup(self) -> None:
+                super().setup()
+                with outer.cond:
+                    outer.connections += 1
+                    outer._open.add(self.connection)
+
+            def finish(self) -> None:
+                with outer.cond:
+                    outer._open.discard(self.connection)
+                super().finish()
+
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 headers = {k: v for k, v in self.headers.items()}
@@ -74,6 +96,11 @@ class Receiver:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            with self.cond:
+                kept_alive, self._open = list(self._open), set()
+            for sock in kept_alive:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
             self._server = None
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:

@@ -161,3 +161,51 @@ def test_dispatchers_on_several_nodes_claim_side_by_side(service: RepliesService
         assert len(claimed) == 5 and not held & {d["id"] for d in claimed}
     finally:
         receiver.stop()
+
+
+def test_the_dispatcher_keeps_its_connections_to_a_receiver_open(service: RepliesService) -> None:
+    """Forty webhooks to one keep-alive receiver go over at most the endpoint's share of connections,
+    not one connection each."""
+    receiver = Receiver().start()
+    try:
+        receiver.secret = service.outbox.add_endpoint("acme", receiver.url)["secret"]
+        _register(service)
+        eids = [service.process_message(reply(in_reply_to="<a@acme.example>", message_id=f"<ka{n}@c>"),
+                                        Source("acme", "test")).events[0] for n in range(40)]
+
+        async def main() -> int:
+            return await Dispatcher(service.outbox, concurrency=4, window=16).run_once()
+
+        assert asyncio.run(main()) == 40
+        assert {p["id"] for p in receiver.received} == set(eids)
+        assert 1 <= receiver.connections <= 4
+    finally:
+        receiver.stop()
+
+
+def test_a_wave_of_outcomes_and_the_next_claim_share_one_transaction(service: RepliesService) -> None:
+    """One post at a time: each finished post is recorded in the transaction that claims the next, so
+    ten webhooks take about ten transactions, not twenty."""
+    import sqlalchemy as sa
+
+    receiver = Receiver().start()
+    try:
+        receiver.secret = service.outbox.add_endpoint("acme", receiver.url)["secret"]
+        _register(service)
+        eids = [service.process_message(reply(in_reply_to="<a@acme.example>", message_id=f"<w{n}@c>"),
+                                        Source("acme", "test")).events[0] for n in range(10)]
+        began: list[int] = []
+        listener = lambda _conn: began.append(1)  # noqa: E731
+        sa.event.listen(service.engine, "begin", listener)
+        try:
+            async def main() -> int:
+                return await Dispatcher(service.outbox, concurrency=1, window=1).run_once()
+
+            assert asyncio.run(main()) == 10
+        finally:
+            sa.event.remove(service.engine, "begin", listener)
+        assert {p["id"] for p in receiver.received} == set(eids)
+        assert len(began) <= 12
+        assert {d["status"] for d in service.outbox.deliveries("acme")} == {"delivered"}
+    finally:
+        receiver.stop()

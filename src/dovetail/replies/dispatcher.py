@@ -82,8 +82,9 @@ class Dispatcher:
         """Post every delivery due now; returns how many were attempted.
 
         Posts flow rather than go in lock-step batches: as soon as some finish, their outcomes are
-        recorded (one transaction for all that finished together) and more due deliveries are claimed,
-        up to ``window`` in flight. Each endpoint has at most ``per_endpoint`` posts in flight, and an
+        recorded and more due deliveries are claimed, up to ``window`` in flight, in one transaction for
+        all that finished together (one write lock per wave: the lock is shared with every process that
+        stores replies). Each endpoint has at most ``per_endpoint`` posts in flight, and an
         endpoint at that limit gets no new claims, so one slow receiver cannot fill the window and hold
         up the others."""
         if self._client is None:
@@ -91,19 +92,25 @@ class Dispatcher:
                 return await self.run_once()
         total = 0
         inflight: dict[asyncio.Task[tuple[dict[str, Any], int | None, str | None]], dict[str, Any]] = {}
-        claiming: asyncio.Future[list[dict[str, Any]]] | None = None
+        claiming: asyncio.Future[tuple[list[str], list[dict[str, Any]]]] | None = None
         more = True  # the last claim may have left due deliveries behind
+        outcomes: list[tuple[dict[str, Any], int | None, str | None]] = []
         recording: list[dict[str, Any]] = []
         try:
             while True:
                 room = self.window - len(inflight)
-                if more and room > 0:
+                limit = min(room, CLAIM_BATCH) if more and room > 0 else 0
+                if limit or outcomes:
+                    # The finished posts' outcomes and the next claim: one transaction, one write lock.
                     busy = self._busy_endpoints(inflight.values())
                     claiming = asyncio.ensure_future(asyncio.to_thread(
-                        self.outbox.claim_due, self.clock(), min(room, CLAIM_BATCH), self.lease, busy))
-                    batch = await asyncio.shield(claiming)
+                        self.outbox.record_and_claim, outcomes, now=self.clock(), schedule=self.schedule,
+                        limit=limit, lease=self.lease, skip_endpoints=busy))
+                    statuses, batch = await asyncio.shield(claiming)
                     claiming = None
-                    more = len(batch) == min(room, CLAIM_BATCH)
+                    self._log_outcomes(outcomes, statuses)
+                    outcomes, recording = [], []
+                    more = limit > 0 and len(batch) == limit
                     total += len(batch)
                     for delivery in batch:
                         inflight[asyncio.ensure_future(self._post(delivery))] = delivery
@@ -112,8 +119,6 @@ class Dispatcher:
                 done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
                 outcomes = [task.result() for task in done]
                 recording = [inflight.pop(task) for task in done]
-                await self._record(outcomes)
-                recording = []
                 more = True  # slots and endpoints freed: look again
         except asyncio.CancelledError:
             for task in inflight:
@@ -127,19 +132,24 @@ class Dispatcher:
             counts[delivery["endpoint_id"]] = counts.get(delivery["endpoint_id"], 0) + 1
         return [endpoint for endpoint, n in counts.items() if n >= self.per_endpoint]
 
-    async def _record(self, outcomes: list[tuple[dict[str, Any], int | None, str | None]]) -> None:
-        statuses = await asyncio.to_thread(self.outbox.record_many, outcomes, now=self.clock(), schedule=self.schedule)
+    def _log_outcomes(self, outcomes: list[tuple[dict[str, Any], int | None, str | None]],
+                      statuses: list[str]) -> None:
         for (delivery, status, error), outcome in zip(outcomes, statuses, strict=True):
             log.info("webhook", event_id=delivery["event_id"], url=_without_credentials(delivery["url"]),
                      status=status or error, outcome=outcome, attempt=delivery["attempts"] + 1)
 
-    async def _give_back(self, claiming: asyncio.Future[list[dict[str, Any]]] | None,
+    async def _give_back(self, claiming: asyncio.Future[tuple[list[str], list[dict[str, Any]]]] | None,
                          unrecorded: list[dict[str, Any]]) -> None:
         """Stopped mid-flow: release what was claimed and not recorded, so a restarted dispatcher posts
-        it now rather than when the lease runs out. (A killed process cannot: its leases expire.)"""
+        it now rather than when the lease runs out. (A killed process cannot: its leases expire.)
+        Outcomes whose transaction committed have no lease left, so releasing them changes nothing."""
         try:
             if claiming is not None:
-                unrecorded = unrecorded + await claiming  # a claim already running in its thread completes
+                _statuses, claimed = await claiming  # a transaction already running in its thread completes
+                unrecorded = unrecorded + claimed
+        except Exception as exc:  # noqa: BLE001 - nothing was claimed; release the rest
+            log.warning("webhook outcomes not recorded", error=str(exc))
+        try:
             if unrecorded:
                 await asyncio.to_thread(self.outbox.release, unrecorded)
         except Exception as exc:  # noqa: BLE001 - the leases still expire on their own

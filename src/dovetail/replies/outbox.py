@@ -163,6 +163,12 @@ class Outbox:
         return retry(lambda: self._claim_due(now, limit, lease, skip_endpoints or []))
 
     def _claim_due(self, now: float, limit: int, lease: float, skip: list[int]) -> list[dict[str, Any]]:
+        with self.engine.begin() as conn:
+            claimed = self._claim_in(conn, now, limit, lease, skip)
+        return self._open_secrets(claimed)
+
+    def _claim_in(self, conn: Connection, now: float, limit: int, lease: float,
+                  skip: list[int]) -> list[dict[str, Any]]:
         enabled = sa.select(webhook_endpoints.c.id).where(webhook_endpoints.c.enabled.is_(True))
         if skip:
             enabled = enabled.where(webhook_endpoints.c.id.not_in(skip))
@@ -176,30 +182,31 @@ class Outbox:
             .with_for_update(of=webhook_deliveries, skip_locked=True))
         # A lease value of our own marks the rows this claim won (another dispatcher's differs).
         mark = now + lease + random.random() / 1000
-        with self.engine.begin() as conn:
-            ids = conn.execute(due).scalars().all()
-            if not ids:
-                return []
-            conn.execute(webhook_deliveries.update().where(
-                webhook_deliveries.c.id.in_(ids), webhook_deliveries.c.status == PENDING, free)
-                .values(locked_until=mark))
-            rows = conn.execute(
-                sa.select(webhook_deliveries.c.id, webhook_deliveries.c.attempts, webhook_deliveries.c.event_id,
-                          webhook_deliveries.c.endpoint_id, webhook_deliveries.c.created_at,
-                          webhook_endpoints.c.url, webhook_endpoints.c.secret, webhook_endpoints.c.enabled,
-                          events.c.payload)
-                .join(webhook_endpoints, webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id)
-                .join(events, events.c.id == webhook_deliveries.c.event_id)
-                .where(webhook_deliveries.c.id.in_(ids), webhook_deliveries.c.locked_until == mark)
-                .order_by(webhook_deliveries.c.id)).all()
-        out = [dict(r._mapping) | {"lease": mark} for r in rows]
+        ids = conn.execute(due).scalars().all()
+        if not ids:
+            return []
+        conn.execute(webhook_deliveries.update().where(
+            webhook_deliveries.c.id.in_(ids), webhook_deliveries.c.status == PENDING, free)
+            .values(locked_until=mark))
+        rows = conn.execute(
+            sa.select(webhook_deliveries.c.id, webhook_deliveries.c.attempts, webhook_deliveries.c.event_id,
+                      webhook_deliveries.c.endpoint_id, webhook_deliveries.c.created_at,
+                      webhook_endpoints.c.url, webhook_endpoints.c.secret, webhook_endpoints.c.enabled,
+                      events.c.payload)
+            .join(webhook_endpoints, webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id)
+            .join(events, events.c.id == webhook_deliveries.c.event_id)
+            .where(webhook_deliveries.c.id.in_(ids), webhook_deliveries.c.locked_until == mark)
+            .order_by(webhook_deliveries.c.id)).all()
+        return [dict(r._mapping) | {"lease": mark} for r in rows]
+
+    def _open_secrets(self, claimed: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if self.sealer is not None:
-            for delivery in out:
+            for delivery in claimed:
                 try:
                     delivery["secret"] = self.sealer.open(delivery["secret"], SECRET_PURPOSE)
                 except SealError:
                     delivery["secret"] = None  # the dispatcher records why instead of posting unsigned
-        return out
+        return claimed
 
     def release(self, deliveries: list[dict[str, Any]]) -> int:
         """Give up the leases of claimed deliveries whose outcome will not be recorded (the dispatcher is
@@ -231,30 +238,48 @@ class Outbox:
         """Store the outcomes of a batch of attempts in one transaction (one commit, not one per post)."""
         return retry(lambda: self._record_many(outcomes, now, schedule))
 
+    def record_and_claim(self, outcomes: list[tuple[dict[str, Any], int | None, str | None]], *, now: float,
+                         schedule: RetrySchedule, limit: int, lease: float = 60.0,
+                         skip_endpoints: list[int] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+        """``record_many`` and then ``claim_due`` (when ``limit`` > 0) in one transaction: the dispatcher
+        takes the database's write lock once per wave of finished posts instead of twice. With SQLite's
+        one writer, shared with the processes storing replies, each acquisition can wait behind their
+        commits, so halving them is what keeps the dispatcher in step under load."""
+        def run() -> tuple[list[str], list[dict[str, Any]]]:
+            with self.engine.begin() as conn:
+                statuses = self._record_in(conn, outcomes, now, schedule)
+                claimed = self._claim_in(conn, now, limit, lease, skip_endpoints or []) if limit > 0 else []
+            return statuses, self._open_secrets(claimed)
+        return retry(run)
+
     def _record_many(self, outcomes: list[tuple[dict[str, Any], int | None, str | None]], now: float,
                      schedule: RetrySchedule) -> list[str]:
-        statuses = []
         with self.engine.begin() as conn:
-            for delivery, status_code, error in outcomes:
-                attempts = delivery["attempts"] + 1
-                values: dict[str, Any] = {"attempts": attempts, "last_attempt_at": now, "last_status": status_code,
-                                          "last_error": (error or "")[:2000] or None, "locked_until": None}
-                if status_code is not None and 200 <= status_code < 300:
-                    values["status"] = DELIVERED
-                elif status_code == 410:
-                    values["status"] = GONE
+            return self._record_in(conn, outcomes, now, schedule)
+
+    def _record_in(self, conn: Connection, outcomes: list[tuple[dict[str, Any], int | None, str | None]],
+                   now: float, schedule: RetrySchedule) -> list[str]:
+        statuses = []
+        for delivery, status_code, error in outcomes:
+            attempts = delivery["attempts"] + 1
+            values: dict[str, Any] = {"attempts": attempts, "last_attempt_at": now, "last_status": status_code,
+                                      "last_error": (error or "")[:2000] or None, "locked_until": None}
+            if status_code is not None and 200 <= status_code < 300:
+                values["status"] = DELIVERED
+            elif status_code == 410:
+                values["status"] = GONE
+            else:
+                delay = schedule.after(attempts)
+                if delay is None:
+                    values["status"] = DEAD
                 else:
-                    delay = schedule.after(attempts)
-                    if delay is None:
-                        values["status"] = DEAD
-                    else:
-                        values["next_attempt_at"] = now + delay
-                conn.execute(webhook_deliveries.update().where(webhook_deliveries.c.id == delivery["id"])
-                             .values(**values))
-                if values.get("status") == GONE:
-                    conn.execute(webhook_endpoints.update().where(webhook_endpoints.c.id == delivery["endpoint_id"])
-                                 .values(enabled=False))
-                statuses.append(values.get("status", PENDING))
+                    values["next_attempt_at"] = now + delay
+            conn.execute(webhook_deliveries.update().where(webhook_deliveries.c.id == delivery["id"])
+                         .values(**values))
+            if values.get("status") == GONE:
+                conn.execute(webhook_endpoints.update().where(webhook_endpoints.c.id == delivery["endpoint_id"])
+                             .values(enabled=False))
+            statuses.append(values.get("status", PENDING))
         return statuses
 
     # --- operator views -----------------------------------------------------------------------------
