@@ -97,7 +97,7 @@ def run_imaptest(imaptest: Path, port: int, user: str, mix: list[str], msgs: int
     out = subprocess.run(
         [str(imaptest), "host=127.0.0.1", f"port={port}", f"user={user}", f"pass={PASSWORD}",
          f"clients={clients}", f"msgs={msgs}", f"secs={int(secs)}", f"mbox={mbox}", "seed=1", *mix],
-        capture_output=True, text=True, timeout=secs + 300)
+        capture_output=True, text=True, errors="replace", timeout=secs + 300)
     seconds = time.perf_counter() - start
     cell.cpu += cpu_seconds(before, cpu_snapshot(root_pid))
     commands, errors = parse_totals(out.stdout + out.stderr)
