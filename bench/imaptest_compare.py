@@ -97,7 +97,7 @@ def run_imaptest(imaptest: Path, port: int, user: str, mix: list[str], msgs: int
     out = subprocess.run(
         [str(imaptest), "host=127.0.0.1", f"port={port}", f"user={user}", f"pass={PASSWORD}",
          f"clients={clients}", f"msgs={msgs}", f"secs={int(secs)}", f"mbox={mbox}", "seed=1", *mix],
-        capture_output=True, text=True, timeout=secs + 300)
+        capture_output=True, text=True, errors="replace", timeout=secs + 300)
     seconds = time.perf_counter() - start
     cell.cpu += cpu_seconds(before, cpu_snapshot(root_pid))
     commands, errors = parse_totals(out.stdout + out.stderr)
@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds per cell")
     ap.add_argument("--imaptest", type=Path, help="imaptest binary (default: build tools/imaptest)")
     ap.add_argument("--dovetail", help="dovetail executable (default: next to this Python)")
+    ap.add_argument("--baseline", help="another dovetail executable (an earlier build) run interleaved as well, "
+                                       "for before/after figures from one window")
     ap.add_argument("--mail-user", default="dovetail", help="non-root uid Dovecot serves mail as")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
@@ -123,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     imaptest = args.imaptest or build_imaptest()
     exe = dovetail_executable(args.dovetail)
+    servers = ["Dovecot", "Dovetail"] + (["Baseline"] if args.baseline else [])
     cells: dict[tuple[str, int, str], Cell] = {}
     for msgs in args.messages:
         base = Path(tempfile.mkdtemp(prefix="dovetail-imaptest-"))
@@ -132,13 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         mbox = write_mbox(base / "corpus", base / "append.mbox")
         for mix in args.mixes:
             for rnd in range(args.rounds):
-                for name in ("Dovecot", "Dovetail"):
+                for name in servers:
                     run_base = base / f"{mix}-{rnd}-{name.lower()}"
                     run_base.mkdir()
                     run_base.chmod(0o755)
                     with ExitStack() as stack:
-                        if name == "Dovetail":
-                            target = stack.enter_context(dovetail_server(exe, run_base, base / "corpus", 1, None))
+                        if name != "Dovecot":
+                            target = stack.enter_context(dovetail_server(
+                                exe if name == "Dovetail" else args.baseline, run_base, base / "corpus", 1, None))
                         else:
                             target = stack.enter_context(
                                 dovecot_server(run_base, base / "corpus", 1, args.mail_user, args.clients + 50))
@@ -146,16 +150,28 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  {mix} mix, {msgs} messages, {name}, round {rnd + 1}", file=sys.stderr, flush=True)
                         run_imaptest(imaptest, target.port, target.users[0], MIXES[mix], msgs, args.clients,
                                      args.secs, target.root_pid, cell, mbox)
-    print("| mix | messages | Dovecot cmd/s | Dovetail cmd/s | ratio | Dovecot CPU ms/cmd | Dovetail CPU ms/cmd "
-          "| errors (Dovecot/Dovetail) |")
-    print("|---|---|---|---|---|---|---|---|")
+    if args.baseline:
+        print("| mix | messages | Dovecot cmd/s | Baseline cmd/s | Dovetail cmd/s | baseline ratio | ratio "
+              "| Dovecot CPU ms/cmd | Baseline CPU ms/cmd | Dovetail CPU ms/cmd | errors (Dovecot/Baseline/Dovetail) |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+    else:
+        print("| mix | messages | Dovecot cmd/s | Dovetail cmd/s | ratio | Dovecot CPU ms/cmd | Dovetail CPU ms/cmd "
+              "| errors (Dovecot/Dovetail) |")
+        print("|---|---|---|---|---|---|---|---|")
     failed = False
     for mix in args.mixes:
         for msgs in args.messages:
             dc, dt = cells[(mix, msgs, "Dovecot")], cells[(mix, msgs, "Dovetail")]
             ratio = dt.rate / dc.rate if dc.rate else 0.0
-            print(f"| {mix} | {msgs} | {dc.rate:.0f} | {dt.rate:.0f} | {ratio:.2f}x | {dc.cpu_ms:.2f} | "
-                  f"{dt.cpu_ms:.2f} | {dc.errors}/{dt.errors} |")
+            if args.baseline:
+                bl = cells[(mix, msgs, "Baseline")]
+                bratio = bl.rate / dc.rate if dc.rate else 0.0
+                print(f"| {mix} | {msgs} | {dc.rate:.0f} | {bl.rate:.0f} | {dt.rate:.0f} | {bratio:.2f}x "
+                      f"| {ratio:.2f}x | {dc.cpu_ms:.2f} | {bl.cpu_ms:.2f} | {dt.cpu_ms:.2f} "
+                      f"| {dc.errors}/{bl.errors}/{dt.errors} |")
+            else:
+                print(f"| {mix} | {msgs} | {dc.rate:.0f} | {dt.rate:.0f} | {ratio:.2f}x | {dc.cpu_ms:.2f} | "
+                      f"{dt.cpu_ms:.2f} | {dc.errors}/{dt.errors} |")
             failed = failed or dt.errors > 0
             for s in dt.samples:
                 print(f"    Dovetail {s}", file=sys.stderr)

@@ -290,3 +290,13 @@ def test_address_keys_match_the_address_not_its_spelling() -> None:
     assert search(msgs, "CC", "b@y.org") == [7]
     facts = search_facts(msgs, "FROM", "user@domain.org")
     assert facts == [1, 2, 3, 4]
+
+
+def test_search_string_cut_mid_character_is_searched_not_refused() -> None:
+    """imaptest cuts words out of messages at byte offsets: a literal ending inside a UTF-8 character
+    is searched with U+FFFD in its place (as Dovecot does), not answered BAD."""
+    from dovetail.imap.search.keys import Body
+    from dovetail.imap.search.parse import parse_keys
+
+    assert parse_keys(["BODY", "caf\u00e9".encode()[:4]], "UTF-8") == Body("caf\ufffd")
+    assert parse_keys(["BODY", "\u00e9t\u00e9".encode()[1:]], "UTF-8") == Body("\ufffdt\u00e9")

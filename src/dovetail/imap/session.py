@@ -17,7 +17,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from dovetail.imap.commands import COMMANDS as STORAGE_COMMANDS
 from dovetail.imap.commands import notify, search_context
@@ -49,6 +49,7 @@ from dovetail.mailauth.slots import MemorySlots, Slots
 from dovetail.storage.api import SYSTEM_FLAGS, Changes, MailStorage, StorageError
 
 log = get_logger("imap")
+T = TypeVar("T")
 
 
 @dataclass
@@ -157,6 +158,8 @@ class Session:
         self._last_activity = self._started = time.monotonic()
         self._idle_started = 0.0
         self._idle_refreshed = 0.0
+        # What the refresh run in a command's own thread call found (see work_then_refresh), for updates().
+        self._refreshed: tuple[Any, Changes] | None = None
 
     # -- I/O surface ------------------------------------------------------------------------------------
 
@@ -393,6 +396,10 @@ class Session:
             else:
                 self._bad(cmd.tag, f"{cmd.name} not allowed now")
             return
+        if self._refreshed is not None:  # a command ended without its updates (not expected): report now
+            done, self._refreshed = self._refreshed, None
+            if done[0] is self.selected:
+                self.report_changes(done[1])
         try:
             ok = await handler(self, typed(cmd))  # the typed commands are read before they run
         except ParseError as exc:
@@ -434,12 +441,17 @@ class Session:
                 await notify.report(self)
             return
         allow = cmd is None or cmd.uid or cmd.name not in NO_EXPUNGE
-        old_uids = list(sel.mailbox.uids) if sel.contexts else []
-        try:
-            changes = await asyncio.to_thread(sel.mailbox.refresh, allow_expunges=allow)
-        except Exception as exc:  # noqa: BLE001 - the next command tries again
-            log.warning("mailbox refresh failed", mailbox=sel.mailbox.name, error=repr(exc))
-            return
+        done, self._refreshed = self._refreshed, None
+        if done is not None and done[0] is sel:
+            old_uids = list(sel.mailbox.uids) if sel.contexts else []
+            changes = done[1]
+        else:
+            old_uids = list(sel.mailbox.uids) if sel.contexts else []
+            try:
+                changes = await asyncio.to_thread(sel.mailbox.refresh, allow_expunges=allow)
+            except Exception as exc:  # noqa: BLE001 - the next command tries again
+                log.warning("mailbox refresh failed", mailbox=sel.mailbox.name, error=repr(exc))
+                return
         if sel.contexts:
             search_context.before_expunges(self, old_uids, changes)
         self.report_changes(changes)
@@ -452,6 +464,30 @@ class Session:
                 for line in await asyncio.to_thread(fetch_lines, self, mb, new, atts):
                     self.write(line)
             await notify.report(self)
+
+    async def work_then_refresh(self, cmd: Command | TypedCommand, work: Callable[[], T]) -> T:
+        """Run a command's storage ``work`` in a worker thread and the selected mailbox's refresh right
+        after it in the same call: one thread hop per command instead of two. :meth:`updates` then
+        reports what that refresh found. Only while no search context or NOTIFY is live (they need
+        the view as it was before the refresh), and only for commands that add neither."""
+        sel = self.selected
+        if sel is None or sel.contexts or self.notify is not None:
+            return await asyncio.to_thread(work)
+        mb = sel.mailbox
+        allow = cmd.uid or cmd.name not in NO_EXPUNGE
+
+        def both() -> tuple[T, Changes | None]:
+            result = work()
+            try:
+                return result, mb.refresh(allow_expunges=allow)
+            except Exception as exc:  # noqa: BLE001 - updates() refreshes again
+                log.warning("mailbox refresh failed", mailbox=mb.name, error=repr(exc))
+                return result, None
+
+        result, changes = await asyncio.to_thread(both)
+        if changes is not None and self.selected is sel:
+            self._refreshed = (sel, changes)
+        return result
 
     def report_changes(self, changes: Changes) -> None:
         sel = self.selected

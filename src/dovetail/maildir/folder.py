@@ -77,6 +77,7 @@ class Folder:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.path_text = str(path)  # for joins on the read path, where pathlib's objects cost
         self.index = Index(path)
         self.keywords: dict[int, str] = {}
         # What a stamp is made of (see CUR ...), as strings: every refresh stats them.

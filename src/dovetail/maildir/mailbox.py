@@ -14,9 +14,11 @@ from dovetail.maildir.filename import INFO_SEP, parse_name
 from dovetail.maildir.folder import CUR, MAX_MESSAGE_BYTES, NEW, Folder
 from dovetail.maildir.index import DATE_UNKNOWN, EXPUNGE_DATA_KEPT, flags_dump, flags_load, loads
 from dovetail.maildir.keywords import valid_keyword
+from dovetail.maildir.messagecache import MESSAGES, TEXTS
 from dovetail.maildir.watch import watch_folder
 from dovetail.mime.parser import Part, to_crlf
 from dovetail.mime.sections import apply_partial, extract, parse_section
+from dovetail.mime.text import body_text
 from dovetail.storage.api import (
     DELETED,
     RECENT,
@@ -472,18 +474,31 @@ class MaildirMailbox(Mailbox):
     def _read(self, uid: int) -> tuple[bytes, str | None]:
         for attempt in range(2):
             filename, parts = self._row(uid)
+            key = (self.folder.path_text, self._uidvalidity, uid)
+            data = MESSAGES.get(key)
+            if isinstance(data, bytes):
+                return data, parts
             try:
-                with open(self.folder.path / filename, "rb") as f:
+                with open(os.path.join(self.folder.path_text, filename), "rb") as f:
                     data = to_crlf(f.read(MAX_MESSAGE_BYTES))
             except FileNotFoundError:
                 if attempt == 0:
                     self.folder.sync(force=True)
                 continue
+            MESSAGES.put(key, data)
             return data, parts
         raise MessageExpunged(f"message {uid} was expunged")
 
     def open_message(self, uid: int) -> bytes:
         return self._read(uid)[0]
+
+    def message_text(self, uid: int) -> str:
+        key = (self.folder.path_text, self._uidvalidity, uid)
+        text = TEXTS.get(key)
+        if not isinstance(text, str):
+            text = body_text(self._read(uid)[0])
+            TEXTS.put(key, text)
+        return text
 
     def get_section(self, uid: int, section: Section | str, partial: tuple[int, int] | None = None) -> bytes:
         sec = parse_section(section) if isinstance(section, str) else section

@@ -232,7 +232,10 @@ class MaildirStorage(MailStorage):
     def ensure_special_use(self) -> None:
         for folder in SPECIAL_USE_FOLDERS.values():
             if not self.exists(folder):
-                self.create(folder)
+                try:
+                    self.create(folder)
+                except MailboxExists:
+                    pass  # another login of the same user (another worker) made it just now
             self.subscribe(folder)
 
     # --- STATUS / SELECT / APPEND ---------------------------------------------------------------

@@ -23,6 +23,8 @@ def to_crlf(data: bytes) -> bytes:
         return data
     if b"\r\n" not in data:
         return data.replace(b"\n", b"\r\n")
+    if data.count(b"\n") == data.count(b"\r\n"):
+        return data  # already CRLF throughout: two counts cost less than two copies
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 

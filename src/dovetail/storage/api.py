@@ -450,6 +450,12 @@ class Mailbox(ABC):
     def open_message(self, uid: int) -> bytes:
         """The whole message with CRLF line endings, as BODY[] sends it. Raises MessageExpunged."""
 
+    def message_text(self, uid: int) -> str | None:
+        """The decoded text of every textual part of the message, as SEARCH TEXT/BODY reads it
+        (``dovetail.mime.text.body_text``), when the store keeps it at hand; None means the caller
+        decodes :meth:`open_message` itself. Raises MessageExpunged."""
+        return None
+
     def cached_headers(self, uids: Iterable[int]) -> dict[int, bytes]:
         """The header blocks (``BODY[HEADER]``) of ``uids`` that the store keeps at hand, read without
         opening message files; messages left out are read with :meth:`get_section`."""

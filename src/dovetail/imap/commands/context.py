@@ -76,6 +76,11 @@ class CommandSession(Protocol):
         """Close the selected mailbox, if any, and go back to the authenticated state."""
         ...
 
+    async def work_then_refresh(self, cmd: Command | TypedCommand, work: Callable[[], Any]) -> Any:
+        """Run ``work`` in a worker thread with the selected mailbox's refresh right after it (one
+        thread hop); :meth:`updates` reports what that refresh found."""
+        ...
+
     async def updates(self, cmd: Command | TypedCommand | None = None) -> None:
         """Report what changed in the selected mailbox (new mail, flags, expunges if ``cmd`` allows)."""
         ...

@@ -1,12 +1,12 @@
 """FETCH and UID FETCH (with CONDSTORE's CHANGEDSINCE and QRESYNC's VANISHED).
 
 The item builders are chosen once per command (see :mod:`.fetch_items`); the storage work and the
-response lines are made in one ``asyncio.to_thread`` call, so the event loop only writes bytes.
+response lines are made in one worker-thread call (the refresh after it in the same call), so the
+event loop only writes bytes.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,7 +71,7 @@ async def cmd_fetch(s: CommandSession, cmd: Any) -> Result:
         lines, missing = _fetch(s, mb, wanted, atts, set_seen)
         return lines, missing, gone
 
-    lines, missing, gone = await asyncio.to_thread(work)
+    lines, missing, gone = await s.work_then_refresh(cmd, work)
     s.announce_keywords()
     if gone:
         s.write(f"* VANISHED (EARLIER) {gone}")

@@ -91,7 +91,10 @@ async def cmd_search(s: CommandSession, cmd: Any) -> Result:
         return _matching(mb, req.key, saved, cmd.uid, hits=True)
 
     try:
-        found = await asyncio.to_thread(work)
+        if req.returns is not None and "UPDATE" in req.returns:  # adds a context: see work_then_refresh
+            found = await asyncio.to_thread(work)
+        else:
+            found = await s.work_then_refresh(cmd, work)
     except sm.SearchError as exc:
         raise _search_error(exc) from exc
     # (seq, uid, modseq) tuples in sequence order: most searches need just the numbers.

@@ -79,10 +79,12 @@ class SearchMessage:
     def text(self) -> str:
         if self._text is None:
             try:
-                raw = self._mb.open_message(self.uid)
+                text = self._mb.message_text(self.uid)
+                if text is None:
+                    text = body_text(self._mb.open_message(self.uid))
             except MessageExpunged:
-                raw = b""
-            self._text = body_text(raw)
+                text = body_text(b"")
+            self._text = text
         return self._text
 
 

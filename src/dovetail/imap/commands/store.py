@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from dovetail.imap.commands.arguments import resolve_set
 from dovetail.imap.commands.context import CommandSession, CommandTable, Result
 from dovetail.imap.sequence import format_set
@@ -48,7 +46,7 @@ async def cmd_store(s: CommandSession, cmd: StoreCommand) -> Result:
 
     if mode is not StoreMode.REMOVE:
         s.note_keywords(flags)  # a keyword set now is shown by FLAGS even when .SILENT hides the FETCH
-    lines, modified = await asyncio.to_thread(work)
+    lines, modified = await s.work_then_refresh(cmd, work)
     s.announce_keywords()
     for line in lines:
         s.write(line)

@@ -87,6 +87,25 @@ def normalize_token(tok: object, depth: int = 0) -> _Tok:
     raise SearchError("Invalid search argument")
 
 
+def _utf8_cut_words(raw: bytes) -> str:
+    """``raw`` as UTF-8, where a word cut out of a message mid-character (imaptest does, at byte
+    offsets) has the broken character at either end as U+FFFD instead of failing the SEARCH; bytes
+    invalid anywhere else still raise UnicodeDecodeError."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    start = 0
+    while start < min(len(raw), 3) and 0x80 <= raw[start] <= 0xBF:  # continuation bytes of a cut character
+        start += 1
+    try:
+        return "\ufffd" * (start > 0) + raw[start:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason != "unexpected end of data":
+            raise
+        return "\ufffd" * (start > 0) + raw[start:exc.start].decode("utf-8") + "\ufffd"
+
+
 class _KeyParser:
     def __init__(self, toks: list[_Tok], charset: str) -> None:
         self.toks = toks
@@ -116,7 +135,9 @@ class _KeyParser:
             raise SearchError("Expected a string")
         try:
             raw = tok.encode("utf-8") if isinstance(tok, str) else tok
-            return raw.decode("ascii" if self.charset == "US-ASCII" else "utf-8")
+            if self.charset != "US-ASCII":
+                return _utf8_cut_words(raw)
+            return raw.decode("ascii")
         except UnicodeError:
             raise SearchError(f"Search string is not valid {self.charset}") from None
 
