@@ -14,9 +14,11 @@ import contextlib
 import gc
 import socket
 import sqlite3
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -521,19 +523,12 @@ async def _publish_shaping(agent: OutboundAgent, path: Path, interval: float = 1
         await asyncio.sleep(interval)
 
 
-async def run_web(ctx: WorkerContext) -> int:
-    """Plain HTTP on ``listen.http`` (and ``acme.http01_listen``), HTTPS with SNI on ``listen.https``: one
-    application, one uvicorn server per kind of socket (uvicorn applies one SSL setting to all its sockets)."""
-    cfg = ctx.cfg
-    # The master migrated the database before the fork; Alembic's scripts are not read again here.
-    app = create_app(cfg, make_engine(cfg.database_url))
-    https = cfg["listen.https"]
-    plain = [s for s, a in zip(ctx.sockets, ctx.spec.listen, strict=False) if not https or a != https]
-    secure = [s for s, a in zip(ctx.sockets, ctx.spec.listen, strict=False) if https and a == https]
-    if secure and ctx.ssl_context is None:
-        raise RuntimeError("listen.https is set but there is no certificate (tls.cert or the store)")
+async def _serve_asgi(ctx: WorkerContext, app: Any, groups: list[tuple[list[socket.socket], ssl.SSLContext | None]],
+                      what: str) -> int:
+    """Serve ``app`` with one uvicorn server per group of sockets (uvicorn applies one SSL setting to all its
+    sockets), report ready once each listens, and stop them all within the worker's grace."""
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
-    for socks, tls in ((plain, None), (secure, ctx.ssl_context)):
+    for socks, tls in groups:
         if not socks:
             continue
         config = uvicorn.Config(app, log_config=None, access_log=True, lifespan="off" if servers else "on",
@@ -548,7 +543,7 @@ async def run_web(ctx: WorkerContext) -> int:
         while not server.started:  # uvicorn sets a flag, no event, once it listens
             if task.done():
                 task.result()  # raises why it could not start, if it raised
-                raise RuntimeError("the web server did not start (its startup failed: see the log)")
+                raise RuntimeError(f"the {what} did not start (its startup failed: see the log)")
             await asyncio.sleep(0.05)
     ctx.ready()
 
@@ -569,36 +564,26 @@ async def run_web(ctx: WorkerContext) -> int:
     return await supervise_listeners(ctx, [_Counts()], stop_all)
 
 
+async def run_web(ctx: WorkerContext) -> int:
+    """Plain HTTP on ``listen.http`` (and ``acme.http01_listen``), HTTPS with SNI on ``listen.https``: one
+    application, one uvicorn server per kind of socket."""
+    cfg = ctx.cfg
+    # The master migrated the database before the fork; Alembic's scripts are not read again here.
+    app = create_app(cfg, make_engine(cfg.database_url))
+    https = cfg["listen.https"]
+    plain = [s for s, a in zip(ctx.sockets, ctx.spec.listen, strict=False) if not https or a != https]
+    secure = [s for s, a in zip(ctx.sockets, ctx.spec.listen, strict=False) if https and a == https]
+    if secure and ctx.ssl_context is None:
+        raise RuntimeError("listen.https is set but there is no certificate (tls.cert or the store)")
+    return await _serve_asgi(ctx, app, [(plain, None), (secure, ctx.ssl_context)], "web server")
+
+
 async def run_transfer(ctx: WorkerContext) -> int:
     """The transfer endpoint of a mailbox node (``listen.transfer``): tenant moves pull Maildirs from it."""
     cfg = ctx.cfg
     app = transfer_app(make_engine(cfg.database_url), Layout(cfg.data_dir).mail, cfg["node.name"],
                        cfg["cluster.secret"])
-    config = uvicorn.Config(app, log_config=None, access_log=True, lifespan="off",
-                            timeout_graceful_shutdown=int(ctx.grace))
-    server = uvicorn.Server(config)
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]  # the worker owns SIGTERM
-    task = asyncio.create_task(server.serve(sockets=list(ctx.sockets)))
-    while not server.started:  # uvicorn sets a flag, no event, once it listens
-        if task.done():
-            task.result()
-            raise RuntimeError("the transfer endpoint did not start (see the log)")
-        await asyncio.sleep(0.05)
-    ctx.ready()
-
-    async def stop_all(grace: float) -> None:
-        server.should_exit = True
-        try:
-            await asyncio.wait_for(task, grace + 5)
-        except TimeoutError:
-            task.cancel()
-
-    class _Counts:
-        @property
-        def active_connections(self) -> int:
-            return len(server.server_state.connections)
-
-    return await supervise_listeners(ctx, [_Counts()], stop_all)
+    return await _serve_asgi(ctx, app, [(list(ctx.sockets), None)], "transfer endpoint")
 
 
 async def run_certs(ctx: WorkerContext) -> int:

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine
 from ..directory.addresses import AddressError
 from ..directory.lookups import tenant_home, tenant_ref
 from ..directory.moves import MoveStore
+from ..durable import fsync_dir
 from ..storage.transfer import export_tree
 
 MOVED_AWAY = ".moved-away"
@@ -96,15 +97,8 @@ def transfer_app(engine: Engine, mail_root: Path, here: str, secret: str) -> Fas
         if root.exists():
             kept.parent.mkdir(parents=True, exist_ok=True)
             os.replace(root, kept)
-            _fsync_dir(mail_root)
+            fsync_dir(mail_root)
         return {"kept": str(kept) if kept.exists() else None}
 
     return app
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

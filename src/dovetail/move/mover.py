@@ -37,6 +37,7 @@ from sqlalchemy.engine import Engine
 
 from ..directory.moves import Move, MoveError, MoveStore
 from ..directory.nodes import Node
+from ..durable import fsync_dir
 from ..privileges import chown_tree
 from ..storage.transfer import TransferError, import_tree, tree_files
 from .endpoint import STAGING, tenant_folder
@@ -186,7 +187,7 @@ class Mover:
                 if os.geteuid() == 0:  # the copy belongs to whoever serves mail/, not to the operator
                     chown_tree(staging, owner.st_uid, owner.st_gid)
                 os.replace(staging, final)
-                _fsync_dir(self.mail_root)
+                fsync_dir(self.mail_root)
                 move = self.moves.switch(move)
             elif move.state == "switched":
                 kept = client.release(move.tenant, move.id)
@@ -232,10 +233,3 @@ def discard_staging(mail_root: Path, tenant: str) -> None:
     shutil.rmtree(mail_root / STAGING / tenant, ignore_errors=True)
     (mail_root / STAGING / f"{tenant}.stalled").unlink(missing_ok=True)
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
