@@ -191,11 +191,10 @@ def test_a_node_of_ours_names_the_copies_so_a_repeated_delivery_is_stored_once(n
 
 
 def test_the_smtp_listener_knows_no_xdeliveryid() -> None:
+    import pytest
+
     from dovetail.smtp.address import AddressError, mail_params
 
-    try:
+    with pytest.raises(AddressError) as refused:
         mail_params({"XDELIVERYID": "Q1.1.0"}, esmtp=True)
-    except AddressError as exc:
-        assert exc.reply.code == 555
-    else:
-        raise AssertionError("XDELIVERYID accepted over SMTP")
+    assert refused.value.reply.code == 555

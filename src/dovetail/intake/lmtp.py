@@ -32,7 +32,7 @@ from ..smtp.backend import Envelope, SessionInfo
 from ..smtp.events import MailParams, RcptParams
 from ..smtp.reply import Reply
 from .localcommit import HOLD_BYTES, HeldMessage, LocalAgent, deliver_held
-from .mx import _full
+from .mx import quota_refusal
 
 __all__ = ["HOLD_BYTES", "HeldMessage", "LmtpBackend", "LmtpSink", "LocalAgent", "network_gate", "reply_for"]
 
@@ -151,12 +151,7 @@ class LmtpBackend:
             return Reply(451, "4.2.0", f"<{address}>: mailbox moved to node {', '.join(elsewhere)}, try again")
         if elsewhere:
             return Reply(550, "5.1.1", f"<{address}>: no mailbox here: homed on node {', '.join(elsewhere)}")
-        for mb in res.mailboxes:
-            if mb.quota_bytes and await asyncio.to_thread(_full, mb.maildir, mb.quota_bytes):
-                if self.over_quota == "reject":
-                    return Reply(552, "5.2.2", f"<{address}>: mailbox full")
-                return Reply(452, "4.2.2", f"<{address}>: mailbox full")
-        return None
+        return await quota_refusal(address, res.mailboxes, self.over_quota)
 
     async def open_message(self, session: SessionInfo, envelope: Envelope) -> LmtpSink:
         # A sending node of ours names its queue entry (XDELIVERYID): the copies are named after it, so a

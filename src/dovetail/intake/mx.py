@@ -16,8 +16,9 @@ check. Rate limits come before recipient validation, so a client probing address
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from ..directory import Resolution, Resolver
 from ..queue import Envelope as QueueEnvelope
@@ -79,6 +80,17 @@ def _full(maildir: Path, quota_bytes: int) -> bool:
     except OverQuota:
         return True
     return False
+
+
+async def quota_refusal(address: str, mailboxes: Iterable[Any], over_quota: str, said: str = "") -> Reply | None:
+    """The RCPT answer when one of ``mailboxes`` has no room left: ``452 4.2.2``, or ``552 5.2.2`` with
+    ``over_quota = reject``; the MX and lmtpd answer alike (``said`` is the MX's Postfix-style prefix)."""
+    for mb in mailboxes:
+        if mb.quota_bytes and await asyncio.to_thread(_full, mb.maildir, mb.quota_bytes):
+            if over_quota == "reject":
+                return Reply(552, "5.2.2", f"<{address}>: {said}mailbox full")
+            return Reply(452, "4.2.2", f"<{address}>: {said}mailbox full")
+    return None
 
 
 class MxBackend:
@@ -154,12 +166,7 @@ class MxBackend:
             return Reply(550, "5.7.1", f"<{address}>: Recipient address rejected: {res.reason}")
         if res.status == "loop":
             return Reply(550, "5.4.6", f"<{address}>: Recipient address rejected: alias loop")
-        for mb in res.mailboxes:
-            if mb.quota_bytes and await asyncio.to_thread(_full, mb.maildir, mb.quota_bytes):
-                if self.over_quota == "reject":
-                    return Reply(552, "5.2.2", f"<{address}>: Recipient address rejected: mailbox full")
-                return Reply(452, "4.2.2", f"<{address}>: Recipient address rejected: mailbox full")
-        return None
+        return await quota_refusal(address, res.mailboxes, self.over_quota, "Recipient address rejected: ")
 
     async def open_message(self, session: SessionInfo, envelope: Envelope) -> MessageSink:
         qenv = to_queue_envelope(session, envelope)
