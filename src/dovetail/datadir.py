@@ -106,7 +106,8 @@ def init(root: Path) -> list[str]:
     for folder in [root, layout.mail, layout.dkim, layout.tls, layout.run, layout.queue,
                    *(layout.queue / s for s in QUEUE_STATES)]:
         if not folder.exists():
-            folder.mkdir(parents=True, mode=0o750)
+            # the DKIM key store is the service user's alone (0700, as the key store repairs it to)
+            folder.mkdir(parents=True, mode=0o700 if folder == layout.dkim else 0o750)
             created.append(str(folder))
     if not layout.config_file.exists():
         layout.config_file.write_text(config_mod.default_file_text())

@@ -132,3 +132,16 @@ def test_repair_gives_key_files_back_to_the_service_user(open_world: World) -> N
     assert repair_key_files(world.dkim_dir, (uid, gid)) == []  # nothing left to do
     checked = DkimKeys(world.engine, world.dkim_dir, owner=(uid, gid)).list(check=True)
     assert [k.problem for k in checked] == [None, None]
+
+
+@as_root
+def test_a_fresh_data_directory_needs_no_dkim_repair(tmp_path: Path) -> None:
+    """``init`` makes the key store as ``serve`` wants it, so a first start warns about nothing."""
+    from dovetail.datadir import Layout, init
+
+    os.chmod(tmp_path, 0o755)  # the service user walks into the data directory
+    init(tmp_path / "data")
+    uid, gid = service_ids()
+    dkim = Layout(tmp_path / "data").dkim
+    assert owner_and_mode(dkim) == (uid, gid, 0o700)
+    assert repair_key_files(dkim, (uid, gid)) == []
