@@ -157,6 +157,37 @@ def test_a_moved_tenant_keeps_uids_flags_keywords_and_bytes(cluster: Cluster) ->
     assert b"after the move 0" in b"".join(p.read_bytes() for p in cluster.files(b, "acme"))
 
 
+@pytest.mark.timeout(120)
+def test_any_node_shows_a_mailbox_usage_counted_by_its_home(cluster: Cluster) -> None:
+    """The API of node a reports what bob@acme holds on its home (b after the move above, a otherwise)
+    by asking that node; a tenant whose home does not answer shows unknown, not zero."""
+    from fastapi.testclient import TestClient
+
+    from dovetail.web import auth
+    from dovetail.web.app import create_app
+
+    a, b = cluster.a, cluster.b
+    cluster.send("bob@acme.example", "usage", 2)
+    home = b if Directory(cluster.engine).tenant_get("acme")["home_node"] == "b" else a
+    def both_arrived() -> bool:  # queued separately, they may arrive in either order
+        held = b"".join(p.read_bytes() for p in cluster.files(home, "acme"))
+        return b"usage 0" in held and b"usage 1" in held
+
+    wait_for(both_arrived, 60, "mail at home")
+    box = home.data_dir / "mail" / "acme" / "acme.example" / "bob"
+    files = [p for folder in (box, *box.glob(".*")) for sub in ("new", "cur") for p in (folder / sub).glob("*")]
+    token = auth.token_add(cluster.engine, "admin", name="usage-test").token
+    app = create_app(config.load(a.data_dir), cluster.engine, flush_interval=3600)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        h = {"Authorization": f"Bearer {token}"}
+        r = client.get("/api/v1/mailboxes/bob@acme.example", headers=h)
+        assert r.status_code == 200, r.text
+        assert r.json()["messages"] == len(files) and r.json()["usage_bytes"] == sum(p.stat().st_size for p in files)
+        listed = client.get("/api/v1/mailboxes", params={"tenant": "initech"}, headers=h).json()["items"]
+        unknown = [(i["address"], i["usage_bytes"], i["messages"]) for i in listed]
+        assert unknown == [("joe@initech.example", None, None)]
+
+
 @pytest.mark.timeout(300)
 def test_bad_moves_are_refused_and_leave_nothing_behind(cluster: Cluster) -> None:
     b = cluster.b

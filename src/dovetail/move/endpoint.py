@@ -7,6 +7,8 @@ compared in constant time); with no secret configured every request is refused. 
 - ``POST /cluster/v1/tenants/{tenant}/export`` — the tar stream of the tenant's Maildirs
   (:mod:`dovetail.storage.transfer`), given the files the mover holds already (``{"have": {path: size}}``);
   only for a tenant homed here;
+- ``GET /cluster/v1/tenants/{tenant}/usage`` — what each of the tenant's mailboxes holds (bytes and messages,
+  as the quota counts them), for the API and web pages of the other nodes: only the home node can count;
 - ``POST /cluster/v1/tenants/{tenant}/release`` — once the directory says the tenant lives elsewhere, its
   folder here is set aside under ``mail/.moved-away/<tenant>.<move id>`` (kept for the operator to delete
   when satisfied: nothing is removed by the move itself).
@@ -30,6 +32,7 @@ from ..directory.addresses import AddressError
 from ..directory.lookups import tenant_home, tenant_ref
 from ..directory.moves import MoveStore
 from ..durable import fsync_dir
+from ..storage import open_storage
 from ..storage.transfer import export_tree
 
 MOVED_AWAY = ".moved-away"
@@ -42,6 +45,24 @@ def tenant_folder(mail_root: Path, tenant: str) -> Path:
     if not tenant or tenant.startswith(".") or "/" in tenant or tenant in ("..",):
         raise ValueError(f"bad tenant name {tenant!r}")
     return mail_root / tenant
+
+
+def tenant_usage(root: Path) -> dict[str, dict[str, int]]:
+    """``{"local@domain": {"bytes": n, "messages": m}}`` for every Maildir under ``mail/<tenant>``."""
+    found: dict[str, dict[str, int]] = {}
+    for domain in _subfolders(root):
+        for local in _subfolders(domain):
+            used = open_storage(local, create=False).usage()
+            found[f"{local.name}@{domain.name}"] = {"bytes": used.bytes, "messages": used.messages}
+    return found
+
+
+def _subfolders(path: Path) -> list[Path]:
+    try:
+        with os.scandir(path) as it:
+            return [Path(e.path) for e in it if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def transfer_app(engine: Engine, mail_root: Path, here: str, secret: str) -> FastAPI:
@@ -82,6 +103,13 @@ def transfer_app(engine: Engine, mail_root: Path, here: str, secret: str) -> Fas
             raise HTTPException(413, "too many files listed")
         root = tenant_folder(mail_root, name)
         return StreamingResponse(export_tree(root, have), media_type="application/x-tar")
+
+    @app.get("/cluster/v1/tenants/{tenant}/usage", dependencies=[Depends(authorised)])
+    def usage(tenant: str) -> dict[str, Any]:
+        name, home = homed(tenant)
+        if home != here:
+            raise HTTPException(409, f"tenant {name} is homed on {home}, not on this node ({here})")
+        return {"node": here, "mailboxes": tenant_usage(tenant_folder(mail_root, name))}
 
     @app.post("/cluster/v1/tenants/{tenant}/release", dependencies=[Depends(authorised)])
     def release(tenant: str, move: Annotated[int, Body(embed=True)]) -> dict[str, Any]:

@@ -115,6 +115,16 @@ class TransferClient:
         except httpx.HTTPError as exc:
             raise Unreachable(f"transfer from node {self.node.name} broke off: {exc}") from None
 
+    def usage(self, tenant: str) -> dict[str, dict[str, int]]:
+        """What each mailbox of ``tenant`` holds on that node (its home): ``{address: {bytes, messages}}``."""
+        try:
+            response = self.http.get(f"/cluster/v1/tenants/{tenant}/usage")
+        except httpx.HTTPError as exc:
+            raise Unreachable(f"node {self.node.name} is unreachable at {self.node.transfer}: {exc}") from None
+        self._check(response)
+        mailboxes = response.json().get("mailboxes")
+        return mailboxes if isinstance(mailboxes, dict) else {}
+
     def release(self, tenant: str, move_id: int) -> str | None:
         try:
             response = self.http.post(f"/cluster/v1/tenants/{tenant}/release", json={"move": move_id})

@@ -18,10 +18,10 @@ from ...directory.addresses import AddressError, split_address
 from ...httpapi.deps import Scope, get_scope
 from ...httpapi.problems import Problem
 from ...mailauth.passwords import hash_password
-from ...storage import open_storage
 from ..context import WebContext, directory_problem, get_ctx
 from ..integrations import dns_records
 from ..pagination import PageParams, page_params, paginate
+from ..usage import MailboxUsage
 from . import models as m
 
 router = APIRouter()
@@ -228,11 +228,10 @@ def _quota(value: int | str | None) -> int | None:
         raise Problem(422, "Unprocessable Content", f"quota {value!r}: {exc}") from None
 
 
-def _mailbox_out(ctx: WebContext, row: dict[str, Any]) -> dict[str, Any]:
-    local, _, dom = row["address"].rpartition("@")
-    usage = open_storage(ctx.layout.maildir(row["tenant"], dom, local), create=False).usage()
+def _mailbox_out(ctx: WebContext, row: dict[str, Any], usage: MailboxUsage | None = None) -> dict[str, Any]:
+    used, messages = (usage or MailboxUsage(ctx)).of(row["tenant"], row["address"])
     return {"address": row["address"], "tenant": row["tenant"], "quota_bytes": int(row["quota_bytes"] or 0),
-            "enabled": bool(row["enabled"]), "usage_bytes": usage.bytes, "messages": usage.messages}
+            "enabled": bool(row["enabled"]), "usage_bytes": used, "messages": messages}
 
 
 def _visible_row(scope: Scope, address: str, what: str, key: str,
@@ -276,7 +275,8 @@ def list_mailboxes(domain: str | None = Query(None, max_length=253), tenant: str
             if scope.allows(r["tenant"]) and _matches(r["address"], q)
             and (enabled is None or bool(r["enabled"]) == enabled)]
     result = paginate(rows, lambda r: r["address"], page)
-    result["items"] = [_mailbox_out(ctx, r) for r in result["items"]]
+    usage = MailboxUsage(ctx)
+    result["items"] = [_mailbox_out(ctx, r, usage) for r in result["items"]]
     return result
 
 

@@ -109,8 +109,8 @@ class Mailbox(BaseModel):
     tenant: str
     quota_bytes: int
     enabled: bool
-    usage_bytes: int
-    messages: int
+    usage_bytes: int | None  # None: the tenant's home node could not be asked
+    messages: int | None
 
 
 class AliasIn(Strict):
