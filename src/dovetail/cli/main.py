@@ -13,7 +13,17 @@ from rich.markup import escape
 
 from .. import config as config_mod
 from ..datadir import default_data_dir
-from . import config_cmds, directory_cmds, master_cmds, move_cmds, node_cmds, queue_cmds, screen_cmds, serve_cmd
+from . import (
+    config_cmds,
+    db_cmds,
+    directory_cmds,
+    master_cmds,
+    move_cmds,
+    node_cmds,
+    queue_cmds,
+    screen_cmds,
+    serve_cmd,
+)
 from .context import CliError, Context, err_console
 
 app = typer.Typer(
@@ -51,6 +61,7 @@ config_cmds.register(app)
 directory_cmds.register(app)
 move_cmds.register(app)  # `tenant move`, on the tenant group
 node_cmds.register(app)
+db_cmds.register(app)
 serve_cmd.register(app)
 master_cmds.register(app)
 queue_cmds.register(app)
