@@ -10,6 +10,14 @@ against ``home`` directly and through ``front``, alternating, a few rounds each.
 each run, the best of each side and the ratio proxied/direct (the goal: at least 0.90), and the CPU
 seconds each server process used per 1,000 commands.
 
+Each node runs as an ``imapd`` worker does (``master/worker.py``, ``master/runners.py``): on uvloop, with one
+storage thread as the loop's default executor. ``--stdlib-loop`` runs them on asyncio's own loop and
+default thread pool instead, as this bench did before: there the pool's threads hand the GIL to each other
+(futex calls) and the home node's CPU per command grows with how often its loop falls asleep, which the
+extra hop makes more frequent (twice the context switches per command when proxied, with the same reads,
+bytes and storage calls per command), so the proxied runs showed up to ~10 % more home CPU per command
+than the direct ones, a cost the nodes as they run in production do not have.
+
 The load generator is a minimal asyncio IMAP client (tagged commands, literals in responses), as in
 ``imap_load.py``; imaptest would measure the same hop but needs a build of its own.
 
@@ -28,7 +36,10 @@ import socket
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -52,12 +63,15 @@ def _listen(host: str) -> socket.socket:
     return sock
 
 
-def _serve(root: Path, name: str, sock: socket.socket, ready: multiprocessing.synchronize.Event) -> None:
+def _serve(root: Path, name: str, sock: socket.socket, ready: multiprocessing.synchronize.Event,
+           stdlib_loop: bool) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)  # the servers' log lines (one per login and logout) would drown the figures
     os.dup2(devnull, 1)
 
     async def main() -> None:
+        if not stdlib_loop:  # as the imapd runner does: the sessions' storage calls queue for one thread
+            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
         engine = make_engine(f"sqlite:///{root / 'dovetail.db'}")
         auth = DirectoryAuthenticator(Directory(engine), root / name / "mail")
         limits = Limits(max_connections_per_user=1000, max_connections_per_ip=1000)
@@ -66,6 +80,8 @@ def _serve(root: Path, name: str, sock: socket.socket, ready: multiprocessing.sy
         ready.set()
         await asyncio.Event().wait()
 
+    if not stdlib_loop:
+        uvloop.install()
     asyncio.run(main())
 
 
@@ -153,6 +169,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--messages", type=int, default=300)
+    ap.add_argument("--stdlib-loop", action="store_true",
+                    help="run the nodes on asyncio's own loop and thread pool instead of as imapd workers run")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="dovetail-proxy-bench-"))
     engine = make_engine(f"sqlite:///{root / 'dovetail.db'}")
@@ -171,7 +189,7 @@ def main() -> int:
     procs = {}
     for name, sock in socks.items():
         ready = ctx.Event()
-        proc = ctx.Process(target=_serve, args=(root, name, sock, ready), daemon=True)
+        proc = ctx.Process(target=_serve, args=(root, name, sock, ready, args.stdlib_loop), daemon=True)
         proc.start()
         if not ready.wait(30):
             raise SystemExit(f"{name} did not start")

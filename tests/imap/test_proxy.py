@@ -31,10 +31,10 @@ CLIENT_IP = "127.0.1.5"  # the client connects from here, so the forwarded addre
 
 
 class Client(RawClient):
-    """RawClient from ``CLIENT_IP`` to ``host``."""
+    """RawClient from ``source`` (``CLIENT_IP`` unless told) to ``host``."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.sock = socket.create_connection((host, port), timeout=10, source_address=(CLIENT_IP, 0))
+    def __init__(self, host: str, port: int, source: str = CLIENT_IP) -> None:
+        self.sock = socket.create_connection((host, port), timeout=10, source_address=(source, 0))
         self.buf = b""
         self.greeting = self.readline()
 
@@ -192,3 +192,17 @@ def test_the_home_node_serves_its_own_logins_directly(nodes: Nodes) -> None:
     assert _login(c, "bob@acme.example", "bobpw")[-1].startswith(b"a OK")
     assert not [s for s in nodes.servers["home"].sessions if s.proxied_to]
     c.close()
+
+
+def test_a_proxy_token_replayed_from_a_node_address_is_refused(nodes: Nodes) -> None:
+    # What a login proxied by the front looks like on the wire to the home node, sent twice from the front's address.
+    token = proxytoken.sign(SECRET, proxytoken.Grant("bob@acme.example", CLIENT_IP, 0, 4))
+    replies = []
+    for _ in range(2):
+        c = Client("127.0.0.3", nodes.ports["home"], source="127.0.0.2")
+        assert c.cmd(b'a ID ("x-originating-ip" "%s" "x-proxy-ttl" "4")' % CLIENT_IP.encode())[-1].startswith(b"a OK")
+        replies.append(_login(c, "bob@acme.example", token)[-1])
+        c.close()
+    assert replies[0].startswith(b"a OK"), replies
+    refused = b"a NO [UNAVAILABLE] Proxied login refused: proxy token used before: a replayed login."
+    assert replies[1] == refused, replies

@@ -708,7 +708,7 @@ class Session:
                                "Proxied login refused: not from a node of the cluster.")
             return
         grant = proxytoken.Grant(user, self.conn.remote_ip, self.conn.remote_port, self.hops_left)
-        why = proxytoken.check(self.homes.secret, grant, token)
+        why = await asyncio.to_thread(self.homes.check_token, grant, token)  # remembers the token: a file
         if why is not None:
             log.error(f"Proxied login refused: user=<{user}>, node={self.forwarded_by}, rip={self.conn.remote_ip}: "
                       f"{why}")

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from ..directory.nodes import Node, NodeStore
 from .accounts import Account
+from .proxytoken import Grant, Replays, check
+from .replays import MemoryReplays
 
 
 @dataclass(frozen=True)
@@ -63,11 +65,14 @@ class LoginHomes:
     """The login side of placement, over the node list (read at most once a ``ttl``; blocking calls,
     made in a thread by the adapters)."""
 
-    def __init__(self, nodes: NodeStore, here: str, secret: str, ttl: float = 1.0) -> None:
+    def __init__(self, nodes: NodeStore, here: str, secret: str, ttl: float = 1.0,
+                 replays: Replays | None = None) -> None:
         self.nodes = nodes
         self.here = here.strip().lower()
         self.secret = secret
         self.ttl = ttl
+        # The proxy tokens accepted here, so none is accepted twice (the node's workers share a file: replays.py).
+        self.replays: Replays = replays if replays is not None else MemoryReplays()
         self._cache: tuple[float, dict[str, Node], frozenset[str]] | None = None
 
     def _list(self) -> tuple[dict[str, Node], frozenset[str]]:
@@ -80,6 +85,10 @@ class LoginHomes:
                         ips |= _addresses(_host(address))
             self._cache = (time.monotonic(), listed, frozenset(ips))
         return self._cache[1], self._cache[2]
+
+    def check_token(self, grant: Grant, token: str) -> str | None:
+        """None when ``token`` proves ``grant`` and was not accepted here before; else why not."""
+        return check(self.secret, grant, token, replays=self.replays)
 
     def route(self, account: Account) -> Route | Refusal | None:
         """None: serve here; a ``Route`` to the home node; a ``Refusal`` when the home is elsewhere but unusable."""

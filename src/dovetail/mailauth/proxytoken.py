@@ -6,8 +6,9 @@ left and the time) with HMAC-SHA256 under ``cluster.secret``; the home node reco
 accepts the login only if it matches, is fresh and came from a node's address. The token travels as
 the password of an IMAP ``LOGIN`` after an ``ID`` carrying the same facts, so the wire stays plain IMAP.
 
-A token is good for ``FRESH`` seconds either way of the home node's clock: one copied off the wire can
-be replayed only within that window, only from a node address, and only for that user and client.
+A token is good for ``FRESH`` seconds either way of the home node's clock, and once: a home node given
+``replays`` (:mod:`dovetail.mailauth.replays`, shared by its workers) remembers the tokens it accepted
+until they expire and refuses a second use, so one copied off the wire cannot be replayed there.
 """
 
 from __future__ import annotations
@@ -17,10 +18,19 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 PREFIX = "dovetail-proxy:v1:"
 FRESH = 60.0  # seconds a token is good for, either side of the receiving clock
 DEFAULT_TTL = 5  # hops a proxied login may take (Dovecot's proxy_ttl default)
+
+
+class Replays(Protocol):
+    """The tokens a node accepted, kept until they expire."""
+
+    def first_use(self, key: str, until: float) -> bool:
+        """Remember ``key`` until ``until`` (unix time); False when it was already remembered."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -49,8 +59,10 @@ def is_token(password: str) -> bool:
     return password.startswith(PREFIX)
 
 
-def check(secret: str, grant: Grant, token: str, now: float | None = None) -> str | None:
-    """None when ``token`` proves ``grant`` under ``secret``; else why not, in words for the log and the peer."""
+def check(secret: str, grant: Grant, token: str, now: float | None = None,
+          replays: Replays | None = None) -> str | None:
+    """None when ``token`` proves ``grant`` under ``secret`` (and, with ``replays``, was not used before: a
+    blocking call then); else why not, in words for the log and the peer."""
     if not secret:
         return "this node has no cluster.secret: proxied logins are off"
     try:
@@ -62,4 +74,6 @@ def check(secret: str, grant: Grant, token: str, now: float | None = None) -> st
         return "proxy signature mismatch: cluster.secret differs between the nodes"
     if abs((time.time() if now is None else now) - stamp) > FRESH:
         return "stale proxy token: the nodes' clocks differ by more than a minute"
+    if replays is not None and not replays.first_use(mac, stamp + FRESH):
+        return "proxy token used before: a replayed login"
     return None

@@ -56,6 +56,7 @@ from ..mailauth.failures import shared_penalty
 from ..mailauth.homes import LoginHomes
 from ..mailauth.login import DirectoryAuthenticator
 from ..mailauth.networks import in_networks, parse_networks
+from ..mailauth.replays import shared_replays
 from ..move.endpoint import transfer_app
 from ..outbound import AgentConfig, DkimKeys, OutboundAgent, Transports
 from ..outbound.dane import validating_resolver
@@ -348,7 +349,8 @@ async def run_imapd(ctx: WorkerContext) -> int:
     slots = counted_slots(rt.layout.run, "imapd", engine=rt.engine, node=cfg["node.name"] or socket.gethostname())
     # In a cluster, a login homed on another node is proxied there (mailauth.homes decides, imap.proxy moves bytes).
     homes = (LoginHomes(NodeStore(rt.engine), cfg["node.name"], cfg["cluster.secret"],
-                        cfg["directory.cache_check_interval"]) if cfg["node.name"] else None)
+                        cfg["directory.cache_check_interval"], replays=shared_replays(rt.layout.run))
+             if cfg["node.name"] else None)
     servers = []
     imaps = cfg["listen.imaps"]
     for sock, address in zip(ctx.sockets, ctx.spec.listen, strict=False):
