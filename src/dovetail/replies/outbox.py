@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from dovetail.dbrows import inserted_id
+from dovetail.dbwriter import write_transaction
 from dovetail.sealing import Sealer, SealError
 
 from . import netguard, signing
@@ -163,7 +164,7 @@ class Outbox:
         return retry(lambda: self._claim_due(now, limit, lease, skip_endpoints or []))
 
     def _claim_due(self, now: float, limit: int, lease: float, skip: list[int]) -> list[dict[str, Any]]:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             claimed = self._claim_in(conn, now, limit, lease, skip)
         return self._open_secrets(claimed)
 
@@ -215,7 +216,7 @@ class Outbox:
 
     def _release(self, deliveries: list[dict[str, Any]]) -> int:
         released = 0
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             for delivery in deliveries:
                 done = conn.execute(webhook_deliveries.update().where(
                     webhook_deliveries.c.id == delivery["id"], webhook_deliveries.c.status == PENDING,
@@ -246,7 +247,7 @@ class Outbox:
         one writer, shared with the processes storing replies, each acquisition can wait behind their
         commits, so halving them is what keeps the dispatcher in step under load."""
         def run() -> tuple[list[str], list[dict[str, Any]]]:
-            with self.engine.begin() as conn:
+            with write_transaction(self.engine) as conn:
                 statuses = self._record_in(conn, outcomes, now, schedule)
                 claimed = self._claim_in(conn, now, limit, lease, skip_endpoints or []) if limit > 0 else []
             return statuses, self._open_secrets(claimed)
@@ -254,7 +255,7 @@ class Outbox:
 
     def _record_many(self, outcomes: list[tuple[dict[str, Any], int | None, str | None]], now: float,
                      schedule: RetrySchedule) -> list[str]:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             return self._record_in(conn, outcomes, now, schedule)
 
     def _record_in(self, conn: Connection, outcomes: list[tuple[dict[str, Any], int | None, str | None]],

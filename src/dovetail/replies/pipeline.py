@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from dovetail.dbrows import inserted_id
+from dovetail.dbwriter import write_transaction
 from dovetail.directory import lookups
 from dovetail.log import get_logger
 
@@ -172,9 +173,10 @@ class Pipeline:
     # --- steps ---------------------------------------------------------------------------------------
 
     def _process(self, items: list[tuple[bytes, Source]]) -> list[ReplyRecord]:
+        tenants: dict[str | int, tuple[int, str]] = {}  # looked up once per batch, not once per message
         with self.engine.connect() as conn:
-            prepared = [self._prepare(conn, raw, source) for raw, source in items]
-        with self.engine.begin() as conn:
+            prepared = [self._prepare(conn, raw, source, tenants) for raw, source in items]
+        with write_transaction(self.engine) as conn:
             records = [p if isinstance(p, ReplyRecord) else self._commit(conn, p) for p in prepared]
         for record in records:
             if record.duplicate:
@@ -186,9 +188,12 @@ class Pipeline:
                     self.on_event(eid)
         return records
 
-    def _prepare(self, conn: Connection, raw: bytes, source: Source) -> ReplyRecord | _Prepared:
+    def _prepare(self, conn: Connection, raw: bytes, source: Source,
+                 tenants: dict[str | int, tuple[int, str]]) -> ReplyRecord | _Prepared:
         """Parse and classify (no writes): the stored record instead when the source position was seen."""
-        tid, tname = _tenant(conn, source.tenant)
+        if source.tenant not in tenants:
+            tenants[source.tenant] = _tenant(conn, source.tenant)
+        tid, tname = tenants[source.tenant]
         src_key = source.key()
         if src_key:
             seen = _seen(conn, tid, [src_key])
