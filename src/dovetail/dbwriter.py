@@ -14,6 +14,10 @@ transaction has to be run again because another committed under it). Writers tha
 
 Blocking: call it from a worker thread in async code. Not re-entrant: a thread must not open a write
 transaction inside another. On other databases (PostgreSQL) it is a plain ``engine.begin()``.
+
+``take_role`` is the other use of the same kind of lock: a role only one process of an SQLite database
+may hold at a time (the webhook dispatcher), taken without waiting and given up when the process exits,
+however it exits.
 """
 
 from __future__ import annotations
@@ -89,3 +93,36 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     with queue.held(), engine.begin() as conn:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
         yield conn
+
+
+class Role:
+    """A role held through an exclusive ``flock`` on ``<database>-<name>``; the kernel drops it with the
+    process, so a killed holder never leaves it taken."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def is_sqlite_file(engine: Engine) -> bool:
+    """Whether the database is an SQLite file (where ``write_transaction`` queues and roles apply)."""
+    return _queue(engine) is not None
+
+
+def take_role(engine: Engine, name: str) -> Role | None:
+    """Take the role ``name`` of this SQLite database without waiting; ``None`` when another process (or
+    another holder in this one) has it. Raises ``OSError`` when the lock file cannot be opened."""
+    queue = _queue(engine)
+    if queue is None:
+        raise ValueError("roles are for SQLite databases: coordinate through the database elsewhere")
+    fd = os.open(queue.path.removesuffix("-writer") + "-" + name, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return Role(fd)

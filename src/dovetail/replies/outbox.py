@@ -3,7 +3,8 @@
 An event is written in the same transaction as the reply it reports, together with one
 ``webhook_deliveries`` row per subscribed endpoint: once a reply is stored its webhooks cannot be
 lost. The dispatcher claims due rows with a lease (so two dispatchers never post the same delivery at
-once, and a crashed one's claims expire; one stopped mid-batch gives its claims back), posts, and
+once, and a crashed one's claims expire; one stopped mid-batch gives its claims back) — or, as the sole
+dispatcher of an SQLite database, reads them and keeps its claims in memory — posts, and
 records the outcome: delivered, retried later on the :class:`RetrySchedule`, ``gone`` on HTTP 410
 (the endpoint is disabled, as Standard Webhooks asks), or ``dead`` after the last try.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -190,15 +192,38 @@ class Outbox:
             webhook_deliveries.c.id.in_(ids), webhook_deliveries.c.status == PENDING, free)
             .values(locked_until=mark))
         rows = conn.execute(
-            sa.select(webhook_deliveries.c.id, webhook_deliveries.c.attempts, webhook_deliveries.c.event_id,
-                      webhook_deliveries.c.endpoint_id, webhook_deliveries.c.created_at,
-                      webhook_endpoints.c.url, webhook_endpoints.c.secret, webhook_endpoints.c.enabled,
-                      events.c.payload)
-            .join(webhook_endpoints, webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id)
-            .join(events, events.c.id == webhook_deliveries.c.event_id)
+            self._delivery_columns()
             .where(webhook_deliveries.c.id.in_(ids), webhook_deliveries.c.locked_until == mark)
             .order_by(webhook_deliveries.c.id)).all()
         return [dict(r._mapping) | {"lease": mark} for r in rows]
+
+    def peek_due(self, now: float, limit: int = 50, skip_endpoints: list[int] | None = None,
+                 exclude: Collection[int] = ()) -> list[dict[str, Any]]:
+        """Due deliveries, read without a lease: for the sole dispatcher of an SQLite database, which
+        keeps what it has in hand (``exclude``) in memory instead of writing leases under the one write
+        lock. Deliveries another dispatcher leased are still left alone until their lease runs out."""
+        enabled = sa.select(webhook_endpoints.c.id).where(webhook_endpoints.c.enabled.is_(True))
+        if skip_endpoints:
+            enabled = enabled.where(webhook_endpoints.c.id.not_in(skip_endpoints))
+        query = (self._delivery_columns().where(
+            webhook_deliveries.c.status == PENDING, webhook_deliveries.c.next_attempt_at <= now,
+            webhook_deliveries.c.endpoint_id.in_(enabled),
+            sa.or_(webhook_deliveries.c.locked_until.is_(None), webhook_deliveries.c.locked_until < now))
+            .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id).limit(limit + len(exclude)))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        due = [dict(r._mapping) | {"lease": None} for r in rows if r.id not in exclude][:limit]
+        return self._open_secrets(due)
+
+    @staticmethod
+    def _delivery_columns() -> sa.Select[Any]:
+        """What the dispatcher needs to post a delivery: its row, its endpoint and its event's payload."""
+        return (sa.select(webhook_deliveries.c.id, webhook_deliveries.c.attempts, webhook_deliveries.c.event_id,
+                          webhook_deliveries.c.endpoint_id, webhook_deliveries.c.created_at,
+                          webhook_endpoints.c.url, webhook_endpoints.c.secret, webhook_endpoints.c.enabled,
+                          events.c.payload)
+                .join(webhook_endpoints, webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id)
+                .join(events, events.c.id == webhook_deliveries.c.event_id))
 
     def _open_secrets(self, claimed: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if self.sealer is not None:
