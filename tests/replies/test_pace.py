@@ -210,3 +210,43 @@ def test_a_wave_of_outcomes_and_the_next_claim_share_one_transaction(service: Re
         assert {d["status"] for d in service.outbox.deliveries("acme")} == {"delivered"}
     finally:
         receiver.stop()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_on_sqlite_one_dispatcher_posts_and_it_takes_no_leases(service: RepliesService) -> None:
+    """The sole dispatcher of an SQLite database keeps its claims in memory (no lease is written while its
+    posts are in flight), and a second dispatcher posts nothing while the first runs."""
+    import sqlalchemy as sa
+
+    from dovetail.replies.schema import webhook_deliveries
+
+    receiver = Receiver().start()
+    try:
+        receiver.secret = service.outbox.add_endpoint("acme", receiver.url)["secret"]
+        _register(service)
+        eids = [service.process_message(reply(in_reply_to="<a@acme.example>", message_id=f"<so{n}@c>"),
+                                        Source("acme", "test")).events[0] for n in range(5)]
+        receiver.hold.clear()
+
+        def leases() -> list[object]:
+            with service.engine.connect() as conn:
+                return list(conn.execute(sa.select(webhook_deliveries.c.locked_until)).scalars())
+
+        async def main() -> int:
+            stop = asyncio.Event()
+            first = asyncio.create_task(Dispatcher(service.outbox, poll_interval=0.1).run(stop))
+            assert await asyncio.to_thread(receiver.wait_started, 5)
+            assert await asyncio.to_thread(leases) == [None] * 5
+            assert await Dispatcher(service.outbox).run_once() == 0  # the first one holds the role
+            receiver.hold.set()
+            await asyncio.to_thread(receiver.wait_for, 5, 20)
+            stop.set()
+            await asyncio.wait_for(first, 10)
+            return await Dispatcher(service.outbox).run_once()  # the role is free again; nothing left
+
+        assert asyncio.run(main()) == 0
+        assert sorted(p["id"] for p in receiver.received) == sorted(eids)
+        assert {d["status"] for d in service.outbox.deliveries("acme")} == {"delivered"}
+    finally:
+        receiver.hold.set()
+        receiver.stop()

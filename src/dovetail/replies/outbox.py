@@ -148,14 +148,25 @@ class Outbox:
     @staticmethod
     def enqueue(conn: Connection, tid: int, event_id: str, event_type: str, now: float | None = None) -> int:
         """One pending delivery per enabled endpoint of the tenant subscribed to ``event_type``."""
+        rows = Outbox.delivery_rows(Outbox.subscriptions(conn, tid), event_id, event_type, now)
+        if rows:
+            conn.execute(webhook_deliveries.insert(), rows)
+        return len(rows)
+
+    @staticmethod
+    def subscriptions(conn: Connection, tid: int) -> list[tuple[int, str]]:
+        """(endpoint id, subscribed event types) of the tenant's enabled endpoints."""
+        return [(r.id, r.event_types) for r in conn.execute(
+            sa.select(webhook_endpoints.c.id, webhook_endpoints.c.event_types).where(
+                webhook_endpoints.c.tenant_id == tid, webhook_endpoints.c.enabled.is_(True)))]
+
+    @staticmethod
+    def delivery_rows(subscriptions: list[tuple[int, str]], event_id: str, event_type: str,
+                      now: float | None = None) -> list[dict[str, Any]]:
+        """The pending ``webhook_deliveries`` rows of one event, for an INSERT of many rows at once."""
         now = time.time() if now is None else now
-        rows = conn.execute(sa.select(webhook_endpoints.c.id, webhook_endpoints.c.event_types).where(
-            webhook_endpoints.c.tenant_id == tid, webhook_endpoints.c.enabled.is_(True))).all()
-        targets = [r.id for r in rows if r.event_types == "*" or event_type in r.event_types.split(",")]
-        for endpoint_id in targets:
-            conn.execute(webhook_deliveries.insert().values(event_id=event_id, endpoint_id=endpoint_id,
-                                                            status=PENDING, next_attempt_at=now))
-        return len(targets)
+        return [{"event_id": event_id, "endpoint_id": endpoint_id, "status": PENDING, "next_attempt_at": now}
+                for endpoint_id, types in subscriptions if types == "*" or event_type in types.split(",")]
 
     # --- dispatcher side ---------------------------------------------------------------------------
 
