@@ -34,6 +34,17 @@ _QUEUES: dict[str, _WriterQueue] = {}
 _QUEUES_LOCK = threading.Lock()
 
 
+def _forget_after_fork() -> None:
+    """A forked child starts with fresh queues: a thread lock held in the parent at the fork would stay
+    held in the child forever, and a shared open file would make flock treat both as one holder."""
+    global _QUEUES_LOCK
+    _QUEUES.clear()
+    _QUEUES_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 class _WriterQueue:
     """One per database file and process: a thread lock (threads of one process share the open file,
     and ``flock`` does not tell them apart) over a ``flock`` that orders the processes."""
@@ -42,13 +53,10 @@ class _WriterQueue:
         self.path = path
         self.threads = threading.Lock()
         self._fd: int | None = None
-        self._pid = 0
 
     def _file(self) -> int | None:
-        if self._fd is not None and self._pid == os.getpid():
+        if self._fd is not None:
             return self._fd
-        # A forked child must not share its parent's open file: flock would treat them as one holder.
-        self._fd, self._pid = None, os.getpid()
         try:
             # Read-only is enough for flock, so a file created by root stays usable after the drop.
             self._fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
