@@ -178,20 +178,24 @@ class Dispatcher:
         total = 0
         inflight: dict[asyncio.Task[tuple[dict[str, Any], int | None, str | None]], dict[str, Any]] = {}
         more = True
+        skipped: set[int] = set()  # endpoints left out of the last read for having their share in flight
         try:
             while True:
                 room = self.window - len(inflight)
                 limit = min(room, CLAIM_BATCH) if more and room > 0 else 0
                 if limit:
+                    if self._wake is not None:
+                        self._wake.clear()  # this read covers what was stored until now
                     started = self._commits
                     self._recorded = {i: n for i, n in self._recorded.items() if n > started}
-                    batch = await asyncio.to_thread(
-                        self.outbox.peek_due, self.clock(), limit, self._busy_endpoints(inflight.values()),
-                        self._held | self._recorded.keys())
+                    busy = self._busy_endpoints(inflight.values())
+                    skipped = set(busy)
+                    read = await asyncio.to_thread(
+                        self.outbox.peek_due, self.clock(), limit, busy, self._held | self._recorded.keys())
+                    more = len(read) == limit
                     # Recorded while this read ran: it may have seen them still pending.
-                    batch = [d for d in batch if d["id"] not in self._held and self._recorded.get(d["id"], 0)
+                    batch = [d for d in read if d["id"] not in self._held and self._recorded.get(d["id"], 0)
                              <= started]
-                    more = len(batch) == limit
                     total += len(batch)
                     for delivery in batch:
                         self._held.add(delivery["id"])
@@ -199,12 +203,17 @@ class Dispatcher:
                 if not inflight:
                     break
                 done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                freed = set()
                 for task in done:
-                    del inflight[task]
+                    delivery = inflight.pop(task)
+                    freed.add(delivery["endpoint_id"])
                     self._outcomes.append(task.result())
                 if self._recorder is None or self._recorder.done():
                     self._recorder = asyncio.ensure_future(self._record_outcomes())
-                more = True  # slots and endpoints freed: look again
+                # Read again only when it can find something: the last read was cut short, an endpoint
+                # it skipped has room now, or new events were stored since (a wake-up; without the run
+                # loop's wake-ups, always). A post finishing is not by itself a reason for a query.
+                more = more or bool(freed & skipped) or self._wake is None or self._wake.is_set()
         except asyncio.CancelledError:
             for task in inflight:
                 task.cancel()  # nothing leased: whatever is unrecorded is posted again by the next dispatcher
