@@ -13,13 +13,15 @@ at the given rate; the latency of each reply is taken from the moment smtplib's 
 (the ``250`` to DATA) to the moment the receiver verified its webhook. The report also gives the p50
 of the first and of the last tenth of the replies: a last tenth well above the first means a backlog
 that grew while the load lasted; and the rate actually offered, which the MX's intake may hold below
-``--rate``.
+``--rate``. ``--via master`` also gives the CPU time of the smtpd workers and of the replies service
+per reply (``/proc/<pid>/stat``, while the load lasted and drained).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import smtplib
 import statistics
 import sys
@@ -127,15 +129,38 @@ def via_master(args: argparse.Namespace) -> int:
                                      "--json").stdout)["secret"]
     accepted: dict[str, float] = {}
     total = int(args.rate * args.seconds)
+    cpu: dict[str, float] = {}
     try:
         m.start()
+        before = {service: _cpu_ticks(m.worker_pids(service)) for service in ("smtpd", "replies")}
+        print("worker pids (for a profiler): " + "; ".join(f"{service} {' '.join(map(str, ticks))}"
+                                                            for service, ticks in before.items()), flush=True)
         sent_for = send_all(paced_sender(m.smtp_port, inbox, total, args, accepted), args.connections)
         receiver.wait_for(total, timeout=max(60.0, args.seconds * 3))
+        for service, ticks in before.items():
+            after = _cpu_ticks(list(ticks))
+            cpu[service] = sum(after[pid] - ticks[pid] for pid in ticks if pid in after) / os.sysconf("SC_CLK_TCK")
     finally:
         m.stop()
         m.cleanup()
         receiver.stop()
-    return report(receiver, accepted, total, sent_for, args)
+    status = report(receiver, accepted, total, sent_for, args)
+    print("CPU per reply: " + ", ".join(f"{service} {1000 * seconds / total:.2f} ms"
+                                        for service, seconds in cpu.items()))
+    return status
+
+
+def _cpu_ticks(pids: list[int]) -> dict[int, int]:
+    """User+system clock ticks of each live process (its threads included)."""
+    out = {}
+    for pid in pids:
+        try:
+            raw = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        out[pid] = int(fields[11]) + int(fields[12])
+    return out
 
 
 def report(receiver: Receiver, accepted: dict[str, float], total: int, sent_for: float,

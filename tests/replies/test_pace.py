@@ -184,8 +184,9 @@ def test_the_dispatcher_keeps_its_connections_to_a_receiver_open(service: Replie
 
 
 def test_a_wave_of_outcomes_and_the_next_claim_share_one_transaction(service: RepliesService) -> None:
-    """One post at a time: each finished post is recorded in the transaction that claims the next, so
-    ten webhooks take about ten transactions, not twenty."""
+    """One post at a time: each finished post is recorded in the transaction that claims the next (with
+    leases), or the claim is a read and outcomes are recorded in groups (the sole dispatcher on SQLite),
+    so ten webhooks take about ten write transactions, not twenty."""
     import sqlalchemy as sa
 
     receiver = Receiver().start()
@@ -194,18 +195,58 @@ def test_a_wave_of_outcomes_and_the_next_claim_share_one_transaction(service: Re
         _register(service)
         eids = [service.process_message(reply(in_reply_to="<a@acme.example>", message_id=f"<w{n}@c>"),
                                         Source("acme", "test")).events[0] for n in range(10)]
-        began: list[int] = []
-        listener = lambda _conn: began.append(1)  # noqa: E731
-        sa.event.listen(service.engine, "begin", listener)
+        committed: list[int] = []  # read-only transactions end in a rollback
+        listener = lambda _conn: committed.append(1)  # noqa: E731
+        sa.event.listen(service.engine, "commit", listener)
         try:
             async def main() -> int:
                 return await Dispatcher(service.outbox, concurrency=1, window=1).run_once()
 
             assert asyncio.run(main()) == 10
         finally:
-            sa.event.remove(service.engine, "begin", listener)
+            sa.event.remove(service.engine, "commit", listener)
         assert {p["id"] for p in receiver.received} == set(eids)
-        assert len(began) <= 12
+        assert 1 <= len(committed) <= 12
         assert {d["status"] for d in service.outbox.deliveries("acme")} == {"delivered"}
     finally:
+        receiver.stop()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_on_sqlite_one_dispatcher_posts_and_it_takes_no_leases(service: RepliesService) -> None:
+    """The sole dispatcher of an SQLite database keeps its claims in memory (no lease is written while its
+    posts are in flight), and a second dispatcher posts nothing while the first runs."""
+    import sqlalchemy as sa
+
+    from dovetail.replies.schema import webhook_deliveries
+
+    receiver = Receiver().start()
+    try:
+        receiver.secret = service.outbox.add_endpoint("acme", receiver.url)["secret"]
+        _register(service)
+        eids = [service.process_message(reply(in_reply_to="<a@acme.example>", message_id=f"<so{n}@c>"),
+                                        Source("acme", "test")).events[0] for n in range(5)]
+        receiver.hold.clear()
+
+        def leases() -> list[object]:
+            with service.engine.connect() as conn:
+                return list(conn.execute(sa.select(webhook_deliveries.c.locked_until)).scalars())
+
+        async def main() -> int:
+            stop = asyncio.Event()
+            first = asyncio.create_task(Dispatcher(service.outbox, poll_interval=0.1).run(stop))
+            assert await asyncio.to_thread(receiver.wait_started, 5)
+            assert await asyncio.to_thread(leases) == [None] * 5
+            assert await Dispatcher(service.outbox).run_once() == 0  # the first one holds the role
+            receiver.hold.set()
+            await asyncio.to_thread(receiver.wait_for, 5, 20)
+            stop.set()
+            await asyncio.wait_for(first, 10)
+            return await Dispatcher(service.outbox).run_once()  # the role is free again; nothing left
+
+        assert asyncio.run(main()) == 0
+        assert sorted(p["id"] for p in receiver.received) == sorted(eids)
+        assert {d["status"] for d in service.outbox.deliveries("acme")} == {"delivered"}
+    finally:
+        receiver.hold.set()
         receiver.stop()

@@ -2,7 +2,14 @@
 
 All state is in the outbox table, so a restarted dispatcher carries on where the last one stopped:
 a delivery posted but not yet recorded when the process died is posted again (at-least-once), with
-the same ``webhook-id`` (the event id) so receivers can drop the duplicate. Time comes from an
+the same ``webhook-id`` (the event id) so receivers can drop the duplicate.
+
+On SQLite one dispatcher posts at a time: it holds the database's ``dispatcher`` role (a lock file the
+kernel releases with the process, :func:`dovetail.dbwriter.take_role`), and another one started meanwhile
+(a reload's overlap) waits for it. Being the only consumer, the sole dispatcher needs no leases: it reads
+due deliveries and keeps those in hand in memory, and records outcomes in the background, each group in
+one transaction, so posting never waits for SQLite's one write lock (shared with every process storing
+replies). Elsewhere (PostgreSQL, several nodes) dispatchers claim with leases. Time comes from an
 injectable clock and the retry delays from an injectable :class:`RetrySchedule`, which is how tests
 drive a day of retries without waiting for it.
 """
@@ -16,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from dovetail.dbwriter import Role, is_sqlite_file, take_role
 from dovetail.log import get_logger
 
 from . import netguard, signing
@@ -27,6 +35,8 @@ log = get_logger("replies")
 USER_AGENT = "Dovetail-Webhooks/1"
 MAX_RESPONSE_ERROR = 500
 CLAIM_BATCH = 50
+ROLE = "dispatcher"
+LEASED, SOLE, WAITING = "leased", "sole", "waiting"
 
 
 class Dispatcher:
@@ -60,6 +70,15 @@ class Dispatcher:
         self._transport = transport
         self._wake: asyncio.Event | None = None
         self._client: httpx.AsyncClient | None = None
+        self._role: Role | None = None
+        self.mode = LEASED if not is_sqlite_file(outbox.engine) else WAITING
+        # The sole dispatcher's claims: in flight or posted and not yet recorded; recorded ones stay
+        # excluded from a read that may have started before their commit (tagged with the commit's count).
+        self._held: set[int] = set()
+        self._recorded: dict[int, int] = {}
+        self._commits = 0
+        self._outcomes: list[tuple[dict[str, Any], int | None, str | None]] = []
+        self._recorder: asyncio.Future[None] | None = None
 
     def wake(self) -> None:
         """Look for due deliveries now (called in-process when an event was just stored)."""
@@ -72,6 +91,10 @@ class Dispatcher:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self._flush_outcomes()
+        finally:
+            self._give_up_role()
         if self.broker is not None:
             await self.broker.close()
         if self._client is not None:
@@ -90,6 +113,12 @@ class Dispatcher:
         if self._client is None:
             async with self:
                 return await self.run_once()
+        if self.mode == WAITING:
+            await asyncio.to_thread(self._take_role)
+        if self.mode == SOLE:
+            return await self._run_sole()
+        if self.mode == WAITING:
+            return 0  # another dispatcher of this database is posting
         total = 0
         inflight: dict[asyncio.Task[tuple[dict[str, Any], int | None, str | None]], dict[str, Any]] = {}
         claiming: asyncio.Future[tuple[list[str], list[dict[str, Any]]]] | None = None
@@ -125,6 +154,97 @@ class Dispatcher:
                 task.cancel()
             await self._give_back(claiming, list(inflight.values()) + recording)
             raise
+
+    def _take_role(self) -> None:
+        try:
+            self._role = take_role(self.outbox.engine, ROLE)
+        except OSError as exc:  # the lock file cannot be opened here: fall back to leases
+            log.warning("cannot take the dispatcher role; claiming with leases", error=str(exc))
+            self.mode = LEASED
+            return
+        if self._role is not None:
+            self.mode = SOLE
+
+    def _give_up_role(self) -> None:
+        if self._role is not None:
+            self._role.release()
+            self._role = None
+            self.mode = WAITING
+            self._held.clear()
+            self._recorded.clear()
+
+    async def _run_sole(self) -> int:
+        """``run_once`` for the sole dispatcher: claims are reads, outcomes are recorded in the background."""
+        total = 0
+        inflight: dict[asyncio.Task[tuple[dict[str, Any], int | None, str | None]], dict[str, Any]] = {}
+        more = True
+        skipped: set[int] = set()  # endpoints left out of the last read for having their share in flight
+        try:
+            while True:
+                room = self.window - len(inflight)
+                limit = min(room, CLAIM_BATCH) if more and room > 0 else 0
+                if limit:
+                    if self._wake is not None:
+                        self._wake.clear()  # this read covers what was stored until now
+                    started = self._commits
+                    self._recorded = {i: n for i, n in self._recorded.items() if n > started}
+                    busy = self._busy_endpoints(inflight.values())
+                    skipped = set(busy)
+                    read = await asyncio.to_thread(
+                        self.outbox.peek_due, self.clock(), limit, busy, self._held | self._recorded.keys())
+                    more = len(read) == limit
+                    # Recorded while this read ran: it may have seen them still pending.
+                    batch = [d for d in read if d["id"] not in self._held and self._recorded.get(d["id"], 0)
+                             <= started]
+                    total += len(batch)
+                    for delivery in batch:
+                        self._held.add(delivery["id"])
+                        inflight[asyncio.ensure_future(self._post(delivery))] = delivery
+                if not inflight:
+                    break
+                done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                freed = set()
+                for task in done:
+                    delivery = inflight.pop(task)
+                    freed.add(delivery["endpoint_id"])
+                    self._outcomes.append(task.result())
+                if self._recorder is None or self._recorder.done():
+                    self._recorder = asyncio.ensure_future(self._record_outcomes())
+                # Read again only when it can find something: the last read was cut short, an endpoint
+                # it skipped has room now, or new events were stored since (a wake-up; without the run
+                # loop's wake-ups, always). A post finishing is not by itself a reason for a query.
+                more = more or bool(freed & skipped) or self._wake is None or self._wake.is_set()
+        except asyncio.CancelledError:
+            for task in inflight:
+                task.cancel()  # nothing leased: whatever is unrecorded is posted again by the next dispatcher
+            raise
+        await self._flush_outcomes()
+        return total
+
+    async def _record_outcomes(self) -> None:
+        """Record what has finished, one transaction per group: outcomes that finish while a group is being
+        written go in the next one."""
+        while self._outcomes:
+            group, self._outcomes = self._outcomes, []
+            try:
+                statuses = await asyncio.to_thread(self.outbox.record_many, group, now=self.clock(),
+                                                   schedule=self.schedule)
+                self._log_outcomes(group, statuses)
+            except Exception as exc:  # noqa: BLE001 - not recorded: they are posted again (at-least-once)
+                log.warning("webhook outcomes not recorded", error=str(exc))
+            self._commits += 1
+            for delivery, _status, _error in group:
+                self._held.discard(delivery["id"])
+                self._recorded[delivery["id"]] = self._commits
+
+    async def _flush_outcomes(self) -> None:
+        while self._recorder is not None:
+            recorder = self._recorder
+            await asyncio.shield(recorder)
+            if recorder is self._recorder:
+                self._recorder = None
+                if self._outcomes:
+                    self._recorder = asyncio.ensure_future(self._record_outcomes())
 
     def _busy_endpoints(self, deliveries: Any) -> list[int]:
         counts: dict[int, int] = {}

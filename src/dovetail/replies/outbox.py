@@ -3,7 +3,8 @@
 An event is written in the same transaction as the reply it reports, together with one
 ``webhook_deliveries`` row per subscribed endpoint: once a reply is stored its webhooks cannot be
 lost. The dispatcher claims due rows with a lease (so two dispatchers never post the same delivery at
-once, and a crashed one's claims expire; one stopped mid-batch gives its claims back), posts, and
+once, and a crashed one's claims expire; one stopped mid-batch gives its claims back) — or, as the sole
+dispatcher of an SQLite database, reads them and keeps its claims in memory — posts, and
 records the outcome: delivered, retried later on the :class:`RetrySchedule`, ``gone`` on HTTP 410
 (the endpoint is disabled, as Standard Webhooks asks), or ``dead`` after the last try.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from dovetail.dbrows import inserted_id
+from dovetail.dbwriter import write_transaction
 from dovetail.sealing import Sealer, SealError
 
 from . import netguard, signing
@@ -145,14 +148,25 @@ class Outbox:
     @staticmethod
     def enqueue(conn: Connection, tid: int, event_id: str, event_type: str, now: float | None = None) -> int:
         """One pending delivery per enabled endpoint of the tenant subscribed to ``event_type``."""
+        rows = Outbox.delivery_rows(Outbox.subscriptions(conn, tid), event_id, event_type, now)
+        if rows:
+            conn.execute(webhook_deliveries.insert(), rows)
+        return len(rows)
+
+    @staticmethod
+    def subscriptions(conn: Connection, tid: int) -> list[tuple[int, str]]:
+        """(endpoint id, subscribed event types) of the tenant's enabled endpoints."""
+        return [(r.id, r.event_types) for r in conn.execute(
+            sa.select(webhook_endpoints.c.id, webhook_endpoints.c.event_types).where(
+                webhook_endpoints.c.tenant_id == tid, webhook_endpoints.c.enabled.is_(True)))]
+
+    @staticmethod
+    def delivery_rows(subscriptions: list[tuple[int, str]], event_id: str, event_type: str,
+                      now: float | None = None) -> list[dict[str, Any]]:
+        """The pending ``webhook_deliveries`` rows of one event, for an INSERT of many rows at once."""
         now = time.time() if now is None else now
-        rows = conn.execute(sa.select(webhook_endpoints.c.id, webhook_endpoints.c.event_types).where(
-            webhook_endpoints.c.tenant_id == tid, webhook_endpoints.c.enabled.is_(True))).all()
-        targets = [r.id for r in rows if r.event_types == "*" or event_type in r.event_types.split(",")]
-        for endpoint_id in targets:
-            conn.execute(webhook_deliveries.insert().values(event_id=event_id, endpoint_id=endpoint_id,
-                                                            status=PENDING, next_attempt_at=now))
-        return len(targets)
+        return [{"event_id": event_id, "endpoint_id": endpoint_id, "status": PENDING, "next_attempt_at": now}
+                for endpoint_id, types in subscriptions if types == "*" or event_type in types.split(",")]
 
     # --- dispatcher side ---------------------------------------------------------------------------
 
@@ -163,7 +177,7 @@ class Outbox:
         return retry(lambda: self._claim_due(now, limit, lease, skip_endpoints or []))
 
     def _claim_due(self, now: float, limit: int, lease: float, skip: list[int]) -> list[dict[str, Any]]:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             claimed = self._claim_in(conn, now, limit, lease, skip)
         return self._open_secrets(claimed)
 
@@ -189,15 +203,38 @@ class Outbox:
             webhook_deliveries.c.id.in_(ids), webhook_deliveries.c.status == PENDING, free)
             .values(locked_until=mark))
         rows = conn.execute(
-            sa.select(webhook_deliveries.c.id, webhook_deliveries.c.attempts, webhook_deliveries.c.event_id,
-                      webhook_deliveries.c.endpoint_id, webhook_deliveries.c.created_at,
-                      webhook_endpoints.c.url, webhook_endpoints.c.secret, webhook_endpoints.c.enabled,
-                      events.c.payload)
-            .join(webhook_endpoints, webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id)
-            .join(events, events.c.id == webhook_deliveries.c.event_id)
+            self._delivery_columns()
             .where(webhook_deliveries.c.id.in_(ids), webhook_deliveries.c.locked_until == mark)
             .order_by(webhook_deliveries.c.id)).all()
         return [dict(r._mapping) | {"lease": mark} for r in rows]
+
+    def peek_due(self, now: float, limit: int = 50, skip_endpoints: list[int] | None = None,
+                 exclude: Collection[int] = ()) -> list[dict[str, Any]]:
+        """Due deliveries, read without a lease: for the sole dispatcher of an SQLite database, which
+        keeps what it has in hand (``exclude``) in memory instead of writing leases under the one write
+        lock. Deliveries another dispatcher leased are still left alone until their lease runs out."""
+        enabled = sa.select(webhook_endpoints.c.id).where(webhook_endpoints.c.enabled.is_(True))
+        if skip_endpoints:
+            enabled = enabled.where(webhook_endpoints.c.id.not_in(skip_endpoints))
+        query = (self._delivery_columns().where(
+            webhook_deliveries.c.status == PENDING, webhook_deliveries.c.next_attempt_at <= now,
+            webhook_deliveries.c.endpoint_id.in_(enabled),
+            sa.or_(webhook_deliveries.c.locked_until.is_(None), webhook_deliveries.c.locked_until < now))
+            .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id).limit(limit + len(exclude)))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        due = [dict(r._mapping) | {"lease": None} for r in rows if r.id not in exclude][:limit]
+        return self._open_secrets(due)
+
+    @staticmethod
+    def _delivery_columns() -> sa.Select[Any]:
+        """What the dispatcher needs to post a delivery: its row, its endpoint and its event's payload."""
+        return (sa.select(webhook_deliveries.c.id, webhook_deliveries.c.attempts, webhook_deliveries.c.event_id,
+                          webhook_deliveries.c.endpoint_id, webhook_deliveries.c.created_at,
+                          webhook_endpoints.c.url, webhook_endpoints.c.secret, webhook_endpoints.c.enabled,
+                          events.c.payload)
+                .join(webhook_endpoints, webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id)
+                .join(events, events.c.id == webhook_deliveries.c.event_id))
 
     def _open_secrets(self, claimed: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if self.sealer is not None:
@@ -215,7 +252,7 @@ class Outbox:
 
     def _release(self, deliveries: list[dict[str, Any]]) -> int:
         released = 0
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             for delivery in deliveries:
                 done = conn.execute(webhook_deliveries.update().where(
                     webhook_deliveries.c.id == delivery["id"], webhook_deliveries.c.status == PENDING,
@@ -246,7 +283,7 @@ class Outbox:
         one writer, shared with the processes storing replies, each acquisition can wait behind their
         commits, so halving them is what keeps the dispatcher in step under load."""
         def run() -> tuple[list[str], list[dict[str, Any]]]:
-            with self.engine.begin() as conn:
+            with write_transaction(self.engine) as conn:
                 statuses = self._record_in(conn, outcomes, now, schedule)
                 claimed = self._claim_in(conn, now, limit, lease, skip_endpoints or []) if limit > 0 else []
             return statuses, self._open_secrets(claimed)
@@ -254,7 +291,7 @@ class Outbox:
 
     def _record_many(self, outcomes: list[tuple[dict[str, Any], int | None, str | None]], now: float,
                      schedule: RetrySchedule) -> list[str]:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             return self._record_in(conn, outcomes, now, schedule)
 
     def _record_in(self, conn: Connection, outcomes: list[tuple[dict[str, Any], int | None, str | None]],

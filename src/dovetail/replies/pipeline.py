@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from dovetail.dbrows import inserted_id
+from dovetail.dbwriter import write_transaction
 from dovetail.directory import lookups
 from dovetail.log import get_logger
 
@@ -42,7 +43,16 @@ from .extract import reply_text
 from .outbox import Outbox
 from .parse import Parsed, parse
 from .registry import Outbound, RegistryError, lookup_msgids, lookup_token, naive_utc, outbound_by_id, utcnow
-from .schema import campaigns, events, outbound_messages, processed_messages, replies, suppressions, threads
+from .schema import (
+    campaigns,
+    events,
+    outbound_messages,
+    processed_messages,
+    replies,
+    suppressions,
+    threads,
+    webhook_deliveries,
+)
 from .text import subject_key, thread_title
 
 log = get_logger("replies")
@@ -115,6 +125,25 @@ class _Prepared:
 
 
 @dataclass
+class _Batch:
+    """What the messages of one transaction share: lookups made once (a tenant's webhook subscriptions,
+    campaigns), and the event and delivery rows, written together at the end (one statement per table
+    instead of one per message)."""
+
+    subscriptions: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
+    campaigns: dict[int, dict[str, Any]] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+
+    def flush(self, conn: Connection) -> None:
+        if self.events:
+            conn.execute(events.insert(), self.events)
+        if self.deliveries:
+            conn.execute(webhook_deliveries.insert(), self.deliveries)
+        self.events, self.deliveries = [], []
+
+
+@dataclass
 class _Verp:
     """A message sent to ``bounce+<token>@``: the recipients of the message its token names (none when
     the token is forged or unknown)."""
@@ -172,10 +201,13 @@ class Pipeline:
     # --- steps ---------------------------------------------------------------------------------------
 
     def _process(self, items: list[tuple[bytes, Source]]) -> list[ReplyRecord]:
+        tenants: dict[str | int, tuple[int, str]] = {}  # looked up once per batch, not once per message
         with self.engine.connect() as conn:
-            prepared = [self._prepare(conn, raw, source) for raw, source in items]
-        with self.engine.begin() as conn:
-            records = [p if isinstance(p, ReplyRecord) else self._commit(conn, p) for p in prepared]
+            prepared = [self._prepare(conn, raw, source, tenants) for raw, source in items]
+        with write_transaction(self.engine) as conn:
+            batch = _Batch()
+            records = [p if isinstance(p, ReplyRecord) else self._commit(conn, p, batch) for p in prepared]
+            batch.flush(conn)
         for record in records:
             if record.duplicate:
                 continue
@@ -186,9 +218,12 @@ class Pipeline:
                     self.on_event(eid)
         return records
 
-    def _prepare(self, conn: Connection, raw: bytes, source: Source) -> ReplyRecord | _Prepared:
+    def _prepare(self, conn: Connection, raw: bytes, source: Source,
+                 tenants: dict[str | int, tuple[int, str]]) -> ReplyRecord | _Prepared:
         """Parse and classify (no writes): the stored record instead when the source position was seen."""
-        tid, tname = _tenant(conn, source.tenant)
+        if source.tenant not in tenants:
+            tenants[source.tenant] = _tenant(conn, source.tenant)
+        tid, tname = tenants[source.tenant]
         src_key = source.key()
         if src_key:
             seen = _seen(conn, tid, [src_key])
@@ -200,7 +235,7 @@ class Pipeline:
         stripped = reply_text(parsed.text, parsed.html)
         return _Prepared(tid, tname, source, parsed, stripped, cls.classify(parsed, stripped), keys)
 
-    def _commit(self, conn: Connection, p: _Prepared) -> ReplyRecord:
+    def _commit(self, conn: Connection, p: _Prepared, batch: _Batch) -> ReplyRecord:
         """Thread and store one prepared message inside the caller's transaction."""
         seen = _seen(conn, p.tid, p.keys)
         if seen is not None:
@@ -215,7 +250,8 @@ class Pipeline:
             match = _Match()
         else:
             match = _Match("verp", STRONG, _verp_outbound(verp, p.verdict))
-        return self._store(conn, p.tid, p.tname, p.source, p.parsed, p.stripped, p.verdict, match, p.keys, verp)
+        return self._store(conn, batch, p.tid, p.tname, p.source, p.parsed, p.stripped, p.verdict, match, p.keys,
+                           verp)
 
     def _verp(self, conn: Connection, tid: int, parsed: Parsed) -> _Verp | None:
         """The VERP token this message was sent to (Delivered-To, as our delivery stamps it, or To:)."""
@@ -274,7 +310,8 @@ class Pipeline:
                     return _Match("subject", WEAK, outbound_by_id(conn, row.id))
         return _Match()
 
-    def _store(self, conn: Connection, tid: int, tname: str, source: Source, parsed: Parsed, stripped: str,
+    def _store(self, conn: Connection, batch: _Batch, tid: int, tname: str, source: Source, parsed: Parsed,
+               stripped: str,
                verdict: cls.Classification, match: _Match, keys: list[str], verp: _Verp | None = None
                ) -> ReplyRecord:
         ob = match.outbound
@@ -292,8 +329,7 @@ class Pipeline:
             details=json.dumps(verdict.details | _delivery_details(parsed, source)),
             auth_results=json.dumps(parsed.auth_results), size=parsed.size, received_at=now)
         rid = inserted_id(conn.execute(replies.insert().values(**values)))
-        for key in keys:
-            conn.execute(processed_messages.insert().values(tenant_id=tid, key=key, reply_id=rid))
+        conn.execute(processed_messages.insert(), [{"tenant_id": tid, "key": key, "reply_id": rid} for key in keys])
         conn.execute(threads.update().where(threads.c.id == thread_id).values(
             reply_count=threads.c.reply_count + 1, last_reply_at=now))
         if verp is not None and (verp.forged or verdict.kind == cls.BOUNCE):
@@ -338,8 +374,11 @@ class Pipeline:
         event_id = "evt_" + secrets.token_hex(12)
         campaign = None
         if campaign_id is not None:
-            crow = conn.execute(sa.select(campaigns.c.id, campaigns.c.name).where(campaigns.c.id == campaign_id)).one()
-            campaign = {"id": crow.id, "name": crow.name}
+            campaign = batch.campaigns.get(campaign_id)
+            if campaign is None:
+                crow = conn.execute(sa.select(campaigns.c.id, campaigns.c.name)
+                                    .where(campaigns.c.id == campaign_id)).one()
+                campaign = batch.campaigns[campaign_id] = {"id": crow.id, "name": crow.name}
         payload: dict[str, Any] = {
             "id": event_id, "type": etype, "timestamp": dt.datetime.now(dt.UTC).isoformat(), "tenant": tname,
             "data": {
@@ -363,9 +402,11 @@ class Pipeline:
         }
         if unsubscribed:
             payload["data"]["unsubscribe"] = {"address": unsubscribed[0], "method": "mailto"}
-        conn.execute(events.insert().values(id=event_id, tenant_id=tid, type=etype, reply_id=rid,
-                                            campaign_id=campaign_id, payload=json.dumps(payload, default=str)))
-        Outbox.enqueue(conn, tid, event_id, etype, self.clock())
+        batch.events.append({"id": event_id, "tenant_id": tid, "type": etype, "reply_id": rid,
+                             "campaign_id": campaign_id, "payload": json.dumps(payload, default=str)})
+        if tid not in batch.subscriptions:
+            batch.subscriptions[tid] = Outbox.subscriptions(conn, tid)
+        batch.deliveries += Outbox.delivery_rows(batch.subscriptions[tid], event_id, etype, self.clock())
         emitted = [event_id]
         if verdict.kind == cls.COMPLAINT and ob is not None:
             complained = outcomes.Outcome(
