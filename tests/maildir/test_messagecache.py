@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dovetail.maildir.messagecache import MESSAGES, TEXTS, MessageCache
-from dovetail.mime.text import body_text
+from dovetail.mime.text import body_text, fold_case
 from dovetail.storage import open_storage
 
 
@@ -26,6 +26,8 @@ def test_second_read_served_from_memory_is_the_file(tmp_path: Path) -> None:
     assert MESSAGES.get((box.folder.path_text, box.uidvalidity, uid)) == first
     assert box.open_message(uid) is first  # the cached copy, no second read
     assert box.message_text(uid) == body_text(first)
+    assert box.folded_text(uid) == fold_case(body_text(first))
+    assert box.folded_text(uid) is TEXTS.get((box.folder.path_text, box.uidvalidity, uid))
     assert "first body" in box.message_text(uid)
     box.close()
 
@@ -36,7 +38,7 @@ def test_folder_made_again_is_not_served_old_messages(tmp_path: Path) -> None:
     st.append("Box", mail("old", "old text"))
     box = st.select("Box")
     old_uid, old_uv = box.uids[0], box.uidvalidity
-    assert "old text" in box.message_text(old_uid)
+    assert "old text" in box.folded_text(old_uid)
     box.close()
     st.delete("Box")
     st.create("Box")
@@ -45,7 +47,7 @@ def test_folder_made_again_is_not_served_old_messages(tmp_path: Path) -> None:
     assert box.uidvalidity != old_uv
     assert box.uids[0] == old_uid  # the same UID, another message
     assert b"new text" in box.open_message(box.uids[0])
-    assert "new text" in box.message_text(box.uids[0])
+    assert "new text" in box.folded_text(box.uids[0])
     assert TEXTS.get((box.folder.path_text, box.uidvalidity, box.uids[0])) is not None
     box.close()
 

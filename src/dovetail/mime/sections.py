@@ -69,10 +69,16 @@ def find_part(root: Part, path: tuple[int, ...]) -> Part | None:
 
 def _filter_fields(data: bytes, part: Part, names: tuple[str, ...], exclude: bool) -> bytes:
     header, _ = parse_header(data, part.header_start, part.body_start)
+    return filter_fields(data, part, header.fields, names, exclude)
+
+
+def filter_fields(data: bytes, part: Part, fields: list[tuple[str, bytes]], names: tuple[str, ...],
+                  exclude: bool) -> bytes:
+    """``HEADER.FIELDS (names)`` (or ``.NOT``) of ``part``, whose header parses to ``fields``."""
     wanted = {n.lower() for n in names}
-    kept = [raw for name, raw in header.fields if (name in wanted) != exclude]
+    kept = [raw for name, raw in fields if (name in wanted) != exclude]
     out = b"".join(r if r.endswith(b"\r\n") else r + b"\r\n" for r in kept)
-    terminated = data[part.header_start : part.body_start].endswith(b"\r\n\r\n") or (
+    terminated = data.endswith(b"\r\n\r\n", part.header_start, part.body_start) or (
         part.body_start - part.header_start == 2
     )
     return out + b"\r\n" if terminated or not exclude else out
