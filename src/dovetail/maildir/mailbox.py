@@ -59,6 +59,7 @@ def clean_flags(flags: Iterable[str]) -> set[str]:
     return out
 
 
+_MANY_ROWS = 200  # above this many UIDs, the shared facts (or one pass over the table) beat an IN (...) list
 HEADER_CACHE_MAX = 50_000  # header field values kept per folder and process for SEARCH/SORT/THREAD
 _FLAG_SETS: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
 
@@ -131,6 +132,7 @@ class MaildirMailbox(Mailbox):
         self._modseqs: dict[int, int] = {}
         self._recent: set[int] = set()
         self._pending_expunge: set[int] = set()  # expunged on disk, not yet reported to the client
+        self._gone: set[int] = set()  # UIDs this view has served from the expunge history
         self._seen_modseq = 0  # the index's highest modseq this view has taken in
         self._facts_memo: tuple[tuple, list] | None = None  # see message_facts
         self._watcher: MailboxWatcher | None = None
@@ -328,9 +330,9 @@ class MaildirMailbox(Mailbox):
         if bodystructure:
             cols += ", bodystructure_imap, body_imap" if raw else ", bodystructure, body"
         db = self.folder.index.db
-        if not (envelope or bodystructure):
+        if len(wanted) > _MANY_ROWS and not (envelope or bodystructure):
             rows = self._fact_rows(wanted)
-        elif len(wanted) > 200:
+        elif len(wanted) > _MANY_ROWS:
             rows = [r for r in db.execute(f"SELECT {cols} FROM msg ORDER BY uid") if r[0] in wanted]
         else:
             marks = ",".join("?" * len(wanted))
@@ -378,7 +380,8 @@ class MaildirMailbox(Mailbox):
     def _fact_rows(self, wanted: set[int]) -> list[tuple]:
         """Rows ``uid, flags (a set), modseq, vsize, idate`` of ``wanted`` from the folder's shared
         in-memory facts, which are as current as the index: a ``UID FETCH 1:* (FLAGS)`` reads no
-        SQLite rows. Messages the facts lack (expunged since) are left out."""
+        SQLite rows. Messages the facts lack (expunged since) are left out. Bringing the facts up to
+        date costs a few statements, more than one ``IN (...)`` query of a few rows: for many only."""
         view = self._uids if len(wanted) * 4 > len(self._uids) else sorted(wanted)
 
         def pick(facts: dict) -> list[tuple]:
@@ -398,7 +401,13 @@ class MaildirMailbox(Mailbox):
         if not wanted:
             return []
         recent = self._recent
-        rows = [(r[0], r[1], r[0] in recent, r[2], r[3]) for r in self._fact_rows(wanted)]
+        if len(wanted) > _MANY_ROWS:
+            rows = [(r[0], r[1], r[0] in recent, r[2], r[3]) for r in self._fact_rows(wanted)]
+        else:
+            marks = ",".join("?" * len(wanted))
+            found = self.folder.index.db.execute(
+                f"SELECT uid, flags, modseq, vsize FROM msg WHERE uid IN ({marks}) ORDER BY uid", sorted(wanted))
+            rows = [(u, _flag_sets(f)[0], u in recent, m, v) for u, f, m, v in found]
         if len(rows) < len(wanted):
             # Expunged by another session since this one last heard: served from the expunge history.
             gone = self._expunged_rows(wanted - {r[0] for r in rows}, "uid, flags, modseq, vsize")
@@ -438,11 +447,16 @@ class MaildirMailbox(Mailbox):
             return []
         db = self.folder.index.db
         if len(uids) > 200:
-            return [r for r in db.execute(f"SELECT {cols} FROM expunged WHERE flags IS NOT NULL") if r[0] in uids]
-        marks = ",".join("?" * len(uids))
-        return db.execute(
-            f"SELECT {cols} FROM expunged WHERE flags IS NOT NULL AND uid IN ({marks})", sorted(uids)
-        ).fetchall()
+            rows = [r for r in db.execute(f"SELECT {cols} FROM expunged WHERE flags IS NOT NULL") if r[0] in uids]
+        else:
+            marks = ",".join("?" * len(uids))
+            rows = db.execute(
+                f"SELECT {cols} FROM expunged WHERE flags IS NOT NULL AND uid IN ({marks})", sorted(uids)
+            ).fetchall()
+        if len(self._gone) > 100_000:
+            self._gone.clear()
+        self._gone.update(r[0] for r in rows)
+        return rows
 
     def _expunged_facts(self, uids: set[int]) -> list[tuple[int, frozenset[str], float, int, int, bool]]:
         rows = self._expunged_rows(uids, "uid, flags, idate, vsize, modseq")
@@ -522,12 +536,13 @@ class MaildirMailbox(Mailbox):
         return row[0]
 
     def _read(self, uid: int) -> bytes:
-        """The message in CRLF form, from the process's cache when it is there (no index lookup: a
-        UID's content never changes, and a message this view still lists is served even once
-        another session has expunged it)."""
+        """The message in CRLF form, from the process's cache when it is there: no index lookup, as
+        a UID's content never changes. A message this view knows to be expunged (heard of in a
+        refresh, or answered from the expunge history) is refused as when it is not cached; one
+        expunged since the view last looked may still be served, as between two refreshes."""
         key = self._key(uid)
         data = MESSAGES.get(key)
-        if data is not None:
+        if data is not None and uid not in self._pending_expunge and uid not in self._gone:
             return data
         for attempt in range(2):
             filename = self._filename(uid)
@@ -560,13 +575,28 @@ class MaildirMailbox(Mailbox):
         PART_TREES.put(key, (tree, len(parts)))
         return tree
 
-    def _header_fields(self, uid: int, data: bytes, root: Part) -> list[tuple[str, bytes]]:
+    def _header(self, uid: int) -> tuple[bytes, list[tuple[str, bytes]]]:
+        """(header block, its fields) of message ``uid``'s own header, for ``BODY[HEADER]`` and
+        ``HEADER.FIELDS``: from the process's cache, else from the message's cached bytes, else from
+        the header block the index keeps (the file is not read), else from the file."""
         key = self._key(uid)
-        fields = HEADER_FIELDS.get(key)
-        if fields is None:
-            fields = parse_header(data, root.header_start, root.body_start)[0].fields
-            HEADER_FIELDS.put(key, fields)
-        return fields
+        servable = uid not in self._pending_expunge and uid not in self._gone
+        hit = HEADER_FIELDS.get(key)
+        if hit is not None and servable:
+            return hit
+        block = None
+        if not servable or MESSAGES.get(key) is None:
+            row = self.folder.index.db.execute("SELECT header FROM msg WHERE uid=?", (uid,)).fetchone()
+            if row is None:
+                raise MessageExpunged(f"message {uid} was expunged")
+            block = row[0]
+        if block is None:  # never parsed, or a header too large for the index
+            data = self._read(uid)
+            root = self._tree(uid, data)
+            block = data[root.header_start : root.body_start]
+        entry = (block, parse_header(block, 0, len(block))[0].fields)
+        HEADER_FIELDS.put(key, entry)
+        return entry
 
     def open_message(self, uid: int) -> bytes:
         return self._read(uid)
@@ -584,15 +614,15 @@ class MaildirMailbox(Mailbox):
 
     def get_section(self, uid: int, section: Section | str, partial: tuple[int, int] | None = None) -> bytes:
         sec = parse_section(section) if isinstance(section, str) else section
+        if not sec.part and sec.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+            block, fields = self._header(uid)
+            if sec.text == "HEADER":
+                return apply_partial(block, partial)
+            return apply_partial(filter_fields(block, fields, sec.fields, sec.text == "HEADER.FIELDS.NOT"), partial)
         data = self._read(uid)
         if not sec.part and sec.text is None:
             return apply_partial(data, partial)
-        root = self._tree(uid, data)
-        if not sec.part and sec.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
-            fields = self._header_fields(uid, data, root)
-            return apply_partial(filter_fields(data, root, fields, sec.fields, sec.text == "HEADER.FIELDS.NOT"),
-                                 partial)
-        return apply_partial(extract(data, root, sec), partial)
+        return apply_partial(extract(data, self._tree(uid, data), sec), partial)
 
     # --- writing ------------------------------------------------------------------------------
 

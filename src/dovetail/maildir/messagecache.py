@@ -82,5 +82,6 @@ runs over a whole folder of that size finds every message here the second time (
 the scan would keep none)."""
 PART_TREES = MessageCache(4 * 1024 * 1024, weigh=lambda tree: tree[1])
 """(part tree, weight): the weight is the length of the tree as the index stores it."""
-HEADER_FIELDS = MessageCache(4 * 1024 * 1024, weigh=lambda fields: sum(len(raw) for _name, raw in fields) + 64)
-"""The (name, raw field) list of a message's own header, for ``BODY[HEADER.FIELDS (...)]``."""
+HEADER_FIELDS = MessageCache(4 * 1024 * 1024, weigh=lambda entry: 2 * len(entry[0]) + 64)
+"""(header block, its (name, raw field) list) of a message's own header, for ``BODY[HEADER]`` and
+``BODY[HEADER.FIELDS (...)]``."""

@@ -69,18 +69,16 @@ def find_part(root: Part, path: tuple[int, ...]) -> Part | None:
 
 def _filter_fields(data: bytes, part: Part, names: tuple[str, ...], exclude: bool) -> bytes:
     header, _ = parse_header(data, part.header_start, part.body_start)
-    return filter_fields(data, part, header.fields, names, exclude)
+    return filter_fields(data[part.header_start : part.body_start], header.fields, names, exclude)
 
 
-def filter_fields(data: bytes, part: Part, fields: list[tuple[str, bytes]], names: tuple[str, ...],
-                  exclude: bool) -> bytes:
-    """``HEADER.FIELDS (names)`` (or ``.NOT``) of ``part``, whose header parses to ``fields``."""
+def filter_fields(block: bytes, fields: list[tuple[str, bytes]], names: tuple[str, ...], exclude: bool) -> bytes:
+    """``HEADER.FIELDS (names)`` (or ``.NOT``) of the header ``block`` (with its blank line, as
+    ``BODY[HEADER]`` gives it), whose parse is ``fields``."""
     wanted = {n.lower() for n in names}
     kept = [raw for name, raw in fields if (name in wanted) != exclude]
     out = b"".join(r if r.endswith(b"\r\n") else r + b"\r\n" for r in kept)
-    terminated = data.endswith(b"\r\n\r\n", part.header_start, part.body_start) or (
-        part.body_start - part.header_start == 2
-    )
+    terminated = block.endswith(b"\r\n\r\n") or len(block) == 2
     return out + b"\r\n" if terminated or not exclude else out
 
 
