@@ -572,7 +572,7 @@ class MaildirMailbox(Mailbox):
         else:
             parts = row[0]
         tree = _tree_to_part(loads(parts))
-        PART_TREES.put(key, (tree, len(parts)))
+        PART_TREES.put(key, (tree, 300 * parts.count("[")))  # two brackets a part
         return tree
 
     def _header(self, uid: int) -> tuple[bytes, list[tuple[str, bytes]]]:

@@ -81,7 +81,7 @@ TEXTS = MessageCache()
 runs over a whole folder of that size finds every message here the second time (an LRU smaller than
 the scan would keep none)."""
 PART_TREES = MessageCache(4 * 1024 * 1024, weigh=lambda tree: tree[1])
-"""(part tree, weight): the weight is the length of the tree as the index stores it."""
-HEADER_FIELDS = MessageCache(4 * 1024 * 1024, weigh=lambda entry: 2 * len(entry[0]) + 64)
+"""(part tree, weight): the weight is what the tree's objects take in memory, about 300 bytes a part."""
+HEADER_FIELDS = MessageCache(4 * 1024 * 1024, weigh=lambda entry: 2 * len(entry[0]) + 200 * len(entry[1]) + 200)
 """(header block, its (name, raw field) list) of a message's own header, for ``BODY[HEADER]`` and
 ``BODY[HEADER.FIELDS (...)]``."""
