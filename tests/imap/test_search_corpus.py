@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from dovetail.imap.search import SearchableMessage
+from dovetail.mime.text import fold_case
 
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
 
@@ -47,6 +48,9 @@ class Msg:
         msg = email.message_from_bytes(self.raw, policy=email.policy.default)
         parts = [p.get_content() for p in msg.walk() if p.get_content_maintype() == "text"]
         return "\n".join(parts)
+
+    def folded_text(self) -> str:
+        return fold_case(self.text())
 
 
 def make(seq: int, *, uid: int | None = None, body: str = "hello\r\n", flags: set[str] | None = None,

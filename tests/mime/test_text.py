@@ -35,3 +35,25 @@ def test_hostile_nesting_is_searched_without_error() -> None:
     for i in range(1000):
         inner = b"Subject: l%d\r\nContent-Type: message/rfc822\r\n\r\n" % i + inner
     assert isinstance(body_text(inner), str)
+
+
+def test_text_of_crlf_bytes_and_parse_without_line_counts_agree() -> None:
+    """The store's short cut (bytes already CRLF, body lines not counted) changes nothing but the
+    line counts: every part's offsets and the text are what the full parse gives."""
+    from pathlib import Path
+
+    from dovetail.mime.parser import parse_message, to_crlf
+
+    def offsets(part):  # noqa: ANN001, ANN202
+        return (part.header_start, part.body_start, part.end, [offsets(c) for c in part.children],
+                offsets(part.message) if part.message is not None else None)
+
+    corpus = sorted((Path(__file__).parent / "corpus").glob("*.eml"))
+    assert corpus
+    for path in corpus:
+        crlf = to_crlf(path.read_bytes())
+        assert body_text(crlf, crlf=True) == body_text(path.read_bytes())
+        full, lean = parse_message(crlf), parse_message(crlf, count_lines=False)
+        assert offsets(lean) == offsets(full)
+        assert lean.lines == 0 and (full.lines > 0 or full.body_start == full.end
+                                    or full.ctype.maintype.lower() not in ("text", "message"))

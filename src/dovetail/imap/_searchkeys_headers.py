@@ -18,6 +18,7 @@ import unicodedata
 from email.utils import parsedate_tz
 
 from dovetail.mime.address import parse_address_list
+from dovetail.mime.text import fold_case as fold_case  # kept with the text it folds; SEARCH imports it here
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"[ \t\r\n]+")
@@ -71,13 +72,6 @@ def decode_words(value: str) -> str:
 
 def unfold(value: str) -> str:
     return _FOLD.sub("", value)
-
-
-def fold_case(text: str) -> str:
-    """Case-insensitive comparison form for SEARCH substring matching."""
-    if text.isascii():
-        return text.lower()
-    return unicodedata.normalize("NFKD", text.casefold())
 
 
 def collate(text: str) -> str:

@@ -14,11 +14,12 @@ from dovetail.maildir.filename import INFO_SEP, parse_name
 from dovetail.maildir.folder import CUR, MAX_MESSAGE_BYTES, NEW, Folder
 from dovetail.maildir.index import DATE_UNKNOWN, EXPUNGE_DATA_KEPT, flags_dump, flags_load, loads
 from dovetail.maildir.keywords import valid_keyword
-from dovetail.maildir.messagecache import MESSAGES, TEXTS
+from dovetail.maildir.messagecache import HEADER_FIELDS, MESSAGES, PART_TREES, TEXTS
+from dovetail.maildir.messagefacts import analyse
 from dovetail.maildir.watch import watch_folder
-from dovetail.mime.parser import Part, to_crlf
-from dovetail.mime.sections import apply_partial, extract, parse_section
-from dovetail.mime.text import body_text
+from dovetail.mime.parser import Part, parse_header, to_crlf
+from dovetail.mime.sections import apply_partial, extract, filter_fields, parse_section
+from dovetail.mime.text import body_text, fold_case
 from dovetail.storage.api import (
     DELETED,
     RECENT,
@@ -58,6 +59,7 @@ def clean_flags(flags: Iterable[str]) -> set[str]:
     return out
 
 
+_MANY_ROWS = 200  # above this many UIDs, the shared facts (or one pass over the table) beat an IN (...) list
 HEADER_CACHE_MAX = 50_000  # header field values kept per folder and process for SEARCH/SORT/THREAD
 _FLAG_SETS: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
 
@@ -72,6 +74,20 @@ def _flag_sets(column: str) -> tuple[frozenset[str], frozenset[str]]:
         if len(_FLAG_SETS) >= 4096:
             _FLAG_SETS.clear()
         _FLAG_SETS[column] = hit
+    return hit
+
+
+_KEYWORDS: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _keywords_of(flags: frozenset[str]) -> frozenset[str]:
+    """The keywords of a flag set (as :func:`_flag_sets`, for the folder's in-memory facts)."""
+    hit = _KEYWORDS.get(flags)
+    if hit is None:
+        hit = frozenset(f for f in flags if f[0] != "\\")
+        if len(_KEYWORDS) >= 4096:
+            _KEYWORDS.clear()
+        _KEYWORDS[flags] = hit
     return hit
 
 
@@ -116,6 +132,7 @@ class MaildirMailbox(Mailbox):
         self._modseqs: dict[int, int] = {}
         self._recent: set[int] = set()
         self._pending_expunge: set[int] = set()  # expunged on disk, not yet reported to the client
+        self._gone: set[int] = set()  # UIDs this view has served from the expunge history
         self._seen_modseq = 0  # the index's highest modseq this view has taken in
         self._facts_memo: tuple[tuple, list] | None = None  # see message_facts
         self._watcher: MailboxWatcher | None = None
@@ -313,7 +330,9 @@ class MaildirMailbox(Mailbox):
         if bodystructure:
             cols += ", bodystructure_imap, body_imap" if raw else ", bodystructure, body"
         db = self.folder.index.db
-        if len(wanted) > 200:
+        if len(wanted) > _MANY_ROWS and not (envelope or bodystructure):
+            rows = self._fact_rows(wanted)
+        elif len(wanted) > _MANY_ROWS:
             rows = [r for r in db.execute(f"SELECT {cols} FROM msg ORDER BY uid") if r[0] in wanted]
         else:
             marks = ",".join("?" * len(wanted))
@@ -327,7 +346,7 @@ class MaildirMailbox(Mailbox):
         recent = self._recent
         bs_i = 6 if envelope else 5
         for r in rows:
-            flags, keywords = _flag_sets(r[1])
+            flags, keywords = _flag_sets(r[1]) if type(r[1]) is str else (r[1], _keywords_of(r[1]))
             # A date nobody asked for and the index does not know yet stays unknown (the epoch).
             idate = datetime.fromtimestamp(max(r[4], 0), UTC)
             if raw:
@@ -357,6 +376,43 @@ class MaildirMailbox(Mailbox):
                 )
             )
         return out
+
+    def _fact_rows(self, wanted: set[int]) -> list[tuple]:
+        """Rows ``uid, flags (a set), modseq, vsize, idate`` of ``wanted`` from the folder's shared
+        in-memory facts, which are as current as the index: a ``UID FETCH 1:* (FLAGS)`` reads no
+        SQLite rows. Messages the facts lack (expunged since) are left out. Bringing the facts up to
+        date costs a few statements, more than one ``IN (...)`` query of a few rows: for many only."""
+        view = self._uids if len(wanted) * 4 > len(self._uids) else sorted(wanted)
+
+        def pick(facts: dict) -> list[tuple]:
+            get = facts.get
+            out = []
+            for uid in view:
+                if uid in wanted:
+                    t = get(uid)
+                    if t is not None:
+                        out.append((uid, t[1], t[4], t[3], t[2]))
+            return out
+
+        return self.folder.with_facts(pick)
+
+    def flag_rows(self, uids: Iterable[int]) -> list[tuple[int, frozenset[str], bool, int, int]]:
+        wanted = self._in_view(uids)
+        if not wanted:
+            return []
+        recent = self._recent
+        if len(wanted) > _MANY_ROWS:
+            rows = [(r[0], r[1], r[0] in recent, r[2], r[3]) for r in self._fact_rows(wanted)]
+        else:
+            marks = ",".join("?" * len(wanted))
+            found = self.folder.index.db.execute(
+                f"SELECT uid, flags, modseq, vsize FROM msg WHERE uid IN ({marks}) ORDER BY uid", sorted(wanted))
+            rows = [(u, _flag_sets(f)[0], u in recent, m, v) for u, f, m, v in found]
+        if len(rows) < len(wanted):
+            # Expunged by another session since this one last heard: served from the expunge history.
+            gone = self._expunged_rows(wanted - {r[0] for r in rows}, "uid, flags, modseq, vsize")
+            rows = sorted(rows + [(u, _flag_sets(f)[0], u in recent, m, v) for u, f, m, v in gone])
+        return rows
 
     def _completed(self, rows: list[tuple], cols: str, parsed: bool, dates: bool) -> list[tuple]:
         """``rows`` (of ``cols``, the 5th the date, from the 6th parsed columns) with what the index
@@ -391,11 +447,16 @@ class MaildirMailbox(Mailbox):
             return []
         db = self.folder.index.db
         if len(uids) > 200:
-            return [r for r in db.execute(f"SELECT {cols} FROM expunged WHERE flags IS NOT NULL") if r[0] in uids]
-        marks = ",".join("?" * len(uids))
-        return db.execute(
-            f"SELECT {cols} FROM expunged WHERE flags IS NOT NULL AND uid IN ({marks})", sorted(uids)
-        ).fetchall()
+            rows = [r for r in db.execute(f"SELECT {cols} FROM expunged WHERE flags IS NOT NULL") if r[0] in uids]
+        else:
+            marks = ",".join("?" * len(uids))
+            rows = db.execute(
+                f"SELECT {cols} FROM expunged WHERE flags IS NOT NULL AND uid IN ({marks})", sorted(uids)
+            ).fetchall()
+        if len(self._gone) > 100_000:
+            self._gone.clear()
+        self._gone.update(r[0] for r in rows)
+        return rows
 
     def _expunged_facts(self, uids: set[int]) -> list[tuple[int, frozenset[str], float, int, int, bool]]:
         rows = self._expunged_rows(uids, "uid, flags, idate, vsize, modseq")
@@ -465,19 +526,26 @@ class MaildirMailbox(Mailbox):
         out.update(lazyfacts.fill_headers(self.folder, unread))
         return out
 
-    def _row(self, uid: int) -> tuple[str, str | None]:
-        row = self.folder.index.db.execute("SELECT filename, parts FROM msg WHERE uid=?", (uid,)).fetchone()
+    def _key(self, uid: int) -> tuple[str, int, int]:
+        return (self.folder.path_text, self._uidvalidity, uid)
+
+    def _filename(self, uid: int) -> str:
+        row = self.folder.index.db.execute("SELECT filename FROM msg WHERE uid=?", (uid,)).fetchone()
         if row is None:
             raise MessageExpunged(f"message {uid} was expunged")
-        return row
+        return row[0]
 
-    def _read(self, uid: int) -> tuple[bytes, str | None]:
+    def _read(self, uid: int) -> bytes:
+        """The message in CRLF form, from the process's cache when it is there: no index lookup, as
+        a UID's content never changes. A message this view knows to be expunged (heard of in a
+        refresh, or answered from the expunge history) is refused as when it is not cached; one
+        expunged since the view last looked may still be served, as between two refreshes."""
+        key = self._key(uid)
+        data = MESSAGES.get(key)
+        if data is not None and uid not in self._pending_expunge and uid not in self._gone:
+            return data
         for attempt in range(2):
-            filename, parts = self._row(uid)
-            key = (self.folder.path_text, self._uidvalidity, uid)
-            data = MESSAGES.get(key)
-            if isinstance(data, bytes):
-                return data, parts
+            filename = self._filename(uid)
             try:
                 with open(os.path.join(self.folder.path_text, filename), "rb") as f:
                     data = to_crlf(f.read(MAX_MESSAGE_BYTES))
@@ -486,28 +554,75 @@ class MaildirMailbox(Mailbox):
                     self.folder.sync(force=True)
                 continue
             MESSAGES.put(key, data)
-            return data, parts
+            return data
         raise MessageExpunged(f"message {uid} was expunged")
 
+    def _tree(self, uid: int, data: bytes) -> Part:
+        """The part tree of message ``uid`` (whose bytes are ``data``): from the process's cache, else
+        from the index, else parsed now (and the parse kept in the index)."""
+        key = self._key(uid)
+        hit = PART_TREES.get(key)
+        if hit is not None:
+            return hit[0]
+        row = self.folder.index.db.execute("SELECT parts FROM msg WHERE uid=?", (uid,)).fetchone()
+        if row is None:  # expunged by another session since its bytes were cached
+            parts = analyse(data)["parts"]
+        elif row[0] is None:  # never parsed: its parse is kept for what comes next
+            parts = lazyfacts.parse_read(self.folder.index, uid, data)["parts"]
+        else:
+            parts = row[0]
+        tree = _tree_to_part(loads(parts))
+        PART_TREES.put(key, (tree, 300 * parts.count("[")))  # two brackets a part
+        return tree
+
+    def _header(self, uid: int) -> tuple[bytes, list[tuple[str, bytes]]]:
+        """(header block, its fields) of message ``uid``'s own header, for ``BODY[HEADER]`` and
+        ``HEADER.FIELDS``: from the process's cache, else from the message's cached bytes, else from
+        the header block the index keeps (the file is not read), else from the file."""
+        key = self._key(uid)
+        servable = uid not in self._pending_expunge and uid not in self._gone
+        hit = HEADER_FIELDS.get(key)
+        if hit is not None and servable:
+            return hit
+        block = None
+        if not servable or MESSAGES.get(key) is None:
+            row = self.folder.index.db.execute("SELECT header FROM msg WHERE uid=?", (uid,)).fetchone()
+            if row is None:
+                raise MessageExpunged(f"message {uid} was expunged")
+            block = row[0]
+        if block is None:  # never parsed, or a header too large for the index
+            data = self._read(uid)
+            root = self._tree(uid, data)
+            block = data[root.header_start : root.body_start]
+        entry = (block, parse_header(block, 0, len(block))[0].fields)
+        HEADER_FIELDS.put(key, entry)
+        return entry
+
     def open_message(self, uid: int) -> bytes:
-        return self._read(uid)[0]
+        return self._read(uid)
 
     def message_text(self, uid: int) -> str:
-        key = (self.folder.path_text, self._uidvalidity, uid)
+        return body_text(self._read(uid))
+
+    def folded_text(self, uid: int) -> str:
+        key = self._key(uid)
         text = TEXTS.get(key)
-        if not isinstance(text, str):
-            text = body_text(self._read(uid)[0])
+        if text is None:
+            text = fold_case(body_text(self._read(uid), crlf=True))
             TEXTS.put(key, text)
         return text
 
     def get_section(self, uid: int, section: Section | str, partial: tuple[int, int] | None = None) -> bytes:
         sec = parse_section(section) if isinstance(section, str) else section
-        data, parts = self._read(uid)
+        if not sec.part and sec.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
+            block, fields = self._header(uid)
+            if sec.text == "HEADER":
+                return apply_partial(block, partial)
+            return apply_partial(filter_fields(block, fields, sec.fields, sec.text == "HEADER.FIELDS.NOT"), partial)
+        data = self._read(uid)
         if not sec.part and sec.text is None:
             return apply_partial(data, partial)
-        if parts is None:  # the message was never parsed: its parse is kept for what comes next
-            parts = lazyfacts.parse_read(self.folder.index, uid, data)["parts"]
-        return apply_partial(extract(data, _tree_to_part(loads(parts)), sec), partial)
+        return apply_partial(extract(data, self._tree(uid, data), sec), partial)
 
     # --- writing ------------------------------------------------------------------------------
 

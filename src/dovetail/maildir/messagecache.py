@@ -1,5 +1,6 @@
 """The messages this process read last, kept in memory with their line endings already converted,
-and the decoded text SEARCH TEXT/BODY looks through.
+with what reading them again would cost a parse for: their part tree, their top header's fields and
+the case-folded text SEARCH TEXT/BODY looks through.
 
 A mail client reads the same few messages over and over (the header for the list, then the body, then
 a part, SEARCH over the text), and every read was an ``open`` + ``read`` + a CRLF conversion of the
@@ -8,7 +9,9 @@ flags), so a message is keyed by its folder, the folder's UIDVALIDITY and its UI
 valid for as long as it is kept. The cache is bounded by bytes (least recently used out first) and
 shared by every session of the process; a message larger than an eighth of the bound is never kept.
 The text of a message costs a MIME parse and a decode of each part, more than its read: SEARCH over a
-folder's text did that for every message on every search.
+folder's text did that for every message on every search, and case-folded all of it again; it is kept
+folded, as SEARCH compares it. A FETCH of a section looked the message's part tree up in the index and
+rebuilt it, and ``HEADER.FIELDS`` parsed the header again, for every message of every FETCH.
 
 Hand-written rather than ``functools.lru_cache`` because the bound is in bytes, not entries, and the
 threads that run storage calls share it.
@@ -18,46 +21,51 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 
 
 class MessageCache:
-    """A size-bounded LRU map from a message key to its bytes or text (thread-safe; a str counts
-    its length, close to its size for mail text)."""
+    """A size-bounded LRU map from a message key to its bytes, text or parsed data (thread-safe;
+    ``weigh`` gives an entry's size, by default its length: a str counts its length, close to its
+    size for mail text)."""
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, weigh: Callable[[Any], int] = len) -> None:
         self.max_bytes = max_bytes
-        self._items: OrderedDict[Hashable, bytes | str] = OrderedDict()
+        self._weigh = weigh
+        self._items: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> bytes | str | None:
+    def get(self, key: Hashable) -> Any:
         with self._lock:
-            data = self._items.get(key)
-            if data is not None:
-                self._items.move_to_end(key)
-            return data
+            entry = self._items.get(key)
+            if entry is None:
+                return None
+            self._items.move_to_end(key)
+            return entry[0]
 
-    def put(self, key: Hashable, data: bytes | str) -> None:
-        if len(data) * 8 > self.max_bytes:
+    def put(self, key: Hashable, data: Any) -> None:
+        weight = self._weigh(data)
+        if weight * 8 > self.max_bytes:
             return
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
-                self._size -= len(old)
-            self._items[key] = data
-            self._size += len(data)
+                self._size -= old[1]
+            self._items[key] = (data, weight)
+            self._size += weight
             while self._size > self.max_bytes:
                 _, gone = self._items.popitem(last=False)
-                self._size -= len(gone)
+                self._size -= gone[1]
 
     def forget(self, key: Hashable) -> None:
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
-                self._size -= len(old)
+                self._size -= old[1]
 
     @property
     def size(self) -> int:
@@ -68,4 +76,12 @@ class MessageCache:
 
 
 MESSAGES = MessageCache()
-TEXTS = MessageCache(DEFAULT_MAX_BYTES // 2)
+TEXTS = MessageCache()
+"""Folded search text: the text of a thousand typical messages (11 MB) fits, so a SEARCH TEXT that
+runs over a whole folder of that size finds every message here the second time (an LRU smaller than
+the scan would keep none)."""
+PART_TREES = MessageCache(4 * 1024 * 1024, weigh=lambda tree: tree[1])
+"""(part tree, weight): the weight is what the tree's objects take in memory, about 300 bytes a part."""
+HEADER_FIELDS = MessageCache(4 * 1024 * 1024, weigh=lambda entry: 2 * len(entry[0]) + 200 * len(entry[1]) + 200)
+"""(header block, its (name, raw field) list) of a message's own header, for ``BODY[HEADER]`` and
+``BODY[HEADER.FIELDS (...)]``."""

@@ -267,16 +267,21 @@ def parse_disposition(value: str | None) -> tuple[str, list[tuple[str, str]]] | 
 class _Budget:
     def __init__(self) -> None:
         self.parts = 0
+        self.count_lines = True
 
 
-def parse_message(data: bytes) -> Part:
-    """Parse ``data`` (already in CRLF form, see :func:`to_crlf`) into its part tree."""
-    return _parse_part(data, 0, len(data), ContentType(params=[("charset", "us-ascii")]), 0, _Budget())
+def parse_message(data: bytes, *, count_lines: bool = True) -> Part:
+    """Parse ``data`` (already in CRLF form, see :func:`to_crlf`) into its part tree. Without
+    ``count_lines`` the parts' ``lines`` stay 0 (BODYSTRUCTURE needs them, the SEARCH text does not:
+    counting is a pass over every text body)."""
+    budget = _Budget()
+    budget.count_lines = count_lines
+    return _parse_part(data, 0, len(data), ContentType(params=[("charset", "us-ascii")]), 0, budget)
 
 
-def _count_lines(data: bytes, start: int, end: int) -> int:
+def _count_lines(data: bytes, start: int, end: int, budget: _Budget) -> int:
     """Line count as Dovecot reports it: the number of line feeds in the body."""
-    return data.count(b"\n", start, end) if end > start else 0
+    return data.count(b"\n", start, end) if end > start and budget.count_lines else 0
 
 
 def _parse_part(
@@ -298,7 +303,7 @@ def _parse_part(
     st = ctype.subtype.lower()
     if depth >= MAX_DEPTH or budget.parts >= MAX_PARTS:
         if mt in ("text", "message"):
-            part.lines = _count_lines(data, body_start, end)
+            part.lines = _count_lines(data, body_start, end, budget)
         return part
     if mt == "multipart":
         boundary = ctype.param("boundary")
@@ -323,9 +328,9 @@ def _parse_part(
             data, body_start, end, ContentType(params=[("charset", "us-ascii")]), depth + 1, budget, inner=True
         )
         part.end = max(part.end, part.message.end)
-        part.lines = _count_lines(data, body_start, part.end)
+        part.lines = _count_lines(data, body_start, part.end, budget)
     elif mt == "text":
-        part.lines = _count_lines(data, body_start, end)
+        part.lines = _count_lines(data, body_start, end, budget)
     return part
 
 

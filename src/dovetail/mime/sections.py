@@ -69,12 +69,16 @@ def find_part(root: Part, path: tuple[int, ...]) -> Part | None:
 
 def _filter_fields(data: bytes, part: Part, names: tuple[str, ...], exclude: bool) -> bytes:
     header, _ = parse_header(data, part.header_start, part.body_start)
+    return filter_fields(data[part.header_start : part.body_start], header.fields, names, exclude)
+
+
+def filter_fields(block: bytes, fields: list[tuple[str, bytes]], names: tuple[str, ...], exclude: bool) -> bytes:
+    """``HEADER.FIELDS (names)`` (or ``.NOT``) of the header ``block`` (with its blank line, as
+    ``BODY[HEADER]`` gives it), whose parse is ``fields``."""
     wanted = {n.lower() for n in names}
-    kept = [raw for name, raw in header.fields if (name in wanted) != exclude]
+    kept = [raw for name, raw in fields if (name in wanted) != exclude]
     out = b"".join(r if r.endswith(b"\r\n") else r + b"\r\n" for r in kept)
-    terminated = data[part.header_start : part.body_start].endswith(b"\r\n\r\n") or (
-        part.body_start - part.header_start == 2
-    )
+    terminated = block.endswith(b"\r\n\r\n") or len(block) == 2
     return out + b"\r\n" if terminated or not exclude else out
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import unicodedata
 from collections.abc import Iterator
 
 from dovetail.mime.parser import Part, parse_message, to_crlf
@@ -19,16 +20,24 @@ from dovetail.mime.transfer import decode_quoted_printable
 _TEXTUAL = ("text", "message")
 
 
-def body_text(raw: bytes) -> str:
-    """Every textual leaf part of ``raw`` decoded to str and joined by newlines."""
-    return "\n".join(text for _subtype, text in text_parts(raw))
+def body_text(raw: bytes, *, crlf: bool = False) -> str:
+    """Every textual leaf part of ``raw`` decoded to str and joined by newlines; ``crlf``: ``raw`` is
+    already in CRLF form (as the store reads messages), so its line endings are not looked at again."""
+    return "\n".join(text for _subtype, text in text_parts(raw, crlf=crlf))
 
 
-def text_parts(raw: bytes) -> Iterator[tuple[str, str]]:
+def fold_case(text: str) -> str:
+    """Case-insensitive comparison form for SEARCH substring matching."""
+    if text.isascii():
+        return text.lower()
+    return unicodedata.normalize("NFKD", text.casefold())
+
+
+def text_parts(raw: bytes, *, crlf: bool = False) -> Iterator[tuple[str, str]]:
     """(content subtype, decoded text) of each textual leaf part in order; a multipart left opaque
     beyond the depth limit comes as it is written, with subtype ``""``."""
-    data = to_crlf(raw)
-    stack: list[Part] = [parse_message(data)]
+    data = raw if crlf else to_crlf(raw)
+    stack: list[Part] = [parse_message(data, count_lines=False)]
     while stack:
         part = stack.pop()
         if part.children:

@@ -440,6 +440,15 @@ class Mailbox(ABC):
             for i in self.fetch_info(list(self.uids), envelope=False, bodystructure=False)
         ]
 
+    def flag_rows(self, uids: Iterable[int]) -> list[tuple[int, frozenset[str], bool, int, int]]:
+        """``(uid, flags, recent, modseq, size)`` of each of ``uids`` in the view (or still in the
+        store's expunge history), in UID order: what ``FETCH (UID FLAGS MODSEQ RFC822.SIZE)`` answers,
+        without a :class:`MessageInfo` per message (``UID FETCH 1:* (FLAGS)`` asks for thousands)."""
+        return [
+            (i.uid, i.flags, i.recent, i.modseq, i.size)
+            for i in self.fetch_info(uids, envelope=False, bodystructure=False, dates=False)
+        ]
+
     def header_cache(self) -> dict[tuple[str, int], list[str]] | None:
         """A map ``(lower-case field name, uid) -> field values`` that SEARCH, SORT and THREAD fill and
         read (values are never modified), shared by the views of one mailbox where the store can: a
@@ -454,6 +463,11 @@ class Mailbox(ABC):
         """The decoded text of every textual part of the message, as SEARCH TEXT/BODY reads it
         (``dovetail.mime.text.body_text``), when the store keeps it at hand; None means the caller
         decodes :meth:`open_message` itself. Raises MessageExpunged."""
+        return None
+
+    def folded_text(self, uid: int) -> str | None:
+        """:meth:`message_text` case-folded as SEARCH compares it (``dovetail.mime.text.fold_case``),
+        when the store keeps it at hand; None means the caller folds it itself. Raises MessageExpunged."""
         return None
 
     def cached_headers(self, uids: Iterable[int]) -> dict[int, bytes]:

@@ -1,8 +1,9 @@
 """How each FETCH item of one message is rendered.
 
 ``item_builder`` picks, once per FETCH, a function per requested item: the items the index answers
-(UID, FLAGS, RFC822.SIZE, MODSEQ, ENVELOPE as stored IMAP bytes) get their own, the rest go through
-``_item``, which reads sections from the store and undoes transfer encodings for BINARY (RFC 3516).
+(UID, FLAGS, RFC822.SIZE, MODSEQ, and ENVELOPE, BODYSTRUCTURE and BODY as stored IMAP bytes) get
+their own, the rest go through ``_item``, which reads sections from the store and undoes transfer
+encodings for BINARY (RFC 3516).
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ def item_builder(s: CommandSession, mb: Mailbox, att: FetchAtt) -> Callable[[Mes
         return lambda info: b"MODSEQ (%d)" % info.modseq
     if name == "ENVELOPE":
         return lambda info: (b"ENVELOPE " + info.envelope_imap if info.envelope_imap is not None
+                             else _item(s, mb, info, att))
+    if name == "BODYSTRUCTURE":
+        return lambda info: (b"BODYSTRUCTURE " + info.bodystructure_imap if info.bodystructure_imap is not None
+                             else _item(s, mb, info, att))
+    if name == "BODY" and att.section is None:
+        return lambda info: (b"BODY " + info.body_imap if info.body_imap is not None
                              else _item(s, mb, info, att))
     return lambda info: _item(s, mb, info, att)
 

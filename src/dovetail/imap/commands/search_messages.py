@@ -11,7 +11,7 @@ import functools
 import re
 from datetime import UTC, datetime
 
-from dovetail.mime.text import body_text
+from dovetail.mime.text import body_text, fold_case
 from dovetail.storage.api import RECENT, Mailbox, MessageExpunged
 from dovetail.storage.api import Section as StoreSection
 
@@ -20,7 +20,7 @@ class SearchMessage:
     """A view message as SEARCH/SORT/THREAD read it: index data now, header and text on demand."""
 
     __slots__ = ("seq", "uid", "flags", "_idate", "_date", "size", "modseq", "_mb", "_headers", "_hbytes",
-                 "_text", "_blocks")
+                 "_text", "_folded", "_blocks")
 
     def __init__(self, mb: Mailbox, seq: int, facts: tuple[int, frozenset[str], float, int, int, bool],
                  blocks: HeaderBlocks | None = None) -> None:
@@ -42,6 +42,7 @@ class SearchMessage:
         self._headers: dict[str, list[str]] | None = None
         self._hbytes: bytes | None = None
         self._text: str | None = None
+        self._folded: str | None = None
 
     @property
     def internal_date(self) -> datetime:
@@ -86,6 +87,15 @@ class SearchMessage:
                 text = body_text(b"")
             self._text = text
         return self._text
+
+    def folded_text(self) -> str:
+        if self._folded is None:
+            try:
+                folded = self._mb.folded_text(self.uid)
+            except MessageExpunged:
+                folded = fold_case(body_text(b""))
+            self._folded = folded if folded is not None else fold_case(self.text())
+        return self._folded
 
 
 _SINGLE_HEADER_READS = 32

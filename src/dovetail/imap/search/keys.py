@@ -51,7 +51,11 @@ class SearchableMessage(Protocol):
         ...
 
     def text(self) -> str:
-        """Decoded body text (all text parts), for BODY and TEXT; may be slow, the server caches."""
+        """Decoded body text (all text parts); may be slow, the server caches."""
+        ...
+
+    def folded_text(self) -> str:
+        """``fold_case(text())``, as BODY and TEXT compare it; the server may keep it folded."""
         ...
 
 

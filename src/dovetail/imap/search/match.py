@@ -44,6 +44,13 @@ def folded_header(value: str) -> str:
     return fold_case(decode_words(value))
 
 
+@functools.lru_cache(maxsize=16384)
+def folded_header_block(raw: bytes) -> str:
+    """A whole header block as SEARCH TEXT compares it; remembered (by its bytes), as every TEXT
+    search reads the header of every message it gets to."""
+    return fold_case(decode_words(unfold(raw.decode("utf-8", "replace"))))
+
+
 @functools.lru_cache(maxsize=4096)
 def _sent_date(value: str) -> dt.date | None:
     parsed = parse_date_header(value)
@@ -120,13 +127,12 @@ def _compile(key: SearchKey, msgs: Sequence[SearchableMessage], ctx: SearchConte
         return _HEADER, _header_pred(key.name, fold_case(key.value))
     if isinstance(key, Body):
         needle = fold_case(key.value)
-        return _BODY, lambda m: needle in fold_case(m.text())
+        return _BODY, lambda m: needle in m.folded_text()
     if isinstance(key, Text):
         needle = fold_case(key.value)
 
         def text_pred(m: SearchableMessage) -> bool:
-            head = decode_words(unfold(m.header_bytes().decode("utf-8", "replace")))
-            return needle in fold_case(head) or needle in fold_case(m.text())
+            return needle in folded_header_block(m.header_bytes()) or needle in m.folded_text()
         return _BODY, text_pred
     if isinstance(key, Not):
         cost, inner = _compile(key.key, msgs, ctx)
