@@ -14,7 +14,8 @@ mail; the clock runs from its start until the last message is a file in the home
 
 On a shared machine msg/s swings with the neighbours' load; the CPU each node's processes (the master
 and its workers, utime + stime from ``/proc``) spent per message is the steadier figure, printed beside
-it. ``--baseline TREE`` adds a cluster run of another checkout (its ``src`` first on ``PYTHONPATH``),
+it, less what the nodes burn while idle (measured for ``--idle-window`` seconds before each push).
+``--baseline TREE`` adds a cluster run of another checkout (its ``src`` first on ``PYTHONPATH``),
 interleaved with this one's in every round; ``--pyspy DIR`` records every worker of both cluster nodes
 with py-spy during the first cluster round (``bench/pyspy_top.py`` summarises the files).
 
@@ -202,6 +203,9 @@ def push(port: int, folder: Path, args: argparse.Namespace, nodes: list[Node]) -
     """Messages per second from smtp-source's start to the last file in ``folder``, and the milliseconds
     of CPU per message each of ``nodes`` spent meanwhile."""
     before = count(folder)
+    idle_from = [node.cpu() for node in nodes]
+    time.sleep(args.idle_window)  # what the nodes burn doing nothing (timers, pollers) is not the mail's
+    idle = [(node.cpu() - was) / args.idle_window for node, was in zip(nodes, idle_from, strict=True)]
     cpu = [node.cpu() for node in nodes]
     started = time.monotonic()
     source = subprocess.Popen([SMTP_SOURCE, "-s", str(args.sessions), "-m", str(args.messages),
@@ -217,7 +221,8 @@ def push(port: int, folder: Path, args: argparse.Namespace, nodes: list[Node]) -
             raise RuntimeError(f"stalled at {n - before}/{args.messages} messages")
         time.sleep(0.02)
     elapsed = time.monotonic() - started
-    spent = [(node.cpu() - was) * 1000 / args.messages for node, was in zip(nodes, cpu, strict=True)]
+    spent = [max(0.0, node.cpu() - was - rate * elapsed) * 1000 / args.messages
+             for node, was, rate in zip(nodes, cpu, idle, strict=True)]
     source.wait(timeout=60)
     return args.messages / elapsed, spent
 
@@ -287,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-direct", action="store_true", help="skip the single-node runs")
     parser.add_argument("--pyspy", default="", help="folder for py-spy recordings of the first cluster round")
     parser.add_argument("--pyspy-seconds", type=int, default=20)
+    parser.add_argument("--idle-window", type=float, default=2.0,
+                        help="seconds of idle CPU measured before each push and subtracted from its CPU")
     args = parser.parse_args(argv)
     if not os.path.exists(SMTP_SOURCE):
         print(f"{SMTP_SOURCE} is missing (Debian's postfix package)", file=sys.stderr)
