@@ -188,3 +188,49 @@ def test_transactions_to_one_node_run_concurrently_within_the_bound(node: Node) 
     assert [r.status for (r,) in results] == ["sent"] * 8
     assert opened == connections == 2
     assert len(node.messages("carol@acme.example")) == 8
+
+
+def test_a_reused_connection_whose_peer_went_silent_is_replaced_within_the_connect_timeout(node: Node) -> None:
+    """A node gone without closing (no FIN: a partition, a frozen host) must not hold mail for the whole
+    command timeout: the RSET that starts a reused transaction waits only the connect timeout."""
+    connections: list[asyncio.StreamWriter] = []
+    served = [0]
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        first = len(connections) == 1
+        writer.write(b"220 peer LMTP\r\n")
+        while line := await reader.readline():
+            if first and served[0] >= 1:
+                await asyncio.Event().wait()  # silent from now on, and never closes
+            verb = line[:4].upper()
+            if verb == b"LHLO":
+                writer.write(b"250-peer\r\n250 PIPELINING\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go\r\n")
+                while (await reader.readline()) != b".\r\n":
+                    pass
+                served[0] += 1
+                writer.write(b"250 2.0.0 saved\r\n")
+            else:
+                writer.write(b"250 2.0.0 ok\r\n")
+
+    async def scenario() -> tuple[list, float, int]:
+        server = await asyncio.start_server(peer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        agent = LmtpDeliveryAgent(lambda a: Nexthop("127.0.0.1", port), "mx.test", timeout=60,
+                                  pool=LmtpPool("mx.test", connect_timeout=0.5))
+        try:
+            first = await _deliver(agent, node, ("bob@acme.example",))
+            started = asyncio.get_running_loop().time()
+            second = await _deliver(agent, node, ("bob@acme.example",))
+            return first + second, asyncio.get_running_loop().time() - started, len(connections)
+        finally:
+            agent.close()
+            for w in connections:
+                w.close()
+            server.close()
+
+    results, took, opened = asyncio.run(scenario())
+    assert [r.status for r in results] == ["sent", "sent"] and served == [2]
+    assert opened == 2 and took < 20  # replaced after 0.5 s, not the 60 s command timeout

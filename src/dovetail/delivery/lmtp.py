@@ -158,19 +158,26 @@ class LmtpDeliveryAgent:
             commands.append(" ".join([f"RCPT TO:<{rcpt.address}>", *rparams]))
         commands.append("DATA")
         reused = session.transactions > 0
-        if reused:  # clears what an earlier transaction may have left, and proves the connection alive
-            commands.insert(0, "RSET")
         try:
+            if reused:  # RSET clears what an earlier transaction may have left, and proves the connection
+                # alive: a peer gone without a word (no FIN) is noticed within the connect timeout
+                async with deadline(self.pool.connect_timeout, "in reply to RSET"):
+                    if session.pipelining:
+                        await session.send(["RSET", *commands])
+                        rset = await session.reply()
+                    else:
+                        (rset,) = await session.exchange(["RSET"])
+                if rset.code != 250:
+                    raise _StaleConnection()
             async with deadline(self.timeout, "in MAIL/RCPT/DATA"):
-                replies = await session.exchange(commands)
+                if reused and session.pipelining:
+                    replies = [await session.reply() for _ in commands]
+                else:
+                    replies = await session.exchange(commands)
         except LmtpError:
             if reused:  # no content sent: nothing can have been stored
                 raise _StaleConnection() from None
             raise
-        if reused:
-            rset = replies.pop(0)
-            if rset.code != 250:
-                raise _StaleConnection()
         mail, rcpt_replies, go = replies[0], replies[1:-1], replies[-1]
         if mail.code >= 300:
             for r in recipients:

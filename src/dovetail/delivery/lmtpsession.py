@@ -127,12 +127,16 @@ class LmtpSession:
             return LmtpReply(code, first.group(1), first.group(2))
         return LmtpReply(code, "", "\n".join(lines))
 
+    async def send(self, commands: list[str]) -> None:
+        """Write ``commands`` in one go (their replies are read with :meth:`reply`)."""
+        self.writer.write("".join(f"{c}\r\n" for c in commands).encode("utf-8"))
+        await self.writer.drain()
+
     async def exchange(self, commands: list[str]) -> list[LmtpReply]:
         """Send ``commands`` and read one reply to each: all at once with PIPELINING (RFC 2920, which
         RFC 2033 requires of every LMTP server), else one after the other."""
         if self.pipelining or len(commands) == 1:
-            self.writer.write("".join(f"{c}\r\n" for c in commands).encode("utf-8"))
-            await self.writer.drain()
+            await self.send(commands)
             return [await self.reply() for _ in commands]
         replies = []
         for command in commands:
