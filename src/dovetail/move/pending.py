@@ -11,23 +11,13 @@ command that carries it on.
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ..directory.moves import FINISHED, Move
-from ..directory.schema import tenant_moves
+from ..directory.moves import Move, MoveStore
 
 _EFFECT = {"copying": "mail still goes to the old home",
            "final-sync": "deliveries to the tenant are PAUSED and its IMAP logins refused",
            "switched": "the new home is live; the old copy is not set aside yet"}
-
-
-def unfinished_moves(engine: Engine) -> list[Move]:
-    """Every move not ``cleaned`` or ``aborted``, oldest first."""
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(tenant_moves).where(tenant_moves.c.state.not_in(FINISHED))
-                            .order_by(tenant_moves.c.id)).all()
-    return [Move(**row._mapping) for row in rows]
 
 
 def describe(move: Move, here: str = "") -> str:
@@ -43,4 +33,4 @@ def describe(move: Move, here: str = "") -> str:
 
 def pending_notes(engine: Engine, here: str = "") -> list[str]:
     """:func:`describe` for each unfinished move."""
-    return [describe(move, here) for move in unfinished_moves(engine)]
+    return [describe(move, here) for move in MoveStore(engine).pending()]
