@@ -12,6 +12,13 @@ Postfix's ``smtp-source`` pushes M messages of a given size over S sessions to t
 mail; the clock runs from its start until the last message is a file in the home node's Maildir
 (``new/``, counted by polling). Rounds alternate direct and cluster so both see the same machine.
 
+On a shared machine msg/s swings with the neighbours' load; the CPU each node's processes (the master
+and its workers, utime + stime from ``/proc``) spent per message is the steadier figure, printed beside
+it, less what the nodes burn while idle (measured for ``--idle-window`` seconds before each push).
+``--baseline TREE`` adds a cluster run of another checkout (its ``src`` first on ``PYTHONPATH``),
+interleaved with this one's in every round; ``--pyspy DIR`` records every worker of both cluster nodes
+with py-spy during the first cluster round (``bench/pyspy_top.py`` summarises the files).
+
 The set-up is written out here rather than imported from the test suite (benchmarks do not import
 tests): a data directory per node, made with the ``dovetail`` CLI as an operator would.
 
@@ -103,8 +110,9 @@ def new_database(url: str) -> str:
     return url.rsplit("/", 1)[0] + "/" + name
 
 
-def cli(data: Path, *args: str) -> str:
-    out = subprocess.run([DOVETAIL, "--data-dir", str(data), *args], capture_output=True, text=True, timeout=300)
+def cli(data: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    out = subprocess.run([DOVETAIL, "--data-dir", str(data), *args], capture_output=True, text=True, timeout=300,
+                         env=env)
     if out.returncode != 0:
         raise RuntimeError(f"dovetail {' '.join(args)}: {out.stderr.strip()}")
     return out.stdout
@@ -113,7 +121,8 @@ def cli(data: Path, *args: str) -> str:
 class Node:
     """One ``dovetail serve`` with its own data directory (readable by the service user)."""
 
-    def __init__(self, base: Path, name: str, url: str) -> None:
+    def __init__(self, base: Path, name: str, url: str, env: dict[str, str] | None = None) -> None:
+        self.env = env
         self.data = base / name
         self.data.mkdir()
         self.smtp_port = free_port()
@@ -126,7 +135,8 @@ class Node:
         self.log = open(self.data / "master.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [DOVETAIL, "--data-dir", str(self.data), "serve", "--smtp", f"127.0.0.1:{self.smtp_port}",
-             "--imap", "", "--submission", "", "--http", ""], stdout=self.log, stderr=subprocess.STDOUT)
+             "--imap", "", "--submission", "", "--http", ""], stdout=self.log, stderr=subprocess.STDOUT,
+            env=self.env)
         wait_banner(self.smtp_port)
 
     def stop(self) -> None:
@@ -144,6 +154,38 @@ class Node:
         return self.data / "mail" / "acme" / "acme.example" / "bob" / "new"
 
 
+    def pids(self) -> list[int]:
+        """The master and every process under it."""
+        assert self.proc is not None
+        children: dict[int, list[int]] = {}
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    stat = Path(entry.path, "stat").read_text()
+                except OSError:
+                    continue
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+        out, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            todo += children.get(pid, [])
+        return out
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) the node's processes used so far."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / tick
+
+
 def populate(node: Node, home: str | None = None) -> None:
     cli(node.data, "tenant", "add", "acme", *(["--node", home] if home else []))
     cli(node.data, "domain", "add", "acme.example", "--tenant", "acme")
@@ -157,9 +199,14 @@ def count(folder: Path) -> int:
         return 0
 
 
-def push(port: int, folder: Path, args: argparse.Namespace) -> float:
-    """Messages per second from smtp-source's start to the last file in ``folder``."""
+def push(port: int, folder: Path, args: argparse.Namespace, nodes: list[Node]) -> tuple[float, list[float]]:
+    """Messages per second from smtp-source's start to the last file in ``folder``, and the milliseconds
+    of CPU per message each of ``nodes`` spent meanwhile."""
     before = count(folder)
+    idle_from = [node.cpu() for node in nodes]
+    time.sleep(args.idle_window)  # what the nodes burn doing nothing (timers, pollers) is not the mail's
+    idle = [(node.cpu() - was) / args.idle_window for node, was in zip(nodes, idle_from, strict=True)]
+    cpu = [node.cpu() for node in nodes]
     started = time.monotonic()
     source = subprocess.Popen([SMTP_SOURCE, "-s", str(args.sessions), "-m", str(args.messages),
                                "-l", str(args.size), "-f", "bench@sender.example", "-t", "bob@acme.example",
@@ -174,24 +221,43 @@ def push(port: int, folder: Path, args: argparse.Namespace) -> float:
             raise RuntimeError(f"stalled at {n - before}/{args.messages} messages")
         time.sleep(0.02)
     elapsed = time.monotonic() - started
+    spent = [max(0.0, node.cpu() - was - rate * elapsed) * 1000 / args.messages
+             for node, was, rate in zip(nodes, cpu, idle, strict=True)]
     source.wait(timeout=60)
-    return args.messages / elapsed
+    return args.messages / elapsed, spent
 
 
-def direct(pg: str, base: Path, args: argparse.Namespace) -> float:
+def direct(pg: str, base: Path, args: argparse.Namespace, env: dict[str, str] | None = None
+           ) -> tuple[float, list[float]]:
     node = Node(base, "single", new_database(pg))
     populate(node)
     node.start()
     try:
-        return push(node.smtp_port, node.new_dir(), args)
+        return push(node.smtp_port, node.new_dir(), args, [node])
     finally:
         node.stop()
 
 
-def cluster(pg: str, base: Path, args: argparse.Namespace) -> float:
+def record(nodes: list[Node], folder: Path, seconds: int) -> list[subprocess.Popen[bytes]]:
+    """py-spy on every worker of ``nodes`` (raw files ``NODE-PID.txt`` in ``folder``)."""
+    pyspy = str(Path(sys.executable).parent / "py-spy")
+    folder.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for node in nodes:
+        for pid in node.pids():
+            out = folder / f"{node.data.name}-{pid}.txt"
+            procs.append(subprocess.Popen([pyspy, "record", "-r", "200", "-f", "raw", "-o", str(out), "--pid",
+                                           str(pid), "--duration", str(seconds)],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    time.sleep(1)  # py-spy attaches
+    return procs
+
+
+def cluster(pg: str, base: Path, args: argparse.Namespace, env: dict[str, str] | None = None
+            ) -> tuple[float, list[float]]:
     url = new_database(pg)
     lmtp = free_port()
-    a, b = Node(base, "a", url), Node(base, "b", url)
+    a, b = Node(base, "a", url, env), Node(base, "b", url, env)
     cli(a.data, "config", "set", "node.name=a")
     cli(b.data, "config", "set", "node.name=b", f"listen.lmtp=127.0.0.1:{lmtp}")
     # The cluster's master key, given to both nodes (secrets/master.key), as an operator copies it.
@@ -204,9 +270,13 @@ def cluster(pg: str, base: Path, args: argparse.Namespace) -> float:
     b.start()
     wait_banner(lmtp)
     a.start()
+    spies = record([a, b], Path(args.pyspy), args.pyspy_seconds) if args.pyspy else []
+    args.pyspy = ""  # the first round only
     try:
-        return push(a.smtp_port, b.new_dir(), args)
+        return push(a.smtp_port, b.new_dir(), args, [a, b])
     finally:
+        for spy in spies:
+            spy.wait()
         a.stop()
         b.stop()
 
@@ -218,30 +288,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--stall", type=float, default=60.0, help="give up after this long with no delivery")
+    parser.add_argument("--baseline", default="", help="another checkout: its cluster run interleaved with ours")
+    parser.add_argument("--no-direct", action="store_true", help="skip the single-node runs")
+    parser.add_argument("--pyspy", default="", help="folder for py-spy recordings of the first cluster round")
+    parser.add_argument("--pyspy-seconds", type=int, default=20)
+    parser.add_argument("--idle-window", type=float, default=2.0,
+                        help="seconds of idle CPU measured before each push and subtracted from its CPU")
     args = parser.parse_args(argv)
     if not os.path.exists(SMTP_SOURCE):
         print(f"{SMTP_SOURCE} is missing (Debian's postfix package)", file=sys.stderr)
         return 2
-    results: dict[str, list[float]] = {"direct": [], "cluster": []}
+    runs: list[tuple[str, object, dict[str, str] | None]] = []
+    if not args.no_direct:
+        runs.append(("direct", direct, None))
+    if args.baseline:
+        src = str(Path(args.baseline).resolve() / "src")
+        runs.append(("cluster-baseline", cluster, {**os.environ, "PYTHONPATH": src}))
+    runs.append(("cluster", cluster, None))
+    results: dict[str, list[tuple[float, list[float]]]] = {mode: [] for mode, _, _ in runs}
     with ExitStack() as stack:
         pg = stack.enter_context(postgresql())
         for _ in range(args.rounds):
-            for mode, fn in (("direct", direct), ("cluster", cluster)):
+            for mode, fn, env in runs:
                 base = Path(tempfile.mkdtemp(prefix=f"dovetail-bench-{mode}-"))
                 base.chmod(0o755)
                 try:
-                    rate = fn(pg, base, args)
+                    rate, cpu = fn(pg, base, args, env)  # type: ignore[operator]
                 finally:
                     shutil.rmtree(base, ignore_errors=True)
-                results[mode].append(rate)
-                print(f"{mode}: {rate:.0f} msg/s", flush=True)
-    best = {mode: max(rates) for mode, rates in results.items()}
+                results[mode].append((rate, cpu))
+                per_node = " + ".join(f"{c:.2f}" for c in cpu)
+                print(f"{mode}: {rate:.0f} msg/s, CPU ms/msg {per_node} = {sum(cpu):.2f}", flush=True)
+    first = runs[0][0]
+    best = {mode: max(r for r, _ in rounds) for mode, rounds in results.items()}
     print(f"\n{args.messages} messages x {args.size} B over {args.sessions} sessions, best of {args.rounds}:")
-    print("| setup | msg/s (best) | all rounds | vs direct |")
-    print("|---|---|---|---|")
-    for mode in ("direct", "cluster"):
-        rounds = ", ".join(f"{r:.0f}" for r in results[mode])
-        print(f"| {mode} | {best[mode]:.0f} | {rounds} | {best[mode] / best['direct']:.2f}x |")
+    print(f"| setup | msg/s (best) | all rounds | vs {first} | CPU ms/msg per node (median) | CPU ms/msg total |")
+    print("|---|---|---|---|---|---|")
+    for mode, rounds in results.items():
+        rates = ", ".join(f"{r:.0f}" for r, _ in rounds)
+        cpus = sorted(rounds, key=lambda rc: sum(rc[1]))[len(rounds) // 2][1]
+        per_node = " + ".join(f"{c:.2f}" for c in cpus)
+        print(f"| {mode} | {best[mode]:.0f} | {rates} | {best[mode] / best[first]:.2f}x | {per_node} "
+              f"| {sum(cpus):.2f} |")
     return 0
 
 

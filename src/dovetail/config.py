@@ -476,6 +476,12 @@ KEYS: list[Key] = [
     _k("smtp.over_quota", "defer", _one_of("defer", "reject"), "452 4.2.2 (defer) or 552 5.2.2 (reject)"),
     _k("lmtp.allowed_networks", ["127.0.0.0/8", "::1/128"], _parse_networks,
        "TCP clients lmtpd serves (LMTP has no authentication); others get 421 before the greeting"),
+    # The queue's LMTP client (to mailbox nodes, and lmtp transport rules), as Postfix's lmtp(8).
+    _k("lmtp.destination_concurrency", 20, _int1,
+       "LMTP connections in use at once to one mailbox node or lmtp nexthop [lmtp_destination_concurrency_limit]"),
+    _k("lmtp.connection_cache_time", "30s", _dur, "how long an idle LMTP connection is kept open for the next "
+       "delivery to the same node (keep it below the node's smtp.idle_timeout; 0: a connection per delivery) "
+       "[lmtp_connection_cache_time_limit]"),
     _k("queue.minimal_backoff", "300s", _at_least(_dur, 1), "first retry delay of a deferred message"),
     _k("queue.maximal_backoff", "4000s", _at_least(_dur, 1), "longest retry delay"),
     _k("queue.maximal_lifetime", "5d", _dur, "deferred messages bounce after this long"),

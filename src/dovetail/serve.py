@@ -23,6 +23,7 @@ def prepare_data_dir(cfg: Config) -> None:
     engine = connect_and_migrate(cfg)
     try:
         share_cluster_keys(cfg, engine)
+        warn_pending_moves(cfg, engine)
     finally:
         engine.dispose()
     if os.geteuid() == 0:
@@ -40,6 +41,18 @@ def prepare_data_dir(cfg: Config) -> None:
         from .master.preload import check_readable
 
         check_readable(cfg["server.user"])
+
+
+def warn_pending_moves(cfg: Config, engine: object) -> None:
+    """A tenant move that a kill or crash left unfinished is one warning line at start, with the command
+    that carries it on (:mod:`dovetail.move.pending`)."""
+    from sqlalchemy.engine import Engine
+
+    from .move.pending import pending_notes
+
+    assert isinstance(engine, Engine)
+    for note in pending_notes(engine, str(cfg["node.name"] or "")):
+        get_logger("master").warning(note)
 
 
 def share_cluster_keys(cfg: Config, engine: object) -> None:

@@ -153,3 +153,20 @@ def test_import_dovecot_passwd_file(tmp_path: Path) -> None:
 
     row = Directory(make_engine(config.load(root).database_url)).mailbox_get("bob@acme.example")
     assert verify_password(row["password_hash"], "secret")
+
+
+def test_config_show_masks_secrets_unless_asked(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    ok(root, "init")
+    secret = "s3cret-cluster-value-0123456789"
+    ok(root, "config", "set", f"cluster.secret={secret}", "database.url=postgresql://dove:pg-pass@db.example/mail",
+       "events.nats_url=nats://events:nats-pass@127.0.0.1:4222")
+    shown = ok(root, "config", "show")
+    assert 'cluster.secret = "********"' in shown
+    assert 'database.url = "postgresql://dove:********@db.example/mail"' in shown
+    assert "nats://events:********@127.0.0.1:4222" in shown
+    assert not any(s in shown for s in (secret, "pg-pass", "nats-pass"))
+    assert json.loads(ok(root, "config", "show", "cluster.secret", "--json")) == {"cluster.secret": "********"}
+    revealed = json.loads(ok(root, "config", "show", "--json", "--show-secrets"))
+    assert revealed["cluster.secret"] == secret
+    assert revealed["database.url"] == "postgresql://dove:pg-pass@db.example/mail"

@@ -155,6 +155,12 @@ def test_a_moved_tenant_keeps_uids_flags_keywords_and_bytes(cluster: Cluster) ->
     cluster.send("bob@acme.example", "after the move")  # taken by a, handed to b over LMTP
     wait_for(lambda: len(cluster.files(b, "acme")) == 4, 60, "new mail at the new home")
     assert b"after the move 0" in b"".join(p.read_bytes() for p in cluster.files(b, "acme"))
+    kept = a.data_dir / "mail" / ".moved-away" / f"acme.{record['id']}"
+    young = json.loads(ok(a, "tenant", "move", "--purge-moved", "--json"))  # 7 days by default: kept
+    assert young["removed"] == [] and [k["path"] for k in young["kept"]] == [str(kept)] and kept.is_dir()
+    gone = json.loads(ok(a, "tenant", "move", "acme", "--purge-moved", "--older-than", "0", "--json"))
+    assert [r["path"] for r in gone["removed"]] == [str(kept)] and gone["removed"][0]["bytes"] > 0
+    assert not kept.exists() and (a.data_dir / "mail" / ".moved-away").is_dir()
 
 
 @pytest.mark.timeout(120)
@@ -265,6 +271,9 @@ def test_mail_waits_while_the_move_is_paused_and_arrives_once_at_the_new_home(cl
     finally:
         _kill9(mover)
     assert moves(b, "umbrella")[0]["state"] == "final-sync"
+    pending = json.loads(ok(b, "status", "--json"))["moves_pending"]
+    assert len(pending) == 1 and "tenant umbrella" in pending[0] and "PAUSED" in pending[0]
+    assert "resume it on this node with `dovetail tenant move umbrella --to b`" in pending[0]
 
     ok(b, "tenant", "move", "umbrella", "--to", "b")  # resumes the final sync and switches
 

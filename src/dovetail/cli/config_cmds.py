@@ -1,4 +1,5 @@
-"""``dovetail config show|set``: like ``postconf -n`` / ``postconf -d`` / ``postconf -e``."""
+"""``dovetail config show|set``: like ``postconf -n`` / ``postconf -d`` / ``postconf -e``; secrets are
+masked unless asked for (:mod:`dovetail.configmask`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .. import config as config_mod
+from ..configmask import masked
 from .context import Context, emit_json, fail
 
 config_app = typer.Typer(help="Show or change the configuration (dovetail.toml).", no_args_is_help=True)
@@ -18,6 +20,8 @@ def show(
     keys: Annotated[list[str] | None, typer.Argument(help="Only these keys.")] = None,
     all_: Annotated[bool, typer.Option("--all", "-a", help="Every key, defaults included (postconf -d).")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    show_secrets: Annotated[bool, typer.Option("--show-secrets", help="Print secrets (cluster.secret, "
+                                               "passwords in URLs) instead of ********.")] = False,
 ) -> None:
     """Print the effective configuration: keys set in the file (default), or all of them."""
     c: Context = ctx.obj
@@ -42,6 +46,9 @@ def show(
                     services[f"services.{name}.{key}"] = list(value) if isinstance(value, tuple) else value
     elif not keys:
         services = {f"{k}.{sub}": v for k, table in cfg.extra.items() for sub, v in table.items()}
+    if not show_secrets:
+        values = {k: masked(k, v) for k, v in values.items()}
+        services = {k: masked(k, v) for k, v in services.items()}
     if as_json:
         emit_json({**values, **services})
         return

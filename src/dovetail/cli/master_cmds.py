@@ -85,6 +85,13 @@ def _cluster(c: Context) -> dict:
                        "tenants": n.tenants} for n in NodeStore(c.engine).list()]}
 
 
+def _pending_moves(c: Context) -> list[str]:
+    """Tenant moves an interruption left unfinished, each with the command that carries it on."""
+    from ..move.pending import pending_notes
+
+    return pending_notes(c.engine, str(c.config["node.name"] or ""))
+
+
 def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Services, workers (pids, uptime, restarts, connections) and queue sizes."""
     from ..status import read_status
@@ -105,7 +112,8 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
               "dkim_unreadable": [{"domain": k.domain, "selector": k.selector, "state": k.state,
                                    "problem": k.problem} for k in unsignable],
               "warnings": data.get("warnings", []) if data else [],
-              "one_click_unsubscribe": _one_click(c), "cluster": _cluster(c)}
+              "one_click_unsubscribe": _one_click(c), "cluster": _cluster(c),
+              "moves_pending": _pending_moves(c)}
     if as_json:
         emit_json(result)
     else:
@@ -131,6 +139,8 @@ def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             print(f"cluster: this node {cluster['node'] or '(node.name unset)'}; " + "; ".join(
                 f"{n['name']} {','.join(n['roles'])} {n['state']} {n['tenants']} tenant(s)"
                 for n in cluster["nodes"]))
+        for note in result["moves_pending"]:
+            print(f"move: {note}")
         one_click = result["one_click_unsubscribe"]
         print(f"unsubscribe: one-click on at {one_click['url']}" if one_click["enabled"]
               else f"unsubscribe: {one_click['reason']}")

@@ -1,17 +1,21 @@
 """LMTP delivery agent (Postfix's lmtp(8)): the queue hands a mailbox node each recipient over LMTP.
 
 Recipients are grouped by their LMTP nexthop (``host:port`` or a unix socket path, from the transport
-table) and each group goes in one transaction: LHLO, MAIL, one RCPT per recipient, DATA, then one reply
-per accepted recipient (RFC 2033 §4.2). Every recipient gets its own outcome: 2xx delivered, 4xx
-deferred (the queue retries it with its backoff), 5xx bounced (a DSN). A nexthop that cannot be
-reached, or a session that breaks before a recipient's reply, defers that recipient: the mail waits in
-the queue until the node is back. A session cut after the node stored a copy but before its reply
-reached us would repeat that copy on the retry (the window Postfix's lmtp(8) has with Dovecot); a node
-of ours offers ``XDELIVERYID`` and is told our queue id, arrival, attempts and each recipient's index,
-so it names its copies after them and the retry finds the first copy instead.
+table) and each group goes in one transaction: MAIL, one RCPT per recipient and DATA in one pipelined
+write (RFC 2920; RFC 2033 requires PIPELINING of every LMTP server), then the content and one reply per
+accepted recipient (RFC 2033 §4.2). Every recipient gets its own outcome: 2xx delivered, 4xx deferred
+(the queue retries it with its backoff), 5xx bounced (a DSN). A nexthop that cannot be reached, or a
+session that breaks before a recipient's reply, defers that recipient: the mail waits in the queue
+until the node is back. Connections stay open for the next transactions to the same node
+(:class:`~dovetail.delivery.lmtpsession.LmtpPool`), several at once per node, so a busy queue pays for
+neither the connect, greeting and LHLO nor the extra round trips of one command at a time.
 
-A small client of its own: aiosmtplib has no LMTP (no LHLO; its DATA reads one reply), and the
-standard library's ``smtplib.LMTP`` is blocking and also reads a single reply after DATA.
+A connection the node closed while it sat idle is found out at the pipelined ``RSET`` that starts each
+reused transaction, before any content went out: the transaction is tried once more on a new
+connection, which cannot store a second copy. A session cut after the node stored a copy but before its
+reply reached us would repeat that copy on the retry (the window Postfix's lmtp(8) has with Dovecot); a
+node of ours offers ``XDELIVERYID`` and is told our queue id, arrival, attempts and each recipient's
+index, so it names its copies after them and the retry finds the first copy instead.
 """
 
 from __future__ import annotations
@@ -19,125 +23,23 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from dovetail.delivery.agent import Deliverable
+from dovetail.delivery.lmtpsession import LmtpError, LmtpPool, LmtpReply, LmtpSession, Nexthop, deadline
 from dovetail.log import get_logger
 from dovetail.queue.agent import DeliveryResult, DeliveryStatus
 from dovetail.queue.envelope import QueueRecipient
+
+__all__ = ["LmtpDeliveryAgent", "LmtpError", "LmtpPool", "LmtpReply", "LmtpSession", "Nexthop", "wire_content"]
 
 log = get_logger("lmtp")
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
-_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s*(.*)$", re.S)
 
 
-@dataclass(frozen=True)
-class Nexthop:
-    """Where an LMTP server listens: ``host``/``port``, or a unix socket ``path``."""
-
-    host: str | None = None
-    port: int | None = None
-    path: str | None = None
-
-    def __str__(self) -> str:
-        if self.path is not None:
-            return f"lmtp:unix:{self.path}"
-        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
-        return f"lmtp:{host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class LmtpReply:
-    code: int
-    enhanced: str
-    text: str
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.enhanced} {self.text}".replace("  ", " ").strip()
-
-
-class LmtpError(Exception):
-    """The session cannot go on (connection refused or lost, timeout, a bad reply)."""
-
-
-class LmtpSession:
-    """One LMTP client connection."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float) -> None:
-        self.reader, self.writer, self.timeout = reader, writer, timeout
-        self.extensions: set[str] = set()
-
-    @classmethod
-    async def open(cls, nexthop: Nexthop, hostname: str, wait: float) -> LmtpSession:
-        try:
-            if nexthop.path is not None:
-                conn = asyncio.open_unix_connection(nexthop.path)
-            else:
-                conn = asyncio.open_connection(nexthop.host, nexthop.port)
-            reader, writer = await asyncio.wait_for(conn, wait)
-        except (OSError, TimeoutError) as exc:
-            raise LmtpError(f"connect to {nexthop}: {getattr(exc, 'strerror', None) or exc!r}") from None
-        session = cls(reader, writer, wait)
-        try:
-            greeting = await session.reply()
-            if greeting.code != 220:
-                raise LmtpError(f"{nexthop} greeted with {greeting}")
-            lhlo = await session.command(f"LHLO {hostname}")
-            if lhlo.code != 250:
-                raise LmtpError(f"{nexthop} refused LHLO: {lhlo}")
-            session.extensions = {line.split(" ")[0].upper() for line in lhlo.text.split("\n")[1:]}
-        except BaseException:
-            session.close()
-            raise
-        return session
-
-    async def reply(self) -> LmtpReply:
-        lines = []
-        while True:
-            try:
-                raw = await asyncio.wait_for(self.reader.readline(), self.timeout)
-            except (OSError, TimeoutError) as exc:
-                raise LmtpError(f"lost connection: {exc!r}") from None
-            if not raw.endswith(b"\n"):
-                raise LmtpError("lost connection")
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if len(line) < 3 or not line[:3].isdigit():
-                raise LmtpError(f"bad reply line {line[:80]!r}")
-            lines.append(line[4:])
-            if line[3:4] != "-":
-                break
-        code = int(line[:3])
-        first = _ENHANCED.match(lines[0]) if len(lines) == 1 else None
-        if first:
-            return LmtpReply(code, first.group(1), first.group(2))
-        return LmtpReply(code, "", "\n".join(lines))
-
-    async def command(self, line: str) -> LmtpReply:
-        self.writer.write(line.encode("utf-8") + b"\r\n")
-        await self._drain()
-        return await self.reply()
-
-    async def _drain(self) -> None:
-        try:
-            await asyncio.wait_for(self.writer.drain(), self.timeout)
-        except (OSError, TimeoutError) as exc:
-            raise LmtpError(f"lost connection: {exc!r}") from None
-
-    async def send_data(self, content: bytes) -> None:
-        self.writer.write(content)
-        await self._drain()
-
-    async def quit(self) -> None:
-        try:
-            await self.command("QUIT")
-        except LmtpError:
-            pass
-        self.close()
-
-    def close(self) -> None:
-        self.writer.close()
+class _StaleConnection(Exception):
+    """A reused connection turned out dead before any content was sent: try again on a new one."""
 
 
 def wire_content(raw: bytes) -> bytes:
@@ -154,32 +56,68 @@ def _xtext(value: str) -> str:
 
 class LmtpDeliveryAgent:
     """A queue delivery agent: ``nexthop_for(address)`` names each recipient's LMTP server (None: no rule
-    any more, the recipient is deferred until its route is known again)."""
+    any more, the recipient is deferred until its route is known again). ``pool`` keeps the connections
+    (by default one with ``connect_timeout``, 30 s idle connections, 20 per destination)."""
 
     def __init__(self, nexthop_for: Callable[[str], Nexthop | None], hostname: str, timeout: float = 300.0,
-                 connect_timeout: float = 30.0) -> None:
+                 connect_timeout: float = 30.0, pool: LmtpPool | None = None) -> None:
         self.nexthop_for = nexthop_for
         self.hostname = hostname
         self.timeout = timeout
-        self.connect_timeout = connect_timeout
+        self.pool = pool or LmtpPool(hostname, connect_timeout=connect_timeout)
 
     async def deliver(self, message: Deliverable, recipients: list[QueueRecipient]) -> list[DeliveryResult]:
+        nexthops = await asyncio.to_thread(lambda: [self.nexthop_for(r.address) for r in recipients])
         groups: dict[Nexthop, list[QueueRecipient]] = {}
         results: list[DeliveryResult] = []
-        for rcpt in recipients:
-            nexthop = await asyncio.to_thread(self.nexthop_for, rcpt.address)
+        for rcpt, nexthop in zip(recipients, nexthops, strict=True):
             if nexthop is None:
                 results.append(DeliveryResult(rcpt, "deferred", "4.3.5", "no LMTP route for this recipient", "lmtp"))
             else:
                 groups.setdefault(nexthop, []).append(rcpt)
-        for nexthop, group in groups.items():
-            results += await self._transaction(message, nexthop, group)
+        if not groups:
+            return results
+        raw = await asyncio.to_thread(_read_all, message)
+        for done in await asyncio.gather(*(self._transaction(message, raw, nexthop, group)
+                                           for nexthop, group in groups.items())):
+            results += done
         return results
 
-    async def _transaction(self, message: Deliverable, nexthop: Nexthop,
+    def close(self) -> None:
+        """Close the idle connections (the queue manager stops)."""
+        self.pool.close()
+
+    async def _transaction(self, message: Deliverable, raw: bytes, nexthop: Nexthop,
                            recipients: list[QueueRecipient]) -> list[DeliveryResult]:
         relay = str(nexthop)
-        done: dict[int, DeliveryResult] = {}
+        async with self.pool.slot(nexthop):
+            fresh = False
+            while True:
+                try:
+                    session = await self.pool.take(nexthop, fresh=fresh)
+                except LmtpError as exc:
+                    log.info(f"{exc}", qid=message.queue_id)
+                    return [DeliveryResult(r, "deferred", "4.4.1", str(exc), relay) for r in recipients]
+                done: dict[int, DeliveryResult] = {}
+                try:
+                    await self._exchange(session, message, raw, relay, recipients, done)
+                except _StaleConnection:
+                    session.close()
+                    fresh = True  # every idle one may be as old: a new connection
+                    continue
+                except LmtpError as exc:
+                    session.close()
+                    log.info(f"{relay}: {exc}", qid=message.queue_id)
+                    reason = f"{relay}: {exc}"
+                    return [done.get(r.index) or DeliveryResult(r, "deferred", "4.4.2", reason, relay)
+                            for r in recipients]
+                session.transactions += 1
+                self.pool.give_back(nexthop, session)
+                return [done[r.index] for r in recipients]
+
+    async def _exchange(self, session: LmtpSession, message: Deliverable, raw: bytes, relay: str,
+                        recipients: list[QueueRecipient], done: dict[int, DeliveryResult]) -> None:
+        """One transaction on ``session``; each recipient's outcome goes into ``done`` as it is known."""
 
         def outcome(rcpt: QueueRecipient, reply: LmtpReply, when: str) -> DeliveryResult:
             status: DeliveryStatus = "sent" if reply.code < 300 else "deferred" if reply.code < 500 else "bounced"
@@ -190,67 +128,81 @@ class LmtpDeliveryAgent:
                 reason += f" (in reply to {when})"
             return DeliveryResult(rcpt, status, enhanced, reason, relay)
 
-        try:
-            session = await LmtpSession.open(nexthop, self.hostname, self.connect_timeout)
-            session.timeout = self.timeout
-        except LmtpError as exc:
-            log.info(f"{exc}", qid=message.queue_id)
-            return [DeliveryResult(r, "deferred", "4.4.1", str(exc), relay) for r in recipients]
-        try:
-            env = message.envelope
-            raw = await asyncio.to_thread(_read_all, message)
-            params = []
-            if "SIZE" in session.extensions:
-                params.append(f"SIZE={len(raw)}")
-            if "8BITMIME" in session.extensions and not raw.isascii():
-                params.append("BODY=8BITMIME")
-            utf8 = not (env.sender.isascii() and all(r.address.isascii() for r in recipients))
-            if utf8 and "SMTPUTF8" in session.extensions:
-                params.append("SMTPUTF8")
-            dsn = "DSN" in session.extensions
-            if dsn and env.ret:
-                params.append(f"RET={env.ret}")
-            if dsn and env.envid:
-                params.append(f"ENVID={_xtext(env.envid)}")
-            named = "XDELIVERYID" in session.extensions  # a node of ours: copies named after our queue entry
+        env = message.envelope
+        params = []
+        if "SIZE" in session.extensions:
+            params.append(f"SIZE={len(raw)}")
+        if "8BITMIME" in session.extensions and not raw.isascii():
+            params.append("BODY=8BITMIME")
+        utf8 = not (env.sender.isascii() and all(r.address.isascii() for r in recipients))
+        if utf8 and "SMTPUTF8" in session.extensions:
+            params.append("SMTPUTF8")
+        dsn = "DSN" in session.extensions
+        if dsn and env.ret:
+            params.append(f"RET={env.ret}")
+        if dsn and env.envid:
+            params.append(f"ENVID={_xtext(env.envid)}")
+        named = "XDELIVERYID" in session.extensions  # a node of ours: copies named after our queue entry
+        if named:
+            params.append(f"XDELIVERYID={message.queue_id}.{int(env.arrival)}.{env.attempts}")
+        commands = [" ".join([f"MAIL FROM:<{env.sender}>", *params])]
+        for rcpt in recipients:
+            rparams = []
+            if dsn and rcpt.notify:
+                rparams.append("NOTIFY=" + ",".join(rcpt.notify))
             if named:
-                params.append(f"XDELIVERYID={message.queue_id}.{int(env.arrival)}.{env.attempts}")
-            mail = await session.command(" ".join([f"MAIL FROM:<{env.sender}>", *params]))
-            if mail.code >= 300:
-                for r in recipients:
-                    done[r.index] = outcome(r, mail, "MAIL FROM")
-                return [done[r.index] for r in recipients]
-            accepted = []
-            for rcpt in recipients:
-                rparams = []
-                if dsn and rcpt.notify:
-                    rparams.append("NOTIFY=" + ",".join(rcpt.notify))
-                if named:
-                    rparams.append(f"XDELIVERYID={rcpt.index}")
-                if dsn and rcpt.orcpt:
-                    kind, _, addr = rcpt.orcpt.partition(";")
-                    rparams.append(f"ORCPT={kind};{_xtext(addr)}")
-                reply = await session.command(" ".join([f"RCPT TO:<{rcpt.address}>", *rparams]))
-                if reply.code >= 300:
-                    done[rcpt.index] = outcome(rcpt, reply, "RCPT TO")
+                rparams.append(f"XDELIVERYID={rcpt.index}")
+            if dsn and rcpt.orcpt:
+                kind, _, addr = rcpt.orcpt.partition(";")
+                rparams.append(f"ORCPT={kind};{_xtext(addr)}")
+            commands.append(" ".join([f"RCPT TO:<{rcpt.address}>", *rparams]))
+        commands.append("DATA")
+        reused = session.transactions > 0
+        try:
+            if reused:  # RSET clears what an earlier transaction may have left, and proves the connection
+                # alive: a peer gone without a word (no FIN) is noticed within the connect timeout
+                async with deadline(self.pool.connect_timeout, "in reply to RSET"):
+                    if session.pipelining:
+                        await session.send(["RSET", *commands])
+                        rset = await session.reply()
+                    else:
+                        (rset,) = await session.exchange(["RSET"])
+                if rset.code != 250:
+                    raise _StaleConnection()
+            async with deadline(self.timeout, "in MAIL/RCPT/DATA"):
+                if reused and session.pipelining:
+                    replies = [await session.reply() for _ in commands]
                 else:
-                    accepted.append(rcpt)
-            if accepted:
-                go = await session.command("DATA")
-                if go.code != 354:
-                    for r in accepted:
-                        done[r.index] = outcome(r, go, "DATA")
-                else:
-                    await session.send_data(await asyncio.to_thread(wire_content, raw))
-                    for rcpt in accepted:  # one reply per accepted recipient, in RCPT order
-                        done[rcpt.index] = outcome(rcpt, await session.reply(), "end of DATA")
-            await session.quit()
-        except LmtpError as exc:
-            session.close()
-            log.info(f"{relay}: {exc}", qid=message.queue_id)
-            reason = f"{relay}: {exc}"
-            return [done.get(r.index) or DeliveryResult(r, "deferred", "4.4.2", reason, relay) for r in recipients]
-        return [done[r.index] for r in recipients]
+                    replies = await session.exchange(commands)
+        except LmtpError:
+            if reused:  # no content sent: nothing can have been stored
+                raise _StaleConnection() from None
+            raise
+        mail, rcpt_replies, go = replies[0], replies[1:-1], replies[-1]
+        if mail.code >= 300:
+            for r in recipients:
+                done[r.index] = outcome(r, mail, "MAIL FROM")
+            if go.code == 354:  # a server that wants data for no recipient: the session's state is unclear
+                session.close()
+            return
+        accepted = []
+        for rcpt, reply in zip(recipients, rcpt_replies, strict=True):
+            if reply.code >= 300:
+                done[rcpt.index] = outcome(rcpt, reply, "RCPT TO")
+            else:
+                accepted.append(rcpt)
+        if go.code != 354:
+            for r in accepted:
+                done[r.index] = outcome(r, go, "DATA")
+            return
+        if not accepted:
+            session.close()  # as above: never reused
+            return
+        content = await asyncio.to_thread(wire_content, raw) if len(raw) > 65536 else wire_content(raw)
+        async with deadline(self.timeout, "after end of DATA"):
+            await session.send_data(content)
+            for rcpt in accepted:  # one reply per accepted recipient, in RCPT order
+                done[rcpt.index] = outcome(rcpt, await session.reply(), "end of DATA")
 
 
 def _read_all(message: Deliverable) -> bytes:

@@ -85,6 +85,13 @@ class MoveStore:
                 row = c.execute(query).first()
         return _move(row) if row else None
 
+    def pending(self) -> list[Move]:
+        """Every move not ``cleaned`` or ``aborted``, oldest first (what an interruption left undone)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(tenant_moves).where(tenant_moves.c.state.not_in(FINISHED))
+                                .order_by(tenant_moves.c.id)).all()
+        return [_move(r) for r in rows]
+
     def history(self, tenant: str) -> list[Move]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(tenant_moves).where(tenant_moves.c.tenant == normalize_tenant(tenant))

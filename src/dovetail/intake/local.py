@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -54,14 +55,24 @@ class HomeNodes:
         self.here = here.strip().lower()
         self.ttl = ttl
         self._cache: tuple[float, dict[str, str]] | None = None
+        self._refreshing = threading.Lock()
 
     def stale(self) -> bool:
         """Whether the next lookup would read the node list (callers on an event loop refresh in a thread)."""
         return bool(self.here) and (self._cache is None or time.monotonic() - self._cache[0] > self.ttl)
 
     def refresh(self) -> None:
-        """Read the node list now (blocking: a database query)."""
-        self._cache = (time.monotonic(), {n.name: n.lmtp for n in self.nodes.list() if n.lmtp})
+        """Read the node list now (blocking: a database query). One thread at a time: while one reads
+        it, the others go on with the list they have (a delivery burst would otherwise send every
+        worker thread to the database in the same instant)."""
+        cache = self._cache
+        if not self._refreshing.acquire(blocking=cache is None):
+            return
+        try:
+            if self._cache is cache or self._cache is None:  # nobody read it while this thread waited
+                self._cache = (time.monotonic(), {n.name: n.lmtp for n in self.nodes.list() if n.lmtp})
+        finally:
+            self._refreshing.release()
 
     def _addresses(self) -> dict[str, str]:
         if self._cache is None or time.monotonic() - self._cache[0] > self.ttl:

@@ -27,7 +27,7 @@ from ..config import Config
 from ..datadir import Layout
 from ..db import make_engine
 from ..delivery.agent import MaildirConfig, MaildirDeliveryAgent
-from ..delivery.lmtp import LmtpDeliveryAgent, Nexthop
+from ..delivery.lmtp import LmtpDeliveryAgent, LmtpPool, Nexthop
 from ..directory import Directory, Resolver
 from ..directory.nodes import NodeStore
 from ..directory.srs import Srs
@@ -465,7 +465,9 @@ async def run_qmgr(ctx: WorkerContext) -> int:
     outbound = _outbound_agent(cfg, rt, qcfg, processes=shard.count)
     routes = Transports(rt.engine, cfg["directory.cache_check_interval"])
     home = HomeNodes(rt.resolver, NodeStore(rt.engine), cfg["node.name"], cfg["directory.cache_check_interval"])
-    lmtp = LmtpDeliveryAgent(lmtp_nexthop(routes, home), cfg.hostname)
+    pool = LmtpPool(cfg.hostname, idle_timeout=cfg["lmtp.connection_cache_time"],
+                    per_destination=cfg["lmtp.destination_concurrency"])
+    lmtp = LmtpDeliveryAgent(lmtp_nexthop(routes, home), cfg.hostname, pool=pool)
     agents = {"virtual": local_agent(cfg, rt, record), "smtp": CountingAgent(outbound, record),
               "lmtp": CountingAgent(lmtp, record)}
 
@@ -494,6 +496,7 @@ async def run_qmgr(ctx: WorkerContext) -> int:
         await asyncio.wait_for(task, ctx.grace)
     except TimeoutError:
         task.cancel()
+    lmtp.close()
     await outbound.close()
     return 0
 

@@ -321,6 +321,7 @@ class Transports:
         self._snapshot: _Snapshot | None = None
         self._checked_at = float("-inf")
         self._lock = threading.Lock()
+        self._loading = threading.Lock()  # held by the one thread reading the table
         self.db_loads = 0  # for tests: how often the table itself was read
 
     # --- changes -------------------------------------------------------------------------------
@@ -459,6 +460,20 @@ class Transports:
             snap = self._snapshot
             if snap is not None and now - self._checked_at < self.check_interval:
                 return snap
+        # One thread checks the database at a time; the others go on with the table they have (a
+        # delivery burst would otherwise send every worker thread to the database in the same instant).
+        if not self._loading.acquire(blocking=snap is None):
+            return snap  # type: ignore[return-value]  # not None: a blocking acquire cannot fail
+        try:
+            with self._lock:
+                current = self._snapshot
+                if current is not None and self.clock() - self._checked_at < self.check_interval:
+                    return current  # read by another thread while this one waited
+            return self._load(now, current)
+        finally:
+            self._loading.release()
+
+    def _load(self, now: float, snap: _Snapshot | None) -> _Snapshot:
         with self.engine.connect() as conn:
             stamp = (_generation(conn), directory_generation(conn))
             if snap is None or snap.stamp != stamp:
