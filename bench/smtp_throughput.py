@@ -352,10 +352,13 @@ def _alive(pid: int) -> bool:
 
 @contextmanager
 def dovetail_server(exe: str, base: Path, workers: int, locals_: list[str], recipients: int,
-                    profile_dir: Path | None, nameserver: str | None = None, direct: bool = True) -> Iterator[Server]:
+                    profile_dir: Path | None, nameserver: str | None = None, direct: bool = True,
+                    label: str = "") -> Iterator[Server]:
     """``nameserver``: sender authentication on, every lookup to that (loopback) DNS server; None: off.
-    ``direct``: ``mx.direct_delivery`` (off: every message through the queue and the queue manager)."""
-    data = base / f"dovetail-w{workers}{'-auth' if nameserver else ''}{'' if direct else '-queued'}"
+    ``direct``: ``mx.direct_delivery`` (off: every message through the queue and the queue manager).
+    ``label``: appended to the server's name (``base`` for the ``--baseline`` executable)."""
+    suffix = f"{'-auth' if nameserver else ''}{'' if direct else '-queued'}{label and '-'}{label}"
+    data = base / f"dovetail-w{workers}{suffix}"
     dt = [exe, "--data-dir", str(data)]
     run([*dt, "init"])
     run([*dt, "tenant", "add", "bench"])
@@ -384,7 +387,7 @@ def dovetail_server(exe: str, base: Path, workers: int, locals_: list[str], reci
         if proc.poll() is not None:
             raise BenchError(f"dovetail serve exited {proc.returncode}; see {log.name}")
         pids = process_tree(proc.pid)
-        name = ("Dovetail+auth" if nameserver else "Dovetail") + ("" if direct else " queued")
+        name = ("Dovetail+auth" if nameserver else "Dovetail") + ("" if direct else " queued") + (label and " ") + label
         server = Server(name, str(workers), port, proc.pid,
                         queue_dirs={f"queue {q}": data / "queue" / q for q in ("incoming", "active", "deferred")})
         for local in locals_:
@@ -551,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-postfix", action="store_true")
     ap.add_argument("--skip-dovetail", action="store_true")
     ap.add_argument("--dovetail", help="dovetail executable (default: next to this Python)")
+    ap.add_argument("--baseline", metavar="EXE",
+                    help="another dovetail executable (e.g. main's) measured as 'Dovetail base', interleaved "
+                         "with the others in every round, for before/after figures from one run")
     ap.add_argument("--mail-user", default="dovetail", help="non-root owner of Postfix's Maildirs")
     ap.add_argument("--stall", type=float, default=60.0, help="fail when no file arrives for this long")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, Maildirs)")
@@ -582,7 +588,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.skip_postfix:
                 servers.append(stack.enter_context(postfix_server(base, locals_, args.recipients, args.mail_user)))
             if not args.skip_dovetail:
-                exe = dovetail_executable(args.dovetail)
+                exes = [(dovetail_executable(args.dovetail), "")]
+                if args.baseline:
+                    exes.insert(0, (dovetail_executable(args.baseline), "base"))
                 nameservers: list[str | None] = [None]
                 if args.sender_auth != "off":
                     nameserver = stack.enter_context(sender_zone()).nameserver
@@ -591,8 +599,9 @@ def main(argv: list[str] | None = None) -> int:
                 for w in args.workers:
                     for ns in nameservers:
                         for direct in directs:
-                            servers.append(stack.enter_context(
-                                dovetail_server(exe, base, w, locals_, args.recipients, args.profile, ns, direct)))
+                            for exe, label in exes:
+                                servers.append(stack.enter_context(dovetail_server(
+                                    exe, base, w, locals_, args.recipients, args.profile, ns, direct, label)))
             for load in loads:
                 for server in servers:
                     groups[(load, server.name, server.workers)] = []

@@ -144,27 +144,36 @@ class Resolver:
             self._cache.clear()
             self._checked_at = 0.0
 
-    def _fresh(self, conn: Connection | None = None) -> None:
+    def _fresh(self) -> None:
+        """Drop the cache when the directory's generation moved; asked at most every ``check_interval``.
+
+        The read is made outside the cache's lock: a slow or locked database then delays only the
+        thread that reads, never a lookup answered from the cache (the MX's event loop asks
+        ``cached`` under that lock). Meanwhile the others keep answering from the cache, so a change
+        is seen within ``check_interval`` plus the time the read takes.
+        """
         now = time.monotonic()
         if now - self._checked_at < self.check_interval:
             return
-        if conn is None:
+        self._checked_at = now  # this thread reads; the ones that come meanwhile use the cache
+        try:
             with self.directory.engine.connect() as c:
                 gen = generation(c)
-        else:
-            gen = generation(conn)
-        self._checked_at = now
-        if gen != self._generation:
-            self._cache.clear()
-            self._generation = gen
+        except BaseException:
+            self._checked_at = 0.0  # not known fresh: the next lookup asks again
+            raise
+        with self._lock:
+            if gen != self._generation:
+                self._cache.clear()
+                self._generation = gen
 
     def resolve(self, address: str) -> Resolution:
         """Route one address (cached). Never raises for bad input: returns status ``invalid``."""
         key = address.strip().strip("<>").lower()
         if self.srs is not None and is_srs(key):
             return self.resolve_uncached(address)
+        self._fresh()
         with self._lock:
-            self._fresh()
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)

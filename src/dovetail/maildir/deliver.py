@@ -1,12 +1,13 @@
 """Writing one delivered message into a Maildir++ folder the way Dovecot and Postfix's virtual(8) do.
 
 A file is created under ``tmp/`` with a unique name, filled with the message converted to LF line
-endings, fsynced, hard-linked into ``new/`` as ``<name>,S=<size>,W=<vsize>`` (S = bytes on disk, W =
+endings, fdatasynced, hard-linked into ``new/`` as ``<name>,S=<size>,W=<vsize>`` (S = bytes on disk, W =
 bytes with CRLF line endings, the sizes Dovecot reads from file names) and unlinked from ``tmp/``;
 then ``new/`` is fsynced. The sizes are only known after writing, so they appear in the final name,
 as Dovecot's own deliveries do. A link rather than a rename means an existing file can never be
-replaced. On any error the ``tmp/`` file is removed, so a reader never sees a partial message. A
-message delivered with flags goes to ``cur/`` with its ``:2,`` info instead.
+replaced. The directory fsync is shared by the deliveries that linked into the same folder while
+one ran (:mod:`.dirsync`). On any error the ``tmp/`` file is removed, so a reader never sees a
+partial message. A message delivered with flags goes to ``cur/`` with its ``:2,`` info instead.
 
 This is the fast path of delivery: no index, no lock, no uidlist; sessions pick the file up on
 their next sync, exactly as they pick up Postfix's or Dovecot's deliveries.
@@ -25,6 +26,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from dovetail.storage.api import DeliveryId
+
+from .dirsync import sync_directory
 
 SUBDIRS = ("cur", "new", "tmp")
 _counter = itertools.count(1)
@@ -91,6 +94,17 @@ class AlreadyDelivered(Exception):
         self.path = path
 
 
+_WRITE_BATCH = 256 * 1024  # bytes gathered before one write(2): a small message is written in one call
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    if not chunks:
+        return
+    view = memoryview(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+    while view:
+        view = view[os.write(fd, view):]
+
+
 _written: dict[tuple[str, str], Path] = {}  # (maildir, base) -> path of this process's recent deliveries
 _WRITTEN_KEPT = 4096
 
@@ -146,23 +160,26 @@ def write_message(maildir: Path, chunks: Iterable[bytes], base: str | None = Non
         _made.discard(str(maildir))
         ensure_maildir(maildir)
         fd = os.open(tmp, flags, 0o600)
-    try:
-        fh = os.fdopen(fd, "wb", buffering=65536)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
     sub = "new" if info is None else "cur"
     try:
-        size = 0
-        lines = 0
-        with fh:
+        size = lines = 0
+        try:
+            pending: list[bytes] = []
+            held = 0
             for chunk in chunks:
-                fh.write(chunk)
+                pending.append(chunk)
+                held += len(chunk)
                 size += len(chunk)
                 lines += chunk.count(b"\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+                if held >= _WRITE_BATCH:
+                    _write_all(fd, pending)
+                    pending, held = [], 0
+            _write_all(fd, pending)
+            # The file is new: fdatasync flushes its data and what reading it back needs (its size and
+            # blocks); the times it leaves out are not part of the message.
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
         suffix = "" if info is None else f":2,{info}"
         final = maildir / sub / f"{base},S={size},W={size + lines}{suffix}"
         try:
@@ -175,9 +192,5 @@ def write_message(maildir: Path, chunks: Iterable[bytes], base: str | None = Non
         raise
     os.unlink(tmp)
     _remember(maildir, base, final)
-    dfd = os.open(maildir / sub, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    sync_directory(maildir / sub)  # shared with the deliveries that linked into the folder meanwhile
     return final

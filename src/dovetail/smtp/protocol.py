@@ -29,6 +29,7 @@ from dovetail.smtp.limits import Limits
 from dovetail.smtp.reply import Reply
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # one C-level scan per command line, not a Python loop per character
 _JUNK = (ev.Noop, ev.Rset, ev.Vrfy, ev.Help)
 _OK = Reply(250, "2.0.0", "Ok")
 _BYE = Reply(221, "2.0.0", "Bye")
@@ -372,7 +373,7 @@ class SmtpConnection:
             if not verb:
                 return ev.ProtocolError(Reply(500, "5.5.2", "Error: bad syntax"))
             return ev.ProtocolError(Reply(500, "5.5.1", "Error: command not recognized"))
-        if any(ch < " " or ch == "\x7f" for ch in line):
+        if _CONTROL.search(line) is not None:
             return ev.ProtocolError(Reply(501, "5.5.2", "Error: control character in command"))
         return handler(self, arg)
 
