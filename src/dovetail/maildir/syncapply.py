@@ -149,6 +149,9 @@ def insert_row(index: Index, uid: int, stored_fn: str, info: str, flags: list[st
 def row_of(uid: int, stored_fn: str, info: str, flags: list[str], modseq: int, facts: dict) -> tuple:
     """The values of a ``msg`` row; ``facts`` from :func:`~dovetail.maildir.messagefacts.name_facts`
     (the parsed columns stay NULL, the vsize is the name's) or from a parse."""
+    if len(facts) == 3:  # name facts (size, vsize, idate): every file of a first sync, so built directly
+        return (uid, stored_fn[4:].partition(":")[0], stored_fn, info, flags_dump(flags), modseq,
+                facts["size"], facts["vsize"], facts["idate"], None, None, None, None, None, None, None, None)
     get = facts.get
     return (
         uid,
