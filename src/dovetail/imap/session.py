@@ -447,9 +447,9 @@ class Session:
             changes = done[1]
         else:
             old_uids = list(sel.mailbox.uids) if sel.contexts else []
-            # Nothing changed (told by a few stats, without the disk): no thread hop for the refresh.
-            quiet = sel.mailbox.refresh_if_quiet()
             try:
+                # Nothing changed (told by a few stats, without the disk): no thread hop for the refresh.
+                quiet = sel.mailbox.refresh_if_quiet()
                 changes = quiet if quiet is not None else await asyncio.to_thread(
                     sel.mailbox.refresh, allow_expunges=allow)
             except Exception as exc:  # noqa: BLE001 - the next command tries again
