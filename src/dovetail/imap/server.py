@@ -258,4 +258,8 @@ class ImapServer:
         data = session.data_to_send()
         if data:
             writer.write(data)
-            await asyncio.wait_for(writer.drain(), self.limits.write_timeout)
+            # The socket usually takes a response whole: waiting (a task for wait_for's timeout) only
+            # when some is left in the transport's buffer, or when drain() has an error to raise.
+            transport = writer.transport
+            if transport.get_write_buffer_size() or transport.is_closing():
+                await asyncio.wait_for(writer.drain(), self.limits.write_timeout)

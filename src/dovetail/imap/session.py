@@ -448,7 +448,10 @@ class Session:
         else:
             old_uids = list(sel.mailbox.uids) if sel.contexts else []
             try:
-                changes = await asyncio.to_thread(sel.mailbox.refresh, allow_expunges=allow)
+                # Nothing changed (told by a few stats, without the disk): no thread hop for the refresh.
+                quiet = sel.mailbox.refresh_if_quiet()
+                changes = quiet if quiet is not None else await asyncio.to_thread(
+                    sel.mailbox.refresh, allow_expunges=allow)
             except Exception as exc:  # noqa: BLE001 - the next command tries again
                 log.warning("mailbox refresh failed", mailbox=sel.mailbox.name, error=repr(exc))
                 return
@@ -907,18 +910,26 @@ class Session:
             await self.updates(None)
 
     async def unselect(self) -> None:
+        mailbox = self.detach_selected()
+        if mailbox is not None:
+            await asyncio.to_thread(mailbox.close)
+
+    def detach_selected(self) -> Any:
+        """Leave the selected mailbox (back to the authenticated state) and hand back its view, which
+        the caller closes in its own storage call (SELECT: in the same thread call that opens the next
+        one); None when nothing was selected."""
         sel = self.selected
         self.selected = None
         if self.state is State.SELECTED:
             self.state = State.AUTHENTICATED
         if sel is None:
-            return
+            return None
         if sel.watcher:
             try:
                 sel.watcher.close()
             except Exception:  # noqa: BLE001
                 pass
-        await asyncio.to_thread(sel.mailbox.close)
+        return sel.mailbox
 
 
 def _id_fields(tok: Any) -> dict[str, str]:

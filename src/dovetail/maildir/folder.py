@@ -397,9 +397,15 @@ class Folder:
             return
         # Files seen for the first time are looked at before the index is locked.
         parsed = syncapply.facts_ahead(self.path, syncplan.to_parse(listing, by_base, self._files or {}))
+        # The listing still holds under the lock when cur/ and new/ have not moved since a stamp no
+        # change can hide behind (see _apply_locked): a moved or dirty stamp means listing again.
+        dirs = (stamp[CUR], stamp[NEW])
+        reuse = trust is not None and not is_dirty(dirs, checked, dirty_window(dirs))
         self.index.begin()
         try:
-            self._apply_locked(ul, by_base, parsed)
+            now = self._stamp_now() if reuse else None
+            still = listing if now is not None and (now[CUR], now[NEW]) == dirs else None
+            self._apply_locked(ul, by_base, parsed, still)
             self.index.commit()
         except BaseException:
             self.index.rollback()
@@ -426,12 +432,17 @@ class Folder:
             by_base = self._by_base_of(ul)
         return ul, by_base
 
-    def _apply_locked(self, ul: uidlist.Uidlist, by_base: dict[str, int], parsed: dict[int, dict | None]) -> None:
-        """Plan and apply the index's changes, inside its write transaction."""
+    def _apply_locked(
+        self, ul: uidlist.Uidlist, by_base: dict[str, int], parsed: dict[int, dict | None],
+        listing: dict[str, Listed] | None = None,
+    ) -> None:
+        """Plan and apply the index's changes, inside its write transaction. ``listing``: one taken
+        before the lock that still holds (the directories' stamp, clean, did not move since)."""
         # List again under the index's write lock: a flag change by another of our sessions renames
         # files and updates the index inside that lock, so a listing taken before it could write
         # stale flags back (a lost update). New files unknown to the uidlist wait for the next sync.
-        listing = self._list(False)
+        if listing is None:
+            listing = self._list(False)
         if any(b not in by_base for b in listing):
             # Another writer numbered files since our uidlist read (and may have indexed them).
             newer, newer_by_base = self._cached_uidlist()
@@ -515,15 +526,15 @@ class Folder:
         """True when the directories hold exactly the files the index knows (compared as sets of
         names, without parsing any) and the uidlist adds nothing: the common case after another
         session's change, which that session already wrote to the index."""
+        ul, _by_base = self._cached_uidlist()
+        if ul is None:
+            return False  # a folder never numbered: nothing to compare a listing with
         try:
             cur = os.listdir(self.path / "cur")
             new = os.listdir(self.path / "new")
         except FileNotFoundError:
             return False
         if move_new and new:
-            return False
-        ul, _by_base = self._cached_uidlist()
-        if ul is None:
             return False
         self._refresh_mirror()
         return (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import bisect
 import os
+import sqlite3
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +18,7 @@ from dovetail.maildir.index import DATE_UNKNOWN, EXPUNGE_DATA_KEPT, flags_dump, 
 from dovetail.maildir.keywords import valid_keyword
 from dovetail.maildir.messagecache import HEADER_FIELDS, MESSAGES, PART_TREES, TEXTS
 from dovetail.maildir.messagefacts import analyse
+from dovetail.maildir.stamps import trusted
 from dovetail.maildir.watch import watch_folder
 from dovetail.mime.parser import Part, parse_header, to_crlf
 from dovetail.mime.sections import apply_partial, extract, filter_fields, parse_section
@@ -136,11 +139,14 @@ class MaildirMailbox(Mailbox):
         self._seen_modseq = 0  # the index's highest modseq this view has taken in
         self._facts_memo: tuple[tuple, list] | None = None  # see message_facts
         self._watcher: MailboxWatcher | None = None
+        self._quiet: tuple[tuple, int, int] | None = None  # see refresh_if_quiet
+        version = self._data_version()
         folder.sync(move_new=not readonly)
         if not readonly:
             folder.clean_tmp()
         self._uidvalidity = folder.index.get_int("uidvalidity")
         self._load(claim_recent=True)
+        self._note_refreshed(version)
 
     # --- state --------------------------------------------------------------------------------
 
@@ -225,6 +231,74 @@ class MaildirMailbox(Mailbox):
         """What changed since the last refresh: read from the index only the rows whose modseq moved
         past the one this view last saw, and the expunges recorded since (all rows when that history
         is gone)."""
+        self._quiet = None
+        version = self._data_version()  # before anything is read: a commit after it shows next time
+        changes = self._refresh(allow_expunges)
+        if not changes.uidvalidity_changed:
+            self._note_refreshed(version)
+        return changes
+
+    def refresh_if_quiet(self) -> Changes | None:
+        """What :meth:`refresh` would find when it would find nothing, told without a thread: the
+        folder's stamp (four stats) is still the one the last refresh saw and a listing confirmed
+        (trusted, as a sync trusts it), this view's index connection wrote nothing since, and no other
+        connection committed (``PRAGMA data_version``, read from the index's shared memory) or, if one
+        did, the index's modseq did not move (one read of the ``meta`` table, from pages already in
+        memory: a WAL reader never waits for writers). None when any of that does not hold."""
+        quiet = self._quiet
+        if quiet is None or self._pending_expunge:
+            return None
+        folder = self.folder
+        state = folder.state
+        if not state.lock.acquire(blocking=False):
+            return None  # a sync is under way in another session of this process
+        try:
+            stamp = folder.stamp()
+            if stamp != quiet[0] or stamp != state.stamp or not trusted(stamp, state.checked_at, time.time()):
+                return None
+        finally:
+            state.lock.release()
+        db = folder.index.db
+        if db.in_memory:
+            return None
+        conn = db.conn
+        try:
+            if conn.total_changes != quiet[2]:
+                return None
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != quiet[1]:
+                metas = dict(conn.execute(
+                    "SELECT key, value FROM meta WHERE key IN ('uidvalidity', 'highestmodseq')").fetchall())
+                if (int(metas.get("uidvalidity", 0)) != self._uidvalidity
+                        or int(metas.get("highestmodseq", 1)) != self._seen_modseq):
+                    return None
+                self._quiet = (stamp, version, quiet[2])
+        except sqlite3.Error:
+            return None
+        return Changes(recent_count=len(self._recent))
+
+    def _data_version(self) -> int | None:
+        """``PRAGMA data_version`` of the index: it moves when another connection commits. None for
+        an index kept in memory (nothing tells it of other writers)."""
+        db = self.folder.index.db
+        if db.in_memory:
+            return None
+        try:
+            return int(db.conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            return None
+
+    def _note_refreshed(self, version: int | None) -> None:
+        """A refresh (or the select) brought the view up to date with the index as of ``version`` and
+        the folder's trusted stamp: what :meth:`refresh_if_quiet` compares against."""
+        db = self.folder.index.db
+        stamp = self.folder.state.stamp
+        if version is None or stamp is None or db.in_memory:
+            self._quiet = None
+        else:
+            self._quiet = (stamp, version, db.conn.total_changes)
+
+    def _refresh(self, allow_expunges: bool) -> Changes:
         self.folder.sync(move_new=not self.readonly)
         changes = Changes()
         idx = self.folder.index

@@ -125,10 +125,23 @@ def apply_plan(index: Index, path: Path, plan: SyncPlan, parsed: Mapping[int, di
         else:
             db.execute("UPDATE msg SET filename=?, modseq=? WHERE uid=?", (r.filename, next_modseq(), r.uid))
     rows = []
+    named = []  # rows of name facts only (every row of a first sync): their parsed columns stay NULL
+    dumped: dict[str, str] = {}  # info -> its flags column: a folder has few distinct info strings
     for ins in plan.inserts:
         facts = parsed.get(ins.uid) or name_facts(str(path / ins.listed.sub), ins.listed.filename)
-        if facts is not None:
+        if facts is None:
+            continue
+        if len(facts) == 3:  # size, vsize, idate
+            flags = dumped.get(ins.info)
+            if flags is None:
+                flags = dumped[ins.info] = flags_dump(ins.flags)
+            named.append((ins.uid, ins.filename[4:].partition(":")[0], ins.filename, ins.info, flags,
+                          next_modseq(), facts["size"], facts["vsize"], facts["idate"]))
+        else:
             rows.append(row_of(ins.uid, ins.filename, ins.info, ins.flags, next_modseq(), facts))
+    if named:
+        # Nine bound values a row instead of seventeen: the cost of a first sync of a large folder.
+        index.db.executemany(_INSERT_NAMED, named)
     if rows:
         index.db.executemany(_INSERT, rows)
     if plan.uidnext is not None:
@@ -136,6 +149,8 @@ def apply_plan(index: Index, path: Path, plan: SyncPlan, parsed: Mapping[int, di
 
 
 _INSERT = "INSERT OR REPLACE INTO msg VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_NAMED = ("INSERT OR REPLACE INTO msg (uid, basename, filename, info, flags, modseq, size, vsize, idate) "
+                 "VALUES (?,?,?,?,?,?,?,?,?)")
 
 
 def insert_row(index: Index, uid: int, stored_fn: str, info: str, flags: list[str], modseq: int, facts: dict) -> None:

@@ -416,6 +416,13 @@ class Mailbox(ABC):
         responses) vanished messages stay in the view and are reported by a later refresh.
         """
 
+    def refresh_if_quiet(self) -> Changes | None:
+        """The (empty) result :meth:`refresh` would give now, when the store can tell cheaply, without
+        anything that may block on the disk (a few stats, a read of a shared-memory counter), that nothing
+        changed since the previous refresh: the IMAP server then skips the thread a refresh runs in.
+        None means "maybe something changed": call :meth:`refresh`."""
+        return None
+
     @abstractmethod
     def fetch_info(
         self,

@@ -76,6 +76,10 @@ class CommandSession(Protocol):
         """Close the selected mailbox, if any, and go back to the authenticated state."""
         ...
 
+    def detach_selected(self) -> Any:
+        """Leave the selected mailbox, if any, and hand back its view for the caller to close."""
+        ...
+
     async def work_then_refresh(self, cmd: Command | TypedCommand, work: Callable[[], Any]) -> Any:
         """Run ``work`` in a worker thread with the selected mailbox's refresh right after it (one
         thread hop); :meth:`updates` reports what that refresh found."""

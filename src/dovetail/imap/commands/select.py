@@ -44,14 +44,15 @@ async def _select(s: CommandSession, cmd: Any, readonly: bool) -> Result:
                 qresync_args = given.items
             else:
                 raise ParseError("Unknown SELECT parameter")
-    if s.selected is not None:
-        await s.unselect()
-        if s.qresync:
-            s.write("* OK [CLOSED] Previous mailbox closed.")
+    previous = s.detach_selected()  # closed in the same thread call that opens the new view
+    if previous is not None and s.qresync:
+        s.write("* OK [CLOSED] Previous mailbox closed.")
     assert s.storage is not None
     storage = s.storage
 
     def open_view() -> tuple[Any, int | None]:
+        if previous is not None:
+            previous.close()
         view = storage.select(name, readonly=readonly)
         return view, view.first_unseen_seq()
 
