@@ -60,18 +60,40 @@ def _postfix_style(_logger: Any, level: str, event_dict: MutableMapping[str, Any
     component = event_dict.pop("component", "dovetail")
     event = event_dict.pop("event", "")
     qid = event_dict.pop("qid", None)
+    trace = _traceback(event_dict.pop("exc_info", None))
     head = f"{_timestamp()} dovetail/{component}[{_pid}]: {level}: "
     if qid:
         head += f"{qid}: "
     if not event_dict:
-        return head + event
-    tail = ", ".join(f"{k}={_fmt(v)}" for k, v in event_dict.items())
-    return head + event + (", " if event else "") + tail
+        line = head + event
+    else:
+        tail = ", ".join(f"{k}={_fmt(v)}" for k, v in event_dict.items())
+        line = head + event + (", " if event else "") + tail
+    if not trace:
+        return line
+    prefix = f"{_timestamp()} dovetail/{component}[{_pid}]: {level}: | "
+    return "\n".join([line, *(prefix + part for part in trace)])
+
+
+def _traceback(exc_info: Any) -> list[str]:
+    """The lines of the traceback ``log.exception`` (``exc_info=True``) asks for: the exception being handled."""
+    if not exc_info:
+        return []
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    elif isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if not isinstance(exc_info, tuple) or exc_info[1] is None:
+        return []
+    return [part for text in traceback.format_exception(*exc_info) for part in text.rstrip("\n").splitlines()]
 
 
 def _json_renderer(_logger: Any, level: str, event_dict: MutableMapping[str, Any]) -> str:
     import json
 
+    trace = _traceback(event_dict.pop("exc_info", None))
+    if trace:
+        event_dict["traceback"] = "\n".join(trace)
     event_dict.setdefault("level", level)
     event_dict["timestamp"] = _timestamp()
     event_dict["pid"] = _pid

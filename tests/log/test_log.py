@@ -166,3 +166,28 @@ def test_log_file_paths_are_relative_to_the_data_directory(tmp_path: Path) -> No
     assert log_file("log/dovetail.log", tmp_path) == tmp_path / "log" / "dovetail.log"
     assert log_file("/var/log/dovetail.log", tmp_path) == Path("/var/log/dovetail.log")
     assert log_file("-", tmp_path) is None and log_file("", tmp_path) is None
+
+
+def test_an_exception_logged_by_a_service_carries_its_traceback(tmp_path: Path) -> None:
+    """``log.exception`` (an ``internal error`` answered ``[SERVERBUG]``) leaves the traceback in the log,
+    one line per line, in both formats: the line alone does not say where the error came from."""
+    code = ("log = get_logger('imap')\n"
+            "configure('info', sys.argv[1]{json})\n"
+            "def deep():\n"
+            "    open('/nonexistent/x')\n"
+            "try:\n"
+            "    deep()\n"
+            "except OSError as exc:\n"
+            "    log.exception('internal error', command='APPEND', error=repr(exc))\n")
+    proc, lines = run(code.format(json=""), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert LINE.match(lines[0])["rest"].startswith("error: internal error, command=APPEND")  # type: ignore[index]
+    assert "exc_info" not in lines[0]
+    rest = [LINE.match(line)["rest"] for line in lines[1:]]  # type: ignore[index]
+    assert rest[0] == "error: | Traceback (most recent call last):"
+    assert any("in deep" in r for r in rest) and rest[-1].startswith("error: | FileNotFoundError")
+    (tmp_path / "mail.log").unlink()
+    proc, lines = run(code.format(json=", json=True"), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(lines[0])
+    assert "in deep" in data["traceback"] and "exc_info" not in data
