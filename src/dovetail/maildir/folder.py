@@ -599,14 +599,21 @@ class Folder:
             return 0o600
 
     def clean_tmp(self, max_age: float = TMP_MAX_AGE) -> int:
-        """Remove files left in ``tmp/`` by writers that died (Dovecot uses the same 36 hours)."""
+        """Remove files left in ``tmp/`` by writers that died (Dovecot uses the same 36 hours).
+
+        Old by access *and* change time, as Dovecot judges: a writer may give its file an old date on
+        purpose (APPEND's internal date is set before the rename) or link an old file in (COPY), and
+        only the change time, which nobody can set, says the entry itself is new."""
         removed = 0
         cutoff = time.time() - max_age
         try:
             with os.scandir(self.path / "tmp") as it:
                 for entry in it:
                     try:
-                        if entry.is_file(follow_symlinks=False) and entry.stat().st_atime < cutoff:
+                        if not entry.is_file(follow_symlinks=False):
+                            continue
+                        st = entry.stat(follow_symlinks=False)
+                        if st.st_atime < cutoff and st.st_ctime < cutoff:
                             os.unlink(entry.path)
                             removed += 1
                     except FileNotFoundError:
