@@ -369,7 +369,12 @@ def test_expunge_history_is_bounded(storage, monkeypatch) -> None:
     assert box.expunged_since(start) is None  # history no longer reaches back that far
 
 
-def test_file_modes_follow_the_folder_and_tmp_is_cleaned(storage) -> None:
+def test_file_modes_follow_the_folder_and_tmp_is_cleaned(storage, monkeypatch) -> None:  # noqa: ANN001
+    from dovetail.maildir import folder
+
+    # A file's change time cannot be set back, so the limit is moved instead: entries older than an
+    # hour from now count as stale (both files below), unless used since (the one still being written).
+    monkeypatch.setattr(folder, "TMP_MAX_AGE", -3600)
     os.chmod(storage.root, 0o750)
     storage.append("INBOX", MSG)
     (name,) = os.listdir(storage.root / "cur")
@@ -380,6 +385,8 @@ def test_file_modes_follow_the_folder_and_tmp_is_cleaned(storage) -> None:
     fresh.write_bytes(b"y")
     old = time.time() - 40 * 3600
     os.utime(stale, (old, old))
+    in_use = time.time() + 2 * 3600
+    os.utime(fresh, (in_use, in_use))
     storage.select("INBOX").close()
     assert not stale.exists() and fresh.exists()
 

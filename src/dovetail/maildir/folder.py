@@ -598,14 +598,14 @@ class Folder:
         except OSError:
             return 0o600
 
-    def clean_tmp(self, max_age: float = TMP_MAX_AGE) -> int:
+    def clean_tmp(self, max_age: float | None = None) -> int:
         """Remove files left in ``tmp/`` by writers that died (Dovecot uses the same 36 hours).
 
         Old by access *and* change time, as Dovecot judges: a writer may give its file an old date on
         purpose (APPEND's internal date is set before the rename) or link an old file in (COPY), and
         only the change time, which nobody can set, says the entry itself is new."""
         removed = 0
-        cutoff = time.time() - max_age
+        cutoff = time.time() - (TMP_MAX_AGE if max_age is None else max_age)
         try:
             with os.scandir(self.path / "tmp") as it:
                 for entry in it:
