@@ -68,3 +68,18 @@ def test_expired_tokens_are_swept_from_the_record(tmp_path: Path, monkeypatch: p
     assert record.first_use("fresh", time.time() + 60)  # the second use sweeps
     assert [k for (k,) in record.db.execute("SELECT key FROM used")] == ["fresh"]
     assert not record.first_use("fresh", time.time() + 60)
+
+
+def test_the_memory_record_sweeps_without_forgetting_live_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replays, "PRUNE_EVERY", 4)
+    record = MemoryReplays()
+    live = time.time() + 60
+    for n in range(50):  # far more live tokens than PRUNE_EVERY: each sweep keeps them all
+        assert record.first_use(f"live-{n}", live)
+    assert all(not record.first_use(f"live-{n}", live) for n in range(50))
+    sweeps_at = record._sweep_at
+    assert sweeps_at >= 50  # the next sweep waits for the record to grow, not for every login
+    for n in range(sweeps_at):
+        record.first_use(f"old-{n}", time.time() - 1)
+    assert len(record._used) < sweeps_at + 50  # expired tokens went at the sweep
+    assert not record.first_use("live-0", live)

@@ -35,12 +35,16 @@ class MemoryReplays:
     def __init__(self) -> None:
         self._used: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._sweep_at = PRUNE_EVERY
 
     def first_use(self, key: str, until: float) -> bool:
         now = time.time()
         with self._lock:
-            if len(self._used) >= PRUNE_EVERY:
+            if len(self._used) >= self._sweep_at:
+                # Sweep when the dict has doubled since the last sweep: O(1) per login on average,
+                # however many tokens are live.
                 self._used = {k: u for k, u in self._used.items() if u >= now}
+                self._sweep_at = max(PRUNE_EVERY, 2 * len(self._used))
             if self._used.get(key, 0.0) >= now:
                 return False
             self._used[key] = until

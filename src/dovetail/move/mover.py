@@ -122,8 +122,23 @@ class TransferClient:
         except httpx.HTTPError as exc:
             raise Unreachable(f"node {self.node.name} is unreachable at {self.node.transfer}: {exc}") from None
         self._check(response)
-        mailboxes = response.json().get("mailboxes")
-        return mailboxes if isinstance(mailboxes, dict) else {}
+        try:
+            body = response.json()
+        except ValueError:
+            raise Unreachable(f"node {self.node.name} ({self.node.transfer}) answered usage with a body "
+                              "that is not JSON") from None
+        mailboxes = body.get("mailboxes") if isinstance(body, dict) else None
+        if not isinstance(mailboxes, dict):
+            raise Unreachable(f"node {self.node.name} ({self.node.transfer}) answered usage without a "
+                              "'mailboxes' object")
+        found: dict[str, dict[str, int]] = {}
+        for address, entry in mailboxes.items():
+            try:
+                found[str(address)] = {"bytes": int(entry["bytes"]), "messages": int(entry["messages"])}
+            except (TypeError, KeyError, ValueError):
+                raise Unreachable(f"node {self.node.name} ({self.node.transfer}) answered usage with a "
+                                  f"malformed entry for {str(address)[:100]!r}") from None
+        return found
 
     def release(self, tenant: str, move_id: int) -> str | None:
         try:
