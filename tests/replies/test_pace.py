@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from dovetail.replies.dispatcher import Dispatcher
-from dovetail.replies.handover import Delivered, HandOver, PendingReplies
+from dovetail.replies.handover import Delivered, HandOver
 from dovetail.replies.pipeline import ReplyRecord, Source
-from dovetail.replies.schema import reply_handovers
+from dovetail.replies.schema import replies
 from dovetail.replies.service import RepliesService
 from dovetail.replies.sources.local import LocalHook
 from dovetail.replies.wake import WakeListener, WakeSender
@@ -47,9 +47,8 @@ def test_a_batch_is_stored_in_one_go_and_a_bad_message_spoils_only_itself(servic
     assert service.pipeline.process_many([]) == []
 
 
-def _inbox(service: RepliesService, tmp_path: Path, count: int, prefix: str
-           ) -> tuple[LocalHook, Path, list[str]]:
-    """A reply inbox with ``count`` replies to the registered message delivered into it; their keys."""
+def _inbox(service: RepliesService, tmp_path: Path, count: int, prefix: str) -> tuple[LocalHook, Path, list[str]]:
+    """A reply inbox holding ``count`` replies to the registered message; their storage keys."""
     mail = tmp_path / "mail"
     maildir = mail / "acme" / "acme.example" / "replies"
     storage = open_storage(maildir, create=True)
@@ -63,70 +62,74 @@ def _inbox(service: RepliesService, tmp_path: Path, count: int, prefix: str
     return hook, maildir, keys
 
 
-def _recorded(service: RepliesService) -> list[str]:
+def _stored_message_ids(service: RepliesService) -> set[str]:
     with service.engine.connect() as conn:  # a connection of its own: sees only what was committed
-        return list(conn.execute(sa.select(reply_handovers.c.item).order_by(reply_handovers.c.id)).scalars())
+        return set(conn.execute(sa.select(replies.c.message_id)).scalars())
 
 
-def test_concurrent_hand_overs_share_a_durable_commit_and_each_returns_after_it(service: RepliesService,
-                                                                                tmp_path: Path) -> None:
-    """Deliveries finishing together are recorded in shared transactions (group commit), each one's call
-    returns only once the transaction holding its records has committed, and the records wait for the
-    replies service: the delivering process runs no pipeline."""
+def test_concurrent_hand_overs_share_durable_commits_and_each_returns_after_its_own(service: RepliesService,
+                                                                                  tmp_path: Path) -> None:
+    """Deliveries finishing together share transactions (group commit: one fsync for several), each
+    committed at full safety on SQLite, and each delivery's call returns only once its replies are
+    committed (what a 250 then acknowledges)."""
     _register(service)
     hook, maildir, keys = _inbox(service, tmp_path, 6, "h")
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:  # noqa: ANN001
+        statements.append(statement)
+
     wakes: list[int] = []
     hand_over = HandOver(hook, wake=lambda: wakes.append(1), max_batch=4)
-    returned: dict[int, list[str]] = {}
+    committed_at_return: dict[int, set[str]] = {}
 
     async def deliver(n: int, items: list[Delivered]) -> None:
         await hand_over(items)
-        returned[n] = await asyncio.to_thread(_recorded, service)  # what was durable when it returned
+        committed_at_return[n] = await asyncio.to_thread(_stored_message_ids, service)
 
     async def main() -> None:
         items = [Delivered("acme", "replies@acme.example", maildir, key) for key in keys]
+        items.append(Delivered("acme", "replies@acme.example", maildir, "../../escape"))  # refused, logged
+        # Three deliveries finishing together: their hand-overs share batches.
         await asyncio.gather(deliver(0, items[:2]), deliver(1, items[2:5]), deliver(2, items[5:]))
 
-    asyncio.run(main())
-    for n, part in enumerate((keys[:2], keys[2:5], keys[5:])):
-        assert set(part) <= set(returned[n])  # acknowledged after its own records were committed
-    assert sorted(_recorded(service)) == sorted(keys)
-    assert 1 <= len(wakes) <= 2  # once per committed batch, not once per message (6 records, batches of 4)
-    assert service.queries.threads("acme") == []  # nothing threaded yet: that is the replies service's work
-    pending = PendingReplies(hook)
-    assert pending.work_off() == 6
+    sa.event.listen(service.engine, "before_cursor_execute", seen)
+    try:
+        asyncio.run(main())
+    finally:
+        sa.event.remove(service.engine, "before_cursor_execute", seen)
+    for n, part in enumerate((range(0, 2), range(2, 5), range(5, 6))):
+        assert {f"h{i}@c" for i in part} <= committed_at_return[n]
     assert sum(t["reply_count"] for t in service.queries.threads("acme")) == 6
-    assert _recorded(service) == []
+    assert 1 <= len(wakes) <= 2  # once per committed batch that stored events, not once per message
+    if service.engine.dialect.name == "sqlite":
+        batches = statements.count("BEGIN IMMEDIATE")
+        assert 1 <= batches <= 2  # six replies, batches of at most four
+        assert statements.count("PRAGMA synchronous=FULL") == batches  # every batch fsynced at its commit
 
 
-def test_records_of_a_crash_are_worked_off_once_and_a_bad_one_is_dropped(service: RepliesService,
-                                                                        tmp_path: Path) -> None:
-    """A replies service that died after the pipeline stored some records but before it forgot them runs
-    them again at start: every reply is stored once, and each fires its event once. A record naming no
-    file of the Maildir is dropped; one the pipeline refuses is kept for a few polls, then dropped."""
-    _register(service)
-    emitted: list[str] = []
-    service.on_event(emitted.append)
-    hook, maildir, keys = _inbox(service, tmp_path, 5, "k")
-    hand_over = HandOver(hook)
-    items = [Delivered("acme", "replies@acme.example", maildir, key) for key in keys]
-    items.append(Delivered("acme", "replies@acme.example", maildir, "../../escape"))
-    items.append(Delivered("nobody", "replies@acme.example", tmp_path / "mail" / "nobody" / "x", keys[0]))
-    hook.wants = lambda *_args: True  # type: ignore[method-assign]  # the unknown tenant's record too
-    asyncio.run(hand_over(items))
-    assert len(_recorded(service)) == 7
-    # The crash: the pipeline stored three of them, and the service died before it deleted their records.
-    service.pipeline.process_many([hook.load("acme", "replies@acme.example", maildir, key) for key in keys[:3]])
-    assert len(emitted) == 3
-    pending = PendingReplies(hook, max_attempts=2)  # the service, started again
-    assert pending.work_off() == 7
-    assert len(emitted) == 5  # the two not stored before; the three stored are recognised, not emitted again
-    assert sum(t["reply_count"] for t in service.queries.threads("acme")) == 5
-    assert _recorded(service) == [keys[0]]  # the unknown tenant's, refused once and kept for a retry
-    assert pending.work_off() == 0  # failed records wait for a poll
-    assert pending.work_off(retry_failed=True) == 1
-    assert _recorded(service) == []  # refused twice: given up (and logged)
-    assert len(emitted) == 5
+def test_replies_stored_before_a_crash_are_posted_once_after_it(service: RepliesService, tmp_path: Path) -> None:
+    """The hand-over stores each reply with its event and webhook deliveries in one durable transaction,
+    so a replies service that dies before posting loses nothing: the next dispatcher posts every event,
+    once; and a delivery repeated after a crash (same copy handed over again) fires nothing new."""
+    receiver = Receiver().start()
+    try:
+        receiver.secret = service.outbox.add_endpoint("acme", receiver.url)["secret"]
+        _register(service)
+        hook, maildir, keys = _inbox(service, tmp_path, 4, "c")
+        items = [Delivered("acme", "replies@acme.example", maildir, key) for key in keys]
+        asyncio.run(HandOver(hook)(items))  # stored; nothing posted: the dispatcher is not running
+
+        async def dispatch() -> int:
+            return await Dispatcher(service.outbox).run_once()
+
+        assert asyncio.run(dispatch()) == 4
+        asyncio.run(HandOver(hook)(items))  # the same copies again
+        assert asyncio.run(dispatch()) == 0
+        assert sorted(p["data"]["reply"]["message_id"] for p in receiver.received) == [f"c{n}@c" for n in range(4)]
+        assert len({p["id"] for p in receiver.received}) == 4
+    finally:
+        receiver.stop()
 
 
 def test_a_wake_up_crosses_processes_through_the_run_directory(tmp_path: Path) -> None:

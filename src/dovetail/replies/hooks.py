@@ -1,9 +1,8 @@
 """How the rest of Dovetail reaches the replies engine, built once per process from the engine and config.
 
 Outbound registers what it sends and reports delivery results through ``outbound_hooks`` /
-``outbound_events``; the delivery agents (the queue manager's, lmtpd's, the MX's direct delivery) hand
-each message delivered to a reply inbox to ``local_delivery``. Each returns plain callables or objects
-of the protocols outbound defines.
+``outbound_events``; the queue manager hands each message delivered to a reply inbox to
+``local_delivery``. Each returns plain callables or objects of the protocols outbound defines.
 """
 
 from __future__ import annotations
@@ -34,9 +33,8 @@ def outbound_events(engine: Any, cfg: Any) -> OutboundBridge:
 
 
 def local_delivery(engine: Any, cfg: Any) -> HandOver:
-    """The hand-over of messages just delivered (reply inboxes and the tenants' replies intakes only):
-    recorded durably in batches for this node's replies service, which it wakes through
-    ``run/replies.wake``."""
+    """The hand-over of messages just delivered (reply inboxes and the tenants' replies intakes only),
+    committed in batches; it wakes the replies service's dispatcher through ``run/replies.wake``."""
     layout = Layout(cfg.data_dir)
     hook = LocalHook(RepliesService.open(engine, cfg.data_dir), mail_root=layout.mail)
-    return HandOver(hook, wake=WakeSender(wake_path(layout.run)), node=str(cfg["node.name"] or ""))
+    return HandOver(hook, wake=WakeSender(wake_path(layout.run)))

@@ -207,28 +207,35 @@ class Pipeline:
         """Store and emit one inbound message (blocking: call it from a worker thread in async code)."""
         return retry(lambda: self._process([(raw, source)]))[0]
 
-    def process_many(self, items: list[tuple[bytes, Source]]) -> list[ReplyRecord | Exception]:
+    def process_many(self, items: list[tuple[bytes, Source]], *, durable: bool = False
+                     ) -> list[ReplyRecord | Exception]:
         """Store and emit several messages in one transaction: one commit (one fsync) for the lot, which
         is what lets the pipeline keep pace with intake when replies arrive in bursts. A message that
-        fails spoils only itself: the batch is then run again one message per transaction."""
+        fails spoils only itself: the batch is then run again one message per transaction.
+
+        ``durable``: each transaction is on stable storage when this returns (see
+        :func:`dovetail.dbwriter.write_transaction`), for a caller that acknowledges the messages next."""
         if not items:
             return []
         try:
-            return list(retry(lambda: self._process(items)))
+            return list(retry(lambda: self._process(items, durable)))
         except Exception as exc:  # noqa: BLE001 - each message gets its own outcome below
             if len(items) == 1:
                 return [exc]
         out: list[ReplyRecord | Exception] = []
-        for raw, source in items:
+        for item in items:
             try:
-                out.append(self.process_message(raw, source))
+                out.append(self._one(item, durable))
             except Exception as exc:  # noqa: BLE001 - reported to the caller per message
                 out.append(exc)
         return out
 
+    def _one(self, item: tuple[bytes, Source], durable: bool) -> ReplyRecord:
+        return retry(lambda: self._process([item], durable))[0]
+
     # --- steps ---------------------------------------------------------------------------------------
 
-    def _process(self, items: list[tuple[bytes, Source]]) -> list[ReplyRecord]:
+    def _process(self, items: list[tuple[bytes, Source]], durable: bool = False) -> list[ReplyRecord]:
         tenants: dict[str | int, tuple[int, str]] = {}  # looked up once per batch, not once per message
         with self.engine.connect() as conn:
             for _, source in items:
@@ -237,7 +244,7 @@ class Pipeline:
             positions = _seen_keys(conn, [(tenants[source.tenant][0], key) for _, source in items
                                           if (key := source.key())])
             prepared = [self._prepare(conn, raw, source, tenants[source.tenant], positions) for raw, source in items]
-        with write_transaction(self.engine) as conn:
+        with write_transaction(self.engine, durable=durable) as conn:
             batch = _Batch()
             # Every key of the batch looked up in one statement inside the transaction (so nothing stored
             # meanwhile is missed); the batch remembers what its own messages add.

@@ -1,10 +1,10 @@
 """The replies service: the webhook dispatcher plus one IMAP source per configured account.
 
 Accounts are re-read every ``account_refresh`` seconds, so one added with the API or CLI starts
-without a restart and a removed one stops. Messages delivered locally to reply inboxes are recorded by
-the delivering process (:mod:`.handover`) and run through the pipeline here (:class:`PendingReplies`);
-the delivering process wakes this service through ``run/replies.wake`` (:mod:`.wake`), each stored event
-wakes the dispatcher, and both also poll in case a wake-up is lost.
+without a restart and a removed one stops. The local source needs no task here: it runs inside the
+delivery agent's process (:class:`~dovetail.replies.sources.local.LocalHook`), and its events reach
+the dispatcher through the outbox; the storing process wakes the dispatcher through ``run/replies.wake``
+(:mod:`.wake`), and the dispatcher also polls every ``poll_interval`` seconds in case a wake-up is lost.
 """
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ from dovetail.log import get_logger
 
 from .broker import NatsPublisher
 from .dispatcher import Dispatcher
-from .handover import PendingReplies
 from .service import RepliesService
 from .sources.imap import ImapAccount, ImapAccounts, ImapSource
-from .sources.local import LocalHook
 from .wake import WakeListener, wake_path
 
 log = get_logger("replies")
@@ -38,11 +36,8 @@ DEFAULT_ACCOUNT_REFRESH = 30.0
 class RepliesEngine:
     def __init__(self, engine: Engine, data_dir: Path, *, poll_interval: float = DEFAULT_POLL_INTERVAL,
                  account_refresh: float = DEFAULT_ACCOUNT_REFRESH, ssl_context: ssl.SSLContext | None = None,
-                 dispatcher_options: dict[str, Any] | None = None, wake_socket: Path | None = None,
-                 node: str = "") -> None:
+                 dispatcher_options: dict[str, Any] | None = None, wake_socket: Path | None = None) -> None:
         self.service = RepliesService.open(engine, data_dir)
-        # Deliveries this node recorded for the pipeline (``node.name``: the Maildirs are here).
-        self.pending = PendingReplies(LocalHook(self.service, mail_root=Layout(data_dir).mail), node=node)
         self.accounts = ImapAccounts(engine, self.service.sealer)
         self.dispatcher = Dispatcher(self.service.outbox, poll_interval=poll_interval, **(dispatcher_options or {}))
         self.account_refresh = account_refresh
@@ -54,10 +49,9 @@ class RepliesEngine:
         loop = asyncio.get_running_loop()
         self.service.on_event(lambda _eid: loop.call_soon_threadsafe(self.dispatcher.wake))
         dispatching = asyncio.create_task(self.dispatcher.run(stop))
-        pending = asyncio.create_task(self.pending.run(stop))
         listener = None
         if self.wake_socket is not None:
-            listener = WakeListener(self.wake_socket, self._woken)
+            listener = WakeListener(self.wake_socket, self.dispatcher.wake)
             try:
                 listener.start()
             except OSError as exc:  # the dispatcher still polls
@@ -71,18 +65,13 @@ class RepliesEngine:
         finally:
             if listener is not None:
                 listener.stop()
-            tasks = [t for _, _, t in self.sources.values()] + [dispatching, pending]
+            tasks = [t for _, _, t in self.sources.values()] + [dispatching]
             for _source, source_stop, _task in self.sources.values():
                 source_stop.set()
             if not stop.is_set():  # cancelled rather than stopped: take the children down with us
                 for task in tasks:
                     task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _woken(self) -> None:
-        """A delivery recorded replies (or another process stored events): work them off, post them."""
-        self.pending.wake()
-        self.dispatcher.wake()
 
     async def _refresh_sources(self) -> None:
         try:
@@ -120,7 +109,7 @@ async def run_replies(cfg: Any, stop: asyncio.Event, ready: Callable[[], None] =
     engine = make_engine(cfg.database_url)
     try:
         replies = RepliesEngine(engine, cfg.data_dir, wake_socket=wake_path(Layout(cfg.data_dir).run),
-                                dispatcher_options={"broker": nats_publisher(cfg)}, node=str(cfg["node.name"] or ""))
+                                dispatcher_options={"broker": nats_publisher(cfg)})
         ready()
         await replies.run(stop)
     finally:

@@ -204,24 +204,5 @@ processed_messages = sa.Table(
     sa.UniqueConstraint("tenant_id", "key", name="uq_processed_messages_tenant_key"),
 )
 
-# Messages delivered to a reply inbox (or a replies intake) and not yet through the pipeline: the
-# delivering process (smtpd, lmtpd, qmgr) records each before it acknowledges the delivery, and the
-# replies service of the node that holds the Maildir (``node``: its ``node.name``) works them off. No
-# foreign key: the tenant is named as delivery knows it, and a row of a tenant since deleted is dropped
-# when the pipeline refuses it.
-reply_handovers = sa.Table(
-    "reply_handovers", metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("node", sa.String(200), nullable=False, server_default=""),
-    sa.Column("tenant", sa.String(200), nullable=False),
-    sa.Column("mailbox", sa.String(320), nullable=False),
-    sa.Column("maildir", sa.Text, nullable=False),
-    sa.Column("item", sa.String(400), nullable=False),  # the storage's key of the delivered copy
-    sa.Column("folder", sa.String(500), nullable=False, server_default="INBOX"),
-    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("created_at", sa.DateTime, nullable=False, server_default=_now),
-    sa.Index("ix_reply_handovers_node_id", "node", "id"),
-)
-
 ALL_TABLES = (campaigns, outbound_messages, threads, replies, events, webhook_endpoints, webhook_deliveries,
-              suppressions, reply_inboxes, imap_accounts, imap_checkpoints, processed_messages, reply_handovers)
+              suppressions, reply_inboxes, imap_accounts, imap_checkpoints, processed_messages)
