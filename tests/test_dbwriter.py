@@ -85,3 +85,28 @@ def test_a_role_has_one_holder_and_a_killed_holder_lets_go(tmp_path: Path) -> No
     assert again is not None
     again.release()
     engine.dispose()
+
+
+def test_a_durable_transaction_commits_at_full_safety_and_leaves_the_connection_as_it_was(tmp_path: Path) -> None:
+    """``durable=True`` commits with ``synchronous=FULL`` (the log fsynced before the commit returns); the
+    pooled connection gets its own level back, after a commit and after a failure alike."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'd.db'}")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (n INTEGER)")
+        with write_transaction(engine, durable=True) as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        try:
+            with write_transaction(engine, durable=True) as conn:
+                conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+                raise RuntimeError("half-way")
+        except RuntimeError:
+            pass
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL, as make_engine sets it
+            assert [r[0] for r in conn.exec_driver_sql("SELECT n FROM t")] == [1]
+        with write_transaction(engine) as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1
+    finally:
+        engine.dispose()

@@ -12,6 +12,12 @@ sleeping in between), then ``BEGIN IMMEDIATE`` (the write lock from the first st
 transaction has to be run again because another committed under it). Writers that do not use it
 (operator commands, the web admin) still get the lock through the busy handler, as before.
 
+``write_transaction(engine, durable=True)`` is for a record that others rely on as soon as the
+transaction returns (the replies hand-over, acknowledged with an SMTP ``250``): on SQLite it commits
+with ``synchronous=FULL``, so the write-ahead log is fsynced before the commit returns, where the
+database's default (``NORMAL``) survives a crash of the process but not of the machine. Several records
+share one such transaction (group commit) and so one fsync.
+
 Blocking: call it from a worker thread in async code. Not re-entrant: a thread must not open a write
 transaction inside another. On other databases (PostgreSQL) it is a plain ``engine.begin()``.
 
@@ -91,16 +97,38 @@ def _queue(engine: Engine) -> _WriterQueue | None:
 
 
 @contextlib.contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A transaction like ``engine.begin()``; on SQLite it waits its turn for the write lock first."""
+def write_transaction(engine: Engine, *, durable: bool = False) -> Iterator[Connection]:
+    """A transaction like ``engine.begin()``; on SQLite it waits its turn for the write lock first.
+
+    ``durable``: the commit is on stable storage when this returns (on SQLite the log is fsynced; other
+    databases commit durably anyway)."""
     queue = _queue(engine)
     if queue is None:
         with engine.begin() as conn:
             yield conn
         return
-    with queue.held(), engine.begin() as conn:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-        yield conn
+    if not durable:
+        with queue.held(), engine.begin() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield conn
+        return
+    with queue.held(), engine.connect() as conn:
+        # The safety level cannot change inside a transaction: set it before BEGIN, restore it after the
+        # commit (the connection goes back to a pool shared with code that expects its own level).
+        level = int(conn.exec_driver_sql("PRAGMA synchronous").scalar() or 0)
+        conn.exec_driver_sql("PRAGMA synchronous=FULL")
+        conn.commit()
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+        finally:
+            conn.exec_driver_sql(f"PRAGMA synchronous={level}")
+            conn.commit()
 
 
 class Role:

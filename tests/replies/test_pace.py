@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from dovetail.replies.dispatcher import Dispatcher
 from dovetail.replies.handover import Delivered, HandOver
 from dovetail.replies.pipeline import ReplyRecord, Source
+from dovetail.replies.schema import replies
 from dovetail.replies.service import RepliesService
 from dovetail.replies.sources.local import LocalHook
 from dovetail.replies.wake import WakeListener, WakeSender
@@ -45,32 +47,89 @@ def test_a_batch_is_stored_in_one_go_and_a_bad_message_spoils_only_itself(servic
     assert service.pipeline.process_many([]) == []
 
 
-def test_the_hand_over_commits_before_returning_and_wakes_once(service: RepliesService, tmp_path: Path) -> None:
-    _register(service)
+def _inbox(service: RepliesService, tmp_path: Path, count: int, prefix: str) -> tuple[LocalHook, Path, list[str]]:
+    """A reply inbox holding ``count`` replies to the registered message; their storage keys."""
     mail = tmp_path / "mail"
     maildir = mail / "acme" / "acme.example" / "replies"
     storage = open_storage(maildir, create=True)
     hook = LocalHook(service, cache_ttl=0, mail_root=mail)
     hook.mark("acme", "replies@acme.example")
     keys = []
-    for n in range(6):
-        stored = storage.deliver([reply(in_reply_to="<a@acme.example>", message_id=f"<h{n}@c>")],
-                                 delivery_id=DeliveryId(f"Q{n}", 0, 1.0))
+    for n in range(count):
+        stored = storage.deliver([reply(in_reply_to="<a@acme.example>", message_id=f"<{prefix}{n}@c>")],
+                                 delivery_id=DeliveryId(f"{prefix}Q{n}", 0, 1.0))
         keys.append(stored.key)
+    return hook, maildir, keys
+
+
+def _stored_message_ids(service: RepliesService) -> set[str]:
+    with service.engine.connect() as conn:  # a connection of its own: sees only what was committed
+        return set(conn.execute(sa.select(replies.c.message_id)).scalars())
+
+
+def test_concurrent_hand_overs_share_durable_commits_and_each_returns_after_its_own(service: RepliesService,
+                                                                                  tmp_path: Path) -> None:
+    """Deliveries finishing together share transactions (group commit: one fsync for several), each
+    committed at full safety on SQLite, and each delivery's call returns only once its replies are
+    committed (what a 250 then acknowledges)."""
+    _register(service)
+    hook, maildir, keys = _inbox(service, tmp_path, 6, "h")
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:  # noqa: ANN001
+        statements.append(statement)
+
     wakes: list[int] = []
     hand_over = HandOver(hook, wake=lambda: wakes.append(1), max_batch=4)
+    committed_at_return: dict[int, set[str]] = {}
+
+    async def deliver(n: int, items: list[Delivered]) -> None:
+        await hand_over(items)
+        committed_at_return[n] = await asyncio.to_thread(_stored_message_ids, service)
 
     async def main() -> None:
         items = [Delivered("acme", "replies@acme.example", maildir, key) for key in keys]
         items.append(Delivered("acme", "replies@acme.example", maildir, "../../escape"))  # refused, logged
         # Three deliveries finishing together: their hand-overs share batches.
-        await asyncio.gather(hand_over(items[:2]), hand_over(items[2:5]), hand_over(items[5:]))
+        await asyncio.gather(deliver(0, items[:2]), deliver(1, items[2:5]), deliver(2, items[5:]))
 
-    asyncio.run(main())
-    # Every message is stored by the time the calls returned.
-    threads = service.queries.threads("acme")
-    assert sum(t["reply_count"] for t in threads) == 6
+    sa.event.listen(service.engine, "before_cursor_execute", seen)
+    try:
+        asyncio.run(main())
+    finally:
+        sa.event.remove(service.engine, "before_cursor_execute", seen)
+    for n, part in enumerate((range(0, 2), range(2, 5), range(5, 6))):
+        assert {f"h{i}@c" for i in part} <= committed_at_return[n]
+    assert sum(t["reply_count"] for t in service.queries.threads("acme")) == 6
     assert 1 <= len(wakes) <= 2  # once per committed batch that stored events, not once per message
+    if service.engine.dialect.name == "sqlite":
+        batches = statements.count("BEGIN IMMEDIATE")
+        assert 1 <= batches <= 2  # six replies, batches of at most four
+        assert statements.count("PRAGMA synchronous=FULL") == batches  # every batch fsynced at its commit
+
+
+def test_replies_stored_before_a_crash_are_posted_once_after_it(service: RepliesService, tmp_path: Path) -> None:
+    """The hand-over stores each reply with its event and webhook deliveries in one durable transaction,
+    so a replies service that dies before posting loses nothing: the next dispatcher posts every event,
+    once; and a delivery repeated after a crash (same copy handed over again) fires nothing new."""
+    receiver = Receiver().start()
+    try:
+        receiver.secret = service.outbox.add_endpoint("acme", receiver.url)["secret"]
+        _register(service)
+        hook, maildir, keys = _inbox(service, tmp_path, 4, "c")
+        items = [Delivered("acme", "replies@acme.example", maildir, key) for key in keys]
+        asyncio.run(HandOver(hook)(items))  # stored; nothing posted: the dispatcher is not running
+
+        async def dispatch() -> int:
+            return await Dispatcher(service.outbox).run_once()
+
+        assert asyncio.run(dispatch()) == 4
+        asyncio.run(HandOver(hook)(items))  # the same copies again
+        assert asyncio.run(dispatch()) == 0
+        assert sorted(p["data"]["reply"]["message_id"] for p in receiver.received) == [f"c{n}@c" for n in range(4)]
+        assert len({p["id"] for p in receiver.received}) == 4
+    finally:
+        receiver.stop()
 
 
 def test_a_wake_up_crosses_processes_through_the_run_directory(tmp_path: Path) -> None:

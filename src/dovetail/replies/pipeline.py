@@ -127,20 +127,48 @@ class _Prepared:
 @dataclass
 class _Batch:
     """What the messages of one transaction share: lookups made once (a tenant's webhook subscriptions,
-    campaigns), and the event and delivery rows, written together at the end (one statement per table
-    instead of one per message)."""
+    campaigns, the idempotency keys already stored), and the key, event and delivery rows, written
+    together at the end (one statement per table instead of one per message)."""
 
     subscriptions: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
     campaigns: dict[int, dict[str, Any]] = field(default_factory=dict)
+    seen: dict[tuple[int, str], int] = field(default_factory=dict)  # (tenant id, key) -> reply id
+    processed: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     deliveries: list[dict[str, Any]] = field(default_factory=list)
 
+    def seen_reply(self, tid: int, keys: list[str]) -> int | None:
+        return next((self.seen[(tid, key)] for key in keys if (tid, key) in self.seen), None)
+
     def flush(self, conn: Connection) -> None:
+        if self.processed:
+            conn.execute(_INSERT_PROCESSED, self.processed)
         if self.events:
-            conn.execute(events.insert(), self.events)
+            conn.execute(_INSERT_EVENT, self.events)
         if self.deliveries:
-            conn.execute(webhook_deliveries.insert(), self.deliveries)
-        self.events, self.deliveries = [], []
+            conn.execute(_INSERT_DELIVERY, self.deliveries)
+        self.processed, self.events, self.deliveries = [], [], []
+
+
+# The statements run for every reply, built once: SQLAlchemy then finds each compiled form in its cache
+# from the statement object's memoised key instead of building the statement and its key per reply.
+_INSERT_PROCESSED = processed_messages.insert()
+_INSERT_EVENT = events.insert()
+_INSERT_DELIVERY = webhook_deliveries.insert()
+_INSERT_REPLY = replies.insert()
+_INSERT_THREAD = threads.insert()
+_SEEN = sa.select(processed_messages.c.key, processed_messages.c.reply_id).where(
+    processed_messages.c.tenant_id == sa.bindparam("tid"),
+    processed_messages.c.key.in_(sa.bindparam("keys", expanding=True)))
+_COUNT_REPLY = threads.update().where(threads.c.id == sa.bindparam("thread")).values(
+    reply_count=threads.c.reply_count + 1, last_reply_at=sa.bindparam("now"))
+_THREAD_OF_CAMPAIGN = threads.select().where(
+    threads.c.tenant_id == sa.bindparam("tid"), threads.c.contact == sa.bindparam("contact"),
+    threads.c.campaign_id == sa.bindparam("owner")).order_by(threads.c.id).limit(1)
+_THREAD_OF_OUTBOUND = threads.select().where(
+    threads.c.tenant_id == sa.bindparam("tid"), threads.c.contact == sa.bindparam("contact"),
+    threads.c.outbound_id == sa.bindparam("owner")).order_by(threads.c.id).limit(1)
+SEEN_CHUNK = 400  # keys per lookup, well inside SQLite's limit on bound variables
 
 
 @dataclass
@@ -179,33 +207,49 @@ class Pipeline:
         """Store and emit one inbound message (blocking: call it from a worker thread in async code)."""
         return retry(lambda: self._process([(raw, source)]))[0]
 
-    def process_many(self, items: list[tuple[bytes, Source]]) -> list[ReplyRecord | Exception]:
+    def process_many(self, items: list[tuple[bytes, Source]], *, durable: bool = False
+                     ) -> list[ReplyRecord | Exception]:
         """Store and emit several messages in one transaction: one commit (one fsync) for the lot, which
         is what lets the pipeline keep pace with intake when replies arrive in bursts. A message that
-        fails spoils only itself: the batch is then run again one message per transaction."""
+        fails spoils only itself: the batch is then run again one message per transaction.
+
+        ``durable``: each transaction is on stable storage when this returns (see
+        :func:`dovetail.dbwriter.write_transaction`), for a caller that acknowledges the messages next."""
         if not items:
             return []
         try:
-            return list(retry(lambda: self._process(items)))
+            return list(retry(lambda: self._process(items, durable)))
         except Exception as exc:  # noqa: BLE001 - each message gets its own outcome below
             if len(items) == 1:
                 return [exc]
         out: list[ReplyRecord | Exception] = []
-        for raw, source in items:
+        for item in items:
             try:
-                out.append(self.process_message(raw, source))
+                out.append(self._one(item, durable))
             except Exception as exc:  # noqa: BLE001 - reported to the caller per message
                 out.append(exc)
         return out
 
+    def _one(self, item: tuple[bytes, Source], durable: bool) -> ReplyRecord:
+        return retry(lambda: self._process([item], durable))[0]
+
     # --- steps ---------------------------------------------------------------------------------------
 
-    def _process(self, items: list[tuple[bytes, Source]]) -> list[ReplyRecord]:
+    def _process(self, items: list[tuple[bytes, Source]], durable: bool = False) -> list[ReplyRecord]:
         tenants: dict[str | int, tuple[int, str]] = {}  # looked up once per batch, not once per message
         with self.engine.connect() as conn:
-            prepared = [self._prepare(conn, raw, source, tenants) for raw, source in items]
-        with write_transaction(self.engine) as conn:
+            for _, source in items:
+                if source.tenant not in tenants:
+                    tenants[source.tenant] = _tenant(conn, source.tenant)
+            positions = _seen_keys(conn, [(tenants[source.tenant][0], key) for _, source in items
+                                          if (key := source.key())])
+            prepared = [self._prepare(conn, raw, source, tenants[source.tenant], positions) for raw, source in items]
+        with write_transaction(self.engine, durable=durable) as conn:
             batch = _Batch()
+            # Every key of the batch looked up in one statement inside the transaction (so nothing stored
+            # meanwhile is missed); the batch remembers what its own messages add.
+            batch.seen = _seen_keys(conn, [(p.tid, key) for p in prepared if isinstance(p, _Prepared)
+                                           for key in p.keys])
             records = [p if isinstance(p, ReplyRecord) else self._commit(conn, p, batch) for p in prepared]
             batch.flush(conn)
         for record in records:
@@ -218,15 +262,14 @@ class Pipeline:
                     self.on_event(eid)
         return records
 
-    def _prepare(self, conn: Connection, raw: bytes, source: Source,
-                 tenants: dict[str | int, tuple[int, str]]) -> ReplyRecord | _Prepared:
-        """Parse and classify (no writes): the stored record instead when the source position was seen."""
-        if source.tenant not in tenants:
-            tenants[source.tenant] = _tenant(conn, source.tenant)
-        tid, tname = tenants[source.tenant]
+    def _prepare(self, conn: Connection, raw: bytes, source: Source, tenant: tuple[int, str],
+                 positions: dict[tuple[int, str], int]) -> ReplyRecord | _Prepared:
+        """Parse and classify (no writes): the stored record instead when the source position was seen
+        (``positions``: the keys of the batch's sources already stored)."""
+        tid, tname = tenant
         src_key = source.key()
         if src_key:
-            seen = _seen(conn, tid, [src_key])
+            seen = positions.get((tid, src_key))
             if seen is not None:
                 return _record(conn, seen, tname)
         parsed = parse(raw, self.authserv_id)
@@ -237,11 +280,12 @@ class Pipeline:
 
     def _commit(self, conn: Connection, p: _Prepared, batch: _Batch) -> ReplyRecord:
         """Thread and store one prepared message inside the caller's transaction."""
-        seen = _seen(conn, p.tid, p.keys)
+        seen = batch.seen_reply(p.tid, p.keys)
         if seen is not None:
             for key in p.keys:  # remember the new position too, so the source is not re-read
-                if _seen(conn, p.tid, [key]) is None:
-                    conn.execute(processed_messages.insert().values(tenant_id=p.tid, key=key, reply_id=seen))
+                if (p.tid, key) not in batch.seen:
+                    batch.seen[(p.tid, key)] = seen
+                    batch.processed.append({"tenant_id": p.tid, "key": key, "reply_id": seen})
             return _record(conn, seen, p.tname)
         verp = self._verp(conn, p.tid, p.parsed)
         if verp is None:
@@ -328,10 +372,11 @@ class Pipeline:
             headers=json.dumps(parsed.headers), attachments=json.dumps(parsed.attachments),
             details=json.dumps(verdict.details | _delivery_details(parsed, source)),
             auth_results=json.dumps(parsed.auth_results), size=parsed.size, received_at=now)
-        rid = inserted_id(conn.execute(replies.insert().values(**values)))
-        conn.execute(processed_messages.insert(), [{"tenant_id": tid, "key": key, "reply_id": rid} for key in keys])
-        conn.execute(threads.update().where(threads.c.id == thread_id).values(
-            reply_count=threads.c.reply_count + 1, last_reply_at=now))
+        rid = inserted_id(conn.execute(_INSERT_REPLY, values))
+        for key in keys:
+            batch.seen[(tid, key)] = rid
+            batch.processed.append({"tenant_id": tid, "key": key, "reply_id": rid})
+        conn.execute(_COUNT_REPLY, {"thread": thread_id, "now": now})
         if verp is not None and (verp.forged or verdict.kind == cls.BOUNCE):
             # The return path speaks only for the messages it was minted for: a forged token suppresses
             # nobody and fires nothing; a real one fires message.bounced (below), not bounce.hard/soft.
@@ -472,19 +517,26 @@ def _tenant(conn: Connection, tenant: str | int) -> tuple[int, str]:
     return found.id, found.name
 
 
-def _seen(conn: Connection, tid: int, keys: list[str]) -> int | None:
-    row = conn.execute(sa.select(processed_messages.c.reply_id).where(
-        processed_messages.c.tenant_id == tid, processed_messages.c.key.in_(keys))).first()
-    return None if row is None else int(row.reply_id)
+def _seen_keys(conn: Connection, keys: list[tuple[int, str]]) -> dict[tuple[int, str], int]:
+    """Which of these (tenant id, key) pairs are stored, with their reply ids: one lookup per tenant."""
+    by_tenant: dict[int, list[str]] = {}
+    for tid, key in keys:
+        by_tenant.setdefault(tid, []).append(key)
+    out: dict[tuple[int, str], int] = {}
+    for tid, wanted in by_tenant.items():
+        wanted = list(dict.fromkeys(wanted))
+        for start in range(0, len(wanted), SEEN_CHUNK):
+            for row in conn.execute(_SEEN, {"tid": tid, "keys": wanted[start:start + SEEN_CHUNK]}):
+                out[(tid, row.key)] = int(row.reply_id)
+    return out
 
 
 def _thread_for(conn: Connection, tid: int, ob: Outbound | None, parsed: Parsed) -> int:
     """The conversation of a campaign with one contact (or of one outbound message); created on first reply."""
     if ob is not None:
-        q = threads.select().where(threads.c.tenant_id == tid, threads.c.contact == ob.recipient)
-        q = q.where(threads.c.campaign_id == ob.campaign_id) if ob.campaign_id is not None else q.where(
-            threads.c.outbound_id == ob.id)
-        row = conn.execute(q.order_by(threads.c.id)).first()
+        q, owner = (_THREAD_OF_CAMPAIGN, ob.campaign_id) if ob.campaign_id is not None else (_THREAD_OF_OUTBOUND,
+                                                                                             ob.id)
+        row = conn.execute(q, {"tid": tid, "contact": ob.recipient, "owner": owner}).first()
         # Titled by the campaign message's subject; a message registered without one (the CLI's and the
         # API's subject is optional) takes the first reply's that has one.
         if row is not None:
@@ -492,11 +544,11 @@ def _thread_for(conn: Connection, tid: int, ob: Outbound | None, parsed: Parsed)
                 conn.execute(threads.update().where(threads.c.id == row.id)
                              .values(subject=thread_title(parsed.subject)))
             return int(row.id)
-        return inserted_id(conn.execute(threads.insert().values(
-            tenant_id=tid, campaign_id=ob.campaign_id, outbound_id=ob.id, contact=ob.recipient,
-            subject=ob.subject or thread_title(parsed.subject))))
-    return inserted_id(conn.execute(threads.insert().values(
-        tenant_id=tid, contact=parsed.from_addr, subject=parsed.subject[:2000])))
+        return inserted_id(conn.execute(_INSERT_THREAD, {
+            "tenant_id": tid, "campaign_id": ob.campaign_id, "outbound_id": ob.id, "contact": ob.recipient,
+            "subject": ob.subject or thread_title(parsed.subject)}))
+    return inserted_id(conn.execute(_INSERT_THREAD, {"tenant_id": tid, "contact": parsed.from_addr,
+                                                     "subject": parsed.subject[:2000]}))
 
 
 def add_suppression(conn: Connection, tid: int, address: str, reason: str, source: str) -> bool:

@@ -262,15 +262,20 @@ def _prefer(rows: Sequence[Row[Any]], contact: str | None) -> Outbound | None:
     return _outbound(rows[0])
 
 
+# Run for nearly every reply: built once, so SQLAlchemy finds its compiled form by the memoised key.
+_BY_MSGIDS = outbound_messages.select().where(
+    outbound_messages.c.tenant_id == sa.bindparam("tid"),
+    sa.or_(outbound_messages.c.message_id.in_(sa.bindparam("mids", expanding=True)),
+           outbound_messages.c.relay_message_id.in_(sa.bindparam("relay_mids", expanding=True))),
+).order_by(outbound_messages.c.sent_at.desc(), outbound_messages.c.id.desc()).limit(200)
+
+
 def lookup_msgids(conn: Connection, tid: int, message_ids: list[str], contact: str | None = None) -> Outbound | None:
     """The newest outbound message whose own or relay-assigned Message-ID is among ``message_ids``."""
     mids = [m for m in (normalize_msgid(x) for x in message_ids) if m][:100]
     if not mids:
         return None
-    rows = conn.execute(outbound_messages.select().where(
-        outbound_messages.c.tenant_id == tid,
-        sa.or_(outbound_messages.c.message_id.in_(mids), outbound_messages.c.relay_message_id.in_(mids)),
-    ).order_by(outbound_messages.c.sent_at.desc(), outbound_messages.c.id.desc()).limit(200)).all()
+    rows = conn.execute(_BY_MSGIDS, {"tid": tid, "mids": mids, "relay_mids": mids}).all()
     if not rows:
         return None
     newest = rows[0].message_id
