@@ -18,6 +18,7 @@ from dovetail.maildir.index import DATE_UNKNOWN, EXPUNGE_DATA_KEPT, flags_dump, 
 from dovetail.maildir.keywords import valid_keyword
 from dovetail.maildir.messagecache import HEADER_FIELDS, MESSAGES, PART_TREES, TEXTS
 from dovetail.maildir.messagefacts import analyse
+from dovetail.maildir.searchtext import store_for
 from dovetail.maildir.stamps import trusted
 from dovetail.maildir.watch import watch_folder
 from dovetail.mime.parser import Part, parse_header, to_crlf
@@ -679,11 +680,18 @@ class MaildirMailbox(Mailbox):
         return body_text(self._read(uid))
 
     def folded_text(self, uid: int) -> str:
+        """From the process's cache, else from the folder's search text store (``searchtext``), else
+        decoded now and kept in both."""
         key = self._key(uid)
         text = TEXTS.get(key)
-        if text is None:
+        if text is not None:
+            return text
+        store = store_for(self.folder.path)
+        text = store.get(self._uidvalidity, uid)
+        if text is None or uid in self._pending_expunge or uid in self._gone:
             text = fold_case(body_text(self._read(uid), crlf=True))
-            TEXTS.put(key, text)
+            store.put(self._uidvalidity, uid, text, self._uids)
+        TEXTS.put(key, text)
         return text
 
     def get_section(self, uid: int, section: Section | str, partial: tuple[int, int] | None = None) -> bytes:
@@ -822,6 +830,7 @@ class MaildirMailbox(Mailbox):
             if removed:
                 folder.index.record_expunges(removed, folder.index.bump_modseq())
                 folder.own_change(before, folder.stamp(), frozenset(touched))
+        store_for(folder.path).forget(self._uidvalidity, removed)
         return removed
 
     def _unlink(self, uids: list[int], removed: list[int], touched: set[int]) -> None:
