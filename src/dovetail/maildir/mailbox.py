@@ -17,7 +17,7 @@ from dovetail.maildir.folder import CUR, MAX_MESSAGE_BYTES, NEW, Folder
 from dovetail.maildir.index import DATE_UNKNOWN, EXPUNGE_DATA_KEPT, flags_dump, flags_load, loads
 from dovetail.maildir.keywords import valid_keyword
 from dovetail.maildir.messagecache import HEADER_FIELDS, MESSAGES, PART_TREES, TEXTS
-from dovetail.maildir.messagefacts import analyse
+from dovetail.maildir.messagefacts import analyse, header_block
 from dovetail.maildir.searchtext import store_for
 from dovetail.maildir.stamps import trusted
 from dovetail.maildir.watch import watch_folder
@@ -665,10 +665,8 @@ class MaildirMailbox(Mailbox):
             if row is None:
                 raise MessageExpunged(f"message {uid} was expunged")
             block = row[0]
-        if block is None:  # never parsed, or a header too large for the index
-            data = self._read(uid)
-            root = self._tree(uid, data)
-            block = data[root.header_start : root.body_start]
+        if block is None:  # never parsed, or a header too large for the index: found, not parsed
+            block = header_block(self._read(uid))
         entry = (block, parse_header(block, 0, len(block))[0].fields)
         HEADER_FIELDS.put(key, entry)
         return entry

@@ -253,7 +253,7 @@ class TextStore:
     def forget(self, uidvalidity: int, uids: Iterable[int]) -> None:
         """The messages ``uids`` were expunged: their texts go."""
         doomed = sorted(set(uids))
-        if not doomed:
+        if not doomed or (self._db is None and not self.path.exists()):  # nothing was ever kept
             return
         with self._lock:
             db = self._open(uidvalidity)
