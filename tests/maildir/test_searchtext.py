@@ -173,3 +173,18 @@ def test_store_stays_within_its_bound_and_prunes_gone_rows(tmp_path: Path) -> No
     again = TextStore(tmp_path, max_bytes=10_000)
     assert again.get(8, 100) is None and again.size == 0
     again.close()
+
+
+def test_tenant_move_leaves_the_store_behind(tmp_path: Path) -> None:
+    """The store is a cache of what the messages say: a tree export does not carry it."""
+    from dovetail.storage.transfer import tree_files
+
+    st = open_storage(tmp_path / "u")
+    st.append("INBOX", mail("a", "some text"))
+    box = st.select("INBOX")
+    box.folded_text(box.uids[0])
+    store_for(box.folder.path).flush()
+    assert (box.folder.path / STORE_FILE).exists()
+    files = tree_files(tmp_path / "u")
+    assert "dovetail-index.sqlite" in files and STORE_FILE not in files
+    box.close()
