@@ -188,3 +188,14 @@ def test_tenant_move_leaves_the_store_behind(tmp_path: Path) -> None:
     files = tree_files(tmp_path / "u")
     assert "dovetail-index.sqlite" in files and STORE_FILE not in files
     box.close()
+
+
+def test_large_texts_are_read_when_asked_for(tmp_path: Path) -> None:
+    store = TextStore(tmp_path)
+    big = "b" * (300 * 1024)
+    for uid, text in ((1, "small one"), (2, big), (3, "small three")):
+        store.put(5, uid, text)
+    store.flush()
+    assert [store.get(5, u) for u in (1, 2, 3)] == ["small one", big, "small three"]
+    assert store.get(5, 4) is None
+    store.close()

@@ -43,6 +43,7 @@ MAX_STORE_BYTES = 512 * 1024 * 1024
 """Folded text kept per folder at most (a 10,000-message folder of typical mail holds about 110 MB)."""
 MAX_TEXT_BYTES = 4 * 1024 * 1024
 _READ_AHEAD = 32  # rows read in one go: a search asks for the texts of a folder in UID order
+_READ_AHEAD_TEXT = 256 * 1024  # larger texts are only read when asked for
 _FLUSH_COUNT = 64  # texts written per transaction
 _FLUSH_BYTES = 2 * 1024 * 1024
 _OPEN_STORES = 16  # stores a process keeps open (a file descriptor or three each)
@@ -164,8 +165,10 @@ class TextStore:
             row = self._ahead.pop(uid, None)
             if row is None:
                 try:
-                    rows = db.execute("SELECT uid, crc, body FROM text WHERE uid >= ? ORDER BY uid LIMIT ?",
-                                      (uid, _READ_AHEAD)).fetchall()
+                    rows = db.execute("SELECT uid, crc, body FROM text WHERE uid >= ? AND length(body) <= ? "
+                                      "ORDER BY uid LIMIT ?", (uid, _READ_AHEAD_TEXT, _READ_AHEAD)).fetchall()
+                    if not rows or rows[0][0] != uid:  # not kept, or too large to read ahead
+                        rows[:0] = db.execute("SELECT uid, crc, body FROM text WHERE uid = ?", (uid,)).fetchall()
                     # Read after the rows: another process that found a new UIDVALIDITY empties the
                     # store and records it first, so rows read under the old one are never taken.
                     now = db.execute("SELECT value FROM meta WHERE key='uidvalidity'").fetchone()
