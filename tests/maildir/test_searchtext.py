@@ -14,7 +14,8 @@ from dovetail.storage import open_storage
 
 
 def mail(subject: str, body: str) -> bytes:
-    return f"From: a@example.org\nTo: u@example.com\nSubject: {subject}\n\n{body}\n".encode()
+    return (f"From: a@example.org\nTo: u@example.com\nSubject: {subject}\n"
+            f"Content-Type: text/plain; charset=utf-8\n\n{body}\n").encode()
 
 
 def decoded(raw: bytes) -> str:
@@ -198,4 +199,75 @@ def test_large_texts_are_read_when_asked_for(tmp_path: Path) -> None:
     store.flush()
     assert [store.get(5, u) for u in (1, 2, 3)] == ["small one", big, "small three"]
     assert store.get(5, 4) is None
+    store.close()
+
+
+def test_search_over_many_messages_from_one_scan_matches_decoding(tmp_path: Path) -> None:
+    """A SEARCH BODY/TEXT over more messages than it reads one by one answers from a pass over the
+    store: the same UIDs as decoding every message, for ASCII and folded non-ASCII needles, with
+    messages not yet kept, a damaged row and an expunged message among them."""
+    from dovetail.imap.commands.search import _matching
+    from dovetail.imap.search import parse_search
+    from dovetail.imap.search.match import folded_header_block
+
+    st = open_storage(tmp_path / "u")
+    st.create("Box")
+    words = ["Straße", "GRÜSSE", "plain", "Ünïcode", "needle"]  # noqa: RUF001
+    raws = [mail(f"s{i}", f"{words[i % 5]} number {i} {'NEEDLE' if i % 7 == 0 else ''}") for i in range(150)]
+    folder = st.select("Box").folder.path
+    for i, raw in enumerate(raws):  # delivered by another program, straight into the Maildir
+        (folder / "cur" / f"{1700000000 + i}.M{i}P1.test:2,{'T' if i == 3 else ''}").write_bytes(raw)
+    box = st.select("Box")
+    uids = list(box.uids)
+    for uid in uids[:100]:  # the first 100 are kept, the rest are decoded during the search
+        box.folded_text(uid)
+    store_for(box.folder.path).flush()
+    db = sqlite3.connect(box.folder.path / STORE_FILE)
+    db.execute("UPDATE text SET body=? WHERE uid=?", (b"needle strasse", uids[10]))  # a damaged row
+    db.commit()
+    db.close()
+    store_for(box.folder.path).close()
+    assert len(box.expunge()) == 1
+    box.close()
+    box = st.select("Box")
+    assert len(box.uids) == 149
+    found = 0
+    bodies = [fold_case(body_text(box.open_message(u), crlf=True)) for u in box.uids]
+    heads = [folded_header_block(box.get_section(u, "HEADER")) for u in box.uids]
+    for value in ["needle", "STRASSE", "grüsse", "number 1", "absent"]:
+        for key_name in ("BODY", "TEXT"):
+            forget_memory(box)
+            _charset, key = parse_search([key_name, value])
+            got = [m.uid for m in _matching(box, key, None, True)]
+            folded = fold_case(key.value)
+            want = [u for u, body, head in zip(box.uids, bodies, heads, strict=True)
+                    if folded in body or (key_name == "TEXT" and folded in head)]
+            assert got == want, (key_name, value)
+            found += len(got)
+    assert found > 150  # the needles do match, and the non-ASCII ones too:
+    assert box.text_matches(fold_case("GRÜSSE")) is not None and box.text_matches(fold_case("GRÜSSE"))[0]
+    box.close()
+
+
+def test_texts_wait_while_another_process_writes(tmp_path: Path) -> None:
+    """A batch that finds the store locked by another writer is kept and written with a later one."""
+    from dovetail.maildir.searchtext import _FLUSH_COUNT
+
+    store = TextStore(tmp_path)
+    store.put(3, 1, "first")
+    store.flush()
+    other = sqlite3.connect(tmp_path / STORE_FILE, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    for uid in range(2, 2 + _FLUSH_COUNT):
+        store.put(3, uid, f"text {uid}")
+    other.execute("ROLLBACK")
+    other.close()
+    assert sqlite3.connect(tmp_path / STORE_FILE).execute("SELECT count(*) FROM text").fetchone() == (1,)
+    for uid in range(2 + _FLUSH_COUNT, 2 + 2 * _FLUSH_COUNT):
+        store.put(3, uid, f"text {uid}")
+    assert sqlite3.connect(tmp_path / STORE_FILE).execute("SELECT count(*) FROM text").fetchone() == (
+        1 + 2 * _FLUSH_COUNT,)
+    fresh = TextStore(tmp_path)
+    assert fresh.get(3, 2) == "text 2" and fresh.get(3, 1 + 2 * _FLUSH_COUNT) == f"text {1 + 2 * _FLUSH_COUNT}"
+    fresh.close()
     store.close()

@@ -692,6 +692,14 @@ class MaildirMailbox(Mailbox):
         TEXTS.put(key, text)
         return text
 
+    def text_matches(self, needle: str) -> tuple[set[int], set[int]] | None:
+        """From one pass over the folder's search text store; messages this view knows to be
+        expunged are left to :meth:`folded_text`, which decides as for any other read."""
+        hit = store_for(self.folder.path).scan(self._uidvalidity, needle)
+        if hit is not None and (self._pending_expunge or self._gone):
+            hit[1].difference_update(self._pending_expunge, self._gone)
+        return hit
+
     def get_section(self, uid: int, section: Section | str, partial: tuple[int, int] | None = None) -> bytes:
         sec = parse_section(section) if isinstance(section, str) else section
         if not sec.part and sec.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):

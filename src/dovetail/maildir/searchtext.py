@@ -44,8 +44,9 @@ MAX_STORE_BYTES = 512 * 1024 * 1024
 MAX_TEXT_BYTES = 4 * 1024 * 1024
 _READ_AHEAD = 32  # rows read in one go: a search asks for the texts of a folder in UID order
 _READ_AHEAD_TEXT = 256 * 1024  # larger texts are only read when asked for
-_FLUSH_COUNT = 64  # texts written per transaction
-_FLUSH_BYTES = 2 * 1024 * 1024
+_FLUSH_COUNT = 256  # texts written per transaction
+_FLUSH_BYTES = 4 * 1024 * 1024
+_PENDING_LIMIT = 16 * 1024 * 1024  # texts held while other processes keep the store busy
 _OPEN_STORES = 16  # stores a process keeps open (a file descriptor or three each)
 _RETRY_SECONDS = 30.0  # a store that could not be opened (locked, unwritable) is tried again after this
 _PRUNE_SECONDS = 300.0  # a full store looks for rows of messages gone at most this often
@@ -70,7 +71,10 @@ class TextStore:
         self._full = False
         self._pending: dict[int, bytes] = {}
         self._pending_bytes = 0
+        self._flush_count = _FLUSH_COUNT  # pending texts (or bytes) that make a batch: more after a busy store
+        self._flush_bytes = _FLUSH_BYTES
         self._ahead: dict[int, tuple[int, bytes]] = {}
+        self._verified: set[int] = set()  # rows whose CRC this process has checked (rows never change)
         self._inode = 0
         self._retry_at = 0.0
         self._pruned_at = float("-inf")
@@ -132,6 +136,7 @@ class TextStore:
         self._pending.clear()
         self._pending_bytes = 0
         self._ahead.clear()
+        self._verified.clear()
         if metas.get("uidvalidity") != str(uidvalidity) or metas.get("schema") != SCHEMA_VERSION:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -183,13 +188,61 @@ class TextStore:
                 row = self._ahead.pop(uid, None)
                 if row is None:
                     return None
-            crc, body = row
-            if not isinstance(body, bytes) or zlib.crc32(body) != crc:
+            body = self._checked(uid, *row)
+            if body is None:
                 return None
             try:
                 return body.decode("utf-8")
             except UnicodeDecodeError:
                 return None
+
+    def _checked(self, uid: int, crc: int, body: object) -> bytes | None:
+        """``body`` when it is the text that was written (its CRC matches), else None."""
+        if not isinstance(body, bytes):
+            return None
+        if uid not in self._verified:
+            if zlib.crc32(body) != crc:
+                return None
+            self._verified.add(uid)
+        return body
+
+    def scan(self, uidvalidity: int, needle: str) -> tuple[set[int], set[int]] | None:
+        """``(found, known)``: the UIDs whose kept text contains ``needle`` (already folded) and the
+        UIDs with a kept text at all, from one pass over the store; None when it cannot be read.
+
+        The comparison is of UTF-8 bytes, which finds exactly what ``needle in text`` finds: the
+        texts hold no surrogates, and in UTF-8 a character's bytes never match inside another's."""
+        want = needle.encode("utf-8", "surrogatepass")
+        with self._lock:
+            db = self._open(uidvalidity)
+            if db is None:
+                return None
+            found: set[int] = set()
+            known: set[int] = set()
+            checked = self._checked
+            try:
+                cursor = db.execute("SELECT uid, crc, body FROM text")
+                while rows := cursor.fetchmany(256):
+                    for uid, crc, body in rows:
+                        data = checked(uid, crc, body)
+                        if data is not None:
+                            known.add(uid)
+                            if want in data:
+                                found.add(uid)
+                now = db.execute("SELECT value FROM meta WHERE key='uidvalidity'").fetchone()
+            except sqlite3.Error as exc:
+                self._failed(exc)
+                return None
+            if now is None or now[0] != str(uidvalidity):
+                self._uidvalidity = 0
+                return None
+            for uid, data in self._pending.items():
+                known.add(uid)
+                if want in data:
+                    found.add(uid)
+                else:
+                    found.discard(uid)
+            return found, known
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -213,7 +266,7 @@ class TextStore:
                 return
             self._pending[uid] = body
             self._pending_bytes += len(body)
-            if len(self._pending) >= _FLUSH_COUNT or self._pending_bytes >= _FLUSH_BYTES:
+            if len(self._pending) >= self._flush_count or self._pending_bytes >= self._flush_bytes:
                 self._flush(db)
 
     def flush(self) -> None:
@@ -223,11 +276,16 @@ class TextStore:
                 self._flush(self._db)
 
     def _flush(self, db: sqlite3.Connection) -> None:
-        pending, self._pending, self._pending_bytes = self._pending, {}, 0
         try:
             db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error:  # another process is writing: these are kept another time
+        except sqlite3.Error:  # another process is writing: kept for the next batch, up to a point
+            if self._pending_bytes > _PENDING_LIMIT:
+                self._pending, self._pending_bytes = {}, 0
+            self._flush_count = len(self._pending) + _FLUSH_COUNT  # not again before another batch
+            self._flush_bytes = self._pending_bytes + _FLUSH_BYTES
             return
+        pending, self._pending, self._pending_bytes = self._pending, {}, 0
+        self._flush_count, self._flush_bytes = _FLUSH_COUNT, _FLUSH_BYTES
         try:
             metas = dict(db.execute("SELECT key, value FROM meta").fetchall())
             if metas.get("uidvalidity") != str(self._uidvalidity):  # another process started afresh
@@ -312,6 +370,7 @@ class TextStore:
     def _failed(self, exc: sqlite3.Error) -> None:
         """A statement failed: a corrupt file is made anew on next use, anything else is left as it is."""
         self._ahead.clear()
+        self._verified.clear()
         if _corrupt(exc) and self._db is not None:
             self._db.close()
             self._db = None
