@@ -18,7 +18,7 @@ from dovetail.maildir.index import DATE_UNKNOWN, EXPUNGE_DATA_KEPT, flags_dump, 
 from dovetail.maildir.keywords import valid_keyword
 from dovetail.maildir.messagecache import HEADER_FIELDS, MESSAGES, PART_TREES, TEXTS
 from dovetail.maildir.messagefacts import analyse, header_block
-from dovetail.maildir.searchtext import store_for
+from dovetail.maildir.searchtext import flush_store, store_for
 from dovetail.maildir.stamps import trusted
 from dovetail.maildir.watch import watch_folder
 from dovetail.mime.parser import Part, parse_header, to_crlf
@@ -879,6 +879,7 @@ class MaildirMailbox(Mailbox):
         return self.folder.recheck_in()
 
     def close(self) -> None:
+        flush_store(self.folder.path)
         self.folder.close()
 
 

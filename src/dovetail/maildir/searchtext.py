@@ -16,8 +16,13 @@ made anew). Expunged messages' rows are deleted with the expunge; rows of messag
 back are pruned when the store reaches its bound. The store is bounded (``MAX_STORE_BYTES`` of text
 per folder; past it new text is simply not kept, so a scan never evicts what is there) and a text over
 ``MAX_TEXT_BYTES`` is never kept. Writes are batched (a scan writes in a few transactions, not one a
-message), never wait for another process's lock (the text is then kept next time) and are not synced
-to disk: what a crash loses is decoded again.
+message; what is left is written when a view of the folder closes), wait at most 50 ms for another
+process's lock (the batch is then kept for the next one, within a bound) and are not synced to disk:
+what a crash loses is decoded again.
+
+A search over many messages asks the store once (:meth:`TextStore.scan`) for the UIDs whose text holds
+the needle, comparing UTF-8 bytes row by row without making a str of each text; a row's CRC is checked
+the first time this process reads it (rows are written once and never changed).
 
 Hand-written over SQLite rather than a full-text index (FTS5): SEARCH matches any substring of the
 folded text, which a token index cannot answer by itself.
@@ -44,9 +49,11 @@ MAX_STORE_BYTES = 512 * 1024 * 1024
 MAX_TEXT_BYTES = 4 * 1024 * 1024
 _READ_AHEAD = 32  # rows read in one go: a search asks for the texts of a folder in UID order
 _READ_AHEAD_TEXT = 256 * 1024  # larger texts are only read when asked for
+_GAP_SECONDS = 2.0  # how long UIDs found missing by a read ahead are taken as not kept (a scan's time)
+_NO_UID = 1 << 32
 _FLUSH_COUNT = 256  # texts written per transaction
-_FLUSH_BYTES = 4 * 1024 * 1024
-_PENDING_LIMIT = 16 * 1024 * 1024  # texts held while other processes keep the store busy
+_FLUSH_BYTES = 1024 * 1024
+_PENDING_LIMIT = 4 * 1024 * 1024  # texts held while other processes keep the store busy
 _OPEN_STORES = 16  # stores a process keeps open (a file descriptor or three each)
 _RETRY_SECONDS = 30.0  # a store that could not be opened (locked, unwritable) is tried again after this
 _PRUNE_SECONDS = 300.0  # a full store looks for rows of messages gone at most this often
@@ -73,7 +80,8 @@ class TextStore:
         self._pending_bytes = 0
         self._flush_count = _FLUSH_COUNT  # pending texts (or bytes) that make a batch: more after a busy store
         self._flush_bytes = _FLUSH_BYTES
-        self._ahead: dict[int, tuple[int, bytes]] = {}
+        self._ahead: dict[int, tuple[int, bytes | None]] = {}
+        self._gap = (0, 0, 0.0)  # (from, to, until): UIDs in [from, to) not in _ahead were not kept
         self._verified: set[int] = set()  # rows whose CRC this process has checked (rows never change)
         self._inode = 0
         self._retry_at = 0.0
@@ -136,6 +144,7 @@ class TextStore:
         self._pending.clear()
         self._pending_bytes = 0
         self._ahead.clear()
+        self._gap = (0, 0, 0.0)
         self._verified.clear()
         if metas.get("uidvalidity") != str(uidvalidity) or metas.get("schema") != SCHEMA_VERSION:
             db.execute("BEGIN IMMEDIATE")
@@ -169,11 +178,14 @@ class TextStore:
                 return body.decode("utf-8")
             row = self._ahead.pop(uid, None)
             if row is None:
+                low, high, until = self._gap
+                if low <= uid < high and time.monotonic() < until:
+                    return None  # not kept when the rows around it were read, a moment ago
                 try:
-                    rows = db.execute("SELECT uid, crc, body FROM text WHERE uid >= ? AND length(body) <= ? "
-                                      "ORDER BY uid LIMIT ?", (uid, _READ_AHEAD_TEXT, _READ_AHEAD)).fetchall()
-                    if not rows or rows[0][0] != uid:  # not kept, or too large to read ahead
-                        rows[:0] = db.execute("SELECT uid, crc, body FROM text WHERE uid = ?", (uid,)).fetchall()
+                    # Texts too large to read ahead come without their body, read below if asked for.
+                    rows = db.execute("SELECT uid, crc, CASE WHEN length(body) <= ? THEN body END FROM text "
+                                      "WHERE uid >= ? ORDER BY uid LIMIT ?",
+                                      (_READ_AHEAD_TEXT, uid, _READ_AHEAD)).fetchall()
                     # Read after the rows: another process that found a new UIDVALIDITY empties the
                     # store and records it first, so rows read under the old one are never taken.
                     now = db.execute("SELECT value FROM meta WHERE key='uidvalidity'").fetchone()
@@ -185,9 +197,21 @@ class TextStore:
                     self._uidvalidity = 0  # adopt the store afresh next time
                     return None
                 self._ahead = {r[0]: (r[1], r[2]) for r in rows}
+                high = rows[-1][0] if len(rows) == _READ_AHEAD else _NO_UID
+                self._gap = (uid, high, time.monotonic() + _GAP_SECONDS)
                 row = self._ahead.pop(uid, None)
                 if row is None:
                     return None
+            if row[1] is None:  # too large to have been read ahead
+                try:
+                    found = db.execute("SELECT crc, body FROM text WHERE uid = ?", (uid,)).fetchone()
+                    now = db.execute("SELECT value FROM meta WHERE key='uidvalidity'").fetchone()
+                except sqlite3.Error as exc:
+                    self._failed(exc)
+                    return None
+                if found is None or now is None or now[0] != str(uidvalidity):
+                    return None
+                row = found
             body = self._checked(uid, *row)
             if body is None:
                 return None
@@ -304,6 +328,7 @@ class TextStore:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('bytes', ?)", (str(total + added),))
             db.execute("COMMIT")
             self._bytes = total + added
+            self._gap = (0, 0, 0.0)  # what was read ahead no longer says what is kept
         except sqlite3.Error as exc:
             try:
                 db.execute("ROLLBACK")
@@ -370,6 +395,7 @@ class TextStore:
     def _failed(self, exc: sqlite3.Error) -> None:
         """A statement failed: a corrupt file is made anew on next use, anything else is left as it is."""
         self._ahead.clear()
+        self._gap = (0, 0, 0.0)
         self._verified.clear()
         if _corrupt(exc) and self._db is not None:
             self._db.close()
@@ -428,9 +454,10 @@ def store_for(folder: Path) -> TextStore:
         return store
 
 
-def forget_store(folder: Path) -> None:
-    """Close the process's store of ``folder`` (the folder is being deleted or renamed)."""
+def flush_store(folder: Path) -> None:
+    """Write what the process's store of ``folder`` holds unwritten, if it has a store (a view of the
+    folder closes: texts decoded for it are kept for the next search, not held in memory)."""
     with _STORES_LOCK:
-        store = _STORES.pop(str(folder), None)
+        store = _STORES.get(str(folder))
     if store is not None:
-        store.close()
+        store.flush()
