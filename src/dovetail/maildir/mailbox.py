@@ -17,7 +17,8 @@ from dovetail.maildir.folder import CUR, MAX_MESSAGE_BYTES, NEW, Folder
 from dovetail.maildir.index import DATE_UNKNOWN, EXPUNGE_DATA_KEPT, flags_dump, flags_load, loads
 from dovetail.maildir.keywords import valid_keyword
 from dovetail.maildir.messagecache import HEADER_FIELDS, MESSAGES, PART_TREES, TEXTS
-from dovetail.maildir.messagefacts import analyse
+from dovetail.maildir.messagefacts import analyse, header_block
+from dovetail.maildir.searchtext import flush_store, store_for
 from dovetail.maildir.stamps import trusted
 from dovetail.maildir.watch import watch_folder
 from dovetail.mime.parser import Part, parse_header, to_crlf
@@ -664,10 +665,8 @@ class MaildirMailbox(Mailbox):
             if row is None:
                 raise MessageExpunged(f"message {uid} was expunged")
             block = row[0]
-        if block is None:  # never parsed, or a header too large for the index
-            data = self._read(uid)
-            root = self._tree(uid, data)
-            block = data[root.header_start : root.body_start]
+        if block is None:  # never parsed, or a header too large for the index: found, not parsed
+            block = header_block(self._read(uid))
         entry = (block, parse_header(block, 0, len(block))[0].fields)
         HEADER_FIELDS.put(key, entry)
         return entry
@@ -679,12 +678,27 @@ class MaildirMailbox(Mailbox):
         return body_text(self._read(uid))
 
     def folded_text(self, uid: int) -> str:
+        """From the process's cache, else from the folder's search text store (``searchtext``), else
+        decoded now and kept in both."""
         key = self._key(uid)
         text = TEXTS.get(key)
-        if text is None:
+        if text is not None:
+            return text
+        store = store_for(self.folder.path)
+        text = store.get(self._uidvalidity, uid)
+        if text is None or uid in self._pending_expunge or uid in self._gone:
             text = fold_case(body_text(self._read(uid), crlf=True))
-            TEXTS.put(key, text)
+            store.put(self._uidvalidity, uid, text, self._uids)
+        TEXTS.put(key, text)
         return text
+
+    def text_matches(self, needle: str) -> tuple[set[int], set[int]] | None:
+        """From one pass over the folder's search text store; messages this view knows to be
+        expunged are left to :meth:`folded_text`, which decides as for any other read."""
+        hit = store_for(self.folder.path).scan(self._uidvalidity, needle)
+        if hit is not None and (self._pending_expunge or self._gone):
+            hit[1].difference_update(self._pending_expunge, self._gone)
+        return hit
 
     def get_section(self, uid: int, section: Section | str, partial: tuple[int, int] | None = None) -> bytes:
         sec = parse_section(section) if isinstance(section, str) else section
@@ -822,6 +836,7 @@ class MaildirMailbox(Mailbox):
             if removed:
                 folder.index.record_expunges(removed, folder.index.bump_modseq())
                 folder.own_change(before, folder.stamp(), frozenset(touched))
+        store_for(folder.path).forget(self._uidvalidity, removed)
         return removed
 
     def _unlink(self, uids: list[int], removed: list[int], touched: set[int]) -> None:
@@ -864,6 +879,7 @@ class MaildirMailbox(Mailbox):
         return self.folder.recheck_in()
 
     def close(self) -> None:
+        flush_store(self.folder.path)
         self.folder.close()
 
 

@@ -87,12 +87,24 @@ def header_block(crlf: bytes) -> bytes:
     return crlf if blank < 0 else crlf[: blank + 4]
 
 
+_HEAD_READ = 16 * 1024  # what a first read takes: most headers end well within it
+
+
 def read_header(path: Path) -> bytes | None:
-    """The header block of the message in ``path`` (what a header SEARCH needs); None when it is gone."""
+    """The header block of the message in ``path`` (what a header SEARCH needs); None when it is gone.
+
+    Only the first ``_HEAD_READ`` bytes are read and converted when the header ends within them (a
+    large attachment is neither read nor converted): the line ending conversion of a prefix is a
+    prefix of the whole message's, so the first blank line found in it is the message's."""
     FileReads.count += 1
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_MESSAGE_BYTES)
+            data = f.read(_HEAD_READ)
+            if len(data) == _HEAD_READ:
+                head = to_crlf(data)
+                if head.startswith(b"\r\n") or b"\r\n\r\n" in head:
+                    return header_block(head)
+                data += f.read(MAX_MESSAGE_BYTES - _HEAD_READ)
     except FileNotFoundError:
         return None
     return header_block(to_crlf(data))

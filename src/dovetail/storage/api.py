@@ -477,6 +477,13 @@ class Mailbox(ABC):
         when the store keeps it at hand; None means the caller folds it itself. Raises MessageExpunged."""
         return None
 
+    def text_matches(self, needle: str) -> tuple[set[int], set[int]] | None:
+        """``(found, known)`` for a SEARCH TEXT/BODY over many messages: the UIDs whose
+        :meth:`folded_text` contains ``needle`` (already folded), among ``known``, the UIDs the store
+        could decide that way at once; messages outside ``known`` are read one by one. None: the store
+        cannot (the default)."""
+        return None
+
     def cached_headers(self, uids: Iterable[int]) -> dict[int, bytes]:
         """The header blocks (``BODY[HEADER]``) of ``uids`` that the store keeps at hand, read without
         opening message files; messages left out are read with :meth:`get_section`."""

@@ -13,7 +13,8 @@ keywords, index, subscriptions...) is small and rewritten in place, so it is alw
 then deletes what the manifest no longer lists (expunged messages, renamed flags). Running the export
 twice — a first pass while mail flows, a final one with the tenant paused — moves each message once.
 
-Not copied: ``tmp/`` (deliveries in flight), dot-locks, and SQLite's ``-wal``/``-shm`` files: a SQLite
+Not copied: ``tmp/`` (deliveries in flight), dot-locks, the search text store (a cache, made again on
+first need), and SQLite's ``-wal``/``-shm`` files: a SQLite
 file is copied through SQLite's backup API, which gives a consistent snapshot while sessions write.
 
 Hand-written rather than rsync: the receiver is another node reached over our own authenticated
@@ -37,6 +38,7 @@ from typing import BinaryIO
 MANIFEST = ".dovetail-manifest"
 PARTIAL = ".part"  # a file being received; removed by the next import into the same tree
 _SKIP_SUFFIXES = (".lock", "-wal", "-shm", "-journal", PARTIAL)
+_CACHES = ("dovetail-search.sqlite",)  # maildir.searchtext's store: remade where it is needed, never moved
 CHUNK = 256 * 1024
 
 
@@ -58,7 +60,7 @@ def tree_files(root: Path) -> dict[str, int]:
         here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if d != "tmp")
         for name in sorted(filenames):
-            if name.endswith(_SKIP_SUFFIXES) or name == MANIFEST:
+            if name.endswith(_SKIP_SUFFIXES) or name == MANIFEST or name in _CACHES:
                 continue
             path = here / name
             try:

@@ -97,21 +97,45 @@ class SearchMessage:
             self._folded = folded if folded is not None else fold_case(self.text())
         return self._folded
 
+    def text_contains(self, needle: str) -> bool:
+        """``needle in self.folded_text()``, answered from one pass over the store's texts once a
+        search has asked this of enough messages (see :meth:`HeaderBlocks.text_scan`)."""
+        if self._blocks is not None:
+            hit = self._blocks.text_scan(needle)
+            if hit is not None and self.uid in hit[1]:
+                return self.uid in hit[0]
+        return needle in self.folded_text()
+
 
 _SINGLE_HEADER_READS = 32
+_SINGLE_TEXT_READS = 64  # a search that reads more texts than this scans the store once instead
 
 
 class HeaderBlocks:
     """The header blocks the store keeps in its index, fetched in one go the first time a search
     needs any header (most searches never do)."""
 
-    __slots__ = ("_mb", "_blocks", "fields", "_misses")
+    __slots__ = ("_mb", "_blocks", "fields", "_misses", "_text_asks", "_scans")
 
     def __init__(self, mb: Mailbox) -> None:
         self._mb = mb
         self._misses = 0
         self._blocks: dict[int, bytes] | None = None
         self.fields = mb.header_cache()  # field values the store keeps between searches, if any
+        self._text_asks: dict[str, int] = {}
+        self._scans: dict[str, tuple[set[int], set[int]] | None] = {}
+
+    def text_scan(self, needle: str) -> tuple[set[int], set[int]] | None:
+        """The store's ``(found, known)`` for ``needle`` (see ``Mailbox.text_matches``), asked once a
+        search has read the text of more than a few messages for it (a search that cheaper keys
+        narrowed to a few messages reads just theirs); None until then, or when the store cannot."""
+        if needle in self._scans:
+            return self._scans[needle]
+        asks = self._text_asks[needle] = self._text_asks.get(needle, 0) + 1
+        if asks <= _SINGLE_TEXT_READS:
+            return None
+        hit = self._scans[needle] = self._mb.text_matches(needle)
+        return hit
 
     def get(self, uid: int) -> bytes | None:
         if self._blocks is None:

@@ -69,6 +69,13 @@ def message_sent_date(msg: SearchableMessage) -> dt.date:
     return (_sent_date(values[0]) if values else None) or _NO_DATE
 
 
+def _text_has(msg: SearchableMessage, needle: str) -> bool:
+    """``needle in msg.folded_text()``, through the message's own ``text_contains`` where it has one
+    (the server's answers many messages from one pass over its store)."""
+    contains = getattr(msg, "text_contains", None)
+    return contains(needle) if contains is not None else needle in msg.folded_text()
+
+
 def _has_flag(msg: SearchableMessage, flag: str) -> bool:
     if flag in msg.flags:
         return True
@@ -127,12 +134,12 @@ def _compile(key: SearchKey, msgs: Sequence[SearchableMessage], ctx: SearchConte
         return _HEADER, _header_pred(key.name, fold_case(key.value))
     if isinstance(key, Body):
         needle = fold_case(key.value)
-        return _BODY, lambda m: needle in m.folded_text()
+        return _BODY, lambda m: _text_has(m, needle)
     if isinstance(key, Text):
         needle = fold_case(key.value)
 
         def text_pred(m: SearchableMessage) -> bool:
-            return needle in folded_header_block(m.header_bytes()) or needle in m.folded_text()
+            return needle in folded_header_block(m.header_bytes()) or _text_has(m, needle)
         return _BODY, text_pred
     if isinstance(key, Not):
         cost, inner = _compile(key.key, msgs, ctx)
