@@ -286,15 +286,16 @@ class Folder:
             idx = self.index
             db = idx.db
             with idx.snapshot():
-                uv = idx.get_int("uidvalidity", 0)
-                top = idx.get_int("highestmodseq", 1)
+                metas = idx.get_metas("uidvalidity", "highestmodseq", "expunge_floor")
+                uv = int(metas.get("uidvalidity", 0))
+                top = int(metas.get("highestmodseq", 1))
                 since = state.facts_modseq
                 cols = "uid, flags, idate, vsize, modseq"
                 if (
                     state.facts is None
                     or uv != state.facts_uv
                     or top < since
-                    or since < idx.get_int("expunge_floor", 0)
+                    or since < int(metas.get("expunge_floor", 0))
                 ):
                     state.facts = {
                         u: (u, _flag_set(f), d, v, m, False) for u, f, d, v, m in db.execute(f"SELECT {cols} FROM msg")

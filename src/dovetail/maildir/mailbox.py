@@ -318,12 +318,13 @@ class MaildirMailbox(Mailbox):
             changes.recent_count = len(self._recent)
             return changes
         with idx.snapshot():
-            if idx.get_int("uidvalidity") != self._uidvalidity:
+            metas = idx.get_metas("uidvalidity", "highestmodseq", "expunge_floor")
+            if int(metas.get("uidvalidity", 0)) != self._uidvalidity:
                 changes.uidvalidity_changed = True
                 return changes
-            top = idx.get_int("highestmodseq", 1)
+            top = int(metas.get("highestmodseq", 1))
             seen = self._seen_modseq
-            if top < seen or seen < idx.get_int("expunge_floor", 0):
+            if top < seen or seen < int(metas.get("expunge_floor", 0)):
                 rows = db.execute("SELECT uid, modseq, flags FROM msg").fetchall()
                 present = {r[0] for r in rows}
                 self._pending_expunge.update(u for u in self._uids if u not in present)
