@@ -377,15 +377,17 @@ class MaildirMailbox(Mailbox):
             self._uids.extend(new)
             changes.new_uids = new
         fresh = set(new)
+        recent = self._recent
+        flag_changes = changes.flag_changes
         for uid, modseq, flags in sorted(rows):
             if uid in fresh:
                 view[uid] = modseq
             elif uid in view and uid not in pending and view[uid] != modseq:
                 view[uid] = modseq
-                fs = frozenset(flags.split())
-                changes.flag_changes.append(
-                    FlagState(uid, fs, frozenset(f for f in fs if f[0] != "\\"), modseq, uid in self._recent)
-                )
+                # Each session of the folder hears of another's STORE: the flag sets of a column are
+                # built once per process, not once per message and session.
+                fs, keywords = _flag_sets(flags)
+                flag_changes.append(FlagState(uid, fs, keywords, modseq, uid in recent))
         changes.recent_count = len(self._recent)
         return changes
 
