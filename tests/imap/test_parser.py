@@ -189,7 +189,8 @@ def test_sequence_sets():
     assert SequenceSet.parse("*:4").select([1, 2, 3]) == [3]
     assert SequenceSet.parse("$").saved
     assert format_set([1, 2, 3, 7, 9, 10]) == "1:3,7,9:10"
-    for bad in ("0", "1:0", "a", "1,,2", "", "4294967296"):
+    assert SequenceSet.parse("5,1:2,9,*").ranges == ((5, 5), (1, 2), (9, 9), (None, None))
+    for bad in ("0", "00", "1:0", "a", "1,,2", "", "4294967296", "1:2:3", "+1", "1 "):
         try:
             SequenceSet.parse(bad)
         except Exception as exc:  # noqa: BLE001

@@ -28,6 +28,13 @@ class SequenceSet:
             raise ParseError("Invalid sequence set")
         ranges: list[tuple[int | None, int | None]] = []
         for part in text.split(","):
+            # A client's set of a hundred scattered numbers is mostly single numbers: those skip the regex.
+            if part.isdecimal():
+                value = int(part)
+                if value == 0 or value > _MAX:
+                    raise ParseError("Invalid sequence number")
+                ranges.append((value, value))
+                continue
             m = _SEQ_RE.match(part)
             if not m:
                 raise ParseError("Invalid sequence set")

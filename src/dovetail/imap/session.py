@@ -516,20 +516,30 @@ class Session:
             self.write(f"* {mb.exists} EXISTS")
             if changes.new_uids and not self.rev2:
                 self.write(f"* {mb.recent_count} RECENT")
-        lines = []
         watch = self.notify.selected if self.notify is not None else None
         flag_changes = changes.flag_changes if watch is None or "FlagChange" in watch.events else []
-        for st in flag_changes:
-            seq = mb.seq_of(st.uid)
-            if seq is None:
-                continue
-            items = f"UID {st.uid} FLAGS " + self.flags_out(st.flags, st.recent).decode()
-            if self.condstore:
-                items += f" MODSEQ ({st.modseq})"
-            lines.append(f"* {seq} FETCH ({items})")
+        if not flag_changes:
+            self.announce_keywords()
+            return
+        # Another session's STORE over many messages reaches every session of the folder: one format
+        # per command, and the lines written at once.
+        lines = []
+        seq_of = mb.seq_of
+        flags_out = self.flags_out
+        if self.condstore:
+            for st in flag_changes:
+                seq = seq_of(st.uid)
+                if seq is not None:
+                    lines.append(b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))"
+                                 % (seq, st.uid, flags_out(st.flags, st.recent), st.modseq))
+        else:
+            for st in flag_changes:
+                seq = seq_of(st.uid)
+                if seq is not None:
+                    lines.append(b"* %d FETCH (UID %d FLAGS %s)" % (seq, st.uid, flags_out(st.flags, st.recent)))
         self.announce_keywords()
-        for line in lines:
-            self.write(line)
+        if lines:
+            self.write(b"\r\n".join(lines))
 
     # -- capability / any state -------------------------------------------------------------------------
 

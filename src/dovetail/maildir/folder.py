@@ -82,6 +82,7 @@ class Folder:
         self.keywords: dict[int, str] = {}
         # What a stamp is made of (see CUR ...), as strings: every refresh stats them.
         self._stamp_paths = tuple(str(path / name) for name in ("cur", "new", uidlist.UIDLIST, kwfile.KEYWORDS))
+        self._keywords_path = self._stamp_paths[KEYWORDS_STAMP]
         self._closed = False
         self._unnumbered_wait = False  # the last listing left files without UIDs out (a full disk)
         if self.index.in_memory:
@@ -232,8 +233,13 @@ class Folder:
 
     # --- keywords -----------------------------------------------------------------------------
 
-    def load_keywords(self) -> dict[int, str]:
-        self.keywords = kwfile.read(self.path / kwfile.KEYWORDS)
+    def load_keywords(self, *, fresh: bool = False) -> dict[int, str]:
+        """The keyword map of ``dovecot-keywords`` (the process's parse while the file did not change;
+        ``fresh``: read now, as under its lock before adding to it)."""
+        if fresh:
+            self.keywords = kwfile.read(self.path / kwfile.KEYWORDS)
+        else:
+            self.keywords = kwfile.read_cached(self._keywords_path)
         return self.keywords
 
     def letters_for(self, names: set[str]) -> str:
@@ -245,7 +251,7 @@ class Folder:
         missing = [n for n in names if n not in by_name]
         if missing:
             with DotLock(self.path / (kwfile.KEYWORDS + ".lock")):
-                current = self.load_keywords()
+                current = self.load_keywords(fresh=True)
                 by_name = {n: i for i, n in current.items()}
                 for n in sorted(missing):
                     if n in by_name:
@@ -280,15 +286,16 @@ class Folder:
             idx = self.index
             db = idx.db
             with idx.snapshot():
-                uv = idx.get_int("uidvalidity", 0)
-                top = idx.get_int("highestmodseq", 1)
+                metas = idx.get_metas("uidvalidity", "highestmodseq", "expunge_floor")
+                uv = int(metas.get("uidvalidity", 0))
+                top = int(metas.get("highestmodseq", 1))
                 since = state.facts_modseq
                 cols = "uid, flags, idate, vsize, modseq"
                 if (
                     state.facts is None
                     or uv != state.facts_uv
                     or top < since
-                    or since < idx.get_int("expunge_floor", 0)
+                    or since < int(metas.get("expunge_floor", 0))
                 ):
                     state.facts = {
                         u: (u, _flag_set(f), d, v, m, False) for u, f, d, v, m in db.execute(f"SELECT {cols} FROM msg")
@@ -353,7 +360,7 @@ class Folder:
     def _sync(self, move_new: bool, force: bool) -> bool:
         stamp = self._stamp_now()
         now = time.time()
-        if not force and not (move_new and self._has_new()) and self._known_unchanged(stamp, now):
+        if not force and not (move_new and self._new_waiting(stamp, now)) and self._known_unchanged(stamp, now):
             return False
         if self._unchanged(move_new) or (not force and self._settled(move_new)):
             state = self.state
@@ -555,6 +562,22 @@ class Folder:
             return False
         self.index.rollback()
         return self._unchanged(move_new)
+
+    def _new_waiting(self, stamp: tuple, now: float) -> bool:
+        """:meth:`_has_new`, without a listing while ``new/`` is at a stamp of its own at which a listing
+        found it empty and that no change can hide behind (see :mod:`~dovetail.maildir.stamps`): a file
+        arriving there moves the directory's stamp. Every refresh of every session asks."""
+        state = self.state
+        part = stamp[NEW]
+        if part is not None and part == state.new_empty:
+            return False
+        if self._has_new():
+            return True
+        # Only a stamp older than the dirty window is remembered: a delivery in the clock tick of the
+        # directory's time, after this listing, would not have moved it.
+        if part is not None and not is_dirty((part,), now, dirty_window((part,))):
+            state.new_empty = part
+        return False
 
     def _has_new(self) -> bool:
         try:

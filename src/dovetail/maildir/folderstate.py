@@ -20,7 +20,8 @@ class FolderState:
     their syncs (sessions run them in worker threads)."""
 
     __slots__ = ("lock", "users", "ident", "stamp", "checked_at", "files", "fnset", "cur", "new", "mirror_modseq",
-                 "mirror_uv", "uidnext_meta", "headers", "headers_uv", "facts", "facts_modseq", "facts_uv")
+                 "mirror_uv", "uidnext_meta", "headers", "headers_uv", "facts", "facts_modseq", "facts_uv",
+                 "new_empty")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -28,6 +29,7 @@ class FolderState:
         self.ident = ""  # the index file this state is about (see Index.ident)
         self.stamp: tuple | None = None
         self.checked_at = 0.0  # wall clock when a listing last confirmed ``stamp``
+        self.new_empty: tuple | None = None  # a stamp of new/ at which a listing found it empty
         # The index's uid -> "sub/filename" as of modseq ``mirror_modseq`` (see Folder._refresh_mirror).
         self.files: dict[int, str] | None = None
         self.fnset: set[str] = set()
@@ -51,6 +53,7 @@ class FolderState:
             self.ident = ident
             self.stamp = None
             self.checked_at = 0.0
+            self.new_empty = None
             self.files = None
             self.fnset, self.cur, self.new = set(), set(), set()
             self.mirror_modseq = self.mirror_uv = self.uidnext_meta = 0

@@ -15,8 +15,9 @@ from dovetail.maildir.diskfull import is_disk_full
 from dovetail.maildir.filename import INFO_SEP, parse_name
 from dovetail.maildir.folder import CUR, MAX_MESSAGE_BYTES, NEW, Folder
 from dovetail.maildir.index import DATE_UNKNOWN, EXPUNGE_DATA_KEPT, flags_dump, flags_load, loads
+from dovetail.maildir.indexdb import IndexDB
 from dovetail.maildir.keywords import valid_keyword
-from dovetail.maildir.messagecache import HEADER_FIELDS, MESSAGES, PART_TREES, TEXTS
+from dovetail.maildir.messagecache import HEADER_FIELDS, IMAP_DATA, MESSAGES, PART_TREES, TEXTS
 from dovetail.maildir.messagefacts import analyse, header_block
 from dovetail.maildir.searchtext import flush_store, store_for
 from dovetail.maildir.stamps import trusted
@@ -64,6 +65,9 @@ def clean_flags(flags: Iterable[str]) -> set[str]:
 
 
 _MANY_ROWS = 200  # above this many UIDs, the shared facts (or one pass over the table) beat an IN (...) list
+# From this many UIDs, a FETCH of ENVELOPE/BODYSTRUCTURE/BODY reads the shared facts and the cached IMAP
+# bytes rather than the index's rows (bringing the facts up to date costs a few statements).
+_CACHED_ROWS = 8
 HEADER_CACHE_MAX = 50_000  # header field values kept per folder and process for SEARCH/SORT/THREAD
 _FLAG_SETS: dict[str, tuple[frozenset[str], frozenset[str]]] = {}
 
@@ -315,12 +319,13 @@ class MaildirMailbox(Mailbox):
             changes.recent_count = len(self._recent)
             return changes
         with idx.snapshot():
-            if idx.get_int("uidvalidity") != self._uidvalidity:
+            metas = idx.get_metas("uidvalidity", "highestmodseq", "expunge_floor")
+            if int(metas.get("uidvalidity", 0)) != self._uidvalidity:
                 changes.uidvalidity_changed = True
                 return changes
-            top = idx.get_int("highestmodseq", 1)
+            top = int(metas.get("highestmodseq", 1))
             seen = self._seen_modseq
-            if top < seen or seen < idx.get_int("expunge_floor", 0):
+            if top < seen or seen < int(metas.get("expunge_floor", 0)):
                 rows = db.execute("SELECT uid, modseq, flags FROM msg").fetchall()
                 present = {r[0] for r in rows}
                 self._pending_expunge.update(u for u in self._uids if u not in present)
@@ -373,15 +378,17 @@ class MaildirMailbox(Mailbox):
             self._uids.extend(new)
             changes.new_uids = new
         fresh = set(new)
+        recent = self._recent
+        flag_changes = changes.flag_changes
         for uid, modseq, flags in sorted(rows):
             if uid in fresh:
                 view[uid] = modseq
             elif uid in view and uid not in pending and view[uid] != modseq:
                 view[uid] = modseq
-                fs = frozenset(flags.split())
-                changes.flag_changes.append(
-                    FlagState(uid, fs, frozenset(f for f in fs if f[0] != "\\"), modseq, uid in self._recent)
-                )
+                # Each session of the folder hears of another's STORE: the flag sets of a column are
+                # built once per process, not once per message and session.
+                fs, keywords = _flag_sets(flags)
+                flag_changes.append(FlagState(uid, fs, keywords, modseq, uid in recent))
         changes.recent_count = len(self._recent)
         return changes
 
@@ -399,6 +406,10 @@ class MaildirMailbox(Mailbox):
         wanted = self._in_view(uids)
         if not wanted:
             return []
+        if raw and (envelope or bodystructure) and len(wanted) >= _CACHED_ROWS:
+            cached = self._cached_infos(wanted, envelope, bodystructure, dates)
+            if cached is not None:
+                return cached
         cols = "uid, flags, modseq, vsize, idate"
         if envelope:
             cols += ", envelope_imap" if raw else ", envelope"
@@ -450,6 +461,74 @@ class MaildirMailbox(Mailbox):
                     body=loads(r[bs_i + 1]) if bodystructure else None,
                 )
             )
+        return out
+
+    def _cached_infos(self, wanted: set[int], envelope: bool, bodystructure: bool,
+                      dates: bool) -> list[MessageInfo] | None:
+        """:meth:`fetch_info` with ``raw=True`` from memory where it can: flags, sizes and dates from the
+        folder's shared facts, the IMAP bytes of ENVELOPE/BODYSTRUCTURE/BODY from the process's cache
+        (:data:`~dovetail.maildir.messagecache.IMAP_DATA`; what it lacks is read from the index, in one
+        statement, and kept). None when a message is not as common as that (expunged meanwhile, its file
+        gone before a parse or a stat could learn what the index lacks): the caller reads the index."""
+        rows = self._fact_rows(wanted)
+        if len(rows) < len(wanted):
+            return None
+        keys = [self._key(r[0]) for r in rows]
+        blobs = IMAP_DATA.get_many(keys)
+        lacking = [r[0] for r, b in zip(rows, blobs, strict=True) if b is None]
+        if lacking:
+            found = self._imap_data(lacking)
+            if found is None:
+                return None
+            for i, b in enumerate(blobs):
+                if b is None:
+                    blobs[i] = b = found[rows[i][0]]
+                    IMAP_DATA.put(keys[i], b)
+        if dates:
+            undated = [r[0] for r in rows if r[4] == DATE_UNKNOWN]
+            if undated:
+                known = lazyfacts.fill_dates(self.folder, undated)
+                if len(known) < len(undated):
+                    return None
+                rows = [(*r[:4], known[r[0]]) if r[0] in known else r for r in rows]
+        recent = self._recent
+        out = []
+        for r, (env, bs, body) in zip(rows, blobs, strict=True):
+            uid, flags = r[0], r[1]
+            out.append(
+                MessageInfo(
+                    uid, flags, _keywords_of(flags),
+                    datetime.fromtimestamp(max(r[4], 0), UTC), r[3], r[2], uid in recent,
+                    None, None, None,
+                    env if envelope else None,
+                    bs if bodystructure else None,
+                    body if bodystructure else None,
+                )
+            )
+        return out
+
+    def _imap_data(self, uids: list[int]) -> dict[int, tuple[bytes, bytes, bytes]] | None:
+        """uid -> (ENVELOPE, BODYSTRUCTURE, BODY) as IMAP bytes from the index, parsing the messages it
+        has not parsed yet; None when one of ``uids`` cannot be found or parsed any more."""
+        cols = "envelope_imap, bodystructure_imap, body_imap"
+        db = self.folder.index.db
+        wanted = set(uids)
+        if len(uids) > _MANY_ROWS:
+            rows = [r for r in db.execute(f"SELECT uid, {cols} FROM msg") if r[0] in wanted]
+        else:
+            marks = ",".join("?" * len(uids))
+            rows = db.execute(f"SELECT uid, {cols} FROM msg WHERE uid IN ({marks})", uids).fetchall()
+        if len(rows) < len(wanted):
+            return None
+        out = {r[0]: (r[1], r[2], r[3]) for r in rows if r[1] is not None and r[2] is not None and r[3] is not None}
+        unparsed = [r[0] for r in rows if r[0] not in out]
+        if unparsed:
+            parsed = lazyfacts.fill_parsed(self.folder, unparsed)
+            for uid in unparsed:
+                facts = parsed.get(uid)
+                if facts is None:
+                    return None
+                out[uid] = (facts["envelope_imap"], facts["bodystructure_imap"], facts["body_imap"])
         return out
 
     def _fact_rows(self, wanted: set[int]) -> list[tuple]:
@@ -741,41 +820,47 @@ class MaildirMailbox(Mailbox):
         # Read, decide and rename inside one write transaction so two sessions changing flags at once
         # cannot both start from the same old flags (the index's lock serialises our writers).
         with folder.changing() as before:
-            renames: list[tuple[int, str, str, list[str]]] = []
-            for uid in uids:
-                row = db.execute("SELECT filename, flags, modseq FROM msg WHERE uid=?", (uid,)).fetchone()
-                if row is None:
-                    continue
-                filename, cur_flags_j, modseq = row
+            renames: list[tuple[int, str, tuple[str, list[str], str]]] = []
+            # A message's new flags, its file name suffix and its flags column depend only on its old
+            # flags: a STORE over many messages meets a few combinations, each worked out once.
+            outcomes: dict[str, tuple[str, list[str], str] | None] = {}
+            for uid, filename, cur_flags_j, modseq in _store_rows(db, uids):
                 if unchangedsince is not None and modseq > unchangedsince:
                     modified.append(uid)
                     continue
-                cur = set(flags_load(cur_flags_j))
-                if mode is StoreMode.ADD:
-                    new = cur | wanted
-                elif mode is StoreMode.REMOVE:
-                    new = cur - wanted
+                if cur_flags_j in outcomes:
+                    outcome = outcomes[cur_flags_j]
                 else:
-                    new = set(wanted)
-                if new == cur:
-                    continue
-                renames.append((uid, filename, folder.info_for(new), sorted(new)))
+                    cur = set(flags_load(cur_flags_j))
+                    if mode is StoreMode.ADD:
+                        new = cur | wanted
+                    elif mode is StoreMode.REMOVE:
+                        new = cur - wanted
+                    else:
+                        new = set(wanted)
+                    outcome = None if new == cur else (folder.info_for(new), sorted(new), flags_dump(new))
+                    outcomes[cur_flags_j] = outcome
+                if outcome is not None:
+                    renames.append((uid, filename, outcome))
             if renames:
                 modseq = folder.index.bump_modseq()
-                for uid, filename, info, new_flags in renames:
+                updates: list[tuple[str, str, str, int, int]] = []
+                states: dict[tuple[str, ...], tuple[frozenset[str], frozenset[str]]] = {}
+                recent = self._recent
+                for uid, filename, (info, new_flags, column) in renames:
                     new_fn = self._rename(uid, filename, info)
                     if new_fn is None:
                         continue
-                    db.execute(
-                        "UPDATE msg SET filename=?, info=?, flags=?, modseq=? WHERE uid=?",
-                        (new_fn, info, flags_dump(new_flags), modseq, uid),
-                    )
+                    updates.append((new_fn, info, column, modseq, uid))
                     self._modseqs[uid] = modseq
-                    fs = frozenset(new_flags)
-                    changed.append(
-                        FlagState(uid, fs, frozenset(f for f in fs if not f.startswith("\\")), modseq,
-                                  uid in self._recent)
-                    )
+                    key = tuple(new_flags)
+                    sets = states.get(key)
+                    if sets is None:
+                        fs = frozenset(new_flags)
+                        sets = states[key] = (fs, frozenset(f for f in fs if not f.startswith("\\")))
+                    changed.append(FlagState(uid, sets[0], sets[1], modseq, uid in recent))
+                if updates:
+                    db.executemany("UPDATE msg SET filename=?, info=?, flags=?, modseq=? WHERE uid=?", updates)
                 touched = {CUR, NEW} if any(r[1].startswith("new/") for r in renames) else {CUR}
                 folder.own_change(before, folder.stamp(), frozenset(touched))
         return StoreResult(changed, modified)
@@ -881,6 +966,21 @@ class MaildirMailbox(Mailbox):
     def close(self) -> None:
         flush_store(self.folder.path)
         self.folder.close()
+
+
+_STORE_CHUNK = 500  # UIDs per IN (...) list when reading the rows a STORE changes
+
+
+def _store_rows(db: IndexDB, uids: list[int]) -> list[tuple[int, str, str, int]]:
+    """``(uid, filename, flags, modseq)`` of the index rows of ``uids`` (ascending), a few statements
+    for the lot instead of one per message."""
+    out: list[tuple[int, str, str, int]] = []
+    for start in range(0, len(uids), _STORE_CHUNK):
+        chunk = uids[start : start + _STORE_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        out += db.execute(
+            f"SELECT uid, filename, flags, modseq FROM msg WHERE uid IN ({marks}) ORDER BY uid", chunk).fetchall()
+    return out
 
 
 def _find_by_base(path: Path, base: str) -> str | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
@@ -46,6 +46,20 @@ class MessageCache:
                 return None
             self._items.move_to_end(key)
             return entry[0]
+
+    def get_many(self, keys: Sequence[Hashable]) -> list[Any]:
+        """:meth:`get` of each key (None where missing), under one taking of the lock."""
+        with self._lock:
+            items = self._items
+            out: list[Any] = []
+            for key in keys:
+                entry = items.get(key)
+                if entry is None:
+                    out.append(None)
+                else:
+                    items.move_to_end(key)
+                    out.append(entry[0])
+            return out
 
     def put(self, key: Hashable, data: Any) -> None:
         weight = self._weigh(data)
@@ -85,3 +99,8 @@ PART_TREES = MessageCache(4 * 1024 * 1024, weigh=lambda tree: tree[1])
 HEADER_FIELDS = MessageCache(4 * 1024 * 1024, weigh=lambda entry: 2 * len(entry[0]) + 200 * len(entry[1]) + 200)
 """(header block, its (name, raw field) list) of a message's own header, for ``BODY[HEADER]`` and
 ``BODY[HEADER.FIELDS (...)]``."""
+IMAP_DATA = MessageCache(8 * 1024 * 1024, weigh=lambda entry: sum(len(b) for b in entry if b) + 150)
+"""(ENVELOPE, BODYSTRUCTURE, BODY) of a message as the IMAP bytes the index keeps: a mail client's
+FETCH of a page of its message list asks for them again and again, and reading them from SQLite (large
+rows, pages that other sessions' writes keep taking out of each connection's cache) was most of what
+such a FETCH cost."""

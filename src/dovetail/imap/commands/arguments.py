@@ -58,15 +58,20 @@ def resolve_set(s: CommandSession, ss: SequenceSet, uid: bool) -> list[int]:
         saved = sel.saved or frozenset()
         return sorted(u for u in uids if u in saved)
     if uid:
-        return ss.select(list(uids))
+        return ss.select(uids if isinstance(uids, list) else list(uids))
     n = len(uids)
-    out: set[int] = set()
     if n == 0 and any(lo is None or hi is None for lo, hi in ss.ranges):
         return []  # "1:*" in an empty mailbox names nothing; clients send it blindly
     for lo, hi in ss.ranges:
-        for v in (lo, hi):
-            if v is not None and v > n:
-                raise CommandError("Invalid messageset", status="BAD")
-    for a, b in ss.bounds(n):
-        out.update(uids[i - 1] for i in range(max(a, 1), min(b, n) + 1))
+        if (lo is not None and lo > n) or (hi is not None and hi > n):
+            raise CommandError("Invalid messageset", status="BAD")
+    spans = [(max(a, 1) - 1, min(b, n)) for a, b in ss.bounds(n)]
+    if len(spans) == 1:
+        return list(uids[spans[0][0] : spans[0][1]])  # the view's UIDs are ascending and unique
+    out: set[int] = set()
+    for i, j in spans:
+        if j - i == 1:
+            out.add(uids[i])
+        else:
+            out.update(uids[i:j])
     return sorted(out)

@@ -46,7 +46,8 @@ def item_builder(s: CommandSession, mb: Mailbox, att: FetchAtt) -> Callable[[Mes
     if name == "BODY" and att.section is None:
         return lambda info: (b"BODY " + info.body_imap if info.body_imap is not None
                              else _item(s, mb, info, att))
-    return lambda info: _item(s, mb, info, att)
+    head = att.response_name().encode() if att.section is not None else b""  # once, not per message
+    return lambda info: _item(s, mb, info, att, head)
 
 
 def _envelope(value: Any) -> bytes:
@@ -61,7 +62,7 @@ def _body(value: Any) -> bytes:
     return b"NIL" if value is None else body_to_imap(value)
 
 
-def _item(s: CommandSession, mb: Mailbox, info: MessageInfo, att: FetchAtt) -> bytes:
+def _item(s: CommandSession, mb: Mailbox, info: MessageInfo, att: FetchAtt, head: bytes = b"") -> bytes:
     name = att.name
     if name == "FLAGS":
         return b"FLAGS " + s.flags_out(info.flags, info.recent)
@@ -98,7 +99,7 @@ def _item(s: CommandSession, mb: Mailbox, info: MessageInfo, att: FetchAtt) -> b
         return b"RFC822.TEXT " + literal(mb.get_section(info.uid, StoreSection((), "TEXT")))
     sec = att.section
     assert sec is not None
-    head = att.response_name().encode()
+    head = head or att.response_name().encode()
     if name == "BODY":
         ssec = StoreSection(sec.part, sec.text or None, sec.fields)
         partial = (att.partial[0], att.partial[1] or 0) if att.partial else None
