@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -331,3 +332,56 @@ def test_a_busy_port_is_a_clear_error(master: Master, tmp_path: Path) -> None:
         assert f"cannot listen on 127.0.0.1:{master.smtp_port}" in out.stderr and "Traceback" not in out.stderr
     finally:
         other.cleanup()
+
+
+def _sockets_on(pid: int, port: int, state: str) -> set[str]:
+    """The inodes of TCP sockets on local ``port`` in ``state`` (01 established, 0A listening) that
+    process ``pid`` holds (from /proc)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == state:
+            inodes.add(fields[9])
+    held = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                held.add(link[8:-1])
+    return held
+
+
+def test_imap_workers_each_take_a_share_of_a_burst_of_logins(tmp_path: Path) -> None:
+    """imapd workers listen on a socket each (SO_REUSEPORT): a burst of connections is spread over both
+    instead of landing on whichever worker woke first; a second server cannot join the port's group."""
+    m = Master.create(tmp_path)
+    with (m.data_dir / "dovetail.toml").open("a") as fh:
+        fh.write("\n[services.imapd]\nworkers = 2\n")
+    m.start()
+    clients: list[socket.socket] = []
+    try:
+        pids = m.worker_pids("imapd")
+        assert len(pids) == 2
+        for _ in range(40):  # a burst, as a client pool or a restart of the clients makes
+            clients.append(socket.create_connection(("127.0.0.1", m.imap_port), timeout=20))
+        assert all(c.recv(200).startswith(b"* OK") for c in clients)
+        listening = [_sockets_on(pid, m.imap_port, "0A") for pid in pids]
+        assert all(len(held) == 1 for held in listening) and listening[0] != listening[1]  # a socket each
+        shares = [len(_sockets_on(pid, m.imap_port, "01")) for pid in pids]
+        assert sum(shares) == 40
+        assert min(shares) >= 5, shares  # an even hash gives 20 each; 5 or fewer has odds below 1e-5
+        second = tmp_path / "second"
+        second.mkdir()
+        other = Master.create(second)
+        try:
+            out = cli(other.data_dir, "serve", "--imap", f"127.0.0.1:{m.imap_port}", "--smtp", "",
+                      "--submission", "", "--http", "")
+            assert out.returncode == 2
+            assert f"cannot listen on 127.0.0.1:{m.imap_port}" in out.stderr
+        finally:
+            other.cleanup()
+    finally:
+        for c in clients:
+            c.close()
+        m.stop()
+        m.cleanup()

@@ -7,8 +7,15 @@ Each service has defaults; ``[services.<name>]`` tables in dovetail.toml overrid
     max_connections = 500  # per worker
     max_use = 0            # exit and be replaced after this many connections (0: never)
     max_idle = 0           # on-demand: exit after this many idle seconds, start again on a connection
+    reuse_port = false     # a listening socket per worker (SO_REUSEPORT): the kernel spreads connections
     enabled = true
     listen = ["0.0.0.0:25"]
+
+``reuse_port`` is on by default for imapd only: its sessions last for hours, and workers that share one
+socket race for each connection, so one worker can end up with all of a burst of logins (and one core)
+while the others idle; with a socket each, the kernel hashes connections evenly over the workers (as
+Dovecot's ``inet_listener { reuse_port }``). Short SMTP connections balance themselves better on a shared
+socket: a busy worker simply accepts less. On-demand services (``max_idle``) always share one socket.
 
 The listen addresses default to the ``listen.*`` keys so ``dovetail serve --smtp HOST:PORT`` works.
 """
@@ -42,7 +49,8 @@ KNOWN: dict[str, tuple[tuple[str, ...], int]] = {
     "lmtpd": (("listen.lmtp",), 1),
     "transfer": (("listen.transfer",), 1),
 }
-SERVICE_KEYS = {"enabled", "listen", "workers", "max_connections", "max_idle", "max_use"}
+SERVICE_KEYS = {"enabled", "listen", "workers", "max_connections", "max_idle", "max_use", "reuse_port"}
+REUSE_PORT_DEFAULT = {"imapd"}
 
 
 @dataclass(frozen=True)
@@ -56,7 +64,13 @@ class ServiceSpec:
     max_connections: int = 0
     max_idle: float = 0.0
     max_use: int = 0
+    reuse_port: bool = False
     settings: str = field(default="", compare=True)  # fingerprint of the config keys the service reads
+
+    @property
+    def sockets_per_address(self) -> int:
+        """Listening sockets per TCP address: one per worker with ``reuse_port``, else one shared."""
+        return self.workers if self.reuse_port and self.workers > 1 and not self.max_idle else 1
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -117,11 +131,14 @@ def service_specs(cfg: Config) -> dict[str, ServiceSpec]:
             raise ConfigError(f"services.{name}.enabled", enabled, "expected true or false")
         if listen_keys and not listen:
             enabled = False
+        reuse_port = table.get("reuse_port", name in REUSE_PORT_DEFAULT)
+        if not isinstance(reuse_port, bool):
+            raise ConfigError(f"services.{name}.reuse_port", reuse_port, "expected true or false")
         fingerprint = json.dumps({k: v for k, v in sorted(cfg.values.items())
                                   if k.startswith(_prefixes(name))}, default=str, sort_keys=True)
         specs[name] = ServiceSpec(name=name, enabled=enabled, listen=listen,
                                   workers=values.get("workers", workers),
                                   max_connections=values.get("max_connections", 0),
                                   max_idle=values.get("max_idle", 0.0), max_use=values.get("max_use", 0),
-                                  settings=fingerprint)
+                                  reuse_port=reuse_port, settings=fingerprint)
     return specs

@@ -71,12 +71,19 @@ class Worker:
 @dataclass
 class Service:
     spec: ServiceSpec
-    sockets: list[socket.socket] = field(default_factory=list)
+    sockets: list[socket.socket] = field(default_factory=list)  # every listening socket of the service
+    groups: list[list[socket.socket]] = field(default_factory=list)  # per listen address: one, or one per worker
     workers: list[Worker] = field(default_factory=list)
     deaths: list[float] = field(default_factory=list)
     throttled_until: float = 0.0
     must_start: bool = False  # started with the master: its first worker must serve, or the master stops
     served: bool = False  # a worker of it reported ready at least once
+
+
+def worker_share(svc: Service, index: int) -> list[socket.socket]:
+    """The sockets worker ``index`` accepts on, in ``listen`` order: its own of each per-worker group,
+    the shared one otherwise."""
+    return [group[index % len(group)] for group in svc.groups]
 
 
 def listen_backlog() -> int:
@@ -116,25 +123,62 @@ def bind_unix_socket(path: str) -> socket.socket:
     return sock
 
 
+def _tcp_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host or "0.0.0.0", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _listening(sock: socket.socket) -> socket.socket:
+    sock.listen(listen_backlog())
+    sock.set_inheritable(True)
+    sock.setblocking(False)
+    return sock
+
+
 def bind_socket(address: str) -> socket.socket:
     """A listening TCP socket (or a unix one for ``unix:/path``), bound by the master and inherited by workers."""
     if address.startswith("unix:"):
         return bind_unix_socket(address[5:])
     host, port = split_hostport(address)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     try:
-        sock.bind((host or "0.0.0.0", port))
+        return _listening(_tcp_socket(host, port))
     except OSError as exc:
-        sock.close()
         raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror}") from None
-    sock.listen(listen_backlog())
-    sock.set_inheritable(True)
-    sock.setblocking(False)
-    return sock
+
+
+def bind_sockets(address: str, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on one TCP address, one per worker (``SO_REUSEPORT``: the kernel spreads
+    connections over them); one shared socket for ``count`` 1 or a unix address.
+
+    A plain bind comes first: SO_REUSEPORT would let these sockets join another process's group on the
+    same port (another server run by the same user) and silently share its connections; the plain bind
+    fails on any socket bound there instead, with the usual "address in use"."""
+    if count <= 1 or address.startswith("unix:"):
+        return [bind_socket(address)]
+    host, port = split_hostport(address)
+    group: list[socket.socket] = []
+    try:
+        probe = _tcp_socket(host, port)
+        port = probe.getsockname()[1]  # port 0: every socket of the group on the port the kernel chose
+        probe.close()
+        for _ in range(count):
+            group.append(_listening(_tcp_socket(host, port, reuse_port=True)))
+    except OSError as exc:
+        for sock in group:
+            sock.close()
+        raise OSError(exc.errno, f"cannot listen on {address}: {exc.strerror}") from None
+    return group
 
 
 class Master:
@@ -252,10 +296,21 @@ class Master:
 
     # --- services and workers ----------------------------------------------------------------------
 
-    def _add_service(self, name: str, spec: ServiceSpec, sockets: list[socket.socket] | None = None) -> None:
+    def _add_service(self, name: str, spec: ServiceSpec, groups: list[list[socket.socket]] | None = None) -> None:
         svc = Service(spec=spec)
         if spec.enabled:
-            svc.sockets = sockets if sockets is not None else [bind_socket(a) for a in spec.listen]
+            if groups is None:
+                groups = []
+                try:
+                    for address in spec.listen:
+                        groups.append(bind_sockets(address, spec.sockets_per_address))
+                except OSError:
+                    for group in groups:
+                        for sock in group:
+                            sock.close()
+                    raise
+            svc.groups = groups
+            svc.sockets = [sock for group in groups for sock in group]
             now = time.monotonic()
             svc.workers = [Worker(service=name, index=i, due=now) for i in range(spec.workers)]
         self.services[name] = svc
@@ -306,8 +361,8 @@ class Master:
             readiness = Readiness(report_w)
             try:
                 os.close(report_r)
-                code = worker_main(self.cfg, svc.spec, RUNNERS[svc.spec.name], svc.sockets, w.index,
-                                   self._inherited_fds(svc), readiness)
+                code = worker_main(self.cfg, svc.spec, RUNNERS[svc.spec.name], worker_share(svc, w.index),
+                                   w.index, self._inherited_fds(svc, w.index), readiness)
             except BaseException as exc:  # noqa: BLE001 - a child must never return into the master loop
                 try:
                     readiness.failed(f"{type(exc).__name__}: {exc}")
@@ -321,10 +376,12 @@ class Master:
         w.ready_fd, w.report, w.ready = report_r, b"", False
         log.info("worker started", service=svc.spec.name, pid=pid, worker=w.index)
 
-    def _inherited_fds(self, keep: Service) -> list[int]:
-        """File descriptors the child must close: other services' sockets, the pid lock, the wake pipe,
-        the other workers' report pipes."""
-        fds = [s.fileno() for svc in self.services.values() if svc is not keep for s in svc.sockets]
+    def _inherited_fds(self, keep: Service, index: int) -> list[int]:
+        """File descriptors the child must close: other services' sockets and its own service's sockets of
+        other workers, the pid lock, the wake pipe, the other workers' report pipes."""
+        share = {s.fileno() for s in worker_share(keep, index)}
+        fds = [s.fileno() for svc in self.services.values() for s in svc.sockets
+               if svc is not keep or s.fileno() not in share]
         if self.pidfile.fd is not None:
             fds.append(self.pidfile.fd)
         fds.extend(self._wake_fds)
@@ -465,7 +522,8 @@ class Master:
             if old is not None and old.spec == spec:
                 continue
             changed.append(name)
-            keep = old.sockets if (old is not None and old.spec.listen == spec.listen) else None
+            keep = old.groups if (old is not None and old.spec.listen == spec.listen
+                                  and old.spec.sockets_per_address == spec.sockets_per_address) else None
             if old is not None:
                 for w in old.workers:
                     if w.pid:
@@ -476,7 +534,7 @@ class Master:
                     for s in old.sockets:
                         s.close()
             try:
-                self._add_service(name, spec, sockets=keep)
+                self._add_service(name, spec, groups=keep)
             except OSError as exc:
                 log.error("reload: service cannot listen", service=name, error=str(exc))
                 self.services[name] = Service(spec=ServiceSpec(name=name, enabled=False))
