@@ -399,8 +399,11 @@ class Folder:
         if self.index.get_int("uidvalidity", 0) != ul.uidvalidity:
             syncapply.reset_index(self.index, ul)
         self._refresh_mirror()
-        if syncplan.agrees(listing, by_base, self._fnset, self._uidnext_meta, ul.nextuid):
-            self._listed_at(trust, checked, move_new)
+        if self._files or not listing:
+            if syncplan.agrees(listing, by_base, self._fnset, self._uidnext_meta, ul.nextuid):
+                self._listed_at(trust, checked, move_new)
+                return
+        elif self._fill(listing, ul, by_base, stamp, checked, trust, move_new):
             return
         # Files seen for the first time are looked at before the index is locked.
         parsed = syncapply.facts_ahead(self.path, syncplan.to_parse(listing, by_base, self._files or {}))
@@ -420,6 +423,87 @@ class Folder:
             raise
         self._refresh_mirror()
         self._listed_at(self._stamp_now() if trust else None, checked, move_new)
+
+    def _fill(
+        self, listing: dict[str, Listed], ul: uidlist.Uidlist, by_base: dict[str, int], stamp: tuple,
+        checked: float, trust: tuple | None, move_new: bool,
+    ) -> bool:
+        """The first sync of a folder whose index knows no message (a fresh or rebuilt index): every
+        numbered file becomes a row in one bulk insert, and this process's copies of the uid -> file
+        map and of the facts are made from those rows instead of being read back. False, having
+        changed nothing, when that does not apply after all (under the index's write lock: another
+        writer indexed something meanwhile, or the directories no longer hold what was listed): the
+        usual sync does the work then."""
+        rows = syncapply.first_rows(self.path, listing, by_base, self.keywords)
+        if not rows:
+            return False
+        seen_modseq = self._mirror_modseq
+        idx = self.index
+        idx.begin()
+        try:
+            if (
+                idx.get_int("highestmodseq", 1) != seen_modseq
+                or idx.get_int("uidvalidity", 0) != ul.uidvalidity
+                or idx.db.execute("SELECT 1 FROM msg LIMIT 1").fetchone() is not None
+                or not self._listing_holds(listing, stamp, checked, trust)
+            ):
+                idx.rollback()
+                return False
+            modseq = syncapply.insert_first(idx, rows, ul.nextuid)
+            uidnext = idx.get_int("uidnext", 0)
+            idx.commit()
+        except BaseException:
+            idx.rollback()
+            self._files = None
+            raise
+        self._adopt_first(rows, modseq, ul.uidvalidity, uidnext)
+        self._listed_at(self._stamp_now() if trust else None, checked, move_new)
+        return True
+
+    def _listing_holds(self, listing: dict[str, Listed], stamp: tuple, checked: float, trust: tuple | None) -> bool:
+        """Under the index's write lock: whether ``listing``, taken before it, is still what ``cur/`` and
+        ``new/`` hold (see :meth:`_apply_locked` for why that matters): their stamp did not move since a
+        clean one, or (a stamp that may hide a change) listing their names again finds the same."""
+        dirs = (stamp[CUR], stamp[NEW])
+        now = self._stamp_now()
+        if (now[CUR], now[NEW]) != dirs:
+            return False
+        if trust is not None and not is_dirty(dirs, checked, dirty_window(dirs)):
+            return True
+        try:
+            cur = os.listdir(self.path / "cur")
+            new = os.listdir(self.path / "new")
+        except FileNotFoundError:
+            return False
+        listed_cur = {item.filename for item in listing.values() if item.sub == "cur"}
+        listed_new = {item.filename for item in listing.values() if item.sub == "new"}
+        return (
+            {fn for fn in cur if not fn.startswith(".")} == listed_cur
+            and {fn for fn in new if not fn.startswith(".")} == listed_new
+        )
+
+    def _adopt_first(self, rows: list[tuple], modseq: int, uidvalidity: int, uidnext: int) -> None:
+        """Make this process's copies of the index (the uid -> file map, the facts) from the rows just
+        committed by :meth:`_fill`: the index held nothing else at that modseq."""
+        state = self.state
+        files = {row[0]: row[2] for row in rows}
+        state.files = files
+        state.fnset = set(files.values())
+        state.cur = {fn[4:] for fn in state.fnset if fn[:4] == "cur/"}
+        state.new = {fn[4:] for fn in state.fnset if fn[:4] == "new/"} if len(state.cur) < len(files) else set()
+        state.mirror_modseq = modseq
+        state.mirror_uv = uidvalidity
+        state.uidnext_meta = uidnext
+        flag_sets: dict[str, frozenset[str]] = {}
+        facts = {}
+        for uid, _base, _fn, _info, flags, _size, vsize, idate in rows:
+            fs = flag_sets.get(flags)
+            if fs is None:
+                fs = flag_sets[flags] = _flag_set(flags)
+            facts[uid] = (uid, fs, idate, vsize, modseq, False)
+        state.facts = facts
+        state.facts_modseq = modseq
+        state.facts_uv = uidvalidity
 
     def _numbered(self, listing: dict[str, Listed]) -> tuple[uidlist.Uidlist, dict[str, int]]:
         """The uidlist (and its basename map) numbering every file in ``listing``."""

@@ -7,6 +7,7 @@ into the index inside the caller's write transaction, under one modseq.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from dovetail.maildir import syncplan, uidcache, uidlist
 from dovetail.maildir.diskfull import is_disk_full
 from dovetail.maildir.filename import sizes_in_name
-from dovetail.maildir.index import Index, flags_dump
+from dovetail.maildir.index import DATE_UNKNOWN, Index, flags_dump
 from dovetail.maildir.lock import DotLock
 from dovetail.maildir.messagefacts import name_facts
 from dovetail.maildir.syncplan import Listed, SyncPlan
@@ -146,6 +147,64 @@ def apply_plan(index: Index, path: Path, plan: SyncPlan, parsed: Mapping[int, di
         index.db.executemany(_INSERT, rows)
     if plan.uidnext is not None:
         index.set_meta("uidnext", plan.uidnext)
+
+
+# The usual end of a name's base: ",S=<size>,W=<vsize>" (what Dovecot and Dovetail write), read
+# without splitting the name into fields; any other name goes through ``sizes_in_name``.
+_SIZES_AT_END = re.compile(r",S=([0-9]+),W=([0-9]+)\Z")
+
+
+def first_rows(
+    path: Path, listing: Mapping[str, Listed], by_base: Mapping[str, int], keywords: Mapping[int, str]
+) -> list[tuple]:
+    """The index rows of the numbered files of ``listing`` for an index that knows no message yet
+    (the first sync of a folder), in UID order, as ``(uid, basename, filename, info, flags, size,
+    vsize, idate)``: the modseq is added when they are inserted. One pass over the names and one tuple
+    a file, where a sync of changes builds an :class:`~dovetail.maildir.syncplan.Insert` and a facts
+    dict for each. A name without sizes costs a stat or a read (:func:`name_facts`); a file that
+    vanished meanwhile is left out."""
+    rows = []
+    flag_cols: dict[str, str] = {}  # info -> its flags column: a folder has few distinct ones
+    sizes_at_end = _SIZES_AT_END.search
+    unknown = DATE_UNKNOWN
+    for base, item in listing.items():
+        uid = by_base.get(base)
+        if uid is None:
+            continue
+        fn = item.filename
+        if item.sub == "cur":
+            rest = fn.partition(":")[2]
+            info = rest[2:] if rest[:2] == "2," else ""
+        else:
+            info = ""
+        flags = flag_cols.get(info)
+        if flags is None:
+            flags = flag_cols[info] = flags_dump(syncplan.flags_of(info, keywords))
+        sizes = sizes_at_end(base)
+        if sizes is not None:
+            rows.append((uid, base, f"{item.sub}/{fn}", info, flags, int(sizes[1]), int(sizes[2]), unknown))
+            continue
+        facts = name_facts(str(path / item.sub), fn)
+        if facts is not None:
+            rows.append((uid, base, f"{item.sub}/{fn}", info, flags, facts["size"], facts["vsize"], facts["idate"]))
+    rows.sort()
+    return rows
+
+
+def insert_first(index: Index, rows: list[tuple], nextuid: int) -> int:
+    """Insert :func:`first_rows` into an index with no message rows (the caller holds its write
+    transaction and has checked that): all under one new modseq, which is returned."""
+    modseq = index.bump_modseq()
+    # Plain INSERT (the table is empty) with the modseq written into the statement: seven values bound
+    # a row, the cost of a first sync of a large folder.
+    index.db.executemany(
+        "INSERT INTO msg (uid, basename, filename, info, flags, modseq, size, vsize, idate) "
+        f"VALUES (?,?,?,?,?,{int(modseq)},?,?,?)",
+        rows,
+    )
+    if nextuid > index.get_int("uidnext", 0):
+        index.set_meta("uidnext", nextuid)
+    return modseq
 
 
 _INSERT = "INSERT OR REPLACE INTO msg VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"

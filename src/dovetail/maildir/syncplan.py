@@ -124,7 +124,14 @@ def delivery_order(basename: str) -> tuple:
 
 def unnumbered(listing: Mapping[str, Listed], by_base: Mapping[str, int]) -> list[str]:
     """The listed basenames the uidlist has no UID for, in the order they are to be numbered."""
-    return sorted((b for b in listing if b not in by_base), key=delivery_order)
+    usual = _USUAL_NAME.match
+    keyed = []
+    for b in listing:
+        if b not in by_base:
+            m = usual(b)  # delivery_order's common case, inline: a first sync numbers every file
+            keyed.append((int(m[1]), int(m[2]), b) if m is not None else delivery_order(b))
+    keyed.sort()
+    return [k[2] for k in keyed]
 
 
 def number(

@@ -1,10 +1,13 @@
 """What each service runs inside its worker: the composition root of Dovetail's processes.
 
 Every runner builds its own runtime (database engine, caches) after the fork, starts its servers
-on the sockets the master bound, and returns an exit status when told to stop. Everything a
-service runs is imported here, at the top: the master imports this module before it forks, so
-each worker starts with its code already loaded (as gunicorn's preload does), and a missing part
-of the package stops ``serve`` at start instead of a service running without it.
+on the sockets the master bound, and returns an exit status when told to stop. What a service runs
+is imported here, at the top: the master imports this module before it forks, so each worker
+starts with its code already loaded (as gunicorn's preload does), and a missing part of the package
+stops ``serve`` at start instead of a service running without it. The exceptions are the HTTP
+services (web admin, transfer endpoint) and the ACME client: FastAPI, uvicorn and acme are some
+30 MB that every other worker, the IMAP ones above all, would otherwise carry. Their runners import
+them after the fork, from the code the master held for them (:mod:`dovetail.master.preload`).
 """
 
 from __future__ import annotations
@@ -20,9 +23,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
-from ..certs.renew import certs_renewer, wanted_names
 from ..config import Config
 from ..datadir import Layout
 from ..db import make_engine
@@ -57,7 +57,6 @@ from ..mailauth.homes import LoginHomes
 from ..mailauth.login import DirectoryAuthenticator
 from ..mailauth.networks import in_networks, parse_networks
 from ..mailauth.replays import shared_replays
-from ..move.endpoint import transfer_app
 from ..outbound import AgentConfig, DkimKeys, OutboundAgent, Transports
 from ..outbound.dane import validating_resolver
 from ..outbound.forwarding import Forwarder
@@ -76,7 +75,6 @@ from ..storage import open_storage
 from ..storage.api import DeliveryId
 from ..vault import credentials_sealer
 from ..web import counters
-from ..web.app import create_app
 from .worker import Runner, WorkerContext, supervise_listeners
 
 
@@ -532,6 +530,8 @@ async def _serve_asgi(ctx: WorkerContext, app: Any, groups: list[tuple[list[sock
                       what: str) -> int:
     """Serve ``app`` with one uvicorn server per group of sockets (uvicorn applies one SSL setting to all its
     sockets), report ready once each listens, and stop them all within the worker's grace."""
+    import uvicorn
+
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
     for socks, tls in groups:
         if not socks:
@@ -572,6 +572,8 @@ async def _serve_asgi(ctx: WorkerContext, app: Any, groups: list[tuple[list[sock
 async def run_web(ctx: WorkerContext) -> int:
     """Plain HTTP on ``listen.http`` (and ``acme.http01_listen``), HTTPS with SNI on ``listen.https``: one
     application, one uvicorn server per kind of socket."""
+    from ..web.app import create_app
+
     cfg = ctx.cfg
     # The master migrated the database before the fork; Alembic's scripts are not read again here.
     app = create_app(cfg, make_engine(cfg.database_url))
@@ -585,6 +587,8 @@ async def run_web(ctx: WorkerContext) -> int:
 
 async def run_transfer(ctx: WorkerContext) -> int:
     """The transfer endpoint of a mailbox node (``listen.transfer``): tenant moves pull Maildirs from it."""
+    from ..move.endpoint import transfer_app
+
     cfg = ctx.cfg
     app = transfer_app(make_engine(cfg.database_url), Layout(cfg.data_dir).mail, cfg["node.name"],
                        cfg["cluster.secret"])
@@ -607,6 +611,8 @@ async def run_certs(ctx: WorkerContext) -> int:
 
 
 def certs_pass(cfg: Config) -> None:
+    from ..certs.renew import certs_renewer, wanted_names
+
     renewer = certs_renewer(cfg)
     if cfg["acme.auto"]:
         engine = make_engine(cfg.database_url)

@@ -1,10 +1,10 @@
-"""The admin UI's templates and static files, read into memory when this module is imported.
+"""The admin UI's templates and static files, served from memory.
 
-The master imports the web app before it forks and drops privileges, so a web worker running as
-the service user serves pages even from an installation that user cannot read (a clone under
-``/root``). Starlette's ``StaticFiles`` and Jinja's ``FileSystemLoader`` read the disk on each
-request or check it for changes; these few small files need no more than a content type and an
-ETag, and templates only change with a new release.
+The files themselves are read by :mod:`dovetail.web.assetfiles`, which the master imports before it
+forks and drops privileges, so a web worker running as the service user serves pages even from an
+installation that user cannot read (a clone under ``/root``). Starlette's ``StaticFiles`` and
+Jinja's ``FileSystemLoader`` read the disk on each request or check it for changes; these few small
+files need no more than a content type and an ETag, and templates only change with a new release.
 """
 
 from __future__ import annotations
@@ -12,22 +12,17 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 from dataclasses import dataclass
-from pathlib import Path
 
 import jinja2
 from fastapi import APIRouter, Request, Response
 from starlette.exceptions import HTTPException
 
-HERE = Path(__file__).parent
-TEMPLATES = HERE / "templates"
-STATIC = HERE / "static"
+from .assetfiles import STATIC_FILES, TEMPLATE_SOURCES
 
 
 def template_environment() -> jinja2.Environment:
     """Every template of the admin, loaded now; autoescaped as Starlette's own environment is."""
-    sources = {path.relative_to(TEMPLATES).as_posix(): path.read_text(encoding="utf-8")
-               for path in sorted(TEMPLATES.rglob("*.html"))}
-    return jinja2.Environment(loader=jinja2.DictLoader(sources), autoescape=True)
+    return jinja2.Environment(loader=jinja2.DictLoader(dict(TEMPLATE_SOURCES)), autoescape=True)
 
 
 @dataclass(frozen=True)
@@ -37,13 +32,12 @@ class Asset:
     etag: str
 
 
-def _load(path: Path) -> Asset:
-    body = path.read_bytes()
-    media_type = mimetypes.guess_type(path.name)[0] or "text/plain"
+def _asset(name: str, body: bytes) -> Asset:
+    media_type = mimetypes.guess_type(name)[0] or "text/plain"
     return Asset(body, media_type, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
 
 
-ASSETS = {path.name: _load(path) for path in sorted(STATIC.iterdir()) if path.is_file()}
+ASSETS = {name: _asset(name, body) for name, body in STATIC_FILES.items()}
 
 router = APIRouter(include_in_schema=False)
 
