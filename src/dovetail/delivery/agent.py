@@ -5,7 +5,9 @@ copy of the message with ``Return-Path:`` and ``Delivered-To:`` prepended and LF
 Copies are never hard-linked across mailboxes: ``Delivered-To:`` differs per mailbox and is what
 loop detection relies on, so like Postfix's virtual we write one file per mailbox. A message of up to
 ``READ_ONCE_BYTES`` is read and converted to LF once; each copy is then its two header lines and
-those same bytes, written with one ``writev``. Two recipients
+those same bytes, written with one ``writev``. The copies of one message are made durable together
+(:func:`dovetail.storage.deliveries_together`): every copy written, flushed and linked, then the
+folders synced, so the folder syncs share one journal commit instead of waiting for one each. Two recipients
 of one message that resolve to the same Maildir get one copy.
 
 A recipient that resolves to several mailboxes is retried as a whole when one of them fails
@@ -34,7 +36,7 @@ from dovetail.delivery.loops import scan_headers
 from dovetail.log import get_logger
 from dovetail.queue.agent import DeliveryResult
 from dovetail.queue.envelope import Envelope, QueueRecipient
-from dovetail.storage import MailStorage, open_storage
+from dovetail.storage import MailStorage, deliveries_together, open_storage
 from dovetail.storage.api import Delivered, DeliveryId, MailboxNotFound, OverQuota
 
 log = get_logger("virtual")
@@ -110,7 +112,19 @@ class MaildirDeliveryAgent:
         done: dict[object, DeliveryResult | None] = {}
         many = len(recipients) > 1
         body = _lf_body(message) if message.size <= READ_ONCE_BYTES else None
-        return [self._one(message, rcpt, facts.delivered_to, done, many, body) for rcpt in recipients]
+        if not many:
+            return [self._one(message, rcpt, facts.delivered_to, done, many, body) for rcpt in recipients]
+        results: list[DeliveryResult] = []
+        try:
+            with deliveries_together():  # the copies' folders synced once all are linked
+                results = [self._one(message, rcpt, facts.delivered_to, done, many, body) for rcpt in recipients]
+        except OSError as exc:  # a folder sync failed: no copy of this message may be reported stored
+            if not results:
+                raise
+            code, reason = _io_error(exc)
+            return [DeliveryResult(r.recipient, "deferred", code, reason, RELAY) if r.status == "sent" else r
+                    for r in results]
+        return results
 
     def _one(
         self,
