@@ -42,7 +42,7 @@ from dovetail.storage.api import Delivered, DeliveryId, MailboxNotFound, OverQuo
 log = get_logger("virtual")
 
 RELAY = "virtual"
-READ_ONCE_BYTES = 1024 * 1024  # a message up to this size is read and LF-converted once for all its copies
+READ_ONCE_BYTES = 256 * 1024  # a message up to this size is read and LF-converted once (the MX holds as much)
 _CTL = re.compile(r"[\x00-\x1f\x7f]")
 
 
