@@ -229,3 +229,22 @@ def test_repeated_attempt_after_a_crash_writes_no_second_copy(tmp_path: Path) ->
     msg.envelope.attempts = 1
     deliver(agent, msg)
     assert [(len(files(box)), len(files(box, "cur"))) for box in boxes] == [(0, 1), (0, 1)]
+
+
+@pytest.mark.parametrize("size", [200, 300_000])  # read and converted once / streamed per copy
+def test_copies_for_many_mailboxes_differ_only_in_their_own_lines(tmp_path: Path, size: int) -> None:
+    body = ("x" * 70 + "\r\n") * (size // 72) + "bare\rCR kept\r\n"
+    data = message(body=body)
+    rcpts = tuple(f"user{i}@example.com" for i in range(5))
+    msg = queued(tmp_path, data, rcpts=rcpts)
+    results = deliver(MaildirDeliveryAgent(resolver(tmp_path / "mail")), msg)
+    assert [r.status for r in results] == ["sent"] * 5
+    expected = data.replace(b"\r\n", b"\n")
+    for rcpt in rcpts:
+        box = tmp_path / "mail" / "example.com" / rcpt.partition("@")[0]
+        (path,) = files(box)
+        copy = path.read_bytes()
+        assert copy == f"Return-Path: <alice@example.org>\nDelivered-To: {rcpt}\n".encode() + expected
+        lines = copy.count(b"\n")
+        assert path.name.endswith(f",S={len(copy)},W={len(copy) + lines}")
+        assert files(box, "tmp") == []

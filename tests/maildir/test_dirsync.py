@@ -133,3 +133,32 @@ def test_concurrent_deliveries_into_one_maildir_are_all_there(tmp_path: Path) ->
     assert len(paths) == 80
     assert 1 <= dirsync.fsyncs - before <= 80
     assert not list((maildir / "tmp").iterdir())
+
+
+def test_copies_delivered_together_are_all_linked_before_their_folders_are_synced(tmp_path: Path) -> None:
+    boxes = [tmp_path / f"box{i}" for i in range(3)]
+    before = dirsync.fsyncs
+    with dirsync.syncs_together():
+        paths = [write_message(box, [b"Subject: x\n\nbody\n"]) for box in (*boxes, boxes[0])]
+        assert all(p.exists() for p in paths)  # each copy written and named...
+        assert dirsync.fsyncs == before  # ...and no folder synced yet: the block has not ended
+    assert dirsync.fsyncs == before + 3  # one sync per folder (box0 took two copies), all before the block returned
+
+
+def test_a_failed_folder_sync_at_the_end_of_the_block_raises_after_syncing_the_others(tmp_path: Path) -> None:
+    box = tmp_path / "box"
+    before = dirsync.fsyncs
+    with pytest.raises(FileNotFoundError), dirsync.syncs_together():
+        write_message(box, [b"Subject: x\n\nbody\n"])
+        dirsync.sync_directory(tmp_path / "gone")  # cannot be opened at the end: the block must not succeed
+    assert dirsync.fsyncs == before + 1  # box/new was still synced
+
+
+def test_a_block_that_raises_syncs_nothing_and_reports_nothing(tmp_path: Path) -> None:
+    before = dirsync.fsyncs
+    with pytest.raises(RuntimeError), dirsync.syncs_together():
+        write_message(tmp_path / "box", [b"Subject: x\n\nbody\n"])
+        raise RuntimeError("delivery failed")
+    assert dirsync.fsyncs == before
+    write_message(tmp_path / "box", [b"Subject: y\n\nbody\n"])  # after the block: synced at once again
+    assert dirsync.fsyncs == before + 1

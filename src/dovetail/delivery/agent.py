@@ -3,7 +3,11 @@
 For each recipient the resolver names the mailboxes (``MailboxTarget``). Each mailbox gets its own
 copy of the message with ``Return-Path:`` and ``Delivered-To:`` prepended and LF line endings.
 Copies are never hard-linked across mailboxes: ``Delivered-To:`` differs per mailbox and is what
-loop detection relies on, so like Postfix's virtual we write one file per mailbox. Two recipients
+loop detection relies on, so like Postfix's virtual we write one file per mailbox. A message of up to
+``READ_ONCE_BYTES`` is read and converted to LF once; each copy is then its two header lines and
+those same bytes, written with one ``writev``. The copies of one message are made durable together
+(:func:`dovetail.storage.deliveries_together`): every copy written, flushed and linked, then the
+folders synced, so the folder syncs share one journal commit instead of waiting for one each. Two recipients
 of one message that resolve to the same Maildir get one copy.
 
 A recipient that resolves to several mailboxes is retried as a whole when one of them fails
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,12 +36,13 @@ from dovetail.delivery.loops import scan_headers
 from dovetail.log import get_logger
 from dovetail.queue.agent import DeliveryResult
 from dovetail.queue.envelope import Envelope, QueueRecipient
-from dovetail.storage import MailStorage, open_storage
+from dovetail.storage import MailStorage, deliveries_together, open_storage
 from dovetail.storage.api import Delivered, DeliveryId, MailboxNotFound, OverQuota
 
 log = get_logger("virtual")
 
 RELAY = "virtual"
+READ_ONCE_BYTES = 256 * 1024  # a message up to this size is read and LF-converted once (the MX holds as much)
 _CTL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -103,17 +109,31 @@ class MaildirDeliveryAgent:
         if facts.received > self.config.hop_count_limit:
             reason = f"mail forwarding loop: too many hops ({facts.received} Received: headers)"
             return [DeliveryResult(r, "bounced", "5.4.6", reason, RELAY) for r in recipients]
-        done: dict[Path, DeliveryResult | None] = {}
+        done: dict[object, DeliveryResult | None] = {}
         many = len(recipients) > 1
-        return [self._one(message, rcpt, facts.delivered_to, done, many) for rcpt in recipients]
+        body = _lf_body(message) if message.size <= READ_ONCE_BYTES else None
+        if not many:
+            return [self._one(message, rcpt, facts.delivered_to, done, many, body) for rcpt in recipients]
+        results: list[DeliveryResult] = []
+        try:
+            with deliveries_together():  # the copies' folders synced once all are linked
+                results = [self._one(message, rcpt, facts.delivered_to, done, many, body) for rcpt in recipients]
+        except OSError as exc:  # a folder sync failed: no copy of this message may be reported stored
+            if not results:
+                raise
+            code, reason = _io_error(exc)
+            return [DeliveryResult(r.recipient, "deferred", code, reason, RELAY) if r.status == "sent" else r
+                    for r in results]
+        return results
 
     def _one(
         self,
         message: Deliverable,
         rcpt: QueueRecipient,
         seen: frozenset[str],
-        done: dict[Path, DeliveryResult | None],
+        done: dict[object, DeliveryResult | None],
         many: bool = True,
+        body: bytes | None = None,
     ) -> DeliveryResult:
         try:
             resolved = self.resolve(rcpt.address)
@@ -141,29 +161,34 @@ class MaildirDeliveryAgent:
         mailbox = "Junk" if _junk(message, rcpt) else "INBOX"
         for target, store in stores:
             # Two targets may name one Maildir by different paths; with a single target there is
-            # nothing to compare, and resolve() costs an lstat per path component.
-            key = target.maildir.resolve() if many or len(resolved) > 1 else target.maildir
+            # nothing to compare.
+            compare = many or len(resolved) > 1
+            key = _folder_key(target.maildir) if compare else target.maildir
             if key in done:
                 continue
             try:
-                stored = self._store(store, message, target, delivery, retry, mailbox)
+                stored = self._store(store, message, target, delivery, retry, mailbox, body)
             except OSError as exc:
                 return DeliveryResult(rcpt, "deferred", *_io_error(exc), RELAY)
             if stored.duplicate:
                 log.info(f"already delivered to {stored.key}, not writing it again", qid=message.queue_id)
             done[key] = None
+            if compare and isinstance(key, Path):  # the delivery made the Maildir: its inode names it from now on
+                done[_folder_key(target.maildir)] = None
         return DeliveryResult(rcpt, "sent", "2.0.0", "delivered to maildir", RELAY)
 
     def _store(self, store: MailStorage, message: Deliverable, target: MailboxTarget, delivery: DeliveryId,
-               retry: bool, mailbox: str) -> Delivered:
+               retry: bool, mailbox: str, body: bytes | None = None) -> Delivered:
         address = target.address
         if mailbox == "INBOX":
-            return store.deliver(self._content(message, address), delivery_id=delivery, retry=retry)
+            return store.deliver(self._content(message, address, body), delivery_id=delivery, retry=retry)
         try:
-            return store.deliver(self._content(message, address), mailbox=mailbox, delivery_id=delivery, retry=retry)
+            return store.deliver(self._content(message, address, body), mailbox=mailbox, delivery_id=delivery,
+                                 retry=retry)
         except (MailboxNotFound, FileNotFoundError):  # never logged in to: make its special-use folders now
             open_storage(target.maildir, create=True).ensure_special_use()
-            return store.deliver(self._content(message, address), mailbox=mailbox, delivery_id=delivery, retry=retry)
+            return store.deliver(self._content(message, address, body), mailbox=mailbox, delivery_id=delivery,
+                                 retry=retry)
 
     def _over_quota(
         self, message: Deliverable, target: MailboxTarget, store: MailStorage
@@ -175,11 +200,33 @@ class MaildirDeliveryAgent:
         return None
 
     @staticmethod
-    def _content(message: Deliverable, address: str) -> Iterator[bytes]:
+    def _content(message: Deliverable, address: str, body: bytes | None = None) -> Iterator[bytes]:
+        """The copy for one mailbox: its own two header lines, then the message (``body``: already read
+        and LF-converted once for all copies; else streamed from the message)."""
         sender = _CTL.sub("", message.envelope.sender)
         yield f"Return-Path: <{sender}>\nDelivered-To: {_CTL.sub('', address)}\n".encode()
+        if body is not None:
+            yield body
+            return
         with message.open() as stream:
             yield from iter(lambda: stream.read(65536), b"")
+
+
+def _lf_body(message: Deliverable) -> bytes:
+    """The whole message with LF line endings (bare CRs kept), read once: each mailbox's copy differs
+    only in its first two lines, so the conversion is not repeated per copy."""
+    with message.open() as stream:
+        return stream.read().replace(b"\r\n", b"\n")
+
+
+def _folder_key(maildir: Path) -> object:
+    """What tells two Maildir paths apart: the directory's device and inode (one ``stat``, where
+    ``Path.resolve`` takes an ``lstat`` per path component), or the resolved path while it does not exist."""
+    try:
+        st = os.stat(maildir)
+    except OSError:
+        return maildir.resolve()
+    return (st.st_dev, st.st_ino)
 
 
 def _junk(message: Deliverable, rcpt: QueueRecipient) -> bool:

@@ -1,13 +1,18 @@
 """Writing one delivered message into a Maildir++ folder the way Dovecot and Postfix's virtual(8) do.
 
-A file is created under ``tmp/`` with a unique name, filled with the message converted to LF line
-endings, fdatasynced, hard-linked into ``new/`` as ``<name>,S=<size>,W=<vsize>`` (S = bytes on disk, W =
-bytes with CRLF line endings, the sizes Dovecot reads from file names) and unlinked from ``tmp/``;
-then ``new/`` is fsynced. The sizes are only known after writing, so they appear in the final name,
+A file is created under ``tmp/``, filled with the message converted to LF line endings, fdatasynced,
+hard-linked into ``new/`` as ``<name>,S=<size>,W=<vsize>`` (S = bytes on disk, W = bytes with CRLF
+line endings, the sizes Dovecot reads from file names); then ``new/`` is fsynced. On Linux the file
+is made with ``O_TMPFILE``: it has no name in ``tmp/`` at all until ``linkat`` gives it its one name in
+``new/`` (no tmp/ entry to create and unlink, and a crash leaves no stray file: the kernel frees an
+unnamed file). Where the filesystem refuses ``O_TMPFILE`` the file gets a unique name in ``tmp/``,
+linked into ``new/`` and unlinked from ``tmp/``, as Dovecot and Postfix do; readers see the same
+Maildir either way. The sizes are only known after writing, so they appear in the final name,
 as Dovecot's own deliveries do. A link rather than a rename means an existing file can never be
 replaced. The directory fsync is shared by the deliveries that linked into the same folder while
-one ran (:mod:`.dirsync`). On any error the ``tmp/`` file is removed, so a reader never sees a
-partial message. A message delivered with flags goes to ``cur/`` with its ``:2,`` info instead.
+one ran (:mod:`.dirsync`). On any error the ``tmp/`` file is removed (an unnamed one vanishes with
+its descriptor), so a reader never sees a partial message. A message delivered with flags goes to
+``cur/`` with its ``:2,`` info instead.
 
 This is the fast path of delivery: no index, no lock, no uidlist; sessions pick the file up on
 their next sync, exactly as they pick up Postfix's or Dovecot's deliveries.
@@ -16,6 +21,7 @@ their next sync, exactly as they pick up Postfix's or Dovecot's deliveries.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import itertools
 import os
@@ -95,14 +101,104 @@ class AlreadyDelivered(Exception):
 
 
 _WRITE_BATCH = 256 * 1024  # bytes gathered before one write(2): a small message is written in one call
+_IOV_MAX = 1024  # buffers per writev(2) (Linux's IOV_MAX)
 
 
 def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """Write ``chunks`` with one ``writev(2)`` (no joined copy of the message), looping on a short write."""
     if not chunks:
         return
-    view = memoryview(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-    while view:
-        view = view[os.write(fd, view):]
+    if len(chunks) == 1 or not hasattr(os, "writev"):
+        view = memoryview(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        while view:
+            view = view[os.write(fd, view):]
+        return
+    for start in range(0, len(chunks), _IOV_MAX):
+        part = chunks[start:start + _IOV_MAX]
+        left = sum(len(c) for c in part)
+        written = os.writev(fd, part)
+        if written < left:  # short write (a signal, a full disk): finish the rest buffer by buffer
+            rest = memoryview(b"".join(part))[written:]
+            while rest:
+                rest = rest[os.write(fd, rest):]
+
+
+# O_TMPFILE (Linux ≥ 3.11 on ext4, xfs, btrfs, tmpfs): the message's file is created without a name in
+# tmp/ and gets its one name in new/ by linkat(2) through /proc/self/fd, which saves creating and
+# removing the tmp/ entry (two directory updates and the unlink). Where the kernel or the filesystem
+# refuses it the classic tmp/ name + link + unlink is used, remembered per tmp/ folder.
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+_tmpfile_refused: set[str] = set()  # tmp/ folders where O_TMPFILE failed: no second try
+_TMPFILE_UNSUPPORTED = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOTSUP)
+_proc_fd: tuple[int, int] | None = None  # (pid, descriptor of /proc/<pid>/fd): a fork opens its own
+
+
+def tmpfile_supported(tmp_dir: str) -> bool:
+    """Whether deliveries into ``tmp_dir`` may use O_TMPFILE (not yet refused there, and /proc mounted)."""
+    return bool(_O_TMPFILE) and tmp_dir not in _tmpfile_refused and _proc_fd_dir() is not None
+
+
+def _proc_fd_dir() -> int | None:
+    """This process's ``/proc/self/fd`` as a directory descriptor: ``linkat`` names an unnamed file from it
+    with AT_SYMLINK_FOLLOW (Python's ``os.link`` asks for that only with a ``src_dir_fd``)."""
+    global _proc_fd
+    pid = os.getpid()
+    if _proc_fd is not None and _proc_fd[0] == pid:
+        return _proc_fd[1] if _proc_fd[1] >= 0 else None
+    try:
+        fd = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        _proc_fd = (pid, -1)
+        return None
+    _proc_fd = (pid, fd)
+    return fd
+
+
+def _open_unnamed(tmp_dir: str) -> int | None:
+    """A new file without a name in ``tmp_dir``, or None where O_TMPFILE is not available there."""
+    if not tmpfile_supported(tmp_dir):
+        return None
+    try:
+        return os.open(tmp_dir, _O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno not in _TMPFILE_UNSUPPORTED:
+            raise
+        _tmpfile_refused.add(tmp_dir)
+        return None
+
+
+def _link_unnamed(fd: int, tmp_dir: str, final: Path) -> None:
+    """Give the unnamed file ``fd`` its name ``final``; where /proc refuses the link (a hardened /proc),
+    copy it to a named file in ``tmp_dir`` and link that, and use named files there from now on."""
+    proc = _proc_fd_dir()
+    if proc is not None:
+        try:
+            os.link(str(fd), final, src_dir_fd=proc, follow_symlinks=True)
+            return
+        except (FileExistsError, FileNotFoundError):
+            raise
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EXDEV):
+                raise
+    _tmpfile_refused.add(tmp_dir)
+    tmp = f"{tmp_dir}/{final.name.split(',', 1)[0]}.{os.getpid()}_{next(_counter)}"
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            size = os.fstat(fd).st_size
+            offset = 0
+            while offset < size:
+                sent = os.sendfile(out, fd, offset, size - offset)
+                if sent == 0:
+                    break
+                offset += sent
+            os.fdatasync(out)
+        finally:
+            os.close(out)
+        os.link(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 _written: dict[tuple[str, str], Path] = {}  # (maildir, base) -> path of this process's recent deliveries
@@ -149,48 +245,72 @@ def write_message(maildir: Path, chunks: Iterable[bytes], base: str | None = Non
 
     With a deterministic ``base`` (see ``delivery_name``) a second delivery of the same bytes
     raises ``AlreadyDelivered`` instead of writing a duplicate.
+
+    Order, whichever way the file is made: data written and fdatasynced, then the one link into
+    ``new/``, then ``new/`` fsynced; a reader never sees a partial message, and when this returns
+    the message is on stable storage.
     """
     ensure_maildir(maildir)
     base = base or unique_name()
-    tmp = maildir / "tmp" / f"{base}.{os.getpid()}_{next(_counter)}"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    tmp_dir = f"{maildir}/tmp"
     try:
-        fd = os.open(tmp, flags, 0o600)
+        fd = _open_unnamed(tmp_dir)
     except FileNotFoundError:  # removed behind our back since we created it
         _made.discard(str(maildir))
         ensure_maildir(maildir)
-        fd = os.open(tmp, flags, 0o600)
+        fd = _open_unnamed(tmp_dir)
+    tmp: str | None = None
+    if fd is None:
+        tmp = f"{tmp_dir}/{base}.{os.getpid()}_{next(_counter)}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o600)
+        except FileNotFoundError:  # removed behind our back since we created it
+            _made.discard(str(maildir))
+            ensure_maildir(maildir)
+            fd = os.open(tmp, flags, 0o600)
     sub = "new" if info is None else "cur"
     try:
-        size = lines = 0
         try:
-            pending: list[bytes] = []
-            held = 0
-            for chunk in chunks:
-                pending.append(chunk)
-                held += len(chunk)
-                size += len(chunk)
-                lines += chunk.count(b"\n")
-                if held >= _WRITE_BATCH:
-                    _write_all(fd, pending)
-                    pending, held = [], 0
-            _write_all(fd, pending)
-            # The file is new: fdatasync flushes its data and what reading it back needs (its size and
-            # blocks); the times it leaves out are not part of the message.
-            os.fdatasync(fd)
+            size, lines = _fill(fd, chunks)
+            suffix = "" if info is None else f":2,{info}"
+            final = maildir / sub / f"{base},S={size},W={size + lines}{suffix}"
+            try:
+                if tmp is not None:
+                    os.link(tmp, final)
+                else:
+                    _link_unnamed(fd, tmp_dir, final)
+            except FileExistsError:
+                raise AlreadyDelivered(final) from None
         finally:
             os.close(fd)
-        suffix = "" if info is None else f":2,{info}"
-        final = maildir / sub / f"{base},S={size},W={size + lines}{suffix}"
-        try:
-            os.link(tmp, final)
-        except FileExistsError:
-            raise AlreadyDelivered(final) from None
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         raise
-    os.unlink(tmp)
+    if tmp is not None:
+        os.unlink(tmp)
     _remember(maildir, base, final)
     sync_directory(maildir / sub)  # shared with the deliveries that linked into the folder meanwhile
     return final
+
+
+def _fill(fd: int, chunks: Iterable[bytes]) -> tuple[int, int]:
+    """Write the message and fdatasync it; returns its size and line count."""
+    size = lines = 0
+    pending: list[bytes] = []
+    held = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        held += len(chunk)
+        size += len(chunk)
+        lines += chunk.count(b"\n")
+        if held >= _WRITE_BATCH:
+            _write_all(fd, pending)
+            pending, held = [], 0
+    _write_all(fd, pending)
+    # The file is new: fdatasync flushes its data and what reading it back needs (its size and
+    # blocks); the times it leaves out are not part of the message.
+    os.fdatasync(fd)
+    return size, lines

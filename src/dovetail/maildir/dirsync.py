@@ -15,12 +15,20 @@ sees a successful fsync that covers its entry or gets the error.
 
 Only threads of one process share an fsync (deliveries run in worker threads); processes each
 sync for themselves. The table of folders keeps an entry only while someone waits on it.
+
+One message for several mailboxes links a copy into each one's ``new/``. Synced one after the other,
+each copy's folder fsync waits for a journal commit of its own; inside ``syncs_together()`` the copies
+are all linked first and the folders synced at the end of the block, so the first fsync commits every
+link and the others find their entries already durable (ext4, xfs and btrfs commit the whole journal,
+not one directory). The caller answers only after the block, so the guarantee is the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 
 
 class _Folder:
@@ -50,9 +58,45 @@ def _fsync_dir(path: str) -> None:
     fsyncs += 1
 
 
+_together = threading.local()  # .folders: the folders this thread's open syncs_together() block owes a sync
+
+
+@contextlib.contextmanager
+def syncs_together() -> Iterator[None]:
+    """Within the block, ``sync_directory`` in this thread only notes the folder; leaving the block syncs
+    each noted folder once (raising the first failure). A block inside another leaves it to the outer one.
+    When the block raises, nothing is synced: what it linked was never reported durable."""
+    if getattr(_together, "folders", None) is not None:
+        yield
+        return
+    folders: dict[str, None] = {}
+    _together.folders = folders
+    try:
+        yield
+    finally:
+        _together.folders = None
+    failure: OSError | None = None
+    for key in folders:
+        try:
+            _sync_now(key)
+        except OSError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+
+
 def sync_directory(path: str | os.PathLike[str]) -> None:
-    """Return once an fsync of directory ``path`` that started after this call has completed."""
+    """Return once an fsync of directory ``path`` that started after this call has completed (inside
+    ``syncs_together()``: once the block ends)."""
     key = os.fspath(path)
+    pending = getattr(_together, "folders", None)
+    if pending is not None:
+        pending[key] = None
+        return
+    _sync_now(key)
+
+
+def _sync_now(key: str) -> None:
     with _folders_lock:
         folder = _folders.get(key)
         if folder is None:

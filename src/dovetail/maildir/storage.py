@@ -23,6 +23,7 @@ from dovetail.maildir.deliver import (
     recently_written,
     write_message,
 )
+from dovetail.maildir.dirsync import syncs_together as syncs_together  # the storage API's deliveries_together
 from dovetail.maildir.filename import info_string
 from dovetail.maildir.folder import MAX_MESSAGE_BYTES, Folder
 from dovetail.maildir.index import flags_load

@@ -260,7 +260,8 @@ class SmtpConnection:
         self._size = 0
         self._data_error: Reply | None = None
         self._abort_sent = False
-        self._out = bytearray()
+        self._out: list[bytes] = []  # content pieces of the next DataChunk (joined once, not appended byte-wise)
+        self._out_len = 0
         self._bol = True
         self._prev_crlf = True
         self._line_len = 0
@@ -576,7 +577,7 @@ class SmtpConnection:
         if self._end_seen:
             return self._finish_data()
         chunk = self.limits.chunk_size
-        while len(self._out) < chunk:
+        while self._out_len < chunk:
             step = self._data_step()
             if step is None:  # need more input
                 break
@@ -590,8 +591,10 @@ class SmtpConnection:
         return ev.NeedData()
 
     def _take_chunk(self) -> ev.DataChunk:
-        data = bytes(self._out)
-        self._out.clear()
+        out = self._out
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self._out = []
+        self._out_len = 0
         return ev.DataChunk(data)
 
     def _finish_data(self) -> ev.Event:
@@ -619,7 +622,7 @@ class SmtpConnection:
             self._line_len = 0
         if not buf:
             return None
-        end = min(len(buf), self.limits.chunk_size - len(self._out))
+        end = min(len(buf), self.limits.chunk_size - self._out_len)
         if end <= 0:
             return None
         nl = buf.rfind(b"\n", 0, end)
@@ -627,12 +630,12 @@ class SmtpConnection:
             take = end - 1 if buf[end - 1] == 0x0D else end
             if take == 0:
                 return None
-            piece = bytes(buf[:take])
+            piece = bytes(memoryview(buf)[:take])  # one copy (a bytearray slice would be a second)
             del buf[:take]
             return self._emit(piece)
         dot = buf.find(b"\n.", 0, nl)
         cut = (dot if dot >= 0 else nl) + 1
-        block = bytes(buf[:cut])
+        block = bytes(memoryview(buf)[:cut])
         del buf[:cut]
         self._bol = True
         self._prev_crlf = block.endswith(b"\r\n")
@@ -651,12 +654,14 @@ class SmtpConnection:
             if self._size > self.limits.max_message_size:
                 self._data_error = Reply(552, "5.3.4", "Message size exceeds fixed limit")
         if self._data_error is not None:
-            self._out.clear()
+            self._out = []
+            self._out_len = 0
             if not self._abort_sent:
                 self._abort_sent = True
                 return ev.DataAbort(self._data_error)
             return False
-        self._out += piece
+        self._out.append(piece)
+        self._out_len += len(piece)
         return False
 
     def _check_lines(self, piece: bytes) -> None:
@@ -681,9 +686,9 @@ class SmtpConnection:
         """Stream a BDAT chunk's octets, then emit BdatEnd (or the error found on the way)."""
         chunk = self.limits.chunk_size
         buf = self._buf
-        while self._bdat_left and buf and len(self._out) < chunk:
-            take = min(self._bdat_left, len(buf), chunk - len(self._out))
-            piece = bytes(buf[:take])
+        while self._bdat_left and buf and self._out_len < chunk:
+            take = min(self._bdat_left, len(buf), chunk - self._out_len)
+            piece = bytes(memoryview(buf)[:take])
             del buf[:take]
             self._bdat_left -= take
             if self._data_error is None:
@@ -691,9 +696,7 @@ class SmtpConnection:
                 if isinstance(result, ev.Event):
                     return result
         if self._out:
-            data = bytes(self._out)
-            self._out.clear()
-            return ev.DataChunk(data)
+            return self._take_chunk()
         if self._bdat_left:
             return ev.NeedData()
         if self._data_error is not None:

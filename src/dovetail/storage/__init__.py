@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dovetail.storage.api import MailStorage
@@ -15,4 +17,16 @@ def open_storage(root: Path | str, *, create: bool = True) -> MailStorage:
     return MaildirStorage(Path(root), create=create)
 
 
-__all__ = ["MailStorage", "open_storage"]
+@contextmanager
+def deliveries_together() -> Iterator[None]:
+    """Several ``deliver()`` calls of one thread made durable together: inside the block each returns with
+    its copy written, flushed and named, and leaving the block returns once every copy is on stable
+    storage (raising OSError when one is not). One message for several mailboxes then waits for one
+    journal commit of the folders, not one per copy."""
+    from dovetail.maildir.storage import syncs_together
+
+    with syncs_together():
+        yield
+
+
+__all__ = ["MailStorage", "deliveries_together", "open_storage"]
