@@ -322,14 +322,19 @@ def test_readiness_and_stopping_are_notified_to_systemd(tmp_path: Path) -> None:
 
 def test_a_busy_port_is_a_clear_error(master: Master, tmp_path: Path) -> None:
     """A second data directory asking for a port in use: one line naming the address, exit 2."""
+    _second_server_is_refused(tmp_path, "--smtp", master.smtp_port)
+
+
+def _second_server_is_refused(tmp_path: Path, flag: str, port: int) -> None:
+    """``dovetail serve`` of another data directory asking for ``port`` (with ``flag``): one line, exit 2."""
     second = tmp_path / "second"
     second.mkdir()
     other = Master.create(second)
+    listens = {"--smtp": "", "--imap": "", "--submission": "", "--http": "", flag: f"127.0.0.1:{port}"}
     try:
-        out = cli(other.data_dir, "serve", "--smtp", f"127.0.0.1:{master.smtp_port}", "--imap", "",
-                  "--submission", "", "--http", "")
+        out = cli(other.data_dir, "serve", *[x for pair in listens.items() for x in pair])
         assert out.returncode == 2
-        assert f"cannot listen on 127.0.0.1:{master.smtp_port}" in out.stderr and "Traceback" not in out.stderr
+        assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
     finally:
         other.cleanup()
 
@@ -370,16 +375,22 @@ def test_imap_workers_each_take_a_share_of_a_burst_of_logins(tmp_path: Path) -> 
         shares = [len(_sockets_on(pid, m.imap_port, "01")) for pid in pids]
         assert sum(shares) == 40
         assert min(shares) >= 5, shares  # an even hash gives 20 each; 5 or fewer has odds below 1e-5
-        second = tmp_path / "second"
-        second.mkdir()
-        other = Master.create(second)
-        try:
-            out = cli(other.data_dir, "serve", "--imap", f"127.0.0.1:{m.imap_port}", "--smtp", "",
-                      "--submission", "", "--http", "")
-            assert out.returncode == 2
-            assert f"cannot listen on 127.0.0.1:{m.imap_port}" in out.stderr
-        finally:
-            other.cleanup()
+        _second_server_is_refused(tmp_path, "--imap", m.imap_port)
+        # A reload with another worker count keeps the group (the retiring workers still hold it) and
+        # gives the new worker a socket of its own in it.
+        for c in clients:
+            c.close()
+        clients.clear()
+        config = m.data_dir / "dovetail.toml"
+        config.write_text(config.read_text().replace("imapd]\nworkers = 2\n", "imapd]\nworkers = 3\n"))
+        assert cli(m.data_dir, "reload").returncode == 0
+        wait_for(lambda: len(set(m.worker_pids("imapd")) - set(pids)) == 3, 30, "three new imapd workers")
+        wait_for(lambda: not set(pids) & _children(m), 30, "old imapd workers retired")
+        listening = [_sockets_on(pid, m.imap_port, "0A") for pid in m.worker_pids("imapd")]
+        assert all(len(held) == 1 for held in listening) and len(set().union(*listening)) == 3
+        assert "service cannot listen" not in m.log()
+        with socket.create_connection(("127.0.0.1", m.imap_port), timeout=20) as c:
+            assert c.recv(200).startswith(b"* OK")
     finally:
         for c in clients:
             c.close()

@@ -80,6 +80,33 @@ class Service:
     served: bool = False  # a worker of it reported ready at least once
 
 
+def regroup(group: list[socket.socket], count: int) -> list[socket.socket]:
+    """An address's listening sockets resized to ``count`` on reload: surplus ones closed, missing ones
+    bound into the same ``SO_REUSEPORT`` group. A socket bound without ``SO_REUSEPORT`` cannot be joined:
+    it stays the one shared socket until the next start (``reuse_port`` switched on by a reload)."""
+    if count == len(group):
+        return group
+    if count < len(group):
+        for sock in group[count:]:
+            sock.close()
+        return group[:count]
+    first = group[0]
+    if first.family == socket.AF_UNIX or not first.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
+        log.warning("reload: reuse_port applies at the next start; the workers share one socket until then",
+                    address=str(first.getsockname()))
+        return group
+    host, port = first.getsockname()[:2]
+    added: list[socket.socket] = []
+    try:
+        for _ in range(count - len(group)):
+            added.append(_listening(_tcp_socket(host, port, reuse_port=True)))
+    except OSError:
+        for sock in added:
+            sock.close()
+        raise
+    return group + added
+
+
 def worker_share(svc: Service, index: int) -> list[socket.socket]:
     """The sockets worker ``index`` accepts on, in ``listen`` order: its own of each per-worker group,
     the shared one otherwise."""
@@ -522,8 +549,15 @@ class Master:
             if old is not None and old.spec == spec:
                 continue
             changed.append(name)
-            keep = old.groups if (old is not None and old.spec.listen == spec.listen
-                                  and old.spec.sockets_per_address == spec.sockets_per_address) else None
+            keep = None
+            if old is not None and old.spec.listen == spec.listen and len(old.groups) == len(spec.listen):
+                # The same addresses: keep the listening sockets (no connection refused during a reload),
+                # only as many per address as the new worker count needs. A fresh bind would fail here:
+                # the retiring workers still hold the old sockets.
+                try:
+                    keep = [regroup(group, spec.sockets_per_address) for group in old.groups]
+                except OSError as exc:
+                    log.error("reload: cannot add listening sockets", service=name, error=str(exc))
             if old is not None:
                 for w in old.workers:
                     if w.pid:
