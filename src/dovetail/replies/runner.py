@@ -61,7 +61,8 @@ class RepliesEngine:
             while not stop.is_set():
                 await self._refresh_sources()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.account_refresh)
+                    async with asyncio.timeout(self.account_refresh):  # not wait_for: it can drop a cancel
+                        await stop.wait()
         finally:
             if listener is not None:
                 listener.stop()

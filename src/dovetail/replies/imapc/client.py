@@ -59,9 +59,9 @@ class ImapClient:
         if self.tls not in ("implicit", "starttls", "none"):
             raise ValueError(f"tls must be implicit, starttls or none, not {self.tls!r}")
         ctx = self.ssl_context or ssl.create_default_context()
-        self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, ssl=ctx if self.tls == "implicit" else None),
-            self.timeout)
+        async with asyncio.timeout(self.timeout):
+            self._reader, self._writer = await asyncio.open_connection(
+                self.host, self.port, ssl=ctx if self.tls == "implicit" else None)
         greeting = await self._read()
         if greeting.kind == "BYE" or greeting.tag != "*":
             raise ImapError(f"server refused the connection: {greeting.text}")
@@ -82,7 +82,8 @@ class ImapClient:
         if self._writer is not None:
             self._writer.close()
             try:
-                await asyncio.wait_for(self._writer.wait_closed(), 5)
+                async with asyncio.timeout(5):
+                    await self._writer.wait_closed()
             except (OSError, TimeoutError, ssl.SSLError):
                 pass
             self._writer = None
@@ -94,7 +95,8 @@ class ImapClient:
     async def __aexit__(self, *exc: object) -> None:
         try:
             if self._writer is not None and not self._writer.is_closing() and self._broken is None:
-                await asyncio.wait_for(self.command(b"LOGOUT"), 5)
+                async with asyncio.timeout(5):
+                    await self.command(b"LOGOUT")
         except (ImapError, OSError, TimeoutError, ProtocolError):
             pass
         await self.close()
@@ -107,7 +109,10 @@ class ImapClient:
             resp = self._parser.next_response()
             if resp is not None:
                 return resp
-            data = await asyncio.wait_for(self._reader.read(READ_SIZE), wait or self.timeout)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the read's data and drops a
+            # cancellation that arrives as the read completes, and the cancelled task reads on.
+            async with asyncio.timeout(wait or self.timeout):
+                data = await self._reader.read(READ_SIZE)
             if not data:
                 raise ImapError("connection closed by server")
             self._parser.feed(data)

@@ -255,10 +255,9 @@ class ImapSource:
                             retry_in=round(delay, 1), **({} if known else {"unexpected": True}))
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.accounts.set_error, self.account.id, str(exc))
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                except TimeoutError:
-                    pass
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):  # not wait_for: it can drop a cancellation (3.11)
+                        await stop.wait()
 
     async def _follow(self, client: ImapClient, stop: asyncio.Event) -> None:
         idle = "IDLE" in client.capabilities
@@ -269,7 +268,8 @@ class ImapSource:
                 await client.idle(self.idle_timeout, until=stop)
             else:
                 try:
-                    await asyncio.wait_for(stop.wait(), self.poll_interval)
+                    async with asyncio.timeout(self.poll_interval):
+                        await stop.wait()
                     return
                 except TimeoutError:
                     await client.noop()
