@@ -64,9 +64,6 @@ CREATE TABLE IF NOT EXISTS text (uid INTEGER PRIMARY KEY, crc INTEGER NOT NULL, 
 """
 
 
-_MMAP_BYTES = 1024 * 1024 * 1024
-
-
 class TextStore:
     """The search texts of one folder (thread-safe; every method answers None or does nothing rather
     than raise: the caller then decodes the message itself)."""
@@ -133,9 +130,6 @@ class TextStore:
         db = sqlite3.connect(self.path, timeout=2, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=OFF")
-        # A scan reads every text: through a memory map of the file (the page cache, shared by every
-        # process) instead of a pread system call and a copy per page (a quarter of a scan's CPU).
-        db.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
         db.executescript(_SCHEMA)
         row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is not None and row[0] != SCHEMA_VERSION:
