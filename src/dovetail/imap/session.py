@@ -145,7 +145,9 @@ class Session:
         self.bad_commands = 0
         self.auth_failures = 0
         self.logout_reason = "Connection closed"
-        self._out = bytearray()
+        # Response pieces, joined once when sent: a bytearray grown by each line copied a large FETCH
+        # response three times (line + CRLF, the append, the bytes() of it) and freed it once more.
+        self._out: list[bytes] = []
         # COMPRESS=DEFLATE (RFC 4978): raw deflate both ways once the tagged OK has gone out plain.
         self._inflate: Any = None
         self._deflate: Any = None
@@ -169,8 +171,8 @@ class Session:
         return self.data_to_send()
 
     def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
+        out = b"".join(self._out)
+        self._out = []
         if self._deflate is not None and out:
             out = self._deflate.compress(out) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
         elif self._deflate_next:  # the OK to COMPRESS goes out as it is; what follows is compressed
@@ -182,7 +184,9 @@ class Session:
     def write(self, line: str | bytes) -> None:
         if isinstance(line, str):
             line = line.encode("utf-8", "surrogateescape")
-        self._out += line + b"\r\n"
+        elif type(line) is not bytes:
+            line = bytes(line)  # a buffer its writer may change before it is sent
+        self._out += (line, b"\r\n")
 
     @property
     def quota_bytes(self) -> int:

@@ -235,8 +235,13 @@ class TextStore:
         UIDs with a kept text at all, from one pass over the store; None when it cannot be read.
 
         The comparison is of UTF-8 bytes, which finds exactly what ``needle in text`` finds: the
-        texts hold no surrogates, and in UTF-8 a character's bytes never match inside another's."""
-        want = needle.encode("utf-8", "surrogatepass")
+        texts hold no surrogates, and in UTF-8 a character's bytes never match inside another's. A
+        needle cut mid-character carries the cut bytes as surrogate escapes, compared as those bytes
+        (see :mod:`dovetail.imap.search.needle`)."""
+        try:
+            want = needle.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no parse leaves: found nowhere, as before
+            want = needle.encode("utf-8", "surrogatepass")
         with self._lock:
             db = self._open(uidvalidity)
             if db is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 from dovetail.mime.parser import Part, parse_header
@@ -75,11 +76,22 @@ def _filter_fields(data: bytes, part: Part, names: tuple[str, ...], exclude: boo
 def filter_fields(block: bytes, fields: list[tuple[str, bytes]], names: tuple[str, ...], exclude: bool) -> bytes:
     """``HEADER.FIELDS (names)`` (or ``.NOT``) of the header ``block`` (with its blank line, as
     ``BODY[HEADER]`` gives it), whose parse is ``fields``."""
-    wanted = {n.lower() for n in names}
-    kept = [raw for name, raw in fields if (name in wanted) != exclude]
-    out = b"".join(r if r.endswith(b"\r\n") else r + b"\r\n" for r in kept)
-    terminated = block.endswith(b"\r\n\r\n") or len(block) == 2
-    return out + b"\r\n" if terminated or not exclude else out
+    wanted = _lowered(names if isinstance(names, tuple) else tuple(names))
+    if exclude:
+        kept = [raw for name, raw in fields if name not in wanted]
+    else:
+        kept = [raw for name, raw in fields if name in wanted]
+    out = b"".join([r if r[-2:] == b"\r\n" else r + b"\r\n" for r in kept]) if kept else b""
+    if not exclude:
+        return out + b"\r\n"
+    return out + b"\r\n" if block[-4:] == b"\r\n\r\n" or len(block) == 2 else out
+
+
+@functools.lru_cache(maxsize=1024)
+def _lowered(names: tuple[str, ...]) -> frozenset[str]:
+    """The field names of a ``HEADER.FIELDS`` list as compared: a FETCH asks the same list of every
+    message, so each list is lowered once."""
+    return frozenset(n.lower() for n in names)
 
 
 def extract(data: bytes, root: Part, section: Section) -> bytes:

@@ -46,7 +46,17 @@ def item_builder(s: CommandSession, mb: Mailbox, att: FetchAtt) -> Callable[[Mes
     if name == "BODY" and att.section is None:
         return lambda info: (b"BODY " + info.body_imap if info.body_imap is not None
                              else _item(s, mb, info, att))
+    if name == "INTERNALDATE":
+        return lambda info: b'INTERNALDATE "' + imap_date(info.internal_date).encode() + b'"'
     head = att.response_name().encode() if att.section is not None else b""  # once, not per message
+    sec = att.section
+    if name == "BODY" and sec is not None:
+        # A section of every message (HEADER.FIELDS of a message list): the section made once.
+        ssec = StoreSection(sec.part, sec.text or None, sec.fields)
+        partial = (att.partial[0], att.partial[1] or 0) if att.partial else None
+        get_section = mb.get_section
+        head += b" "
+        return lambda info: head + literal(get_section(info.uid, ssec, partial))
     return lambda info: _item(s, mb, info, att, head)
 
 

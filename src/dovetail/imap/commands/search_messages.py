@@ -11,6 +11,7 @@ import functools
 import re
 from datetime import UTC, datetime
 
+from dovetail.imap.search.needle import contains
 from dovetail.mime.text import body_text, fold_case
 from dovetail.storage.api import RECENT, Mailbox, MessageExpunged
 from dovetail.storage.api import Section as StoreSection
@@ -104,7 +105,7 @@ class SearchMessage:
             hit = self._blocks.text_scan(needle)
             if hit is not None and self.uid in hit[1]:
                 return self.uid in hit[0]
-        return needle in self.folded_text()
+        return contains(self.folded_text(), needle)
 
 
 _SINGLE_HEADER_READS = 32

@@ -29,6 +29,7 @@ from dovetail.imap.search.keys import (
     Size,
 )
 from dovetail.imap.search.match import ADDRESS_HEADERS, folded_addresses, folded_header, seq_ranges
+from dovetail.imap.search.needle import finder, is_cut
 
 Facts = tuple  # (uid, flags, internal date as a POSIX timestamp, RFC822.SIZE, modseq, recent)
 FactPred = Callable[[int, Facts], bool]
@@ -89,6 +90,9 @@ def compile_facts(key: SearchKey, ctx: SearchContext, header: HeaderLookup) -> F
         if not needle:
             return lambda seq, f: bool(header(name, f[0]))
         folded = folded_addresses if name in ADDRESS_HEADERS else folded_header
+        if is_cut(needle):
+            found = finder(needle)
+            return lambda seq, f: any(found(folded(v)) for v in header(name, f[0]))
         return lambda seq, f: any(needle in folded(v) for v in header(name, f[0]))
     if isinstance(key, Not):
         inner = compile_facts(key.key, ctx, header)

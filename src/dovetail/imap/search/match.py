@@ -31,6 +31,7 @@ from dovetail.imap.search.keys import (
     Size,
     Text,
 )
+from dovetail.imap.search.needle import contains, finder, is_cut
 from dovetail.imap.sequence import SequenceSet
 
 Pred = Callable[[SearchableMessage], bool]
@@ -72,8 +73,8 @@ def message_sent_date(msg: SearchableMessage) -> dt.date:
 def _text_has(msg: SearchableMessage, needle: str) -> bool:
     """``needle in msg.folded_text()``, through the message's own ``text_contains`` where it has one
     (the server's answers many messages from one pass over its store)."""
-    contains = getattr(msg, "text_contains", None)
-    return contains(needle) if contains is not None else needle in msg.folded_text()
+    own = getattr(msg, "text_contains", None)
+    return own(needle) if own is not None else contains(msg.folded_text(), needle)
 
 
 def _has_flag(msg: SearchableMessage, flag: str) -> bool:
@@ -137,9 +138,10 @@ def _compile(key: SearchKey, msgs: Sequence[SearchableMessage], ctx: SearchConte
         return _BODY, lambda m: _text_has(m, needle)
     if isinstance(key, Text):
         needle = fold_case(key.value)
+        in_header = finder(needle)
 
         def text_pred(m: SearchableMessage) -> bool:
-            return needle in folded_header_block(m.header_bytes()) or _text_has(m, needle)
+            return in_header(folded_header_block(m.header_bytes())) or _text_has(m, needle)
         return _BODY, text_pred
     if isinstance(key, Not):
         cost, inner = _compile(key.key, msgs, ctx)
@@ -170,6 +172,10 @@ def folded_addresses(value: str) -> str:
 def _header_pred(name: str, needle: str) -> Pred:
     if not needle:
         return lambda m: bool(m.header(name))
+    folded = folded_addresses if name in ADDRESS_HEADERS else folded_header
+    if is_cut(needle):
+        found = finder(needle)
+        return lambda m: any(found(folded(v)) for v in m.header(name))
     if name in ADDRESS_HEADERS:
         return lambda m: any(needle in folded_addresses(v) for v in m.header(name))
     return lambda m: any(needle in folded_header(v) for v in m.header(name))

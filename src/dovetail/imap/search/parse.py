@@ -88,9 +88,10 @@ def normalize_token(tok: object, depth: int = 0) -> _Tok:
 
 
 def _utf8_cut_words(raw: bytes) -> str:
-    """``raw`` as UTF-8, where a word cut out of a message mid-character (imaptest does, at byte
-    offsets) has the broken character at either end as U+FFFD instead of failing the SEARCH; bytes
-    invalid anywhere else still raise UnicodeDecodeError."""
+    """``raw`` as UTF-8, where the bytes of a character cut in two at either end (imaptest cuts words
+    out of messages at byte offsets) are kept as surrogate escapes, compared as bytes (see
+    :mod:`~dovetail.imap.search.needle`) instead of failing the SEARCH; bytes invalid anywhere else
+    still raise UnicodeDecodeError."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -98,12 +99,13 @@ def _utf8_cut_words(raw: bytes) -> str:
     start = 0
     while start < min(len(raw), 3) and 0x80 <= raw[start] <= 0xBF:  # continuation bytes of a cut character
         start += 1
+    head = raw[:start].decode("utf-8", "surrogateescape")
     try:
-        return "\ufffd" * (start > 0) + raw[start:].decode("utf-8")
+        return head + raw[start:].decode("utf-8")
     except UnicodeDecodeError as exc:
         if exc.reason != "unexpected end of data":
             raise
-        return "\ufffd" * (start > 0) + raw[start:exc.start].decode("utf-8") + "\ufffd"
+        return head + raw[start:exc.start].decode("utf-8") + raw[exc.start:].decode("utf-8", "surrogateescape")
 
 
 class _KeyParser:
