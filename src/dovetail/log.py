@@ -10,16 +10,19 @@ renders the line with the one processor structlog is configured with and hands i
 structlog's own bound logger (context copy, processor chain, proxy to the sink) cost as much again
 as rendering the line, about 4 % of an SMTP worker's CPU, for features the project does not use.
 ``_Sink`` writes the line to each destination (stderr, and the log file opened
-``O_APPEND`` so that the master and its workers can share it). A line logged on a thread that runs
-an event loop is held until the end of the loop's current turn, then written together with the
-other lines of that turn: one ``os.write`` per destination per turn instead of one per line (an
-SMTP worker logs about seven lines per message; writing each twice was a tenth of its system
-calls, and each write released the GIL to a waiting delivery thread). The batch stays under
-``PIPE_BUF`` so that a shared pipe still receives whole lines. Warnings and errors, and lines
-logged off an event loop (worker threads, commands), are written at once, after what is held. So
-``tail -f`` sees a line within one loop turn, and a kill -9 loses at most the info lines of the
-turn it interrupted; a process leaving normally (or a worker before ``os._exit``) writes what it
-holds, and a fork writes it first so that the child does not repeat it. The stdlib chain (a
+``O_APPEND`` so that the master and its workers can share it). Each line is on its way to the
+kernel before the call returns, except in a process that asked for ``hold_lines_per_turn`` (the
+MX's smtpd workers): there a line logged on the event loop's thread is held until the end of the
+loop's current turn or until the process next answers a client (the SMTP server calls ``flush``
+before it writes a reply), whichever comes first, and written together with the other lines held
+by then: one ``os.write`` per destination for several lines (an MX worker logs about seven lines
+per message; writing each twice was a third of its system calls, and each write released the GIL
+to a waiting delivery thread). So a line logged before a reply is in the log before the client
+reads the reply, as everywhere else. The batch stays under ``PIPE_BUF`` so that a shared pipe
+still receives whole lines. Warnings and errors, and lines logged off the event loop, are written
+at once, after what is held; a kill -9 loses at most the info lines of the turn it interrupted
+that no reply had followed yet; a process leaving normally (or a worker before ``os._exit``)
+writes what it holds, and a fork writes it first so that the child does not repeat it. The stdlib chain (a
 ``LogRecord`` per line, handler locks, a flush per line) is skipped for our own lines; it still
 carries third-party libraries' records to the same destinations, and our lines are also handed at
 once to any handler someone else attached to the root logger (pytest's ``caplog``, an embedding
@@ -65,6 +68,16 @@ _json = False
 _held = threading.local()
 _BATCH_BYTES = 4096  # PIPE_BUF: a write to a pipe up to this size is never interleaved with another's
 _running_loop = asyncio.events._get_running_loop  # the C accessor; None off an event loop
+_hold = False  # hold_lines_per_turn() was called in this process
+
+
+def hold_lines_per_turn(on: bool = True) -> None:
+    """Hold info lines logged on an event loop until the end of its turn (or ``flush``): for a process
+    whose replies to clients call ``flush`` first, so that no reply overtakes a line logged before it."""
+    global _hold
+    if not on:
+        _SINK.write_held()
+    _hold = on
 
 
 def _timestamp() -> str:
@@ -144,7 +157,7 @@ class _Sink:
         data = (line + "\n").encode("utf-8", "backslashreplace")
         held = _held
         loop = None
-        if levelno < logging.WARNING:
+        if levelno < logging.WARNING and _hold:
             loop = getattr(held, "loop", None)  # the loop whose turn is already holding lines
             if loop is None or not held.scheduled or not loop.is_running():
                 loop = _running_loop()  # (it reads the pid: once per turn, not per line)
@@ -223,7 +236,7 @@ _SINK = _Sink()
 
 
 def flush() -> None:
-    """Write the lines this thread holds now (before ``os._exit``; the loop's turn would write them)."""
+    """Write the lines this thread holds now (before a reply to a client, before ``os._exit``)."""
     _SINK.write_held()
 
 

@@ -1,4 +1,4 @@
-"""The log path: exact line format, prompt writes (on an event loop: at the end of its turn), settings applied
+"""The log path: exact line format, prompt writes (held ones: at the end of the loop turn), settings applied
 to loggers made earlier.
 
 Each case runs in a child process, because ``configure`` sets up the whole process.
@@ -48,10 +48,12 @@ def test_lines_reach_the_file_and_stderr_before_a_crash(tmp_path: Path) -> None:
     assert proc.stderr.splitlines() == lines
 
 
-def test_lines_of_one_loop_turn_are_written_together_at_its_end(tmp_path: Path) -> None:
+def test_held_lines_of_one_loop_turn_are_written_together_at_its_end(tmp_path: Path) -> None:
     proc, lines = run(
         "import asyncio\n"
+        "from dovetail.log import hold_lines_per_turn\n"
         "configure('info', sys.argv[1])\n"
+        "hold_lines_per_turn()\n"
         "log = get_logger('smtpd')\n"
         "def size(): return os.path.getsize(sys.argv[1])\n"
         "async def main():\n"
@@ -79,8 +81,9 @@ def test_lines_of_one_loop_turn_are_written_together_at_its_end(tmp_path: Path) 
 def test_a_forked_child_does_not_repeat_the_lines_its_parent_held(tmp_path: Path) -> None:
     proc, lines = run(
         "import asyncio\n"
-        "from dovetail.log import flush\n"
+        "from dovetail.log import flush, hold_lines_per_turn\n"
         "configure('info', sys.argv[1])\n"
+        "hold_lines_per_turn()\n"
         "log = get_logger('master')\n"
         "async def main():\n"
         "    log.info('held by the parent')\n"
