@@ -1,4 +1,5 @@
-"""The log path: exact line format, prompt unbuffered writes, settings applied to loggers made earlier.
+"""The log path: exact line format, prompt writes (held ones: at the end of the loop turn), settings applied
+to loggers made earlier.
 
 Each case runs in a child process, because ``configure`` sets up the whole process.
 """
@@ -45,6 +46,58 @@ def test_lines_reach_the_file_and_stderr_before_a_crash(tmp_path: Path) -> None:
     assert parsed[0]["rest"] == "info: 4AbC123: from=<a@example.org>, nrcpt=1, proto=ESMTP"
     assert parsed[1]["rest"] == "warning: reject, client='a b', n=3"
     assert proc.stderr.splitlines() == lines
+
+
+def test_held_lines_of_one_loop_turn_are_written_together_at_its_end(tmp_path: Path) -> None:
+    proc, lines = run(
+        "import asyncio\n"
+        "from dovetail.log import hold_lines_per_turn\n"
+        "configure('info', sys.argv[1])\n"
+        "hold_lines_per_turn()\n"
+        "log = get_logger('smtpd')\n"
+        "def size(): return os.path.getsize(sys.argv[1])\n"
+        "async def main():\n"
+        "    log.info('connect from a[192.0.2.1]')\n"
+        "    log.info('client=a[192.0.2.1]', qid='Q1')\n"
+        "    held = size()\n"
+        "    await asyncio.sleep(0)\n"
+        "    written = size()\n"
+        "    log.info('removed', qid='Q1')\n"
+        "    log.warning('too many errors')\n"  # at once, after the info line held before it
+        "    print(held, written, size(), file=sys.stderr, flush=True)\n"
+        "    os.kill(os.getpid(), 9)\n"
+        "asyncio.run(main())\n",
+        tmp_path,
+    )
+    assert proc.returncode == -9
+    held, written, last = (int(n) for n in proc.stderr.splitlines()[-1].split())
+    assert held == 0 and written > 0 and last > written
+    assert [LINE.match(line)["rest"] for line in lines] == [
+        "info: connect from a[192.0.2.1]", "info: Q1: client=a[192.0.2.1]", "info: Q1: removed",
+        "warning: too many errors"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_repeat_the_lines_its_parent_held(tmp_path: Path) -> None:
+    proc, lines = run(
+        "import asyncio\n"
+        "from dovetail.log import flush, hold_lines_per_turn\n"
+        "configure('info', sys.argv[1])\n"
+        "hold_lines_per_turn()\n"
+        "log = get_logger('master')\n"
+        "async def main():\n"
+        "    log.info('held by the parent')\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        log.info('the child')\n"
+        "        flush()\n"
+        "        os._exit(0)\n"
+        "    os.waitpid(pid, 0)\n"
+        "asyncio.run(main())\n",
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [LINE.match(line)["rest"] for line in lines] == ["info: held by the parent", "info: the child"]
 
 
 def test_level_applies_to_loggers_bound_earlier(tmp_path: Path) -> None:

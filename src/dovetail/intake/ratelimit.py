@@ -36,6 +36,7 @@ RATES_FILE = "mx-rates.sqlite"
 MAX_ROWS = 500_000  # a flood from more addresses than this forgets its oldest counts
 PRUNE_EVERY = 512
 WINDOW = 60
+EXEMPT_KEPT = 4096  # client addresses whose exemption is remembered
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS hit (key TEXT NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL,
@@ -164,9 +165,15 @@ class RatePolicy:
         self.clock = clock
         self.record = record
         self.hostname = hostname
+        self._exempt: dict[str, bool] = {}  # asked at connect, MAIL and every RCPT: parsed once per client
 
     def exempt(self, ip: str) -> bool:
-        return in_networks(ip, self.limits.exempt)
+        known = self._exempt.get(ip)
+        if known is None:
+            if len(self._exempt) >= EXEMPT_KEPT:
+                self._exempt.clear()
+            known = self._exempt[ip] = in_networks(ip, self.limits.exempt)
+        return known
 
     def _check(self, kind: str, ip: str) -> tuple[str, float, int] | None:
         """Count one ``kind`` event of ``ip``: None, or (scope, rate, limit) of the first limit passed."""

@@ -48,7 +48,7 @@ from ..intake.screen.sites import parse_sites
 from ..intake.screen.stage import MxScreen, ScreenConfig
 from ..intake.senderauth import SenderAuth
 from ..intake.spampolicy import tenant_thresholds
-from ..log import get_logger
+from ..log import get_logger, hold_lines_per_turn
 from ..mailauth import dns as mailauth_dns
 from ..mailauth.cluster import counted_slots
 from ..mailauth.dnserrors import dnspython_txt
@@ -216,6 +216,7 @@ def content_filter(cfg: Config, resolver: Resolver) -> ContentFilter:
 
 async def run_smtpd(ctx: WorkerContext) -> int:
     cfg = ctx.cfg
+    hold_lines_per_turn()  # several lines per message: written together, before each reply (dovetail.log)
     rt = Runtime(cfg)
     resolver = configure_dns(cfg)
     auth = sender_auth(cfg, resolver)

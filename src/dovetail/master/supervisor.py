@@ -34,7 +34,7 @@ from typing import Any
 
 from .. import config as config_mod
 from ..config import Config, split_hostport
-from ..log import configure_from, get_logger, log_files, reopen
+from ..log import configure_from, flush, get_logger, log_files, reopen
 from ..status import pid_path, write_status
 from .pidfile import PidFile
 from .runners import RUNNERS
@@ -397,6 +397,8 @@ class Master:
                 except BaseException:  # noqa: BLE001
                     pass
             finally:
+                with contextlib.suppress(BaseException):
+                    flush()  # the lines held for the loop's last turn; os._exit runs no atexit handlers
                 os._exit(code)
         os.close(report_w)
         w.pid, w.started, w.due = pid, time.monotonic(), 0.0

@@ -60,7 +60,7 @@ class QueueWriter:
         self.queue_id = new_queue_id()
         self.envelope = envelope
         self._tmp = f"{queue._dirs['tmp']}/{self.queue_id}.{os.getpid()}"  # str: pathlib joins cost more
-        self._env = encode_envelope(envelope)
+        self._env_bytes: bytes | None = None  # encoded when a file needs it: a message delivered at intake never does
         self._spool = spool
         self._held: list[bytes] = []
         self._records: list[bytes] = []  # status records that go in with the message (see ``record``)
@@ -69,6 +69,12 @@ class QueueWriter:
         self._done = False
         if spool <= 0:
             self._open_file()
+
+    @property
+    def _env(self) -> bytes:
+        if self._env_bytes is None:
+            self._env_bytes = encode_envelope(self.envelope)
+        return self._env_bytes
 
     def _open_file(self) -> BinaryIO:
         fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -86,7 +92,7 @@ class QueueWriter:
         if self._file is not None or self._held or self._done:
             raise ValueError("the envelope is already written")
         self.envelope.extra.update(extra)
-        self._env = encode_envelope(self.envelope)
+        self._env_bytes = None
 
     def record(self, update: dict[str, Any]) -> None:
         """A status record (as the queue manager appends) committed together with the message: the

@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import cast
 
+from dovetail.log import flush as flush_log
 from dovetail.log import get_logger
 from dovetail.mailauth.networks import client_network
 from dovetail.smtp import events as ev
@@ -494,6 +495,7 @@ class _Session(asyncio.Protocol):
 
     def _flush(self) -> None:
         if self._out and not self._closed and self.transport is not None:
+            flush_log()  # the lines logged before this reply reach the log before the client reads it
             self.transport.write(bytes(self._out))
         self._out.clear()
 
