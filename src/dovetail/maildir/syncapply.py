@@ -33,6 +33,13 @@ def _names(directory: Path) -> list[str]:
 def list_folder(path: Path, move_new: bool) -> dict[str, Listed]:
     """basename -> where its file is now; with ``move_new`` the files in ``new/`` are moved to ``cur/``
     first (one that vanishes meanwhile is left out)."""
+    return syncplan.listing_of(*list_names(path, move_new))
+
+
+def list_names(path: Path, move_new: bool) -> tuple[list[str], list[str], dict[str, str] | None]:
+    """The names in ``new/`` and ``cur/``, and (with ``move_new``) those of ``new/`` moved to ``cur/``
+    first, as :func:`~dovetail.maildir.syncplan.listing_of` takes them; ``cur/`` is listed after the
+    moves, so it holds every moved file."""
     new = _names(path / "new")
     moved: dict[str, str] | None = None
     if move_new:
@@ -43,7 +50,7 @@ def list_folder(path: Path, move_new: bool) -> dict[str, Listed]:
             except FileNotFoundError:
                 continue
             moved[fn] = target
-    return syncplan.listing_of(new, _names(path / "cur"), moved)
+    return new, _names(path / "cur"), moved
 
 
 def assign_uids(
