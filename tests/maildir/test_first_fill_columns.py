@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from dovetail.maildir import firstfill, keywords, syncapply, uidlist
 from dovetail.maildir.folder import Folder
 from dovetail.storage import open_storage
@@ -51,7 +53,16 @@ def snapshot(root: Path) -> tuple:
         box.close()
 
 
-def test_columns_give_what_the_fill_file_by_file_gives(tmp_path: Path) -> None:
+def file_by_file_forbidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the fill file by file (and the sync of changes) fail: what follows must go by columns."""
+    def forbidden(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("filled file by file")
+
+    monkeypatch.setattr(Folder, "_fill", forbidden)
+    monkeypatch.setattr(syncapply, "apply_plan", forbidden)
+
+
+def test_columns_give_what_the_fill_file_by_file_gives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     corpus = tmp_path / "corpus"
     names = write_corpus(corpus)
     assert firstfill.usual_names(names) is not None
@@ -63,7 +74,9 @@ def test_columns_give_what_the_fill_file_by_file_gives(tmp_path: Path) -> None:
     (by_files / "cur" / ".hidden").write_bytes(b"")
     assert firstfill.usual_names(os.listdir(by_files / "cur")) is None
     forget_process_state()
-    filled = snapshot(by_columns)
+    with monkeypatch.context() as patched:
+        file_by_file_forbidden(patched)
+        filled = snapshot(by_columns)
     forget_process_state()
     assert snapshot(by_files) == filled
     uids, index_rows = filled[0], filled[1]
@@ -80,7 +93,7 @@ def test_columns_give_what_the_fill_file_by_file_gives(tmp_path: Path) -> None:
     assert snapshot(by_columns)[2:4] == filled[2:4]
 
 
-def test_files_waiting_in_new_are_moved_and_filled_by_columns(tmp_path: Path) -> None:
+def test_files_waiting_in_new_are_moved_and_filled_by_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "Maildir"
     names = write_corpus(root)
     for name in names[:4]:
@@ -93,21 +106,27 @@ def test_files_waiting_in_new_are_moved_and_filled_by_columns(tmp_path: Path) ->
         examined.close()
     seen_by_examine = rows(root)
     forget_process_state()
-    uids, index_rows = snapshot(root)[:2]
+    for suffix in ("", "-wal", "-shm"):  # filled afresh, this time by SELECT
+        Path(str(root / "dovetail-index.sqlite") + suffix).unlink(missing_ok=True)
+    with monkeypatch.context() as patched:
+        file_by_file_forbidden(patched)
+        uids, index_rows = snapshot(root)[:2]
     assert os.listdir(root / "new") == []
     assert uids == [r[0] for r in seen_by_examine]
     assert [r[1] for r in index_rows] == [r[1] for r in seen_by_examine]
     assert all(r[2].startswith("cur/") for r in index_rows)
 
 
-def test_a_rebuilt_index_takes_the_uidlists_uids(tmp_path: Path) -> None:
+def test_a_rebuilt_index_takes_the_uidlists_uids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "Maildir"
     write_corpus(root)
     before = snapshot(root)
     forget_process_state()
     for suffix in ("", "-wal", "-shm"):
         Path(str(root / "dovetail-index.sqlite") + suffix).unlink(missing_ok=True)
-    after = snapshot(root)
+    with monkeypatch.context() as patched:
+        file_by_file_forbidden(patched)
+        after = snapshot(root)
     assert after[0] == before[0] and after[5] == before[5]
     assert [r[:4] for r in after[1]] == [r[:4] for r in before[1]]
 

@@ -399,6 +399,11 @@ class Folder:
             # The index knows no message (the first sync of the folder): column by column when the
             # names allow it, else file by file below.
             new, cur, moved = syncapply.list_names(self.path, move_new)
+            if moved:
+                # Moving files out of new/ moved the directories' stamp: take it again, then list cur/
+                # again after it, so that the listing may be trusted at that stamp.
+                stamp, checked = self._stamp_now(), time.time()
+                cur = os.listdir(self.path / "cur")
             if self._fill_usual(new, cur, moved is not None, stamp, checked, move_new):
                 return
             listing = syncplan.listing_of(new, cur, moved)
