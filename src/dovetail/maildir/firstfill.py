@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
+from operator import add, mul
 from pathlib import Path
 
 from dovetail.maildir import syncplan, uidcache, uidlist
@@ -29,6 +30,7 @@ from dovetail.maildir.lock import DotLock
 
 # One whole name a line: the basename (the delivery time first, the sizes last), then the info.
 # The same names syncplan.delivery_order and syncapply's size pattern read, with ASCII digits only.
+_MICROS_LIMIT = 1 << 32  # a "microseconds" part this large leaves the name to the fill file by file
 _USUAL_NAME = re.compile(r"^(([0-9]+)\.M([0-9]+)P[^:\n]*,S=([0-9]+),W=([0-9]+)):2,([^\n]*)$", re.M)
 
 
@@ -57,15 +59,27 @@ def usual_names(cur_names: list[str]) -> UsualNames | None:
     if len(found) != len(cur_names):
         return None
     bases, secs, usecs, sizes, vsizes, infos = zip(*found, strict=True)
-    if len(set(bases)) != len(bases):
+    del found  # its tuples count towards the garbage collector's next collection until freed
+    n = len(bases)
+    if len(set(bases)) != n:
         return None
-    # The sort keys carry the columns along: one transposition afterwards instead of a pick per column
-    # (no two keys are equal, so the comparisons never go past the basename).
-    keyed = list(zip(map(int, secs), map(int, usecs), bases, cur_names, infos, map(int, sizes), map(int, vsizes),
-                     strict=True))
-    keyed.sort()
-    _secs, _usecs, bases, names, infos, sizes, vsizes = zip(*keyed, strict=True)
-    return UsualNames(names, bases, infos, sizes, vsizes)
+    # Ordered by one integer a file, (seconds << 32) + microseconds, and by the name where two are equal
+    # (a stable sort after one by name): sorting indices by integers makes no tuple a file.
+    micros = list(map(int, usecs))
+    if max(micros) >= _MICROS_LIMIT:
+        return None
+    keys = list(map(add, map(mul, map(int, secs), repeat(_MICROS_LIMIT)), micros))
+    if len(set(keys)) == n:
+        order = sorted(range(n), key=keys.__getitem__)
+    else:
+        order = sorted(range(n), key=bases.__getitem__)
+        order.sort(key=keys.__getitem__)
+
+    def pick(column: Sequence) -> list:
+        return list(map(column.__getitem__, order))
+
+    return UsualNames(pick(cur_names), pick(bases), pick(infos), pick(list(map(int, sizes))),
+                      pick(list(map(int, vsizes))))
 
 
 def in_uid_order(cols: UsualNames, uids: list[int]) -> tuple[UsualNames, Sequence[int]]:
@@ -108,7 +122,18 @@ def columns(cols: UsualNames, keywords: Mapping[int, str]) -> tuple[list[str], l
     return list(map("cur/".__add__, cols.names)), list(map(flag_cols.__getitem__, cols.infos))
 
 
-def rows(cols: UsualNames, uids: Sequence[int], filenames: list[str], flags: list[str]) -> list[tuple]:
+class Rows:
     """The index rows of ``cols`` numbered ``uids``, as :func:`~dovetail.maildir.syncapply.first_rows`
-    gives them: ``(uid, basename, filename, info, flags, size, vsize, idate)``."""
-    return list(zip(uids, cols.bases, filenames, cols.infos, flags, cols.sizes, cols.vsizes, repeat(DATE_UNKNOWN)))
+    gives them: ``(uid, basename, filename, info, flags, size, vsize, idate)``. Made anew by each
+    iteration (``zip`` hands the same tuple over again when the one before was let go, as an insert
+    does), so the rows need not exist all at once; iterable more than once (the index may run its
+    statements again, see :mod:`~dovetail.maildir.indexdb`)."""
+
+    def __init__(self, cols: UsualNames, uids: Sequence[int], filenames: list[str], flags: list[str]) -> None:
+        self.columns = (uids, cols.bases, filenames, cols.infos, flags, cols.sizes, cols.vsizes)
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    def __iter__(self) -> Iterator[tuple]:
+        return zip(*self.columns, repeat(DATE_UNKNOWN), strict=False)

@@ -463,7 +463,10 @@ class Folder:
                 and {fn for fn in new if not fn.startswith(".")} == listed_new
             )
 
-        return self._insert_first(rows, ul, stamp, checked, trust, move_new, same)
+        def adopt(modseq: int, uidnext: int) -> None:
+            self._adopt_first(rows, modseq, ul.uidvalidity, uidnext)
+
+        return self._insert_first(rows, ul, stamp, checked, trust, move_new, same, adopt)
 
     def _fill_usual(
         self, new: list[str], cur: list[str], moved: bool, stamp: tuple, checked: float, move_new: bool
@@ -503,7 +506,7 @@ class Folder:
             return set(cur_now) == listed and not any(not fn.startswith(".") for fn in new_now)
 
         filenames, flags = firstfill.columns(cols, self.keywords)
-        rows = firstfill.rows(cols, uids, filenames, flags)
+        rows = firstfill.Rows(cols, uids, filenames, flags)
 
         def adopt(modseq: int, uidnext: int) -> None:
             assert ul is not None
@@ -513,15 +516,13 @@ class Folder:
         return self._insert_first(rows, ul, stamp, checked, stamp, move_new, same, adopt)
 
     def _insert_first(
-        self, rows: list[tuple], ul: uidlist.Uidlist, stamp: tuple, checked: float, trust: tuple | None,
-        move_new: bool, same: Callable[[list[str], list[str]], bool],
-        adopt: Callable[[int, int], None] | None = None,
+        self, rows: Iterable[tuple], ul: uidlist.Uidlist, stamp: tuple, checked: float, trust: tuple | None,
+        move_new: bool, same: Callable[[list[str], list[str]], bool], adopt: Callable[[int, int], None],
     ) -> bool:
         """Insert the first ``rows`` of an index with no message (see :meth:`_fill`) and make this
         process's copies from them; False, having changed nothing, when the index has changed or the
         directories no longer hold what was listed (``same`` compares a new listing of ``cur/`` and
-        ``new/`` with it). ``adopt(modseq, uidnext)`` makes the copies when given (from the columns
-        the rows were made of)."""
+        ``new/`` with it); ``adopt(modseq, uidnext)`` makes the copies."""
         seen_modseq = self._mirror_modseq
         idx = self.index
         idx.begin()
@@ -541,10 +542,7 @@ class Folder:
             idx.rollback()
             self._files = None
             raise
-        if adopt is not None:
-            adopt(modseq, uidnext)
-        else:
-            self._adopt_first(rows, modseq, ul.uidvalidity, uidnext)
+        adopt(modseq, uidnext)
         self._listed_at(self._stamp_now() if trust else None, checked, move_new)
         return True
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sized
 from pathlib import Path
 
 from dovetail.maildir import syncplan, uidcache, uidlist
@@ -202,14 +202,14 @@ def first_rows(
 BULK_ROWS = 1000
 
 
-def insert_first(index: Index, rows: list[tuple], nextuid: int) -> int:
+def insert_first(index: Index, rows: Iterable[tuple], nextuid: int) -> int:
     """Insert :func:`first_rows` into an index with no message rows (the caller holds its write
     transaction and has checked that): all under one new modseq, which is returned."""
     modseq = index.bump_modseq()
     db = index.db
     # The modseq index is made again after the rows rather than grown by one entry a row (a fifth of
     # the insert's time, for a large folder), as a bulk load does; all in the caller's transaction.
-    bulk = len(rows) >= BULK_ROWS
+    bulk = len(rows) >= BULK_ROWS if isinstance(rows, Sized) else True
     if bulk:
         db.execute("DROP INDEX IF EXISTS msg_modseq")
     # Plain INSERT (the table is empty) with the modseq written into the statement: seven values bound
