@@ -5,10 +5,13 @@ A fresh 10,000-message Maildir is numbered and indexed at its first SELECT. Goin
 facts: a few Python objects and calls each) cost most of that SELECT. When every name in ``cur/`` is
 of the usual form ``<secs>.M<usecs>P<...>,S=<size>,W=<vsize>:2,<info>`` (what Dovecot and Dovetail
 write), one regular expression over all the names gives them as columns, and the rest is made with
-``map``/``zip``/``sort`` over those columns, whose loops run in C instead of the interpreter. Any
-other folder (a name of another form, a dot file, files waiting in ``new/``, a uidlist that numbers
-only some of the files) is left to the ordinary first fill, file by file
-(:func:`~dovetail.maildir.syncapply.first_rows`), which gives the same UIDs and rows.
+``map``/``zip``/``sort`` over those columns, whose loops run in C instead of the interpreter. Few
+objects are made a file, and few of them tuples, which the cycle collector counts (a full collection
+of a busy process costs tens of milliseconds): names are ordered by sorting indices by an integer,
+and the insert takes its rows one at a time from a ``zip``. Any other folder (a name of another
+form, a dot file, files left in ``new/`` by EXAMINE, a uidlist that numbers only some of the files)
+is left to the ordinary first fill, file by file (:func:`~dovetail.maildir.syncapply.first_rows`),
+which gives the same UIDs and rows.
 
 The UIDs are written and fsynced to ``dovecot-uidlist`` (under its lock, as Dovecot does) before the
 index learns of them, as in every sync.
@@ -28,9 +31,9 @@ from dovetail.maildir import syncplan, uidcache, uidlist
 from dovetail.maildir.index import DATE_UNKNOWN, flags_dump
 from dovetail.maildir.lock import DotLock
 
+_MICROS_LIMIT = 1 << 32  # a "microseconds" part this large leaves the name to the fill file by file
 # One whole name a line: the basename (the delivery time first, the sizes last), then the info.
 # The same names syncplan.delivery_order and syncapply's size pattern read, with ASCII digits only.
-_MICROS_LIMIT = 1 << 32  # a "microseconds" part this large leaves the name to the fill file by file
 _USUAL_NAME = re.compile(r"^(([0-9]+)\.M([0-9]+)P[^:\n]*,S=([0-9]+),W=([0-9]+)):2,([^\n]*)$", re.M)
 
 
