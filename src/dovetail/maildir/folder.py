@@ -35,14 +35,15 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import repeat
 from pathlib import Path
 from typing import TypeVar
 
 from dovetail.durable import write_fsync
+from dovetail.maildir import firstfill, syncapply, syncplan, uidcache, uidlist
 from dovetail.maildir import keywords as kwfile
-from dovetail.maildir import syncapply, syncplan, uidcache, uidlist
 from dovetail.maildir.diskfull import is_disk_full
 from dovetail.maildir.filename import INFO_SEP, info_string, new_basename
 from dovetail.maildir.folderstate import _IDLE_STATES as _IDLE_STATES
@@ -50,7 +51,7 @@ from dovetail.maildir.folderstate import _STATES as _STATES
 from dovetail.maildir.folderstate import IDLE_STATES_KEPT as IDLE_STATES_KEPT
 from dovetail.maildir.folderstate import FolderState as FolderState
 from dovetail.maildir.folderstate import acquire_state, release_state
-from dovetail.maildir.index import Index
+from dovetail.maildir.index import DATE_UNKNOWN, Index
 from dovetail.maildir.lock import DotLock
 from dovetail.maildir.messagefacts import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from dovetail.maildir.messagefacts import analyse
@@ -297,6 +298,8 @@ class Folder:
                     or top < since
                     or since < int(metas.get("expunge_floor", 0))
                 ):
+                    # Row by row: a row is dropped as soon as its facts are made, which keeps the
+                    # garbage collector's count of new objects (and its collections) down.
                     state.facts = {
                         u: (u, _flag_set(f), d, v, m, False) for u, f, d, v, m in db.execute(f"SELECT {cols} FROM msg")
                     }
@@ -389,7 +392,21 @@ class Folder:
     def _sync_listed(self, move_new: bool, stamp: tuple, checked: float) -> None:
         """The sync by listing: number what the uidlist lacks, then, unless the index already agrees
         with the listing, plan and apply the index's changes in one write transaction."""
-        listing = self._list(move_new)
+        self._refresh_mirror()
+        if self._files:
+            listing = self._list(move_new)
+        else:
+            # The index knows no message (the first sync of the folder): column by column when the
+            # names allow it, else file by file below.
+            new, cur, moved = syncapply.list_names(self.path, move_new)
+            if moved:
+                # Moving files out of new/ moved the directories' stamp: take it again, then list cur/
+                # again after it, so that the listing may be trusted at that stamp.
+                stamp, checked = self._stamp_now(), time.time()
+                cur = os.listdir(self.path / "cur")
+            if self._fill_usual(new, cur, moved is not None, stamp, checked, move_new):
+                return
+            listing = syncplan.listing_of(new, cur, moved)
         ul, by_base = self._numbered(listing)
         trust: tuple | None = stamp
         if self._unnumbered_wait:
@@ -437,6 +454,75 @@ class Folder:
         rows = syncapply.first_rows(self.path, listing, by_base, self.keywords)
         if not rows:
             return False
+        listed_cur = {item.filename for item in listing.values() if item.sub == "cur"}
+        listed_new = {item.filename for item in listing.values() if item.sub == "new"}
+
+        def same(cur: list[str], new: list[str]) -> bool:
+            return (
+                {fn for fn in cur if not fn.startswith(".")} == listed_cur
+                and {fn for fn in new if not fn.startswith(".")} == listed_new
+            )
+
+        def adopt(modseq: int, uidnext: int) -> None:
+            self._adopt_first(rows, modseq, ul.uidvalidity, uidnext)
+
+        return self._insert_first(rows, ul, stamp, checked, trust, move_new, same, adopt)
+
+    def _fill_usual(
+        self, new: list[str], cur: list[str], moved: bool, stamp: tuple, checked: float, move_new: bool
+    ) -> bool:
+        """:meth:`_fill`, column by column (see :mod:`~dovetail.maildir.firstfill`), for a folder whose
+        files are all in ``cur/`` (``moved``: those of ``new/`` were just moved there) under names of
+        the usual form, not numbered yet or all numbered. False, having changed nothing in the index,
+        when that is not the case: :meth:`_fill` and the usual sync do the work then."""
+        if not moved and any(not fn.startswith(".") for fn in new):
+            return False  # files wait in new/ (EXAMINE leaves them there)
+        cols = firstfill.usual_names(cur)
+        if cols is None:
+            return False
+        ul, by_base = self._cached_uidlist()
+        uids: Sequence[int]
+        if ul is not None and ul.entries:
+            known = firstfill.uids_known(cols, by_base)
+            if known is None:
+                return False  # some are numbered, some not: the usual numbering (and relisting)
+            cols, uids = firstfill.in_uid_order(cols, known)
+        else:
+            try:
+                numbered = firstfill.number_all(self.path, cols, self._new_uidvalidity)
+            except OSError:
+                return False  # the usual numbering tries again and knows what a full disk allows
+            if numbered is None:
+                return False
+            ul = numbered
+            uids = range(ul.nextuid - len(cols.bases), ul.nextuid)
+        self.load_keywords()
+        if self.index.get_int("uidvalidity", 0) != ul.uidvalidity:
+            syncapply.reset_index(self.index, ul)
+            self._refresh_mirror()
+        listed = set(cur)
+
+        def same(cur_now: list[str], new_now: list[str]) -> bool:
+            return set(cur_now) == listed and not any(not fn.startswith(".") for fn in new_now)
+
+        filenames, flags = firstfill.columns(cols, self.keywords)
+        rows = firstfill.Rows(cols, uids, filenames, flags)
+
+        def adopt(modseq: int, uidnext: int) -> None:
+            assert ul is not None
+            self._adopt_columns(uids, filenames, flags, cols.vsizes, repeat(DATE_UNKNOWN), listed, modseq,
+                                ul.uidvalidity, uidnext)
+
+        return self._insert_first(rows, ul, stamp, checked, stamp, move_new, same, adopt)
+
+    def _insert_first(
+        self, rows: Iterable[tuple], ul: uidlist.Uidlist, stamp: tuple, checked: float, trust: tuple | None,
+        move_new: bool, same: Callable[[list[str], list[str]], bool], adopt: Callable[[int, int], None],
+    ) -> bool:
+        """Insert the first ``rows`` of an index with no message (see :meth:`_fill`) and make this
+        process's copies from them; False, having changed nothing, when the index has changed or the
+        directories no longer hold what was listed (``same`` compares a new listing of ``cur/`` and
+        ``new/`` with it); ``adopt(modseq, uidnext)`` makes the copies."""
         seen_modseq = self._mirror_modseq
         idx = self.index
         idx.begin()
@@ -445,7 +531,7 @@ class Folder:
                 idx.get_int("highestmodseq", 1) != seen_modseq
                 or idx.get_int("uidvalidity", 0) != ul.uidvalidity
                 or idx.db.execute("SELECT 1 FROM msg LIMIT 1").fetchone() is not None
-                or not self._listing_holds(listing, stamp, checked, trust)
+                or not self._listing_holds(stamp, checked, trust, same)
             ):
                 idx.rollback()
                 return False
@@ -456,14 +542,17 @@ class Folder:
             idx.rollback()
             self._files = None
             raise
-        self._adopt_first(rows, modseq, ul.uidvalidity, uidnext)
+        adopt(modseq, uidnext)
         self._listed_at(self._stamp_now() if trust else None, checked, move_new)
         return True
 
-    def _listing_holds(self, listing: dict[str, Listed], stamp: tuple, checked: float, trust: tuple | None) -> bool:
-        """Under the index's write lock: whether ``listing``, taken before it, is still what ``cur/`` and
+    def _listing_holds(
+        self, stamp: tuple, checked: float, trust: tuple | None, same: Callable[[list[str], list[str]], bool]
+    ) -> bool:
+        """Under the index's write lock: whether a listing taken before it is still what ``cur/`` and
         ``new/`` hold (see :meth:`_apply_locked` for why that matters): their stamp did not move since a
-        clean one, or (a stamp that may hide a change) listing their names again finds the same."""
+        clean one, or (a stamp that may hide a change) ``same`` finds their names listed again to be
+        the ones listed then."""
         dirs = (stamp[CUR], stamp[NEW])
         now = self._stamp_now()
         if (now[CUR], now[NEW]) != dirs:
@@ -475,33 +564,32 @@ class Folder:
             new = os.listdir(self.path / "new")
         except FileNotFoundError:
             return False
-        listed_cur = {item.filename for item in listing.values() if item.sub == "cur"}
-        listed_new = {item.filename for item in listing.values() if item.sub == "new"}
-        return (
-            {fn for fn in cur if not fn.startswith(".")} == listed_cur
-            and {fn for fn in new if not fn.startswith(".")} == listed_new
-        )
+        return same(cur, new)
 
     def _adopt_first(self, rows: list[tuple], modseq: int, uidvalidity: int, uidnext: int) -> None:
         """Make this process's copies of the index (the uid -> file map, the facts) from the rows just
         committed by :meth:`_fill`: the index held nothing else at that modseq."""
+        uids, _bases, fns, _infos, flags, _sizes, vsizes, idates = zip(*rows, strict=True)
+        self._adopt_columns(uids, fns, flags, vsizes, idates, None, modseq, uidvalidity, uidnext)
+
+    def _adopt_columns(
+        self, uids: Sequence[int], fns: Sequence[str], flags: Sequence[str], vsizes: Iterable[int],
+        idates: Iterable[float], cur: set[str] | None, modseq: int, uidvalidity: int, uidnext: int,
+    ) -> None:
+        """:meth:`_adopt_first` from the rows' columns, with the loops in ``map``/``zip`` (see
+        :mod:`~dovetail.maildir.firstfill`); ``cur``: the names in ``cur/`` when every file is there."""
         state = self.state
-        files = {row[0]: row[2] for row in rows}
-        state.files = files
-        state.fnset = set(files.values())
-        state.cur = {fn[4:] for fn in state.fnset if fn[:4] == "cur/"}
-        state.new = {fn[4:] for fn in state.fnset if fn[:4] == "new/"} if len(state.cur) < len(files) else set()
+        state.files = dict(zip(uids, fns, strict=True))
+        state.fnset = set(fns)
+        if cur is not None:
+            state.cur, state.new = cur, set()
+        else:
+            state.cur = {fn[4:] for fn in fns if fn[:4] == "cur/"}
+            state.new = {fn[4:] for fn in fns if fn[:4] == "new/"}
         state.mirror_modseq = modseq
         state.mirror_uv = uidvalidity
         state.uidnext_meta = uidnext
-        flag_sets: dict[str, frozenset[str]] = {}
-        facts = {}
-        for uid, _base, _fn, _info, flags, _size, vsize, idate in rows:
-            fs = flag_sets.get(flags)
-            if fs is None:
-                fs = flag_sets[flags] = _flag_set(flags)
-            facts[uid] = (uid, fs, idate, vsize, modseq, False)
-        state.facts = facts
+        state.facts = _facts_of(uids, flags, idates, vsizes, repeat(modseq))
         state.facts_modseq = modseq
         state.facts_uv = uidvalidity
 
@@ -792,6 +880,16 @@ class Folder:
             if self._shared:
                 release_state(self.path, self.state)
         self.index.close()
+
+
+def _facts_of(
+    uids: Iterable[int], flags: Sequence[str], idates: Iterable[float], vsizes: Iterable[int], modseqs: Iterable[int]
+) -> dict[int, tuple[int, frozenset[str], float, int, int, bool]]:
+    """The shared facts (see :meth:`Folder.with_facts`) of index rows given column by column: built
+    with ``zip``, whose loop runs in C."""
+    sets = {column: _flag_set(column) for column in set(flags)}
+    facts = zip(uids, map(sets.__getitem__, flags), idates, vsizes, modseqs, repeat(False), strict=False)
+    return dict(zip(uids, facts, strict=True))
 
 
 _FLAG_SETS: dict[str, frozenset[str]] = {}

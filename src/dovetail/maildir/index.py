@@ -51,7 +51,9 @@ EXPUNGE_DATA_KEPT = 1000
 _EXPUNGED_DATA = ("flags", "vsize", "idate", "envelope_imap", "body_imap", "bodystructure_imap")
 _EXPUNGED_KINDS = ("TEXT", "INTEGER", "REAL", "BLOB", "BLOB", "BLOB")
 
-_SCHEMA = """
+# Made apart by a first fill of many rows (see syncapply.insert_first).
+MODSEQ_INDEX = "CREATE INDEX IF NOT EXISTS msg_modseq ON msg(modseq)"
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS msg (
     uid INTEGER PRIMARY KEY,
@@ -83,7 +85,7 @@ CREATE TABLE IF NOT EXISTS expunged (
     bodystructure_imap BLOB
 );
 CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged(modseq);
-CREATE INDEX IF NOT EXISTS msg_modseq ON msg(modseq);
+{MODSEQ_INDEX};
 """
 
 

@@ -94,11 +94,10 @@ class IndexDB:
             return self.conn.execute(sql, params)
 
     def executemany(self, sql: str, params: Iterable[Any]) -> sqlite3.Cursor:
+        if iter(params) is params:  # a one-time iterator: kept to be run again in memory, should
+            params = list(params)  # the file refuse it (an iterable that iterates anew is kept as it is)
         if self._log is not None:
-            params = list(params)
             self._log.append((sql, params, True))
-        elif not self.in_memory:
-            params = list(params)  # run again in memory should the file refuse it
         try:
             return self.conn.executemany(sql, params)
         except sqlite3.OperationalError as exc:
