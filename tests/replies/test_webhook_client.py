@@ -162,3 +162,12 @@ def test_https_certificates_are_checked_against_the_url_name(name: str) -> None:
     else:
         with pytest.raises(ConnectError, match="certificate"):
             run(lambda _n, _r: (OK, False), body, tls=server_tls, ssl_context=client_tls)
+
+
+def test_an_answer_without_length_ends_with_its_connection() -> None:
+    async def body(server: Scripted, client: WebhookClient) -> Any:
+        url = f"http://127.0.0.1:{server.port}/hook"
+        return await client.post(url, b"{}", {}), await client.post(url, b"{}", {}), server
+
+    first, _second, server = run(lambda _n, _r: (b"HTTP/1.0 503 Busy\r\n\r\ncome back later", True), body)
+    assert (first.status, first.text, server.connections) == (503, "come back later", 2)

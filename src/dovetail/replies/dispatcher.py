@@ -59,7 +59,7 @@ class Dispatcher:
         self.clock = clock
         self.timeout = timeout
         self.poll_interval = poll_interval
-        self.lease = max(lease, timeout * 2)
+        self.lease = max(lease, timeout * 3)  # connect, answer, and once more after a stale kept-alive connection
         self.per_endpoint = max(1, concurrency)  # posts in flight to one endpoint
         self.window = max(self.per_endpoint, window)  # posts in flight in all
         self._endpoint_slots: dict[int, asyncio.Semaphore] = {}

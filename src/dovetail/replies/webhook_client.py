@@ -133,10 +133,13 @@ class WebhookClient:
         self._ssl = ssl_context
         self._targets: dict[str, _Target] = {}
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._swept = time.monotonic()
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
         target = self._targets.get(url)
         if target is None:
+            if len(self._targets) >= 4096:
+                self._targets.clear()
             target = self._targets[url] = self._target(url)
         extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         request = b"%scontent-length: %d\r\n%s\r\n%s" % (target.head, len(body), extra.encode("latin-1"), body)
@@ -172,12 +175,30 @@ class WebhookClient:
         return None
 
     def _put_back(self, key: tuple[str, str, int], conn: _Connection) -> None:
+        now = time.monotonic()
+        if now - self._swept > KEEPALIVE_EXPIRY:
+            self._sweep(now)
         idle = self._idle.setdefault(key, [])
         if len(idle) >= self.max_idle:
             conn.close()
             return
-        conn.idle_since = time.monotonic()
+        conn.idle_since = now
         idle.append(conn)
+
+    def _sweep(self, now: float) -> None:
+        """Close what expired or was closed by receivers no longer posted to (each holds a descriptor)."""
+        self._swept = now
+        for key, idle in list(self._idle.items()):
+            keep = []
+            for conn in idle:
+                if conn.usable(now):
+                    keep.append(conn)
+                else:
+                    conn.close()
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
 
     async def _connect(self, target: _Target) -> _Connection:
         address = target.host
@@ -255,7 +276,10 @@ class WebhookClient:
                 raise RemoteProtocolError(f"bad content-length {length!r}")
             body = await reader.readexactly(min(size, MAX_BODY))
             return status, keep and size <= MAX_BODY, body
-        return status, False, await reader.read(MAX_BODY)  # delimited by the end of the connection
+        body = b""  # delimited by the end of the connection
+        while len(body) < MAX_BODY and (more := await reader.read(MAX_BODY - len(body))):
+            body += more
+        return status, False, body
 
     def _target(self, url: str) -> _Target:
         parts = urlsplit(url)
