@@ -8,7 +8,6 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy.engine import Engine
 
@@ -18,6 +17,7 @@ from dovetail.replies.outbox import Outbox
 from dovetail.replies.pipeline import Source
 from dovetail.replies.registry import RegistryError
 from dovetail.replies.service import RepliesService
+from dovetail.replies.webhook_client import ConnectError, WebhookClient
 
 from .mails import reply
 from .receiver import Receiver
@@ -71,7 +71,7 @@ def test_delivery_to_loopback_is_refused_after_resolution(engine: Engine, secret
     assert delivery["status"] == "pending" and "this machine" in (delivery["last_error"] or "")
 
 
-def test_guarded_transport_refuses_names_resolving_to_private_addresses(receiver: Receiver) -> None:
+def test_guarded_client_refuses_names_resolving_to_private_addresses(receiver: Receiver) -> None:
     """A name (not a literal) that resolves to a non-public address: the connection is never made."""
     name = socket.gethostname()
     try:
@@ -82,10 +82,13 @@ def test_guarded_transport_refuses_names_resolving_to_private_addresses(receiver
         pytest.skip("the host name resolves to public addresses only")
 
     async def post() -> None:
-        async with httpx.AsyncClient(transport=netguard.GuardedTransport()) as client:
-            await client.post(f"http://{name}:{receiver.port}/hook", content=b"{}")
+        client = WebhookClient(guard=True)
+        try:
+            await client.post(f"http://{name}:{receiver.port}/hook", b"{}", {})
+        finally:
+            await client.aclose()
 
-    with pytest.raises(httpx.ConnectError, match="non-public"):
+    with pytest.raises(ConnectError, match="non-public"):
         asyncio.run(post())
     assert receiver.headers == []
 

@@ -21,14 +21,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from dovetail.dbwriter import Role, is_sqlite_file, take_role
 from dovetail.log import get_logger
 
-from . import netguard, signing
+from . import signing
 from .broker import BrokerError, NatsPublisher, is_broker_url
 from .outbox import Outbox, RetrySchedule
+from .webhook_client import PostError, WebhookClient
 
 log = get_logger("replies")
 
@@ -51,7 +50,6 @@ class Dispatcher:
         window: int = 64,
         poll_interval: float = 1.0,
         lease: float = 60.0,
-        transport: httpx.AsyncBaseTransport | None = None,
         allow_private: bool | None = None,
         broker: NatsPublisher | None = None,
     ) -> None:
@@ -61,15 +59,14 @@ class Dispatcher:
         self.clock = clock
         self.timeout = timeout
         self.poll_interval = poll_interval
-        self.lease = max(lease, timeout * 2)
+        self.lease = max(lease, timeout * 3)  # connect, answer, and once more after a stale kept-alive connection
         self.per_endpoint = max(1, concurrency)  # posts in flight to one endpoint
         self.window = max(self.per_endpoint, window)  # posts in flight in all
         self._endpoint_slots: dict[int, asyncio.Semaphore] = {}
-        if not (outbox.allow_private if allow_private is None else allow_private):
-            transport = netguard.GuardedTransport(transport)
-        self._transport = transport
+        # Loopback and private receivers are refused after resolution unless replies.webhook_allow_private.
+        self._guard = not (outbox.allow_private if allow_private is None else allow_private)
         self._wake: asyncio.Event | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._client: WebhookClient | None = None
         self._role: Role | None = None
         self.mode = LEASED if not is_sqlite_file(outbox.engine) else WAITING
         # The sole dispatcher's claims: in flight or posted and not yet recorded; recorded ones stay
@@ -86,8 +83,8 @@ class Dispatcher:
             self._wake.set()
 
     async def __aenter__(self) -> Dispatcher:
-        self._client = httpx.AsyncClient(timeout=self.timeout, transport=self._transport, follow_redirects=False,
-                                         headers={"user-agent": USER_AGENT})
+        self._client = WebhookClient(timeout=self.timeout, guard=self._guard, user_agent=USER_AGENT,
+                                     max_idle=max(16, self.per_endpoint))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -308,11 +305,11 @@ class Dispatcher:
             if is_broker_url(delivery["url"]):
                 return delivery, *(await self._publish(delivery, body, headers))
             try:
-                response = await self._client.post(delivery["url"], content=body, headers=headers)
-                status = response.status_code
+                response = await self._client.post(delivery["url"], body, headers)
+                status = response.status
                 if not 200 <= status < 300:
                     error = response.text[:MAX_RESPONSE_ERROR]
-            except httpx.HTTPError as exc:
+            except PostError as exc:
                 error = f"{type(exc).__name__}: {exc}"[:MAX_RESPONSE_ERROR]
         return delivery, status, error
 

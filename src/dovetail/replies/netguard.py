@@ -5,7 +5,8 @@ of) any service the server can reach: ``127.0.0.1:8025``'s admin API, a cloud me
 ``169.254.169.254``, a database on the private network. The URL is checked when it is added (literal
 addresses and names that already resolve) and again at every delivery after DNS resolution; the
 connection then goes to the address that was checked, so a name that re-resolves between the check and
-the connect (DNS rebinding) gains nothing. ``replies.webhook_allow_private = true`` lifts the rule for
+the connect (DNS rebinding) gains nothing (:mod:`.webhook_client` connects to what
+:func:`resolve_public` returned). ``replies.webhook_allow_private = true`` lifts the rule for
 setups whose receivers live on a private network.
 """
 
@@ -16,13 +17,15 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-import httpx
-
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class BlockedTarget(ValueError):
     """A webhook URL whose host is, or resolves to, a non-public address."""
+
+
+class Unresolvable(OSError):
+    """A webhook host that does not resolve (at delivery: tried again later)."""
 
 
 def is_public(ip: IpAddress) -> bool:
@@ -84,37 +87,9 @@ async def resolve_public(host: str, port: int) -> str:
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
-        raise httpx.ConnectError(f"cannot resolve {host!r}: {exc}") from None
+        raise Unresolvable(f"cannot resolve {host!r}: {exc}") from None
     addresses = [str(info[4][0]) for info in infos]
     if not addresses:
-        raise httpx.ConnectError(f"cannot resolve {host!r}")
+        raise Unresolvable(f"cannot resolve {host!r}")
     check_addresses(host, addresses)
     return addresses[0]
-
-
-class GuardedTransport(httpx.AsyncBaseTransport):
-    """Resolves and checks each request's host, then sends the request to that very address.
-
-    The ``Host`` header keeps the name, and for https the TLS server name and certificate check use it
-    too (httpcore's ``sni_hostname`` extension), so only the TCP destination is pinned.
-    """
-
-    def __init__(self, inner: httpx.AsyncBaseTransport | None = None) -> None:
-        self.inner = inner or httpx.AsyncHTTPTransport()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        host = request.url.host
-        port = request.url.port or (443 if request.url.scheme == "https" else 80)
-        try:
-            address = await resolve_public(host, port)
-        except BlockedTarget as exc:
-            raise httpx.ConnectError(str(exc), request=request) from None
-        if _literal(host) is None:
-            request.headers.setdefault("host", request.headers.get("host") or host)
-            request.url = request.url.copy_with(host=address)
-            if request.url.scheme == "https":
-                request.extensions = {**request.extensions, "sni_hostname": host}
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
