@@ -4,7 +4,9 @@
 For each server, Postfix's ``smtp-source`` pushes M messages of a given size over S parallel sessions
 (one connection per message, as smtp-source does by default), and the clock runs from the moment
 smtp-source starts (its first connect) until the last message is a file in the mailbox's Maildir
-``new/``. The Maildir is polled by counting directory entries; the poll is the measurement.
+``new/``. The Maildir is polled by counting directory entries; the poll is the measurement. Beside
+smtp-source, a paced latency probe (``latency_probe.py``) times the end of DATA to ``250`` for messages of
+the same shape (smtp-source reports no latency); its messages count in the rate and the CPU per message.
 
 Both servers keep their durability: Dovetail fsyncs the queue file and its directory before ``250``,
 Postfix fsyncs its queue files (its default), and both fsync the delivered Maildir file.
@@ -47,6 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from latency_probe import LatencyProbe  # noqa: E402
 from tests.dnsserver import LoopbackDNS  # noqa: E402
 from tests.interop_postfix import MAIN_CF, MASTER_CF  # noqa: E402  (one configuration for tests and benchmarks)
 
@@ -204,15 +207,22 @@ class Result:
     cpu_seconds: float = 0.0
     peak_rss: int = 0
     peak_pss: int = 0
+    probed: int = 0  # the latency probe's messages, counted in the rate and the CPU per message
+    p50: float = 0.0
+    p99: float = 0.0
     error: str = ""
 
     @property
+    def messages(self) -> int:
+        return self.load.messages + self.probed
+
+    @property
     def rate(self) -> float:
-        return self.load.messages / self.seconds if self.seconds else 0.0
+        return self.messages / self.seconds if self.seconds else 0.0
 
     @property
     def cpu_ms_per_message(self) -> float:
-        return 1000 * self.cpu_seconds / self.load.messages
+        return 1000 * self.cpu_seconds / self.messages
 
 
 @dataclass
@@ -244,8 +254,12 @@ def smtp_source(port: int, load: Load, rcpt: str, messages: int | None = None) -
 
 def wait_count(dirs: list[Path], target: int, source: subprocess.Popen[bytes], stall: float,
                on_sample: Callable[[], None] | None = None,
-               queue_note: Callable[[], str] | None = None) -> tuple[float, float]:
+               queue_note: Callable[[], str] | None = None,
+               on_source_done: Callable[[], int] | None = None) -> tuple[float, float]:
     """Poll the Maildirs until ``target`` files are there; return (done time, smtp-source exit time).
+
+    ``on_source_done`` is called once when smtp-source has exited; it returns how many more files to
+    wait for (the latency probe's, which stops then).
 
     The interval is 10 ms while far from the end and 1 ms for the last 2% (or 20 files), so the
     end-time resolution stays near a millisecond without the poll eating a core on a long run.
@@ -255,7 +269,7 @@ def wait_count(dirs: list[Path], target: int, source: subprocess.Popen[bytes], s
     while True:
         n = count_files(dirs)
         now = time.perf_counter()
-        if n >= target:
+        if n >= target and (accepted_at or on_source_done is None):
             if not accepted_at and source.poll() is None:
                 source.wait()
                 accepted_at = time.perf_counter()
@@ -265,6 +279,9 @@ def wait_count(dirs: list[Path], target: int, source: subprocess.Popen[bytes], s
             if source.returncode != 0:
                 err = source.stderr.read().decode(errors="replace").strip() if source.stderr else ""
                 raise BenchError(f"smtp-source exited {source.returncode}: {err[-500:]}")
+            if on_source_done is not None:
+                target += on_source_done()
+                continue
         if n != last_n:
             last_n, last_progress = n, now
         elif now - last_progress > stall:
@@ -295,13 +312,23 @@ def measure(server: Server, load: Load, local: str, stall: float) -> Result:
         rss, pss = memory_bytes(server.root_pid)
         peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
 
+    probe = LatencyProbe(server.port, SENDER, [f"{r}@{DOMAIN}" for r in recipients_for(local, load.recipients)],
+                         load.size)
+
+    def probe_done() -> int:
+        probe.stop()
+        return probe.accepted * load.recipients
+
     sample()
     before = cpu_snapshot(server.root_pid)
     start = time.perf_counter()
     src = smtp_source(server.port, load, rcpt)
+    probe.start()
     try:
-        done, accepted = wait_count(dirs, target, src, stall, on_sample=sample, queue_note=server.queue_note)
+        done, accepted = wait_count(dirs, target, src, stall, on_sample=sample, queue_note=server.queue_note,
+                                    on_source_done=probe_done)
     finally:
+        probe.stop()
         if src.poll() is None:
             src.kill()
             src.wait()
@@ -314,6 +341,10 @@ def measure(server: Server, load: Load, local: str, stall: float) -> Result:
     result.accept_seconds = accepted - start
     result.cpu_seconds = cpu_seconds(before, after)
     result.peak_rss, result.peak_pss = peak
+    if probe.error:
+        raise BenchError(f"latency probe: {probe.error}")
+    result.probed = probe.accepted
+    result.p50, result.p99 = probe.percentile(0.5), probe.percentile(0.99)
     return result
 
 
@@ -511,7 +542,7 @@ def summarise(runs: list[Result]) -> tuple[Result, float, float]:
 
 def table(groups: dict[tuple[Load, str, str], list[Result]]) -> str:
     head = ("| size | sessions | messages | server | smtpd workers | seconds | accept s | msg/s | vs Postfix "
-            "| CPU ms/msg | peak RSS MB | peak PSS MB |")
+            "| CPU ms/msg | DATA→250 p50 ms | p99 ms | peak RSS MB | peak PSS MB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     postfix = {load: summarise(runs)[0] for (load, server, _), runs in groups.items() if server == "Postfix"}
     for (load, server, workers), runs in groups.items():
@@ -519,14 +550,15 @@ def table(groups: dict[tuple[Load, str, str], list[Result]]) -> str:
         messages = str(load.messages) + (f" × {load.recipients} rcpt" if load.recipients > 1 else "")
         cells = [load.label, str(load.sessions), messages, server, workers]
         if r.error:
-            lines.append("| " + " | ".join(cells) + f" | failed: {r.error} | | | | | | |")
+            lines.append("| " + " | ".join(cells) + f" | failed: {r.error} | | | | | | | | |")
             continue
         rounds = sum(1 for x in runs if not x.error)
         rate = f"{r.rate:.0f}" + (f" ({low:.0f}–{high:.0f})" if rounds > 1 else "")
         base = postfix.get(load)
         ratio = f"{r.rate / base.rate:.2f}×" if base and not base.error and base.rate else "-"
         cells += [f"{r.seconds:.2f}", f"{r.accept_seconds:.2f}", rate, ratio, f"{r.cpu_ms_per_message:.2f}",
-                  f"{r.peak_rss / 2**20:.0f}", f"{r.peak_pss / 2**20:.0f}"]
+                  f"{1000 * r.p50:.1f}", f"{1000 * r.p99:.1f}", f"{r.peak_rss / 2**20:.0f}",
+                  f"{r.peak_pss / 2**20:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -619,7 +651,9 @@ def main(argv: list[str] | None = None) -> int:
                             print(f"  failed: {exc}", file=sys.stderr, flush=True)
                         else:
                             print(f"  {result.seconds:.2f} s, {result.rate:.0f} msg/s, "
-                                  f"{result.cpu_ms_per_message:.2f} ms CPU/msg", file=sys.stderr, flush=True)
+                                  f"{result.cpu_ms_per_message:.2f} ms CPU/msg, DATA→250 p50 "
+                                  f"{1000 * result.p50:.1f} ms p99 {1000 * result.p99:.1f} ms ({result.probed} probed)",
+                                  file=sys.stderr, flush=True)
                         groups[(load, server.name, server.workers)].append(result)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
