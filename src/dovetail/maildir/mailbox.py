@@ -21,7 +21,7 @@ from dovetail.maildir.keywords import valid_keyword
 from dovetail.maildir.messagecache import HEADER_FIELDS, IMAP_DATA, MESSAGES, PART_TREES, TEXTS
 from dovetail.maildir.messagefacts import analyse, header_block
 from dovetail.maildir.searchtext import flush_store, store_for
-from dovetail.maildir.stamps import trusted
+from dovetail.maildir.stamps import trusted_until
 from dovetail.maildir.watch import watch_folder
 from dovetail.mime.parser import Part, parse_header, to_crlf
 from dovetail.mime.sections import apply_partial, extract, filter_fields, parse_section
@@ -146,7 +146,7 @@ class MaildirMailbox(Mailbox):
         self._seen_modseq = 0  # the index's highest modseq this view has taken in
         self._facts_memo: tuple[tuple, list] | None = None  # see message_facts
         self._watcher: MailboxWatcher | None = None
-        self._quiet: tuple[tuple, int, int] | None = None  # see refresh_if_quiet
+        self._quiet: tuple[tuple, int, int, float, float] | None = None  # see refresh_if_quiet
         version = self._data_version()
         folder.sync(move_new=not readonly)
         if not readonly:
@@ -261,7 +261,11 @@ class MaildirMailbox(Mailbox):
             return None  # a sync is under way in another session of this process
         try:
             stamp = folder.stamp()
-            if stamp != quiet[0] or stamp != state.stamp or not trusted(stamp, state.checked_at, time.time()):
+            if stamp != quiet[0] or stamp != state.stamp:
+                return None
+            if state.checked_at != quiet[3]:
+                quiet = self._quiet = (*quiet[:3], state.checked_at, trusted_until(stamp, state.checked_at))
+            if time.time() >= quiet[4]:
                 return None
         finally:
             state.lock.release()
@@ -279,7 +283,7 @@ class MaildirMailbox(Mailbox):
                 if (int(metas.get("uidvalidity", 0)) != self._uidvalidity
                         or int(metas.get("highestmodseq", 1)) != self._seen_modseq):
                     return None
-                self._quiet = (stamp, version, quiet[2])
+                self._quiet = (stamp, version, *quiet[2:])
         except sqlite3.Error:
             return None
         return Changes(recent_count=len(self._recent))
@@ -299,11 +303,14 @@ class MaildirMailbox(Mailbox):
         """A refresh (or the select) brought the view up to date with the index as of ``version`` and
         the folder's trusted stamp: what :meth:`refresh_if_quiet` compares against."""
         db = self.folder.index.db
-        stamp = self.folder.state.stamp
+        state = self.folder.state
+        stamp = state.stamp
         if version is None or stamp is None or db.in_memory:
             self._quiet = None
         else:
-            self._quiet = (stamp, version, db.conn.total_changes)
+            # The stamp's trust is worked out once, not at each NOOP (see stamps.trusted_until).
+            checked = state.checked_at
+            self._quiet = (stamp, version, db.conn.total_changes, checked, trusted_until(stamp, checked))
 
     def _refresh(self, allow_expunges: bool) -> Changes:
         self.folder.sync(move_new=not self.readonly)
