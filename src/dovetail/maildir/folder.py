@@ -284,18 +284,25 @@ class Folder:
         """Call ``use`` with the shared uid -> facts map, brought up to date with the index first (only
         the rows whose modseq moved, and the expunges since, which the journal keeps; everything after a
         reset or a lost history). ``use`` runs under the state's lock and must not keep the map."""
+        with self.state.lock:
+            return use(self._current_facts(None))
+
+    def _current_facts(self, index_at: tuple[int, int] | None) -> dict[int, tuple]:
+        """The shared facts, as current as the index; ``index_at``: its (UIDVALIDITY, highest modseq)
+        as the caller has just read them, when it has. Under the state's lock."""
         state = self.state
-        with state.lock:
-            idx = self.index
-            # The common case, facts as current as the index, told by one statement.
-            metas = idx.get_metas("uidvalidity", "highestmodseq")
-            if (
-                state.facts is None
-                or int(metas.get("uidvalidity", 0)) != state.facts_uv
-                or int(metas.get("highestmodseq", 1)) != state.facts_modseq
-            ):
-                self._catch_up_facts()
-            return use(state.facts)  # type: ignore[arg-type]
+        if state.facts is not None and index_at == (state.facts_uv, state.facts_modseq):
+            return state.facts
+        # The common case, facts as current as the index, told by one statement.
+        metas = self.index.get_metas("uidvalidity", "highestmodseq")
+        if (
+            state.facts is None
+            or int(metas.get("uidvalidity", 0)) != state.facts_uv
+            or int(metas.get("highestmodseq", 1)) != state.facts_modseq
+        ):
+            self._catch_up_facts()
+        assert state.facts is not None
+        return state.facts
 
     def _catch_up_facts(self) -> None:
         """Bring the shared facts (and their journal) up to date with the index, in one read transaction."""
@@ -340,20 +347,21 @@ class Folder:
             state.facts_uv = uv
             state.facts_modseq = top
 
-    def changes_since(self, modseq: int) -> tuple[int, int, dict[int, FlagState | None]] | None:
+    def changes_since(
+        self, modseq: int, index_at: tuple[int, int] | None = None
+    ) -> tuple[int, int, dict[int, FlagState | None]] | None:
         """(UIDVALIDITY, the index's highest modseq, uid -> the message's flags after its last change
         past ``modseq``, or None when it was expunged), from the shared facts' journal: what a session's
-        refresh would read from the index's rows. None when the journal does not reach back that far."""
+        refresh would read from the index's rows. None when the journal does not reach back that far.
+        ``index_at``: the index's (UIDVALIDITY, highest modseq) as the caller has just read them."""
         state = self.state
-
-        def since(_facts: dict) -> tuple[int, int, dict[int, FlagState | None]] | None:
+        with state.lock:
+            self._current_facts(index_at)
             if modseq < state.journal_from or modseq > state.facts_modseq:
                 return None
             journal = state.journal
             start = bisect.bisect_right(journal, modseq, key=_modseq_of)
             return state.facts_uv, state.facts_modseq, {uid: st for _m, uid, st in journal[start:]}
-
-        return self.with_facts(since)
 
     def _refresh_mirror(self) -> None:
         """Bring the in-memory copy of the index's uid -> file map up to date: only rows changed since

@@ -322,12 +322,13 @@ class MaildirMailbox(Mailbox):
         if int(metas.get("uidvalidity", 0)) != self._uidvalidity:
             changes.uidvalidity_changed = True
             return changes
-        if int(metas.get("highestmodseq", 1)) == self._seen_modseq and not self._pending_expunge:
+        top = int(metas.get("highestmodseq", 1))
+        if top == self._seen_modseq and not self._pending_expunge:
             changes.recent_count = len(self._recent)
             return changes
         # What changed since, as the process's shared facts took it in (read from the index once for
         # all the sessions of the folder); the index's rows when that journal does not reach back.
-        shared = self.folder.changes_since(self._seen_modseq)
+        shared = self.folder.changes_since(self._seen_modseq, (self._uidvalidity, top))
         if shared is not None and shared[0] == self._uidvalidity:
             _uv, top, latest = shared
             self._pending_expunge.update(u for u, st in latest.items() if st is None and u in view)
