@@ -10,14 +10,18 @@ in this process.
 
 The sessions of one process that have the same folder open share one :class:`FolderState` (the
 stamps of the last sync and the in-memory copy of the index's uid -> file map), so a change is
-looked at by one listing per process instead of one per session, and the map is held once.
+looked at by one listing per process instead of one per session, and the map is held once. The
+changes the shared facts take in from the index are journaled (:meth:`Folder.changes_since`), so each
+session's refresh learns of another's STORE or EXPUNGE from memory instead of reading the same rows.
 
 Changes made by Dovetail itself (flags, APPEND, EXPUNGE) are written to the index in the same write
 transaction as the rename, so the directories need no listing to learn of them. As Dovecot keeps the
 directories' mtimes in its index header, the index keeps the stamp of the directories it matches
 (``dir_stamp``) and when a listing last confirmed it (``dir_checked``): a session that changes the
 folder moves that stamp on in the same transaction (:meth:`Folder.own_change`), and a sync in any
-process that finds the directories at the index's stamp has nothing to list. Only other writers
+process that finds the directories at the index's stamp has nothing to list (a sync that finds another
+stamp first waits for the index's write lock, behind which such a change may be under way, and asks
+the index again). Only other writers
 (delivery, Dovecot, Postfix) need a listing, and their changes move the stamp, with one exception a
 file system timestamp cannot show: a change in the same clock tick as the one the stamp was taken in.
 As Dovecot does (``MAILDIR_SYNC_SECS``), a stamp too close to the listing that confirmed it is
