@@ -10,14 +10,18 @@ in this process.
 
 The sessions of one process that have the same folder open share one :class:`FolderState` (the
 stamps of the last sync and the in-memory copy of the index's uid -> file map), so a change is
-looked at by one listing per process instead of one per session, and the map is held once.
+looked at by one listing per process instead of one per session, and the map is held once. The
+changes the shared facts take in from the index are journaled (:meth:`Folder.changes_since`), so each
+session's refresh learns of another's STORE or EXPUNGE from memory instead of reading the same rows.
 
 Changes made by Dovetail itself (flags, APPEND, EXPUNGE) are written to the index in the same write
 transaction as the rename, so the directories need no listing to learn of them. As Dovecot keeps the
 directories' mtimes in its index header, the index keeps the stamp of the directories it matches
 (``dir_stamp``) and when a listing last confirmed it (``dir_checked``): a session that changes the
 folder moves that stamp on in the same transaction (:meth:`Folder.own_change`), and a sync in any
-process that finds the directories at the index's stamp has nothing to list. Only other writers
+process that finds the directories at the index's stamp has nothing to list (a sync that finds another
+stamp first waits for the index's write lock, behind which such a change may be under way, and asks
+the index again). Only other writers
 (delivery, Dovecot, Postfix) need a listing, and their changes move the stamp, with one exception a
 file system timestamp cannot show: a change in the same clock tick as the one the stamp was taken in.
 As Dovecot does (``MAILDIR_SYNC_SECS``), a stamp too close to the listing that confirmed it is
@@ -31,6 +35,7 @@ out by :mod:`~dovetail.maildir.syncapply`; the parsed uidlist is shared through
 
 from __future__ import annotations
 
+import bisect
 import os
 import sqlite3
 import time
@@ -38,6 +43,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import TypeVar
 
@@ -49,8 +55,8 @@ from dovetail.maildir.filename import INFO_SEP, info_string, new_basename
 from dovetail.maildir.folderstate import _IDLE_STATES as _IDLE_STATES
 from dovetail.maildir.folderstate import _STATES as _STATES
 from dovetail.maildir.folderstate import IDLE_STATES_KEPT as IDLE_STATES_KEPT
+from dovetail.maildir.folderstate import JOURNAL_KEPT, acquire_state, release_state
 from dovetail.maildir.folderstate import FolderState as FolderState
-from dovetail.maildir.folderstate import acquire_state, release_state
 from dovetail.maildir.index import DATE_UNKNOWN, Index
 from dovetail.maildir.lock import DotLock
 from dovetail.maildir.messagefacts import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
@@ -63,7 +69,7 @@ from dovetail.maildir.stamps import NEW as NEW
 from dovetail.maildir.stamps import UIDLIST_STAMP, dirty_window, encode, is_dirty, stamp_of, trusted
 from dovetail.maildir.syncplan import Listed
 from dovetail.mime.parser import to_crlf
-from dovetail.storage.api import DiskFull
+from dovetail.storage.api import DiskFull, FlagState
 
 # The names imported "as" themselves stay importable from here, where the rest of the package and
 # the tests have always found them.
@@ -280,38 +286,86 @@ class Folder:
 
     def with_facts(self, use: Callable[[dict[int, tuple[int, frozenset[str], float, int, int, bool]]], T]) -> T:
         """Call ``use`` with the shared uid -> facts map, brought up to date with the index first (only
-        the rows whose modseq moved, and the expunges since; everything after a reset or a lost
-        history). ``use`` runs under the state's lock and must not keep the map."""
+        the rows whose modseq moved, and the expunges since, which the journal keeps; everything after a
+        reset or a lost history). ``use`` runs under the state's lock and must not keep the map."""
+        with self.state.lock:
+            return use(self._current_facts(None))
+
+    def _current_facts(self, index_at: tuple[int, int] | None) -> dict[int, tuple]:
+        """The shared facts, as current as the index; ``index_at``: its (UIDVALIDITY, highest modseq)
+        as the caller has just read them, when it has. Under the state's lock."""
+        state = self.state
+        if state.facts is not None and index_at == (state.facts_uv, state.facts_modseq):
+            return state.facts
+        # The common case, facts as current as the index, told by one statement.
+        metas = self.index.get_metas("uidvalidity", "highestmodseq")
+        if (
+            state.facts is None
+            or int(metas.get("uidvalidity", 0)) != state.facts_uv
+            or int(metas.get("highestmodseq", 1)) != state.facts_modseq
+        ):
+            self._catch_up_facts()
+        assert state.facts is not None
+        return state.facts
+
+    def _catch_up_facts(self) -> None:
+        """Bring the shared facts (and their journal) up to date with the index, in one read transaction."""
+        state = self.state
+        idx = self.index
+        db = idx.db
+        with idx.snapshot():
+            metas = idx.get_metas("uidvalidity", "highestmodseq", "expunge_floor")
+            uv = int(metas.get("uidvalidity", 0))
+            top = int(metas.get("highestmodseq", 1))
+            since = state.facts_modseq
+            cols = "uid, flags, idate, vsize, modseq"
+            if (
+                state.facts is None
+                or uv != state.facts_uv
+                or top < since
+                or since < int(metas.get("expunge_floor", 0))
+            ):
+                # Row by row: a row is dropped as soon as its facts are made, which keeps the
+                # garbage collector's count of new objects (and its collections) down.
+                state.facts = {
+                    u: (u, _flag_set(f), d, v, m, False) for u, f, d, v, m in db.execute(f"SELECT {cols} FROM msg")
+                }
+                state.restart_journal(top)
+            elif top != since:
+                facts = state.facts
+                added: list[tuple[int, int, FlagState | None]] = []
+                for uid, modseq in db.execute("SELECT uid, modseq FROM expunged WHERE modseq>?", (since,)):
+                    facts.pop(uid, None)
+                    added.append((modseq, uid, None))
+                for u, f, d, v, m in db.execute(f"SELECT {cols} FROM msg WHERE modseq>?", (since,)):
+                    fs = _flag_set(f)
+                    facts[u] = (u, fs, d, v, m, False)
+                    added.append((m, u, FlagState(u, fs, _keywords_of(fs), m)))
+                added.sort(key=_modseq_of)
+                journal = state.journal
+                journal += added
+                if len(journal) > JOURNAL_KEPT:
+                    cut = len(journal) - JOURNAL_KEPT // 2
+                    state.journal_from = journal[cut - 1][0]
+                    del journal[:cut]
+            state.facts_uv = uv
+            state.facts_modseq = top
+
+    def changes_since(
+        self, modseq: int, index_at: tuple[int, int] | None = None
+    ) -> tuple[int, int, dict[int, FlagState | None]] | None:
+        """(UIDVALIDITY, the index's highest modseq, uid -> the message's flags after its last change
+        past ``modseq``, or None when it was expunged), from the shared facts' journal: what a session's
+        refresh would read from the index's rows. None when the journal does not reach back that far.
+        ``index_at``: the index's (UIDVALIDITY, highest modseq) as the caller has just read them."""
         state = self.state
         with state.lock:
-            idx = self.index
-            db = idx.db
-            with idx.snapshot():
-                metas = idx.get_metas("uidvalidity", "highestmodseq", "expunge_floor")
-                uv = int(metas.get("uidvalidity", 0))
-                top = int(metas.get("highestmodseq", 1))
-                since = state.facts_modseq
-                cols = "uid, flags, idate, vsize, modseq"
-                if (
-                    state.facts is None
-                    or uv != state.facts_uv
-                    or top < since
-                    or since < int(metas.get("expunge_floor", 0))
-                ):
-                    # Row by row: a row is dropped as soon as its facts are made, which keeps the
-                    # garbage collector's count of new objects (and its collections) down.
-                    state.facts = {
-                        u: (u, _flag_set(f), d, v, m, False) for u, f, d, v, m in db.execute(f"SELECT {cols} FROM msg")
-                    }
-                elif top != since:
-                    facts = state.facts
-                    for (uid,) in db.execute("SELECT uid FROM expunged WHERE modseq>?", (since,)):
-                        facts.pop(uid, None)
-                    for u, f, d, v, m in db.execute(f"SELECT {cols} FROM msg WHERE modseq>?", (since,)):
-                        facts[u] = (u, _flag_set(f), d, v, m, False)
-                state.facts_uv = uv
-                state.facts_modseq = top
-            return use(state.facts)
+            self._current_facts(index_at)
+            if modseq < state.journal_from or modseq > state.facts_modseq:
+                return None
+            journal = state.journal
+            start = bisect.bisect_right(journal, modseq, key=_modseq_of)
+            return state.facts_uv, state.facts_modseq, {uid: st for _m, uid, st in journal[start:]}
 
     def _refresh_mirror(self) -> None:
         """Bring the in-memory copy of the index's uid -> file map up to date: only rows changed since
@@ -363,8 +417,18 @@ class Folder:
     def _sync(self, move_new: bool, force: bool) -> bool:
         stamp = self._stamp_now()
         now = time.time()
-        if not force and not (move_new and self._new_waiting(stamp, now)) and self._known_unchanged(stamp, now):
-            return False
+        if not force and not (move_new and self._new_waiting(stamp, now)):
+            known = self._known_unchanged(stamp, now)
+            if known is True:
+                return False
+            if known is None and self._writer_done():
+                # The index was at another stamp: most often a session of another process was changing
+                # the folder (renames inside the index's write lock, the stamp moved on at its commit).
+                # Once it committed, the index may vouch for the stamp now, without a listing.
+                stamp = self._stamp_now()
+                now = time.time()
+                if not (move_new and self._new_waiting(stamp, now)) and self._known_unchanged(stamp, now):
+                    return False
         if self._unchanged(move_new) or (not force and self._settled(move_new)):
             state = self.state
             state.stamp = stamp
@@ -374,20 +438,34 @@ class Folder:
         self._sync_listed(move_new, stamp, now)
         return True
 
-    def _known_unchanged(self, stamp: tuple, now: float) -> bool:
+    def _known_unchanged(self, stamp: tuple, now: float) -> bool | None:
         """Whether ``stamp`` is one this process, or another one through the index, confirmed by a
-        listing recently enough to be trusted (see the module docstring): nothing to look at then."""
+        listing recently enough to be trusted (see the module docstring): nothing to look at then.
+        False when the index is at ``stamp`` but no longer trusts it, None when it is at another."""
         state = self.state
         if stamp == state.stamp and trusted(stamp, state.checked_at, now):
             return True
         # Another process may have confirmed (or moved on, by a change of its own) this stamp.
         metas = self.index.get_metas("dir_stamp", "dir_checked")
         shared = metas.get("dir_stamp")
+        if shared != encode(stamp):
+            return None
         shared_checked = float(metas.get("dir_checked") or 0)
-        if shared == encode(stamp) and trusted(stamp, shared_checked, now):
+        if trusted(stamp, shared_checked, now):
             state.stamp, state.checked_at = stamp, shared_checked
             return True
         return False
+
+    def _writer_done(self) -> bool:
+        """Wait until no Dovetail writer holds the index's write lock (a change of the folder by a
+        session of another process commits with the stamp it moved the folder to); False when the
+        wait failed."""
+        try:
+            self.index.begin()
+        except sqlite3.OperationalError:
+            return False
+        self.index.rollback()
+        return True
 
     def _sync_listed(self, move_new: bool, stamp: tuple, checked: float) -> None:
         """The sync by listing: number what the uidlist lacks, then, unless the index already agrees
@@ -592,6 +670,7 @@ class Folder:
         state.facts = _facts_of(uids, flags, idates, vsizes, repeat(modseq))
         state.facts_modseq = modseq
         state.facts_uv = uidvalidity
+        state.restart_journal(modseq)
 
     def _numbered(self, listing: dict[str, Listed]) -> tuple[uidlist.Uidlist, dict[str, int]]:
         """The uidlist (and its basename map) numbering every file in ``listing``."""
@@ -728,12 +807,7 @@ class Folder:
         expunge by a session of another process renames or removes files inside that lock, so the
         directories and the index disagree only until it commits; waiting for it costs less than
         listing and comparing every file."""
-        try:
-            self.index.begin()
-        except sqlite3.OperationalError:
-            return False
-        self.index.rollback()
-        return self._unchanged(move_new)
+        return self._writer_done() and self._unchanged(move_new)
 
     def _new_waiting(self, stamp: tuple, now: float) -> bool:
         """:meth:`_has_new`, without a listing while ``new/`` is at a stamp of its own at which a listing
@@ -893,6 +967,19 @@ def _facts_of(
 
 
 _FLAG_SETS: dict[str, frozenset[str]] = {}
+_modseq_of = itemgetter(0)  # of a journal entry
+_KEYWORD_SETS: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _keywords_of(flags: frozenset[str]) -> frozenset[str]:
+    """The keywords of a flag set, built once per distinct set as :func:`_flag_set` does."""
+    hit = _KEYWORD_SETS.get(flags)
+    if hit is None:
+        hit = frozenset(f for f in flags if f[0] != "\\")
+        if len(_KEYWORD_SETS) >= 4096:
+            _KEYWORD_SETS.clear()
+        _KEYWORD_SETS[flags] = hit
+    return hit
 
 
 def _flag_set(column: str) -> frozenset[str]:

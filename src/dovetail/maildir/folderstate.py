@@ -2,7 +2,9 @@
 
 The sessions of one process that have the same folder open share one :class:`FolderState` (the
 stamps of the last sync and the in-memory copy of the index's uid -> file map), so a change is
-looked at by one listing per process instead of one per session, and the map is held once. A state
+looked at by one listing per process instead of one per session, and the map is held once. The
+changes the shared facts take in are kept in a short journal, so that each session's refresh learns of
+another's STORE or EXPUNGE from memory instead of reading the same index rows again. A state
 outlives its last user for a while (:data:`IDLE_STATES_KEPT`), so that a client that logs out and in
 again finds it warm.
 """
@@ -14,6 +16,11 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from dovetail.storage.api import FlagState
+
+# Changes kept in a folder's journal at most; a session that fell further behind reads the index.
+JOURNAL_KEPT = 4096
+
 
 class FolderState:
     """What the :class:`Folder` objects of one directory share within a process; ``lock`` serialises
@@ -21,7 +28,7 @@ class FolderState:
 
     __slots__ = ("lock", "users", "ident", "stamp", "checked_at", "files", "fnset", "cur", "new", "mirror_modseq",
                  "mirror_uv", "uidnext_meta", "headers", "headers_uv", "facts", "facts_modseq", "facts_uv",
-                 "new_empty")
+                 "new_empty", "journal", "journal_from")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -46,6 +53,15 @@ class FolderState:
         self.facts: dict[int, tuple[int, frozenset[str], float, int, int, bool]] | None = None
         self.facts_modseq = 0
         self.facts_uv = 0
+        # (modseq, uid, flags after the change, None for an expunge), oldest first: every change the
+        # facts took in with a modseq past ``journal_from``, up to ``facts_modseq`` (see Folder.changes_since).
+        self.journal: list[tuple[int, int, FlagState | None]] = []
+        self.journal_from = 0
+
+    def restart_journal(self, modseq: int) -> None:
+        """The facts were read whole (or made) as of ``modseq``: the journal starts over from there."""
+        self.journal = []
+        self.journal_from = modseq
 
     def forget(self, ident: str) -> None:
         """Start over for another index file (the folder's index was rebuilt)."""
@@ -59,6 +75,7 @@ class FolderState:
             self.mirror_modseq = self.mirror_uv = self.uidnext_meta = 0
             self.headers, self.headers_uv = {}, 0
             self.facts, self.facts_modseq, self.facts_uv = None, 0, 0
+            self.restart_journal(0)
 
 
 _STATES: dict[str, FolderState] = {}

@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 
 from dovetail.maildir import lazyfacts
@@ -20,7 +21,7 @@ from dovetail.maildir.keywords import valid_keyword
 from dovetail.maildir.messagecache import HEADER_FIELDS, IMAP_DATA, MESSAGES, PART_TREES, TEXTS
 from dovetail.maildir.messagefacts import analyse, header_block
 from dovetail.maildir.searchtext import flush_store, store_for
-from dovetail.maildir.stamps import trusted
+from dovetail.maildir.stamps import trusted_until
 from dovetail.maildir.watch import watch_folder
 from dovetail.mime.parser import Part, parse_header, to_crlf
 from dovetail.mime.sections import apply_partial, extract, filter_fields, parse_section
@@ -86,6 +87,7 @@ def _flag_sets(column: str) -> tuple[frozenset[str], frozenset[str]]:
 
 
 _KEYWORDS: dict[frozenset[str], frozenset[str]] = {}
+_uid_of = attrgetter("uid")
 
 
 def _keywords_of(flags: frozenset[str]) -> frozenset[str]:
@@ -144,7 +146,7 @@ class MaildirMailbox(Mailbox):
         self._seen_modseq = 0  # the index's highest modseq this view has taken in
         self._facts_memo: tuple[tuple, list] | None = None  # see message_facts
         self._watcher: MailboxWatcher | None = None
-        self._quiet: tuple[tuple, int, int] | None = None  # see refresh_if_quiet
+        self._quiet: tuple[tuple, int, int, float, float] | None = None  # see refresh_if_quiet
         version = self._data_version()
         folder.sync(move_new=not readonly)
         if not readonly:
@@ -259,7 +261,11 @@ class MaildirMailbox(Mailbox):
             return None  # a sync is under way in another session of this process
         try:
             stamp = folder.stamp()
-            if stamp != quiet[0] or stamp != state.stamp or not trusted(stamp, state.checked_at, time.time()):
+            if stamp != quiet[0] or stamp != state.stamp:
+                return None
+            if state.checked_at != quiet[3]:
+                quiet = self._quiet = (*quiet[:3], state.checked_at, trusted_until(stamp, state.checked_at))
+            if time.time() >= quiet[4]:
                 return None
         finally:
             state.lock.release()
@@ -277,7 +283,7 @@ class MaildirMailbox(Mailbox):
                 if (int(metas.get("uidvalidity", 0)) != self._uidvalidity
                         or int(metas.get("highestmodseq", 1)) != self._seen_modseq):
                     return None
-                self._quiet = (stamp, version, quiet[2])
+                self._quiet = (stamp, version, *quiet[2:])
         except sqlite3.Error:
             return None
         return Changes(recent_count=len(self._recent))
@@ -297,46 +303,41 @@ class MaildirMailbox(Mailbox):
         """A refresh (or the select) brought the view up to date with the index as of ``version`` and
         the folder's trusted stamp: what :meth:`refresh_if_quiet` compares against."""
         db = self.folder.index.db
-        stamp = self.folder.state.stamp
+        state = self.folder.state
+        stamp = state.stamp
         if version is None or stamp is None or db.in_memory:
             self._quiet = None
         else:
-            self._quiet = (stamp, version, db.conn.total_changes)
+            # The stamp's trust is worked out once, not at each NOOP (see stamps.trusted_until).
+            checked = state.checked_at
+            self._quiet = (stamp, version, db.conn.total_changes, checked, trusted_until(stamp, checked))
 
     def _refresh(self, allow_expunges: bool) -> Changes:
         self.folder.sync(move_new=not self.readonly)
         changes = Changes()
         idx = self.folder.index
-        db = idx.db
         view = self._modseqs
         # The common case, nothing new since the last refresh, in one statement.
         metas = idx.get_metas("uidvalidity", "highestmodseq")
-        if (
-            int(metas.get("uidvalidity", 0)) == self._uidvalidity
-            and int(metas.get("highestmodseq", 1)) == self._seen_modseq
-            and not self._pending_expunge
-        ):
+        if int(metas.get("uidvalidity", 0)) != self._uidvalidity:
+            changes.uidvalidity_changed = True
+            return changes
+        top = int(metas.get("highestmodseq", 1))
+        if top == self._seen_modseq and not self._pending_expunge:
             changes.recent_count = len(self._recent)
             return changes
-        with idx.snapshot():
-            metas = idx.get_metas("uidvalidity", "highestmodseq", "expunge_floor")
-            if int(metas.get("uidvalidity", 0)) != self._uidvalidity:
-                changes.uidvalidity_changed = True
-                return changes
-            top = int(metas.get("highestmodseq", 1))
-            seen = self._seen_modseq
-            if top < seen or seen < int(metas.get("expunge_floor", 0)):
-                rows = db.execute("SELECT uid, modseq, flags FROM msg").fetchall()
-                present = {r[0] for r in rows}
-                self._pending_expunge.update(u for u in self._uids if u not in present)
-            elif top != seen:
-                rows = db.execute("SELECT uid, modseq, flags FROM msg WHERE modseq>?", (seen,)).fetchall()
-                self._pending_expunge.update(
-                    u for (u,) in db.execute("SELECT uid FROM expunged WHERE modseq>?", (seen,)) if u in view
-                )
-            else:
-                rows = []
+        # What changed since, as the process's shared facts took it in (read from the index once for
+        # all the sessions of the folder); the index's rows when that journal does not reach back.
+        shared = self.folder.changes_since(self._seen_modseq, (self._uidvalidity, top))
+        if shared is not None and shared[0] == self._uidvalidity:
+            _uv, top, latest = shared
+            self._pending_expunge.update(u for u, st in latest.items() if st is None and u in view)
+            rows = [st for st in latest.values() if st is not None]
             self._seen_modseq = top
+        else:
+            rows = self._changed_rows(changes)
+            if changes.uidvalidity_changed:
+                return changes
         pending = self._pending_expunge
         if pending and allow_expunges:
             # A few expunges out of many messages: find them by bisection, not by a pass over the view.
@@ -358,7 +359,7 @@ class MaildirMailbox(Mailbox):
                 self._recent.discard(u)
             pending.clear()
         last = self._uids[-1] if self._uids else 0
-        new = sorted(r[0] for r in rows if r[0] not in view and r[0] > last and r[0] not in pending)
+        new = sorted(u for u in (st.uid for st in rows) if u not in view and u > last and u not in pending)
         if new:
             if self.readonly:
                 first = idx.get_int("first_recent_uid", 1)
@@ -380,17 +381,50 @@ class MaildirMailbox(Mailbox):
         fresh = set(new)
         recent = self._recent
         flag_changes = changes.flag_changes
-        for uid, modseq, flags in sorted(rows):
+        # Each session of the folder hears of another's STORE: the flag states are made once per
+        # process and change, not once per message and session (Recent ones aside).
+        for st in sorted(rows, key=_uid_of):
+            uid, modseq = st.uid, st.modseq
             if uid in fresh:
                 view[uid] = modseq
             elif uid in view and uid not in pending and view[uid] != modseq:
                 view[uid] = modseq
-                # Each session of the folder hears of another's STORE: the flag sets of a column are
-                # built once per process, not once per message and session.
-                fs, keywords = _flag_sets(flags)
-                flag_changes.append(FlagState(uid, fs, keywords, modseq, uid in recent))
+                flag_changes.append(
+                    st if uid not in recent else FlagState(uid, st.flags, st.keywords, modseq, True))
         changes.recent_count = len(self._recent)
         return changes
+
+    def _changed_rows(self, changes: Changes) -> list[FlagState]:
+        """The index's rows whose modseq moved past the one this view last saw, and the expunges
+        recorded since (all rows when that history is gone), as flag states; expunged UIDs of the view
+        join ``_pending_expunge``."""
+        idx = self.folder.index
+        db = idx.db
+        view = self._modseqs
+        with idx.snapshot():
+            metas = idx.get_metas("uidvalidity", "highestmodseq", "expunge_floor")
+            if int(metas.get("uidvalidity", 0)) != self._uidvalidity:
+                changes.uidvalidity_changed = True
+                return []
+            top = int(metas.get("highestmodseq", 1))
+            seen = self._seen_modseq
+            if top < seen or seen < int(metas.get("expunge_floor", 0)):
+                rows = db.execute("SELECT uid, modseq, flags FROM msg").fetchall()
+                present = {r[0] for r in rows}
+                self._pending_expunge.update(u for u in self._uids if u not in present)
+            elif top != seen:
+                rows = db.execute("SELECT uid, modseq, flags FROM msg WHERE modseq>?", (seen,)).fetchall()
+                self._pending_expunge.update(
+                    u for (u,) in db.execute("SELECT uid FROM expunged WHERE modseq>?", (seen,)) if u in view
+                )
+            else:
+                rows = []
+            self._seen_modseq = top
+        out = []
+        for uid, modseq, flags in rows:
+            fs, keywords = _flag_sets(flags)
+            out.append(FlagState(uid, fs, keywords, modseq))
+        return out
 
     # --- reading ------------------------------------------------------------------------------
 

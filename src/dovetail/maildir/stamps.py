@@ -8,6 +8,7 @@ only until that delay has passed, and the directories are listed once more then.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 
@@ -48,8 +49,14 @@ def dirty_window(stamp: tuple) -> float:
 
 def trusted(stamp: tuple, checked_at: float, now: float) -> bool:
     """Whether ``stamp``, confirmed by a listing at ``checked_at``, can be taken as is at ``now``."""
+    return now < trusted_until(stamp, checked_at)
+
+
+def trusted_until(stamp: tuple, checked_at: float) -> float:
+    """Until when ``stamp``, confirmed by a listing at ``checked_at``, can be taken as is (infinity for
+    a clean stamp): what :func:`trusted` compares the time with, for callers that ask again and again."""
     window = dirty_window(stamp)
-    return not is_dirty(stamp, checked_at, window) or now < checked_at + window
+    return checked_at + window if is_dirty(stamp, checked_at, window) else math.inf
 
 
 def encode(stamp: tuple | None) -> str:
