@@ -48,8 +48,8 @@ async def cmd_store(s: CommandSession, cmd: StoreCommand) -> Result:
         s.note_keywords(flags)  # a keyword set now is shown by FLAGS even when .SILENT hides the FETCH
     lines, modified = await s.work_then_refresh(cmd, work)
     s.announce_keywords()
-    for line in lines:
-        s.write(line)
+    if lines:
+        s.write(b"\r\n".join(lines))
     if modified:
         return f"MODIFIED {format_set(modified)}", "Conditional STORE failed"
     return None, "Store completed."
