@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from dovetail.maildir import flagstore
 from dovetail.maildir import keywords as kwfile
 from dovetail.maildir import mailbox as mailbox_mod
 from dovetail.maildir.folder import Folder
@@ -59,7 +60,7 @@ def test_cached_fetch_gives_the_index_data_and_current_flags(storage) -> None:
 
 
 def test_store_over_many_messages_reads_them_in_chunks(storage, monkeypatch) -> None:
-    monkeypatch.setattr(mailbox_mod, "_STORE_CHUNK", 5)
+    monkeypatch.setattr(flagstore, "_CHUNK", 5)
     box = storage.select("INBOX")
     uids = list(box.uids)
     box.store_flags(uids[:4], StoreMode.ADD, [SEEN])

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from dovetail.maildir import lazyfacts
 from dovetail.maildir.diskfull import is_disk_full
-from dovetail.maildir.filename import INFO_SEP, parse_name
+from dovetail.maildir.filename import parse_name
+from dovetail.maildir.flagstore import FlagPlan, Outcome, rename_to, store_rows
 from dovetail.maildir.folder import CUR, MAX_MESSAGE_BYTES, NEW, Folder
-from dovetail.maildir.index import DATE_UNKNOWN, EXPUNGE_DATA_KEPT, flags_dump, flags_load, loads
-from dovetail.maildir.indexdb import IndexDB
+from dovetail.maildir.index import DATE_UNKNOWN, EXPUNGE_DATA_KEPT, flags_load, loads
 from dovetail.maildir.keywords import valid_keyword
 from dovetail.maildir.messagecache import HEADER_FIELDS, IMAP_DATA, MESSAGES, PART_TREES, TEXTS
 from dovetail.maildir.messagefacts import analyse, header_block
@@ -847,73 +847,52 @@ class MaildirMailbox(Mailbox):
         uids = sorted(self._in_view(uids))
         folder = self.folder
         folder.sync()
-        folder.info_for(wanted)  # registers new keywords before any rename
-        db = folder.index.db
+        keywords = folder.load_keywords()
+        known = set(keywords.values())
+        if any(f[0] != "\\" and f not in known for f in wanted):
+            folder.info_for(wanted)  # registers new keywords before any rename
+            keywords = folder.load_keywords()
+        plan = FlagPlan(mode, wanted, keywords, folder.info_for)
+        idx = folder.index
         changed: list[FlagState] = []
         modified: list[int] = []
+        caught_up = False
         # Read, decide and rename inside one write transaction so two sessions changing flags at once
         # cannot both start from the same old flags (the index's lock serialises our writers).
         with folder.changing() as before:
-            renames: list[tuple[int, str, tuple[str, list[str], str]]] = []
-            # A message's new flags, its file name suffix and its flags column depend only on its old
-            # flags: a STORE over many messages meets a few combinations, each worked out once.
-            outcomes: dict[str, tuple[str, list[str], str] | None] = {}
-            for uid, filename, cur_flags_j, modseq in _store_rows(db, uids):
+            renames: list[tuple[int, str, Outcome]] = []
+            for uid, filename, column, modseq in store_rows(idx.db, uids):
                 if unchangedsince is not None and modseq > unchangedsince:
                     modified.append(uid)
                     continue
-                if cur_flags_j in outcomes:
-                    outcome = outcomes[cur_flags_j]
-                else:
-                    cur = set(flags_load(cur_flags_j))
-                    if mode is StoreMode.ADD:
-                        new = cur | wanted
-                    elif mode is StoreMode.REMOVE:
-                        new = cur - wanted
-                    else:
-                        new = set(wanted)
-                    outcome = None if new == cur else (folder.info_for(new), sorted(new), flags_dump(new))
-                    outcomes[cur_flags_j] = outcome
+                outcome = plan.outcome(column)
                 if outcome is not None:
                     renames.append((uid, filename, outcome))
             if renames:
-                modseq = folder.index.bump_modseq()
+                modseq = idx.bump_modseq()
+                # Nothing but this change happened since this view's last refresh: the refresh after
+                # the command has nothing to read back (see below).
+                caught_up = modseq - 1 == self._seen_modseq and not self._pending_expunge
                 updates: list[tuple[str, str, str, int, int]] = []
-                states: dict[tuple[str, ...], tuple[frozenset[str], frozenset[str]]] = {}
+                root = folder.path_text
                 recent = self._recent
-                for uid, filename, (info, new_flags, column) in renames:
-                    new_fn = self._rename(uid, filename, info)
+                view = self._modseqs
+                for uid, filename, (info, column, fs, kws) in renames:
+                    new_fn = rename_to(root, filename, info)
                     if new_fn is None:
                         continue
                     updates.append((new_fn, info, column, modseq, uid))
-                    self._modseqs[uid] = modseq
-                    key = tuple(new_flags)
-                    sets = states.get(key)
-                    if sets is None:
-                        fs = frozenset(new_flags)
-                        sets = states[key] = (fs, frozenset(f for f in fs if not f.startswith("\\")))
-                    changed.append(FlagState(uid, sets[0], sets[1], modseq, uid in recent))
+                    view[uid] = modseq
+                    changed.append(FlagState(uid, fs, kws, modseq, uid in recent))
                 if updates:
-                    db.executemany("UPDATE msg SET filename=?, info=?, flags=?, modseq=? WHERE uid=?", updates)
-                touched = {CUR, NEW} if any(r[1].startswith("new/") for r in renames) else {CUR}
+                    idx.db.executemany("UPDATE msg SET filename=?, info=?, flags=?, modseq=? WHERE uid=?", updates)
+                touched = (CUR, NEW) if any(r[1].startswith("new/") for r in renames) else (CUR,)
                 folder.own_change(before, folder.stamp(), frozenset(touched))
+        if caught_up:
+            # Committed: the index's changes past what this view saw are this STORE's alone, and the
+            # view holds them already (its rows' modseqs; no message came or went).
+            self._seen_modseq = modseq
         return StoreResult(changed, modified)
-
-    def _rename(self, uid: int, filename: str, info: str) -> str | None:
-        """Rename the file to carry ``info``; follows a file renamed meanwhile by another writer."""
-        path = self.folder.path
-        for _ in range(3):
-            base = parse_name(filename.split("/", 1)[1]).basename
-            new_rel = f"cur/{base}{INFO_SEP}{info}"
-            try:
-                os.rename(path / filename, path / new_rel)
-                return new_rel
-            except FileNotFoundError:
-                found = _find_by_base(path, base)
-                if found is None:
-                    return None
-                filename = found
-        return None
 
     def copy(self, uids: Iterable[int], dest: str) -> CopyResult:
         target = self._resolve(dest)
@@ -1000,21 +979,6 @@ class MaildirMailbox(Mailbox):
     def close(self) -> None:
         flush_store(self.folder.path)
         self.folder.close()
-
-
-_STORE_CHUNK = 500  # UIDs per IN (...) list when reading the rows a STORE changes
-
-
-def _store_rows(db: IndexDB, uids: list[int]) -> list[tuple[int, str, str, int]]:
-    """``(uid, filename, flags, modseq)`` of the index rows of ``uids`` (ascending), a few statements
-    for the lot instead of one per message."""
-    out: list[tuple[int, str, str, int]] = []
-    for start in range(0, len(uids), _STORE_CHUNK):
-        chunk = uids[start : start + _STORE_CHUNK]
-        marks = ",".join("?" * len(chunk))
-        out += db.execute(
-            f"SELECT uid, filename, flags, modseq FROM msg WHERE uid IN ({marks}) ORDER BY uid", chunk).fetchall()
-    return out
 
 
 def _find_by_base(path: Path, base: str) -> str | None:

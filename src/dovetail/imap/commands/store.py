@@ -24,21 +24,21 @@ async def cmd_store(s: CommandSession, cmd: StoreCommand) -> Result:
 
     def work() -> tuple[list[bytes], list[int]]:
         res = mb.store_flags(uids, mode, flags, unchangedsince)
+        condstore = s.condstore
+        # .SILENT sends nothing, unless CONDSTORE's UNCHANGEDSINCE owes the new MODSEQs (RFC 7162 §3.2).
+        report = res.changed if not silent or (condstore and unchangedsince is not None) else []
         lines = []
-        for st in res.changed:
-            if silent and not (s.condstore and unchangedsince is not None):
-                continue
-            seq = mb.seq_of(st.uid)
+        seq_of, flags_out, with_uid = mb.seq_of, s.flags_out, cmd.uid
+        for st in report:
+            seq = seq_of(st.uid)
             if seq is None:
                 continue
-            items = [b"FLAGS " + s.flags_out(st.flags, st.recent)]
-            if cmd.uid:
-                items.insert(0, b"UID %d" % st.uid)
-            if s.condstore:
+            items = [b"UID %d" % st.uid] if with_uid else []
+            if not silent:
+                items.append(b"FLAGS " + flags_out(st.flags, st.recent))
+            if condstore:
                 items.append(b"MODSEQ (%d)" % st.modseq)
-            if silent:
-                items = [i for i in items if not i.startswith(b"FLAGS")]
-            lines.append(b"* %d FETCH (" % seq + b" ".join(items) + b")")
+            lines.append(b"* %d FETCH (%s)" % (seq, b" ".join(items)))
         modified = res.modified
         if not cmd.uid:
             modified = [q for q in (mb.seq_of(u) for u in modified) if q is not None]
@@ -48,8 +48,8 @@ async def cmd_store(s: CommandSession, cmd: StoreCommand) -> Result:
         s.note_keywords(flags)  # a keyword set now is shown by FLAGS even when .SILENT hides the FETCH
     lines, modified = await s.work_then_refresh(cmd, work)
     s.announce_keywords()
-    for line in lines:
-        s.write(line)
+    if lines:
+        s.write(b"\r\n".join(lines))
     if modified:
         return f"MODIFIED {format_set(modified)}", "Conditional STORE failed"
     return None, "Store completed."
