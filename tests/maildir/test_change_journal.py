@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dovetail.maildir import folder as folder_mod
+from dovetail.maildir import mailbox as mailbox_mod
 from dovetail.storage import open_storage
 from dovetail.storage.api import DELETED, FLAGGED, SEEN, StoreMode
 
@@ -92,12 +93,13 @@ def test_a_view_behind_the_journal_reads_the_index(storage, monkeypatch) -> None
     monkeypatch.setattr(folder_mod, "JOURNAL_KEPT", 4)
     a = storage.select("INBOX")
     b = storage.select("INBOX")
+    c = storage.select("INBOX")
     try:
         uids = list(a.uids)
         reads = msg_row_reads(b)
         for uid in uids:
             a.store_flags([uid], StoreMode.ADD, [FLAGGED])
-            a.refresh()  # a's refreshes keep the shared facts (and the journal) moving on
+            c.refresh()  # c's refreshes keep the shared facts (and the journal) moving on
         assert b.folder.state.journal_from > b._seen_modseq
         changes = b.refresh()
         assert reads != []  # b was too far behind: its rows came from the index
@@ -106,6 +108,7 @@ def test_a_view_behind_the_journal_reads_the_index(storage, monkeypatch) -> None
     finally:
         a.close()
         b.close()
+        c.close()
 
 
 def test_a_change_committed_by_another_process_is_waited_for_not_listed(storage, monkeypatch) -> None:
@@ -121,10 +124,10 @@ def test_a_change_committed_by_another_process_is_waited_for_not_listed(storage,
         b.refresh()
         victim = a.uids[2]
         renamed, waiting = threading.Event(), threading.Event()
-        real_rename, real_wait = type(a)._rename, type(b.folder)._writer_done
+        real_rename, real_wait = mailbox_mod.rename_to, type(b.folder)._writer_done
 
-        def rename(self, uid, filename, info):
-            out = real_rename(self, uid, filename, info)
+        def rename(root, filename, info):
+            out = real_rename(root, filename, info)
             renamed.set()
             assert waiting.wait(10)  # b is about to wait for this transaction
             return out
@@ -133,7 +136,7 @@ def test_a_change_committed_by_another_process_is_waited_for_not_listed(storage,
             waiting.set()
             return real_wait(self)
 
-        monkeypatch.setattr(a, "_rename", rename.__get__(a))
+        monkeypatch.setattr(mailbox_mod, "rename_to", rename)
         monkeypatch.setattr(b.folder, "_writer_done", writer_done.__get__(b.folder))
         store = threading.Thread(target=a.store_flags, args=([victim], StoreMode.ADD, [SEEN]))
         store.start()
