@@ -71,6 +71,8 @@ class ImapServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
         self._stopping = asyncio.Event()
+        # Connection tasks waiting for their client's next bytes: stop() cancels them (and takes them out).
+        self._reading: set[asyncio.Task[Any]] = set()
 
     async def start(self, sock: Any = None, host: str = "127.0.0.1", port: int = 0) -> int:
         """Start accepting; returns the bound port."""
@@ -91,6 +93,10 @@ class ImapServer:
         if self._server is not None:
             self._server.close()
         self._stopping.set()
+        reading = list(self._reading)
+        self._reading.clear()
+        for task in reading:
+            task.cancel()  # the connection says BYE and closes (see _run)
         if self._tasks:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for sess in list(self.sessions):
@@ -171,66 +177,108 @@ class ImapServer:
             self._tasks.discard(task)
 
     async def _run(self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read, run the complete commands, send their answers, until the session ends.
+
+        Every command passes here, so the wait for the next bytes is a plain ``await reader.read()`` under
+        one ``asyncio.timeout`` whose deadline (autologout) is moved before each read and lifted while a
+        command runs: a task and ``asyncio.wait`` per read cost several times the CPU of NOOP itself.
+        ``stop()`` interrupts a connection waiting here by cancelling its task (see ``_reading``); only an
+        idling session waits on more than its socket (``_idle_read``).
+        """
         writer.write(session.greeting())
         await writer.drain()
-        read_task: asyncio.Future[bytes] | None = None
-        stop_task = asyncio.ensure_future(self._stopping.wait())
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        reading = self._reading
+        pending: asyncio.Task[bytes] | None = None  # a read that outlived an IDLE wakeup
+        changed = False
         try:
-            while not session.closed:
-                if read_task is None:
-                    read_task = asyncio.ensure_future(reader.read(READ_SIZE))
-                timeout = max(session.seconds_left(), 0.0)
-                waiting: set[asyncio.Future[Any]] = {read_task, stop_task}
-                watch = asyncio.ensure_future(session.idle_wait()) if session.idling else None
-                if watch is not None:
-                    waiting.add(watch)
-                done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                if watch is not None and watch not in done:
-                    watch.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await watch
-                if stop_task in done:
-                    session.shutdown()
-                    break
-                if watch is not None and watch in done:
-                    if watch.result():
+            async with asyncio.timeout(None) as deadline:
+                while not session.closed:
+                    if self._stopping.is_set():
+                        session.shutdown()
+                        break
+                    deadline.reschedule(loop.time() + max(session.seconds_left(), 0.0))
+                    reading.add(task)
+                    try:
+                        if session.idling or pending is not None:
+                            data, pending, changed = await self._idle_read(session, reader, pending)
+                        else:
+                            data = await reader.read(READ_SIZE)
+                    except asyncio.CancelledError:
+                        # stop() takes the task out of _reading as it cancels it; any other cancellation
+                        # (the deadline, disconnect(), the loop's) goes on.
+                        if task in reading or session.closed or not self._stopping.is_set():
+                            raise
+                        task.uncancel()
+                        session.shutdown()
+                        break
+                    finally:
+                        reading.discard(task)
+                    deadline.reschedule(None)
+                    if changed:  # the watched mailbox changed while idling: the updates go out
+                        changed = False
                         await session.idle_refresh()
                         await self._flush(session, writer)
-                    if read_task not in done:
+                    if data is None:  # an IDLE wakeup: the read goes on
                         continue
-                if not done:
-                    session.timed_out()
-                    break
-                data = read_task.result()
-                read_task = None
-                if not data:
-                    break
-                session.feed(data)
-                while await session.step() and not session.starttls_requested:
+                    if not data:
+                        break
+                    session.feed(data)
+                    while await session.step() and not session.starttls_requested:
+                        await self._flush(session, writer)
+                    if session.proxy_requested is not None:
+                        await self._proxy(session, reader, writer)
+                        continue
+                    if session.starttls_requested:
+                        assert self.ssl_context is not None
+                        # Stop reading before the OK goes out: the client's ClientHello must reach the TLS
+                        # layer, not the plaintext stream buffer.
+                        # (uvloop's transports have pause_reading but are no asyncio.ReadTransport subclass)
+                        pause_reading = getattr(writer.transport, "pause_reading", None)
+                        assert pause_reading is not None
+                        pause_reading()
+                        await self._flush(session, writer)
+                        await writer.start_tls(self.ssl_context)
+                        session.tls_started()
                     await self._flush(session, writer)
-                if session.proxy_requested is not None:
-                    await self._proxy(session, reader, writer)
-                    continue
-                if session.starttls_requested:
-                    assert self.ssl_context is not None
-                    # Stop reading before the OK goes out: the client's ClientHello must reach the TLS
-                    # layer, not the plaintext stream buffer.
-                    # (uvloop's transports have pause_reading but are no asyncio.ReadTransport subclass)
-                    pause_reading = getattr(writer.transport, "pause_reading", None)
-                    assert pause_reading is not None
-                    pause_reading()
-                    await self._flush(session, writer)
-                    await writer.start_tls(self.ssl_context)
-                    session.tls_started()
-                await self._flush(session, writer)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # a write timeout: the client stopped reading
+            session.timed_out()
         finally:
-            stop_task.cancel()
-            if read_task is not None and not read_task.done():
-                read_task.cancel()
+            if pending is not None and not pending.done():
+                pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await read_task
+                    await pending
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._flush(session, writer), 5.0)
+
+    async def _idle_read(self, session: Session, reader: asyncio.StreamReader, pending: asyncio.Task[bytes] | None
+                         ) -> tuple[bytes | None, asyncio.Task[bytes] | None, bool]:
+        """Wait for the client's bytes or, while idling, for a hint that the watched mailbox changed.
+
+        Returns the bytes read (None after a wakeup), the read still going on (kept for the next call, so no
+        bytes are lost between wakeups) and whether the wakeup calls for a refresh."""
+        read = pending if pending is not None else asyncio.ensure_future(reader.read(READ_SIZE))
+        if not session.idling:
+            return await read, None, False
+        watch = asyncio.ensure_future(session.idle_wait())
+        try:
+            done, _ = await asyncio.wait({read, watch}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            read.cancel()
+            raise
+        finally:
+            if not watch.done():
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await watch
+        changed = watch in done and watch.result()
+        if read in done:
+            return read.result(), None, changed
+        return None, read, changed
 
     async def _proxy(self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Hand the session to the account's home node (``proxy.py``), or answer the login NO [UNAVAILABLE]."""
