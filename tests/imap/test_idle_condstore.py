@@ -145,6 +145,19 @@ def test_stop_says_bye_to_idle_clients(mail_server):
     assert time.monotonic() - t0 < 10  # idle sessions are not kept for the grace period
 
 
+def test_stop_says_bye_to_clients_between_commands(server):
+    """Sessions waiting for their next command (logged in or not) are told at once, not after the grace."""
+    logged_in = raw_login(server)
+    logged_in.cmd(b"s SELECT INBOX")
+    fresh = RawClient(server.port)
+    t0 = time.monotonic()
+    server.stop(grace=20)
+    for c in (logged_in, fresh):
+        assert c.readline(timeout=3) == b"* BYE Server shutting down."
+        assert c.closed()
+    assert time.monotonic() - t0 < 10
+
+
 def test_missing_ranges():
     from dovetail.imap.sequence import SequenceSet, missing_ranges
 
