@@ -101,6 +101,15 @@ def test_special_use(storage) -> None:
     assert len([m for m in storage.list_mailboxes() if m.name == "Sent"]) == 1
 
 
+def test_status_unseen_counts_only_the_seen_flag(storage) -> None:
+    """UNSEEN is counted by SQLite over the flags column: a keyword spelled like the flag is no \\Seen."""
+    storage.append("INBOX", MSG, [SEEN])
+    storage.append("INBOX", MSG, [SEEN, FLAGGED, "Work"])
+    storage.append("INBOX", MSG, ["Seen", "NotSeen"])
+    storage.append("INBOX", MSG, [])
+    assert storage.status("INBOX", ["MESSAGES", "UNSEEN"]) == {"MESSAGES": 4, "UNSEEN": 2}
+
+
 def test_postfix_virtual_layout_is_served(storage) -> None:
     for i in range(3):
         deliver(storage.root, MSG.replace(b"hello", b"hello %d" % i), i)

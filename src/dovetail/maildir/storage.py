@@ -7,6 +7,7 @@ and usage the cached count of :mod:`dovetail.maildir.usage`: neither opens an in
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import uuid
@@ -26,7 +27,6 @@ from dovetail.maildir.deliver import (
 from dovetail.maildir.dirsync import syncs_together as syncs_together  # the storage API's deliveries_together
 from dovetail.maildir.filename import info_string
 from dovetail.maildir.folder import MAX_MESSAGE_BYTES, Folder
-from dovetail.maildir.index import flags_load
 from dovetail.maildir.mailbox import MaildirMailbox, append_to, clean_flags
 from dovetail.maildir.usage import maildir_usage
 from dovetail.storage import names
@@ -57,6 +57,20 @@ def _make_maildir(path: Path, folder_marker: bool) -> None:
         (path / "maildirfolder").touch()
 
 
+# A session names the same few mailboxes in every SELECT, STATUS and APPEND: their validation and
+# on-disk names are worked out once per process (a name that fails raises each time; nothing is kept).
+@functools.lru_cache(maxsize=1024)
+def _canonical(name: str) -> str:
+    if name.endswith(names.DELIMITER) and len(name) > 1:
+        name = name[:-1]
+    return names.normalize(name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _disk_name(name: str) -> str:
+    return names.to_disk(_canonical(name))
+
+
 class MaildirStorage(MailStorage):
     """``create=False`` touches no disk on construction (a quota check or a delivery, which creates
     the Maildir when it writes): the root need not exist."""
@@ -70,12 +84,10 @@ class MaildirStorage(MailStorage):
     # --- names ------------------------------------------------------------------------------
 
     def _canon(self, name: str) -> str:
-        if name.endswith(names.DELIMITER) and len(name) > 1:
-            name = name[:-1]
-        return names.normalize(name)
+        return _canonical(name)
 
     def _path(self, name: str) -> Path:
-        disk = names.to_disk(self._canon(name))
+        disk = _disk_name(name)
         path = self.root if disk == "." else self.root / disk
         if path != self.root and path.parent != self.root:
             raise InvalidMailboxName("mailbox name escapes the root")
@@ -260,7 +272,10 @@ class MaildirStorage(MailStorage):
                 elif item == "UIDVALIDITY":
                     out[item] = idx.get_int("uidvalidity")
                 elif item == "UNSEEN":
-                    out[item] = sum(1 for (f,) in db.execute("SELECT flags FROM msg") if SEEN not in flags_load(f))
+                    # Counted by SQLite: the flags column is the flags joined by single spaces.
+                    out[item] = db.execute(
+                        "SELECT count(*) FROM msg WHERE instr(' ' || flags || ' ', ?) = 0", (f" {SEEN} ",)
+                    ).fetchone()[0]
                 elif item == "RECENT":
                     first = idx.get_int("first_recent_uid", 1)
                     out[item] = db.execute("SELECT count(*) FROM msg WHERE uid>=?", (first,)).fetchone()[0]
