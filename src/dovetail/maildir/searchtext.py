@@ -68,6 +68,7 @@ MAX_HAYSTACK_BYTES = 32 * 1024 * 1024
 """A folder's texts are kept in memory for scans only when its store holds at most this much."""
 HAYSTACK_BUDGET = 96 * 1024 * 1024
 """Texts kept in memory for scans by all of a process's stores together; past it, stores scan rows."""
+_NEEDLES_KEPT = 512  # answers a haystack remembers
 _haystack_bytes = 0  # held by all stores now (under _HAYSTACK_LOCK)
 _HAYSTACK_LOCK = threading.Lock()
 
@@ -76,22 +77,44 @@ class _Haystack:
     """The texts of a store's rows joined in one buffer, ``starts[i]`` where the text of ``uids[i]``
     begins, and the store's byte count (``meta.bytes``) when they were read."""
 
-    __slots__ = ("data", "starts", "uids", "stamp", "held", "index")
+    __slots__ = ("data", "starts", "uids", "stamp", "held", "index", "found")
 
     def __init__(self, data: bytes, starts: list[int], uids: list[int], stamp: str, held: int) -> None:
         self.data, self.starts, self.uids, self.stamp, self.held = data, starts, uids, stamp, held
         self.index = {uid: i for i, uid in enumerate(uids)}
+        self.found: dict[bytes, set[int]] = {}  # needles looked for in all of it, and where they were
 
     def contains(self, uid: int, want: bytes) -> bool | None:
         """Whether the text of ``uid`` contains ``want``; None when it is not held."""
         i = self.index.get(uid)
         if i is None:
             return None
+        known = self.found.get(want)
+        if known is not None:
+            return uid in known
         end = self.starts[i + 1] if i + 1 < len(self.starts) else len(self.data)
         return self.data.find(want, self.starts[i], end) >= 0
 
     def matches(self, want: bytes) -> set[int]:
-        """The UIDs whose text contains ``want``: one ``find`` a match, never across two texts."""
+        """The UIDs whose text contains ``want`` (remembered: searches ask for the same words again)."""
+        hit = self.found.get(want)
+        if hit is None:
+            if len(self.found) >= _NEEDLES_KEPT:
+                self.found.clear()
+            hit = self.found[want] = self._find(want)
+        return set(hit)
+
+    def extended(self, rows: list[tuple[int, bytes]], stamp: str) -> _Haystack:
+        """This one with the texts of ``rows`` (UIDs it does not hold) added."""
+        starts, uids, at = list(self.starts), list(self.uids), len(self.data)
+        for uid, body in rows:
+            starts.append(at)
+            uids.append(uid)
+            at += len(body)
+        return _Haystack(b"".join([self.data, *(body for _, body in rows)]), starts, uids, stamp, at)
+
+    def _find(self, want: bytes) -> set[int]:
+        """One ``find`` a match, never across two texts."""
         if not want:
             return set(self.uids)
         data, starts, uids = self.data, self.starts, self.uids
@@ -307,7 +330,10 @@ class TextStore:
                 self._uidvalidity = 0
                 return None
             hay = self._haystack
-            if hay is not None and hay.stamp == metas.get("bytes"):
+            stamp = metas.get("bytes")
+            if hay is not None and stamp is not None and hay.stamp != stamp:
+                hay = self._extend(db, hay, uidvalidity, stamp)
+            if hay is not None:
                 found, known = hay.matches(want), set(hay.uids)
             else:
                 scanned = self._scan_rows(db, want, uidvalidity, metas.get("bytes"))
@@ -377,6 +403,39 @@ class TextStore:
                 and _reserve(at):
             self._haystack = _Haystack(b"".join(chunks), starts, uids, stamp, at)
         return found, known
+
+    def _extend(self, db: sqlite3.Connection, hay: _Haystack, uidvalidity: int,
+                stamp: str) -> _Haystack | None:
+        """``hay`` with the rows added since it was made (rows deleted since stay: a UID's text never
+        changes); None (and no haystack) when they cannot be read or do not fit."""
+        try:
+            held = hay.index
+            new = [uid for (uid,) in db.execute("SELECT uid FROM text") if uid not in held]
+            rows: list[tuple[int, bytes]] = []
+            for start in range(0, len(new), 500):
+                chunk = new[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for uid, crc, body in db.execute(f"SELECT uid, crc, body FROM text WHERE uid IN ({marks})", chunk):
+                    data = self._checked(uid, crc, body)
+                    if data is not None:
+                        rows.append((uid, data))
+            metas = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('uidvalidity', 'bytes')"))
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return None
+        self._drop_haystack()
+        if metas.get("uidvalidity") != str(uidvalidity):
+            self._uidvalidity = 0
+            return None
+        extra = sum(len(body) for _, body in rows)
+        if hay.held + extra > MAX_HAYSTACK_BYTES or not _reserve(hay.held + extra):
+            return None
+        if rows:
+            hay = hay.extended(rows, stamp)
+        else:  # only deletions: what it remembers stays right
+            hay.stamp = stamp
+        self._haystack = hay
+        return hay
 
     def _drop_haystack(self) -> None:
         if self._haystack is not None:
