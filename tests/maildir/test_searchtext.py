@@ -292,6 +292,9 @@ def test_scans_from_the_kept_texts_answer_as_the_rows_do(tmp_path: Path) -> None
         assert store.scan(7, needle) == (truth(needle), set(texts)), needle
         assert {u for u in texts if store.contains(7, u, needle)} == truth(needle), needle
     assert store.contains(7, 99, "beta") is None  # not held: the caller reads it another way
+    for _ in range(300):  # asked often enough, a needle is looked for in all texts and remembered
+        assert [store.contains(7, u, "amm") for u in texts] == [u in truth("amm") for u in texts]
+    assert store._haystack is not None and store._haystack.found[b"amm"] == truth("amm")
     other = TextStore(tmp_path)  # another process's store of the same folder
     other.put(7, 8, "late beta")
     other.forget(7, [3])

@@ -69,6 +69,7 @@ MAX_HAYSTACK_BYTES = 32 * 1024 * 1024
 HAYSTACK_BUDGET = 96 * 1024 * 1024
 """Texts kept in memory for scans by all of a process's stores together; past it, stores scan rows."""
 _NEEDLES_KEPT = 512  # answers a haystack remembers
+_SINGLE_FINDS = 200  # texts looked through one by one for a needle before all are, and remembered
 _haystack_bytes = 0  # held by all stores now (under _HAYSTACK_LOCK)
 _HAYSTACK_LOCK = threading.Lock()
 
@@ -77,12 +78,13 @@ class _Haystack:
     """The texts of a store's rows joined in one buffer, ``starts[i]`` where the text of ``uids[i]``
     begins, and the store's byte count (``meta.bytes``) when they were read."""
 
-    __slots__ = ("data", "starts", "uids", "stamp", "held", "index", "found")
+    __slots__ = ("data", "starts", "uids", "stamp", "held", "index", "found", "asks")
 
     def __init__(self, data: bytes, starts: list[int], uids: list[int], stamp: str, held: int) -> None:
         self.data, self.starts, self.uids, self.stamp, self.held = data, starts, uids, stamp, held
         self.index = {uid: i for i, uid in enumerate(uids)}
         self.found: dict[bytes, set[int]] = {}  # needles looked for in all of it, and where they were
+        self.asks: dict[bytes, int] = {}  # texts looked through one by one for a needle not in found
 
     def contains(self, uid: int, want: bytes) -> bool | None:
         """Whether the text of ``uid`` contains ``want``; None when it is not held."""
@@ -92,17 +94,26 @@ class _Haystack:
         known = self.found.get(want)
         if known is not None:
             return uid in known
+        if len(self.asks) >= _NEEDLES_KEPT * 4:
+            self.asks.clear()
+        asks = self.asks[want] = self.asks.get(want, 0) + 1
+        if asks > _SINGLE_FINDS:  # a search over many messages: all of them once, remembered
+            return uid in self._matched(want)
         end = self.starts[i + 1] if i + 1 < len(self.starts) else len(self.data)
         return self.data.find(want, self.starts[i], end) >= 0
 
     def matches(self, want: bytes) -> set[int]:
         """The UIDs whose text contains ``want`` (remembered: searches ask for the same words again)."""
+        return set(self._matched(want))
+
+    def _matched(self, want: bytes) -> set[int]:
         hit = self.found.get(want)
         if hit is None:
             if len(self.found) >= _NEEDLES_KEPT:
                 self.found.clear()
+                self.asks.clear()
             hit = self.found[want] = self._find(want)
-        return set(hit)
+        return hit
 
     def extended(self, rows: list[tuple[int, bytes]], stamp: str) -> _Haystack:
         """This one with the texts of ``rows`` (UIDs it does not hold) added."""
