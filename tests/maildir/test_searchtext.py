@@ -271,3 +271,37 @@ def test_texts_wait_while_another_process_writes(tmp_path: Path) -> None:
     assert fresh.get(3, 2) == "text 2" and fresh.get(3, 1 + 2 * _FLUSH_COUNT) == f"text {1 + 2 * _FLUSH_COUNT}"
     fresh.close()
     store.close()
+
+
+def test_scans_from_the_kept_texts_answer_as_the_rows_do(tmp_path: Path) -> None:
+    """After the first scan the texts are searched in memory: the same UIDs as ``needle in text`` for
+    each row, never for a needle that only spans two texts, and rows another process adds or deletes
+    are seen by the next scan (a deleted row's UID may still be answered for: its text is the same)."""
+    texts = {1: "alpha beta", 2: "", 3: "gamma", 4: "betagamma", 5: "ünïcode straße", 6: "ab"}  # noqa: RUF001
+    store = TextStore(tmp_path)
+    for uid, text in texts.items():
+        store.put(7, uid, text)
+    store.flush()
+
+    def truth(needle: str) -> set[int]:
+        return {u for u, t in texts.items() if needle in t}
+
+    assert store.scan(7, "beta") == ({1, 4}, set(texts))  # the first scan reads the rows
+    assert store._haystack is not None
+    for needle in ["beta", "", "ag", "aga", "gammab", "betaga", "straße", "e", "ab", "aab", "x"]:
+        assert store.scan(7, needle) == (truth(needle), set(texts)), needle
+        assert {u for u in texts if store.contains(7, u, needle)} == truth(needle), needle
+    assert store.contains(7, 99, "beta") is None  # not held: the caller reads it another way
+    for _ in range(300):  # asked often enough, a needle is looked for in all texts and remembered
+        assert [store.contains(7, u, "amm") for u in texts] == [u in truth("amm") for u in texts]
+    assert store._haystack is not None and store._haystack.found[b"amm"] == truth("amm")
+    other = TextStore(tmp_path)  # another process's store of the same folder
+    other.put(7, 8, "late beta")
+    other.forget(7, [3])
+    other.close()
+    texts[8] = "late beta"  # UID 3's text stays as it was: a UID's text never changes
+    assert store.scan(7, "beta") == (truth("beta"), set(texts))
+    assert store.scan(7, "gamma") == (truth("gamma"), set(texts))
+    assert store.contains(7, 8, "late") is True and store.contains(7, 8, "gamma") is False
+    store.close()
+    assert store._haystack is None

@@ -813,6 +813,13 @@ class MaildirMailbox(Mailbox):
             hit[1].difference_update(self._pending_expunge, self._gone)
         return hit
 
+    def text_has(self, uid: int, needle: str) -> bool | None:
+        """From the texts the folder's search text store holds in memory after a scan; messages this
+        view knows to be expunged are left to :meth:`folded_text`."""
+        if uid in self._pending_expunge or uid in self._gone:
+            return None
+        return store_for(self.folder.path).contains(self._uidvalidity, uid, needle)
+
     def get_section(self, uid: int, section: Section | str, partial: tuple[int, int] | None = None) -> bytes:
         sec = parse_section(section) if isinstance(section, str) else section
         if not sec.part and sec.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):

@@ -22,7 +22,13 @@ what a crash loses is decoded again.
 
 A search over many messages asks the store once (:meth:`TextStore.scan`) for the UIDs whose text holds
 the needle, comparing UTF-8 bytes row by row without making a str of each text; a row's CRC is checked
-the first time this process reads it (rows are written once and never changed).
+the first time this process reads it (rows are written once and never changed). The texts a scan
+read are kept in memory as one buffer (while the folder's store stays under ``MAX_HAYSTACK_BYTES``
+and the process's buffers under ``HAYSTACK_BUDGET``), so the next search's scan is a few
+``bytes.find`` calls over it instead of reading every row again: a search that combines text keys
+asks for several needles, and searches come many a second. The buffer is made anew when the store's
+byte count says rows were added or deleted (by any process); until then it is still right for every
+UID it holds (a UID's text never changes), and a UID it lacks is decoded as any other.
 
 Hand-written over SQLite rather than a full-text index (FTS5): SEARCH matches any substring of the
 folded text, which a token index cannot answer by itself.
@@ -30,6 +36,7 @@ folded text, which a token index cannot answer by itself.
 
 from __future__ import annotations
 
+import bisect
 import sqlite3
 import threading
 import time
@@ -57,6 +64,83 @@ _PENDING_LIMIT = 4 * 1024 * 1024  # texts held while other processes keep the st
 _OPEN_STORES = 16  # stores a process keeps open (a file descriptor or three each)
 _RETRY_SECONDS = 30.0  # a store that could not be opened (locked, unwritable) is tried again after this
 _PRUNE_SECONDS = 300.0  # a full store looks for rows of messages gone at most this often
+MAX_HAYSTACK_BYTES = 32 * 1024 * 1024
+"""A folder's texts are kept in memory for scans only when its store holds at most this much."""
+HAYSTACK_BUDGET = 96 * 1024 * 1024
+"""Texts kept in memory for scans by all of a process's stores together; past it, stores scan rows."""
+_NEEDLES_KEPT = 512  # answers a haystack remembers
+_SINGLE_FINDS = 200  # texts looked through one by one for a needle before all are, and remembered
+_haystack_bytes = 0  # held by all stores now (under _HAYSTACK_LOCK)
+_HAYSTACK_LOCK = threading.Lock()
+
+
+class _Haystack:
+    """The texts of a store's rows joined in one buffer, ``starts[i]`` where the text of ``uids[i]``
+    begins, and the store's byte count (``meta.bytes``) when they were read."""
+
+    __slots__ = ("data", "starts", "uids", "stamp", "held", "index", "found", "asks")
+
+    def __init__(self, data: bytes, starts: list[int], uids: list[int], stamp: str, held: int) -> None:
+        self.data, self.starts, self.uids, self.stamp, self.held = data, starts, uids, stamp, held
+        self.index = {uid: i for i, uid in enumerate(uids)}
+        self.found: dict[bytes, set[int]] = {}  # needles looked for in all of it, and where they were
+        self.asks: dict[bytes, int] = {}  # texts looked through one by one for a needle not in found
+
+    def contains(self, uid: int, want: bytes) -> bool | None:
+        """Whether the text of ``uid`` contains ``want``; None when it is not held."""
+        i = self.index.get(uid)
+        if i is None:
+            return None
+        known = self.found.get(want)
+        if known is not None:
+            return uid in known
+        if len(self.asks) >= _NEEDLES_KEPT * 4:
+            self.asks.clear()
+        asks = self.asks[want] = self.asks.get(want, 0) + 1
+        if asks > _SINGLE_FINDS:  # a search over many messages: all of them once, remembered
+            return uid in self._matched(want)
+        end = self.starts[i + 1] if i + 1 < len(self.starts) else len(self.data)
+        return self.data.find(want, self.starts[i], end) >= 0
+
+    def matches(self, want: bytes) -> set[int]:
+        """The UIDs whose text contains ``want`` (remembered: searches ask for the same words again)."""
+        return set(self._matched(want))
+
+    def _matched(self, want: bytes) -> set[int]:
+        hit = self.found.get(want)
+        if hit is None:
+            if len(self.found) >= _NEEDLES_KEPT:
+                self.found.clear()
+                self.asks.clear()
+            hit = self.found[want] = self._find(want)
+        return hit
+
+    def extended(self, rows: list[tuple[int, bytes]], stamp: str) -> _Haystack:
+        """This one with the texts of ``rows`` (UIDs it does not hold) added."""
+        starts, uids, at = list(self.starts), list(self.uids), len(self.data)
+        for uid, body in rows:
+            starts.append(at)
+            uids.append(uid)
+            at += len(body)
+        return _Haystack(b"".join([self.data, *(body for _, body in rows)]), starts, uids, stamp, at)
+
+    def _find(self, want: bytes) -> set[int]:
+        """One ``find`` a match, never across two texts."""
+        if not want:
+            return set(self.uids)
+        data, starts, uids = self.data, self.starts, self.uids
+        find, right, last, size = data.find, bisect.bisect_right, len(starts) - 1, len(want)
+        found: set[int] = set()
+        pos = 0
+        while (at := find(want, pos)) >= 0:
+            i = right(starts, at) - 1
+            end = starts[i + 1] if i < last else len(data)
+            if at + size <= end:
+                found.add(uids[i])
+                pos = end
+            else:  # runs into the next text: look again from the next byte
+                pos = at + 1
+        return found
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -86,6 +170,7 @@ class TextStore:
         self._inode = 0
         self._retry_at = 0.0
         self._pruned_at = float("-inf")
+        self._haystack: _Haystack | None = None
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -146,6 +231,7 @@ class TextStore:
         self._ahead.clear()
         self._gap = (0, 0, 0.0)
         self._verified.clear()
+        self._drop_haystack()
         if metas.get("uidvalidity") != str(uidvalidity) or metas.get("schema") != SCHEMA_VERSION:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -246,25 +332,25 @@ class TextStore:
             db = self._open(uidvalidity)
             if db is None:
                 return None
-            found: set[int] = set()
-            known: set[int] = set()
-            checked = self._checked
             try:
-                cursor = db.execute("SELECT uid, crc, body FROM text")
-                while rows := cursor.fetchmany(256):
-                    for uid, crc, body in rows:
-                        data = checked(uid, crc, body)
-                        if data is not None:
-                            known.add(uid)
-                            if want in data:
-                                found.add(uid)
-                now = db.execute("SELECT value FROM meta WHERE key='uidvalidity'").fetchone()
+                metas = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('uidvalidity', 'bytes')"))
             except sqlite3.Error as exc:
                 self._failed(exc)
                 return None
-            if now is None or now[0] != str(uidvalidity):
+            if metas.get("uidvalidity") != str(uidvalidity):
                 self._uidvalidity = 0
                 return None
+            hay = self._haystack
+            stamp = metas.get("bytes")
+            if hay is not None and stamp is not None and hay.stamp != stamp:
+                hay = self._extend(db, hay, uidvalidity, stamp)
+            if hay is not None:
+                found, known = hay.matches(want), set(hay.uids)
+            else:
+                scanned = self._scan_rows(db, want, uidvalidity, metas.get("bytes"))
+                if scanned is None:
+                    return None
+                found, known = scanned
             for uid, data in self._pending.items():
                 known.add(uid)
                 if want in data:
@@ -272,6 +358,100 @@ class TextStore:
                 else:
                     found.discard(uid)
             return found, known
+
+    def contains(self, uidvalidity: int, uid: int, needle: str) -> bool | None:
+        """Whether the text of ``uid`` contains ``needle`` (already folded, compared as :meth:`scan`
+        compares), from the texts held in memory since a scan; None when they do not hold it. A
+        search that cheaper keys narrowed to some messages looks through just their texts."""
+        if self._haystack is None:
+            return None
+        try:
+            want = needle.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            want = needle.encode("utf-8", "surrogatepass")
+        with self._lock:
+            hay = self._haystack
+            if hay is None or uidvalidity != self._uidvalidity or uid in self._pending:
+                return None
+            return hay.contains(uid, want)
+
+    def _scan_rows(self, db: sqlite3.Connection, want: bytes, uidvalidity: int,
+                   stamp: str | None) -> tuple[set[int], set[int]] | None:
+        """``(found, known)`` from one pass over the rows, keeping what they hold as the haystack of
+        the next scans when it fits (the caller holds the lock)."""
+        self._drop_haystack()
+        keep = stamp is not None and self._bytes <= MAX_HAYSTACK_BYTES
+        chunks: list[bytes] = []
+        starts: list[int] = []
+        uids: list[int] = []
+        at = 0
+        found: set[int] = set()
+        known: set[int] = set()
+        checked = self._checked
+        try:
+            cursor = db.execute("SELECT uid, crc, body FROM text ORDER BY uid")
+            while rows := cursor.fetchmany(256):
+                for uid, crc, body in rows:
+                    data = checked(uid, crc, body)
+                    if data is not None:
+                        known.add(uid)
+                        if want in data:
+                            found.add(uid)
+                        if keep:
+                            chunks.append(data)
+                            starts.append(at)
+                            uids.append(uid)
+                            at += len(data)
+            metas = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('uidvalidity', 'bytes')"))
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return None
+        if metas.get("uidvalidity") != str(uidvalidity):
+            self._uidvalidity = 0
+            return None
+        # Kept only when no row came or went while they were read (the byte count is the same).
+        if keep and stamp is not None and metas.get("bytes") == stamp and at <= MAX_HAYSTACK_BYTES \
+                and _reserve(at):
+            self._haystack = _Haystack(b"".join(chunks), starts, uids, stamp, at)
+        return found, known
+
+    def _extend(self, db: sqlite3.Connection, hay: _Haystack, uidvalidity: int,
+                stamp: str) -> _Haystack | None:
+        """``hay`` with the rows added since it was made (rows deleted since stay: a UID's text never
+        changes); None (and no haystack) when they cannot be read or do not fit."""
+        try:
+            held = hay.index
+            new = [uid for (uid,) in db.execute("SELECT uid FROM text") if uid not in held]
+            rows: list[tuple[int, bytes]] = []
+            for start in range(0, len(new), 500):
+                chunk = new[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for uid, crc, body in db.execute(f"SELECT uid, crc, body FROM text WHERE uid IN ({marks})", chunk):
+                    data = self._checked(uid, crc, body)
+                    if data is not None:
+                        rows.append((uid, data))
+            metas = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('uidvalidity', 'bytes')"))
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return None
+        self._drop_haystack()
+        if metas.get("uidvalidity") != str(uidvalidity):
+            self._uidvalidity = 0
+            return None
+        extra = sum(len(body) for _, body in rows)
+        if hay.held + extra > MAX_HAYSTACK_BYTES or not _reserve(hay.held + extra):
+            return None
+        if rows:
+            hay = hay.extended(rows, stamp)
+        else:  # only deletions: what it remembers stays right
+            hay.stamp = stamp
+        self._haystack = hay
+        return hay
+
+    def _drop_haystack(self) -> None:
+        if self._haystack is not None:
+            _release(self._haystack.held)
+            self._haystack = None
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -402,6 +582,7 @@ class TextStore:
         self._ahead.clear()
         self._gap = (0, 0, 0.0)
         self._verified.clear()
+        self._drop_haystack()
         if _corrupt(exc) and self._db is not None:
             self._db.close()
             self._db = None
@@ -413,6 +594,7 @@ class TextStore:
 
     def close(self) -> None:
         with self._lock:
+            self._drop_haystack()
             if self._db is not None:
                 if self._pending:
                     self._flush(self._db)
@@ -423,6 +605,22 @@ class TextStore:
     def size(self) -> int:
         """Bytes of text kept, as last seen."""
         return self._bytes
+
+
+def _reserve(size: int) -> bool:
+    """Count ``size`` bytes against :data:`HAYSTACK_BUDGET`; False (nothing counted) past it."""
+    global _haystack_bytes
+    with _HAYSTACK_LOCK:
+        if _haystack_bytes + size > HAYSTACK_BUDGET:
+            return False
+        _haystack_bytes += size
+        return True
+
+
+def _release(size: int) -> None:
+    global _haystack_bytes
+    with _HAYSTACK_LOCK:
+        _haystack_bytes = max(0, _haystack_bytes - size)
 
 
 def _inode(path: Path) -> int:

@@ -485,6 +485,11 @@ class Mailbox(ABC):
         cannot (the default)."""
         return None
 
+    def text_has(self, uid: int, needle: str) -> bool | None:
+        """Whether :meth:`folded_text` of ``uid`` contains ``needle`` (already folded), when the store
+        can say so from texts it holds in memory; None: it cannot (the default), ask another way."""
+        return None
+
     def cached_headers(self, uids: Iterable[int]) -> dict[int, bytes]:
         """The header blocks (``BODY[HEADER]``) of ``uids`` that the store keeps at hand, read without
         opening message files; messages left out are read with :meth:`get_section`."""

@@ -102,6 +102,12 @@ class SearchMessage:
         """``needle in self.folded_text()``, answered from one pass over the store's texts once a
         search has asked this of enough messages (see :meth:`HeaderBlocks.text_scan`)."""
         if self._blocks is not None:
+            hit = self._blocks.scanned(needle)
+            if hit is not None and self.uid in hit[1]:
+                return self.uid in hit[0]
+            held = self._mb.text_has(self.uid, needle)  # the store's texts in memory: this one's alone
+            if held is not None:
+                return held
             hit = self._blocks.text_scan(needle)
             if hit is not None and self.uid in hit[1]:
                 return self.uid in hit[0]
@@ -125,6 +131,10 @@ class HeaderBlocks:
         self.fields = mb.header_cache()  # field values the store keeps between searches, if any
         self._text_asks: dict[str, int] = {}
         self._scans: dict[str, tuple[set[int], set[int]] | None] = {}
+
+    def scanned(self, needle: str) -> tuple[set[int], set[int]] | None:
+        """What :meth:`text_scan` found for ``needle`` in this search, if it asked the store."""
+        return self._scans.get(needle)
 
     def text_scan(self, needle: str) -> tuple[set[int], set[int]] | None:
         """The store's ``(found, known)`` for ``needle`` (see ``Mailbox.text_matches``), asked once a
