@@ -25,7 +25,7 @@ from dovetail.maildir.searchtext import flush_store, store_for
 from dovetail.maildir.stamps import trusted
 from dovetail.maildir.watch import watch_folder
 from dovetail.mime.parser import Part, parse_header, to_crlf
-from dovetail.mime.sections import apply_partial, extract, filter_fields, parse_section
+from dovetail.mime.sections import FieldIndex, apply_partial, extract, filter_fields, parse_section
 from dovetail.mime.text import body_text, fold_case
 from dovetail.storage.api import (
     DELETED,
@@ -325,7 +325,18 @@ class MaildirMailbox(Mailbox):
             return None
         state = self.folder.state
         if state.facts is None or state.facts_uv != self._uidvalidity or state.facts_modseq != self._seen_modseq:
-            return None
+            # Behind (a STORE commits without touching them): brought up to date here, from the rows
+            # that moved, unless another thread holds them; a refresh does not, nor a FETCH of a few.
+            if not state.lock.acquire(blocking=False):
+                return None
+            try:
+                self.folder.with_facts(len)
+            except sqlite3.Error:
+                return None
+            finally:
+                state.lock.release()
+            if state.facts_uv != self._uidvalidity or state.facts_modseq != self._seen_modseq:
+                return None
         return self._memory_scope(quiet)
 
     @contextmanager
@@ -815,9 +826,9 @@ class MaildirMailbox(Mailbox):
         PART_TREES.put(key, (tree, 300 * parts.count("[")))  # two brackets a part
         return tree
 
-    def _header(self, uid: int) -> tuple[bytes, list[tuple[str, bytes]]]:
-        """(header block, its fields) of message ``uid``'s own header, for ``BODY[HEADER]`` and
-        ``HEADER.FIELDS``: from the process's cache, else from the message's cached bytes, else from
+    def _header(self, uid: int) -> tuple[bytes, list[tuple[str, bytes]], FieldIndex]:
+        """(header block, its fields, those by name) of message ``uid``'s own header, for ``BODY[HEADER]``
+        and ``HEADER.FIELDS``: from the process's cache, else from the message's cached bytes, else from
         the header block the index keeps (the file is not read), else from the file."""
         key = self._key(uid)
         servable = uid not in self._pending_expunge and uid not in self._gone
@@ -834,7 +845,8 @@ class MaildirMailbox(Mailbox):
             block = row[0]
         if block is None:  # never parsed, or a header too large for the index: found, not parsed
             block = header_block(self._read(uid))
-        entry = (block, parse_header(block, 0, len(block))[0].fields)
+        fields = parse_header(block, 0, len(block))[0].fields
+        entry = (block, fields, FieldIndex(fields))
         HEADER_FIELDS.put(key, entry)
         return entry
 
@@ -870,10 +882,12 @@ class MaildirMailbox(Mailbox):
     def get_section(self, uid: int, section: Section | str, partial: tuple[int, int] | None = None) -> bytes:
         sec = parse_section(section) if isinstance(section, str) else section
         if not sec.part and sec.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
-            block, fields = self._header(uid)
+            block, fields, index = self._header(uid)
             if sec.text == "HEADER":
                 return apply_partial(block, partial)
-            return apply_partial(filter_fields(block, fields, sec.fields, sec.text == "HEADER.FIELDS.NOT"), partial)
+            if sec.text == "HEADER.FIELDS":
+                return apply_partial(index.pick(sec.fields), partial)
+            return apply_partial(filter_fields(block, fields, sec.fields, True), partial)
         data = self._read(uid)
         if not sec.part and sec.text is None:
             return apply_partial(data, partial)
