@@ -7,6 +7,7 @@ event loop only writes bytes.
 
 from __future__ import annotations
 
+import bisect
 import operator
 from collections.abc import Sequence
 from typing import Any
@@ -151,19 +152,24 @@ def _fetch(s: CommandSession, mb: Mailbox, uids: Sequence[int], atts: list[Fetch
     missing = len(infos) < len(uids)
     has_flags = any(a.name == "FLAGS" for a in atts)
     builders = [item_builder(s, mb, att) for att in atts]
-    seq_of = mb.seq_of
+    # The infos come in UID order, as the view's UIDs are: each sequence number is looked for from the
+    # previous one on, without a method call per message.
+    view = mb.uids
+    n = len(view)
+    at = 0
     for info in infos:
-        seq = seq_of(info.uid)
-        if seq is None:
+        uid = info.uid
+        at = bisect.bisect_left(view, uid, at)
+        if at == n or view[at] != uid:
             continue
         try:
             items = [build(info) for build in builders]
         except MessageExpunged:
             missing = True
             continue
-        if info.uid in seen_now and not has_flags:
+        if uid in seen_now and not has_flags:
             items.append(b"FLAGS " + s.flags_out(info.flags, info.recent))
-        lines.append(b"* %d FETCH (" % seq + b" ".join(items) + b")")
+        lines.append(b"* %d FETCH (" % (at + 1) + b" ".join(items) + b")")
     return lines, missing
 
 
