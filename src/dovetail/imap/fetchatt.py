@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -81,6 +82,17 @@ def parse_fetch_atts(tok: Token) -> list[FetchAtt]:
 
 
 def parse_fetch_att(text: str) -> FetchAtt:
+    """One attribute; a short one (what clients send, again and again: ``BODY.PEEK[HEADER.FIELDS
+    (From To)]`` costs a tokenizer run) parsed once per process, as a FetchAtt is immutable."""
+    return _parse_known(text) if len(text) <= 256 else _parse_fetch_att(text)
+
+
+@functools.lru_cache(maxsize=512)
+def _parse_known(text: str) -> FetchAtt:
+    return _parse_fetch_att(text)
+
+
+def _parse_fetch_att(text: str) -> FetchAtt:
     m = _ATT_RE.match(text.upper())
     if not m:
         raise ParseError(f"Invalid fetch attribute {text[:40]!r}")

@@ -496,6 +496,11 @@ class Session:
             self._refreshed = (sel, changes)
         return result
 
+    def note_refreshed(self, changes: Changes) -> None:
+        sel = self.selected
+        if sel is not None and not sel.contexts and self.notify is None:
+            self._refreshed = (sel, changes)
+
     def report_changes(self, changes: Changes) -> None:
         sel = self.selected
         if sel is None:

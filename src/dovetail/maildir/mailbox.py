@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import bisect
+import functools
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from operator import attrgetter
 from pathlib import Path
@@ -24,7 +26,7 @@ from dovetail.maildir.searchtext import flush_store, store_for
 from dovetail.maildir.stamps import trusted_until
 from dovetail.maildir.watch import watch_folder
 from dovetail.mime.parser import Part, parse_header, to_crlf
-from dovetail.mime.sections import apply_partial, extract, filter_fields, parse_section
+from dovetail.mime.sections import FieldIndex, apply_partial, extract, filter_fields, parse_section
 from dovetail.mime.text import body_text, fold_case
 from dovetail.storage.api import (
     DELETED,
@@ -41,6 +43,7 @@ from dovetail.storage.api import (
     MessageExpunged,
     MessageInfo,
     MessageTooLarge,
+    NotInMemory,
     ReadOnlyMailbox,
     Section,
     StoreMode,
@@ -101,6 +104,13 @@ def _keywords_of(flags: frozenset[str]) -> frozenset[str]:
     return hit
 
 
+@functools.lru_cache(maxsize=4096)
+def _date_of(stamp: float) -> datetime:
+    """A message's internal date from its index timestamp (a FETCH of a page asks for the same few
+    hundred again and again; datetimes are immutable)."""
+    return datetime.fromtimestamp(max(stamp, 0), UTC)
+
+
 def _tree_to_part(node: list) -> Part:
     from dovetail.mime.parser import ContentType, Header
 
@@ -147,6 +157,7 @@ class MaildirMailbox(Mailbox):
         self._facts_memo: tuple[tuple, list] | None = None  # see message_facts
         self._watcher: MailboxWatcher | None = None
         self._quiet: tuple[tuple, int, int, float, float] | None = None  # see refresh_if_quiet
+        self._memory_only = False  # see memory_reads
         version = self._data_version()
         folder.sync(move_new=not readonly)
         if not readonly:
@@ -312,6 +323,64 @@ class MaildirMailbox(Mailbox):
             checked = state.checked_at
             self._quiet = (stamp, version, db.conn.total_changes, checked, trusted_until(stamp, checked))
 
+    def memory_reads(self) -> AbstractContextManager[Changes] | None:
+        """Reads from the folder's shared facts (as they are: no statement brings them up to date) and
+        the process's message caches only, while the view is quiet (see :meth:`refresh_if_quiet`) and
+        the facts are as of the modseq it last took in: then they are as current as the index."""
+        if self._memory_only:
+            return None
+        quiet = self.refresh_if_quiet()
+        if quiet is None:
+            return None
+        state = self.folder.state
+        if state.facts is None or state.facts_uv != self._uidvalidity or state.facts_modseq != self._seen_modseq:
+            # Behind (a STORE commits without touching them): brought up to date here, from the rows
+            # that moved, unless another thread holds them; a refresh does not, nor a FETCH of a few.
+            if not state.lock.acquire(blocking=False):
+                return None
+            try:
+                self.folder.with_facts(len)
+            except sqlite3.Error:
+                return None
+            finally:
+                state.lock.release()
+            if state.facts_uv != self._uidvalidity or state.facts_modseq != self._seen_modseq:
+                return None
+        return self._memory_scope(quiet)
+
+    @contextmanager
+    def _memory_scope(self, quiet: Changes) -> Iterator[Changes]:
+        self._memory_only = True
+        try:
+            yield quiet
+        finally:
+            self._memory_only = False
+
+    def _memory_fact_rows(self, wanted: set[int]) -> list[tuple]:
+        """:meth:`_fact_rows` inside :meth:`memory_reads`: the shared facts as they stand, without the
+        statements that bring them up to date and without waiting for their lock."""
+        state = self.folder.state
+        if not state.lock.acquire(blocking=False):
+            raise NotInMemory("the folder's facts are being updated")
+        try:
+            facts = state.facts
+            if facts is None or state.facts_uv != self._uidvalidity or state.facts_modseq != self._seen_modseq:
+                raise NotInMemory("the folder's facts moved")
+            view = self._uids if len(wanted) * 4 > len(self._uids) else sorted(wanted)
+            get = facts.get
+            out = []
+            for uid in view:
+                if uid in wanted:
+                    t = get(uid)
+                    if t is None:
+                        raise NotInMemory("a message is not in the facts")
+                    out.append((uid, t[1], t[4], t[3], t[2]))
+        finally:
+            state.lock.release()
+        if len(out) < len(wanted):
+            raise NotInMemory("a message is not in the view")
+        return out
+
     def _refresh(self, allow_expunges: bool) -> Changes:
         self.folder.sync(move_new=not self.readonly)
         changes = Changes()
@@ -440,6 +509,8 @@ class MaildirMailbox(Mailbox):
         wanted = self._in_view(uids)
         if not wanted:
             return []
+        if self._memory_only:
+            return self._memory_infos(wanted, envelope, bodystructure, raw, dates)
         if raw and (envelope or bodystructure) and len(wanted) >= _CACHED_ROWS:
             cached = self._cached_infos(wanted, envelope, bodystructure, dates)
             if cached is not None:
@@ -468,7 +539,7 @@ class MaildirMailbox(Mailbox):
         for r in rows:
             flags, keywords = _flag_sets(r[1]) if type(r[1]) is str else (r[1], _keywords_of(r[1]))
             # A date nobody asked for and the index does not know yet stays unknown (the epoch).
-            idate = datetime.fromtimestamp(max(r[4], 0), UTC)
+            idate = _date_of(r[4])
             if raw:
                 out.append(
                     MessageInfo(
@@ -525,6 +596,26 @@ class MaildirMailbox(Mailbox):
                 if len(known) < len(undated):
                     return None
                 rows = [(*r[:4], known[r[0]]) if r[0] in known else r for r in rows]
+        return self._raw_infos(rows, blobs, envelope, bodystructure)
+
+    def _memory_infos(self, wanted: set[int], envelope: bool, bodystructure: bool, raw: bool,
+                      dates: bool) -> list[MessageInfo]:
+        """:meth:`fetch_info` inside :meth:`memory_reads`: facts and IMAP bytes from memory, or
+        :class:`NotInMemory`."""
+        if (envelope or bodystructure) and not raw:
+            raise NotInMemory("structures as data are read from the index")
+        rows = self._memory_fact_rows(wanted)
+        if dates and any(r[4] == DATE_UNKNOWN for r in rows):
+            raise NotInMemory("a date is not known yet")
+        if envelope or bodystructure:
+            blobs = IMAP_DATA.get_many([self._key(r[0]) for r in rows])
+            if None in blobs:
+                raise NotInMemory("a message's IMAP data is not cached")
+        else:
+            blobs = [(None, None, None)] * len(rows)
+        return self._raw_infos(rows, blobs, envelope, bodystructure)
+
+    def _raw_infos(self, rows: list[tuple], blobs: list, envelope: bool, bodystructure: bool) -> list[MessageInfo]:
         recent = self._recent
         out = []
         for r, (env, bs, body) in zip(rows, blobs, strict=True):
@@ -532,7 +623,7 @@ class MaildirMailbox(Mailbox):
             out.append(
                 MessageInfo(
                     uid, flags, _keywords_of(flags),
-                    datetime.fromtimestamp(max(r[4], 0), UTC), r[3], r[2], uid in recent,
+                    _date_of(r[4]), r[3], r[2], uid in recent,
                     None, None, None,
                     env if envelope else None,
                     bs if bodystructure else None,
@@ -589,6 +680,8 @@ class MaildirMailbox(Mailbox):
         if not wanted:
             return []
         recent = self._recent
+        if self._memory_only:
+            return [(r[0], r[1], r[0] in recent, r[2], r[3]) for r in self._memory_fact_rows(wanted)]
         if len(wanted) > _MANY_ROWS:
             rows = [(r[0], r[1], r[0] in recent, r[2], r[3]) for r in self._fact_rows(wanted)]
         else:
@@ -732,6 +825,8 @@ class MaildirMailbox(Mailbox):
         data = MESSAGES.get(key)
         if data is not None and uid not in self._pending_expunge and uid not in self._gone:
             return data
+        if self._memory_only:
+            raise NotInMemory("the message is not cached")
         for attempt in range(2):
             filename = self._filename(uid)
             try:
@@ -752,6 +847,8 @@ class MaildirMailbox(Mailbox):
         hit = PART_TREES.get(key)
         if hit is not None:
             return hit[0]
+        if self._memory_only:
+            raise NotInMemory("the message's part tree is not cached")
         row = self.folder.index.db.execute("SELECT parts FROM msg WHERE uid=?", (uid,)).fetchone()
         if row is None:  # expunged by another session since its bytes were cached
             parts = analyse(data)["parts"]
@@ -763,9 +860,9 @@ class MaildirMailbox(Mailbox):
         PART_TREES.put(key, (tree, 300 * parts.count("[")))  # two brackets a part
         return tree
 
-    def _header(self, uid: int) -> tuple[bytes, list[tuple[str, bytes]]]:
-        """(header block, its fields) of message ``uid``'s own header, for ``BODY[HEADER]`` and
-        ``HEADER.FIELDS``: from the process's cache, else from the message's cached bytes, else from
+    def _header(self, uid: int) -> tuple[bytes, list[tuple[str, bytes]], FieldIndex]:
+        """(header block, its fields, those by name) of message ``uid``'s own header, for ``BODY[HEADER]``
+        and ``HEADER.FIELDS``: from the process's cache, else from the message's cached bytes, else from
         the header block the index keeps (the file is not read), else from the file."""
         key = self._key(uid)
         servable = uid not in self._pending_expunge and uid not in self._gone
@@ -774,13 +871,16 @@ class MaildirMailbox(Mailbox):
             return hit
         block = None
         if not servable or MESSAGES.get(key) is None:
+            if self._memory_only:
+                raise NotInMemory("the message's header is not cached")
             row = self.folder.index.db.execute("SELECT header FROM msg WHERE uid=?", (uid,)).fetchone()
             if row is None:
                 raise MessageExpunged(f"message {uid} was expunged")
             block = row[0]
         if block is None:  # never parsed, or a header too large for the index: found, not parsed
             block = header_block(self._read(uid))
-        entry = (block, parse_header(block, 0, len(block))[0].fields)
+        fields = parse_header(block, 0, len(block))[0].fields
+        entry = (block, fields, FieldIndex(fields))
         HEADER_FIELDS.put(key, entry)
         return entry
 
@@ -823,10 +923,12 @@ class MaildirMailbox(Mailbox):
     def get_section(self, uid: int, section: Section | str, partial: tuple[int, int] | None = None) -> bytes:
         sec = parse_section(section) if isinstance(section, str) else section
         if not sec.part and sec.text in ("HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"):
-            block, fields = self._header(uid)
+            block, fields, index = self._header(uid)
             if sec.text == "HEADER":
                 return apply_partial(block, partial)
-            return apply_partial(filter_fields(block, fields, sec.fields, sec.text == "HEADER.FIELDS.NOT"), partial)
+            if sec.text == "HEADER.FIELDS":
+                return apply_partial(index.pick(sec.fields), partial)
+            return apply_partial(filter_fields(block, fields, sec.fields, True), partial)
         data = self._read(uid)
         if not sec.part and sec.text is None:
             return apply_partial(data, partial)

@@ -96,9 +96,10 @@ runs over a whole folder of that size finds every message here the second time (
 the scan would keep none)."""
 PART_TREES = MessageCache(4 * 1024 * 1024, weigh=lambda tree: tree[1])
 """(part tree, weight): the weight is what the tree's objects take in memory, about 300 bytes a part."""
-HEADER_FIELDS = MessageCache(4 * 1024 * 1024, weigh=lambda entry: 2 * len(entry[0]) + 200 * len(entry[1]) + 200)
-"""(header block, its (name, raw field) list) of a message's own header, for ``BODY[HEADER]`` and
-``BODY[HEADER.FIELDS (...)]``."""
+HEADER_FIELDS = MessageCache(8 * 1024 * 1024, weigh=lambda entry: 2 * len(entry[0]) + 320 * len(entry[1]) + 300)
+"""(header block, its (name, raw field) list, those by name) of a message's own header, for
+``BODY[HEADER]`` and ``BODY[HEADER.FIELDS (...)]``: the headers of a few thousand typical messages, so
+a mail client's list of a folder of a thousand finds every one here the second time."""
 IMAP_DATA = MessageCache(8 * 1024 * 1024, weigh=lambda entry: sum(len(b) for b in entry if b) + 150)
 """(ENVELOPE, BODYSTRUCTURE, BODY) of a message as the IMAP bytes the index keeps: a mail client's
 FETCH of a page of its message list asks for them again and again, and reading them from SQLite (large

@@ -87,6 +87,33 @@ def filter_fields(block: bytes, fields: list[tuple[str, bytes]], names: tuple[st
     return out + b"\r\n" if block[-4:] == b"\r\n\r\n" or len(block) == 2 else out
 
 
+class FieldIndex:
+    """A header's fields by name, for ``HEADER.FIELDS`` of a message asked again and again (a mail
+    client's message list): each field with its CRLF ensured, and the positions of each name, so a
+    list of a few names costs a few lookups instead of a pass over every field."""
+
+    __slots__ = ("lines", "positions")
+
+    def __init__(self, fields: list[tuple[str, bytes]]) -> None:
+        self.lines = [r if r[-2:] == b"\r\n" else r + b"\r\n" for _name, r in fields]
+        positions: dict[str, tuple[int, ...]] = {}
+        for i, (name, _raw) in enumerate(fields):
+            positions[name] = positions.get(name, ()) + (i,)
+        self.positions = positions
+
+    def pick(self, names: tuple[str, ...]) -> bytes:
+        """:func:`filter_fields` of ``names`` (not ``.NOT``): the same bytes."""
+        get = self.positions.get
+        found: list[int] = []
+        for name in _lowered(names):
+            found += get(name, ())
+        if not found:
+            return b"\r\n"
+        found.sort()
+        lines = self.lines
+        return b"".join([lines[i] for i in found]) + b"\r\n"
+
+
 @functools.lru_cache(maxsize=1024)
 def _lowered(names: tuple[str, ...]) -> frozenset[str]:
     """The field names of a ``HEADER.FIELDS`` list as compared: a FETCH asks the same list of every

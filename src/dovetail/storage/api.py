@@ -37,6 +37,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -147,6 +148,11 @@ class DiskFull(StorageError):
 
     def __init__(self, text: str = "Not enough disk space") -> None:
         super().__init__(text)
+
+
+class NotInMemory(Exception):  # noqa: N818 - a signal to fall back, not an error anyone sees
+    """A read made inside :meth:`Mailbox.memory_reads` needs the disk or the index: the caller makes it
+    again the ordinary way (in a worker thread). Never reaches a client."""
 
 
 # --- flags -------------------------------------------------------------------------------------
@@ -422,6 +428,15 @@ class Mailbox(ABC):
         anything that may block on the disk (a few stats, a read of a shared-memory counter), that nothing
         changed since the previous refresh: the IMAP server then skips the thread a refresh runs in.
         None means "maybe something changed": call :meth:`refresh`."""
+        return None
+
+    def memory_reads(self) -> AbstractContextManager[Changes] | None:
+        """A scope in which this view's reads (:meth:`fetch_info`, :meth:`flag_rows`,
+        :meth:`get_section`, :meth:`open_message`) are answered from memory only, raising
+        :class:`NotInMemory` instead of touching the disk or the index, so a small FETCH can run on the
+        event loop without a thread hop. Entered only when :meth:`refresh_if_quiet` tells that nothing
+        changed since the previous refresh; the scope's value is that (empty) refresh result. None:
+        the store cannot tell, read the ordinary way."""
         return None
 
     @abstractmethod

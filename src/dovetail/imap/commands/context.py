@@ -14,7 +14,7 @@ from dovetail.imap.limits import Limits
 from dovetail.imap.state import Selected, State
 from dovetail.imap.tokens import Command
 from dovetail.imap.typed import TypedCommand
-from dovetail.storage.api import MailStorage
+from dovetail.storage.api import Changes, MailStorage
 
 Result = tuple[str | None, str]
 """``(response code, text)`` of the tagged OK."""
@@ -66,6 +66,12 @@ class CommandSession(Protocol):
 
     def flags_response(self, *, reset: bool = False) -> None:
         """Write ``* FLAGS`` and ``PERMANENTFLAGS`` (``reset``: for a newly selected mailbox)."""
+        ...
+
+    def note_refreshed(self, changes: Changes) -> None:
+        """A command found, without a thread hop, that nothing changed since the last refresh
+        (:meth:`~dovetail.storage.api.Mailbox.memory_reads`): the updates after it report ``changes``
+        instead of refreshing again."""
         ...
 
     def announce_keywords(self) -> None:

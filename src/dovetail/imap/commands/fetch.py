@@ -7,6 +7,7 @@ event loop only writes bytes.
 
 from __future__ import annotations
 
+import bisect
 import operator
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +19,7 @@ from dovetail.imap.fetchatt import FetchAtt, parse_fetch_atts
 from dovetail.imap.sequence import SequenceSet, format_set, missing_ranges
 from dovetail.imap.state import SEL
 from dovetail.imap.tokens import Atom, ListToken, ParseError, number
-from dovetail.storage.api import SEEN, Mailbox, MessageExpunged, StoreMode
+from dovetail.storage.api import SEEN, Mailbox, MessageExpunged, NotInMemory, StoreMode
 
 
 async def cmd_fetch(s: CommandSession, cmd: Any) -> Result:
@@ -72,7 +73,12 @@ async def cmd_fetch(s: CommandSession, cmd: Any) -> Result:
         lines, missing = _fetch(s, mb, wanted, atts, set_seen)
         return lines, missing, gone
 
-    lines, missing, gone = await s.work_then_refresh(cmd, work)
+    done = _from_memory(s, mb, uids, atts) if changedsince is None and not set_seen else None
+    if done is not None:
+        lines, missing = done
+        gone = ""
+    else:
+        lines, missing, gone = await s.work_then_refresh(cmd, work)
     s.announce_keywords()
     if gone:
         s.write(f"* VANISHED (EARLIER) {gone}")
@@ -82,6 +88,31 @@ async def cmd_fetch(s: CommandSession, cmd: Any) -> Result:
         # Dovecot's answer: the messages still there were fetched, so the command succeeded.
         return "EXPUNGEISSUED", "Some messages were already expunged."
     return None, "Fetch completed."
+
+
+MEMORY_FETCH_MAX = 256
+"""At most this many messages are fetched on the event loop (see :func:`_from_memory`): a FETCH 1:* of a
+large folder goes to the storage thread, so the loop keeps serving the other sessions meanwhile."""
+
+
+def _from_memory(s: CommandSession, mb: Mailbox, uids: Sequence[int],
+                 atts: list[FetchAtt]) -> tuple[list[bytes], bool] | None:
+    """The FETCH answered on the event loop when everything it needs is in memory and nothing changed
+    since the last refresh (:meth:`Mailbox.memory_reads`): a FETCH of a message or a page of them costs
+    no thread hop. None when it is not (a cache miss halfway throws the lines away): the caller runs
+    the FETCH in the storage thread as any other."""
+    if len(uids) > MEMORY_FETCH_MAX:
+        return None
+    scope = mb.memory_reads()
+    if scope is None:
+        return None
+    try:
+        with scope as quiet:
+            done = _fetch(s, mb, uids, atts, False)
+    except NotInMemory:
+        return None
+    s.note_refreshed(quiet)
+    return done
 
 
 def fetch_lines(s: CommandSession, mb: Mailbox, uids: Sequence[int], names: Sequence[str | FetchAtt]) -> list[bytes]:
@@ -121,19 +152,24 @@ def _fetch(s: CommandSession, mb: Mailbox, uids: Sequence[int], atts: list[Fetch
     missing = len(infos) < len(uids)
     has_flags = any(a.name == "FLAGS" for a in atts)
     builders = [item_builder(s, mb, att) for att in atts]
-    seq_of = mb.seq_of
+    # The infos come in UID order, as the view's UIDs are: each sequence number is looked for from the
+    # previous one on, without a method call per message.
+    view = mb.uids
+    n = len(view)
+    at = 0
     for info in infos:
-        seq = seq_of(info.uid)
-        if seq is None:
+        uid = info.uid
+        at = bisect.bisect_left(view, uid, at)
+        if at == n or view[at] != uid:
             continue
         try:
             items = [build(info) for build in builders]
         except MessageExpunged:
             missing = True
             continue
-        if info.uid in seen_now and not has_flags:
+        if uid in seen_now and not has_flags:
             items.append(b"FLAGS " + s.flags_out(info.flags, info.recent))
-        lines.append(b"* %d FETCH (" % seq + b" ".join(items) + b")")
+        lines.append(b"* %d FETCH (" % (at + 1) + b" ".join(items) + b")")
     return lines, missing
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import itertools
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from dovetail.imap.commands.context import CommandSession
@@ -47,7 +49,7 @@ def item_builder(s: CommandSession, mb: Mailbox, att: FetchAtt) -> Callable[[Mes
         return lambda info: (b"BODY " + info.body_imap if info.body_imap is not None
                              else _item(s, mb, info, att))
     if name == "INTERNALDATE":
-        return lambda info: b'INTERNALDATE "' + imap_date(info.internal_date).encode() + b'"'
+        return lambda info: _internaldate(info.internal_date)
     head = att.response_name().encode() if att.section is not None else b""  # once, not per message
     sec = att.section
     if name == "BODY" and sec is not None:
@@ -58,6 +60,17 @@ def item_builder(s: CommandSession, mb: Mailbox, att: FetchAtt) -> Callable[[Mes
         head += b" "
         return lambda info: head + literal(get_section(info.uid, ssec, partial))
     return lambda info: _item(s, mb, info, att, head)
+
+
+def _internaldate(when: datetime) -> bytes:
+    return _internaldate_at(when, when.utcoffset())
+
+
+@functools.lru_cache(maxsize=4096)
+def _internaldate_at(when: datetime, offset: Any) -> bytes:
+    """The INTERNALDATE item, formatted once per date (a FETCH of a page asks for the same ones again);
+    keyed with the offset too, as datetimes of one instant in two zones are equal but print apart."""
+    return b'INTERNALDATE "' + imap_date(when).encode() + b'"'
 
 
 def _envelope(value: Any) -> bytes:
