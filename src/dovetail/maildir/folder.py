@@ -340,7 +340,7 @@ class Folder:
                 for u, f, d, v, m in db.execute(f"SELECT {cols} FROM msg WHERE modseq>?", (since,)):
                     fs = _flag_set(f)
                     facts[u] = (u, fs, d, v, m, False)
-                    added.append((m, u, FlagState(u, fs, _keywords_of(fs), m)))
+                    added.append((m, u, FlagState(u, fs, keywords_of(fs), m)))
                 added.sort(key=_modseq_of)
                 journal = state.journal
                 journal += added
@@ -971,8 +971,9 @@ _modseq_of = itemgetter(0)  # of a journal entry
 _KEYWORD_SETS: dict[frozenset[str], frozenset[str]] = {}
 
 
-def _keywords_of(flags: frozenset[str]) -> frozenset[str]:
-    """The keywords of a flag set, built once per distinct set as :func:`_flag_set` does."""
+def keywords_of(flags: frozenset[str]) -> frozenset[str]:
+    """The keywords of a flag set, built once per distinct set (shared by the folder's facts and its
+    views, so equal sets are one object)."""
     hit = _KEYWORD_SETS.get(flags)
     if hit is None:
         hit = frozenset(f for f in flags if f[0] != "\\")

@@ -17,7 +17,7 @@ from dovetail.maildir import lazyfacts
 from dovetail.maildir.diskfull import is_disk_full
 from dovetail.maildir.filename import parse_name
 from dovetail.maildir.flagstore import FlagPlan, Outcome, rename_to, store_rows
-from dovetail.maildir.folder import CUR, MAX_MESSAGE_BYTES, NEW, Folder
+from dovetail.maildir.folder import CUR, MAX_MESSAGE_BYTES, NEW, Folder, keywords_of
 from dovetail.maildir.index import DATE_UNKNOWN, EXPUNGE_DATA_KEPT, flags_load, loads
 from dovetail.maildir.keywords import valid_keyword
 from dovetail.maildir.messagecache import HEADER_FIELDS, IMAP_DATA, MESSAGES, PART_TREES, TEXTS
@@ -89,19 +89,7 @@ def _flag_sets(column: str) -> tuple[frozenset[str], frozenset[str]]:
     return hit
 
 
-_KEYWORDS: dict[frozenset[str], frozenset[str]] = {}
 _uid_of = attrgetter("uid")
-
-
-def _keywords_of(flags: frozenset[str]) -> frozenset[str]:
-    """The keywords of a flag set (as :func:`_flag_sets`, for the folder's in-memory facts)."""
-    hit = _KEYWORDS.get(flags)
-    if hit is None:
-        hit = frozenset(f for f in flags if f[0] != "\\")
-        if len(_KEYWORDS) >= 4096:
-            _KEYWORDS.clear()
-        _KEYWORDS[flags] = hit
-    return hit
 
 
 @functools.lru_cache(maxsize=4096)
@@ -537,7 +525,7 @@ class MaildirMailbox(Mailbox):
         recent = self._recent
         bs_i = 6 if envelope else 5
         for r in rows:
-            flags, keywords = _flag_sets(r[1]) if type(r[1]) is str else (r[1], _keywords_of(r[1]))
+            flags, keywords = _flag_sets(r[1]) if type(r[1]) is str else (r[1], keywords_of(r[1]))
             # A date nobody asked for and the index does not know yet stays unknown (the epoch).
             idate = _date_of(r[4])
             if raw:
@@ -622,7 +610,7 @@ class MaildirMailbox(Mailbox):
             uid, flags = r[0], r[1]
             out.append(
                 MessageInfo(
-                    uid, flags, _keywords_of(flags),
+                    uid, flags, keywords_of(flags),
                     _date_of(r[4]), r[3], r[2], uid in recent,
                     None, None, None,
                     env if envelope else None,
