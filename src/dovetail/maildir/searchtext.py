@@ -324,16 +324,13 @@ class TextStore:
         texts hold no surrogates, and in UTF-8 a character's bytes never match inside another's. A
         needle cut mid-character carries the cut bytes as surrogate escapes, compared as those bytes
         (see :mod:`dovetail.imap.search.needle`)."""
-        try:
-            want = needle.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:  # a surrogate no parse leaves: found nowhere, as before
-            want = needle.encode("utf-8", "surrogatepass")
+        want = _needle_bytes(needle)
         with self._lock:
             db = self._open(uidvalidity)
             if db is None:
                 return None
             try:
-                metas = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('uidvalidity', 'bytes')"))
+                metas = _metas(db)
             except sqlite3.Error as exc:
                 self._failed(exc)
                 return None
@@ -365,10 +362,7 @@ class TextStore:
         search that cheaper keys narrowed to some messages looks through just their texts."""
         if self._haystack is None:
             return None
-        try:
-            want = needle.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            want = needle.encode("utf-8", "surrogatepass")
+        want = _needle_bytes(needle)
         with self._lock:
             hay = self._haystack
             if hay is None or uidvalidity != self._uidvalidity or uid in self._pending:
@@ -402,7 +396,7 @@ class TextStore:
                             starts.append(at)
                             uids.append(uid)
                             at += len(data)
-            metas = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('uidvalidity', 'bytes')"))
+            metas = _metas(db)
         except sqlite3.Error as exc:
             self._failed(exc)
             return None
@@ -430,7 +424,7 @@ class TextStore:
                     data = self._checked(uid, crc, body)
                     if data is not None:
                         rows.append((uid, data))
-            metas = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('uidvalidity', 'bytes')"))
+            metas = _metas(db)
         except sqlite3.Error as exc:
             self._failed(exc)
             return None
@@ -664,3 +658,17 @@ def flush_store(folder: Path) -> None:
         store = _STORES.get(str(folder))
     if store is not None:
         store.flush()
+
+
+def _needle_bytes(needle: str) -> bytes:
+    """A folded needle as the bytes a scan looks for: a needle cut mid-character carries the cut bytes as
+    surrogate escapes; a surrogate no parse leaves is kept as is and found nowhere."""
+    try:
+        return needle.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return needle.encode("utf-8", "surrogatepass")
+
+
+def _metas(db: sqlite3.Connection) -> dict[str, str]:
+    """The store's UIDVALIDITY and byte count, which tell whether held texts still stand."""
+    return dict(db.execute("SELECT key, value FROM meta WHERE key IN ('uidvalidity', 'bytes')"))
