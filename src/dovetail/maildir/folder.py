@@ -460,12 +460,7 @@ class Folder:
         """Wait until no Dovetail writer holds the index's write lock (a change of the folder by a
         session of another process commits with the stamp it moved the folder to); False when the
         wait failed."""
-        try:
-            self.index.begin()
-        except sqlite3.OperationalError:
-            return False
-        self.index.rollback()
-        return True
+        return self.index.db.wait_for_writers()
 
     def _sync_listed(self, move_new: bool, stamp: tuple, checked: float) -> None:
         """The sync by listing: number what the uidlist lacks, then, unless the index already agrees

@@ -26,6 +26,7 @@ from typing import Any
 
 from dovetail.log import get_logger
 from dovetail.maildir.diskfull import index_unwritable
+from dovetail.maildir.writerlock import WriterLock
 
 log = get_logger("maildir")
 
@@ -79,6 +80,7 @@ class IndexDB:
         self.in_memory = in_memory
         self.on_memory: Callable[[], None] | None = None
         self._log: list[tuple[str, Any, bool]] | None = None
+        self._writer = WriterLock(path)
 
     # --- what the index uses of sqlite3.Connection ---------------------------------------------
 
@@ -111,17 +113,22 @@ class IndexDB:
         return self.conn.in_transaction
 
     def close(self) -> None:
+        self._writer.close()
         self.conn.close()
 
     # --- write transactions ------------------------------------------------------------------------
 
     def begin_write(self) -> None:
-        """``BEGIN IMMEDIATE``, noting the transaction's statements from here."""
+        """``BEGIN IMMEDIATE`` under the writer lock (see :mod:`~dovetail.maildir.writerlock`), noting
+        the transaction's statements from here."""
+        if not self.in_memory:
+            self._writer.acquire()
         self._log = []
         try:
             self.execute("BEGIN IMMEDIATE")
         except BaseException:
             self._log = None
+            self._writer.release()
             raise
 
     def end_write(self, sql: str) -> None:
@@ -130,6 +137,7 @@ class IndexDB:
             self.execute(sql)
         finally:
             self._log = None
+            self._writer.release()
 
     def abandon_write(self) -> None:
         """``ROLLBACK`` the write transaction, if SQLite has not already ended it."""
@@ -138,6 +146,21 @@ class IndexDB:
                 self.execute("ROLLBACK")
         finally:
             self._log = None
+            self._writer.release()
+
+    def wait_for_writers(self) -> bool:
+        """Wait until no Dovetail writer holds the index's write lock; False when the wait failed.
+        The writer lock taken shared does it without a transaction and without queueing behind other
+        waiters; without a lock file, a ``BEGIN IMMEDIATE`` rolled back at once."""
+        if not self.in_memory and self._writer.acquire(shared=True):
+            self._writer.release()
+            return True
+        try:
+            self.begin_write()
+        except sqlite3.OperationalError:
+            return False
+        self.abandon_write()
+        return True
 
     def _to_memory(self, exc: BaseException) -> None:
         """Go on in memory: the file's committed state, with this transaction's statements so far."""
