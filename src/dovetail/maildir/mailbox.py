@@ -356,11 +356,14 @@ class MaildirMailbox(Mailbox):
                 raise NotInMemory("the folder's facts moved")
             view = self._uids if len(wanted) * 4 > len(self._uids) else sorted(wanted)
             get = facts.get
+            known = self._modseqs
             out = []
             for uid in view:
                 if uid in wanted:
                     t = get(uid)
-                    if t is None:
+                    # Older than this view's own knowledge of the message: a STORE of this session that
+                    # the facts have not taken in yet.
+                    if t is None or t[4] < known.get(uid, 0):
                         raise NotInMemory("a message is not in the facts")
                     out.append((uid, t[1], t[4], t[3], t[2]))
         finally:
@@ -503,6 +506,13 @@ class MaildirMailbox(Mailbox):
             cached = self._cached_infos(wanted, envelope, bodystructure, dates)
             if cached is not None:
                 return cached
+        elif len(wanted) <= _MANY_ROWS:
+            # A FETCH of a few messages as this view knows them (the shared facts at the modseq it last
+            # took in, as Dovecot answers from its view): no statement. The index's rows otherwise.
+            try:
+                return self._memory_infos(wanted, envelope, bodystructure, raw, dates)
+            except NotInMemory:
+                pass
         cols = "uid, flags, modseq, vsize, idate"
         if envelope:
             cols += ", envelope_imap" if raw else ", envelope"
@@ -673,6 +683,10 @@ class MaildirMailbox(Mailbox):
         if len(wanted) > _MANY_ROWS:
             rows = [(r[0], r[1], r[0] in recent, r[2], r[3]) for r in self._fact_rows(wanted)]
         else:
+            try:  # as this view knows them, without a statement (see fetch_info)
+                return [(r[0], r[1], r[0] in recent, r[2], r[3]) for r in self._memory_fact_rows(wanted)]
+            except NotInMemory:
+                pass
             marks = ",".join("?" * len(wanted))
             found = self.folder.index.db.execute(
                 f"SELECT uid, flags, modseq, vsize FROM msg WHERE uid IN ({marks}) ORDER BY uid", sorted(wanted))
