@@ -404,6 +404,8 @@ class Session:
             done, self._refreshed = self._refreshed, None
             if done[0] is self.selected:
                 self.report_changes(done[1])
+        if self.selected is not None:
+            self.selected.mailbox.command_started()
         try:
             ok = await handler(self, typed(cmd))  # the typed commands are read before they run
         except ParseError as exc:
