@@ -4,7 +4,8 @@ A service with several workers (imapd runs one per CPU) would otherwise enforce 
 connection limits in each worker, so a client could hold the limit times the number of workers; Dovecot
 counts them in one place (anvil). Here the count is a small SQLite file in the data directory's
 ``run/`` shared by the workers: a slot is a row ``(key, pid, n)``, taking one checks the sum for the
-key and adds to the worker's own row in one write transaction, giving it back subtracts. Rows of
+key and adds to the worker's own row in one write transaction, giving back subtracts (a connection's
+IP and user slots in one transaction). Rows of
 workers that died (a crash does not give its slots back) are removed when a worker starts, and
 whenever a key is full, by checking which pids are still alive (the file is a :mod:`dovetail.rundb`
 one). :class:`MemorySlots` counts within one process (tests, one-process servers).
@@ -31,7 +32,7 @@ CREATE TABLE IF NOT EXISTS slot (key TEXT NOT NULL, pid INTEGER NOT NULL, n INTE
 class Slots(Protocol):
     def acquire(self, key: str, limit: int) -> bool: ...
 
-    def release(self, key: str) -> None: ...
+    def release(self, *keys: str) -> None: ...
 
 
 class MemorySlots:
@@ -49,13 +50,14 @@ class MemorySlots:
             self.counts[key] = n + 1
             return True
 
-    def release(self, key: str) -> None:
+    def release(self, *keys: str) -> None:
         with self._lock:
-            n = self.counts.get(key, 0) - 1
-            if n <= 0:
-                self.counts.pop(key, None)
-            else:
-                self.counts[key] = n
+            for key in keys:
+                n = self.counts.get(key, 0) - 1
+                if n <= 0:
+                    self.counts.pop(key, None)
+                else:
+                    self.counts[key] = n
 
 
 def _alive(pid: int) -> bool:
@@ -98,10 +100,12 @@ class SharedSlots:
             db.execute("INSERT INTO slot VALUES (?, ?, 1) ON CONFLICT (key, pid) DO UPDATE SET n=n+1", (key, self.pid))
             return True
 
-    def release(self, key: str) -> None:
+    def release(self, *keys: str) -> None:
+        """Give back one slot of each key, in one write transaction."""
+        mine = [(key, self.pid) for key in keys]
         with self._lock, writing(self.db) as db:
-            db.execute("UPDATE slot SET n=n-1 WHERE key=? AND pid=?", (key, self.pid))
-            db.execute("DELETE FROM slot WHERE key=? AND pid=? AND n<=0", (key, self.pid))
+            db.executemany("UPDATE slot SET n=n-1 WHERE key=? AND pid=?", mine)
+            db.executemany("DELETE FROM slot WHERE key=? AND pid=? AND n<=0", mine)
 
     def close(self) -> None:
         self.db.close()
