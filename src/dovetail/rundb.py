@@ -9,7 +9,8 @@ wait for its write lock is a busy handler that sleeps 1, 2, 5, 10 ms between tri
 holds the lock some 50 us: the workers of imapd, taking and giving back connection slots at every
 login and logout, idled their storage thread in those sleeps. The kernel wakes a process waiting in
 ``flock`` as soon as the holder lets go, and a holder that dies lets go with its descriptor. Every
-write to these files goes through :func:`writing`, so SQLite's lock is then always free when asked.
+write to these files goes through :func:`writing` or :func:`write_lock`, so SQLite's lock is then always
+free when asked.
 """
 
 from __future__ import annotations
@@ -56,13 +57,25 @@ def open_run_db(path: Path, schema: str) -> sqlite3.Connection:
 
 
 @contextmanager
-def writing(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction (``BEGIN IMMEDIATE``) under the writers' lock: committed, or rolled back on
-    any error. Callers serialise their threads first (the lock is the process's, not the thread's)."""
+def write_lock(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """The writers' lock alone: one write statement under it is its own transaction, made in one call
+    into SQLite (each call hands the GIL over and back, while the other workers wait for the lock).
+    Callers serialise their threads first (the lock is the process's, not the thread's)."""
     fd = getattr(db, "lock_fd", -1)
     if fd >= 0:
         fcntl.flock(fd, fcntl.LOCK_EX)
     try:
+        yield db
+    finally:
+        if fd >= 0:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+@contextmanager
+def writing(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction (``BEGIN IMMEDIATE``) under the writers' lock: committed, or rolled back on
+    any error."""
+    with write_lock(db):
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
@@ -70,7 +83,3 @@ def writing(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-    finally:
-        if fd >= 0:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-
