@@ -61,4 +61,8 @@ def test_release_gives_back_several_keys_in_one_call(tmp_path: Path) -> None:
         slots.release("ip:192.0.2.1", "u:erin")
         assert slots.acquire("ip:192.0.2.1", 1) and not slots.acquire("u:erin", 1)  # one of erin's two left
         slots.release("ip:192.0.2.1", "u:erin")
+        assert slots.acquire("u:erin", 2) and slots.acquire("u:erin", 2)
+        slots.release("u:erin", "u:erin")  # the same key twice: two slots back
+        assert slots.acquire("u:erin", 2) and slots.acquire("u:erin", 2) and not slots.acquire("u:erin", 2)
+        slots.release("u:erin", "u:erin")
     assert shared.db.execute("SELECT count(*) FROM slot").fetchone()[0] == 0

@@ -106,6 +106,10 @@ class SharedSlots:
 
     def release(self, *keys: str) -> None:
         """Give back one slot of each key, in one statement (a row that reaches 0 is deleted by its trigger)."""
+        if len(set(keys)) < len(keys):  # a key twice: the statement would give it back once
+            for key in keys:
+                self.release(key)
+            return
         if not keys:
             return
         marks = ", ".join("?" * len(keys))
