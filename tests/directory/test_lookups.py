@@ -112,6 +112,22 @@ def test_mailbox_owner_unknown_invalid_alias_and_disabled(directory: Directory) 
     assert owner is not None and owner.tenant == "acme" and not owner.enabled
 
 
+def test_mailbox_get_gives_the_login_row(directory: Directory) -> None:
+    directory.mailbox_set("bob@example.com", password_hash="{PLAIN}pw", quota_bytes=5000)
+    want = {"local_part": "bob", "domain": "example.com", "tenant": "acme", "password_hash": "{PLAIN}pw",
+            "quota_bytes": 5000, "home_node": None, "paused": False, "enabled": True}
+    for spelling in ("bob@example.com", "BOB@Example.COM"):
+        assert directory.mailbox_get(spelling) == want, spelling
+    anna = directory.mailbox_get("Anna@BÜCHER.Example")
+    assert anna is not None and (anna["local_part"], anna["domain"]) == ("anna", IDN)
+    assert directory.mailbox_get("nobody@example.com") is None and directory.mailbox_get("bad address") is None
+    with directory.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE tenants SET paused=:p WHERE name='acme'"), {"p": True})
+    directory.domain_set("example.com", enabled=False)
+    row = directory.mailbox_get("bob@example.com")
+    assert row is not None and row["paused"] is True and row["enabled"] is False
+
+
 def test_listings_filter_by_tenant_in_any_case(directory: Directory) -> None:
     assert [d.name for d in directory.domain_list("ACME")] == ["example.com", IDN]
     assert [m["address"] for m in directory.mailbox_list(tenant="Acme")] == ["bob@example.com", f"anna@{IDN}"]

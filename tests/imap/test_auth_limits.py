@@ -391,3 +391,39 @@ def test_two_imap_servers_sharing_slots_enforce_one_limit(make_server, tmp_path)
         time.sleep(0.05)
     b.close()
     c.close()
+
+
+def test_logout_gives_back_the_ip_and_user_slots_before_the_close(make_server, tmp_path) -> None:
+    """The connection's IP slot and its user's go back to the shared file (in one write) before the server
+    closes the socket: a client that saw the close can log in again at once, at limits of one."""
+    from dovetail.mailauth.slots import SharedSlots
+
+    slots = SharedSlots(tmp_path / "connections-imapd.sqlite")
+    srv = make_server(limits=Limits(max_connections_per_user=1, max_connections_per_ip=1), slots=slots,
+                      **NO_STORAGE)
+    for i in range(3):
+        c = RawClient(srv.port)
+        assert c.cmd(b"a LOGIN alice wonderland")[-1].startswith(b"a OK"), i
+        held = dict(slots.db.execute("SELECT key, n FROM slot"))
+        assert held == {"ip:127.0.0.1": 1, "u:alice": 1}
+        assert c.cmd(b"b LOGOUT")[-1].startswith(b"b OK") and c.closed()
+        assert slots.db.execute("SELECT count(*) FROM slot").fetchone()[0] == 0
+
+
+def test_a_login_whose_storage_fails_gives_its_user_slot_back(make_server, tmp_path) -> None:
+    broken = {"alice"}
+
+    def storage(account):
+        if account.username in broken:
+            raise OSError("mail store unreachable")
+        return object()
+
+    srv = make_server(limits=Limits(max_connections_per_user=1), storage_factory=storage)
+    c = RawClient(srv.port)
+    assert c.cmd(b"a LOGIN alice wonderland")[-1].startswith(b"a NO [UNAVAILABLE] Mailbox storage unavailable")
+    broken.clear()
+    assert c.cmd(b"b LOGIN alice wonderland")[-1].startswith(b"b OK")  # the failed login's slot was given back
+    d = RawClient(srv.port)
+    assert d.cmd(b"c LOGIN alice wonderland")[-1].startswith(b"c NO [LIMIT]")
+    c.close()
+    d.close()

@@ -52,3 +52,17 @@ def test_a_full_key_checks_for_dead_holders(tmp_path: Path) -> None:
 def test_an_unusable_file_counts_per_process(tmp_path: Path) -> None:
     slots = shared_slots(tmp_path / "missing" / "dir", "imapd")
     assert isinstance(slots, MemorySlots) and slots.acquire("k", 1) and not slots.acquire("k", 1)
+
+
+def test_release_gives_back_several_keys_in_one_call(tmp_path: Path) -> None:
+    shared = SharedSlots(tmp_path / "s.sqlite")
+    for slots in (shared, MemorySlots()):
+        assert slots.acquire("ip:192.0.2.1", 1) and slots.acquire("u:erin", 1) and slots.acquire("u:erin", 2)
+        slots.release("ip:192.0.2.1", "u:erin")
+        assert slots.acquire("ip:192.0.2.1", 1) and not slots.acquire("u:erin", 1)  # one of erin's two left
+        slots.release("ip:192.0.2.1", "u:erin")
+        assert slots.acquire("u:erin", 2) and slots.acquire("u:erin", 2)
+        slots.release("u:erin", "u:erin")  # the same key twice: two slots back
+        assert slots.acquire("u:erin", 2) and slots.acquire("u:erin", 2) and not slots.acquire("u:erin", 2)
+        slots.release("u:erin", "u:erin")
+    assert shared.db.execute("SELECT count(*) FROM slot").fetchone()[0] == 0

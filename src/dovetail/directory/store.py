@@ -109,11 +109,21 @@ def generation(conn: Connection) -> int:
     return int(conn.execute(sa.select(directory_state.c.generation)).scalar_one())
 
 
+# The login lookup (``Directory.mailbox_get``), with the names its row is read by.
+_MAILBOX_COLUMNS = ("local_part", "domain", "tenant", "password_hash", "quota_bytes", "home_node", "paused", "enabled")
+_MAILBOX_ROW = (sa.select(mailboxes.c.local_part, domains.c.name.label("domain"), tenants.c.name.label("tenant"),
+                          mailboxes.c.password_hash, mailboxes.c.quota_bytes, tenants.c.home_node, tenants.c.paused,
+                          (mailboxes.c.enabled & domains.c.enabled & tenants.c.enabled).label("enabled"))
+                .select_from(mailboxes.join(domains).join(tenants))
+                .where(domains.c.name == sa.bindparam("dom"), mailboxes.c.local_part == sa.bindparam("local")))
+
+
 class Directory:
     """CRUD over the directory tables; one instance per engine, safe to share between threads."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._mailbox_sql: tuple[str, tuple[str, ...] | None] | None = None
 
     # --- tenants -------------------------------------------------------------------------------
 
@@ -377,19 +387,37 @@ class Directory:
             return set(conn.execute(sa.select(tenants.c.name).where(tenants.c.paused)).scalars())
 
     def mailbox_get(self, address: str) -> dict[str, Any] | None:
-        """The mailbox row (with tenant and domain) for login, or None."""
+        """The mailbox row (with tenant and domain) for login, or None.
+
+        Every IMAP and submission login asks this: the statement is compiled once per directory and
+        run as its SQL text on the driver's cursor (building and compiling it each time cost 0.3-0.75 ms a
+        login)."""
         try:
             local, dom = split_address(address)
         except AddressError:
             return None
-        query = (sa.select(mailboxes.c.local_part, domains.c.name.label("domain"), tenants.c.name.label("tenant"),
-                           mailboxes.c.password_hash, mailboxes.c.quota_bytes, tenants.c.home_node, tenants.c.paused,
-                           (mailboxes.c.enabled & domains.c.enabled & tenants.c.enabled).label("enabled"))
-                 .select_from(mailboxes.join(domains).join(tenants))
-                 .where(domains.c.name == dom, mailboxes.c.local_part == local))
+        sql, order = self._mailbox_sql or self._compile_mailbox_sql()
+        params: Any = {"dom": dom, "local": local}
+        if order is not None:
+            params = tuple(params[name] for name in order)
         with self.engine.connect() as conn:
-            row = conn.execute(query).first()
-        return dict(row._mapping) if row else None
+            cursor = conn.connection.cursor()  # the driver's: no result object to set up for one row
+            try:
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+        if row is None:
+            return None
+        found = dict(zip(_MAILBOX_COLUMNS, row, strict=True))
+        found["enabled"], found["paused"] = bool(found["enabled"]), bool(found["paused"])
+        return found
+
+    def _compile_mailbox_sql(self) -> tuple[str, tuple[str, ...] | None]:
+        compiled = _MAILBOX_ROW.compile(dialect=self.engine.dialect)
+        order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        self._mailbox_sql = (str(compiled), order)
+        return self._mailbox_sql
 
     def mailbox_owner(self, address: str) -> MailboxOwner | None:
         """The tenant and domain of the mailbox ``address`` (any case, U- or A-label), or None."""

@@ -166,11 +166,13 @@ class ImapServer:
         finally:
             self.sessions.discard(session)
             self._session_tasks.pop(session, None)
-            if ip_slot:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self.slots.release, "ip:" + rip)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(session.connection_lost(), 5.0)
+                await asyncio.wait_for(session.connection_lost(keep_slot=True), 5.0)
+            # The IP's slot and the user's go back in one write to the shared file.
+            held = [key for key in ("ip:" + rip if ip_slot else None, session.take_slot()) if key]
+            if held:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.slots.release, *held)
             with contextlib.suppress(Exception):
                 writer.close()
                 await asyncio.wait_for(writer.wait_closed(), 2.0)

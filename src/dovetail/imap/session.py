@@ -87,11 +87,15 @@ class UserRegistry:
         self.limit = limit
         self.slots: Slots = slots if slots is not None else MemorySlots()
 
+    @staticmethod
+    def key(user: str) -> str:
+        return "u:" + user
+
     def acquire(self, user: str) -> bool:
-        return self.slots.acquire("u:" + user, self.limit)
+        return self.slots.acquire(self.key(user), self.limit)
 
     def release(self, user: str) -> None:
-        self.slots.release("u:" + user)
+        self.slots.release(self.key(user))
 
 
 # EXPUNGE responses are not allowed while these run (RFC 3501 7.4.1), unless as UID commands
@@ -339,10 +343,11 @@ class Session:
         while await self.step():
             pass
 
-    async def connection_lost(self) -> None:
-        """Release what the session holds; log the Dovecot-style disconnect line."""
+    async def connection_lost(self, keep_slot: bool = False) -> None:
+        """Release what the session holds; log the Dovecot-style disconnect line. With ``keep_slot`` the
+        user's connection slot is left to the caller (``take_slot``), to give back with the IP's."""
         await self.unselect()
-        if self._user_slot:
+        if self._user_slot and not keep_slot:
             await asyncio.to_thread(self.users.release, self._user_slot)
             self._user_slot = None
         if self.state is State.LOGOUT:
@@ -355,6 +360,11 @@ class Session:
             who += f", proxy={self.proxied_to}"
         log.info(f"Disconnected: {reason} in={self.bytes_in} out={self.bytes_out}{who}, "
                  f"rip={self.conn.remote_ip}")
+
+    def take_slot(self) -> str | None:
+        """The key of the user's connection slot the session holds, now the caller's to give back."""
+        user, self._user_slot = self._user_slot, None
+        return self.users.key(user) if user else None
 
     # -- event dispatch ---------------------------------------------------------------------------------
 
@@ -405,6 +415,8 @@ class Session:
             done, self._refreshed = self._refreshed, None
             if done[0] is self.selected:
                 self.report_changes(done[1])
+        if self.selected is not None:
+            self.selected.mailbox.command_started()
         try:
             ok = await handler(self, typed(cmd))  # the typed commands are read before they run
         except ParseError as exc:
@@ -708,9 +720,11 @@ class Session:
 
     async def _login(self, tag: str, user: str, password: str, method: str) -> None:
         ip = self.conn.remote_ip
+        failures = 0
         if len(user) > 255 or len(password) > 1024:
             account = None
-        elif await asyncio.to_thread(self.penalty.blocked, user, ip):  # the ledger may be a shared file
+        elif (failures := await asyncio.to_thread(self.penalty.failures, user, ip)) >= self.penalty.lockout:
+            # (the ledger may be a shared file: off the event loop)
             log.info(f"Login refused: user=<{user}>, method={method}, rip={ip}, too many failures")
             self._tagged(tag, "NO", "Too many failed logins, try again later.", "UNAVAILABLE")
             await self._after_failure()
@@ -720,7 +734,8 @@ class Session:
         if account is None:
             await self._refuse(tag, user, method, "AUTHENTICATIONFAILED", "Authentication failed.")
             return
-        await asyncio.to_thread(self.penalty.record_success, user, ip)
+        if failures:  # none counted before the check: nothing to clear (a failure since is left to age out)
+            await asyncio.to_thread(self.penalty.record_success, user, ip)
         await self._serve(tag, account, method)
 
     async def _proxied_login(self, tag: str, user: str, token: str) -> None:
@@ -768,15 +783,14 @@ class Session:
             self.proxy_requested = ProxyRequest(tag, method, route, grant, proxytoken.sign(self.homes.secret, grant),
                                                 (self.conn.local_ip, self.conn.local_port))
             return
-        if not await asyncio.to_thread(self.users.acquire, account.username):
-            self._tagged(tag, "NO", "Maximum number of connections from user exceeded.", "LIMIT")
-            return
         try:
-            storage = await asyncio.to_thread(self.storage_factory, account)
+            storage = await asyncio.to_thread(self._open_storage, account)
         except Exception as exc:  # noqa: BLE001
-            await asyncio.to_thread(self.users.release, account.username)
             log.exception("mail storage unavailable", user=account.username, error=repr(exc))
             self._tagged(tag, "NO", "Mailbox storage unavailable.", "UNAVAILABLE")
+            return
+        if storage is None:
+            self._tagged(tag, "NO", "Maximum number of connections from user exceeded.", "LIMIT")
             return
         self._user_slot = account.username
         self.account = account
@@ -786,6 +800,17 @@ class Session:
         log.info(f"Login: user=<{account.username}>, method={method}, rip={ip}, lip={self.conn.local_ip}, "
                  f"mpid={os.getpid()}" + (", TLS" if self.conn.tls else ""))
         self._tagged(tag, "OK", "Logged in", "CAPABILITY " + " ".join(self.capabilities()))
+
+    def _open_storage(self, account: Account) -> MailStorage | None:
+        """The user's connection slot and storage, in one trip to the storage thread: None when the user
+        has no slot left; the slot is given back when the storage cannot be opened."""
+        if not self.users.acquire(account.username):
+            return None
+        try:
+            return self.storage_factory(account)
+        except BaseException:
+            self.users.release(account.username)
+            raise
 
     async def _refuse(self, tag: str, user: str, method: str, code: str, text: str) -> None:
         """A failed login: counted in the penalty and answered after its delay."""

@@ -99,12 +99,12 @@ class DbSlots:
                                                     set_={"n": connection_slots.c.n + 1}))
             return True
 
-    def release(self, key: str) -> None:
-        key = _text(key)
-        where = (*self._mine(), connection_slots.c.key == key, connection_slots.c.pid == self.pid)
+    def release(self, *keys: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(connection_slots.update().where(*where).values(n=connection_slots.c.n - 1))
-            conn.execute(connection_slots.delete().where(*where, connection_slots.c.n <= 0))
+            for key in keys:
+                where = (*self._mine(), connection_slots.c.key == _text(key), connection_slots.c.pid == self.pid)
+                conn.execute(connection_slots.update().where(*where).values(n=connection_slots.c.n - 1))
+                conn.execute(connection_slots.delete().where(*where, connection_slots.c.n <= 0))
 
     def close(self) -> None:
         """Give back every slot this worker holds (a clean stop)."""

@@ -60,8 +60,8 @@ class SqliteLedger:
                                (extra,))
 
     def clear(self, keys: tuple[str, ...]) -> None:
-        with self._lock:
-            self.db.executemany("DELETE FROM failure WHERE key=?", [(k,) for k in keys])
+        with self._lock, writing(self.db) as db:
+            db.executemany("DELETE FROM failure WHERE key=?", [(k,) for k in keys])
 
     def close(self) -> None:
         self.db.close()

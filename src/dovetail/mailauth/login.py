@@ -21,11 +21,15 @@ class DirectoryAuthenticator:
         self.cache = cache or VerifyCache()
 
     async def authenticate(self, username: str, password: str, client_ip: str) -> Account | None:
-        row = await asyncio.to_thread(self.directory.mailbox_get, username)
+        return await asyncio.to_thread(self._check, username, password)
+
+    def _check(self, username: str, password: str) -> Account | None:
+        """The lookup and the password check, in one trip to a worker thread."""
+        row = self.directory.mailbox_get(username)
         if row is None or not row["enabled"]:
-            await asyncio.to_thread(self.cache.verify, _DUMMY_HASH, password)
+            self.cache.verify(_DUMMY_HASH, password)
             return None
-        if not await asyncio.to_thread(self.cache.verify, row["password_hash"], password):
+        if not self.cache.verify(row["password_hash"], password):
             return None
         return self._account(row)
 

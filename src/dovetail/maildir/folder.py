@@ -404,18 +404,25 @@ class Folder:
             self._mirror_uv = uv
             self._mirror_modseq = top
 
-    def sync(self, move_new: bool = False, force: bool = False) -> bool:
+    def sync(self, move_new: bool = False, force: bool = False, stamp: tuple | None = None) -> bool:
         """Bring the index up to date with the disk. Returns True when something was looked at.
 
         The common case after another session's flag change is cheap: one listing, the uidlist only when
         it changed, the index's rows changed since last time; the write transaction (with a second
         listing under its lock) is taken only when the disk and the index disagree. The sessions of
-        this process on the folder do it once between them (see :class:`FolderState`)."""
-        with self.state.lock:
-            return self._sync(move_new, force)
+        this process on the folder do it once between them (see :class:`FolderState`).
 
-    def _sync(self, move_new: bool, force: bool) -> bool:
-        stamp = self._stamp_now()
+        ``stamp``: the folder's stamp (:meth:`stamp`) as the caller took it after the changes this sync
+        must see were made (an IMAP command's quiet check, at the command's start), instead of four
+        more stats. Any stamp taken after them will do: an older one only makes the listing it leads
+        to (which comes later) more recent than the stamp it is trusted at, which the next sync, finding
+        another stamp, looks at again."""
+        with self.state.lock:
+            return self._sync(move_new, force, stamp)
+
+    def _sync(self, move_new: bool, force: bool, stamp: tuple | None = None) -> bool:
+        if stamp is None:
+            stamp = self._stamp_now()
         now = time.time()
         if not force and not (move_new and self._new_waiting(stamp, now)):
             known = self._known_unchanged(stamp, now)

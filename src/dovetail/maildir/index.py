@@ -202,6 +202,26 @@ class Index:
         marks = ",".join("?" * len(keys))
         return dict(self.db.execute(f"SELECT key, value FROM meta WHERE key IN ({marks})", keys).fetchall())
 
+    def get_metas_versioned(self, *keys: str) -> tuple[dict[str, str], int | None]:
+        """:meth:`get_metas` and ``PRAGMA data_version`` (it moves when another connection commits) in
+        one statement: of the same state of the file, in one read transaction (each costs locks on the
+        shared memory) instead of two. The version is None for an index kept in memory (nothing tells
+        it of other writers)."""
+        if self.db.in_memory:
+            return self.get_metas(*keys), None
+        marks = ",".join("?" * len(keys))
+        metas: dict[str, str] = {}
+        version: int | None = None
+        for key, value in self.db.execute(
+            f"SELECT key, value FROM meta WHERE key IN ({marks})"
+            " UNION ALL SELECT NULL, data_version FROM pragma_data_version", keys
+        ).fetchall():
+            if key is None:
+                version = int(value)
+            else:
+                metas[key] = value
+        return metas, None if self.db.in_memory else version
+
     def get_int(self, key: str, default: int = 0) -> int:
         value = self.get_meta(key)
         return default if value is None else int(value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import math
 import os
 import sqlite3
 import time
@@ -145,6 +146,7 @@ class MaildirMailbox(Mailbox):
         self._facts_memo: tuple[tuple, list] | None = None  # see message_facts
         self._watcher: MailboxWatcher | None = None
         self._quiet: tuple[tuple, int, int, float, float] | None = None  # see refresh_if_quiet
+        self._probe: tuple | None = None  # the folder's stamp as this command's quiet check took it
         self._memory_only = False  # see memory_reads
         version = self._data_version()
         folder.sync(move_new=not readonly)
@@ -233,13 +235,20 @@ class MaildirMailbox(Mailbox):
 
     # --- refresh ------------------------------------------------------------------------------
 
+    def command_started(self) -> None:
+        """A stamp a quiet check took before this command is too old for the refresh after it."""
+        self._probe = None
+
     def refresh(self, *, allow_expunges: bool = True) -> Changes:
         """What changed since the last refresh: read from the index only the rows whose modseq moved
         past the one this view last saw, and the expunges recorded since (all rows when that history
-        is gone)."""
+        is gone).
+
+        The sync starts from the stamp this command's quiet check (:meth:`refresh_if_quiet`) took, if
+        it took one: a change made before the command started shows in it (see ``Folder.sync``)."""
         self._quiet = None
-        version = self._data_version()  # before anything is read: a commit after it shows next time
-        changes = self._refresh(allow_expunges)
+        probe, self._probe = self._probe, None
+        changes, version = self._refresh(allow_expunges, probe)
         if not changes.uidvalidity_changed:
             self._note_refreshed(version)
         return changes
@@ -247,10 +256,20 @@ class MaildirMailbox(Mailbox):
     def refresh_if_quiet(self) -> Changes | None:
         """What :meth:`refresh` would find when it would find nothing, told without a thread: the
         folder's stamp (four stats) is still the one the last refresh saw and a listing confirmed
-        (trusted, as a sync trusts it), this view's index connection wrote nothing since, and no other
-        connection committed (``PRAGMA data_version``, read from the index's shared memory) or, if one
-        did, the index's modseq did not move (one read of the ``meta`` table, from pages already in
-        memory: a WAL reader never waits for writers). None when any of that does not hold."""
+        (trusted, as a sync trusts it), this view's index connection wrote nothing since, and, when
+        that stamp is dirty (see :mod:`~dovetail.maildir.stamps`), no other connection committed
+        (``PRAGMA data_version``, read from the index's shared memory) or, if one did, the index's
+        modseq did not move (one read of the ``meta`` table, from pages already in memory: a WAL
+        reader never waits for writers). None when any of that does not hold; the stamp it took is
+        kept for the refresh that follows in the same command (see :meth:`command_started`).
+
+        A clean stamp needs no ``data_version``: every Dovetail writer that moves the index's modseq
+        or UIDVALIDITY changes a stamped file first (a flag change renames in ``cur/`` or out of
+        ``new/``, an expunge unlinks, APPEND and COPY write into ``cur/`` and the uidlist, a sync
+        records what others changed on disk, a new UIDVALIDITY comes with a new uidlist), and a change
+        made after the listing that confirmed a clean stamp gives the file a time past the stamp's
+        newest, so the stamp moves. Only a change in the clock tick of a dirty stamp can leave it as
+        it was; Dovecot's and deliveries' changes in that tick wait for the dirty window, as in a sync."""
         quiet = self._quiet
         if quiet is None or self._pending_expunge:
             return None
@@ -259,7 +278,7 @@ class MaildirMailbox(Mailbox):
         if not state.lock.acquire(blocking=False):
             return None  # a sync is under way in another session of this process
         try:
-            stamp = folder.stamp()
+            stamp = self._probe = folder.stamp()
             if stamp != quiet[0] or stamp != state.stamp:
                 return None
             if state.checked_at != quiet[3]:
@@ -275,6 +294,8 @@ class MaildirMailbox(Mailbox):
         try:
             if conn.total_changes != quiet[2]:
                 return None
+            if quiet[4] == math.inf:
+                return Changes(recent_count=len(self._recent))
             version = conn.execute("PRAGMA data_version").fetchone()[0]
             if version != quiet[1]:
                 metas = dict(conn.execute(
@@ -372,20 +393,22 @@ class MaildirMailbox(Mailbox):
             raise NotInMemory("a message is not in the view")
         return out
 
-    def _refresh(self, allow_expunges: bool) -> Changes:
-        self.folder.sync(move_new=not self.readonly)
+    def _refresh(self, allow_expunges: bool, stamp: tuple | None) -> tuple[Changes, int | None]:
+        """The changes, and the index's ``data_version`` read with the first of what they were read
+        from (a commit after it shows next time)."""
+        self.folder.sync(move_new=not self.readonly, stamp=stamp)
         changes = Changes()
         idx = self.folder.index
         view = self._modseqs
         # The common case, nothing new since the last refresh, in one statement.
-        metas = idx.get_metas("uidvalidity", "highestmodseq")
+        metas, version = idx.get_metas_versioned("uidvalidity", "highestmodseq")
         if int(metas.get("uidvalidity", 0)) != self._uidvalidity:
             changes.uidvalidity_changed = True
-            return changes
+            return changes, version
         top = int(metas.get("highestmodseq", 1))
         if top == self._seen_modseq and not self._pending_expunge:
             changes.recent_count = len(self._recent)
-            return changes
+            return changes, version
         # What changed since, as the process's shared facts took it in (read from the index once for
         # all the sessions of the folder); the index's rows when that journal does not reach back.
         shared = self.folder.changes_since(self._seen_modseq, (self._uidvalidity, top))
@@ -397,7 +420,7 @@ class MaildirMailbox(Mailbox):
         else:
             rows = self._changed_rows(changes)
             if changes.uidvalidity_changed:
-                return changes
+                return changes, version
         pending = self._pending_expunge
         if pending and allow_expunges:
             # A few expunges out of many messages: find them by bisection, not by a pass over the view.
@@ -452,7 +475,7 @@ class MaildirMailbox(Mailbox):
                 flag_changes.append(
                     st if uid not in recent else FlagState(uid, st.flags, st.keywords, modseq, True))
         changes.recent_count = len(self._recent)
-        return changes
+        return changes, version
 
     def _changed_rows(self, changes: Changes) -> list[FlagState]:
         """The index's rows whose modseq moved past the one this view last saw, and the expunges

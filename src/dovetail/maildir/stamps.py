@@ -8,6 +8,7 @@ only until that delay has passed, and the directories are listed once more then.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterable
@@ -52,9 +53,12 @@ def trusted(stamp: tuple, checked_at: float, now: float) -> bool:
     return now < trusted_until(stamp, checked_at)
 
 
+@functools.lru_cache(maxsize=256)
 def trusted_until(stamp: tuple, checked_at: float) -> float:
     """Until when ``stamp``, confirmed by a listing at ``checked_at``, can be taken as is (infinity for
-    a clean stamp): what :func:`trusted` compares the time with, for callers that ask again and again."""
+    a clean stamp): what :func:`trusted` compares the time with, for callers that ask again and again.
+    Kept per (stamp, listing): every refresh of every session asks of the same few (hashing them costs
+    less than working it out again)."""
     window = dirty_window(stamp)
     return checked_at + window if is_dirty(stamp, checked_at, window) else math.inf
 

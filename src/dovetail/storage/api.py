@@ -423,6 +423,11 @@ class Mailbox(ABC):
         responses) vanished messages stay in the view and are reported by a later refresh.
         """
 
+    def command_started(self) -> None:
+        """An IMAP command begins (called before it runs): what the store learned of the disk before
+        now is no longer current enough for the refresh after this command."""
+        return None
+
     def refresh_if_quiet(self) -> Changes | None:
         """The (empty) result :meth:`refresh` would give now, when the store can tell cheaply, without
         anything that may block on the disk (a few stats, a read of a shared-memory counter), that nothing

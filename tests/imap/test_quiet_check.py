@@ -1,0 +1,59 @@
+"""The quiet check at each command (a few stats, the index's commit counter only behind a dirty stamp)
+and the refresh after it that reuses its stamp: what another connection, Dovecot or a delivery changed
+before a command is reported in that command's answer."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from tests.imap.imap_testkit import needs_storage
+from tests.imap.test_commands import msg, raw_login
+
+pytestmark = needs_storage
+
+
+def age(root: Path) -> None:
+    """An old time on the stamped directories and files: the next listing confirms a clean stamp."""
+    then = time.time() - 60
+    for name in ("cur", "new", "dovecot-uidlist", "dovecot-keywords"):
+        if (root / name).exists():
+            os.utime(root / name, (then, then))
+
+
+def test_changes_before_a_command_show_in_its_answer(make_server, tmp_path: Path) -> None:
+    srv = make_server()
+    a = raw_login(srv)
+    for n in range(1, 6):
+        body = msg(n)
+        a.send(b"p APPEND INBOX {%d}\r\n" % len(body))
+        assert a.readline().startswith(b"+")
+        a.send(body + b"\r\n")
+        assert a.read_until_tagged(b"p")[-1].startswith(b"p OK")
+    assert a.cmd(b"s SELECT INBOX")[-1].startswith(b"s OK")
+    root = next(tmp_path.glob("mail/**/dovecot-uidlist")).parent
+    b = raw_login(srv)
+    assert b.cmd(b"s SELECT INBOX")[-1].startswith(b"s OK")
+    warm = b"w FETCH 1:* (FLAGS BODY.PEEK[HEADER] ENVELOPE)"
+
+    def settle() -> None:
+        age(root)
+        for _ in range(2):  # listed again at the older stamp, then quiet and clean
+            assert a.cmd(warm)[-1].startswith(b"w OK")
+
+    settle()
+    assert b.cmd(b"k STORE 3 +FLAGS (\\Flagged)")[-1].startswith(b"k OK")  # another connection
+    answer = a.cmd(b"f FETCH 1 (FLAGS)")
+    assert any(line.startswith(b"* 3 FETCH") and b"\\Flagged" in line for line in answer), answer
+    settle()
+    name = next(n for n in os.listdir(root / "cur") if n.endswith(":2,"))
+    os.rename(root / "cur" / name, root / "cur" / (name + "S"))  # Dovecot sets \Seen
+    answer = a.cmd(b"n NOOP")
+    assert sum(b" FETCH " in line and b"\\Seen" in line for line in answer) == 1, answer
+    settle()
+    (root / "tmp" / "1700000999.V1I2M3.mx").write_bytes(msg(9))
+    os.rename(root / "tmp" / "1700000999.V1I2M3.mx", root / "new" / "1700000999.V1I2M3.mx")  # a delivery
+    assert b"* 6 EXISTS" in a.cmd(b"g FETCH 2 (BODY.PEEK[HEADER])")
+    a.close()
+    b.close()
