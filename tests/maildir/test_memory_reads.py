@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from dovetail.maildir import folder as folder_mod
-from dovetail.maildir import mailbox as mailbox_mod
 from dovetail.maildir.messagecache import HEADER_FIELDS, IMAP_DATA, MESSAGES, PART_TREES
 from dovetail.storage import open_storage
 from dovetail.storage.api import FLAGGED, NotInMemory, Section, StoreMode
@@ -24,15 +22,6 @@ def deliver(root: Path, n: int) -> None:
     name = f"{1700000000 + n}.V801I{n:x}M{n}.mx.example"
     (root / "tmp" / name).write_bytes(MSG % (n, n))
     os.rename(root / "tmp" / name, root / "new" / name)
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    """Wall-clock time held still, so that the folder's fresh stamps stay trusted."""
-    now = [folder_mod.time.time()]
-    monkeypatch.setattr(folder_mod.time, "time", lambda: now[0])
-    monkeypatch.setattr(mailbox_mod.time, "time", lambda: now[0])
-    return now
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from dovetail.maildir import folder as folder_mod
-from dovetail.maildir import mailbox as mailbox_mod
 from dovetail.maildir.index import INDEX_FILE
 from dovetail.storage import open_storage
 from dovetail.storage.api import FLAGGED, SEEN, StoreMode
@@ -24,15 +23,6 @@ def deliver(root: Path, n: int) -> None:
     name = f"{1700000000 + n}.V801I{n:x}M{n}.mx.example"
     (root / "tmp" / name).write_bytes(MSG % n)
     os.rename(root / "tmp" / name, root / "new" / name)
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    """Wall-clock time held still, so that the folder's fresh stamps stay trusted until moved on."""
-    now = [folder_mod.time.time()]
-    monkeypatch.setattr(folder_mod.time, "time", lambda: now[0])
-    monkeypatch.setattr(mailbox_mod.time, "time", lambda: now[0])
-    return now
 
 
 @pytest.fixture
