@@ -61,7 +61,7 @@ def _read_appended(key: str, hit: tuple, size: int) -> tuple[uidlist.Uidlist, di
     old_size = hit[0][1]
     try:
         with open(key, "rb") as f:
-            if f.read(2) != b"3 ":
+            if not _same_header(f.readline(1024), hit[1]):
                 return None
             f.seek(old_size - 1)
             tail = f.read(size - old_size + 1)
@@ -76,6 +76,19 @@ def _read_appended(key: str, hit: tuple, size: int) -> tuple[uidlist.Uidlist, di
     by_base = dict(hit[2])
     by_base.update((base, uid) for uid, (base, _ext) in added.items())
     return ul, by_base
+
+
+def _same_header(line: bytes, ul: uidlist.Uidlist) -> bool:
+    """Whether a version 3 header ``line`` names the cached uidlist's UIDVALIDITY and GUID: the file at
+    the same inode is then that list, grown. A folder deleted and made again can get a new uidlist on
+    the inode of the old one (a file system reuses freed inodes), larger than the old one was; reading
+    only its "appended" lines would keep the old UIDVALIDITY, and the index would be reset to it."""
+    head = line.split()
+    if not head or head[0] != b"3":
+        return False
+    uv = f"V{ul.uidvalidity}".encode()
+    guid = f"G{ul.guid}".encode() if ul.guid else None
+    return uv in head and (guid is None or guid in head)
 
 
 def remember(path: Path, ul: uidlist.Uidlist, by_base: dict[str, int]) -> None:
