@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -44,6 +45,11 @@ SCHEMA_VERSION = 6
 # (a schema 5 index is taken over as it is, while older code rebuilds a schema 6 one).
 UPGRADABLE = ("5",)
 DATE_UNKNOWN = -1.0
+SCHEMA_MISMATCH = "index schema mismatch"
+# How long an open waits for another process's lock on the file (its busy handler, then new tries).
+OPEN_DEADLINE = 30.0
+# SQLite's primary result codes that decide what a failed open does (see Index._open_file).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_NOTADB = 5, 6, 11, 26
 PARSED_COLUMNS = ("envelope", "body", "bodystructure", "parts", "envelope_imap", "body_imap",
                   "bodystructure_imap", "header")
 EXPUNGE_HISTORY = 10000
@@ -132,7 +138,21 @@ def _check_schema(db: sqlite3.Connection) -> None:
     if row is None or row[0] in UPGRADABLE:
         db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
     elif row[0] != str(SCHEMA_VERSION):
-        raise sqlite3.DatabaseError("index schema mismatch")
+        raise sqlite3.DatabaseError(SCHEMA_MISMATCH)
+
+
+def _rebuild_cures(exc: sqlite3.DatabaseError) -> bool:
+    """Whether ``exc`` says the file itself is bad (corrupt, not a database, an unknown schema), so that
+    making it again is the cure; not a lock, an I/O error or a full disk, which pass."""
+    if str(exc) == SCHEMA_MISMATCH:
+        return True
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
+def _busy(exc: sqlite3.DatabaseError) -> bool:
+    """Whether ``exc`` is another connection's lock (SQLITE_BUSY/LOCKED), so that trying again helps."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return code in (_SQLITE_BUSY, _SQLITE_LOCKED) or (not code and "locked" in str(exc))
 
 
 class Index:
@@ -177,20 +197,33 @@ class Index:
             return IndexDB(mem, self.path, in_memory=True)
 
     def _open_file(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        try:
-            _configure(db)
-            _check_schema(db)
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            if index_unwritable(exc):
-                raise
-            for suffix in ("", "-wal", "-shm"):
-                Path(str(self.path) + suffix).unlink(missing_ok=True)
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            _configure(db)
-            db.executescript(_SCHEMA)
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        """The file's connection, configured and of this schema. A corrupt file, or one of a schema this
+        code does not know, is rebuilt (it is a cache); a file that is only busy (another process
+        creating it, converting it to WAL or recovering it) is opened again until ``OPEN_DEADLINE``:
+        deleting its ``-shm`` under another process's connection would corrupt a healthy index."""
+        deadline = time.monotonic() + OPEN_DEADLINE
+        pause = 0.001
+        while True:
+            db = sqlite3.connect(self.path, timeout=OPEN_DEADLINE, isolation_level=None,
+                                 check_same_thread=False)
+            try:
+                _configure(db)
+                _check_schema(db)
+                return db
+            except sqlite3.DatabaseError as exc:
+                db.close()
+                if _rebuild_cures(exc):
+                    break
+                if not _busy(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(self.path) + suffix).unlink(missing_ok=True)
+        db = sqlite3.connect(self.path, timeout=OPEN_DEADLINE, isolation_level=None, check_same_thread=False)
+        _configure(db)
+        db.executescript(_SCHEMA)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         return db
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
