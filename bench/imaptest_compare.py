@@ -99,8 +99,12 @@ def run_imaptest(imaptest: Path, port: int, user: str, mix: list[str], msgs: int
          f"clients={clients}", f"msgs={msgs}", f"secs={int(secs)}", f"mbox={mbox}", "seed=1", *mix],
         capture_output=True, text=True, errors="replace", timeout=secs + 300)
     seconds = time.perf_counter() - start
-    cell.cpu += cpu_seconds(before, cpu_snapshot(root_pid))
+    cpu = cpu_seconds(before, cpu_snapshot(root_pid))
+    cell.cpu += cpu
     commands, errors = parse_totals(out.stdout + out.stderr)
+    if commands:  # each round's figures, to tell a steady cell from a noisy one
+        print(f"    {commands / seconds:.0f} cmd/s, {1000 * cpu / commands:.2f} ms CPU/cmd, {errors} errors",
+              file=sys.stderr, flush=True)
     cell.commands += commands
     cell.seconds += seconds
     cell.errors += errors
