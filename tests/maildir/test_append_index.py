@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from dovetail.maildir import folder as folder_mod
 from dovetail.maildir.index import INDEX_FILE
+from dovetail.maildir.messagefacts import analyse
+from dovetail.maildir.writerlock import WriterLock
 from dovetail.storage import open_storage
 from dovetail.storage.api import SEEN
 
@@ -90,7 +96,7 @@ def test_message_renamed_before_indexing_is_left_to_sync(tmp_path: Path) -> None
         ul = f.assign_uids([base], None)
         uid = ul.by_basename()[base]
         os.rename(f.path / "cur" / f"{base}:2,", f.path / "cur" / f"{base}:2,S")
-        assert f.index_written(uid, base, "", MSG, ul.uidvalidity) is False
+        assert f.index_written(uid, base, "", analyse(MSG), ul.uidvalidity) is False
         changes = view.refresh()
         assert changes.new_uids == [uid]
         assert SEEN in view.fetch_info([uid])[0].flags
@@ -138,3 +144,39 @@ def test_lines_another_writer_appended_are_read_without_parsing_the_whole_uidlis
     monkeypatch.undo()
     assert uidlist.read(st.root / "dovecot-uidlist").entries == grown.entries
     view.close()
+
+
+def test_a_session_meeting_an_append_under_way_waits_for_it_instead_of_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rename into ``cur/``, the numbering and the row happen under the writer lock: a session that
+    refreshes meanwhile waits for the lock, then takes the new message from the index."""
+    st = open_storage(tmp_path / "Maildir")
+    st.append("INBOX", MSG)
+    view = st.select("INBOX")
+    numbering, waiting = threading.Event(), threading.Event()
+    real_assign, real_poll = folder_mod.syncapply.assign_uids, WriterLock._poll
+    listings: list[int] = []
+
+    def slow_assign(*args, **kwargs):  # type: ignore[no-untyped-def]
+        numbering.set()  # the file is in cur/ now, not yet numbered nor indexed
+        assert waiting.wait(10), "the other session never waited for the writer"
+        return real_assign(*args, **kwargs)
+
+    def noting_poll(fd: int, mode: int, timeout: float) -> bool:
+        waiting.set()
+        return real_poll(fd, mode, timeout)
+
+    monkeypatch.setattr(folder_mod.syncapply, "assign_uids", slow_assign)
+    monkeypatch.setattr(WriterLock, "_poll", staticmethod(noting_poll))
+    monkeypatch.setattr(folder_mod.Folder, "_sync_listed", lambda self, *a: listings.append(1))
+    with ThreadPoolExecutor(2) as pool:
+        appended = pool.submit(st.append, "INBOX", MSG + b"second\r\n")
+        assert numbering.wait(10)
+        changes = pool.submit(view.refresh).result(timeout=30)
+        uid = appended.result(timeout=30).uid_map[0]
+    try:
+        assert changes.new_uids == [uid]
+        assert listings == []
+    finally:
+        view.close()

@@ -724,7 +724,7 @@ class Folder:
             self._publish(state.stamp, checked)
 
     def index_written(
-        self, uid: int, basename: str, info: str, data: bytes, uidvalidity: int, before: tuple | None = None
+        self, uid: int, basename: str, info: str, facts: dict, uidvalidity: int, before: tuple | None = None
     ) -> bool:
         """Index a message this process has just written to ``cur/`` and numbered, so that the next sync
         finds the disk and the index agreeing (a listing, no parse, no write) instead of analysing the
@@ -735,8 +735,7 @@ class Folder:
             st = os.stat(self.path / stored_fn)
         except FileNotFoundError:
             return False
-        facts = analyse(data.replace(b"\r\n", b"\n"))
-        facts["size"] = st.st_size
+        facts = dict(facts, size=st.st_size)
         facts["idate"] = st.st_mtime
         idx = self.index
         db = idx.db
@@ -838,6 +837,13 @@ class Folder:
 
     def deliver(self, data: bytes, info: str, internal_date: float | None) -> str:
         """Write a message durably into ``cur/`` with flags ``info``; return its basename (no UID yet)."""
+        tmp, base = self._write_tmp(data, internal_date)
+        os.rename(tmp, self.path / "cur" / f"{base}{INFO_SEP}{info}")
+        self._fsync_cur()
+        return base
+
+    def _write_tmp(self, data: bytes, internal_date: float | None) -> tuple[Path, str]:
+        """Write a message durably into ``tmp/`` (dated ``internal_date``): its path there and basename."""
         lf = data.replace(b"\r\n", b"\n")
         vsize = len(to_crlf(lf))
         base = new_basename(len(lf), vsize)
@@ -853,13 +859,14 @@ class Folder:
             raise
         if internal_date is not None:
             os.utime(tmp, (internal_date, internal_date))
-        os.rename(tmp, self.path / "cur" / f"{base}{INFO_SEP}{info}")
+        return tmp, base
+
+    def _fsync_cur(self) -> None:
         dfd = os.open(self.path / "cur", os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
-        return base
 
     def file_mode(self) -> int:
         """New files take the folder directory's permission bits (less execute), as with Dovecot, so
@@ -904,23 +911,38 @@ class Folder:
         return base
 
     def append_message(self, data: bytes, info: str, internal_date: float | None) -> tuple[int, int, bool]:
-        """Write, number and index one message: (uid, uidvalidity, indexed)."""
-        before = self._stamp_now()
+        """Write, number and index one message: (uid, uidvalidity, indexed).
+
+        The file is written and synced in ``tmp/`` first; its rename into ``cur/``, its numbering and
+        its index row then happen under the index's writer lock (see ``IndexDB.holding_writer``), so
+        that another session never finds it in ``cur/`` unknown to the index without a writer to wait
+        for (it would list the whole folder to find it). The directory is synced after the lock."""
         try:
-            base = self.deliver(data, info, internal_date)
+            tmp, base = self._write_tmp(data, internal_date)
         except OSError as exc:
             if is_disk_full(exc):
                 raise DiskFull("Not enough disk space: the message was not stored") from exc
             raise
-        try:
-            ul = self.assign_uids([base], None)
-        except OSError as exc:
-            (self.path / "cur" / f"{base}{INFO_SEP}{info}").unlink(missing_ok=True)
-            if is_disk_full(exc):
-                raise DiskFull("Not enough disk space: the message was not stored") from exc
-            raise
-        uid = self._by_base_of(ul)[base]
-        return uid, ul.uidvalidity, self.index_written(uid, base, info, data, ul.uidvalidity, before)
+        facts = analyse(data.replace(b"\r\n", b"\n"))
+        stored = self.path / "cur" / f"{base}{INFO_SEP}{info}"
+        with self.index.db.holding_writer():
+            before = self._stamp_now()
+            try:
+                os.rename(tmp, stored)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            try:
+                ul = self.assign_uids([base], None)
+            except OSError as exc:
+                stored.unlink(missing_ok=True)
+                if is_disk_full(exc):
+                    raise DiskFull("Not enough disk space: the message was not stored") from exc
+                raise
+            uid = self._by_base_of(ul)[base]
+            indexed = self.index_written(uid, base, info, facts, ul.uidvalidity, before)
+        self._fsync_cur()
+        return uid, ul.uidvalidity, indexed
 
     def take_back(self, basenames: list[str]) -> None:
         """Remove files this process wrote into the folder that were never numbered."""

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ class IndexDB:
         self.on_memory: Callable[[], None] | None = None
         self._log: list[tuple[str, Any, bool]] | None = None
         self._writer = WriterLock(path)
+        self._held_around = False  # the writer lock is held around the transactions (holding_writer)
 
     # --- what the index uses of sqlite3.Connection ---------------------------------------------
 
@@ -121,14 +123,14 @@ class IndexDB:
     def begin_write(self) -> None:
         """``BEGIN IMMEDIATE`` under the writer lock (see :mod:`~dovetail.maildir.writerlock`), noting
         the transaction's statements from here."""
-        if not self.in_memory:
+        if not self.in_memory and not self._held_around:
             self._writer.acquire()
         self._log = []
         try:
             self.execute("BEGIN IMMEDIATE")
         except BaseException:
             self._log = None
-            self._writer.release()
+            self._release_writer()
             raise
 
     def end_write(self, sql: str) -> None:
@@ -137,7 +139,7 @@ class IndexDB:
             self.execute(sql)
         finally:
             self._log = None
-            self._writer.release()
+            self._release_writer()
 
     def abandon_write(self) -> None:
         """``ROLLBACK`` the write transaction, if SQLite has not already ended it."""
@@ -146,6 +148,28 @@ class IndexDB:
                 self.execute("ROLLBACK")
         finally:
             self._log = None
+            self._release_writer()
+
+    def _release_writer(self) -> None:
+        if not self._held_around:
+            self._writer.release()
+
+    @contextmanager
+    def holding_writer(self) -> Iterator[None]:
+        """Hold the writer lock around a change of the folder's files and the write transactions that
+        record it (an APPEND's rename into ``cur/``, its numbering, its row), as a flag change or an
+        expunge does inside its one transaction: a session that finds the files and the index
+        disagreeing waits for the lock (:meth:`wait_for_writers`) and then finds them agreeing, instead
+        of listing the folder. Without the lock (in memory, no lock file, its deadline passed) the
+        transactions inside take it, or SQLite's lock, each for itself."""
+        if self.in_memory or self._held_around or not self._writer.acquire():
+            yield
+            return
+        self._held_around = True
+        try:
+            yield
+        finally:
+            self._held_around = False
             self._writer.release()
 
     def wait_for_writers(self) -> bool:
