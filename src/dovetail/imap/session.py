@@ -2,7 +2,7 @@
 
 The session owns no socket. ``receive_data(bytes)`` feeds the parser and runs the commands;
 ``data_to_send()`` hands back the response bytes. It is ``async`` only because the authenticator and
-the storage are: every storage call that may block on disk runs in a thread (``offload.to_thread``),
+the storage are: every storage call that may block on disk runs in a thread (``asyncio.to_thread``),
 one call at a time per session, as the storage API asks. The asyncio adapter in ``server.py`` moves
 bytes, runs the IDLE wait and the STARTTLS handshake, and enforces the autologout timer.
 """
@@ -46,7 +46,6 @@ from dovetail.mailauth.homes import LoginHomes, Refusal, Route
 from dovetail.mailauth.penalty import AuthPenalty
 from dovetail.mailauth.sasl import MECHANISMS, Challenge, Credentials, Reason, SaslExchange, Step
 from dovetail.mailauth.slots import MemorySlots, Slots
-from dovetail.offload import to_thread
 from dovetail.storage.api import SYSTEM_FLAGS, Changes, MailStorage, StorageError
 
 log = get_logger("imap")
@@ -467,7 +466,7 @@ class Session:
             try:
                 # Nothing changed (told by a few stats, without the disk): no thread hop for the refresh.
                 quiet = sel.mailbox.refresh_if_quiet()
-                changes = quiet if quiet is not None else await to_thread(
+                changes = quiet if quiet is not None else await asyncio.to_thread(
                     sel.mailbox.refresh, allow_expunges=allow)
             except Exception as exc:  # noqa: BLE001 - the next command tries again
                 log.warning("mailbox refresh failed", mailbox=sel.mailbox.name, error=repr(exc))
@@ -481,7 +480,7 @@ class Session:
             watch = self.notify.selected
             if watch is not None and watch.fetch and changes.new_uids:
                 new, atts, mb = list(changes.new_uids), list(watch.fetch), sel.mailbox
-                for line in await to_thread(fetch_lines, self, mb, new, atts):
+                for line in await asyncio.to_thread(fetch_lines, self, mb, new, atts):
                     self.write(line)
             await notify.report(self)
 
@@ -492,7 +491,7 @@ class Session:
         the view as it was before the refresh), and only for commands that add neither."""
         sel = self.selected
         if sel is None or sel.contexts or self.notify is not None:
-            return await to_thread(work)
+            return await asyncio.to_thread(work)
         mb = sel.mailbox
         allow = cmd.uid or cmd.name not in NO_EXPUNGE
 
@@ -504,7 +503,7 @@ class Session:
                 log.warning("mailbox refresh failed", mailbox=mb.name, error=repr(exc))
                 return result, None
 
-        result, changes = await to_thread(both)
+        result, changes = await asyncio.to_thread(both)
         if changes is not None and self.selected is sel:
             self._refreshed = (sel, changes)
         return result
@@ -904,7 +903,7 @@ class Session:
         if sel is None or sel.watcher is not None:
             return
         try:
-            sel.watcher = await to_thread(sel.mailbox.watch)
+            sel.watcher = await asyncio.to_thread(sel.mailbox.watch)
         except Exception:  # noqa: BLE001 - polling still works
             sel.watcher = False
 
@@ -957,7 +956,7 @@ class Session:
     async def unselect(self) -> None:
         mailbox = self.detach_selected()
         if mailbox is not None:
-            await to_thread(mailbox.close)
+            await asyncio.to_thread(mailbox.close)
 
     def detach_selected(self) -> Any:
         """Leave the selected mailbox (back to the authenticated state) and hand back its view, which

@@ -27,7 +27,6 @@ from ..certs.sni import listener_context
 from ..certs.store import CertStore
 from ..config import Config
 from ..log import configure_from, get_logger, reopen
-from ..offload import use_executor
 from ..privileges import die_with_parent, drop_privileges
 from ..web import counters
 from .services import ServiceSpec
@@ -129,7 +128,7 @@ async def _run(runner: Runner, cfg: Config, spec: ServiceSpec, sockets: list[soc
     loop = asyncio.get_running_loop()
     # Disk work (fsync, Maildir writes) runs in threads; asyncio's default pool (cores + 4) would cap a
     # 2-core worker at 6 commits or deliveries in flight, below smtp/queue concurrency.
-    use_executor(loop, ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix=spec.name))
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix=spec.name))
     loop.add_signal_handler(signal.SIGTERM, ctx.stop.set)
     try:
         return await runner(ctx)

@@ -9,6 +9,7 @@ append fails the ones already stored are expunged again.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +23,6 @@ from dovetail.imap.sequence import format_set
 from dovetail.imap.state import AUTH, CommandError
 from dovetail.imap.tokens import Atom, ListToken, ParseError, String, Token
 from dovetail.mime.binaryconv import encode_binary_parts
-from dovetail.offload import to_thread
 from dovetail.storage.api import MailboxNotFound, MailStorage, StorageError, StoreMode
 from dovetail.storage.names import decode_mutf7
 
@@ -74,7 +74,7 @@ async def cmd_append(s: CommandSession, cmd: Any) -> Result:
         return uidvalidity, uids
 
     try:
-        uidvalidity, uids = await to_thread(save)
+        uidvalidity, uids = await asyncio.to_thread(save)
     except MailboxNotFound as exc:
         raise CommandError("Mailbox doesn't exist: " + name[:100], "TRYCREATE") from exc
     return f"APPENDUID {uidvalidity} {format_set(uids)}", "Append completed."

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from dovetail.imap.commands.arguments import mailbox_name, resolve_set
@@ -10,7 +11,6 @@ from dovetail.imap.commands.context import CommandSession, CommandTable, Result
 from dovetail.imap.sequence import format_ordered
 from dovetail.imap.state import SEL, CommandError
 from dovetail.imap.typed import CopyCommand
-from dovetail.offload import to_thread
 from dovetail.storage.api import MailboxNotFound
 
 
@@ -35,7 +35,7 @@ async def cmd_copy(s: CommandSession, cmd: CopyCommand) -> Result:
         return mb.move(uids, dest) if move else mb.copy(uids, dest)
 
     try:
-        res = await to_thread(work)
+        res = await asyncio.to_thread(work)
     except MailboxNotFound as exc:
         raise CommandError(f"Mailbox doesn't exist: {dest[:100]}", "TRYCREATE") from exc
     src = sorted(res.uid_map)

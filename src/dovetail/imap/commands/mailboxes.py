@@ -3,13 +3,13 @@ LSUB and STATUS."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from dovetail.imap.commands.arguments import mailbox_arg, mailbox_out
 from dovetail.imap.commands.context import CommandSession, CommandTable, Result
 from dovetail.imap.state import AUTH, CommandError
 from dovetail.imap.tokens import Atom, ListToken, ParseError, Token, astring
-from dovetail.offload import to_thread
 from dovetail.storage.api import SPECIAL_USE_FOLDERS, MailboxInfo, StorageError
 from dovetail.storage.names import decode_mutf7, parents, pattern_regex
 
@@ -34,7 +34,7 @@ async def cmd_create(s: CommandSession, cmd: Any) -> Result:
             raise CommandError("Unknown special-use attribute", "USEATTR")
     name = name.rstrip("/") or name
     assert s.storage is not None
-    await to_thread(s.storage.create, name, use)
+    await asyncio.to_thread(s.storage.create, name, use)
     return None, "Create completed."
 
 
@@ -47,7 +47,7 @@ async def cmd_delete(s: CommandSession, cmd: Any) -> Result:
         await s.unselect()
         if s.qresync:
             s.write("* OK [CLOSED] Mailbox closed.")
-    await to_thread(s.storage.delete, name)
+    await asyncio.to_thread(s.storage.delete, name)
     return None, "Delete completed."
 
 
@@ -56,7 +56,7 @@ async def cmd_rename(s: CommandSession, cmd: Any) -> Result:
         raise ParseError("RENAME needs two mailbox names")
     old, new = mailbox_arg(s, cmd.args[0]), mailbox_arg(s, cmd.args[1])
     assert s.storage is not None
-    await to_thread(s.storage.rename, old, new)
+    await asyncio.to_thread(s.storage.rename, old, new)
     return None, "Rename completed."
 
 
@@ -66,7 +66,7 @@ async def cmd_subscribe(s: CommandSession, cmd: Any) -> Result:
     name = mailbox_arg(s, cmd.args[0])
     assert s.storage is not None
     fn = s.storage.subscribe if cmd.name == "SUBSCRIBE" else s.storage.unsubscribe
-    await to_thread(fn, name)
+    await asyncio.to_thread(fn, name)
     return None, f"{cmd.name.capitalize()} completed."
 
 
@@ -151,7 +151,7 @@ async def cmd_list(s: CommandSession, cmd: Any) -> Result:
             out.append((info, st, info.name in subscribed, childinfo.get(info.name)))
         return out
 
-    for info, st, is_sub, child_match in sorted(await to_thread(work), key=lambda r: _order(r[0].name)):
+    for info, st, is_sub, child_match in sorted(await asyncio.to_thread(work), key=lambda r: _order(r[0].name)):
         attrs = [a for a in info.attributes if a != "\\Subscribed"
                  and (children or a not in ("\\HasChildren", "\\HasNoChildren"))]
         if is_sub and "SUBSCRIBED" in selection | returns:
@@ -190,7 +190,7 @@ async def cmd_lsub(s: CommandSession, cmd: Any) -> Result:
                         found[parent] = True
         return sorted(found.items(), key=lambda item: _order(item[0]))
 
-    for name, noselect in await to_thread(work):
+    for name, noselect in await asyncio.to_thread(work):
         s.write(b'* LSUB (' + (b"\\Noselect" if noselect else b"") + b') "/" ' + mailbox_out(s, name))
     return None, "Lsub completed."
 
@@ -201,7 +201,7 @@ async def cmd_status(s: CommandSession, cmd: Any) -> Result:
     name = mailbox_arg(s, cmd.args[0])
     items = _status_items(cmd.args[1].items)
     assert s.storage is not None
-    st = await to_thread(s.storage.status, name, [i for i in items if i != "DELETED"])
+    st = await asyncio.to_thread(s.storage.status, name, [i for i in items if i != "DELETED"])
     s.write(_status_line(s, name, st, items))
     return None, "Status completed."
 

@@ -12,6 +12,7 @@ events are refused with ``BADEVENT`` (no METADATA here).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,6 @@ from dovetail.imap.commands.context import CommandSession, CommandTable, Result
 from dovetail.imap.fetchatt import FetchAtt, parse_fetch_atts
 from dovetail.imap.state import AUTH, CommandError
 from dovetail.imap.tokens import Atom, ListToken, ParseError, Token
-from dovetail.offload import to_thread
 from dovetail.storage.api import MailStorage, StorageError
 
 SUPPORTED = ("MessageNew", "MessageExpunge", "FlagChange", "MailboxName", "SubscriptionChange")
@@ -242,7 +242,7 @@ async def cmd_notify(s: CommandSession, cmd: Any) -> Result:
             return []
         return [_status_line(s, name, items, values) for name, items, values in _statuses(storage, spec, selected)]
 
-    for line in await to_thread(first_look):
+    for line in await asyncio.to_thread(first_look):
         s.write(line)
     return None, "NOTIFY completed."
 
@@ -254,7 +254,7 @@ async def report(s: CommandSession) -> None:
         return
     storage = s.storage
     selected = s.selected.mailbox.name if s.selected is not None else None
-    changes = await to_thread(snapshot, storage, spec, selected, False)
+    changes = await asyncio.to_thread(snapshot, storage, spec, selected, False)
     write_changes(s, changes)
 
 

@@ -9,6 +9,7 @@ APPEND and COPY check the limit before storing (``NO [OVERQUOTA]``).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from dovetail.imap.commands.arguments import mailbox_arg, mailbox_out
@@ -16,7 +17,6 @@ from dovetail.imap.commands.context import CommandSession, CommandTable, Result
 from dovetail.imap.response import string
 from dovetail.imap.state import AUTH, CommandError
 from dovetail.imap.tokens import ParseError, astring
-from dovetail.offload import to_thread
 
 ROOT = "User quota"
 
@@ -39,7 +39,7 @@ async def cmd_getquotaroot(s: CommandSession, cmd: Any) -> Result:
             return None
         return storage.usage().bytes if limit else 0
 
-    used = await to_thread(work)
+    used = await asyncio.to_thread(work)
     if used is None:
         raise CommandError("Mailbox doesn't exist: " + name[:100], "NONEXISTENT")
     if not limit:
@@ -58,7 +58,7 @@ async def cmd_getquota(s: CommandSession, cmd: Any) -> Result:
     if root != ROOT or not limit:
         raise CommandError("Quota root doesn't exist.", "NONEXISTENT")
     assert s.storage is not None
-    used = (await to_thread(s.storage.usage)).bytes
+    used = (await asyncio.to_thread(s.storage.usage)).bytes
     s.write(_quota_line(used, limit))
     return None, "Getquota completed."
 

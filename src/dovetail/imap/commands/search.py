@@ -7,6 +7,7 @@ match. SEARCH hands on plain ``(seq, uid, modseq)`` tuples; SORT and THREAD get 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, NamedTuple
 
 from dovetail.imap import search as sm
@@ -16,7 +17,6 @@ from dovetail.imap.commands import search_context
 from dovetail.imap.commands.context import CommandSession, CommandTable, Result
 from dovetail.imap.commands.search_messages import HeaderBlocks, SearchMessage
 from dovetail.imap.state import SEL, CommandError
-from dovetail.offload import to_thread
 from dovetail.storage.api import Mailbox
 
 
@@ -92,7 +92,7 @@ async def cmd_search(s: CommandSession, cmd: Any) -> Result:
 
     try:
         if req.returns is not None and "UPDATE" in req.returns:  # adds a context: see work_then_refresh
-            found = await to_thread(work)
+            found = await asyncio.to_thread(work)
         else:
             found = await s.work_then_refresh(cmd, work)
     except sm.SearchError as exc:
@@ -134,7 +134,7 @@ async def cmd_sort(s: CommandSession, cmd: Any) -> Result:
         return so.sort(req.criteria, _matching(mb, req.key, saved, cmd.uid), uid=cmd.uid)
 
     try:
-        nums = await to_thread(work)
+        nums = await asyncio.to_thread(work)
     except sm.SearchError as exc:
         raise _search_error(exc) from exc
     if req.returns is not None and "UPDATE" in req.returns:
@@ -162,7 +162,7 @@ async def cmd_thread(s: CommandSession, cmd: Any) -> Result:
         return th.format_thread(th.thread(req.algorithm, _matching(mb, req.key, saved, cmd.uid), uid=cmd.uid))
 
     try:
-        line = await to_thread(work)
+        line = await asyncio.to_thread(work)
     except sm.SearchError as exc:
         raise _search_error(exc) from exc
     s.write(line)

@@ -10,6 +10,7 @@ of unsorted searches have no order, so every ADDTO and REMOVEFROM names position
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,6 @@ from dovetail.imap.commands.context import CommandSession, CommandTable, Result
 from dovetail.imap.sequence import format_set
 from dovetail.imap.state import SEL, CommandError, Selected
 from dovetail.imap.tokens import Atom, ParseError, String
-from dovetail.offload import to_thread
 from dovetail.storage.api import Changes
 
 MAX_CONTEXTS = 10  # live searches per session; more get NOUPDATE
@@ -80,7 +80,7 @@ async def after_command(s: CommandSession) -> None:
     def work() -> list[tuple[str, LiveSearch, set[int]]]:
         return [(tag, ctx, set(ctx.find())) for tag, ctx in live.items()]
 
-    for tag, ctx, now in await to_thread(work):
+    for tag, ctx, now in await asyncio.to_thread(work):
         removed, added = ctx.uids - now, now - ctx.uids
         ctx.uids = now
         for word, uids in (("REMOVEFROM", removed), ("ADDTO", added)):

@@ -3,6 +3,7 @@ EXPUNGE, which tidy or end a selection."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from dovetail.imap.commands.arguments import mailbox_arg, mailbox_out, resolve_set
@@ -12,7 +13,6 @@ from dovetail.imap.sequence import SequenceSet, format_set, missing_ranges
 from dovetail.imap.state import AUTH, SEL, CommandError, Selected, State
 from dovetail.imap.tokens import Atom, ListToken, ParseError, String, Token, number
 from dovetail.imap.typed import ExpungeCommand
-from dovetail.offload import to_thread
 from dovetail.storage.api import StorageError
 
 
@@ -56,7 +56,7 @@ async def _select(s: CommandSession, cmd: Any, readonly: bool) -> Result:
         view = storage.select(name, readonly=readonly)
         return view, view.first_unseen_seq()
 
-    mb, first_unseen = await to_thread(open_view)
+    mb, first_unseen = await asyncio.to_thread(open_view)
     s.selected = Selected(mb, readonly or mb.readonly)
     s.state = State.SELECTED
     s.flags_response(reset=True)
@@ -99,7 +99,7 @@ async def _qresync_select(s: CommandSession, args: tuple[Token, ...]) -> None:
         changed = mb.changed_since(modseq)
         return vanished, fetch_lines(s, mb, changed, ["UID", "FLAGS", "MODSEQ"])
 
-    vanished, lines = await to_thread(work)
+    vanished, lines = await asyncio.to_thread(work)
     s.announce_keywords()
     if vanished:
         s.write(f"* VANISHED (EARLIER) {vanished}")
@@ -128,7 +128,7 @@ async def cmd_close(s: CommandSession, cmd: Any) -> Result:
     assert sel is not None
     if cmd.name == "CLOSE" and not sel.readonly:
         try:
-            await to_thread(sel.mailbox.expunge, None)
+            await asyncio.to_thread(sel.mailbox.expunge, None)
         except StorageError:
             pass
     await s.unselect()
@@ -141,7 +141,7 @@ async def cmd_expunge(s: CommandSession, cmd: ExpungeCommand) -> Result:
     uids = None if cmd.sequence is None else resolve_set(s, cmd.sequence, uid=True)
     if sel.readonly:
         raise CommandError("Mailbox is read-only.", "READ-ONLY")
-    await to_thread(sel.mailbox.expunge, uids)
+    await asyncio.to_thread(sel.mailbox.expunge, uids)
     code = None
     if s.condstore:
         await s.updates(cmd)
