@@ -55,9 +55,9 @@ from dovetail.maildir.filename import INFO_SEP, info_string, new_basename
 from dovetail.maildir.folderstate import _IDLE_STATES as _IDLE_STATES
 from dovetail.maildir.folderstate import _STATES as _STATES
 from dovetail.maildir.folderstate import IDLE_STATES_KEPT as IDLE_STATES_KEPT
-from dovetail.maildir.folderstate import JOURNAL_KEPT, acquire_state, release_state
+from dovetail.maildir.folderstate import JOURNAL_KEPT, acquire_state, release_state, take_connection
 from dovetail.maildir.folderstate import FolderState as FolderState
-from dovetail.maildir.index import DATE_UNKNOWN, Index
+from dovetail.maildir.index import DATE_UNKNOWN, INDEX_FILE, Index
 from dovetail.maildir.lock import DotLock
 from dovetail.maildir.messagefacts import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
 from dovetail.maildir.messagefacts import analyse
@@ -85,7 +85,12 @@ class Folder:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.path_text = str(path)  # for joins on the read path, where pathlib's objects cost
-        self.index = Index(path)
+        state = acquire_state(path)
+        try:
+            self.index = Index(path, take_connection(state, path / INDEX_FILE))
+        except BaseException:
+            release_state(path, state)
+            raise
         self.keywords: dict[int, str] = {}
         # What a stamp is made of (see CUR ...), as strings: every refresh stats them.
         self._stamp_paths = tuple(str(path / name) for name in ("cur", "new", uidlist.UIDLIST, kwfile.KEYWORDS))
@@ -93,13 +98,14 @@ class Folder:
         self._closed = False
         self._unnumbered_wait = False  # the last listing left files without UIDs out (a full disk)
         if self.index.in_memory:
+            release_state(path, state)
             self.state = FolderState()
             self._shared = False
         else:
-            self.state = acquire_state(path)
+            self.state = state
             self._shared = True
-            if self.state.ident != self.index.ident:
-                self.state.forget(self.index.ident)
+            if state.ident != self.index.ident:
+                state.forget(self.index.ident)
         self.index.db.on_memory = self._index_in_memory
 
     def _index_in_memory(self) -> None:
@@ -973,10 +979,13 @@ class Folder:
         return info_string(system, self.letters_for(kws))
 
     def close(self) -> None:
+        """Give the index connection back to the folder's state for the process's next user of the
+        folder, or close it when this was the last user (see :mod:`~dovetail.maildir.folderstate`)."""
         if not self._closed:
             self._closed = True
             if self._shared:
-                release_state(self.path, self.state)
+                release_state(self.path, self.state, self.index.detach())
+                return
         self.index.close()
 
 

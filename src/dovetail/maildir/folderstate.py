@@ -7,11 +7,21 @@ changes the shared facts take in are kept in a short journal, so that each sessi
 another's STORE or EXPUNGE from memory instead of reading the same index rows again. A state
 outlives its last user for a while (:data:`IDLE_STATES_KEPT`), so that a client that logs out and in
 again finds it warm.
+
+While a folder has users, the index connections of those that closed stay open on its state
+(:data:`IDLE_CONNECTIONS_KEPT` at most) for the next :class:`Folder` of the process to take: a STATUS,
+an APPEND or a SELECT of a folder another session has open then costs no connect, configuration or
+schema check, and no checkpoint at its close. A connection is only ever used by one folder at a time
+(its own ``PRAGMA data_version`` and ``total_changes``, by which a view tells another connection's
+commit from its own, mean what they did with a connection per folder). When the last user leaves,
+they are all closed, the last one checkpointing and removing the WAL and shared-memory files as
+before. A connection whose file is no longer the index (deleted, rebuilt) is never handed out.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -20,6 +30,9 @@ from dovetail.storage.api import FlagState
 
 # Changes kept in a folder's journal at most; a session that fell further behind reads the index.
 JOURNAL_KEPT = 4096
+# Idle index connections kept per folder in use (see the module docstring): one per session that opens
+# and closes the folder at the same moment as another; more would only hold file descriptors.
+IDLE_CONNECTIONS_KEPT = 4
 
 
 class FolderState:
@@ -28,7 +41,7 @@ class FolderState:
 
     __slots__ = ("lock", "users", "ident", "stamp", "checked_at", "files", "fnset", "cur", "new", "mirror_modseq",
                  "mirror_uv", "uidnext_meta", "headers", "headers_uv", "facts", "facts_modseq", "facts_uv",
-                 "new_empty", "journal", "journal_from")
+                 "new_empty", "journal", "journal_from", "idle")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -57,6 +70,9 @@ class FolderState:
         # facts took in with a modseq past ``journal_from``, up to ``facts_modseq`` (see Folder.changes_since).
         self.journal: list[tuple[int, int, FlagState | None]] = []
         self.journal_from = 0
+        # Index connections nobody uses, newest last, each with the (device, inode) of the file it is
+        # on; only while the state has users (see the module docstring). Under ``_STATES_LOCK``.
+        self.idle: list[tuple[sqlite3.Connection, tuple[int, int]]] = []
 
     def restart_journal(self, modseq: int) -> None:
         """The facts were read whole (or made) as of ``modseq``: the journal starts over from there."""
@@ -100,13 +116,58 @@ def acquire_state(path: Path) -> FolderState:
         return state
 
 
-def release_state(path: Path, state: FolderState) -> None:
-    """One user fewer: a state nobody uses joins the idle ones (the oldest beyond the limit go)."""
+def release_state(
+    path: Path, state: FolderState, conn: tuple[sqlite3.Connection, tuple[int, int]] | None = None
+) -> None:
+    """One user fewer, giving back its index connection ``conn`` (with its file's identity), if any:
+    kept for the next user while the state has others, else closed with the idle ones (outside the
+    lock: the last close checkpoints). A state nobody uses joins the idle ones (the oldest beyond the
+    limit go)."""
     key = os.path.abspath(path)
+    closing: list[tuple[sqlite3.Connection, tuple[int, int]]] = []
     with _STATES_LOCK:
         state.users -= 1
+        if state.users > 0 and conn is not None and len(state.idle) < IDLE_CONNECTIONS_KEPT:
+            state.idle.append(conn)
+        else:
+            closing = state.idle
+            state.idle = []
+            if conn is not None:
+                closing.append(conn)
         if state.users <= 0 and _STATES.get(key) is state:
             del _STATES[key]
             _IDLE_STATES[key] = state
             while len(_IDLE_STATES) > IDLE_STATES_KEPT:
                 _IDLE_STATES.popitem(last=False)
+    _close_all(closing)
+
+
+def take_connection(state: FolderState, index_path: Path) -> tuple[sqlite3.Connection, tuple[int, int]] | None:
+    """An idle index connection of ``state`` still on the file now at ``index_path`` (the newest); those
+    on a file that is gone or was replaced are closed. None when there is none."""
+    if not state.idle:
+        return None
+    try:
+        st = os.stat(index_path)
+        now: tuple[int, int] | None = (st.st_dev, st.st_ino)
+    except OSError:
+        now = None
+    stale: list[tuple[sqlite3.Connection, tuple[int, int]]] = []
+    found = None
+    with _STATES_LOCK:
+        while state.idle:
+            entry = state.idle.pop()
+            if entry[1] == now:
+                found = entry
+                break
+            stale.append(entry)
+    _close_all(stale)
+    return found
+
+
+def _close_all(conns: list[tuple[sqlite3.Connection, tuple[int, int]]]) -> None:
+    for conn, _file in conns:
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass

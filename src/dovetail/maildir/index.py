@@ -22,6 +22,7 @@ own writers. Modseqs (CONDSTORE) and the expunge history (QRESYNC) live only her
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -120,9 +121,23 @@ def _configure(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA cache_spill=OFF")
 
 
+def _schema_current(db: sqlite3.Connection) -> bool:
+    """Whether the file says it is of this schema: its tables were then all made before that row was
+    written (see :func:`_check_schema`), and opening it needs no ``CREATE ... IF NOT EXISTS`` script."""
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return False
+        raise
+    return row is not None and row[0] == str(SCHEMA_VERSION)
+
+
 def _check_schema(db: sqlite3.Connection) -> None:
     """Create the tables when missing and take an older schema over; DatabaseError when the file is
     of a schema this code does not know."""
+    if _schema_current(db):
+        return
     db.executescript(_SCHEMA)
     row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
     if row is not None and row[0] == "4":
@@ -155,12 +170,31 @@ def _busy(exc: sqlite3.DatabaseError) -> bool:
     return code in (_SQLITE_BUSY, _SQLITE_LOCKED) or (not code and "locked" in str(exc))
 
 
-class Index:
-    """Thin wrapper over one SQLite connection."""
+FileId = tuple[int, int]  # (device, inode) of the index file a connection is on
 
-    def __init__(self, folder: Path) -> None:
+
+def _file_id(path: Path) -> FileId | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+class Index:
+    """Thin wrapper over one SQLite connection: a new one, or ``pooled``, a connection to the same file
+    that another :class:`Index` of the process gave back (see :meth:`detach`), with that file's id."""
+
+    def __init__(self, folder: Path, pooled: tuple[sqlite3.Connection, FileId] | None = None) -> None:
         self.path = folder / INDEX_FILE
-        self.db = self._open()
+        if pooled is not None:
+            self.db = IndexDB(pooled[0], self.path)
+            self.file_id: FileId | None = pooled[1]
+        else:
+            self.file_id = _file_id(self.path)  # before the connection: a file replaced meanwhile is not taken for it
+            self.db = self._open()
+            if self.file_id is None and not self.db.in_memory:
+                self.file_id = _file_id(self.path)
         self.ident = self._ident()
 
     @property
@@ -220,6 +254,7 @@ class Index:
             pause = min(pause * 2, 0.05)
         for suffix in ("", "-wal", "-shm"):
             Path(str(self.path) + suffix).unlink(missing_ok=True)
+        self.file_id = None  # a new file
         db = sqlite3.connect(self.path, timeout=OPEN_DEADLINE, isolation_level=None, check_same_thread=False)
         _configure(db)
         db.executescript(_SCHEMA)
@@ -317,3 +352,23 @@ class Index:
 
     def close(self) -> None:
         self.db.close()
+
+    def detach(self) -> tuple[sqlite3.Connection, FileId] | None:
+        """Give up the file's connection (with the file's id) for another :class:`Index` on the same
+        file to take, instead of closing it; None, having closed it, when it is not fit for that: the
+        index went on in memory, a transaction is left open, or the file is unknown. This index is
+        closed either way."""
+        db = self.db
+        conn = db.conn
+        file_id = self.file_id
+        db.conn = _CLOSED
+        if db.in_memory or file_id is None or conn.in_transaction:
+            conn.close()
+            return None
+        return conn, file_id
+
+
+# What a closed or detached index is left with: any statement raises ProgrammingError, as one on a
+# closed connection did before connections were passed on (never another folder's connection).
+_CLOSED = sqlite3.connect(":memory:", check_same_thread=False)
+_CLOSED.close()
