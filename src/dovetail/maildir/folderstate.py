@@ -127,12 +127,12 @@ def release_state(
     closing: list[tuple[sqlite3.Connection, tuple[int, int]]] = []
     with _STATES_LOCK:
         state.users -= 1
-        if state.users > 0 and conn is not None and len(state.idle) < IDLE_CONNECTIONS_KEPT:
-            state.idle.append(conn)
-        else:
-            closing = state.idle
-            state.idle = []
-            if conn is not None:
+        if state.users <= 0:
+            closing, state.idle = state.idle, []
+        if conn is not None:
+            if state.users > 0 and len(state.idle) < IDLE_CONNECTIONS_KEPT:
+                state.idle.append(conn)
+            else:
                 closing.append(conn)
         if state.users <= 0 and _STATES.get(key) is state:
             del _STATES[key]
