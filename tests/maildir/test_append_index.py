@@ -180,3 +180,46 @@ def test_a_session_meeting_an_append_under_way_waits_for_it_instead_of_listing(
         assert listings == []
     finally:
         view.close()
+
+
+def test_a_session_meeting_a_copy_under_way_waits_for_it_instead_of_listing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """COPY places its files in ``cur/``, numbers and indexes them under the destination's writer lock,
+    as APPEND does: a session of the destination refreshing meanwhile waits, then sees them at once."""
+    st = open_storage(tmp_path / "Maildir")
+    st.create("Archive")
+    st.append("Archive", MSG)
+    src_uids = [st.append("INBOX", MSG + b"%d\r\n" % i).uid_map[0] for i in range(3)]
+    source = st.select("INBOX")
+    view = st.select("Archive")
+    numbering, waiting = threading.Event(), threading.Event()
+    real_assign, real_poll = folder_mod.syncapply.assign_uids, WriterLock._poll
+    listings: list[int] = []
+
+    def slow_assign(*args, **kwargs):  # type: ignore[no-untyped-def]
+        numbering.set()  # the copies are in cur/ now, not yet numbered nor indexed
+        assert waiting.wait(10), "the other session never waited for the writer"
+        return real_assign(*args, **kwargs)
+
+    def noting_poll(fd: int, mode: int, timeout: float) -> bool:
+        waiting.set()
+        return real_poll(fd, mode, timeout)
+
+    monkeypatch.setattr(folder_mod.syncapply, "assign_uids", slow_assign)
+    monkeypatch.setattr(WriterLock, "_poll", staticmethod(noting_poll))
+    monkeypatch.setattr(folder_mod.Folder, "_sync_listed", lambda self, *a: listings.append(1))
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            copied = pool.submit(source.copy, src_uids, "Archive")
+            assert numbering.wait(10)
+            changes = pool.submit(view.refresh).result(timeout=30)
+            result = copied.result(timeout=30)
+        assert changes.new_uids == sorted(result.uid_map.values()) and len(changes.new_uids) == 3
+        assert listings == []
+        copies = {result.uid_map[i.uid]: (i.size, i.internal_date) for i in source.fetch_info(src_uids)}
+        assert {i.uid: (i.size, i.internal_date) for i in view.fetch_info(changes.new_uids)} == copies
+        assert os.listdir(view.folder.path / "tmp") == []
+    finally:
+        view.close()
+        source.close()

@@ -736,28 +736,41 @@ class Folder:
         finds the disk and the index agreeing (a listing, no parse, no write) instead of analysing the
         file again. Does nothing when the index is of another UIDVALIDITY, or when another writer has
         indexed, renamed or expunged the message meanwhile: a sync then does the work as usual."""
-        stored_fn = f"cur/{basename}{INFO_SEP}{info}"
-        try:
-            st = os.stat(self.path / stored_fn)
-        except FileNotFoundError:
+        return self.index_placed([(uid, basename, info, facts)], uidvalidity, before)
+
+    def index_placed(
+        self, placed: Sequence[tuple[int, str, str, dict]], uidvalidity: int, before: tuple | None = None
+    ) -> bool:
+        """:meth:`index_written` for several messages ``(uid, basename, info, facts)`` at once, in one
+        transaction and one modseq; all of them or none (a sync then does the work)."""
+        rows = []
+        for uid, basename, info, facts in placed:
+            stored_fn = f"cur/{basename}{INFO_SEP}{info}"
+            try:
+                st = os.stat(self.path / stored_fn)
+            except FileNotFoundError:
+                return False
+            rows.append((uid, stored_fn, info, dict(facts, size=st.st_size, idate=st.st_mtime)))
+        if not rows:
             return False
-        facts = dict(facts, size=st.st_size)
-        facts["idate"] = st.st_mtime
         idx = self.index
         db = idx.db
         idx.begin()
         try:
-            if (
-                idx.get_int("uidvalidity", 0) != uidvalidity
-                or db.execute("SELECT 1 FROM msg WHERE uid=?", (uid,)).fetchone() is not None
+            if idx.get_int("uidvalidity", 0) != uidvalidity or any(
+                db.execute("SELECT 1 FROM msg WHERE uid=?", (uid,)).fetchone() is not None
                 or db.execute("SELECT 1 FROM expunged WHERE uid=?", (uid,)).fetchone() is not None
                 or not os.path.exists(self.path / stored_fn)
+                for uid, stored_fn, _info, _facts in rows
             ):
                 idx.rollback()
                 return False
-            syncapply.insert_row(idx, uid, stored_fn, info, self.flags_of(info), idx.bump_modseq(), facts)
-            if uid + 1 > idx.get_int("uidnext", 0):
-                idx.set_meta("uidnext", uid + 1)
+            modseq = idx.bump_modseq()
+            for uid, stored_fn, info, facts in rows:
+                syncapply.insert_row(idx, uid, stored_fn, info, self.flags_of(info), modseq, facts)
+            top = max(uid for uid, *_rest in rows)
+            if top + 1 > idx.get_int("uidnext", 0):
+                idx.set_meta("uidnext", top + 1)
             self.own_change(before, self._stamp_now(), frozenset((CUR, UIDLIST_STAMP)))
             idx.commit()
         except BaseException:
@@ -843,12 +856,12 @@ class Folder:
 
     def deliver(self, data: bytes, info: str, internal_date: float | None) -> str:
         """Write a message durably into ``cur/`` with flags ``info``; return its basename (no UID yet)."""
-        tmp, base = self._write_tmp(data, internal_date)
+        tmp, base = self.write_tmp(data, internal_date)
         os.rename(tmp, self.path / "cur" / f"{base}{INFO_SEP}{info}")
         self._fsync_cur()
         return base
 
-    def _write_tmp(self, data: bytes, internal_date: float | None) -> tuple[Path, str]:
+    def write_tmp(self, data: bytes, internal_date: float | None) -> tuple[Path, str]:
         """Write a message durably into ``tmp/`` (dated ``internal_date``): its path there and basename."""
         lf = data.replace(b"\r\n", b"\n")
         vsize = len(to_crlf(lf))
@@ -906,15 +919,47 @@ class Folder:
             pass
         return removed
 
-    def link_in(self, source: Path, info: str, size: int, vsize: int) -> str | None:
-        """Hard-link ``source`` into ``cur/`` under a new name (COPY); None when linking fails."""
+    def link_to_tmp(self, source: Path, size: int, vsize: int) -> tuple[Path, str] | None:
+        """Hard-link ``source`` into ``tmp/`` under a new name (COPY): its path there and basename; None
+        when linking fails."""
         base = new_basename(size, vsize)
         try:
             os.link(source, self.path / "tmp" / base)
         except OSError:
             return None
-        os.rename(self.path / "tmp" / base, self.path / "cur" / f"{base}{INFO_SEP}{info}")
-        return base
+        return self.path / "tmp" / base, base
+
+    def place_copies(self, staged: Sequence[tuple[Path, str, str]], synced: bool) -> tuple[dict[str, int], int]:
+        """Move files staged in ``tmp/`` (``(path, basename, info)``, each written or linked there) into
+        ``cur/``, number them in this order and index them, as APPEND does its one message: under the
+        index's writer lock, so that no session of the folder finds them unknown to the index without a
+        writer to wait for. ``synced``: the staged files' data is on disk (written here), so ``cur/`` is
+        synced after the lock. Returns basename -> UID and the UIDVALIDITY; on a full disk nothing stays
+        and :class:`DiskFull` is raised."""
+        moved: list[tuple[str, str]] = []
+        try:
+            with self.index.db.holding_writer():
+                before = self._stamp_now()
+                for tmp, base, info in staged:
+                    os.rename(tmp, self.path / "cur" / f"{base}{INFO_SEP}{info}")
+                    moved.append((base, info))
+                try:
+                    ul = self.assign_uids([b for b, _i in moved], None)
+                except OSError as exc:
+                    if not is_disk_full(exc):
+                        raise
+                    self.take_back([b for b, _i in moved])
+                    moved.clear()
+                    raise DiskFull("Not enough disk space: nothing was copied") from exc
+                by_base = self._by_base_of(ul)
+                facts = {"vsize": 0}  # the vsize comes from the name (see syncapply.insert_row)
+                self.index_placed([(by_base[b], b, info, facts) for b, info in moved], ul.uidvalidity, before)
+        finally:
+            for tmp, _base, _info in staged[len(moved):]:
+                tmp.unlink(missing_ok=True)
+        if synced:
+            self._fsync_cur()
+        return {b: by_base[b] for b, _i in moved}, ul.uidvalidity
 
     def append_message(self, data: bytes, info: str, internal_date: float | None) -> tuple[int, int, bool]:
         """Write, number and index one message: (uid, uidvalidity, indexed).
@@ -924,7 +969,7 @@ class Folder:
         that another session never finds it in ``cur/`` unknown to the index without a writer to wait
         for (it would list the whole folder to find it). The directory is synced after the lock."""
         try:
-            tmp, base = self._write_tmp(data, internal_date)
+            tmp, base = self.write_tmp(data, internal_date)
         except OSError as exc:
             if is_disk_full(exc):
                 raise DiskFull("Not enough disk space: the message was not stored") from exc
@@ -957,19 +1002,6 @@ class Folder:
             for name in os.listdir(self.path / sub):
                 if name.split(INFO_SEP, 1)[0] in wanted:
                     (self.path / sub / name).unlink(missing_ok=True)
-
-    def add_files(self, basenames: list[str]) -> dict[str, int]:
-        """Number freshly written files at once (so they get UIDs in this order). On a full disk they are
-        taken back and :class:`DiskFull` is raised."""
-        try:
-            ul = self.assign_uids(basenames, None)
-        except OSError as exc:
-            if not is_disk_full(exc):
-                raise
-            self.take_back(basenames)
-            raise DiskFull("Not enough disk space: nothing was copied") from exc
-        by_base = self._by_base_of(ul)
-        return {b: by_base[b] for b in basenames}
 
     def info_for(self, flags: set[str]) -> str:
         from dovetail.storage.api import SYSTEM_FLAGS

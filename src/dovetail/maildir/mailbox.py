@@ -1138,34 +1138,44 @@ def append_to(
 
 
 def copy_messages(src: Folder, dest: Folder, uids: list[int]) -> CopyResult:
+    """Copy messages: each file is linked (or, across file systems, written) into the destination's
+    ``tmp/`` first, then all are placed, numbered and indexed at once (``Folder.place_copies``)."""
     src.sync()
     db = src.index.db
-    bases: list[tuple[int, str]] = []
-    for uid in uids:
-        row = db.execute("SELECT filename, flags, size, vsize FROM msg WHERE uid=?", (uid,)).fetchone()
-        if row is None:
-            continue
-        filename, flags_j, size, vsize = row
-        info = dest.info_for(set(flags_load(flags_j)))
-        base = dest.link_in(src.path / filename, info, size, vsize)
-        if base is None:
-            try:
-                with open(src.path / filename, "rb") as f:
-                    st = os.fstat(f.fileno())
-                    data = f.read(MAX_MESSAGE_BYTES)
-            except FileNotFoundError:
+    staged: list[tuple[int, Path, str, str]] = []
+    written = False
+    try:
+        for uid in uids:
+            row = db.execute("SELECT filename, flags, size, vsize FROM msg WHERE uid=?", (uid,)).fetchone()
+            if row is None:
                 continue
-            try:
-                base = dest.deliver(data, info, st.st_mtime)
-            except OSError as exc:
-                if not is_disk_full(exc):
-                    raise
-                dest.take_back([b for _u, b in bases])  # none numbered yet
-                raise DiskFull("Not enough disk space: nothing was copied") from exc
-        bases.append((uid, base))
-    mapping = dest.add_files([b for _u, b in bases]) if bases else {}
-    uidvalidity = dest.index.get_int("uidvalidity") or _uidvalidity_of(dest)
-    return CopyResult(uidvalidity, {u: mapping[b] for u, b in bases})
+            filename, flags_j, size, vsize = row
+            info = dest.info_for(set(flags_load(flags_j)))
+            linked = dest.link_to_tmp(src.path / filename, size, vsize)
+            if linked is None:
+                try:
+                    with open(src.path / filename, "rb") as f:
+                        st = os.fstat(f.fileno())
+                        data = f.read(MAX_MESSAGE_BYTES)
+                except FileNotFoundError:
+                    continue
+                try:
+                    linked = dest.write_tmp(data, st.st_mtime)
+                except OSError as exc:
+                    if not is_disk_full(exc):
+                        raise
+                    raise DiskFull("Not enough disk space: nothing was copied") from exc
+                written = True
+            staged.append((uid, linked[0], linked[1], info))
+    except BaseException:
+        for _uid, tmp, _base, _info in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    if not staged:
+        uidvalidity = dest.index.get_int("uidvalidity") or _uidvalidity_of(dest)
+        return CopyResult(uidvalidity, {})
+    mapping, uidvalidity = dest.place_copies([(tmp, base, info) for _u, tmp, base, info in staged], written)
+    return CopyResult(uidvalidity, {u: mapping[b] for u, _tmp, b, _info in staged})
 
 
 def _uidvalidity_of(folder: Folder) -> int:
