@@ -85,6 +85,8 @@ def test_log_lines_postfix_style(server: ServerThread, caplog: pytest.LogCapture
             s.ehlo()
             s.sendmail("a@x.test", ["unknown@y.test", "ok@y.test"], b"Subject: x\r\n\r\nbody\r\n")
         wait_until(lambda: server.server.active_connections == 0)
+        # The connection's lines are written as it ends, which may come after the count drops.
+        wait_until(lambda: "disconnect from unknown[127.0.0.1]" in caplog.text)
     text = caplog.text
     assert "connect from unknown[127.0.0.1]" in text
     assert (
