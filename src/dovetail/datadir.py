@@ -13,11 +13,6 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from . import config as config_mod
 
 QUEUE_STATES = ("incoming", "active", "deferred", "hold", "corrupt")
@@ -74,6 +69,12 @@ def default_data_dir() -> Path:
 
 def make_self_signed(cert_path: Path, key_path: Path, hostname: str) -> None:
     """A self-signed ECDSA certificate so STARTTLS works out of the box (replace it in production)."""
+    # Here, not at the top: every CLI start imports this module, few make a certificate.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = dt.datetime.now(dt.UTC)

@@ -2,33 +2,104 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
 import typer.core
+import typer.main
 from rich.markup import escape
 
 from .. import config as config_mod
 from ..datadir import default_data_dir
-from . import (
-    config_cmds,
-    db_cmds,
-    directory_cmds,
-    master_cmds,
-    move_cmds,
-    node_cmds,
-    queue_cmds,
-    screen_cmds,
-    serve_cmd,
-)
 from .context import CliError, Context, err_console
+
+# Each verb module and the top-level verbs its ``register`` adds, in the order ``dovetail --help``
+# lists them. A module is imported when one of its verbs is named (or for the full help), not at
+# every start: the replies engine, outbound and the directory cost half a second to import, and an
+# operator's `dovetail queue list` needs none of them. ``move_cmds`` hangs `tenant move` on
+# ``directory_cmds``' tenant group, so it loads with it.
+VERB_MODULES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("config_cmds",), ("config",)),
+    (("directory_cmds", "move_cmds"), ("tenant", "domain", "mailbox", "alias", "resolve")),
+    (("node_cmds",), ("node",)),
+    (("db_cmds",), ("db",)),
+    (("serve_cmd",), ("serve",)),
+    (("master_cmds",), ("status", "stop", "reload", "log")),
+    (("queue_cmds",), ("queue",)),
+    (("screen_cmds",), ("screen",)),
+    (("web_cmds",), ("admin", "token")),
+    (("replies_cmds",), ("webhooks", "campaigns", "replies")),
+    (("outbound_cmds",), ("dkim", "smtp-credentials", "transport", "dns", "send-limits")),
+    (("cert_cmds",), ("cert",)),
+    (("reports_cmds",), ("reports",)),
+    (("greylist_cmds",), ("greylist",)),
+)
+
+
+def verbs_of(modules: tuple[str, ...]) -> dict[str, Any]:
+    """The Click commands the verb modules register, built on an app of their own."""
+    sub = typer.Typer()
+    for name in modules:
+        importlib.import_module(f"{__package__}.{name}").register(sub)
+    return dict(typer.main.get_group(sub).commands)
+
+
+class LazyVerbs(MutableMapping[str, Any]):
+    """The root group's commands: the built ones, then every verb of :data:`VERB_MODULES`, whose module
+    is imported the first time the verb is looked up. Listing the names imports nothing."""
+
+    def __init__(self, built: MutableMapping[str, Any]) -> None:
+        self.built = built
+        self.pending = {verb: modules for modules, verbs in VERB_MODULES for verb in verbs}
+
+    def _load(self, verb: str) -> None:
+        modules = self.pending.get(verb)
+        if modules is None:
+            return
+        for name, command in verbs_of(modules).items():
+            self.built[name] = command
+        for other in [v for v, m in self.pending.items() if m == modules]:
+            del self.pending[other]
+
+    def __getitem__(self, verb: str) -> Any:
+        self._load(verb)
+        return self.built[verb]
+
+    def __setitem__(self, verb: str, command: Any) -> None:
+        self.built[verb] = command
+
+    def __delitem__(self, verb: str) -> None:
+        self._load(verb)
+        del self.built[verb]
+
+    def __iter__(self) -> Iterator[str]:
+        # A snapshot: looking a verb up while iterating (Typer's help does) loads it into ``built``.
+        yield from [*self.built, *(v for v in self.pending if v not in self.built)]
+
+    def __len__(self) -> int:
+        return len(set(self.built) | set(self.pending))
+
+    def __contains__(self, verb: object) -> bool:
+        return verb in self.built or verb in self.pending
+
+
+class LazyGroup(typer.core.TyperGroup):
+    """The root ``dovetail`` group with :class:`LazyVerbs` for its commands."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = LazyVerbs(self.commands)
+
 
 app = typer.Typer(
     name="dovetail",
     help="Dovetail: multi-tenant mail platform (MX, IMAP, outbound, replies engine).",
+    cls=LazyGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -57,26 +128,6 @@ def init(ctx: typer.Context) -> None:
     print(f"{c.data_dir} is ready" + ("" if created else " (nothing to do)"))
 
 
-config_cmds.register(app)
-directory_cmds.register(app)
-move_cmds.register(app)  # `tenant move`, on the tenant group
-node_cmds.register(app)
-db_cmds.register(app)
-serve_cmd.register(app)
-master_cmds.register(app)
-queue_cmds.register(app)
-screen_cmds.register(app)
-
-
-def _register_service_verbs() -> None:
-    """Verb groups of the web admin, the replies engine, outbound, certificates, reports and the greylist."""
-    from . import cert_cmds, greylist_cmds, outbound_cmds, replies_cmds, reports_cmds, web_cmds
-
-    for module in (web_cmds, replies_cmds, outbound_cmds, cert_cmds, reports_cmds, greylist_cmds):
-        module.register(app)
-
-
-_register_service_verbs()
 
 
 # Typer 0.26 and later carry their own copy of Click (``typer._click``) and raise its exceptions; earlier
@@ -102,13 +153,22 @@ def _usage_line(exc: Exception) -> str:
     return f"dovetail: {where + ': ' if where else ''}{message} (see {path} --help)"
 
 
+def _operator_errors() -> tuple[type[Exception], ...]:
+    """The errors that mean bad input. The directory's are looked up only if a verb imported the
+    directory (no verb raises them otherwise), so that a start does not import it for an ``except``."""
+    errors: list[type[Exception]] = [CliError, config_mod.ConfigError]
+    for module, name in (("dovetail.directory.store", "DirectoryError"),
+                         ("dovetail.directory.addresses", "AddressError")):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: operator mistakes print one clear line on stderr and exit 2, never a traceback."""
-    from ..directory import AddressError, DirectoryError
-
     try:
         rc = app(args=argv, prog_name="dovetail", standalone_mode=False)
-    except (CliError, DirectoryError, AddressError, config_mod.ConfigError) as exc:
+    except _operator_errors() as exc:
         err_console.print(f"[red]dovetail: error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except (click.exceptions.Abort, typer.Abort):

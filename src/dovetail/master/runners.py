@@ -57,12 +57,14 @@ from ..mailauth.homes import LoginHomes
 from ..mailauth.login import DirectoryAuthenticator
 from ..mailauth.networks import in_networks, parse_networks
 from ..mailauth.replays import shared_replays
-from ..outbound import AgentConfig, DkimKeys, OutboundAgent, Transports
 from ..outbound.dane import validating_resolver
+from ..outbound.delivery import AgentConfig, OutboundAgent
 from ..outbound.forwarding import Forwarder
+from ..outbound.keys import DkimKeys
 from ..outbound.mx import MxResolver
 from ..outbound.shaping import ShapingConfig
 from ..outbound.submission import SubmissionBackend
+from ..outbound.transports import Transports
 from ..queue import QueueConfig, QueueManager, Shard
 from ..replies.handover import Delivered
 from ..replies.hooks import local_delivery, outbound_events

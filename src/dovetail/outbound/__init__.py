@@ -1,16 +1,6 @@
-"""Outbound sending: DKIM keys and signing, DNS records, transports, the relay/MX delivery agent,
-the HTTP send API, and the submission policy backend."""
+"""Outbound sending: DKIM keys and signing (:mod:`.keys`, :mod:`.dkim`), DNS records (:mod:`.dnsrecords`),
+transports (:mod:`.transports`), the relay/MX delivery agent (:mod:`.delivery`), the HTTP send API
+(:mod:`.send`), and the submission policy backend.
 
-from __future__ import annotations
-
-from dovetail.outbound.delivery import AgentConfig, OutboundAgent
-from dovetail.outbound.dnsrecords import CheckResult, DnsPlanner, Record
-from dovetail.outbound.events import DeliveryEvent, EventSink
-from dovetail.outbound.keys import DkimKeys
-from dovetail.outbound.send import SendService
-from dovetail.outbound.transports import Transport, Transports
-
-__all__ = [
-    "AgentConfig", "CheckResult", "DeliveryEvent", "DkimKeys", "DnsPlanner", "EventSink", "OutboundAgent", "Record",
-    "SendService", "Transport", "Transports",
-]
+Nothing is imported here: a caller names the module it needs, so that the command line's
+`dovetail transport list` does not load the delivery agent, DNS and TLS stacks with it."""

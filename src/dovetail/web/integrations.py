@@ -13,7 +13,9 @@ from ..certs.store import CertStore, served_chain
 from ..config import Config, split_hostport
 from ..datadir import Layout
 from ..directory import Directory
-from ..outbound import DkimKeys, DnsPlanner, Transports
+from ..outbound.dnsrecords import DnsPlanner
+from ..outbound.keys import DkimKeys
+from ..outbound.transports import Transports
 from ..status import running_status
 
 LISTENERS = {
