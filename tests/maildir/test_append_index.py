@@ -146,44 +146,62 @@ def test_lines_another_writer_appended_are_read_without_parsing_the_whole_uidlis
     view.close()
 
 
+class WriterInTheMiddle:
+    """Holds a writer between placing its files in ``cur/`` and numbering them until another session
+    has waited for the writer lock, and counts the listings of ``cur/`` meanwhile."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+        self.numbering, self.waiting = threading.Event(), threading.Event()
+        self.listings: list[int] = []
+
+    def arm(self) -> None:
+        """From here on, the next writer stops in the middle (the set-up's own writes ran before)."""
+        monkeypatch = self.monkeypatch
+        real_assign, real_poll = folder_mod.syncapply.assign_uids, WriterLock._poll
+
+        def slow_assign(*args, **kwargs):  # type: ignore[no-untyped-def]
+            self.numbering.set()  # the files are in cur/ now, not yet numbered nor indexed
+            assert self.waiting.wait(10), "the other session never waited for the writer"
+            return real_assign(*args, **kwargs)
+
+        def noting_poll(fd: int, mode: int, timeout: float) -> bool:
+            self.waiting.set()
+            return real_poll(fd, mode, timeout)
+
+        monkeypatch.setattr(folder_mod.syncapply, "assign_uids", slow_assign)
+        monkeypatch.setattr(WriterLock, "_poll", staticmethod(noting_poll))
+        monkeypatch.setattr(folder_mod.Folder, "_sync_listed", lambda self_, *a: self.listings.append(1))
+
+
+@pytest.fixture
+def writer_in_the_middle(monkeypatch: pytest.MonkeyPatch) -> WriterInTheMiddle:
+    return WriterInTheMiddle(monkeypatch)
+
+
 def test_a_session_meeting_an_append_under_way_waits_for_it_instead_of_listing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, writer_in_the_middle: WriterInTheMiddle
 ) -> None:
     """The rename into ``cur/``, the numbering and the row happen under the writer lock: a session that
     refreshes meanwhile waits for the lock, then takes the new message from the index."""
     st = open_storage(tmp_path / "Maildir")
     st.append("INBOX", MSG)
     view = st.select("INBOX")
-    numbering, waiting = threading.Event(), threading.Event()
-    real_assign, real_poll = folder_mod.syncapply.assign_uids, WriterLock._poll
-    listings: list[int] = []
-
-    def slow_assign(*args, **kwargs):  # type: ignore[no-untyped-def]
-        numbering.set()  # the file is in cur/ now, not yet numbered nor indexed
-        assert waiting.wait(10), "the other session never waited for the writer"
-        return real_assign(*args, **kwargs)
-
-    def noting_poll(fd: int, mode: int, timeout: float) -> bool:
-        waiting.set()
-        return real_poll(fd, mode, timeout)
-
-    monkeypatch.setattr(folder_mod.syncapply, "assign_uids", slow_assign)
-    monkeypatch.setattr(WriterLock, "_poll", staticmethod(noting_poll))
-    monkeypatch.setattr(folder_mod.Folder, "_sync_listed", lambda self, *a: listings.append(1))
+    writer_in_the_middle.arm()
     with ThreadPoolExecutor(2) as pool:
         appended = pool.submit(st.append, "INBOX", MSG + b"second\r\n")
-        assert numbering.wait(10)
+        assert writer_in_the_middle.numbering.wait(10)
         changes = pool.submit(view.refresh).result(timeout=30)
         uid = appended.result(timeout=30).uid_map[0]
     try:
         assert changes.new_uids == [uid]
-        assert listings == []
+        assert writer_in_the_middle.listings == []
     finally:
         view.close()
 
 
 def test_a_session_meeting_a_copy_under_way_waits_for_it_instead_of_listing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, writer_in_the_middle: WriterInTheMiddle
 ) -> None:
     """COPY places its files in ``cur/``, numbers and indexes them under the destination's writer lock,
     as APPEND does: a session of the destination refreshing meanwhile waits, then sees them at once."""
@@ -193,30 +211,15 @@ def test_a_session_meeting_a_copy_under_way_waits_for_it_instead_of_listing(
     src_uids = [st.append("INBOX", MSG + b"%d\r\n" % i).uid_map[0] for i in range(3)]
     source = st.select("INBOX")
     view = st.select("Archive")
-    numbering, waiting = threading.Event(), threading.Event()
-    real_assign, real_poll = folder_mod.syncapply.assign_uids, WriterLock._poll
-    listings: list[int] = []
-
-    def slow_assign(*args, **kwargs):  # type: ignore[no-untyped-def]
-        numbering.set()  # the copies are in cur/ now, not yet numbered nor indexed
-        assert waiting.wait(10), "the other session never waited for the writer"
-        return real_assign(*args, **kwargs)
-
-    def noting_poll(fd: int, mode: int, timeout: float) -> bool:
-        waiting.set()
-        return real_poll(fd, mode, timeout)
-
-    monkeypatch.setattr(folder_mod.syncapply, "assign_uids", slow_assign)
-    monkeypatch.setattr(WriterLock, "_poll", staticmethod(noting_poll))
-    monkeypatch.setattr(folder_mod.Folder, "_sync_listed", lambda self, *a: listings.append(1))
+    writer_in_the_middle.arm()
     try:
         with ThreadPoolExecutor(2) as pool:
             copied = pool.submit(source.copy, src_uids, "Archive")
-            assert numbering.wait(10)
+            assert writer_in_the_middle.numbering.wait(10)
             changes = pool.submit(view.refresh).result(timeout=30)
             result = copied.result(timeout=30)
         assert changes.new_uids == sorted(result.uid_map.values()) and len(changes.new_uids) == 3
-        assert listings == []
+        assert writer_in_the_middle.listings == []
         copies = {result.uid_map[i.uid]: (i.size, i.internal_date) for i in source.fetch_info(src_uids)}
         assert {i.uid: (i.size, i.internal_date) for i in view.fetch_info(changes.new_uids)} == copies
         assert os.listdir(view.folder.path / "tmp") == []
