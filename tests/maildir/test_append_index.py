@@ -96,7 +96,7 @@ def test_message_renamed_before_indexing_is_left_to_sync(tmp_path: Path) -> None
         ul = f.assign_uids([base], None)
         uid = ul.by_basename()[base]
         os.rename(f.path / "cur" / f"{base}:2,", f.path / "cur" / f"{base}:2,S")
-        assert f.index_written(uid, base, "", analyse(MSG), ul.uidvalidity) is False
+        assert f.index_placed([(uid, base, "", analyse(MSG))], ul.uidvalidity) is False
         changes = view.refresh()
         assert changes.new_uids == [uid]
         assert SEEN in view.fetch_info([uid])[0].flags

@@ -729,20 +729,14 @@ class Folder:
         if state.stamp is not None:
             self._publish(state.stamp, checked)
 
-    def index_written(
-        self, uid: int, basename: str, info: str, facts: dict, uidvalidity: int, before: tuple | None = None
-    ) -> bool:
-        """Index a message this process has just written to ``cur/`` and numbered, so that the next sync
-        finds the disk and the index agreeing (a listing, no parse, no write) instead of analysing the
-        file again. Does nothing when the index is of another UIDVALIDITY, or when another writer has
-        indexed, renamed or expunged the message meanwhile: a sync then does the work as usual."""
-        return self.index_placed([(uid, basename, info, facts)], uidvalidity, before)
-
     def index_placed(
         self, placed: Sequence[tuple[int, str, str, dict]], uidvalidity: int, before: tuple | None = None
     ) -> bool:
-        """:meth:`index_written` for several messages ``(uid, basename, info, facts)`` at once, in one
-        transaction and one modseq; all of them or none (a sync then does the work)."""
+        """Index messages ``(uid, basename, info, facts)`` this process has just placed in ``cur/`` and
+        numbered, so that the next sync finds the disk and the index agreeing (a listing, no parse, no
+        write) instead of analysing the files again: in one transaction and one modseq, all of them or
+        none. False when the index is of another UIDVALIDITY, or another writer has indexed, renamed or
+        expunged one of them meanwhile: a sync then does the work as usual."""
         rows = []
         for uid, basename, info, facts in placed:
             stored_fn = f"cur/{basename}{INFO_SEP}{info}"
@@ -929,71 +923,56 @@ class Folder:
             return None
         return self.path / "tmp" / base, base
 
-    def place_copies(self, staged: Sequence[tuple[Path, str, str]], synced: bool) -> tuple[dict[str, int], int]:
-        """Move files staged in ``tmp/`` (``(path, basename, info)``, each written or linked there) into
-        ``cur/``, number them in this order and index them, as APPEND does its one message: under the
-        index's writer lock, so that no session of the folder finds them unknown to the index without a
-        writer to wait for. ``synced``: the staged files' data is on disk (written here), so ``cur/`` is
-        synced after the lock. Returns basename -> UID and the UIDVALIDITY; on a full disk nothing stays
-        and :class:`DiskFull` is raised."""
-        moved: list[tuple[str, str]] = []
+    def place_staged(
+        self, staged: Sequence[tuple[Path, str, str, dict]], synced: bool, refusal: str
+    ) -> tuple[dict[str, int], int, bool]:
+        """Move files staged in ``tmp/`` (``(path, basename, info, facts)``, each written or linked there)
+        into ``cur/``, number them in this order and index them, under the index's writer lock: no
+        session of the folder then finds them in ``cur/`` unknown to the index without a writer to wait
+        for (it would list the whole folder to find them). ``facts`` are the parsed columns (APPEND
+        analysed its message) or ``{"vsize": 0}`` (the vsize comes from the name; the rest is parsed on
+        first need). ``synced``: the staged data is on disk (written here, not linked), so ``cur/`` is
+        synced, after the lock. Returns basename -> UID, the UIDVALIDITY and whether the rows went
+        into the index (else a sync does it). If the numbering fails, nothing stays; on a full disk
+        :class:`DiskFull` is raised with ``refusal``."""
+        moved: list[tuple[str, str, dict]] = []
         try:
             with self.index.db.holding_writer():
                 before = self._stamp_now()
-                for tmp, base, info in staged:
+                for tmp, base, info, facts in staged:
                     os.rename(tmp, self.path / "cur" / f"{base}{INFO_SEP}{info}")
-                    moved.append((base, info))
+                    moved.append((base, info, facts))
                 try:
-                    ul = self.assign_uids([b for b, _i in moved], None)
+                    ul = self.assign_uids([b for b, _i, _f in moved], None)
                 except OSError as exc:
-                    if not is_disk_full(exc):
-                        raise
-                    self.take_back([b for b, _i in moved])
+                    self.take_back([b for b, _i, _f in moved])
                     moved.clear()
-                    raise DiskFull("Not enough disk space: nothing was copied") from exc
+                    if is_disk_full(exc):
+                        raise DiskFull(refusal) from exc
+                    raise
                 by_base = self._by_base_of(ul)
-                facts = {"vsize": 0}  # the vsize comes from the name (see syncapply.insert_row)
-                self.index_placed([(by_base[b], b, info, facts) for b, info in moved], ul.uidvalidity, before)
+                indexed = self.index_placed([(by_base[b], b, info, facts) for b, info, facts in moved],
+                                            ul.uidvalidity, before)
         finally:
-            for tmp, _base, _info in staged[len(moved):]:
+            for tmp, _base, _info, _facts in staged[len(moved):]:
                 tmp.unlink(missing_ok=True)
         if synced:
             self._fsync_cur()
-        return {b: by_base[b] for b, _i in moved}, ul.uidvalidity
+        return {b: by_base[b] for b, _i, _f in moved}, ul.uidvalidity, indexed
 
     def append_message(self, data: bytes, info: str, internal_date: float | None) -> tuple[int, int, bool]:
-        """Write, number and index one message: (uid, uidvalidity, indexed).
-
-        The file is written and synced in ``tmp/`` first; its rename into ``cur/``, its numbering and
-        its index row then happen under the index's writer lock (see ``IndexDB.holding_writer``), so
-        that another session never finds it in ``cur/`` unknown to the index without a writer to wait
-        for (it would list the whole folder to find it). The directory is synced after the lock."""
+        """Write, number and index one message: (uid, uidvalidity, indexed). The file is written and
+        synced in ``tmp/`` and analysed outside any lock, then placed (:meth:`place_staged`)."""
+        refusal = "Not enough disk space: the message was not stored"
         try:
             tmp, base = self.write_tmp(data, internal_date)
         except OSError as exc:
             if is_disk_full(exc):
-                raise DiskFull("Not enough disk space: the message was not stored") from exc
+                raise DiskFull(refusal) from exc
             raise
         facts = analyse(data.replace(b"\r\n", b"\n"))
-        stored = self.path / "cur" / f"{base}{INFO_SEP}{info}"
-        with self.index.db.holding_writer():
-            before = self._stamp_now()
-            try:
-                os.rename(tmp, stored)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-            try:
-                ul = self.assign_uids([base], None)
-            except OSError as exc:
-                stored.unlink(missing_ok=True)
-                if is_disk_full(exc):
-                    raise DiskFull("Not enough disk space: the message was not stored") from exc
-                raise
-            uid = self._by_base_of(ul)[base]
-            indexed = self.index_written(uid, base, info, facts, ul.uidvalidity, before)
-        self._fsync_cur()
-        return uid, ul.uidvalidity, indexed
+        placed, uidvalidity, indexed = self.place_staged([(tmp, base, info, facts)], True, refusal)
+        return placed[base], uidvalidity, indexed
 
     def take_back(self, basenames: list[str]) -> None:
         """Remove files this process wrote into the folder that were never numbered."""

@@ -1137,9 +1137,12 @@ def append_to(
     return folder.append_message(data, info, ts)
 
 
+COPY_REFUSAL = "Not enough disk space: nothing was copied"
+
+
 def copy_messages(src: Folder, dest: Folder, uids: list[int]) -> CopyResult:
     """Copy messages: each file is linked (or, across file systems, written) into the destination's
-    ``tmp/`` first, then all are placed, numbered and indexed at once (``Folder.place_copies``)."""
+    ``tmp/`` first, then all are placed, numbered and indexed at once (``Folder.place_staged``)."""
     src.sync()
     db = src.index.db
     staged: list[tuple[int, Path, str, str]] = []
@@ -1164,7 +1167,7 @@ def copy_messages(src: Folder, dest: Folder, uids: list[int]) -> CopyResult:
                 except OSError as exc:
                     if not is_disk_full(exc):
                         raise
-                    raise DiskFull("Not enough disk space: nothing was copied") from exc
+                    raise DiskFull(COPY_REFUSAL) from exc
                 written = True
             staged.append((uid, linked[0], linked[1], info))
     except BaseException:
@@ -1174,7 +1177,9 @@ def copy_messages(src: Folder, dest: Folder, uids: list[int]) -> CopyResult:
     if not staged:
         uidvalidity = dest.index.get_int("uidvalidity") or _uidvalidity_of(dest)
         return CopyResult(uidvalidity, {})
-    mapping, uidvalidity = dest.place_copies([(tmp, base, info) for _u, tmp, base, info in staged], written)
+    names = {"vsize": 0}  # the sizes come from the names; the rest is parsed on first need
+    mapping, uidvalidity, _indexed = dest.place_staged(
+        [(tmp, base, info, names) for _u, tmp, base, info in staged], written, COPY_REFUSAL)
     return CopyResult(uidvalidity, {u: mapping[b] for u, _tmp, b, _info in staged})
 
 
