@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 DATA   ?= ./dovetail-data
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test lint install clean
+.PHONY: run test lint install clean bytecode
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +19,17 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)
+# Compiled modules for the editable install, as pip writes them for an installed package: every
+# `dovetail` start (the tests start hundreds) would otherwise compile the package again where the
+# environment sets PYTHONDONTWRITEBYTECODE. Only what changed is compiled again.
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q src >/dev/null
+
+run: $(STAMP) bytecode
 	@test -f $(DATA)/dovetail.toml || $(BIN)/dovetail --data-dir $(DATA) init
 	$(BIN)/dovetail --data-dir $(DATA) serve
 
-test: $(STAMP)
+test: $(STAMP) bytecode
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy src

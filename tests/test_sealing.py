@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dovetail.sealing import KEY_RELPATH, PREFIX, Sealer, SealError, is_sealed, load_key
+from tests import clirun
 
 SEALER = Sealer(bytes(range(32)))
 
@@ -54,8 +53,7 @@ def test_cli_stores_relay_secrets_and_imap_passwords_sealed(tmp_path: Path) -> N
     env = {**os.environ, "COLUMNS": "200"}
 
     def dovetail(*args: str, stdin: str | None = None) -> str:
-        out = subprocess.run([sys.executable, "-m", "dovetail.cli.main", "--data-dir", str(data), *args],
-                             capture_output=True, text=True, env=env, input=stdin, timeout=120)
+        out = clirun.run(["--data-dir", str(data), *args], env=env, input=stdin, timeout=120)
         assert out.returncode == 0, out.stdout + out.stderr
         return out.stdout
 

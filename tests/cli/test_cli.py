@@ -1,4 +1,5 @@
-"""The `dovetail` command as an operator runs it: a real subprocess, exit codes, --json output."""
+"""The `dovetail` command as an operator runs it: a process per verb (:mod:`tests.clirun`), exit codes, --json
+output."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from tests import clirun
+
 DOVETAIL = [sys.executable, "-m", "dovetail.cli.main"]
 
 
 def run(data_dir: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([*DOVETAIL, "--data-dir", str(data_dir), *args], capture_output=True, text=True,
-                          input=stdin, env=env, timeout=120)
+    return clirun.run(["--data-dir", str(data_dir), *args], input=stdin, env=env, timeout=120)
 
 
 def ok(data_dir: Path, *args: str, stdin: str | None = None) -> str:

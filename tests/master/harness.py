@@ -19,6 +19,7 @@ from typing import Any
 
 from dovetail import config
 
+from .. import clirun
 from ..support import IN_CI
 
 DOVETAIL = [sys.executable, "-m", "dovetail.cli.main"]
@@ -41,8 +42,8 @@ def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):  # noqa
 
 
 def cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*DOVETAIL, "--data-dir", str(data_dir), *args], capture_output=True, text=True,
-                          timeout=120)
+    """One ``dovetail`` verb, in a process of its own (:mod:`tests.clirun`)."""
+    return clirun.run(["--data-dir", str(data_dir), *args], timeout=120)
 
 
 def check_can_drop_privileges() -> None:

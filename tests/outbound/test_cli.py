@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-DOVETAIL = [sys.executable, "-m", "dovetail.cli.main"]
+from tests import clirun
 
 
 @pytest.fixture
@@ -21,8 +20,7 @@ def database_url(tmp_path: Path) -> str:
 
 def run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([*DOVETAIL, "--data-dir", str(data_dir), *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return clirun.run(["--data-dir", str(data_dir), *args], env=env, timeout=120)
 
 
 def ok(data_dir: Path, *args: str) -> str:

@@ -1,16 +1,15 @@
-"""`dovetail transport` as an operator runs it: the installed `dovetail` command, one process per verb."""
+"""`dovetail transport` as an operator runs it: one process per verb (:mod:`tests.clirun`)."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-DOVETAIL = Path(sys.executable).with_name("dovetail")
+from tests import clirun
 
 
 @pytest.fixture
@@ -20,9 +19,7 @@ def database_url(tmp_path: Path) -> str:
 
 
 def run(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    assert DOVETAIL.exists(), f"{DOVETAIL} is not installed"
-    return subprocess.run([str(DOVETAIL), "--data-dir", str(data_dir), *args], capture_output=True, text=True,
-                          env={**os.environ, "COLUMNS": "200"}, timeout=120)
+    return clirun.run(["--data-dir", str(data_dir), *args], env={**os.environ, "COLUMNS": "200"}, timeout=120)
 
 
 def ok(data_dir: Path, *args: str) -> str:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from dovetail import config, datadir
 from dovetail.db import make_engine, migrate
 from dovetail.directory import Directory
 from dovetail.replies.sources.imap import ImapAccounts
+from tests import clirun
 
 
 @pytest.mark.timeout(300)  # one CLI process per verb, each importing the package
@@ -31,8 +30,7 @@ def test_imap_sources_and_inboxes_from_the_cli(tmp_path: Path) -> None:
     env = {**os.environ, "COLUMNS": "200"}
 
     def dovetail(*args: str, stdin: str | None = None, code: int = 0) -> str:
-        out = subprocess.run([sys.executable, "-m", "dovetail.cli.main", "--data-dir", str(data), *args],
-                             capture_output=True, text=True, env=env, input=stdin, timeout=120)
+        out = clirun.run(["--data-dir", str(data), *args], env=env, input=stdin, timeout=120)
         assert out.returncode == code, out.stdout + out.stderr
         return out.stdout + out.stderr
 
