@@ -33,7 +33,7 @@ test: $(STAMP) bytecode
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy src
-	$(BIN)/pytest -n 3 --durations=30 $(PYTEST_ARGS)
+	$(BIN)/pytest -n 3 --dist worksteal --durations=30 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
