@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from dovetail.maildir.index import Index
@@ -80,6 +81,25 @@ def test_waiting_for_writers_returns_once_another_process_lets_go(tmp_path: Path
         holder.stdin.flush()
         t.join(10)
         assert done.is_set()
+    finally:
+        holder.kill()
+        holder.wait()
+        idx.close()
+
+
+def test_a_writer_stuck_past_the_deadline_fails_the_wait_once(tmp_path: Path) -> None:
+    """The shared wait gives up at its deadline and says so; it does not go on to wait for the
+    exclusive lock and SQLite's busy handler, each with a deadline of its own."""
+    folder = _folder(tmp_path)
+    idx = Index(folder)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, f"{idx.path}{LOCK_SUFFIX}"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        assert idx.db.wait_for_writers(timeout=0.2) is False
+        assert time.monotonic() - started < 5  # not the 30 s of the exclusive lock's own wait
+        assert not idx.db.conn.in_transaction
     finally:
         holder.kill()
         holder.wait()

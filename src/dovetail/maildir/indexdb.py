@@ -27,7 +27,7 @@ from typing import Any
 
 from dovetail.log import get_logger
 from dovetail.maildir.diskfull import index_unwritable
-from dovetail.maildir.writerlock import WriterLock
+from dovetail.maildir.writerlock import WAIT_SECONDS, WriterLock
 
 log = get_logger("maildir")
 
@@ -172,13 +172,17 @@ class IndexDB:
             self._held_around = False
             self._writer.release()
 
-    def wait_for_writers(self) -> bool:
+    def wait_for_writers(self, timeout: float = WAIT_SECONDS) -> bool:
         """Wait until no Dovetail writer holds the index's write lock; False when the wait failed.
         The writer lock taken shared does it without a transaction and without queueing behind other
-        waiters; without a lock file, a ``BEGIN IMMEDIATE`` rolled back at once."""
-        if not self.in_memory and self._writer.acquire(shared=True):
-            self._writer.release()
-            return True
+        waiters; without a lock file, a ``BEGIN IMMEDIATE`` rolled back at once. A writer that keeps
+        the lock past ``timeout`` fails the wait then (not once more in SQLite's busy handler)."""
+        if not self.in_memory:
+            if self._writer.acquire(shared=True, timeout=timeout):
+                self._writer.release()
+                return True
+            if self._writer.timed_out:
+                return False
         try:
             self.begin_write()
         except sqlite3.OperationalError:

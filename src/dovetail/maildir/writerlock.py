@@ -40,6 +40,7 @@ class WriterLock:
         self._fd: int | None = None
         self._unusable = False
         self.held = False
+        self.timed_out = False  # the last acquire gave up at its deadline (another holder kept the lock)
 
     def _open(self) -> int | None:
         if self._fd is None and not self._unusable:
@@ -53,6 +54,7 @@ class WriterLock:
     def acquire(self, shared: bool = False, timeout: float = WAIT_SECONDS) -> bool:
         """Take the lock (exclusive for a writer, shared to wait for writers); False when there is no
         lock file or the deadline passed."""
+        self.timed_out = False
         fd = self._open()
         if fd is None:
             return False
@@ -61,6 +63,7 @@ class WriterLock:
             fcntl.flock(fd, mode)
         except BlockingIOError:
             if not self._poll(fd, mode, timeout):
+                self.timed_out = True
                 return False
         except OSError:
             return False
