@@ -39,6 +39,10 @@ MIXES = {
     "session": ["-", "select=100", "uidf=100", "fetch=100", "fet2=100,30", "search=20", "store=50", "noop=50",
                 "logout=0"],
 }
+# One command of the session mix at a time (after the SELECT every session makes): which command
+# costs what, against Dovecot's cost for the same command.
+for _command in ("noop=100", "fetch=100", "fet2=100,30", "search=100", "store=100"):
+    MIXES[_command.split("=")[0]] = ["-", "select=100", _command, "logout=0"]
 
 
 @dataclass
