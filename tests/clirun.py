@@ -101,9 +101,11 @@ class ForkServer:
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         self.lock = threading.Lock()
+        self.pending = b""  # read from the server, not yet taken as a line
 
     def _start(self) -> subprocess.Popen[bytes]:
         if self.proc is None or self.proc.poll() is not None:
+            self.pending = b""
             self.proc = subprocess.Popen([sys.executable, "-c", SERVER, json.dumps(PRELOAD)],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
             atexit.register(self.close)
@@ -116,14 +118,19 @@ class ForkServer:
             self.proc.wait(timeout=10)
 
     def _readline(self, proc: subprocess.Popen[bytes], deadline: float | None) -> bytes:
+        """The server's next line, read from the pipe itself (a buffered reader could hold the second
+        line while ``select`` waits for it); empty at the deadline."""
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
-        if deadline is not None:
-            wait = max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([fd], [], [], wait)
-            if not ready:
+        while b"\n" not in self.pending:
+            if deadline is not None and not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
                 return b""
-        return proc.stdout.readline()
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise RuntimeError("the dovetail fork server exited")
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line + b"\n"
 
     def run(self, args: list[str], env: Mapping[str, str], cwd: str, stdin: str, stdout: str, stderr: str,
             timeout: float | None) -> int:

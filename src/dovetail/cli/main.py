@@ -128,8 +128,6 @@ def init(ctx: typer.Context) -> None:
     print(f"{c.data_dir} is ready" + ("" if created else " (nothing to do)"))
 
 
-
-
 # Typer 0.26 and later carry their own copy of Click (``typer._click``) and raise its exceptions; earlier
 # releases raise Click's. Whichever this Typer uses is the one to catch.
 _click = getattr(typer.core, "_click", click)
