@@ -400,3 +400,37 @@ def test_imap_workers_each_take_a_share_of_a_burst_of_logins(tmp_path: Path) -> 
             c.close()
         m.stop()
         m.cleanup()
+
+
+def test_workers_die_with_a_master_killed_outright(tmp_path: Path) -> None:
+    """SIGKILL gives the master no chance to stop its workers: the kernel's parent-death signal does,
+    also for workers that dropped root (the kernel clears that signal when the user changes)."""
+    m = Master.create(tmp_path)
+    m.start()
+    try:
+        assert m.proc is not None
+        workers = _children(m)
+        assert len(workers) >= 4  # smtpd, imapd, qmgr and the rest
+        if os.geteuid() == 0:
+            uid = Path(f"/proc/{min(workers)}/status").read_text().split("Uid:")[1].split()[0]
+            assert uid != "0"  # the case that matters: workers that dropped root
+        os.kill(m.proc.pid, signal.SIGKILL)
+        m.proc.wait(timeout=10)
+
+        def gone() -> bool:
+            return not any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in workers)
+
+        wait_for(gone, 10, "the workers of the killed master to exit")
+        with socket.socket() as s:  # nothing holds the SMTP port any more
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", m.smtp_port))
+    finally:
+        m.stop()
+        m.cleanup()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return "Z"

@@ -112,6 +112,11 @@ def worker_main(cfg: Config, spec: ServiceSpec, runner: Runner, sockets: list[so
     configure_from(cfg)
     ssl_context = server_ssl_context(cfg, acme_tls_alpn=spec.name == "web")
     drop_privileges(cfg["server.user"])
+    # The kernel clears the parent-death signal when the effective user changes: ask again as the
+    # service user, or a worker outlives a master killed with SIGKILL (holding its sockets' port).
+    die_with_parent(signal.SIGKILL)
+    if os.getppid() != parent:
+        return 1
     uvloop.install()
     return asyncio.run(_run(runner, cfg, spec, sockets, index, ssl_context, readiness))
 
