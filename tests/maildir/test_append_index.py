@@ -92,7 +92,8 @@ def test_message_renamed_before_indexing_is_left_to_sync(tmp_path: Path) -> None
     view = st.select("INBOX")
     try:
         f = view.folder
-        base = f.deliver(MSG, "", None)
+        tmp, base = f.write_tmp(MSG, None)
+        os.rename(tmp, f.path / "cur" / f"{base}:2,")
         ul = f.assign_uids([base], None)
         uid = ul.by_basename()[base]
         os.rename(f.path / "cur" / f"{base}:2,", f.path / "cur" / f"{base}:2,S")
@@ -225,4 +226,35 @@ def test_a_session_meeting_a_copy_under_way_waits_for_it_instead_of_listing(
         assert os.listdir(view.folder.path / "tmp") == []
     finally:
         view.close()
+        source.close()
+
+
+def test_a_copy_whose_rename_fails_midway_leaves_nothing_behind(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A COPY is all or nothing: files already renamed into ``cur/`` are taken back, the rest of ``tmp/``
+    removed, and a later sync finds no copy the client was told failed."""
+    st = open_storage(tmp_path / "Maildir")
+    st.create("Archive")
+    src_uids = [st.append("INBOX", MSG + b"%d\r\n" % i).uid_map[0] for i in range(3)]
+    source = st.select("INBOX")
+    dest = st.select("Archive")
+    before = sorted(os.listdir(dest.folder.path / "cur"))
+    real_rename, calls = os.rename, []
+
+    def failing_second(a, b):  # type: ignore[no-untyped-def]
+        calls.append(b)
+        if len(calls) == 2 and "Archive" in str(b):
+            raise OSError(5, "Input/output error")
+        return real_rename(a, b)
+
+    monkeypatch.setattr(folder_mod.os, "rename", failing_second)
+    try:
+        with pytest.raises(OSError):
+            source.copy(src_uids, "Archive")
+        monkeypatch.undo()
+        assert sorted(os.listdir(dest.folder.path / "cur")) == before
+        assert os.listdir(dest.folder.path / "tmp") == []
+        assert dest.refresh().new_uids == []
+    finally:
+        dest.close()
         source.close()

@@ -212,6 +212,7 @@ def test_status_reload_and_stop_cli(master: Master) -> None:
     st = json.loads(out.stdout)
     assert st["running"] and st["pid"] == master.proc.pid  # type: ignore[union-attr]
     assert st["services"]["smtpd"]["workers"][0]["pid"] == master.worker_pids("smtpd")[0]
+    assert len(master.worker_pids("smtpd")) == min(os.cpu_count() or 1, 8)  # one per CPU by default
     assert set(st["queue"]) == {"incoming", "active", "deferred", "hold", "corrupt"}
     shown = cli(master.data_dir, "status").stdout
     assert re.search(r"^dovetail master pid \d+, up \d+(s|m\d\ds|h\d\dm|d\d\dh)$", shown, re.M), shown

@@ -848,13 +848,6 @@ class Folder:
 
     # --- writing ------------------------------------------------------------------------------
 
-    def deliver(self, data: bytes, info: str, internal_date: float | None) -> str:
-        """Write a message durably into ``cur/`` with flags ``info``; return its basename (no UID yet)."""
-        tmp, base = self.write_tmp(data, internal_date)
-        os.rename(tmp, self.path / "cur" / f"{base}{INFO_SEP}{info}")
-        self._fsync_cur()
-        return base
-
     def write_tmp(self, data: bytes, internal_date: float | None) -> tuple[Path, str]:
         """Write a message durably into ``tmp/`` (dated ``internal_date``): its path there and basename."""
         lf = data.replace(b"\r\n", b"\n")
@@ -933,16 +926,16 @@ class Folder:
         analysed its message) or ``{"vsize": 0}`` (the vsize comes from the name; the rest is parsed on
         first need). ``synced``: the staged data is on disk (written here, not linked), so ``cur/`` is
         synced, after the lock. Returns basename -> UID, the UIDVALIDITY and whether the rows went
-        into the index (else a sync does it). If the numbering fails, nothing stays; on a full disk
+        into the index (else a sync does it). If a rename or the numbering fails, nothing stays; on a full disk
         :class:`DiskFull` is raised with ``refusal``."""
         moved: list[tuple[str, str, dict]] = []
         try:
             with self.index.db.holding_writer():
                 before = self._stamp_now()
-                for tmp, base, info, facts in staged:
-                    os.rename(tmp, self.path / "cur" / f"{base}{INFO_SEP}{info}")
-                    moved.append((base, info, facts))
                 try:
+                    for tmp, base, info, facts in staged:
+                        os.rename(tmp, self.path / "cur" / f"{base}{INFO_SEP}{info}")
+                        moved.append((base, info, facts))
                     ul = self.assign_uids([b for b, _i, _f in moved], None)
                 except OSError as exc:
                     self.take_back([b for b, _i, _f in moved])
