@@ -422,9 +422,6 @@ def test_workers_die_with_a_master_killed_outright(tmp_path: Path) -> None:
             return not any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in workers)
 
         wait_for(gone, 10, "the workers of the killed master to exit")
-        with socket.socket() as s:  # nothing holds the SMTP port any more
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(("127.0.0.1", m.smtp_port))
     finally:
         m.stop()
         m.cleanup()
