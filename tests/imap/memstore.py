@@ -313,7 +313,7 @@ class MemMailbox(api.Mailbox):
                 return i + 1
         return None
 
-    def refresh(self, *, allow_expunges: bool = True) -> Changes:
+    def refresh(self, *, allow_expunges: bool = True, fast: bool = False) -> Changes:
         ch = Changes()
         with self.storage.lock:
             current = self.box.msgs

@@ -31,6 +31,16 @@ def raw_login(srv, user: bytes = b"alice", pw: bytes = b"wonderland") -> RawClie
     return c
 
 
+def append_messages(c: RawClient, numbers: range) -> None:
+    """APPEND ``msg(n)`` to INBOX for each n, through a synchronising literal."""
+    for n in numbers:
+        body = msg(n)
+        c.send(b"p APPEND INBOX {%d}\r\n" % len(body))
+        assert c.readline().startswith(b"+")
+        c.send(body + b"\r\n")
+        assert c.read_until_tagged(b"p")[-1].startswith(b"p OK")
+
+
 def test_append_select_fetch(mail_server):
     c = client(mail_server)
     res = c.append("INBOX", msg(1), flags=[b"\\Flagged"])

@@ -7,7 +7,7 @@ import pytest
 
 from dovetail.imap.commands import fetch as fetch_mod
 from tests.imap.imap_testkit import needs_storage
-from tests.imap.test_commands import msg, raw_login
+from tests.imap.test_commands import append_messages, raw_login
 
 pytestmark = needs_storage
 
@@ -24,12 +24,7 @@ ITEMS = [
 def test_memory_answers_byte_for_byte_and_sees_other_sessions(make_server, monkeypatch: pytest.MonkeyPatch) -> None:
     srv = make_server()
     a = raw_login(srv)
-    for n in range(1, 13):  # more than a FETCH reads row by row: the IMAP data gets cached
-        body = msg(n)
-        a.send(b"p APPEND INBOX {%d}\r\n" % len(body))
-        assert a.readline().startswith(b"+")
-        a.send(body + b"\r\n")
-        assert a.read_until_tagged(b"p")[-1].startswith(b"p OK")
+    append_messages(a, range(1, 13))  # more than a FETCH reads row by row: the IMAP data gets cached
     assert a.cmd(b"s SELECT INBOX")[-1].startswith(b"s OK")
     warm = b"w FETCH 1:* (ENVELOPE BODY.PEEK[] BODY.PEEK[1] BODY.PEEK[HEADER] BODYSTRUCTURE INTERNALDATE)"
     assert a.cmd(warm)[-1].startswith(b"w OK")

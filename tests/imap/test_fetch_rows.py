@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from tests.imap.imap_testkit import needs_storage
-from tests.imap.test_commands import msg, raw_login
+from tests.imap.test_commands import append_messages, msg, raw_login
 
 pytestmark = needs_storage
 
@@ -29,12 +29,7 @@ def _drop(items: bytes, name: bytes) -> bytes:
 def test_row_path_matches_item_path(make_server) -> None:
     srv = make_server()
     a = raw_login(srv)
-    for n in range(1, 6):
-        body = msg(n)
-        a.send(b"p APPEND INBOX {%d}\r\n" % len(body))
-        assert a.readline().startswith(b"+")
-        a.send(body + b"\r\n")
-        assert a.read_until_tagged(b"p")[-1].startswith(b"p OK")
+    append_messages(a, range(1, 6))
     assert a.cmd(b"s SELECT INBOX")[-1].startswith(b"s OK")
     assert a.cmd(b"k STORE 2 +FLAGS (\\Flagged $Label1)")[-1].startswith(b"k OK")
     b = raw_login(srv)

@@ -115,3 +115,24 @@ def test_a_busy_facts_lock_refuses(storage, clock) -> None:
     finally:
         release.set()
         other.join()
+
+
+def test_a_fast_refresh_reads_the_index_and_leaves_the_disk_for_later(storage, monkeypatch) -> None:
+    """``fast`` (after FETCH, STORE, SEARCH...): within FULL_SYNC_SECONDS of the last look, another
+    view's STORE (in the index) is reported, a file another program put in ``new/`` is not, until a
+    refresh without ``fast`` looks; the quiet check agrees with the refresh it stands for."""
+    monkeypatch.setattr("dovetail.maildir.folder.FULL_SYNC_SECONDS", 3600.0)
+    a = storage.select("INBOX")
+    b = storage.select("INBOX")
+    a.refresh()
+    assert a.refresh_if_quiet(fast=True) is not None
+    b.store_flags([a.uids[2]], StoreMode.ADD, [FLAGGED])
+    deliver(storage.root, 10)
+    assert a.refresh_if_quiet(fast=True) is None  # the index moved
+    changes = a.refresh(fast=True)
+    assert [st.uid for st in changes.flag_changes] == [a.uids[2]]
+    assert not changes.new_uids and a.exists == 10
+    assert a.refresh_if_quiet(fast=True) is not None  # the new file is left for a full look
+    assert a.refresh_if_quiet() is None
+    changes = a.refresh()
+    assert len(changes.new_uids) == 1 and a.exists == 11

@@ -99,6 +99,9 @@ class UserRegistry:
 
 # EXPUNGE responses are not allowed while these run (RFC 3501 7.4.1), unless as UID commands
 NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "SORT", "THREAD"}
+# Commands after which the refresh may leave other programs' changes on disk for a moment (the
+# storage API's ``fast``): the ones Dovecot syncs with MAILBOX_SYNC_FLAG_FAST.
+FAST_SYNC = {"FETCH", "STORE", "SEARCH", "SORT", "THREAD", "COPY"}
 
 IDLE_SAFETY_REFRESH = 30.0
 BASE_CAPS = ("IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE")
@@ -457,6 +460,7 @@ class Session:
                 await notify.report(self)
             return
         allow = cmd is None or cmd.uid or cmd.name not in NO_EXPUNGE
+        fast = cmd is not None and cmd.name in FAST_SYNC
         done, self._refreshed = self._refreshed, None
         if done is not None and done[0] is sel:
             old_uids = list(sel.mailbox.uids) if sel.contexts else []
@@ -465,9 +469,9 @@ class Session:
             old_uids = list(sel.mailbox.uids) if sel.contexts else []
             try:
                 # Nothing changed (told by a few stats, without the disk): no thread hop for the refresh.
-                quiet = sel.mailbox.refresh_if_quiet()
+                quiet = sel.mailbox.refresh_if_quiet(fast=fast)
                 changes = quiet if quiet is not None else await asyncio.to_thread(
-                    sel.mailbox.refresh, allow_expunges=allow)
+                    sel.mailbox.refresh, allow_expunges=allow, fast=fast)
             except Exception as exc:  # noqa: BLE001 - the next command tries again
                 log.warning("mailbox refresh failed", mailbox=sel.mailbox.name, error=repr(exc))
                 return
@@ -494,11 +498,12 @@ class Session:
             return await asyncio.to_thread(work)
         mb = sel.mailbox
         allow = cmd.uid or cmd.name not in NO_EXPUNGE
+        fast = cmd.name in FAST_SYNC
 
         def both() -> tuple[T, Changes | None]:
             result = work()
             try:
-                return result, mb.refresh(allow_expunges=allow)
+                return result, mb.refresh(allow_expunges=allow, fast=fast)
             except Exception as exc:  # noqa: BLE001 - updates() refreshes again
                 log.warning("mailbox refresh failed", mailbox=mb.name, error=repr(exc))
                 return result, None

@@ -64,9 +64,9 @@ from dovetail.maildir.messagefacts import analyse
 from dovetail.maildir.stamps import CUR as CUR
 from dovetail.maildir.stamps import DIRTY_SECONDS as DIRTY_SECONDS
 from dovetail.maildir.stamps import DIRTY_SECONDS_FINE as DIRTY_SECONDS_FINE
+from dovetail.maildir.stamps import FULL_SYNC_SECONDS, UIDLIST_STAMP, dirty_window, encode, is_dirty, stamp_of, trusted
 from dovetail.maildir.stamps import KEYWORDS_STAMP as KEYWORDS_STAMP
 from dovetail.maildir.stamps import NEW as NEW
-from dovetail.maildir.stamps import UIDLIST_STAMP, dirty_window, encode, is_dirty, stamp_of, trusted
 from dovetail.maildir.syncplan import Listed
 from dovetail.mime.parser import to_crlf
 from dovetail.storage.api import DiskFull, FlagState
@@ -136,6 +136,7 @@ class Folder:
     def invalidate(self) -> None:
         """This process changed the folder: the next sync (of any session) looks at the disk."""
         self.state.stamp = None
+        self.state.looked_until = 0.0
 
     def own_change(self, before: tuple | None, after: tuple, touched: frozenset[int]) -> None:
         """This process changed the parts ``touched`` of the folder (see ``CUR`` ...); ``before`` and
@@ -410,7 +411,8 @@ class Folder:
             self._mirror_uv = uv
             self._mirror_modseq = top
 
-    def sync(self, move_new: bool = False, force: bool = False, stamp: tuple | None = None) -> bool:
+    def sync(self, move_new: bool = False, force: bool = False, stamp: tuple | None = None,
+             fast: bool = False) -> bool:
         """Bring the index up to date with the disk. Returns True when something was looked at.
 
         The common case after another session's flag change is cheap: one listing, the uidlist only when
@@ -422,9 +424,23 @@ class Folder:
         must see were made (an IMAP command's quiet check, at the command's start), instead of four
         more stats. Any stamp taken after them will do: an older one only makes the listing it leads
         to (which comes later) more recent than the stamp it is trusted at, which the next sync, finding
-        another stamp, looks at again."""
-        with self.state.lock:
-            return self._sync(move_new, force, stamp)
+        another stamp, looks at again.
+
+        ``fast``: the disk may wait (see ``FULL_SYNC_SECONDS``): nothing is looked at when this process
+        looked at the folder less than that long ago. Changes of Dovetail's sessions are in the index
+        anyway; the caller reads them there."""
+        state = self.state
+        if fast and not force and time.monotonic() < state.looked_until:
+            return False
+        with state.lock:
+            looked = time.monotonic()
+            changed = self._sync(move_new, force, stamp)
+            state.looked_until = looked + FULL_SYNC_SECONDS
+            return changed
+
+    def looked_recently(self) -> bool:
+        """Whether a fast sync (see :meth:`sync`) would look at nothing now."""
+        return time.monotonic() < self.state.looked_until
 
     def _sync(self, move_new: bool, force: bool, stamp: tuple | None = None) -> bool:
         if stamp is None:

@@ -39,9 +39,9 @@ class FolderState:
     """What the :class:`Folder` objects of one directory share within a process; ``lock`` serialises
     their syncs (sessions run them in worker threads)."""
 
-    __slots__ = ("lock", "users", "ident", "stamp", "checked_at", "files", "fnset", "cur", "new", "mirror_modseq",
-                 "mirror_uv", "uidnext_meta", "headers", "headers_uv", "facts", "facts_modseq", "facts_uv",
-                 "new_empty", "journal", "journal_from", "idle")
+    __slots__ = ("lock", "users", "ident", "stamp", "checked_at", "looked_until", "files", "fnset", "cur", "new",
+                 "mirror_modseq", "mirror_uv", "uidnext_meta", "headers", "headers_uv", "facts", "facts_modseq",
+                 "facts_uv", "new_empty", "journal", "journal_from", "idle")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -49,6 +49,9 @@ class FolderState:
         self.ident = ""  # the index file this state is about (see Index.ident)
         self.stamp: tuple | None = None
         self.checked_at = 0.0  # wall clock when a listing last confirmed ``stamp``
+        # Until when (monotonic) a fast sync may skip the disk: a full one looked not long ago (see
+        # Folder.sync, ``fast``).
+        self.looked_until = 0.0
         self.new_empty: tuple | None = None  # a stamp of new/ at which a listing found it empty
         # The index's uid -> "sub/filename" as of modseq ``mirror_modseq`` (see Folder._refresh_mirror).
         self.files: dict[int, str] | None = None
@@ -85,6 +88,7 @@ class FolderState:
             self.ident = ident
             self.stamp = None
             self.checked_at = 0.0
+            self.looked_until = 0.0
             self.new_empty = None
             self.files = None
             self.fnset, self.cur, self.new = set(), set(), set()

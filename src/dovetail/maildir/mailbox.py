@@ -145,7 +145,7 @@ class MaildirMailbox(Mailbox):
         self._seen_modseq = 0  # the index's highest modseq this view has taken in
         self._facts_memo: tuple[tuple, list] | None = None  # see message_facts
         self._watcher: MailboxWatcher | None = None
-        self._quiet: tuple[tuple, int, int, float, float] | None = None  # see refresh_if_quiet
+        self._quiet: tuple[tuple | None, int, int, float, float] | None = None  # see refresh_if_quiet
         self._probe: tuple | None = None  # the folder's stamp as this command's quiet check took it
         self._memory_only = False  # see memory_reads
         version = self._data_version()
@@ -239,21 +239,22 @@ class MaildirMailbox(Mailbox):
         """A stamp a quiet check took before this command is too old for the refresh after it."""
         self._probe = None
 
-    def refresh(self, *, allow_expunges: bool = True) -> Changes:
+    def refresh(self, *, allow_expunges: bool = True, fast: bool = False) -> Changes:
         """What changed since the last refresh: read from the index only the rows whose modseq moved
         past the one this view last saw, and the expunges recorded since (all rows when that history
         is gone).
 
         The sync starts from the stamp this command's quiet check (:meth:`refresh_if_quiet`) took, if
-        it took one: a change made before the command started shows in it (see ``Folder.sync``)."""
+        it took one: a change made before the command started shows in it (see ``Folder.sync``).
+        ``fast``: the folder's files are looked at only if the last look is old (``Folder.sync``)."""
         self._quiet = None
         probe, self._probe = self._probe, None
-        changes, version = self._refresh(allow_expunges, probe)
+        changes, version = self._refresh(allow_expunges, probe, fast)
         if not changes.uidvalidity_changed:
             self._note_refreshed(version)
         return changes
 
-    def refresh_if_quiet(self) -> Changes | None:
+    def refresh_if_quiet(self, *, fast: bool = False) -> Changes | None:
         """What :meth:`refresh` would find when it would find nothing, told without a thread: the
         folder's stamp (four stats) is still the one the last refresh saw and a listing confirmed
         (trusted, as a sync trusts it), this view's index connection wrote nothing since, and, when
@@ -269,11 +270,16 @@ class MaildirMailbox(Mailbox):
         records what others changed on disk, a new UIDVALIDITY comes with a new uidlist), and a change
         made after the listing that confirmed a clean stamp gives the file a time past the stamp's
         newest, so the stamp moves. Only a change in the clock tick of a dirty stamp can leave it as
-        it was; Dovecot's and deliveries' changes in that tick wait for the dirty window, as in a sync."""
+        it was; Dovecot's and deliveries' changes in that tick wait for the dirty window, as in a sync.
+
+        ``fast`` (as :meth:`refresh`): when the folder was looked at recently, no stamp is taken and
+        only the index tells; as if the stamp were dirty."""
         quiet = self._quiet
         if quiet is None or self._pending_expunge:
             return None
         folder = self.folder
+        if fast and folder.looked_recently():
+            return self._index_quiet(quiet, None)
         state = folder.state
         if not state.lock.acquire(blocking=False):
             return None  # a sync is under way in another session of this process
@@ -287,14 +293,20 @@ class MaildirMailbox(Mailbox):
                 return None
         finally:
             state.lock.release()
-        db = folder.index.db
+        return self._index_quiet(quiet, stamp)
+
+    def _index_quiet(self, quiet: tuple, stamp: tuple | None) -> Changes | None:
+        """The index's part of :meth:`refresh_if_quiet`: this connection wrote nothing since, and, for a
+        dirty stamp or none (``stamp`` None: not taken), no other connection committed a change of the
+        modseq or UIDVALIDITY."""
+        db = self.folder.index.db
         if db.in_memory:
             return None
         conn = db.conn
         try:
             if conn.total_changes != quiet[2]:
                 return None
-            if quiet[4] == math.inf:
+            if stamp is not None and quiet[4] == math.inf:
                 return Changes(recent_count=len(self._recent))
             version = conn.execute("PRAGMA data_version").fetchone()[0]
             if version != quiet[1]:
@@ -303,7 +315,7 @@ class MaildirMailbox(Mailbox):
                 if (int(metas.get("uidvalidity", 0)) != self._uidvalidity
                         or int(metas.get("highestmodseq", 1)) != self._seen_modseq):
                     return None
-                self._quiet = (stamp, version, *quiet[2:])
+                self._quiet = (quiet[0] if stamp is None else stamp, version, *quiet[2:])
         except sqlite3.Error:
             return None
         return Changes(recent_count=len(self._recent))
@@ -325,20 +337,24 @@ class MaildirMailbox(Mailbox):
         db = self.folder.index.db
         state = self.folder.state
         stamp = state.stamp
-        if version is None or stamp is None or db.in_memory:
+        if version is None or db.in_memory:
             self._quiet = None
+        elif stamp is None:
+            # The disk is not vouched for (another process changed the folder since this one looked):
+            # only a fast check, which asks the index alone, can find this view quiet.
+            self._quiet = (None, version, db.conn.total_changes, 0.0, 0.0)
         else:
             # The stamp's trust is worked out once, not at each NOOP (see stamps.trusted_until).
             checked = state.checked_at
             self._quiet = (stamp, version, db.conn.total_changes, checked, trusted_until(stamp, checked))
 
-    def memory_reads(self) -> AbstractContextManager[Changes] | None:
+    def memory_reads(self, *, fast: bool = False) -> AbstractContextManager[Changes] | None:
         """Reads from the folder's shared facts (as they are: no statement brings them up to date) and
         the process's message caches only, while the view is quiet (see :meth:`refresh_if_quiet`) and
         the facts are as of the modseq it last took in: then they are as current as the index."""
         if self._memory_only:
             return None
-        quiet = self.refresh_if_quiet()
+        quiet = self.refresh_if_quiet(fast=fast)
         if quiet is None:
             return None
         state = self.folder.state
@@ -393,10 +409,10 @@ class MaildirMailbox(Mailbox):
             raise NotInMemory("a message is not in the view")
         return out
 
-    def _refresh(self, allow_expunges: bool, stamp: tuple | None) -> tuple[Changes, int | None]:
+    def _refresh(self, allow_expunges: bool, stamp: tuple | None, fast: bool = False) -> tuple[Changes, int | None]:
         """The changes, and the index's ``data_version`` read with the first of what they were read
         from (a commit after it shows next time)."""
-        self.folder.sync(move_new=not self.readonly, stamp=stamp)
+        self.folder.sync(move_new=not self.readonly, stamp=stamp, fast=fast)
         changes = Changes()
         idx = self.folder.index
         view = self._modseqs

@@ -20,6 +20,13 @@ from collections.abc import Iterable
 # a busy folder is listed twice a second at most (each listing of a large folder costs milliseconds).
 DIRTY_SECONDS = 1.0
 DIRTY_SECONDS_FINE = 0.5
+# After a command that may leave the disk for later (FETCH, STORE, SEARCH, SORT, THREAD, COPY), a sync
+# looks at the folder's files only when its last look is older than this; the index, which every
+# Dovetail writer records its changes in, is read after every command all the same. Dovecot does the
+# same for these commands (``MAILBOX_SYNC_FLAG_FAST``, ``MAILBOX_FULL_SYNC_INTERVAL`` of 5 s): what other
+# programs write (a delivery, Dovecot, Postfix) shows at the next NOOP, CHECK, IDLE or SELECT at once,
+# and after any command once this long has passed.
+FULL_SYNC_SECONDS = 1.0
 CUR, NEW, UIDLIST_STAMP, KEYWORDS_STAMP = range(4)  # the parts of a folder stamp
 
 

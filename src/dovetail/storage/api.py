@@ -416,11 +416,14 @@ class Mailbox(ABC):
         """Sequence number of the first message without ``\\Seen`` (for ``[UNSEEN n]``)."""
 
     @abstractmethod
-    def refresh(self, *, allow_expunges: bool = True) -> Changes:
+    def refresh(self, *, allow_expunges: bool = True, fast: bool = False) -> Changes:
         """Look at the disk and bring the view up to date; report what changed.
 
         With ``allow_expunges=False`` (during FETCH/STORE/SEARCH, where RFC 3501 forbids EXPUNGE
-        responses) vanished messages stay in the view and are reported by a later refresh.
+        responses) vanished messages stay in the view and are reported by a later refresh. With
+        ``fast`` (after FETCH, STORE, SEARCH, SORT, THREAD and COPY, as Dovecot's
+        ``MAILBOX_SYNC_FLAG_FAST``) the store may skip looking at the disk for changes made by other
+        programs when it looked a moment ago; changes of other sessions are reported all the same.
         """
 
     def command_started(self) -> None:
@@ -428,14 +431,14 @@ class Mailbox(ABC):
         now is no longer current enough for the refresh after this command."""
         return None
 
-    def refresh_if_quiet(self) -> Changes | None:
+    def refresh_if_quiet(self, *, fast: bool = False) -> Changes | None:
         """The (empty) result :meth:`refresh` would give now, when the store can tell cheaply, without
         anything that may block on the disk (a few stats, a read of a shared-memory counter), that nothing
         changed since the previous refresh: the IMAP server then skips the thread a refresh runs in.
-        None means "maybe something changed": call :meth:`refresh`."""
+        None means "maybe something changed": call :meth:`refresh` (with the same ``fast``)."""
         return None
 
-    def memory_reads(self) -> AbstractContextManager[Changes] | None:
+    def memory_reads(self, *, fast: bool = False) -> AbstractContextManager[Changes] | None:
         """A scope in which this view's reads (:meth:`fetch_info`, :meth:`flag_rows`,
         :meth:`get_section`, :meth:`open_message`) are answered from memory only, raising
         :class:`NotInMemory` instead of touching the disk or the index, so a small FETCH can run on the

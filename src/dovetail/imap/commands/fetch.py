@@ -103,7 +103,7 @@ def _from_memory(s: CommandSession, mb: Mailbox, uids: Sequence[int],
     the FETCH in the storage thread as any other."""
     if len(uids) > MEMORY_FETCH_MAX:
         return None
-    scope = mb.memory_reads()
+    scope = mb.memory_reads(fast=True)
     if scope is None:
         return None
     try:
