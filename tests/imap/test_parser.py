@@ -212,3 +212,38 @@ def test_fuzz_never_raises(pieces, chunk):
             assert ev.tag and ev.text
     # a NOOP after a clean line break is always seen, unless swallowed as literal payload or a long line
     assert evs
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.none(), st.integers(1, 40)), st.one_of(st.none(), st.integers(1, 40))),
+                min_size=1, max_size=12),
+       st.integers(0, 30))
+def test_sequence_numbers_resolve_as_rfc3501_reads_them(ranges, count):
+    """A set of sequence numbers names the view's messages with those numbers (``*`` the last, a:b either
+    way round), each once, in ascending order; a number past the last one is a BAD command, except that
+    a set with ``*`` names nothing in an empty mailbox."""
+    from types import SimpleNamespace
+
+    from dovetail.imap.commands.arguments import resolve_set
+    from dovetail.imap.state import CommandError
+
+    uids = [10 * i + 3 for i in range(1, count + 1)]
+    s = SimpleNamespace(selected=SimpleNamespace(mailbox=SimpleNamespace(uids=uids), saved=None))
+    numbers = [n for lo, hi in ranges for n in (lo, hi) if n is not None]
+    expected: list[int] | None
+    if count == 0 and any(lo is None or hi is None for lo, hi in ranges):
+        expected = []
+    elif numbers and max(numbers) > count:
+        expected = None  # BAD
+    else:
+        wanted: set[int] = set()
+        for lo, hi in ranges:
+            a, b = sorted((count if lo is None else lo, count if hi is None else hi))
+            wanted.update(range(a, b + 1))
+        expected = [uids[n - 1] for n in sorted(wanted)]
+    try:
+        got = resolve_set(s, SequenceSet(tuple(ranges)), False)
+    except CommandError as exc:
+        assert expected is None and exc.status == "BAD"
+    else:
+        assert got == expected

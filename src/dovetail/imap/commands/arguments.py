@@ -60,18 +60,28 @@ def resolve_set(s: CommandSession, ss: SequenceSet, uid: bool) -> list[int]:
     if uid:
         return ss.select(uids if isinstance(uids, list) else list(uids))
     n = len(uids)
-    if n == 0 and any(lo is None or hi is None for lo, hi in ss.ranges):
+    ranges = ss.ranges
+    if n == 0 and any(lo is None or hi is None for lo, hi in ranges):
         return []  # "1:*" in an empty mailbox names nothing; clients send it blindly
-    for lo, hi in ss.ranges:
-        if (lo is not None and lo > n) or (hi is not None and hi > n):
+    if len(ranges) == 1:
+        (a, b), = ss.bounds(n)
+        if b > n:
             raise CommandError("Invalid messageset", status="BAD")
-    spans = [(max(a, 1) - 1, min(b, n)) for a, b in ss.bounds(n)]
-    if len(spans) == 1:
-        return list(uids[spans[0][0] : spans[0][1]])  # the view's UIDs are ascending and unique
-    out: set[int] = set()
-    for i, j in spans:
-        if j - i == 1:
-            out.add(uids[i])
-        else:
-            out.update(uids[i:j])
-    return sorted(out)
+        return list(uids[a - 1 : b])  # the view's UIDs are ascending and unique
+    # Sequence numbers (1-based) of the set, in one list: single numbers (most of a scattered set)
+    # as they are, ranges spelt out once they are known to lie within the view.
+    seqs: list[int] = []
+    for lo, hi in ranges:
+        if lo == hi and lo is not None:
+            seqs.append(lo)
+            continue
+        a = n if lo is None else lo
+        b = n if hi is None else hi
+        if a > b:
+            a, b = b, a
+        if b > n:
+            raise CommandError("Invalid messageset", status="BAD")
+        seqs.extend(range(a, b + 1))
+    if max(seqs) > n:
+        raise CommandError("Invalid messageset", status="BAD")
+    return [uids[i - 1] for i in sorted(set(seqs))]
