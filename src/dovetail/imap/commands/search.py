@@ -8,6 +8,7 @@ match. SEARCH hands on plain ``(seq, uid, modseq)`` tuples; SORT and THREAD get 
 from __future__ import annotations
 
 import asyncio
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from dovetail.imap import search as sm
@@ -29,6 +30,9 @@ class SearchHit(NamedTuple):
     modseq: int
 
 
+_UID = itemgetter(0)
+
+
 def _matching(mb: Mailbox, key: Any, saved: frozenset[int] | None, uid: bool,
               hits: bool = False) -> list[Any]:
     """The view's messages that match ``key``, in sequence order (with ``hits``: as (seq, uid, modseq)
@@ -38,7 +42,7 @@ def _matching(mb: Mailbox, key: Any, saved: frozenset[int] | None, uid: bool,
     uids = mb.uids
     ctx = sm.SearchContext(uid=uid, saved=saved, max_seq=len(uids), max_uid=uids[-1] if uids else None)
     facts = mb.message_facts()
-    if len(facts) == len(uids) and all(f[0] == u for f, u in zip(facts, uids, strict=True)):
+    if len(facts) == len(uids) and list(map(_UID, facts)) == (uids if isinstance(uids, list) else list(uids)):
         numbered: Any = enumerate(facts, 1)
     else:
         seq_of = {u: i for i, u in enumerate(uids, 1)}

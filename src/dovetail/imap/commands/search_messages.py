@@ -98,24 +98,38 @@ class SearchMessage:
             self._folded = folded if folded is not None else fold_case(self.text())
         return self._folded
 
+    def text_known(self, needle: str) -> bool | None:
+        """Whether this message's text contains ``needle``, from the one pass over the store's texts
+        this search made for it (see :meth:`HeaderBlocks.text_scan`); None when it made none yet or
+        the pass could not decide this message."""
+        blocks = self._blocks
+        if blocks is None:
+            return None
+        hit = blocks.scanned(needle) or blocks.text_scan(needle)
+        if hit is not None and self.uid in hit[1]:
+            return self.uid in hit[0]
+        return None
+
     def text_contains(self, needle: str) -> bool:
-        """``needle in self.folded_text()``, answered from one pass over the store's texts once a
-        search has asked this of enough messages (see :meth:`HeaderBlocks.text_scan`)."""
+        """``needle in self.folded_text()``: from one pass over the store's texts once a search has
+        asked this of more than a few messages (see :meth:`HeaderBlocks.text_scan`), else from the
+        store's texts in memory one message at a time, else from the message itself."""
+        known = self.text_known(needle)
+        if known is not None:
+            return known
         if self._blocks is not None:
-            hit = self._blocks.scanned(needle)
-            if hit is not None and self.uid in hit[1]:
-                return self.uid in hit[0]
             held = self._mb.text_has(self.uid, needle)  # the store's texts in memory: this one's alone
             if held is not None:
                 return held
-            hit = self._blocks.text_scan(needle)
-            if hit is not None and self.uid in hit[1]:
-                return self.uid in hit[0]
         return contains(self.folded_text(), needle)
 
 
 _SINGLE_HEADER_READS = 32
-_SINGLE_TEXT_READS = 64  # a search that reads more texts than this scans the store once instead
+# A search that reads more texts than this asks the store for all of them at once instead: one pass
+# (over the texts it holds in memory, most often, or its rows) and a set lookup a message after it,
+# where a text at a time costs a dozen calls a message. A search that cheaper keys narrowed to a few
+# messages reads just theirs.
+_SINGLE_TEXT_READS = 16
 
 
 class HeaderBlocks:

@@ -141,7 +141,13 @@ def _compile(key: SearchKey, msgs: Sequence[SearchableMessage], ctx: SearchConte
         in_header = finder(needle)
 
         def text_pred(m: SearchableMessage) -> bool:
-            return in_header(folded_header_block(m.header_bytes())) or _text_has(m, needle)
+            # The body first when the store's pass over the texts answers it (a set lookup); the
+            # header block, folded, only where the body does not hold the needle.
+            own = getattr(m, "text_known", None)
+            known = own(needle) if own is not None else None
+            if known:
+                return True
+            return in_header(folded_header_block(m.header_bytes())) or (known is None and _text_has(m, needle))
         return _BODY, text_pred
     if isinstance(key, Not):
         cost, inner = _compile(key.key, msgs, ctx)
@@ -156,6 +162,12 @@ def _compile(key: SearchKey, msgs: Sequence[SearchableMessage], ctx: SearchConte
         cost = max((c for c, _ in parts), default=_CHEAP)
         if len(preds) == 1:
             return cost, preds[0]
+        if len(preds) == 2:  # most searches: no generator a message
+            p1, p2 = preds
+            return cost, lambda m: p1(m) and p2(m)
+        if len(preds) == 3:
+            q1, q2, q3 = preds
+            return cost, lambda m: q1(m) and q2(m) and q3(m)
         return cost, lambda m: all(p(m) for p in preds)
     raise TypeError(f"not a search key: {key!r}")
 
