@@ -247,7 +247,7 @@ def extract_base_subject(text: str) -> tuple[str, bool]:
         return s, reply
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=65536)  # a SORT SUBJECT or THREAD reads every message's: larger than a folder
 def base_subject(raw: str) -> tuple[str, bool]:
     """Base subject of a raw Subject value (encoded words decoded first) and its reply flag."""
     return extract_base_subject(decode_words(unfold(raw)))

@@ -52,7 +52,10 @@ def folded_header_block(raw: bytes) -> str:
     return fold_case(decode_words(unfold(raw.decode("utf-8", "replace"))))
 
 
-@functools.lru_cache(maxsize=4096)
+# As large as the other per-value caches: SENTBEFORE/SENTON/SENTSINCE read the Date of every message of
+# the folder in turn, and an LRU smaller than the folder keeps nothing of such a scan (each search
+# parsed 10,000 dates again).
+@functools.lru_cache(maxsize=65536)
 def _sent_date(value: str) -> dt.date | None:
     parsed = parse_date_header(value)
     return parsed[0] if parsed else None
