@@ -126,8 +126,8 @@ def test_a_change_committed_by_another_process_is_waited_for_not_listed(storage,
         renamed, waiting = threading.Event(), threading.Event()
         real_rename, real_wait = mailbox_mod.rename_to, type(b.folder)._writer_done
 
-        def rename(root, filename, info):
-            out = real_rename(root, filename, info)
+        def rename(root, filename, info, *follow):
+            out = real_rename(root, filename, info, *follow)
             renamed.set()
             assert waiting.wait(10)  # b is about to wait for this transaction
             return out

@@ -86,3 +86,36 @@ def test_refresh_after_a_store_reports_other_sessions_changes_and_not_its_own(st
     assert a.changed_since(a.highestmodseq - 3) == [uids[0], uids[3], uids[5]]
     a.close()
     b.close()
+
+
+@pytest.mark.parametrize("unchangedsince", [None, "known"])
+def test_a_file_another_program_renamed_keeps_its_flags_through_a_store(storage, monkeypatch, unchangedsince) -> None:
+    """Within the fast sync's interval the STORE starts from the index's names; a file Dovecot renamed
+    meanwhile (\\Seen set) is not at its name: the files already renamed are renamed back, and the STORE
+    is made again after a sync. The message keeps \\Seen, the others are changed once (each reported),
+    and UNCHANGEDSINCE compares with the modseqs the client knew: the message Dovecot changed since is
+    reported modified and left alone."""
+    monkeypatch.setattr("dovetail.maildir.folder.FULL_SYNC_SECONDS", 3600.0)
+    box = storage.select("INBOX")
+    box.refresh()
+    uids = list(box.uids)
+    top = box.highestmodseq if unchangedsince else None
+    cur = storage.root / "cur"
+    third = sorted(os.listdir(cur))[3]
+    base = third.partition(":2,")[0]
+    os.rename(cur / third, cur / (base + ":2,S"))  # as Dovecot sets \Seen
+    result = box.store_flags(uids, StoreMode.ADD, [FLAGGED], unchangedsince=top)
+    infos = info_of(storage.root)
+    if unchangedsince:
+        assert result.modified == [uids[3]]
+        assert infos[base] == "S" and sorted(v for k, v in infos.items() if k != base) == ["F"] * (COUNT - 1)
+        assert [st.uid for st in result.changed] == uids[:3] + uids[4:]
+    else:
+        assert result.modified == []
+        assert infos[base] == "FS" and sorted(v for k, v in infos.items() if k != base) == ["F"] * (COUNT - 1)
+        assert [st.uid for st in result.changed] == uids
+    box.refresh()
+    flags = {i.uid: i.flags for i in box.fetch_info(uids, envelope=False, bodystructure=False)}
+    assert SEEN in flags[uids[3]] and sum(SEEN in f for f in flags.values()) == 1
+    assert sum(FLAGGED in f for f in flags.values()) == (COUNT - 1 if unchangedsince else COUNT)
+    box.close()

@@ -94,10 +94,16 @@ class FlagPlan:
         return outcome
 
 
-def rename_to(root: str, filename: str, info: str) -> str | None:
+class FileMoved(Exception):
+    """A message file is not at the name the index has for it: another program renamed it (its flags
+    may have changed), moved it out of ``new/`` or removed it."""
+
+
+def rename_to(root: str, filename: str, info: str, follow: bool = True) -> str | None:
     """Rename the file ``filename`` (``cur/...`` or ``new/...`` under the folder ``root``) into ``cur/``
     with ``info``; follows a file renamed meanwhile by another writer. The new name, or None when the
-    file is gone."""
+    file is gone. ``follow=False``: raise :class:`FileMoved` instead of following (the caller learns
+    the file's new name and flags first)."""
     for _ in range(3):
         base = filename.partition("/")[2].partition(":")[0]
         new_rel = f"cur/{base}{INFO_SEP}{info}"
@@ -105,6 +111,8 @@ def rename_to(root: str, filename: str, info: str) -> str | None:
             os.rename(f"{root}/{filename}", f"{root}/{new_rel}")
             return new_rel
         except FileNotFoundError:
+            if not follow:
+                raise FileMoved(filename) from None
             found = find_by_base(root, base)
             if found is None:
                 return None

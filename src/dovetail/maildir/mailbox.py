@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import math
 import os
@@ -17,7 +18,7 @@ from pathlib import Path
 from dovetail.maildir import lazyfacts
 from dovetail.maildir.diskfull import is_disk_full
 from dovetail.maildir.filename import parse_name
-from dovetail.maildir.flagstore import FlagPlan, Outcome, rename_to, store_rows
+from dovetail.maildir.flagstore import FileMoved, FlagPlan, Outcome, rename_to, store_rows
 from dovetail.maildir.folder import CUR, MAX_MESSAGE_BYTES, NEW, Folder, keywords_of
 from dovetail.maildir.index import DATE_UNKNOWN, EXPUNGE_DATA_KEPT, flags_load, loads
 from dovetail.maildir.keywords import valid_keyword
@@ -992,11 +993,25 @@ class MaildirMailbox(Mailbox):
         flags: Iterable[str],
         unchangedsince: int | None = None,
     ) -> StoreResult:
+        """The renames start from the index's names and flags, as a fast sync leaves them (see
+        ``Folder.sync``): every Dovetail writer records its renames there. A file another program
+        renamed since (Dovecot setting a flag) is not at its name: the files this attempt renamed are
+        renamed back, the transaction is rolled back, the folder is synced from the disk and the STORE
+        made again from the flags the files have now (a CONDSTORE ``UNCHANGEDSINCE`` still compares
+        with the modseqs the client knew)."""
         self._check_writable()
         wanted = clean_flags(flags)
         uids = sorted(self._in_view(uids))
+        self.folder.sync(fast=True)
+        try:
+            return self._store_flags(uids, mode, wanted, unchangedsince, follow=False)
+        except FileMoved:
+            self.folder.sync()
+            return self._store_flags(uids, mode, wanted, unchangedsince, follow=True)
+
+    def _store_flags(self, uids: list[int], mode: StoreMode, wanted: set[str], unchangedsince: int | None,
+                     follow: bool) -> StoreResult:
         folder = self.folder
-        folder.sync()
         keywords = folder.load_keywords()
         known = set(keywords.values())
         if any(f[0] != "\\" and f not in known for f in wanted):
@@ -1027,13 +1042,22 @@ class MaildirMailbox(Mailbox):
                 root = folder.path_text
                 recent = self._recent
                 view = self._modseqs
+                done: list[tuple[str, str]] = []
                 for uid, filename, (info, column, fs, kws) in renames:
-                    new_fn = rename_to(root, filename, info)
+                    try:
+                        new_fn = rename_to(root, filename, info, follow)
+                    except FileMoved:
+                        for old_fn, moved_fn in reversed(done):  # as it was: the STORE is made again
+                            with contextlib.suppress(OSError):
+                                os.rename(f"{root}/{moved_fn}", f"{root}/{old_fn}")
+                        raise
                     if new_fn is None:
                         continue
+                    done.append((filename, new_fn))
                     updates.append((new_fn, info, column, modseq, uid))
-                    view[uid] = modseq
                     changed.append(FlagState(uid, fs, kws, modseq, uid in recent))
+                for st in changed:  # once every rename went through (a FileMoved rolls back)
+                    view[st.uid] = modseq
                 if updates:
                     idx.db.executemany("UPDATE msg SET filename=?, info=?, flags=?, modseq=? WHERE uid=?", updates)
                 touched = (CUR, NEW) if any(r[1].startswith("new/") for r in renames) else (CUR,)
