@@ -442,6 +442,11 @@ class Folder:
         """Whether a fast sync (see :meth:`sync`) would look at nothing now."""
         return time.monotonic() < self.state.looked_until
 
+    def looked_now(self) -> None:
+        """The folder's stamp was just found to be the trusted one a sync left (a quiet check): as good
+        as a sync's look, for the fast syncs that follow."""
+        self.state.looked_until = time.monotonic() + FULL_SYNC_SECONDS
+
     def _sync(self, move_new: bool, force: bool, stamp: tuple | None = None) -> bool:
         if stamp is None:
             stamp = self._stamp_now()

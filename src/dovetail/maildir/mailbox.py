@@ -292,6 +292,7 @@ class MaildirMailbox(Mailbox):
                 quiet = self._quiet = (*quiet[:3], state.checked_at, trusted_until(stamp, state.checked_at))
             if time.time() >= quiet[4]:
                 return None
+            folder.looked_now()
         finally:
             state.lock.release()
         return self._index_quiet(quiet, stamp)
