@@ -24,14 +24,18 @@ def age(root: Path) -> None:
             os.utime(root / name, (then, then))
 
 
-def test_changes_before_a_command_show_in_its_answer(make_server, tmp_path: Path) -> None:
-    srv = make_server()
+def two_sessions(srv, tmp_path: Path, count: int):
+    """Two sessions with INBOX selected after ``count`` APPENDs, and the INBOX's Maildir."""
     a = raw_login(srv)
-    append_messages(a, range(1, 6))
+    append_messages(a, range(1, count + 1))
     assert a.cmd(b"s SELECT INBOX")[-1].startswith(b"s OK")
-    root = next(tmp_path.glob("mail/**/dovecot-uidlist")).parent
     b = raw_login(srv)
     assert b.cmd(b"s SELECT INBOX")[-1].startswith(b"s OK")
+    return a, b, next(tmp_path.glob("mail/**/dovecot-uidlist")).parent
+
+
+def test_changes_before_a_command_show_in_its_answer(make_server, tmp_path: Path) -> None:
+    a, b, root = two_sessions(make_server(), tmp_path, 5)
     warm = b"w FETCH 1:* (FLAGS BODY.PEEK[HEADER] ENVELOPE)"
 
     def settle() -> None:
@@ -60,13 +64,7 @@ def test_a_delivery_shows_in_a_fetch_within_the_full_sync_interval(make_server, 
     """After FETCH, STORE, SEARCH, SORT, THREAD and COPY the disk is looked at only when the last look
     is older than FULL_SYNC_SECONDS (as Dovecot's fast syncs): a delivery another program made shows in
     the answer to such a command within that time, while another session's STORE shows at once."""
-    srv = make_server()
-    a = raw_login(srv)
-    append_messages(a, range(1, 4))
-    assert a.cmd(b"s SELECT INBOX")[-1].startswith(b"s OK")
-    root = next(tmp_path.glob("mail/**/dovecot-uidlist")).parent
-    b = raw_login(srv)
-    assert b.cmd(b"s SELECT INBOX")[-1].startswith(b"s OK")
+    a, b, root = two_sessions(make_server(), tmp_path, 3)
     (root / "tmp" / "1700000999.V1I2M3.mx").write_bytes(msg(9))
     delivered = time.monotonic()
     os.rename(root / "tmp" / "1700000999.V1I2M3.mx", root / "new" / "1700000999.V1I2M3.mx")
