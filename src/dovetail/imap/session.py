@@ -468,7 +468,8 @@ class Session:
         else:
             old_uids = list(sel.mailbox.uids) if sel.contexts else []
             try:
-                # Nothing changed (told by a few stats, without the disk): no thread hop for the refresh.
+                # Nothing changed (told by a few stats, or after FETCH/STORE/SEARCH... by the index's
+                # commit counter alone): no thread hop for the refresh.
                 quiet = sel.mailbox.refresh_if_quiet(fast=fast)
                 changes = quiet if quiet is not None else await asyncio.to_thread(
                     sel.mailbox.refresh, allow_expunges=allow, fast=fast)

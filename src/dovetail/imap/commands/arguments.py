@@ -82,6 +82,8 @@ def resolve_set(s: CommandSession, ss: SequenceSet, uid: bool) -> list[int]:
         if b > n:
             raise CommandError("Invalid messageset", status="BAD")
         seqs.extend(range(a, b + 1))
+    if not seqs:
+        return []  # a set built with no ranges at all names nothing
     if max(seqs) > n:
         raise CommandError("Invalid messageset", status="BAD")
     return [uids[i - 1] for i in sorted(set(seqs))]
